@@ -1,0 +1,376 @@
+"""Shared fixtures for the openma conformance suite.
+
+The suite drives a real `openma serve` process with the official Python SDK
+(`anthropic` 2.10.0, see requirements.txt).  One server is started per pytest
+session; every test creates its own objects (with unique names) so tests do
+not depend on each other.
+
+Environment:
+  OPENMA_BIN   path of the openma binary (default: <repo>/target/debug/openma)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import anthropic
+import httpx2
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_BIN = REPO / "target" / "debug" / "openma"
+
+MODEL = "claude-sonnet-4-5"
+BETA = "managed-agents-2026-04-01"
+READY_RE = re.compile(r"^openma listening on (http://127\.0\.0\.1:(\d+))$")
+STARTUP_TIMEOUT_S = 30.0
+ADMIN_TIMEOUT_S = 30.0
+SDK_TIMEOUT_S = 30.0
+
+ERROR_TYPES = {
+    "invalid_request_error",
+    "authentication_error",
+    "billing_error",
+    "permission_error",
+    "not_found_error",
+    "rate_limit_error",
+    "timeout_error",
+    "api_error",
+    "overloaded_error",
+    "memory_precondition_failed_error",
+    "memory_path_conflict_error",
+    "conflict_error",
+}
+
+# The SDK picks up credentials / base URLs from the environment; the suite
+# must only ever talk to the server it started, with the keys it created.
+for _var in list(os.environ):
+    if _var.startswith("ANTHROPIC_"):
+        del os.environ[_var]
+
+
+def openma_bin() -> Path:
+    return Path(os.environ.get("OPENMA_BIN", str(DEFAULT_BIN)))
+
+
+def new_api_key() -> str:
+    return "sk-oma-" + secrets.token_hex(24)
+
+
+def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        # Keep the server's own view clean: no model-provider keys, no client
+        # settings, no data dir / listen address other than the ones we pass.
+        if not k.startswith("ANTHROPIC_")
+        and not k.startswith("OPENAI_")
+        and k
+        not in (
+            "OPENMA_BOOTSTRAP_API_KEY",
+            "OPENMA_DATA_DIR",
+            "OPENMA_LISTEN",
+            "OPENMA_URL",
+            "OPENMA_API_KEY",
+        )
+    }
+    env["RUST_LOG"] = "warn"
+    if extra:
+        env.update(extra)
+    return env
+
+
+@dataclass
+class Server:
+    """A running `openma serve` child process."""
+
+    bin: Path
+    data_dir: Path
+    api_key: str
+    proc: subprocess.Popen
+    base_url: str
+    port: int
+    stderr_path: Path
+    stdout_lines: list[str] = field(default_factory=list)
+    startup_stdout: list[str] = field(default_factory=list)
+
+    def stderr_tail(self, n: int = 40) -> str:
+        try:
+            lines = self.stderr_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    def admin(self, *args: str) -> str:
+        """Run an admin subcommand against this server's data dir; return stdout."""
+        cmd = [str(self.bin), *args, "--data-dir", str(self.data_dir)]
+        res = subprocess.run(
+            cmd,
+            env=_child_env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=ADMIN_TIMEOUT_S,
+        )
+        if res.returncode != 0:
+            raise AssertionError(
+                f"`{' '.join(cmd)}` exited {res.returncode}\n"
+                f"stdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+            )
+        return res.stdout
+
+    def create_tenant_key(self, tenant: str) -> str:
+        """Create a tenant and an API key for it; return the key."""
+        self.admin("tenants", "create", tenant)
+        out = self.admin("api-keys", "create", "--name", "k", "--tenant", tenant)
+        lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
+        assert lines, "`openma api-keys create` printed nothing"
+        return lines[-1]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def _pump(stream, q: "queue.Queue[str | None]", sink: list[str]) -> None:
+    for line in iter(stream.readline, ""):
+        line = line.rstrip("\r\n")
+        sink.append(line)
+        q.put(line)
+    q.put(None)
+
+
+def start_server(data_dir: Path, api_key: str | None = None) -> Server:
+    binary = openma_bin()
+    if not binary.is_file():
+        pytest.fail(
+            f"openma binary not found at {binary} (build it with `cargo build -p openma-server` "
+            "or set OPENMA_BIN)",
+            pytrace=False,
+        )
+    api_key = api_key or new_api_key()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stderr_path = data_dir.parent / (data_dir.name + ".stderr.log")
+    stderr_f = open(stderr_path, "wb")
+    proc = subprocess.Popen(
+        [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+        env=_child_env({"OPENMA_BOOTSTRAP_API_KEY": api_key}),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=stderr_f,
+        text=True,
+        bufsize=1,
+    )
+    stderr_f.close()
+    lines: list[str] = []
+    q: "queue.Queue[str | None]" = queue.Queue()
+    threading.Thread(target=_pump, args=(proc.stdout, q, lines), daemon=True).start()
+
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    base_url = port = None
+    seen: list[str] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            line = q.get(timeout=remaining)
+        except queue.Empty:
+            break
+        if line is None:  # stdout closed: the process died
+            break
+        seen.append(line)
+        m = READY_RE.match(line.strip())
+        if m:
+            base_url, port = m.group(1), int(m.group(2))
+            break
+
+    if base_url is None:
+        rc = proc.poll()
+        if rc is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        try:
+            err = stderr_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            err = ""
+        pytest.fail(
+            f"`openma serve` did not print 'openma listening on http://127.0.0.1:<port>' within "
+            f"{STARTUP_TIMEOUT_S:.0f}s (exit code {proc.returncode}).\nstdout so far: {seen!r}\n"
+            f"stderr tail:\n{err}",
+            pytrace=False,
+        )
+    return Server(
+        bin=binary,
+        data_dir=data_dir,
+        api_key=api_key,
+        proc=proc,
+        base_url=base_url,
+        port=port,
+        stderr_path=stderr_path,
+        stdout_lines=lines,
+        startup_stdout=seen,
+    )
+
+
+def make_client(server: Server, api_key: str | None = None, **kw: Any) -> anthropic.Anthropic:
+    kw.setdefault("timeout", SDK_TIMEOUT_S)
+    return anthropic.Anthropic(
+        api_key=server.api_key if api_key is None else api_key,
+        base_url=server.base_url,
+        **kw,
+    )
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Server:
+    root = tmp_path_factory.mktemp("openma")
+    srv = start_server(root / "data")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server: Server) -> anthropic.Anthropic:
+    c = make_client(server)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def raw(server: Server) -> httpx2.Client:
+    """A plain HTTP client (no auth header) for wire-level checks."""
+    c = httpx2.Client(base_url=server.base_url, timeout=SDK_TIMEOUT_S)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def tenant_b(server: Server) -> str:
+    """API key of a second tenant, created with the admin CLI while the server runs."""
+    return server.create_tenant_key("tenant-b-" + uuid.uuid4().hex[:8])
+
+
+@pytest.fixture(scope="session")
+def client_b(server: Server, tenant_b: str) -> anthropic.Anthropic:
+    c = make_client(server, api_key=tenant_b)
+    yield c
+    c.close()
+
+
+@dataclass
+class Counted:
+    client: anthropic.Anthropic
+    requests: list[httpx2.Request]
+
+    def calls(self, method: str | None = None, path_prefix: str | None = None) -> list[httpx2.Request]:
+        return [
+            r
+            for r in self.requests
+            if (method is None or r.method == method)
+            and (path_prefix is None or r.url.path.startswith(path_prefix))
+        ]
+
+
+@pytest.fixture
+def counted(server: Server) -> Counted:
+    """An SDK client (default retry policy) that records every HTTP request it sends."""
+    seen: list[httpx2.Request] = []
+    http = httpx2.Client(event_hooks={"request": [seen.append]}, timeout=SDK_TIMEOUT_S)
+    c = make_client(server, http_client=http)
+    yield Counted(c, seen)
+    c.close()
+
+
+@pytest.fixture
+def uid(request) -> str:
+    """A short unique tag for object names created by the current test."""
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def make_agent(client: anthropic.Anthropic, uid: str) -> Callable[..., Any]:
+    counter = iter(range(10_000))
+
+    def _make(c: anthropic.Anthropic | None = None, **kw: Any):
+        kw.setdefault("name", f"agent-{uid}-{next(counter)}")
+        kw.setdefault("model", MODEL)
+        return (c or client).beta.agents.create(**kw)
+
+    return _make
+
+
+@pytest.fixture
+def make_env(client: anthropic.Anthropic, uid: str) -> Callable[..., Any]:
+    counter = iter(range(10_000))
+
+    def _make(c: anthropic.Anthropic | None = None, **kw: Any):
+        kw.setdefault("name", f"env-{uid}-{next(counter)}")
+        kw.setdefault("config", {"type": "cloud", "networking": {"type": "unrestricted"}})
+        return (c or client).beta.environments.create(**kw)
+
+    return _make
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def parse_ts(value: Any) -> datetime:
+    """Parse an RFC 3339 timestamp (as str or the SDK's datetime)."""
+    if isinstance(value, datetime):
+        return value
+    assert isinstance(value, str) and value, f"not a timestamp: {value!r}"
+    v = value.replace("Z", "+00:00")
+    # fromisoformat in 3.11 accepts up to 6 fractional digits; trim longer ones.
+    v = re.sub(r"(\.\d{6})\d+", r"\1", v)
+    dt = datetime.fromisoformat(v)
+    assert dt.tzinfo is not None, f"timestamp without offset: {value!r}"
+    return dt
+
+
+def assert_error_envelope(err: anthropic.APIStatusError, status: int, error_type: str | None = None) -> dict:
+    """The body is Anthropic's error envelope and the request id is exposed."""
+    assert err.status_code == status, f"expected HTTP {status}, got {err.status_code}: {err.body!r}"
+    body = err.body
+    assert isinstance(body, dict), f"error body is not JSON: {body!r}"
+    assert body.get("type") == "error", body
+    e = body.get("error")
+    assert isinstance(e, dict), body
+    assert isinstance(e.get("message"), str) and e["message"], body
+    assert e.get("type") in ERROR_TYPES, body
+    if error_type is not None:
+        assert e["type"] == error_type, body
+    assert isinstance(body.get("request_id"), str) and body["request_id"], body
+    assert err.request_id, "missing `request-id` response header"
+    assert err.request_id == body["request_id"], (err.request_id, body["request_id"])
+    return body
+
+
+def dump(obj: Any) -> Any:
+    """SDK model -> plain JSON-ish dict (keeps unknown fields)."""
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    return obj

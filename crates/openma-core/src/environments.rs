@@ -1,0 +1,231 @@
+//! Environments: resolving networking and package configuration.
+
+use openma_types::environments::{
+    CloudConfig, CloudConfigParams, CreateEnvironmentRequest, Environment, EnvironmentConfig,
+    EnvironmentConfigParams, EnvironmentTag, LimitedNetworking, Networking, NetworkingParams, Packages,
+    PackagesParams, PackagesTag, Scope, UpdateEnvironmentRequest,
+};
+use openma_types::{Metadata, Timestamp};
+
+use crate::error::{DomainError, DomainResult};
+use crate::validate;
+
+pub const NAME_MAX: usize = 256;
+pub const DESCRIPTION_MAX: usize = 2_048;
+pub const HOSTS_MAX: usize = 256;
+pub const PACKAGES_MAX: usize = 256;
+
+/// The configuration of the environment a tenant gets when it names none.
+pub fn default_config() -> EnvironmentConfig {
+    EnvironmentConfig::Cloud(CloudConfig { networking: Networking::Unrestricted, packages: Packages::default() })
+}
+
+fn resolve_networking(p: &NetworkingParams, previous: Option<&Networking>) -> DomainResult<Networking> {
+    Ok(match p {
+        NetworkingParams::Unrestricted => Networking::Unrestricted,
+        NetworkingParams::Limited(l) => {
+            // on update, omitted keys of a limited policy keep their stored value
+            let prev = match previous {
+                Some(Networking::Limited(prev)) => Some(prev),
+                _ => None,
+            };
+            let allowed_hosts = l
+                .allowed_hosts
+                .clone()
+                .or_else(|| prev.map(|p| p.allowed_hosts.clone()))
+                .unwrap_or_default();
+            if allowed_hosts.len() > HOSTS_MAX {
+                return Err(DomainError::invalid(format!("`allowed_hosts` may hold at most {HOSTS_MAX} hosts")));
+            }
+            for h in &allowed_hosts {
+                validate::hostname("networking.allowed_hosts", h, true)?;
+            }
+            Networking::Limited(LimitedNetworking {
+                allowed_hosts,
+                allow_mcp_servers: l.allow_mcp_servers.or(prev.map(|p| p.allow_mcp_servers)).unwrap_or(false),
+                allow_package_managers: l
+                    .allow_package_managers
+                    .or(prev.map(|p| p.allow_package_managers))
+                    .unwrap_or(false),
+            })
+        }
+    })
+}
+
+fn resolve_packages(p: &PackagesParams, previous: Option<&Packages>) -> DomainResult<Packages> {
+    let pick = |new: &Option<Vec<String>>, old: Option<&Vec<String>>, manager: &str| -> DomainResult<Vec<String>> {
+        let list = new.clone().or_else(|| old.cloned()).unwrap_or_default();
+        if list.len() > PACKAGES_MAX {
+            return Err(DomainError::invalid(format!("`packages.{manager}` may hold at most {PACKAGES_MAX} entries")));
+        }
+        for spec in &list {
+            validate::length(&format!("packages.{manager}[]"), spec, 1, 512)?;
+            if spec.chars().any(|c| c.is_whitespace() || c.is_control()) || spec.starts_with('-') {
+                return Err(DomainError::invalid(format!(
+                    "`packages.{manager}` entry `{spec}` must be a package name with an optional version, without spaces or options"
+                )));
+            }
+        }
+        Ok(list)
+    };
+    Ok(Packages {
+        tag: PackagesTag::Value,
+        apt: pick(&p.apt, previous.map(|o| &o.apt), "apt")?,
+        cargo: pick(&p.cargo, previous.map(|o| &o.cargo), "cargo")?,
+        gem: pick(&p.gem, previous.map(|o| &o.gem), "gem")?,
+        go: pick(&p.go, previous.map(|o| &o.go), "go")?,
+        npm: pick(&p.npm, previous.map(|o| &o.npm), "npm")?,
+        pip: pick(&p.pip, previous.map(|o| &o.pip), "pip")?,
+    })
+}
+
+/// Resolves a `cloud` configuration, keeping `previous` values for omitted keys.
+fn resolve_cloud(p: &CloudConfigParams, previous: Option<&CloudConfig>) -> DomainResult<CloudConfig> {
+    let networking = match &p.networking {
+        Some(Some(n)) => resolve_networking(n, previous.map(|c| &c.networking))?,
+        Some(None) => Networking::Unrestricted,
+        None => previous.map(|c| c.networking.clone()).unwrap_or(Networking::Unrestricted),
+    };
+    let packages = match &p.packages {
+        Some(Some(pk)) => resolve_packages(pk, previous.map(|c| &c.packages))?,
+        Some(None) => Packages::default(),
+        None => previous.map(|c| c.packages.clone()).unwrap_or_default(),
+    };
+    if let Networking::Limited(l) = &networking
+        && !packages.is_empty()
+        && !l.allow_package_managers
+    {
+        return Err(DomainError::invalid(
+            "`packages` under `limited` networking requires `networking.allow_package_managers: true`",
+        ));
+    }
+    Ok(CloudConfig { networking, packages })
+}
+
+fn resolve_config(p: &EnvironmentConfigParams, previous: Option<&EnvironmentConfig>) -> DomainResult<EnvironmentConfig> {
+    match p {
+        EnvironmentConfigParams::SelfHosted {} => {
+            if previous.is_some() {
+                return Err(DomainError::invalid_code(
+                    "invalid_config_type_change",
+                    "an environment's `config.type` cannot change",
+                ));
+            }
+            Err(DomainError::unsupported("`self_hosted` environments"))
+        }
+        EnvironmentConfigParams::Cloud(c) => {
+            let prev = previous.map(|EnvironmentConfig::Cloud(c)| c);
+            Ok(EnvironmentConfig::Cloud(resolve_cloud(c, prev)?))
+        }
+    }
+}
+
+fn check_scope(scope: Option<Scope>) -> DomainResult<Option<Scope>> {
+    match scope {
+        Some(Scope::Account) => Err(DomainError::invalid(
+            "`scope` `account` is not available: environments are visible to the whole organization",
+        )),
+        other => Ok(other),
+    }
+}
+
+fn check(env: &Environment) -> DomainResult<()> {
+    validate::length("name", &env.name, 1, NAME_MAX)?;
+    validate::max_length("description", env.description.as_deref(), DESCRIPTION_MAX)?;
+    validate::metadata(&env.metadata)
+}
+
+pub fn new_environment(req: &CreateEnvironmentRequest, id: String, now: Timestamp) -> DomainResult<Environment> {
+    let config = match &req.config {
+        Some(c) => resolve_config(c, None)?,
+        None => default_config(),
+    };
+    let env = Environment {
+        id,
+        tag: EnvironmentTag::Value,
+        name: req.name.clone(),
+        description: req.description.clone(),
+        config,
+        metadata: req.metadata.clone().unwrap_or_default(),
+        scope: Some(check_scope(req.scope)?.unwrap_or(Scope::Organization)),
+        created_at: now,
+        updated_at: now,
+        archived_at: None,
+    };
+    check(&env)?;
+    Ok(env)
+}
+
+/// Applies an update. Archived environments are read-only.
+pub fn apply_update(current: &Environment, req: &UpdateEnvironmentRequest, now: Timestamp) -> DomainResult<Environment> {
+    if current.archived_at.is_some() {
+        return Err(DomainError::invalid_code("environment_archived", "archived environments cannot be updated"));
+    }
+    let mut env = current.clone();
+    match &req.name {
+        None => {}
+        Some(None) => return Err(DomainError::invalid("`name` cannot be cleared")),
+        Some(Some(n)) => env.name = n.clone(),
+    }
+    if let Some(d) = &req.description {
+        env.description = d.clone();
+    }
+    if let Some(Some(c)) = &req.config {
+        env.config = resolve_config(c, Some(&current.config))?;
+    }
+    if let Some(s) = &req.scope {
+        env.scope = Some(check_scope(*s)?.unwrap_or(Scope::Organization));
+    }
+    if let Some(patch) = &req.metadata {
+        env.metadata = match patch {
+            Some(p) => validate::patch_metadata(&env.metadata, p, true)?,
+            None => Metadata::new(),
+        };
+    }
+    check(&env)?;
+    if env != *current {
+        env.updated_at = now;
+    }
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn create(v: serde_json::Value) -> DomainResult<Environment> {
+        new_environment(&serde_json::from_value(v).unwrap(), "env_1".into(), Timestamp::from_micros(0))
+    }
+
+    #[test]
+    fn responses_carry_every_config_key() {
+        let e = create(json!({"name": "e", "config": {"type": "cloud", "networking": {"type": "limited", "allowed_hosts": ["api.example.com"]}}})).unwrap();
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["config"]["networking"], json!({"type": "limited", "allowed_hosts": ["api.example.com"], "allow_mcp_servers": false, "allow_package_managers": false}));
+        assert_eq!(v["config"]["packages"], json!({"type": "packages", "apt": [], "cargo": [], "gem": [], "go": [], "npm": [], "pip": []}));
+    }
+
+    #[test]
+    fn packages_under_limited_networking_need_package_managers() {
+        assert!(create(json!({"name": "e", "config": {"type": "cloud", "networking": {"type": "limited"}, "packages": {"pip": ["requests"]}}})).is_err());
+        assert!(create(json!({"name": "e", "config": {"type": "cloud", "networking": {"type": "limited", "allow_package_managers": true}, "packages": {"pip": ["requests"]}}})).is_ok());
+    }
+
+    #[test]
+    fn config_type_cannot_change_and_omitted_keys_are_kept() {
+        let e = create(json!({"name": "e", "config": {"type": "cloud", "networking": {"type": "limited", "allowed_hosts": ["a.example"]}, "packages": {"pip": ["x"]}}}));
+        assert!(e.is_err()); // needs allow_package_managers
+        let e = create(json!({"name": "e", "config": {"type": "cloud", "networking": {"type": "limited", "allowed_hosts": ["a.example"], "allow_package_managers": true}, "packages": {"pip": ["x"]}}})).unwrap();
+        let to_self: UpdateEnvironmentRequest = serde_json::from_value(json!({"config": {"type": "self_hosted"}})).unwrap();
+        let err = apply_update(&e, &to_self, Timestamp::from_micros(1)).unwrap_err();
+        assert!(matches!(err, DomainError::Invalid { code: Some("invalid_config_type_change"), .. }));
+        let keep: UpdateEnvironmentRequest = serde_json::from_value(json!({"config": {"type": "cloud", "networking": {"type": "limited", "allow_mcp_servers": true}}})).unwrap();
+        let u = apply_update(&e, &keep, Timestamp::from_micros(1)).unwrap();
+        let EnvironmentConfig::Cloud(c) = &u.config;
+        assert_eq!(c.packages.pip, vec!["x".to_string()]);
+        let Networking::Limited(l) = &c.networking else { panic!() };
+        assert_eq!(l.allowed_hosts, vec!["a.example".to_string()]);
+        assert!(l.allow_mcp_servers && l.allow_package_managers);
+    }
+}

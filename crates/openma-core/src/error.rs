@@ -1,0 +1,57 @@
+//! The two error layers of the core: what a store can fail with, and what a domain
+//! operation reports to its caller. The server maps [`DomainError`] to HTTP in one place.
+
+/// A failure of a storage adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness constraint refused the write; the string names what collided.
+    #[error("duplicate {0}")]
+    Duplicate(String),
+    /// The backend itself failed (I/O, connection, corrupt row).
+    #[error("storage backend failure: {0}")]
+    Backend(String),
+}
+
+/// The outcome of a domain operation that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// The request is malformed or asks for something unsupported (HTTP 400).
+    #[error("{message}")]
+    Invalid { message: String, code: Option<&'static str> },
+    /// The named object does not exist for this tenant (HTTP 404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the object's current state (HTTP 409).
+    #[error("{message}")]
+    Conflict { message: String, code: Option<&'static str> },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl DomainError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        DomainError::Invalid { message: message.into(), code: None }
+    }
+
+    pub fn invalid_code(code: &'static str, message: impl Into<String>) -> Self {
+        DomainError::Invalid { message: message.into(), code: Some(code) }
+    }
+
+    /// A well-formed request for a feature this deployment does not implement (yet).
+    pub fn unsupported(what: impl std::fmt::Display) -> Self {
+        DomainError::Invalid {
+            message: format!("{what} is not supported by this server yet"),
+            code: Some("unsupported_feature"),
+        }
+    }
+
+    pub fn not_found(kind: &str, id: &str) -> Self {
+        DomainError::NotFound(format!("{kind} `{id}` not found"))
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        DomainError::Conflict { message: message.into(), code: None }
+    }
+}
+
+pub type DomainResult<T> = Result<T, DomainError>;

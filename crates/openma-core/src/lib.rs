@@ -1,0 +1,21 @@
+//! The openma domain: everything that decides, nothing that does I/O.
+//!
+//! The core talks to the world only through the traits in [`ports`]; adapters (SQL
+//! stores, the HTTP server, later the Workers runtime) implement them. It builds for
+//! `wasm32-unknown-unknown`, so nothing here may touch a clock, a socket or a thread.
+#![forbid(unsafe_code)]
+
+pub mod agents;
+pub mod environments;
+pub mod error;
+pub mod paging;
+pub mod platform;
+pub mod ports;
+pub mod sessions;
+pub mod tenancy;
+pub mod validate;
+
+pub use error::{DomainError, StoreError};
+pub use platform::Platform;
+pub use ports::{Clock, IdGen, Store};
+pub use tenancy::{ApiKey, Tenant, TenantId};

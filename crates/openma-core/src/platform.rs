@@ -1,0 +1,493 @@
+//! The domain operations, one method per API verb, over the ports.
+
+use std::sync::Arc;
+
+use openma_types::Timestamp;
+use openma_types::agents::{Agent, CreateAgentRequest, UpdateAgentRequest};
+use openma_types::environments::{CreateEnvironmentRequest, Environment, UpdateEnvironmentRequest};
+use openma_types::sessions::{CreateSessionRequest, Session, SessionStatus, SessionUsage, UpdateSessionRequest};
+
+use crate::error::{DomainError, DomainResult, StoreError};
+use crate::paging::{MAX_LIMIT, Page, PageRequest};
+use crate::ports::{Clock, DeleteOutcome, IdGen, ListQuery, Order, Position, SessionFilter, Store, TimeRange};
+use crate::tenancy::{self, ApiKey, Tenant, TenantId};
+use crate::{agents, environments, sessions, validate};
+
+/// How often `last_used_at` of an API key is written at most: authentication stays a
+/// read on the hot path.
+const KEY_TOUCH_INTERVAL_MICROS: i64 = 60 * 1_000_000;
+
+/// How many times an update is retried when a concurrent writer won the race.
+const UPDATE_ATTEMPTS: usize = 8;
+
+/// Parameters common to every list endpoint, as parsed at the edge.
+#[derive(Clone, Debug, Default)]
+pub struct ListParams {
+    pub limit: Option<i64>,
+    pub order: Option<Order>,
+    pub page: Option<String>,
+    pub include_archived: bool,
+    pub created: TimeRange,
+}
+
+/// The platform's domain services, bound to one set of adapters.
+#[derive(Clone)]
+pub struct Platform {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGen>,
+}
+
+fn position_of(created_at: Timestamp, id: &str) -> Position {
+    Position { created_at: created_at.as_micros(), id: id.to_owned() }
+}
+
+impl Platform {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ids: Arc<dyn IdGen>) -> Self {
+        Platform { store, clock, ids }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn page_request(&self, p: &ListParams, default_order: Order) -> DomainResult<(PageRequest, ListQuery)> {
+        let order = p.order.unwrap_or(default_order);
+        let req = PageRequest::new(p.limit, order, p.page.as_deref(), MAX_LIMIT)?;
+        let (store_order, after, _) = req.store_order();
+        let query = ListQuery {
+            limit: req.limit + 1,
+            order: store_order,
+            after,
+            include_archived: p.include_archived,
+            created: p.created,
+        };
+        Ok((req, query))
+    }
+
+    // ---- tenants and API keys -------------------------------------------------------
+
+    pub async fn create_tenant(&self, name: &str) -> DomainResult<Tenant> {
+        tenancy::validate_tenant_name(name)?;
+        let tenant = Tenant { id: TenantId::from_trusted(self.ids.new_id("tenant")), name: name.to_owned(), created_at: self.now() };
+        match self.store.insert_tenant(&tenant).await {
+            Err(StoreError::Duplicate(_)) => Err(DomainError::conflict(format!("tenant `{name}` already exists"))),
+            other => other.map(|_| tenant).map_err(Into::into),
+        }
+    }
+
+    /// Returns the named tenant, creating it on first use.
+    pub async fn ensure_tenant(&self, name: &str) -> DomainResult<Tenant> {
+        if let Some(t) = self.store.find_tenant(name).await? {
+            return Ok(t);
+        }
+        match self.create_tenant(name).await {
+            Err(DomainError::Conflict { .. }) => {
+                self.store.find_tenant(name).await?.ok_or_else(|| DomainError::not_found("tenant", name))
+            }
+            other => other,
+        }
+    }
+
+    pub async fn find_tenant(&self, id_or_name: &str) -> DomainResult<Tenant> {
+        self.store.find_tenant(id_or_name).await?.ok_or_else(|| DomainError::not_found("tenant", id_or_name))
+    }
+
+    pub async fn list_tenants(&self) -> DomainResult<Vec<Tenant>> {
+        Ok(self.store.list_tenants().await?)
+    }
+
+    /// Issues a new key. The secret is returned once and never stored.
+    pub async fn create_api_key(&self, tenant: &TenantId, name: &str) -> DomainResult<(ApiKey, String)> {
+        let secret = self.ids.api_key_secret();
+        let key = self.register_api_key(tenant, name, &secret).await?;
+        Ok((key, secret))
+    }
+
+    /// Registers a key whose secret the operator chose (`OPENMA_BOOTSTRAP_API_KEY`);
+    /// a key already registered is left as it is.
+    pub async fn ensure_api_key(&self, tenant: &TenantId, name: &str, secret: &str) -> DomainResult<ApiKey> {
+        if secret.len() < 16 {
+            return Err(DomainError::invalid("an API key must be at least 16 characters"));
+        }
+        if let Some(k) = self.store.find_api_key_by_hash(&tenancy::hash_api_key(secret)).await? {
+            if k.tenant_id != *tenant {
+                return Err(DomainError::conflict("that API key is registered to another tenant"));
+            }
+            return Ok(k);
+        }
+        self.register_api_key(tenant, name, secret).await
+    }
+
+    async fn register_api_key(&self, tenant: &TenantId, name: &str, secret: &str) -> DomainResult<ApiKey> {
+        validate::length("name", name, 1, 128)?;
+        let key = ApiKey {
+            id: self.ids.new_id("apikey"),
+            tenant_id: tenant.clone(),
+            name: name.to_owned(),
+            prefix: tenancy::display_prefix(secret),
+            hash: tenancy::hash_api_key(secret),
+            created_at: self.now(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        self.store.insert_api_key(&key).await?;
+        Ok(key)
+    }
+
+    /// Finds the tenant of a presented key, or `None` for an unknown or revoked key.
+    pub async fn authenticate(&self, secret: &str) -> DomainResult<Option<TenantId>> {
+        if secret.is_empty() || secret.len() > 256 {
+            return Ok(None);
+        }
+        let Some(key) = self.store.find_api_key_by_hash(&tenancy::hash_api_key(secret)).await? else {
+            return Ok(None);
+        };
+        if key.revoked_at.is_some() {
+            return Ok(None);
+        }
+        let now = self.now();
+        let stale = key.last_used_at.is_none_or(|t| now.as_micros() - t.as_micros() > KEY_TOUCH_INTERVAL_MICROS);
+        if stale {
+            self.store.touch_api_key(&key.tenant_id, &key.id, now).await?;
+        }
+        Ok(Some(key.tenant_id))
+    }
+
+    pub async fn list_api_keys(&self, tenant: &TenantId) -> DomainResult<Vec<ApiKey>> {
+        Ok(self.store.list_api_keys(tenant).await?)
+    }
+
+    pub async fn revoke_api_key(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
+        if self.store.revoke_api_key(tenant, id, self.now()).await? {
+            Ok(())
+        } else {
+            Err(DomainError::not_found("API key", id))
+        }
+    }
+
+    // ---- agents --------------------------------------------------------------------
+
+    pub async fn create_agent(&self, tenant: &TenantId, req: &CreateAgentRequest) -> DomainResult<Agent> {
+        let agent = agents::new_agent(req, self.ids.new_id("agent"), self.now())?;
+        self.store.insert_agent(tenant, &agent).await?;
+        Ok(agent)
+    }
+
+    pub async fn get_agent(&self, tenant: &TenantId, id: &str, version: Option<i64>) -> DomainResult<Agent> {
+        let missing = || DomainError::not_found("agent", id);
+        if !validate::looks_like_id(id, "agent_") {
+            return Err(missing());
+        }
+        let current = self.store.get_agent(tenant, id).await?.ok_or_else(missing)?;
+        match version {
+            None => Ok(current),
+            Some(v) if v < 1 => Err(DomainError::invalid("`version` must be at least 1")),
+            Some(v) if v == current.version => Ok(current),
+            Some(v) => {
+                let mut old = self
+                    .store
+                    .get_agent_version(tenant, id, v)
+                    .await?
+                    .ok_or_else(|| DomainError::NotFound(format!("agent `{id}` has no version {v}")))?;
+                old.archived_at = current.archived_at;
+                Ok(old)
+            }
+        }
+    }
+
+    pub async fn update_agent(&self, tenant: &TenantId, id: &str, req: &UpdateAgentRequest) -> DomainResult<Agent> {
+        if let Some(v) = req.version
+            && v < 1
+        {
+            return Err(DomainError::invalid("`version` must be at least 1"));
+        }
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.get_agent(tenant, id, None).await?;
+            if current.archived_at.is_some() {
+                return Err(DomainError::invalid("archived agents cannot be updated"));
+            }
+            if let Some(v) = req.version
+                && v != current.version
+            {
+                return Err(DomainError::conflict(format!(
+                    "agent `{id}` is at version {}, not {v}; retrieve it and apply your change again",
+                    current.version
+                )));
+            }
+            let config = agents::apply_update(&current, req)?;
+            if config == current.config() {
+                return Ok(current);
+            }
+            let now = self.now().max(Timestamp::from_micros(current.updated_at.as_micros() + 1));
+            let next = agents::with_config(config, current.id.clone(), current.version + 1, current.created_at, now);
+            if self.store.update_agent(tenant, &next, current.version).await? {
+                return Ok(next);
+            }
+            if req.version.is_some() {
+                return Err(DomainError::conflict(format!("agent `{id}` was changed concurrently; retrieve it and retry")));
+            }
+        }
+        Err(DomainError::conflict(format!("agent `{id}` is being changed concurrently; retry")))
+    }
+
+    pub async fn archive_agent(&self, tenant: &TenantId, id: &str) -> DomainResult<Agent> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.get_agent(tenant, id, None).await?;
+            if current.archived_at.is_some() {
+                return Ok(current);
+            }
+            let mut next = current.clone();
+            let now = self.now();
+            next.archived_at = Some(now);
+            next.updated_at = now.max(Timestamp::from_micros(current.updated_at.as_micros() + 1));
+            if self.store.update_agent(tenant, &next, current.version).await? {
+                return Ok(next);
+            }
+        }
+        Err(DomainError::conflict(format!("agent `{id}` is being changed concurrently; retry")))
+    }
+
+    pub async fn list_agents(&self, tenant: &TenantId, p: &ListParams) -> DomainResult<Page<Agent>> {
+        let (req, query) = self.page_request(p, Order::Desc)?;
+        let rows = self.store.list_agents(tenant, &query).await?;
+        Ok(req.finish(rows, |a| position_of(a.created_at, &a.id)))
+    }
+
+    /// Versions newest first; the cursor is the last version seen.
+    pub async fn list_agent_versions(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        limit: Option<i64>,
+        page: Option<&str>,
+    ) -> DomainResult<Page<Agent>> {
+        let current = self.get_agent(tenant, id, None).await?;
+        let req = PageRequest::new(limit, Order::Desc, page, MAX_LIMIT)?;
+        if req.cursor.as_ref().is_some_and(|c| c.position.id != id) {
+            return Err(DomainError::invalid_code("invalid_page", "`page` cursor belongs to another agent"));
+        }
+        let below = req.cursor.as_ref().map(|c| c.position.created_at);
+        let mut rows = self.store.list_agent_versions(tenant, id, below, req.limit + 1).await?;
+        for r in &mut rows {
+            r.archived_at = current.archived_at;
+        }
+        Ok(req.finish(rows, |a| Position { created_at: a.version, id: a.id.clone() }))
+    }
+
+    // ---- environments --------------------------------------------------------------
+
+    pub async fn create_environment(&self, tenant: &TenantId, req: &CreateEnvironmentRequest) -> DomainResult<Environment> {
+        let env = environments::new_environment(req, self.ids.new_id("env"), self.now())?;
+        self.store.insert_environment(tenant, &env, false).await?;
+        Ok(env)
+    }
+
+    pub async fn get_environment(&self, tenant: &TenantId, id: &str) -> DomainResult<Environment> {
+        let missing = || DomainError::not_found("environment", id);
+        if !validate::looks_like_id(id, "env_") {
+            return Err(missing());
+        }
+        self.store.get_environment(tenant, id).await?.ok_or_else(missing)
+    }
+
+    /// The environment used by sessions that name none, created on first need.
+    pub async fn default_environment(&self, tenant: &TenantId) -> DomainResult<Environment> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            if let Some(env) = self.store.get_default_environment(tenant).await? {
+                return Ok(env);
+            }
+            let req = CreateEnvironmentRequest {
+                name: "default".into(),
+                config: None,
+                description: Some("Used by sessions created without an environment_id.".into()),
+                metadata: None,
+                scope: None,
+            };
+            let env = environments::new_environment(&req, self.ids.new_id("env"), self.now())?;
+            match self.store.insert_environment(tenant, &env, true).await {
+                Ok(()) => return Ok(env),
+                Err(StoreError::Duplicate(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(DomainError::conflict("the default environment is being created concurrently; retry"))
+    }
+
+    pub async fn update_environment(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        req: &UpdateEnvironmentRequest,
+    ) -> DomainResult<Environment> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.get_environment(tenant, id).await?;
+            let now = self.now().max(Timestamp::from_micros(current.updated_at.as_micros() + 1));
+            let next = environments::apply_update(&current, req, now)?;
+            if next == current || self.store.update_environment(tenant, &next, current.updated_at).await? {
+                return Ok(next);
+            }
+        }
+        Err(DomainError::conflict(format!("environment `{id}` is being changed concurrently; retry")))
+    }
+
+    pub async fn archive_environment(&self, tenant: &TenantId, id: &str) -> DomainResult<Environment> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.get_environment(tenant, id).await?;
+            if current.archived_at.is_some() {
+                return Ok(current);
+            }
+            let now = self.now().max(Timestamp::from_micros(current.updated_at.as_micros() + 1));
+            let mut next = current.clone();
+            next.archived_at = Some(now);
+            next.updated_at = now;
+            if self.store.update_environment(tenant, &next, current.updated_at).await? {
+                return Ok(next);
+            }
+        }
+        Err(DomainError::conflict(format!("environment `{id}` is being changed concurrently; retry")))
+    }
+
+    pub async fn delete_environment(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
+        if !validate::looks_like_id(id, "env_") {
+            return Err(DomainError::not_found("environment", id));
+        }
+        match self.store.delete_environment(tenant, id).await? {
+            DeleteOutcome::Deleted => Ok(()),
+            DeleteOutcome::NotFound => Err(DomainError::not_found("environment", id)),
+            DeleteOutcome::Refused => Err(DomainError::conflict(format!(
+                "environment `{id}` is used by sessions that are not terminated; archive or delete them first"
+            ))),
+        }
+    }
+
+    pub async fn list_environments(&self, tenant: &TenantId, p: &ListParams) -> DomainResult<Page<Environment>> {
+        let (req, query) = self.page_request(p, Order::Desc)?;
+        let rows = self.store.list_environments(tenant, &query).await?;
+        Ok(req.finish(rows, |e| position_of(e.created_at, &e.id)))
+    }
+
+    // ---- sessions ------------------------------------------------------------------
+
+    pub async fn create_session(&self, tenant: &TenantId, req: &CreateSessionRequest) -> DomainResult<Session> {
+        sessions::check_create_fields(req)?;
+        let choice = sessions::agent_choice(req)?;
+        let agent = self.get_agent(tenant, &choice.id, choice.version).await?;
+        let current = if choice.version.is_some() { self.get_agent(tenant, &choice.id, None).await? } else { agent.clone() };
+        if current.archived_at.is_some() {
+            return Err(DomainError::invalid(format!("agent `{}` is archived and cannot start sessions", agent.id)));
+        }
+        let config = match &choice.overrides {
+            Some(o) => sessions::apply_overrides(&agent, o)?,
+            None => agent.config(),
+        };
+        let environment = match &req.environment_id {
+            Some(id) => {
+                let env = self.get_environment(tenant, id).await?;
+                if env.archived_at.is_some() {
+                    return Err(DomainError::invalid_code(
+                        "environment_archived",
+                        format!("environment `{id}` is archived and cannot start sessions"),
+                    ));
+                }
+                env
+            }
+            None => self.default_environment(tenant).await?,
+        };
+        if let Some(vault) = req.vault_ids.iter().flatten().next() {
+            return Err(DomainError::not_found("vault", vault));
+        }
+        let now = self.now();
+        let session = Session {
+            id: self.ids.new_id("sesn"),
+            tag: Default::default(),
+            agent: sessions::snapshot(&agent.id, agent.version, config),
+            environment_id: environment.id,
+            title: req.title.clone(),
+            metadata: req.metadata.clone().unwrap_or_default(),
+            status: SessionStatus::Idle,
+            stats: Default::default(),
+            usage: SessionUsage::default(),
+            resources: Vec::new(),
+            vault_ids: Vec::new(),
+            outcome_evaluations: Vec::new(),
+            budget: None,
+            deployment_id: None,
+            created_at: now,
+            updated_at: now,
+            archived_at: None,
+        };
+        self.store.insert_session(tenant, &session).await?;
+        Ok(sessions::present(session, now))
+    }
+
+    async fn load_session(&self, tenant: &TenantId, id: &str) -> DomainResult<Session> {
+        let missing = || DomainError::not_found("session", id);
+        if !validate::looks_like_id(id, "sesn_") {
+            return Err(missing());
+        }
+        self.store.get_session(tenant, id).await?.ok_or_else(missing)
+    }
+
+    pub async fn get_session(&self, tenant: &TenantId, id: &str) -> DomainResult<Session> {
+        Ok(sessions::present(self.load_session(tenant, id).await?, self.now()))
+    }
+
+    pub async fn update_session(&self, tenant: &TenantId, id: &str, req: &UpdateSessionRequest) -> DomainResult<Session> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.load_session(tenant, id).await?;
+            let next = sessions::apply_update(&current, req, self.now())?;
+            if next == current || self.store.update_session(tenant, &next, current.updated_at).await? {
+                return Ok(sessions::present(next, self.now()));
+            }
+        }
+        Err(DomainError::conflict(format!("session `{id}` is being changed concurrently; retry")))
+    }
+
+    /// Archiving ends a session for good: it becomes `terminated` and read-only.
+    pub async fn archive_session(&self, tenant: &TenantId, id: &str) -> DomainResult<Session> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.load_session(tenant, id).await?;
+            if current.archived_at.is_some() {
+                return Ok(sessions::present(current, self.now()));
+            }
+            if matches!(current.status, SessionStatus::Running | SessionStatus::Rescheduling) {
+                return Err(DomainError::invalid(
+                    "a running session cannot be archived; send `user.interrupt` and wait for idle",
+                ));
+            }
+            let now = self.now().max(Timestamp::from_micros(current.updated_at.as_micros() + 1));
+            let mut next = current.clone();
+            next.archived_at = Some(now);
+            next.updated_at = now;
+            next.status = SessionStatus::Terminated;
+            if self.store.update_session(tenant, &next, current.updated_at).await? {
+                return Ok(sessions::present(next, now));
+            }
+        }
+        Err(DomainError::conflict(format!("session `{id}` is being changed concurrently; retry")))
+    }
+
+    pub async fn delete_session(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
+        if !validate::looks_like_id(id, "sesn_") {
+            return Err(DomainError::not_found("session", id));
+        }
+        match self.store.delete_session(tenant, id).await? {
+            DeleteOutcome::Deleted => Ok(()),
+            DeleteOutcome::NotFound => Err(DomainError::not_found("session", id)),
+            DeleteOutcome::Refused => Err(DomainError::invalid(
+                "a running session cannot be deleted; send `user.interrupt` and wait for idle",
+            )),
+        }
+    }
+
+    pub async fn list_sessions(&self, tenant: &TenantId, p: &ListParams, filter: &SessionFilter) -> DomainResult<Page<Session>> {
+        if filter.agent_version.is_some() && filter.agent_id.is_none() {
+            return Err(DomainError::invalid("`agent_version` filters only together with `agent_id`"));
+        }
+        let (req, query) = self.page_request(p, Order::Desc)?;
+        let rows = self.store.list_sessions(tenant, &query, filter).await?;
+        let now = self.now();
+        Ok(req.finish(rows, |s| position_of(s.created_at, &s.id)).map(|s| sessions::present(s, now)))
+    }
+}

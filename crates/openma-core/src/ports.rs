@@ -1,0 +1,144 @@
+//! The ports: what the core needs from the world. Adapters implement these; the server
+//! picks one of each at start-up.
+
+use async_trait::async_trait;
+use openma_types::Timestamp;
+use openma_types::agents::Agent;
+use openma_types::environments::Environment;
+use openma_types::sessions::{Session, SessionStatus};
+
+use crate::error::StoreError;
+use crate::tenancy::{ApiKey, Tenant, TenantId};
+
+/// Wall-clock time. A port because `SystemTime::now` panics on wasm32 and tests want
+/// to control it.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+/// Identifiers and secrets. Ids are `prefix_` + a time-ordered ULID.
+pub trait IdGen: Send + Sync {
+    fn new_id(&self, prefix: &str) -> String;
+    /// A fresh API key secret (high-entropy, URL-safe).
+    fn api_key_secret(&self) -> String;
+}
+
+/// Sort direction of a list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+impl Order {
+    pub fn reverse(self) -> Self {
+        match self {
+            Order::Asc => Order::Desc,
+            Order::Desc => Order::Asc,
+        }
+    }
+}
+
+/// A keyset position: lists are ordered by `(created_at, id)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub created_at: i64,
+    pub id: String,
+}
+
+/// Bounds on `created_at`, in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub gt: Option<i64>,
+    pub gte: Option<i64>,
+    pub lt: Option<i64>,
+    pub lte: Option<i64>,
+}
+
+/// What a store needs to read one page: rows strictly after `after` in `order`,
+/// at most `limit` of them.
+#[derive(Clone, Debug)]
+pub struct ListQuery {
+    pub limit: u32,
+    pub order: Order,
+    pub after: Option<Position>,
+    pub include_archived: bool,
+    pub created: TimeRange,
+}
+
+/// Extra filters of the session list.
+#[derive(Clone, Debug, Default)]
+pub struct SessionFilter {
+    pub agent_id: Option<String>,
+    pub agent_version: Option<i64>,
+    pub statuses: Vec<SessionStatus>,
+}
+
+/// The outcome of a guarded delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    NotFound,
+    /// The object exists but its state forbids deletion (in use, running).
+    Refused,
+}
+
+/// Persistent state. Every method but the tenant and key-lookup ones is scoped by a
+/// [`TenantId`]; an object of another tenant is indistinguishable from a missing one.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// A short name of the backend for `/health` (e.g. `sqlite 3.46.0`).
+    async fn describe(&self) -> Result<String, StoreError>;
+
+    // -- tenants and keys (administration) --
+    async fn insert_tenant(&self, tenant: &Tenant) -> Result<(), StoreError>;
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+    async fn find_tenant(&self, id_or_name: &str) -> Result<Option<Tenant>, StoreError>;
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+    /// Looks a key up by hash, whichever tenant it belongs to: this is how a tenant is found.
+    async fn find_api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError>;
+    async fn touch_api_key(&self, tenant: &TenantId, id: &str, at: Timestamp) -> Result<(), StoreError>;
+    async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKey>, StoreError>;
+    /// Revokes a key; false when no such unrevoked key exists.
+    async fn revoke_api_key(&self, tenant: &TenantId, id: &str, at: Timestamp) -> Result<bool, StoreError>;
+
+    // -- agents --
+    /// Inserts an agent and its first version.
+    async fn insert_agent(&self, tenant: &TenantId, agent: &Agent) -> Result<(), StoreError>;
+    async fn get_agent(&self, tenant: &TenantId, id: &str) -> Result<Option<Agent>, StoreError>;
+    async fn get_agent_version(&self, tenant: &TenantId, id: &str, version: i64) -> Result<Option<Agent>, StoreError>;
+    /// Replaces the agent if its stored version is still `expected_version`; records
+    /// `agent.version` in the version history when it differs from the expected one.
+    /// False when the guard failed (a concurrent update won).
+    async fn update_agent(&self, tenant: &TenantId, agent: &Agent, expected_version: i64) -> Result<bool, StoreError>;
+    async fn list_agents(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<Agent>, StoreError>;
+    /// Versions newest first, strictly below `below` when given.
+    async fn list_agent_versions(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        below: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Agent>, StoreError>;
+
+    // -- environments --
+    /// Inserts an environment. With `is_default`, fails with `Duplicate` when the tenant
+    /// already has an unarchived default environment.
+    async fn insert_environment(&self, tenant: &TenantId, env: &Environment, is_default: bool) -> Result<(), StoreError>;
+    async fn get_environment(&self, tenant: &TenantId, id: &str) -> Result<Option<Environment>, StoreError>;
+    async fn get_default_environment(&self, tenant: &TenantId) -> Result<Option<Environment>, StoreError>;
+    /// Replaces the environment if `updated_at` is still `expected_updated_at`.
+    async fn update_environment(&self, tenant: &TenantId, env: &Environment, expected_updated_at: Timestamp) -> Result<bool, StoreError>;
+    /// Deletes unless a session that is not terminated still uses it.
+    async fn delete_environment(&self, tenant: &TenantId, id: &str) -> Result<DeleteOutcome, StoreError>;
+    async fn list_environments(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<Environment>, StoreError>;
+
+    // -- sessions --
+    async fn insert_session(&self, tenant: &TenantId, session: &Session) -> Result<(), StoreError>;
+    async fn get_session(&self, tenant: &TenantId, id: &str) -> Result<Option<Session>, StoreError>;
+    /// Replaces the session if `updated_at` is still `expected_updated_at`.
+    async fn update_session(&self, tenant: &TenantId, session: &Session, expected_updated_at: Timestamp) -> Result<bool, StoreError>;
+    /// Deletes unless the session is running or rescheduling.
+    async fn delete_session(&self, tenant: &TenantId, id: &str) -> Result<DeleteOutcome, StoreError>;
+    async fn list_sessions(&self, tenant: &TenantId, query: &ListQuery, filter: &SessionFilter) -> Result<Vec<Session>, StoreError>;
+}

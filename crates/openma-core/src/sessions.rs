@@ -1,0 +1,189 @@
+//! Sessions: resolving the agent snapshot a session runs with, and session updates.
+
+use openma_types::agents::{Agent, AgentConfig, ModelParam, ToolParam, McpServerParams, SkillParams};
+use openma_types::sessions::{
+    AgentOverrides, CreateSessionRequest, Session, SessionAgent, SessionStatus, UpdateSessionRequest,
+};
+use openma_types::{Metadata, Timestamp};
+
+use crate::agents;
+use crate::error::{DomainError, DomainResult};
+use crate::validate;
+
+pub const TITLE_MAX: usize = 1_024;
+
+/// Which agent (and version) a create request names, with its overrides.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentChoice {
+    pub id: String,
+    pub version: Option<i64>,
+    pub overrides: Option<AgentOverrides>,
+}
+
+/// Reads `agent` (id or reference object) or the seed's `agent_id` alias.
+pub fn agent_choice(req: &CreateSessionRequest) -> DomainResult<AgentChoice> {
+    use openma_types::sessions::{AgentRefObject, AgentRefParam};
+    let choice = match (&req.agent, &req.agent_id) {
+        (None, None) => return Err(DomainError::invalid("`agent` is required")),
+        (None, Some(id)) => AgentChoice { id: id.clone(), version: None, overrides: None },
+        (Some(AgentRefParam::Id(id)), _) => AgentChoice { id: id.clone(), version: None, overrides: None },
+        (Some(AgentRefParam::Object(AgentRefObject::Agent { id, version })), _) => {
+            AgentChoice { id: id.clone(), version: *version, overrides: None }
+        }
+        (Some(AgentRefParam::Object(AgentRefObject::AgentWithOverrides(o))), _) => {
+            AgentChoice { id: o.id.clone(), version: o.version, overrides: Some(o.clone()) }
+        }
+    };
+    if let (Some(alias), Some(_)) = (&req.agent_id, &req.agent)
+        && *alias != choice.id
+    {
+        return Err(DomainError::invalid("`agent_id` and `agent` name different agents"));
+    }
+    if let Some(v) = choice.version
+        && v < 1
+    {
+        return Err(DomainError::invalid("agent `version` must be at least 1"));
+    }
+    Ok(choice)
+}
+
+/// Applies session-local overrides to an agent version. The agent itself is unchanged.
+pub fn apply_overrides(agent: &Agent, o: &AgentOverrides) -> DomainResult<AgentConfig> {
+    let mut c = agent.config();
+    match &o.model {
+        None => {}
+        Some(None) => return Err(DomainError::invalid_code("agent_model_required", "`model` cannot be null")),
+        Some(Some(m)) => {
+            // effort in an overriding model is not applied: the session runs at the default
+            let id = match m {
+                ModelParam::Id(id) => id.clone(),
+                ModelParam::Config(cfg) => cfg.id.clone(),
+            };
+            c.model = agents::resolve_model(&ModelParam::Id(id), None)?;
+        }
+    }
+    if let Some(s) = &o.system {
+        c.system = s.clone().filter(|s| !s.is_empty());
+    }
+    replace_lists(&mut c, o.tools.as_ref(), o.mcp_servers.as_ref(), o.skills.as_ref())?;
+    agents::check_config(&c)?;
+    Ok(c)
+}
+
+/// Full replacement of tools, MCP servers and skills, checked against each other.
+fn replace_lists(
+    c: &mut AgentConfig,
+    tools: Option<&Option<Vec<ToolParam>>>,
+    servers: Option<&Option<Vec<McpServerParams>>>,
+    skills: Option<&Option<Vec<SkillParams>>>,
+) -> DomainResult<()> {
+    if let Some(s) = skills {
+        c.skills = agents::resolve_skills(s.as_deref().unwrap_or_default())?;
+    }
+    if let Some(s) = servers {
+        c.mcp_servers = agents::resolve_mcp_servers(s.as_deref().unwrap_or_default())?;
+    }
+    match tools {
+        Some(t) => c.tools = agents::resolve_tools(t.as_deref().unwrap_or_default(), &c.mcp_servers)?,
+        None => agents::check_server_references(&c.tools, &c.mcp_servers)?,
+    }
+    Ok(())
+}
+
+pub fn snapshot(agent_id: &str, version: i64, c: AgentConfig) -> SessionAgent {
+    SessionAgent {
+        id: agent_id.to_owned(),
+        tag: Default::default(),
+        name: c.name,
+        description: c.description,
+        system: c.system,
+        model: c.model,
+        tools: c.tools,
+        mcp_servers: c.mcp_servers,
+        skills: c.skills,
+        multiagent: None,
+        execution_identity: c.execution_identity,
+        version,
+    }
+}
+
+/// Refuses the create-time fields whose features are not built yet, instead of
+/// dropping them.
+pub fn check_create_fields(req: &CreateSessionRequest) -> DomainResult<()> {
+    if req.resources.as_ref().is_some_and(|r| !r.is_empty()) {
+        return Err(DomainError::unsupported("session `resources`"));
+    }
+    if req.initial_events.as_ref().is_some_and(|e| !e.is_empty()) {
+        return Err(DomainError::unsupported("`initial_events`"));
+    }
+    if req.budget.as_ref().is_some_and(|b| !b.is_null()) {
+        return Err(DomainError::unsupported("session `budget`"));
+    }
+    if let Some(t) = &req.title {
+        validate::length("title", t, 0, TITLE_MAX)?;
+    }
+    if let Some(m) = &req.metadata {
+        validate::metadata(m)?;
+    }
+    Ok(())
+}
+
+/// Applies a session update. The agent part may change only while the session is idle.
+pub fn apply_update(current: &Session, req: &UpdateSessionRequest, now: Timestamp) -> DomainResult<Session> {
+    if current.archived_at.is_some() || current.status == SessionStatus::Terminated {
+        return Err(DomainError::invalid("archived or terminated sessions cannot be updated"));
+    }
+    if req.vault_ids.is_some() {
+        return Err(DomainError::invalid("`vault_ids` cannot be changed after a session is created"));
+    }
+    if req.budget.is_some() {
+        return Err(DomainError::unsupported("session `budget`"));
+    }
+    let mut s = current.clone();
+    if let Some(t) = &req.title {
+        if let Some(t) = t {
+            validate::length("title", t, 0, TITLE_MAX)?;
+        }
+        s.title = t.clone();
+    }
+    if let Some(patch) = &req.metadata {
+        s.metadata = match patch {
+            Some(p) => validate::patch_metadata(&s.metadata, p, false)?,
+            None => Metadata::new(),
+        };
+    }
+    if let Some(a) = &req.agent
+        && (a.tools.is_some() || a.mcp_servers.is_some())
+    {
+        if current.status != SessionStatus::Idle {
+            return Err(DomainError::conflict(
+                "the agent configuration of a session can change only while it is idle; send `user.interrupt` and wait for idle",
+            ));
+        }
+        let mut c = AgentConfig {
+            name: s.agent.name.clone(),
+            description: s.agent.description.clone(),
+            system: s.agent.system.clone(),
+            model: s.agent.model.clone(),
+            tools: s.agent.tools.clone(),
+            mcp_servers: s.agent.mcp_servers.clone(),
+            skills: s.agent.skills.clone(),
+            execution_identity: s.agent.execution_identity.clone(),
+            metadata: Metadata::new(),
+        };
+        replace_lists(&mut c, a.tools.as_ref(), a.mcp_servers.as_ref(), None)?;
+        s.agent.tools = c.tools;
+        s.agent.mcp_servers = c.mcp_servers;
+    }
+    if s != *current {
+        s.updated_at = now.max(Timestamp::from_micros(current.updated_at.as_micros() + 1));
+    }
+    Ok(s)
+}
+
+/// Fills the fields computed at read time.
+pub fn present(mut s: Session, now: Timestamp) -> Session {
+    let end = if s.status == SessionStatus::Terminated { s.updated_at } else { now };
+    s.stats.duration_seconds = s.created_at.seconds_until(end);
+    s
+}

@@ -1,0 +1,180 @@
+//! Environments: the sandbox template a session runs in (networking and packages).
+
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Metadata, MetadataPatch, Timestamp, double_option};
+use crate::literal;
+
+literal!(EnvironmentTag = "environment");
+literal!(PackagesTag = "packages");
+
+/// `BetaEnvironment` response object.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Environment {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub tag: EnvironmentTag,
+    pub name: String,
+    pub description: Option<String>,
+    pub config: EnvironmentConfig,
+    pub metadata: Metadata,
+    pub scope: Option<Scope>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub archived_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Organization,
+    Account,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EnvironmentConfig {
+    Cloud(CloudConfig),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CloudConfig {
+    pub networking: Networking,
+    pub packages: Packages,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Networking {
+    Unrestricted,
+    Limited(LimitedNetworking),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LimitedNetworking {
+    pub allowed_hosts: Vec<String>,
+    pub allow_mcp_servers: bool,
+    pub allow_package_managers: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Packages {
+    #[serde(rename = "type")]
+    pub tag: PackagesTag,
+    pub apt: Vec<String>,
+    pub cargo: Vec<String>,
+    pub gem: Vec<String>,
+    pub go: Vec<String>,
+    pub npm: Vec<String>,
+    pub pip: Vec<String>,
+}
+
+impl Packages {
+    pub fn is_empty(&self) -> bool {
+        [&self.apt, &self.cargo, &self.gem, &self.go, &self.npm, &self.pip]
+            .iter()
+            .all(|l| l.is_empty())
+    }
+}
+
+// ---- requests ------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EnvironmentConfigParams {
+    Cloud(CloudConfigParams),
+    SelfHosted {},
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CloudConfigParams {
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<NetworkingParams>))]
+    pub networking: Option<Option<NetworkingParams>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<PackagesParams>))]
+    pub packages: Option<Option<PackagesParams>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum NetworkingParams {
+    Unrestricted,
+    Limited(LimitedNetworkingParams),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LimitedNetworkingParams {
+    #[serde(default)]
+    pub allowed_hosts: Option<Vec<String>>,
+    #[serde(default)]
+    pub allow_mcp_servers: Option<bool>,
+    #[serde(default)]
+    pub allow_package_managers: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PackagesParams {
+    #[serde(default, rename = "type")]
+    pub tag: Option<PackagesTag>,
+    #[serde(default)]
+    pub apt: Option<Vec<String>>,
+    #[serde(default)]
+    pub cargo: Option<Vec<String>>,
+    #[serde(default)]
+    pub gem: Option<Vec<String>>,
+    #[serde(default)]
+    pub go: Option<Vec<String>>,
+    #[serde(default)]
+    pub npm: Option<Vec<String>>,
+    #[serde(default)]
+    pub pip: Option<Vec<String>>,
+}
+
+/// `POST /v1/environments`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateEnvironmentRequest {
+    pub name: String,
+    #[serde(default)]
+    pub config: Option<EnvironmentConfigParams>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<Metadata>,
+    #[serde(default)]
+    pub scope: Option<Scope>,
+}
+
+/// `POST /v1/environments/{id}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UpdateEnvironmentRequest {
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<EnvironmentConfigParams>))]
+    pub config: Option<Option<EnvironmentConfigParams>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<std::collections::BTreeMap<String, Option<String>>>))]
+    pub metadata: Option<Option<MetadataPatch>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Scope>))]
+    pub scope: Option<Option<Scope>>,
+}

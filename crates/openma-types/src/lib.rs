@@ -1,0 +1,13 @@
+//! Wire types of the Managed Agents API (beta `managed-agents-2026-04-01`).
+//!
+//! Response objects serialise exactly as the official SDKs expect; request objects
+//! tolerate unknown keys (the SDKs and the seed's curl examples send extras) but reject
+//! unknown enum values, so unsupported configuration is never silently ignored.
+#![forbid(unsafe_code)]
+
+pub mod agents;
+pub mod common;
+pub mod environments;
+pub mod sessions;
+
+pub use common::*;

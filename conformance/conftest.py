@@ -11,14 +11,11 @@ Environment:
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import re
 import secrets
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import uuid

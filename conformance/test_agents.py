@@ -343,3 +343,22 @@ def test_list_limit_over_maximum_is_rejected(client):
         client.beta.agents.list(limit=1000)
 
     assert_error_envelope(ei.value, 400, "invalid_request_error")
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {f"k{i}": "v" for i in range(17)},
+        {"k" * 65: "v"},
+        {"k": "v" * 513},
+    ],
+    ids=["17_keys", "long_key", "long_value"],
+)
+def test_metadata_violation_carries_invalid_metadata_error_code(client, uid, metadata):
+    """Spec §1.10: metadata violations are 400 with `error.details.error_code = invalid_metadata`
+    (the SDK then raises its `BetaInvalidMetadataError` subclass)."""
+    with pytest.raises(anthropic.BadRequestError) as ei:
+        client.beta.agents.create(name=f"md-{uid}", model=MODEL, metadata=metadata)
+
+    assert ei.value.error_code == "invalid_metadata", ei.value.body
+    assert type(ei.value).__name__ == "BetaInvalidMetadataError"

@@ -187,3 +187,26 @@ def test_archived_environment_cannot_be_used_for_new_sessions(client, make_env, 
     with pytest.raises((anthropic.BadRequestError, anthropic.ConflictError)) as ei:
         client.with_options(max_retries=0).beta.sessions.create(agent=agent.id, environment_id=env.id)
     assert_error_envelope(ei.value, ei.value.status_code)
+
+
+def test_config_type_change_carries_invalid_config_type_change_error_code(client, make_env):
+    """Spec §2.2/§1.7: 400 with `error.details.error_code = invalid_config_type_change`."""
+    env = make_env()
+
+    with pytest.raises(anthropic.BadRequestError) as ei:
+        client.beta.environments.update(env.id, config={"type": "self_hosted"})
+
+    assert ei.value.error_code == "invalid_config_type_change", ei.value.body
+    assert type(ei.value).__name__ == "BetaInvalidConfigTypeChangeError"
+
+
+def test_update_archived_environment_is_rejected_with_environment_archived(client, make_env):
+    """Spec §2.2: updating an archived environment → 400 `environment_archived`."""
+    env = make_env()
+    client.beta.environments.archive(env.id)
+
+    with pytest.raises(anthropic.BadRequestError) as ei:
+        client.beta.environments.update(env.id, name="too late")
+
+    assert_error_envelope(ei.value, 400, "invalid_request_error")
+    assert ei.value.error_code == "environment_archived", ei.value.body

@@ -1,0 +1,156 @@
+//! Start-up: open the store, bootstrap the default tenant, build the router, serve.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use openma_core::Platform;
+use openma_core::tenancy::DEFAULT_TENANT;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::adapters::{SystemClock, UlidIds};
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::{extract, http, telemetry};
+
+/// Requests larger than this are refused with 413 (the hosted API's create-body limit).
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// What `/health` reports besides the database.
+pub struct ServerInfo {
+    pub blob_dir: Option<PathBuf>,
+    pub blob_url: String,
+    pub sandbox: String,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub platform: Platform,
+    pub info: Arc<ServerInfo>,
+}
+
+/// Opens (and migrates) the configured store and binds the core to it.
+pub async fn open_platform(settings: &Settings) -> anyhow::Result<Platform> {
+    if settings.uses_sqlite() {
+        create_private_dir(&settings.data_dir)?;
+    }
+    let url = settings.database_url.expose_secret();
+    let store = openma_store_sql::open(url)
+        .await
+        .with_context(|| format!("cannot open database {}", openma_store_sql::redact_url(url)))?;
+    Ok(Platform::new(store, Arc::new(SystemClock), Arc::new(UlidIds::default())))
+}
+
+/// The data dir holds the database and later secrets: only its owner may enter it.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict permissions of {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Ensures the default tenant exists, and `OPENMA_BOOTSTRAP_API_KEY` with it.
+pub async fn bootstrap(platform: &Platform, settings: &Settings) -> anyhow::Result<()> {
+    let tenant = platform.ensure_tenant(DEFAULT_TENANT).await?;
+    if let Some(key) = &settings.bootstrap_api_key {
+        platform
+            .ensure_api_key(&tenant.id, "bootstrap", key.expose_secret())
+            .await
+            .context("cannot register OPENMA_BOOTSTRAP_API_KEY")?;
+    } else if platform.list_api_keys(&tenant.id).await?.is_empty() {
+        tracing::warn!(
+            "no API key exists yet: create one with `openma api-keys create --name <NAME>` (or set OPENMA_BOOTSTRAP_API_KEY)"
+        );
+    }
+    Ok(())
+}
+
+/// Looks for bubblewrap once at start-up; the sandbox needs it.
+fn sandbox_status() -> String {
+    match std::process::Command::new("bwrap").arg("--version").output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        _ => "unavailable: bubblewrap not found (install it with `apt-get install bubblewrap`)".to_owned(),
+    }
+}
+
+fn blob_dir(blob_url: &str) -> Option<PathBuf> {
+    blob_url.strip_prefix("file://").map(PathBuf::from)
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(http::routes())
+        .fallback(crate::error::route_not_found)
+        .method_not_allowed_fallback(crate::error::method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(telemetry::record_http_metrics))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!(request_id = %extract::current_request_id(), "handler panicked");
+            axum::response::IntoResponse::into_response(ApiError::internal())
+        }))
+        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(extract::request_id))
+}
+
+/// A bound, not yet serving, server.
+pub struct Prepared {
+    pub listener: TcpListener,
+    pub app: Router,
+    pub addr: SocketAddr,
+}
+
+/// Opens everything and binds the listener; `serve` then runs it.
+pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
+    let platform = open_platform(settings).await?;
+    bootstrap(&platform, settings).await?;
+    let blob_dir = blob_dir(&settings.blob_url);
+    if let Some(dir) = &blob_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create blob dir {}", dir.display()))?;
+    } else {
+        anyhow::bail!("unsupported OPENMA_BLOB_URL `{}`: only file:// is available in this build", settings.blob_url);
+    }
+    let _ = telemetry::metrics_handle();
+    let info = ServerInfo { blob_dir, blob_url: settings.blob_url.clone(), sandbox: sandbox_status() };
+    let app = router(AppState { platform, info: Arc::new(info) });
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    Ok(Prepared { listener, app, addr })
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(p: Prepared, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    axum::serve(p.listener, p.app).with_graceful_shutdown(shutdown).await.context("server failed")
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,37 @@
+//! API-key authentication. The extractor yields the caller's tenant, which every domain
+//! call requires: a handler cannot reach data without it.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use openma_core::TenantId;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// The authenticated tenant of a request.
+pub struct Caller(pub TenantId);
+
+/// Reads the key from `Authorization: Bearer <key>` (what the SDKs send) or
+/// `x-api-key: <key>` (what the seed's curl examples send).
+fn presented_key(parts: &Parts) -> Option<&str> {
+    if let Some(v) = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim());
+    }
+    let auth = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = auth.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let key = presented_key(parts).filter(|k| !k.is_empty()).ok_or_else(|| {
+            ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`")
+        })?;
+        match state.platform.authenticate(key).await? {
+            Some(tenant) => Ok(Caller(tenant)),
+            None => Err(ApiError::unauthorized("invalid API key")),
+        }
+    }
+}

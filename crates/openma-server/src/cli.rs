@@ -1,0 +1,202 @@
+//! The command line: `serve`, `migrate`, the admin commands and `bench`.
+//!
+//! Admin commands open the database directly (`--data-dir` / `OPENMA_DATABASE_URL`), so
+//! they work without a running server and while one runs.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use openma_core::Platform;
+use openma_core::tenancy::DEFAULT_TENANT;
+
+use crate::config::{LogFormat, Overrides, Settings};
+use crate::{app, bench, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "openma",
+    version,
+    about = "Self-hostable agent platform, wire-compatible with Anthropic's Managed Agents API.",
+    long_about = "Self-hostable agent platform, wire-compatible with Anthropic's Managed Agents API.\n\n\
+        `openma serve` runs everything in one process with zero configuration: SQLite and blobs in ./.openma,\n\
+        listening on 127.0.0.1:8080. Point the official SDKs at it by changing only their base URL.\n\
+        Create an API key with `openma api-keys create --name me` (it works while the server runs)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args)]
+pub struct GlobalArgs {
+    /// A TOML file with settings; flags and environment variables override it.
+    #[arg(long, env = "OPENMA_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Where embedded mode keeps its database and blobs [default: ./.openma].
+    #[arg(long, env = "OPENMA_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB` [default: SQLite in the data dir].
+    #[arg(long, env = "OPENMA_DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Log line format on stderr.
+    #[arg(long, env = "OPENMA_LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the platform: HTTP API, console and session runtime.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit (serve applies them too).
+    Migrate,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// Manage API keys (stored only as hashes; a new key is shown once).
+    #[command(subcommand, name = "api-keys")]
+    ApiKeys(ApiKeysCommand),
+    /// Print the version.
+    Version,
+    /// Measure the API: start a server and time agent and session creation.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080]; port 0 picks a free one.
+    #[arg(long, env = "OPENMA_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Blob store: `file://DIR` [default: the data dir's blobs/].
+    #[arg(long, env = "OPENMA_BLOB_URL")]
+    pub blob_url: Option<String>,
+    /// Ensure this API key exists for the default tenant (for scripts and CI).
+    #[arg(long, env = "OPENMA_BOOTSTRAP_API_KEY", hide_env_values = true)]
+    pub bootstrap_api_key: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum TenantsCommand {
+    /// Create a tenant (1-64 characters of a-z, 0-9, `-`, `_`).
+    Create { name: String },
+    /// List tenants.
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum ApiKeysCommand {
+    /// Create a key; the key itself is the last line of the output.
+    Create {
+        /// A label for the key.
+        #[arg(long)]
+        name: String,
+        /// Tenant name or id [default: the default tenant].
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List keys (prefix, name, last use; never the key).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key by id or prefix.
+    Revoke {
+        id: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+fn settings(global: &GlobalArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Settings> {
+    Settings::resolve(Overrides {
+        config: global.config.clone(),
+        data_dir: global.data_dir.clone(),
+        listen: serve.and_then(|s| s.listen),
+        database_url: global.database_url.clone(),
+        blob_url: serve.and_then(|s| s.blob_url.clone()),
+        bootstrap_api_key: serve.and_then(|s| s.bootstrap_api_key.clone()),
+        log_format: global.log_format,
+    })
+}
+
+async fn tenant(platform: &Platform, name: Option<&str>) -> anyhow::Result<openma_core::Tenant> {
+    match name {
+        None => Ok(platform.ensure_tenant(DEFAULT_TENANT).await?),
+        Some(n) => Ok(platform.find_tenant(n).await?),
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve(args) => {
+            let settings = settings(&cli.global, Some(args))?;
+            telemetry::init_logging(settings.log_format);
+            tracing::info!(?settings, "starting openma {}", env!("CARGO_PKG_VERSION"));
+            let prepared = app::prepare(&settings).await?;
+            let addr = prepared.addr;
+            tracing::info!(%addr, "listening");
+            let mut out = std::io::stdout();
+            writeln!(out, "openma listening on http://{addr}")?;
+            out.flush()?;
+            app::serve(prepared, app::shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let settings = settings(&cli.global, None)?;
+            telemetry::init_logging(settings.log_format);
+            let platform = app::open_platform(&settings).await?;
+            println!("migrations applied: {}", platform.store.describe().await?);
+            Ok(())
+        }
+        Command::Tenants(cmd) => {
+            let settings = settings(&cli.global, None)?;
+            let platform = app::open_platform(&settings).await?;
+            match cmd {
+                TenantsCommand::Create { name } => {
+                    let t = platform.create_tenant(name).await?;
+                    println!("created tenant {} ({})", t.name, t.id);
+                }
+                TenantsCommand::List => {
+                    for t in platform.list_tenants().await? {
+                        println!("{}\t{}\t{}", t.id, t.name, t.created_at);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::ApiKeys(cmd) => {
+            let settings = settings(&cli.global, None)?;
+            let platform = app::open_platform(&settings).await?;
+            match cmd {
+                ApiKeysCommand::Create { name, tenant: t } => {
+                    let t = tenant(&platform, t.as_deref()).await?;
+                    let (key, secret) = platform.create_api_key(&t.id, name).await?;
+                    println!("created API key {} for tenant {} — store it now, it is not shown again:", key.id, t.name);
+                    println!("{secret}");
+                }
+                ApiKeysCommand::List { tenant: t } => {
+                    let t = tenant(&platform, t.as_deref()).await?;
+                    for k in platform.list_api_keys(&t.id).await? {
+                        let last = k.last_used_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into());
+                        let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
+                        println!("{}\t{}…\t{}\t{}\tlast used {}", k.id, k.prefix, k.name, state, last);
+                    }
+                }
+                ApiKeysCommand::Revoke { id, tenant: t } => {
+                    let t = tenant(&platform, t.as_deref()).await?;
+                    platform.revoke_api_key(&t.id, id).await.context("cannot revoke")?;
+                    println!("revoked {id}");
+                }
+            }
+            Ok(())
+        }
+        Command::Version => {
+            println!("openma {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Bench(args) => bench::run(args).await,
+    }
+}

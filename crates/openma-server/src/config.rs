@@ -1,0 +1,148 @@
+//! Settings: command-line flags and environment variables (the operator contract), then
+//! an optional TOML file, then defaults. Secrets never appear in `Debug` output or logs.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+pub const DEFAULT_DATA_DIR: &str = ".openma";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// The optional TOML file (`--config` / `OPENMA_CONFIG`). Every key is optional.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub database_url: Option<SecretString>,
+    pub blob_url: Option<String>,
+    pub bootstrap_api_key: Option<SecretString>,
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl FileSettings {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+/// The resolved settings of one process.
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub database_url: SecretString,
+    pub blob_url: String,
+    pub bootstrap_api_key: Option<SecretString>,
+    pub log_format: LogFormat,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("database_url", &openma_store_sql::redact_url(self.database_url.expose_secret()))
+            .field("blob_url", &self.blob_url)
+            .field("bootstrap_api_key", &self.bootstrap_api_key.as_ref().map(|_| "[redacted]"))
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// What the command line and environment said (each `None` when unset).
+#[derive(Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub database_url: Option<String>,
+    pub blob_url: Option<String>,
+    pub bootstrap_api_key: Option<String>,
+    pub log_format: Option<LogFormat>,
+}
+
+impl Settings {
+    pub fn resolve(o: Overrides) -> anyhow::Result<Settings> {
+        let file = match &o.config {
+            Some(p) => FileSettings::load(p)?,
+            None => FileSettings::default(),
+        };
+        let data_dir = o.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let database_url = match o.database_url.map(SecretString::from).or(file.database_url) {
+            Some(u) => u,
+            None => SecretString::from(format!("sqlite://{}", data_dir.join("openma.db").display())),
+        };
+        let blob_url = o
+            .blob_url
+            .or(file.blob_url)
+            .unwrap_or_else(|| format!("file://{}", absolute(&data_dir.join("blobs")).display()));
+        Ok(Settings {
+            listen: o.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default listen")),
+            database_url,
+            blob_url,
+            bootstrap_api_key: o.bootstrap_api_key.filter(|k| !k.is_empty()).map(SecretString::from).or(file.bootstrap_api_key),
+            log_format: o.log_format.or(file.log_format).unwrap_or_default(),
+            data_dir,
+        })
+    }
+
+    pub fn uses_sqlite(&self) -> bool {
+        self.database_url.expose_secret().starts_with("sqlite:")
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let s = Settings::resolve(Overrides {
+            database_url: Some("postgres://app:hunter2@db/openma".into()),
+            bootstrap_api_key: Some("sk-oma-supersecretvalue".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("supersecretvalue"), "{shown}");
+    }
+
+    #[test]
+    fn defaults_follow_the_operator_contract() {
+        let s = Settings::resolve(Overrides::default()).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from(".openma"));
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert!(s.database_url.expose_secret().starts_with("sqlite://.openma/openma.db"));
+    }
+
+    #[test]
+    fn file_values_apply_below_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("openma.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\ndata_dir = \"/tmp/x\"\n").unwrap();
+        let s = Settings::resolve(Overrides { config: Some(path.clone()), data_dir: Some("/tmp/y".into()), ..Default::default() }).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:9999");
+        assert_eq!(s.data_dir, PathBuf::from("/tmp/y"));
+        std::fs::write(&path, "lisen = 1\n").unwrap();
+        assert!(Settings::resolve(Overrides { config: Some(path), ..Default::default() }).is_err());
+    }
+}

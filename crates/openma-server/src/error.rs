@@ -1,0 +1,105 @@
+//! The one place errors become HTTP responses: status, `error.type`, message, the
+//! `request-id`, and `x-should-retry: false` on conflicts (so the SDKs do not resend a
+//! request that cannot succeed).
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use openma_core::{DomainError, StoreError};
+use openma_types::{ErrorCodeDetails, ErrorDetail, ErrorEnvelope, ErrorTag};
+
+use crate::extract::current_request_id;
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub code: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into(), code: None }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error; the request id identifies it in the server log")
+    }
+
+    /// The SDK's `ErrorType` for a status.
+    fn error_type(&self) -> &'static str {
+        match self.status.as_u16() {
+            400 | 405 | 415 | 422 => "invalid_request_error",
+            401 => "authentication_error",
+            402 => "billing_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            408 | 504 => "timeout_error",
+            409 => "conflict_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            529 => "overloaded_error",
+            _ => "api_error",
+        }
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::Invalid { message, code } => ApiError { status: StatusCode::BAD_REQUEST, message, code },
+            DomainError::NotFound(message) => ApiError::not_found(message),
+            DomainError::Conflict { message, code } => ApiError { status: StatusCode::CONFLICT, message, code },
+            DomainError::Store(StoreError::Duplicate(what)) => {
+                tracing::warn!(request_id = %current_request_id(), %what, "unexpected duplicate");
+                ApiError::new(StatusCode::CONFLICT, "the object already exists")
+            }
+            DomainError::Store(e) => {
+                tracing::error!(request_id = %current_request_id(), error = %e, "storage failure");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let request_id = current_request_id();
+        let kind = self.error_type();
+        let body = ErrorEnvelope {
+            tag: ErrorTag::Value,
+            error: ErrorDetail {
+                kind: kind.to_owned(),
+                message: self.message,
+                details: self.code.map(|c| ErrorCodeDetails { error_code: c.to_owned() }),
+            },
+            request_id: Some(request_id),
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::CONFLICT {
+            response.headers_mut().insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+        response
+    }
+}
+
+/// Unknown routes answer with the envelope too.
+pub async fn route_not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
+}

@@ -1,0 +1,88 @@
+//! Operations endpoints: `/health`, `/metrics`, `/v1/openapi.json`. No authentication.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::app::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` when a backend is down.
+    pub status: &'static str,
+    pub backends: Backends,
+    pub version: &'static str,
+    /// Why the server is degraded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Backends {
+    pub db: String,
+    pub blobs: String,
+    pub sandbox: String,
+}
+
+/// Liveness and the state of every backend; 503 with a reason when one is down.
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
+    let mut problems = Vec::new();
+    let db = match app.platform.store.describe().await {
+        Ok(d) => d,
+        Err(e) => {
+            problems.push(format!("database: {e}"));
+            "down".to_owned()
+        }
+    };
+    let blobs = match &app.info.blob_dir {
+        Some(dir) => match tempfile_probe(dir) {
+            Ok(()) => app.info.blob_url.clone(),
+            Err(e) => {
+                problems.push(format!("blob store {}: {e}", dir.display()));
+                "down".to_owned()
+            }
+        },
+        None => app.info.blob_url.clone(),
+    };
+    let healthy = problems.is_empty();
+    let body = Health {
+        status: if healthy { "ok" } else { "degraded" },
+        backends: Backends { db, blobs, sandbox: app.info.sandbox.clone() },
+        version: env!("CARGO_PKG_VERSION"),
+        reason: (!healthy).then(|| problems.join("; ")),
+    };
+    (if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+}
+
+/// Checks that the blob directory accepts writes.
+fn tempfile_probe(dir: &std::path::Path) -> std::io::Result<()> {
+    let probe = dir.join(".health-probe");
+    std::fs::write(&probe, b"ok")?;
+    std::fs::remove_file(&probe)
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
+pub async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::telemetry::metrics_handle().render(),
+    )
+}
+
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1 document")))]
+pub async fn openapi() -> impl IntoResponse {
+    Json(crate::openapi::document())
+}

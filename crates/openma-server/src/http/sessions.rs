@@ -1,0 +1,129 @@
+//! `/v1/sessions`.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use openma_core::ports::SessionFilter;
+use openma_types::sessions::{CreateSessionRequest, Session, SessionStatus, UpdateSessionRequest};
+use openma_types::{BidiPage, Deleted, ErrorEnvelope};
+use serde::Deserialize;
+
+use super::{ArchivedParam, CreatedFilter, PageParams, SortOrder, list_params};
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sessions", post(create_session).get(list_sessions))
+        .route("/v1/sessions/{session_id}", get(get_session).post(update_session).delete(delete_session))
+        .route("/v1/sessions/{session_id}/archive", post(archive_session))
+}
+
+/// Filters of the session list.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SessionListParams {
+    /// Only sessions of this agent.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// Only sessions pinned to this agent version (with `agent_id`).
+    #[serde(default)]
+    pub agent_version: Option<i64>,
+    /// Only sessions created by this deployment.
+    #[serde(default)]
+    pub deployment_id: Option<String>,
+    /// Only sessions with this memory store attached.
+    #[serde(default)]
+    pub memory_store_id: Option<String>,
+    /// Any of these statuses (repeat the parameter).
+    #[serde(rename = "statuses[]", alias = "statuses", default)]
+    pub statuses: Vec<SessionStatus>,
+    /// `desc` (default, newest first) or `asc`.
+    #[serde(default)]
+    pub order: Option<SortOrder>,
+}
+
+/// Create a session. It starts `idle`, pinned to the agent version it names.
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = CreateSessionRequest,
+    responses((status = 200, body = Session), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn create_session(
+    State(app): State<AppState>,
+    Caller(tenant): Caller,
+    ApiJson(req): ApiJson<CreateSessionRequest>,
+) -> Result<Json<Session>, ApiError> {
+    Ok(Json(app.platform.create_session(&tenant, &req).await?))
+}
+
+/// Retrieve a session.
+#[utoipa::path(get, path = "/v1/sessions/{session_id}", tag = "sessions",
+    params(("session_id" = String, Path, description = "The session id")),
+    responses((status = 200, body = Session), (status = 404, body = ErrorEnvelope)))]
+pub async fn get_session(
+    State(app): State<AppState>,
+    Caller(tenant): Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Session>, ApiError> {
+    Ok(Json(app.platform.get_session(&tenant, &id).await?))
+}
+
+/// Update a session's title, metadata, or (while idle) its tools and MCP servers.
+#[utoipa::path(post, path = "/v1/sessions/{session_id}", tag = "sessions", request_body = UpdateSessionRequest,
+    params(("session_id" = String, Path, description = "The session id")),
+    responses((status = 200, body = Session), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
+pub async fn update_session(
+    State(app): State<AppState>,
+    Caller(tenant): Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<UpdateSessionRequest>,
+) -> Result<Json<Session>, ApiError> {
+    Ok(Json(app.platform.update_session(&tenant, &id, &req).await?))
+}
+
+/// List sessions (newest first by default), walkable in both directions.
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", params(PageParams, ArchivedParam, CreatedFilter, SessionListParams),
+    responses((status = 200, body = BidiPage<Session>), (status = 400, body = ErrorEnvelope)))]
+pub async fn list_sessions(
+    State(app): State<AppState>,
+    Caller(tenant): Caller,
+    ApiQuery(page): ApiQuery<PageParams>,
+    ApiQuery(archived): ApiQuery<ArchivedParam>,
+    ApiQuery(created): ApiQuery<CreatedFilter>,
+    ApiQuery(q): ApiQuery<SessionListParams>,
+) -> Result<Json<BidiPage<Session>>, ApiError> {
+    let params = list_params(page, &archived, &created, q.order);
+    // No deployment or memory store exists yet, so those filters match nothing.
+    if q.deployment_id.is_some() || q.memory_store_id.is_some() {
+        app.platform.list_sessions(&tenant, &params, &SessionFilter::default()).await?;
+        return Ok(Json(BidiPage { data: Vec::new(), next_page: None, prev_page: None }));
+    }
+    let filter = SessionFilter { agent_id: q.agent_id, agent_version: q.agent_version, statuses: q.statuses };
+    let p = app.platform.list_sessions(&tenant, &params, &filter).await?;
+    Ok(Json(BidiPage { data: p.data, next_page: p.next_page, prev_page: p.prev_page }))
+}
+
+/// Delete a session and its history; refused while it runs.
+#[utoipa::path(delete, path = "/v1/sessions/{session_id}", tag = "sessions",
+    params(("session_id" = String, Path, description = "The session id")),
+    responses((status = 200, body = Deleted), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn delete_session(
+    State(app): State<AppState>,
+    Caller(tenant): Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Deleted>, ApiError> {
+    app.platform.delete_session(&tenant, &id).await?;
+    Ok(Json(Deleted { id, kind: "session_deleted".into() }))
+}
+
+/// Archive a session: it becomes `terminated` and read-only.
+#[utoipa::path(post, path = "/v1/sessions/{session_id}/archive", tag = "sessions",
+    params(("session_id" = String, Path, description = "The session id")),
+    responses((status = 200, body = Session), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn archive_session(
+    State(app): State<AppState>,
+    Caller(tenant): Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Session>, ApiError> {
+    Ok(Json(app.platform.archive_session(&tenant, &id).await?))
+}

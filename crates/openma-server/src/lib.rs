@@ -1,0 +1,15 @@
+//! The openma server: HTTP API, authentication, operations endpoints and the admin
+//! commands of the `openma` binary. It wires the core to its adapters once, at start-up.
+#![forbid(unsafe_code)]
+
+pub mod adapters;
+pub mod app;
+pub mod auth;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod http;
+pub mod openapi;
+pub mod telemetry;

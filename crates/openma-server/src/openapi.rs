@@ -1,0 +1,41 @@
+//! The OpenAPI document, generated from the handlers and wire types.
+
+use std::sync::OnceLock;
+
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use crate::http;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "openma", description = "Self-hostable agent platform, wire-compatible with the Managed Agents API."),
+    paths(
+        http::ops::health, http::ops::metrics, http::ops::openapi,
+        http::agents::create_agent, http::agents::get_agent, http::agents::update_agent, http::agents::list_agents,
+        http::agents::archive_agent, http::agents::list_agent_versions,
+        http::environments::create_environment, http::environments::get_environment, http::environments::update_environment,
+        http::environments::list_environments, http::environments::delete_environment, http::environments::archive_environment,
+        http::sessions::create_session, http::sessions::get_session, http::sessions::update_session,
+        http::sessions::list_sessions, http::sessions::delete_session, http::sessions::archive_session,
+    ),
+    modifiers(&Security),
+    security(("bearer" = []), ("api_key" = [])),
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))));
+    }
+}
+
+/// The document, built once.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOC.get_or_init(ApiDoc::openapi)
+}

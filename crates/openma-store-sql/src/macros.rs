@@ -1,0 +1,478 @@
+//! The SQL both backends share, expanded once per driver.
+
+/// Implements [`openma_core::Store`] for `$store` (a struct with a `pool: Pool<$db>`).
+/// Write transactions begin with a write, so SQLite takes its lock at once and its busy
+/// timeout applies, instead of failing on a read-to-write upgrade.
+#[macro_export]
+macro_rules! sql_store {
+    ($store:ident, $db:ty, $describe:literal) => {
+        use openma_core::ports::{DeleteOutcome, ListQuery, Order, SessionFilter};
+        use openma_core::{ApiKey, Tenant, TenantId};
+        use openma_types::Timestamp;
+        use openma_types::agents::Agent;
+        use openma_types::environments::Environment;
+        use openma_types::sessions::Session;
+        use sqlx::{QueryBuilder, Row};
+
+        use $crate::{decode, encode};
+
+        fn ts(v: Option<i64>) -> Option<Timestamp> {
+            v.map(Timestamp::from_micros)
+        }
+
+        fn tenant_from_row(r: &<$db as sqlx::Database>::Row) -> Result<Tenant, sqlx::Error> {
+            Ok(Tenant {
+                id: TenantId::from_trusted(r.try_get::<String, _>("id")?),
+                name: r.try_get("name")?,
+                created_at: Timestamp::from_micros(r.try_get("created_at")?),
+            })
+        }
+
+        fn key_from_row(r: &<$db as sqlx::Database>::Row) -> Result<ApiKey, sqlx::Error> {
+            Ok(ApiKey {
+                id: r.try_get("id")?,
+                tenant_id: TenantId::from_trusted(r.try_get::<String, _>("tenant_id")?),
+                name: r.try_get("name")?,
+                prefix: r.try_get("prefix")?,
+                hash: r.try_get("hash")?,
+                created_at: Timestamp::from_micros(r.try_get("created_at")?),
+                last_used_at: ts(r.try_get("last_used_at")?),
+                revoked_at: ts(r.try_get("revoked_at")?),
+            })
+        }
+
+        const KEY_COLUMNS: &str = "id, tenant_id, name, prefix, hash, created_at, last_used_at, revoked_at";
+
+        /// Appends the archive filter, `created_at` bounds, the keyset position, the order
+        /// and the limit shared by every list.
+        fn push_page(qb: &mut QueryBuilder<$db>, q: &ListQuery) {
+            if !q.include_archived {
+                qb.push(" AND NOT archived");
+            }
+            for (op, v) in [(">", q.created.gt), (">=", q.created.gte), ("<", q.created.lt), ("<=", q.created.lte)] {
+                if let Some(v) = v {
+                    qb.push(" AND created_at ").push(op).push(" ").push_bind(v);
+                }
+            }
+            let (cmp, dir) = match q.order {
+                Order::Asc => (">", "ASC"),
+                Order::Desc => ("<", "DESC"),
+            };
+            if let Some(p) = &q.after {
+                qb.push(" AND (created_at ").push(cmp).push(" ").push_bind(p.created_at);
+                qb.push(" OR (created_at = ").push_bind(p.created_at);
+                qb.push(" AND id ").push(cmp).push(" ").push_bind(p.id.clone()).push("))");
+            }
+            qb.push(" ORDER BY created_at ").push(dir).push(", id ").push(dir);
+            qb.push(" LIMIT ").push_bind(i64::from(q.limit));
+        }
+
+        fn bodies<T: serde::de::DeserializeOwned>(
+            rows: Vec<<$db as sqlx::Database>::Row>,
+        ) -> Result<Vec<T>, openma_core::StoreError> {
+            rows.iter()
+                .map(|r| decode(&r.try_get::<String, _>(0).map_err($crate::backend_error)?))
+                .collect()
+        }
+
+        impl $store {
+            async fn body<T: serde::de::DeserializeOwned>(
+                &self,
+                sql: &'static str,
+                tenant: &TenantId,
+                id: &str,
+            ) -> Result<Option<T>, openma_core::StoreError> {
+                let row = sqlx::query(sql)
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                match row {
+                    None => Ok(None),
+                    Some(r) => decode(&r.try_get::<String, _>(0).map_err($crate::backend_error)?).map(Some),
+                }
+            }
+
+            async fn exists(&self, sql: &'static str, tenant: &TenantId, id: &str) -> Result<bool, openma_core::StoreError> {
+                let row = sqlx::query(sql)
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(row.is_some())
+            }
+
+            async fn list_bodies<T: serde::de::DeserializeOwned>(
+                &self,
+                mut qb: QueryBuilder<$db>,
+                q: &ListQuery,
+            ) -> Result<Vec<T>, openma_core::StoreError> {
+                push_page(&mut qb, q);
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                bodies(rows)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl openma_core::Store for $store {
+            async fn describe(&self) -> Result<String, openma_core::StoreError> {
+                sqlx::query_scalar::<_, String>($describe)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)
+            }
+
+            // ---- tenants and keys ----
+
+            async fn insert_tenant(&self, t: &Tenant) -> Result<(), openma_core::StoreError> {
+                sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+                    .bind(t.id.as_str())
+                    .bind(&t.name)
+                    .bind(t.created_at.as_micros())
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn list_tenants(&self) -> Result<Vec<Tenant>, openma_core::StoreError> {
+                let rows = sqlx::query("SELECT id, name, created_at FROM tenants ORDER BY created_at, id")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                rows.iter().map(tenant_from_row).collect::<Result<_, _>>().map_err($crate::backend_error)
+            }
+
+            async fn find_tenant(&self, id_or_name: &str) -> Result<Option<Tenant>, openma_core::StoreError> {
+                let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE id = $1 OR name = $1")
+                    .bind(id_or_name)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                row.as_ref().map(tenant_from_row).transpose().map_err($crate::backend_error)
+            }
+
+            async fn insert_api_key(&self, k: &ApiKey) -> Result<(), openma_core::StoreError> {
+                sqlx::query(
+                    "INSERT INTO api_keys (id, tenant_id, name, prefix, hash, created_at, last_used_at, revoked_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&k.id)
+                .bind(k.tenant_id.as_str())
+                .bind(&k.name)
+                .bind(&k.prefix)
+                .bind(&k.hash)
+                .bind(k.created_at.as_micros())
+                .bind(k.last_used_at.map(Timestamp::as_micros))
+                .bind(k.revoked_at.map(Timestamp::as_micros))
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn find_api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT ");
+                qb.push(KEY_COLUMNS).push(" FROM api_keys WHERE hash = ").push_bind(hash);
+                let row = qb.build().fetch_optional(&self.pool).await.map_err($crate::backend_error)?;
+                row.as_ref().map(key_from_row).transpose().map_err($crate::backend_error)
+            }
+
+            async fn touch_api_key(&self, tenant: &TenantId, id: &str, at: Timestamp) -> Result<(), openma_core::StoreError> {
+                sqlx::query("UPDATE api_keys SET last_used_at = $3 WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .bind(at.as_micros())
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKey>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT ");
+                qb.push(KEY_COLUMNS).push(" FROM api_keys WHERE tenant_id = ").push_bind(tenant.as_str());
+                qb.push(" ORDER BY created_at, id");
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                rows.iter().map(key_from_row).collect::<Result<_, _>>().map_err($crate::backend_error)
+            }
+
+            async fn revoke_api_key(&self, tenant: &TenantId, id: &str, at: Timestamp) -> Result<bool, openma_core::StoreError> {
+                let done = sqlx::query(
+                    "UPDATE api_keys SET revoked_at = $3 WHERE tenant_id = $1 AND (id = $2 OR prefix = $2) AND revoked_at IS NULL",
+                )
+                .bind(tenant.as_str())
+                .bind(id)
+                .bind(at.as_micros())
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            // ---- agents ----
+
+            async fn insert_agent(&self, tenant: &TenantId, a: &Agent) -> Result<(), openma_core::StoreError> {
+                let body = encode(a);
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                sqlx::query(
+                    "INSERT INTO agents (tenant_id, id, version, created_at, archived, body) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(tenant.as_str())
+                .bind(&a.id)
+                .bind(a.version)
+                .bind(a.created_at.as_micros())
+                .bind(a.archived_at.is_some())
+                .bind(&body)
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::backend_error)?;
+                sqlx::query("INSERT INTO agent_versions (tenant_id, agent_id, version, body) VALUES ($1, $2, $3, $4)")
+                    .bind(tenant.as_str())
+                    .bind(&a.id)
+                    .bind(a.version)
+                    .bind(&body)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                tx.commit().await.map_err($crate::backend_error)
+            }
+
+            async fn get_agent(&self, tenant: &TenantId, id: &str) -> Result<Option<Agent>, openma_core::StoreError> {
+                self.body("SELECT body FROM agents WHERE tenant_id = $1 AND id = $2", tenant, id).await
+            }
+
+            async fn get_agent_version(&self, tenant: &TenantId, id: &str, version: i64) -> Result<Option<Agent>, openma_core::StoreError> {
+                let row = sqlx::query("SELECT body FROM agent_versions WHERE tenant_id = $1 AND agent_id = $2 AND version = $3")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .bind(version)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                match row {
+                    None => Ok(None),
+                    Some(r) => decode(&r.try_get::<String, _>(0).map_err($crate::backend_error)?).map(Some),
+                }
+            }
+
+            async fn update_agent(&self, tenant: &TenantId, a: &Agent, expected_version: i64) -> Result<bool, openma_core::StoreError> {
+                let body = encode(a);
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                let done = sqlx::query(
+                    "UPDATE agents SET version = $3, archived = $4, body = $5 WHERE tenant_id = $1 AND id = $2 AND version = $6",
+                )
+                .bind(tenant.as_str())
+                .bind(&a.id)
+                .bind(a.version)
+                .bind(a.archived_at.is_some())
+                .bind(&body)
+                .bind(expected_version)
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::backend_error)?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                if a.version != expected_version {
+                    sqlx::query("INSERT INTO agent_versions (tenant_id, agent_id, version, body) VALUES ($1, $2, $3, $4)")
+                        .bind(tenant.as_str())
+                        .bind(&a.id)
+                        .bind(a.version)
+                        .bind(&body)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::backend_error)?;
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(true)
+            }
+
+            async fn list_agents(&self, tenant: &TenantId, q: &ListQuery) -> Result<Vec<Agent>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT body FROM agents WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned());
+                self.list_bodies(qb, q).await
+            }
+
+            async fn list_agent_versions(
+                &self,
+                tenant: &TenantId,
+                id: &str,
+                below: Option<i64>,
+                limit: u32,
+            ) -> Result<Vec<Agent>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT body FROM agent_versions WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned()).push(" AND agent_id = ").push_bind(id.to_owned());
+                if let Some(v) = below {
+                    qb.push(" AND version < ").push_bind(v);
+                }
+                qb.push(" ORDER BY version DESC LIMIT ").push_bind(i64::from(limit));
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                bodies(rows)
+            }
+
+            // ---- environments ----
+
+            async fn insert_environment(&self, tenant: &TenantId, e: &Environment, is_default: bool) -> Result<(), openma_core::StoreError> {
+                sqlx::query(
+                    "INSERT INTO environments (tenant_id, id, created_at, updated_at, archived, is_default, body) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(tenant.as_str())
+                .bind(&e.id)
+                .bind(e.created_at.as_micros())
+                .bind(e.updated_at.as_micros())
+                .bind(e.archived_at.is_some())
+                .bind(is_default)
+                .bind(encode(e))
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn get_environment(&self, tenant: &TenantId, id: &str) -> Result<Option<Environment>, openma_core::StoreError> {
+                self.body("SELECT body FROM environments WHERE tenant_id = $1 AND id = $2", tenant, id).await
+            }
+
+            async fn get_default_environment(&self, tenant: &TenantId) -> Result<Option<Environment>, openma_core::StoreError> {
+                let row = sqlx::query("SELECT body FROM environments WHERE tenant_id = $1 AND is_default AND NOT archived")
+                    .bind(tenant.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                match row {
+                    None => Ok(None),
+                    Some(r) => decode(&r.try_get::<String, _>(0).map_err($crate::backend_error)?).map(Some),
+                }
+            }
+
+            async fn update_environment(&self, tenant: &TenantId, e: &Environment, expected: Timestamp) -> Result<bool, openma_core::StoreError> {
+                let done = sqlx::query(
+                    "UPDATE environments SET updated_at = $3, archived = $4, body = $5 \
+                     WHERE tenant_id = $1 AND id = $2 AND updated_at = $6",
+                )
+                .bind(tenant.as_str())
+                .bind(&e.id)
+                .bind(e.updated_at.as_micros())
+                .bind(e.archived_at.is_some())
+                .bind(encode(e))
+                .bind(expected.as_micros())
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_environment(&self, tenant: &TenantId, id: &str) -> Result<DeleteOutcome, openma_core::StoreError> {
+                let done = sqlx::query(
+                    "DELETE FROM environments WHERE tenant_id = $1 AND id = $2 AND NOT EXISTS \
+                     (SELECT 1 FROM sessions WHERE tenant_id = $1 AND environment_id = $2 AND status <> 'terminated')",
+                )
+                .bind(tenant.as_str())
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                if done.rows_affected() > 0 {
+                    Ok(DeleteOutcome::Deleted)
+                } else if self.exists("SELECT 1 FROM environments WHERE tenant_id = $1 AND id = $2", tenant, id).await? {
+                    Ok(DeleteOutcome::Refused)
+                } else {
+                    Ok(DeleteOutcome::NotFound)
+                }
+            }
+
+            async fn list_environments(&self, tenant: &TenantId, q: &ListQuery) -> Result<Vec<Environment>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT body FROM environments WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned());
+                self.list_bodies(qb, q).await
+            }
+
+            // ---- sessions ----
+
+            async fn insert_session(&self, tenant: &TenantId, s: &Session) -> Result<(), openma_core::StoreError> {
+                sqlx::query(
+                    "INSERT INTO sessions (tenant_id, id, agent_id, agent_version, environment_id, status, created_at, updated_at, archived, body) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(tenant.as_str())
+                .bind(&s.id)
+                .bind(&s.agent.id)
+                .bind(s.agent.version)
+                .bind(&s.environment_id)
+                .bind(s.status.as_str())
+                .bind(s.created_at.as_micros())
+                .bind(s.updated_at.as_micros())
+                .bind(s.archived_at.is_some())
+                .bind(encode(s))
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn get_session(&self, tenant: &TenantId, id: &str) -> Result<Option<Session>, openma_core::StoreError> {
+                self.body("SELECT body FROM sessions WHERE tenant_id = $1 AND id = $2", tenant, id).await
+            }
+
+            async fn update_session(&self, tenant: &TenantId, s: &Session, expected: Timestamp) -> Result<bool, openma_core::StoreError> {
+                let done = sqlx::query(
+                    "UPDATE sessions SET status = $3, updated_at = $4, archived = $5, body = $6 \
+                     WHERE tenant_id = $1 AND id = $2 AND updated_at = $7",
+                )
+                .bind(tenant.as_str())
+                .bind(&s.id)
+                .bind(s.status.as_str())
+                .bind(s.updated_at.as_micros())
+                .bind(s.archived_at.is_some())
+                .bind(encode(s))
+                .bind(expected.as_micros())
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_session(&self, tenant: &TenantId, id: &str) -> Result<DeleteOutcome, openma_core::StoreError> {
+                let done = sqlx::query(
+                    "DELETE FROM sessions WHERE tenant_id = $1 AND id = $2 AND status NOT IN ('running', 'rescheduling')",
+                )
+                .bind(tenant.as_str())
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                if done.rows_affected() > 0 {
+                    Ok(DeleteOutcome::Deleted)
+                } else if self.exists("SELECT 1 FROM sessions WHERE tenant_id = $1 AND id = $2", tenant, id).await? {
+                    Ok(DeleteOutcome::Refused)
+                } else {
+                    Ok(DeleteOutcome::NotFound)
+                }
+            }
+
+            async fn list_sessions(&self, tenant: &TenantId, q: &ListQuery, f: &SessionFilter) -> Result<Vec<Session>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT body FROM sessions WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned());
+                if let Some(agent) = &f.agent_id {
+                    qb.push(" AND agent_id = ").push_bind(agent.clone());
+                    if let Some(v) = f.agent_version {
+                        qb.push(" AND agent_version = ").push_bind(v);
+                    }
+                }
+                if !f.statuses.is_empty() {
+                    qb.push(" AND status IN (");
+                    let mut sep = qb.separated(", ");
+                    for s in &f.statuses {
+                        sep.push_bind(s.as_str());
+                    }
+                    qb.push(")");
+                }
+                self.list_bodies(qb, q).await
+            }
+        }
+    };
+}

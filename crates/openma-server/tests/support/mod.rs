@@ -1,0 +1,198 @@
+//! `spawn_app`: a real server on 127.0.0.1:0 over a fresh database (a SQLite file in a
+//! temp dir, or a new PostgreSQL database from `OPENMA_TEST_POSTGRES_URL`).
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use openma_core::Platform;
+use openma_server::app;
+use openma_server::config::{Overrides, Settings};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub key: String,
+    pub http: reqwest::Client,
+    pub platform: Platform,
+    _dir: tempfile::TempDir,
+    pg_cleanup: Option<(String, String)>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// A response reduced to what tests look at.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// Asserts the Anthropic error envelope and returns `error.type`.
+    pub fn error_type(&self) -> &str {
+        assert_eq!(self.body["type"], "error", "not an error envelope: {}", self.body);
+        assert!(self.body["request_id"].as_str().is_some_and(|r| r.starts_with("req_")), "{}", self.body);
+        assert!(self.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", self.body);
+        assert_eq!(self.headers.get("request-id").and_then(|v| v.to_str().ok()), self.body["request_id"].as_str());
+        self.body["error"]["type"].as_str().unwrap_or_default()
+    }
+}
+
+const KEY: &str = "sk-oma-test-0123456789abcdefghij";
+
+/// Returns `None` (after saying why) when PostgreSQL is not configured outside CI.
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut pg_cleanup = None;
+    let database_url = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => {
+            let Ok(admin_url) = std::env::var("OPENMA_TEST_POSTGRES_URL") else {
+                assert!(std::env::var_os("CI").is_none(), "CI must set OPENMA_TEST_POSTGRES_URL");
+                eprintln!("skipping: OPENMA_TEST_POSTGRES_URL is not set");
+                return None;
+            };
+            let name = format!("openma_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+            let admin = sqlx_admin(&admin_url).await;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.expect("create database");
+            admin.close().await;
+            pg_cleanup = Some((admin_url.clone(), name.clone()));
+            Some(with_database(&admin_url, &name))
+        }
+    };
+    let settings = Settings::resolve(Overrides {
+        data_dir: Some(dir.path().join("data")),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        database_url,
+        bootstrap_api_key: Some(KEY.into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let prepared = app::prepare(&settings).await.expect("server starts");
+    let base = format!("http://{}", prepared.addr);
+    let platform = app::open_platform(&settings).await.expect("admin handle");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app::serve(prepared, async {
+        let _ = rx.await;
+    }));
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    Some(TestApp { base, key: KEY.into(), http, platform, _dir: dir, pg_cleanup, stop: Some(tx) })
+}
+
+async fn sqlx_admin(url: &str) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await.expect("connect to OPENMA_TEST_POSTGRES_URL")
+}
+
+/// Replaces the database name of a PostgreSQL URL.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_part = &base[scheme_end..];
+    let prefix = match host_part.find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{prefix}/{db}?{q}"),
+        None => format!("{prefix}/{db}"),
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some((admin_url, name)) = self.pg_cleanup.take() {
+            // best effort, on a thread of its own: Drop cannot await
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    if let Ok(admin) = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&admin_url).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                            .execute(&admin)
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, Some(&self.key), None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(&self.key), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call(Method::DELETE, path, Some(&self.key), None).await
+    }
+
+    /// POST expecting 200; returns the body.
+    pub async fn ok(&self, path: &str, body: Value) -> Value {
+        let r = self.post(path, body).await;
+        assert_eq!(r.status, StatusCode::OK, "POST {path}: {}", r.body);
+        r.body
+    }
+
+    /// A second tenant with its own key, made through the admin path.
+    pub async fn other_tenant(&self, name: &str) -> String {
+        let t = self.platform.create_tenant(name).await.expect("tenant");
+        self.platform.create_api_key(&t.id, "test").await.expect("key").1
+    }
+
+    pub async fn agent(&self, name: &str) -> Value {
+        self.ok("/v1/agents", serde_json::json!({"name": name, "model": "claude-sonnet-4-6"})).await
+    }
+
+    /// Follows `next_page` to the end and returns every id.
+    pub async fn collect_ids(&self, path: &str) -> Vec<String> {
+        let mut ids = Vec::new();
+        let mut page: Option<String> = None;
+        let sep = if path.contains('?') { '&' } else { '?' };
+        for _ in 0..1000 {
+            let url = match &page {
+                Some(p) => format!("{path}{sep}page={p}"),
+                None => path.to_owned(),
+            };
+            let r = self.get(&url).await;
+            assert_eq!(r.status, StatusCode::OK, "GET {url}: {}", r.body);
+            ids.extend(r.body["data"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_owned()));
+            match r.body["next_page"].as_str() {
+                Some(p) if !p.is_empty() => page = Some(p.to_owned()),
+                _ => return ids,
+            }
+        }
+        panic!("pagination did not end");
+    }
+}

@@ -52,9 +52,35 @@ def test_openapi_document_is_valid_openapi_3(raw):
         assert path in paths, f"{path} missing from the OpenAPI document"
         assert methods <= set(paths[path]), (path, sorted(paths[path]))
 
+    # Every local $ref must resolve.
+    dangling = sorted({ref for ref in _refs(doc) if ref.startswith("#/") and not _resolves(doc, ref)})
+    assert not dangling, f"unresolvable $ref(s): {dangling}"
+
     # Validate against the OpenAPI 3 meta-schema, then resolve every operation
     # ($refs, parameters); unresolvable operations come back as errors.
     schema = schemathesis.openapi.from_dict(doc)
     schema.validate()
     errors = [str(res.err()) for res in schema.get_all_operations() if hasattr(res, "err")]
     assert not errors, "\n".join(errors[:10])
+
+
+def _refs(node):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "$ref" and isinstance(v, str):
+                yield v
+            else:
+                yield from _refs(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _refs(v)
+
+
+def _resolves(doc, ref: str) -> bool:
+    node = doc
+    for part in ref[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True

@@ -5,7 +5,7 @@ server of its own (fresh data dir) so fuzzed objects never leak into the
 other tests.
 
 Environment:
-  OPENMA_SCHEMATHESIS_EXAMPLES  max examples per operation (default 25)
+  OPENMA_SCHEMATHESIS_EXAMPLES  max examples per operation (default 50)
   OPENMA_SCHEMATHESIS_SEED      hypothesis seed (default 20260401; "random" for a fresh one)
   OPENMA_SCHEMATHESIS_WORKERS   concurrent workers (default 2)
   OPENMA_SCHEMATHESIS_TIMEOUT   hard limit for the whole run in seconds (default 240, max 300)
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BETA, start_server
+from conftest import BETA, MODEL, make_client, start_server
 
-EXAMPLES = int(os.environ.get("OPENMA_SCHEMATHESIS_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("OPENMA_SCHEMATHESIS_EXAMPLES", "50"))
 SEED = os.environ.get("OPENMA_SCHEMATHESIS_SEED", "20260401")
 WORKERS = os.environ.get("OPENMA_SCHEMATHESIS_WORKERS", "2")
 HARD_TIMEOUT_S = min(float(os.environ.get("OPENMA_SCHEMATHESIS_TIMEOUT", "240")), 300.0)
@@ -35,13 +35,54 @@ def fuzz_server(tmp_path):
     srv.stop()
 
 
+def _seed_objects(server) -> dict[str, list[str]]:
+    """Real agents, environments and sessions, so that fuzzed requests on
+    `/{id}` paths reach the handlers instead of stopping at 404."""
+    c = make_client(server)
+    try:
+        agents = [c.beta.agents.create(name=f"fuzz-{i}", model=MODEL, system="s").id for i in range(3)]
+        c.beta.agents.update(agents[0], system="second version")
+        envs = [
+            c.beta.environments.create(
+                name=f"fuzz-{i}", config={"type": "cloud", "networking": {"type": "unrestricted"}}
+            ).id
+            for i in range(3)
+        ]
+        sessions = [c.beta.sessions.create(agent=agents[i], environment_id=envs[i]).id for i in range(3)]
+    finally:
+        c.close()
+    return {"agent_ids": agents, "environment_ids": envs, "session_ids": sessions}
+
+
+def _config(ids: dict[str, list[str]]) -> str:
+    lines = []
+    for name, values in ids.items():
+        lines += [f"[dictionaries.{name}]", "values = [" + ", ".join(f'"{v}"' for v in values) + "]", ""]
+    lines.append("[parameters]")
+    for key, dictionary, p in [
+        ("path.agent_id", "agent_ids", 0.7),
+        ("path.environment_id", "environment_ids", 0.7),
+        ("path.session_id", "session_ids", 0.7),
+        ("query.agent_id", "agent_ids", 0.5),
+        ("body.agent", "agent_ids", 0.5),
+        ("body.agent_id", "agent_ids", 0.5),
+        ("body.environment_id", "environment_ids", 0.5),
+    ]:
+        lines.append(f'"{key}" = {{ dictionary = "{dictionary}", probability = {p} }}')
+    return "\n".join(lines) + "\n"
+
+
 @pytest.mark.timeout(HARD_TIMEOUT_S + 60)
 def test_schemathesis_finds_no_server_errors(fuzz_server, tmp_path):
     st = Path(sys.executable).with_name("st")
     assert st.exists(), f"schemathesis CLI not found next to {sys.executable}"
     base = fuzz_server.base_url
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(_config(_seed_objects(fuzz_server)))
     cmd = [
         str(st),
+        "--config-file",
+        str(config),
         "run",
         f"{base}/v1/openapi.json",
         "--url",
@@ -63,6 +104,10 @@ def test_schemathesis_finds_no_server_errors(fuzz_server, tmp_path):
         WORKERS,
         "--request-timeout",
         "20",
+        # Authenticate only with the header above; generated x-api-key values
+        # would turn most requests into 401s and hide the handlers from the fuzzer.
+        "--generation-with-security-parameters",
+        "false",
         "--generation-database",
         "none",
         "--report",

@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod environments;
 pub mod error;
+pub mod harness;
 pub mod model;
 pub mod paging;
 pub mod platform;

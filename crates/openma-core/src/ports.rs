@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use openma_types::Timestamp;
 use openma_types::agents::Agent;
 use openma_types::environments::Environment;
+use openma_types::events::SessionEvent;
 use openma_types::sessions::{Session, SessionStatus};
 
 use crate::error::StoreError;
@@ -74,6 +75,28 @@ pub struct SessionFilter {
     pub statuses: Vec<SessionStatus>,
 }
 
+/// An event as the log keeps it: its position, the client-visible event, and the
+/// harness-only data that goes with it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub event: SessionEvent,
+    pub internal: Option<serde_json::Value>,
+}
+
+/// A read of a session's event log.
+#[derive(Clone, Debug, Default)]
+pub struct EventQuery {
+    /// Only events strictly after (`Asc`) or before (`Desc`) this sequence number.
+    pub after_seq: Option<i64>,
+    pub descending: bool,
+    pub limit: u32,
+    /// Only these types (empty: all).
+    pub types: Vec<String>,
+    /// Bounds on `processed_at`, in microseconds.
+    pub processed: TimeRange,
+}
+
 /// The outcome of a guarded delete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeleteOutcome {
@@ -141,4 +164,20 @@ pub trait Store: Send + Sync {
     /// Deletes unless the session is running or rescheduling.
     async fn delete_session(&self, tenant: &TenantId, id: &str) -> Result<DeleteOutcome, StoreError>;
     async fn list_sessions(&self, tenant: &TenantId, query: &ListQuery, filter: &SessionFilter) -> Result<Vec<Session>, StoreError>;
+
+    // -- session event log --
+    /// Appends events and, in the same transaction, replaces the session row when given
+    /// (guarded by its `updated_at`). Returns false, writing nothing, if the guard failed.
+    async fn append_events(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+        events: &[StoredEvent],
+        session: Option<(&Session, Timestamp)>,
+    ) -> Result<bool, StoreError>;
+    async fn list_events(&self, tenant: &TenantId, session_id: &str, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+    /// The sequence number of an event, by id.
+    async fn event_seq(&self, tenant: &TenantId, session_id: &str, event_id: &str) -> Result<Option<i64>, StoreError>;
+    /// The highest sequence number of a session's log (0 when empty).
+    async fn last_event_seq(&self, tenant: &TenantId, session_id: &str) -> Result<i64, StoreError>;
 }

@@ -17,6 +17,7 @@ use tower_http::trace::TraceLayer;
 use crate::adapters::{SystemClock, UlidIds};
 use crate::config::Settings;
 use crate::error::ApiError;
+use crate::runtime::{Runtime, RuntimeConfig};
 use crate::{extract, http, telemetry};
 
 /// Requests larger than this are refused with 413 (the hosted API's create-body limit).
@@ -32,6 +33,7 @@ pub struct ServerInfo {
 #[derive(Clone)]
 pub struct AppState {
     pub platform: Platform,
+    pub runtime: Arc<Runtime>,
     pub info: Arc<ServerInfo>,
 }
 
@@ -103,6 +105,17 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(extract::request_id))
 }
 
+fn runtime_config(settings: &Settings) -> RuntimeConfig {
+    let mut c = RuntimeConfig::default();
+    if let Some(n) = settings.model_max_retries {
+        c.retry.max_retries = n;
+    }
+    if let Some(ms) = settings.model_retry_base_ms {
+        c.retry.base = std::time::Duration::from_millis(ms);
+    }
+    c
+}
+
 /// A bound, not yet serving, server.
 pub struct Prepared {
     pub listener: TcpListener,
@@ -122,7 +135,10 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     }
     let _ = telemetry::metrics_handle();
     let info = ServerInfo { blob_dir, blob_url: settings.blob_url.clone(), sandbox: sandbox_status() };
-    let app = router(AppState { platform, info: Arc::new(info) });
+    let http = openma_models::http_client().context("cannot set up the model clients")?;
+    let models = openma_models::ModelRouter::from_lookup(|name| settings.providers.lookup(name), http);
+    let runtime = Runtime::new(platform.clone(), Arc::new(models), Default::default(), runtime_config(settings));
+    let app = router(AppState { platform, runtime, info: Arc::new(info) });
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;

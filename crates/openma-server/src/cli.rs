@@ -12,7 +12,9 @@ use clap::{Args, Parser, Subcommand};
 use openma_core::Platform;
 use openma_core::tenancy::DEFAULT_TENANT;
 
-use crate::config::{LogFormat, Overrides, Settings};
+use secrecy::SecretString;
+
+use crate::config::{LogFormat, Overrides, Providers, Settings};
 use crate::{app, bench, telemetry};
 
 #[derive(Parser)]
@@ -77,6 +79,24 @@ pub struct ServeArgs {
     /// Ensure this API key exists for the default tenant (for scripts and CI).
     #[arg(long, env = "OPENMA_BOOTSTRAP_API_KEY", hide_env_values = true)]
     pub bootstrap_api_key: Option<String>,
+    /// Retries of a transient model failure (429, 5xx, overloaded, cut stream) [default: 5].
+    #[arg(long, env = "OPENMA_MODEL_MAX_RETRIES")]
+    pub model_max_retries: Option<u32>,
+    /// First back-off between those retries in milliseconds, doubling each time [default: 1000].
+    #[arg(long, env = "OPENMA_MODEL_RETRY_BASE_MS")]
+    pub model_retry_base_ms: Option<u64>,
+    /// Anthropic API key (per-tenant model cards override it).
+    #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true)]
+    pub anthropic_api_key: Option<String>,
+    /// Anthropic API base URL [default: https://api.anthropic.com].
+    #[arg(long, env = "ANTHROPIC_BASE_URL")]
+    pub anthropic_base_url: Option<String>,
+    /// Key of an OpenAI-compatible provider (OpenAI, vLLM, Ollama, OpenRouter, …).
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+    /// Base URL of the OpenAI-compatible provider [default: https://api.openai.com].
+    #[arg(long, env = "OPENAI_BASE_URL")]
+    pub openai_base_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -120,6 +140,16 @@ fn settings(global: &GlobalArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Se
         blob_url: serve.and_then(|s| s.blob_url.clone()),
         bootstrap_api_key: serve.and_then(|s| s.bootstrap_api_key.clone()),
         log_format: global.log_format,
+        model_max_retries: serve.and_then(|s| s.model_max_retries),
+        model_retry_base_ms: serve.and_then(|s| s.model_retry_base_ms),
+        providers: serve
+            .map(|s| Providers {
+                anthropic_api_key: s.anthropic_api_key.clone().map(SecretString::from),
+                anthropic_base_url: s.anthropic_base_url.clone(),
+                openai_api_key: s.openai_api_key.clone().map(SecretString::from),
+                openai_base_url: s.openai_base_url.clone(),
+            })
+            .unwrap_or_default(),
     })
 }
 

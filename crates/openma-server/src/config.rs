@@ -22,6 +22,8 @@ pub struct FileSettings {
     pub blob_url: Option<String>,
     pub bootstrap_api_key: Option<SecretString>,
     pub log_format: Option<LogFormat>,
+    pub model_max_retries: Option<u32>,
+    pub model_retry_base_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -48,6 +50,43 @@ pub struct Settings {
     pub blob_url: String,
     pub bootstrap_api_key: Option<SecretString>,
     pub log_format: LogFormat,
+    /// Retries of a transient model failure before the turn ends (`retries_exhausted`).
+    pub model_max_retries: Option<u32>,
+    /// First back-off of those retries; it doubles each time.
+    pub model_retry_base_ms: Option<u64>,
+    /// Model provider credentials and endpoints (`ANTHROPIC_*`, `OPENAI_*`).
+    pub providers: Providers,
+}
+
+/// The deployment-wide model providers. A provider without a key is not configured.
+#[derive(Clone, Default)]
+pub struct Providers {
+    pub anthropic_api_key: Option<SecretString>,
+    pub anthropic_base_url: Option<String>,
+    pub openai_api_key: Option<SecretString>,
+    pub openai_base_url: Option<String>,
+}
+
+impl Providers {
+    /// Looks a provider variable up by its environment name.
+    pub fn lookup(&self, name: &str) -> Option<String> {
+        match name {
+            "ANTHROPIC_API_KEY" => self.anthropic_api_key.as_ref().map(|k| k.expose_secret().to_owned()),
+            "ANTHROPIC_BASE_URL" => self.anthropic_base_url.clone(),
+            "OPENAI_API_KEY" => self.openai_api_key.as_ref().map(|k| k.expose_secret().to_owned()),
+            "OPENAI_BASE_URL" => self.openai_base_url.clone(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for Providers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Providers")
+            .field("anthropic", &self.anthropic_api_key.as_ref().map(|_| self.anthropic_base_url.as_deref().unwrap_or("default")))
+            .field("openai", &self.openai_api_key.as_ref().map(|_| self.openai_base_url.as_deref().unwrap_or("default")))
+            .finish()
+    }
 }
 
 impl fmt::Debug for Settings {
@@ -59,6 +98,9 @@ impl fmt::Debug for Settings {
             .field("blob_url", &self.blob_url)
             .field("bootstrap_api_key", &self.bootstrap_api_key.as_ref().map(|_| "[redacted]"))
             .field("log_format", &self.log_format)
+            .field("model_max_retries", &self.model_max_retries)
+            .field("model_retry_base_ms", &self.model_retry_base_ms)
+            .field("providers", &self.providers)
             .finish()
     }
 }
@@ -73,6 +115,9 @@ pub struct Overrides {
     pub blob_url: Option<String>,
     pub bootstrap_api_key: Option<String>,
     pub log_format: Option<LogFormat>,
+    pub model_max_retries: Option<u32>,
+    pub model_retry_base_ms: Option<u64>,
+    pub providers: Providers,
 }
 
 impl Settings {
@@ -96,6 +141,9 @@ impl Settings {
             blob_url,
             bootstrap_api_key: o.bootstrap_api_key.filter(|k| !k.is_empty()).map(SecretString::from).or(file.bootstrap_api_key),
             log_format: o.log_format.or(file.log_format).unwrap_or_default(),
+            model_max_retries: o.model_max_retries.or(file.model_max_retries),
+            model_retry_base_ms: o.model_retry_base_ms.or(file.model_retry_base_ms),
+            providers: o.providers,
             data_dir,
         })
     }

@@ -12,4 +12,5 @@ pub mod error;
 pub mod extract;
 pub mod http;
 pub mod openapi;
+pub mod runtime;
 pub mod telemetry;

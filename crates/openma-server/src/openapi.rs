@@ -18,8 +18,9 @@ use crate::http;
         http::environments::list_environments, http::environments::delete_environment, http::environments::archive_environment,
         http::sessions::create_session, http::sessions::get_session, http::sessions::update_session,
         http::sessions::list_sessions, http::sessions::delete_session, http::sessions::archive_session,
+        http::events::list_events, http::events::send_events, http::events::stream_events,
     ),
-    modifiers(&Security),
+    modifiers(&Security, &Descriptions),
     security(("bearer" = []), ("api_key" = [])),
 )]
 struct ApiDoc;
@@ -31,6 +32,33 @@ impl utoipa::Modify for Security {
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
         components.add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))));
+    }
+}
+
+/// OpenAPI requires a description on every response; fill the ones the handlers left
+/// empty with the status's reason phrase.
+struct Descriptions;
+
+impl utoipa::Modify for Descriptions {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        for item in doc.paths.paths.values_mut() {
+            let ops = [&mut item.get, &mut item.post, &mut item.delete, &mut item.put, &mut item.patch];
+            for op in ops.into_iter().flatten() {
+                for (status, response) in op.responses.responses.iter_mut() {
+                    if let utoipa::openapi::RefOr::T(r) = response
+                        && r.description.is_empty()
+                    {
+                        r.description = status
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
+                            .and_then(|c| c.canonical_reason())
+                            .unwrap_or("Response")
+                            .to_owned();
+                    }
+                }
+            }
+        }
     }
 }
 

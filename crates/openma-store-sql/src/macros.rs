@@ -6,7 +6,7 @@
 #[macro_export]
 macro_rules! sql_store {
     ($store:ident, $db:ty, $describe:literal) => {
-        use openma_core::ports::{DeleteOutcome, ListQuery, Order, SessionFilter};
+        use openma_core::ports::{DeleteOutcome, EventQuery, ListQuery, Order, SessionFilter, StoredEvent};
         use openma_core::{ApiKey, Tenant, TenantId};
         use openma_types::Timestamp;
         use openma_types::agents::Agent;
@@ -73,6 +73,40 @@ macro_rules! sql_store {
             rows.iter()
                 .map(|r| decode(&r.try_get::<String, _>(0).map_err($crate::backend_error)?))
                 .collect()
+        }
+
+        /// Replaces a session row if its `updated_at` is still `expected`.
+        async fn write_session_row<'e, E: sqlx::Executor<'e, Database = $db>>(
+            executor: E,
+            tenant: &TenantId,
+            s: &Session,
+            expected: Timestamp,
+        ) -> Result<bool, openma_core::StoreError> {
+            let done = sqlx::query(
+                "UPDATE sessions SET status = $3, updated_at = $4, archived = $5, body = $6 \
+                 WHERE tenant_id = $1 AND id = $2 AND updated_at = $7",
+            )
+            .bind(tenant.as_str())
+            .bind(&s.id)
+            .bind(s.status.as_str())
+            .bind(s.updated_at.as_micros())
+            .bind(s.archived_at.is_some())
+            .bind(encode(s))
+            .bind(expected.as_micros())
+            .execute(executor)
+            .await
+            .map_err($crate::backend_error)?;
+            Ok(done.rows_affected() > 0)
+        }
+
+        fn stored_event(r: &<$db as sqlx::Database>::Row) -> Result<StoredEvent, openma_core::StoreError> {
+            let body: String = r.try_get("body").map_err($crate::backend_error)?;
+            let internal: Option<String> = r.try_get("internal").map_err($crate::backend_error)?;
+            Ok(StoredEvent {
+                seq: r.try_get("seq").map_err($crate::backend_error)?,
+                event: decode(&body)?,
+                internal: internal.as_deref().map(decode).transpose()?,
+            })
         }
 
         impl $store {
@@ -419,21 +453,7 @@ macro_rules! sql_store {
             }
 
             async fn update_session(&self, tenant: &TenantId, s: &Session, expected: Timestamp) -> Result<bool, openma_core::StoreError> {
-                let done = sqlx::query(
-                    "UPDATE sessions SET status = $3, updated_at = $4, archived = $5, body = $6 \
-                     WHERE tenant_id = $1 AND id = $2 AND updated_at = $7",
-                )
-                .bind(tenant.as_str())
-                .bind(&s.id)
-                .bind(s.status.as_str())
-                .bind(s.updated_at.as_micros())
-                .bind(s.archived_at.is_some())
-                .bind(encode(s))
-                .bind(expected.as_micros())
-                .execute(&self.pool)
-                .await
-                .map_err($crate::backend_error)?;
-                Ok(done.rows_affected() > 0)
+                write_session_row(&self.pool, tenant, s, expected).await
             }
 
             async fn delete_session(&self, tenant: &TenantId, id: &str) -> Result<DeleteOutcome, openma_core::StoreError> {
@@ -472,6 +492,85 @@ macro_rules! sql_store {
                     qb.push(")");
                 }
                 self.list_bodies(qb, q).await
+            }
+            // ---- event log ----
+
+            async fn append_events(
+                &self,
+                tenant: &TenantId,
+                session_id: &str,
+                events: &[StoredEvent],
+                session: Option<(&Session, Timestamp)>,
+            ) -> Result<bool, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                if let Some((s, expected)) = session {
+                    if !write_session_row(&mut *tx, tenant, s, expected).await? {
+                        return Ok(false);
+                    }
+                }
+                if !events.is_empty() {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "INSERT INTO events (tenant_id, session_id, seq, id, type, processed_at, body, internal) ",
+                    );
+                    qb.push_values(events, |mut row, e| {
+                        row.push_bind(tenant.as_str().to_owned())
+                            .push_bind(session_id.to_owned())
+                            .push_bind(e.seq)
+                            .push_bind(e.event.id.clone())
+                            .push_bind(e.event.payload.kind())
+                            .push_bind(e.event.processed_at.map(Timestamp::as_micros).unwrap_or_default())
+                            .push_bind(encode(&e.event))
+                            .push_bind(e.internal.as_ref().map(encode));
+                    });
+                    qb.build().execute(&mut *tx).await.map_err($crate::backend_error)?;
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(true)
+            }
+
+            async fn list_events(&self, tenant: &TenantId, session_id: &str, q: &EventQuery) -> Result<Vec<StoredEvent>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT seq, body, internal FROM events WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned()).push(" AND session_id = ").push_bind(session_id.to_owned());
+                if let Some(after) = q.after_seq {
+                    qb.push(if q.descending { " AND seq < " } else { " AND seq > " }).push_bind(after);
+                }
+                if !q.types.is_empty() {
+                    qb.push(" AND type IN (");
+                    let mut sep = qb.separated(", ");
+                    for t in &q.types {
+                        sep.push_bind(t.clone());
+                    }
+                    qb.push(")");
+                }
+                for (op, v) in [(">", q.processed.gt), (">=", q.processed.gte), ("<", q.processed.lt), ("<=", q.processed.lte)] {
+                    if let Some(v) = v {
+                        qb.push(" AND processed_at ").push(op).push(" ").push_bind(v);
+                    }
+                }
+                qb.push(if q.descending { " ORDER BY seq DESC" } else { " ORDER BY seq ASC" });
+                qb.push(" LIMIT ").push_bind(i64::from(q.limit));
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                rows.iter().map(stored_event).collect()
+            }
+
+            async fn event_seq(&self, tenant: &TenantId, session_id: &str, event_id: &str) -> Result<Option<i64>, openma_core::StoreError> {
+                sqlx::query_scalar::<_, i64>("SELECT seq FROM events WHERE tenant_id = $1 AND session_id = $2 AND id = $3")
+                    .bind(tenant.as_str())
+                    .bind(session_id)
+                    .bind(event_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)
+            }
+
+            async fn last_event_seq(&self, tenant: &TenantId, session_id: &str) -> Result<i64, openma_core::StoreError> {
+                let v = sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(seq) FROM events WHERE tenant_id = $1 AND session_id = $2")
+                    .bind(tenant.as_str())
+                    .bind(session_id)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(v.unwrap_or(0))
             }
         }
     };

@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod common;
 pub mod environments;
+pub mod events;
 pub mod sessions;
 
 pub use common::*;

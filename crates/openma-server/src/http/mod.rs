@@ -11,6 +11,7 @@ use crate::app::AppState;
 
 pub mod agents;
 pub mod environments;
+pub mod events;
 pub mod ops;
 pub mod sessions;
 
@@ -20,6 +21,7 @@ pub fn routes() -> Router<AppState> {
         .merge(agents::routes())
         .merge(environments::routes())
         .merge(sessions::routes())
+        .merge(events::routes())
 }
 
 /// `order=asc|desc`.

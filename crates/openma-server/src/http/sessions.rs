@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use openma_core::ports::SessionFilter;
+use openma_types::events::EventPayload;
 use openma_types::sessions::{CreateSessionRequest, Session, SessionStatus, UpdateSessionRequest};
 use openma_types::{BidiPage, Deleted, ErrorEnvelope};
 use serde::Deserialize;
@@ -42,6 +43,7 @@ pub struct SessionListParams {
     pub statuses: Vec<SessionStatus>,
     /// `desc` (default, newest first) or `asc`.
     #[serde(default)]
+    #[param(inline)]
     pub order: Option<SortOrder>,
 }
 
@@ -78,7 +80,21 @@ pub async fn update_session(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateSessionRequest>,
 ) -> Result<Json<Session>, ApiError> {
-    Ok(Json(app.platform.update_session(&tenant, &id, &req).await?))
+    let before = app.platform.get_session(&tenant, &id).await?;
+    let after = app.platform.update_session(&tenant, &id, &req).await?;
+    if let Some(payload) = updated_event(&before, &after) {
+        app.runtime.session_updated(&tenant, &id, payload);
+    }
+    Ok(Json(after))
+}
+
+/// The `session.updated` event for a change: only the fields that changed.
+fn updated_event(before: &Session, after: &Session) -> Option<EventPayload> {
+    let title = (before.title != after.title).then(|| after.title.clone()).flatten();
+    let metadata = (before.metadata != after.metadata && !after.metadata.is_empty()).then(|| after.metadata.clone());
+    let agent = (before.agent != after.agent).then(|| Box::new(after.agent.clone()));
+    let changed = before.title != after.title || before.metadata != after.metadata || agent.is_some();
+    changed.then_some(EventPayload::SessionUpdated { title, metadata, agent })
 }
 
 /// List sessions (newest first by default), walkable in both directions.
@@ -113,6 +129,7 @@ pub async fn delete_session(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Deleted>, ApiError> {
     app.platform.delete_session(&tenant, &id).await?;
+    app.runtime.session_deleted(&id);
     Ok(Json(Deleted { id, kind: "session_deleted".into() }))
 }
 
@@ -125,5 +142,5 @@ pub async fn archive_session(
     Caller(tenant): Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Session>, ApiError> {
-    Ok(Json(app.platform.archive_session(&tenant, &id).await?))
+    Ok(Json(app.runtime.archive(&tenant, &id).await?))
 }

@@ -48,6 +48,12 @@ const KEY: &str = "sk-oma-test-0123456789abcdefghij";
 
 /// Returns `None` (after saying why) when PostgreSQL is not configured outside CI.
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with_model(backend, None).await
+}
+
+/// A server whose Anthropic provider is the fake model at `model_base`, with quick
+/// retries (base 20 ms, at most 2).
+pub async fn spawn_app_with_model(backend: Backend, model_base: Option<String>) -> Option<TestApp> {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut pg_cleanup = None;
     let database_url = match backend {
@@ -71,6 +77,13 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
         listen: Some("127.0.0.1:0".parse().unwrap()),
         database_url,
         bootstrap_api_key: Some(KEY.into()),
+        model_max_retries: Some(2),
+        model_retry_base_ms: Some(20),
+        providers: openma_server::config::Providers {
+            anthropic_api_key: model_base.as_ref().map(|_| secrecy::SecretString::from("sk-ant-fake-test-key")),
+            anthropic_base_url: model_base,
+            ..Default::default()
+        },
         ..Default::default()
     })
     .unwrap();
@@ -195,4 +208,66 @@ impl TestApp {
         }
         panic!("pagination did not end");
     }
+}
+
+/// A Server-Sent Events reader over a real HTTP response.
+pub struct SseReader {
+    stream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+}
+
+/// One decoded SSE event.
+#[derive(Debug, Clone)]
+pub struct Sse {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: Value,
+}
+
+impl SseReader {
+    pub async fn open(app: &TestApp, path: &str, last_event_id: Option<&str>) -> SseReader {
+        let mut req = app.http.get(format!("{}{path}", app.base)).bearer_auth(&app.key).header("accept", "application/json");
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let resp = req.send().await.expect("stream opens");
+        assert_eq!(resp.status(), StatusCode::OK, "stream {path}");
+        SseReader { stream: Box::pin(resp.bytes_stream()), buf: String::new() }
+    }
+
+    /// The next event that is not a ping, or `None` when the stream ends.
+    pub async fn next(&mut self) -> Option<Sse> {
+        use futures::StreamExt;
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let raw: String = self.buf.drain(..end + 2).collect();
+                let (mut event, mut id, mut data) = (String::new(), None, String::new());
+                for line in raw.lines() {
+                    if let Some(v) = line.strip_prefix("event:") { event = v.trim_start().to_owned(); }
+                    else if let Some(v) = line.strip_prefix("id:") { id = Some(v.trim_start().to_owned()); }
+                    else if let Some(v) = line.strip_prefix("data:") { data.push_str(v.trim_start()); }
+                }
+                if event.is_empty() || event == "ping" { continue; }
+                return Some(Sse { event, id, data: serde_json::from_str(&data).unwrap_or(Value::Null) });
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(20), self.stream.next()).await.expect("stream stalled for 20 s")?;
+            self.buf.push_str(&String::from_utf8_lossy(&chunk.ok()?).replace("\r\n", "\n"));
+        }
+    }
+
+    /// Reads until an event satisfies `pred`, returning everything read (inclusive).
+    pub async fn until(&mut self, pred: impl Fn(&Sse) -> bool) -> Vec<Sse> {
+        let mut seen = Vec::new();
+        loop {
+            let e = self.next().await.expect("stream ended early");
+            let stop = pred(&e);
+            seen.push(e);
+            if stop { return seen; }
+        }
+    }
+}
+
+/// True for `session.status_idle` (any stop reason) and `session.status_terminated`.
+pub fn settled(e: &Sse) -> bool {
+    e.event == "session.status_idle" || e.event == "session.status_terminated"
 }

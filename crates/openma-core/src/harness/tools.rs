@@ -1,0 +1,168 @@
+//! Tools: the `Tool` trait the sandbox implements, the built-in tool definitions offered
+//! to the model, and permission evaluation.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use openma_types::agents::{AgentTool, BuiltinTool, PermissionPolicy};
+use openma_types::events::EvaluatedPermission;
+use openma_types::sessions::SessionAgent;
+use serde_json::{Value, json};
+
+use crate::model::ToolSpec;
+use crate::tenancy::TenantId;
+
+/// What a tool run knows about where it runs.
+#[derive(Clone, Debug)]
+pub struct ToolContext {
+    pub tenant: TenantId,
+    pub session_id: String,
+    pub environment_id: String,
+}
+
+/// The result of a tool run: content blocks (`text`, `image`) for the model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolOutput {
+    pub content: Vec<Value>,
+    pub is_error: bool,
+}
+
+impl ToolOutput {
+    pub fn text(text: impl Into<String>) -> Self {
+        ToolOutput { content: vec![json!({"type": "text", "text": text.into()})], is_error: false }
+    }
+
+    pub fn error(text: impl Into<String>) -> Self {
+        ToolOutput { content: vec![json!({"type": "text", "text": text.into()})], is_error: true }
+    }
+}
+
+/// A server-executed tool (the sandbox's bash, read, write, …).
+#[async_trait]
+pub trait Tool: Send + Sync {
+    /// Safe to run again after a crash interrupted it (read, glob, grep).
+    fn read_only(&self) -> bool;
+    async fn run(&self, ctx: &ToolContext, input: Value) -> ToolOutput;
+}
+
+/// The server-executed tools available to sessions, by name.
+#[derive(Clone, Default)]
+pub struct Toolbox {
+    tools: BTreeMap<String, Arc<dyn Tool>>,
+}
+
+impl Toolbox {
+    pub fn register(&mut self, name: impl Into<String>, tool: Arc<dyn Tool>) {
+        self.tools.insert(name.into(), tool);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.tools.get(name)
+    }
+}
+
+/// How a tool call the model made is handled.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ToolRoute {
+    /// A built-in tool, run by the server after permission.
+    Builtin { permission: EvaluatedPermission, policy: PermissionPolicy },
+    /// A custom tool: the client runs it (`agent.custom_tool_use`).
+    Custom,
+    /// Not a tool this agent offers.
+    Unknown,
+}
+
+/// The tools an agent snapshot offers, with their routing.
+#[derive(Clone, Debug, Default)]
+pub struct ToolPlan {
+    pub specs: Vec<ToolSpec>,
+    routes: BTreeMap<String, ToolRoute>,
+}
+
+impl ToolPlan {
+    pub fn for_agent(agent: &SessionAgent) -> Self {
+        let mut plan = ToolPlan::default();
+        for tool in &agent.tools {
+            match tool {
+                AgentTool::AgentToolset(ts) => {
+                    for builtin in BuiltinTool::ALL {
+                        let cfg = ts.configs.iter().find(|c| c.name == builtin);
+                        let enabled = cfg.map(|c| c.enabled).unwrap_or(ts.default_config.enabled);
+                        if !enabled {
+                            continue;
+                        }
+                        let policy = cfg.map(|c| c.permission_policy).unwrap_or(ts.default_config.permission_policy);
+                        let permission = match policy {
+                            PermissionPolicy::AlwaysAllow => EvaluatedPermission::Allow,
+                            PermissionPolicy::AlwaysAsk | PermissionPolicy::Auto => EvaluatedPermission::Ask,
+                        };
+                        let (description, schema) = builtin_spec(builtin);
+                        plan.specs.push(ToolSpec { name: builtin.as_str().into(), description: description.into(), input_schema: schema });
+                        plan.routes.insert(builtin.as_str().into(), ToolRoute::Builtin { permission, policy });
+                    }
+                }
+                AgentTool::Custom(c) => {
+                    plan.specs.push(ToolSpec { name: c.name.clone(), description: c.description.clone(), input_schema: c.input_schema.clone() });
+                    plan.routes.insert(c.name.clone(), ToolRoute::Custom);
+                }
+                // MCP toolsets are connected by the MCP client, which is not part of this
+                // build yet; the session runtime reports that instead of offering them.
+                AgentTool::McpToolset(_) => {}
+            }
+        }
+        plan
+    }
+
+    pub fn route(&self, name: &str) -> ToolRoute {
+        self.routes.get(name).cloned().unwrap_or(ToolRoute::Unknown)
+    }
+}
+
+/// Description and input schema of each built-in tool, as offered to the model.
+pub fn builtin_spec(tool: BuiltinTool) -> (&'static str, Value) {
+    match tool {
+        BuiltinTool::Bash => (
+            "Run a bash command in the session's persistent shell (working directory /workspace). The shell keeps its working directory and environment between calls.",
+            json!({"type": "object", "properties": {
+                "command": {"type": "string", "description": "The command to run."},
+                "restart": {"type": "boolean", "description": "Restart the shell instead of running a command."},
+                "timeout_ms": {"type": "integer", "description": "Timeout for this command in milliseconds."}}}),
+        ),
+        BuiltinTool::Read => (
+            "Read a file. Returns its lines numbered; view_range [start, end] limits them (1-based, inclusive; end <= 0 means to the end).",
+            json!({"type": "object", "required": ["file_path"], "properties": {
+                "file_path": {"type": "string"},
+                "view_range": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}}}),
+        ),
+        BuiltinTool::Write => (
+            "Write a file, replacing its contents.",
+            json!({"type": "object", "required": ["file_path", "content"], "properties": {
+                "file_path": {"type": "string"}, "content": {"type": "string"}}}),
+        ),
+        BuiltinTool::Edit => (
+            "Replace old_string with new_string in a file; old_string must occur exactly once unless replace_all is true.",
+            json!({"type": "object", "required": ["file_path", "old_string", "new_string"], "properties": {
+                "file_path": {"type": "string"}, "old_string": {"type": "string"}, "new_string": {"type": "string"},
+                "replace_all": {"type": "boolean"}}}),
+        ),
+        BuiltinTool::Glob => (
+            "List files matching a glob pattern such as **/*.rs, newest first.",
+            json!({"type": "object", "required": ["pattern"], "properties": {
+                "pattern": {"type": "string"}, "path": {"type": "string"}}}),
+        ),
+        BuiltinTool::Grep => (
+            "Search file contents for a regular expression; returns matching lines with file and line number.",
+            json!({"type": "object", "required": ["pattern"], "properties": {
+                "pattern": {"type": "string"}, "path": {"type": "string"}}}),
+        ),
+        BuiltinTool::WebFetch => (
+            "Fetch a URL and return its content as text.",
+            json!({"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}}}),
+        ),
+        BuiltinTool::WebSearch => (
+            "Search the web; returns result titles, URLs and snippets.",
+            json!({"type": "object", "required": ["query"], "properties": {"query": {"type": "string"}}}),
+        ),
+    }
+}

@@ -1,0 +1,246 @@
+//! `/v1/sessions/{id}/events` (list, send) and `/v1/sessions/{id}/events/stream` (SSE),
+//! plus the primary thread's views of the same log.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::Stream;
+use openma_core::harness::input;
+use openma_core::paging::{MAX_LIMIT, PageRequest};
+use openma_core::ports::{EventQuery, Order, Position};
+use openma_core::{DomainError, TenantId};
+use openma_types::events::{ALL_EVENT_TYPES, SendEventsRequest, SentEvents, SessionEvent};
+use openma_types::{ErrorEnvelope, ListPage};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{CreatedFilter, PageParams, SortOrder};
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::runtime::{Frame, PreviewOf, Runtime};
+
+/// SSE heartbeat period: well inside any proxy's and the SDK's read timeout.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sessions/{session_id}/events", get(list_events).post(send_events))
+        .route("/v1/sessions/{session_id}/events/stream", get(stream_events))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventListParams {
+    /// Only these event types (repeat the parameter).
+    #[serde(rename = "types[]", alias = "types", default)]
+    pub types: Vec<String>,
+    /// `asc` (default, oldest first) or `desc`.
+    #[serde(default)]
+    #[param(inline)]
+    pub order: Option<SortOrder>,
+}
+
+/// List a session's events (oldest first by default).
+#[utoipa::path(get, path = "/v1/sessions/{session_id}/events", tag = "events",
+    params(("session_id" = String, Path, description = "The session id"), PageParams, CreatedFilter, EventListParams),
+    responses((status = 200, body = ListPage<SessionEvent>), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn list_events(
+    State(app): State<AppState>,
+    Caller(tenant): Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(page): ApiQuery<PageParams>,
+    ApiQuery(created): ApiQuery<CreatedFilter>,
+    ApiQuery(q): ApiQuery<EventListParams>,
+) -> Result<Json<ListPage<SessionEvent>>, ApiError> {
+    app.platform.get_session(&tenant, &id).await?;
+    if let Some(bad) = q.types.iter().find(|t| !ALL_EVENT_TYPES.contains(&t.as_str())) {
+        return Err(DomainError::invalid(format!("`types[]` value `{bad}` is not an event type")).into());
+    }
+    let order = q.order.map(Order::from).unwrap_or(Order::Asc);
+    let req = PageRequest::new(page.limit, order, page.page.as_deref(), 1000.max(MAX_LIMIT))?;
+    let (store_order, after, _) = req.store_order();
+    let rows = app
+        .platform
+        .store
+        .list_events(
+            &tenant,
+            &id,
+            &EventQuery {
+                after_seq: after.map(|p| p.created_at),
+                descending: store_order == Order::Desc,
+                limit: req.limit + 1,
+                types: q.types,
+                processed: created.range(),
+            },
+        )
+        .await
+        .map_err(DomainError::from)?;
+    let p = req.finish(rows, |e| Position { created_at: e.seq, id: e.event.id.clone() });
+    Ok(Json(ListPage { data: p.data.into_iter().map(|e| e.event).collect(), next_page: p.next_page }))
+}
+
+/// Send events: user messages, interrupts, tool confirmations, custom tool results,
+/// system messages.
+#[utoipa::path(post, path = "/v1/sessions/{session_id}/events", tag = "events", request_body = SendEventsRequest,
+    params(("session_id" = String, Path, description = "The session id")),
+    responses((status = 200, body = SentEvents), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
+pub async fn send_events(
+    State(app): State<AppState>,
+    Caller(tenant): Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<SendEventsRequest>,
+) -> Result<Json<SentEvents>, ApiError> {
+    let inputs = input::parse_events(req.events)?;
+    let data = app.runtime.submit(&tenant, &id, inputs).await?;
+    Ok(Json(SentEvents { data }))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamParams {
+    /// Also stream previews (`event_start`, `event_delta`) of these event types.
+    #[serde(rename = "event_deltas[]", alias = "event_deltas", default)]
+    pub event_deltas: Vec<String>,
+    /// Resume after this event (id or sequence number), like the `Last-Event-ID` header.
+    #[serde(default)]
+    pub last_event_id: Option<String>,
+}
+
+/// Stream a session's events as Server-Sent Events. Without `Last-Event-ID` the stream
+/// starts now; with it, it replays what came after that event, then goes live, gap-free.
+#[utoipa::path(get, path = "/v1/sessions/{session_id}/events/stream", tag = "events",
+    params(("session_id" = String, Path, description = "The session id"), StreamParams),
+    responses((status = 200, description = "text/event-stream of session events", content_type = "text/event-stream"), (status = 404, body = ErrorEnvelope)))]
+pub async fn stream_events(
+    State(app): State<AppState>,
+    Caller(tenant): Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<StreamParams>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let session = app.platform.get_session(&tenant, &id).await?;
+    let mut previews = Vec::new();
+    for d in &q.event_deltas {
+        match d.as_str() {
+            "agent.message" => previews.push(PreviewOf::Message),
+            "agent.thinking" => previews.push(PreviewOf::Thinking),
+            other => return Err(DomainError::invalid(format!("`event_deltas[]` value `{other}` must be `agent.message` or `agent.thinking`")).into()),
+        }
+    }
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned).or(q.last_event_id);
+    // subscribe before reading the position, so nothing falls in between
+    let rx = app.runtime.hub(&id).subscribe();
+    let store = app.platform.store.clone();
+    let start = match resume {
+        Some(r) => match r.parse::<i64>() {
+            Ok(seq) => seq,
+            Err(_) => store
+                .event_seq(&tenant, &id, &r)
+                .await
+                .map_err(DomainError::from)?
+                .ok_or_else(|| ApiError::bad_request(format!("`Last-Event-ID` `{r}` is not an event of this session")))?,
+        },
+        None => store.last_event_seq(&tenant, &id).await.map_err(DomainError::from)?,
+    };
+    let terminated = session.status == openma_types::sessions::SessionStatus::Terminated;
+    let stream = live_stream(app.runtime.clone(), tenant, id, start, rx, previews, terminated);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT).event(Event::default().event("ping").data("{}"))))
+}
+
+fn sse_event(kind: &str, id: Option<&str>, json: &str) -> Event {
+    let e = Event::default().event(kind).data(json);
+    match id {
+        Some(id) => e.id(id),
+        None => e,
+    }
+}
+
+/// Replays the log after `start`, then follows the hub; a lagging subscriber re-reads
+/// the log, so the stream has no gaps and no duplicates.
+fn live_stream(
+    runtime: Arc<Runtime>,
+    tenant: TenantId,
+    session_id: String,
+    start: i64,
+    mut rx: tokio::sync::broadcast::Receiver<Arc<Frame>>,
+    previews: Vec<PreviewOf>,
+    already_terminated: bool,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    async_stream::stream! {
+        let store = runtime.platform.store.clone();
+        let mut last = start;
+        let mut done = false;
+        // catch-up from the log
+        loop {
+            let page = match store.list_events(&tenant, &session_id, &EventQuery { after_seq: Some(last), limit: 500, ..Default::default() }).await {
+                Ok(p) => p,
+                Err(e) => { tracing::warn!(error = %e, "stream catch-up failed"); break; }
+            };
+            let n = page.len();
+            for e in page {
+                last = e.seq;
+                let json = serde_json::to_string(&e.event).unwrap_or_default();
+                done |= matches!(e.event.payload, openma_types::events::EventPayload::StatusTerminated {});
+                yield Ok(sse_event(e.event.payload.kind(), Some(&e.event.id), &json));
+            }
+            if n < 500 { break; }
+        }
+        if done || (already_terminated && start >= last) {
+            return;
+        }
+        loop {
+            match rx.recv().await {
+                Ok(frame) => match frame.as_ref() {
+                    Frame::Event { seq, id, kind, json, terminal } => {
+                        if *seq <= last { continue; }
+                        if *seq > last + 1 {
+                            // missed frames (lag): read them from the log
+                            if let Ok(page) = store.list_events(&tenant, &session_id, &EventQuery { after_seq: Some(last), limit: (*seq - last - 1) as u32, ..Default::default() }).await {
+                                for e in page {
+                                    let json = serde_json::to_string(&e.event).unwrap_or_default();
+                                    yield Ok(sse_event(e.event.payload.kind(), Some(&e.event.id), &json));
+                                }
+                            }
+                        }
+                        last = *seq;
+                        yield Ok(sse_event(kind, Some(id), json));
+                        if *terminal { return; }
+                    }
+                    Frame::Preview { of, kind, json } => {
+                        if previews.contains(of) {
+                            yield Ok(sse_event(kind, None, json));
+                        }
+                    }
+                    Frame::Deleted { json } => {
+                        yield Ok(sse_event("session.deleted", None, json));
+                        return;
+                    }
+                },
+                Err(RecvError::Lagged(_)) => {
+                    loop {
+                        let page = match store.list_events(&tenant, &session_id, &EventQuery { after_seq: Some(last), limit: 500, ..Default::default() }).await {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        };
+                        let n = page.len();
+                        for e in page {
+                            last = e.seq;
+                            let json = serde_json::to_string(&e.event).unwrap_or_default();
+                            yield Ok(sse_event(e.event.payload.kind(), Some(&e.event.id), &json));
+                        }
+                        if n < 500 { break; }
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,836 @@
+//! The session actor: the only writer of one session's event log. It applies client
+//! input, drives the agent loop (model → tools → model …), and publishes every event it
+//! appends. Appends are atomic with the status change they imply.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use openma_core::harness::input::Input;
+use openma_core::harness::projection;
+use openma_core::harness::tools::{ToolContext, ToolOutput, ToolPlan, ToolRoute};
+use openma_core::model::{self, ContentBlock, ModelError, ModelEvent, PermanentKind, TransientKind};
+use openma_core::ports::{EventQuery, StoredEvent};
+use openma_core::{DomainError, TenantId};
+use openma_types::Timestamp;
+use openma_types::agents::PermissionPolicy;
+use openma_types::events::{
+    EvaluatedPermission, EventPayload, ModelUsage, RetryStatus, SessionErrorObject, SessionEvent, StopReason,
+};
+use openma_types::sessions::{Session, SessionStatus};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::hub::{Frame, Hub, PreviewOf};
+use super::{Command, Reply, Runtime};
+
+/// An event about to be appended: an id chosen in advance (for previews), its payload,
+/// and harness-only data.
+struct Pending {
+    id: Option<String>,
+    payload: EventPayload,
+    internal: Option<Value>,
+}
+
+impl From<EventPayload> for Pending {
+    fn from(payload: EventPayload) -> Self {
+        Pending { id: None, payload, internal: None }
+    }
+}
+
+/// The outcome of racing some work against the actor's inbox.
+enum Raced<T> {
+    Done(T),
+    Interrupted(Interrupt),
+}
+
+/// A `user.interrupt` that arrived while the session was running.
+struct Interrupt {
+    id: String,
+    reply: Reply<Vec<SessionEvent>>,
+    echo: Vec<SessionEvent>,
+}
+
+/// How a model call ended.
+enum StepResult {
+    Interrupted(Interrupt, Vec<Pending>),
+    Done(Result<Step, ModelError>),
+}
+
+/// The result of one model call.
+enum Step {
+    /// The model ended its turn (or stopped for good, e.g. a refusal).
+    EndsTurn(Option<StopReason>),
+    /// The model called tools or paused; the loop goes on.
+    Continues,
+}
+
+struct Actor {
+    rt: Arc<Runtime>,
+    tenant: TenantId,
+    session: Session,
+    log: Vec<StoredEvent>,
+    seq: i64,
+    hub: Hub,
+    rx: mpsc::UnboundedReceiver<Command>,
+    /// Client messages that arrived while running, applied at the next model step.
+    queue: Vec<(String, Input)>,
+    plan: ToolPlan,
+    running_since: Option<Instant>,
+}
+
+pub(super) async fn run(rt: Arc<Runtime>, tenant: TenantId, session_id: String, hub: Hub, mut rx: mpsc::UnboundedReceiver<Command>) {
+    let mut actor = match Actor::load(rt.clone(), tenant, &session_id, hub, &mut rx).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(session_id, error = %e, "cannot load session");
+            // answer whoever is waiting, then give up
+            while let Ok(cmd) = rx.try_recv() {
+                fail(cmd, DomainError::conflict(format!("the session could not be loaded: {e}")));
+            }
+            rt.release(&session_id, &rx);
+            return;
+        }
+    };
+    actor.serve().await;
+}
+
+fn fail(cmd: Command, e: DomainError) {
+    match cmd {
+        Command::Submit { reply, .. } => {
+            let _ = reply.send(Err(e));
+        }
+        Command::Archive { reply } => {
+            let _ = reply.send(Err(e));
+        }
+        Command::Updated { .. } => {}
+    }
+}
+
+impl Actor {
+    async fn load(
+        rt: Arc<Runtime>,
+        tenant: TenantId,
+        session_id: &str,
+        hub: Hub,
+        rx: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Result<Actor, DomainError> {
+        let store = rt.platform.store.clone();
+        let session = store.get_session(&tenant, session_id).await?.ok_or_else(|| DomainError::not_found("session", session_id))?;
+        let mut log = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .list_events(&tenant, session_id, &EventQuery { after_seq: after, limit: 1000, ..Default::default() })
+                .await?;
+            let n = page.len();
+            after = page.last().map(|e| e.seq).or(after);
+            log.extend(page);
+            if n < 1000 {
+                break;
+            }
+        }
+        let seq = log.last().map(|e| e.seq).unwrap_or(0);
+        let plan = ToolPlan::for_agent(&session.agent);
+        let (_, rx_owned) = mpsc::unbounded_channel();
+        let rx = std::mem::replace(rx, rx_owned);
+        Ok(Actor { rt, tenant, session, log, seq, hub, rx, queue: Vec::new(), plan, running_since: None })
+    }
+
+    fn id(&self) -> String {
+        self.rt.platform.ids.new_id("sevt")
+    }
+
+    fn now(&self) -> Timestamp {
+        self.rt.platform.clock.now()
+    }
+
+    /// Waits for commands while idle; runs the loop while running; leaves when idle and
+    /// unused for a while.
+    async fn serve(&mut self) {
+        loop {
+            if matches!(self.session.status, SessionStatus::Running | SessionStatus::Rescheduling) {
+                self.drive().await;
+                continue;
+            }
+            match tokio::time::timeout(self.rt.config.linger, self.rx.recv()).await {
+                Ok(Some(cmd)) => self.on_idle_command(cmd).await,
+                Ok(None) => return,
+                Err(_) => {
+                    if self.rt.release(&self.session.id, &self.rx) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- appending ----------------------------------------------------------------
+
+    /// Appends events (and the session row when `status` changes or `touch` is set),
+    /// then publishes them. Retries when an API update changed the row meanwhile.
+    async fn append(&mut self, pending: Vec<Pending>, status: Option<SessionStatus>) -> Result<Vec<SessionEvent>, DomainError> {
+        let now = self.now();
+        let stored: Vec<StoredEvent> = pending
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| StoredEvent {
+                seq: self.seq + 1 + i as i64,
+                event: SessionEvent { id: p.id.unwrap_or_else(|| self.id()), payload: p.payload, processed_at: Some(now) },
+                internal: p.internal,
+            })
+            .collect();
+        let store = self.rt.platform.store.clone();
+        for _ in 0..16 {
+            let row = status.map(|s| {
+                let mut next = self.session.clone();
+                self.apply_status(&mut next, s, now);
+                next
+            });
+            let guard = row.as_ref().map(|r| (r, self.session.updated_at));
+            match store.append_events(&self.tenant, &self.session.id, &stored, guard).await? {
+                true => {
+                    if let Some(r) = row {
+                        self.session = r;
+                    }
+                    self.seq += stored.len() as i64;
+                    for e in &stored {
+                        let json = serde_json::to_string(&e.event).expect("events serialise");
+                        let terminal = matches!(e.event.payload, EventPayload::StatusTerminated {});
+                        self.hub.publish(Frame::Event { seq: e.seq, id: e.event.id.clone(), kind: e.event.payload.kind(), json, terminal });
+                    }
+                    let events = stored.iter().map(|e| e.event.clone()).collect();
+                    self.log.extend(stored);
+                    return Ok(events);
+                }
+                false => {
+                    // the API changed title/metadata/tools: take its row and try again
+                    let fresh = store
+                        .get_session(&self.tenant, &self.session.id)
+                        .await?
+                        .ok_or_else(|| DomainError::not_found("session", &self.session.id))?;
+                    self.plan = ToolPlan::for_agent(&fresh.agent);
+                    self.session = Session { status: self.session.status, usage: self.session.usage.clone(), stats: self.session.stats.clone(), ..fresh };
+                }
+            }
+        }
+        Err(DomainError::conflict("the session is being changed concurrently; retry"))
+    }
+
+    fn apply_status(&mut self, s: &mut Session, status: SessionStatus, now: Timestamp) {
+        let was_active = matches!(s.status, SessionStatus::Running | SessionStatus::Rescheduling);
+        let active = matches!(status, SessionStatus::Running | SessionStatus::Rescheduling);
+        if !was_active && active {
+            self.running_since = Some(Instant::now());
+        }
+        if was_active && !active
+            && let Some(since) = self.running_since.take()
+        {
+            let secs = since.elapsed().as_secs_f64();
+            s.stats.active_seconds += secs;
+            s.usage.active_seconds += secs;
+        }
+        s.status = status;
+        s.updated_at = now.max(Timestamp::from_micros(s.updated_at.as_micros() + 1));
+    }
+
+    async fn emit(&mut self, payloads: Vec<EventPayload>, status: Option<SessionStatus>) -> Result<Vec<SessionEvent>, DomainError> {
+        self.append(payloads.into_iter().map(Pending::from).collect(), status).await
+    }
+
+    // ---- idle ----------------------------------------------------------------------
+
+    /// Tool uses the session waits on: unconfirmed `always_ask` calls and custom calls
+    /// without a result.
+    fn blocking_ids(&self) -> Vec<String> {
+        let mut waiting: BTreeMap<&str, i64> = BTreeMap::new();
+        for e in &self.log {
+            match &e.event.payload {
+                EventPayload::AgentToolUse { evaluated_permission: EvaluatedPermission::Ask, .. }
+                | EventPayload::AgentCustomToolUse { .. } => {
+                    waiting.insert(&e.event.id, e.seq);
+                }
+                EventPayload::UserToolConfirmation { tool_use_id, .. }
+                | EventPayload::AgentToolResult { tool_use_id, .. }
+                | EventPayload::UserCustomToolResult { custom_tool_use_id: tool_use_id, .. } => {
+                    waiting.remove(tool_use_id.as_str());
+                }
+                _ => {}
+            }
+        }
+        let mut ids: Vec<(i64, &str)> = waiting.into_iter().map(|(id, seq)| (seq, id)).collect();
+        ids.sort();
+        ids.into_iter().map(|(_, id)| id.to_owned()).collect()
+    }
+
+    fn is_custom(&self, id: &str) -> bool {
+        self.log.iter().any(|e| e.event.id == id && matches!(e.event.payload, EventPayload::AgentCustomToolUse { .. }))
+    }
+
+    async fn on_idle_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Submit { inputs, reply } => {
+                let r = self.apply_inputs(inputs).await;
+                let _ = reply.send(r);
+            }
+            Command::Updated { payload } => {
+                if let Err(e) = self.emit(vec![payload], None).await {
+                    tracing::warn!(session_id = %self.session.id, error = %e, "cannot record session.updated");
+                }
+            }
+            Command::Archive { reply } => {
+                let r = self.archive().await;
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    async fn archive(&mut self) -> Result<Session, DomainError> {
+        if self.session.archived_at.is_none() {
+            let now = self.now();
+            self.session.archived_at = Some(now);
+            let r = self.emit(vec![EventPayload::StatusTerminated {}], Some(SessionStatus::Terminated)).await;
+            if r.is_err() {
+                self.session.archived_at = None;
+            }
+            r?;
+        }
+        Ok(openma_core::sessions::present(self.session.clone(), self.now()))
+    }
+
+    /// Applies client input to an idle session, in order, all or nothing.
+    async fn apply_inputs(&mut self, inputs: Vec<Input>) -> Result<Vec<SessionEvent>, DomainError> {
+        if self.session.archived_at.is_some() || self.session.status == SessionStatus::Terminated {
+            return Err(DomainError::Conflict {
+                message: "the session is archived or terminated and accepts no events".into(),
+                code: Some("session_terminated"),
+            });
+        }
+        let mut blocking = self.blocking_ids();
+        // check everything before writing anything
+        for input in &inputs {
+            match input {
+                Input::Confirmation { tool_use_id, .. } => {
+                    if !blocking.contains(tool_use_id) || self.is_custom(tool_use_id) {
+                        return Err(DomainError::invalid(format!("`{tool_use_id}` is not a tool use awaiting confirmation")));
+                    }
+                    blocking.retain(|b| b != tool_use_id);
+                }
+                Input::CustomResult { tool_use_id, .. } => {
+                    if !blocking.contains(tool_use_id) || !self.is_custom(tool_use_id) {
+                        return Err(DomainError::invalid(format!("`{tool_use_id}` is not a custom tool use awaiting a result")));
+                    }
+                    blocking.retain(|b| b != tool_use_id);
+                }
+                _ => {}
+            }
+        }
+        let starts_work = inputs.iter().any(|i| matches!(i, Input::Message { .. } | Input::System { .. }));
+        let mut events: Vec<Pending> = Vec::new();
+        let mut echo_ids = Vec::new();
+        for input in inputs {
+            let id = self.id();
+            echo_ids.push(id.clone());
+            if matches!(input, Input::Message { .. }) {
+                // a new message answers every call still waiting, honestly
+                for waiting in std::mem::take(&mut blocking) {
+                    events.push(result_for(&waiting, self.is_custom(&waiting), "The user sent a new message instead of answering this tool call."));
+                }
+            }
+            let denial = match &input {
+                Input::Confirmation { tool_use_id, allow: false, deny_message } => Some((
+                    tool_use_id.clone(),
+                    deny_message.clone().unwrap_or_else(|| "The user denied this tool call.".into()),
+                )),
+                _ => None,
+            };
+            events.push(Pending { id: Some(id), payload: client_payload(input), internal: None });
+            if let Some((tool_use_id, message)) = denial {
+                events.push(EventPayload::AgentToolResult { tool_use_id, content: vec![text_block(&message)], is_error: true }.into());
+            }
+        }
+        let status = (starts_work || (blocking.is_empty() && !self.blocking_ids().is_empty())).then_some(SessionStatus::Running);
+        if status.is_some() {
+            events.push(EventPayload::StatusRunning {}.into());
+        } else if !blocking.is_empty() && events.iter().any(|e| !matches!(e.payload, EventPayload::UserInterrupt {})) {
+            events.push(EventPayload::StatusIdle { stop_reason: StopReason::RequiresAction { event_ids: blocking } }.into());
+        }
+        let written = self.append(events, status).await?;
+        Ok(written.into_iter().filter(|e| echo_ids.contains(&e.id)).collect())
+    }
+
+    // ---- running -------------------------------------------------------------------
+
+    /// Handles a command that arrives while the loop runs. Returns the interrupt, if any.
+    async fn on_running_command(&mut self, cmd: Command) -> Option<Interrupt> {
+        match cmd {
+            Command::Submit { inputs, reply } => {
+                if let Some(bad) = inputs.iter().find(|i| matches!(i, Input::Confirmation { .. } | Input::CustomResult { .. })) {
+                    let id = match bad {
+                        Input::Confirmation { tool_use_id, .. } | Input::CustomResult { tool_use_id, .. } => tool_use_id.clone(),
+                        _ => String::new(),
+                    };
+                    let _ = reply.send(Err(DomainError::invalid(format!("`{id}` is not awaiting an answer: the session is running"))));
+                    return None;
+                }
+                let mut echo = Vec::new();
+                let mut interrupt_id = None;
+                for input in inputs {
+                    let id = self.id();
+                    if matches!(input, Input::Interrupt) {
+                        interrupt_id.get_or_insert(id.clone());
+                        echo.push(SessionEvent { id, payload: EventPayload::UserInterrupt {}, processed_at: None });
+                        continue;
+                    }
+                    echo.push(SessionEvent { id: id.clone(), payload: client_payload(input.clone()), processed_at: None });
+                    self.queue.push((id, input));
+                }
+                match interrupt_id {
+                    Some(id) => Some(Interrupt { id, reply, echo }),
+                    None => {
+                        let _ = reply.send(Ok(echo));
+                        None
+                    }
+                }
+            }
+            Command::Updated { payload } => {
+                let _ = self.emit(vec![payload], None).await;
+                None
+            }
+            Command::Archive { reply } => {
+                let _ = reply.send(Err(DomainError::invalid(
+                    "a running session cannot be archived; send `user.interrupt` and wait for idle",
+                )));
+                None
+            }
+        }
+    }
+
+    /// Races `work` against the inbox; commands other than an interrupt are handled
+    /// and the work goes on.
+    async fn race<T>(&mut self, work: impl std::future::Future<Output = T>) -> Raced<T> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return Raced::Done(out),
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => if let Some(i) = self.on_running_command(cmd).await { return Raced::Interrupted(i) },
+                    None => return Raced::Done(work.await),
+                }
+            }
+        }
+    }
+
+    /// Writes queued client messages into the log, in the order they arrived.
+    async fn apply_queue(&mut self) -> Result<(), DomainError> {
+        if self.queue.is_empty() {
+            return Ok(());
+        }
+        let queued = std::mem::take(&mut self.queue);
+        let events = queued.into_iter().map(|(id, input)| Pending { id: Some(id), payload: client_payload(input), internal: None }).collect();
+        self.append(events, None).await.map(|_| ())
+    }
+
+    /// The agent loop, until the session is idle or terminated.
+    async fn drive(&mut self) {
+        if let Err(e) = self.drive_inner().await {
+            tracing::error!(session_id = %self.session.id, error = %e, "session loop failed");
+            let error = SessionErrorObject { kind: "unknown_error".into(), message: format!("internal error: {e}"), retry_status: RetryStatus::Exhausted };
+            let usage = self.session.usage.clone();
+            if self
+                .emit(
+                    vec![EventPayload::SessionError { error }, EventPayload::SessionUsage { usage }, EventPayload::StatusIdle { stop_reason: StopReason::RetriesExhausted }],
+                    Some(SessionStatus::Idle),
+                )
+                .await
+                .is_err()
+            {
+                // the store itself is failing: stop; the session row still says running
+                // and crash recovery resumes it
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                self.session.status = SessionStatus::Idle;
+            }
+        }
+    }
+
+    async fn drive_inner(&mut self) -> Result<(), DomainError> {
+        let mut attempt = 0u32;
+        let mut rounds = 0u32;
+        let mut turn_over: Option<StopReason> = None;
+        if self.session.status == SessionStatus::Rescheduling {
+            self.emit(vec![EventPayload::StatusRunning {}], Some(SessionStatus::Running)).await?;
+        }
+        loop {
+            self.apply_queue().await?;
+            if let Raced::Interrupted(i) = self.run_allowed_tools().await? {
+                return self.interrupted(i, Vec::new()).await;
+            }
+            let blocking = self.blocking_ids();
+            if !blocking.is_empty() {
+                return self.go_idle(StopReason::RequiresAction { event_ids: blocking }).await;
+            }
+            if let Some(reason) = turn_over.take() {
+                if self.queue.is_empty() {
+                    return self.go_idle(reason).await;
+                }
+                continue;
+            }
+            if rounds >= self.rt.config.max_tool_rounds {
+                let error = SessionErrorObject {
+                    kind: "tool_use_limit_reached_error".into(),
+                    message: format!("the turn stopped after {rounds} tool-use rounds"),
+                    retry_status: RetryStatus::Exhausted,
+                };
+                self.emit(vec![EventPayload::SessionError { error }], None).await?;
+                return self.go_idle(StopReason::EndTurn).await;
+            }
+            match self.model_step().await? {
+                StepResult::Interrupted(i, partial) => return self.interrupted(i, partial).await,
+                StepResult::Done(Ok(step)) => {
+                    attempt = 0;
+                    rounds += 1;
+                    if self.session.status == SessionStatus::Rescheduling {
+                        self.emit(vec![EventPayload::StatusRunning {}], Some(SessionStatus::Running)).await?;
+                    }
+                    if let Step::EndsTurn(reason) = step {
+                        turn_over = Some(reason.unwrap_or(StopReason::EndTurn));
+                    }
+                }
+                StepResult::Done(Err(err)) => {
+                    let retry_after = match &err {
+                        ModelError::Transient { retry_after, .. } => retry_after.to_owned(),
+                        ModelError::Permanent { .. } => None,
+                    };
+                    attempt += 1;
+                    let delay = if err.is_transient() { self.rt.config.retry.delay(attempt, retry_after) } else { None };
+                    let kind = error_kind(&err).to_owned();
+                    match delay {
+                        Some(d) => {
+                            let error = SessionErrorObject { kind, message: err.to_string(), retry_status: RetryStatus::Retrying };
+                            self.emit(vec![EventPayload::SessionError { error }, EventPayload::StatusRescheduled {}], Some(SessionStatus::Rescheduling))
+                                .await?;
+                            if let Raced::Interrupted(i) = self.race(tokio::time::sleep(d)).await {
+                                return self.interrupted(i, Vec::new()).await;
+                            }
+                        }
+                        None if err.is_transient() => {
+                            let error = SessionErrorObject { kind, message: err.to_string(), retry_status: RetryStatus::Exhausted };
+                            self.emit(vec![EventPayload::SessionError { error }], None).await?;
+                            return self.go_idle(StopReason::RetriesExhausted).await;
+                        }
+                        None => {
+                            let error = SessionErrorObject { kind, message: err.to_string(), retry_status: RetryStatus::Terminal };
+                            let usage = self.session.usage.clone();
+                            self.emit(
+                                vec![EventPayload::SessionError { error }, EventPayload::SessionUsage { usage }, EventPayload::StatusTerminated {}],
+                                Some(SessionStatus::Terminated),
+                            )
+                            .await?;
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn go_idle(&mut self, reason: StopReason) -> Result<(), DomainError> {
+        let mut usage = self.session.usage.clone();
+        if let Some(since) = self.running_since {
+            usage.active_seconds += since.elapsed().as_secs_f64();
+        }
+        self.emit(vec![EventPayload::SessionUsage { usage }, EventPayload::StatusIdle { stop_reason: reason }], Some(SessionStatus::Idle)).await?;
+        Ok(())
+    }
+
+    /// Ends the turn after an interrupt: the partial answer and honest results for any
+    /// call that will not run are written, then the session goes idle.
+    async fn interrupted(&mut self, i: Interrupt, partial: Vec<Pending>) -> Result<(), DomainError> {
+        let mut events = partial;
+        events.push(Pending { id: Some(i.id.clone()), payload: EventPayload::UserInterrupt {}, internal: None });
+        for id in self.unrun_allowed_calls() {
+            events.push(result_for(&id, false, "The user interrupted the session before this tool call completed."));
+        }
+        let written = self.append(events, None).await;
+        let mut echo = i.echo;
+        if let Ok(written) = &written
+            && let Some(e) = written.iter().find(|e| e.id == i.id)
+        {
+            if let Some(slot) = echo.iter_mut().find(|x| x.id == i.id) {
+                *slot = e.clone();
+            }
+        }
+        let _ = i.reply.send(written.map(|_| echo));
+        self.go_idle(StopReason::EndTurn).await
+    }
+
+    /// Calls allowed to run (by policy or confirmation) that have no result yet.
+    fn unrun_allowed_calls(&self) -> Vec<String> {
+        let mut calls: Vec<String> = Vec::new();
+        for e in &self.log {
+            match &e.event.payload {
+                EventPayload::AgentToolUse { evaluated_permission: EvaluatedPermission::Allow, .. } => calls.push(e.event.id.clone()),
+                EventPayload::UserToolConfirmation { tool_use_id, result, .. } => {
+                    if *result == openma_types::events::ConfirmationResult::Allow {
+                        calls.push(tool_use_id.clone());
+                    }
+                }
+                EventPayload::AgentToolResult { tool_use_id, .. } => calls.retain(|c| c != tool_use_id),
+                _ => {}
+            }
+        }
+        calls
+    }
+
+    async fn run_allowed_tools(&mut self) -> Result<Raced<()>, DomainError> {
+        for id in self.unrun_allowed_calls() {
+            let Some((name, input)) = self.log.iter().find(|e| e.event.id == id).and_then(|e| match &e.event.payload {
+                EventPayload::AgentToolUse { name, input, .. } => Some((name.clone(), input.clone())),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let tool = self.rt.toolbox.get(&name).cloned();
+            let ctx = ToolContext { tenant: self.tenant.clone(), session_id: self.session.id.clone(), environment_id: self.session.environment_id.clone() };
+            let run = async move {
+                match tool {
+                    Some(t) => t.run(&ctx, input).await,
+                    None if matches!(ToolPlan::default().route(&name), ToolRoute::Unknown) => ToolOutput::error(format!(
+                        "The `{name}` tool is not available on this server: it has no sandbox configured to run it."
+                    )),
+                    None => ToolOutput::error(format!("`{name}` is not a tool of this agent.")),
+                }
+            };
+            match self.race(run).await {
+                Raced::Done(out) => {
+                    self.emit(vec![EventPayload::AgentToolResult { tool_use_id: id, content: out.content, is_error: out.is_error }], None).await?;
+                }
+                Raced::Interrupted(i) => return Ok(Raced::Interrupted(i)),
+            }
+        }
+        Ok(Raced::Done(()))
+    }
+
+    /// One model call: streams it (publishing previews), then appends its events.
+    async fn model_step(&mut self) -> Result<StepResult, DomainError> {
+        let request = projection::request(&self.session.agent, &self.plan, &self.log, self.rt.config.max_tokens);
+        let start = self.emit(vec![EventPayload::ModelRequestStart {}], None).await?;
+        let start_id = start[0].id.clone();
+        let models = self.rt.models.clone();
+        let mut acc = Accumulator::default();
+        let outcome: Result<(model::StopReason, model::Usage), ModelError> = 'call: {
+            let mut stream = match self.race(models.stream(request)).await {
+                Raced::Interrupted(i) => return self.end_interrupted_step(i, start_id, acc).await,
+                Raced::Done(Err(e)) => break 'call Err(e),
+                Raced::Done(Ok(s)) => s,
+            };
+            loop {
+                let item = match self.race(stream.next()).await {
+                    Raced::Interrupted(i) => return self.end_interrupted_step(i, start_id, acc).await,
+                    Raced::Done(item) => item,
+                };
+                match item {
+                    None => {
+                        break 'call Err(ModelError::Transient {
+                            kind: TransientKind::StreamCut,
+                            message: "the model stream ended before the message was complete".into(),
+                            retry_after: None,
+                        });
+                    }
+                    Some(Err(e)) => break 'call Err(e),
+                    Some(Ok(ModelEvent::Finished { stop_reason, usage })) => break 'call Ok((stop_reason, usage)),
+                    Some(Ok(ev)) => {
+                        let ids = &self.rt.platform.ids;
+                        acc.on_event(ev, &self.hub, || ids.new_id("sevt"));
+                    }
+                }
+            }
+        };
+        match outcome {
+            Err(e) => {
+                self.emit(vec![EventPayload::ModelRequestEnd { model_request_start_id: start_id, model_usage: ModelUsage::default(), is_error: true }], None)
+                    .await?;
+                Ok(StepResult::Done(Err(e)))
+            }
+            Ok((stop, usage)) => {
+                let mut events = acc.into_events(&self.plan);
+                let called_tools = events.iter().any(|e| matches!(e.payload, EventPayload::AgentToolUse { .. } | EventPayload::AgentCustomToolUse { .. }));
+                let u = &mut self.session.usage;
+                u.input_tokens += usage.input_tokens;
+                u.output_tokens += usage.output_tokens;
+                u.cache_read_input_tokens += usage.cache_read_input_tokens;
+                u.cache_creation.ephemeral_5m_input_tokens += usage.cache_creation_input_tokens;
+                events.push(
+                    EventPayload::ModelRequestEnd {
+                        model_request_start_id: start_id,
+                        model_usage: ModelUsage {
+                            input_tokens: usage.input_tokens,
+                            output_tokens: usage.output_tokens,
+                            cache_read_input_tokens: usage.cache_read_input_tokens,
+                            cache_creation_input_tokens: usage.cache_creation_input_tokens,
+                        },
+                        is_error: false,
+                    }
+                    .into(),
+                );
+                self.append(events, None).await?;
+                let step = match stop {
+                    _ if called_tools => Step::Continues,
+                    model::StopReason::PauseTurn => Step::Continues,
+                    model::StopReason::Refusal => Step::EndsTurn(Some(StopReason::Refusal)),
+                    _ => Step::EndsTurn(None),
+                };
+                Ok(StepResult::Done(Ok(step)))
+            }
+        }
+    }
+
+    async fn end_interrupted_step(
+        &mut self,
+        i: Interrupt,
+        start_id: String,
+        acc: Accumulator,
+    ) -> Result<StepResult, DomainError> {
+        let mut partial = acc.partial_text();
+        partial.push(EventPayload::ModelRequestEnd { model_request_start_id: start_id, model_usage: ModelUsage::default(), is_error: true }.into());
+        Ok(StepResult::Interrupted(i, partial))
+    }
+}
+
+fn text_block(text: &str) -> Value {
+    json!({"type": "text", "text": text})
+}
+
+/// An error result for a call that will not get a real one.
+fn result_for(tool_use_id: &str, custom: bool, message: &str) -> Pending {
+    let content = vec![text_block(message)];
+    if custom {
+        EventPayload::UserCustomToolResult { custom_tool_use_id: tool_use_id.to_owned(), content, is_error: true }.into()
+    } else {
+        EventPayload::AgentToolResult { tool_use_id: tool_use_id.to_owned(), content, is_error: true }.into()
+    }
+}
+
+fn client_payload(input: Input) -> EventPayload {
+    match input {
+        Input::Message { content } => EventPayload::UserMessage { content },
+        Input::System { content } => EventPayload::SystemMessage { content },
+        Input::Interrupt => EventPayload::UserInterrupt {},
+        Input::Confirmation { tool_use_id, allow, deny_message } => EventPayload::UserToolConfirmation {
+            tool_use_id,
+            result: if allow { openma_types::events::ConfirmationResult::Allow } else { openma_types::events::ConfirmationResult::Deny },
+            deny_message,
+        },
+        Input::CustomResult { tool_use_id, content, is_error } => EventPayload::UserCustomToolResult { custom_tool_use_id: tool_use_id, content, is_error },
+    }
+}
+
+fn error_kind(e: &ModelError) -> &'static str {
+    match e {
+        ModelError::Transient { kind: TransientKind::RateLimited, .. } => "model_rate_limited_error",
+        ModelError::Transient { kind: TransientKind::Overloaded, .. } => "model_overloaded_error",
+        ModelError::Transient { .. } => "model_request_failed_error",
+        ModelError::Permanent { kind: PermanentKind::NotConfigured, .. } => "model_request_failed_error",
+        ModelError::Permanent { .. } => "model_request_failed_error",
+    }
+}
+
+/// Collects one streamed answer: the completed blocks in order, the ids their previews
+/// announced, and the text seen so far (for an interrupt).
+#[derive(Default)]
+struct Accumulator {
+    blocks: BTreeMap<u32, ContentBlock>,
+    preview_ids: BTreeMap<u32, String>,
+    partial: BTreeMap<u32, String>,
+}
+
+impl Accumulator {
+    fn on_event(&mut self, ev: ModelEvent, hub: &Hub, new_id: impl Fn() -> String) {
+        match ev {
+            ModelEvent::TextDelta { index, text } => {
+                let id = self.preview_ids.entry(index).or_insert_with(|| {
+                    let id = new_id();
+                    hub.publish(Frame::Preview {
+                        of: PreviewOf::Message,
+                        kind: "event_start",
+                        json: json!({"type": "event_start", "event": {"type": "agent.message", "id": id}}).to_string(),
+                    });
+                    id
+                });
+                hub.publish(Frame::Preview {
+                    of: PreviewOf::Message,
+                    kind: "event_delta",
+                    json: json!({"type": "event_delta", "event_id": id, "delta": {"type": "content_delta", "index": 0, "content": {"type": "text", "text": text}}})
+                        .to_string(),
+                });
+                self.partial.entry(index).or_default().push_str(&text);
+            }
+            ModelEvent::ThinkingDelta { index, .. } => {
+                self.preview_ids.entry(index).or_insert_with(|| {
+                    let id = new_id();
+                    hub.publish(Frame::Preview {
+                        of: PreviewOf::Thinking,
+                        kind: "event_start",
+                        json: json!({"type": "event_start", "event": {"type": "agent.thinking", "id": id}}).to_string(),
+                    });
+                    id
+                });
+            }
+            ModelEvent::BlockComplete { index, block } => {
+                self.blocks.insert(index, block);
+            }
+            ModelEvent::Finished { .. } => {}
+        }
+    }
+
+    /// The text received before an interrupt, kept as the agent's (partial) message.
+    fn partial_text(self) -> Vec<Pending> {
+        self.partial
+            .into_iter()
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(index, text)| Pending {
+                id: self.preview_ids.get(&index).cloned(),
+                payload: EventPayload::AgentMessage { content: vec![text_block(&text)] },
+                internal: Some(json!({"partial": true})),
+            })
+            .collect()
+    }
+
+    fn into_events(self, plan: &ToolPlan) -> Vec<Pending> {
+        let mut out = Vec::new();
+        for (index, block) in self.blocks {
+            let id = self.preview_ids.get(&index).cloned();
+            match block {
+                ContentBlock::Text { text } => {
+                    out.push(Pending { id, payload: EventPayload::AgentMessage { content: vec![text_block(&text)] }, internal: None });
+                }
+                ContentBlock::Thinking { thinking, signature } => out.push(Pending {
+                    id,
+                    payload: EventPayload::AgentThinking {},
+                    internal: Some(json!({"thinking": thinking, "signature": signature})),
+                }),
+                ContentBlock::RedactedThinking { data } => {
+                    out.push(Pending { id, payload: EventPayload::AgentThinking {}, internal: Some(json!({"redacted": data})) });
+                }
+                ContentBlock::ToolUse { name, input, .. } => {
+                    let payload = match plan.route(&name) {
+                        ToolRoute::Custom => EventPayload::AgentCustomToolUse { name, input },
+                        ToolRoute::Builtin { permission, policy } => {
+                            EventPayload::AgentToolUse { name, input, evaluated_permission: permission, evaluation: policy }
+                        }
+                        ToolRoute::Unknown => EventPayload::AgentToolUse {
+                            name,
+                            input,
+                            evaluated_permission: EvaluatedPermission::Allow,
+                            evaluation: PermissionPolicy::AlwaysAllow,
+                        },
+                    };
+                    out.push(Pending { id, payload, internal: None });
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,140 @@
+//! The session runtime: one actor per active session (its single writer), the fan-out
+//! hub per session, and the registry that routes commands to actors, spawning them on
+//! demand and letting them go when their session is idle.
+
+mod actor;
+pub mod hub;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openma_core::harness::input::Input;
+use openma_core::harness::retry::RetryPolicy;
+use openma_core::harness::tools::Toolbox;
+use openma_core::model::ModelClient;
+use openma_core::{DomainError, Platform, TenantId};
+use openma_types::events::{EventPayload, SessionEvent};
+use openma_types::sessions::Session;
+use tokio::sync::{mpsc, oneshot};
+
+pub use hub::{Frame, Hub, PreviewOf};
+
+/// Tunables of the agent loop.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    pub retry: RetryPolicy,
+    /// `max_tokens` of each model request.
+    pub max_tokens: u32,
+    /// Model calls that use tools, per turn, before the turn is stopped.
+    pub max_tool_rounds: u32,
+    /// How long an idle actor stays in memory waiting for the next command.
+    pub linger: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { retry: RetryPolicy::default(), max_tokens: 8192, max_tool_rounds: 200, linger: Duration::from_secs(30) }
+    }
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, DomainError>>;
+
+pub(crate) enum Command {
+    Submit { inputs: Vec<Input>, reply: Reply<Vec<SessionEvent>> },
+    /// Record a `session.updated` event for a change made through the API.
+    Updated { payload: EventPayload },
+    Archive { reply: Reply<Session> },
+}
+
+struct Entry {
+    hub: Hub,
+    inbox: Option<mpsc::UnboundedSender<Command>>,
+}
+
+pub struct Runtime {
+    pub(crate) platform: Platform,
+    pub(crate) models: Arc<dyn ModelClient>,
+    pub(crate) toolbox: Arc<Toolbox>,
+    pub(crate) config: RuntimeConfig,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl Runtime {
+    pub fn new(platform: Platform, models: Arc<dyn ModelClient>, toolbox: Toolbox, config: RuntimeConfig) -> Arc<Self> {
+        Arc::new(Runtime { platform, models, toolbox: Arc::new(toolbox), config, entries: Mutex::new(HashMap::new()) })
+    }
+
+    /// The fan-out hub of a session (created on first use).
+    pub fn hub(&self, session_id: &str) -> Hub {
+        let mut entries = self.entries.lock().expect("runtime lock");
+        entries.entry(session_id.to_owned()).or_insert_with(|| Entry { hub: Hub::default(), inbox: None }).hub.clone()
+    }
+
+    /// Sends a command to the session's actor, starting one if none runs.
+    fn send(self: &Arc<Self>, tenant: &TenantId, session_id: &str, cmd: Command) {
+        let mut entries = self.entries.lock().expect("runtime lock");
+        let entry = entries.entry(session_id.to_owned()).or_insert_with(|| Entry { hub: Hub::default(), inbox: None });
+        let cmd = match &entry.inbox {
+            Some(inbox) => match inbox.send(cmd) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(cmd)) => cmd,
+            },
+            None => cmd,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(cmd);
+        entry.inbox = Some(tx);
+        let hub = entry.hub.clone();
+        tokio::spawn(actor::run(self.clone(), tenant.clone(), session_id.to_owned(), hub, rx));
+    }
+
+    /// Called by an actor that wants to stop: succeeds only if no command is waiting,
+    /// under the same lock that `send` takes, so no command can be lost.
+    pub(crate) fn release(&self, session_id: &str, rx: &mpsc::UnboundedReceiver<Command>) -> bool {
+        let mut entries = self.entries.lock().expect("runtime lock");
+        if !rx.is_empty() {
+            return false;
+        }
+        if let Some(e) = entries.get_mut(session_id) {
+            e.inbox = None;
+            if e.hub.subscribers() == 0 {
+                entries.remove(session_id);
+            }
+        }
+        true
+    }
+
+    /// Applies client events to a session (the tenant's ownership is checked first).
+    pub async fn submit(self: &Arc<Self>, tenant: &TenantId, session_id: &str, inputs: Vec<Input>) -> Result<Vec<SessionEvent>, DomainError> {
+        self.platform.get_session(tenant, session_id).await?;
+        let (tx, rx) = oneshot::channel();
+        self.send(tenant, session_id, Command::Submit { inputs, reply: tx });
+        rx.await.map_err(|_| DomainError::conflict("the session's runtime stopped; retry"))?
+    }
+
+    pub async fn archive(self: &Arc<Self>, tenant: &TenantId, session_id: &str) -> Result<Session, DomainError> {
+        self.platform.get_session(tenant, session_id).await?;
+        let (tx, rx) = oneshot::channel();
+        self.send(tenant, session_id, Command::Archive { reply: tx });
+        rx.await.map_err(|_| DomainError::conflict("the session's runtime stopped; retry"))?
+    }
+
+    pub fn session_updated(self: &Arc<Self>, tenant: &TenantId, session_id: &str, payload: EventPayload) {
+        self.send(tenant, session_id, Command::Updated { payload });
+    }
+
+    /// Tells the session's streams it is gone.
+    pub fn session_deleted(&self, session_id: &str) {
+        let mut entries = self.entries.lock().expect("runtime lock");
+        if let Some(e) = entries.remove(session_id) {
+            let json = serde_json::json!({"type": "session.deleted", "id": format!("sevt_deleted_{session_id}")}).to_string();
+            e.hub.publish(Frame::Deleted { json });
+        }
+    }
+
+    /// Sessions with an actor in memory (for metrics and benchmarks).
+    pub fn active_actors(&self) -> usize {
+        self.entries.lock().expect("runtime lock").values().filter(|e| e.inbox.is_some()).count()
+    }
+}

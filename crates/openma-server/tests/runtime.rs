@@ -1,0 +1,322 @@
+//! The session runtime against a scripted model that speaks Anthropic's real streaming
+//! wire format: turns, tools, confirmations, interrupts, retries, streaming and resume.
+//! Each story runs on SQLite and on PostgreSQL.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use openma_fake_model::{FakeModel, Reply};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Backend, SseReader, TestApp, settled, spawn_app_with_model};
+
+macro_rules! stories {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::run(super::Backend::Sqlite, super::$name).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::run(super::Backend::Postgres, super::$name).await } )*
+        }
+    };
+}
+
+async fn run<F, Fut>(backend: Backend, story: F)
+where
+    F: FnOnce(TestApp, FakeModel) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let model = FakeModel::start().await;
+    let Some(app) = spawn_app_with_model(backend, Some(model.base_url())).await else { return };
+    tokio::time::timeout(Duration::from_secs(60), story(app, model)).await.expect("story finished within 60 s");
+}
+
+stories!(
+    a_text_turn_streams_the_same_events_the_list_returns,
+    custom_tool_round_trip,
+    always_ask_tool_waits_for_confirmation_and_deny_continues_the_loop,
+    answers_that_name_no_pending_tool_use_are_refused,
+    interrupt_stops_a_slow_stream_within_a_second_and_keeps_the_partial_text,
+    persistent_rate_limits_end_in_retries_exhausted,
+    a_single_server_error_is_retried_and_the_turn_completes,
+    a_bad_provider_key_terminates_the_session,
+    message_previews_accumulate_to_the_final_message,
+    a_stream_resumed_with_last_event_id_has_no_gap,
+    archived_sessions_refuse_events,
+    the_model_sees_the_whole_conversation,
+);
+
+async fn session_for(app: &TestApp, agent: Value) -> String {
+    let a = app.ok("/v1/agents", agent).await;
+    let s = app.ok("/v1/sessions", json!({"agent": a["id"]})).await;
+    s["id"].as_str().unwrap().to_owned()
+}
+
+async fn send(app: &TestApp, sid: &str, events: Value) -> support::Reply {
+    app.post(&format!("/v1/sessions/{sid}/events"), json!({"events": events})).await
+}
+
+fn user(text: &str) -> Value {
+    json!([{"type": "user.message", "content": [{"type": "text", "text": text}]}])
+}
+
+fn kinds(events: &[support::Sse]) -> Vec<String> {
+    events.iter().map(|e| e.event.clone()).collect()
+}
+
+async fn listed(app: &TestApp, sid: &str) -> Vec<Value> {
+    let r = app.get(&format!("/v1/sessions/{sid}/events?limit=1000")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.body["data"].as_array().unwrap().clone()
+}
+
+async fn a_text_turn_streams_the_same_events_the_list_returns(app: TestApp, model: FakeModel) {
+    let sid = session_for(&app, json!({"name": "a", "model": "claude-sonnet-4-6", "system": "be brief"})).await;
+    model.script(vec![Reply::text("Hello there, human.")]);
+    let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+    let sent = send(&app, &sid, user("hi")).await;
+    assert_eq!(sent.status, StatusCode::OK, "{}", sent.body);
+    let echo = sent.body["data"][0].clone();
+    assert_eq!(echo["type"], "user.message");
+    assert!(echo["id"].as_str().unwrap().starts_with("sevt_"));
+    let streamed = stream.until(settled).await;
+    assert_eq!(
+        kinds(&streamed),
+        ["user.message", "session.status_running", "span.model_request_start", "agent.message", "span.model_request_end", "session.usage", "session.status_idle"]
+    );
+    let idle = streamed.last().unwrap();
+    assert_eq!(idle.data["stop_reason"], json!({"type": "end_turn"}));
+    assert_eq!(streamed[3].data["content"], json!([{"type": "text", "text": "Hello there, human."}]));
+    assert!(streamed[4].data["model_usage"]["output_tokens"].as_u64().unwrap() > 0);
+    let list = listed(&app, &sid).await;
+    let stream_ids: Vec<&str> = streamed.iter().map(|e| e.data["id"].as_str().unwrap()).collect();
+    let list_ids: Vec<&str> = list.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(stream_ids, list_ids, "the stream and the list show the same events in the same order");
+    for (e, l) in streamed.iter().zip(&list) {
+        assert_eq!(e.id.as_deref(), l["id"].as_str(), "SSE id: is the event id");
+        assert_eq!(&e.data, l);
+        assert!(l["processed_at"].is_string());
+    }
+    let s = app.get(&format!("/v1/sessions/{sid}")).await.body;
+    assert_eq!(s["status"], "idle");
+    assert!(s["usage"]["input_tokens"].as_u64().unwrap() > 0);
+    let only = app.get(&format!("/v1/sessions/{sid}/events?types[]=agent.message")).await.body;
+    assert_eq!(only["data"].as_array().unwrap().len(), 1);
+}
+
+async fn custom_tool_round_trip(app: TestApp, model: FakeModel) {
+    let sid = session_for(&app, json!({"name": "a", "model": "claude-sonnet-4-6", "tools": [
+        {"type": "custom", "name": "get_weather", "description": "Weather for a city", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+    ]})).await;
+    model.script(vec![Reply::tool_use("get_weather", json!({"city": "Paris"})), Reply::text("It is sunny in Paris.")]);
+    let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+    send(&app, &sid, user("weather in Paris?")).await;
+    let first = stream.until(settled).await;
+    let call = first.iter().find(|e| e.event == "agent.custom_tool_use").expect("custom tool use");
+    assert_eq!(call.data["name"], "get_weather");
+    assert_eq!(call.data["input"], json!({"city": "Paris"}));
+    let call_id = call.data["id"].as_str().unwrap().to_owned();
+    let idle = first.last().unwrap();
+    assert_eq!(idle.data["stop_reason"], json!({"type": "requires_action", "event_ids": [call_id]}));
+    assert_eq!(app.get(&format!("/v1/sessions/{sid}")).await.body["status"], "idle");
+    let r = send(&app, &sid, json!([{"type": "user.custom_tool_result", "custom_tool_use_id": call_id, "content": [{"type": "text", "text": "22C sunny"}]}])).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let second = stream.until(settled).await;
+    assert_eq!(second.last().unwrap().data["stop_reason"], json!({"type": "end_turn"}));
+    assert!(second.iter().any(|e| e.event == "agent.message" && e.data["content"][0]["text"] == "It is sunny in Paris."));
+    let requests = model.requests();
+    let last = &requests.last().unwrap().body;
+    let msgs = last["messages"].as_array().unwrap();
+    let result = &msgs.last().unwrap()["content"][0];
+    assert_eq!(result["type"], "tool_result");
+    assert_eq!(result["tool_use_id"], call_id.as_str());
+    assert_eq!(last["tools"][0]["name"], "get_weather");
+}
+
+async fn always_ask_tool_waits_for_confirmation_and_deny_continues_the_loop(app: TestApp, model: FakeModel) {
+    let sid = session_for(&app, json!({"name": "a", "model": "claude-sonnet-4-6", "tools": [
+        {"type": "agent_toolset_20260401", "default_config": {"permission_policy": {"type": "always_ask"}}}
+    ]})).await;
+    model.script(vec![Reply::tool_use("bash", json!({"command": "rm -rf /tmp/x"})), Reply::text("Understood, I will not.")]);
+    let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+    send(&app, &sid, user("clean up")).await;
+    let first = stream.until(settled).await;
+    let call = first.iter().find(|e| e.event == "agent.tool_use").expect("tool use");
+    assert_eq!(call.data["evaluated_permission"], "ask");
+    assert_eq!(call.data["evaluation"], json!({"type": "always_ask"}));
+    let call_id = call.data["id"].as_str().unwrap().to_owned();
+    assert_eq!(first.last().unwrap().data["stop_reason"]["event_ids"], json!([call_id]));
+    assert!(!first.iter().any(|e| e.event == "agent.tool_result"), "nothing runs before confirmation");
+    let r = send(&app, &sid, json!([{"type": "user.tool_confirmation", "tool_use_id": call_id, "result": "deny", "deny_message": "not on my machine"}])).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let second = stream.until(settled).await;
+    let result = second.iter().find(|e| e.event == "agent.tool_result").expect("deny becomes an error result");
+    assert_eq!(result.data["tool_use_id"], call_id.as_str());
+    assert_eq!(result.data["is_error"], true);
+    assert_eq!(result.data["content"][0]["text"], "not on my machine");
+    assert_eq!(second.last().unwrap().data["stop_reason"], json!({"type": "end_turn"}));
+}
+
+async fn answers_that_name_no_pending_tool_use_are_refused(app: TestApp, _model: FakeModel) {
+    let sid = session_for(&app, json!({"name": "a", "model": "claude-sonnet-4-6"})).await;
+    for events in [
+        json!([{"type": "user.tool_confirmation", "tool_use_id": "sevt_nope", "result": "allow"}]),
+        json!([{"type": "user.custom_tool_result", "custom_tool_use_id": "sevt_nope"}]),
+        json!([{"type": "user.tool_confirmation", "tool_use_id": "sevt_nope", "result": "allow", "deny_message": "x"}]),
+        json!([{"type": "user.define_outcome", "description": "x", "rubric": {"type": "text", "content": "y"}}]),
+        json!([{"type": "user.message", "content": []}]),
+        json!([]),
+    ] {
+        let r = send(&app, &sid, events.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{events}: {}", r.body);
+    }
+    assert!(listed(&app, &sid).await.is_empty(), "a refused batch writes nothing");
+}
+
+async fn interrupt_stops_a_slow_stream_within_a_second_and_keeps_the_partial_text(app: TestApp, model: FakeModel) {
+    let sid = session_for(&app, json!({"name": "a", "model": "claude-sonnet-4-6"})).await;
+    model.script(vec![Reply::text(&"word ".repeat(200)).delay_ms(50)]);
+    let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream?event_deltas[]=agent.message"), None).await;
+    send(&app, &sid, user("talk a lot")).await;
+    stream.until(|e| e.event == "event_delta").await;
+    let t = Instant::now();
+    let r = send(&app, &sid, json!([{"type": "user.interrupt"}])).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let rest = stream.until(settled).await;
+    assert!(t.elapsed() < Duration::from_secs(1), "interrupt took {:?}", t.elapsed());
+    assert_eq!(rest.last().unwrap().data["stop_reason"], json!({"type": "end_turn"}));
+    let partial = rest.iter().find(|e| e.event == "agent.message").expect("partial text kept");
+    let text = partial.data["content"][0]["text"].as_str().unwrap();
+    assert!(!text.is_empty() && text.len() < 1000, "partial: {text:?}");
+    assert!(rest.iter().any(|e| e.event == "user.interrupt"));
+    // an interrupt on an idle session does nothing
+    let again = send(&app, &sid, json!([{"type": "user.interrupt"}])).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(app.get(&format!("/v1/sessions/{sid}")).await.body["status"], "idle");
+}
+
+async fn persistent_rate_limits_end_in_retries_exhausted(app: TestApp, model: FakeModel) {
+    let sid = session_for(&app, json!({"name": "a", "model": "claude-sonnet-4-6"})).await;
+    model.script(vec![Reply::error(429), Reply::error(429), Reply::error(429)]);
+    let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+    send(&app, &sid, user("hi")).await;
+    let events = stream.until(settled).await;
+    let errors: Vec<&support::Sse> = events.iter().filter(|e| e.event == "session.error").collect();
+    assert_eq!(errors.len(), 3, "{:?}", kinds(&events));
+    assert_eq!(errors[0].data["error"]["type"], "model_rate_limited_error");
+    assert_eq!(errors[0].data["error"]["retry_status"], json!({"type": "retrying"}));
+    assert_eq!(errors[2].data["error"]["retry_status"], json!({"type": "exhausted"}));
+    assert_eq!(events.iter().filter(|e| e.event == "session.status_rescheduled").count(), 2);
+    assert_eq!(events.last().unwrap().data["stop_reason"], json!({"type": "retries_exhausted"}));
+    assert_eq!(events[events.len() - 2].event, "session.usage");
+}
+
+async fn a_single_server_error_is_retried_and_the_turn_completes(app: TestApp, model: FakeModel) {
+    let sid = session_for(&app, json!({"name": "a", "model": "claude-sonnet-4-6"})).await;
+    model.script(vec![Reply::error(500), Reply::text("recovered")]);
+    let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+    send(&app, &sid, user("hi")).await;
+    let events = stream.until(settled).await;
+    let k = kinds(&events);
+    let resched = k.iter().position(|e| e == "session.status_rescheduled").expect("rescheduled");
+    assert!(k[resched..].contains(&"session.status_running".to_owned()), "{k:?}");
+    assert!(events.iter().any(|e| e.event == "agent.message" && e.data["content"][0]["text"] == "recovered"));
+    assert_eq!(events.last().unwrap().data["stop_reason"], json!({"type": "end_turn"}));
+}
+
+async fn a_bad_provider_key_terminates_the_session(app: TestApp, model: FakeModel) {
+    let sid = session_for(&app, json!({"name": "a", "model": "claude-sonnet-4-6"})).await;
+    model.script(vec![Reply::error(401)]);
+    let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+    send(&app, &sid, user("hi")).await;
+    let events = stream.until(settled).await;
+    assert_eq!(events.last().unwrap().event, "session.status_terminated");
+    let err = events.iter().find(|e| e.event == "session.error").unwrap();
+    assert_eq!(err.data["error"]["retry_status"], json!({"type": "terminal"}));
+    assert_eq!(app.get(&format!("/v1/sessions/{sid}")).await.body["status"], "terminated");
+    let refused = send(&app, &sid, user("again")).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+}
+
+async fn message_previews_accumulate_to_the_final_message(app: TestApp, model: FakeModel) {
+    let sid = session_for(&app, json!({"name": "a", "model": "claude-sonnet-4-6"})).await;
+    let text = "The quick brown fox jumps over the lazy dog, twice over.";
+    model.script(vec![Reply::text(text)]);
+    let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream?event_deltas[]=agent.message"), None).await;
+    send(&app, &sid, user("hi")).await;
+    let events = stream.until(settled).await;
+    let start = events.iter().find(|e| e.event == "event_start").expect("event_start");
+    let id = start.data["event"]["id"].as_str().unwrap();
+    assert_eq!(start.data["event"]["type"], "agent.message");
+    let mut acc = String::new();
+    let mut deltas = 0;
+    for e in events.iter().filter(|e| e.event == "event_delta") {
+        assert_eq!(e.data["event_id"], id);
+        acc.push_str(e.data["delta"]["content"]["text"].as_str().unwrap());
+        deltas += 1;
+    }
+    assert!(deltas > 1, "the text arrives in several deltas");
+    let fin = events.iter().find(|e| e.event == "agent.message").unwrap();
+    assert_eq!(fin.data["id"], id, "the final event reconciles the preview");
+    assert_eq!(acc, fin.data["content"][0]["text"].as_str().unwrap());
+    assert!(!listed(&app, &sid).await.iter().any(|e| e["type"] == "event_start" || e["type"] == "event_delta"));
+}
+
+async fn a_stream_resumed_with_last_event_id_has_no_gap(app: TestApp, model: FakeModel) {
+    let sid = session_for(&app, json!({"name": "a", "model": "claude-sonnet-4-6"})).await;
+    model.script(vec![Reply::text("one"), Reply::text("two")]);
+    let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+    send(&app, &sid, user("first")).await;
+    let first = stream.until(settled).await;
+    drop(stream);
+    let cut = first[2].id.clone().unwrap();
+    // more happens while no stream is open
+    send(&app, &sid, user("second")).await;
+    for _ in 0..200 {
+        if app.get(&format!("/v1/sessions/{sid}")).await.body["status"] == "idle" && listed(&app, &sid).await.len() > first.len() + 5 { break; }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut resumed = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), Some(&cut)).await;
+    let list = listed(&app, &sid).await;
+    let after: Vec<&str> = list.iter().skip(3).map(|e| e["id"].as_str().unwrap()).collect();
+    let mut got = Vec::new();
+    while got.len() < after.len() {
+        got.push(resumed.next().await.unwrap().data["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(got, after, "replay starts right after Last-Event-ID, in order, without gaps");
+}
+
+async fn archived_sessions_refuse_events(app: TestApp, _model: FakeModel) {
+    let sid = session_for(&app, json!({"name": "a", "model": "claude-sonnet-4-6"})).await;
+    let a = app.ok(&format!("/v1/sessions/{sid}/archive"), json!(null)).await;
+    assert_eq!(a["status"], "terminated");
+    let r = send(&app, &sid, user("hi")).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.error_type(), "conflict_error");
+    assert!(listed(&app, &sid).await.iter().any(|e| e["type"] == "session.status_terminated"));
+}
+
+async fn the_model_sees_the_whole_conversation(app: TestApp, model: FakeModel) {
+    let sid = session_for(&app, json!({"name": "a", "model": "claude-sonnet-4-6", "system": "You are terse."})).await;
+    model.script(vec![Reply::text("first answer"), Reply::text("second answer")]);
+    let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+    send(&app, &sid, user("q1")).await;
+    stream.until(settled).await;
+    send(&app, &sid, user("q2")).await;
+    stream.until(settled).await;
+    let reqs = model.requests();
+    assert_eq!(reqs.len(), 2);
+    let body = &reqs[1].body;
+    assert_eq!(body["model"], "claude-sonnet-4-6");
+    assert_eq!(body["stream"], true);
+    let system = body["system"].to_string();
+    assert!(system.contains("You are terse."), "{system}");
+    let msgs = body["messages"].as_array().unwrap();
+    let roles: Vec<&str> = msgs.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["user", "assistant", "user"]);
+    assert!(msgs[1].to_string().contains("first answer"));
+    assert!(msgs[2].to_string().contains("q2"));
+}

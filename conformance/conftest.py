@@ -5,8 +5,13 @@ The suite drives a real `openma serve` process with the official Python SDK
 session; every test creates its own objects (with unique names) so tests do
 not depend on each other.
 
+The server's model provider is a scripted fake (`openma-fake-model`, one per pytest
+session): `ANTHROPIC_BASE_URL` points at it, so session runs never leave the machine.
+Tests script its answers through the `fake` fixture.
+
 Environment:
-  OPENMA_BIN   path of the openma binary (default: <repo>/target/debug/openma)
+  OPENMA_BIN             path of the openma binary (default: <repo>/target/debug/openma)
+  OPENMA_FAKE_MODEL_BIN  path of the fake model (default: <repo>/target/debug/openma-fake-model)
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_BIN = REPO / "target" / "debug" / "openma"
+DEFAULT_FAKE_BIN = REPO / "target" / "debug" / "openma-fake-model"
 
 MODEL = "claude-sonnet-4-5"
 BETA = "managed-agents-2026-04-01"
 READY_RE = re.compile(r"^openma listening on (http://127\.0\.0\.1:(\d+))$")
+FAKE_READY_RE = re.compile(r"^fake model listening on (http://127\.0\.0\.1:(\d+))/?$")
 STARTUP_TIMEOUT_S = 30.0
 ADMIN_TIMEOUT_S = 30.0
 SDK_TIMEOUT_S = 30.0
@@ -62,6 +69,10 @@ for _var in list(os.environ):
 
 def openma_bin() -> Path:
     return Path(os.environ.get("OPENMA_BIN", str(DEFAULT_BIN)))
+
+
+def fake_model_bin() -> Path:
+    return Path(os.environ.get("OPENMA_FAKE_MODEL_BIN", str(DEFAULT_FAKE_BIN)))
 
 
 def new_api_key() -> str:
@@ -139,13 +150,7 @@ class Server:
         return lines[-1]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        _stop(self.proc)
 
 
 def _pump(stream, q: "queue.Queue[str | None]", sink: list[str]) -> None:
@@ -156,21 +161,22 @@ def _pump(stream, q: "queue.Queue[str | None]", sink: list[str]) -> None:
     q.put(None)
 
 
-def start_server(data_dir: Path, api_key: str | None = None) -> Server:
-    binary = openma_bin()
+def _launch(
+    what: str,
+    cmd: list[str],
+    env: dict[str, str],
+    ready_re: re.Pattern,
+    stderr_path: Path,
+    hint: str,
+) -> tuple[subprocess.Popen, str, int, list[str], list[str]]:
+    """Start `cmd` and wait for its ready line on stdout; fail the test run otherwise."""
+    binary = Path(cmd[0])
     if not binary.is_file():
-        pytest.fail(
-            f"openma binary not found at {binary} (build it with `cargo build -p openma-server` "
-            "or set OPENMA_BIN)",
-            pytrace=False,
-        )
-    api_key = api_key or new_api_key()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    stderr_path = data_dir.parent / (data_dir.name + ".stderr.log")
+        pytest.fail(f"{what} binary not found at {binary} ({hint})", pytrace=False)
     stderr_f = open(stderr_path, "wb")
     proc = subprocess.Popen(
-        [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
-        env=_child_env({"OPENMA_BOOTSTRAP_API_KEY": api_key}),
+        cmd,
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=stderr_f,
@@ -196,7 +202,7 @@ def start_server(data_dir: Path, api_key: str | None = None) -> Server:
         if line is None:  # stdout closed: the process died
             break
         seen.append(line)
-        m = READY_RE.match(line.strip())
+        m = ready_re.match(line.strip())
         if m:
             base_url, port = m.group(1), int(m.group(2))
             break
@@ -211,11 +217,51 @@ def start_server(data_dir: Path, api_key: str | None = None) -> Server:
         except OSError:
             err = ""
         pytest.fail(
-            f"`openma serve` did not print 'openma listening on http://127.0.0.1:<port>' within "
+            f"`{what}` did not print its ready line ({ready_re.pattern}) within "
             f"{STARTUP_TIMEOUT_S:.0f}s (exit code {proc.returncode}).\nstdout so far: {seen!r}\n"
             f"stderr tail:\n{err}",
             pytrace=False,
         )
+    return proc, base_url, port, lines, seen
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def start_server(
+    data_dir: Path, api_key: str | None = None, model_base_url: str | None = None
+) -> Server:
+    """Start `openma serve`. With `model_base_url`, its Anthropic provider is that URL
+    (the fake model) and model retries are fast (2 retries, 20 ms base)."""
+    binary = openma_bin()
+    api_key = api_key or new_api_key()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    extra = {"OPENMA_BOOTSTRAP_API_KEY": api_key}
+    if model_base_url is not None:
+        extra.update(
+            {
+                "ANTHROPIC_BASE_URL": model_base_url,
+                "ANTHROPIC_API_KEY": "sk-ant-fake",
+                "OPENMA_MODEL_MAX_RETRIES": "2",
+                "OPENMA_MODEL_RETRY_BASE_MS": "20",
+            }
+        )
+    stderr_path = data_dir.parent / (data_dir.name + ".stderr.log")
+    proc, base_url, port, lines, seen = _launch(
+        "openma serve",
+        [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+        _child_env(extra),
+        READY_RE,
+        stderr_path,
+        "build it with `cargo build -p openma-server` or set OPENMA_BIN",
+    )
     return Server(
         bin=binary,
         data_dir=data_dir,
@@ -226,6 +272,60 @@ def start_server(data_dir: Path, api_key: str | None = None) -> Server:
         stderr_path=stderr_path,
         stdout_lines=lines,
         startup_stdout=seen,
+    )
+
+
+@dataclass
+class FakeModel:
+    """A running `openma-fake-model`: a scripted Anthropic `/v1/messages` provider.
+
+    `script([...])` appends replies to its FIFO (JSON forms in
+    crates/openma-fake-model/src/script.rs: `{"kind": "message", "blocks": [...]}`,
+    `{"kind": "error", "status": 429}`, `{"kind": "cut", ...}`, `{"kind": "stream_error", ...}`);
+    with an empty FIFO it answers the text `ok`. `requests()` are the captured model
+    requests (method, path, headers, body)."""
+
+    proc: subprocess.Popen
+    base_url: str
+    stderr_path: Path
+    http: httpx2.Client
+
+    def script(self, replies: list[dict] | dict) -> dict:
+        r = self.http.post("/_fake/script", json=replies)
+        assert r.status_code == 200, f"fake model refused the script: {r.status_code} {r.text}"
+        return r.json()
+
+    def reset(self) -> None:
+        r = self.http.post("/_fake/reset")
+        assert r.status_code == 200, r.text
+
+    def requests(self) -> list[dict]:
+        r = self.http.get("/_fake/requests")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def health(self) -> dict:
+        return self.http.get("/_fake/health").json()
+
+    def stop(self) -> None:
+        self.http.close()
+        _stop(self.proc)
+
+
+def start_fake_model(stderr_path: Path) -> FakeModel:
+    proc, base_url, _port, _lines, _seen = _launch(
+        "openma-fake-model",
+        [str(fake_model_bin()), "--listen", "127.0.0.1:0"],
+        _child_env(),
+        FAKE_READY_RE,
+        stderr_path,
+        "build it with `cargo build -p openma-fake-model` or set OPENMA_FAKE_MODEL_BIN",
+    )
+    return FakeModel(
+        proc=proc,
+        base_url=base_url,
+        stderr_path=stderr_path,
+        http=httpx2.Client(base_url=base_url, timeout=10.0),
     )
 
 
@@ -242,9 +342,25 @@ def make_client(server: Server, api_key: str | None = None, **kw: Any) -> anthro
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory) -> Server:
+def fake_model(tmp_path_factory) -> FakeModel:
+    """The session-wide fake model process (use the `fake` fixture in tests)."""
+    root = tmp_path_factory.mktemp("fake-model")
+    fm = start_fake_model(root / "fake-model.stderr.log")
+    yield fm
+    fm.stop()
+
+
+@pytest.fixture
+def fake(fake_model: FakeModel) -> FakeModel:
+    """The fake model, emptied (script, captured requests, default reply) for this test."""
+    fake_model.reset()
+    yield fake_model
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, fake_model: FakeModel) -> Server:
     root = tmp_path_factory.mktemp("openma")
-    srv = start_server(root / "data")
+    srv = start_server(root / "data", model_base_url=fake_model.base_url)
     yield srv
     srv.stop()
 

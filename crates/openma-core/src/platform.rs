@@ -369,8 +369,15 @@ impl Platform {
 
     // ---- sessions ------------------------------------------------------------------
 
-    pub async fn create_session(&self, tenant: &TenantId, req: &CreateSessionRequest) -> DomainResult<Session> {
+    /// Creates a session. `initial_events` are checked here; the caller hands the
+    /// returned inputs to the session runtime.
+    pub async fn create_session(
+        &self,
+        tenant: &TenantId,
+        req: &CreateSessionRequest,
+    ) -> DomainResult<(Session, Vec<crate::harness::input::Input>)> {
         sessions::check_create_fields(req)?;
+        let initial = sessions::initial_inputs(req)?;
         let choice = sessions::agent_choice(req)?;
         let agent = self.get_agent(tenant, &choice.id, choice.version).await?;
         let current = if choice.version.is_some() { self.get_agent(tenant, &choice.id, None).await? } else { agent.clone() };
@@ -418,7 +425,7 @@ impl Platform {
             archived_at: None,
         };
         self.store.insert_session(tenant, &session).await?;
-        Ok(sessions::present(session, now))
+        Ok((sessions::present(session, now), initial))
     }
 
     async fn load_session(&self, tenant: &TenantId, id: &str) -> DomainResult<Session> {

@@ -113,9 +113,6 @@ pub fn check_create_fields(req: &CreateSessionRequest) -> DomainResult<()> {
     if req.resources.as_ref().is_some_and(|r| !r.is_empty()) {
         return Err(DomainError::unsupported("session `resources`"));
     }
-    if req.initial_events.as_ref().is_some_and(|e| !e.is_empty()) {
-        return Err(DomainError::unsupported("`initial_events`"));
-    }
     if req.budget.as_ref().is_some_and(|b| !b.is_null()) {
         return Err(DomainError::unsupported("session `budget`"));
     }
@@ -126,6 +123,36 @@ pub fn check_create_fields(req: &CreateSessionRequest) -> DomainResult<()> {
         validate::metadata(m)?;
     }
     Ok(())
+}
+
+/// At most this many `initial_events` on create.
+pub const INITIAL_EVENTS_MAX: usize = 50;
+
+/// Validates `initial_events`: only `user.message` (and `user.define_outcome`, which is
+/// not supported yet), at most 50, all valid before anything is created.
+pub fn initial_inputs(req: &CreateSessionRequest) -> DomainResult<Vec<crate::harness::input::Input>> {
+    use openma_types::events::ClientEvent;
+    let raw = req.initial_events.as_deref().unwrap_or_default();
+    if raw.len() > INITIAL_EVENTS_MAX {
+        return Err(DomainError::invalid(format!("`initial_events` may hold at most {INITIAL_EVENTS_MAX} events, got {}", raw.len())));
+    }
+    let mut events = Vec::with_capacity(raw.len());
+    for (i, v) in raw.iter().enumerate() {
+        let e: ClientEvent = serde_json::from_value(v.clone())
+            .map_err(|e| DomainError::invalid(format!("invalid `initial_events[{i}]`: {e}")))?;
+        match e {
+            ClientEvent::UserMessage { .. } | ClientEvent::UserDefineOutcome { .. } => events.push(e),
+            _ => {
+                return Err(DomainError::invalid(format!(
+                    "`initial_events[{i}]`: only `user.message` and `user.define_outcome` events may start a session"
+                )));
+            }
+        }
+    }
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    crate::harness::input::parse_events(events)
 }
 
 /// Applies a session update. The agent part may change only while the session is idle.

@@ -199,13 +199,12 @@ fn stream_error_status(error_type: &str) -> u16 {
     }
 }
 
+/// A body field and the test its value must pass.
+type FieldCheck = fn(&Value) -> bool;
+
 /// What a request must carry before the real API would even look at it. Failing these
 /// does not consume a scripted reply: it is the client under test that is wrong.
-fn check_request(
-    body: &Value,
-    has_credential: bool,
-    required: &[(&str, fn(&Value) -> bool)],
-) -> Result<(), (u16, String)> {
+fn check_request(body: &Value, has_credential: bool, required: &[(&str, FieldCheck)]) -> Result<(), (u16, String)> {
     if !has_credential {
         return Err((401, "no API key was sent".to_owned()));
     }

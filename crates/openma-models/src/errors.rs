@@ -65,13 +65,15 @@ pub(crate) fn from_stream_error(provider: &str, error_type: &str, message: &str)
 /// A failure of the HTTP exchange itself, before a status was known.
 pub(crate) fn from_transport(provider: &str, err: &reqwest::Error) -> ModelError {
     let message = format!("{provider}: {}", error_chain(err));
+    // Retrying cannot help a build that has no TLS: say what to change.
+    if !cfg!(feature = "tls") && err.url().is_some_and(|url| url.scheme() == "https") {
+        return permanent(
+            PermanentKind::NotConfigured,
+            format!("{message} (HTTPS needs openma-models to be built with its `tls` feature)"),
+        );
+    }
     if err.is_builder() {
-        let hint = if !cfg!(feature = "tls") && message.contains("scheme") {
-            " (HTTPS needs openma-models' `tls` feature)"
-        } else {
-            ""
-        };
-        return permanent(PermanentKind::Other, format!("{message}{hint}"));
+        return permanent(PermanentKind::Other, message);
     }
     transient(TransientKind::Network, message, None)
 }
@@ -118,10 +120,11 @@ pub(crate) fn redact(err: ModelError, secret: &str) -> ModelError {
 /// an HTTP date).
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
-        }
+    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
+        && ms.is_finite()
+        && ms >= 0.0
+    {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
     }
     let value = header("retry-after")?;
     if let Ok(secs) = value.parse::<f64>() {

@@ -19,6 +19,8 @@ use crate::http;
         http::sessions::create_session, http::sessions::get_session, http::sessions::update_session,
         http::sessions::list_sessions, http::sessions::delete_session, http::sessions::archive_session,
         http::events::list_events, http::events::send_events, http::events::stream_events,
+        http::threads::list_threads, http::threads::get_thread, http::threads::archive_thread,
+        http::threads::list_thread_events, http::threads::stream_thread,
     ),
     modifiers(&Security, &Descriptions),
     security(("bearer" = []), ("api_key" = [])),

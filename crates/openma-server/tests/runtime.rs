@@ -47,6 +47,9 @@ stories!(
     a_stream_resumed_with_last_event_id_has_no_gap,
     archived_sessions_refuse_events,
     the_model_sees_the_whole_conversation,
+    initial_events_start_the_session_running,
+    the_primary_thread_mirrors_the_session,
+    an_openai_compatible_model_runs_tools_too,
 );
 
 async fn session_for(app: &TestApp, agent: Value) -> String {
@@ -319,4 +322,74 @@ async fn the_model_sees_the_whole_conversation(app: TestApp, model: FakeModel) {
     assert_eq!(roles, ["user", "assistant", "user"]);
     assert!(msgs[1].to_string().contains("first answer"));
     assert!(msgs[2].to_string().contains("q2"));
+}
+
+async fn initial_events_start_the_session_running(app: TestApp, model: FakeModel) {
+    let a = app.ok("/v1/agents", json!({"name": "a", "model": "claude-sonnet-4-6"})).await;
+    model.script(vec![Reply::text("started")]);
+    let s = app
+        .ok("/v1/sessions", json!({"agent": a["id"], "initial_events": [
+            {"type": "user.message", "content": [{"type": "text", "text": "one"}]},
+            {"type": "user.message", "content": [{"type": "text", "text": "two"}]}
+        ]}))
+        .await;
+    let sid = s["id"].as_str().unwrap();
+    assert!(s["status"] == "running" || s["status"] == "idle", "{}", s["status"]);
+    let first = listed(&app, sid).await;
+    assert_eq!(first[0]["type"], "user.message", "initial events are persisted before the response");
+    assert_eq!(first[1]["type"], "user.message");
+    for _ in 0..250 {
+        if app.get(&format!("/v1/sessions/{sid}")).await.body["status"] == "idle" { break; }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all = listed(&app, sid).await;
+    assert!(all.iter().any(|e| e["type"] == "agent.message" && e["content"][0]["text"] == "started"));
+    let too_many: Vec<Value> = (0..51).map(|_| json!({"type": "user.message", "content": [{"type": "text", "text": "x"}]})).collect();
+    let r = app.post("/v1/sessions", json!({"agent": a["id"], "initial_events": too_many})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let wrong = app.post("/v1/sessions", json!({"agent": a["id"], "initial_events": [{"type": "user.interrupt"}]})).await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
+}
+
+async fn the_primary_thread_mirrors_the_session(app: TestApp, model: FakeModel) {
+    let sid = session_for(&app, json!({"name": "a", "model": "claude-sonnet-4-6"})).await;
+    let threads = app.get(&format!("/v1/sessions/{sid}/threads")).await.body;
+    let t = &threads["data"][0];
+    assert_eq!(threads["data"].as_array().unwrap().len(), 1);
+    assert_eq!(t["type"], "session_thread");
+    assert_eq!(t["session_id"], sid.as_str());
+    assert!(t["parent_thread_id"].is_null());
+    let tid = t["id"].as_str().unwrap();
+    assert!(tid.starts_with("sthr_"));
+    assert_eq!(app.get(&format!("/v1/sessions/{sid}/threads/{tid}")).await.body["id"], tid);
+    assert_eq!(app.get(&format!("/v1/sessions/{sid}/threads/sthr_other")).await.status, StatusCode::NOT_FOUND);
+    model.script(vec![Reply::text("via thread")]);
+    let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/threads/{tid}/stream"), None).await;
+    send(&app, &sid, user("hi")).await;
+    let events = stream.until(settled).await;
+    let thread_events = app.get(&format!("/v1/sessions/{sid}/threads/{tid}/events")).await.body;
+    let ids: Vec<&str> = thread_events["data"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, events.iter().map(|e| e.data["id"].as_str().unwrap()).collect::<Vec<_>>());
+    assert_eq!(app.post(&format!("/v1/sessions/{sid}/threads/{tid}/archive"), json!(null)).await.status, StatusCode::BAD_REQUEST);
+}
+
+async fn an_openai_compatible_model_runs_tools_too(app: TestApp, model: FakeModel) {
+    let sid = session_for(&app, json!({"name": "a", "model": "openai/llama-3.3-70b", "tools": [
+        {"type": "custom", "name": "lookup", "description": "Look a word up", "input_schema": {"type": "object", "properties": {"word": {"type": "string"}}}}
+    ]})).await;
+    model.script(vec![Reply::tool_use("lookup", json!({"word": "rust"})), Reply::text("Rust is a language.")]);
+    let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+    send(&app, &sid, user("what is rust?")).await;
+    let first = stream.until(settled).await;
+    let call = first.iter().find(|e| e.event == "agent.custom_tool_use").expect("tool call over chat completions");
+    assert_eq!(call.data["input"], json!({"word": "rust"}));
+    let id = call.data["id"].as_str().unwrap();
+    send(&app, &sid, json!([{"type": "user.custom_tool_result", "custom_tool_use_id": id, "content": [{"type": "text", "text": "a systems language"}]}])).await;
+    let second = stream.until(settled).await;
+    assert!(second.iter().any(|e| e.event == "agent.message" && e.data["content"][0]["text"] == "Rust is a language."));
+    let reqs = model.requests();
+    assert!(reqs.iter().all(|r| r.path == "/v1/chat/completions"), "{:?}", reqs.iter().map(|r| &r.path).collect::<Vec<_>>());
+    assert_eq!(reqs[0].body["model"], "llama-3.3-70b");
+    let msgs = reqs[1].body["messages"].as_array().unwrap();
+    assert!(msgs.iter().any(|m| m["role"] == "tool" && m["tool_call_id"] == id), "{msgs:?}");
 }

@@ -217,3 +217,24 @@ pub struct UpdateSessionRequest {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<String>>))]
     pub vault_ids: Option<Option<Vec<String>>>,
 }
+
+literal!(SessionThreadTag = "session_thread");
+
+/// `SessionThread`. Single-agent sessions have one, the primary thread.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionThread {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub tag: SessionThreadTag,
+    pub session_id: String,
+    pub agent: SessionAgent,
+    pub status: SessionStatus,
+    pub parent_thread_id: Option<String>,
+    pub stats: SessionStats,
+    pub usage: SessionUsage,
+    pub workflow_run_id: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub archived_at: Option<Timestamp>,
+}

@@ -31,10 +31,10 @@ pub(crate) fn body(request: &ModelRequest, model: &str) -> Value {
     body.insert("messages".into(), Value::Array(messages));
     if !request.tools.is_empty() {
         let mut tools: Vec<Value> = request.tools.iter().map(tool).collect();
-        if request.cache {
-            if let Some(Value::Object(last)) = tools.last_mut() {
-                last.insert("cache_control".into(), ephemeral());
-            }
+        if request.cache
+            && let Some(Value::Object(last)) = tools.last_mut()
+        {
+            last.insert("cache_control".into(), ephemeral());
         }
         body.insert("tools".into(), Value::Array(tools));
     }

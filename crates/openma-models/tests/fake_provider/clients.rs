@@ -343,3 +343,22 @@ async fn openai_tool_round_trip_is_translated() {
     assert_eq!(messages[3], json!({"role": "tool", "tool_call_id": "call_1", "content": "-3C"}));
     assert!(!messages.to_string().contains("private"), "thinking is dropped");
 }
+
+/// With the `tls` feature an HTTPS endpoint is reached like any other (here: nothing
+/// listens, so a network error); without it the error says which feature is missing.
+#[tokio::test]
+async fn https_endpoints_and_the_tls_feature() {
+    let addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let http = openma_models::http_client().unwrap();
+    let client = openma_models::AnthropicClient::new(format!("https://{addr}"), API_KEY, http);
+    let err = run(&client, request("m")).await.err();
+    if cfg!(feature = "tls") {
+        assert_eq!(kind(&err), Ok(TransientKind::Network), "{err}");
+    } else {
+        assert_eq!(kind(&err), Err(PermanentKind::NotConfigured), "{err}");
+        assert!(err.to_string().contains("`tls` feature"), "{err}");
+    }
+}

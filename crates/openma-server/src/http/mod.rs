@@ -14,6 +14,7 @@ pub mod environments;
 pub mod events;
 pub mod ops;
 pub mod sessions;
+pub mod threads;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -22,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .merge(environments::routes())
         .merge(sessions::routes())
         .merge(events::routes())
+        .merge(threads::routes())
 }
 
 /// `order=asc|desc`.

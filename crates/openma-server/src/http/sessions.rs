@@ -55,7 +55,13 @@ pub async fn create_session(
     Caller(tenant): Caller,
     ApiJson(req): ApiJson<CreateSessionRequest>,
 ) -> Result<Json<Session>, ApiError> {
-    Ok(Json(app.platform.create_session(&tenant, &req).await?))
+    let (session, initial) = app.platform.create_session(&tenant, &req).await?;
+    if initial.is_empty() {
+        return Ok(Json(session));
+    }
+    // persisted, in order, before the response: exactly as if POSTed right after create
+    app.runtime.submit(&tenant, &session.id, initial).await?;
+    Ok(Json(app.platform.get_session(&tenant, &session.id).await?))
 }
 
 /// Retrieve a session.

@@ -81,8 +81,9 @@ pub async fn spawn_app_with_model(backend: Backend, model_base: Option<String>) 
         model_retry_base_ms: Some(20),
         providers: openma_server::config::Providers {
             anthropic_api_key: model_base.as_ref().map(|_| secrecy::SecretString::from("sk-ant-fake-test-key")),
-            anthropic_base_url: model_base,
-            ..Default::default()
+            anthropic_base_url: model_base.clone(),
+            openai_api_key: model_base.as_ref().map(|_| secrecy::SecretString::from("sk-openai-fake-test-key")),
+            openai_base_url: model_base,
         },
         ..Default::default()
     })

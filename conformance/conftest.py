@@ -487,3 +487,130 @@ def dump(obj: Any) -> Any:
     if hasattr(obj, "model_dump"):
         return obj.model_dump(mode="json")
     return obj
+
+
+# --------------------------------------------------------------------------- session runtime helpers
+
+RUN_TIMEOUT_S = 10.0  # a scripted run on the fake model takes milliseconds; be generous
+
+
+def user_message(text: str) -> dict:
+    return {"type": "user.message", "content": [{"type": "text", "text": text}]}
+
+
+def text_reply(text: str, **kw: Any) -> dict:
+    """A fake-model reply: one text block (kw: chunk_delay_ms, split, usage, stop_reason)."""
+    return {"kind": "message", "blocks": [{"type": "text", "text": text}], **kw}
+
+
+def tool_use_reply(name: str, input: dict | None = None, text: str | None = None, **kw: Any) -> dict:
+    """A fake-model reply calling tool `name` (optionally preceded by a text block)."""
+    blocks: list[dict] = [{"type": "text", "text": text}] if text else []
+    blocks.append({"type": "tool_use", "name": name, "input": input or {}})
+    return {"kind": "message", "blocks": blocks, **kw}
+
+
+def is_idle(ev: Any, stop: str | None = None) -> bool:
+    if getattr(ev, "type", None) != "session.status_idle":
+        return False
+    return stop is None or ev.stop_reason.type == stop
+
+
+class EventTap:
+    """An open SDK event stream (`client.beta.sessions.events.stream`) read on a
+    background thread, so every wait has a deadline.
+
+    The stream is opened in the constructor: when it returns, the server holds the
+    subscription, so events caused by later sends are all seen. `wait_for` consumes the
+    tap like a queue (a cursor moves past each match); `events` keeps everything read.
+    """
+
+    def __init__(self, stream: Any, label: str = "stream") -> None:
+        self.stream = stream
+        self.label = label
+        self.events: list[Any] = []
+        self.error: BaseException | None = None
+        self.ended = False
+        self.cursor = 0
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for ev in self.stream:
+                with self._cond:
+                    self.events.append(ev)
+                    self._cond.notify_all()
+        except BaseException as e:  # noqa: BLE001 - reported by the waiting test
+            self.error = e
+        finally:
+            with self._cond:
+                self.ended = True
+                self._cond.notify_all()
+
+    def _describe(self) -> str:
+        kinds = [getattr(e, "type", "?") for e in self.events]
+        return f"{self.label}: read so far {kinds} (ended={self.ended}, error={self.error!r})"
+
+    def wait_for(self, pred: Callable[[Any], bool], timeout: float = RUN_TIMEOUT_S, what: str = "event") -> Any:
+        """The first event after the cursor that matches; the cursor moves past it."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for i in range(self.cursor, len(self.events)):
+                    if pred(self.events[i]):
+                        self.cursor = i + 1
+                        return self.events[i]
+                self.cursor = len(self.events)
+                remaining = deadline - time.monotonic()
+                if self.ended or remaining <= 0:
+                    raise AssertionError(f"no {what} within {timeout}s; {self._describe()}")
+                self._cond.wait(remaining)
+
+    def wait_type(self, kind: str, timeout: float = RUN_TIMEOUT_S) -> Any:
+        return self.wait_for(lambda e: getattr(e, "type", None) == kind, timeout, what=f"`{kind}`")
+
+    def wait_idle(self, stop: str | None = None, timeout: float = RUN_TIMEOUT_S) -> Any:
+        """The next `session.status_idle` (with `stop_reason.type == stop` when given)."""
+        what = f"`session.status_idle` ({stop or 'any stop_reason'})"
+        return self.wait_for(lambda e: is_idle(e, stop), timeout, what=what)
+
+    def wait_end(self, timeout: float = RUN_TIMEOUT_S) -> None:
+        """Wait until the server closes the stream."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self.ended:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"stream not closed within {timeout}s; {self._describe()}")
+                self._cond.wait(remaining)
+
+    def since(self, start: int = 0) -> list[Any]:
+        with self._cond:
+            return list(self.events[start:])
+
+    def types(self, start: int = 0) -> list[str]:
+        return [e.type for e in self.since(start)]
+
+    def close(self) -> None:
+        try:
+            self.stream.close()
+        except Exception:  # noqa: BLE001 - closing a half-read response can raise
+            pass
+        self._thread.join(timeout=2)
+
+
+@pytest.fixture
+def tap(client: anthropic.Anthropic) -> Callable[..., EventTap]:
+    """`tap(session_id, **stream_kwargs)` opens an `EventTap`; all are closed at teardown."""
+    opened: list[EventTap] = []
+
+    def _open(session_id: str, c: anthropic.Anthropic | None = None, **kw: Any) -> EventTap:
+        t = EventTap((c or client).beta.sessions.events.stream(session_id, **kw), label=f"stream {session_id}")
+        opened.append(t)
+        return t
+
+    yield _open
+    for t in opened:
+        t.close()

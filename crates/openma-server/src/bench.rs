@@ -70,6 +70,7 @@ where
 }
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    openma_models::install_tls_provider();
     let dir = std::env::temp_dir().join(format!("openma-bench-{}", ulid::Ulid::new()));
     let key = "sk-oma-bench-0123456789abcdefghijkl".to_owned();
     let settings = Settings::resolve(Overrides {

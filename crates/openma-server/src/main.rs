@@ -4,6 +4,8 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // reqwest's rustls needs its crypto provider before any client exists
+    openma_models::install_tls_provider();
     let cli = openma_server::cli::Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(openma_server::cli::run(cli)) {

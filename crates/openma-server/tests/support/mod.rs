@@ -54,6 +54,7 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 /// A server whose Anthropic provider is the fake model at `model_base`, with quick
 /// retries (base 20 ms, at most 2).
 pub async fn spawn_app_with_model(backend: Backend, model_base: Option<String>) -> Option<TestApp> {
+    openma_models::install_tls_provider();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut pg_cleanup = None;
     let database_url = match backend {

@@ -84,6 +84,14 @@ pub struct StoredEvent {
     pub internal: Option<serde_json::Value>,
 }
 
+/// A client event waiting in a session's inbox (`event` is the client-visible event,
+/// without `processed_at`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct InboxEntry {
+    pub event: SessionEvent,
+    pub accepted_at: Timestamp,
+}
+
 /// A read of a session's event log.
 #[derive(Clone, Debug, Default)]
 pub struct EventQuery {
@@ -168,13 +176,22 @@ pub trait Store: Send + Sync {
     // -- session event log --
     /// Appends events and, in the same transaction, replaces the session row when given
     /// (guarded by its `updated_at`). Returns false, writing nothing, if the guard failed.
+    /// Also removes the inbox entries named in `consumed`, in the same transaction.
     async fn append_events(
         &self,
         tenant: &TenantId,
         session_id: &str,
         events: &[StoredEvent],
         session: Option<(&Session, Timestamp)>,
+        consumed: &[String],
     ) -> Result<bool, StoreError>;
+    /// Keeps a client event accepted while the session runs, until it is applied.
+    async fn push_inbox(&self, tenant: &TenantId, session_id: &str, entry: &InboxEntry) -> Result<(), StoreError>;
+    /// The waiting client events of a session, in acceptance order.
+    async fn list_inbox(&self, tenant: &TenantId, session_id: &str) -> Result<Vec<InboxEntry>, StoreError>;
+    /// Sessions whose last known status is running or rescheduling: after a restart they
+    /// are resumed. Deliberately across tenants: this is the recovery scan.
+    async fn sessions_to_resume(&self) -> Result<Vec<(TenantId, String)>, StoreError>;
     async fn list_events(&self, tenant: &TenantId, session_id: &str, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
     /// The sequence number of an event, by id.
     async fn event_seq(&self, tenant: &TenantId, session_id: &str, event_id: &str) -> Result<Option<i64>, StoreError>;

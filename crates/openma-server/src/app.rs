@@ -138,6 +138,10 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     let http = openma_models::http_client().context("cannot set up the model clients")?;
     let models = openma_models::ModelRouter::from_lookup(|name| settings.providers.lookup(name), http);
     let runtime = Runtime::new(platform.clone(), Arc::new(models), Default::default(), runtime_config(settings));
+    let resumed = runtime.resume_interrupted().await.context("cannot resume interrupted sessions")?;
+    if resumed > 0 {
+        tracing::info!(resumed, "resuming sessions that were running when the server stopped");
+    }
     let app = router(AppState { platform, runtime, info: Arc::new(info) });
     let listener = TcpListener::bind(settings.listen)
         .await

@@ -6,7 +6,7 @@
 #[macro_export]
 macro_rules! sql_store {
     ($store:ident, $db:ty, $describe:literal) => {
-        use openma_core::ports::{DeleteOutcome, EventQuery, ListQuery, Order, SessionFilter, StoredEvent};
+        use openma_core::ports::{DeleteOutcome, EventQuery, InboxEntry, ListQuery, Order, SessionFilter, StoredEvent};
         use openma_core::{ApiKey, Tenant, TenantId};
         use openma_types::Timestamp;
         use openma_types::agents::Agent;
@@ -501,6 +501,7 @@ macro_rules! sql_store {
                 session_id: &str,
                 events: &[StoredEvent],
                 session: Option<(&Session, Timestamp)>,
+                consumed: &[String],
             ) -> Result<bool, openma_core::StoreError> {
                 let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
                 if let Some((s, expected)) = session {
@@ -524,8 +525,65 @@ macro_rules! sql_store {
                     });
                     qb.build().execute(&mut *tx).await.map_err($crate::backend_error)?;
                 }
+                if !consumed.is_empty() {
+                    let mut qb = QueryBuilder::<$db>::new("DELETE FROM session_inbox WHERE tenant_id = ");
+                    qb.push_bind(tenant.as_str().to_owned()).push(" AND session_id = ").push_bind(session_id.to_owned());
+                    qb.push(" AND id IN (");
+                    let mut sep = qb.separated(", ");
+                    for id in consumed {
+                        sep.push_bind(id.clone());
+                    }
+                    qb.push(")");
+                    qb.build().execute(&mut *tx).await.map_err($crate::backend_error)?;
+                }
                 tx.commit().await.map_err($crate::backend_error)?;
                 Ok(true)
+            }
+
+            async fn push_inbox(&self, tenant: &TenantId, session_id: &str, entry: &InboxEntry) -> Result<(), openma_core::StoreError> {
+                sqlx::query("INSERT INTO session_inbox (tenant_id, session_id, id, accepted_at, body) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(tenant.as_str())
+                    .bind(session_id)
+                    .bind(&entry.event.id)
+                    .bind(entry.accepted_at.as_micros())
+                    .bind(encode(&entry.event))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn list_inbox(&self, tenant: &TenantId, session_id: &str) -> Result<Vec<InboxEntry>, openma_core::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT accepted_at, body FROM session_inbox WHERE tenant_id = $1 AND session_id = $2 ORDER BY accepted_at, id",
+                )
+                .bind(tenant.as_str())
+                .bind(session_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                rows.iter()
+                    .map(|r| {
+                        let body: String = r.try_get("body").map_err($crate::backend_error)?;
+                        let at: i64 = r.try_get("accepted_at").map_err($crate::backend_error)?;
+                        Ok(InboxEntry { event: decode(&body)?, accepted_at: Timestamp::from_micros(at) })
+                    })
+                    .collect()
+            }
+
+            async fn sessions_to_resume(&self) -> Result<Vec<(TenantId, String)>, openma_core::StoreError> {
+                let rows = sqlx::query("SELECT tenant_id, id FROM sessions WHERE status IN ('running', 'rescheduling')")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                rows.iter()
+                    .map(|r| {
+                        Ok((
+                            TenantId::from_trusted(r.try_get::<String, _>("tenant_id").map_err($crate::backend_error)?),
+                            r.try_get::<String, _>("id").map_err($crate::backend_error)?,
+                        ))
+                    })
+                    .collect()
             }
 
             async fn list_events(&self, tenant: &TenantId, session_id: &str, q: &EventQuery) -> Result<Vec<StoredEvent>, openma_core::StoreError> {

@@ -2,7 +2,7 @@
 //! input, drives the agent loop (model → tools → model …), and publishes every event it
 //! appends. Appends are atomic with the status change they imply.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,8 +74,11 @@ struct Actor {
     seq: i64,
     hub: Hub,
     rx: mpsc::UnboundedReceiver<Command>,
-    /// Client messages that arrived while running, applied at the next model step.
-    queue: Vec<(String, Input)>,
+    /// Client messages that arrived while running (already durable in the inbox),
+    /// applied at the next model step.
+    queue: Vec<SessionEvent>,
+    /// Set when the session was found running at load: a crash or restart cut a turn.
+    recovering: bool,
     plan: ToolPlan,
     running_since: Option<Instant>,
 }
@@ -104,7 +107,7 @@ fn fail(cmd: Command, e: DomainError) {
         Command::Archive { reply } => {
             let _ = reply.send(Err(e));
         }
-        Command::Updated { .. } => {}
+        Command::Updated { .. } | Command::Wake => {}
     }
 }
 
@@ -132,10 +135,12 @@ impl Actor {
             }
         }
         let seq = log.last().map(|e| e.seq).unwrap_or(0);
+        let queue = store.list_inbox(&tenant, session_id).await?.into_iter().map(|e| e.event).collect();
+        let recovering = matches!(session.status, SessionStatus::Running | SessionStatus::Rescheduling);
         let plan = ToolPlan::for_agent(&session.agent);
         let (_, rx_owned) = mpsc::unbounded_channel();
         let rx = std::mem::replace(rx, rx_owned);
-        Ok(Actor { rt, tenant, session, log, seq, hub, rx, queue: Vec::new(), plan, running_since: None })
+        Ok(Actor { rt, tenant, session, log, seq, hub, rx, queue, recovering, plan, running_since: None })
     }
 
     fn id(&self) -> String {
@@ -151,6 +156,13 @@ impl Actor {
     async fn serve(&mut self) {
         loop {
             if matches!(self.session.status, SessionStatus::Running | SessionStatus::Rescheduling) {
+                if std::mem::take(&mut self.recovering)
+                    && let Err(e) = self.recover().await
+                {
+                    tracing::error!(session_id = %self.session.id, error = %e, "recovery failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
                 self.drive().await;
                 continue;
             }
@@ -171,6 +183,16 @@ impl Actor {
     /// Appends events (and the session row when `status` changes or `touch` is set),
     /// then publishes them. Retries when an API update changed the row meanwhile.
     async fn append(&mut self, pending: Vec<Pending>, status: Option<SessionStatus>) -> Result<Vec<SessionEvent>, DomainError> {
+        self.append_consuming(pending, status, &[]).await
+    }
+
+    /// [`Self::append`], also taking `consumed` entries out of the inbox atomically.
+    async fn append_consuming(
+        &mut self,
+        pending: Vec<Pending>,
+        status: Option<SessionStatus>,
+        consumed: &[String],
+    ) -> Result<Vec<SessionEvent>, DomainError> {
         let now = self.now();
         let stored: Vec<StoredEvent> = pending
             .into_iter()
@@ -189,7 +211,7 @@ impl Actor {
                 next
             });
             let guard = row.as_ref().map(|r| (r, self.session.updated_at));
-            match store.append_events(&self.tenant, &self.session.id, &stored, guard).await? {
+            match store.append_events(&self.tenant, &self.session.id, &stored, guard, consumed).await? {
                 true => {
                     if let Some(r) = row {
                         self.session = r;
@@ -283,6 +305,7 @@ impl Actor {
                 let r = self.archive().await;
                 let _ = reply.send(r);
             }
+            Command::Wake => {}
         }
     }
 
@@ -376,6 +399,7 @@ impl Actor {
                 }
                 let mut echo = Vec::new();
                 let mut interrupt_id = None;
+                let store = self.rt.platform.store.clone();
                 for input in inputs {
                     let id = self.id();
                     if matches!(input, Input::Interrupt) {
@@ -383,8 +407,15 @@ impl Actor {
                         echo.push(SessionEvent { id, payload: EventPayload::UserInterrupt {}, processed_at: None });
                         continue;
                     }
-                    echo.push(SessionEvent { id: id.clone(), payload: client_payload(input.clone()), processed_at: None });
-                    self.queue.push((id, input));
+                    let event = SessionEvent { id, payload: client_payload(input), processed_at: None };
+                    // durable before it is acknowledged
+                    let entry = openma_core::ports::InboxEntry { event: event.clone(), accepted_at: self.now() };
+                    if let Err(e) = store.push_inbox(&self.tenant, &self.session.id, &entry).await {
+                        let _ = reply.send(Err(e.into()));
+                        return None;
+                    }
+                    echo.push(event.clone());
+                    self.queue.push(event);
                 }
                 match interrupt_id {
                     Some(id) => Some(Interrupt { id, reply, echo }),
@@ -404,6 +435,7 @@ impl Actor {
                 )));
                 None
             }
+            Command::Wake => None,
         }
     }
 
@@ -428,8 +460,51 @@ impl Actor {
             return Ok(());
         }
         let queued = std::mem::take(&mut self.queue);
-        let events = queued.into_iter().map(|(id, input)| Pending { id: Some(id), payload: client_payload(input), internal: None }).collect();
-        self.append(events, None).await.map(|_| ())
+        let consumed: Vec<String> = queued.iter().map(|e| e.id.clone()).collect();
+        let events = queued.into_iter().map(|e| Pending { id: Some(e.id), payload: e.payload, internal: None }).collect();
+        self.append_consuming(events, None, &consumed).await.map(|_| ())
+    }
+
+    /// Repairs a turn that a crash or restart cut: a model request in flight is closed (the
+    /// loop re-issues it); a tool call that may have had effects is not run twice but
+    /// gets an honest error result, while read-only tools simply run again.
+    async fn recover(&mut self) -> Result<(), DomainError> {
+        tracing::info!(session_id = %self.session.id, "resuming a session that was running");
+        let ended: BTreeSet<String> = self
+            .log
+            .iter()
+            .filter_map(|e| match &e.event.payload {
+                EventPayload::ModelRequestEnd { model_request_start_id, .. } => Some(model_request_start_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut repairs: Vec<Pending> = self
+            .log
+            .iter()
+            .filter(|e| matches!(e.event.payload, EventPayload::ModelRequestStart {}) && !ended.contains(&e.event.id))
+            .map(|e| {
+                EventPayload::ModelRequestEnd { model_request_start_id: e.event.id.clone(), model_usage: ModelUsage::default(), is_error: true }
+                    .into()
+            })
+            .collect();
+        for id in self.unrun_allowed_calls() {
+            let name = self.log.iter().find(|e| e.event.id == id).and_then(|e| match &e.event.payload {
+                EventPayload::AgentToolUse { name, .. } => Some(name.clone()),
+                _ => None,
+            });
+            let rerun = name.as_deref().and_then(|n| self.rt.toolbox.get(n)).is_some_and(|t| t.read_only());
+            if !rerun {
+                repairs.push(result_for(
+                    &id,
+                    false,
+                    "This tool call was interrupted by a server restart and was not run again, because it may have had side effects. Check its effects before retrying it.",
+                ));
+            }
+        }
+        if !repairs.is_empty() {
+            self.append(repairs, None).await?;
+        }
+        Ok(())
     }
 
     /// The agent loop, until the session is idle or terminated.

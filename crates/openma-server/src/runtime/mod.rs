@@ -45,6 +45,8 @@ pub(crate) enum Command {
     /// Record a `session.updated` event for a change made through the API.
     Updated { payload: EventPayload },
     Archive { reply: Reply<Session> },
+    /// Start the actor (if it is not running) so it resumes an interrupted turn.
+    Wake,
 }
 
 struct Entry {
@@ -122,6 +124,15 @@ impl Runtime {
 
     pub fn session_updated(self: &Arc<Self>, tenant: &TenantId, session_id: &str, payload: EventPayload) {
         self.send(tenant, session_id, Command::Updated { payload });
+    }
+
+    /// Resumes every session a previous process left running. Called once at start-up.
+    pub async fn resume_interrupted(self: &Arc<Self>) -> Result<usize, DomainError> {
+        let sessions = self.platform.store.sessions_to_resume().await?;
+        for (tenant, id) in &sessions {
+            self.send(tenant, id, Command::Wake);
+        }
+        Ok(sessions.len())
     }
 
     /// Tells the session's streams it is gone.

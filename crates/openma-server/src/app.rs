@@ -113,6 +113,9 @@ fn runtime_config(settings: &Settings) -> RuntimeConfig {
     if let Some(ms) = settings.model_retry_base_ms {
         c.retry.base = std::time::Duration::from_millis(ms);
     }
+    if let Some(t) = settings.context_window_tokens {
+        c.context_window_tokens = t;
+    }
     c
 }
 

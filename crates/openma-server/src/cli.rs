@@ -85,6 +85,9 @@ pub struct ServeArgs {
     /// First back-off between those retries in milliseconds, doubling each time [default: 1000].
     #[arg(long, env = "OPENMA_MODEL_RETRY_BASE_MS")]
     pub model_retry_base_ms: Option<u64>,
+    /// Context window (tokens) that compaction plans for [default: 200000].
+    #[arg(long, env = "OPENMA_CONTEXT_WINDOW_TOKENS")]
+    pub context_window_tokens: Option<u64>,
     /// Anthropic API key (per-tenant model cards override it).
     #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true)]
     pub anthropic_api_key: Option<String>,
@@ -142,6 +145,7 @@ fn settings(global: &GlobalArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Se
         log_format: global.log_format,
         model_max_retries: serve.and_then(|s| s.model_max_retries),
         model_retry_base_ms: serve.and_then(|s| s.model_retry_base_ms),
+        context_window_tokens: serve.and_then(|s| s.context_window_tokens),
         providers: serve
             .map(|s| Providers {
                 anthropic_api_key: s.anthropic_api_key.clone().map(SecretString::from),

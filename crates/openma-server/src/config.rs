@@ -24,6 +24,7 @@ pub struct FileSettings {
     pub log_format: Option<LogFormat>,
     pub model_max_retries: Option<u32>,
     pub model_retry_base_ms: Option<u64>,
+    pub context_window_tokens: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -56,6 +57,8 @@ pub struct Settings {
     pub model_retry_base_ms: Option<u64>,
     /// Model provider credentials and endpoints (`ANTHROPIC_*`, `OPENAI_*`).
     pub providers: Providers,
+    /// The context window compaction plans for.
+    pub context_window_tokens: Option<u64>,
 }
 
 /// The deployment-wide model providers. A provider without a key is not configured.
@@ -101,6 +104,7 @@ impl fmt::Debug for Settings {
             .field("model_max_retries", &self.model_max_retries)
             .field("model_retry_base_ms", &self.model_retry_base_ms)
             .field("providers", &self.providers)
+            .field("context_window_tokens", &self.context_window_tokens)
             .finish()
     }
 }
@@ -118,6 +122,7 @@ pub struct Overrides {
     pub model_max_retries: Option<u32>,
     pub model_retry_base_ms: Option<u64>,
     pub providers: Providers,
+    pub context_window_tokens: Option<u64>,
 }
 
 impl Settings {
@@ -144,6 +149,7 @@ impl Settings {
             model_max_retries: o.model_max_retries.or(file.model_max_retries),
             model_retry_base_ms: o.model_retry_base_ms.or(file.model_retry_base_ms),
             providers: o.providers,
+            context_window_tokens: o.context_window_tokens.or(file.context_window_tokens),
             data_dir,
         })
     }

@@ -52,6 +52,38 @@ stories!(
     an_openai_compatible_model_runs_tools_too,
 );
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_conversations_are_compacted_and_keep_working() {
+    let model = FakeModel::start().await;
+    let app = support::spawn_app_custom(Backend::Sqlite, Some(model.base_url()), |o| o.context_window_tokens = Some(1500))
+        .await
+        .unwrap();
+    let sid = session_for(&app, json!({"name": "a", "model": "claude-sonnet-4-6"})).await;
+    let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+    let mut compacted = false;
+    for turn in 0..8 {
+        let long = format!("turn {turn}: {}", "lorem ipsum dolor sit amet ".repeat(40));
+        // a summary request may come first; answer it, then the turn itself
+        model.script(vec![Reply::text(format!("answer {turn} {}", "x".repeat(200)))]);
+        let before = model.requests().len();
+        send(&app, &sid, user(&long)).await;
+        let events = stream.until(settled).await;
+        assert_eq!(events.last().unwrap().data["stop_reason"]["type"], "end_turn");
+        if events.iter().any(|e| e.event == "agent.thread_context_compacted") {
+            compacted = true;
+            let reqs = model.requests();
+            let summary_req = &reqs[before].body;
+            assert!(summary_req.to_string().contains("Summarize the conversation"), "the first request of this turn asks for a summary");
+            let next = &reqs[before + 1].body.to_string();
+            assert!(!next.contains("turn 0:"), "the oldest turn is summarised away");
+            assert!(next.contains(&format!("turn {turn}:")), "the current turn is kept");
+            assert!(next.contains("summary of the earlier conversation"));
+            break;
+        }
+    }
+    assert!(compacted, "a long conversation was compacted");
+}
+
 async fn session_for(app: &TestApp, agent: Value) -> String {
     let a = app.ok("/v1/agents", agent).await;
     let s = app.ok("/v1/sessions", json!({"agent": a["id"]})).await;

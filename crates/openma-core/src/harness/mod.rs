@@ -3,6 +3,7 @@
 //! is valid, and how long to back off after a transient failure. The session actor in
 //! the server drives these with real I/O.
 
+pub mod compaction;
 pub mod input;
 pub mod projection;
 pub mod retry;

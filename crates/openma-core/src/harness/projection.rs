@@ -96,12 +96,44 @@ fn close_dangling(out: &mut Vec<Message>, open: &mut Vec<String>) {
     }
 }
 
+/// The conversation the model sees: the latest compaction summary, then every event
+/// from its cut on.
+pub fn visible_messages(log: &[StoredEvent]) -> Vec<Message> {
+    let from = super::compaction::visible_from(log);
+    if from == 0 {
+        return messages(log);
+    }
+    let summary = log
+        .iter()
+        .rev()
+        .find_map(|e| match (&e.event.payload, &e.internal) {
+            (EventPayload::AgentThreadContextCompacted {}, Some(i)) => i.get("summary").and_then(Value::as_str),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let tail: Vec<StoredEvent> = log
+        .iter()
+        .filter(|e| e.seq >= from && !matches!(e.event.payload, EventPayload::AgentThreadContextCompacted {}))
+        .cloned()
+        .collect();
+    let mut out = vec![Message {
+        role: Role::User,
+        content: vec![ContentBlock::Text {
+            text: format!("<summary of the earlier conversation>\n{summary}\n</summary of the earlier conversation>"),
+        }],
+    }];
+    for m in messages(&tail) {
+        push(&mut out, m.role, m.content);
+    }
+    out
+}
+
 /// The full model request for the next step of a session.
 pub fn request(agent: &SessionAgent, plan: &ToolPlan, log: &[StoredEvent], max_tokens: u32) -> ModelRequest {
     ModelRequest {
         model: agent.model.id.clone(),
         system: agent.system.clone(),
-        messages: messages(log),
+        messages: visible_messages(log),
         tools: plan.specs.clone(),
         max_tokens,
         cache: true,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use openma_core::harness::input::Input;
-use openma_core::harness::projection;
+use openma_core::harness::{compaction, projection};
 use openma_core::harness::tools::{ToolContext, ToolOutput, ToolPlan, ToolRoute};
 use openma_core::model::{self, ContentBlock, ModelError, ModelEvent, PermanentKind, TransientKind};
 use openma_core::ports::{EventQuery, StoredEvent};
@@ -689,7 +689,16 @@ impl Actor {
 
     /// One model call: streams it (publishing previews), then appends its events.
     async fn model_step(&mut self) -> Result<StepResult, DomainError> {
-        let request = projection::request(&self.session.agent, &self.plan, &self.log, self.rt.config.max_tokens);
+        let mut request = projection::request(&self.session.agent, &self.plan, &self.log, self.rt.config.max_tokens);
+        if let Some(cut) = compaction::plan(&request, &self.log, self.rt.config.context_window_tokens) {
+            match self.compact(cut).await? {
+                Raced::Interrupted(i) => return Ok(StepResult::Interrupted(i, Vec::new())),
+                Raced::Done(true) => {
+                    request = projection::request(&self.session.agent, &self.plan, &self.log, self.rt.config.max_tokens);
+                }
+                Raced::Done(false) => {}
+            }
+        }
         let start = self.emit(vec![EventPayload::ModelRequestStart {}], None).await?;
         let start_id = start[0].id.clone();
         let models = self.rt.models.clone();
@@ -731,24 +740,8 @@ impl Actor {
             Ok((stop, usage)) => {
                 let mut events = acc.into_events(&self.plan);
                 let called_tools = events.iter().any(|e| matches!(e.payload, EventPayload::AgentToolUse { .. } | EventPayload::AgentCustomToolUse { .. }));
-                let u = &mut self.session.usage;
-                u.input_tokens += usage.input_tokens;
-                u.output_tokens += usage.output_tokens;
-                u.cache_read_input_tokens += usage.cache_read_input_tokens;
-                u.cache_creation.ephemeral_5m_input_tokens += usage.cache_creation_input_tokens;
-                events.push(
-                    EventPayload::ModelRequestEnd {
-                        model_request_start_id: start_id,
-                        model_usage: ModelUsage {
-                            input_tokens: usage.input_tokens,
-                            output_tokens: usage.output_tokens,
-                            cache_read_input_tokens: usage.cache_read_input_tokens,
-                            cache_creation_input_tokens: usage.cache_creation_input_tokens,
-                        },
-                        is_error: false,
-                    }
-                    .into(),
-                );
+                self.add_usage(usage);
+                events.push(EventPayload::ModelRequestEnd { model_request_start_id: start_id, model_usage: model_usage(usage), is_error: false }.into());
                 self.append(events, None).await?;
                 let step = match stop {
                     _ if called_tools => Step::Continues,
@@ -761,6 +754,67 @@ impl Actor {
         }
     }
 
+    /// Summarises everything before `cut` with the model and records the summary.
+    /// A failed summary leaves the log as it was (the request then goes out uncompacted).
+    async fn compact(&mut self, cut: i64) -> Result<Raced<bool>, DomainError> {
+        let request = compaction::summary_request(&self.session.agent, &self.log, cut, self.rt.config.max_tokens);
+        let start = self.emit(vec![EventPayload::ModelRequestStart {}], None).await?;
+        let start_id = start[0].id.clone();
+        let models = self.rt.models.clone();
+        let collected = async move {
+            let mut stream = models.stream(request).await?;
+            let mut text = String::new();
+            while let Some(ev) = stream.next().await {
+                match ev? {
+                    ModelEvent::BlockComplete { block: ContentBlock::Text { text: t }, .. } => text.push_str(&t),
+                    ModelEvent::Finished { usage, .. } => return Ok((text, usage)),
+                    _ => {}
+                }
+            }
+            Err(ModelError::Transient { kind: TransientKind::StreamCut, message: "summary stream cut".into(), retry_after: None })
+        };
+        let outcome = match self.race(collected).await {
+            Raced::Interrupted(i) => {
+                self.emit(vec![EventPayload::ModelRequestEnd { model_request_start_id: start_id, model_usage: ModelUsage::default(), is_error: true }], None)
+                    .await?;
+                return Ok(Raced::Interrupted(i));
+            }
+            Raced::Done(o) => o,
+        };
+        match outcome {
+            Ok((summary, usage)) if !summary.trim().is_empty() => {
+                self.add_usage(usage);
+                self.append(
+                    vec![
+                        EventPayload::ModelRequestEnd { model_request_start_id: start_id, model_usage: model_usage(usage), is_error: false }.into(),
+                        Pending {
+                            id: None,
+                            payload: EventPayload::AgentThreadContextCompacted {},
+                            internal: Some(json!({"summary": summary, "before_seq": cut})),
+                        },
+                    ],
+                    None,
+                )
+                .await?;
+                Ok(Raced::Done(true))
+            }
+            other => {
+                tracing::warn!(session_id = %self.session.id, outcome = ?other.err(), "context compaction failed; sending the request uncompacted");
+                self.emit(vec![EventPayload::ModelRequestEnd { model_request_start_id: start_id, model_usage: ModelUsage::default(), is_error: true }], None)
+                    .await?;
+                Ok(Raced::Done(false))
+            }
+        }
+    }
+
+    fn add_usage(&mut self, usage: model::Usage) {
+        let u = &mut self.session.usage;
+        u.input_tokens += usage.input_tokens;
+        u.output_tokens += usage.output_tokens;
+        u.cache_read_input_tokens += usage.cache_read_input_tokens;
+        u.cache_creation.ephemeral_5m_input_tokens += usage.cache_creation_input_tokens;
+    }
+
     async fn end_interrupted_step(
         &mut self,
         i: Interrupt,
@@ -770,6 +824,15 @@ impl Actor {
         let mut partial = acc.partial_text();
         partial.push(EventPayload::ModelRequestEnd { model_request_start_id: start_id, model_usage: ModelUsage::default(), is_error: true }.into());
         Ok(StepResult::Interrupted(i, partial))
+    }
+}
+
+fn model_usage(u: model::Usage) -> ModelUsage {
+    ModelUsage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cache_read_input_tokens: u.cache_read_input_tokens,
+        cache_creation_input_tokens: u.cache_creation_input_tokens,
     }
 }
 

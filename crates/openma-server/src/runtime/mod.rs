@@ -30,11 +30,14 @@ pub struct RuntimeConfig {
     pub max_tool_rounds: u32,
     /// How long an idle actor stays in memory waiting for the next command.
     pub linger: Duration,
+    /// The context window the harness plans for; older turns are summarised before a
+    /// request would crowd it.
+    pub context_window_tokens: u64,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { retry: RetryPolicy::default(), max_tokens: 8192, max_tool_rounds: 200, linger: Duration::from_secs(30) }
+        RuntimeConfig { retry: RetryPolicy::default(), max_tokens: 8192, max_tool_rounds: 200, linger: Duration::from_secs(30), context_window_tokens: 200_000 }
     }
 }
 

@@ -54,6 +54,15 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 /// A server whose Anthropic provider is the fake model at `model_base`, with quick
 /// retries (base 20 ms, at most 2).
 pub async fn spawn_app_with_model(backend: Backend, model_base: Option<String>) -> Option<TestApp> {
+    spawn_app_custom(backend, model_base, |_| {}).await
+}
+
+/// [`spawn_app_with_model`] with a last word on the settings.
+pub async fn spawn_app_custom(
+    backend: Backend,
+    model_base: Option<String>,
+    adjust: impl FnOnce(&mut Overrides),
+) -> Option<TestApp> {
     openma_models::install_tls_provider();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut pg_cleanup = None;
@@ -73,7 +82,7 @@ pub async fn spawn_app_with_model(backend: Backend, model_base: Option<String>) 
             Some(with_database(&admin_url, &name))
         }
     };
-    let settings = Settings::resolve(Overrides {
+    let mut overrides = Overrides {
         data_dir: Some(dir.path().join("data")),
         listen: Some("127.0.0.1:0".parse().unwrap()),
         database_url,
@@ -87,8 +96,9 @@ pub async fn spawn_app_with_model(backend: Backend, model_base: Option<String>) 
             openai_base_url: model_base,
         },
         ..Default::default()
-    })
-    .unwrap();
+    };
+    adjust(&mut overrides);
+    let settings = Settings::resolve(overrides).unwrap();
     let prepared = app::prepare(&settings).await.expect("server starts");
     let base = format!("http://{}", prepared.addr);
     let platform = app::open_platform(&settings).await.expect("admin handle");

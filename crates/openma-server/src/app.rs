@@ -155,7 +155,12 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests.
 pub async fn serve(p: Prepared, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    axum::serve(p.listener, p.app).with_graceful_shutdown(shutdown).await.context("server failed")
+    use axum::serve::ListenerExt;
+    // small SSE frames must not wait for Nagle's algorithm (a 40 ms stall per frame)
+    let listener = p.listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, p.app).with_graceful_shutdown(shutdown).await.context("server failed")
 }
 
 /// Resolves on SIGINT or SIGTERM.

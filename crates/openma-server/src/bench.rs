@@ -22,6 +22,20 @@ pub struct BenchArgs {
     /// Benchmark against this PostgreSQL database instead of a fresh SQLite file.
     #[arg(long)]
     pub postgres_url: Option<String>,
+    /// What to measure: `api` (agent and session creation), `runtime` (turns, streams,
+    /// fan-out, memory) or `all`.
+    #[arg(long, default_value = "all")]
+    pub scenario: Scenario,
+    /// Turns per runtime figure.
+    #[arg(long, default_value_t = 200)]
+    pub turns: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    Api,
+    Runtime,
+    All,
 }
 
 /// Latency figures of one run.
@@ -31,7 +45,7 @@ pub struct Figures {
     pub p99: Duration,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -71,6 +85,16 @@ where
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     openma_models::install_tls_provider();
+    if args.scenario != Scenario::Runtime {
+        run_api(args).await?;
+    }
+    if args.scenario != Scenario::Api {
+        crate::bench_runtime::run(args).await?;
+    }
+    Ok(())
+}
+
+async fn run_api(args: &BenchArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("openma-bench-{}", ulid::Ulid::new()));
     let key = "sk-oma-bench-0123456789abcdefghijkl".to_owned();
     let settings = Settings::resolve(Overrides {

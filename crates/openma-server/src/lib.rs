@@ -6,6 +6,7 @@ pub mod adapters;
 pub mod app;
 pub mod auth;
 pub mod bench;
+mod bench_runtime;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -401,6 +401,9 @@ impl Platform {
             }
             None => self.default_environment(tenant).await?,
         };
+        if let Some(b) = &req.budget {
+            sessions::check_budget(b, &config.model.id)?;
+        }
         if let Some(vault) = req.vault_ids.iter().flatten().next() {
             return Err(DomainError::not_found("vault", vault));
         }
@@ -418,7 +421,7 @@ impl Platform {
             resources: Vec::new(),
             vault_ids: Vec::new(),
             outcome_evaluations: Vec::new(),
-            budget: None,
+            budget: req.budget.clone(),
             deployment_id: None,
             created_at: now,
             updated_at: now,

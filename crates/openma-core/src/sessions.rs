@@ -2,11 +2,11 @@
 
 use openma_types::agents::{Agent, AgentConfig, ModelParam, ToolParam, McpServerParams, SkillParams};
 use openma_types::sessions::{
-    AgentOverrides, CreateSessionRequest, Session, SessionAgent, SessionStatus, UpdateSessionRequest,
+    AgentOverrides, Budget, CreateSessionRequest, Session, SessionAgent, SessionStatus, UpdateSessionRequest,
 };
 use openma_types::{Metadata, Timestamp};
 
-use crate::agents;
+use crate::{agents, pricing};
 use crate::error::{DomainError, DomainResult};
 use crate::validate;
 
@@ -113,9 +113,6 @@ pub fn check_create_fields(req: &CreateSessionRequest) -> DomainResult<()> {
     if req.resources.as_ref().is_some_and(|r| !r.is_empty()) {
         return Err(DomainError::unsupported("session `resources`"));
     }
-    if req.budget.as_ref().is_some_and(|b| !b.is_null()) {
-        return Err(DomainError::unsupported("session `budget`"));
-    }
     if let Some(t) = &req.title {
         validate::length("title", t, 0, TITLE_MAX)?;
     }
@@ -123,6 +120,36 @@ pub fn check_create_fields(req: &CreateSessionRequest) -> DomainResult<()> {
         validate::metadata(m)?;
     }
     Ok(())
+}
+
+/// The cap of a budget in micro-dollars, after checking its form: whole cents as a
+/// decimal string, positive, without leading zeros.
+pub fn budget_cap_micros(b: &Budget) -> DomainResult<u64> {
+    let a = &b.max_list_cost.amount;
+    let ok = !a.is_empty() && a.len() <= 12 && a.bytes().all(|c| c.is_ascii_digit()) && !a.starts_with('0');
+    if !ok {
+        return Err(DomainError::invalid(format!(
+            "`budget.max_list_cost.amount` must be a positive whole number of cents without leading zeros, such as \"2500\"; got {a:?}"
+        )));
+    }
+    Ok(a.parse::<u64>().unwrap_or(u64::MAX / 10_000) * 10_000)
+}
+
+/// A budget can be enforced only for a model with a public list price.
+pub fn check_budget(b: &Budget, model: &str) -> DomainResult<u64> {
+    let cap = budget_cap_micros(b)?;
+    if pricing::model_price(model).is_none() {
+        return Err(DomainError::invalid_code(
+            "model_not_budgetable",
+            format!("model `{model}` has no public list price, so a budget cannot be enforced for it"),
+        ));
+    }
+    Ok(cap)
+}
+
+/// The consumed list cost of a session, in micro-dollars (`None` without a list price).
+pub fn consumed_micros(s: &Session) -> Option<u64> {
+    pricing::list_cost_micros(&s.agent.model.id, &s.usage)
 }
 
 /// At most this many `initial_events` on create.
@@ -163,10 +190,25 @@ pub fn apply_update(current: &Session, req: &UpdateSessionRequest, now: Timestam
     if req.vault_ids.is_some() {
         return Err(DomainError::invalid("`vault_ids` cannot be changed after a session is created"));
     }
-    if req.budget.is_some() {
-        return Err(DomainError::unsupported("session `budget`"));
-    }
     let mut s = current.clone();
+    match &req.budget {
+        None => {}
+        Some(None) => s.budget = None,
+        Some(Some(b)) => {
+            if current.budget.is_none() {
+                return Err(DomainError::invalid(
+                    "a budget can be set only when the session is created (a removed budget cannot be added back)",
+                ));
+            }
+            let cap = check_budget(b, &current.agent.model.id)?;
+            if consumed_micros(current).is_some_and(|used| cap <= used) {
+                return Err(DomainError::invalid(
+                    "budget.max_list_cost must be greater than the session's consumed list cost",
+                ));
+            }
+            s.budget = Some(b.clone());
+        }
+    }
     if let Some(t) = &req.title {
         if let Some(t) = t {
             validate::length("title", t, 0, TITLE_MAX)?;

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use openma_fake_model::{FakeModel, Reply};
+use openma_fake_model::{FakeModel, Reply, ScriptUsage};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{Backend, SseReader, TestApp, settled, spawn_app_with_model};
@@ -50,6 +50,7 @@ stories!(
     initial_events_start_the_session_running,
     the_primary_thread_mirrors_the_session,
     an_openai_compatible_model_runs_tools_too,
+    a_budget_stops_the_session_and_raising_it_resumes,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,4 +425,50 @@ async fn an_openai_compatible_model_runs_tools_too(app: TestApp, model: FakeMode
     assert_eq!(reqs[0].body["model"], "llama-3.3-70b");
     let msgs = reqs[1].body["messages"].as_array().unwrap();
     assert!(msgs.iter().any(|m| m["role"] == "tool" && m["tool_call_id"] == id), "{msgs:?}");
+}
+
+async fn a_budget_stops_the_session_and_raising_it_resumes(app: TestApp, model: FakeModel) {
+    let a = app.ok("/v1/agents", json!({"name": "a", "model": "claude-sonnet-4-6", "tools": [{"type": "read"}]})).await;
+    // malformed or unenforceable budgets are refused
+    for amount in ["025", "0", "1.5", "abc", ""] {
+        let r = app.post("/v1/sessions", json!({"agent": a["id"], "budget": {"type": "limit", "max_list_cost": {"amount": amount, "currency": "USD"}}})).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{amount}");
+    }
+    let eur = app.post("/v1/sessions", json!({"agent": a["id"], "budget": {"type": "limit", "max_list_cost": {"amount": "100", "currency": "EUR"}}})).await;
+    assert_eq!(eur.status, StatusCode::BAD_REQUEST);
+    let unpriced = app.ok("/v1/agents", json!({"name": "b", "model": "openai/llama-3.3-70b"})).await;
+    let r = app.post("/v1/sessions", json!({"agent": unpriced["id"], "budget": {"type": "limit", "max_list_cost": {"amount": "100", "currency": "USD"}}})).await;
+    assert_eq!(r.body["error"]["details"]["error_code"], "model_not_budgetable");
+
+    // one cent: a single request with 1,000 output tokens at $15/MTok overshoots it
+    let s = app.ok("/v1/sessions", json!({"agent": a["id"], "budget": {"type": "limit", "max_list_cost": {"amount": "1", "currency": "USD"}}})).await;
+    let sid = s["id"].as_str().unwrap();
+    assert_eq!(s["budget"]["max_list_cost"], json!({"amount": "1", "currency": "USD"}));
+    let usage = ScriptUsage { input_tokens: 100, output_tokens: 1000, ..Default::default() };
+    model.script(vec![Reply::tool_use("read", json!({"file_path": "/workspace/x"})).usage(usage), Reply::text("done")]);
+    let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+    send(&app, sid, user("go")).await;
+    let events = stream.until(settled).await;
+    let idle = events.last().unwrap();
+    assert_eq!(idle.data["stop_reason"], json!({"type": "budget_reached"}));
+    let usage_event = &events[events.len() - 2];
+    assert_eq!(usage_event.event, "session.usage");
+    assert_eq!(usage_event.data["usage"]["list_cost"]["amount"], "2", "1,000 × $15/MTok + 100 × $3/MTok ≈ 1.53 cents");
+    assert_eq!(usage_event.data["budget"]["max_list_cost"]["amount"], "1");
+    assert_eq!(model.requests().len(), 1, "no request after the cap");
+    let refused = send(&app, sid, user("more")).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused.body["error"]["details"]["error_code"], "budget_reached");
+    let too_low = app.post(&format!("/v1/sessions/{sid}"), json!({"budget": {"type": "limit", "max_list_cost": {"amount": "1", "currency": "USD"}}})).await;
+    assert_eq!(too_low.status, StatusCode::BAD_REQUEST);
+    let raised = app.ok(&format!("/v1/sessions/{sid}"), json!({"budget": {"type": "limit", "max_list_cost": {"amount": "500", "currency": "USD"}}})).await;
+    assert_eq!(raised["budget"]["max_list_cost"]["amount"], "500");
+    let resumed = stream.until(settled).await;
+    assert!(resumed.iter().any(|e| e.event == "session.updated" && e.data["budget"]["max_list_cost"]["amount"] == "500"));
+    assert!(resumed.iter().any(|e| e.event == "session.status_running"), "a raised budget resumes the session");
+    assert_eq!(resumed.last().unwrap().data["stop_reason"], json!({"type": "end_turn"}));
+    let removed = app.ok(&format!("/v1/sessions/{sid}"), json!({"budget": null})).await;
+    assert!(removed["budget"].is_null());
+    let readd = app.post(&format!("/v1/sessions/{sid}"), json!({"budget": {"type": "limit", "max_list_cost": {"amount": "900", "currency": "USD"}}})).await;
+    assert_eq!(readd.status, StatusCode::BAD_REQUEST, "a removed budget cannot be added back");
 }

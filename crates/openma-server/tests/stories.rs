@@ -320,7 +320,6 @@ async fn unsupported_session_fields_are_refused(app: TestApp) {
     let a = app.agent("a").await;
     for extra in [
         json!({"resources": [{"type": "file", "file_id": "file_1"}]}),
-        json!({"budget": {"type": "limit", "max_list_cost": {"amount": "100", "currency": "USD"}}}),
     ] {
         let mut body = json!({"agent": a["id"]});
         body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());

@@ -211,7 +211,10 @@ pub enum EventPayload {
     #[serde(rename = "session.error")]
     SessionError { error: SessionErrorObject },
     #[serde(rename = "session.usage")]
-    SessionUsage { usage: SessionUsage },
+    SessionUsage {
+        usage: SessionUsage,
+        budget: Option<crate::sessions::Budget>,
+    },
     #[serde(rename = "session.updated")]
     SessionUpdated {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,6 +223,9 @@ pub enum EventPayload {
         metadata: Option<crate::Metadata>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         agent: Option<Box<crate::sessions::SessionAgent>>,
+        /// Present when the update changed the budget (`null`: removed).
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "budget_change")]
+        budget: Option<Option<crate::sessions::Budget>>,
     },
     #[serde(rename = "session.deleted")]
     SessionDeleted {},
@@ -255,6 +261,25 @@ impl EventPayload {
             EventPayload::ModelRequestStart {} => "span.model_request_start",
             EventPayload::ModelRequestEnd { .. } => "span.model_request_end",
         }
+    }
+}
+
+/// `Option<Option<_>>` for `session.updated.budget`: absent when unchanged, `null`
+/// when removed.
+mod budget_change {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::sessions::Budget;
+
+    pub fn serialize<S: Serializer>(v: &Option<Option<Budget>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => b.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Budget>>, D::Error> {
+        Option::<Budget>::deserialize(d).map(Some)
     }
 }
 

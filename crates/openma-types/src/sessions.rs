@@ -62,8 +62,7 @@ pub struct Session {
     pub vault_ids: Vec<String>,
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub outcome_evaluations: Vec<Value>,
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
-    pub budget: Option<Value>,
+    pub budget: Option<Budget>,
     pub deployment_id: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -105,6 +104,36 @@ pub struct SessionUsage {
     pub cache_read_input_tokens: u64,
     pub cache_creation: CacheCreationUsage,
     pub active_seconds: f64,
+    /// Cumulative list cost; absent for models without a public list price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list_cost: Option<MonetaryAmount>,
+}
+
+literal!(LimitTag = "limit");
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Currency {
+    #[default]
+    #[serde(rename = "USD")]
+    Usd,
+}
+
+/// An amount in minor units (cents) as a decimal string, as the API sends money.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MonetaryAmount {
+    pub amount: String,
+    pub currency: Currency,
+}
+
+/// `BudgetLimit`: a hard spend ceiling at list prices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Budget {
+    #[serde(rename = "type")]
+    pub tag: LimitTag,
+    pub max_list_cost: MonetaryAmount,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -183,8 +212,7 @@ pub struct CreateSessionRequest {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
     pub initial_events: Option<Vec<Value>>,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
-    pub budget: Option<Value>,
+    pub budget: Option<Budget>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -211,8 +239,8 @@ pub struct UpdateSessionRequest {
     #[serde(default)]
     pub agent: Option<SessionAgentUpdate>,
     #[serde(default, deserialize_with = "double_option")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
-    pub budget: Option<Option<Value>>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Budget>))]
+    pub budget: Option<Option<Budget>>,
     #[serde(default, deserialize_with = "double_option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<String>>))]
     pub vault_ids: Option<Option<Vec<String>>>,

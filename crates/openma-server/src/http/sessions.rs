@@ -99,8 +99,9 @@ fn updated_event(before: &Session, after: &Session) -> Option<EventPayload> {
     let title = (before.title != after.title).then(|| after.title.clone()).flatten();
     let metadata = (before.metadata != after.metadata && !after.metadata.is_empty()).then(|| after.metadata.clone());
     let agent = (before.agent != after.agent).then(|| Box::new(after.agent.clone()));
-    let changed = before.title != after.title || before.metadata != after.metadata || agent.is_some();
-    changed.then_some(EventPayload::SessionUpdated { title, metadata, agent })
+    let budget = (before.budget != after.budget).then(|| after.budget.clone());
+    let changed = before.title != after.title || before.metadata != after.metadata || agent.is_some() || budget.is_some();
+    changed.then_some(EventPayload::SessionUpdated { title, metadata, agent, budget })
 }
 
 /// List sessions (newest first by default), walkable in both directions.

@@ -297,7 +297,7 @@ impl Actor {
                 let _ = reply.send(r);
             }
             Command::Updated { payload } => {
-                if let Err(e) = self.emit(vec![payload], None).await {
+                if let Err(e) = self.record_update(payload).await {
                     tracing::warn!(session_id = %self.session.id, error = %e, "cannot record session.updated");
                 }
             }
@@ -307,6 +307,26 @@ impl Actor {
             }
             Command::Wake => {}
         }
+    }
+
+    /// Records a change made through the API, taking the new row; a raised or removed
+    /// budget resumes a session that its budget had stopped.
+    async fn record_update(&mut self, payload: EventPayload) -> Result<(), DomainError> {
+        let fresh = self
+            .rt
+            .platform
+            .store
+            .get_session(&self.tenant, &self.session.id)
+            .await?
+            .ok_or_else(|| DomainError::not_found("session", &self.session.id))?;
+        self.plan = ToolPlan::for_agent(&fresh.agent);
+        self.session = Session { status: self.session.status, usage: self.session.usage.clone(), stats: self.session.stats.clone(), ..fresh };
+        self.emit(vec![payload], None).await?;
+        let stopped_by_budget = matches!(self.last_stop_reason(), Some(StopReason::BudgetReached));
+        if self.session.status == SessionStatus::Idle && stopped_by_budget && !self.budget_reached() {
+            self.emit(vec![EventPayload::StatusRunning {}], Some(SessionStatus::Running)).await?;
+        }
+        Ok(())
     }
 
     async fn archive(&mut self) -> Result<Session, DomainError> {
@@ -350,6 +370,12 @@ impl Actor {
             }
         }
         let starts_work = inputs.iter().any(|i| matches!(i, Input::Message { .. } | Input::System { .. }));
+        if starts_work && self.session.budget.is_some() && self.budget_reached() {
+            return Err(DomainError::invalid_code(
+                "budget_reached",
+                "the session's budget is reached: only user.tool_confirmation, user.tool_result, user.custom_tool_result and user.interrupt are accepted; raise or remove the budget to continue",
+            ));
+        }
         let mut events: Vec<Pending> = Vec::new();
         let mut echo_ids = Vec::new();
         for input in inputs {
@@ -512,10 +538,11 @@ impl Actor {
         if let Err(e) = self.drive_inner().await {
             tracing::error!(session_id = %self.session.id, error = %e, "session loop failed");
             let error = SessionErrorObject { kind: "unknown_error".into(), message: format!("internal error: {e}"), retry_status: RetryStatus::Exhausted };
-            let usage = self.session.usage.clone();
+            let usage = self.usage_now();
+            let budget = self.session.budget.clone();
             if self
                 .emit(
-                    vec![EventPayload::SessionError { error }, EventPayload::SessionUsage { usage }, EventPayload::StatusIdle { stop_reason: StopReason::RetriesExhausted }],
+                    vec![EventPayload::SessionError { error }, EventPayload::SessionUsage { usage, budget }, EventPayload::StatusIdle { stop_reason: StopReason::RetriesExhausted }],
                     Some(SessionStatus::Idle),
                 )
                 .await
@@ -550,6 +577,9 @@ impl Actor {
                     return self.go_idle(reason).await;
                 }
                 continue;
+            }
+            if self.budget_reached() {
+                return self.go_idle(StopReason::BudgetReached).await;
             }
             if rounds >= self.rt.config.max_tool_rounds {
                 let error = SessionErrorObject {
@@ -596,9 +626,10 @@ impl Actor {
                         }
                         None => {
                             let error = SessionErrorObject { kind, message: err.to_string(), retry_status: RetryStatus::Terminal };
-                            let usage = self.session.usage.clone();
+                            let usage = self.usage_now();
+                            let budget = self.session.budget.clone();
                             self.emit(
-                                vec![EventPayload::SessionError { error }, EventPayload::SessionUsage { usage }, EventPayload::StatusTerminated {}],
+                                vec![EventPayload::SessionError { error }, EventPayload::SessionUsage { usage, budget }, EventPayload::StatusTerminated {}],
                                 Some(SessionStatus::Terminated),
                             )
                             .await?;
@@ -610,12 +641,43 @@ impl Actor {
         }
     }
 
-    async fn go_idle(&mut self, reason: StopReason) -> Result<(), DomainError> {
+    /// Usage so far, counting the running time of the current turn, with its list cost.
+    fn usage_now(&self) -> openma_types::sessions::SessionUsage {
         let mut usage = self.session.usage.clone();
         if let Some(since) = self.running_since {
             usage.active_seconds += since.elapsed().as_secs_f64();
         }
-        self.emit(vec![EventPayload::SessionUsage { usage }, EventPayload::StatusIdle { stop_reason: reason }], Some(SessionStatus::Idle)).await?;
+        usage.list_cost = openma_core::pricing::list_cost_micros(&self.session.agent.model.id, &usage).map(|m| {
+            openma_types::sessions::MonetaryAmount { amount: openma_core::pricing::cents(m).to_string(), currency: Default::default() }
+        });
+        usage
+    }
+
+    /// True when the session has a budget and its list cost has reached it.
+    fn budget_reached(&self) -> bool {
+        let Some(budget) = &self.session.budget else { return false };
+        let cap = openma_core::sessions::budget_cap_micros(budget).unwrap_or(0);
+        let mut usage = self.session.usage.clone();
+        if let Some(since) = self.running_since {
+            usage.active_seconds += since.elapsed().as_secs_f64();
+        }
+        // a model without a list price cannot be measured: it counts as reached
+        openma_core::pricing::list_cost_micros(&self.session.agent.model.id, &usage).is_none_or(|used| used >= cap)
+    }
+
+    fn last_stop_reason(&self) -> Option<&StopReason> {
+        self.log.iter().rev().find_map(|e| match &e.event.payload {
+            EventPayload::StatusIdle { stop_reason } => Some(stop_reason),
+            _ => None,
+        })
+    }
+
+    async fn go_idle(&mut self, reason: StopReason) -> Result<(), DomainError> {
+        let usage = self.usage_now();
+        self.session.usage.list_cost = usage.list_cost.clone();
+        let budget = self.session.budget.clone();
+        self.emit(vec![EventPayload::SessionUsage { usage, budget }, EventPayload::StatusIdle { stop_reason: reason }], Some(SessionStatus::Idle))
+            .await?;
         Ok(())
     }
 

@@ -517,12 +517,14 @@ def is_idle(ev: Any, stop: str | None = None) -> bool:
 
 
 class EventTap:
-    """An open SDK event stream (`client.beta.sessions.events.stream`) read on a
-    background thread, so every wait has a deadline.
+    """An open SDK event stream (`client.beta.sessions.events.stream`) with deadlines.
 
-    The stream is opened in the constructor: when it returns, the server holds the
-    subscription, so events caused by later sends are all seen. `wait_for` consumes the
-    tap like a queue (a cursor moves past each match); `events` keeps everything read.
+    The stream is opened in the constructor: once it returns, the server holds the
+    subscription, so every event caused by a later send is seen. Events are read on
+    demand, in the calling thread (no reader thread: closing then really closes the
+    connection), each socket read bounded by the stream's read timeout and each wait by
+    its own deadline. `wait_for` consumes the tap like a queue (a cursor moves past
+    each match); `events` keeps everything read so far.
     """
 
     def __init__(self, stream: Any, label: str = "stream") -> None:
@@ -532,41 +534,37 @@ class EventTap:
         self.error: BaseException | None = None
         self.ended = False
         self.cursor = 0
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for ev in self.stream:
-                with self._cond:
-                    self.events.append(ev)
-                    self._cond.notify_all()
-        except BaseException as e:  # noqa: BLE001 - reported by the waiting test
-            self.error = e
-        finally:
-            with self._cond:
-                self.ended = True
-                self._cond.notify_all()
+        self._it = iter(stream)
 
     def _describe(self) -> str:
         kinds = [getattr(e, "type", "?") for e in self.events]
         return f"{self.label}: read so far {kinds} (ended={self.ended}, error={self.error!r})"
 
+    def _read_one(self) -> bool:
+        """Read the next event into `events`; False once the stream has ended or failed."""
+        if self.ended:
+            return False
+        try:
+            self.events.append(next(self._it))
+            return True
+        except StopIteration:
+            self.ended = True
+        except Exception as e:  # noqa: BLE001 - read timeout, dropped connection: reported by the wait
+            self.error = e
+            self.ended = True
+        return False
+
     def wait_for(self, pred: Callable[[Any], bool], timeout: float = RUN_TIMEOUT_S, what: str = "event") -> Any:
         """The first event after the cursor that matches; the cursor moves past it."""
         deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for i in range(self.cursor, len(self.events)):
-                    if pred(self.events[i]):
-                        self.cursor = i + 1
-                        return self.events[i]
-                self.cursor = len(self.events)
-                remaining = deadline - time.monotonic()
-                if self.ended or remaining <= 0:
-                    raise AssertionError(f"no {what} within {timeout}s; {self._describe()}")
-                self._cond.wait(remaining)
+        while True:
+            for i in range(self.cursor, len(self.events)):
+                if pred(self.events[i]):
+                    self.cursor = i + 1
+                    return self.events[i]
+            self.cursor = len(self.events)
+            if time.monotonic() > deadline or not self._read_one():
+                raise AssertionError(f"no {what} within {timeout}s; {self._describe()}")
 
     def wait_type(self, kind: str, timeout: float = RUN_TIMEOUT_S) -> Any:
         return self.wait_for(lambda e: getattr(e, "type", None) == kind, timeout, what=f"`{kind}`")
@@ -577,28 +575,25 @@ class EventTap:
         return self.wait_for(lambda e: is_idle(e, stop), timeout, what=what)
 
     def wait_end(self, timeout: float = RUN_TIMEOUT_S) -> None:
-        """Wait until the server closes the stream."""
+        """Read until the server closes the stream."""
         deadline = time.monotonic() + timeout
-        with self._cond:
-            while not self.ended:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"stream not closed within {timeout}s; {self._describe()}")
-                self._cond.wait(remaining)
+        while self._read_one():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"stream not closed within {timeout}s; {self._describe()}")
+        if self.error is not None:
+            raise AssertionError(f"stream failed instead of ending; {self._describe()}")
 
     def since(self, start: int = 0) -> list[Any]:
-        with self._cond:
-            return list(self.events[start:])
+        return list(self.events[start:])
 
     def types(self, start: int = 0) -> list[str]:
-        return [e.type for e in self.since(start)]
+        return [e.type for e in self.events[start:]]
 
     def close(self) -> None:
         try:
             self.stream.close()
-        except Exception:  # noqa: BLE001 - closing a half-read response can raise
+        except Exception:  # noqa: BLE001 - closing a half-read response may raise
             pass
-        self._thread.join(timeout=2)
 
 
 @pytest.fixture
@@ -607,6 +602,7 @@ def tap(client: anthropic.Anthropic) -> Callable[..., EventTap]:
     opened: list[EventTap] = []
 
     def _open(session_id: str, c: anthropic.Anthropic | None = None, **kw: Any) -> EventTap:
+        kw.setdefault("timeout", httpx2.Timeout(SDK_TIMEOUT_S, read=RUN_TIMEOUT_S))
         t = EventTap((c or client).beta.sessions.events.stream(session_id, **kw), label=f"stream {session_id}")
         opened.append(t)
         return t

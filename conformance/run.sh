@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the official-SDK conformance suite against target/debug/openma (or $OPENMA_BIN).
+# Run the official-SDK conformance suite against target/debug/openma (or $OPENMA_BIN), with
+# target/debug/openma-fake-model (or $OPENMA_FAKE_MODEL_BIN) as its scripted model provider.
 # Creates/refreshes conformance/.venv from requirements.txt when needed, then runs
 # `pytest -q conformance "$@"` and exits with pytest's status.
 set -euo pipefail

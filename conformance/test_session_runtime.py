@@ -437,17 +437,45 @@ def test_interrupt_mid_stream_idles_within_1s_and_keeps_partial_message(client, 
     assert "".join(b.get("text", "") for b in second[1]["content"]) == kept
 
 
-def test_interrupt_while_awaiting_custom_tool_result_ends_turn(client, fake, tap, tool_session):
-    fake.script([tool_use_reply("get_weather", {"city": "Lima"})])
+def test_session_interrupted_while_awaiting_custom_tool_result_is_not_stuck(client, fake, tap, tool_session):
+    """Whatever an idle interrupt does to the waiting call, the next message must run a
+    turn, and the model must never see a `tool_use` without its `tool_result`."""
+    fake.script([tool_use_reply("get_weather", {"city": "Lima"}), text_reply("moving on")])
     stream = tap(tool_session.id)
     send(client, tool_session.id, user_message("Weather in Lima?"))
+    tool_use = stream.wait_type("agent.custom_tool_use")
     stream.wait_idle("requires_action")
 
-    send(client, tool_session.id, {"type": "user.interrupt"})
-    idle = stream.wait_idle()
+    sent = send(client, tool_session.id, {"type": "user.interrupt"})
+    assert sent.data[0].type == "user.interrupt"
+    send(client, tool_session.id, user_message("never mind, something else"))
+    stream.wait_idle("end_turn")
 
-    assert idle.stop_reason.type == "end_turn"
-    assert client.beta.sessions.retrieve(tool_session.id).status == "idle"
+    assert [texts(e) for e in stream.events if e.type == "agent.message"] == ["moving on"]
+    [result] = tool_results_in(model_messages(fake)[1])
+    assert result["tool_use_id"] == tool_use.id
+    assert result.get("is_error") is True
+
+
+def test_new_message_while_awaiting_custom_tool_result_answers_it_with_error(client, fake, tap, tool_session):
+    fake.script([tool_use_reply("get_weather", {"city": "Bern"}), text_reply("ok, other topic")])
+    stream = tap(tool_session.id)
+    send(client, tool_session.id, user_message("Weather in Bern?"))
+    tool_use = stream.wait_type("agent.custom_tool_use")
+    stream.wait_idle("requires_action")
+
+    mark = len(stream.events)
+    send(client, tool_session.id, user_message("forget it"))
+    stream.wait_idle("end_turn")
+
+    after = stream.since(mark)
+    assert [texts(e) for e in after if e.type == "agent.message"] == ["ok, other topic"]
+    second = model_messages(fake)[1]
+    [result] = tool_results_in(second)
+    assert result["tool_use_id"] == tool_use.id
+    assert result.get("is_error") is True
+    user_texts = [b["text"] for b in second[-1]["content"] if b.get("type") == "text"]
+    assert user_texts == ["forget it"]
 
 
 # --------------------------------------------------------------------------- previews

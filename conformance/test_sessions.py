@@ -244,7 +244,6 @@ def test_session_with_unknown_environment_is_not_found(client, agent):
 
 UNSUPPORTED_CREATE_FIELDS = {
     "resources": [{"type": "github_repository", "url": "https://github.com/octocat/Hello-World"}],
-    "budget": {"type": "limit", "max_list_cost": {"amount": "2500", "currency": "USD"}},
 }
 
 

@@ -91,6 +91,10 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::CONFLICT {
             response.headers_mut().insert("x-should-retry", HeaderValue::from_static("false"));
         }
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // the rest of the body is not read: the connection cannot carry another request
+            response.headers_mut().insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }

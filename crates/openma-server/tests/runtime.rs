@@ -51,6 +51,7 @@ stories!(
     the_primary_thread_mirrors_the_session,
     an_openai_compatible_model_runs_tools_too,
     a_budget_stops_the_session_and_raising_it_resumes,
+    a_message_sent_while_running_is_answered_in_the_same_turn,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,7 +259,9 @@ async fn a_single_server_error_is_retried_and_the_turn_completes(app: TestApp, m
     let events = stream.until(settled).await;
     let k = kinds(&events);
     let resched = k.iter().position(|e| e == "session.status_rescheduled").expect("rescheduled");
-    assert!(k[resched..].contains(&"session.status_running".to_owned()), "{k:?}");
+    let running = resched + k[resched..].iter().position(|e| e == "session.status_running").expect("running again");
+    let message = k.iter().position(|e| e == "agent.message").unwrap();
+    assert!(running < message, "the retried request runs as `running`: {k:?}");
     assert!(events.iter().any(|e| e.event == "agent.message" && e.data["content"][0]["text"] == "recovered"));
     assert_eq!(events.last().unwrap().data["stop_reason"], json!({"type": "end_turn"}));
 }
@@ -471,4 +474,19 @@ async fn a_budget_stops_the_session_and_raising_it_resumes(app: TestApp, model: 
     assert!(removed["budget"].is_null());
     let readd = app.post(&format!("/v1/sessions/{sid}"), json!({"budget": {"type": "limit", "max_list_cost": {"amount": "900", "currency": "USD"}}})).await;
     assert_eq!(readd.status, StatusCode::BAD_REQUEST, "a removed budget cannot be added back");
+}
+
+async fn a_message_sent_while_running_is_answered_in_the_same_turn(app: TestApp, model: FakeModel) {
+    let sid = session_for(&app, json!({"name": "a", "model": "claude-sonnet-4-6"})).await;
+    model.script(vec![Reply::text("a slow first answer").delay_ms(40).split(2), Reply::text("answer to two")]);
+    let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+    send(&app, &sid, user("one")).await;
+    stream.until(|e| e.event == "span.model_request_start").await;
+    let queued = send(&app, &sid, user("two")).await;
+    assert_eq!(queued.status, StatusCode::OK);
+    assert!(queued.body["data"][0]["processed_at"].is_null(), "queued, not yet processed");
+    let events = stream.until(settled).await;
+    assert!(events.iter().any(|e| e.event == "agent.message" && e.data["content"][0]["text"] == "answer to two"), "{:?}", kinds(&events));
+    assert_eq!(model.requests().len(), 2);
+    assert!(model.requests()[1].body.to_string().contains("two"));
 }

@@ -54,15 +54,25 @@ async fn checked(app: &AppState, tenant: &openma_core::TenantId, session_id: &st
     Ok(s)
 }
 
+/// Filters of the thread list.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ThreadFilter {
+    /// Any of these statuses (repeat the parameter).
+    #[serde(rename = "statuses[]", alias = "statuses", default)]
+    pub statuses: Vec<openma_types::sessions::SessionStatus>,
+}
+
 /// List a session's threads (the primary thread).
 #[utoipa::path(get, path = "/v1/sessions/{session_id}/threads", tag = "threads",
-    params(("session_id" = String, Path, description = "The session id"), PageParams),
+    params(("session_id" = String, Path, description = "The session id"), PageParams, ThreadFilter),
     responses((status = 200, body = ListPage<SessionThread>), (status = 404, body = ErrorEnvelope)))]
 pub async fn list_threads(
     State(app): State<AppState>,
     Caller(tenant): Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(page): ApiQuery<PageParams>,
+    ApiQuery(filter): ApiQuery<ThreadFilter>,
 ) -> Result<Json<ListPage<SessionThread>>, ApiError> {
     if let Some(l) = page.limit
         && !(1..=1000).contains(&l)
@@ -73,7 +83,9 @@ pub async fn list_threads(
         return Err(ApiError::bad_request("`page` cursor is not valid: the thread list has a single page"));
     }
     let s = app.platform.get_session(&tenant, &id).await?;
-    Ok(Json(ListPage { data: vec![primary(s)], next_page: None }))
+    let wanted = filter.statuses.is_empty() || filter.statuses.contains(&s.status);
+    let data = if wanted { vec![primary(s)] } else { Vec::new() };
+    Ok(Json(ListPage { data, next_page: None }))
 }
 
 /// Retrieve a thread.

@@ -564,6 +564,8 @@ impl Actor {
             self.emit(vec![EventPayload::StatusRunning {}], Some(SessionStatus::Running)).await?;
         }
         loop {
+            // input that arrived during the last step is part of this turn: the model answers it
+            let new_input = !self.queue.is_empty();
             self.apply_queue().await?;
             if let Raced::Interrupted(i) = self.run_allowed_tools().await? {
                 return self.interrupted(i, Vec::new()).await;
@@ -572,11 +574,10 @@ impl Actor {
             if !blocking.is_empty() {
                 return self.go_idle(StopReason::RequiresAction { event_ids: blocking }).await;
             }
-            if let Some(reason) = turn_over.take() {
-                if self.queue.is_empty() {
-                    return self.go_idle(reason).await;
-                }
-                continue;
+            if let Some(reason) = turn_over.take()
+                && !new_input
+            {
+                return self.go_idle(reason).await;
             }
             if self.budget_reached() {
                 return self.go_idle(StopReason::BudgetReached).await;
@@ -595,9 +596,6 @@ impl Actor {
                 StepResult::Done(Ok(step)) => {
                     attempt = 0;
                     rounds += 1;
-                    if self.session.status == SessionStatus::Rescheduling {
-                        self.emit(vec![EventPayload::StatusRunning {}], Some(SessionStatus::Running)).await?;
-                    }
                     if let Step::EndsTurn(reason) = step {
                         turn_over = Some(reason.unwrap_or(StopReason::EndTurn));
                     }
@@ -618,6 +616,8 @@ impl Actor {
                             if let Raced::Interrupted(i) = self.race(tokio::time::sleep(d)).await {
                                 return self.interrupted(i, Vec::new()).await;
                             }
+                            // back to work: the retried request runs as `running`
+                            self.emit(vec![EventPayload::StatusRunning {}], Some(SessionStatus::Running)).await?;
                         }
                         None if err.is_transient() => {
                             let error = SessionErrorObject { kind, message: err.to_string(), retry_status: RetryStatus::Exhausted };

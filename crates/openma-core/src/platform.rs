@@ -8,6 +8,7 @@ use openma_types::environments::{CreateEnvironmentRequest, Environment, UpdateEn
 use openma_types::sessions::{CreateSessionRequest, Session, SessionStatus, SessionUsage, UpdateSessionRequest};
 
 use crate::error::{DomainError, DomainResult, StoreError};
+use crate::harness::tools::{Capabilities, check_capabilities};
 use crate::paging::{MAX_LIMIT, Page, PageRequest};
 use crate::ports::{Clock, DeleteOutcome, IdGen, ListQuery, Order, Position, SessionFilter, Store, TimeRange};
 use crate::tenancy::{self, ApiKey, Tenant, TenantId};
@@ -36,6 +37,8 @@ pub struct Platform {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdGen>,
+    /// Optional features this deployment provides (e.g. a search backend).
+    pub capabilities: Capabilities,
 }
 
 fn position_of(created_at: Timestamp, id: &str) -> Position {
@@ -44,7 +47,7 @@ fn position_of(created_at: Timestamp, id: &str) -> Position {
 
 impl Platform {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ids: Arc<dyn IdGen>) -> Self {
-        Platform { store, clock, ids }
+        Platform { store, clock, ids, capabilities: Capabilities::default() }
     }
 
     fn now(&self) -> Timestamp {
@@ -170,6 +173,7 @@ impl Platform {
 
     pub async fn create_agent(&self, tenant: &TenantId, req: &CreateAgentRequest) -> DomainResult<Agent> {
         let agent = agents::new_agent(req, self.ids.new_id("agent"), self.now())?;
+        check_capabilities(&agent.tools, self.capabilities)?;
         self.store.insert_agent(tenant, &agent).await?;
         Ok(agent)
     }
@@ -216,6 +220,7 @@ impl Platform {
                 )));
             }
             let config = agents::apply_update(&current, req)?;
+            check_capabilities(&config.tools, self.capabilities)?;
             if config == current.config() {
                 return Ok(current);
             }
@@ -388,6 +393,7 @@ impl Platform {
             Some(o) => sessions::apply_overrides(&agent, o)?,
             None => agent.config(),
         };
+        check_capabilities(&config.tools, self.capabilities)?;
         let environment = match &req.environment_id {
             Some(id) => {
                 let env = self.get_environment(tenant, id).await?;
@@ -447,6 +453,7 @@ impl Platform {
         for _ in 0..UPDATE_ATTEMPTS {
             let current = self.load_session(tenant, id).await?;
             let next = sessions::apply_update(&current, req, self.now())?;
+            check_capabilities(&next.agent.tools, self.capabilities)?;
             if next == current || self.store.update_session(tenant, &next, current.updated_at).await? {
                 return Ok(sessions::present(next, self.now()));
             }

@@ -18,6 +18,8 @@ use crate::adapters::{SystemClock, UlidIds};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::runtime::{Runtime, RuntimeConfig};
+use crate::tools::web::{WebFetch, WebSearch};
+use openma_core::harness::tools::Toolbox;
 use crate::{extract, http, telemetry};
 
 /// Requests larger than this are refused with 413 (the hosted API's create-body limit).
@@ -105,6 +107,19 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(extract::request_id))
 }
 
+/// The tools the server itself runs, and the capabilities they give the platform.
+fn server_tools(settings: &Settings, platform: &mut Platform) -> anyhow::Result<Toolbox> {
+    let mut toolbox = Toolbox::default();
+    toolbox.register("web_fetch", Arc::new(WebFetch { allow_private: settings.unsafe_allow_private_fetch }));
+    if let Some(url) = &settings.search_url {
+        let endpoint = reqwest::Url::parse(url).with_context(|| format!("OPENMA_SEARCH_URL `{url}` is not a URL"))?;
+        let http = openma_models::http_client().context("cannot set up the search client")?;
+        toolbox.register("web_search", Arc::new(WebSearch { endpoint, http }));
+        platform.capabilities.web_search = true;
+    }
+    Ok(toolbox)
+}
+
 fn runtime_config(settings: &Settings) -> RuntimeConfig {
     let mut c = RuntimeConfig::default();
     if let Some(n) = settings.model_max_retries {
@@ -128,8 +143,9 @@ pub struct Prepared {
 
 /// Opens everything and binds the listener; `serve` then runs it.
 pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
-    let platform = open_platform(settings).await?;
+    let mut platform = open_platform(settings).await?;
     bootstrap(&platform, settings).await?;
+    let toolbox = server_tools(settings, &mut platform)?;
     let blob_dir = blob_dir(&settings.blob_url);
     if let Some(dir) = &blob_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create blob dir {}", dir.display()))?;
@@ -140,7 +156,7 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     let info = ServerInfo { blob_dir, blob_url: settings.blob_url.clone(), sandbox: sandbox_status() };
     let http = openma_models::http_client().context("cannot set up the model clients")?;
     let models = openma_models::ModelRouter::from_lookup(|name| settings.providers.lookup(name), http);
-    let runtime = Runtime::new(platform.clone(), Arc::new(models), Default::default(), runtime_config(settings));
+    let runtime = Runtime::new(platform.clone(), Arc::new(models), toolbox, runtime_config(settings));
     let resumed = runtime.resume_interrupted().await.context("cannot resume interrupted sessions")?;
     if resumed > 0 {
         tracing::info!(resumed, "resuming sessions that were running when the server stopped");

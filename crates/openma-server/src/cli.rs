@@ -88,6 +88,9 @@ pub struct ServeArgs {
     /// Context window (tokens) that compaction plans for [default: 200000].
     #[arg(long, env = "OPENMA_CONTEXT_WINDOW_TOKENS")]
     pub context_window_tokens: Option<u64>,
+    /// SearXNG-compatible JSON search endpoint that `web_search` queries.
+    #[arg(long, env = "OPENMA_SEARCH_URL")]
+    pub search_url: Option<String>,
     /// Anthropic API key (per-tenant model cards override it).
     #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true)]
     pub anthropic_api_key: Option<String>,
@@ -146,6 +149,8 @@ fn settings(global: &GlobalArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Se
         model_max_retries: serve.and_then(|s| s.model_max_retries),
         model_retry_base_ms: serve.and_then(|s| s.model_retry_base_ms),
         context_window_tokens: serve.and_then(|s| s.context_window_tokens),
+        search_url: serve.and_then(|s| s.search_url.clone()),
+        unsafe_allow_private_fetch: false,
         providers: serve
             .map(|s| Providers {
                 anthropic_api_key: s.anthropic_api_key.clone().map(SecretString::from),

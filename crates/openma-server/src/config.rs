@@ -25,6 +25,7 @@ pub struct FileSettings {
     pub model_max_retries: Option<u32>,
     pub model_retry_base_ms: Option<u64>,
     pub context_window_tokens: Option<u64>,
+    pub search_url: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -59,6 +60,11 @@ pub struct Settings {
     pub providers: Providers,
     /// The context window compaction plans for.
     pub context_window_tokens: Option<u64>,
+    /// A SearXNG-compatible JSON search endpoint for `web_search`.
+    pub search_url: Option<String>,
+    /// Lets `web_fetch` reach private and loopback addresses. Only tests set this (it is
+    /// not reachable from flags, environment or the config file).
+    pub unsafe_allow_private_fetch: bool,
 }
 
 /// The deployment-wide model providers. A provider without a key is not configured.
@@ -105,6 +111,7 @@ impl fmt::Debug for Settings {
             .field("model_retry_base_ms", &self.model_retry_base_ms)
             .field("providers", &self.providers)
             .field("context_window_tokens", &self.context_window_tokens)
+            .field("search_url", &self.search_url)
             .finish()
     }
 }
@@ -123,6 +130,8 @@ pub struct Overrides {
     pub model_retry_base_ms: Option<u64>,
     pub providers: Providers,
     pub context_window_tokens: Option<u64>,
+    pub search_url: Option<String>,
+    pub unsafe_allow_private_fetch: bool,
 }
 
 impl Settings {
@@ -150,6 +159,8 @@ impl Settings {
             model_retry_base_ms: o.model_retry_base_ms.or(file.model_retry_base_ms),
             providers: o.providers,
             context_window_tokens: o.context_window_tokens.or(file.context_window_tokens),
+            search_url: o.search_url.or(file.search_url),
+            unsafe_allow_private_fetch: o.unsafe_allow_private_fetch,
             data_dir,
         })
     }

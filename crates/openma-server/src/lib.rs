@@ -15,3 +15,4 @@ pub mod http;
 pub mod openapi;
 pub mod runtime;
 pub mod telemetry;
+pub mod tools;

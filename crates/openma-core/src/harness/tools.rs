@@ -19,6 +19,32 @@ pub struct ToolContext {
     pub tenant: TenantId,
     pub session_id: String,
     pub environment_id: String,
+    /// The agent's configuration of this tool (domain lists, limits), when it has one.
+    pub config: Option<openma_types::agents::BuiltinToolConfig>,
+}
+
+/// Optional server capabilities that decide which built-in tools can be offered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// A search backend is configured.
+    pub web_search: bool,
+}
+
+/// Refuses an agent configuration that explicitly enables a tool this server cannot
+/// provide, instead of accepting it and never offering it.
+pub fn check_capabilities(tools: &[AgentTool], caps: Capabilities) -> Result<(), crate::DomainError> {
+    for t in tools {
+        if let AgentTool::AgentToolset(ts) = t
+            && !caps.web_search
+            && ts.configs.iter().any(|c| c.name == BuiltinTool::WebSearch && c.enabled)
+        {
+            return Err(crate::DomainError::invalid_code(
+                "tool_unavailable",
+                "`web_search` needs a search backend, and this server has none configured (set OPENMA_SEARCH_URL to a SearXNG-compatible JSON endpoint)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The result of a tool run: content blocks (`text`, `image`) for the model.
@@ -81,7 +107,7 @@ pub struct ToolPlan {
 }
 
 impl ToolPlan {
-    pub fn for_agent(agent: &SessionAgent) -> Self {
+    pub fn for_agent(agent: &SessionAgent, caps: Capabilities) -> Self {
         let mut plan = ToolPlan::default();
         for tool in &agent.tools {
             match tool {
@@ -89,7 +115,7 @@ impl ToolPlan {
                     for builtin in BuiltinTool::ALL {
                         let cfg = ts.configs.iter().find(|c| c.name == builtin);
                         let enabled = cfg.map(|c| c.enabled).unwrap_or(ts.default_config.enabled);
-                        if !enabled {
+                        if !enabled || (builtin == BuiltinTool::WebSearch && !caps.web_search) {
                             continue;
                         }
                         let policy = cfg.map(|c| c.permission_policy).unwrap_or(ts.default_config.permission_policy);
@@ -112,6 +138,14 @@ impl ToolPlan {
             }
         }
         plan
+    }
+
+    /// The agent's configuration of a built-in tool, if it has one.
+    pub fn builtin_config(agent: &SessionAgent, name: &str) -> Option<openma_types::agents::BuiltinToolConfig> {
+        agent.tools.iter().find_map(|t| match t {
+            AgentTool::AgentToolset(ts) => ts.configs.iter().find(|c| c.name.as_str() == name).cloned(),
+            _ => None,
+        })
     }
 
     pub fn route(&self, name: &str) -> ToolRoute {

@@ -137,7 +137,7 @@ impl Actor {
         let seq = log.last().map(|e| e.seq).unwrap_or(0);
         let queue = store.list_inbox(&tenant, session_id).await?.into_iter().map(|e| e.event).collect();
         let recovering = matches!(session.status, SessionStatus::Running | SessionStatus::Rescheduling);
-        let plan = ToolPlan::for_agent(&session.agent);
+        let plan = ToolPlan::for_agent(&session.agent, rt.platform.capabilities);
         let (_, rx_owned) = mpsc::unbounded_channel();
         let rx = std::mem::replace(rx, rx_owned);
         Ok(Actor { rt, tenant, session, log, seq, hub, rx, queue, recovering, plan, running_since: None })
@@ -232,7 +232,7 @@ impl Actor {
                         .get_session(&self.tenant, &self.session.id)
                         .await?
                         .ok_or_else(|| DomainError::not_found("session", &self.session.id))?;
-                    self.plan = ToolPlan::for_agent(&fresh.agent);
+                    self.plan = ToolPlan::for_agent(&fresh.agent, self.rt.platform.capabilities);
                     self.session = Session { status: self.session.status, usage: self.session.usage.clone(), stats: self.session.stats.clone(), ..fresh };
                 }
             }
@@ -319,7 +319,7 @@ impl Actor {
             .get_session(&self.tenant, &self.session.id)
             .await?
             .ok_or_else(|| DomainError::not_found("session", &self.session.id))?;
-        self.plan = ToolPlan::for_agent(&fresh.agent);
+        self.plan = ToolPlan::for_agent(&fresh.agent, self.rt.platform.capabilities);
         self.session = Session { status: self.session.status, usage: self.session.usage.clone(), stats: self.session.stats.clone(), ..fresh };
         self.emit(vec![payload], None).await?;
         let stopped_by_budget = matches!(self.last_stop_reason(), Some(StopReason::BudgetReached));
@@ -729,7 +729,12 @@ impl Actor {
                 continue;
             };
             let tool = self.rt.toolbox.get(&name).cloned();
-            let ctx = ToolContext { tenant: self.tenant.clone(), session_id: self.session.id.clone(), environment_id: self.session.environment_id.clone() };
+            let ctx = ToolContext {
+                tenant: self.tenant.clone(),
+                session_id: self.session.id.clone(),
+                environment_id: self.session.environment_id.clone(),
+                config: ToolPlan::builtin_config(&self.session.agent, &name),
+            };
             let run = async move {
                 match tool {
                     Some(t) => t.run(&ctx, input).await,

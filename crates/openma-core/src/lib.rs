@@ -12,6 +12,7 @@ pub mod harness;
 pub mod model;
 pub mod paging;
 pub mod platform;
+pub mod secrets;
 pub mod pricing;
 pub mod ports;
 pub mod sessions;

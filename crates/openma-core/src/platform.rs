@@ -39,6 +39,8 @@ pub struct Platform {
     pub ids: Arc<dyn IdGen>,
     /// Optional features this deployment provides (e.g. a search backend).
     pub capabilities: Capabilities,
+    /// Encryption of secrets at rest; set by the server once the root secret is verified.
+    pub secrets: Option<Arc<crate::secrets::SecretBox>>,
 }
 
 fn position_of(created_at: Timestamp, id: &str) -> Position {
@@ -47,7 +49,7 @@ fn position_of(created_at: Timestamp, id: &str) -> Position {
 
 impl Platform {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ids: Arc<dyn IdGen>) -> Self {
-        Platform { store, clock, ids, capabilities: Capabilities::default() }
+        Platform { store, clock, ids, capabilities: Capabilities::default(), secrets: None }
     }
 
     fn now(&self) -> Timestamp {

@@ -197,4 +197,9 @@ pub trait Store: Send + Sync {
     async fn event_seq(&self, tenant: &TenantId, session_id: &str, event_id: &str) -> Result<Option<i64>, StoreError>;
     /// The highest sequence number of a session's log (0 when empty).
     async fn last_event_seq(&self, tenant: &TenantId, session_id: &str) -> Result<i64, StoreError>;
+
+    // -- platform facts --
+    async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a fact; with `only_if_absent`, keeps an existing value and returns false.
+    async fn put_meta(&self, key: &str, value: &str, only_if_absent: bool) -> Result<bool, StoreError>;
 }

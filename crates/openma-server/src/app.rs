@@ -144,6 +144,7 @@ pub struct Prepared {
 /// Opens everything and binds the listener; `serve` then runs it.
 pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     let mut platform = open_platform(settings).await?;
+    crate::secrets::install(&mut platform, settings).await?;
     bootstrap(&platform, settings).await?;
     let toolbox = server_tools(settings, &mut platform)?;
     let blob_dir = blob_dir(&settings.blob_url);

@@ -102,6 +102,7 @@ async fn run_api(args: &BenchArgs) -> anyhow::Result<()> {
         listen: Some("127.0.0.1:0".parse()?),
         database_url: args.postgres_url.clone(),
         bootstrap_api_key: Some(key.clone()),
+        root_secret: Some(format!("bench-root-secret-{}", ulid::Ulid::new())),
         ..Default::default()
     })?;
     let backend = if args.postgres_url.is_some() { "postgres" } else { "sqlite" };

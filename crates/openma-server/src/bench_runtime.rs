@@ -39,6 +39,7 @@ fn spawn_server(model: &str, dir: &std::path::Path, postgres: Option<&str>) -> a
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("OPENMA_BOOTSTRAP_API_KEY", KEY)
+        .env("PLATFORM_ROOT_SECRET", "bench-root-secret-0123456789abcdefghijkl")
         .env("ANTHROPIC_API_KEY", "sk-ant-bench")
         .env("ANTHROPIC_BASE_URL", model)
         .env("RUST_LOG", "error")

@@ -48,6 +48,12 @@ pub struct GlobalArgs {
     /// Log line format on stderr.
     #[arg(long, env = "OPENMA_LOG_FORMAT", global = true, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Root secret for secrets at rest (≥ 32 characters) [default: generated into the data dir].
+    #[arg(long, env = "PLATFORM_ROOT_SECRET", global = true, hide_env_values = true)]
+    pub root_secret: Option<String>,
+    /// A former root secret still accepted during a rotation.
+    #[arg(long, env = "PLATFORM_ROOT_SECRET_PREVIOUS", global = true, hide_env_values = true)]
+    pub previous_root_secret: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -62,6 +68,9 @@ pub enum Command {
     /// Manage API keys (stored only as hashes; a new key is shown once).
     #[command(subcommand, name = "api-keys")]
     ApiKeys(ApiKeysCommand),
+    /// Manage the root secret.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Print the version.
     Version,
     /// Measure the API: start a server and time agent and session creation.
@@ -103,6 +112,16 @@ pub struct ServeArgs {
     /// Base URL of the OpenAI-compatible provider [default: https://api.openai.com].
     #[arg(long, env = "OPENAI_BASE_URL")]
     pub openai_base_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum SecretsCommand {
+    /// Re-seal every stored secret under a new root secret, then retire the old one.
+    Rotate {
+        /// The new root secret (≥ 32 characters) [default: generated].
+        #[arg(long, env = "OPENMA_NEW_ROOT_SECRET", hide_env_values = true)]
+        new_secret: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -151,6 +170,8 @@ fn settings(global: &GlobalArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Se
         context_window_tokens: serve.and_then(|s| s.context_window_tokens),
         search_url: serve.and_then(|s| s.search_url.clone()),
         unsafe_allow_private_fetch: false,
+        root_secret: global.root_secret.clone(),
+        previous_root_secret: global.previous_root_secret.clone(),
         providers: serve
             .map(|s| Providers {
                 anthropic_api_key: s.anthropic_api_key.clone().map(SecretString::from),
@@ -230,6 +251,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("revoked {id}");
                 }
             }
+            Ok(())
+        }
+        Command::Secrets(SecretsCommand::Rotate { new_secret }) => {
+            let settings = settings(&cli.global, None)?;
+            let platform = app::open_platform(&settings).await?;
+            println!("{}", crate::secrets::rotate(&platform, &settings, new_secret.clone()).await?);
             Ok(())
         }
         Command::Version => {

@@ -65,6 +65,10 @@ pub struct Settings {
     /// Lets `web_fetch` reach private and loopback addresses. Only tests set this (it is
     /// not reachable from flags, environment or the config file).
     pub unsafe_allow_private_fetch: bool,
+    /// The root of trust for secrets at rest (`PLATFORM_ROOT_SECRET`).
+    pub root_secret: Option<SecretString>,
+    /// A former root still accepted while a rotation is rolled out.
+    pub previous_root_secret: Option<SecretString>,
 }
 
 /// The deployment-wide model providers. A provider without a key is not configured.
@@ -112,6 +116,7 @@ impl fmt::Debug for Settings {
             .field("providers", &self.providers)
             .field("context_window_tokens", &self.context_window_tokens)
             .field("search_url", &self.search_url)
+            .field("root_secret", &self.root_secret.as_ref().map(|_| "[redacted]"))
             .finish()
     }
 }
@@ -132,6 +137,8 @@ pub struct Overrides {
     pub context_window_tokens: Option<u64>,
     pub search_url: Option<String>,
     pub unsafe_allow_private_fetch: bool,
+    pub root_secret: Option<String>,
+    pub previous_root_secret: Option<String>,
 }
 
 impl Settings {
@@ -161,6 +168,8 @@ impl Settings {
             context_window_tokens: o.context_window_tokens.or(file.context_window_tokens),
             search_url: o.search_url.or(file.search_url),
             unsafe_allow_private_fetch: o.unsafe_allow_private_fetch,
+            root_secret: o.root_secret.filter(|s| !s.is_empty()).map(SecretString::from),
+            previous_root_secret: o.previous_root_secret.filter(|s| !s.is_empty()).map(SecretString::from),
             data_dir,
         })
     }

@@ -14,5 +14,6 @@ pub mod extract;
 pub mod http;
 pub mod openapi;
 pub mod runtime;
+pub mod secrets;
 pub mod telemetry;
 pub mod tools;

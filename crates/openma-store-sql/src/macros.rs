@@ -630,6 +630,23 @@ macro_rules! sql_store {
                     .map_err($crate::backend_error)?;
                 Ok(v.unwrap_or(0))
             }
+            async fn get_meta(&self, key: &str) -> Result<Option<String>, openma_core::StoreError> {
+                sqlx::query_scalar::<_, String>("SELECT value FROM platform_meta WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)
+            }
+
+            async fn put_meta(&self, key: &str, value: &str, only_if_absent: bool) -> Result<bool, openma_core::StoreError> {
+                let sql = if only_if_absent {
+                    "INSERT INTO platform_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING"
+                } else {
+                    "INSERT INTO platform_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                };
+                let done = sqlx::query(sql).bind(key).bind(value).execute(&self.pool).await.map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
         }
     };
 }

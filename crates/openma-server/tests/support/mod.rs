@@ -87,6 +87,7 @@ pub async fn spawn_app_custom(
         listen: Some("127.0.0.1:0".parse().unwrap()),
         database_url,
         bootstrap_api_key: Some(KEY.into()),
+        root_secret: Some("test-root-secret-0123456789abcdefghijklmnop".into()),
         model_max_retries: Some(2),
         model_retry_base_ms: Some(20),
         providers: openma_server::config::Providers {

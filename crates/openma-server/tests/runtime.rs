@@ -142,6 +142,10 @@ async fn a_text_turn_streams_the_same_events_the_list_returns(app: TestApp, mode
     assert!(s["usage"]["input_tokens"].as_u64().unwrap() > 0);
     let only = app.get(&format!("/v1/sessions/{sid}/events?types[]=agent.message")).await.body;
     assert_eq!(only["data"].as_array().unwrap().len(), 1);
+    let m = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    for series in ["openma_model_request_duration_seconds_bucket{outcome=\"ok\"", "openma_session_idle_total{stop_reason=\"end_turn\"}", "openma_sse_streams", "openma_model_tokens_total{kind=\"output\"}"] {
+        assert!(m.contains(series), "metrics miss {series}: {m}");
+    }
 }
 
 async fn custom_tool_round_trip(app: TestApp, model: FakeModel) {

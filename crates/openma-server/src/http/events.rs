@@ -155,6 +155,22 @@ pub async fn stream_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT).event(Event::default().event("ping").data("{}"))))
 }
 
+/// Keeps `openma_sse_streams` equal to the number of open streams.
+struct OpenStream;
+
+impl OpenStream {
+    fn new() -> Self {
+        metrics::gauge!("openma_sse_streams").increment(1.0);
+        OpenStream
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        metrics::gauge!("openma_sse_streams").decrement(1.0);
+    }
+}
+
 fn sse_event(kind: &str, id: Option<&str>, json: &str) -> Event {
     let e = Event::default().event(kind).data(json);
     match id {
@@ -175,6 +191,8 @@ fn live_stream(
     already_terminated: bool,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     async_stream::stream! {
+        // counted while the stream is open (the guard drops with the stream)
+        let _open = OpenStream::new();
         let store = runtime.platform.store.clone();
         let mut last = start;
         let mut done = false;

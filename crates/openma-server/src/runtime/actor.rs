@@ -673,6 +673,14 @@ impl Actor {
     }
 
     async fn go_idle(&mut self, reason: StopReason) -> Result<(), DomainError> {
+        let label = match &reason {
+            StopReason::EndTurn => "end_turn",
+            StopReason::RequiresAction { .. } => "requires_action",
+            StopReason::RetriesExhausted => "retries_exhausted",
+            StopReason::BudgetReached => "budget_reached",
+            StopReason::Refusal => "refusal",
+        };
+        metrics::counter!("openma_session_idle_total", "stop_reason" => label).increment(1);
         let usage = self.usage_now();
         self.session.usage.list_cost = usage.list_cost.clone();
         let budget = self.session.budget.clone();
@@ -729,6 +737,7 @@ impl Actor {
                 continue;
             };
             let tool = self.rt.toolbox.get(&name).cloned();
+            let tool_label = name.clone();
             let ctx = ToolContext {
                 tenant: self.tenant.clone(),
                 session_id: self.session.id.clone(),
@@ -744,8 +753,11 @@ impl Actor {
                     None => ToolOutput::error(format!("`{name}` is not a tool of this agent.")),
                 }
             };
+            let started = Instant::now();
             match self.race(run).await {
                 Raced::Done(out) => {
+                    metrics::histogram!("openma_tool_duration_seconds", "tool" => tool_label, "is_error" => if out.is_error { "true" } else { "false" })
+                        .record(started.elapsed().as_secs_f64());
                     self.emit(vec![EventPayload::AgentToolResult { tool_use_id: id, content: out.content, is_error: out.is_error }], None).await?;
                 }
                 Raced::Interrupted(i) => return Ok(Raced::Interrupted(i)),
@@ -770,6 +782,7 @@ impl Actor {
         let start_id = start[0].id.clone();
         let models = self.rt.models.clone();
         let mut acc = Accumulator::default();
+        let started = Instant::now();
         let outcome: Result<(model::StopReason, model::Usage), ModelError> = 'call: {
             let mut stream = match self.race(models.stream(request)).await {
                 Raced::Interrupted(i) => return self.end_interrupted_step(i, start_id, acc).await,
@@ -798,6 +811,11 @@ impl Actor {
                 }
             }
         };
+        let outcome_label = match &outcome {
+            Ok(_) => "ok",
+            Err(e) => error_kind(e),
+        };
+        metrics::histogram!("openma_model_request_duration_seconds", "outcome" => outcome_label).record(started.elapsed().as_secs_f64());
         match outcome {
             Err(e) => {
                 self.emit(vec![EventPayload::ModelRequestEnd { model_request_start_id: start_id, model_usage: ModelUsage::default(), is_error: true }], None)
@@ -805,6 +823,8 @@ impl Actor {
                 Ok(StepResult::Done(Err(e)))
             }
             Ok((stop, usage)) => {
+                metrics::counter!("openma_model_tokens_total", "kind" => "input").increment(usage.input_tokens);
+                metrics::counter!("openma_model_tokens_total", "kind" => "output").increment(usage.output_tokens);
                 let mut events = acc.into_events(&self.plan);
                 let called_tools = events.iter().any(|e| matches!(e.payload, EventPayload::AgentToolUse { .. } | EventPayload::AgentCustomToolUse { .. }));
                 self.add_usage(usage);

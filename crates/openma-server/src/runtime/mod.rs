@@ -91,7 +91,13 @@ impl Runtime {
         let _ = tx.send(cmd);
         entry.inbox = Some(tx);
         let hub = entry.hub.clone();
-        tokio::spawn(actor::run(self.clone(), tenant.clone(), session_id.to_owned(), hub, rx));
+        metrics::gauge!("openma_session_actors").increment(1.0);
+        let rt = self.clone();
+        let (tenant, id) = (tenant.clone(), session_id.to_owned());
+        tokio::spawn(async move {
+            actor::run(rt, tenant, id, hub, rx).await;
+            metrics::gauge!("openma_session_actors").decrement(1.0);
+        });
     }
 
     /// Called by an actor that wants to stop: succeeds only if no command is waiting,

@@ -18,6 +18,7 @@ pub mod ports;
 pub mod sessions;
 pub mod tenancy;
 pub mod validate;
+pub mod vaults;
 
 pub use error::{DomainError, StoreError};
 pub use platform::Platform;

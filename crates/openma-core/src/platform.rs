@@ -412,8 +412,15 @@ impl Platform {
         if let Some(b) = &req.budget {
             sessions::check_budget(b, &config.model.id)?;
         }
-        if let Some(vault) = req.vault_ids.iter().flatten().next() {
-            return Err(DomainError::not_found("vault", vault));
+        let mut vault_ids = Vec::new();
+        for id in req.vault_ids.iter().flatten() {
+            let vault = self.get_vault(tenant, id).await?;
+            if vault.archived_at.is_some() {
+                return Err(DomainError::invalid(format!("vault `{id}` is archived")));
+            }
+            if !vault_ids.contains(id) {
+                vault_ids.push(id.clone());
+            }
         }
         let now = self.now();
         let session = Session {
@@ -427,7 +434,7 @@ impl Platform {
             stats: Default::default(),
             usage: SessionUsage::default(),
             resources: Vec::new(),
-            vault_ids: Vec::new(),
+            vault_ids,
             outcome_evaluations: Vec::new(),
             budget: req.budget.clone(),
             deployment_id: None,
@@ -508,5 +515,161 @@ impl Platform {
         let rows = self.store.list_sessions(tenant, &query, filter).await?;
         let now = self.now();
         Ok(req.finish(rows, |s| position_of(s.created_at, &s.id)).map(|s| sessions::present(s, now)))
+    }
+}
+
+// ---- vaults and credentials ------------------------------------------------------------
+
+impl Platform {
+    fn secret_box(&self) -> DomainResult<&crate::secrets::SecretBox> {
+        self.secrets.as_deref().ok_or_else(|| DomainError::invalid("secrets are not available: the server has no root secret"))
+    }
+
+    pub async fn create_vault(&self, tenant: &TenantId, req: &openma_types::vaults::CreateVaultRequest) -> DomainResult<openma_types::vaults::Vault> {
+        let v = crate::vaults::new_vault(req, self.ids.new_id("vlt"), self.now())?;
+        self.store.insert_vault(tenant, &v).await?;
+        Ok(v)
+    }
+
+    pub async fn get_vault(&self, tenant: &TenantId, id: &str) -> DomainResult<openma_types::vaults::Vault> {
+        let missing = || DomainError::not_found("vault", id);
+        if !validate::looks_like_id(id, "vlt_") {
+            return Err(missing());
+        }
+        self.store.get_vault(tenant, id).await?.ok_or_else(missing)
+    }
+
+    pub async fn update_vault(&self, tenant: &TenantId, id: &str, req: &openma_types::vaults::UpdateVaultRequest) -> DomainResult<openma_types::vaults::Vault> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.get_vault(tenant, id).await?;
+            let next = crate::vaults::apply_vault_update(&current, req, self.now())?;
+            if next == current || self.store.update_vault(tenant, &next, current.updated_at).await? {
+                return Ok(next);
+            }
+        }
+        Err(DomainError::conflict(format!("vault `{id}` is being changed concurrently; retry")))
+    }
+
+    /// Archives a vault and every credential in it; their secrets are purged.
+    pub async fn archive_vault(&self, tenant: &TenantId, id: &str) -> DomainResult<openma_types::vaults::Vault> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.get_vault(tenant, id).await?;
+            if current.archived_at.is_some() {
+                return Ok(current);
+            }
+            let now = self.now().max(Timestamp::from_micros(current.updated_at.as_micros() + 1));
+            let mut next = current.clone();
+            next.archived_at = Some(now);
+            next.updated_at = now;
+            if self.store.update_vault(tenant, &next, current.updated_at).await? {
+                return Ok(next);
+            }
+        }
+        Err(DomainError::conflict(format!("vault `{id}` is being changed concurrently; retry")))
+    }
+
+    pub async fn delete_vault(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
+        if !validate::looks_like_id(id, "vlt_") || !self.store.delete_vault(tenant, id).await? {
+            return Err(DomainError::not_found("vault", id));
+        }
+        Ok(())
+    }
+
+    pub async fn list_vaults(&self, tenant: &TenantId, p: &ListParams) -> DomainResult<Page<openma_types::vaults::Vault>> {
+        let (req, query) = self.page_request(p, Order::Desc)?;
+        let rows = self.store.list_vaults(tenant, &query).await?;
+        Ok(req.finish(rows, |v| position_of(v.created_at, &v.id)))
+    }
+
+    pub async fn create_credential(
+        &self,
+        tenant: &TenantId,
+        vault_id: &str,
+        req: &openma_types::vaults::CreateCredentialRequest,
+    ) -> DomainResult<openma_types::vaults::Credential> {
+        let vault = self.get_vault(tenant, vault_id).await?;
+        if vault.archived_at.is_some() {
+            return Err(DomainError::invalid(format!("vault `{vault_id}` is archived")));
+        }
+        let id = self.ids.new_id("vcrd");
+        let nonce = || self.ids.nonce();
+        let sealer = crate::vaults::Sealer { secrets: self.secret_box()?, tenant, credential_id: &id, nonce: &nonce };
+        let stored = crate::vaults::new_credential(req, vault_id, self.now(), &sealer)?;
+        match self.store.insert_credential(tenant, &stored, crate::vaults::CREDENTIALS_PER_VAULT).await {
+            Ok(true) => Ok(stored.credential),
+            Ok(false) => Err(DomainError::invalid(format!(
+                "vault `{vault_id}` already holds {} active credentials",
+                crate::vaults::CREDENTIALS_PER_VAULT
+            ))),
+            Err(StoreError::Duplicate(_)) => Err(DomainError::conflict(
+                "an active credential for this MCP server or environment variable already exists in this vault",
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn load_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> DomainResult<crate::vaults::StoredCredential> {
+        let missing = || DomainError::not_found("credential", id);
+        if !validate::looks_like_id(vault_id, "vlt_") || !validate::looks_like_id(id, "vcrd_") {
+            return Err(missing());
+        }
+        self.store.get_credential(tenant, vault_id, id).await?.ok_or_else(missing)
+    }
+
+    pub async fn get_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> DomainResult<openma_types::vaults::Credential> {
+        Ok(self.load_credential(tenant, vault_id, id).await?.credential)
+    }
+
+    pub async fn update_credential(
+        &self,
+        tenant: &TenantId,
+        vault_id: &str,
+        id: &str,
+        req: &openma_types::vaults::UpdateCredentialRequest,
+    ) -> DomainResult<openma_types::vaults::Credential> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.load_credential(tenant, vault_id, id).await?;
+            let nonce = || self.ids.nonce();
+            let sealer = crate::vaults::Sealer { secrets: self.secret_box()?, tenant, credential_id: id, nonce: &nonce };
+            let next = crate::vaults::apply_credential_update(&current, req, self.now(), &sealer)?;
+            if next == current || self.store.update_credential(tenant, &next, current.credential.updated_at).await? {
+                return Ok(next.credential);
+            }
+        }
+        Err(DomainError::conflict(format!("credential `{id}` is being changed concurrently; retry")))
+    }
+
+    /// Archives a credential; its secrets are purged for good.
+    pub async fn archive_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> DomainResult<openma_types::vaults::Credential> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.load_credential(tenant, vault_id, id).await?;
+            if current.credential.archived_at.is_some() {
+                return Ok(current.credential);
+            }
+            let now = self.now().max(Timestamp::from_micros(current.credential.updated_at.as_micros() + 1));
+            let mut next = current.clone();
+            next.credential.archived_at = Some(now);
+            next.credential.updated_at = now;
+            next.secrets.clear();
+            if self.store.update_credential(tenant, &next, current.credential.updated_at).await? {
+                return Ok(next.credential);
+            }
+        }
+        Err(DomainError::conflict(format!("credential `{id}` is being changed concurrently; retry")))
+    }
+
+    pub async fn delete_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> DomainResult<()> {
+        self.load_credential(tenant, vault_id, id).await?;
+        if !self.store.delete_credential(tenant, vault_id, id).await? {
+            return Err(DomainError::not_found("credential", id));
+        }
+        Ok(())
+    }
+
+    pub async fn list_credentials(&self, tenant: &TenantId, vault_id: &str, p: &ListParams) -> DomainResult<Page<openma_types::vaults::Credential>> {
+        self.get_vault(tenant, vault_id).await?;
+        let (req, query) = self.page_request(p, Order::Desc)?;
+        let rows = self.store.list_credentials(tenant, vault_id, &query).await?;
+        Ok(req.finish(rows, |c| position_of(c.credential.created_at, &c.credential.id)).map(|c| c.credential))
     }
 }

@@ -7,6 +7,9 @@ use openma_types::agents::Agent;
 use openma_types::environments::Environment;
 use openma_types::events::SessionEvent;
 use openma_types::sessions::{Session, SessionStatus};
+use openma_types::vaults::Vault;
+
+use crate::vaults::StoredCredential;
 
 use crate::error::StoreError;
 use crate::tenancy::{ApiKey, Tenant, TenantId};
@@ -22,6 +25,8 @@ pub trait IdGen: Send + Sync {
     fn new_id(&self, prefix: &str) -> String;
     /// A fresh API key secret (high-entropy, URL-safe).
     fn api_key_secret(&self) -> String;
+    /// Fresh random bytes for an AES-GCM nonce.
+    fn nonce(&self) -> [u8; 12];
 }
 
 /// Sort direction of a list.
@@ -202,4 +207,22 @@ pub trait Store: Send + Sync {
     async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Sets a fact; with `only_if_absent`, keeps an existing value and returns false.
     async fn put_meta(&self, key: &str, value: &str, only_if_absent: bool) -> Result<bool, StoreError>;
+
+    // -- vaults and credentials --
+    async fn insert_vault(&self, tenant: &TenantId, vault: &Vault) -> Result<(), StoreError>;
+    async fn get_vault(&self, tenant: &TenantId, id: &str) -> Result<Option<Vault>, StoreError>;
+    /// Replaces the vault if `updated_at` is still `expected`. Archiving it also archives
+    /// its credentials and purges their secrets, in the same transaction.
+    async fn update_vault(&self, tenant: &TenantId, vault: &Vault, expected: Timestamp) -> Result<bool, StoreError>;
+    /// Deletes the vault and its credentials.
+    async fn delete_vault(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
+    async fn list_vaults(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<Vault>, StoreError>;
+    /// Inserts a credential unless the vault already holds `max_active` active ones
+    /// (`Ok(false)`). `Duplicate` when its unique key is taken by an active credential.
+    async fn insert_credential(&self, tenant: &TenantId, c: &StoredCredential, max_active: i64) -> Result<bool, StoreError>;
+    async fn get_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> Result<Option<StoredCredential>, StoreError>;
+    /// Replaces the credential (body and secrets) if `updated_at` is still `expected`.
+    async fn update_credential(&self, tenant: &TenantId, c: &StoredCredential, expected: Timestamp) -> Result<bool, StoreError>;
+    async fn delete_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> Result<bool, StoreError>;
+    async fn list_credentials(&self, tenant: &TenantId, vault_id: &str, query: &ListQuery) -> Result<Vec<StoredCredential>, StoreError>;
 }

@@ -96,7 +96,14 @@ pub fn hostname(field: &str, host: &str, allow_wildcard: bool) -> DomainResult<(
 /// An absolute `http`/`https` URL with a host, at most 2,048 characters.
 pub fn http_url(field: &str, url: &str) -> DomainResult<()> {
     length(field, url, 1, 2048)?;
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    let rest = if lower.starts_with("https://") {
+        url.get(8..)
+    } else if lower.starts_with("http://") {
+        url.get(7..)
+    } else {
+        None
+    };
     let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
     match host {
         Some(h) if !h.is_empty() && !h.contains(char::is_whitespace) && !url.contains(char::is_whitespace) => Ok(()),
@@ -150,5 +157,6 @@ mod tests {
         assert!(http_url("u", "https://mcp.example.com/sse").is_ok());
         assert!(http_url("u", "ftp://x").is_err());
         assert!(http_url("u", "https://").is_err());
+        assert!(http_url("u", "HTTPS://Example.com/x").is_ok());
     }
 }

@@ -37,6 +37,10 @@ impl IdGen for UlidIds {
         format!("{prefix}_{id}")
     }
 
+    fn nonce(&self) -> [u8; 12] {
+        rand::rng().random()
+    }
+
     fn api_key_secret(&self) -> String {
         let body: String = rand::rng().sample_iter(Alphanumeric).take(40).map(char::from).collect();
         format!("{}{body}", openma_core::tenancy::API_KEY_PREFIX)

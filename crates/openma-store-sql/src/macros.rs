@@ -12,6 +12,8 @@ macro_rules! sql_store {
         use openma_types::agents::Agent;
         use openma_types::environments::Environment;
         use openma_types::sessions::Session;
+        use openma_types::vaults::Vault;
+        use openma_core::vaults::StoredCredential;
         use sqlx::{QueryBuilder, Row};
 
         use $crate::{decode, encode};
@@ -97,6 +99,16 @@ macro_rules! sql_store {
             .await
             .map_err($crate::backend_error)?;
             Ok(done.rows_affected() > 0)
+        }
+
+        fn stored_credential(r: &<$db as sqlx::Database>::Row) -> Result<StoredCredential, openma_core::StoreError> {
+            let body: String = r.try_get("body").map_err($crate::backend_error)?;
+            let secrets: String = r.try_get("secrets").map_err($crate::backend_error)?;
+            Ok(StoredCredential {
+                credential: decode(&body)?,
+                unique_key: r.try_get("unique_key").map_err($crate::backend_error)?,
+                secrets: decode(&secrets)?,
+            })
         }
 
         fn stored_event(r: &<$db as sqlx::Database>::Row) -> Result<StoredEvent, openma_core::StoreError> {
@@ -646,6 +658,171 @@ macro_rules! sql_store {
                 };
                 let done = sqlx::query(sql).bind(key).bind(value).execute(&self.pool).await.map_err($crate::backend_error)?;
                 Ok(done.rows_affected() > 0)
+            }
+            // ---- vaults and credentials ----
+
+            async fn insert_vault(&self, tenant: &TenantId, v: &Vault) -> Result<(), openma_core::StoreError> {
+                sqlx::query("INSERT INTO vaults (tenant_id, id, created_at, updated_at, archived, body) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(tenant.as_str())
+                    .bind(&v.id)
+                    .bind(v.created_at.as_micros())
+                    .bind(v.updated_at.as_micros())
+                    .bind(v.archived_at.is_some())
+                    .bind(encode(v))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn get_vault(&self, tenant: &TenantId, id: &str) -> Result<Option<Vault>, openma_core::StoreError> {
+                self.body("SELECT body FROM vaults WHERE tenant_id = $1 AND id = $2", tenant, id).await
+            }
+
+            async fn update_vault(&self, tenant: &TenantId, v: &Vault, expected: Timestamp) -> Result<bool, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                let done = sqlx::query(
+                    "UPDATE vaults SET updated_at = $3, archived = $4, body = $5 WHERE tenant_id = $1 AND id = $2 AND updated_at = $6",
+                )
+                .bind(tenant.as_str())
+                .bind(&v.id)
+                .bind(v.updated_at.as_micros())
+                .bind(v.archived_at.is_some())
+                .bind(encode(v))
+                .bind(expected.as_micros())
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::backend_error)?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                if let Some(at) = v.archived_at {
+                    // archiving cascades: credentials are archived and their secrets purged
+                    let rows = sqlx::query("SELECT body, unique_key, secrets FROM credentials WHERE tenant_id = $1 AND vault_id = $2 AND NOT archived")
+                        .bind(tenant.as_str())
+                        .bind(&v.id)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err($crate::backend_error)?;
+                    for r in &rows {
+                        let mut c = stored_credential(r)?;
+                        c.credential.archived_at = Some(at);
+                        c.credential.updated_at = at;
+                        sqlx::query("UPDATE credentials SET archived = TRUE, updated_at = $3, body = $4, secrets = '{}' WHERE tenant_id = $1 AND id = $2")
+                            .bind(tenant.as_str())
+                            .bind(&c.credential.id)
+                            .bind(at.as_micros())
+                            .bind(encode(&c.credential))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err($crate::backend_error)?;
+                    }
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(true)
+            }
+
+            async fn delete_vault(&self, tenant: &TenantId, id: &str) -> Result<bool, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                sqlx::query("DELETE FROM credentials WHERE tenant_id = $1 AND vault_id = $2")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                let done = sqlx::query("DELETE FROM vaults WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn list_vaults(&self, tenant: &TenantId, q: &ListQuery) -> Result<Vec<Vault>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT body FROM vaults WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned());
+                self.list_bodies(qb, q).await
+            }
+
+            async fn insert_credential(&self, tenant: &TenantId, c: &StoredCredential, max_active: i64) -> Result<bool, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                // the insert comes first so SQLite takes its write lock before the count
+                sqlx::query(
+                    "INSERT INTO credentials (tenant_id, vault_id, id, created_at, updated_at, archived, unique_key, body, secrets) \
+                     VALUES ($1, $2, $3, $4, $5, FALSE, $6, $7, $8)",
+                )
+                .bind(tenant.as_str())
+                .bind(&c.credential.vault_id)
+                .bind(&c.credential.id)
+                .bind(c.credential.created_at.as_micros())
+                .bind(c.credential.updated_at.as_micros())
+                .bind(&c.unique_key)
+                .bind(encode(&c.credential))
+                .bind(encode(&c.secrets))
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::backend_error)?;
+                let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM credentials WHERE tenant_id = $1 AND vault_id = $2 AND NOT archived")
+                    .bind(tenant.as_str())
+                    .bind(&c.credential.vault_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                if active > max_active {
+                    return Ok(false);
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(true)
+            }
+
+            async fn get_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> Result<Option<StoredCredential>, openma_core::StoreError> {
+                let row = sqlx::query("SELECT body, unique_key, secrets FROM credentials WHERE tenant_id = $1 AND vault_id = $2 AND id = $3")
+                    .bind(tenant.as_str())
+                    .bind(vault_id)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                row.as_ref().map(stored_credential).transpose()
+            }
+
+            async fn update_credential(&self, tenant: &TenantId, c: &StoredCredential, expected: Timestamp) -> Result<bool, openma_core::StoreError> {
+                let done = sqlx::query(
+                    "UPDATE credentials SET updated_at = $3, archived = $4, body = $5, secrets = $6 \
+                     WHERE tenant_id = $1 AND id = $2 AND updated_at = $7",
+                )
+                .bind(tenant.as_str())
+                .bind(&c.credential.id)
+                .bind(c.credential.updated_at.as_micros())
+                .bind(c.credential.archived_at.is_some())
+                .bind(encode(&c.credential))
+                .bind(encode(&c.secrets))
+                .bind(expected.as_micros())
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> Result<bool, openma_core::StoreError> {
+                let done = sqlx::query("DELETE FROM credentials WHERE tenant_id = $1 AND vault_id = $2 AND id = $3")
+                    .bind(tenant.as_str())
+                    .bind(vault_id)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn list_credentials(&self, tenant: &TenantId, vault_id: &str, q: &ListQuery) -> Result<Vec<StoredCredential>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT body, unique_key, secrets FROM credentials WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned()).push(" AND vault_id = ").push_bind(vault_id.to_owned());
+                push_page(&mut qb, q);
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                rows.iter().map(stored_credential).collect()
             }
         }
     };

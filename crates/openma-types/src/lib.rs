@@ -10,5 +10,6 @@ pub mod common;
 pub mod environments;
 pub mod events;
 pub mod sessions;
+pub mod vaults;
 
 pub use common::*;

@@ -15,6 +15,7 @@ pub mod events;
 pub mod ops;
 pub mod sessions;
 pub mod threads;
+pub mod vaults;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -24,6 +25,7 @@ pub fn routes() -> Router<AppState> {
         .merge(sessions::routes())
         .merge(events::routes())
         .merge(threads::routes())
+        .merge(vaults::routes())
 }
 
 /// `order=asc|desc`.

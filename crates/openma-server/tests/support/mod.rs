@@ -102,7 +102,8 @@ pub async fn spawn_app_custom(
     let settings = Settings::resolve(overrides).unwrap();
     let prepared = app::prepare(&settings).await.expect("server starts");
     let base = format!("http://{}", prepared.addr);
-    let platform = app::open_platform(&settings).await.expect("admin handle");
+    let mut platform = app::open_platform(&settings).await.expect("admin handle");
+    openma_server::secrets::install(&mut platform, &settings).await.expect("root secret");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app::serve(prepared, async {
         let _ = rx.await;
@@ -156,6 +157,11 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// The data dir (SQLite file, root secret, blobs).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+
     pub async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> Reply {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(k) = key {

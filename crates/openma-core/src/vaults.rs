@@ -312,6 +312,31 @@ pub fn apply_credential_update(
     Ok(next)
 }
 
+/// Stores tokens a refresh returned: a new access token (and, when the provider rotates
+/// it, a new refresh token), with the expiry it announced.
+pub fn apply_refreshed_tokens(
+    current: &StoredCredential,
+    access_token: &str,
+    refresh_token: Option<&str>,
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+    sealer: &Sealer<'_>,
+) -> DomainResult<StoredCredential> {
+    let mut next = current.clone();
+    let CredentialAuth::McpOauth { expires_at: stored, .. } = &mut next.credential.auth else {
+        return Err(DomainError::invalid("only `mcp_oauth` credentials have tokens to refresh"));
+    };
+    *stored = expires_at;
+    check_secret("access_token", access_token)?;
+    next.secrets.insert("access_token".into(), sealer.seal("access_token", access_token));
+    if let Some(r) = refresh_token {
+        check_secret("refresh_token", r)?;
+        next.secrets.insert("refresh_token".into(), sealer.seal("refresh_token", r));
+    }
+    next.credential.updated_at = now.max(Timestamp::from_micros(current.credential.updated_at.as_micros() + 1));
+    Ok(next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

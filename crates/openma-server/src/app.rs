@@ -27,6 +27,8 @@ pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// What `/health` reports besides the database.
 pub struct ServerInfo {
+    /// Outbound validation requests may reach private addresses (tests only).
+    pub allow_private_fetch: bool,
     pub blob_dir: Option<PathBuf>,
     pub blob_url: String,
     pub sandbox: String,
@@ -154,7 +156,7 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
         anyhow::bail!("unsupported OPENMA_BLOB_URL `{}`: only file:// is available in this build", settings.blob_url);
     }
     let _ = telemetry::metrics_handle();
-    let info = ServerInfo { blob_dir, blob_url: settings.blob_url.clone(), sandbox: sandbox_status() };
+    let info = ServerInfo { allow_private_fetch: settings.unsafe_allow_private_fetch, blob_dir, blob_url: settings.blob_url.clone(), sandbox: sandbox_status() };
     let http = openma_models::http_client().context("cannot set up the model clients")?;
     let models = openma_models::ModelRouter::from_lookup(|name| settings.providers.lookup(name), http);
     let runtime = Runtime::new(platform.clone(), Arc::new(models), toolbox, runtime_config(settings));

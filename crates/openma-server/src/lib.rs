@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod http;
+pub mod mcp_oauth;
 pub mod openapi;
 pub mod runtime;
 pub mod secrets;

@@ -241,3 +241,63 @@ pub struct UpdateCredentialRequest {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<std::collections::BTreeMap<String, Option<String>>>))]
     pub metadata: Option<Option<MetadataPatch>>,
 }
+
+literal!(CredentialValidationTag = "vault_credential_validation");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ValidationStatus {
+    Valid,
+    Invalid,
+    Unknown,
+}
+
+/// An HTTP response captured during validation (body scrubbed of secrets, truncated).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CapturedResponse {
+    pub status_code: u16,
+    pub content_type: String,
+    pub body: String,
+    pub body_truncated: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct McpProbe {
+    pub method: String,
+    pub http_response: Option<CapturedResponse>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RefreshStatus {
+    Succeeded,
+    Failed,
+    ConnectError,
+    NoRefreshToken,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RefreshOutcome {
+    pub status: RefreshStatus,
+    pub http_response: Option<CapturedResponse>,
+}
+
+/// `CredentialValidation`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CredentialValidation {
+    #[serde(rename = "type")]
+    pub tag: CredentialValidationTag,
+    pub credential_id: String,
+    pub vault_id: String,
+    pub status: ValidationStatus,
+    pub has_refresh_token: bool,
+    pub mcp_probe: Option<McpProbe>,
+    pub refresh: Option<RefreshOutcome>,
+    pub validated_at: Timestamp,
+}

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use openma_types::vaults::{CreateCredentialRequest, CreateVaultRequest, Credential, UpdateCredentialRequest, UpdateVaultRequest, Vault};
+use openma_types::vaults::{CredentialValidation, CreateCredentialRequest, CreateVaultRequest, Credential, UpdateCredentialRequest, UpdateVaultRequest, Vault};
 use openma_types::{Deleted, ErrorEnvelope, ListPage};
 
 use super::{ArchivedParam, CreatedFilter, PageParams, list_params};
@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
             get(get_credential).post(update_credential).delete(delete_credential),
         )
         .route("/v1/vaults/{vault_id}/credentials/{credential_id}/archive", post(archive_credential))
+        .route("/v1/vaults/{vault_id}/credentials/{credential_id}/mcp_oauth_validate", post(validate_credential))
 }
 
 /// Create a vault.
@@ -127,4 +128,14 @@ pub async fn delete_credential(State(app): State<AppState>, Caller(t): Caller, A
     responses((status = 200, body = Credential), (status = 404, body = ErrorEnvelope)))]
 pub async fn archive_credential(State(app): State<AppState>, Caller(t): Caller, ApiPath((vault, id)): ApiPath<(String, String)>) -> Result<Json<Credential>, ApiError> {
     Ok(Json(app.platform.archive_credential(&t, &vault, &id).await?))
+}
+
+/// Probe an `mcp_oauth` credential against its MCP server, refreshing it on a 401.
+#[utoipa::path(post, path = "/v1/vaults/{vault_id}/credentials/{credential_id}/mcp_oauth_validate", tag = "vaults",
+    params(("vault_id" = String, Path, description = "The vault id"), ("credential_id" = String, Path, description = "The credential id")),
+    responses((status = 200, body = CredentialValidation), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn validate_credential(State(app): State<AppState>, Caller(t): Caller, ApiPath((vault, id)): ApiPath<(String, String)>) -> Result<Json<CredentialValidation>, ApiError> {
+    app.platform.get_credential(&t, &vault, &id).await?;
+    let validator = crate::mcp_oauth::Validator { allow_private: app.info.allow_private_fetch };
+    Ok(Json(validator.validate(&app.platform, &t, &vault, &id).await?))
 }

@@ -51,6 +51,36 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
+/// Resolves the URL's host and refuses it unless every address is public (or
+/// `allow_private`, for tests).
+pub async fn resolve_public(url: &Url, allow_private: bool) -> Result<SocketAddr, String> {
+    let host = url.host_str().ok_or("the URL has no host")?;
+    let port = url.port_or_known_default().ok_or("the URL has no port")?;
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+        .collect();
+    let first = *addrs.first().ok_or_else(|| format!("`{host}` has no address"))?;
+    if !allow_private && addrs.iter().any(|a| !is_public(a.ip())) {
+        return Err(format!("refused: `{host}` resolves to a non-public address"));
+    }
+    Ok(first)
+}
+
+/// A client for one request to `url`, connected to the checked address (so DNS cannot
+/// change between the check and the connection) and following no redirects.
+pub async fn pinned_client(url: &Url, allow_private: bool, timeout: Duration) -> Result<reqwest::Client, String> {
+    let addr = resolve_public(url, allow_private).await?;
+    let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']).to_owned();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .resolve(&host, addr)
+        .user_agent(concat!("openma/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 fn host_matches(host: &str, domain: &str) -> bool {
     let domain = domain.split('/').next().unwrap_or(domain).trim_start_matches("*.");
     host == domain || host.ends_with(&format!(".{domain}"))
@@ -84,19 +114,6 @@ impl WebFetch {
         Ok(())
     }
 
-    async fn resolve(&self, url: &Url) -> Result<SocketAddr, String> {
-        let host = url.host_str().ok_or("the URL has no host")?;
-        let port = url.port_or_known_default().ok_or("the URL has no port")?;
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
-            .await
-            .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
-            .collect();
-        let first = *addrs.first().ok_or_else(|| format!("`{host}` has no address"))?;
-        if !self.allow_private && addrs.iter().any(|a| !is_public(a.ip())) {
-            return Err(format!("refused: `{host}` resolves to a non-public address"));
-        }
-        Ok(first)
-    }
 
     async fn fetch(&self, mut url: Url, config: Option<&BuiltinToolConfig>) -> Result<(Url, String, Vec<u8>, bool), String> {
         for _ in 0..=MAX_REDIRECTS {
@@ -104,15 +121,7 @@ impl WebFetch {
                 return Err(format!("only http and https URLs can be fetched, not `{}`", url.scheme()));
             }
             Self::check_domains(&url, config)?;
-            let addr = self.resolve(&url).await?;
-            let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']).to_owned();
-            let client = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(TIMEOUT)
-                .resolve(&host, addr)
-                .user_agent(concat!("openma/", env!("CARGO_PKG_VERSION"), " (web_fetch)"))
-                .build()
-                .map_err(|e| e.to_string())?;
+            let client = pinned_client(&url, self.allow_private, TIMEOUT).await?;
             let resp = client.get(url.clone()).send().await.map_err(|e| format!("fetch failed: {e}"))?;
             if resp.status().is_redirection() {
                 let next = resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).ok_or("a redirect without Location")?;

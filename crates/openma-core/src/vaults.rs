@@ -103,6 +103,15 @@ fn check_networking(n: &CredentialNetworking) -> DomainResult<()> {
     Ok(())
 }
 
+/// A secret that may be substituted nowhere would be stored for nothing.
+fn check_injection(loc: &InjectionLocation) -> DomainResult<()> {
+    if loc.header || loc.body {
+        Ok(())
+    } else {
+        Err(DomainError::invalid("`injection_location` must enable at least one of `header` and `body`"))
+    }
+}
+
 fn check_env_name(name: &str) -> DomainResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 256
@@ -203,12 +212,10 @@ pub fn new_credential(
             check_networking(networking)?;
             secrets.insert("secret_value".to_owned(), sealer.seal("secret_value", &secret_value.0));
             let loc = injection_location.unwrap_or_default();
+            let loc = InjectionLocation { header: loc.header.unwrap_or(true), body: loc.body.unwrap_or(false) };
+            check_injection(&loc)?;
             (
-                CredentialAuth::EnvironmentVariable {
-                    secret_name: secret_name.clone(),
-                    networking: networking.clone(),
-                    injection_location: InjectionLocation { header: loc.header.unwrap_or(true), body: loc.body.unwrap_or(false) },
-                },
+                CredentialAuth::EnvironmentVariable { secret_name: secret_name.clone(), networking: networking.clone(), injection_location: loc },
                 format!("env:{secret_name}"),
             )
         }
@@ -260,12 +267,15 @@ pub fn apply_credential_update(
             }
         }
         (Some(CredentialAuthUpdate::McpOauth { access_token, expires_at, refresh }), CredentialAuth::McpOauth { expires_at: stored, refresh: stored_refresh, .. }) => {
+            if expires_at.is_some_and(|e| e <= now) {
+                return Err(DomainError::invalid("`auth.expires_at` must be in the future"));
+            }
             if let Some(t) = access_token {
                 check_secret("auth.access_token", &t.0)?;
                 next.secrets.insert("access_token".into(), sealer.seal("access_token", &t.0));
-                // a new token without an expiry keeps no stale expiry
-                *stored = *expires_at;
-            } else if expires_at.is_some() {
+            }
+            // as documented: a new token sent without `expires_at` keeps the stored expiry
+            if expires_at.is_some() {
                 *stored = *expires_at;
             }
             if let Some(r) = refresh {
@@ -302,6 +312,7 @@ pub fn apply_credential_update(
             if let Some(l) = injection_location {
                 loc.header = l.header.unwrap_or(loc.header);
                 loc.body = l.body.unwrap_or(loc.body);
+                check_injection(loc)?;
             }
         }
         _ => return Err(type_change()),

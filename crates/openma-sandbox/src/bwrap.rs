@@ -17,7 +17,8 @@ use crate::config::{Limits, SandboxConfig};
 pub(crate) const BWRAP: &str = "/usr/bin/bwrap";
 pub(crate) const SETPRIV: &str = "/usr/bin/setpriv";
 pub(crate) const PRLIMIT: &str = "/usr/bin/prlimit";
-pub(crate) const SANDBOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const SANDBOX_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Host `/etc` entries that carry no secrets and that ordinary tools need (dynamic linker
 /// cache, Debian alternatives symlinks, CA certificates, time zone, …). Everything else in
@@ -56,7 +57,9 @@ pub(crate) fn session_uid(config: &SandboxConfig, session_id: &str) -> u32 {
 pub(crate) fn valid_session_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         && !id.starts_with('-')
 }
 
@@ -71,7 +74,11 @@ pub(crate) struct SessionPaths {
 impl SessionPaths {
     pub fn new(root: &Path, session_id: &str) -> Self {
         let dir = root.join(session_id);
-        SessionPaths { workspace: dir.join("workspace"), etc: dir.join("etc"), dir }
+        SessionPaths {
+            workspace: dir.join("workspace"),
+            etc: dir.join("etc"),
+            dir,
+        }
     }
 }
 
@@ -79,8 +86,7 @@ impl SessionPaths {
 /// the session uid must be able to traverse `root` and `root/<id>` (mode 0711: no listing)
 /// and owns its workspace.
 pub(crate) fn prepare_dirs(root: &Path, paths: &SessionPaths, uid: Option<u32>) -> io::Result<()> {
-    fs::create_dir_all(root)?;
-    fs::set_permissions(root, fs::Permissions::from_mode(0o711))?;
+    prepare_root(root)?;
     match fs::create_dir(&paths.dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -96,6 +102,12 @@ pub(crate) fn prepare_dirs(root: &Path, paths: &SessionPaths, uid: Option<u32>) 
         chown(&paths.workspace, Some(uid), Some(uid))?;
     }
     Ok(())
+}
+
+/// The sandbox root: traversable by the session uids, not listable.
+pub(crate) fn prepare_root(root: &Path) -> io::Result<()> {
+    fs::create_dir_all(root)?;
+    fs::set_permissions(root, fs::Permissions::from_mode(0o711))
 }
 
 /// Writes the generated `/etc` files (root-owned, read-only inside the sandbox).
@@ -126,7 +138,14 @@ pub(crate) fn write_etc(paths: &SessionPaths, uid: u32) -> io::Result<()> {
     Ok(())
 }
 
-const GENERATED_ETC: &[&str] = &["passwd", "group", "hosts", "resolv.conf", "nsswitch.conf", "hostname"];
+const GENERATED_ETC: &[&str] = &[
+    "passwd",
+    "group",
+    "hosts",
+    "resolv.conf",
+    "nsswitch.conf",
+    "hostname",
+];
 
 /// `path` of the host as the sandbox should see it: a symlink is recreated as a symlink
 /// (Debian's merged `/usr` makes `/bin`, `/lib`, … links), a directory is bound read-only.
@@ -135,7 +154,11 @@ fn system_dir(args: &mut Vec<String>, path: &str) {
     match fs::symlink_metadata(p) {
         Ok(m) if m.file_type().is_symlink() => {
             if let Ok(target) = fs::read_link(p) {
-                args.extend(["--symlink".into(), target.to_string_lossy().into_owned(), path.into()]);
+                args.extend([
+                    "--symlink".into(),
+                    target.to_string_lossy().into_owned(),
+                    path.into(),
+                ]);
             }
         }
         Ok(m) if m.is_dir() => args.extend(["--ro-bind".into(), path.into(), path.into()]),
@@ -144,7 +167,11 @@ fn system_dir(args: &mut Vec<String>, path: &str) {
 }
 
 /// The full command: `setpriv` (session uid) → `bwrap` → `prlimit` → `bash`.
-pub(crate) fn shell_command(paths: &SessionPaths, uid: Option<u32>, limits: &Limits) -> tokio::process::Command {
+pub(crate) fn shell_command(
+    paths: &SessionPaths,
+    uid: Option<u32>,
+    limits: &Limits,
+) -> tokio::process::Command {
     let mut args: Vec<String> = Vec::new();
     let mut cmd = match uid {
         Some(uid) => {
@@ -179,16 +206,33 @@ pub(crate) fn shell_command(paths: &SessionPaths, uid: Option<u32>, limits: &Lim
     }
     args.extend(["--proc", "/proc", "--dev", "/dev"].map(String::from));
     let tmp = limits.tmp_bytes.to_string();
-    args.extend(["--size".into(), tmp.clone(), "--tmpfs".into(), "/tmp".into()]);
+    args.extend([
+        "--size".into(),
+        tmp.clone(),
+        "--tmpfs".into(),
+        "/tmp".into(),
+    ]);
     args.extend(["--size".into(), tmp, "--tmpfs".into(), "/dev/shm".into()]);
     args.extend(["--dir".into(), "/etc".into()]);
     for name in GENERATED_ETC {
-        args.extend(["--ro-bind".into(), path_str(&paths.etc.join(name)), format!("/etc/{name}")]);
+        args.extend([
+            "--ro-bind".into(),
+            path_str(&paths.etc.join(name)),
+            format!("/etc/{name}"),
+        ]);
     }
     for name in HOST_ETC_ALLOWED {
-        args.extend(["--ro-bind-try".into(), format!("/etc/{name}"), format!("/etc/{name}")]);
+        args.extend([
+            "--ro-bind-try".into(),
+            format!("/etc/{name}"),
+            format!("/etc/{name}"),
+        ]);
     }
-    args.extend(["--bind".into(), path_str(&paths.workspace), "/workspace".into()]);
+    args.extend([
+        "--bind".into(),
+        path_str(&paths.workspace),
+        "/workspace".into(),
+    ]);
     args.extend(["--remount-ro", "/", "--chdir", "/workspace", "--"].map(String::from));
     args.push(PRLIMIT.into());
     args.extend([
@@ -199,7 +243,8 @@ pub(crate) fn shell_command(paths: &SessionPaths, uid: Option<u32>, limits: &Lim
         format!("--fsize={}", limits.file_size_bytes),
         "--core=0".into(),
         "--".into(),
-        "/bin/bash".into(),
+        // Found on PATH so that bash calls itself `bash` in its messages.
+        "bash".into(),
         "--noprofile".into(),
         "--norc".into(),
     ]);
@@ -243,19 +288,32 @@ pub(crate) fn check() -> Result<String, String> {
     }
     for tool in [SETPRIV, PRLIMIT] {
         if !Path::new(tool).exists() {
-            return Err(format!("{tool} is missing; install it with `apt-get install util-linux`"));
+            return Err(format!(
+                "{tool} is missing; install it with `apt-get install util-linux`"
+            ));
         }
     }
     // A real sandbox with every namespace, so a host that forbids user namespaces is caught
     // here rather than at the first tool call.
     let mut trial = Command::new(BWRAP);
-    trial.args(["--unshare-all", "--unshare-user", "--die-with-parent", "--ro-bind", "/usr", "/usr"]);
+    trial.args([
+        "--unshare-all",
+        "--unshare-user",
+        "--die-with-parent",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+    ]);
     let mut args = Vec::new();
     for dir in ["/bin", "/lib", "/lib64"] {
         system_dir(&mut args, dir);
     }
-    trial.args(args).args(["--proc", "/proc", "--dev", "/dev", "--", "/bin/true"]);
-    let out = trial.output().map_err(|e| format!("bubblewrap cannot be run: {e}"))?;
+    trial
+        .args(args)
+        .args(["--proc", "/proc", "--dev", "/dev", "--", "/bin/true"]);
+    let out = trial
+        .output()
+        .map_err(|e| format!("bubblewrap cannot be run: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "bubblewrap cannot create a sandbox here (are unprivileged user namespaces disabled?): {}",
@@ -265,7 +323,9 @@ pub(crate) fn check() -> Result<String, String> {
     if running_as_root() {
         Ok(version)
     } else {
-        Ok(format!("{version} (not root: sessions run as the server's own uid)"))
+        Ok(format!(
+            "{version} (not root: sessions run as the server's own uid)"
+        ))
     }
 }
 

@@ -1,1 +1,264 @@
 #![forbid(unsafe_code)]
+//! Per-session Linux sandboxes and the built-in tools that run in them.
+//!
+//! Each session gets a bubblewrap sandbox (own user, pid, ipc, uts, network and cgroup
+//! namespaces; loopback-only network), running as its own unprivileged host uid with
+//! rlimits, that sees read-only system directories, a generated `/etc`, a private `/tmp`
+//! and its persistent `/workspace` (`<root>/<session_id>/workspace` on the host) — nothing
+//! else of the host. The `bash` tool talks to one long-lived shell per session inside it;
+//! the file tools (`read`, `write`, `edit`, `glob`, `grep`) work on the workspace from the
+//! host side with path resolution that cannot leave it.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use openma_sandbox::{SandboxConfig, Sandboxes};
+//! Sandboxes::check().expect("bubblewrap");
+//! let sandboxes = Sandboxes::new(SandboxConfig::new("/var/lib/openma/sandboxes"));
+//! for (name, tool) in sandboxes.tools() { /* toolbox.register(name, tool) */ }
+//! # }
+//! ```
+
+mod bwrap;
+mod config;
+mod fs_tools;
+mod output;
+mod paths;
+mod procs;
+mod shell;
+mod tools;
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub use config::{Limits, SandboxConfig};
+
+use bwrap::SessionPaths;
+use procs::ProcId;
+use shell::Shell;
+
+/// The sandboxes of every session this process serves. Cheap to clone.
+#[derive(Clone)]
+pub struct Sandboxes {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    config: SandboxConfig,
+    /// Root may switch to per-session uids; otherwise sandboxes run as our own uid.
+    as_root: bool,
+    sessions: Mutex<HashMap<String, Arc<SessionBox>>>,
+}
+
+/// One session's sandbox.
+pub(crate) struct SessionBox {
+    uid: Option<u32>,
+    paths: SessionPaths,
+    shell: tokio::sync::Mutex<ShellSlot>,
+    last_used: Mutex<Instant>,
+    /// The running sandbox (outer bwrap pid, its pid 1), readable without the shell lock so
+    /// that `destroy` can kill it while a command runs.
+    running: Mutex<Option<(u32, ProcId)>>,
+}
+
+#[derive(Default)]
+pub(crate) struct ShellSlot {
+    shell: Option<Shell>,
+    /// Why the previous shell is gone, told with the next command's result.
+    lost: Option<String>,
+}
+
+impl SessionBox {
+    fn set_running(&self, shell: Option<&Shell>) {
+        let v = shell.and_then(|s| s.pids().first().map(|outer| (*outer, s.init)));
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = v;
+    }
+
+    fn running(&self) -> Option<(u32, ProcId)> {
+        *self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Sandboxes {
+    pub fn new(mut config: SandboxConfig) -> Self {
+        // bwrap runs with `/` as its working directory: a relative root would point elsewhere.
+        if let Ok(abs) = std::path::absolute(&config.root) {
+            config.root = abs;
+        }
+        Sandboxes {
+            inner: Arc::new(Inner {
+                config,
+                as_root: bwrap::running_as_root(),
+                sessions: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Whether this host can run sandboxes: `Ok("bubblewrap 0.8.0")`, or what to install.
+    pub fn check() -> Result<String, String> {
+        bwrap::check()
+    }
+
+    /// Creates the sandbox root and verifies that sessions can reach their workspaces under
+    /// it: bubblewrap runs as each session's uid, which must be able to traverse (`x`) every
+    /// directory above the root. Call it at start-up to fail early with a clear reason.
+    pub fn preflight(&self) -> Result<(), String> {
+        let root = &self.inner.config.root;
+        bwrap::prepare_root(root)
+            .map_err(|e| format!("cannot create the sandbox root {}: {e}", root.display()))?;
+        if !self.inner.as_root {
+            return Ok(());
+        }
+        use std::os::unix::fs::PermissionsExt;
+        for dir in root.ancestors().skip(1) {
+            let mode = std::fs::metadata(dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o001 == 0 {
+                return Err(format!(
+                    "{} (mode {:o}) cannot be traversed by other users, but each sandbox runs as its own uid and must reach {} through it: `chmod o+x {}` (no read access needed) or put the sandbox root elsewhere",
+                    dir.display(),
+                    mode & 0o7777,
+                    root.display(),
+                    dir.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.inner.config
+    }
+
+    /// Kills the session's processes and deletes its workspace.
+    pub async fn destroy(&self, session_id: &str) -> io::Result<()> {
+        if !bwrap::valid_session_id(session_id) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "invalid session id",
+            ));
+        }
+        let session = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(session_id);
+        if let Some(session) = session {
+            // Kill first: a command holding the shell lock then ends at once.
+            if let Some((_, init)) = session.running() {
+                procs::signal(init, rustix::process::Signal::KILL);
+            }
+            let mut slot = session.shell.lock().await;
+            if let Some(mut shell) = slot.shell.take() {
+                shell.kill().await;
+            }
+            session.set_running(None);
+        }
+        let dir = SessionPaths::new(&self.inner.config.root, session_id).dir;
+        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    /// Stops shells unused for longer than `idle_timeout` (their workspaces stay; the next
+    /// command starts a new shell). Returns how many were stopped.
+    pub async fn reap_idle(&self) -> usize {
+        let sessions: Vec<Arc<SessionBox>> = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let idle = self.inner.config.idle_timeout;
+        let mut stopped = 0;
+        for session in sessions {
+            // A shell busy with a command is not idle.
+            let Ok(mut slot) = session.shell.try_lock() else {
+                continue;
+            };
+            let last = *session.last_used.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.shell.is_some() && last.elapsed() >= idle {
+                if let Some(mut shell) = slot.shell.take() {
+                    shell.kill().await;
+                }
+                session.set_running(None);
+                slot.lost = Some(format!(
+                    "the previous one was stopped after {} s idle",
+                    idle.as_secs()
+                ));
+                stopped += 1;
+            }
+        }
+        stopped
+    }
+
+    /// Host pids of a session's running sandbox (bubblewrap and every process inside it);
+    /// empty when its shell is not running.
+    pub fn sandbox_pids(&self, session_id: &str) -> Vec<u32> {
+        let session = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(session_id)
+            .cloned();
+        let Some((outer, init)) = session.and_then(|s| s.running()) else {
+            return Vec::new();
+        };
+        let mut pids = vec![outer, init.pid];
+        pids.extend(procs::descendants(init.pid).into_iter().map(|p| p.pid));
+        pids
+    }
+
+    /// Resident memory of a session's sandbox in KiB (sum of VmRSS of its processes).
+    pub fn memory_kib(&self, session_id: &str) -> u64 {
+        self.sandbox_pids(session_id)
+            .into_iter()
+            .map(procs::rss_kib)
+            .sum()
+    }
+
+    /// The host uid a session's processes run as (None when the server is not root).
+    pub fn session_uid(&self, session_id: &str) -> Option<u32> {
+        self.inner
+            .as_root
+            .then(|| bwrap::session_uid(&self.inner.config, session_id))
+    }
+}
+
+impl Inner {
+    /// The session's sandbox, its directories created on first use.
+    fn session(&self, session_id: &str) -> Result<Arc<SessionBox>, String> {
+        if !bwrap::valid_session_id(session_id) {
+            return Err(format!("invalid session id for a sandbox: {session_id:?}"));
+        }
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = sessions.get(session_id) {
+            return Ok(s.clone());
+        }
+        let uid = self
+            .as_root
+            .then(|| bwrap::session_uid(&self.config, session_id));
+        let paths = SessionPaths::new(&self.config.root, session_id);
+        bwrap::prepare_dirs(&self.config.root, &paths, uid)
+            .map_err(|e| format!("cannot prepare the session's workspace: {e}"))?;
+        let session = Arc::new(SessionBox {
+            uid,
+            paths,
+            shell: tokio::sync::Mutex::new(ShellSlot::default()),
+            last_used: Mutex::new(Instant::now()),
+            running: Mutex::new(None),
+        });
+        sessions.insert(session_id.to_string(), session.clone());
+        Ok(session)
+    }
+}

@@ -38,9 +38,8 @@ pub(crate) struct Capture {
 }
 
 pub(crate) struct Captured {
+    /// What the model sees; when the output was cut, it names the file holding all of it.
     pub text: String,
-    /// Set when the output was cut: the sandbox path of the full output.
-    pub saved_to: Option<String>,
 }
 
 impl Capture {
@@ -72,11 +71,11 @@ impl Capture {
         if !spilling {
             self.start_spill();
         }
-        if let Some((file, _)) = &mut self.spill {
-            if let Err(e) = file.write_all(data) {
-                self.spill_error = Some(e.to_string());
-                self.spill = None;
-            }
+        if let Some((file, _)) = &mut self.spill
+            && let Err(e) = file.write_all(data)
+        {
+            self.spill_error = Some(e.to_string());
+            self.spill = None;
         }
         let room = self.mem_cap.saturating_sub(self.head.len()).min(data.len());
         self.head.extend_from_slice(&data[..room]);
@@ -102,14 +101,14 @@ impl Capture {
         if !spilled {
             let text = String::from_utf8_lossy(&self.head).into_owned();
             if text.chars().count() <= self.limit_chars {
-                return Captured { text, saved_to: None };
+                return Captured { text };
             }
             self.start_spill();
         }
-        if let Some((file, _)) = &mut self.spill {
-            if let Err(e) = file.flush() {
-                self.spill_error = Some(e.to_string());
-            }
+        if let Some((file, _)) = &mut self.spill
+            && let Err(e) = file.flush()
+        {
+            self.spill_error = Some(e.to_string());
         }
         let head_chars = self.limit_chars * 3 / 4;
         let tail_chars = self.limit_chars / 4 - 200;
@@ -120,11 +119,18 @@ impl Capture {
             head_text.chars().skip(head_chars).collect()
         } else {
             // Skip a split UTF-8 sequence at the cut.
-            let start = self.tail.iter().position(|b| (*b & 0xC0) != 0x80).unwrap_or(0);
+            let start = self
+                .tail
+                .iter()
+                .position(|b| (*b & 0xC0) != 0x80)
+                .unwrap_or(0);
             String::from_utf8_lossy(&self.tail[start..]).into_owned()
         };
         let rest_count = rest.chars().count();
-        let tail: String = rest.chars().skip(rest_count.saturating_sub(tail_chars)).collect();
+        let tail: String = rest
+            .chars()
+            .skip(rest_count.saturating_sub(tail_chars))
+            .collect();
         let saved_to = self.spill.as_ref().map(|(_, d)| d.clone());
         let note = match (&saved_to, &self.spill_error) {
             (Some(path), None) => format!(
@@ -138,6 +144,6 @@ impl Capture {
             (None, None) => String::new(),
         };
         let text = format!("{head}\n\n[... output truncated ...]\n\n{tail}\n\n{note}");
-        Captured { text, saved_to: if self.spill_error.is_some() { None } else { saved_to } }
+        Captured { text }
     }
 }

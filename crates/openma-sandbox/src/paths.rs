@@ -13,7 +13,6 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::unix::fs::fchown;
 use std::path::{Component, Path, PathBuf};
 
 use cap_std::ambient_authority;
@@ -44,7 +43,11 @@ impl WsPath {
 
     /// Relative to the workspace directory ("." for the workspace itself).
     pub fn rel(&self) -> PathBuf {
-        if self.parts.is_empty() { PathBuf::from(".") } else { self.parts.iter().collect() }
+        if self.parts.is_empty() {
+            PathBuf::from(".")
+        } else {
+            self.parts.iter().collect()
+        }
     }
 
     /// As the sandbox sees it: `/workspace/...`.
@@ -61,7 +64,9 @@ impl WsPath {
         if self.parts.is_empty() {
             return None;
         }
-        Some(WsPath { parts: self.parts[..self.parts.len() - 1].to_vec() })
+        Some(WsPath {
+            parts: self.parts[..self.parts.len() - 1].to_vec(),
+        })
     }
 
     pub fn join(&self, name: impl Into<OsString>) -> WsPath {
@@ -79,28 +84,39 @@ impl WsPath {
     }
 }
 
-/// Applies `path`'s components to `base`, `..` included; Err when it climbs above the root.
-fn lexical(mut base: Vec<OsString>, path: &Path) -> Result<Vec<OsString>, ()> {
-    for c in path.components() {
-        match c {
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-            Component::ParentDir => {
-                base.pop().ok_or(())?;
-            }
-            Component::Normal(n) => base.push(n.to_os_string()),
-        }
-    }
-    Ok(base)
+/// A path component still to resolve: a name, or `..` (resolved after the symlinks before
+/// it, as the kernel does).
+#[derive(Clone, Debug)]
+enum Part {
+    Name(OsString),
+    Up,
+}
+
+fn parts_of(path: &Path) -> Vec<Part> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(Part::Name(n.to_os_string())),
+            Component::ParentDir => Some(Part::Up),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+        })
+        .collect()
 }
 
 /// `/workspace/a/b` → `a/b`; a relative path stays as it is; other absolute paths → None.
 fn strip_root(path: &Path) -> Option<&Path> {
-    if path.is_absolute() { path.strip_prefix(ROOT).ok() } else { Some(path) }
+    if path.is_absolute() {
+        path.strip_prefix(ROOT).ok()
+    } else {
+        Some(path)
+    }
 }
 
 impl Workspace {
     pub fn open(host_dir: &Path, uid: Option<u32>) -> io::Result<Self> {
-        Ok(Workspace { dir: Dir::open_ambient_dir(host_dir, ambient_authority())?, uid })
+        Ok(Workspace {
+            dir: Dir::open_ambient_dir(host_dir, ambient_authority())?,
+            uid,
+        })
     }
 
     /// Resolves a path given by the model (or `/workspace` itself when `None`).
@@ -115,62 +131,88 @@ impl Workspace {
         let rel = strip_root(path).ok_or_else(|| {
             format!("{input} is outside {ROOT}; this tool only reaches files under {ROOT} (use bash for other paths)")
         })?;
-        let parts = lexical(Vec::new(), rel).map_err(|_| format!("{input} is outside {ROOT}"))?;
-        self.follow(parts, input)
+        self.follow(parts_of(rel), input)
     }
 
-    /// Resolves symlinks component by component with `/workspace` as their root.
-    fn follow(&self, mut parts: Vec<OsString>, input: &str) -> Result<WsPath, String> {
+    /// Resolves the parts one by one: symlinks with `/workspace` as their root, `..` on
+    /// what is resolved so far; climbing above `/workspace` is refused.
+    fn follow(&self, mut todo: Vec<Part>, input: &str) -> Result<WsPath, String> {
+        let outside =
+            || format!("{input} leads outside {ROOT}; this tool only reaches files under {ROOT}");
+        let mut done: Vec<OsString> = Vec::new();
         let mut hops = 0;
-        'restart: loop {
-            let mut done: Vec<OsString> = Vec::with_capacity(parts.len());
-            for i in 0..parts.len() {
-                let mut candidate: PathBuf = done.iter().collect();
-                candidate.push(&parts[i]);
-                let meta = match self.dir.symlink_metadata(&candidate) {
-                    Ok(m) => m,
-                    // The rest does not exist (yet): nothing more to resolve.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => {
-                        done.extend_from_slice(&parts[i..]);
-                        return Ok(WsPath { parts: done });
-                    }
-                    Err(e) => return Err(io_message(input, &e)),
-                };
-                if !meta.file_type().is_symlink() {
-                    done.push(parts[i].clone());
+        todo.reverse();
+        while let Some(part) = todo.pop() {
+            let name = match part {
+                Part::Up => {
+                    done.pop().ok_or_else(outside)?;
                     continue;
                 }
-                hops += 1;
-                if hops > MAX_SYMLINK_HOPS {
-                    return Err(format!("{input}: too many levels of symbolic links"));
+                Part::Name(n) => n,
+            };
+            let mut candidate: PathBuf = done.iter().collect();
+            candidate.push(&name);
+            let meta = match self.dir.symlink_metadata(&candidate) {
+                Ok(m) => m,
+                // The rest does not exist (yet): nothing more to resolve.
+                Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => {
+                    done.push(name);
+                    while let Some(p) = todo.pop() {
+                        match p {
+                            Part::Name(n) => done.push(n),
+                            Part::Up => {
+                                done.pop().ok_or_else(outside)?;
+                            }
+                        }
+                    }
+                    break;
                 }
-                let target = self.dir.read_link_contents(&candidate).map_err(|e| io_message(input, &e))?;
-                let outside = || {
-                    format!(
-                        "{input}: the symbolic link {} points outside {ROOT} (to {}); this tool only reaches files under {ROOT}",
-                        WsPath { parts: done.clone() }.join(parts[i].clone()).display(),
-                        target.display()
-                    )
-                };
-                let (base, rel) = match strip_root(&target) {
-                    Some(rel) if target.is_absolute() => (Vec::new(), rel.to_path_buf()),
-                    Some(rel) => (done.clone(), rel.to_path_buf()),
-                    None => return Err(outside()),
-                };
-                let mut next = lexical(base, &rel).map_err(|_| outside())?;
-                next.extend_from_slice(&parts[i + 1..]);
-                parts = next;
-                continue 'restart;
+                Err(e) => return Err(io_message(input, &e)),
+            };
+            if !meta.file_type().is_symlink() {
+                done.push(name);
+                continue;
             }
-            return Ok(WsPath { parts: done });
+            hops += 1;
+            if hops > MAX_SYMLINK_HOPS {
+                return Err(format!("{input}: too many levels of symbolic links"));
+            }
+            let target = self
+                .dir
+                .read_link_contents(&candidate)
+                .map_err(|e| io_message(input, &e))?;
+            let link = WsPath {
+                parts: done.clone(),
+            }
+            .join(name)
+            .display();
+            let refuse = || {
+                format!(
+                    "{input}: the symbolic link {link} points outside {ROOT} (to {}); this tool only reaches files under {ROOT}",
+                    target.display()
+                )
+            };
+            let rel = strip_root(&target).ok_or_else(refuse)?;
+            if target.is_absolute() {
+                done.clear();
+            }
+            // The target's parts come next, before what followed the link.
+            let mut target_parts = parts_of(rel);
+            target_parts.reverse();
+            todo.extend(target_parts);
         }
+        Ok(WsPath { parts: done })
     }
 
     /// Opens an existing regular file for reading.
     pub fn open_file(&self, p: &WsPath) -> Result<File, String> {
         let mut o = OpenOptions::new();
-        o.read(true).custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
-        let f = self.dir.open_with(p.rel(), &o).map_err(|e| io_message(&p.display(), &e))?;
+        o.read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+        let f = self
+            .dir
+            .open_with(p.rel(), &o)
+            .map_err(|e| io_message(&p.display(), &e))?;
         let m = f.metadata().map_err(|e| io_message(&p.display(), &e))?;
         if m.is_dir() {
             return Err(format!("{} is a directory", p.display()));
@@ -183,17 +225,27 @@ impl Workspace {
 
     /// Creates the missing directories above `p`, owned by the session's uid.
     pub fn create_parents(&self, p: &WsPath) -> Result<(), String> {
-        let Some(parent) = p.parent() else { return Ok(()) };
+        let Some(parent) = p.parent() else {
+            return Ok(());
+        };
         let mut at = WsPath::root();
         for part in parent.components() {
             at = at.join(part.clone());
             match self.dir.create_dir(at.rel()) {
                 Ok(()) => {
-                    let d = self.dir.open_dir(at.rel()).map_err(|e| io_message(&at.display(), &e))?;
+                    let d = self
+                        .dir
+                        .open_dir(at.rel())
+                        .map_err(|e| io_message(&at.display(), &e))?;
                     self.give(&d).map_err(|e| io_message(&at.display(), &e))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if !self.dir.metadata(at.rel()).map(|m| m.is_dir()).unwrap_or(false) {
+                    if !self
+                        .dir
+                        .metadata(at.rel())
+                        .map(|m| m.is_dir())
+                        .unwrap_or(false)
+                    {
                         return Err(format!("{} exists and is not a directory", at.display()));
                     }
                 }
@@ -211,7 +263,10 @@ impl Workspace {
         }
         let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
         let mut o = OpenOptions::new();
-        o.write(true).create_new(true).mode(0o644).custom_flags(nonblock);
+        o.write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(nonblock);
         match self.dir.open_with(p.rel(), &o) {
             Ok(f) => {
                 self.give(&f).map_err(|e| io_message(&p.display(), &e))?;
@@ -220,7 +275,10 @@ impl Workspace {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let mut o = OpenOptions::new();
                 o.write(true).custom_flags(nonblock);
-                let f = self.dir.open_with(p.rel(), &o).map_err(|e| io_message(&p.display(), &e))?;
+                let f = self
+                    .dir
+                    .open_with(p.rel(), &o)
+                    .map_err(|e| io_message(&p.display(), &e))?;
                 let m = f.metadata().map_err(|e| io_message(&p.display(), &e))?;
                 if !m.is_file() {
                     return Err(format!("{} is not a regular file", p.display()));
@@ -232,9 +290,21 @@ impl Workspace {
         }
     }
 
+    /// Gives a file or directory to the session's uid. cap-std opens directories `O_PATH`,
+    /// on which fchown(2) fails, so this is fchownat(fd, "", AT_EMPTY_PATH).
     fn give(&self, f: &impl std::os::fd::AsFd) -> io::Result<()> {
         match self.uid {
-            Some(uid) => fchown(f, Some(uid), Some(uid)),
+            Some(uid) => {
+                use rustix::fs::{AtFlags, Gid, Uid, chownat};
+                chownat(
+                    f,
+                    "",
+                    Some(Uid::from_raw(uid)),
+                    Some(Gid::from_raw(uid)),
+                    AtFlags::EMPTY_PATH,
+                )
+                .map_err(io::Error::from)
+            }
             None => Ok(()),
         }
     }
@@ -244,7 +314,9 @@ impl Workspace {
 pub(crate) fn io_message(path: &str, e: &io::Error) -> String {
     let what = match e.kind() {
         // cap-std's refusal of a path that leads outside the directory.
-        io::ErrorKind::PermissionDenied if e.to_string().contains("outside") => format!("the path leads outside {ROOT}"),
+        io::ErrorKind::PermissionDenied if e.to_string().contains("outside") => {
+            format!("the path leads outside {ROOT}")
+        }
         io::ErrorKind::NotFound => "no such file or directory".to_string(),
         io::ErrorKind::PermissionDenied => "permission denied".to_string(),
         io::ErrorKind::IsADirectory => "is a directory".to_string(),
@@ -288,7 +360,10 @@ mod tests {
     #[test]
     fn absolute_and_relative_paths_resolve_inside() {
         let (_t, w) = ws();
-        assert_eq!(w.resolve("/workspace/a/b").unwrap().display(), "/workspace/a/b");
+        assert_eq!(
+            w.resolve("/workspace/a/b").unwrap().display(),
+            "/workspace/a/b"
+        );
         assert_eq!(w.resolve("a/./b/../c").unwrap().display(), "/workspace/a/c");
         assert_eq!(w.resolve("/workspace").unwrap().display(), "/workspace");
         assert!(w.resolve("/etc/passwd").is_err());

@@ -30,11 +30,16 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
 /// Direct children of `pid` (all of its threads' children).
 pub(crate) fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
     for task in tasks.flatten() {
         let path = task.path().join("children");
         if let Ok(list) = fs::read_to_string(path) {
-            out.extend(list.split_ascii_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            out.extend(
+                list.split_ascii_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
         }
     }
     out
@@ -61,8 +66,12 @@ pub(crate) fn descendants(root: u32) -> Vec<ProcId> {
 
 /// Sends `sig` to the process if it is still the one identified by `id`.
 pub(crate) fn signal(id: ProcId, sig: Signal) -> bool {
-    let Some(pid) = Pid::from_raw(id.pid as i32) else { return false };
-    let Ok(fd) = pidfd_open(pid, PidfdFlags::empty()) else { return false };
+    let Some(pid) = Pid::from_raw(id.pid as i32) else {
+        return false;
+    };
+    let Ok(fd) = pidfd_open(pid, PidfdFlags::empty()) else {
+        return false;
+    };
     if start_time(id.pid) != Some(id.start) {
         return false;
     }
@@ -75,7 +84,10 @@ pub(crate) fn signal(id: ProcId, sig: Signal) -> bool {
 pub(crate) fn kill_tree(root: u32, spare: impl Fn(&ProcId) -> bool) -> usize {
     let mut killed = 0;
     for _ in 0..200 {
-        let victims: Vec<ProcId> = descendants(root).into_iter().filter(|p| !spare(p)).collect();
+        let victims: Vec<ProcId> = descendants(root)
+            .into_iter()
+            .filter(|p| !spare(p))
+            .collect();
         if victims.is_empty() {
             break;
         }
@@ -93,7 +105,9 @@ pub(crate) fn kill_tree(root: u32, spare: impl Fn(&ProcId) -> bool) -> usize {
 
 /// Resident memory of a process in KiB (VmRSS), 0 when unknown.
 pub fn rss_kib(pid: u32) -> u64 {
-    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else { return 0 };
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return 0;
+    };
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -109,7 +123,10 @@ mod tests {
     fn reads_own_start_time_and_children() {
         let me = std::process::id();
         assert!(start_time(me).is_some());
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         let kids = descendants(me);
         assert!(kids.iter().any(|p| p.pid == child.id()));
         child.kill().unwrap();
@@ -118,10 +135,19 @@ mod tests {
 
     #[test]
     fn stale_identity_is_not_signalled() {
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
-        let id = ProcId { pid: child.id(), start: start_time(child.id()).unwrap() + 1 };
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let id = ProcId {
+            pid: child.id(),
+            start: start_time(child.id()).unwrap() + 1,
+        };
         assert!(!signal(id, Signal::KILL));
-        let real = ProcId { pid: child.id(), start: id.start - 1 };
+        let real = ProcId {
+            pid: child.id(),
+            start: id.start - 1,
+        };
         assert!(signal(real, Signal::KILL));
         child.wait().unwrap();
     }

@@ -12,6 +12,7 @@
 //! started earlier) we kill every process but the shell, and then the whole sandbox.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -54,11 +55,26 @@ pub(crate) enum Outcome {
 }
 
 impl Shell {
-    pub async fn start(paths: &SessionPaths, uid: Option<u32>, limits: &Limits) -> Result<Shell, String> {
+    pub async fn start(
+        root: &Path,
+        paths: &SessionPaths,
+        uid: Option<u32>,
+        limits: &Limits,
+    ) -> Result<Shell, String> {
+        bwrap::prepare_dirs(root, paths, uid)
+            .map_err(|e| format!("cannot prepare the workspace: {e}"))?;
+        let passwd_uid = uid.unwrap_or_else(|| rustix::process::geteuid().as_raw());
+        bwrap::write_etc(paths, passwd_uid)
+            .map_err(|e| format!("cannot write the sandbox's /etc: {e}"))?;
         let mut cmd = bwrap::shell_command(paths, uid, limits);
         let (reader, writer) = std::io::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
-        let writer2 = writer.try_clone().map_err(|e| format!("cannot create a pipe: {e}"))?;
-        cmd.stdin(Stdio::piped()).stdout(writer).stderr(writer2).kill_on_drop(true);
+        let writer2 = writer
+            .try_clone()
+            .map_err(|e| format!("cannot create a pipe: {e}"))?;
+        cmd.stdin(Stdio::piped())
+            .stdout(writer)
+            .stderr(writer2)
+            .kill_on_drop(true);
         let spawned = cmd.spawn();
         // The command holds our copies of the pipe's write end: drop them so that the
         // sandbox's end of the pipe is the only one (EOF = the sandbox is gone).
@@ -79,10 +95,17 @@ impl Shell {
         // sentinel is bubblewrap's complaint.
         let script = "builtin cd /workspace || builtin exit 97\numask 022\n";
         match shell.exchange(script, START_TIMEOUT).await {
-            Exchange::Sentinel { output, code: 0 } if output.iter().all(u8::is_ascii_whitespace) => {}
+            Exchange::Sentinel { output, code: 0 }
+                if output.iter().all(u8::is_ascii_whitespace) => {}
             Exchange::Sentinel { output, .. } | Exchange::Eof { output } => {
                 shell.kill().await;
-                return Err(format!("the sandbox did not start: {}", String::from_utf8_lossy(&output).trim()));
+                let said = String::from_utf8_lossy(&output).trim().to_string();
+                let hint = if said.contains("Permission denied") {
+                    " (every directory above the sandbox root must be traversable by other users: see Sandboxes::preflight)"
+                } else {
+                    ""
+                };
+                return Err(format!("the sandbox did not start: {said}{hint}"));
             }
             Exchange::TimedOut { .. } => {
                 shell.kill().await;
@@ -94,8 +117,14 @@ impl Shell {
         let bash = init.and_then(|i| procs::children(i).first().copied());
         match (init, bash) {
             (Some(i), Some(b)) => {
-                shell.init = ProcId { pid: i, start: procs::start_time(i).unwrap_or(0) };
-                shell.shell = ProcId { pid: b, start: procs::start_time(b).unwrap_or(0) };
+                shell.init = ProcId {
+                    pid: i,
+                    start: procs::start_time(i).unwrap_or(0),
+                };
+                shell.shell = ProcId {
+                    pid: b,
+                    start: procs::start_time(b).unwrap_or(0),
+                };
             }
             _ => {
                 shell.kill().await;
@@ -130,7 +159,11 @@ impl Shell {
         let finder = memmem::Finder::new(finder_text.as_bytes());
         let mut pending = std::mem::take(&mut self.leftover);
 
-        if timeout_at(deadline, self.stdin.write_all(script.as_bytes())).await.map(|r| r.is_err()).unwrap_or(true) {
+        if timeout_at(deadline, self.stdin.write_all(script.as_bytes()))
+            .await
+            .map(|r| r.is_err())
+            .unwrap_or(true)
+        {
             // The shell is not reading: gone or wedged.
             self.kill().await;
             capture.push(&pending);
@@ -149,7 +182,11 @@ impl Shell {
                             .unwrap_or(-1);
                         capture.push(&pending[..i]);
                         self.leftover = pending[after + nl + 1..].to_vec();
-                        return if timed_out { Outcome::TimedOut { code: Some(code) } } else { Outcome::Done(code) };
+                        return if timed_out {
+                            Outcome::TimedOut { code: Some(code) }
+                        } else {
+                            Outcome::Done(code)
+                        };
                     }
                 }
                 None => {
@@ -163,7 +200,11 @@ impl Shell {
                 Ok(Ok(0)) | Ok(Err(_)) => {
                     capture.push(&pending);
                     let code = self.wait_exit().await;
-                    return if timed_out { Outcome::TimedOut { code: None } } else { Outcome::ShellExited { code } };
+                    return if timed_out {
+                        Outcome::TimedOut { code: None }
+                    } else {
+                        Outcome::ShellExited { code }
+                    };
                 }
                 Ok(Ok(n)) => pending.extend_from_slice(&buf[..n]),
                 Err(_) => {
@@ -196,7 +237,11 @@ impl Shell {
         let marker = format!("\n__OPENMA_{tag}__ ");
         let deadline = Instant::now() + limit;
         let mut output = Vec::new();
-        if timeout_at(deadline, self.stdin.write_all(full.as_bytes())).await.map(|r| r.is_err()).unwrap_or(true) {
+        if timeout_at(deadline, self.stdin.write_all(full.as_bytes()))
+            .await
+            .map(|r| r.is_err())
+            .unwrap_or(true)
+        {
             return Exchange::Eof { output };
         }
         let mut buf = vec![0u8; 4096];
@@ -234,8 +279,15 @@ impl Shell {
     /// Kills the whole sandbox: bwrap's pid 1 (the kernel then kills everything in its pid
     /// namespace) and the outer bwrap; waits for them.
     pub async fn kill(&mut self) {
-        if self.init.pid != 0 {
-            procs::signal(self.init, rustix::process::Signal::KILL);
+        // bwrap exits (after reaping it) once its pid 1 is gone, and pid 1 is gone only once
+        // every process of its namespace is: waiting for bwrap leaves nothing behind.
+        if self.init.pid != 0
+            && procs::signal(self.init, rustix::process::Signal::KILL)
+            && timeout(Duration::from_secs(2), self.child.wait())
+                .await
+                .is_ok()
+        {
+            return;
         }
         let _ = self.child.start_kill();
         let _ = timeout(Duration::from_secs(5), self.child.wait()).await;
@@ -244,7 +296,11 @@ impl Shell {
     /// Host pids of the sandbox's own processes (outer bwrap, its pid 1, bash).
     pub fn pids(&self) -> Vec<u32> {
         let mut v: Vec<u32> = self.child.id().into_iter().collect();
-        v.extend([self.init.pid, self.shell.pid].into_iter().filter(|p| *p != 0));
+        v.extend(
+            [self.init.pid, self.shell.pid]
+                .into_iter()
+                .filter(|p| *p != 0),
+        );
         v
     }
 }

@@ -38,6 +38,7 @@ pub struct ServerInfo {
 pub struct AppState {
     pub platform: Platform,
     pub runtime: Arc<Runtime>,
+    pub sandboxes: openma_sandbox::Sandboxes,
     pub info: Arc<ServerInfo>,
 }
 
@@ -53,13 +54,15 @@ pub async fn open_platform(settings: &Settings) -> anyhow::Result<Platform> {
     Ok(Platform::new(store, Arc::new(SystemClock), Arc::new(UlidIds::default())))
 }
 
-/// The data dir holds the database and later secrets: only its owner may enter it.
+/// The data dir holds the database and the root secret (each 0600): others may not list
+/// it, only pass through it (0711), because every sandbox runs as its own unprivileged
+/// uid and bubblewrap must reach that session's workspace below it.
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
             .with_context(|| format!("cannot restrict permissions of {}", dir.display()))?;
     }
     Ok(())
@@ -81,11 +84,14 @@ pub async fn bootstrap(platform: &Platform, settings: &Settings) -> anyhow::Resu
     Ok(())
 }
 
-/// Looks for bubblewrap once at start-up; the sandbox needs it.
-fn sandbox_status() -> String {
-    match std::process::Command::new("bwrap").arg("--version").output() {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        _ => "unavailable: bubblewrap not found (install it with `apt-get install bubblewrap`)".to_owned(),
+/// Looks for bubblewrap once at start-up and says how to install it when it is missing.
+fn sandbox_status(sandboxes: &openma_sandbox::Sandboxes) -> String {
+    match openma_sandbox::Sandboxes::check().and_then(|v| sandboxes.preflight().map(|()| v)) {
+        Ok(version) => version,
+        Err(how) => {
+            tracing::warn!("the sandbox cannot start: {how}; bash and the file tools will answer with an error until then");
+            format!("unavailable: {how}")
+        }
     }
 }
 
@@ -122,6 +128,20 @@ fn server_tools(settings: &Settings, platform: &mut Platform) -> anyhow::Result<
     Ok(toolbox)
 }
 
+/// Stops idle sandbox shells every minute (their workspaces stay for the next call).
+fn spawn_sandbox_reaper(sandboxes: openma_sandbox::Sandboxes) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let stopped = sandboxes.reap_idle().await;
+            if stopped > 0 {
+                tracing::debug!(stopped, "stopped idle sandboxes");
+            }
+        }
+    });
+}
+
 fn runtime_config(settings: &Settings) -> RuntimeConfig {
     let mut c = RuntimeConfig::default();
     if let Some(n) = settings.model_max_retries {
@@ -148,7 +168,12 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     let mut platform = open_platform(settings).await?;
     crate::secrets::install(&mut platform, settings).await?;
     bootstrap(&platform, settings).await?;
-    let toolbox = server_tools(settings, &mut platform)?;
+    let mut toolbox = server_tools(settings, &mut platform)?;
+    let sandboxes = openma_sandbox::Sandboxes::new(openma_sandbox::SandboxConfig::new(settings.data_dir.join("sandboxes")));
+    for (name, tool) in sandboxes.tools() {
+        toolbox.register(name, tool);
+    }
+    spawn_sandbox_reaper(sandboxes.clone());
     let blob_dir = blob_dir(&settings.blob_url);
     if let Some(dir) = &blob_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create blob dir {}", dir.display()))?;
@@ -156,7 +181,12 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
         anyhow::bail!("unsupported OPENMA_BLOB_URL `{}`: only file:// is available in this build", settings.blob_url);
     }
     let _ = telemetry::metrics_handle();
-    let info = ServerInfo { allow_private_fetch: settings.unsafe_allow_private_fetch, blob_dir, blob_url: settings.blob_url.clone(), sandbox: sandbox_status() };
+    let info = ServerInfo {
+        allow_private_fetch: settings.unsafe_allow_private_fetch,
+        blob_dir,
+        blob_url: settings.blob_url.clone(),
+        sandbox: sandbox_status(&sandboxes),
+    };
     let http = openma_models::http_client().context("cannot set up the model clients")?;
     let models = openma_models::ModelRouter::from_lookup(|name| settings.providers.lookup(name), http);
     let runtime = Runtime::new(platform.clone(), Arc::new(models), toolbox, runtime_config(settings));
@@ -164,7 +194,7 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     if resumed > 0 {
         tracing::info!(resumed, "resuming sessions that were running when the server stopped");
     }
-    let app = router(AppState { platform, runtime, info: Arc::new(info) });
+    let app = router(AppState { platform, runtime, sandboxes, info: Arc::new(info) });
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;

@@ -21,13 +21,28 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        let file = options.get_filename().to_path_buf();
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
             .await
             .map_err(backend_error)?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(migrate_error)?;
+        restrict(&file);
         Ok(SqliteStore { pool })
+    }
+}
+
+/// The database and its journal are readable by the server's user only.
+fn restrict(file: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = file.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::set_permissions(std::path::Path::new(&p), std::fs::Permissions::from_mode(0o600));
+        }
     }
 }
 

@@ -137,6 +137,10 @@ pub async fn delete_session(
 ) -> Result<Json<Deleted>, ApiError> {
     app.platform.delete_session(&tenant, &id).await?;
     app.runtime.session_deleted(&id);
+    // the workspace goes with the session
+    if let Err(e) = app.sandboxes.destroy(&id).await {
+        tracing::warn!(session_id = %id, error = %e, "cannot remove the session's sandbox");
+    }
     Ok(Json(Deleted { id, kind: "session_deleted".into() }))
 }
 

@@ -65,6 +65,8 @@ pub async fn spawn_app_custom(
 ) -> Option<TestApp> {
     openma_models::install_tls_provider();
     let dir = tempfile::tempdir().expect("temp dir");
+    // sandboxes run as their own uid and must pass through the test's temp dir
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
     let mut pg_cleanup = None;
     let database_url = match backend {
         Backend::Sqlite => None,

@@ -1,0 +1,285 @@
+//! The built-in tools (`bash`, `read`, `write`, `edit`, `glob`, `grep`) as openma-core
+//! `Tool`s: input parsing (a bad input is an error result, never a panic) and the bash
+//! tool's shell lifecycle (lazy start, restart, reporting a lost shell).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use openma_core::harness::tools::{Tool, ToolContext, ToolOutput};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::fs_tools;
+use crate::output::{Capture, SpillTarget};
+use crate::paths::Workspace;
+use crate::shell::{Outcome, Shell};
+use crate::{Inner, Sandboxes, SessionBox};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Bash,
+    Read,
+    Write,
+    Edit,
+    Glob,
+    Grep,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Bash => "bash",
+            Kind::Read => "read",
+            Kind::Write => "write",
+            Kind::Edit => "edit",
+            Kind::Glob => "glob",
+            Kind::Grep => "grep",
+        }
+    }
+}
+
+struct SandboxTool {
+    inner: Arc<Inner>,
+    kind: Kind,
+}
+
+impl Sandboxes {
+    /// The six sandbox tools, by the names the model calls them.
+    pub fn tools(&self) -> Vec<(&'static str, Arc<dyn Tool>)> {
+        [
+            Kind::Bash,
+            Kind::Read,
+            Kind::Write,
+            Kind::Edit,
+            Kind::Glob,
+            Kind::Grep,
+        ]
+        .into_iter()
+        .map(|kind| {
+            (
+                kind.name(),
+                Arc::new(SandboxTool {
+                    inner: self.inner.clone(),
+                    kind,
+                }) as Arc<dyn Tool>,
+            )
+        })
+        .collect()
+    }
+}
+
+fn parse<T: DeserializeOwned>(tool: &str, input: Value) -> Result<T, ToolOutput> {
+    let input = if input.is_null() {
+        Value::Object(Default::default())
+    } else {
+        input
+    };
+    serde_json::from_value(input)
+        .map_err(|e| ToolOutput::error(format!("Invalid input for the {tool} tool: {e}")))
+}
+
+#[async_trait]
+impl Tool for SandboxTool {
+    fn read_only(&self) -> bool {
+        matches!(self.kind, Kind::Read | Kind::Glob | Kind::Grep)
+    }
+
+    async fn run(&self, ctx: &ToolContext, input: Value) -> ToolOutput {
+        let session = match self.inner.session(&ctx.session_id) {
+            Ok(s) => s,
+            Err(e) => return ToolOutput::error(e),
+        };
+        let out = match self.kind {
+            Kind::Bash => match parse::<BashInput>("bash", input) {
+                Ok(i) => bash(&self.inner, &session, i).await,
+                Err(e) => e,
+            },
+            kind => {
+                let limit = self.inner.config.limits.output_chars;
+                let ws_dir = session.paths.workspace.clone();
+                let uid = session.uid;
+                let task = tokio::task::spawn_blocking(move || {
+                    let ws = match Workspace::open(&ws_dir, uid) {
+                        Ok(ws) => ws,
+                        Err(e) => {
+                            return ToolOutput::error(format!(
+                                "the workspace cannot be opened: {e}"
+                            ));
+                        }
+                    };
+                    match kind {
+                        Kind::Read => parse("read", input)
+                            .map_or_else(|e| e, |i| fs_tools::read(&ws, i, limit)),
+                        Kind::Write => {
+                            parse("write", input).map_or_else(|e| e, |i| fs_tools::write(&ws, i))
+                        }
+                        Kind::Edit => {
+                            parse("edit", input).map_or_else(|e| e, |i| fs_tools::edit(&ws, i))
+                        }
+                        Kind::Glob => parse("glob", input)
+                            .map_or_else(|e| e, |i| fs_tools::glob(&ws, i, limit)),
+                        Kind::Grep => parse("grep", input)
+                            .map_or_else(|e| e, |i| fs_tools::grep(&ws, i, limit)),
+                        Kind::Bash => ToolOutput::error("internal error: bash is not a file tool"),
+                    }
+                });
+                task.await.unwrap_or_else(|e| {
+                    ToolOutput::error(format!("the {} tool failed: {e}", kind.name()))
+                })
+            }
+        };
+        non_empty(out)
+    }
+}
+
+/// The Messages API refuses empty text blocks.
+fn non_empty(mut out: ToolOutput) -> ToolOutput {
+    for block in &mut out.content {
+        if block.get("type").and_then(Value::as_str) == Some("text")
+            && block
+                .get("text")
+                .and_then(Value::as_str)
+                .is_some_and(str::is_empty)
+        {
+            block["text"] = Value::String("(no output)".into());
+        }
+    }
+    if out.content.is_empty() {
+        out.content
+            .push(serde_json::json!({"type": "text", "text": "(no output)"}));
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct BashInput {
+    command: Option<String>,
+    restart: Option<bool>,
+    timeout_ms: Option<i64>,
+}
+
+fn seconds(d: Duration) -> String {
+    if d.as_millis().is_multiple_of(1000) {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+const RESET: &str = "its working directory and environment variables are reset";
+
+async fn bash(inner: &Inner, session: &SessionBox, input: BashInput) -> ToolOutput {
+    let limits = &inner.config.limits;
+    let limit = match input.timeout_ms {
+        Some(ms) if ms > 0 => Duration::from_millis(ms as u64).min(limits.max_timeout),
+        _ => limits.default_timeout,
+    };
+    let command = input.command.filter(|c| !c.trim().is_empty());
+    let restart = input.restart == Some(true);
+    if command.is_none() && !restart {
+        return ToolOutput::error(
+            "Invalid input for the bash tool: `command` is required (or `restart: true`).",
+        );
+    }
+    let mut slot = session.shell.lock().await;
+    *session.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    let mut notes: Vec<String> = Vec::new();
+    if restart {
+        if let Some(mut shell) = slot.shell.take() {
+            shell.kill().await;
+        }
+        session.set_running(None);
+        slot.lost = None;
+    }
+    if let Some(shell) = slot.shell.as_mut()
+        && !shell.alive()
+    {
+        shell.kill().await;
+        slot.shell = None;
+        session.set_running(None);
+        slot.lost
+            .get_or_insert_with(|| "the previous one had exited".into());
+    }
+    if slot.shell.is_none() {
+        let marker = session.paths.dir.join("shell.started");
+        let reason = slot.lost.take().or_else(|| {
+            (!restart && marker.exists())
+                .then(|| "the previous one ended when the server restarted".to_string())
+        });
+        match Shell::start(&inner.config.root, &session.paths, session.uid, limits).await {
+            Ok(shell) => {
+                session.set_running(Some(&shell));
+                slot.shell = Some(shell);
+            }
+            Err(e) => return ToolOutput::error(format!("The sandbox could not be started: {e}")),
+        }
+        let _ = std::fs::write(&marker, b"");
+        if restart {
+            notes.push(format!("The shell was restarted; {RESET}."));
+        } else if let Some(reason) = reason {
+            notes.push(format!(
+                "A new shell was started because {reason}; {RESET}."
+            ));
+        }
+    }
+    let Some(command) = command else {
+        return ToolOutput::text(notes.join("\n"));
+    };
+    let shell = slot.shell.as_mut().expect("started above");
+    let target = SpillTarget {
+        workspace: session.paths.workspace.clone(),
+        uid: session.uid,
+    };
+    let mut capture = Capture::new(limits.output_chars, target);
+    let outcome = shell.run(&command, limit, &mut capture).await;
+    *session.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    let captured = capture.finish();
+    let mut text = String::new();
+    for n in &notes {
+        text.push_str(&format!("[{n}]\n"));
+    }
+    text.push_str(&captured.text);
+    let mut add = |line: String| {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&line);
+    };
+    let mut is_error = false;
+    match outcome {
+        Outcome::Done(0) => {}
+        Outcome::Done(code) => add(format!("Exit code: {code}")),
+        Outcome::TimedOut { code: Some(_) } => {
+            is_error = true;
+            add(format!(
+                "Command timed out after {} and was killed; the shell is still running.",
+                seconds(limit)
+            ));
+        }
+        Outcome::TimedOut { code: None } => {
+            is_error = true;
+            slot.shell = None;
+            session.set_running(None);
+            slot.lost = Some("the previous command timed out and took its shell with it".into());
+            add(format!(
+                "Command timed out after {} and was killed, together with the shell; the next command starts a new shell ({RESET}).",
+                seconds(limit)
+            ));
+        }
+        Outcome::ShellExited { code } => {
+            slot.shell = None;
+            session.set_running(None);
+            slot.lost = Some("the previous one exited".into());
+            let code = code.map(|c| format!(" with code {c}")).unwrap_or_default();
+            add(format!(
+                "The shell exited{code}; the next command starts a new shell ({RESET})."
+            ));
+        }
+    }
+    ToolOutput {
+        content: vec![serde_json::json!({"type": "text", "text": text})],
+        is_error,
+    }
+}

@@ -1,0 +1,109 @@
+//! The built-in toolset end to end: the scripted model writes a Python program, runs it
+//! with bash, edits it, greps and reads it, in a real bubblewrap sandbox; and tries to
+//! escape it.
+
+mod support;
+
+use openma_fake_model::{FakeModel, Reply};
+use serde_json::{Value, json};
+use support::{Backend, SseReader, TestApp, settled, spawn_app_with_model};
+
+fn bwrap_available() -> bool {
+    openma_sandbox::Sandboxes::check().is_ok()
+}
+
+/// Runs one turn in which the model calls `calls` in order, then ends; returns the
+/// tool results in order.
+async fn turn(app: &TestApp, model: &FakeModel, sid: &str, calls: Vec<(&str, Value)>) -> Vec<Value> {
+    let n = calls.len();
+    let mut script: Vec<Reply> = calls.into_iter().map(|(name, input)| Reply::tool_use(name, input)).collect();
+    script.push(Reply::text("done"));
+    model.script(script);
+    let mut stream = SseReader::open(app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+    app.post(&format!("/v1/sessions/{sid}/events"), json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]})).await;
+    let events = stream.until(settled).await;
+    assert_eq!(events.last().unwrap().data["stop_reason"]["type"], "end_turn", "{:?}", events.iter().map(|e| &e.event).collect::<Vec<_>>());
+    let results: Vec<Value> = events.into_iter().filter(|e| e.event == "agent.tool_result").map(|e| e.data).collect();
+    assert_eq!(results.len(), n);
+    results
+}
+
+fn text(r: &Value) -> String {
+    r["content"].as_array().unwrap().iter().filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join("\n")
+}
+
+async fn session(app: &TestApp) -> String {
+    let a = app.ok("/v1/agents", json!({"name": "coder", "model": "claude-sonnet-4-6", "tools": [{"type": "agent_toolset_20260401"}]})).await;
+    app.ok("/v1/sessions", json!({"agent": a["id"]})).await["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_writes_runs_edits_greps_and_reads_code_in_its_sandbox() {
+    if !bwrap_available() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+        return;
+    }
+    let model = FakeModel::start().await;
+    let app = spawn_app_with_model(Backend::Sqlite, Some(model.base_url())).await.unwrap();
+    let sid = session(&app).await;
+    let r = turn(&app, &model, &sid, vec![
+        ("write", json!({"file_path": "/workspace/app/hello.py", "content": "import os\nprint('hello', os.environ.get('GREETING', 'nobody'))\n"})),
+        ("bash", json!({"command": "cd app && export GREETING=world"})),
+        ("bash", json!({"command": "pwd && python3 hello.py"})),
+    ]).await;
+    assert_eq!(r[0]["is_error"], false, "{}", r[0]);
+    let out = text(&r[2]);
+    assert!(out.contains("/workspace/app") && out.contains("hello world"), "cwd and env persist between bash calls: {out}");
+    let r = turn(&app, &model, &sid, vec![
+        ("edit", json!({"file_path": "/workspace/app/hello.py", "old_string": "'hello'", "new_string": "'goodbye'"})),
+        ("bash", json!({"command": "python3 hello.py > out.txt; echo $?"})),
+        ("grep", json!({"pattern": "goodbye", "path": "/workspace"})),
+        ("glob", json!({"pattern": "**/*.py"})),
+        ("read", json!({"file_path": "/workspace/app/out.txt"})),
+    ]).await;
+    assert!(r.iter().all(|x| x["is_error"] == false), "{r:?}");
+    assert!(text(&r[2]).contains("hello.py"), "grep: {}", text(&r[2]));
+    assert!(text(&r[3]).contains("app/hello.py"), "glob: {}", text(&r[3]));
+    assert!(text(&r[4]).contains("goodbye world"), "read: {}", text(&r[4]));
+    // the workspace lives as long as the session
+    let dir = app.data_dir().join("sandboxes").join(&sid);
+    assert!(dir.exists());
+    app.delete(&format!("/v1/sessions/{sid}")).await;
+    assert!(!dir.exists(), "deleting the session deletes its workspace");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_cannot_see_the_server_or_other_sessions() {
+    if !bwrap_available() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+        return;
+    }
+    let model = FakeModel::start().await;
+    let app = spawn_app_with_model(Backend::Sqlite, Some(model.base_url())).await.unwrap();
+    let data = app.data_dir();
+    let victim = session(&app).await;
+    turn(&app, &model, &victim, vec![("write", json!({"file_path": "/workspace/secret.txt", "content": "victim-data-31337"}))]).await;
+    let attacker = session(&app).await;
+    let db = data.join("openma.db");
+    let other = data.join("sandboxes").join(&victim).join("workspace").join("secret.txt");
+    let port = app.base.rsplit(':').next().unwrap().to_owned();
+    let r = turn(&app, &model, &attacker, vec![
+        ("bash", json!({"command": format!("cat {} {} 2>&1; ls /root /home 2>&1; env; echo END", db.display(), other.display())})),
+        ("read", json!({"file_path": db.display().to_string()})),
+        ("read", json!({"file_path": "../../../../openma.db"})),
+        ("bash", json!({"command": format!("ln -s {} /workspace/link; cat /workspace/link 2>&1; echo END", other.display())})),
+        ("read", json!({"file_path": "/workspace/link"})),
+        ("bash", json!({"command": format!("(exec 3<>/dev/tcp/127.0.0.1/{port}) 2>&1 && echo CONNECTED; (exec 3<>/dev/tcp/169.254.169.254/80) 2>&1 && echo METADATA; echo END")})),
+    ]).await;
+    let all: String = r.iter().map(text).collect::<Vec<_>>().join("\n");
+    assert!(!all.contains("test-root-secret"), "the root secret leaked");
+    assert!(!all.contains("sk-ant-fake-test-key") && !all.contains("OPENMA_"), "server configuration leaked into the sandbox environment: {all}");
+    assert!(!all.contains("victim-data-31337"), "another session's workspace leaked: {all}");
+    assert!(!all.contains("SQLite format"), "the database leaked");
+    assert!(!all.contains("CONNECTED") && !all.contains("METADATA"), "the sandbox reached the network: {all}");
+    assert_eq!(r[1]["is_error"], true);
+    assert_eq!(r[2]["is_error"], true);
+    assert_eq!(r[4]["is_error"], true, "a symlink out of the workspace is not followed: {}", r[4]);
+    let h = app.get("/health").await;
+    assert_eq!(h.body["status"], "ok", "the server stays healthy");
+}

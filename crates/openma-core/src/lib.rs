@@ -9,6 +9,7 @@ pub mod agents;
 pub mod environments;
 pub mod error;
 pub mod harness;
+pub mod ledger;
 pub mod model;
 pub mod paging;
 pub mod platform;

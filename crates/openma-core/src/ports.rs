@@ -2,6 +2,7 @@
 //! picks one of each at start-up.
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use openma_types::Timestamp;
 use openma_types::agents::Agent;
 use openma_types::environments::Environment;
@@ -97,6 +98,51 @@ pub struct InboxEntry {
     pub accepted_at: Timestamp,
 }
 
+/// A dimension of the usage report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageGroup {
+    Agent,
+    Session,
+    Model,
+    Kind,
+    Day,
+}
+
+impl UsageGroup {
+    /// The SQL expression of the dimension (a fixed list: nothing from the request).
+    pub fn column(self) -> &'static str {
+        match self {
+            UsageGroup::Agent => "agent_id",
+            UsageGroup::Session => "session_id",
+            UsageGroup::Model => "model",
+            UsageGroup::Kind => "kind",
+            UsageGroup::Day => "(created_at / 86400000000)",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct UsageQuery {
+    pub group_by: Vec<UsageGroup>,
+    /// `created_at` bounds in microseconds: `from` inclusive, `to` exclusive.
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+}
+
+/// One line of the usage report: the dimensions asked for, then the sums.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsageRow {
+    pub agent_id: Option<String>,
+    pub session_id: Option<String>,
+    pub model: Option<String>,
+    pub kind: Option<String>,
+    /// Days since the Unix epoch (UTC).
+    pub day: Option<i64>,
+    pub quantity: i64,
+    pub amount_micros: i64,
+}
+
 /// A read of a session's event log.
 #[derive(Clone, Debug, Default)]
 pub struct EventQuery {
@@ -181,7 +227,8 @@ pub trait Store: Send + Sync {
     // -- session event log --
     /// Appends events and, in the same transaction, replaces the session row when given
     /// (guarded by its `updated_at`). Returns false, writing nothing, if the guard failed.
-    /// Also removes the inbox entries named in `consumed`, in the same transaction.
+    /// Also removes the inbox entries named in `consumed` and records `ledger` rows, in
+    /// the same transaction (a ledger row already recorded for its source is kept).
     async fn append_events(
         &self,
         tenant: &TenantId,
@@ -189,7 +236,10 @@ pub trait Store: Send + Sync {
         events: &[StoredEvent],
         session: Option<(&Session, Timestamp)>,
         consumed: &[String],
+        ledger: &[crate::ledger::LedgerEntry],
     ) -> Result<bool, StoreError>;
+    /// Sums the ledger by the requested dimensions.
+    async fn usage_report(&self, tenant: &TenantId, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
     /// Keeps a client event accepted while the session runs, until it is applied.
     async fn push_inbox(&self, tenant: &TenantId, session_id: &str, entry: &InboxEntry) -> Result<(), StoreError>;
     /// The waiting client events of a session, in acceptance order.

@@ -117,5 +117,15 @@ async fn a_session_cut_by_kill_9_resumes_by_itself_and_loses_nothing() {
     assert!(queued_at < answer_at, "the queued message is part of the resumed turn");
     let last_request = model.requests().last().unwrap().body.to_string();
     assert!(last_request.contains("first") && last_request.contains("second"), "the resumed request carries both messages");
+    // the ledger holds exactly the requests that completed, each once
+    let (mut input, mut output) = (0, 0);
+    for e in log.iter().filter(|e| e["type"] == "span.model_request_end" && e["is_error"] == false) {
+        input += e["model_usage"]["input_tokens"].as_i64().unwrap();
+        output += e["model_usage"]["output_tokens"].as_i64().unwrap();
+    }
+    let report = call(&http, reqwest::Method::GET, format!("{base}/v1/usage?group_by[]=kind"), None).await;
+    let kind = |k: &str| report["data"].as_array().unwrap().iter().find(|l| l["kind"] == k).map(|l| l["quantity"].as_i64().unwrap()).unwrap_or(0);
+    assert_eq!((kind("input_tokens"), kind("output_tokens")), (input, output), "{report}");
+    assert!(kind("runtime_ms") > 0);
     println!("kill -9 → healthy again in {healthy_after:?}");
 }

@@ -52,6 +52,7 @@ stories!(
     an_openai_compatible_model_runs_tools_too,
     a_budget_stops_the_session_and_raising_it_resumes,
     a_message_sent_while_running_is_answered_in_the_same_turn,
+    the_ledger_reconciles_with_what_the_model_reported,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -493,4 +494,49 @@ async fn a_message_sent_while_running_is_answered_in_the_same_turn(app: TestApp,
     assert!(events.iter().any(|e| e.event == "agent.message" && e.data["content"][0]["text"] == "answer to two"), "{:?}", kinds(&events));
     assert_eq!(model.requests().len(), 2);
     assert!(model.requests()[1].body.to_string().contains("two"));
+}
+
+async fn the_ledger_reconciles_with_what_the_model_reported(app: TestApp, model: FakeModel) {
+    let u = |i: u64, o: u64| ScriptUsage { input_tokens: i, output_tokens: o, ..Default::default() };
+    let mut sessions = Vec::new();
+    for n in 0..3u64 {
+        let sid = session_for(&app, json!({"name": "a", "model": "claude-sonnet-4-6", "tools": [{"type": "read"}]})).await;
+        model.script(vec![
+            Reply::error(500),
+            Reply::tool_use("read", json!({"file_path": "/workspace/nope"})).usage(u(100 + n, 10)),
+            Reply::text("done").usage(u(200, 20 + n)),
+        ]);
+        let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+        send(&app, &sid, user("go")).await;
+        stream.until(settled).await;
+        sessions.push(sid);
+    }
+    // what the model reported, from the span events of completed requests
+    let (mut input, mut output, mut active_ms) = (0i64, 0i64, 0f64);
+    for sid in &sessions {
+        for e in listed(&app, sid).await {
+            if e["type"] == "span.model_request_end" && e["is_error"] == false {
+                input += e["model_usage"]["input_tokens"].as_i64().unwrap();
+                output += e["model_usage"]["output_tokens"].as_i64().unwrap();
+            }
+        }
+        active_ms += app.get(&format!("/v1/sessions/{sid}")).await.body["stats"]["active_seconds"].as_f64().unwrap() * 1000.0;
+    }
+    assert_eq!((input, output), (200 * 3 + 303, 3 * 10 + 63));
+    let report = app.get("/v1/usage?group_by[]=kind").await.body;
+    let by_kind = |k: &str| report["data"].as_array().unwrap().iter().find(|l| l["kind"] == k).map(|l| l["quantity"].as_i64().unwrap()).unwrap_or(0);
+    assert_eq!(by_kind("input_tokens"), input, "{report}");
+    assert_eq!(by_kind("output_tokens"), output);
+    assert!((by_kind("runtime_ms") as f64 - active_ms).abs() <= 3.0 * sessions.len() as f64, "runtime {} vs {active_ms}", by_kind("runtime_ms"));
+    // list prices: $3/MTok in, $15/MTok out, $0.08/h
+    let expected = (input * 3 + output * 15) + by_kind("runtime_ms") * 80_000 / 3_600_000;
+    assert!((report["total_amount_micros"].as_i64().unwrap() - expected).abs() <= 12, "{report}");
+    let per_session = app.get("/v1/usage?group_by[]=session&group_by[]=kind").await.body;
+    assert_eq!(per_session["data"].as_array().unwrap().iter().filter(|l| l["kind"] == "input_tokens").count(), 3);
+    let csv = app.http.get(format!("{}/v1/usage?group_by[]=model&group_by[]=day&format=csv", app.base)).bearer_auth(&app.key).send().await.unwrap();
+    assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let text = csv.text().await.unwrap();
+    assert!(text.starts_with("model,day,quantity,amount_usd\nclaude-sonnet-4-6,"), "{text}");
+    let bad = app.get("/v1/usage?group_by[]=planet").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }

@@ -6,7 +6,7 @@
 #[macro_export]
 macro_rules! sql_store {
     ($store:ident, $db:ty, $describe:literal) => {
-        use openma_core::ports::{DeleteOutcome, EventQuery, InboxEntry, ListQuery, Order, SessionFilter, StoredEvent};
+        use openma_core::ports::{DeleteOutcome, EventQuery, InboxEntry, ListQuery, Order, SessionFilter, StoredEvent, UsageGroup, UsageQuery, UsageRow};
         use openma_core::{ApiKey, Tenant, TenantId};
         use openma_types::Timestamp;
         use openma_types::agents::Agent;
@@ -514,6 +514,7 @@ macro_rules! sql_store {
                 events: &[StoredEvent],
                 session: Option<(&Session, Timestamp)>,
                 consumed: &[String],
+                ledger: &[openma_core::ledger::LedgerEntry],
             ) -> Result<bool, openma_core::StoreError> {
                 let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
                 if let Some((s, expected)) = session {
@@ -535,6 +536,27 @@ macro_rules! sql_store {
                             .push_bind(encode(&e.event))
                             .push_bind(e.internal.as_ref().map(encode));
                     });
+                    qb.build().execute(&mut *tx).await.map_err($crate::backend_error)?;
+                }
+                if !ledger.is_empty() {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "INSERT INTO ledger_entries (tenant_id, id, session_id, agent_id, model, kind, quantity, unit_price, amount, currency, source, created_at) ",
+                    );
+                    qb.push_values(ledger, |mut row, l| {
+                        row.push_bind(tenant.as_str().to_owned())
+                            .push_bind(l.id.clone())
+                            .push_bind(l.session_id.clone())
+                            .push_bind(l.agent_id.clone())
+                            .push_bind(l.model.clone())
+                            .push_bind(l.kind.clone())
+                            .push_bind(l.quantity)
+                            .push_bind(l.unit_price)
+                            .push_bind(l.amount)
+                            .push_bind(l.currency.clone())
+                            .push_bind(l.source.clone())
+                            .push_bind(l.created_at.as_micros());
+                    });
+                    qb.push(" ON CONFLICT (tenant_id, source, kind) DO NOTHING");
                     qb.build().execute(&mut *tx).await.map_err($crate::backend_error)?;
                 }
                 if !consumed.is_empty() {
@@ -823,6 +845,48 @@ macro_rules! sql_store {
                 push_page(&mut qb, q);
                 let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
                 rows.iter().map(stored_credential).collect()
+            }
+            async fn usage_report(&self, tenant: &TenantId, q: &UsageQuery) -> Result<Vec<UsageRow>, openma_core::StoreError> {
+                let cols: Vec<&str> = q.group_by.iter().map(|g| g.column()).collect();
+                let mut qb = QueryBuilder::<$db>::new("SELECT ");
+                for c in &cols {
+                    qb.push(*c).push(", ");
+                }
+                qb.push("CAST(SUM(quantity) AS BIGINT), CAST(SUM(amount) AS BIGINT) FROM ledger_entries WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned());
+                if let Some(from) = q.from {
+                    qb.push(" AND created_at >= ").push_bind(from);
+                }
+                if let Some(to) = q.to {
+                    qb.push(" AND created_at < ").push_bind(to);
+                }
+                if !cols.is_empty() {
+                    qb.push(" GROUP BY ").push(cols.join(", ")).push(" ORDER BY ").push(cols.join(", "));
+                }
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                rows.iter()
+                    .map(|r| {
+                        let mut out = UsageRow::default();
+                        for (i, g) in q.group_by.iter().enumerate() {
+                            match g {
+                                UsageGroup::Day => out.day = Some(r.try_get::<i64, _>(i).map_err($crate::backend_error)?),
+                                other => {
+                                    let v: String = r.try_get(i).map_err($crate::backend_error)?;
+                                    match other {
+                                        UsageGroup::Agent => out.agent_id = Some(v),
+                                        UsageGroup::Session => out.session_id = Some(v),
+                                        UsageGroup::Model => out.model = Some(v),
+                                        _ => out.kind = Some(v),
+                                    }
+                                }
+                            }
+                        }
+                        let n = q.group_by.len();
+                        out.quantity = r.try_get::<Option<i64>, _>(n).map_err($crate::backend_error)?.unwrap_or(0);
+                        out.amount_micros = r.try_get::<Option<i64>, _>(n + 1).map_err($crate::backend_error)?.unwrap_or(0);
+                        Ok(out)
+                    })
+                    .collect()
             }
         }
     };

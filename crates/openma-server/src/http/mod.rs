@@ -15,6 +15,7 @@ pub mod events;
 pub mod ops;
 pub mod sessions;
 pub mod threads;
+pub mod usage;
 pub mod vaults;
 
 pub fn routes() -> Router<AppState> {
@@ -26,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .merge(events::routes())
         .merge(threads::routes())
         .merge(vaults::routes())
+        .merge(usage::routes())
 }
 
 /// `order=asc|desc`.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use openma_core::harness::input::Input;
 use openma_core::harness::{compaction, projection};
+use openma_core::ledger;
 use openma_core::harness::tools::{ToolContext, ToolOutput, ToolPlan, ToolRoute};
 use openma_core::model::{self, ContentBlock, ModelError, ModelEvent, PermanentKind, TransientKind};
 use openma_core::ports::{EventQuery, StoredEvent};
@@ -137,10 +138,13 @@ impl Actor {
         let seq = log.last().map(|e| e.seq).unwrap_or(0);
         let queue = store.list_inbox(&tenant, session_id).await?.into_iter().map(|e| e.event).collect();
         let recovering = matches!(session.status, SessionStatus::Running | SessionStatus::Rescheduling);
+        // a session found running is metered again from now; what ran before the crash is
+        // metered by `recover` from the log
+        let running_since = (session.status == SessionStatus::Running).then(Instant::now);
         let plan = ToolPlan::for_agent(&session.agent, rt.platform.capabilities);
         let (_, rx_owned) = mpsc::unbounded_channel();
         let rx = std::mem::replace(rx, rx_owned);
-        Ok(Actor { rt, tenant, session, log, seq, hub, rx, queue, recovering, plan, running_since: None })
+        Ok(Actor { rt, tenant, session, log, seq, hub, rx, queue, recovering, plan, running_since })
     }
 
     fn id(&self) -> String {
@@ -193,6 +197,24 @@ impl Actor {
         status: Option<SessionStatus>,
         consumed: &[String],
     ) -> Result<Vec<SessionEvent>, DomainError> {
+        self.append_full(pending, status, consumed, Vec::new()).await
+    }
+
+    fn subject(&self) -> ledger::Subject<'_> {
+        ledger::Subject { session_id: &self.session.id, agent_id: &self.session.agent.id, model: &self.session.agent.model.id }
+    }
+
+    /// Appends events, the session row when `status` changes, inbox consumption and
+    /// ledger rows — one transaction — then publishes the events. Leaving `running` adds
+    /// the interval's ledger row, sourced by the status event itself. Retries when an API
+    /// update changed the row meanwhile.
+    async fn append_full(
+        &mut self,
+        pending: Vec<Pending>,
+        status: Option<SessionStatus>,
+        consumed: &[String],
+        mut ledger_rows: Vec<ledger::LedgerEntry>,
+    ) -> Result<Vec<SessionEvent>, DomainError> {
         let now = self.now();
         let stored: Vec<StoredEvent> = pending
             .into_iter()
@@ -203,18 +225,33 @@ impl Actor {
                 internal: p.internal,
             })
             .collect();
+        let was_running = self.session.status == SessionStatus::Running;
+        let elapsed = match status {
+            Some(s) if was_running && s != SessionStatus::Running => self.running_since.map(|t| t.elapsed()),
+            _ => None,
+        };
+        if let (Some(d), Some(last)) = (elapsed, stored.last()) {
+            let id = self.rt.platform.ids.new_id("led");
+            ledger_rows.extend(ledger::runtime(&self.subject(), d.as_millis() as u64, &last.event.id, now, id));
+        }
         let store = self.rt.platform.store.clone();
         for _ in 0..16 {
             let row = status.map(|s| {
                 let mut next = self.session.clone();
-                self.apply_status(&mut next, s, now);
+                apply_status(&mut next, s, now, elapsed);
                 next
             });
             let guard = row.as_ref().map(|r| (r, self.session.updated_at));
-            match store.append_events(&self.tenant, &self.session.id, &stored, guard, consumed).await? {
+            match store.append_events(&self.tenant, &self.session.id, &stored, guard, consumed, &ledger_rows).await? {
                 true => {
                     if let Some(r) = row {
                         self.session = r;
+                        if !was_running && self.session.status == SessionStatus::Running {
+                            self.running_since = Some(Instant::now());
+                        }
+                        if elapsed.is_some() {
+                            self.running_since = None;
+                        }
                     }
                     self.seq += stored.len() as i64;
                     for e in &stored {
@@ -238,23 +275,6 @@ impl Actor {
             }
         }
         Err(DomainError::conflict("the session is being changed concurrently; retry"))
-    }
-
-    fn apply_status(&mut self, s: &mut Session, status: SessionStatus, now: Timestamp) {
-        let was_active = matches!(s.status, SessionStatus::Running | SessionStatus::Rescheduling);
-        let active = matches!(status, SessionStatus::Running | SessionStatus::Rescheduling);
-        if !was_active && active {
-            self.running_since = Some(Instant::now());
-        }
-        if was_active && !active
-            && let Some(since) = self.running_since.take()
-        {
-            let secs = since.elapsed().as_secs_f64();
-            s.stats.active_seconds += secs;
-            s.usage.active_seconds += secs;
-        }
-        s.status = status;
-        s.updated_at = now.max(Timestamp::from_micros(s.updated_at.as_micros() + 1));
     }
 
     async fn emit(&mut self, payloads: Vec<EventPayload>, status: Option<SessionStatus>) -> Result<Vec<SessionEvent>, DomainError> {
@@ -527,8 +547,21 @@ impl Actor {
                 ));
             }
         }
-        if !repairs.is_empty() {
-            self.append(repairs, None).await?;
+        // the running time between the last `session.status_running` and the last event
+        // written before the crash
+        let mut rows = Vec::new();
+        if self.session.status == SessionStatus::Running
+            && let Some(start) = self.log.iter().rev().find(|e| matches!(e.event.payload, EventPayload::StatusRunning {}))
+            && let (Some(from), Some(to)) = (start.event.processed_at, self.log.last().and_then(|e| e.event.processed_at))
+        {
+            let ms = (to.as_micros() - from.as_micros()).max(0) as u64 / 1000;
+            let id = self.rt.platform.ids.new_id("led");
+            rows.extend(ledger::runtime(&self.subject(), ms, &start.event.id, self.now(), id));
+            self.session.stats.active_seconds += ms as f64 / 1000.0;
+            self.session.usage.active_seconds += ms as f64 / 1000.0;
+        }
+        if !repairs.is_empty() || !rows.is_empty() {
+            self.append_full(repairs, None, &[], rows).await?;
         }
         Ok(())
     }
@@ -828,8 +861,14 @@ impl Actor {
                 let mut events = acc.into_events(&self.plan);
                 let called_tools = events.iter().any(|e| matches!(e.payload, EventPayload::AgentToolUse { .. } | EventPayload::AgentCustomToolUse { .. }));
                 self.add_usage(usage);
-                events.push(EventPayload::ModelRequestEnd { model_request_start_id: start_id, model_usage: model_usage(usage), is_error: false }.into());
-                self.append(events, None).await?;
+                let end_id = self.id();
+                events.push(Pending {
+                    id: Some(end_id.clone()),
+                    payload: EventPayload::ModelRequestEnd { model_request_start_id: start_id, model_usage: model_usage(usage), is_error: false },
+                    internal: None,
+                });
+                let rows = self.ledger_rows(&usage, &end_id);
+                self.append_full(events, None, &[], rows).await?;
                 let step = match stop {
                     _ if called_tools => Step::Continues,
                     model::StopReason::PauseTurn => Step::Continues,
@@ -871,9 +910,15 @@ impl Actor {
         match outcome {
             Ok((summary, usage)) if !summary.trim().is_empty() => {
                 self.add_usage(usage);
-                self.append(
+                let end_id = self.id();
+                let rows = self.ledger_rows(&usage, &end_id);
+                self.append_full(
                     vec![
-                        EventPayload::ModelRequestEnd { model_request_start_id: start_id, model_usage: model_usage(usage), is_error: false }.into(),
+                        Pending {
+                            id: Some(end_id),
+                            payload: EventPayload::ModelRequestEnd { model_request_start_id: start_id, model_usage: model_usage(usage), is_error: false },
+                            internal: None,
+                        },
                         Pending {
                             id: None,
                             payload: EventPayload::AgentThreadContextCompacted {},
@@ -881,6 +926,8 @@ impl Actor {
                         },
                     ],
                     None,
+                    &[],
+                    rows,
                 )
                 .await?;
                 Ok(Raced::Done(true))
@@ -892,6 +939,12 @@ impl Actor {
                 Ok(Raced::Done(false))
             }
         }
+    }
+
+    /// The ledger rows of one model request, sourced by its `span.model_request_end`.
+    fn ledger_rows(&self, usage: &model::Usage, end_id: &str) -> Vec<ledger::LedgerEntry> {
+        let ids = &self.rt.platform.ids;
+        ledger::model_request(&self.subject(), usage, end_id, self.now(), || ids.new_id("led"))
     }
 
     fn add_usage(&mut self, usage: model::Usage) {
@@ -912,6 +965,17 @@ impl Actor {
         partial.push(EventPayload::ModelRequestEnd { model_request_start_id: start_id, model_usage: ModelUsage::default(), is_error: true }.into());
         Ok(StepResult::Interrupted(i, partial))
     }
+}
+
+/// Moves a session row to `status`; `elapsed` is the running interval that ends with it.
+fn apply_status(s: &mut Session, status: SessionStatus, now: Timestamp, elapsed: Option<Duration>) {
+    if let Some(d) = elapsed {
+        let secs = d.as_secs_f64();
+        s.stats.active_seconds += secs;
+        s.usage.active_seconds += secs;
+    }
+    s.status = status;
+    s.updated_at = now.max(Timestamp::from_micros(s.updated_at.as_micros() + 1));
 }
 
 fn model_usage(u: model::Usage) -> ModelUsage {

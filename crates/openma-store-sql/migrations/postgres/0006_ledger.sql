@@ -1,0 +1,20 @@
+-- The billing ledger: append-only. Each row is idempotent by (source, kind): the event
+-- that caused it is written in the same transaction, so a retry, a crash or a takeover
+-- can never count it twice or lose it. Amounts are integer micro-dollars.
+CREATE TABLE ledger_entries (
+    seq           BIGSERIAL PRIMARY KEY,
+    tenant_id     TEXT NOT NULL,
+    id            TEXT NOT NULL,
+    session_id    TEXT NOT NULL,
+    agent_id      TEXT NOT NULL,
+    model         TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    quantity      BIGINT NOT NULL,
+    unit_price    BIGINT NOT NULL,
+    amount        BIGINT NOT NULL,
+    currency      TEXT NOT NULL,
+    source        TEXT NOT NULL,
+    created_at    BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX ledger_idempotent ON ledger_entries (tenant_id, source, kind);
+CREATE INDEX ledger_by_time ON ledger_entries (tenant_id, created_at);

@@ -238,6 +238,15 @@ pub trait Store: Send + Sync {
         consumed: &[String],
         ledger: &[crate::ledger::LedgerEntry],
     ) -> Result<bool, StoreError>;
+    /// Ledger rows after sequence number `after`, created before `settled_before`
+    /// (microseconds), in sequence order.
+    async fn ledger_after(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        settled_before: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, crate::ledger::LedgerEntry)>, StoreError>;
     /// Sums the ledger by the requested dimensions.
     async fn usage_report(&self, tenant: &TenantId, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
     /// Keeps a client event accepted while the session runs, until it is applied.

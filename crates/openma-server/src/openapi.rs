@@ -24,7 +24,7 @@ use crate::http;
         http::vaults::create_vault, http::vaults::get_vault, http::vaults::update_vault, http::vaults::list_vaults,
         http::vaults::delete_vault, http::vaults::archive_vault, http::vaults::create_credential, http::vaults::get_credential,
         http::vaults::update_credential, http::vaults::list_credentials, http::vaults::delete_credential, http::vaults::archive_credential, http::vaults::validate_credential,
-        http::usage::usage,
+        http::usage::usage, http::usage::export, http::usage::export_ack,
     ),
     modifiers(&Security, &Descriptions),
     security(("bearer" = []), ("api_key" = [])),

@@ -53,6 +53,7 @@ stories!(
     a_budget_stops_the_session_and_raising_it_resumes,
     a_message_sent_while_running_is_answered_in_the_same_turn,
     the_ledger_reconciles_with_what_the_model_reported,
+    the_ledger_export_pages_with_a_stable_cursor_and_acknowledgements,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,4 +540,37 @@ async fn the_ledger_reconciles_with_what_the_model_reported(app: TestApp, model:
     assert!(text.starts_with("model,day,quantity,amount_usd\nclaude-sonnet-4-6,"), "{text}");
     let bad = app.get("/v1/usage?group_by[]=planet").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
+async fn the_ledger_export_pages_with_a_stable_cursor_and_acknowledgements(app: TestApp, model: FakeModel) {
+    let sid = session_for(&app, json!({"name": "a", "model": "claude-sonnet-4-6", "tools": [{"type": "read"}]})).await;
+    let u = ScriptUsage { input_tokens: 10, output_tokens: 5, cache_read_input_tokens: 3, cache_creation_input_tokens: 2 };
+    model.script(vec![Reply::tool_use("read", json!({"file_path": "/x"})).usage(u), Reply::text("ok").usage(u)]);
+    let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+    send(&app, &sid, user("go")).await;
+    stream.until(settled).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await; // the export's settle lag
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let url = match &after { Some(c) => format!("/v1/usage/export?limit=3&after={c}"), None => "/v1/usage/export?limit=3".into() };
+        let page = app.get(&url).await.body;
+        seen.extend(page["data"].as_array().unwrap().iter().map(|e| (e["source"].as_str().unwrap().to_owned(), e["kind"].as_str().unwrap().to_owned())));
+        after = Some(page["next_cursor"].as_str().unwrap().to_owned());
+        if page["has_more"] == false { break; }
+    }
+    // 2 requests × 4 token kinds + 1 running interval
+    assert_eq!(seen.len(), 9, "{seen:?}");
+    let unique: std::collections::BTreeSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "each (source, kind) once");
+    let first = app.get("/v1/usage/export?limit=4").await.body;
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let acked = app.ok("/v1/usage/export/ack", json!({"cursor": cursor})).await;
+    assert_eq!(acked["cursor"], cursor.as_str());
+    let rest = app.get("/v1/usage/export").await.body;
+    assert_eq!(rest["data"].as_array().unwrap().len(), 5, "after an ack the export resumes there");
+    assert_eq!(rest["acknowledged_cursor"], cursor.as_str());
+    let backwards = app.ok("/v1/usage/export/ack", json!({"cursor": "ledger_0"})).await;
+    assert_eq!(backwards["cursor"], cursor.as_str(), "acknowledgements never move back");
+    assert_eq!(app.get("/v1/usage/export?after=garbage").await.status, StatusCode::BAD_REQUEST);
 }

@@ -888,6 +888,44 @@ macro_rules! sql_store {
                     })
                     .collect()
             }
+            async fn ledger_after(
+                &self,
+                tenant: &TenantId,
+                after: i64,
+                settled_before: i64,
+                limit: u32,
+            ) -> Result<Vec<(i64, openma_core::ledger::LedgerEntry)>, openma_core::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT seq, id, session_id, agent_id, model, kind, quantity, unit_price, amount, currency, source, created_at \
+                     FROM ledger_entries WHERE tenant_id = $1 AND seq > $2 AND created_at < $3 ORDER BY seq LIMIT $4",
+                )
+                .bind(tenant.as_str())
+                .bind(after)
+                .bind(settled_before)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                rows.iter()
+                    .map(|r| {
+                        let e = openma_core::ledger::LedgerEntry {
+                            id: r.try_get("id")?,
+                            session_id: r.try_get("session_id")?,
+                            agent_id: r.try_get("agent_id")?,
+                            model: r.try_get("model")?,
+                            kind: r.try_get("kind")?,
+                            quantity: r.try_get("quantity")?,
+                            unit_price: r.try_get("unit_price")?,
+                            amount: r.try_get("amount")?,
+                            currency: r.try_get("currency")?,
+                            source: r.try_get("source")?,
+                            created_at: Timestamp::from_micros(r.try_get("created_at")?),
+                        };
+                        Ok((r.try_get::<i64, _>("seq")?, e))
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err($crate::backend_error)
+            }
         }
     };
 }

@@ -140,8 +140,9 @@ impl Platform {
         Ok(key)
     }
 
-    /// Finds the tenant of a presented key, or `None` for an unknown or revoked key.
-    pub async fn authenticate(&self, secret: &str) -> DomainResult<Option<TenantId>> {
+    /// Finds the tenant (and the key's id) of a presented key, or `None` for an unknown
+    /// or revoked key.
+    pub async fn authenticate(&self, secret: &str) -> DomainResult<Option<(TenantId, String)>> {
         if secret.is_empty() || secret.len() > 256 {
             return Ok(None);
         }
@@ -156,7 +157,7 @@ impl Platform {
         if stale {
             self.store.touch_api_key(&key.tenant_id, &key.id, now).await?;
         }
-        Ok(Some(key.tenant_id))
+        Ok(Some((key.tenant_id, key.id)))
     }
 
     pub async fn list_api_keys(&self, tenant: &TenantId) -> DomainResult<Vec<ApiKey>> {

@@ -40,6 +40,8 @@ pub struct AppState {
     pub runtime: Arc<Runtime>,
     pub sandboxes: openma_sandbox::Sandboxes,
     pub info: Arc<ServerInfo>,
+    /// Per-API-key request limits, when configured.
+    pub rate_limiter: Option<Arc<crate::auth::RateLimiter>>,
 }
 
 /// Opens (and migrates) the configured store and binds the core to it.
@@ -194,7 +196,8 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     if resumed > 0 {
         tracing::info!(resumed, "resuming sessions that were running when the server stopped");
     }
-    let app = router(AppState { platform, runtime, sandboxes, info: Arc::new(info) });
+    let rate_limiter = settings.rate_limit_per_minute.and_then(std::num::NonZeroU32::new).map(|n| Arc::new(crate::auth::RateLimiter::per_minute(n)));
+    let app = router(AppState { platform, runtime, sandboxes, info: Arc::new(info), rate_limiter });
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;

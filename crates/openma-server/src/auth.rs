@@ -30,8 +30,37 @@ impl FromRequestParts<AppState> for Caller {
             ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`")
         })?;
         match state.platform.authenticate(key).await? {
-            Some(tenant) => Ok(Caller(tenant)),
+            Some((tenant, key_id)) => {
+                if let Some(limiter) = &state.rate_limiter {
+                    limiter.check(&key_id)?;
+                }
+                Ok(Caller(tenant))
+            }
             None => Err(ApiError::unauthorized("invalid API key")),
+        }
+    }
+}
+
+/// Requests per minute allowed to each API key (a token bucket that refills evenly).
+pub struct RateLimiter {
+    limiter: governor::DefaultKeyedRateLimiter<String>,
+    clock: governor::clock::DefaultClock,
+}
+
+impl RateLimiter {
+    pub fn per_minute(n: std::num::NonZeroU32) -> Self {
+        RateLimiter { limiter: governor::RateLimiter::keyed(governor::Quota::per_minute(n)), clock: Default::default() }
+    }
+
+    /// `429 rate_limit_error` with `retry-after` once the key's bucket is empty.
+    pub fn check(&self, key_id: &str) -> Result<(), ApiError> {
+        use governor::clock::Clock;
+        match self.limiter.check_key(&key_id.to_owned()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                Err(ApiError::rate_limited(wait))
+            }
         }
     }
 }

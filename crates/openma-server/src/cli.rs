@@ -97,6 +97,9 @@ pub struct ServeArgs {
     /// Context window (tokens) that compaction plans for [default: 200000].
     #[arg(long, env = "OPENMA_CONTEXT_WINDOW_TOKENS")]
     pub context_window_tokens: Option<u64>,
+    /// Requests per minute allowed to each API key; over it: 429 with `retry-after`.
+    #[arg(long, env = "OPENMA_RATE_LIMIT_PER_MINUTE")]
+    pub rate_limit_per_minute: Option<u32>,
     /// SearXNG-compatible JSON search endpoint that `web_search` queries.
     #[arg(long, env = "OPENMA_SEARCH_URL")]
     pub search_url: Option<String>,
@@ -170,6 +173,7 @@ fn settings(global: &GlobalArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Se
         context_window_tokens: serve.and_then(|s| s.context_window_tokens),
         search_url: serve.and_then(|s| s.search_url.clone()),
         unsafe_allow_private_fetch: false,
+        rate_limit_per_minute: serve.and_then(|s| s.rate_limit_per_minute),
         root_secret: global.root_secret.clone(),
         previous_root_secret: global.previous_root_secret.clone(),
         providers: serve

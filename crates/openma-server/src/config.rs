@@ -26,6 +26,7 @@ pub struct FileSettings {
     pub model_retry_base_ms: Option<u64>,
     pub context_window_tokens: Option<u64>,
     pub search_url: Option<String>,
+    pub rate_limit_per_minute: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -69,6 +70,8 @@ pub struct Settings {
     pub root_secret: Option<SecretString>,
     /// A former root still accepted while a rotation is rolled out.
     pub previous_root_secret: Option<SecretString>,
+    /// Requests per minute per API key (`None`: unlimited).
+    pub rate_limit_per_minute: Option<u32>,
 }
 
 /// The deployment-wide model providers. A provider without a key is not configured.
@@ -139,6 +142,7 @@ pub struct Overrides {
     pub unsafe_allow_private_fetch: bool,
     pub root_secret: Option<String>,
     pub previous_root_secret: Option<String>,
+    pub rate_limit_per_minute: Option<u32>,
 }
 
 impl Settings {
@@ -170,6 +174,7 @@ impl Settings {
             unsafe_allow_private_fetch: o.unsafe_allow_private_fetch,
             root_secret: o.root_secret.filter(|s| !s.is_empty()).map(SecretString::from),
             previous_root_secret: o.previous_root_secret.filter(|s| !s.is_empty()).map(SecretString::from),
+            rate_limit_per_minute: o.rate_limit_per_minute.or(file.rate_limit_per_minute),
             data_dir,
         })
     }

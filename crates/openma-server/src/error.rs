@@ -15,11 +15,13 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub code: Option<&'static str>,
+    /// For 429: when the client may try again.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), code: None }
+        ApiError { status, message: message.into(), code: None, retry_after: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -32,6 +34,16 @@ impl ApiError {
 
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!("rate limit exceeded for this API key; retry in {secs} s"),
+            code: Some("rate_limited"),
+            retry_after: Some(std::time::Duration::from_secs(secs)),
+        }
     }
 
     pub fn internal() -> Self {
@@ -59,9 +71,9 @@ impl ApiError {
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         match e {
-            DomainError::Invalid { message, code } => ApiError { status: StatusCode::BAD_REQUEST, message, code },
+            DomainError::Invalid { message, code } => ApiError { status: StatusCode::BAD_REQUEST, message, code, retry_after: None },
             DomainError::NotFound(message) => ApiError::not_found(message),
-            DomainError::Conflict { message, code } => ApiError { status: StatusCode::CONFLICT, message, code },
+            DomainError::Conflict { message, code } => ApiError { status: StatusCode::CONFLICT, message, code, retry_after: None },
             DomainError::Store(StoreError::Duplicate(what)) => {
                 tracing::warn!(request_id = %current_request_id(), %what, "unexpected duplicate");
                 ApiError::new(StatusCode::CONFLICT, "the object already exists")
@@ -90,6 +102,11 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::CONFLICT {
             response.headers_mut().insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+        if let Some(wait) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&wait.as_secs().to_string())
+        {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
         }
         if self.status == StatusCode::PAYLOAD_TOO_LARGE {
             // the rest of the body is not read: the connection cannot carry another request

@@ -17,6 +17,7 @@ use crate::config::{Limits, SandboxConfig};
 pub(crate) const BWRAP: &str = "/usr/bin/bwrap";
 pub(crate) const SETPRIV: &str = "/usr/bin/setpriv";
 pub(crate) const PRLIMIT: &str = "/usr/bin/prlimit";
+pub(crate) const NICE: &str = "/usr/bin/nice";
 pub(crate) const SANDBOX_PATH: &str =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -166,13 +167,15 @@ fn system_dir(args: &mut Vec<String>, path: &str) {
     }
 }
 
-/// The full command: `setpriv` (session uid) → `bwrap` → `prlimit` → `bash`.
+/// The full command: `setpriv` (session uid) → `nice` → `bwrap` → `prlimit` → `bash`, each
+/// exec'ing the next (the spawned pid is bwrap's).
 pub(crate) fn shell_command(
     paths: &SessionPaths,
     uid: Option<u32>,
     limits: &Limits,
 ) -> tokio::process::Command {
     let mut args: Vec<String> = Vec::new();
+    let nice = limits.nice.min(19).to_string();
     let mut cmd = match uid {
         Some(uid) => {
             let mut c = tokio::process::Command::new(SETPRIV);
@@ -182,12 +185,15 @@ pub(crate) fn shell_command(
                 "--clear-groups".into(),
                 "--no-new-privs".into(),
                 "--".into(),
-                BWRAP.into(),
             ]);
             c
         }
-        None => tokio::process::Command::new(BWRAP),
+        None => tokio::process::Command::new(NICE),
     };
+    if uid.is_some() {
+        args.push(NICE.into());
+    }
+    args.extend(["-n".into(), nice, BWRAP.into()]);
     args.extend(
         [
             "--unshare-all",
@@ -286,7 +292,7 @@ pub(crate) fn check() -> Result<String, String> {
     if !out.status.success() || version.is_empty() {
         return Err(format!("`bwrap --version` failed; {INSTALL}"));
     }
-    for tool in [SETPRIV, PRLIMIT] {
+    for tool in [SETPRIV, PRLIMIT, NICE] {
         if !Path::new(tool).exists() {
             return Err(format!(
                 "{tool} is missing; install it with `apt-get install util-linux`"

@@ -44,6 +44,9 @@ pub struct Limits {
     pub open_files: u64,
     /// RLIMIT_FSIZE: the largest file a process in the sandbox may write.
     pub file_size_bytes: u64,
+    /// Scheduling niceness of everything in the sandbox (0–19): commands yield the CPU to
+    /// the server.
+    pub nice: u8,
     /// Size of the private tmpfs at `/tmp` (and of `/dev/shm`).
     pub tmp_bytes: u64,
     /// Wall-clock timeout of a bash command when the call gives none.
@@ -62,6 +65,7 @@ impl Default for Limits {
             processes: 1024,
             open_files: 4096,
             file_size_bytes: 4 << 30,
+            nice: 10,
             tmp_bytes: 2 << 30,
             default_timeout: Duration::from_secs(120),
             max_timeout: Duration::from_secs(600),

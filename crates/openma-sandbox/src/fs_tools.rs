@@ -33,6 +33,9 @@ const GREP_MAX_FILE_BYTES: u64 = 256 << 20;
 const WALK_MAX_ENTRIES: usize = 200_000;
 const WALK_MAX_DEPTH: usize = 64;
 const SNIFF_BYTES: usize = 8192;
+/// Bytes of one line kept by `read` (it shows 2000 characters) and matched by `grep`.
+const READ_LINE_KEEP_BYTES: usize = READ_LINE_CHARS * 4 + 4;
+const GREP_LINE_KEEP_BYTES: usize = 1 << 20;
 
 #[derive(Deserialize)]
 pub(crate) struct ReadInput {
@@ -107,6 +110,41 @@ fn cut_chars(s: &str, max: usize) -> (&str, bool) {
     match s.char_indices().nth(max) {
         Some((i, _)) => (&s[..i], true),
         None => (s, false),
+    }
+}
+
+/// Like `read_until(b'\n')`, but keeps at most `keep` bytes of the line (the rest is read
+/// and dropped), so a file with no newlines cannot take all memory. Returns the bytes read.
+fn read_line_capped(
+    r: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    keep: usize,
+) -> std::io::Result<usize> {
+    let mut read = 0;
+    loop {
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(read);
+        }
+        let (chunk, done) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        let room = keep.saturating_sub(line.len()).min(chunk.len());
+        line.extend_from_slice(&chunk[..room]);
+        if done && room < chunk.len() {
+            line.push(b'\n');
+        }
+        let used = chunk.len();
+        r.consume(used);
+        read += used;
+        if done {
+            return Ok(read);
+        }
     }
 }
 
@@ -195,8 +233,7 @@ pub(crate) fn read(ws: &Workspace, input: ReadInput, limit_chars: usize) -> Tool
     loop {
         line.clear();
         let got = tri!(
-            reader
-                .read_until(b'\n', &mut line)
+            read_line_capped(&mut reader, &mut line, READ_LINE_KEEP_BYTES)
                 .map_err(|e| io_message(&display, &e))
         );
         if got == 0 {
@@ -616,7 +653,7 @@ pub(crate) fn grep(ws: &Workspace, input: GrepInput, limit_chars: usize) -> Tool
         let mut n = 0u64;
         loop {
             line.clear();
-            match reader.read_until(b'\n', &mut line) {
+            match read_line_capped(&mut reader, &mut line, GREP_LINE_KEEP_BYTES) {
                 Ok(0) | Err(_) => return true,
                 Ok(_) => {}
             }
@@ -692,4 +729,26 @@ fn grep_result(
         ));
     }
     ToolOutput::text(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_kept_only_up_to_the_cap() {
+        let data = format!("{}\nshort\n{}", "a".repeat(100), "b".repeat(50));
+        let mut r = BufReader::with_capacity(16, data.as_bytes());
+        let mut line = Vec::new();
+        assert_eq!(read_line_capped(&mut r, &mut line, 10).unwrap(), 101);
+        assert_eq!(line, b"aaaaaaaaaa\n");
+        line.clear();
+        assert_eq!(read_line_capped(&mut r, &mut line, 10).unwrap(), 6);
+        assert_eq!(line, b"short\n");
+        line.clear();
+        assert_eq!(read_line_capped(&mut r, &mut line, 10).unwrap(), 50);
+        assert_eq!(line, b"bbbbbbbbbb");
+        line.clear();
+        assert_eq!(read_line_capped(&mut r, &mut line, 10).unwrap(), 0);
+    }
 }

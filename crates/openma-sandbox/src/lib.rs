@@ -55,18 +55,14 @@ pub(crate) struct Inner {
 pub(crate) struct SessionBox {
     uid: Option<u32>,
     paths: SessionPaths,
-    shell: tokio::sync::Mutex<ShellSlot>,
+    /// The running shell, if any; held for the whole of a bash call.
+    shell: tokio::sync::Mutex<Option<Shell>>,
     last_used: Mutex<Instant>,
     /// The running sandbox (outer bwrap pid, its pid 1), readable without the shell lock so
     /// that `destroy` can kill it while a command runs.
     running: Mutex<Option<(u32, ProcId)>>,
-}
-
-#[derive(Default)]
-pub(crate) struct ShellSlot {
-    shell: Option<Shell>,
-    /// Why the previous shell is gone, told with the next command's result.
-    lost: Option<String>,
+    /// A bash call was dropped mid-command: its sandbox was killed and must be replaced.
+    interrupted: std::sync::atomic::AtomicBool,
 }
 
 impl SessionBox {
@@ -77,6 +73,39 @@ impl SessionBox {
 
     fn running(&self) -> Option<(u32, ProcId)> {
         *self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    fn idle_for(&self) -> std::time::Duration {
+        self.last_used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+
+    /// Why the session's shell is gone, told with the next command's result. Kept in the
+    /// session's host dir, so it survives this process (a shell running now says "the server
+    /// restarted" should the server die).
+    fn shell_lost(&self, reason: &str) {
+        let _ = std::fs::write(self.paths.dir.join("shell.lost"), reason);
+    }
+
+    fn lost_reason(&self) -> Option<String> {
+        std::fs::read_to_string(self.paths.dir.join("shell.lost"))
+            .ok()
+            .filter(|r| !r.is_empty())
+    }
+
+    fn take_lost_reason(&self) -> Option<String> {
+        let path = self.paths.dir.join("shell.lost");
+        let reason = std::fs::read_to_string(&path)
+            .ok()
+            .filter(|r| !r.is_empty());
+        let _ = std::fs::remove_file(path);
+        reason
     }
 }
 
@@ -153,7 +182,7 @@ impl Sandboxes {
                 procs::signal(init, rustix::process::Signal::KILL);
             }
             let mut slot = session.shell.lock().await;
-            if let Some(mut shell) = slot.shell.take() {
+            if let Some(mut shell) = slot.take() {
                 shell.kill().await;
             }
             session.set_running(None);
@@ -170,32 +199,44 @@ impl Sandboxes {
     /// Stops shells unused for longer than `idle_timeout` (their workspaces stay; the next
     /// command starts a new shell). Returns how many were stopped.
     pub async fn reap_idle(&self) -> usize {
-        let sessions: Vec<Arc<SessionBox>> = self
+        let sessions: Vec<(String, Arc<SessionBox>)> = self
             .inner
             .sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let idle = self.inner.config.idle_timeout;
         let mut stopped = 0;
-        for session in sessions {
+        for (id, session) in sessions {
             // A shell busy with a command is not idle.
             let Ok(mut slot) = session.shell.try_lock() else {
                 continue;
             };
-            let last = *session.last_used.lock().unwrap_or_else(|e| e.into_inner());
-            if slot.shell.is_some() && last.elapsed() >= idle {
-                if let Some(mut shell) = slot.shell.take() {
-                    shell.kill().await;
-                }
+            if session.idle_for() < idle {
+                continue;
+            }
+            if let Some(mut shell) = slot.take() {
+                shell.kill().await;
                 session.set_running(None);
-                slot.lost = Some(format!(
+                session.shell_lost(&format!(
                     "the previous one was stopped after {} s idle",
                     idle.as_secs()
                 ));
                 stopped += 1;
+            }
+            // Forget sessions without a shell: their state is all on disk.
+            drop(slot);
+            let mut map = self
+                .inner
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if map.get(&id).is_some_and(|s| Arc::ptr_eq(s, &session))
+                && Arc::strong_count(&session) == 2
+            {
+                map.remove(&id);
             }
         }
         stopped
@@ -254,9 +295,10 @@ impl Inner {
         let session = Arc::new(SessionBox {
             uid,
             paths,
-            shell: tokio::sync::Mutex::new(ShellSlot::default()),
+            shell: tokio::sync::Mutex::new(None),
             last_used: Mutex::new(Instant::now()),
             running: Mutex::new(None),
+            interrupted: Default::default(),
         });
         sessions.insert(session_id.to_string(), session.clone());
         Ok(session)

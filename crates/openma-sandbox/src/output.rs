@@ -34,6 +34,9 @@ pub(crate) struct Capture {
     total: u64,
     spill: Option<(std::fs::File, String)>,
     spill_error: Option<String>,
+    /// The saved file stops growing here (a background `yes` must not fill the host's disk).
+    spill_max: u64,
+    spilled_bytes: u64,
     target: SpillTarget,
 }
 
@@ -43,7 +46,7 @@ pub(crate) struct Captured {
 }
 
 impl Capture {
-    pub fn new(limit_chars: usize, target: SpillTarget) -> Self {
+    pub fn new(limit_chars: usize, spill_max: u64, target: SpillTarget) -> Self {
         let limit_chars = limit_chars.max(1000);
         Capture {
             limit_chars,
@@ -54,6 +57,8 @@ impl Capture {
             total: 0,
             spill: None,
             spill_error: None,
+            spill_max,
+            spilled_bytes: 0,
             target,
         }
     }
@@ -71,11 +76,14 @@ impl Capture {
         if !spilling {
             self.start_spill();
         }
-        if let Some((file, _)) = &mut self.spill
-            && let Err(e) = file.write_all(data)
-        {
-            self.spill_error = Some(e.to_string());
-            self.spill = None;
+        if let Some((file, _)) = &mut self.spill {
+            let take =
+                (self.spill_max.saturating_sub(self.spilled_bytes)).min(data.len() as u64) as usize;
+            if let Err(e) = file.write_all(&data[..take]) {
+                self.spill_error = Some(e.to_string());
+                self.spill = None;
+            }
+            self.spilled_bytes += take as u64;
         }
         let room = self.mem_cap.saturating_sub(self.head.len()).min(data.len());
         self.head.extend_from_slice(&data[..room]);
@@ -88,10 +96,16 @@ impl Capture {
 
     fn start_spill(&mut self) {
         match self.target.create() {
-            Ok((mut file, display)) => match file.write_all(&self.head) {
-                Ok(()) => self.spill = Some((file, display)),
-                Err(e) => self.spill_error = Some(e.to_string()),
-            },
+            Ok((mut file, display)) => {
+                let take = (self.spill_max.min(self.head.len() as u64)) as usize;
+                match file.write_all(&self.head[..take]) {
+                    Ok(()) => {
+                        self.spilled_bytes = take as u64;
+                        self.spill = Some((file, display));
+                    }
+                    Err(e) => self.spill_error = Some(e.to_string()),
+                }
+            }
             Err(e) => self.spill_error = Some(e),
         }
     }
@@ -133,6 +147,10 @@ impl Capture {
             .collect();
         let saved_to = self.spill.as_ref().map(|(_, d)| d.clone());
         let note = match (&saved_to, &self.spill_error) {
+            (Some(path), None) if self.spilled_bytes < self.total => format!(
+                "[The output was too long ({} bytes); only its beginning and end are shown. Its first {} bytes are saved in {path}.]",
+                self.total, self.spilled_bytes
+            ),
             (Some(path), None) => format!(
                 "[The output was too long ({} bytes); only its beginning and end are shown. The full output is saved in {path}.]",
                 self.total
@@ -145,5 +163,76 @@ impl Capture {
         };
         let text = format!("{head}\n\n[... output truncated ...]\n\n{tail}\n\n{note}");
         Captured { text }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> (PathBuf, SpillTarget) {
+        let dir = std::env::temp_dir().join(format!("openma-output-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir).unwrap();
+        (
+            dir.clone(),
+            SpillTarget {
+                workspace: dir,
+                uid: None,
+            },
+        )
+    }
+
+    fn saved_path(dir: &std::path::Path, text: &str) -> PathBuf {
+        let at = text.find("/workspace/").unwrap();
+        let p = text[at..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_end_matches(['.', ']']);
+        dir.join(p.strip_prefix("/workspace/").unwrap())
+    }
+
+    #[test]
+    fn short_output_is_kept_whole() {
+        let (dir, t) = target();
+        let mut c = Capture::new(1000, 1 << 20, t);
+        c.push("héllo\n".as_bytes());
+        assert_eq!(c.finish().text, "héllo\n");
+        assert!(!dir.join(".openma").exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn long_output_shows_head_and_tail_and_saves_everything() {
+        let (dir, t) = target();
+        let mut c = Capture::new(1000, 1 << 20, t);
+        for i in 0..2000 {
+            c.push(format!("line {i}\n").as_bytes());
+        }
+        let text = c.finish().text;
+        assert!(
+            text.starts_with("line 0\n") && text.contains("line 1999\n"),
+            "{text}"
+        );
+        assert!(text.chars().count() < 1300, "{}", text.chars().count());
+        let saved = std::fs::read_to_string(saved_path(&dir, &text)).unwrap();
+        assert_eq!(saved.lines().count(), 2000);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_saved_file_stops_at_its_limit() {
+        let (dir, t) = target();
+        let mut c = Capture::new(1000, 10_000, t);
+        for _ in 0..100 {
+            c.push(&[b'x'; 1000]);
+        }
+        let text = c.finish().text;
+        assert!(text.contains("first 10000 bytes"), "{text}");
+        assert_eq!(
+            std::fs::metadata(saved_path(&dir, &text)).unwrap().len(),
+            10_000
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -305,6 +305,16 @@ impl Shell {
     }
 }
 
+impl Drop for Shell {
+    /// A shell dropped without `kill` (its `Sandboxes` went away): end its namespace now
+    /// rather than when bubblewrap's parent-death signal gets there.
+    fn drop(&mut self) {
+        if self.init.pid != 0 {
+            procs::signal(self.init, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 enum Exchange {
     Sentinel { output: Vec<u8>, code: i32 },
     Eof { output: Vec<u8> },

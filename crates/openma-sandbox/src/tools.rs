@@ -3,7 +3,7 @@
 //! tool's shell lifecycle (lazy start, restart, reporting a lost shell).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use openma_core::harness::tools::{Tool, ToolContext, ToolOutput};
@@ -168,6 +168,30 @@ fn seconds(d: Duration) -> String {
     }
 }
 
+const SERVER_RESTARTED: &str = "the previous one ended when the server restarted";
+
+/// A bash call whose future is dropped mid-command (the session was interrupted) leaves a
+/// command running and its output unread in the shell: end the sandbox at once, and say so
+/// with the next command.
+struct InterruptGuard<'a> {
+    session: &'a SessionBox,
+    init: crate::procs::ProcId,
+    armed: bool,
+}
+
+impl Drop for InterruptGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            crate::procs::signal(self.init, rustix::process::Signal::KILL);
+            self.session
+                .interrupted
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.session
+                .shell_lost("the previous command was interrupted, which ends its shell");
+        }
+    }
+}
+
 const RESET: &str = "its working directory and environment variables are reset";
 
 async fn bash(inner: &Inner, session: &SessionBox, input: BashInput) -> ToolOutput {
@@ -184,38 +208,42 @@ async fn bash(inner: &Inner, session: &SessionBox, input: BashInput) -> ToolOutp
         );
     }
     let mut slot = session.shell.lock().await;
-    *session.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    session.touch();
     let mut notes: Vec<String> = Vec::new();
-    if restart {
-        if let Some(mut shell) = slot.shell.take() {
-            shell.kill().await;
-        }
+    if restart && let Some(mut shell) = slot.take() {
+        shell.kill().await;
         session.set_running(None);
-        slot.lost = None;
     }
-    if let Some(shell) = slot.shell.as_mut()
+    if session
+        .interrupted
+        .swap(false, std::sync::atomic::Ordering::SeqCst)
+        && let Some(mut shell) = slot.take()
+    {
+        shell.kill().await;
+        session.set_running(None);
+    }
+    if let Some(shell) = slot.as_mut()
         && !shell.alive()
     {
         shell.kill().await;
-        slot.shell = None;
+        *slot = None;
         session.set_running(None);
-        slot.lost
-            .get_or_insert_with(|| "the previous one had exited".into());
+        // Keep a more precise reason (an interrupted command) if one was recorded.
+        if session.lost_reason().is_none_or(|r| r == SERVER_RESTARTED) {
+            session.shell_lost("the previous one had exited");
+        }
     }
-    if slot.shell.is_none() {
-        let marker = session.paths.dir.join("shell.started");
-        let reason = slot.lost.take().or_else(|| {
-            (!restart && marker.exists())
-                .then(|| "the previous one ended when the server restarted".to_string())
-        });
+    if slot.is_none() {
+        let reason = session.take_lost_reason();
         match Shell::start(&inner.config.root, &session.paths, session.uid, limits).await {
             Ok(shell) => {
                 session.set_running(Some(&shell));
-                slot.shell = Some(shell);
+                *slot = Some(shell);
             }
             Err(e) => return ToolOutput::error(format!("The sandbox could not be started: {e}")),
         }
-        let _ = std::fs::write(&marker, b"");
+        // Should this process die, the next one knows why the shell is new.
+        session.shell_lost(SERVER_RESTARTED);
         if restart {
             notes.push(format!("The shell was restarted; {RESET}."));
         } else if let Some(reason) = reason {
@@ -227,14 +255,22 @@ async fn bash(inner: &Inner, session: &SessionBox, input: BashInput) -> ToolOutp
     let Some(command) = command else {
         return ToolOutput::text(notes.join("\n"));
     };
-    let shell = slot.shell.as_mut().expect("started above");
+    let Some(shell) = slot.as_mut() else {
+        return ToolOutput::error("internal error: no shell");
+    };
     let target = SpillTarget {
         workspace: session.paths.workspace.clone(),
         uid: session.uid,
     };
-    let mut capture = Capture::new(limits.output_chars, target);
+    let mut capture = Capture::new(limits.output_chars, limits.file_size_bytes, target);
+    let mut guard = InterruptGuard {
+        session,
+        init: shell.init,
+        armed: true,
+    };
     let outcome = shell.run(&command, limit, &mut capture).await;
-    *session.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    guard.armed = false;
+    session.touch();
     let captured = capture.finish();
     let mut text = String::new();
     for n in &notes {
@@ -260,18 +296,18 @@ async fn bash(inner: &Inner, session: &SessionBox, input: BashInput) -> ToolOutp
         }
         Outcome::TimedOut { code: None } => {
             is_error = true;
-            slot.shell = None;
+            *slot = None;
             session.set_running(None);
-            slot.lost = Some("the previous command timed out and took its shell with it".into());
+            session.shell_lost("the previous command timed out and took its shell with it");
             add(format!(
                 "Command timed out after {} and was killed, together with the shell; the next command starts a new shell ({RESET}).",
                 seconds(limit)
             ));
         }
         Outcome::ShellExited { code } => {
-            slot.shell = None;
+            *slot = None;
             session.set_running(None);
-            slot.lost = Some("the previous one exited".into());
+            session.shell_lost("the previous one exited");
             let code = code.map(|c| format!(" with code {c}")).unwrap_or_default();
             add(format!(
                 "The shell exited{code}; the next command starts a new shell ({RESET})."

@@ -24,6 +24,12 @@ pub enum DomainError {
     /// The request conflicts with the object's current state (HTTP 409).
     #[error("{message}")]
     Conflict { message: String, code: Option<&'static str> },
+    /// A spend limit refuses the work (HTTP 402, `billing_error`).
+    #[error("{0}")]
+    PaymentRequired(String),
+    /// A quota is full for now (HTTP 429 with `retry-after`).
+    #[error("{message}")]
+    QuotaExceeded { message: String, retry_after_secs: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -13,7 +13,7 @@ use openma_types::vaults::Vault;
 use crate::vaults::StoredCredential;
 
 use crate::error::StoreError;
-use crate::tenancy::{ApiKey, Tenant, TenantId};
+use crate::tenancy::{ApiKey, Tenant, TenantId, TenantLimits};
 
 /// Wall-clock time. A port because `SystemTime::now` panics on wasm32 and tests want
 /// to control it.
@@ -284,4 +284,10 @@ pub trait Store: Send + Sync {
     async fn update_credential(&self, tenant: &TenantId, c: &StoredCredential, expected: Timestamp) -> Result<bool, StoreError>;
     async fn delete_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> Result<bool, StoreError>;
     async fn list_credentials(&self, tenant: &TenantId, vault_id: &str, query: &ListQuery) -> Result<Vec<StoredCredential>, StoreError>;
+
+    // -- quotas --
+    async fn get_tenant_limits(&self, tenant: &TenantId) -> Result<TenantLimits, StoreError>;
+    async fn set_tenant_limits(&self, tenant: &TenantId, limits: &TenantLimits) -> Result<(), StoreError>;
+    /// Sessions of the tenant whose status is running or rescheduling.
+    async fn count_running_sessions(&self, tenant: &TenantId) -> Result<i64, StoreError>;
 }

@@ -33,6 +33,17 @@ pub struct Tenant {
     pub created_at: Timestamp,
 }
 
+/// Operator-set quotas of a tenant (all optional).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantLimits {
+    /// Spend this calendar month (UTC) above which a warning is given, in micro-dollars.
+    pub monthly_soft_micros: Option<i64>,
+    /// Spend this month above which new sessions and new turns are refused (402).
+    pub monthly_hard_micros: Option<i64>,
+    /// Sessions that may be running at once; more new turns wait (429).
+    pub max_running_sessions: Option<i64>,
+}
+
 /// The name of the tenant that embedded mode and `OPENMA_BOOTSTRAP_API_KEY` use.
 pub const DEFAULT_TENANT: &str = "default";
 

@@ -133,6 +133,23 @@ pub enum TenantsCommand {
     Create { name: String },
     /// List tenants.
     List,
+    /// Show or set a tenant's quotas (omit a flag to keep its value).
+    Limits {
+        /// Tenant name or id.
+        name: String,
+        /// Monthly spend (USD) above which a warning is logged and counted.
+        #[arg(long)]
+        monthly_soft_usd: Option<f64>,
+        /// Monthly spend (USD) above which new sessions and turns are refused (402).
+        #[arg(long)]
+        monthly_hard_usd: Option<f64>,
+        /// Sessions that may run at once (more new turns get 429).
+        #[arg(long)]
+        max_running_sessions: Option<i64>,
+        /// Remove every limit.
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -227,6 +244,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     for t in platform.list_tenants().await? {
                         println!("{}\t{}\t{}", t.id, t.name, t.created_at);
                     }
+                }
+                TenantsCommand::Limits { name, monthly_soft_usd, monthly_hard_usd, max_running_sessions, clear } => {
+                    let t = platform.find_tenant(name).await?;
+                    let mut l = if *clear { Default::default() } else { platform.tenant_limits(&t.id).await? };
+                    let micros = |usd: f64| (usd * 1e6).round() as i64;
+                    if let Some(v) = monthly_soft_usd {
+                        l.monthly_soft_micros = Some(micros(*v));
+                    }
+                    if let Some(v) = monthly_hard_usd {
+                        l.monthly_hard_micros = Some(micros(*v));
+                    }
+                    if let Some(v) = max_running_sessions {
+                        l.max_running_sessions = Some(*v);
+                    }
+                    platform.set_tenant_limits(&t.id, &l).await?;
+                    let usd = |m: Option<i64>| m.map(|m| format!("${:.2}", m as f64 / 1e6)).unwrap_or_else(|| "none".into());
+                    let spent = platform.month_spend_micros(&t.id).await?;
+                    println!(
+                        "tenant {}: monthly soft {}, monthly hard {}, running sessions {}; spent this month ${:.6}",
+                        t.name,
+                        usd(l.monthly_soft_micros),
+                        usd(l.monthly_hard_micros),
+                        l.max_running_sessions.map(|n| n.to_string()).unwrap_or_else(|| "unlimited".into()),
+                        spent as f64 / 1e6
+                    );
                 }
             }
             Ok(())

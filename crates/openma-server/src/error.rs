@@ -73,6 +73,13 @@ impl From<DomainError> for ApiError {
         match e {
             DomainError::Invalid { message, code } => ApiError { status: StatusCode::BAD_REQUEST, message, code, retry_after: None },
             DomainError::NotFound(message) => ApiError::not_found(message),
+            DomainError::PaymentRequired(message) => ApiError::new(StatusCode::PAYMENT_REQUIRED, message),
+            DomainError::QuotaExceeded { message, retry_after_secs } => ApiError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message,
+                code: Some("quota_exceeded"),
+                retry_after: Some(std::time::Duration::from_secs(retry_after_secs)),
+            },
             DomainError::Conflict { message, code } => ApiError { status: StatusCode::CONFLICT, message, code, retry_after: None },
             DomainError::Store(StoreError::Duplicate(what)) => {
                 tracing::warn!(request_id = %current_request_id(), %what, "unexpected duplicate");

@@ -8,6 +8,7 @@ macro_rules! sql_store {
     ($store:ident, $db:ty, $describe:literal) => {
         use openma_core::ports::{DeleteOutcome, EventQuery, InboxEntry, ListQuery, Order, SessionFilter, StoredEvent, UsageGroup, UsageQuery, UsageRow};
         use openma_core::{ApiKey, Tenant, TenantId};
+        use openma_core::tenancy::TenantLimits;
         use openma_types::Timestamp;
         use openma_types::agents::Agent;
         use openma_types::environments::Environment;
@@ -924,6 +925,43 @@ macro_rules! sql_store {
                         Ok((r.try_get::<i64, _>("seq")?, e))
                     })
                     .collect::<Result<_, sqlx::Error>>()
+                    .map_err($crate::backend_error)
+            }
+            async fn get_tenant_limits(&self, tenant: &TenantId) -> Result<TenantLimits, openma_core::StoreError> {
+                let row = sqlx::query("SELECT monthly_soft_micros, monthly_hard_micros, max_running_sessions FROM tenant_limits WHERE tenant_id = $1")
+                    .bind(tenant.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                let Some(r) = row else { return Ok(TenantLimits::default()) };
+                Ok(TenantLimits {
+                    monthly_soft_micros: r.try_get(0).map_err($crate::backend_error)?,
+                    monthly_hard_micros: r.try_get(1).map_err($crate::backend_error)?,
+                    max_running_sessions: r.try_get(2).map_err($crate::backend_error)?,
+                })
+            }
+
+            async fn set_tenant_limits(&self, tenant: &TenantId, l: &TenantLimits) -> Result<(), openma_core::StoreError> {
+                sqlx::query(
+                    "INSERT INTO tenant_limits (tenant_id, monthly_soft_micros, monthly_hard_micros, max_running_sessions) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (tenant_id) DO UPDATE SET monthly_soft_micros = excluded.monthly_soft_micros, \
+                     monthly_hard_micros = excluded.monthly_hard_micros, max_running_sessions = excluded.max_running_sessions",
+                )
+                .bind(tenant.as_str())
+                .bind(l.monthly_soft_micros)
+                .bind(l.monthly_hard_micros)
+                .bind(l.max_running_sessions)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn count_running_sessions(&self, tenant: &TenantId) -> Result<i64, openma_core::StoreError> {
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sessions WHERE tenant_id = $1 AND status IN ('running', 'rescheduling')")
+                    .bind(tenant.as_str())
+                    .fetch_one(&self.pool)
+                    .await
                     .map_err($crate::backend_error)
             }
         }

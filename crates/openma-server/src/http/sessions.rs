@@ -55,6 +55,11 @@ pub async fn create_session(
     Caller(tenant): Caller,
     ApiJson(req): ApiJson<CreateSessionRequest>,
 ) -> Result<Json<Session>, ApiError> {
+    let starts = req.initial_events.as_ref().is_some_and(|e| !e.is_empty());
+    if app.platform.check_quota(&tenant, starts).await? {
+        metrics::counter!("openma_tenant_soft_limit_exceeded_total").increment(1);
+        tracing::warn!(%tenant, "tenant is over its soft monthly spend limit");
+    }
     let (session, initial) = app.platform.create_session(&tenant, &req).await?;
     if initial.is_empty() {
         return Ok(Json(session));

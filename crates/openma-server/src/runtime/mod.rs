@@ -118,7 +118,14 @@ impl Runtime {
 
     /// Applies client events to a session (the tenant's ownership is checked first).
     pub async fn submit(self: &Arc<Self>, tenant: &TenantId, session_id: &str, inputs: Vec<Input>) -> Result<Vec<SessionEvent>, DomainError> {
-        self.platform.get_session(tenant, session_id).await?;
+        let session = self.platform.get_session(tenant, session_id).await?;
+        if inputs.iter().any(|i| matches!(i, Input::Message { .. } | Input::System { .. })) {
+            let idle = !matches!(session.status, openma_types::sessions::SessionStatus::Running | openma_types::sessions::SessionStatus::Rescheduling);
+            if self.platform.check_quota(tenant, idle).await? {
+                metrics::counter!("openma_tenant_soft_limit_exceeded_total").increment(1);
+                tracing::warn!(%tenant, "tenant is over its soft monthly spend limit");
+            }
+        }
         let (tx, rx) = oneshot::channel();
         self.send(tenant, session_id, Command::Submit { inputs, reply: tx });
         rx.await.map_err(|_| DomainError::conflict("the session's runtime stopped; retry"))?

@@ -36,6 +36,8 @@ pub struct Cli {
 
 #[derive(Args)]
 pub struct GlobalArgs {
+    #[command(flatten)]
+    pub connection: crate::client::Connection,
     /// A TOML file with settings; flags and environment variables override it.
     #[arg(long, env = "OPENMA_CONFIG", global = true)]
     pub config: Option<PathBuf>,
@@ -58,7 +60,7 @@ pub struct GlobalArgs {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run the platform: HTTP API, console and session runtime.
+    /// Run the platform: HTTP API, session runtime and sandboxes.
     Serve(ServeArgs),
     /// Apply database migrations and exit (serve applies them too).
     Migrate,
@@ -71,6 +73,14 @@ pub enum Command {
     /// Manage the root secret.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Manage agents on a server (`--url`, `--api-key`).
+    #[command(subcommand)]
+    Agents(crate::client::AgentsCommand),
+    /// Manage sessions on a server.
+    #[command(subcommand)]
+    Sessions(crate::client::SessionsCommand),
+    /// Send a message to a session and print the turn as it streams.
+    Chat(crate::client::ChatArgs),
     /// Print the version.
     Version,
     /// Measure the API: start a server and time agent and session creation.
@@ -305,6 +315,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crate::secrets::rotate(&platform, &settings, new_secret.clone()).await?);
             Ok(())
         }
+        Command::Agents(cmd) => crate::client::agents(&cli.global.connection, cmd).await,
+        Command::Sessions(cmd) => crate::client::sessions(&cli.global.connection, cmd).await,
+        Command::Chat(args) => crate::client::chat(&cli.global.connection, args).await,
         Command::Version => {
             println!("openma {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bench;
 mod bench_runtime;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod extract;

@@ -158,7 +158,18 @@ impl Drop for TestApp {
     }
 }
 
+/// What a blocking helper needs to reach the server.
+#[derive(Clone)]
+pub struct Handle {
+    pub base: String,
+    pub key: String,
+}
+
 impl TestApp {
+    pub fn clone_handle(&self) -> Handle {
+        Handle { base: self.base.clone(), key: self.key.clone() }
+    }
+
     /// The data dir (SQLite file, root secret, blobs).
     pub fn data_dir(&self) -> std::path::PathBuf {
         self._dir.path().join("data")

@@ -1,0 +1,237 @@
+//! The client commands: `openma agents …`, `openma sessions …` and `openma chat`, which
+//! talk to a running server over its public API (the same one the SDKs use).
+
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+#[derive(Args, Clone)]
+pub struct Connection {
+    /// The server to talk to.
+    #[arg(long, env = "OPENMA_URL", global = true, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// An API key of the server.
+    #[arg(long, env = "OPENMA_API_KEY", global = true, hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum AgentsCommand {
+    /// List agents.
+    List,
+    /// Show an agent.
+    Get { id: String },
+    /// Create an agent.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "claude-sonnet-4-6")]
+        model: String,
+        #[arg(long)]
+        system: Option<String>,
+        /// Built-in tools to enable, comma-separated (e.g. `bash,read,write`).
+        #[arg(long, value_delimiter = ',')]
+        tools: Vec<String>,
+    },
+    /// Archive an agent.
+    Archive { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum SessionsCommand {
+    /// List sessions.
+    List,
+    /// Show a session.
+    Get { id: String },
+    /// Create a session.
+    Create {
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        title: Option<String>,
+    },
+    /// Print a session's events.
+    Events { id: String },
+    /// Archive a session.
+    Archive { id: String },
+    /// Delete a session.
+    Delete { id: String },
+}
+
+#[derive(Args)]
+pub struct ChatArgs {
+    /// Continue this session.
+    #[arg(long, conflicts_with = "agent")]
+    pub session: Option<String>,
+    /// Start a new session with this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// The message to send.
+    pub message: String,
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Api {
+    fn new(c: &Connection) -> anyhow::Result<Api> {
+        let key = c.api_key.clone().context("an API key is needed: pass --api-key or set OPENMA_API_KEY")?;
+        Ok(Api { http: reqwest::Client::new(), base: c.url.trim_end_matches('/').to_owned(), key })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach {}", self.base))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{} ({status})", v["error"]["message"].as_str().unwrap_or("request failed"));
+        }
+        Ok(v)
+    }
+}
+
+fn print(json_out: bool, v: &Value, line: impl Fn(&Value) -> String) {
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else if let Some(items) = v["data"].as_array() {
+        for i in items {
+            println!("{}", line(i));
+        }
+    } else {
+        println!("{}", line(v));
+    }
+}
+
+fn agent_line(a: &Value) -> String {
+    format!("{}\t{}\tv{}\t{}", a["id"].as_str().unwrap_or(""), a["name"].as_str().unwrap_or(""), a["version"], a["model"]["id"].as_str().unwrap_or(""))
+}
+
+fn session_line(s: &Value) -> String {
+    format!("{}\t{}\t{}\t{}", s["id"].as_str().unwrap_or(""), s["status"].as_str().unwrap_or(""), s["agent"]["name"].as_str().unwrap_or(""), s["title"].as_str().unwrap_or(""))
+}
+
+pub async fn agents(c: &Connection, cmd: &AgentsCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(c)?;
+    let v = match cmd {
+        AgentsCommand::List => api.call(Method::GET, "/v1/agents?limit=100", None).await?,
+        AgentsCommand::Get { id } => api.call(Method::GET, &format!("/v1/agents/{id}"), None).await?,
+        AgentsCommand::Create { name, model, system, tools } => {
+            let tools: Vec<Value> = tools.iter().map(|t| json!({"type": t})).collect();
+            api.call(Method::POST, "/v1/agents", Some(json!({"name": name, "model": model, "system": system, "tools": tools}))).await?
+        }
+        AgentsCommand::Archive { id } => api.call(Method::POST, &format!("/v1/agents/{id}/archive"), None).await?,
+    };
+    print(c.json, &v, agent_line);
+    Ok(())
+}
+
+pub async fn sessions(c: &Connection, cmd: &SessionsCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(c)?;
+    match cmd {
+        SessionsCommand::List => print(c.json, &api.call(Method::GET, "/v1/sessions?limit=100", None).await?, session_line),
+        SessionsCommand::Get { id } => print(c.json, &api.call(Method::GET, &format!("/v1/sessions/{id}"), None).await?, session_line),
+        SessionsCommand::Create { agent, title } => {
+            print(c.json, &api.call(Method::POST, "/v1/sessions", Some(json!({"agent": agent, "title": title}))).await?, session_line)
+        }
+        SessionsCommand::Events { id } => {
+            let v = api.call(Method::GET, &format!("/v1/sessions/{id}/events?limit=1000"), None).await?;
+            print(c.json, &v, |e| format!("{}\t{}\t{}", e["processed_at"].as_str().unwrap_or(""), e["type"].as_str().unwrap_or(""), describe(e)));
+        }
+        SessionsCommand::Archive { id } => print(c.json, &api.call(Method::POST, &format!("/v1/sessions/{id}/archive"), None).await?, session_line),
+        SessionsCommand::Delete { id } => print(c.json, &api.call(Method::DELETE, &format!("/v1/sessions/{id}"), None).await?, |v| format!("deleted {}", v["id"].as_str().unwrap_or(""))),
+    }
+    Ok(())
+}
+
+/// A one-line human description of an event.
+fn describe(e: &Value) -> String {
+    let text = |v: &Value| v.as_array().map(|a| a.iter().filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join(" ")).unwrap_or_default();
+    match e["type"].as_str().unwrap_or("") {
+        "user.message" | "agent.message" => text(&e["content"]),
+        "agent.tool_use" | "agent.custom_tool_use" => format!("{} {}", e["name"].as_str().unwrap_or(""), e["input"]),
+        "agent.tool_result" | "user.custom_tool_result" => {
+            let t = text(&e["content"]);
+            let short: String = t.chars().take(300).collect();
+            if e["is_error"] == true { format!("error: {short}") } else { short }
+        }
+        "session.status_idle" => e["stop_reason"]["type"].as_str().unwrap_or("").to_owned(),
+        "session.error" => e["error"]["message"].as_str().unwrap_or("").to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// Sends one message and prints the turn as it streams, until the session is idle.
+pub async fn chat(c: &Connection, args: &ChatArgs) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(c)?;
+    let sid = match (&args.session, &args.agent) {
+        (Some(s), _) => s.clone(),
+        (None, Some(a)) => {
+            let s = api.call(Method::POST, "/v1/sessions", Some(json!({"agent": a}))).await?;
+            let id = s["id"].as_str().unwrap_or_default().to_owned();
+            if !c.json {
+                eprintln!("session {id}");
+            }
+            id
+        }
+        (None, None) => bail!("pass --session ID or --agent ID"),
+    };
+    let resp = api
+        .http
+        .get(format!("{}/v1/sessions/{sid}/events/stream", api.base))
+        .bearer_auth(&api.key)
+        .send()
+        .await?
+        .error_for_status()
+        .context("cannot open the session's stream")?;
+    let mut stream = resp.bytes_stream();
+    api.call(Method::POST, &format!("/v1/sessions/{sid}/events"), Some(json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": args.message}]}]})))
+        .await?;
+    let mut buf = String::new();
+    let mut out = std::io::stdout();
+    while let Some(chunk) = stream.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk?));
+        while let Some(end) = buf.find("\n\n") {
+            let raw: String = buf.drain(..end + 2).collect();
+            let Some(data) = raw.lines().find_map(|l| l.strip_prefix("data:")) else { continue };
+            let Ok(e) = serde_json::from_str::<Value>(data.trim_start()) else { continue };
+            let kind = e["type"].as_str().unwrap_or("");
+            if c.json {
+                writeln!(out, "{e}")?;
+            } else {
+                match kind {
+                    "agent.message" => writeln!(out, "{}", describe(&e))?,
+                    "agent.tool_use" | "agent.custom_tool_use" | "agent.tool_result" | "session.error" => writeln!(out, "[{kind}] {}", describe(&e))?,
+                    _ => {}
+                }
+            }
+            out.flush()?;
+            match kind {
+                "session.status_terminated" => bail!("the session terminated"),
+                "session.status_idle" => {
+                    if e["stop_reason"]["type"] == "requires_action" && !c.json {
+                        eprintln!("the session waits for: {}", e["stop_reason"]["event_ids"]);
+                    }
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+    }
+    bail!("the stream ended before the turn did")
+}

@@ -98,6 +98,19 @@ pub struct InboxEntry {
     pub accepted_at: Timestamp,
 }
 
+/// What a request with an `Idempotency-Key` finds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// First time: process it, then record the result.
+    New,
+    /// Already done: replay this result.
+    Replay { status: u16, body: String },
+    /// The first request with this key is still being processed.
+    InProgress,
+    /// The key was used for a different request.
+    Mismatch,
+}
+
 /// A dimension of the usage report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -290,4 +303,12 @@ pub trait Store: Send + Sync {
     async fn set_tenant_limits(&self, tenant: &TenantId, limits: &TenantLimits) -> Result<(), StoreError>;
     /// Sessions of the tenant whose status is running or rescheduling.
     async fn count_running_sessions(&self, tenant: &TenantId) -> Result<i64, StoreError>;
+
+    // -- idempotency --
+    /// Claims a key for a request (by hash); keys older than `expired_before` are forgotten.
+    async fn claim_idempotency(&self, tenant: &TenantId, key: &str, request_hash: &str, now: Timestamp, expired_before: Timestamp) -> Result<IdempotencyClaim, StoreError>;
+    /// Records the result of a claimed key.
+    async fn complete_idempotency(&self, tenant: &TenantId, key: &str, status: u16, body: &str) -> Result<(), StoreError>;
+    /// Forgets a claim whose request failed on the server's side, so a retry runs again.
+    async fn release_idempotency(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError>;
 }

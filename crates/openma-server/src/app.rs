@@ -106,7 +106,8 @@ pub fn router(state: AppState) -> Router {
         .merge(http::routes())
         .fallback(crate::error::route_not_found)
         .method_not_allowed_fallback(crate::error::method_not_allowed)
-        .with_state(state)
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state, crate::idempotency::layer))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(telemetry::record_http_metrics))
         .layer(CatchPanicLayer::custom(|_| {

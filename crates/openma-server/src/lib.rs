@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod http;
+pub mod idempotency;
 pub mod mcp_oauth;
 pub mod openapi;
 pub mod runtime;

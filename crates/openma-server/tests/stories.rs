@@ -42,6 +42,7 @@ stories!(
     keys_authenticate_by_bearer_or_x_api_key_and_can_be_revoked,
     bad_input_gets_a_4xx_envelope_never_a_5xx,
     operations_endpoints_report_health_metrics_and_openapi,
+    idempotency_keys_replay_the_first_result,
 );
 
 async fn agent_updates_create_versions_and_noops_do_not(app: TestApp) {
@@ -478,4 +479,34 @@ async fn operations_endpoints_report_health_metrics_and_openapi(app: TestApp) {
         "/v1/sessions", "/v1/sessions/{session_id}", "/v1/sessions/{session_id}/archive", "/health", "/metrics"] {
         assert!(doc["paths"][path].is_object(), "openapi misses {path}");
     }
+}
+
+async fn idempotency_keys_replay_the_first_result(app: TestApp) {
+    let post = |path: &str, key: &str, body: Value| {
+        app.http.post(format!("{}{path}", app.base)).bearer_auth(&app.key).header("idempotency-key", key).json(&body).send()
+    };
+    let first = post("/v1/agents", "create-1", json!({"name": "once", "model": "m"})).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let a: Value = first.json().await.unwrap();
+    let retry = post("/v1/agents", "create-1", json!({"name": "once", "model": "m"})).await.unwrap();
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let b: Value = retry.json().await.unwrap();
+    assert_eq!(a["id"], b["id"], "a retried create returns the first result");
+    assert_eq!(app.collect_ids("/v1/agents").await.len(), 1, "and creates nothing more");
+    let reused = post("/v1/agents", "create-1", json!({"name": "other", "model": "m"})).await.unwrap();
+    assert_eq!(reused.status(), StatusCode::BAD_REQUEST);
+    let s = app.ok("/v1/sessions", json!({"agent": a["id"]})).await;
+    let sid = s["id"].as_str().unwrap();
+    // a refused request is replayed as refused too (no model configured: the turn errors, the POST succeeds)
+    let events = json!({"events": [{"type": "user.interrupt"}]});
+    for _ in 0..3 {
+        assert_eq!(post(&format!("/v1/sessions/{sid}/events"), "send-1", events.clone()).await.unwrap().status(), StatusCode::OK);
+    }
+    let log = app.get(&format!("/v1/sessions/{sid}/events")).await.body;
+    assert_eq!(log["data"].as_array().unwrap().len(), 1, "one event for three deliveries: {log}");
+    // keys belong to their tenant
+    let other = app.other_tenant("other").await;
+    let theirs = app.http.post(format!("{}/v1/agents", app.base)).bearer_auth(&other).header("idempotency-key", "create-1").json(&json!({"name": "theirs", "model": "m"})).send().await.unwrap();
+    assert_eq!(theirs.status(), StatusCode::OK);
+    assert!(theirs.headers().get("idempotent-replayed").is_none());
 }

@@ -6,7 +6,7 @@
 #[macro_export]
 macro_rules! sql_store {
     ($store:ident, $db:ty, $describe:literal) => {
-        use openma_core::ports::{DeleteOutcome, EventQuery, InboxEntry, ListQuery, Order, SessionFilter, StoredEvent, UsageGroup, UsageQuery, UsageRow};
+        use openma_core::ports::{DeleteOutcome, EventQuery, IdempotencyClaim, InboxEntry, ListQuery, Order, SessionFilter, StoredEvent, UsageGroup, UsageQuery, UsageRow};
         use openma_core::{ApiKey, Tenant, TenantId};
         use openma_core::tenancy::TenantLimits;
         use openma_types::Timestamp;
@@ -963,6 +963,74 @@ macro_rules! sql_store {
                     .fetch_one(&self.pool)
                     .await
                     .map_err($crate::backend_error)
+            }
+            async fn claim_idempotency(
+                &self,
+                tenant: &TenantId,
+                key: &str,
+                request_hash: &str,
+                now: Timestamp,
+                expired_before: Timestamp,
+            ) -> Result<IdempotencyClaim, openma_core::StoreError> {
+                sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND created_at < $3")
+                    .bind(tenant.as_str())
+                    .bind(key)
+                    .bind(expired_before.as_micros())
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                let inserted = sqlx::query(
+                    "INSERT INTO idempotency_keys (tenant_id, key, request_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, key) DO NOTHING",
+                )
+                .bind(tenant.as_str())
+                .bind(key)
+                .bind(request_hash)
+                .bind(now.as_micros())
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                if inserted.rows_affected() > 0 {
+                    return Ok(IdempotencyClaim::New);
+                }
+                let row = sqlx::query("SELECT request_hash, status, body FROM idempotency_keys WHERE tenant_id = $1 AND key = $2")
+                    .bind(tenant.as_str())
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                let Some(r) = row else { return Ok(IdempotencyClaim::InProgress) };
+                let hash: String = r.try_get(0).map_err($crate::backend_error)?;
+                if hash != request_hash {
+                    return Ok(IdempotencyClaim::Mismatch);
+                }
+                let status: Option<i64> = r.try_get(1).map_err($crate::backend_error)?;
+                let body: Option<String> = r.try_get(2).map_err($crate::backend_error)?;
+                Ok(match (status, body) {
+                    (Some(s), Some(b)) => IdempotencyClaim::Replay { status: s as u16, body: b },
+                    _ => IdempotencyClaim::InProgress,
+                })
+            }
+
+            async fn complete_idempotency(&self, tenant: &TenantId, key: &str, status: u16, body: &str) -> Result<(), openma_core::StoreError> {
+                sqlx::query("UPDATE idempotency_keys SET status = $3, body = $4 WHERE tenant_id = $1 AND key = $2")
+                    .bind(tenant.as_str())
+                    .bind(key)
+                    .bind(i64::from(status))
+                    .bind(body)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn release_idempotency(&self, tenant: &TenantId, key: &str) -> Result<(), openma_core::StoreError> {
+                sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2")
+                    .bind(tenant.as_str())
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(())
             }
         }
     };

@@ -1,0 +1,12 @@
+-- Results of requests sent with an Idempotency-Key, replayed for a retried request.
+-- `status` is NULL while the first request is still being processed.
+CREATE TABLE idempotency_keys (
+    tenant_id    TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    status       BIGINT,
+    body         TEXT,
+    created_at   BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, key)
+);
+CREATE INDEX idempotency_by_age ON idempotency_keys (created_at);

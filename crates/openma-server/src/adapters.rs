@@ -46,3 +46,8 @@ impl IdGen for UlidIds {
         format!("{}{body}", openma_core::tenancy::API_KEY_PREFIX)
     }
 }
+
+/// The current time as RFC 3339 (for manifests and messages).
+pub fn now_string() -> String {
+    SystemClock.now().to_string()
+}

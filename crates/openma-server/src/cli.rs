@@ -70,6 +70,20 @@ pub enum Command {
     /// Manage API keys (stored only as hashes; a new key is shown once).
     #[command(subcommand, name = "api-keys")]
     ApiKeys(ApiKeysCommand),
+    /// Back up an embedded deployment (database snapshot, blobs, root secret) while it runs.
+    Backup {
+        /// An empty or new directory.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup into the data dir (stop the server first).
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace an existing database.
+        #[arg(long)]
+        force: bool,
+    },
     /// Manage the root secret.
     #[command(subcommand)]
     Secrets(SecretsCommand),
@@ -313,6 +327,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = settings(&cli.global, None)?;
             let platform = app::open_platform(&settings).await?;
             println!("{}", crate::secrets::rotate(&platform, &settings, new_secret.clone()).await?);
+            Ok(())
+        }
+        Command::Backup { to } => {
+            let settings = settings(&cli.global, None)?;
+            let m = crate::backup::backup(&settings, to).await?;
+            println!("backed up {} files to {} (database sha256 {})", m.files.len(), to.display(), m.database_sha256);
+            if m.root_secret_included {
+                println!("the backup includes the root secret: keep it as safe as the secret itself");
+            }
+            Ok(())
+        }
+        Command::Restore { from, force } => {
+            let settings = settings(&cli.global, None)?;
+            let m = crate::backup::restore(&settings, from, *force)?;
+            println!("restored the backup of {} into {}", m.created_at, settings.data_dir.display());
             Ok(())
         }
         Command::Agents(cmd) => crate::client::agents(&cli.global.connection, cmd).await,

@@ -4,6 +4,7 @@
 
 pub mod adapters;
 pub mod app;
+pub mod backup;
 pub mod auth;
 pub mod bench;
 mod bench_runtime;

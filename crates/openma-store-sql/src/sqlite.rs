@@ -33,6 +33,20 @@ impl SqliteStore {
     }
 }
 
+/// Writes a consistent copy of the database at `db` into `target` while it is in use
+/// (`VACUUM INTO`: a single read transaction, so writers are not blocked).
+pub async fn snapshot(db: &std::path::Path, target: &std::path::Path) -> Result<(), StoreError> {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(db).busy_timeout(Duration::from_secs(30)))
+        .await
+        .map_err(backend_error)?;
+    let sql = format!("VACUUM INTO '{}'", target.display().to_string().replace('\'', "''"));
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.map_err(backend_error)?;
+    conn.close().await.map_err(backend_error)?;
+    restrict(target);
+    Ok(())
+}
+
 /// The database and its journal are readable by the server's user only.
 fn restrict(file: &std::path::Path) {
     #[cfg(unix)]

@@ -1,0 +1,140 @@
+//! Kill loop: the real server is SIGKILLed at pseudo-random moments while sessions run
+//! tool-using conversations, and restarted each time. Afterwards every session finished
+//! its work, its log is contiguous and duplicate-free, every tool use has exactly one
+//! result, and no acknowledged client event is missing. The count is bounded
+//! (`OPENMA_KILL_LOOP_COUNT`, default 20).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use openma_fake_model::{FakeModel, Reply};
+use serde_json::{Value, json};
+
+const KEY: &str = "sk-oma-killloop-0123456789abcdefgh";
+const FINAL: &str = "the final answer";
+
+struct Server(Child, String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(dir: &Path, model: &str) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_openma"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("OPENMA_BOOTSTRAP_API_KEY", KEY)
+        .env("ANTHROPIC_API_KEY", "sk-ant-fake")
+        .env("ANTHROPIC_BASE_URL", model)
+        .env("OPENMA_MODEL_RETRY_BASE_MS", "10")
+        .env("OPENMA_MODEL_MAX_RETRIES", "50")
+        .env_remove("PLATFORM_ROOT_SECRET")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    Server(child, line.trim().strip_prefix("openma listening on ").expect("started").to_owned())
+}
+
+/// A tiny deterministic generator, so a failure can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % bound
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_survive_repeated_kill_9() {
+    openma_models::install_tls_provider();
+    let kills: usize = std::env::var("OPENMA_KILL_LOOP_COUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let model = FakeModel::start().await;
+    model.set_default_reply(Reply::text(FINAL));
+    // plenty of slow tool-using answers; whatever is left when the queue runs out, turns end with FINAL
+    let mut script = Vec::new();
+    for i in 0..200 {
+        script.push(Reply::tool_use("read", json!({"file_path": format!("/workspace/f{i}")})).delay_ms(5));
+        script.push(Reply::text(FINAL).delay_ms(5).split(4));
+    }
+    model.script(script);
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    let dir = tmp.path().join("data");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let mut rng = Lcg(0x5eed);
+    let mut acknowledged: BTreeMap<String, Vec<String>> = BTreeMap::new();
+
+    let mut server = serve(&dir, &model.base_url());
+    let agent: Value = http.post(format!("{}/v1/agents", server.1)).bearer_auth(KEY)
+        .json(&json!({"name": "k", "model": "claude-sonnet-4-6", "tools": [{"type": "read"}]})).send().await.unwrap().json().await.unwrap();
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let s: Value = http.post(format!("{}/v1/sessions", server.1)).bearer_auth(KEY).json(&json!({"agent": agent["id"]})).send().await.unwrap().json().await.unwrap();
+        sessions.push(s["id"].as_str().unwrap().to_owned());
+    }
+    for round in 0..kills {
+        // send a message to each session; only a 2xx counts as acknowledged
+        for sid in &sessions {
+            let body = json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": format!("round {round}")}]}]});
+            if let Ok(r) = http.post(format!("{}/v1/sessions/{sid}/events", server.1)).bearer_auth(KEY).json(&body).send().await
+                && r.status().is_success()
+                && let Ok(v) = r.json::<Value>().await
+            {
+                acknowledged.entry(sid.clone()).or_default().push(v["data"][0]["id"].as_str().unwrap().to_owned());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20 + rng.next(150))).await;
+        drop(server); // SIGKILL
+        server = serve(&dir, &model.base_url());
+    }
+    // let everything finish
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut all_idle = true;
+        for sid in &sessions {
+            let s: Value = http.get(format!("{}/v1/sessions/{sid}", server.1)).bearer_auth(KEY).send().await.unwrap().json().await.unwrap();
+            all_idle &= s["status"] == "idle";
+        }
+        if all_idle {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sessions did not finish after the kill loop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(server);
+
+    let store = openma_store_sql::SqliteStore::open(&format!("sqlite://{}", dir.join("openma.db").display())).await.unwrap();
+    use openma_core::Store;
+    let tenant = store.find_tenant("default").await.unwrap().unwrap();
+    for sid in &sessions {
+        let log = store.list_events(&tenant.id, sid, &openma_core::ports::EventQuery { limit: 100_000, ..Default::default() }).await.unwrap();
+        let seqs: Vec<i64> = log.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=log.len() as i64).collect::<Vec<_>>(), "{sid}: seq contiguous");
+        let ids: BTreeSet<&str> = log.iter().map(|e| e.event.id.as_str()).collect();
+        assert_eq!(ids.len(), log.len(), "{sid}: no event id twice");
+        for id in acknowledged.get(sid).into_iter().flatten() {
+            assert!(ids.contains(id.as_str()), "{sid}: acknowledged event {id} is missing");
+        }
+        let json: Vec<Value> = log.iter().map(|e| serde_json::to_value(&e.event).unwrap()).collect();
+        let uses: Vec<&str> = json.iter().filter(|e| e["type"] == "agent.tool_use").map(|e| e["id"].as_str().unwrap()).collect();
+        for u in &uses {
+            let n = json.iter().filter(|e| e["type"] == "agent.tool_result" && e["tool_use_id"] == *u).count();
+            assert_eq!(n, 1, "{sid}: tool use {u} has {n} results");
+        }
+        let last_message = json.iter().rev().find(|e| e["type"] == "agent.message").expect("an answer");
+        assert_eq!(last_message["content"][0]["text"], FINAL, "{sid}: the work finished");
+        assert_eq!(json.last().unwrap()["type"], "session.status_idle");
+    }
+    println!("{kills} kills survived by {} sessions", sessions.len());
+}

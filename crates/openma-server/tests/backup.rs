@@ -1,37 +1,17 @@
 //! `openma backup` while the server runs, then `openma restore` into a new data dir.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
+use support::ServerProcess;
+
+mod support;
 
 const KEY: &str = "sk-oma-backup-test-0123456789abcdef";
 
-struct Server(Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(dir: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_openma"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("OPENMA_BOOTSTRAP_API_KEY", KEY)
-        .env_remove("PLATFORM_ROOT_SECRET")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = line.trim().strip_prefix("openma listening on ").expect("server started").to_owned();
-    Server(child, base)
+fn serve(dir: &Path) -> ServerProcess {
+    ServerProcess::start(dir, &[("OPENMA_BOOTSTRAP_API_KEY", KEY)])
 }
 
 fn admin(args: &[&str], dir: &Path) -> (bool, String) {
@@ -53,11 +33,11 @@ async fn a_backup_taken_while_serving_restores_everything() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b, c) = (tmp.path().join("a"), tmp.path().join("backup"), tmp.path().join("c"));
     let server = serve(&a);
-    let agent = post(&server.1, "/v1/agents", json!({"name": "kept", "model": "claude-sonnet-4-6"})).await;
-    let session = post(&server.1, "/v1/sessions", json!({"agent": agent["id"]})).await;
-    let vault = post(&server.1, "/v1/vaults", json!({"display_name": "v"})).await;
+    let agent = post(&server.base, "/v1/agents", json!({"name": "kept", "model": "claude-sonnet-4-6"})).await;
+    let session = post(&server.base, "/v1/sessions", json!({"agent": agent["id"]})).await;
+    let vault = post(&server.base, "/v1/vaults", json!({"display_name": "v"})).await;
     let vid = vault["id"].as_str().unwrap();
-    let cred = post(&server.1, &format!("/v1/vaults/{vid}/credentials"), json!({"auth": {"type": "static_bearer", "mcp_server_url": "https://m.example.com", "token": "tok"}})).await;
+    let cred = post(&server.base, &format!("/v1/vaults/{vid}/credentials"), json!({"auth": {"type": "static_bearer", "mcp_server_url": "https://m.example.com", "token": "tok"}})).await;
     let (ok, out) = admin(&["backup", "--to", b.to_str().unwrap()], &a);
     assert!(ok, "{out}");
     assert!(b.join("manifest.json").exists() && b.join("openma.db").exists() && b.join("root.secret").exists());
@@ -73,7 +53,7 @@ async fn a_backup_taken_while_serving_restores_everything() {
         format!("/v1/sessions/{}", session["id"].as_str().unwrap()),
         format!("/v1/vaults/{vid}/credentials/{}", cred["id"].as_str().unwrap()),
     ] {
-        assert_eq!(get(&restored.1, &path).await.status(), 200, "{path} survives the round trip");
+        assert_eq!(get(&restored.base, &path).await.status(), 200, "{path} survives the round trip");
     }
     let (not_empty, out) = admin(&["backup", "--to", b.to_str().unwrap()], &c);
     assert!(!not_empty && out.contains("not empty"), "{out}");

@@ -5,44 +5,29 @@
 //! (`OPENMA_KILL_LOOP_COUNT`, default 20).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use openma_fake_model::{FakeModel, Reply};
 use serde_json::{Value, json};
+use support::ServerProcess;
+
+mod support;
 
 const KEY: &str = "sk-oma-killloop-0123456789abcdefgh";
 const FINAL: &str = "the final answer";
 
-struct Server(Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(dir: &Path, model: &str) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_openma"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("OPENMA_BOOTSTRAP_API_KEY", KEY)
-        .env("ANTHROPIC_API_KEY", "sk-ant-fake")
-        .env("ANTHROPIC_BASE_URL", model)
-        .env("OPENMA_MODEL_RETRY_BASE_MS", "10")
-        .env("OPENMA_MODEL_MAX_RETRIES", "50")
-        .env_remove("PLATFORM_ROOT_SECRET")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    Server(child, line.trim().strip_prefix("openma listening on ").expect("started").to_owned())
+fn serve(dir: &Path, model: &str) -> ServerProcess {
+    ServerProcess::start(
+        dir,
+        &[
+            ("OPENMA_BOOTSTRAP_API_KEY", KEY),
+            ("ANTHROPIC_API_KEY", "sk-ant-fake"),
+            ("ANTHROPIC_BASE_URL", model),
+            ("OPENMA_MODEL_RETRY_BASE_MS", "10"),
+            ("OPENMA_MODEL_MAX_RETRIES", "50"),
+        ],
+    )
 }
 
 /// A tiny deterministic generator, so a failure can be replayed.
@@ -76,18 +61,18 @@ async fn sessions_survive_repeated_kill_9() {
     let mut acknowledged: BTreeMap<String, Vec<String>> = BTreeMap::new();
 
     let mut server = serve(&dir, &model.base_url());
-    let agent: Value = http.post(format!("{}/v1/agents", server.1)).bearer_auth(KEY)
+    let agent: Value = http.post(format!("{}/v1/agents", server.base)).bearer_auth(KEY)
         .json(&json!({"name": "k", "model": "claude-sonnet-4-6", "tools": [{"type": "read"}]})).send().await.unwrap().json().await.unwrap();
     let mut sessions = Vec::new();
     for _ in 0..3 {
-        let s: Value = http.post(format!("{}/v1/sessions", server.1)).bearer_auth(KEY).json(&json!({"agent": agent["id"]})).send().await.unwrap().json().await.unwrap();
+        let s: Value = http.post(format!("{}/v1/sessions", server.base)).bearer_auth(KEY).json(&json!({"agent": agent["id"]})).send().await.unwrap().json().await.unwrap();
         sessions.push(s["id"].as_str().unwrap().to_owned());
     }
     for round in 0..kills {
         // send a message to each session; only a 2xx counts as acknowledged
         for sid in &sessions {
             let body = json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": format!("round {round}")}]}]});
-            if let Ok(r) = http.post(format!("{}/v1/sessions/{sid}/events", server.1)).bearer_auth(KEY).json(&body).send().await
+            if let Ok(r) = http.post(format!("{}/v1/sessions/{sid}/events", server.base)).bearer_auth(KEY).json(&body).send().await
                 && r.status().is_success()
                 && let Ok(v) = r.json::<Value>().await
             {
@@ -103,7 +88,7 @@ async fn sessions_survive_repeated_kill_9() {
     loop {
         let mut all_idle = true;
         for sid in &sessions {
-            let s: Value = http.get(format!("{}/v1/sessions/{sid}", server.1)).bearer_auth(KEY).send().await.unwrap().json().await.unwrap();
+            let s: Value = http.get(format!("{}/v1/sessions/{sid}", server.base)).bearer_auth(KEY).send().await.unwrap().json().await.unwrap();
             all_idle &= s["status"] == "idle";
         }
         if all_idle {

@@ -2,44 +2,21 @@
 //! server again on the same data dir, and the session finishes by itself; nothing the
 //! API acknowledged is lost.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use openma_fake_model::{FakeModel, Reply};
 use serde_json::{Value, json};
+use support::ServerProcess;
+
+mod support;
 
 const KEY: &str = "sk-oma-recovery-0123456789abcdef";
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-fn start(data_dir: &std::path::Path, model: &str) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_openma"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("OPENMA_BOOTSTRAP_API_KEY", KEY)
-        .env("ANTHROPIC_API_KEY", "sk-ant-fake")
-        .env("ANTHROPIC_BASE_URL", model)
-        .env("OPENMA_MODEL_RETRY_BASE_MS", "20")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("openma starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("ready line");
-    let base = line.trim().strip_prefix("openma listening on ").expect("ready line format").to_owned();
-    Server { child, base }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start(data_dir: &std::path::Path, model: &str) -> ServerProcess {
+    ServerProcess::start(
+        data_dir,
+        &[("OPENMA_BOOTSTRAP_API_KEY", KEY), ("ANTHROPIC_API_KEY", "sk-ant-fake"), ("ANTHROPIC_BASE_URL", model), ("OPENMA_MODEL_RETRY_BASE_MS", "20")],
+    )
 }
 
 async fn call(http: &reqwest::Client, method: reqwest::Method, url: String, body: Option<Value>) -> Value {

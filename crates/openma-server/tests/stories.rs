@@ -1,27 +1,15 @@
 //! The story suite: what a client does with agents, environments and sessions, run
 //! against a real server on SQLite and on PostgreSQL from one source.
 
+#[macro_use]
 mod support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{Backend, TestApp, spawn_app};
 
-/// Runs each story once per backend.
-macro_rules! stories {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { if let Some(app) = super::spawn_app(super::Backend::Sqlite).await { super::$name(app).await } } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { if let Some(app) = super::spawn_app(super::Backend::Postgres).await { super::$name(app).await } } )*
-        }
-    };
-}
 
-stories!(
+backend_stories!(
     agent_updates_create_versions_and_noops_do_not,
     agent_version_conflict_is_409_without_retry,
     agent_versions_are_listed_newest_first_and_retrievable,

@@ -1,26 +1,15 @@
 //! Vaults and credentials on SQLite and PostgreSQL: CRUD, cascades, uniqueness, limits,
 //! tenant isolation, and secrets that never come back out.
 
+#[macro_use]
 mod support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{Backend, TestApp, spawn_app};
 
-macro_rules! stories {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { if let Some(app) = super::spawn_app(super::Backend::Sqlite).await { super::$name(app).await } } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { if let Some(app) = super::spawn_app(super::Backend::Postgres).await { super::$name(app).await } } )*
-        }
-    };
-}
 
-stories!(
+backend_stories!(
     vault_lifecycle_and_cascading_archive,
     credentials_are_unique_per_server_and_limited_per_vault,
     secrets_never_appear_in_responses,

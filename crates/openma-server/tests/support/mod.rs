@@ -1,6 +1,57 @@
 //! `spawn_app`: a real server on 127.0.0.1:0 over a fresh database (a SQLite file in a
-//! temp dir, or a new PostgreSQL database from `OPENMA_TEST_POSTGRES_URL`).
+//! temp dir, or a new PostgreSQL database from `OPENMA_TEST_POSTGRES_URL`); and
+//! `ServerProcess`: the real binary as a child process, for crash and restart tests.
 #![allow(dead_code)]
+
+/// Runs each story `async fn name(app: TestApp)` once per backend.
+#[allow(unused_macros)]
+macro_rules! backend_stories {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { if let Some(app) = super::spawn_app(super::Backend::Sqlite).await { super::$name(app).await } } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { if let Some(app) = super::spawn_app(super::Backend::Postgres).await { super::$name(app).await } } )*
+        }
+    };
+}
+
+/// `openma serve` as a child process on a free port; killed (SIGKILL) when dropped.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl ServerProcess {
+    /// Starts the binary on `data_dir` with extra environment and waits for its ready line.
+    pub fn start(data_dir: &std::path::Path, env: &[(&str, &str)]) -> ServerProcess {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_openma"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("PLATFORM_ROOT_SECRET")
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("openma starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("ready line");
+        let base = line.trim().strip_prefix("openma listening on ").expect("ready line format").to_owned();
+        ServerProcess { child, base }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 use std::time::Duration;
 

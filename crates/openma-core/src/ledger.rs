@@ -34,7 +34,10 @@ pub struct Subject<'a> {
     pub model: &'a str,
 }
 
-fn row(s: &Subject<'_>, id: String, kind: &str, quantity: u64, unit_price: u64, amount: u64, source: &str, at: Timestamp) -> LedgerEntry {
+/// What one row measures: `(kind, quantity, unit price, amount)`.
+type Measure<'a> = (&'a str, u64, u64, u64);
+
+fn row(s: &Subject<'_>, id: String, (kind, quantity, unit_price, amount): Measure<'_>, source: &str, at: Timestamp) -> LedgerEntry {
     LedgerEntry {
         id,
         session_id: s.session_id.to_owned(),
@@ -65,7 +68,7 @@ pub fn model_request(s: &Subject<'_>, usage: &Usage, source: &str, at: Timestamp
         .filter(|(_, q, _)| *q > 0)
         .map(|(kind, q, unit)| {
             let amount = ((u128::from(q) * u128::from(unit)) / 1_000_000) as u64;
-            row(s, new_id(), kind, q, unit, amount, source, at)
+            row(s, new_id(), (kind, q, unit, amount), source, at)
         })
         .collect()
 }
@@ -74,7 +77,7 @@ pub fn model_request(s: &Subject<'_>, usage: &Usage, source: &str, at: Timestamp
 pub fn runtime(s: &Subject<'_>, millis: u64, source: &str, at: Timestamp, id: String) -> Option<LedgerEntry> {
     (millis > 0).then(|| {
         let amount = millis * RUNTIME_MICROS_PER_HOUR / 3_600_000;
-        row(s, id, "runtime_ms", millis, RUNTIME_MICROS_PER_HOUR, amount, source, at)
+        row(s, id, ("runtime_ms", millis, RUNTIME_MICROS_PER_HOUR, amount), source, at)
     })
 }
 

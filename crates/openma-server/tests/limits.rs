@@ -42,7 +42,7 @@ async fn quotas_refuse_new_work_and_spare_what_runs() {
 
     // one running session at a time: a second session's turn waits with 429
     app.platform.set_tenant_limits(&tenant.id, &openma_core::tenancy::TenantLimits { max_running_sessions: Some(1), ..Default::default() }).await.unwrap();
-    model.script(vec![Reply::text(&"slow ".repeat(60)).delay_ms(10).usage(ScriptUsage { input_tokens: 1000, output_tokens: 1000, ..Default::default() })]);
+    model.script(vec![Reply::text("slow ".repeat(60)).delay_ms(10).usage(ScriptUsage { input_tokens: 1000, output_tokens: 1000, ..Default::default() })]);
     let mut stream = SseReader::open(&app, &format!("/v1/sessions/{s1}/events/stream"), None).await;
     app.post(&format!("/v1/sessions/{s1}/events"), user("go")).await;
     stream.until(|e| e.event == "span.model_request_start").await;

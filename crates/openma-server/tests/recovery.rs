@@ -48,7 +48,7 @@ async fn a_session_cut_by_kill_9_resumes_by_itself_and_loses_nothing() {
         .to_owned();
     // a slow answer that will be cut, then the answers after the restart
     model.script(vec![
-        Reply::text(&"slow ".repeat(400)).delay_ms(20),
+        Reply::text("slow ".repeat(400)).delay_ms(20),
         Reply::text("answer after restart"),
     ]);
     let send = |text: &str| json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": text}]}]});

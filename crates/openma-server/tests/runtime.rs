@@ -221,7 +221,7 @@ async fn answers_that_name_no_pending_tool_use_are_refused(app: TestApp, _model:
 
 async fn interrupt_stops_a_slow_stream_within_a_second_and_keeps_the_partial_text(app: TestApp, model: FakeModel) {
     let sid = session_for(&app, json!({"name": "a", "model": "claude-sonnet-4-6"})).await;
-    model.script(vec![Reply::text(&"word ".repeat(200)).delay_ms(50)]);
+    model.script(vec![Reply::text("word ".repeat(200)).delay_ms(50)]);
     let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream?event_deltas[]=agent.message"), None).await;
     send(&app, &sid, user("talk a lot")).await;
     stream.until(|e| e.event == "event_delta").await;

@@ -59,7 +59,7 @@ fn reply(t: &ModelTurn) -> Reply {
         ModelTurn::AllowedTool => Reply::tool_use("read", json!({"file_path": "/workspace/a"})),
         ModelTurn::RateLimited => Reply::error(429),
         ModelTurn::ServerError => Reply::error(500),
-        ModelTurn::Slow => Reply::text(&"slow ".repeat(40)).delay_ms(5),
+        ModelTurn::Slow => Reply::text("slow ".repeat(40)).delay_ms(5),
     }
 }
 

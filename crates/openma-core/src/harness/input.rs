@@ -63,11 +63,10 @@ fn check_blocks(blocks: &[Value], allowed: &[&str], where_: &str) -> DomainResul
             return Err(DomainError::invalid(format!("{at}: block type `{kind}` is not allowed here (allowed: {allowed:?})")));
         }
         match kind {
-            "text" => {
-                if field(b, "text").is_none() {
+            "text"
+                if field(b, "text").is_none() => {
                     return Err(DomainError::invalid(format!("{at}: a text block needs `text`")));
                 }
-            }
             "image" | "document" => check_source(kind, b.get("source"), &at)?,
             _ => {}
         }

@@ -734,11 +734,9 @@ impl Actor {
         let mut echo = i.echo;
         if let Ok(written) = &written
             && let Some(e) = written.iter().find(|e| e.id == i.id)
-        {
-            if let Some(slot) = echo.iter_mut().find(|x| x.id == i.id) {
+            && let Some(slot) = echo.iter_mut().find(|x| x.id == i.id) {
                 *slot = e.clone();
             }
-        }
         let _ = i.reply.send(written.map(|_| echo));
         self.go_idle(StopReason::EndTurn).await
     }
@@ -749,11 +747,10 @@ impl Actor {
         for e in &self.log {
             match &e.event.payload {
                 EventPayload::AgentToolUse { evaluated_permission: EvaluatedPermission::Allow, .. } => calls.push(e.event.id.clone()),
-                EventPayload::UserToolConfirmation { tool_use_id, result, .. } => {
-                    if *result == openma_types::events::ConfirmationResult::Allow {
+                EventPayload::UserToolConfirmation { tool_use_id, result, .. }
+                    if *result == openma_types::events::ConfirmationResult::Allow => {
                         calls.push(tool_use_id.clone());
                     }
-                }
                 EventPayload::AgentToolResult { tool_use_id, .. } => calls.retain(|c| c != tool_use_id),
                 _ => {}
             }

@@ -172,7 +172,9 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     crate::secrets::install(&mut platform, settings).await?;
     bootstrap(&platform, settings).await?;
     let mut toolbox = server_tools(settings, &mut platform)?;
-    let sandboxes = openma_sandbox::Sandboxes::new(openma_sandbox::SandboxConfig::new(settings.data_dir.join("sandboxes")));
+    let mut sandbox_config = openma_sandbox::SandboxConfig::new(settings.data_dir.join("sandboxes"));
+    settings.sandbox.apply(&mut sandbox_config.limits);
+    let sandboxes = openma_sandbox::Sandboxes::new(sandbox_config);
     for (name, tool) in sandboxes.tools() {
         toolbox.register(name, tool);
     }

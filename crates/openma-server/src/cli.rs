@@ -121,6 +121,18 @@ pub struct ServeArgs {
     /// Context window (tokens) that compaction plans for [default: 200000].
     #[arg(long, env = "OPENMA_CONTEXT_WINDOW_TOKENS")]
     pub context_window_tokens: Option<u64>,
+    /// Address-space limit of each sandbox process, in MiB [default: 8192].
+    #[arg(long, env = "OPENMA_SANDBOX_MEMORY_MB")]
+    pub sandbox_memory_mb: Option<u64>,
+    /// Processes per sandbox [default: 1024].
+    #[arg(long, env = "OPENMA_SANDBOX_PROCESSES")]
+    pub sandbox_processes: Option<u64>,
+    /// Default bash command timeout in seconds [default: 120].
+    #[arg(long, env = "OPENMA_SANDBOX_COMMAND_TIMEOUT_SECS")]
+    pub sandbox_command_timeout_secs: Option<u64>,
+    /// Largest bash timeout a call may ask for, in seconds [default: 600].
+    #[arg(long, env = "OPENMA_SANDBOX_MAX_COMMAND_TIMEOUT_SECS")]
+    pub sandbox_max_command_timeout_secs: Option<u64>,
     /// Requests per minute allowed to each API key; over it: 429 with `retry-after`.
     #[arg(long, env = "OPENMA_RATE_LIMIT_PER_MINUTE")]
     pub rate_limit_per_minute: Option<u32>,
@@ -215,6 +227,13 @@ fn settings(global: &GlobalArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Se
         search_url: serve.and_then(|s| s.search_url.clone()),
         unsafe_allow_private_fetch: false,
         rate_limit_per_minute: serve.and_then(|s| s.rate_limit_per_minute),
+        sandbox: crate::config::SandboxLimits {
+            memory_mb: serve.and_then(|s| s.sandbox_memory_mb),
+            processes: serve.and_then(|s| s.sandbox_processes),
+            command_timeout_secs: serve.and_then(|s| s.sandbox_command_timeout_secs),
+            max_command_timeout_secs: serve.and_then(|s| s.sandbox_max_command_timeout_secs),
+            ..Default::default()
+        },
         root_secret: global.root_secret.clone(),
         previous_root_secret: global.previous_root_secret.clone(),
         providers: serve

@@ -27,6 +27,9 @@ pub struct FileSettings {
     pub context_window_tokens: Option<u64>,
     pub search_url: Option<String>,
     pub rate_limit_per_minute: Option<u32>,
+    /// `[sandbox]` table of the file.
+    #[serde(default)]
+    pub sandbox: SandboxLimits,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -72,6 +75,45 @@ pub struct Settings {
     pub previous_root_secret: Option<SecretString>,
     /// Requests per minute per API key (`None`: unlimited).
     pub rate_limit_per_minute: Option<u32>,
+    /// Limits of every session sandbox (unset fields keep the defaults).
+    pub sandbox: SandboxLimits,
+}
+
+/// Operator overrides of the sandbox limits.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxLimits {
+    pub memory_mb: Option<u64>,
+    pub processes: Option<u64>,
+    pub open_files: Option<u64>,
+    pub file_size_mb: Option<u64>,
+    pub command_timeout_secs: Option<u64>,
+    pub max_command_timeout_secs: Option<u64>,
+}
+
+impl SandboxLimits {
+    /// Applies the overrides to the sandbox crate's defaults.
+    pub fn apply(&self, l: &mut openma_sandbox::Limits) {
+        if let Some(v) = self.memory_mb {
+            l.memory_bytes = v << 20;
+        }
+        if let Some(v) = self.processes {
+            l.processes = v;
+        }
+        if let Some(v) = self.open_files {
+            l.open_files = v;
+        }
+        if let Some(v) = self.file_size_mb {
+            l.file_size_bytes = v << 20;
+        }
+        if let Some(v) = self.command_timeout_secs {
+            l.default_timeout = std::time::Duration::from_secs(v);
+        }
+        if let Some(v) = self.max_command_timeout_secs {
+            l.max_timeout = std::time::Duration::from_secs(v);
+        }
+        l.default_timeout = l.default_timeout.min(l.max_timeout);
+    }
 }
 
 /// The deployment-wide model providers. A provider without a key is not configured.
@@ -118,6 +160,7 @@ impl fmt::Debug for Settings {
             .field("model_retry_base_ms", &self.model_retry_base_ms)
             .field("providers", &self.providers)
             .field("context_window_tokens", &self.context_window_tokens)
+            .field("sandbox", &self.sandbox)
             .field("search_url", &self.search_url)
             .field("root_secret", &self.root_secret.as_ref().map(|_| "[redacted]"))
             .finish()
@@ -143,6 +186,7 @@ pub struct Overrides {
     pub root_secret: Option<String>,
     pub previous_root_secret: Option<String>,
     pub rate_limit_per_minute: Option<u32>,
+    pub sandbox: SandboxLimits,
 }
 
 impl Settings {
@@ -175,12 +219,25 @@ impl Settings {
             root_secret: o.root_secret.filter(|s| !s.is_empty()).map(SecretString::from),
             previous_root_secret: o.previous_root_secret.filter(|s| !s.is_empty()).map(SecretString::from),
             rate_limit_per_minute: o.rate_limit_per_minute.or(file.rate_limit_per_minute),
+            sandbox: merge_sandbox(o.sandbox, file.sandbox),
             data_dir,
         })
     }
 
     pub fn uses_sqlite(&self) -> bool {
         self.database_url.expose_secret().starts_with("sqlite:")
+    }
+}
+
+/// Flags and environment win over the file, field by field.
+fn merge_sandbox(o: SandboxLimits, f: SandboxLimits) -> SandboxLimits {
+    SandboxLimits {
+        memory_mb: o.memory_mb.or(f.memory_mb),
+        processes: o.processes.or(f.processes),
+        open_files: o.open_files.or(f.open_files),
+        file_size_mb: o.file_size_mb.or(f.file_size_mb),
+        command_timeout_secs: o.command_timeout_secs.or(f.command_timeout_secs),
+        max_command_timeout_secs: o.max_command_timeout_secs.or(f.max_command_timeout_secs),
     }
 }
 

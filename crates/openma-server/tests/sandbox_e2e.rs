@@ -107,3 +107,19 @@ async fn the_sandbox_cannot_see_the_server_or_other_sessions() {
     let h = app.get("/health").await;
     assert_eq!(h.body["status"], "ok", "the server stays healthy");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_limits_reach_the_sandbox() {
+    if !bwrap_available() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+        return;
+    }
+    let model = FakeModel::start().await;
+    let app = support::spawn_app_custom(Backend::Sqlite, Some(model.base_url()), |o| o.sandbox.command_timeout_secs = Some(1)).await.unwrap();
+    let sid = session(&app).await;
+    let t = std::time::Instant::now();
+    let r = turn(&app, &model, &sid, vec![("bash", json!({"command": "sleep 30"})), ("bash", json!({"command": "echo still-here"}))]).await;
+    assert!(t.elapsed() < std::time::Duration::from_secs(15), "the 1 s default timeout applied: {:?}", t.elapsed());
+    assert_eq!(r[0]["is_error"], true, "{}", r[0]);
+    assert!(text(&r[1]).contains("still-here"), "the shell survives the timeout");
+}

@@ -61,7 +61,7 @@ pub struct GlobalArgs {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the platform: HTTP API, session runtime and sandboxes.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply database migrations and exit (serve applies them too).
     Migrate,
     /// Manage tenants.

@@ -95,6 +95,8 @@ pub enum Command {
     Sessions(crate::client::SessionsCommand),
     /// Send a message to a session and print the turn as it streams.
     Chat(crate::client::ChatArgs),
+    /// Usage and list cost from a server's ledger.
+    Usage(crate::client::UsageArgs),
     /// Print the version.
     Version,
     /// Measure the API: start a server and time agent and session creation.
@@ -366,6 +368,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agents(cmd) => crate::client::agents(&cli.global.connection, cmd).await,
         Command::Sessions(cmd) => crate::client::sessions(&cli.global.connection, cmd).await,
         Command::Chat(args) => crate::client::chat(&cli.global.connection, args).await,
+        Command::Usage(args) => crate::client::usage(&cli.global.connection, args).await,
         Command::Version => {
             println!("openma {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -65,6 +65,22 @@ pub enum SessionsCommand {
 }
 
 #[derive(Args)]
+pub struct UsageArgs {
+    /// Group by these dimensions: agent, session, model, kind, day (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "day,model")]
+    pub group_by: Vec<String>,
+    /// Only usage at or after this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only usage before this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Print CSV.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+#[derive(Args)]
 pub struct ChatArgs {
     /// Continue this session.
     #[arg(long, conflicts_with = "agent")]
@@ -155,6 +171,47 @@ pub async fn sessions(c: &Connection, cmd: &SessionsCommand) -> anyhow::Result<(
         SessionsCommand::Archive { id } => print(c.json, &api.call(Method::POST, &format!("/v1/sessions/{id}/archive"), None).await?, session_line),
         SessionsCommand::Delete { id } => print(c.json, &api.call(Method::DELETE, &format!("/v1/sessions/{id}"), None).await?, |v| format!("deleted {}", v["id"].as_str().unwrap_or(""))),
     }
+    Ok(())
+}
+
+/// `openma usage`: the ledger summed, as a table, JSON or CSV.
+pub async fn usage(c: &Connection, args: &UsageArgs) -> anyhow::Result<()> {
+    let api = Api::new(c)?;
+    let mut query: Vec<(String, String)> = args.group_by.iter().map(|g| ("group_by[]".to_owned(), g.trim().to_owned())).collect();
+    if let Some(s) = &args.since {
+        query.push(("starting_at".into(), s.clone()));
+    }
+    if let Some(u) = &args.until {
+        query.push(("ending_at".into(), u.clone()));
+    }
+    if args.csv {
+        query.push(("format".into(), "csv".into()));
+    }
+    let qs = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&query).finish();
+    let resp = api.http.get(format!("{}/v1/usage?{qs}", api.base)).bearer_auth(&api.key).send().await.with_context(|| format!("cannot reach {}", api.base))?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    if !status.is_success() {
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        bail!("{} ({status})", v["error"]["message"].as_str().unwrap_or("request failed"));
+    }
+    if args.csv {
+        print!("{text}");
+        return Ok(());
+    }
+    let v: Value = serde_json::from_str(&text)?;
+    if c.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    for l in v["data"].as_array().into_iter().flatten() {
+        let dims: Vec<String> = ["day", "agent_id", "session_id", "model", "kind"]
+            .iter()
+            .filter_map(|k| l[*k].as_str().map(str::to_owned))
+            .collect();
+        println!("{}\t{}\t${:.6}", dims.join("\t"), l["quantity"], l["amount_micros"].as_i64().unwrap_or(0) as f64 / 1e6);
+    }
+    println!("total\t${:.6}", v["total_amount_micros"].as_i64().unwrap_or(0) as f64 / 1e6);
     Ok(())
 }
 

@@ -40,6 +40,13 @@ async fn agents_sessions_and_chat_from_the_command_line() {
     let (ok, out, _) = tokio::task::spawn_blocking(move || openma(&a, &["sessions", "events", &session_id])).await.unwrap();
     assert!(ok && out.contains("agent.message") && out.contains("end_turn"), "{out}");
     let a = app.clone_handle();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || openma(&a, &["usage", "--group-by", "model,kind"])).await.unwrap();
+    assert!(ok, "{err}");
+    assert!(out.contains("claude-sonnet-4-6\toutput_tokens") && out.contains("total\t$"), "{out}");
+    let a = app.clone_handle();
+    let (ok, out, _) = tokio::task::spawn_blocking(move || openma(&a, &["usage", "--group-by", "kind", "--csv"])).await.unwrap();
+    assert!(ok && out.starts_with("kind,quantity,amount_usd"), "{out}");
+    let a = app.clone_handle();
     let (ok, _, err) = tokio::task::spawn_blocking(move || openma(&a, &["sessions", "get", "sesn_missing"])).await.unwrap();
     assert!(!ok && err.contains("not found"), "{err}");
 }

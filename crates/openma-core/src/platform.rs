@@ -227,7 +227,7 @@ impl Platform {
             if config == current.config() {
                 return Ok(current);
             }
-            let now = self.now().max(Timestamp::from_micros(current.updated_at.as_micros() + 1));
+            let now = self.now().strictly_after(current.updated_at);
             let next = agents::with_config(config, current.id.clone(), current.version + 1, current.created_at, now);
             if self.store.update_agent(tenant, &next, current.version).await? {
                 return Ok(next);
@@ -248,7 +248,7 @@ impl Platform {
             let mut next = current.clone();
             let now = self.now();
             next.archived_at = Some(now);
-            next.updated_at = now.max(Timestamp::from_micros(current.updated_at.as_micros() + 1));
+            next.updated_at = now.strictly_after(current.updated_at);
             if self.store.update_agent(tenant, &next, current.version).await? {
                 return Ok(next);
             }
@@ -330,7 +330,7 @@ impl Platform {
     ) -> DomainResult<Environment> {
         for _ in 0..UPDATE_ATTEMPTS {
             let current = self.get_environment(tenant, id).await?;
-            let now = self.now().max(Timestamp::from_micros(current.updated_at.as_micros() + 1));
+            let now = self.now().strictly_after(current.updated_at);
             let next = environments::apply_update(&current, req, now)?;
             if next == current || self.store.update_environment(tenant, &next, current.updated_at).await? {
                 return Ok(next);
@@ -345,7 +345,7 @@ impl Platform {
             if current.archived_at.is_some() {
                 return Ok(current);
             }
-            let now = self.now().max(Timestamp::from_micros(current.updated_at.as_micros() + 1));
+            let now = self.now().strictly_after(current.updated_at);
             let mut next = current.clone();
             next.archived_at = Some(now);
             next.updated_at = now;
@@ -483,7 +483,7 @@ impl Platform {
                     "a running session cannot be archived; send `user.interrupt` and wait for idle",
                 ));
             }
-            let now = self.now().max(Timestamp::from_micros(current.updated_at.as_micros() + 1));
+            let now = self.now().strictly_after(current.updated_at);
             let mut next = current.clone();
             next.archived_at = Some(now);
             next.updated_at = now;
@@ -558,7 +558,7 @@ impl Platform {
             if current.archived_at.is_some() {
                 return Ok(current);
             }
-            let now = self.now().max(Timestamp::from_micros(current.updated_at.as_micros() + 1));
+            let now = self.now().strictly_after(current.updated_at);
             let mut next = current.clone();
             next.archived_at = Some(now);
             next.updated_at = now;
@@ -647,7 +647,7 @@ impl Platform {
             if current.credential.archived_at.is_some() {
                 return Ok(current.credential);
             }
-            let now = self.now().max(Timestamp::from_micros(current.credential.updated_at.as_micros() + 1));
+            let now = self.now().strictly_after(current.credential.updated_at);
             let mut next = current.clone();
             next.credential.archived_at = Some(now);
             next.credential.updated_at = now;

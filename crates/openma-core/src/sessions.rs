@@ -245,7 +245,7 @@ pub fn apply_update(current: &Session, req: &UpdateSessionRequest, now: Timestam
         s.agent.mcp_servers = c.mcp_servers;
     }
     if s != *current {
-        s.updated_at = now.max(Timestamp::from_micros(current.updated_at.as_micros() + 1));
+        s.updated_at = now.strictly_after(current.updated_at);
     }
     Ok(s)
 }

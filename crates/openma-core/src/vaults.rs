@@ -74,7 +74,7 @@ pub fn apply_vault_update(current: &Vault, req: &UpdateVaultRequest, now: Timest
         };
     }
     if v != *current {
-        v.updated_at = now.max(Timestamp::from_micros(current.updated_at.as_micros() + 1));
+        v.updated_at = now.strictly_after(current.updated_at);
     }
     Ok(v)
 }
@@ -318,7 +318,7 @@ pub fn apply_credential_update(
         _ => return Err(type_change()),
     }
     if next != *current {
-        next.credential.updated_at = now.max(Timestamp::from_micros(current.credential.updated_at.as_micros() + 1));
+        next.credential.updated_at = now.strictly_after(current.credential.updated_at);
     }
     Ok(next)
 }
@@ -344,7 +344,7 @@ pub fn apply_refreshed_tokens(
         check_secret("refresh_token", r)?;
         next.secrets.insert("refresh_token".into(), sealer.seal("refresh_token", r));
     }
-    next.credential.updated_at = now.max(Timestamp::from_micros(current.credential.updated_at.as_micros() + 1));
+    next.credential.updated_at = now.strictly_after(current.credential.updated_at);
     Ok(next)
 }
 

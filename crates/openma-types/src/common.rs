@@ -52,6 +52,13 @@ impl Timestamp {
             .unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 
+    /// `self`, or one microsecond after `earlier` if `self` is not later than it: a new
+    /// version's `updated_at` always moves, even within one clock tick, because
+    /// optimistic updates compare it.
+    pub fn strictly_after(self, earlier: Timestamp) -> Self {
+        self.max(Self(earlier.0 + 1))
+    }
+
     /// Seconds elapsed from `self` to `later` (never negative).
     pub fn seconds_until(self, later: Timestamp) -> f64 {
         ((later.0 - self.0).max(0)) as f64 / 1_000_000.0
@@ -201,5 +208,13 @@ mod tests {
         let offset: Timestamp = "2026-01-02T05:04:05+02:00".parse().unwrap();
         assert_eq!(offset, naive);
         assert!("yesterday".parse::<Timestamp>().is_err());
+    }
+
+    #[test]
+    fn a_new_version_is_strictly_after_the_old_one() {
+        let old = Timestamp::from_micros(1_000);
+        assert_eq!(Timestamp::from_micros(5_000).strictly_after(old), Timestamp::from_micros(5_000));
+        assert_eq!(Timestamp::from_micros(1_000).strictly_after(old), Timestamp::from_micros(1_001));
+        assert_eq!(Timestamp::from_micros(900).strictly_after(old), Timestamp::from_micros(1_001));
     }
 }

@@ -972,7 +972,7 @@ fn apply_status(s: &mut Session, status: SessionStatus, now: Timestamp, elapsed:
         s.usage.active_seconds += secs;
     }
     s.status = status;
-    s.updated_at = now.max(Timestamp::from_micros(s.updated_at.as_micros() + 1));
+    s.updated_at = now.strictly_after(s.updated_at);
 }
 
 fn model_usage(u: model::Usage) -> ModelUsage {

@@ -71,6 +71,45 @@ where
     .boxed()
 }
 
+/// What the provider decoders' tests share: running a body given as chunks, and the
+/// rule that how the body is chunked never changes the events.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Decodes `chunks` as one response body.
+    pub(crate) async fn run<D: Decoder>(
+        provider: &'static str,
+        decoder: D,
+        chunks: Vec<Vec<u8>>,
+    ) -> Vec<Result<ModelEvent, ModelError>> {
+        let bytes = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+        decode(provider, bytes, decoder, Duration::from_secs(5)).collect().await
+    }
+
+    /// Decodes `chunks`, expecting no error.
+    pub(crate) async fn run_ok<D: Decoder>(provider: &'static str, decoder: D, chunks: Vec<Vec<u8>>) -> Vec<ModelEvent> {
+        run(provider, decoder, chunks).await.into_iter().map(|r| r.expect("no error")).collect()
+    }
+
+    /// `fixture` decodes to `expected` whole, split at every byte (inside event names,
+    /// JSON and multi-byte UTF-8) and one byte at a time.
+    pub(crate) async fn assert_chunking_never_matters<D: Decoder + Default>(
+        provider: &'static str,
+        fixture: &str,
+        expected: &[ModelEvent],
+    ) {
+        let bytes = fixture.as_bytes();
+        assert_eq!(run_ok(provider, D::default(), vec![bytes.to_vec()]).await, expected, "whole");
+        for cut in 1..bytes.len() {
+            let events = run_ok(provider, D::default(), vec![bytes[..cut].to_vec(), bytes[cut..].to_vec()]).await;
+            assert_eq!(events, expected, "split at byte {cut}");
+        }
+        let chunks = bytes.iter().map(|b| vec![*b]).collect();
+        assert_eq!(run_ok(provider, D::default(), chunks).await, expected, "one byte at a time");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Instant;

@@ -297,14 +297,11 @@ fn stop_reason(reason: &str) -> StopReason {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use futures::StreamExt;
     use openma_core::model::{ModelError, PermanentKind, TransientKind};
     use serde_json::json;
 
     use super::*;
-    use crate::stream::decode;
+    use crate::stream::testing;
 
     /// A real-shaped stream: text, thinking with signature, and a tool call whose input
     /// arrives in fragments.
@@ -379,33 +376,16 @@ mod tests {
     }
 
     async fn run(chunks: Vec<Vec<u8>>) -> Vec<Result<ModelEvent, ModelError>> {
-        let bytes = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
-        decode(PROVIDER, bytes, AnthropicDecoder::default(), Duration::from_secs(5)).collect().await
+        testing::run(PROVIDER, AnthropicDecoder::default(), chunks).await
     }
 
     async fn run_ok(chunks: Vec<Vec<u8>>) -> Vec<ModelEvent> {
-        run(chunks).await.into_iter().map(|r| r.expect("no error")).collect()
+        testing::run_ok(PROVIDER, AnthropicDecoder::default(), chunks).await
     }
 
     #[tokio::test]
-    async fn whole_stream_in_one_chunk() {
-        assert_eq!(run_ok(vec![FIXTURE.as_bytes().to_vec()]).await, expected());
-    }
-
-    #[tokio::test]
-    async fn every_split_point_gives_the_same_events() {
-        // Splits land inside event names, JSON, CRLF-free line ends and multi-byte UTF-8.
-        let bytes = FIXTURE.as_bytes();
-        for cut in 1..bytes.len() {
-            let events = run_ok(vec![bytes[..cut].to_vec(), bytes[cut..].to_vec()]).await;
-            assert_eq!(events, expected(), "split at byte {cut}");
-        }
-    }
-
-    #[tokio::test]
-    async fn one_byte_chunks() {
-        let chunks = FIXTURE.as_bytes().iter().map(|b| vec![*b]).collect();
-        assert_eq!(run_ok(chunks).await, expected());
+    async fn chunking_never_changes_the_events() {
+        testing::assert_chunking_never_matters::<AnthropicDecoder>(PROVIDER, FIXTURE, &expected()).await;
     }
 
     #[tokio::test]

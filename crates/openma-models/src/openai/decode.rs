@@ -265,14 +265,11 @@ fn finish_reason(reason: &str) -> StopReason {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use futures::StreamExt;
     use openma_core::model::{ModelError, TransientKind};
     use serde_json::json;
 
     use super::*;
-    use crate::stream::decode;
+    use crate::stream::testing;
 
     const FIXTURE: &str = concat!(
         "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n\n",
@@ -312,32 +309,16 @@ mod tests {
     }
 
     async fn run(chunks: Vec<Vec<u8>>) -> Vec<Result<ModelEvent, ModelError>> {
-        let bytes = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
-        decode(PROVIDER, bytes, OpenAiDecoder::default(), Duration::from_secs(5)).collect().await
+        testing::run(PROVIDER, OpenAiDecoder::default(), chunks).await
     }
 
     async fn run_ok(chunks: Vec<Vec<u8>>) -> Vec<ModelEvent> {
-        run(chunks).await.into_iter().map(|r| r.expect("no error")).collect()
+        testing::run_ok(PROVIDER, OpenAiDecoder::default(), chunks).await
     }
 
     #[tokio::test]
-    async fn whole_stream() {
-        assert_eq!(run_ok(vec![FIXTURE.as_bytes().to_vec()]).await, expected());
-    }
-
-    #[tokio::test]
-    async fn every_split_point_gives_the_same_events() {
-        let bytes = FIXTURE.as_bytes();
-        for cut in 1..bytes.len() {
-            let events = run_ok(vec![bytes[..cut].to_vec(), bytes[cut..].to_vec()]).await;
-            assert_eq!(events, expected(), "split at byte {cut}");
-        }
-    }
-
-    #[tokio::test]
-    async fn one_byte_chunks() {
-        let chunks = FIXTURE.as_bytes().iter().map(|b| vec![*b]).collect();
-        assert_eq!(run_ok(chunks).await, expected());
+    async fn chunking_never_changes_the_events() {
+        testing::assert_chunking_never_matters::<OpenAiDecoder>(PROVIDER, FIXTURE, &expected()).await;
     }
 
     #[tokio::test]

@@ -27,6 +27,20 @@ fn uid_processes(uid: u32) -> usize {
         .count()
 }
 
+/// Whether a simple command succeeds within four tries of `timeout_ms` each: a timeout
+/// clears a flooded sandbox, so the next try may work.
+async fn recovers(env: &TestEnv, sid: &str, timeout_ms: u64) -> bool {
+    for _ in 0..4 {
+        let out = env
+            .call(sid, "bash", json!({"command": "ls -d /workspace && echo alive", "timeout_ms": timeout_ms}))
+            .await;
+        if text(&out).contains("alive") {
+            return true;
+        }
+    }
+    false
+}
+
 #[tokio::test]
 async fn cwd_and_env_persist_between_calls() {
     bounded(async {
@@ -232,21 +246,7 @@ async fn a_fork_bomb_is_contained_and_the_sandbox_recovers() {
         assert!(count <= 256 + 8, "{count} processes of the sandbox uid");
         // The bomb keeps running in the background; a command that cannot fork times out,
         // the timeout clears the sandbox, and then it works again (or a new shell does).
-        let mut ok = false;
-        for _ in 0..4 {
-            let out = env
-                .call(
-                    sid,
-                    "bash",
-                    json!({"command": "ls -d /workspace && echo alive", "timeout_ms": 3000}),
-                )
-                .await;
-            if text(&out).contains("alive") {
-                ok = true;
-                break;
-            }
-        }
-        assert!(ok, "the sandbox did not recover");
+        assert!(recovers(&env, sid, 3000).await, "the sandbox did not recover");
     })
     .await;
 }
@@ -274,21 +274,7 @@ async fn a_background_process_flood_is_cleared_by_a_later_timeout() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let mut ok = false;
-        for _ in 0..4 {
-            let out = env
-                .call(
-                    sid,
-                    "bash",
-                    json!({"command": "ls -d /workspace && echo alive", "timeout_ms": 2000}),
-                )
-                .await;
-            if text(&out).contains("alive") {
-                ok = true;
-                break;
-            }
-        }
-        assert!(ok, "the sandbox did not recover");
+        assert!(recovers(&env, sid, 2000).await, "the sandbox did not recover");
         assert_eq!(
             env.bash(sid, "pgrep -c -f '^sleep 1000$' || true").await,
             "0\n"

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use openma_types::Timestamp;
 use openma_types::agents::{Agent, CreateAgentRequest, UpdateAgentRequest};
-use openma_types::environments::{CreateEnvironmentRequest, Environment, UpdateEnvironmentRequest};
+use openma_types::environments::{CreateEnvironmentRequest, Environment, EnvironmentConfig, UpdateEnvironmentRequest};
 use openma_types::sessions::{CreateSessionRequest, Session, SessionStatus, SessionUsage, UpdateSessionRequest};
 
 use crate::error::{DomainError, DomainResult, StoreError};
@@ -405,6 +405,14 @@ impl Platform {
                         "environment_archived",
                         format!("environment `{id}` is archived and cannot start sessions"),
                     ));
+                }
+                // Stored for the API's sake, but the sandbox does not install them yet: a
+                // session must not start as if it had them.
+                let EnvironmentConfig::Cloud(cloud) = &env.config;
+                if !cloud.packages.is_empty() {
+                    return Err(DomainError::unsupported(format!(
+                        "installing the `packages` that environment `{id}` lists"
+                    )));
                 }
                 env
             }

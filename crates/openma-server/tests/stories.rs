@@ -146,6 +146,12 @@ async fn environments_keep_omitted_config_and_refuse_type_changes(app: TestApp) 
     let u = app.ok(&format!("/v1/environments/{id}"), json!({"config": {"type": "cloud", "networking": {"type": "limited", "allow_mcp_servers": true}}, "metadata": {"a": "1"}})).await;
     assert_eq!(u["config"]["networking"], json!({"type": "limited", "allowed_hosts": ["api.example.com"], "allow_mcp_servers": true, "allow_package_managers": true}));
     assert_eq!(u["config"]["packages"]["pip"], json!(["requests==2.32.0"]));
+    // The sandbox does not install packages yet, so no session starts as if it had them.
+    let a = app.ok("/v1/agents", json!({"name": "a", "model": "m"})).await;
+    let s = app.post("/v1/sessions", json!({"agent": a["id"], "environment_id": id})).await;
+    assert_eq!(s.status, StatusCode::BAD_REQUEST);
+    assert_eq!(s.body["error"]["details"]["error_code"], "unsupported_feature");
+    assert!(s.body["error"]["message"].as_str().unwrap().contains("packages"), "{}", s.body);
     let u2 = app.ok(&format!("/v1/environments/{id}"), json!({"metadata": {"a": ""}})).await;
     assert_eq!(u2["metadata"], json!({}), "an empty string deletes an environment metadata key");
     let change = app.post(&format!("/v1/environments/{id}"), json!({"config": {"type": "self_hosted"}})).await;

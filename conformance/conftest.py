@@ -243,6 +243,14 @@ def start_server(
     binary = openma_bin()
     api_key = api_key or new_api_key()
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Each session sandbox runs as its own uid and must pass through every directory above
+    # the data dir (pytest makes its temp dirs 0700): let others traverse, not list.
+    for d in [data_dir, *data_dir.parents]:
+        if d == Path("/"):
+            break
+        mode = d.stat().st_mode & 0o7777
+        if mode & 0o001 == 0:
+            d.chmod(mode | 0o711 if mode & 0o700 == 0o700 else mode | 0o001)
     extra = {"OPENMA_BOOTSTRAP_API_KEY": api_key}
     if model_base_url is not None:
         extra.update(

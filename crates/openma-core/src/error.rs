@@ -21,6 +21,13 @@ pub enum DomainError {
     /// The named object does not exist for this tenant (HTTP 404).
     #[error("{0}")]
     NotFound(String),
+    /// The object exists but what was asked of it is gone for good (HTTP 404 with a code,
+    /// e.g. `file_expired`).
+    #[error("{message}")]
+    Gone { message: String, code: &'static str },
+    /// The body is larger than this deployment accepts (HTTP 413).
+    #[error("{0}")]
+    TooLarge(String),
     /// The request conflicts with the object's current state (HTTP 409).
     #[error("{message}")]
     Conflict { message: String, code: Option<&'static str> },

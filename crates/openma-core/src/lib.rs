@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod environments;
 pub mod error;
+pub mod files;
 pub mod harness;
 pub mod ledger;
 pub mod model;

@@ -19,7 +19,7 @@ use crate::{agents, environments, sessions, validate};
 const KEY_TOUCH_INTERVAL_MICROS: i64 = 60 * 1_000_000;
 
 /// How many times an update is retried when a concurrent writer won the race.
-const UPDATE_ATTEMPTS: usize = 8;
+pub(crate) const UPDATE_ATTEMPTS: usize = 8;
 
 /// Parameters common to every list endpoint, as parsed at the edge.
 #[derive(Clone, Debug, Default)]
@@ -41,24 +41,30 @@ pub struct Platform {
     pub capabilities: Capabilities,
     /// Encryption of secrets at rest; set by the server once the root secret is verified.
     pub secrets: Option<Arc<crate::secrets::SecretBox>>,
+    /// File contents; set by the server (files are refused without one).
+    pub blobs: Option<Arc<dyn crate::ports::BlobStore>>,
 }
 
-fn position_of(created_at: Timestamp, id: &str) -> Position {
+pub(crate) fn position_of(created_at: Timestamp, id: &str) -> Position {
     Position { created_at: created_at.as_micros(), id: id.to_owned() }
 }
 
 impl Platform {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ids: Arc<dyn IdGen>) -> Self {
-        Platform { store, clock, ids, capabilities: Capabilities::default(), secrets: None }
+        Platform { store, clock, ids, capabilities: Capabilities::default(), secrets: None, blobs: None }
     }
 
-    fn now(&self) -> Timestamp {
+    pub(crate) fn now(&self) -> Timestamp {
         self.clock.now()
     }
 
     fn page_request(&self, p: &ListParams, default_order: Order) -> DomainResult<(PageRequest, ListQuery)> {
+        self.page_request_max(p, default_order, MAX_LIMIT)
+    }
+
+    pub(crate) fn page_request_max(&self, p: &ListParams, default_order: Order, max: u32) -> DomainResult<(PageRequest, ListQuery)> {
         let order = p.order.unwrap_or(default_order);
-        let req = PageRequest::new(p.limit, order, p.page.as_deref(), MAX_LIMIT)?;
+        let req = PageRequest::new(p.limit, order, p.page.as_deref(), max)?;
         let (store_order, after, _) = req.store_order();
         let query = ListQuery {
             limit: req.limit + 1,
@@ -431,9 +437,12 @@ impl Platform {
                 vault_ids.push(id.clone());
             }
         }
+        let file_params = crate::files::file_resource_params(req.resources.as_deref().unwrap_or_default())?;
+        let id = self.ids.new_id("sesn");
+        let mounts = self.mount_copies(tenant, &id, &file_params).await?;
         let now = self.now();
         let session = Session {
-            id: self.ids.new_id("sesn"),
+            id,
             tag: Default::default(),
             agent: sessions::snapshot(&agent.id, agent.version, config),
             environment_id: environment.id,
@@ -442,7 +451,7 @@ impl Platform {
             status: SessionStatus::Idle,
             stats: Default::default(),
             usage: SessionUsage::default(),
-            resources: Vec::new(),
+            resources: mounts.iter().map(|(r, _)| openma_types::sessions::SessionResource::File(r.clone())).collect(),
             vault_ids,
             outcome_evaluations: Vec::new(),
             budget: req.budget.clone(),
@@ -451,11 +460,14 @@ impl Platform {
             updated_at: now,
             archived_at: None,
         };
-        self.store.insert_session(tenant, &session).await?;
+        if let Err(e) = self.store.insert_session(tenant, &session).await {
+            self.delete_session_files(tenant, &session.id).await?;
+            return Err(e.into());
+        }
         Ok((sessions::present(session, now), initial))
     }
 
-    async fn load_session(&self, tenant: &TenantId, id: &str) -> DomainResult<Session> {
+    pub(crate) async fn load_session(&self, tenant: &TenantId, id: &str) -> DomainResult<Session> {
         let missing = || DomainError::not_found("session", id);
         if !validate::looks_like_id(id, "sesn_") {
             return Err(missing());
@@ -508,7 +520,7 @@ impl Platform {
             return Err(DomainError::not_found("session", id));
         }
         match self.store.delete_session(tenant, id).await? {
-            DeleteOutcome::Deleted => Ok(()),
+            DeleteOutcome::Deleted => self.delete_session_files(tenant, id).await,
             DeleteOutcome::NotFound => Err(DomainError::not_found("session", id)),
             DeleteOutcome::Refused => Err(DomainError::invalid(
                 "a running session cannot be deleted; send `user.interrupt` and wait for idle",

@@ -10,6 +10,7 @@ use openma_types::events::SessionEvent;
 use openma_types::sessions::{Session, SessionStatus};
 use openma_types::vaults::Vault;
 
+use crate::files::StoredFile;
 use crate::vaults::StoredCredential;
 
 use crate::error::StoreError;
@@ -298,6 +299,26 @@ pub trait Store: Send + Sync {
     async fn delete_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> Result<bool, StoreError>;
     async fn list_credentials(&self, tenant: &TenantId, vault_id: &str, query: &ListQuery) -> Result<Vec<StoredCredential>, StoreError>;
 
+    // -- files --
+    async fn insert_file(&self, tenant: &TenantId, file: &StoredFile) -> Result<(), StoreError>;
+    /// Inserts a file into a session's scope unless the session already holds `max` files
+    /// of that origin (`Ok(false)`).
+    async fn insert_scoped_file(&self, tenant: &TenantId, file: &StoredFile, max: i64) -> Result<bool, StoreError>;
+    async fn get_file(&self, tenant: &TenantId, id: &str) -> Result<Option<StoredFile>, StoreError>;
+    /// Files newest first; `scope` restricts them to one session's files, otherwise only
+    /// files without a scope are listed.
+    async fn list_files(&self, tenant: &TenantId, query: &ListQuery, scope: Option<&str>) -> Result<Vec<StoredFile>, StoreError>;
+    async fn get_files(&self, tenant: &TenantId, ids: &[String]) -> Result<Vec<StoredFile>, StoreError>;
+    /// Deletes the file; returns its blob key when no other file still refers to the blob
+    /// (the caller then deletes the blob), `None` inside when it is still shared.
+    async fn delete_file(&self, tenant: &TenantId, id: &str) -> Result<Option<Option<String>>, StoreError>;
+    /// Deletes every file of a session's scope; returns the blob keys no file refers to any more.
+    async fn delete_scoped_files(&self, tenant: &TenantId, session_id: &str) -> Result<Vec<String>, StoreError>;
+    /// Files whose `expires_at` is before `now` and whose bytes are still kept (all tenants).
+    async fn expired_files(&self, now: Timestamp, limit: u32) -> Result<Vec<(TenantId, StoredFile)>, StoreError>;
+    /// Marks an expired file's bytes as gone; returns the blob key when no live file shares it.
+    async fn purge_file_blob(&self, tenant: &TenantId, id: &str) -> Result<Option<String>, StoreError>;
+
     // -- quotas --
     async fn get_tenant_limits(&self, tenant: &TenantId) -> Result<TenantLimits, StoreError>;
     async fn set_tenant_limits(&self, tenant: &TenantId, limits: &TenantLimits) -> Result<(), StoreError>;
@@ -311,4 +332,41 @@ pub trait Store: Send + Sync {
     async fn complete_idempotency(&self, tenant: &TenantId, key: &str, status: u16, body: &str) -> Result<(), StoreError>;
     /// Forgets a claim whose request failed on the server's side, so a retry runs again.
     async fn release_idempotency(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError>;
+}
+
+/// A failure of the blob store.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// The body grew past the limit the caller set; nothing was stored.
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(u64),
+    /// The body's source failed while it was read (e.g. the client went away).
+    #[error("the upload was interrupted: {0}")]
+    Source(String),
+    #[error("blob store failure: {0}")]
+    Backend(String),
+}
+
+/// A body in chunks, so that large files never sit in memory whole.
+pub type ByteStream = futures::stream::BoxStream<'static, Result<Vec<u8>, BlobError>>;
+
+/// What a stored blob holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the bytes.
+    pub sha256: String,
+}
+
+/// Bytes by key (file contents, session outputs). Keys are chosen by the core and are
+/// plain `[a-z0-9_/-]` paths.
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// Stores `body` under `key` atomically (a reader sees the old object or the whole new
+    /// one), refusing it with [`BlobError::TooLarge`] past `max_bytes`.
+    async fn put(&self, key: &str, body: ByteStream, max_bytes: u64) -> Result<BlobInfo, BlobError>;
+    /// The object's bytes, or None when there is no such object.
+    async fn get(&self, key: &str) -> Result<Option<ByteStream>, BlobError>;
+    /// Removes the object; a missing one is not an error.
+    async fn delete(&self, key: &str) -> Result<(), BlobError>;
 }

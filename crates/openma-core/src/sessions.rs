@@ -110,9 +110,6 @@ pub fn snapshot(agent_id: &str, version: i64, c: AgentConfig) -> SessionAgent {
 /// Refuses the create-time fields whose features are not built yet, instead of
 /// dropping them.
 pub fn check_create_fields(req: &CreateSessionRequest) -> DomainResult<()> {
-    if req.resources.as_ref().is_some_and(|r| !r.is_empty()) {
-        return Err(DomainError::unsupported("session `resources`"));
-    }
     if let Some(t) = &req.title {
         validate::length("title", t, 0, TITLE_MAX)?;
     }

@@ -70,6 +70,10 @@ pub(crate) struct SessionPaths {
     pub dir: PathBuf,
     pub workspace: PathBuf,
     pub etc: PathBuf,
+    /// Files mounted from the Files API: root-owned, bound read-only at `/mnt/session/uploads`.
+    pub uploads: PathBuf,
+    /// The session's deliverables, bound read-write at `/mnt/session/outputs`.
+    pub outputs: PathBuf,
 }
 
 impl SessionPaths {
@@ -78,6 +82,8 @@ impl SessionPaths {
         SessionPaths {
             workspace: dir.join("workspace"),
             etc: dir.join("etc"),
+            uploads: dir.join("uploads"),
+            outputs: dir.join("outputs"),
             dir,
         }
     }
@@ -98,6 +104,16 @@ pub(crate) fn prepare_dirs(root: &Path, paths: &SessionPaths, uid: Option<u32>) 
         Ok(()) => fs::set_permissions(&paths.workspace, fs::Permissions::from_mode(0o755))?,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e),
+    }
+    for (dir, owned) in [(&paths.uploads, false), (&paths.outputs, true)] {
+        match fs::create_dir(dir) {
+            Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        if owned && let Some(uid) = uid {
+            chown(dir, Some(uid), Some(uid))?;
+        }
     }
     if let Some(uid) = uid {
         chown(&paths.workspace, Some(uid), Some(uid))?;
@@ -238,6 +254,12 @@ pub(crate) fn shell_command(
         "--bind".into(),
         path_str(&paths.workspace),
         "/workspace".into(),
+        "--ro-bind".into(),
+        path_str(&paths.uploads),
+        crate::paths::UPLOADS.into(),
+        "--bind".into(),
+        path_str(&paths.outputs),
+        crate::paths::OUTPUTS.into(),
     ]);
     args.extend(["--remount-ro", "/", "--chdir", "/workspace", "--"].map(String::from));
     args.push(PRLIMIT.into());

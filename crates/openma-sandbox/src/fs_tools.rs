@@ -418,10 +418,10 @@ impl Walker {
         if !self.gitignore {
             return;
         }
-        let mut at = WsPath::root();
+        let mut at = base.top();
         let parts = base.components().to_vec();
         for part in parts {
-            if let Ok(d) = ws.dir.open_dir(at.rel())
+            if let Ok(d) = ws.dir_of(&at).open_dir(at.rel())
                 && let Some(gi) = load_gitignore(&d, &at)
             {
                 self.ignores.push(gi);
@@ -565,7 +565,7 @@ pub(crate) fn glob(ws: &Workspace, input: GlobInput, limit_chars: usize) -> Tool
         Ok(g) => g.compile_matcher(),
         Err(e) => return ToolOutput::error(format!("invalid glob pattern {pattern:?}: {e}")),
     };
-    let dir = match ws.dir.open_dir(base.rel()) {
+    let dir = match ws.dir_of(&base).open_dir(base.rel()) {
         Ok(d) => d,
         Err(e) => return ToolOutput::error(io_message(&base.display(), &e)),
     };
@@ -676,12 +676,12 @@ pub(crate) fn grep(ws: &Workspace, input: GrepInput, limit_chars: usize) -> Tool
     let mut walker = Walker::new(true);
     // A single file.
     if !base.is_root()
-        && let Ok(m) = ws.dir.metadata(base.rel())
+        && let Ok(m) = ws.dir_of(&base).metadata(base.rel())
         && m.is_file()
     {
-        let parent = base.parent().unwrap_or_else(WsPath::root);
+        let parent = base.parent().unwrap_or_else(|| base.top());
         let name = base.file_name().cloned().unwrap_or_default();
-        match ws.dir.open_dir(parent.rel()) {
+        match ws.dir_of(&parent).open_dir(parent.rel()) {
             Ok(d) => {
                 search(&d, &name, &base.display());
             }
@@ -689,7 +689,7 @@ pub(crate) fn grep(ws: &Workspace, input: GrepInput, limit_chars: usize) -> Tool
         }
         return grep_result(out, lines, full, false, skipped_large);
     }
-    let dir = match ws.dir.open_dir(base.rel()) {
+    let dir = match ws.dir_of(&base).open_dir(base.rel()) {
         Ok(d) => d,
         Err(e) => return ToolOutput::error(io_message(&base.display(), &e)),
     };

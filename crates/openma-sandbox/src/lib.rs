@@ -21,6 +21,7 @@
 mod bwrap;
 mod config;
 mod fs_tools;
+mod mounts;
 mod output;
 mod paths;
 mod procs;
@@ -33,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 pub use config::{Limits, SandboxConfig};
+pub use mounts::OutputFile;
 
 use bwrap::SessionPaths;
 use procs::ProcId;

@@ -1,15 +1,19 @@
-//! The host side's handle on a session's `/workspace`, for the file tools.
+//! The host side's handle on the directories a session's file tools reach: `/workspace`,
+//! and the mounted `/mnt/session/uploads` (read-only) and `/mnt/session/outputs`.
 //!
-//! The file tools run in the server (as root) on a directory the sandbox controls, so every
-//! path is resolved as the sandbox would see it and can never leave the workspace:
-//! * a path is `/workspace/...` or relative to `/workspace`; anything else is refused;
-//! * symlinks are followed by hand, with `/workspace` as their root: a link to
-//!   `/workspace/x` works, a link to anything outside (`/etc/passwd`, `../../..`) is refused;
-//! * every open then goes through a `cap_std::fs::Dir` of the workspace, which resolves
-//!   beneath it (openat2 `RESOLVE_BENEATH`), so a link swapped in by a racing sandbox
-//!   process still cannot reach a host file;
+//! The file tools run in the server (as root) on directories the sandbox controls, so every
+//! path is resolved as the sandbox would see it and can never leave those directories:
+//! * a path is absolute under one of them, or relative to `/workspace`; anything else is
+//!   refused;
+//! * symlinks are followed by hand, with the sandbox's view as their root: a link to
+//!   `/workspace/x` or `/mnt/session/uploads/x` works, a link to anything else
+//!   (`/etc/passwd`, `../../..`) is refused;
+//! * every open then goes through a `cap_std::fs::Dir` of the directory the path is in,
+//!   which resolves beneath it (openat2 `RESOLVE_BENEATH`), so a link swapped in by a racing
+//!   sandbox process still cannot reach a host file;
 //! * files are opened non-blocking and must be regular files (a FIFO cannot hang a tool);
-//! * files and directories the tools create are given to the session's uid.
+//! * files and directories the tools create are given to the session's uid;
+//! * nothing is ever written below a read-only mount.
 
 use std::ffi::OsString;
 use std::io;
@@ -19,29 +23,46 @@ use cap_std::ambient_authority;
 use cap_std::fs::{Dir, File, OpenOptions, OpenOptionsExt};
 
 pub(crate) const ROOT: &str = "/workspace";
+pub(crate) const UPLOADS: &str = "/mnt/session/uploads";
+pub(crate) const OUTPUTS: &str = "/mnt/session/outputs";
 const MAX_SYMLINK_HOPS: usize = 40;
 
+/// A directory the tools reach, as the sandbox names it.
+struct Mount {
+    root: &'static str,
+    dir: Dir,
+    writable: bool,
+}
+
 pub(crate) struct Workspace {
-    pub dir: Dir,
+    /// `/workspace` first.
+    mounts: Vec<Mount>,
     uid: Option<u32>,
 }
 
-/// A path inside the workspace with every symlink resolved (at the time of resolution).
+/// A path inside one mount with every symlink resolved (at the time of resolution).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct WsPath {
+    root: &'static str,
     parts: Vec<OsString>,
 }
 
 impl WsPath {
+    /// `/workspace` itself.
     pub fn root() -> Self {
-        WsPath { parts: Vec::new() }
+        WsPath { root: ROOT, parts: Vec::new() }
+    }
+
+    /// The top of the mount this path is in.
+    pub fn top(&self) -> Self {
+        WsPath { root: self.root, parts: Vec::new() }
     }
 
     pub fn is_root(&self) -> bool {
         self.parts.is_empty()
     }
 
-    /// Relative to the workspace directory ("." for the workspace itself).
+    /// Relative to the mount's directory ("." for the directory itself).
     pub fn rel(&self) -> PathBuf {
         if self.parts.is_empty() {
             PathBuf::from(".")
@@ -52,7 +73,7 @@ impl WsPath {
 
     /// As the sandbox sees it: `/workspace/...`.
     pub fn display(&self) -> String {
-        let mut s = String::from(ROOT);
+        let mut s = String::from(self.root);
         for p in &self.parts {
             s.push('/');
             s.push_str(&p.to_string_lossy());
@@ -64,15 +85,13 @@ impl WsPath {
         if self.parts.is_empty() {
             return None;
         }
-        Some(WsPath {
-            parts: self.parts[..self.parts.len() - 1].to_vec(),
-        })
+        Some(WsPath { root: self.root, parts: self.parts[..self.parts.len() - 1].to_vec() })
     }
 
     pub fn join(&self, name: impl Into<OsString>) -> WsPath {
         let mut parts = self.parts.clone();
         parts.push(name.into());
-        WsPath { parts }
+        WsPath { root: self.root, parts }
     }
 
     pub fn file_name(&self) -> Option<&OsString> {
@@ -102,21 +121,65 @@ fn parts_of(path: &Path) -> Vec<Part> {
         .collect()
 }
 
-/// `/workspace/a/b` → `a/b`; a relative path stays as it is; other absolute paths → None.
-fn strip_root(path: &Path) -> Option<&Path> {
-    if path.is_absolute() {
-        path.strip_prefix(ROOT).ok()
-    } else {
-        Some(path)
-    }
-}
-
 impl Workspace {
+    /// `/workspace` only.
     pub fn open(host_dir: &Path, uid: Option<u32>) -> io::Result<Self> {
         Ok(Workspace {
-            dir: Dir::open_ambient_dir(host_dir, ambient_authority())?,
+            mounts: vec![Mount { root: ROOT, dir: Dir::open_ambient_dir(host_dir, ambient_authority())?, writable: true }],
             uid,
         })
+    }
+
+    /// `/workspace` and the session mounts whose host directories exist.
+    pub fn open_session(workspace: &Path, uploads: &Path, outputs: &Path, uid: Option<u32>) -> io::Result<Self> {
+        let mut ws = Self::open(workspace, uid)?;
+        for (root, dir, writable) in [(UPLOADS, uploads, false), (OUTPUTS, outputs, true)] {
+            if let Ok(dir) = Dir::open_ambient_dir(dir, ambient_authority()) {
+                ws.mounts.push(Mount { root, dir, writable });
+            }
+        }
+        Ok(ws)
+    }
+
+    fn mount(&self, root: &str) -> &Mount {
+        self.mounts.iter().find(|m| m.root == root).unwrap_or(&self.mounts[0])
+    }
+
+    /// The directory a resolved path is in.
+    pub fn dir_of(&self, p: &WsPath) -> &Dir {
+        &self.mount(p.root).dir
+    }
+
+    /// What the tools reach, for messages.
+    fn reach(&self) -> String {
+        let roots: Vec<&str> = self.mounts.iter().map(|m| m.root).collect();
+        match roots.as_slice() {
+            [one] => format!("under {one}"),
+            [init @ .., last] => format!("under {} and {last}", init.join(", ")),
+            [] => String::new(),
+        }
+    }
+
+    /// `/workspace/a/b` → (`/workspace`, `a/b`); a relative path is in `/workspace`; other
+    /// absolute paths → None.
+    fn split<'p>(&self, path: &'p Path) -> Option<(&'static str, &'p Path)> {
+        if !path.is_absolute() {
+            return Some((ROOT, path));
+        }
+        self.mounts.iter().find_map(|m| path.strip_prefix(m.root).ok().map(|rel| (m.root, rel)))
+    }
+
+    /// Refuses a write below a read-only mount.
+    pub fn check_writable(&self, p: &WsPath) -> Result<(), String> {
+        if self.mount(p.root).writable {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: read-only file system ({} holds the files mounted into this session; write a copy under {ROOT})",
+                p.display(),
+                p.root
+            ))
+        }
     }
 
     /// Resolves a path given by the model (or `/workspace` itself when `None`).
@@ -128,17 +191,16 @@ impl Workspace {
             return Err("the path contains a NUL byte".into());
         }
         let path = Path::new(input);
-        let rel = strip_root(path).ok_or_else(|| {
-            format!("{input} is outside {ROOT}; this tool only reaches files under {ROOT} (use bash for other paths)")
+        let (root, rel) = self.split(path).ok_or_else(|| {
+            format!("{input} is outside {ROOT}; this tool only reaches files {} (use bash for other paths)", self.reach())
         })?;
-        self.follow(parts_of(rel), input)
+        self.follow(root, parts_of(rel), input)
     }
 
-    /// Resolves the parts one by one: symlinks with `/workspace` as their root, `..` on
-    /// what is resolved so far; climbing above `/workspace` is refused.
-    fn follow(&self, mut todo: Vec<Part>, input: &str) -> Result<WsPath, String> {
-        let outside =
-            || format!("{input} leads outside {ROOT}; this tool only reaches files under {ROOT}");
+    /// Resolves the parts one by one: symlinks as the sandbox sees them, `..` on what is
+    /// resolved so far; climbing above the mount's top is refused.
+    fn follow(&self, mut root: &'static str, mut todo: Vec<Part>, input: &str) -> Result<WsPath, String> {
+        let outside = || format!("{input} leads outside {ROOT}; this tool only reaches files {}", self.reach());
         let mut done: Vec<OsString> = Vec::new();
         let mut hops = 0;
         todo.reverse();
@@ -152,7 +214,7 @@ impl Workspace {
             };
             let mut candidate: PathBuf = done.iter().collect();
             candidate.push(&name);
-            let meta = match self.dir.symlink_metadata(&candidate) {
+            let meta = match self.mount(root).dir.symlink_metadata(&candidate) {
                 Ok(m) => m,
                 // The rest does not exist (yet): nothing more to resolve.
                 Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => {
@@ -178,30 +240,32 @@ impl Workspace {
                 return Err(format!("{input}: too many levels of symbolic links"));
             }
             let target = self
+                .mount(root)
                 .dir
                 .read_link_contents(&candidate)
                 .map_err(|e| io_message(input, &e))?;
-            let link = WsPath {
-                parts: done.clone(),
-            }
-            .join(name)
-            .display();
+            let link = WsPath { root, parts: done.clone() }.join(name).display();
             let refuse = || {
                 format!(
-                    "{input}: the symbolic link {link} points outside {ROOT} (to {}); this tool only reaches files under {ROOT}",
-                    target.display()
+                    "{input}: the symbolic link {link} points outside {ROOT} (to {}); this tool only reaches files {}",
+                    target.display(),
+                    self.reach()
                 )
             };
-            let rel = strip_root(&target).ok_or_else(refuse)?;
-            if target.is_absolute() {
+            let rel = if target.is_absolute() {
+                let (to, rel) = self.split(&target).ok_or_else(refuse)?;
+                root = to;
                 done.clear();
-            }
+                rel
+            } else {
+                &target
+            };
             // The target's parts come next, before what followed the link.
             let mut target_parts = parts_of(rel);
             target_parts.reverse();
             todo.extend(target_parts);
         }
-        Ok(WsPath { parts: done })
+        Ok(WsPath { root, parts: done })
     }
 
     /// Opens an existing regular file for reading.
@@ -210,7 +274,7 @@ impl Workspace {
         o.read(true)
             .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
         let f = self
-            .dir
+            .dir_of(p)
             .open_with(p.rel(), &o)
             .map_err(|e| io_message(&p.display(), &e))?;
         let m = f.metadata().map_err(|e| io_message(&p.display(), &e))?;
@@ -225,23 +289,23 @@ impl Workspace {
 
     /// Creates the missing directories above `p`, owned by the session's uid.
     pub fn create_parents(&self, p: &WsPath) -> Result<(), String> {
+        self.check_writable(p)?;
         let Some(parent) = p.parent() else {
             return Ok(());
         };
-        let mut at = WsPath::root();
+        let dir = self.dir_of(p);
+        let mut at = p.top();
         for part in parent.components() {
             at = at.join(part.clone());
-            match self.dir.create_dir(at.rel()) {
+            match dir.create_dir(at.rel()) {
                 Ok(()) => {
-                    let d = self
-                        .dir
+                    let d = dir
                         .open_dir(at.rel())
                         .map_err(|e| io_message(&at.display(), &e))?;
                     self.give(&d).map_err(|e| io_message(&at.display(), &e))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if !self
-                        .dir
+                    if !dir
                         .metadata(at.rel())
                         .map(|m| m.is_dir())
                         .unwrap_or(false)
@@ -258,16 +322,18 @@ impl Workspace {
     /// Opens `p` for writing, truncated; a new file is created and given to the session uid.
     /// Returns the file and whether it was created.
     pub fn create_file(&self, p: &WsPath) -> Result<(File, bool), String> {
+        self.check_writable(p)?;
         if p.is_root() {
-            return Err(format!("{ROOT} is a directory"));
+            return Err(format!("{} is a directory", p.display()));
         }
+        let dir = self.dir_of(p);
         let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
         let mut o = OpenOptions::new();
         o.write(true)
             .create_new(true)
             .mode(0o644)
             .custom_flags(nonblock);
-        match self.dir.open_with(p.rel(), &o) {
+        match dir.open_with(p.rel(), &o) {
             Ok(f) => {
                 self.give(&f).map_err(|e| io_message(&p.display(), &e))?;
                 Ok((f, true))
@@ -275,8 +341,7 @@ impl Workspace {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let mut o = OpenOptions::new();
                 o.write(true).custom_flags(nonblock);
-                let f = self
-                    .dir
+                let f = dir
                     .open_with(p.rel(), &o)
                     .map_err(|e| io_message(&p.display(), &e))?;
                 let m = f.metadata().map_err(|e| io_message(&p.display(), &e))?;
@@ -387,5 +452,35 @@ mod tests {
         assert!(w.resolve("out/passwd").unwrap_err().contains("outside"));
         assert!(w.resolve("d/up/passwd").unwrap_err().contains("outside"));
         assert!(w.resolve("loop").unwrap_err().contains("symbolic links"));
+    }
+
+    #[test]
+    fn session_mounts_resolve_by_prefix_and_uploads_are_read_only() {
+        let t = tempdir::TempDir::new();
+        for d in ["ws", "up/sub", "out"] {
+            std::fs::create_dir_all(t.0.join(d)).unwrap();
+        }
+        std::fs::write(t.0.join("up/sub/data.csv"), "a,b").unwrap();
+        std::os::unix::fs::symlink("/mnt/session/uploads/sub/data.csv", t.0.join("ws/link")).unwrap();
+        std::os::unix::fs::symlink("../../etc", t.0.join("up/sub/up")).unwrap();
+        let w = Workspace::open_session(&t.0.join("ws"), &t.0.join("up"), &t.0.join("out"), None).unwrap();
+        let p = w.resolve("/mnt/session/uploads/sub/data.csv").unwrap();
+        assert_eq!(p.display(), "/mnt/session/uploads/sub/data.csv");
+        assert!(w.open_file(&p).is_ok());
+        assert!(w.create_file(&p).unwrap_err().contains("read-only"));
+        assert!(w.create_parents(&w.resolve("/mnt/session/uploads/new/x").unwrap()).unwrap_err().contains("read-only"));
+        // a workspace link into the uploads lands there, read-only still
+        let linked = w.resolve("link").unwrap();
+        assert_eq!(linked.display(), "/mnt/session/uploads/sub/data.csv");
+        assert!(w.create_file(&linked).is_err());
+        // climbing out of a mount is refused
+        assert!(w.resolve("/mnt/session/uploads/sub/up/passwd").unwrap_err().contains("outside"));
+        assert!(w.resolve("/mnt/session/uploads/../outputs/x").unwrap_err().contains("outside"));
+        assert!(w.resolve("/mnt/session").is_err());
+        assert!(w.resolve("/mnt/session/uploadsx/a").is_err());
+        let out = w.resolve("/mnt/session/outputs/r/report.md").unwrap();
+        w.create_parents(&out).unwrap();
+        assert!(w.create_file(&out).unwrap().1);
+        assert!(t.0.join("out/r/report.md").exists());
     }
 }

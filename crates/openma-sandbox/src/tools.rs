@@ -98,10 +98,10 @@ impl Tool for SandboxTool {
             },
             kind => {
                 let limit = self.inner.config.limits.output_chars;
-                let ws_dir = session.paths.workspace.clone();
+                let paths = session.paths.clone();
                 let uid = session.uid;
                 let task = tokio::task::spawn_blocking(move || {
-                    let ws = match Workspace::open(&ws_dir, uid) {
+                    let ws = match Workspace::open_session(&paths.workspace, &paths.uploads, &paths.outputs, uid) {
                         Ok(ws) => ws,
                         Err(e) => {
                             return ToolOutput::error(format!(

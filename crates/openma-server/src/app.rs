@@ -32,6 +32,8 @@ pub struct ServerInfo {
     pub blob_dir: Option<PathBuf>,
     pub blob_url: String,
     pub sandbox: String,
+    /// Largest upload, in bytes.
+    pub max_file_bytes: u64,
 }
 
 #[derive(Clone)]
@@ -42,6 +44,8 @@ pub struct AppState {
     pub info: Arc<ServerInfo>,
     /// Per-API-key request limits, when configured.
     pub rate_limiter: Option<Arc<crate::auth::RateLimiter>>,
+    /// Takes session outputs into the Files API.
+    pub outputs: Arc<crate::session_files::OutputCapture>,
 }
 
 /// Opens (and migrates) the configured store and binds the core to it.
@@ -103,7 +107,7 @@ fn blob_dir(blob_url: &str) -> Option<PathBuf> {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(http::routes())
+        .merge(http::routes(state.info.max_file_bytes))
         .fallback(crate::error::route_not_found)
         .method_not_allowed_fallback(crate::error::method_not_allowed)
         .with_state(state.clone())
@@ -140,6 +144,21 @@ fn spawn_sandbox_reaper(sandboxes: openma_sandbox::Sandboxes) {
             let stopped = sandboxes.reap_idle().await;
             if stopped > 0 {
                 tracing::debug!(stopped, "stopped idle sandboxes");
+            }
+        }
+    });
+}
+
+/// Removes the bytes of expired files every minute (their metadata stays).
+fn spawn_file_expiry(platform: Platform) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            match platform.purge_expired_files(500).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(files = n, "removed the content of expired files"),
+                Err(e) => tracing::warn!(error = %e, "cannot remove expired files"),
             }
         }
     });
@@ -182,25 +201,30 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     let blob_dir = blob_dir(&settings.blob_url);
     if let Some(dir) = &blob_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create blob dir {}", dir.display()))?;
+        platform.blobs = Some(Arc::new(crate::blobs::LocalBlobs::new(dir)));
     } else {
         anyhow::bail!("unsupported OPENMA_BLOB_URL `{}`: only file:// is available in this build", settings.blob_url);
     }
+    spawn_file_expiry(platform.clone());
     let _ = telemetry::metrics_handle();
     let info = ServerInfo {
         allow_private_fetch: settings.unsafe_allow_private_fetch,
         blob_dir,
         blob_url: settings.blob_url.clone(),
         sandbox: sandbox_status(&sandboxes),
+        max_file_bytes: settings.max_file_bytes,
     };
     let http = openma_models::http_client().context("cannot set up the model clients")?;
     let models = openma_models::ModelRouter::from_lookup(|name| settings.providers.lookup(name), http);
     let runtime = Runtime::new(platform.clone(), Arc::new(models), toolbox, runtime_config(settings));
+    let outputs = Arc::new(crate::session_files::OutputCapture::new(platform.clone(), sandboxes.clone(), settings.max_file_bytes));
+    runtime.observe_turns(outputs.clone());
     let resumed = runtime.resume_interrupted().await.context("cannot resume interrupted sessions")?;
     if resumed > 0 {
         tracing::info!(resumed, "resuming sessions that were running when the server stopped");
     }
     let rate_limiter = settings.rate_limit_per_minute.and_then(std::num::NonZeroU32::new).map(|n| Arc::new(crate::auth::RateLimiter::per_minute(n)));
-    let app = router(AppState { platform, runtime, sandboxes, info: Arc::new(info), rate_limiter });
+    let app = router(AppState { platform, runtime, sandboxes, info: Arc::new(info), rate_limiter, outputs });
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;

@@ -138,6 +138,9 @@ pub struct ServeArgs {
     /// Requests per minute allowed to each API key; over it: 429 with `retry-after`.
     #[arg(long, env = "OPENMA_RATE_LIMIT_PER_MINUTE")]
     pub rate_limit_per_minute: Option<u32>,
+    /// Largest file `POST /v1/files` accepts, in MiB [default: 500].
+    #[arg(long, env = "OPENMA_MAX_FILE_MB")]
+    pub max_file_mb: Option<u64>,
     /// SearXNG-compatible JSON search endpoint that `web_search` queries.
     #[arg(long, env = "OPENMA_SEARCH_URL")]
     pub search_url: Option<String>,
@@ -229,6 +232,7 @@ fn settings(global: &GlobalArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Se
         search_url: serve.and_then(|s| s.search_url.clone()),
         unsafe_allow_private_fetch: false,
         rate_limit_per_minute: serve.and_then(|s| s.rate_limit_per_minute),
+        max_file_mb: serve.and_then(|s| s.max_file_mb),
         sandbox: crate::config::SandboxLimits {
             memory_mb: serve.and_then(|s| s.sandbox_memory_mb),
             processes: serve.and_then(|s| s.sandbox_processes),

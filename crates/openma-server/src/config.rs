@@ -27,6 +27,7 @@ pub struct FileSettings {
     pub context_window_tokens: Option<u64>,
     pub search_url: Option<String>,
     pub rate_limit_per_minute: Option<u32>,
+    pub max_file_mb: Option<u64>,
     /// `[sandbox]` table of the file.
     #[serde(default)]
     pub sandbox: SandboxLimits,
@@ -75,6 +76,8 @@ pub struct Settings {
     pub previous_root_secret: Option<SecretString>,
     /// Requests per minute per API key (`None`: unlimited).
     pub rate_limit_per_minute: Option<u32>,
+    /// Largest upload, in bytes.
+    pub max_file_bytes: u64,
     /// Limits of every session sandbox (unset fields keep the defaults).
     pub sandbox: SandboxLimits,
 }
@@ -186,6 +189,7 @@ pub struct Overrides {
     pub root_secret: Option<String>,
     pub previous_root_secret: Option<String>,
     pub rate_limit_per_minute: Option<u32>,
+    pub max_file_mb: Option<u64>,
     pub sandbox: SandboxLimits,
 }
 
@@ -219,6 +223,10 @@ impl Settings {
             root_secret: o.root_secret.filter(|s| !s.is_empty()).map(SecretString::from),
             previous_root_secret: o.previous_root_secret.filter(|s| !s.is_empty()).map(SecretString::from),
             rate_limit_per_minute: o.rate_limit_per_minute.or(file.rate_limit_per_minute),
+            max_file_bytes: o
+                .max_file_mb
+                .or(file.max_file_mb)
+                .map_or(openma_core::files::DEFAULT_MAX_FILE_BYTES, |mb| mb.saturating_mul(1024 * 1024)),
             sandbox: merge_sandbox(o.sandbox, file.sandbox),
             data_dir,
         })

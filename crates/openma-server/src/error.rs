@@ -73,6 +73,8 @@ impl From<DomainError> for ApiError {
         match e {
             DomainError::Invalid { message, code } => ApiError { status: StatusCode::BAD_REQUEST, message, code, retry_after: None },
             DomainError::NotFound(message) => ApiError::not_found(message),
+            DomainError::Gone { message, code } => ApiError { code: Some(code), ..ApiError::not_found(message) },
+            DomainError::TooLarge(message) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message),
             DomainError::PaymentRequired(message) => ApiError::new(StatusCode::PAYMENT_REQUIRED, message),
             DomainError::QuotaExceeded { message, retry_after_secs } => ApiError {
                 status: StatusCode::TOO_MANY_REQUESTS,

@@ -5,6 +5,7 @@
 pub mod adapters;
 pub mod app;
 pub mod backup;
+pub mod blobs;
 pub mod auth;
 pub mod bench;
 mod bench_runtime;
@@ -19,5 +20,6 @@ pub mod mcp_oauth;
 pub mod openapi;
 pub mod runtime;
 pub mod secrets;
+pub mod session_files;
 pub mod telemetry;
 pub mod tools;

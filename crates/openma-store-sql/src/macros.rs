@@ -15,6 +15,7 @@ macro_rules! sql_store {
         use openma_types::sessions::Session;
         use openma_types::vaults::Vault;
         use openma_core::vaults::StoredCredential;
+        use openma_core::files::{FileOrigin, StoredFile};
         use sqlx::{QueryBuilder, Row};
 
         use $crate::{decode, encode};
@@ -112,6 +113,32 @@ macro_rules! sql_store {
             })
         }
 
+        const FILE_COLUMNS: &str = "body, blob_key, sha256, origin, path, purged";
+
+        fn stored_file(r: &<$db as sqlx::Database>::Row) -> Result<StoredFile, openma_core::StoreError> {
+            let body: String = r.try_get("body").map_err($crate::backend_error)?;
+            let origin: String = r.try_get("origin").map_err($crate::backend_error)?;
+            Ok(StoredFile {
+                meta: decode(&body)?,
+                blob_key: r.try_get("blob_key").map_err($crate::backend_error)?,
+                sha256: r.try_get("sha256").map_err($crate::backend_error)?,
+                origin: FileOrigin::parse(&origin)
+                    .ok_or_else(|| openma_core::StoreError::Backend(format!("corrupt row: file origin `{origin}`")))?,
+                path: r.try_get("path").map_err($crate::backend_error)?,
+                purged: r.try_get("purged").map_err($crate::backend_error)?,
+            })
+        }
+
+        /// Whether any row still refers to a blob.
+        async fn blob_in_use<'e, E: sqlx::Executor<'e, Database = $db>>(executor: E, key: &str) -> Result<bool, openma_core::StoreError> {
+            let row = sqlx::query("SELECT 1 FROM files WHERE blob_key = $1 AND NOT purged LIMIT 1")
+                .bind(key)
+                .fetch_optional(executor)
+                .await
+                .map_err($crate::backend_error)?;
+            Ok(row.is_some())
+        }
+
         fn stored_event(r: &<$db as sqlx::Database>::Row) -> Result<StoredEvent, openma_core::StoreError> {
             let body: String = r.try_get("body").map_err($crate::backend_error)?;
             let internal: Option<String> = r.try_get("internal").map_err($crate::backend_error)?;
@@ -149,6 +176,32 @@ macro_rules! sql_store {
                     .await
                     .map_err($crate::backend_error)?;
                 Ok(row.is_some())
+            }
+
+            async fn insert_file_row<'e, E: sqlx::Executor<'e, Database = $db>>(
+                executor: E,
+                tenant: &TenantId,
+                f: &StoredFile,
+            ) -> Result<(), openma_core::StoreError> {
+                sqlx::query(
+                    "INSERT INTO files (tenant_id, id, created_at, scope_id, origin, path, blob_key, sha256, expires_at, purged, body) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(tenant.as_str())
+                .bind(&f.meta.id)
+                .bind(f.meta.created_at.as_micros())
+                .bind(f.scope_id())
+                .bind(f.origin.as_str())
+                .bind(f.path.as_deref())
+                .bind(&f.blob_key)
+                .bind(&f.sha256)
+                .bind(f.meta.expires_at.map(Timestamp::as_micros))
+                .bind(f.purged)
+                .bind(encode(&f.meta))
+                .execute(executor)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(())
             }
 
             async fn list_bodies<T: serde::de::DeserializeOwned>(
@@ -927,6 +980,128 @@ macro_rules! sql_store {
                     .collect::<Result<_, sqlx::Error>>()
                     .map_err($crate::backend_error)
             }
+            // ---- files ----
+
+            async fn insert_file(&self, tenant: &TenantId, f: &StoredFile) -> Result<(), openma_core::StoreError> {
+                Self::insert_file_row(&self.pool, tenant, f).await
+            }
+
+            async fn insert_scoped_file(&self, tenant: &TenantId, f: &StoredFile, max: i64) -> Result<bool, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                // the insert comes first so SQLite takes its write lock before the count
+                Self::insert_file_row(&mut *tx, tenant, f).await?;
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM files WHERE tenant_id = $1 AND scope_id = $2 AND origin = $3")
+                    .bind(tenant.as_str())
+                    .bind(f.scope_id())
+                    .bind(f.origin.as_str())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                if n > max {
+                    return Ok(false);
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(true)
+            }
+
+            async fn get_file(&self, tenant: &TenantId, id: &str) -> Result<Option<StoredFile>, openma_core::StoreError> {
+                let row = sqlx::query("SELECT body, blob_key, sha256, origin, path, purged FROM files WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                row.as_ref().map(stored_file).transpose()
+            }
+
+            async fn list_files(&self, tenant: &TenantId, q: &ListQuery, scope: Option<&str>) -> Result<Vec<StoredFile>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = "));
+                qb.push_bind(tenant.as_str().to_owned());
+                match scope {
+                    Some(s) => qb.push(" AND scope_id = ").push_bind(s.to_owned()),
+                    None => qb.push(" AND scope_id IS NULL"),
+                };
+                push_page(&mut qb, q);
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                rows.iter().map(stored_file).collect()
+            }
+
+            async fn get_files(&self, tenant: &TenantId, ids: &[String]) -> Result<Vec<StoredFile>, openma_core::StoreError> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = "));
+                qb.push_bind(tenant.as_str().to_owned()).push(" AND id IN (");
+                let mut sep = qb.separated(", ");
+                for id in ids {
+                    sep.push_bind(id.clone());
+                }
+                qb.push(")");
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                rows.iter().map(stored_file).collect()
+            }
+
+            async fn delete_file(&self, tenant: &TenantId, id: &str) -> Result<Option<Option<String>>, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                let key: Option<String> = sqlx::query_scalar("DELETE FROM files WHERE tenant_id = $1 AND id = $2 RETURNING blob_key")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                let Some(key) = key else { return Ok(None) };
+                let orphan = if blob_in_use(&mut *tx, &key).await? { None } else { Some(key) };
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(Some(orphan))
+            }
+
+            async fn delete_scoped_files(&self, tenant: &TenantId, session_id: &str) -> Result<Vec<String>, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                let keys: Vec<String> = sqlx::query_scalar("DELETE FROM files WHERE tenant_id = $1 AND scope_id = $2 RETURNING blob_key")
+                    .bind(tenant.as_str())
+                    .bind(session_id)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                let mut orphans: Vec<String> = Vec::new();
+                for key in keys {
+                    if !orphans.contains(&key) && !blob_in_use(&mut *tx, &key).await? {
+                        orphans.push(key);
+                    }
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(orphans)
+            }
+
+            async fn expired_files(&self, now: Timestamp, limit: u32) -> Result<Vec<(TenantId, StoredFile)>, openma_core::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT tenant_id, body, blob_key, sha256, origin, path, purged FROM files \
+                     WHERE expires_at IS NOT NULL AND NOT purged AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
+                )
+                .bind(now.as_micros())
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                rows.iter()
+                    .map(|r| Ok((TenantId::from_trusted(r.try_get::<String, _>("tenant_id").map_err($crate::backend_error)?), stored_file(r)?)))
+                    .collect()
+            }
+
+            async fn purge_file_blob(&self, tenant: &TenantId, id: &str) -> Result<Option<String>, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                let key: Option<String> = sqlx::query_scalar("UPDATE files SET purged = TRUE WHERE tenant_id = $1 AND id = $2 AND NOT purged RETURNING blob_key")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                let Some(key) = key else { return Ok(None) };
+                let orphan = if blob_in_use(&mut *tx, &key).await? { None } else { Some(key) };
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(orphan)
+            }
+
             async fn get_tenant_limits(&self, tenant: &TenantId) -> Result<TenantLimits, openma_core::StoreError> {
                 let row = sqlx::query("SELECT monthly_soft_micros, monthly_hard_micros, max_running_sessions FROM tenant_limits WHERE tenant_id = $1")
                     .bind(tenant.as_str())

@@ -7,6 +7,7 @@ use crate::agents::{
     AgentTag, AgentTool, ExecutionIdentity, McpServer, McpServerParams, ModelConfig, ModelParam,
     Skill, SkillParams, ToolParam,
 };
+use crate::files::FileResource;
 use crate::common::{Metadata, MetadataPatch, Timestamp, double_option};
 use crate::literal;
 
@@ -57,8 +58,7 @@ pub struct Session {
     pub status: SessionStatus,
     pub stats: SessionStats,
     pub usage: SessionUsage,
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
-    pub resources: Vec<Value>,
+    pub resources: Vec<SessionResource>,
     pub vault_ids: Vec<String>,
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub outcome_evaluations: Vec<Value>,
@@ -67,6 +67,22 @@ pub struct Session {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub archived_at: Option<Timestamp>,
+}
+
+/// A resource mounted into a session's sandbox (`SessionResource` union, by `type`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum SessionResource {
+    File(FileResource),
+}
+
+impl SessionResource {
+    pub fn id(&self) -> &str {
+        match self {
+            SessionResource::File(f) => &f.id,
+        }
+    }
 }
 
 /// The immutable snapshot of the agent version a session was created with.

@@ -12,13 +12,15 @@ use crate::app::AppState;
 pub mod agents;
 pub mod environments;
 pub mod events;
+pub mod files;
 pub mod ops;
+pub mod resources;
 pub mod sessions;
 pub mod threads;
 pub mod usage;
 pub mod vaults;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes(max_file_bytes: u64) -> Router<AppState> {
     Router::new()
         .merge(ops::routes())
         .merge(agents::routes())
@@ -27,6 +29,8 @@ pub fn routes() -> Router<AppState> {
         .merge(events::routes())
         .merge(threads::routes())
         .merge(vaults::routes())
+        .merge(files::routes(max_file_bytes))
+        .merge(resources::routes())
         .merge(usage::routes())
 }
 

@@ -61,6 +61,15 @@ pub async fn create_session(
         tracing::warn!(%tenant, "tenant is over its soft monthly spend limit");
     }
     let (session, initial) = app.platform.create_session(&tenant, &req).await?;
+    if !session.resources.is_empty() {
+        // the session is usable once its files are in place
+        let mounts = app.platform.session_mounts(&tenant, &session.id).await?;
+        if let Err(e) = crate::session_files::place(&app.platform, &app.sandboxes, &session.id, &mounts).await {
+            let _ = app.platform.delete_session(&tenant, &session.id).await;
+            let _ = app.sandboxes.destroy(&session.id).await;
+            return Err(e.into());
+        }
+    }
     if initial.is_empty() {
         return Ok(Json(session));
     }
@@ -142,6 +151,7 @@ pub async fn delete_session(
 ) -> Result<Json<Deleted>, ApiError> {
     app.platform.delete_session(&tenant, &id).await?;
     app.runtime.session_deleted(&id);
+    app.outputs.forget(&id);
     // the workspace goes with the session
     if let Err(e) = app.sandboxes.destroy(&id).await {
         tracing::warn!(session_id = %id, error = %e, "cannot remove the session's sandbox");

@@ -714,6 +714,9 @@ impl Actor {
             StopReason::Refusal => "refusal",
         };
         metrics::counter!("openma_session_idle_total", "stop_reason" => label).increment(1);
+        if let Some(observer) = self.rt.observer.get() {
+            observer.turn_ending(&self.tenant, &self.session.id).await;
+        }
         let usage = self.usage_now();
         self.session.usage.list_cost = usage.list_cost.clone();
         let budget = self.session.budget.clone();

@@ -57,17 +57,37 @@ struct Entry {
     inbox: Option<mpsc::UnboundedSender<Command>>,
 }
 
+/// Work to do at the end of every turn, before the session is reported idle (e.g. taking
+/// the session's outputs into the Files API, so they are listed once it is idle).
+#[async_trait::async_trait]
+pub trait TurnObserver: Send + Sync {
+    async fn turn_ending(&self, tenant: &TenantId, session_id: &str);
+}
+
 pub struct Runtime {
     pub(crate) platform: Platform,
     pub(crate) models: Arc<dyn ModelClient>,
     pub(crate) toolbox: Arc<Toolbox>,
     pub(crate) config: RuntimeConfig,
     entries: Mutex<HashMap<String, Entry>>,
+    pub(crate) observer: std::sync::OnceLock<Arc<dyn TurnObserver>>,
 }
 
 impl Runtime {
     pub fn new(platform: Platform, models: Arc<dyn ModelClient>, toolbox: Toolbox, config: RuntimeConfig) -> Arc<Self> {
-        Arc::new(Runtime { platform, models, toolbox: Arc::new(toolbox), config, entries: Mutex::new(HashMap::new()) })
+        Arc::new(Runtime {
+            platform,
+            models,
+            toolbox: Arc::new(toolbox),
+            config,
+            entries: Mutex::new(HashMap::new()),
+            observer: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Sets the work done at the end of every turn (once; later calls are ignored).
+    pub fn observe_turns(&self, observer: Arc<dyn TurnObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     /// The fan-out hub of a session (created on first use).

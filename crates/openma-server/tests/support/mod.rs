@@ -261,6 +261,54 @@ impl TestApp {
         r.body
     }
 
+    /// `POST /v1/files` with a hand-built multipart body: `parts` are (name, filename,
+    /// content type, bytes), in order.
+    pub async fn upload_parts(&self, key: &str, parts: &[(&str, Option<&str>, Option<&str>, &[u8])]) -> Reply {
+        let boundary = "openma-test-boundary-7MA4YWxkTrZu0gW";
+        let mut body: Vec<u8> = Vec::new();
+        for (name, filename, ctype, bytes) in parts {
+            body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes());
+            if let Some(f) = filename {
+                body.extend_from_slice(format!("; filename=\"{f}\"").as_bytes());
+            }
+            body.extend_from_slice(b"\r\n");
+            if let Some(c) = ctype {
+                body.extend_from_slice(format!("Content-Type: {c}\r\n").as_bytes());
+            }
+            body.extend_from_slice(b"\r\n");
+            body.extend_from_slice(bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let resp = self
+            .http
+            .post(format!("{}/v1/files", self.base))
+            .bearer_auth(key)
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .body(body)
+            .send()
+            .await
+            .expect("upload sent");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        Reply { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::String(text)) }
+    }
+
+    /// Uploads one file with the test key; returns its metadata.
+    pub async fn upload(&self, filename: &str, ctype: &str, bytes: &[u8]) -> Value {
+        let r = self.upload_parts(&self.key, &[("file", Some(filename), Some(ctype), bytes)]).await;
+        assert_eq!(r.status, StatusCode::OK, "upload {filename}: {}", r.body);
+        r.body
+    }
+
+    /// `GET` of raw bytes: status, headers and body.
+    pub async fn get_bytes(&self, path: &str, key: &str) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+        let resp = self.http.get(format!("{}{path}", self.base)).bearer_auth(key).send().await.expect("request sent");
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        (status, headers, resp.bytes().await.unwrap_or_default().to_vec())
+    }
+
     /// A second tenant with its own key, made through the admin path.
     pub async fn other_tenant(&self, name: &str) -> String {
         let t = self.platform.create_tenant(name).await.expect("tenant");

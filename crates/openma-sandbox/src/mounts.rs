@@ -1,0 +1,200 @@
+//! Files the server puts into a session's sandbox (`/mnt/session/uploads`, read-only to
+//! the session) and the outputs it takes out of it (`/mnt/session/outputs`).
+//!
+//! Uploads live in a root-owned directory bound read-only, so the session can neither
+//! change them nor plant links there. Outputs are the session's to write, so they are read
+//! the careful way: beneath the outputs directory only, never through a symlink, regular
+//! files only, opened non-blocking (a FIFO cannot hang the server).
+
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
+
+use crate::paths::{OUTPUTS, UPLOADS};
+use crate::{Sandboxes, bwrap};
+
+/// How deep and how many entries the outputs walk goes.
+const OUTPUT_MAX_DEPTH: usize = 16;
+const OUTPUT_MAX_ENTRIES: usize = 10_000;
+
+/// A regular file found in a session's outputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputFile {
+    /// Path below `/mnt/session/outputs/`.
+    pub rel: String,
+    pub size: u64,
+}
+
+/// `/mnt/session/uploads/a/b` → `a/b`, refusing anything that is not a plain path below it.
+fn upload_rel(mount_path: &str) -> io::Result<PathBuf> {
+    let invalid = || io::Error::new(io::ErrorKind::InvalidInput, format!("{mount_path} is not a path below {UPLOADS}"));
+    let rel = Path::new(mount_path).strip_prefix(UPLOADS).map_err(|_| invalid())?;
+    if rel.as_os_str().is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(invalid());
+    }
+    Ok(rel.to_path_buf())
+}
+
+impl Sandboxes {
+    /// The session's host paths, its directories created if they are not yet.
+    fn session_paths(&self, session_id: &str) -> io::Result<bwrap::SessionPaths> {
+        self.inner
+            .session(session_id)
+            .map(|s| s.paths.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    }
+
+    /// The session's host paths, creating nothing.
+    fn existing_paths(&self, session_id: &str) -> io::Result<bwrap::SessionPaths> {
+        if !bwrap::valid_session_id(session_id) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "invalid session id"));
+        }
+        Ok(bwrap::SessionPaths::new(&self.inner.config.root, session_id))
+    }
+
+    /// Puts a file at `mount_path` (below `/mnt/session/uploads/`), readable and not
+    /// writable by the session. `chunks` yields its bytes.
+    pub async fn place_upload<E: std::fmt::Display>(
+        &self,
+        session_id: &str,
+        mount_path: &str,
+        mut chunks: impl futures::Stream<Item = Result<Vec<u8>, E>> + Unpin,
+    ) -> io::Result<()> {
+        use futures::StreamExt;
+        let paths = self.session_paths(session_id)?;
+        let rel = upload_rel(mount_path)?;
+        let dest = paths.uploads.join(&rel);
+        // written beside the session dir's other host-only files, then renamed into place
+        let tmp = paths.dir.join(format!(".upload-{}", ulid::Ulid::new()));
+        let mut file = std::fs::File::create(&tmp)?;
+        let result = async {
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(|e| io::Error::other(e.to_string()))?;
+                file.write_all(&chunk)?;
+            }
+            file.sync_all()?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))?;
+            if let Some(parent) = dest.parent() {
+                create_dirs(&paths.uploads, parent)?;
+            }
+            std::fs::rename(&tmp, &dest)
+        }
+        .await;
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Removes a file placed with [`Sandboxes::place_upload`], and the directories it
+    /// leaves empty.
+    pub fn remove_upload(&self, session_id: &str, mount_path: &str) -> io::Result<()> {
+        let paths = self.existing_paths(session_id)?;
+        let rel = upload_rel(mount_path)?;
+        match std::fs::remove_file(paths.uploads.join(&rel)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut parent = rel.parent();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            if std::fs::remove_dir(paths.uploads.join(p)).is_err() {
+                break;
+            }
+            parent = p.parent();
+        }
+        Ok(())
+    }
+
+    /// The regular files in the session's outputs (symlinks and special files skipped);
+    /// none for a session that never had a sandbox.
+    pub fn outputs(&self, session_id: &str) -> io::Result<Vec<OutputFile>> {
+        let paths = self.existing_paths(session_id)?;
+        let dir = match Dir::open_ambient_dir(&paths.outputs, ambient_authority()) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut found = Vec::new();
+        let mut seen = 0;
+        walk(&dir, "", 0, &mut seen, &mut found);
+        found.sort_by(|a, b| a.rel.cmp(&b.rel));
+        Ok(found)
+    }
+
+    /// Opens one output for reading, beneath the outputs directory and without following
+    /// a symlink anywhere on the way.
+    pub fn open_output(&self, session_id: &str, rel: &str) -> io::Result<std::fs::File> {
+        let paths = self.existing_paths(session_id)?;
+        let rel_path = Path::new(rel);
+        if rel.is_empty() || !rel_path.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{OUTPUTS}/{rel} is not a plain path")));
+        }
+        let mut dir = Dir::open_ambient_dir(&paths.outputs, ambient_authority())?;
+        let mut parts: Vec<_> = rel_path.components().collect();
+        let name = parts.pop().expect("non-empty");
+        for part in parts {
+            let meta = dir.symlink_metadata(part)?;
+            if !meta.is_dir() {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{OUTPUTS}/{rel}: not a directory on the way")));
+            }
+            dir = open_dir_nofollow(&dir, part.as_os_str())?;
+        }
+        let mut o = OpenOptions::new();
+        o.read(true)
+            .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW).bits() as i32);
+        let file = dir.open_with(name, &o)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{OUTPUTS}/{rel} is not a regular file")));
+        }
+        Ok(file.into_std())
+    }
+}
+
+/// A subdirectory, refusing a symlink in its place.
+fn open_dir_nofollow(dir: &Dir, name: &std::ffi::OsStr) -> io::Result<Dir> {
+    let mut o = OpenOptions::new();
+    o.read(true).custom_flags((rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NOFOLLOW).bits() as i32);
+    Ok(Dir::from_std_file(dir.open_with(name, &o)?.into_std()))
+}
+
+/// Creates the directories from `root` down to `dir` (root-owned, world-readable).
+fn create_dirs(root: &Path, dir: &Path) -> io::Result<()> {
+    let rel = dir.strip_prefix(root).map_err(io::Error::other)?;
+    let mut at = root.to_path_buf();
+    for c in rel.components() {
+        at.push(c);
+        match std::fs::create_dir(&at) {
+            Ok(()) => std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o755))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && at.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn walk(dir: &Dir, prefix: &str, depth: usize, seen: &mut usize, found: &mut Vec<OutputFile>) {
+    if depth > OUTPUT_MAX_DEPTH {
+        return;
+    }
+    let Ok(entries) = dir.entries() else { return };
+    for entry in entries.flatten() {
+        *seen += 1;
+        if *seen > OUTPUT_MAX_ENTRIES {
+            return;
+        }
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        // the entry's own type: a symlink is skipped, never followed
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            if let Ok(sub) = open_dir_nofollow(dir, std::ffi::OsStr::new(&name)) {
+                walk(&sub, &rel, depth + 1, seen, found);
+            }
+        } else if meta.is_file() {
+            found.push(OutputFile { rel, size: meta.len() });
+        }
+    }
+}

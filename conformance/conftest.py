@@ -236,10 +236,11 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def start_server(
-    data_dir: Path, api_key: str | None = None, model_base_url: str | None = None
+    data_dir: Path, api_key: str | None = None, model_base_url: str | None = None, env: dict[str, str] | None = None
 ) -> Server:
     """Start `openma serve`. With `model_base_url`, its Anthropic provider is that URL
-    (the fake model) and model retries are fast (2 retries, 20 ms base)."""
+    (the fake model) and model retries are fast (2 retries, 20 ms base); `env` adds
+    variables (e.g. `OPENMA_BLOB_URL`)."""
     binary = openma_bin()
     api_key = api_key or new_api_key()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -251,7 +252,7 @@ def start_server(
         mode = d.stat().st_mode & 0o7777
         if mode & 0o001 == 0:
             d.chmod(mode | 0o711 if mode & 0o700 == 0o700 else mode | 0o001)
-    extra = {"OPENMA_BOOTSTRAP_API_KEY": api_key}
+    extra = {"OPENMA_BOOTSTRAP_API_KEY": api_key, **(env or {})}
     if model_base_url is not None:
         extra.update(
             {

@@ -114,6 +114,15 @@ pub struct FileListParams {
     pub ids: Vec<String>,
 }
 
+/// `expires_in_seconds` must lie between one hour and ninety days.
+pub fn check_expires(secs: i64) -> DomainResult<()> {
+    if (MIN_EXPIRES_SECS..=MAX_EXPIRES_SECS).contains(&secs) {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(format!("`expires_in_seconds` must be between {MIN_EXPIRES_SECS} and {MAX_EXPIRES_SECS}, got {secs}")))
+    }
+}
+
 /// Only the last component of a client's filename is kept, without control characters;
 /// nothing left → `unnamed` plus the extension of its type.
 pub fn clean_filename(raw: Option<&str>, mime: &str) -> String {
@@ -311,11 +320,9 @@ impl Platform {
         let now = self.now();
         let expires_at = match fields.expires_in_seconds {
             None => None,
-            Some(s) if (MIN_EXPIRES_SECS..=MAX_EXPIRES_SECS).contains(&s) => Some(Timestamp::from_micros(now.as_micros() + s * 1_000_000)),
             Some(s) => {
-                return Err(DomainError::invalid(format!(
-                    "`expires_in_seconds` must be between {MIN_EXPIRES_SECS} and {MAX_EXPIRES_SECS}, got {s}"
-                )));
+                check_expires(s)?;
+                Some(Timestamp::from_micros(now.as_micros() + s * 1_000_000))
             }
         };
         let mime = mime_type(fields.content_type.as_deref(), fields.filename.as_deref());

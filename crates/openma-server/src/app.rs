@@ -1,7 +1,7 @@
 //! Start-up: open the store, bootstrap the default tenant, build the router, serve.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -29,8 +29,8 @@ pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 pub struct ServerInfo {
     /// Outbound validation requests may reach private addresses (tests only).
     pub allow_private_fetch: bool,
-    pub blob_dir: Option<PathBuf>,
-    pub blob_url: String,
+    /// The blob store, probed by `/health`.
+    pub blobs: Arc<crate::blobs::ObjectBlobs>,
     pub sandbox: String,
     /// Largest upload, in bytes.
     pub max_file_bytes: u64,
@@ -99,10 +99,6 @@ fn sandbox_status(sandboxes: &openma_sandbox::Sandboxes) -> String {
             format!("unavailable: {how}")
         }
     }
-}
-
-fn blob_dir(blob_url: &str) -> Option<PathBuf> {
-    blob_url.strip_prefix("file://").map(PathBuf::from)
 }
 
 pub fn router(state: AppState) -> Router {
@@ -198,19 +194,13 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
         toolbox.register(name, tool);
     }
     spawn_sandbox_reaper(sandboxes.clone());
-    let blob_dir = blob_dir(&settings.blob_url);
-    if let Some(dir) = &blob_dir {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create blob dir {}", dir.display()))?;
-        platform.blobs = Some(Arc::new(crate::blobs::LocalBlobs::new(dir)));
-    } else {
-        anyhow::bail!("unsupported OPENMA_BLOB_URL `{}`: only file:// is available in this build", settings.blob_url);
-    }
+    let blobs = Arc::new(crate::blobs::ObjectBlobs::open(&crate::blobs::BlobUrl::parse(&settings.blob_url)?).context("cannot open the blob store")?);
+    platform.blobs = Some(blobs.clone());
     spawn_file_expiry(platform.clone());
     let _ = telemetry::metrics_handle();
     let info = ServerInfo {
         allow_private_fetch: settings.unsafe_allow_private_fetch,
-        blob_dir,
-        blob_url: settings.blob_url.clone(),
+        blobs,
         sandbox: sandbox_status(&sandboxes),
         max_file_bytes: settings.max_file_bytes,
     };

@@ -23,18 +23,26 @@ pub struct BenchArgs {
     #[arg(long)]
     pub postgres_url: Option<String>,
     /// What to measure: `api` (agent and session creation), `runtime` (turns, streams,
-    /// fan-out, memory) or `all`.
+    /// fan-out, memory), `files` (upload and download throughput, server memory) or `all`.
     #[arg(long, default_value = "all")]
     pub scenario: Scenario,
     /// Turns per runtime figure.
     #[arg(long, default_value_t = 200)]
     pub turns: usize,
+    /// Size of the file the `files` scenario uploads and downloads, in MiB.
+    #[arg(long, default_value_t = 200)]
+    pub file_mb: u64,
+    /// Blob store of the `files` scenario (e.g. `s3://bucket?endpoint=…`; credentials from
+    /// `AWS_*`) instead of a local directory.
+    #[arg(long)]
+    pub blob_url: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
     Api,
     Runtime,
+    Files,
     All,
 }
 
@@ -85,11 +93,14 @@ where
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     openma_models::install_tls_provider();
-    if args.scenario != Scenario::Runtime {
+    if matches!(args.scenario, Scenario::Api | Scenario::All) {
         run_api(args).await?;
     }
-    if args.scenario != Scenario::Api {
+    if matches!(args.scenario, Scenario::Runtime | Scenario::All) {
         crate::bench_runtime::run(args).await?;
+    }
+    if matches!(args.scenario, Scenario::Files | Scenario::All) {
+        crate::bench_files::run(args).await?;
     }
     Ok(())
 }

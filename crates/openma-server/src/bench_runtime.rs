@@ -13,11 +13,11 @@ use serde_json::{Value, json};
 
 use crate::bench::{BenchArgs, percentile};
 
-const KEY: &str = "sk-oma-bench-runtime-0123456789abcd";
+pub(crate) const KEY: &str = "sk-oma-bench-runtime-0123456789abcd";
 
-struct ServerProcess {
-    child: Child,
-    base: String,
+pub(crate) struct ServerProcess {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl Drop for ServerProcess {
@@ -27,14 +27,19 @@ impl Drop for ServerProcess {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
         .unwrap_or(0)
 }
 
-fn spawn_server(model: &str, dir: &std::path::Path, postgres: Option<&str>) -> anyhow::Result<ServerProcess> {
+pub(crate) fn spawn_server(model: &str, dir: &std::path::Path, postgres: Option<&str>) -> anyhow::Result<ServerProcess> {
+    spawn_server_with(model, dir, postgres, &[])
+}
+
+/// [`spawn_server`] with more environment (blob store, limits).
+pub(crate) fn spawn_server_with(model: &str, dir: &std::path::Path, postgres: Option<&str>, env: &[(String, String)]) -> anyhow::Result<ServerProcess> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
@@ -48,6 +53,7 @@ fn spawn_server(model: &str, dir: &std::path::Path, postgres: Option<&str>) -> a
     if let Some(url) = postgres {
         cmd.env("OPENMA_DATABASE_URL", url);
     }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let mut child = cmd.spawn().context("cannot start the server")?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;

@@ -1,31 +1,98 @@
-//! The local-directory adapter of the core's `BlobStore` port (`OPENMA_BLOB_URL=file://…`).
+//! The core's `BlobStore` port over the `object_store` crate: a local directory
+//! (`OPENMA_BLOB_URL=file:///…`, the default) or any S3-compatible store — AWS S3,
+//! Cloudflare R2, MinIO — (`s3://bucket?endpoint=…&region=…`, credentials from the usual
+//! `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` variables).
 //!
-//! An object is a file at `<dir>/<key>`. A put streams into a temporary file in
-//! `<dir>/.incoming/`, hashing as it goes, syncs it and renames it into place, so a reader
-//! (or a crash) sees either nothing or the whole object.
+//! A put is a multipart upload fed chunk by chunk, hashed as it goes and aborted past the
+//! size limit, so no body is ever held whole in memory and a reader (or a crash) sees
+//! either nothing or the whole object.
 
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use openma_core::ports::{BlobError, BlobInfo, BlobStore, ByteStream};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const READ_CHUNK: usize = 256 * 1024;
+/// Multipart part size (S3 wants at least 5 MiB for every part but the last).
+const PART_BYTES: usize = 8 * 1024 * 1024;
+/// Parts in flight at once per upload.
+const PARTS_IN_FLIGHT: usize = 2;
 
-pub struct LocalBlobs {
-    dir: PathBuf,
+pub struct ObjectBlobs {
+    store: Arc<dyn ObjectStore>,
+    describe: String,
 }
 
-impl LocalBlobs {
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        LocalBlobs { dir: dir.into() }
+/// Where blobs go, parsed from `OPENMA_BLOB_URL`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlobUrl {
+    Local(std::path::PathBuf),
+    S3 { bucket: String, endpoint: Option<String>, region: Option<String> },
+}
+
+impl BlobUrl {
+    pub fn parse(raw: &str) -> anyhow::Result<Self> {
+        if let Some(path) = raw.strip_prefix("file://") {
+            anyhow::ensure!(path.starts_with('/'), "OPENMA_BLOB_URL `{raw}`: a file:// URL needs an absolute path");
+            return Ok(BlobUrl::Local(path.into()));
+        }
+        let url = url::Url::parse(raw).map_err(|e| anyhow::anyhow!("OPENMA_BLOB_URL `{raw}` is not a URL: {e}"))?;
+        anyhow::ensure!(url.scheme() == "s3", "OPENMA_BLOB_URL `{raw}`: use file:///path or s3://bucket?endpoint=…");
+        let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| anyhow::anyhow!("OPENMA_BLOB_URL `{raw}` names no bucket"))?;
+        let (mut endpoint, mut region) = (None, None);
+        for (k, v) in url.query_pairs() {
+            match k.as_ref() {
+                "endpoint" => endpoint = Some(v.into_owned()),
+                "region" => region = Some(v.into_owned()),
+                other => anyhow::bail!("OPENMA_BLOB_URL: unknown parameter `{other}` (known: endpoint, region)"),
+            }
+        }
+        Ok(BlobUrl::S3 { bucket: bucket.to_owned(), endpoint, region })
+    }
+}
+
+impl ObjectBlobs {
+    pub fn open(url: &BlobUrl) -> anyhow::Result<Self> {
+        match url {
+            BlobUrl::Local(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create blob dir {}: {e}", dir.display()))?;
+                let store = object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true);
+                Ok(ObjectBlobs { store: Arc::new(store), describe: format!("file://{}", dir.display()) })
+            }
+            BlobUrl::S3 { bucket, endpoint, region } => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                if let Some(e) = endpoint {
+                    b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+                }
+                if let Some(r) = region {
+                    b = b.with_region(r);
+                }
+                let store = b.build()?;
+                let describe = match endpoint {
+                    Some(e) => format!("s3://{bucket} at {e}"),
+                    None => format!("s3://{bucket}"),
+                };
+                Ok(ObjectBlobs { store: Arc::new(store), describe })
+            }
+        }
     }
 
-    /// Keys come from the core (`files/<tenant>/<id>`); anything else is refused rather
-    /// than resolved, so no key can name a path outside the directory.
-    fn path_of(&self, key: &str) -> Result<PathBuf, BlobError> {
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// Writes and removes a probe object: what `/health` reports.
+    pub async fn probe(&self) -> Result<(), String> {
+        let path = ObjectPath::from(format!("health/{}", ulid::Ulid::new()));
+        self.store.put(&path, bytes::Bytes::from_static(b"ok").into()).await.map_err(|e| e.to_string())?;
+        self.store.delete(&path).await.map_err(|e| e.to_string())
+    }
+
+    /// Keys come from the core (`files/<tenant>/<id>`); anything else is refused.
+    fn path_of(key: &str) -> Result<ObjectPath, BlobError> {
         let plain = !key.is_empty()
             && key.split('/').all(|seg| {
                 !seg.is_empty() && !seg.starts_with('.') && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -33,25 +100,23 @@ impl LocalBlobs {
         if !plain {
             return Err(BlobError::Backend(format!("invalid blob key `{key}`")));
         }
-        Ok(self.dir.join(key))
+        Ok(ObjectPath::from(key))
     }
 }
 
-fn backend(what: &str, path: &Path, e: std::io::Error) -> BlobError {
-    BlobError::Backend(format!("{what} {}: {e}", path.display()))
+fn backend(e: object_store::Error) -> BlobError {
+    BlobError::Backend(e.to_string())
 }
 
 #[async_trait]
-impl BlobStore for LocalBlobs {
+impl BlobStore for ObjectBlobs {
     async fn put(&self, key: &str, mut body: ByteStream, max_bytes: u64) -> Result<BlobInfo, BlobError> {
-        let dest = self.path_of(key)?;
-        let incoming = self.dir.join(".incoming");
-        tokio::fs::create_dir_all(&incoming).await.map_err(|e| backend("cannot create", &incoming, e))?;
-        let tmp = incoming.join(ulid::Ulid::new().to_string());
-        let result = async {
-            let mut file = tokio::fs::File::create(&tmp).await.map_err(|e| backend("cannot create", &tmp, e))?;
-            let mut hash = Sha256::new();
-            let mut size: u64 = 0;
+        let path = Self::path_of(key)?;
+        let upload = self.store.put_multipart(&path).await.map_err(backend)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut hash = Sha256::new();
+        let mut size: u64 = 0;
+        let fed: Result<(), BlobError> = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk?;
                 size += chunk.len() as u64;
@@ -59,54 +124,35 @@ impl BlobStore for LocalBlobs {
                     return Err(BlobError::TooLarge(max_bytes));
                 }
                 hash.update(&chunk);
-                file.write_all(&chunk).await.map_err(|e| backend("cannot write", &tmp, e))?;
+                writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(backend)?;
+                writer.write(&chunk);
             }
-            file.sync_all().await.map_err(|e| backend("cannot sync", &tmp, e))?;
-            if let Some(parent) = dest.parent() {
-                tokio::fs::create_dir_all(parent).await.map_err(|e| backend("cannot create", parent, e))?;
-            }
-            tokio::fs::rename(&tmp, &dest).await.map_err(|e| backend("cannot store", &dest, e))?;
-            let sha256 = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-            Ok(BlobInfo { size, sha256 })
+            Ok(())
         }
         .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
+        if let Err(e) = fed {
+            let _ = writer.abort().await;
+            return Err(e);
         }
-        result
+        writer.finish().await.map_err(backend)?;
+        let sha256 = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(BlobInfo { size, sha256 })
     }
 
     async fn get(&self, key: &str) -> Result<Option<ByteStream>, BlobError> {
-        let path = self.path_of(key)?;
-        let mut file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(backend("cannot open", &path, e)),
-        };
-        let stream = async_stream::stream! {
-            loop {
-                let mut buf = vec![0u8; READ_CHUNK];
-                match file.read(&mut buf).await {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        yield Ok(buf);
-                    }
-                    Err(e) => {
-                        yield Err(backend("cannot read", &path, e));
-                        break;
-                    }
-                }
-            }
-        };
-        Ok(Some(stream.boxed()))
+        let path = Self::path_of(key)?;
+        match self.store.get(&path).await {
+            Ok(r) => Ok(Some(r.into_stream().map(|c| c.map(|b| b.to_vec()).map_err(backend)).boxed())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<(), BlobError> {
-        let path = self.path_of(key)?;
-        match tokio::fs::remove_file(&path).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(backend("cannot delete", &path, e)),
-            _ => Ok(()),
+        let path = Self::path_of(key)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(backend(e)),
         }
     }
 }
@@ -124,31 +170,57 @@ mod tests {
         s.map(|c| c.unwrap()).concat().await
     }
 
+    fn files_under(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 })
+            .sum()
+    }
+
     #[tokio::test]
     async fn put_get_delete_round_trip_with_hash_and_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let blobs = LocalBlobs::new(dir.path());
+        let blobs = ObjectBlobs::open(&BlobUrl::Local(dir.path().into())).unwrap();
         let info = blobs.put("files/t/a", body(&[b"hello ", b"world"]), 100).await.unwrap();
         assert_eq!(info.size, 11);
         assert_eq!(info.sha256, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
         assert_eq!(read_all(blobs.get("files/t/a").await.unwrap().unwrap()).await, b"hello world");
+        let big = vec![9u8; PART_BYTES * 2 + 17];
+        let info = blobs.put("files/t/big", body(&[&big[..PART_BYTES + 1], &big[PART_BYTES + 1..]]), u64::MAX).await.unwrap();
+        assert_eq!(info.size, big.len() as u64);
+        assert_eq!(read_all(blobs.get("files/t/big").await.unwrap().unwrap()).await, big);
 
-        // too large: refused, nothing stored, no temporary file left behind
+        // too large: refused, nothing stored, nothing half-written left behind
         assert!(matches!(blobs.put("files/t/b", body(&[b"0123456789", b"x"]), 10).await, Err(BlobError::TooLarge(10))));
         assert!(blobs.get("files/t/b").await.unwrap().is_none());
-        assert_eq!(std::fs::read_dir(dir.path().join(".incoming")).unwrap().count(), 0);
+        assert_eq!(files_under(dir.path()), 2);
 
         blobs.delete("files/t/a").await.unwrap();
         blobs.delete("files/t/a").await.unwrap();
         assert!(blobs.get("files/t/a").await.unwrap().is_none());
+        blobs.probe().await.unwrap();
     }
 
     #[tokio::test]
     async fn keys_cannot_name_other_paths() {
         let dir = tempfile::tempdir().unwrap();
-        let blobs = LocalBlobs::new(dir.path());
+        let blobs = ObjectBlobs::open(&BlobUrl::Local(dir.path().into())).unwrap();
         for key in ["../x", "/etc/passwd", "a//b", ".incoming/x", "a/../b", ""] {
             assert!(blobs.get(key).await.is_err(), "{key}");
         }
+    }
+
+    #[test]
+    fn blob_urls_parse() {
+        assert_eq!(BlobUrl::parse("file:///var/lib/openma/blobs").unwrap(), BlobUrl::Local("/var/lib/openma/blobs".into()));
+        assert_eq!(
+            BlobUrl::parse("s3://files?endpoint=http://127.0.0.1:9000&region=auto").unwrap(),
+            BlobUrl::S3 { bucket: "files".into(), endpoint: Some("http://127.0.0.1:9000".into()), region: Some("auto".into()) }
+        );
+        assert!(BlobUrl::parse("file://relative").is_err());
+        assert!(BlobUrl::parse("s3://b?secret=x").is_err());
+        assert!(BlobUrl::parse("gs://b").is_err());
     }
 }

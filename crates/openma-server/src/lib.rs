@@ -8,6 +8,7 @@ pub mod backup;
 pub mod blobs;
 pub mod auth;
 pub mod bench;
+mod bench_files;
 mod bench_runtime;
 pub mod cli;
 pub mod client;

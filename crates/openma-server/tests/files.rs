@@ -105,7 +105,8 @@ async fn expired_files_keep_metadata_but_not_content(app: TestApp) {
     // the sweep removes the bytes once
     let blobs = app.platform.clone();
     let mut platform = blobs;
-    platform.blobs = Some(std::sync::Arc::new(openma_server::blobs::LocalBlobs::new(app.data_dir().join("blobs"))));
+    let local = openma_server::blobs::BlobUrl::Local(app.data_dir().join("blobs"));
+    platform.blobs = Some(std::sync::Arc::new(openma_server::blobs::ObjectBlobs::open(&local).unwrap()));
     assert_eq!(platform.purge_expired_files(100).await.unwrap(), 1);
     assert_eq!(platform.purge_expired_files(100).await.unwrap(), 0);
     assert!(blob_files(&app).is_empty());

@@ -119,6 +119,8 @@ pub async fn upload_file(
                     let secs = text.trim().parse::<i64>().map_err(|_| {
                         ApiError::bad_request(format!("`expires_in_seconds` must be an integer, got `{text}`"))
                     })?;
+                    // refused before any bytes are stored when it comes first (as the SDKs send it)
+                    openma_core::files::check_expires(secs)?;
                     fields.expires_in_seconds = Some(secs);
                 }
                 // other parts are tolerated, as unknown JSON fields are elsewhere

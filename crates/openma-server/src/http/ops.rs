@@ -45,15 +45,16 @@ pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
             "down".to_owned()
         }
     };
-    let blobs = match &app.info.blob_dir {
-        Some(dir) => match tempfile_probe(dir) {
-            Ok(()) => app.info.blob_url.clone(),
-            Err(e) => {
-                problems.push(format!("blob store {}: {e}", dir.display()));
-                "down".to_owned()
-            }
-        },
-        None => app.info.blob_url.clone(),
+    let blobs = match tokio::time::timeout(std::time::Duration::from_secs(3), app.info.blobs.probe()).await {
+        Ok(Ok(())) => app.info.blobs.describe().to_owned(),
+        Ok(Err(e)) => {
+            problems.push(format!("blob store {}: {e}", app.info.blobs.describe()));
+            "down".to_owned()
+        }
+        Err(_) => {
+            problems.push(format!("blob store {}: no answer within 3 s", app.info.blobs.describe()));
+            "down".to_owned()
+        }
     };
     let healthy = problems.is_empty();
     let body = Health {
@@ -63,13 +64,6 @@ pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
         reason: (!healthy).then(|| problems.join("; ")),
     };
     (if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
-}
-
-/// Checks that the blob directory accepts writes.
-fn tempfile_probe(dir: &std::path::Path) -> std::io::Result<()> {
-    let probe = dir.join(".health-probe");
-    std::fs::write(&probe, b"ok")?;
-    std::fs::remove_file(&probe)
 }
 
 /// Prometheus text exposition.

@@ -10,6 +10,7 @@ pub mod environments;
 pub mod error;
 pub mod harness;
 pub mod ledger;
+pub mod memory;
 pub mod model;
 pub mod paging;
 pub mod platform;

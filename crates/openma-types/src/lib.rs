@@ -9,6 +9,7 @@ pub mod agents;
 pub mod common;
 pub mod environments;
 pub mod events;
+pub mod memory;
 pub mod sessions;
 pub mod vaults;
 

@@ -12,6 +12,7 @@ use crate::app::AppState;
 pub mod agents;
 pub mod environments;
 pub mod events;
+pub mod memory;
 pub mod ops;
 pub mod sessions;
 pub mod threads;
@@ -27,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .merge(events::routes())
         .merge(threads::routes())
         .merge(vaults::routes())
+        .merge(memory::routes())
         .merge(usage::routes())
 }
 

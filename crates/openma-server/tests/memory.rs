@@ -347,6 +347,11 @@ async fn bad_memory_input_is_refused_with_400(app: TestApp) {
     let cleared = app.ok(&format!("/v1/memory_stores/{s}"), json!({"description": null})).await;
     assert_eq!(cleared["description"], "");
     assert_eq!(app.post(&format!("/v1/memory_stores/{s}"), json!({"name": null})).await.status, StatusCode::BAD_REQUEST);
+    // NUL cannot be stored by PostgreSQL: refused up front, never a 500
+    for query in ["memory_versions?memory_id=mem_%00", "memory_versions?api_key_id=%00", "memories?path_prefix=/%00/"] {
+        assert_eq!(app.get(&format!("/v1/memory_stores/{s}/{query}")).await.status, StatusCode::BAD_REQUEST, "{query}");
+    }
+    assert_eq!(app.post(&url, json!({"path": "/nul\u{0}.md", "content": ""})).await.status, StatusCode::BAD_REQUEST);
     for missing in ["/v1/memory_stores/memstore_nope", "/v1/memory_stores/vlt_wrongprefix", &format!("{url}/mem_nope")] {
         assert_eq!(app.get(missing).await.status, StatusCode::NOT_FOUND, "{missing}");
     }

@@ -327,6 +327,13 @@ impl Platform {
         full: bool,
     ) -> DomainResult<Page<MemoryVersion>> {
         self.get_memory_store(tenant, store_id).await?;
+        let ids = [("memory_id", &filter.memory_id), ("api_key_id", &filter.api_key_id), ("session_id", &filter.session_id),
+            ("service_account_id", &filter.service_account_id)];
+        for (name, value) in ids {
+            if value.as_deref().is_some_and(|v| v.contains('\0')) {
+                return Err(DomainError::invalid(format!("`{name}` must not contain NUL")));
+            }
+        }
         let p = ListParams {
             limit: if full { p.limit.map(|l| if (1..=i64::from(MAX_LIMIT)).contains(&l) { l.min(20) } else { l }).or(Some(20)) } else { p.limit },
             include_archived: true,

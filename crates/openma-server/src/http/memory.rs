@@ -47,6 +47,7 @@ pub enum MemoryView {
 #[into_params(parameter_in = Query)]
 pub struct ViewParam {
     #[serde(default)]
+    #[param(inline)]
     pub view: Option<MemoryView>,
 }
 
@@ -84,6 +85,7 @@ pub struct VersionListQuery {
     #[serde(default)]
     pub memory_id: Option<String>,
     #[serde(default)]
+    #[param(inline)]
     pub operation: Option<MemoryOperation>,
     #[serde(default)]
     pub api_key_id: Option<String>,

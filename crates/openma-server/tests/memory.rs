@@ -17,6 +17,7 @@ backend_stories!(
     racing_creates_on_one_path_have_exactly_one_winner,
     other_tenants_cannot_reach_stores_memories_or_versions,
     bad_memory_input_is_refused_with_400,
+    the_openapi_document_covers_every_memory_endpoint,
 );
 
 async fn store(app: &TestApp) -> String {
@@ -354,6 +355,38 @@ async fn bad_memory_input_is_refused_with_400(app: TestApp) {
     assert_eq!(app.post(&url, json!({"path": "/nul\u{0}.md", "content": ""})).await.status, StatusCode::BAD_REQUEST);
     for missing in ["/v1/memory_stores/memstore_nope", "/v1/memory_stores/vlt_wrongprefix", &format!("{url}/mem_nope")] {
         assert_eq!(app.get(missing).await.status, StatusCode::NOT_FOUND, "{missing}");
+    }
+}
+
+async fn the_openapi_document_covers_every_memory_endpoint(app: TestApp) {
+    let doc = app.call(Method::GET, "/v1/openapi.json", None, None).await.body;
+    let s = "/v1/memory_stores/{memory_store_id}";
+    let endpoints = [
+        ("/v1/memory_stores".to_owned(), &["get", "post"][..]),
+        (s.to_owned(), &["get", "post", "delete"][..]),
+        (format!("{s}/archive"), &["post"][..]),
+        (format!("{s}/memories"), &["get", "post"][..]),
+        (format!("{s}/memories/{{memory_id}}"), &["get", "post", "delete"][..]),
+        (format!("{s}/memory_versions"), &["get"][..]),
+        (format!("{s}/memory_versions/{{memory_version_id}}"), &["get"][..]),
+        (format!("{s}/memory_versions/{{memory_version_id}}/redact"), &["post"][..]),
+    ];
+    let mut count = 0;
+    for (path, methods) in endpoints {
+        for m in methods {
+            assert!(doc["paths"][&path][*m].is_object(), "openapi misses {m} {path}");
+            count += 1;
+        }
+    }
+    assert_eq!(count, 14, "endpoints 53-66");
+    let params: Vec<&str> = doc["paths"][&format!("{s}/memories")]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in ["path_prefix", "depth", "limit", "page", "view"] {
+        assert!(params.contains(&name), "list memories documents `{name}`: {params:?}");
     }
 }
 

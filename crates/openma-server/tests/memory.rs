@@ -18,6 +18,7 @@ backend_stories!(
     other_tenants_cannot_reach_stores_memories_or_versions,
     bad_memory_input_is_refused_with_400,
     the_openapi_document_covers_every_memory_endpoint,
+    awkward_paths_page_identically_at_every_limit,
 );
 
 async fn store(app: &TestApp) -> String {
@@ -355,6 +356,57 @@ async fn bad_memory_input_is_refused_with_400(app: TestApp) {
     assert_eq!(app.post(&url, json!({"path": "/nul\u{0}.md", "content": ""})).await.status, StatusCode::BAD_REQUEST);
     for missing in ["/v1/memory_stores/memstore_nope", "/v1/memory_stores/vlt_wrongprefix", &format!("{url}/mem_nope")] {
         assert_eq!(app.get(missing).await.status, StatusCode::NOT_FOUND, "{missing}");
+    }
+}
+
+/// Paths built from characters on both sides of `/` in byte order (` `, `!`, `-`, `.`
+/// before it; `0`, `a`, `é` after), walked at several limits, depths and prefixes, must
+/// match a listing computed here from the sorted paths.
+async fn awkward_paths_page_identically_at_every_limit(app: TestApp) {
+    let s = store(&app).await;
+    let alphabet = ["a", "-", ".x", "0", "é", " ", "!", "ab"];
+    let mut seed: u64 = 0x5eed;
+    let mut next = |n: usize| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) as usize % n
+    };
+    let mut paths = std::collections::BTreeSet::new();
+    while paths.len() < 40 {
+        let segments = 1 + next(3);
+        let p: String = (0..segments).map(|_| format!("/{}", alphabet[next(alphabet.len())])).collect();
+        // a path cannot also be a directory of another memory's path here: keep files and dirs apart
+        if paths.iter().any(|q: &String| q.starts_with(&format!("{p}/")) || p.starts_with(&format!("{q}/"))) {
+            continue;
+        }
+        paths.insert(p);
+    }
+    for p in &paths {
+        memory(&app, &s, p, "x").await;
+    }
+    let list = format!("/v1/memory_stores/{s}/memories");
+    for prefix in ["/", "/a/", "/-/", "/é/"] {
+        let under: Vec<&String> = paths.iter().filter(|p| p.starts_with(prefix)).collect();
+        let flat: Vec<String> = under.iter().map(|p| p.to_string()).collect();
+        let mut rolled: Vec<String> = Vec::new();
+        for p in &under {
+            let rest = &p[prefix.len()..];
+            let item = match rest.find('/') {
+                Some(i) => format!("dir {}", &p[..prefix.len() + i + 1]),
+                None => p.to_string(),
+            };
+            if rolled.last() != Some(&item) {
+                rolled.push(item);
+            }
+        }
+        assert!(!flat.is_empty(), "the generated paths reach {prefix}");
+        if prefix == "/" {
+            assert!(rolled.iter().any(|i| i.starts_with("dir ")) && rolled.len() < flat.len(), "{rolled:?}");
+        }
+        let q = format!("path_prefix={}", prefix.replace(' ', "%20"));
+        for limit in [1, 3, 7, 100] {
+            assert_eq!(walk(&app, &format!("{list}?{q}&limit={limit}")).await, flat, "{prefix} limit {limit}");
+            assert_eq!(walk(&app, &format!("{list}?{q}&depth=1&limit={limit}")).await, rolled, "{prefix} depth 1 limit {limit}");
+        }
     }
 }
 

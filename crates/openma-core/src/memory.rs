@@ -7,7 +7,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use openma_types::memory::{
-    Actor, CreateMemoryStoreRequest, Memory, MemoryListItem, MemoryPrefix, MemoryStore, MemoryVersion,
+    Actor, CreateMemoryStoreRequest, Memory, MemoryListItem, MemoryOperation, MemoryPrefix, MemoryStore, MemoryVersion,
     UpdateMemoryStoreRequest,
 };
 use openma_types::{Metadata, Timestamp};
@@ -161,9 +161,10 @@ pub fn check_sha256(field: &str, value: &str) -> DomainResult<()> {
     }
 }
 
-/// A memory (with its content) and the version that records how it came to be.
-pub fn write_version(memory: &Memory, op: openma_types::memory::MemoryOperation, id: String, by: &Actor) -> MemoryVersion {
-    let deleted = op == openma_types::memory::MemoryOperation::Deleted;
+/// The version that records a write leaving `memory` as it is (for a deletion: as it was),
+/// dated at the memory's `updated_at`.
+pub fn write_version(memory: &Memory, op: MemoryOperation, id: String, by: &Actor) -> MemoryVersion {
+    let deleted = op == MemoryOperation::Deleted;
     MemoryVersion {
         id,
         tag: Default::default(),

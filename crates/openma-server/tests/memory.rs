@@ -257,6 +257,16 @@ async fn every_change_leaves_a_version_and_redaction_erases_content(app: TestApp
     assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
     assert_eq!(app.get(&format!("{versions}/{head}")).await.body["content"], "keep");
     assert_eq!(app.get(&format!("{versions}/memver_nope")).await.status, StatusCode::NOT_FOUND);
+    // pages of versions with their contents hold at most 20
+    let oid = other["id"].as_str().unwrap();
+    for i in 0..20 {
+        app.ok(&format!("/v1/memory_stores/{s}/memories/{oid}"), json!({"content": format!("edit {i}")})).await;
+    }
+    let full = app.get(&format!("{versions}?view=full&limit=100")).await.body;
+    assert_eq!(full["data"].as_array().unwrap().len(), 20);
+    assert!(full["data"].as_array().unwrap().iter().all(|v| v["content"].is_string()), "{full}");
+    assert_eq!(app.get(&format!("{versions}?limit=100")).await.body["data"].as_array().unwrap().len(), 24);
+    assert_eq!(app.get(&format!("{versions}?view=full&limit=0")).await.status, StatusCode::BAD_REQUEST);
 }
 
 async fn racing_creates_on_one_path_have_exactly_one_winner(app: TestApp) {

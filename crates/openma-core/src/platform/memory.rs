@@ -334,11 +334,14 @@ impl Platform {
                 return Err(DomainError::invalid(format!("`{name}` must not contain NUL")));
             }
         }
-        let p = ListParams {
-            limit: if full { p.limit.map(|l| if (1..=i64::from(MAX_LIMIT)).contains(&l) { l.min(20) } else { l }).or(Some(20)) } else { p.limit },
-            include_archived: true,
-            ..p.clone()
+        // pages that carry contents hold at most 20 versions; an out-of-range limit stays a 400
+        let cap = i64::from(memory::FULL_VIEW_MAX_LIMIT);
+        let limit = match p.limit {
+            Some(l) if full && (1..=i64::from(MAX_LIMIT)).contains(&l) => Some(l.min(cap)),
+            None if full => Some(cap),
+            other => other,
         };
+        let p = ListParams { limit, include_archived: true, ..p.clone() };
         let (req, query) = self.page_request(&p, Order::Desc)?;
         let rows = self.store.list_memory_versions(tenant, store_id, filter, &query, full).await?;
         Ok(req.finish(rows, |v| position_of(v.created_at, &v.id)))

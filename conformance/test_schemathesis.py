@@ -36,7 +36,7 @@ def fuzz_server(tmp_path):
 
 
 def _seed_objects(server) -> dict[str, list[str]]:
-    """Real agents, environments and sessions, so that fuzzed requests on
+    """Real agents, environments, sessions and memory stores, so that fuzzed requests on
     `/{id}` paths reach the handlers instead of stopping at 404."""
     c = make_client(server)
     try:
@@ -49,9 +49,18 @@ def _seed_objects(server) -> dict[str, list[str]]:
             for i in range(3)
         ]
         sessions = [c.beta.sessions.create(agent=agents[i], environment_id=envs[i]).id for i in range(3)]
+        stores = [c.beta.memory_stores.create(name=f"fuzz-{i}").id for i in range(3)]
+        memories = [c.beta.memory_stores.memories.create(s, path=f"/fuzz/{i}.md", content="x") for i, s in enumerate(stores)]
     finally:
         c.close()
-    return {"agent_ids": agents, "environment_ids": envs, "session_ids": sessions}
+    return {
+        "agent_ids": agents,
+        "environment_ids": envs,
+        "session_ids": sessions,
+        "memory_store_ids": stores,
+        "memory_ids": [m.id for m in memories],
+        "memory_version_ids": [m.memory_version_id for m in memories],
+    }
 
 
 def _config(ids: dict[str, list[str]]) -> str:
@@ -63,6 +72,9 @@ def _config(ids: dict[str, list[str]]) -> str:
         ("path.agent_id", "agent_ids", 0.7),
         ("path.environment_id", "environment_ids", 0.7),
         ("path.session_id", "session_ids", 0.7),
+        ("path.memory_store_id", "memory_store_ids", 0.7),
+        ("path.memory_id", "memory_ids", 0.7),
+        ("path.memory_version_id", "memory_version_ids", 0.7),
         ("query.agent_id", "agent_ids", 0.5),
         ("body.agent", "agent_ids", 0.5),
         ("body.agent_id", "agent_ids", 0.5),

@@ -31,6 +31,13 @@ pub enum DomainError {
     /// The request conflicts with the object's current state (HTTP 409).
     #[error("{message}")]
     Conflict { message: String, code: Option<&'static str> },
+    /// A memory is not in the state a request's precondition names (HTTP 409,
+    /// `memory_precondition_failed_error`).
+    #[error("{0}")]
+    MemoryPrecondition(String),
+    /// Another live memory of the store holds the path (HTTP 409, `memory_path_conflict_error`).
+    #[error("{message}")]
+    MemoryPathConflict { message: String, conflicting_memory_id: String },
     /// A spend limit refuses the work (HTTP 402, `billing_error`).
     #[error("{0}")]
     PaymentRequired(String),

@@ -11,6 +11,7 @@ pub mod error;
 pub mod files;
 pub mod harness;
 pub mod ledger;
+pub mod memory;
 pub mod model;
 pub mod paging;
 pub mod platform;

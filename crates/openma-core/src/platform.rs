@@ -14,6 +14,9 @@ use crate::ports::{Clock, DeleteOutcome, IdGen, ListQuery, Order, Position, Sess
 use crate::tenancy::{self, ApiKey, Tenant, TenantId};
 use crate::{agents, environments, sessions, validate};
 
+mod memory;
+pub use memory::MemoryListParams;
+
 /// How often `last_used_at` of an API key is written at most: authentication stays a
 /// read on the hot path.
 const KEY_TOUCH_INTERVAL_MICROS: i64 = 60 * 1_000_000;

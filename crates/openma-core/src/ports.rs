@@ -8,6 +8,7 @@ use openma_types::agents::Agent;
 use openma_types::environments::Environment;
 use openma_types::events::SessionEvent;
 use openma_types::sessions::{Session, SessionStatus};
+use openma_types::memory::{Memory, MemoryOperation, MemoryStore, MemoryVersion};
 use openma_types::vaults::Vault;
 
 use crate::files::StoredFile;
@@ -179,6 +180,30 @@ pub enum DeleteOutcome {
     Refused,
 }
 
+/// The outcome of a write to a memory (with the version that records it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemoryWrite {
+    Done,
+    /// Another live memory of the store holds the path: its id.
+    PathTaken(String),
+    /// The store already holds its maximum of memories.
+    StoreFull,
+    /// The store is archived, or gone.
+    StoreClosed,
+    /// The memory changed (or went) since it was read.
+    Stale,
+}
+
+/// Filters of the memory version list.
+#[derive(Clone, Debug, Default)]
+pub struct VersionFilter {
+    pub memory_id: Option<String>,
+    pub operation: Option<MemoryOperation>,
+    pub api_key_id: Option<String>,
+    pub session_id: Option<String>,
+    pub service_account_id: Option<String>,
+}
+
 /// Persistent state. Every method but the tenant and key-lookup ones is scoped by a
 /// [`TenantId`]; an object of another tenant is indistinguishable from a missing one.
 #[async_trait]
@@ -318,6 +343,47 @@ pub trait Store: Send + Sync {
     async fn expired_files(&self, now: Timestamp, limit: u32) -> Result<Vec<(TenantId, StoredFile)>, StoreError>;
     /// Marks an expired file's bytes as gone; returns the blob key when no live file shares it.
     async fn purge_file_blob(&self, tenant: &TenantId, id: &str) -> Result<Option<String>, StoreError>;
+    // -- memory stores, memories and their versions --
+    async fn insert_memory_store(&self, tenant: &TenantId, store: &MemoryStore) -> Result<(), StoreError>;
+    async fn get_memory_store(&self, tenant: &TenantId, id: &str) -> Result<Option<MemoryStore>, StoreError>;
+    /// Replaces the store if `updated_at` is still `expected`.
+    async fn update_memory_store(&self, tenant: &TenantId, store: &MemoryStore, expected: Timestamp) -> Result<bool, StoreError>;
+    /// Deletes the store with its memories and versions.
+    async fn delete_memory_store(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
+    async fn list_memory_stores(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<MemoryStore>, StoreError>;
+    /// Inserts a memory (its `content` set) and its `created` version, in one transaction
+    /// that holds the store's row: an archived store, a taken path or a full store
+    /// (`max` live memories) write nothing.
+    async fn insert_memory(&self, tenant: &TenantId, memory: &Memory, version: &MemoryVersion, max: i64) -> Result<MemoryWrite, StoreError>;
+    /// A memory with its content.
+    async fn get_memory(&self, tenant: &TenantId, store_id: &str, id: &str) -> Result<Option<Memory>, StoreError>;
+    /// Replaces a memory whose head is still `expected_version` and appends its version.
+    async fn update_memory(&self, tenant: &TenantId, memory: &Memory, version: &MemoryVersion, expected_version: &str) -> Result<MemoryWrite, StoreError>;
+    /// Deletes a memory whose head is still `expected_version` and appends its `deleted` version.
+    async fn delete_memory(&self, tenant: &TenantId, version: &MemoryVersion, expected_version: &str) -> Result<MemoryWrite, StoreError>;
+    /// Live memories whose path starts with `prefix`, in byte order of path, from `bound`.
+    async fn list_memories(
+        &self,
+        tenant: &TenantId,
+        store_id: &str,
+        prefix: &str,
+        bound: Option<&crate::memory::ListBound>,
+        limit: u32,
+        with_content: bool,
+    ) -> Result<Vec<Memory>, StoreError>;
+    /// A version with its content (unless deleted or redacted).
+    async fn get_memory_version(&self, tenant: &TenantId, store_id: &str, id: &str) -> Result<Option<MemoryVersion>, StoreError>;
+    /// Versions of a store in `(created_at, id)` order; `query.include_archived` is ignored.
+    async fn list_memory_versions(
+        &self,
+        tenant: &TenantId,
+        store_id: &str,
+        filter: &VersionFilter,
+        query: &ListQuery,
+        with_content: bool,
+    ) -> Result<Vec<MemoryVersion>, StoreError>;
+    /// Stores a redacted version: its content, path and digest are erased for good.
+    async fn redact_memory_version(&self, tenant: &TenantId, version: &MemoryVersion) -> Result<bool, StoreError>;
 
     // -- quotas --
     async fn get_tenant_limits(&self, tenant: &TenantId) -> Result<TenantLimits, StoreError>;

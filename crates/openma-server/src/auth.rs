@@ -11,6 +11,13 @@ use crate::error::ApiError;
 /// The authenticated tenant of a request.
 pub struct Caller(pub TenantId);
 
+/// The authenticated tenant and the id of the API key it presented, for operations that
+/// record who made a change (memory versions).
+pub struct KeyedCaller {
+    pub tenant: TenantId,
+    pub api_key_id: String,
+}
+
 /// Reads the key from `Authorization: Bearer <key>` (what the SDKs send) or
 /// `x-api-key: <key>` (what the seed's curl examples send).
 fn presented_key(parts: &Parts) -> Option<&str> {
@@ -26,6 +33,14 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        KeyedCaller::from_request_parts(parts, state).await.map(|c| Caller(c.tenant))
+    }
+}
+
+impl FromRequestParts<AppState> for KeyedCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let key = presented_key(parts).filter(|k| !k.is_empty()).ok_or_else(|| {
             ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`")
         })?;
@@ -34,7 +49,7 @@ impl FromRequestParts<AppState> for Caller {
                 if let Some(limiter) = &state.rate_limiter {
                     limiter.check(&key_id)?;
                 }
-                Ok(Caller(tenant))
+                Ok(KeyedCaller { tenant, api_key_id: key_id })
             }
             None => Err(ApiError::unauthorized("invalid API key")),
         }

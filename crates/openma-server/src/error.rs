@@ -17,11 +17,15 @@ pub struct ApiError {
     pub code: Option<&'static str>,
     /// For 429: when the client may try again.
     pub retry_after: Option<std::time::Duration>,
+    /// An `error.type` more precise than the status's (the memory conflicts).
+    pub kind: Option<&'static str>,
+    /// For `memory_path_conflict_error`: the memory that holds the path.
+    pub conflicting_memory_id: Option<String>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), code: None, retry_after: None }
+        ApiError { status, message: message.into(), code: None, retry_after: None, kind: None, conflicting_memory_id: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -43,6 +47,8 @@ impl ApiError {
             message: format!("rate limit exceeded for this API key; retry in {secs} s"),
             code: Some("rate_limited"),
             retry_after: Some(std::time::Duration::from_secs(secs)),
+            kind: None,
+            conflicting_memory_id: None,
         }
     }
 
@@ -71,18 +77,25 @@ impl ApiError {
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         match e {
-            DomainError::Invalid { message, code } => ApiError { status: StatusCode::BAD_REQUEST, message, code, retry_after: None },
+            DomainError::Invalid { message, code } => ApiError { code, ..ApiError::bad_request(message) },
             DomainError::NotFound(message) => ApiError::not_found(message),
             DomainError::Gone { message, code } => ApiError { code: Some(code), ..ApiError::not_found(message) },
             DomainError::TooLarge(message) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message),
             DomainError::PaymentRequired(message) => ApiError::new(StatusCode::PAYMENT_REQUIRED, message),
             DomainError::QuotaExceeded { message, retry_after_secs } => ApiError {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                message,
                 code: Some("quota_exceeded"),
                 retry_after: Some(std::time::Duration::from_secs(retry_after_secs)),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)
             },
-            DomainError::Conflict { message, code } => ApiError { status: StatusCode::CONFLICT, message, code, retry_after: None },
+            DomainError::Conflict { message, code } => ApiError { code, ..ApiError::new(StatusCode::CONFLICT, message) },
+            DomainError::MemoryPrecondition(message) => {
+                ApiError { kind: Some("memory_precondition_failed_error"), ..ApiError::new(StatusCode::CONFLICT, message) }
+            }
+            DomainError::MemoryPathConflict { message, conflicting_memory_id } => ApiError {
+                kind: Some("memory_path_conflict_error"),
+                conflicting_memory_id: Some(conflicting_memory_id),
+                ..ApiError::new(StatusCode::CONFLICT, message)
+            },
             DomainError::Store(StoreError::Duplicate(what)) => {
                 tracing::warn!(request_id = %current_request_id(), %what, "unexpected duplicate");
                 ApiError::new(StatusCode::CONFLICT, "the object already exists")
@@ -98,13 +111,14 @@ impl From<DomainError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let request_id = current_request_id();
-        let kind = self.error_type();
+        let kind = self.kind.unwrap_or_else(|| self.error_type());
         let body = ErrorEnvelope {
             tag: ErrorTag::Value,
             error: ErrorDetail {
                 kind: kind.to_owned(),
                 message: self.message,
                 details: self.code.map(|c| ErrorCodeDetails { error_code: c.to_owned() }),
+                conflicting_memory_id: self.conflicting_memory_id,
             },
             request_id: Some(request_id),
         };

@@ -78,10 +78,8 @@ pub async fn layer(State(app): State<AppState>, req: Request, next: Next) -> Res
             r
         }
         Ok(IdempotencyClaim::Mismatch) => ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: "this Idempotency-Key was already used for a different request".into(),
             code: Some("idempotency_key_reused"),
-            retry_after: None,
+            ..ApiError::bad_request("this Idempotency-Key was already used for a different request")
         }
         .into_response(),
         Ok(IdempotencyClaim::New) => {

@@ -16,6 +16,9 @@ macro_rules! sql_store {
         use openma_types::vaults::Vault;
         use openma_core::vaults::StoredCredential;
         use openma_core::files::{FileOrigin, StoredFile};
+        use openma_core::memory::ListBound;
+        use openma_core::ports::{MemoryWrite, VersionFilter};
+        use openma_types::memory::{Actor, Memory, MemoryStore, MemoryVersion};
         use sqlx::{QueryBuilder, Row};
 
         use $crate::{decode, encode};
@@ -149,6 +152,93 @@ macro_rules! sql_store {
             })
         }
 
+        const MEMORY_COLUMNS: &str = "store_id, id, path, content_sha256, content_size, version_id, created_at, updated_at";
+
+        fn utf8(bytes: Vec<u8>) -> Result<String, openma_core::StoreError> {
+            String::from_utf8(bytes).map_err(|_| openma_core::StoreError::Backend("corrupt row: memory content is not UTF-8".into()))
+        }
+
+        fn memory_from_row(r: &<$db as sqlx::Database>::Row, with_content: bool) -> Result<Memory, openma_core::StoreError> {
+            let get = |e: sqlx::Error| $crate::backend_error(e);
+            let content = if with_content { Some(utf8(r.try_get::<Vec<u8>, _>("content").map_err(get)?)?) } else { None };
+            Ok(Memory {
+                id: r.try_get("id").map_err(get)?,
+                tag: Default::default(),
+                memory_store_id: r.try_get("store_id").map_err(get)?,
+                path: r.try_get("path").map_err(get)?,
+                content,
+                content_sha256: r.try_get("content_sha256").map_err(get)?,
+                content_size_bytes: r.try_get("content_size").map_err(get)?,
+                memory_version_id: r.try_get("version_id").map_err(get)?,
+                created_at: Timestamp::from_micros(r.try_get("created_at").map_err(get)?),
+                updated_at: Timestamp::from_micros(r.try_get("updated_at").map_err(get)?),
+            })
+        }
+
+        /// A version is kept as its JSON without content, plus the content on its own.
+        fn version_from_row(r: &<$db as sqlx::Database>::Row, with_content: bool) -> Result<MemoryVersion, openma_core::StoreError> {
+            let body: String = r.try_get("body").map_err($crate::backend_error)?;
+            let mut v: MemoryVersion = decode(&body)?;
+            if with_content {
+                let content: Option<Vec<u8>> = r.try_get("content").map_err($crate::backend_error)?;
+                v.content = content.map(utf8).transpose()?;
+            }
+            Ok(v)
+        }
+
+        fn actor_columns(a: Option<&Actor>) -> (Option<&'static str>, Option<String>) {
+            match a {
+                None => (None, None),
+                Some(Actor::SessionActor { session_id }) => (Some("session_actor"), Some(session_id.clone())),
+                Some(Actor::ApiActor { api_key_id }) => (Some("api_actor"), Some(api_key_id.clone())),
+                Some(Actor::UserActor { user_id }) => (Some("user_actor"), Some(user_id.clone())),
+                Some(Actor::ServiceAccountActor { service_account_id }) => (Some("service_account_actor"), Some(service_account_id.clone())),
+            }
+        }
+
+        async fn insert_memory_version<'e, E: sqlx::Executor<'e, Database = $db>>(
+            executor: E,
+            tenant: &TenantId,
+            v: &MemoryVersion,
+        ) -> Result<(), openma_core::StoreError> {
+            let (actor_type, actor_id) = actor_columns(v.created_by.as_ref());
+            let body = MemoryVersion { content: None, ..v.clone() };
+            sqlx::query(
+                "INSERT INTO memory_versions (tenant_id, store_id, id, memory_id, operation, actor_type, actor_id, created_at, content, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(tenant.as_str())
+            .bind(&v.memory_store_id)
+            .bind(&v.id)
+            .bind(&v.memory_id)
+            .bind(v.operation.as_str())
+            .bind(actor_type)
+            .bind(actor_id)
+            .bind(v.created_at.as_micros())
+            .bind(v.content.as_ref().map(|c| c.as_bytes().to_vec()))
+            .bind(encode(&body))
+            .execute(executor)
+            .await
+            .map_err($crate::backend_error)?;
+            Ok(())
+        }
+
+        /// Takes the store's row for the transaction (serialising writes to one store) if
+        /// the store exists and is not archived.
+        async fn hold_open_store<'e, E: sqlx::Executor<'e, Database = $db>>(
+            executor: E,
+            tenant: &TenantId,
+            store_id: &str,
+        ) -> Result<bool, openma_core::StoreError> {
+            let done = sqlx::query("UPDATE memory_stores SET updated_at = updated_at WHERE tenant_id = $1 AND id = $2 AND NOT archived")
+                .bind(tenant.as_str())
+                .bind(store_id)
+                .execute(executor)
+                .await
+                .map_err($crate::backend_error)?;
+            Ok(done.rows_affected() > 0)
+        }
+
         impl $store {
             async fn body<T: serde::de::DeserializeOwned>(
                 &self,
@@ -166,6 +256,19 @@ macro_rules! sql_store {
                     None => Ok(None),
                     Some(r) => decode(&r.try_get::<String, _>(0).map_err($crate::backend_error)?).map(Some),
                 }
+            }
+
+            /// After a write refused by the path's uniqueness: who holds the path (`Stale`
+            /// when nobody does any more).
+            async fn path_holder(&self, tenant: &TenantId, store_id: &str, path: &str) -> Result<MemoryWrite, openma_core::StoreError> {
+                let id: Option<String> = sqlx::query_scalar("SELECT id FROM memories WHERE tenant_id = $1 AND store_id = $2 AND path = $3")
+                    .bind(tenant.as_str())
+                    .bind(store_id)
+                    .bind(path)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(id.map_or(MemoryWrite::Stale, MemoryWrite::PathTaken))
             }
 
             async fn exists(&self, sql: &'static str, tenant: &TenantId, id: &str) -> Result<bool, openma_core::StoreError> {
@@ -899,6 +1002,256 @@ macro_rules! sql_store {
                 push_page(&mut qb, q);
                 let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
                 rows.iter().map(stored_credential).collect()
+            }
+            // ---- memory stores, memories and versions ----
+
+            async fn insert_memory_store(&self, tenant: &TenantId, m: &MemoryStore) -> Result<(), openma_core::StoreError> {
+                sqlx::query("INSERT INTO memory_stores (tenant_id, id, created_at, updated_at, archived, body) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(tenant.as_str())
+                    .bind(&m.id)
+                    .bind(m.created_at.as_micros())
+                    .bind(m.updated_at.as_micros())
+                    .bind(m.archived_at.is_some())
+                    .bind(encode(m))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn get_memory_store(&self, tenant: &TenantId, id: &str) -> Result<Option<MemoryStore>, openma_core::StoreError> {
+                self.body("SELECT body FROM memory_stores WHERE tenant_id = $1 AND id = $2", tenant, id).await
+            }
+
+            async fn update_memory_store(&self, tenant: &TenantId, m: &MemoryStore, expected: Timestamp) -> Result<bool, openma_core::StoreError> {
+                let done = sqlx::query(
+                    "UPDATE memory_stores SET updated_at = $3, archived = $4, body = $5 WHERE tenant_id = $1 AND id = $2 AND updated_at = $6",
+                )
+                .bind(tenant.as_str())
+                .bind(&m.id)
+                .bind(m.updated_at.as_micros())
+                .bind(m.archived_at.is_some())
+                .bind(encode(m))
+                .bind(expected.as_micros())
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_memory_store(&self, tenant: &TenantId, id: &str) -> Result<bool, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                let done = sqlx::query("DELETE FROM memory_stores WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                for sql in ["DELETE FROM memory_versions WHERE tenant_id = $1 AND store_id = $2", "DELETE FROM memories WHERE tenant_id = $1 AND store_id = $2"] {
+                    sqlx::query(sql).bind(tenant.as_str()).bind(id).execute(&mut *tx).await.map_err($crate::backend_error)?;
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn list_memory_stores(&self, tenant: &TenantId, q: &ListQuery) -> Result<Vec<MemoryStore>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT body FROM memory_stores WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned());
+                self.list_bodies(qb, q).await
+            }
+
+            async fn insert_memory(&self, tenant: &TenantId, m: &Memory, v: &MemoryVersion, max: i64) -> Result<MemoryWrite, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                if !hold_open_store(&mut *tx, tenant, &m.memory_store_id).await? {
+                    return Ok(MemoryWrite::StoreClosed);
+                }
+                let inserted = sqlx::query(
+                    "INSERT INTO memories (tenant_id, store_id, id, path, content, content_sha256, content_size, version_id, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(tenant.as_str())
+                .bind(&m.memory_store_id)
+                .bind(&m.id)
+                .bind(&m.path)
+                .bind(m.content.as_deref().unwrap_or_default().as_bytes().to_vec())
+                .bind(&m.content_sha256)
+                .bind(m.content_size_bytes)
+                .bind(&m.memory_version_id)
+                .bind(m.created_at.as_micros())
+                .bind(m.updated_at.as_micros())
+                .execute(&mut *tx)
+                .await;
+                match inserted.map_err($crate::backend_error) {
+                    Ok(_) => {}
+                    Err(openma_core::StoreError::Duplicate(_)) => {
+                        drop(tx);
+                        return self.path_holder(tenant, &m.memory_store_id, &m.path).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+                let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM memories WHERE tenant_id = $1 AND store_id = $2")
+                    .bind(tenant.as_str())
+                    .bind(&m.memory_store_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                if live > max {
+                    return Ok(MemoryWrite::StoreFull);
+                }
+                insert_memory_version(&mut *tx, tenant, v).await?;
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(MemoryWrite::Done)
+            }
+
+            async fn get_memory(&self, tenant: &TenantId, store_id: &str, id: &str) -> Result<Option<Memory>, openma_core::StoreError> {
+                let sql = format!("SELECT {MEMORY_COLUMNS}, content FROM memories WHERE tenant_id = $1 AND store_id = $2 AND id = $3");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant.as_str())
+                    .bind(store_id)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                row.as_ref().map(|r| memory_from_row(r, true)).transpose()
+            }
+
+            async fn update_memory(&self, tenant: &TenantId, m: &Memory, v: &MemoryVersion, expected_version: &str) -> Result<MemoryWrite, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                if !hold_open_store(&mut *tx, tenant, &m.memory_store_id).await? {
+                    return Ok(MemoryWrite::StoreClosed);
+                }
+                let updated = sqlx::query(
+                    "UPDATE memories SET path = $4, content = $5, content_sha256 = $6, content_size = $7, version_id = $8, updated_at = $9 \
+                     WHERE tenant_id = $1 AND store_id = $2 AND id = $3 AND version_id = $10",
+                )
+                .bind(tenant.as_str())
+                .bind(&m.memory_store_id)
+                .bind(&m.id)
+                .bind(&m.path)
+                .bind(m.content.as_deref().unwrap_or_default().as_bytes().to_vec())
+                .bind(&m.content_sha256)
+                .bind(m.content_size_bytes)
+                .bind(&m.memory_version_id)
+                .bind(m.updated_at.as_micros())
+                .bind(expected_version)
+                .execute(&mut *tx)
+                .await;
+                match updated.map_err($crate::backend_error) {
+                    Ok(done) if done.rows_affected() == 0 => return Ok(MemoryWrite::Stale),
+                    Ok(_) => {}
+                    Err(openma_core::StoreError::Duplicate(_)) => {
+                        drop(tx);
+                        return self.path_holder(tenant, &m.memory_store_id, &m.path).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+                insert_memory_version(&mut *tx, tenant, v).await?;
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(MemoryWrite::Done)
+            }
+
+            async fn delete_memory(&self, tenant: &TenantId, v: &MemoryVersion, expected_version: &str) -> Result<MemoryWrite, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                if !hold_open_store(&mut *tx, tenant, &v.memory_store_id).await? {
+                    return Ok(MemoryWrite::StoreClosed);
+                }
+                let done = sqlx::query("DELETE FROM memories WHERE tenant_id = $1 AND store_id = $2 AND id = $3 AND version_id = $4")
+                    .bind(tenant.as_str())
+                    .bind(&v.memory_store_id)
+                    .bind(&v.memory_id)
+                    .bind(expected_version)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                if done.rows_affected() == 0 {
+                    return Ok(MemoryWrite::Stale);
+                }
+                insert_memory_version(&mut *tx, tenant, v).await?;
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(MemoryWrite::Done)
+            }
+
+            async fn list_memories(
+                &self,
+                tenant: &TenantId,
+                store_id: &str,
+                prefix: &str,
+                bound: Option<&ListBound>,
+                limit: u32,
+                with_content: bool,
+            ) -> Result<Vec<Memory>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT ");
+                qb.push(MEMORY_COLUMNS).push(if with_content { ", content" } else { "" });
+                qb.push(" FROM memories WHERE tenant_id = ").push_bind(tenant.as_str().to_owned());
+                qb.push(" AND store_id = ").push_bind(store_id.to_owned());
+                // the prefix ends with `/`: its paths lie in [prefix, prefix with `/` → `0`)
+                let mut upper = prefix[..prefix.len() - 1].to_owned();
+                upper.push('0');
+                qb.push(" AND path >= ").push_bind(prefix.to_owned()).push(" AND path < ").push_bind(upper);
+                match bound {
+                    None => {}
+                    Some(ListBound::After(p)) => {
+                        qb.push(" AND path > ").push_bind(p.clone());
+                    }
+                    Some(ListBound::From(p)) => {
+                        qb.push(" AND path >= ").push_bind(p.clone());
+                    }
+                }
+                qb.push(" ORDER BY path LIMIT ").push_bind(i64::from(limit));
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                rows.iter().map(|r| memory_from_row(r, with_content)).collect()
+            }
+
+            async fn get_memory_version(&self, tenant: &TenantId, store_id: &str, id: &str) -> Result<Option<MemoryVersion>, openma_core::StoreError> {
+                let row = sqlx::query("SELECT body, content FROM memory_versions WHERE tenant_id = $1 AND store_id = $2 AND id = $3")
+                    .bind(tenant.as_str())
+                    .bind(store_id)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                row.as_ref().map(|r| version_from_row(r, true)).transpose()
+            }
+
+            async fn list_memory_versions(
+                &self,
+                tenant: &TenantId,
+                store_id: &str,
+                f: &VersionFilter,
+                q: &ListQuery,
+                with_content: bool,
+            ) -> Result<Vec<MemoryVersion>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new(if with_content { "SELECT body, content" } else { "SELECT body" });
+                qb.push(" FROM memory_versions WHERE tenant_id = ").push_bind(tenant.as_str().to_owned());
+                qb.push(" AND store_id = ").push_bind(store_id.to_owned());
+                if let Some(m) = &f.memory_id {
+                    qb.push(" AND memory_id = ").push_bind(m.clone());
+                }
+                if let Some(op) = f.operation {
+                    qb.push(" AND operation = ").push_bind(op.as_str());
+                }
+                for (kind, id) in [("api_actor", &f.api_key_id), ("session_actor", &f.session_id), ("service_account_actor", &f.service_account_id)] {
+                    if let Some(id) = id {
+                        qb.push(" AND actor_type = ").push_bind(kind).push(" AND actor_id = ").push_bind(id.clone());
+                    }
+                }
+                let q = ListQuery { include_archived: true, ..q.clone() };
+                push_page(&mut qb, &q);
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                rows.iter().map(|r| version_from_row(r, with_content)).collect()
+            }
+
+            async fn redact_memory_version(&self, tenant: &TenantId, v: &MemoryVersion) -> Result<bool, openma_core::StoreError> {
+                let body = MemoryVersion { content: None, ..v.clone() };
+                let done = sqlx::query("UPDATE memory_versions SET content = NULL, body = $4 WHERE tenant_id = $1 AND store_id = $2 AND id = $3")
+                    .bind(tenant.as_str())
+                    .bind(&v.memory_store_id)
+                    .bind(&v.id)
+                    .bind(encode(&body))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
             }
             async fn usage_report(&self, tenant: &TenantId, q: &UsageQuery) -> Result<Vec<UsageRow>, openma_core::StoreError> {
                 let cols: Vec<&str> = q.group_by.iter().map(|g| g.column()).collect();

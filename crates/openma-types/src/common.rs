@@ -186,6 +186,9 @@ pub struct ErrorDetail {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<ErrorCodeDetails>,
+    /// With `memory_path_conflict_error`: the memory that already holds the path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflicting_memory_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

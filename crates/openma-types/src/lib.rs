@@ -10,6 +10,7 @@ pub mod common;
 pub mod environments;
 pub mod events;
 pub mod files;
+pub mod memory;
 pub mod sessions;
 pub mod vaults;
 

@@ -13,6 +13,7 @@ pub mod agents;
 pub mod environments;
 pub mod events;
 pub mod files;
+pub mod memory;
 pub mod ops;
 pub mod resources;
 pub mod sessions;
@@ -31,6 +32,7 @@ pub fn routes(max_file_bytes: u64) -> Router<AppState> {
         .merge(vaults::routes())
         .merge(files::routes(max_file_bytes))
         .merge(resources::routes())
+        .merge(memory::routes())
         .merge(usage::routes())
 }
 

@@ -24,6 +24,8 @@ use crate::http;
         http::vaults::create_vault, http::vaults::get_vault, http::vaults::update_vault, http::vaults::list_vaults,
         http::vaults::delete_vault, http::vaults::archive_vault, http::vaults::create_credential, http::vaults::get_credential,
         http::vaults::update_credential, http::vaults::list_credentials, http::vaults::delete_credential, http::vaults::archive_credential, http::vaults::validate_credential,
+        http::model_cards::create_model_card, http::model_cards::get_model_card, http::model_cards::update_model_card,
+        http::model_cards::list_model_cards, http::model_cards::delete_model_card, http::model_cards::archive_model_card,
         http::usage::usage, http::usage::export, http::usage::export_ack,
         http::files::upload_file, http::files::list_files, http::files::get_file, http::files::delete_file, http::files::download_file,
         http::resources::add_resource, http::resources::list_resources, http::resources::get_resource,

@@ -1,12 +1,17 @@
 //! Model cards (BYOK) on SQLite and PostgreSQL: CRUD, validation, one default per tenant,
-//! tenant isolation, keys that never come back out.
+//! tenant isolation, keys that never come back out; and end to end against two fake
+//! providers: a tenant's card routes its turns (key, base URL, headers) while a tenant
+//! without cards keeps the server's own provider.
 
 #[macro_use]
 mod support;
 
+use std::time::{Duration, Instant};
+
+use openma_fake_model::{FakeModel, sha256_hex};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{Backend, TestApp, spawn_app};
+use support::{Backend, TestApp, spawn_app, spawn_app_with_model};
 
 backend_stories!(
     model_card_lifecycle,
@@ -217,4 +222,225 @@ async fn other_tenants_cannot_reach_model_cards(app: TestApp) {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(app.get(&format!("/v1/model_cards/{id}")).await.body["name"], "mine", "untouched");
     assert!(app.call(Method::GET, "/v1/model_cards", None, None).await.status == StatusCode::UNAUTHORIZED);
+}
+
+// ---- end to end: which provider a turn reaches ------------------------------------------
+
+macro_rules! e2e {
+    ($($name:ident),* $(,)?) => {
+        mod e2e_sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name(super::Backend::Sqlite).await } )*
+        }
+        mod e2e_postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name(super::Backend::Postgres).await } )*
+        }
+    };
+}
+
+e2e!(a_tenants_card_routes_its_turns_and_others_keep_the_server_provider, a_card_whose_key_cannot_be_opened_ends_the_turn_with_an_error);
+
+/// The server's own provider key (see `support::spawn_app_with_model`).
+const ENV_KEY: &str = "sk-ant-fake-test-key";
+
+async fn session(app: &TestApp, key: &str, model: &str) -> String {
+    let a = app.call(Method::POST, "/v1/agents", Some(key), Some(json!({"name": "a", "model": model}))).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let s = app.call(Method::POST, "/v1/sessions", Some(key), Some(json!({"agent": a.body["id"]}))).await;
+    assert_eq!(s.status, StatusCode::OK, "{}", s.body);
+    s.body["id"].as_str().unwrap().to_owned()
+}
+
+/// Sends a message and waits (with a deadline) until the session stops running; returns
+/// the raw bytes of its event list.
+async fn turn(app: &TestApp, key: &str, sid: &str, text: &str) -> String {
+    let before = app.call(Method::GET, &format!("/v1/sessions/{sid}/events?limit=1000"), Some(key), None).await.body["data"].as_array().unwrap().len();
+    let msg = json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": text}]}]});
+    let r = app.call(Method::POST, &format!("/v1/sessions/{sid}/events"), Some(key), Some(msg)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, text) = raw(app, key, Method::GET, &format!("/v1/sessions/{sid}/events?limit=1000"), None).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let events: Value = serde_json::from_str(&text).unwrap();
+        let new = &events["data"].as_array().unwrap()[before..];
+        if new.iter().any(|e| e["type"] == "session.status_idle" || e["type"] == "session.status_terminated") {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "the turn did not settle: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_tenants_card_routes_its_turns_and_others_keep_the_server_provider(backend: Backend) {
+    let env_model = FakeModel::start().await;
+    let card_model = FakeModel::start().await;
+    let Some(app) = spawn_app_with_model(backend, Some(env_model.base_url())).await else { return };
+    let mut seen = Vec::new();
+    let (status, card) = raw(&app, &app.key, Method::POST, "/v1/model_cards", Some(json!({
+        "name": "gateway", "provider": "anthropic_compatible", "base_url": card_model.base_url(), "api_key": KEY,
+        "headers": {"X-Gateway-Team": "blue"}, "models": ["claude-sonnet-4-6"]}))).await;
+    assert_eq!(status, StatusCode::OK, "{card}");
+    seen.push(card.clone());
+    let card_id = serde_json::from_str::<Value>(&card).unwrap()["id"].as_str().unwrap().to_owned();
+    let other = app.other_tenant("no-cards").await;
+
+    // tenant A's turn reaches fake #2 with the card's key and header
+    let sid = session(&app, &app.key, "claude-sonnet-4-6").await;
+    seen.push(turn(&app, &app.key, &sid, "hello").await);
+    let reqs = card_model.requests();
+    assert_eq!(reqs.len(), 1, "the card's provider got the turn");
+    assert_eq!(reqs[0].path, "/v1/messages");
+    assert_eq!(reqs[0].credentials.get("x-api-key"), Some(&sha256_hex(KEY)), "the card's key was sent");
+    assert_eq!(reqs[0].header("x-gateway-team"), Some("blue"));
+    assert_eq!(reqs[0].body["model"], "claude-sonnet-4-6");
+    assert!(env_model.requests().is_empty(), "the server's provider was not used");
+    assert!(seen.last().unwrap().contains("\"agent.message\""), "the turn was answered");
+
+    // a tenant without cards keeps the server's provider
+    let other_sid = session(&app, &other, "claude-sonnet-4-6").await;
+    seen.push(turn(&app, &other, &other_sid, "hi").await);
+    let env_reqs = env_model.requests();
+    assert_eq!(env_reqs.len(), 1);
+    assert_eq!(env_reqs[0].credentials.get("x-api-key"), Some(&sha256_hex(ENV_KEY)));
+    assert_eq!(env_reqs[0].header("x-gateway-team"), None);
+    assert_eq!(card_model.requests().len(), 1);
+
+    // a new key takes effect on the next request, without a restart
+    let new_key = format!("{KEY}-rotated");
+    let (status, updated) = raw(&app, &app.key, Method::POST, &format!("/v1/model_cards/{card_id}"), Some(json!({"api_key": new_key}))).await;
+    assert_eq!(status, StatusCode::OK);
+    seen.push(updated);
+    seen.push(turn(&app, &app.key, &sid, "again").await);
+    assert_eq!(card_model.requests()[1].credentials.get("x-api-key"), Some(&sha256_hex(&new_key)));
+
+    // an OpenAI-compatible card: Chat Completions, bearer key, its own prefix dropped
+    let (status, oai) = raw(&app, &app.key, Method::POST, "/v1/model_cards", Some(json!({
+        "name": "oai", "provider": "openai_compatible", "base_url": format!("{}/v1", card_model.base_url()), "api_key": KEY, "models": ["openai/gpt-test"]}))).await;
+    assert_eq!(status, StatusCode::OK, "{oai}");
+    let oai_sid = session(&app, &app.key, "openai/gpt-test").await;
+    seen.push(turn(&app, &app.key, &oai_sid, "hi").await);
+    let last = card_model.requests().pop().unwrap();
+    assert_eq!(last.path, "/v1/chat/completions");
+    assert_eq!(last.credentials.get("authorization"), Some(&sha256_hex(KEY)));
+    assert_eq!(last.body["model"], "gpt-test");
+
+    // an archived card serves nothing: the server's provider takes over
+    let (status, archived) = raw(&app, &app.key, Method::POST, &format!("/v1/model_cards/{card_id}/archive"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    seen.push(archived);
+    let env_before = env_model.requests().len();
+    seen.push(turn(&app, &app.key, &sid, "after archive").await);
+    assert_eq!(env_model.requests().len(), env_before + 1);
+    assert_eq!(env_model.requests().last().unwrap().credentials.get("x-api-key"), Some(&sha256_hex(ENV_KEY)));
+
+    // hygiene: no response, event log or database file holds a key
+    for id in [&sid, &oai_sid] {
+        seen.push(raw(&app, &app.key, Method::GET, &format!("/v1/sessions/{id}"), None).await.1);
+    }
+    seen.push(raw(&app, &app.key, Method::GET, "/v1/model_cards?include_archived=true", None).await.1);
+    for text in &seen {
+        assert!(!text.contains(KEY), "a key leaked: {text}");
+    }
+    if matches!(backend, Backend::Sqlite) {
+        for entry in std::fs::read_dir(app.data_dir()).unwrap().flatten() {
+            let bytes = std::fs::read(entry.path()).unwrap_or_default();
+            assert!(!bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()), "plaintext key in {}", entry.path().display());
+        }
+    }
+}
+
+async fn a_card_whose_key_cannot_be_opened_ends_the_turn_with_an_error(backend: Backend) {
+    let env_model = FakeModel::start().await;
+    let card_model = FakeModel::start().await;
+    let Some(app) = spawn_app_with_model(backend, Some(env_model.base_url())).await else { return };
+    let make = |name: &str, model: &str| json!({"name": name, "provider": "anthropic_compatible", "base_url": card_model.base_url(), "api_key": KEY, "models": [model]});
+    let a = app.ok("/v1/model_cards", make("a", "claude-a")).await;
+    let b = app.ok("/v1/model_cards", make("b", "claude-b")).await;
+    // card a gets card b's sealed key: bound to another row, it does not decrypt
+    let tenant = app.platform.find_tenant("default").await.unwrap();
+    let store = &app.platform.store;
+    let mut broken = store.get_model_card(&tenant.id, a["id"].as_str().unwrap()).await.unwrap().unwrap();
+    broken.sealed_key = store.get_model_card(&tenant.id, b["id"].as_str().unwrap()).await.unwrap().unwrap().sealed_key;
+    let at = broken.card.updated_at;
+    assert!(store.update_model_card(&tenant.id, &broken, at).await.unwrap());
+
+    let sid = session(&app, &app.key, "claude-a").await;
+    let events: Value = serde_json::from_str(&turn(&app, &app.key, &sid, "hi").await).unwrap();
+    let error = events["data"].as_array().unwrap().iter().find(|e| e["type"] == "session.error").expect("a session.error");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains(a["id"].as_str().unwrap()) && message.contains("cannot be decrypted"), "{message}");
+    assert!(!message.contains(KEY));
+    assert!(card_model.requests().is_empty() && env_model.requests().is_empty(), "no provider was called");
+    // the other card still works
+    let ok = session(&app, &app.key, "claude-b").await;
+    let text = turn(&app, &app.key, &ok, "hi").await;
+    assert!(text.contains("\"agent.message\""), "{text}");
+    assert_eq!(card_model.requests().len(), 1);
+}
+
+/// The real binary with its log captured at debug level: after a card-routed turn, the
+/// key is in neither the log nor any file of the data dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_log_and_data_dir_never_hold_a_card_key() {
+    use std::io::BufRead;
+    openma_models::install_tls_provider();
+    let env_model = FakeModel::start().await;
+    let card_model = FakeModel::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let data = dir.path().join("data");
+    let api_key = "sk-oma-cards-log-0123456789abcdef";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_openma"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env_remove("PLATFORM_ROOT_SECRET")
+        .env("RUST_LOG", "debug")
+        .env("OPENMA_BOOTSTRAP_API_KEY", api_key)
+        .env("ANTHROPIC_API_KEY", ENV_KEY)
+        .env("ANTHROPIC_BASE_URL", env_model.base_url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("openma starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.trim().strip_prefix("openma listening on ").expect("ready line").to_owned();
+    let http = reqwest::Client::new();
+    let post = async |path: &str, body: Value| {
+        let r = http.post(format!("{base}{path}")).bearer_auth(api_key).json(&body).send().await.unwrap();
+        assert!(r.status().is_success());
+        r.json::<Value>().await.unwrap()
+    };
+    post("/v1/model_cards", json!({"name": "c", "provider": "anthropic_compatible", "base_url": card_model.base_url(), "api_key": KEY, "models": ["claude-sonnet-4-6"]})).await;
+    let agent = post("/v1/agents", json!({"name": "a", "model": "claude-sonnet-4-6"})).await;
+    let s = post("/v1/sessions", json!({"agent": agent["id"]})).await;
+    let sid = s["id"].as_str().unwrap();
+    post(&format!("/v1/sessions/{sid}/events"), json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "hi"}]}]})).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        let text = http.get(format!("{base}/v1/sessions/{sid}/events?limit=1000")).bearer_auth(api_key).send().await.unwrap().text().await.unwrap();
+        if text.contains("session.status_idle") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the turn did not settle: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(card_model.requests().len(), 1, "the card served the turn");
+    assert!(!events.contains(KEY));
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read(&log_path).unwrap();
+    assert!(!log.is_empty(), "the log was captured");
+    assert!(!log.windows(KEY.len()).any(|w| w == KEY.as_bytes()), "the key is in the server log");
+    let mut files = vec![data.clone()];
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
+        } else {
+            let bytes = std::fs::read(&p).unwrap_or_default();
+            assert!(!bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()), "plaintext key in {}", p.display());
+        }
+    }
 }

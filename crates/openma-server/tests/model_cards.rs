@@ -444,3 +444,30 @@ async fn the_server_log_and_data_dir_never_hold_a_card_key() {
         }
     }
 }
+
+/// A card-routed session's sandbox sees no card key: not in its environment, its
+/// processes' environments, or any file it can reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_never_sees_a_card_key() {
+    if openma_sandbox::Sandboxes::check().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+        return;
+    }
+    let env_model = FakeModel::start().await;
+    let card_model = FakeModel::start().await;
+    let app = spawn_app_with_model(Backend::Sqlite, Some(env_model.base_url())).await.unwrap();
+    app.ok("/v1/model_cards", json!({"name": "c", "provider": "anthropic_compatible", "base_url": card_model.base_url(), "api_key": KEY, "models": ["claude-sonnet-4-6"]})).await;
+    let a = app.ok("/v1/agents", json!({"name": "coder", "model": "claude-sonnet-4-6", "tools": [{"type": "agent_toolset_20260401"}]})).await;
+    let sid = app.ok("/v1/sessions", json!({"agent": a["id"]})).await["id"].as_str().unwrap().to_owned();
+    // the pattern matches the key without spelling it, so the command itself holds no key
+    let look = "env; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'; grep -rsoh 'sk-card-SECRET-ke[y][-a-z0-9]*' / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev --exclude-dir=usr 2>/dev/null; echo END";
+    card_model.script(vec![openma_fake_model::Reply::tool_use("bash", json!({"command": look})), openma_fake_model::Reply::text("done")]);
+    let log = turn(&app, &app.key, &sid, "look around").await;
+    let events: Value = serde_json::from_str(&log).unwrap();
+    let result = events["data"].as_array().unwrap().iter().find(|e| e["type"] == "agent.tool_result").expect("the bash call ran");
+    let output = result["content"].to_string();
+    assert!(output.contains("END"), "the command ran to the end: {output}");
+    assert!(!output.contains("sk-card-SECRET"), "the sandbox saw the card key: {output}");
+    assert!(!log.contains(KEY));
+    assert_eq!(card_model.requests().len(), 2, "both model calls of the turn went to the card");
+}

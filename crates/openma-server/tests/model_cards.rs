@@ -159,7 +159,7 @@ async fn a_tenant_has_one_default_card_and_a_model_one_card(app: TestApp) {
     app.ok(&format!("/v1/model_cards/{fid}"), json!({"is_default": false, "models": ["claude-x"]})).await;
     app.ok(&format!("/v1/model_cards/{pid}"), json!({"is_default": true})).await;
     app.ok(&format!("/v1/model_cards/{pid}/archive"), json!(null)).await;
-    app.ok("/v1/model_cards", second).await;
+    let new_default = app.ok("/v1/model_cards", second).await;
     // a model id is served by one card only
     let taken = app.post("/v1/model_cards", json!({"name": "t", "provider": "anthropic", "api_key": KEY, "models": ["claude-x"]})).await;
     assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.body);
@@ -169,6 +169,14 @@ async fn a_tenant_has_one_default_card_and_a_model_one_card(app: TestApp) {
     assert_eq!(app.post(&format!("/v1/model_cards/{oid}"), json!({"models": ["claude-y", "claude-x"]})).await.status, StatusCode::CONFLICT);
     // the archived card (`gpt-x`) frees its models
     app.ok(&format!("/v1/model_cards/{oid}"), json!({"models": ["claude-y", "gpt-x"]})).await;
+    // resolution: the card listing the model, else the default, else none
+    let tenant = app.platform.find_tenant("default").await.unwrap().id;
+    let resolved = async |model: &str| app.platform.resolve_model_card(&tenant, model).await.unwrap().map(|c| c.card.name);
+    assert_eq!(resolved("claude-x").await.as_deref(), Some("d1"));
+    assert_eq!(resolved("gpt-x").await.as_deref(), Some("t"));
+    assert_eq!(resolved("anything-else").await.as_deref(), Some("d2"), "the default serves the rest");
+    app.ok(&format!("/v1/model_cards/{}/archive", new_default["id"].as_str().unwrap()), json!(null)).await;
+    assert_eq!(resolved("anything-else").await, None, "no default: the server's keys serve the rest");
 }
 
 async fn keys_never_appear_in_responses_or_the_database(app: TestApp) {

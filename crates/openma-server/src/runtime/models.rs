@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use openma_core::model::{ModelClient, ModelError, ModelRequest, ModelStream, PermanentKind, TransientKind};
-use openma_core::model_cards::{StoredModelCard, open_key, provider_model_id};
+use openma_core::model_cards::{StoredModelCard, open_key, provider_model_id, resolve};
 use openma_core::{Platform, TenantId};
 use openma_models::{AnthropicClient, DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_OPENAI_BASE_URL, OpenAiClient};
 use openma_types::Timestamp;
@@ -42,6 +42,13 @@ impl ModelClients {
     /// The client a session of `tenant` calls.
     pub fn for_tenant(self: &Arc<Self>, tenant: &TenantId) -> Arc<dyn ModelClient> {
         Arc::new(TenantModels { clients: self.clone(), tenant: tenant.clone() })
+    }
+
+    /// Drops the cached clients (and with them the opened keys) of the tenant's cards that
+    /// are archived or deleted.
+    fn forget_retired(&self, tenant: &TenantId, live: &[StoredModelCard]) {
+        let mut cache = self.cards.lock().expect("model client cache");
+        cache.retain(|(t, id), _| t != tenant || live.iter().any(|c| c.card.id == *id));
     }
 
     /// The card's client, built (with its key opened) on first use or after a change.
@@ -96,15 +103,16 @@ struct TenantModels {
 #[async_trait]
 impl ModelClient for TenantModels {
     async fn stream(&self, mut request: ModelRequest) -> Result<ModelStream, ModelError> {
-        let card = self.clients.platform.resolve_model_card(&self.tenant, &request.model).await.map_err(|e| ModelError::Transient {
+        let live = self.clients.platform.store.active_model_cards(&self.tenant).await.map_err(|e| ModelError::Transient {
             kind: TransientKind::ServerError,
             message: format!("cannot read this tenant's model cards: {e}"),
             retry_after: None,
         })?;
-        let Some(card) = card else {
+        self.clients.forget_retired(&self.tenant, &live);
+        let Some(card) = resolve(&live, &request.model) else {
             return self.clients.fallback.stream(request).await;
         };
-        let client = self.clients.card_client(&self.tenant, &card)?;
+        let client = self.clients.card_client(&self.tenant, card)?;
         request.model = provider_model_id(card.card.provider, &request.model).to_owned();
         client.stream(request).await
     }

@@ -324,6 +324,19 @@ pub trait Store: Send + Sync {
     async fn delete_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> Result<bool, StoreError>;
     async fn list_credentials(&self, tenant: &TenantId, vault_id: &str, query: &ListQuery) -> Result<Vec<StoredCredential>, StoreError>;
 
+    // -- model cards --
+    /// Inserts a card unless the tenant already holds `max_active` unarchived ones
+    /// (`Ok(false)`). `Duplicate` when it is a default and the tenant has an unarchived one.
+    async fn insert_model_card(&self, tenant: &TenantId, card: &crate::model_cards::StoredModelCard, max_active: i64) -> Result<bool, StoreError>;
+    async fn get_model_card(&self, tenant: &TenantId, id: &str) -> Result<Option<crate::model_cards::StoredModelCard>, StoreError>;
+    /// Replaces the card (body and sealed key) if `updated_at` is still `expected`;
+    /// `Duplicate` when it would make a second unarchived default.
+    async fn update_model_card(&self, tenant: &TenantId, card: &crate::model_cards::StoredModelCard, expected: Timestamp) -> Result<bool, StoreError>;
+    async fn delete_model_card(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
+    async fn list_model_cards(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<crate::model_cards::StoredModelCard>, StoreError>;
+    /// Every unarchived card of the tenant, oldest first (what resolution looks at).
+    async fn active_model_cards(&self, tenant: &TenantId) -> Result<Vec<crate::model_cards::StoredModelCard>, StoreError>;
+
     // -- files --
     async fn insert_file(&self, tenant: &TenantId, file: &StoredFile) -> Result<(), StoreError>;
     /// Inserts a file into a session's scope unless the session already holds `max` files

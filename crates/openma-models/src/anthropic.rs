@@ -22,18 +22,26 @@ pub struct AnthropicClient {
     api_key: SecretString,
     http: reqwest::Client,
     idle_timeout: Duration,
+    /// Extra headers of every request (a model card's custom headers).
+    headers: reqwest::header::HeaderMap,
 }
 
 impl AnthropicClient {
     /// `base_url` is the origin, e.g. `https://api.anthropic.com` (a trailing `/v1` is
     /// tolerated). Build `http` with [`crate::http_client`] for sensible timeouts.
     pub fn new(base_url: impl Into<String>, api_key: impl Into<SecretString>, http: reqwest::Client) -> Self {
-        Self { base_url: base_url.into(), api_key: api_key.into(), http, idle_timeout: DEFAULT_IDLE_TIMEOUT }
+        Self { base_url: base_url.into(), api_key: api_key.into(), http, idle_timeout: DEFAULT_IDLE_TIMEOUT, headers: Default::default() }
     }
 
     /// How long the stream may stay silent before the call fails as a network error.
     pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> Self {
         self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// Headers sent with every request, before the client's own (which win on a clash).
+    pub fn with_headers(mut self, headers: reqwest::header::HeaderMap) -> Self {
+        self.headers = headers;
         self
     }
 
@@ -48,6 +56,7 @@ impl AnthropicClient {
         let call = self
             .http
             .post(http::endpoint(&self.base_url, "messages"))
+            .headers(self.headers.clone())
             .header("x-api-key", http::secret_header("anthropic", &self.api_key)?)
             .header("anthropic-version", ANTHROPIC_VERSION)
             .header("accept", "text/event-stream")
@@ -70,6 +79,7 @@ impl fmt::Debug for AnthropicClient {
             .field("base_url", &self.base_url)
             .field("api_key", &"[redacted]")
             .field("idle_timeout", &self.idle_timeout)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .finish()
     }
 }

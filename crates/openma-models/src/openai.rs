@@ -21,18 +21,26 @@ pub struct OpenAiClient {
     api_key: SecretString,
     http: reqwest::Client,
     idle_timeout: Duration,
+    /// Extra headers of every request (a model card's custom headers).
+    headers: reqwest::header::HeaderMap,
 }
 
 impl OpenAiClient {
     /// `base_url` like `https://api.openai.com`, or `http://localhost:8000/v1` for a
     /// compatible server: a trailing `/v1` is not doubled.
     pub fn new(base_url: impl Into<String>, api_key: impl Into<SecretString>, http: reqwest::Client) -> Self {
-        Self { base_url: base_url.into(), api_key: api_key.into(), http, idle_timeout: DEFAULT_IDLE_TIMEOUT }
+        Self { base_url: base_url.into(), api_key: api_key.into(), http, idle_timeout: DEFAULT_IDLE_TIMEOUT, headers: Default::default() }
     }
 
     /// How long the stream may stay silent before the call fails as a network error.
     pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> Self {
         self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// Headers sent with every request, before the client's own (which win on a clash).
+    pub fn with_headers(mut self, headers: reqwest::header::HeaderMap) -> Self {
+        self.headers = headers;
         self
     }
 
@@ -46,6 +54,7 @@ impl OpenAiClient {
         let call = self
             .http
             .post(http::endpoint(&self.base_url, "chat/completions"))
+            .headers(self.headers.clone())
             .header(AUTHORIZATION, self.bearer()?)
             .header("accept", "text/event-stream")
             .json(&body);
@@ -71,6 +80,7 @@ impl fmt::Debug for OpenAiClient {
             .field("base_url", &self.base_url)
             .field("api_key", &"[redacted]")
             .field("idle_timeout", &self.idle_timeout)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .finish()
     }
 }

@@ -205,8 +205,9 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
         max_file_bytes: settings.max_file_bytes,
     };
     let http = openma_models::http_client().context("cannot set up the model clients")?;
-    let models = openma_models::ModelRouter::from_lookup(|name| settings.providers.lookup(name), http);
-    let runtime = Runtime::new(platform.clone(), Arc::new(models), toolbox, runtime_config(settings));
+    let env_models = openma_models::ModelRouter::from_lookup(|name| settings.providers.lookup(name), http.clone());
+    let models = Arc::new(crate::runtime::ModelClients::new(platform.clone(), Arc::new(env_models), http));
+    let runtime = Runtime::new(platform.clone(), models, toolbox, runtime_config(settings));
     let outputs = Arc::new(crate::session_files::OutputCapture::new(platform.clone(), sandboxes.clone(), settings.max_file_bytes));
     runtime.observe_turns(outputs.clone());
     let resumed = runtime.resume_interrupted().await.context("cannot resume interrupted sessions")?;

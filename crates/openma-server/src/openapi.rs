@@ -28,6 +28,8 @@ use crate::http;
         http::memory::delete_store, http::memory::archive_store, http::memory::create_memory, http::memory::get_memory,
         http::memory::update_memory, http::memory::list_memories, http::memory::delete_memory, http::memory::get_version,
         http::memory::list_versions, http::memory::redact_version,
+        http::model_cards::create_model_card, http::model_cards::get_model_card, http::model_cards::update_model_card,
+        http::model_cards::list_model_cards, http::model_cards::delete_model_card, http::model_cards::archive_model_card,
         http::usage::usage, http::usage::export, http::usage::export_ack,
         http::files::upload_file, http::files::list_files, http::files::get_file, http::files::delete_file, http::files::download_file,
         http::resources::add_resource, http::resources::list_resources, http::resources::get_resource,

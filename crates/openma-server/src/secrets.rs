@@ -135,10 +135,11 @@ pub async fn rotate(platform: &Platform, settings: &Settings, new_secret: Option
     let both = SecretBox::new(new.clone(), vec![old]);
     let scope = platform_scope();
     let sealed = platform.store.get_meta(VERIFIER_KEY).await?.context("no verifier")?;
-    // every sealed value is re-sealed under the new root (only the verifier exists so
-    // far; vault credentials and model cards join this loop as they arrive)
+    // every sealed value is re-sealed under the new root (the verifier last, once the
+    // rest is done)
     let resealed = both.reseal(verifier_binding(&scope), &sealed, nonce()).map_err(|e| anyhow::anyhow!("{e}"))?;
     if settings.root_secret.is_some() {
+        reseal_stored(platform, &both).await?;
         platform.store.put_meta(VERIFIER_KEY, &resealed, false).await?;
         return Ok(format!(
             "re-sealed under key {}. Set PLATFORM_ROOT_SECRET to the new secret on every node (keep the old one in PLATFORM_ROOT_SECRET_PREVIOUS until they all run with it):\n{text}",
@@ -149,7 +150,21 @@ pub async fn rotate(platform: &Platform, settings: &Settings, new_secret: Option
     let staged = path.with_extension("secret.new");
     let _ = std::fs::remove_file(&staged);
     write_new_file(&staged, &text)?;
+    reseal_stored(platform, &both).await?;
     platform.store.put_meta(VERIFIER_KEY, &resealed, false).await?;
     std::fs::rename(&staged, &path).with_context(|| format!("cannot replace {}", path.display()))?;
     Ok(format!("re-sealed under key {} and wrote the new root secret to {} — back it up", new.key_id(), path.display()))
+}
+
+/// Re-seals the sealed values kept in rows under `secrets`' current root: model card keys.
+async fn reseal_stored(platform: &Platform, secrets: &SecretBox) -> anyhow::Result<()> {
+    let mut cards = 0;
+    for tenant in platform.list_tenants().await? {
+        cards += platform
+            .reseal_model_card_keys(&tenant.id, secrets)
+            .await
+            .with_context(|| format!("cannot re-seal the model card keys of tenant `{}`", tenant.name))?;
+    }
+    tracing::info!(model_cards = cards, "re-sealed model card keys");
+    Ok(())
 }

@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod support;
+
 fn openma(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_openma"));
     c.arg("--data-dir").arg(dir).env_remove("PLATFORM_ROOT_SECRET").env("RUST_LOG", "warn");
@@ -62,4 +64,53 @@ fn root_secret_is_generated_rotated_and_checked_at_start_up() {
     assert!(other.contains("does not match"), "{other}");
     std::thread::sleep(Duration::from_millis(10));
     start_and_stop(dir.path(), &[]).expect("the right root still works");
+}
+
+/// A model card's key is re-sealed by rotation: after the old root is gone, the card still
+/// serves its tenant's turns with the same key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_reseals_model_card_keys() {
+    use std::time::Instant;
+
+    use openma_fake_model::{FakeModel, sha256_hex};
+    use serde_json::{Value, json};
+
+    openma_models::install_tls_provider();
+    let card_key = "sk-card-rotated-key-0123456789";
+    let api_key = "sk-oma-rotation-0123456789abcdef";
+    let model = FakeModel::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let post = async |base: &str, path: &str, body: Value| {
+        let r = http.post(format!("{base}{path}")).bearer_auth(api_key).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json::<Value>().await.unwrap()
+    };
+    let env = [("OPENMA_BOOTSTRAP_API_KEY", api_key)];
+    let agent = {
+        let server = support::ServerProcess::start(dir.path(), &env);
+        post(&server.base, "/v1/model_cards", json!({"name": "c", "provider": "anthropic_compatible", "base_url": model.base_url(), "api_key": card_key, "models": ["claude-sonnet-4-6"]})).await;
+        post(&server.base, "/v1/agents", json!({"name": "a", "model": "claude-sonnet-4-6"})).await
+    };
+
+    let out = openma(dir.path()).args(["secrets", "rotate"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let server = support::ServerProcess::start(dir.path(), &env);
+    let s = post(&server.base, "/v1/sessions", json!({"agent": agent["id"]})).await;
+    let sid = s["id"].as_str().unwrap();
+    post(&server.base, &format!("/v1/sessions/{sid}/events"), json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "hi"}]}]})).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        let text = http.get(format!("{}/v1/sessions/{sid}/events?limit=1000", server.base)).bearer_auth(api_key).send().await.unwrap().text().await.unwrap();
+        if text.contains("session.status_idle") || text.contains("session.status_terminated") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the turn did not settle: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!events.contains("session.error"), "the card's key opens under the new root: {events}");
+    let reqs = model.requests();
+    assert_eq!(reqs.len(), 1, "{events}");
+    assert_eq!(reqs[0].credentials.get("x-api-key"), Some(&sha256_hex(card_key)));
 }

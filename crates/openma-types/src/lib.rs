@@ -11,6 +11,7 @@ pub mod environments;
 pub mod events;
 pub mod files;
 pub mod memory;
+pub mod model_cards;
 pub mod sessions;
 pub mod vaults;
 

@@ -14,6 +14,7 @@ pub mod environments;
 pub mod events;
 pub mod files;
 pub mod memory;
+pub mod model_cards;
 pub mod ops;
 pub mod resources;
 pub mod sessions;
@@ -30,6 +31,7 @@ pub fn routes(max_file_bytes: u64) -> Router<AppState> {
         .merge(events::routes())
         .merge(threads::routes())
         .merge(vaults::routes())
+        .merge(model_cards::routes())
         .merge(files::routes(max_file_bytes))
         .merge(resources::routes())
         .merge(memory::routes())

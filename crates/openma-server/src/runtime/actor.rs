@@ -813,7 +813,7 @@ impl Actor {
         }
         let start = self.emit(vec![EventPayload::ModelRequestStart {}], None).await?;
         let start_id = start[0].id.clone();
-        let models = self.rt.models.clone();
+        let models = self.rt.models.for_tenant(&self.tenant);
         let mut acc = Accumulator::default();
         let started = Instant::now();
         let outcome: Result<(model::StopReason, model::Usage), ModelError> = 'call: {
@@ -886,7 +886,7 @@ impl Actor {
         let request = compaction::summary_request(&self.session.agent, &self.log, cut, self.rt.config.max_tokens);
         let start = self.emit(vec![EventPayload::ModelRequestStart {}], None).await?;
         let start_id = start[0].id.clone();
-        let models = self.rt.models.clone();
+        let models = self.rt.models.for_tenant(&self.tenant);
         let collected = async move {
             let mut stream = models.stream(request).await?;
             let mut text = String::new();

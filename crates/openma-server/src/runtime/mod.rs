@@ -4,6 +4,7 @@
 
 mod actor;
 pub mod hub;
+pub mod models;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,13 +13,13 @@ use std::time::Duration;
 use openma_core::harness::input::Input;
 use openma_core::harness::retry::RetryPolicy;
 use openma_core::harness::tools::Toolbox;
-use openma_core::model::ModelClient;
 use openma_core::{DomainError, Platform, TenantId};
 use openma_types::events::{EventPayload, SessionEvent};
 use openma_types::sessions::Session;
 use tokio::sync::{mpsc, oneshot};
 
 pub use hub::{Frame, Hub, PreviewOf};
+pub use models::ModelClients;
 
 /// Tunables of the agent loop.
 #[derive(Clone, Debug)]
@@ -66,7 +67,8 @@ pub trait TurnObserver: Send + Sync {
 
 pub struct Runtime {
     pub(crate) platform: Platform,
-    pub(crate) models: Arc<dyn ModelClient>,
+    /// The provider clients: a tenant's model cards, else the server's keys.
+    pub(crate) models: Arc<ModelClients>,
     pub(crate) toolbox: Arc<Toolbox>,
     pub(crate) config: RuntimeConfig,
     entries: Mutex<HashMap<String, Entry>>,
@@ -74,7 +76,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(platform: Platform, models: Arc<dyn ModelClient>, toolbox: Toolbox, config: RuntimeConfig) -> Arc<Self> {
+    pub fn new(platform: Platform, models: Arc<ModelClients>, toolbox: Toolbox, config: RuntimeConfig) -> Arc<Self> {
         Arc::new(Runtime {
             platform,
             models,

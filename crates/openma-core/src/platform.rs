@@ -549,6 +549,54 @@ impl Platform {
         self.secrets.as_deref().ok_or_else(|| DomainError::invalid("secrets are not available: the server has no root secret"))
     }
 
+    /// Re-seals every credential secret of the tenant under `secrets`' current root (the
+    /// step of `openma secrets rotate` for vaults). Returns how many credentials changed.
+    pub async fn reseal_credentials(&self, tenant: &TenantId, secrets: &crate::secrets::SecretBox) -> DomainResult<usize> {
+        let mut done = 0;
+        let all = |after: Option<Position>| ListQuery { limit: 100, order: Order::Asc, after, include_archived: true, created: TimeRange::default() };
+        let mut vault_after = None;
+        loop {
+            let vaults = self.store.list_vaults(tenant, &all(vault_after.take())).await?;
+            for v in &vaults {
+                let mut cred_after = None;
+                loop {
+                    let creds = self.store.list_credentials(tenant, &v.id, &all(cred_after.take())).await?;
+                    for c in &creds {
+                        done += self.reseal_credential(tenant, secrets, c.clone()).await?;
+                    }
+                    match creds.last() {
+                        Some(c) if creds.len() == 100 => cred_after = Some(position_of(c.credential.created_at, &c.credential.id)),
+                        _ => break,
+                    }
+                }
+            }
+            match vaults.last() {
+                Some(v) if vaults.len() == 100 => vault_after = Some(position_of(v.created_at, &v.id)),
+                _ => return Ok(done),
+            }
+        }
+    }
+
+    async fn reseal_credential(&self, tenant: &TenantId, secrets: &crate::secrets::SecretBox, mut current: crate::vaults::StoredCredential) -> DomainResult<usize> {
+        let nonce = || self.ids.nonce();
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(next) = crate::vaults::reseal_credential(secrets, tenant, &current, &nonce)
+                .map_err(|e| DomainError::invalid(format!("credential `{}`: {e}", current.credential.id)))?
+            else {
+                return Ok(0);
+            };
+            // guarded by the unchanged `updated_at`: a re-seal is not a change clients see
+            if self.store.update_credential(tenant, &next, current.credential.updated_at).await? {
+                return Ok(1);
+            }
+            match self.store.get_credential(tenant, &current.credential.vault_id, &current.credential.id).await? {
+                Some(c) => current = c,
+                None => return Ok(0),
+            }
+        }
+        Err(DomainError::conflict(format!("credential `{}` is being changed concurrently; retry", current.credential.id)))
+    }
+
     pub async fn create_vault(&self, tenant: &TenantId, req: &openma_types::vaults::CreateVaultRequest) -> DomainResult<openma_types::vaults::Vault> {
         let v = crate::vaults::new_vault(req, self.ids.new_id("vlt"), self.now())?;
         self.store.insert_vault(tenant, &v).await?;

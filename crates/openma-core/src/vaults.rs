@@ -154,6 +154,20 @@ pub fn open_secret(secrets: &SecretBox, tenant: &TenantId, c: &StoredCredential,
     secrets.open(at, sealed).ok().and_then(|b| String::from_utf8(b).ok())
 }
 
+/// The credential with every sealed field re-sealed under `secrets`' current root (for
+/// rotation); None when it holds no secrets.
+pub fn reseal_credential(secrets: &SecretBox, tenant: &TenantId, c: &StoredCredential, nonce: &dyn Fn() -> [u8; 12]) -> Result<Option<StoredCredential>, crate::secrets::SecretError> {
+    if c.secrets.is_empty() {
+        return Ok(None);
+    }
+    let mut next = c.clone();
+    for (field, sealed) in &c.secrets {
+        let at = Binding { purpose: PURPOSE, tenant, owner: &c.credential.id, field };
+        next.secrets.insert(field.clone(), secrets.reseal(at, sealed, nonce())?);
+    }
+    Ok(Some(next))
+}
+
 pub fn new_credential(
     req: &CreateCredentialRequest,
     vault_id: &str,

@@ -156,15 +156,20 @@ pub async fn rotate(platform: &Platform, settings: &Settings, new_secret: Option
     Ok(format!("re-sealed under key {} and wrote the new root secret to {} — back it up", new.key_id(), path.display()))
 }
 
-/// Re-seals the sealed values kept in rows under `secrets`' current root: model card keys.
+/// Re-seals the sealed values kept in rows under `secrets`' current root: vault
+/// credential secrets and model card keys.
 async fn reseal_stored(platform: &Platform, secrets: &SecretBox) -> anyhow::Result<()> {
-    let mut cards = 0;
+    let (mut credentials, mut cards) = (0, 0);
     for tenant in platform.list_tenants().await? {
+        credentials += platform
+            .reseal_credentials(&tenant.id, secrets)
+            .await
+            .with_context(|| format!("cannot re-seal the vault credentials of tenant `{}`", tenant.name))?;
         cards += platform
             .reseal_model_card_keys(&tenant.id, secrets)
             .await
             .with_context(|| format!("cannot re-seal the model card keys of tenant `{}`", tenant.name))?;
     }
-    tracing::info!(model_cards = cards, "re-sealed model card keys");
+    tracing::info!(credentials, model_cards = cards, "re-sealed stored secrets");
     Ok(())
 }

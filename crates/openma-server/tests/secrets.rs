@@ -114,3 +114,43 @@ async fn rotation_reseals_model_card_keys() {
     assert_eq!(reqs.len(), 1, "{events}");
     assert_eq!(reqs[0].credentials.get("x-api-key"), Some(&sha256_hex(card_key)));
 }
+
+/// Vault credential secrets are re-sealed by rotation: with only the new root, every
+/// sealed field still opens to what the client sent, and the old root alone opens none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_reseals_vault_credentials() {
+    use openma_core::secrets::{RootSecret, SecretBox};
+    use serde_json::{Value, json};
+
+    openma_models::install_tls_provider();
+    let api_key = "sk-oma-rotation-vault-0123456789ab";
+    let token = "bearer-token-that-must-survive-rotation-0123";
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let env = [("OPENMA_BOOTSTRAP_API_KEY", api_key)];
+    let cred = {
+        let server = support::ServerProcess::start(dir.path(), &env);
+        let post = async |path: &str, body: Value| {
+            let r = http.post(format!("{}{path}", server.base)).bearer_auth(api_key).json(&body).send().await.unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+            r.json::<Value>().await.unwrap()
+        };
+        let vault = post("/v1/vaults", json!({"display_name": "v"})).await;
+        let vid = vault["id"].as_str().unwrap();
+        post(&format!("/v1/vaults/{vid}/credentials"), json!({"auth": {"type": "static_bearer", "mcp_server_url": "https://mcp.example.com/mcp", "token": token}})).await
+    };
+    let old_root = std::fs::read_to_string(dir.path().join("root.secret")).unwrap();
+
+    let out = openma(dir.path()).args(["secrets", "rotate"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let new_root = std::fs::read_to_string(dir.path().join("root.secret")).unwrap();
+    assert_ne!(old_root.trim(), new_root.trim());
+
+    let settings = openma_server::config::Settings::resolve(openma_server::config::Overrides { data_dir: Some(dir.path().into()), ..Default::default() }).unwrap();
+    let platform = openma_server::app::open_platform(&settings).await.unwrap();
+    let tenant = platform.find_tenant("default").await.unwrap().id;
+    let stored = platform.store.get_credential(&tenant, cred["vault_id"].as_str().unwrap(), cred["id"].as_str().unwrap()).await.unwrap().unwrap();
+    let only = |root: &str| SecretBox::new(RootSecret::from_text(root.trim()).unwrap(), vec![]);
+    assert_eq!(openma_core::vaults::open_secret(&only(&new_root), &tenant, &stored, "token").as_deref(), Some(token));
+    assert_eq!(openma_core::vaults::open_secret(&only(&old_root), &tenant, &stored, "token"), None, "sealed under the new root only");
+}

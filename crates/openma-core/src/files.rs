@@ -8,6 +8,7 @@
 //! refers to it.
 
 use openma_types::files::{FileMetadata, FileResource, FileResourceParams, FileScope};
+use openma_types::memory::MemoryStoreResourceParams;
 use openma_types::sessions::{Session, SessionResource, SessionStatus};
 use openma_types::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,8 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 500 * 1024 * 1024;
 /// Files a session may have mounted at once, and outputs it may leave.
 pub const FILES_PER_SESSION: i64 = 500;
 pub const OUTPUTS_PER_SESSION: i64 = 1_000;
+/// Memory stores one session may attach.
+pub const MEMORY_STORES_PER_SESSION: usize = 8;
 /// `limit` of the file list, and the most ids one `ids[]` filter may name.
 pub const MAX_LIST_LIMIT: u32 = 1_000;
 pub const MAX_IDS: usize = 100;
@@ -239,17 +242,21 @@ pub fn output_path(rel: &str) -> DomainResult<String> {
     Ok(rel.to_string())
 }
 
-/// Parses the `resources` of a session create body: files are mounted; memory stores and
-/// repositories are refused until they are supported.
-pub fn file_resource_params(resources: &[Value]) -> DomainResult<Vec<FileResourceParams>> {
-    let mut files = Vec::new();
+/// The `resources` of a session create body, parsed: files to mount and memory stores to
+/// attach; repositories are refused until they are supported.
+#[derive(Clone, Debug, Default)]
+pub struct ResourceParams {
+    pub files: Vec<FileResourceParams>,
+    pub memory_stores: Vec<MemoryStoreResourceParams>,
+}
+
+pub fn resource_params(resources: &[Value]) -> DomainResult<ResourceParams> {
+    let mut out = ResourceParams::default();
     for (i, r) in resources.iter().enumerate() {
+        let parse_err = |e: serde_json::Error| DomainError::invalid(format!("resources[{i}]: {e}"));
         match r.get("type").and_then(Value::as_str) {
-            Some("file") => files.push(
-                serde_json::from_value::<FileResourceParams>(r.clone())
-                    .map_err(|e| DomainError::invalid(format!("resources[{i}]: {e}")))?,
-            ),
-            Some("memory_store") => return Err(DomainError::unsupported("a `memory_store` session resource")),
+            Some("file") => out.files.push(serde_json::from_value(r.clone()).map_err(parse_err)?),
+            Some("memory_store") => out.memory_stores.push(serde_json::from_value(r.clone()).map_err(parse_err)?),
             Some("github_repository") => return Err(DomainError::unsupported("a `github_repository` session resource")),
             Some(other) => {
                 return Err(DomainError::invalid(format!(
@@ -259,15 +266,19 @@ pub fn file_resource_params(resources: &[Value]) -> DomainResult<Vec<FileResourc
             None => return Err(DomainError::invalid(format!("resources[{i}] needs a `type`"))),
         }
     }
-    if files.len() as i64 > FILES_PER_SESSION {
+    if out.files.len() as i64 > FILES_PER_SESSION {
         return Err(DomainError::invalid(format!("a session may mount at most {FILES_PER_SESSION} files")));
     }
-    Ok(files)
+    if out.memory_stores.len() > MEMORY_STORES_PER_SESSION {
+        return Err(DomainError::invalid(format!("a session may attach at most {MEMORY_STORES_PER_SESSION} memory stores")));
+    }
+    Ok(out)
 }
 
 fn file_resources(s: &Session) -> impl Iterator<Item = &FileResource> {
-    s.resources.iter().map(|r| match r {
-        SessionResource::File(f) => f,
+    s.resources.iter().filter_map(|r| match r {
+        SessionResource::File(f) => Some(f),
+        SessionResource::MemoryStore(_) => None,
     })
 }
 
@@ -542,24 +553,19 @@ impl Platform {
         page: Option<&str>,
     ) -> DomainResult<Page<SessionResource>> {
         let session = self.load_session(tenant, session_id).await?;
-        // "If omitted, returns all resources": one page up to the per-session maximum.
+        // "If omitted, returns all resources": one page up to the per-session maximum. The
+        // cursor holds the position in the session's list and the id found there.
         let req = PageRequest::new(Some(limit.unwrap_or(MAX_LIST_LIMIT as i64)), Order::Asc, page, MAX_LIST_LIMIT)?;
-        let position = |r: &SessionResource| match r {
-            SessionResource::File(f) => Position { created_at: f.created_at.as_micros(), id: f.id.clone() },
+        let start = match &req.cursor {
+            None => 0,
+            Some(c) => match session.resources.iter().position(|r| r.id() == c.position.id) {
+                Some(i) => i + 1,
+                None => usize::try_from(c.position.created_at).unwrap_or(0),
+            },
         };
-        let rows: Vec<SessionResource> = session
-            .resources
-            .into_iter()
-            .filter(|r| match &req.cursor {
-                None => true,
-                Some(c) => {
-                    let p = position(r);
-                    (p.created_at, &p.id) > (c.position.created_at, &c.position.id)
-                }
-            })
-            .take(req.limit as usize + 1)
-            .collect();
-        let mut out = req.finish(rows, position);
+        let rows: Vec<(usize, SessionResource)> =
+            session.resources.into_iter().enumerate().skip(start).take(req.limit as usize + 1).collect();
+        let mut out = req.finish(rows, |(i, r)| Position { created_at: *i as i64 + 1, id: r.id().to_owned() }).map(|(_, r)| r);
         out.prev_page = None;
         Ok(out)
     }
@@ -575,11 +581,13 @@ impl Platform {
         if token.is_empty() {
             return Err(DomainError::invalid("`authorization_token` must not be empty"));
         }
-        match resource {
-            SessionResource::File(_) => Err(DomainError::invalid(
-                "only `github_repository` resources have an `authorization_token` to rotate; this is a `file` resource",
-            )),
-        }
+        let kind = match resource {
+            SessionResource::File(_) => "file",
+            SessionResource::MemoryStore(_) => "memory_store",
+        };
+        Err(DomainError::invalid(format!(
+            "only `github_repository` resources have an `authorization_token` to rotate; this is a `{kind}` resource"
+        )))
     }
 
     /// Unmounts a file: the resource and its session-scoped copy go. Returns the removed
@@ -592,7 +600,12 @@ impl Platform {
             };
             check_open(&current)?;
             let mut next = current.clone();
-            let SessionResource::File(removed) = next.resources.remove(i);
+            let removed = match next.resources.remove(i) {
+                SessionResource::File(f) => f,
+                SessionResource::MemoryStore(_) => {
+                    return Err(DomainError::invalid("memory stores are attached for the whole session and cannot be removed from it"));
+                }
+            };
             next.updated_at = self.now().strictly_after(current.updated_at);
             if self.store.update_session(tenant, &next, current.updated_at).await? {
                 if let Some(orphan) = self.store.delete_file(tenant, &removed.file_id).await?.flatten() {
@@ -747,12 +760,20 @@ mod tests {
 
     #[test]
     fn resources_of_unknown_or_unsupported_types_are_refused() {
-        let ok = file_resource_params(&[serde_json::json!({"type": "file", "file_id": "file_1"})]).unwrap();
-        assert_eq!(ok[0].file_id, "file_1");
-        assert!(file_resource_params(&[serde_json::json!({"type": "memory_store", "memory_store_id": "m"})]).is_err());
-        assert!(file_resource_params(&[serde_json::json!({"type": "disk"})]).is_err());
-        assert!(file_resource_params(&[serde_json::json!({"type": "file"})]).is_err());
+        let ok = resource_params(&[
+            serde_json::json!({"type": "file", "file_id": "file_1"}),
+            serde_json::json!({"type": "memory_store", "memory_store_id": "memstore_1", "access": "read_only"}),
+        ])
+        .unwrap();
+        assert_eq!(ok.files[0].file_id, "file_1");
+        assert_eq!(ok.memory_stores[0].memory_store_id, "memstore_1");
+        assert!(resource_params(&[serde_json::json!({"type": "memory_store", "memory_store_id": "m", "access": "write_only"})]).is_err());
+        assert!(resource_params(&[serde_json::json!({"type": "github_repository", "url": "https://github.com/a/b"})]).is_err());
+        assert!(resource_params(&[serde_json::json!({"type": "disk"})]).is_err());
+        assert!(resource_params(&[serde_json::json!({"type": "file"})]).is_err());
         let many: Vec<Value> = (0..501).map(|i| serde_json::json!({"type": "file", "file_id": format!("file_{i}")})).collect();
-        assert!(file_resource_params(&many).is_err());
+        assert!(resource_params(&many).is_err());
+        let stores: Vec<Value> = (0..9).map(|i| serde_json::json!({"type": "memory_store", "memory_store_id": format!("memstore_{i}")})).collect();
+        assert!(resource_params(&stores).is_err());
     }
 }

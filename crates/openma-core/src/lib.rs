@@ -12,6 +12,7 @@ pub mod files;
 pub mod harness;
 pub mod ledger;
 pub mod memory;
+pub mod memory_mounts;
 pub mod model;
 pub mod model_cards;
 pub mod paging;

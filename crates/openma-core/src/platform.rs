@@ -440,9 +440,10 @@ impl Platform {
                 vault_ids.push(id.clone());
             }
         }
-        let file_params = crate::files::file_resource_params(req.resources.as_deref().unwrap_or_default())?;
+        let resource_params = crate::files::resource_params(req.resources.as_deref().unwrap_or_default())?;
+        let memory = self.attach_memory_stores(tenant, &resource_params.memory_stores).await?;
         let id = self.ids.new_id("sesn");
-        let mounts = self.mount_copies(tenant, &id, &file_params).await?;
+        let mounts = self.mount_copies(tenant, &id, &resource_params.files).await?;
         let now = self.now();
         let session = Session {
             id,
@@ -454,7 +455,11 @@ impl Platform {
             status: SessionStatus::Idle,
             stats: Default::default(),
             usage: SessionUsage::default(),
-            resources: mounts.iter().map(|(r, _)| openma_types::sessions::SessionResource::File(r.clone())).collect(),
+            resources: memory
+                .into_iter()
+                .map(openma_types::sessions::SessionResource::MemoryStore)
+                .chain(mounts.iter().map(|(r, _)| openma_types::sessions::SessionResource::File(r.clone())))
+                .collect(),
             vault_ids,
             outcome_evaluations: Vec::new(),
             budget: req.budget.clone(),

@@ -74,6 +74,8 @@ pub(crate) struct SessionPaths {
     pub uploads: PathBuf,
     /// The session's deliverables, bound read-write at `/mnt/session/outputs`.
     pub outputs: PathBuf,
+    /// Mounted memory stores, one directory each, bound at `/mnt/memory/<slug>`.
+    pub memory: PathBuf,
 }
 
 impl SessionPaths {
@@ -84,6 +86,7 @@ impl SessionPaths {
             etc: dir.join("etc"),
             uploads: dir.join("uploads"),
             outputs: dir.join("outputs"),
+            memory: dir.join("memory"),
             dir,
         }
     }
@@ -261,6 +264,14 @@ pub(crate) fn shell_command(
         path_str(&paths.outputs),
         crate::paths::OUTPUTS.into(),
     ]);
+    // `/mnt/memory` itself stays read-only: writes outside a store's directory fail
+    for m in crate::mounts::memory_mounts(paths) {
+        args.extend([
+            if m.writable { "--bind" } else { "--ro-bind" }.into(),
+            path_str(&paths.memory.join(&m.slug)),
+            format!("/mnt/memory/{}", m.slug),
+        ]);
+    }
     args.extend(["--remount-ro", "/", "--chdir", "/workspace", "--"].map(String::from));
     args.push(PRLIMIT.into());
     args.extend([

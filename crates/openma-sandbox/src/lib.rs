@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 pub use config::{Limits, SandboxConfig};
-pub use mounts::OutputFile;
+pub use mounts::{MemoryMount, OutputFile};
 
 use bwrap::SessionPaths;
 use procs::ProcId;

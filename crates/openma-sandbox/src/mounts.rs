@@ -128,29 +128,181 @@ impl Sandboxes {
     /// a symlink anywhere on the way.
     pub fn open_output(&self, session_id: &str, rel: &str) -> io::Result<std::fs::File> {
         let paths = self.existing_paths(session_id)?;
-        let rel_path = Path::new(rel);
-        if rel.is_empty() || !rel_path.components().all(|c| matches!(c, Component::Normal(_))) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{OUTPUTS}/{rel} is not a plain path")));
-        }
-        let mut dir = Dir::open_ambient_dir(&paths.outputs, ambient_authority())?;
-        let mut parts: Vec<_> = rel_path.components().collect();
-        let name = parts.pop().expect("non-empty");
-        for part in parts {
-            let meta = dir.symlink_metadata(part)?;
-            if !meta.is_dir() {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{OUTPUTS}/{rel}: not a directory on the way")));
+        open_beneath(&paths.outputs, rel, OUTPUTS)
+    }
+
+    /// Records which memory stores the session mounts (`/mnt/memory/<slug>`, read-write or
+    /// read-only) and creates their directories. The sandbox binds them from its next start;
+    /// call it before the session's first tool call.
+    pub fn set_memory_mounts(&self, session_id: &str, mounts: &[MemoryMount]) -> io::Result<()> {
+        for m in mounts {
+            if !valid_slug(&m.slug) {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid memory mount name {:?}", m.slug)));
             }
-            dir = open_dir_nofollow(&dir, part.as_os_str())?;
+        }
+        let session = self.inner.session(session_id).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let paths = &session.paths;
+        create_dirs(&paths.dir, &paths.memory)?;
+        for m in mounts {
+            let dir = paths.memory.join(&m.slug);
+            create_dirs(&paths.memory, &dir)?;
+            let owner = if m.writable { session.uid } else { Some(0).filter(|_| self.inner.as_root) };
+            if let Some(uid) = owner {
+                std::os::unix::fs::chown(&dir, Some(uid), Some(uid))?;
+            }
+        }
+        let manifest = serde_json::to_vec(mounts).map_err(io::Error::other)?;
+        std::fs::write(paths.dir.join(MEMORY_MANIFEST), manifest)
+    }
+
+    /// The regular files of a mounted memory store's directory (symlinks skipped).
+    pub fn memory_files(&self, session_id: &str, slug: &str) -> io::Result<Vec<OutputFile>> {
+        let dir = self.memory_dir(session_id, slug)?;
+        let dir = match Dir::open_ambient_dir(&dir, ambient_authority()) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut found = Vec::new();
+        let mut seen = 0;
+        walk(&dir, "", 0, &mut seen, &mut found);
+        found.sort_by(|a, b| a.rel.cmp(&b.rel));
+        Ok(found)
+    }
+
+    /// Reads one file of a mounted store, without following links; None past `max` bytes.
+    pub fn read_memory_file(&self, session_id: &str, slug: &str, rel: &str, max: u64) -> io::Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        let dir = self.memory_dir(session_id, slug)?;
+        let file = open_beneath(&dir, rel, "/mnt/memory")?;
+        let mut buf = Vec::new();
+        file.take(max + 1).read_to_end(&mut buf)?;
+        Ok((buf.len() as u64 <= max).then_some(buf))
+    }
+
+    /// Writes one file of a mounted store (beneath its directory, through no link that
+    /// leaves it), owned by the session when the store is writable.
+    pub fn write_memory_file(&self, session_id: &str, slug: &str, rel: &str, bytes: &[u8], writable: bool) -> io::Result<()> {
+        let host = self.memory_dir(session_id, slug)?;
+        let rel_path = plain_rel(rel, "/mnt/memory")?;
+        let dir = Dir::open_ambient_dir(&host, ambient_authority())?;
+        let uid = if writable { self.session_uid(session_id) } else { None };
+        let mut at = PathBuf::new();
+        let parts: Vec<_> = rel_path.components().collect();
+        for part in &parts[..parts.len() - 1] {
+            at.push(part);
+            match dir.create_dir(&at) {
+                Ok(()) => {
+                    if let Some(uid) = uid {
+                        let d = dir.open_dir(&at)?;
+                        give(&d, uid)?;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
         }
         let mut o = OpenOptions::new();
-        o.read(true)
-            .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW).bits() as i32);
-        let file = dir.open_with(name, &o)?;
+        o.write(true).create(true).truncate(true).custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW).bits() as i32);
+        let mut file = dir.open_with(&rel_path, &o)?;
         if !file.metadata()?.is_file() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{OUTPUTS}/{rel} is not a regular file")));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("/mnt/memory/{slug}/{rel} is not a regular file")));
         }
-        Ok(file.into_std())
+        file.write_all(bytes)?;
+        if let Some(uid) = uid {
+            give(&file, uid)?;
+        }
+        Ok(())
     }
+
+    /// Removes one file of a mounted store, and the directories it leaves empty.
+    pub fn remove_memory_file(&self, session_id: &str, slug: &str, rel: &str) -> io::Result<()> {
+        let host = self.memory_dir(session_id, slug)?;
+        let rel_path = plain_rel(rel, "/mnt/memory")?;
+        let dir = Dir::open_ambient_dir(&host, ambient_authority())?;
+        match dir.remove_file(&rel_path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut parent = rel_path.parent();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            if dir.remove_dir(p).is_err() {
+                break;
+            }
+            parent = p.parent();
+        }
+        Ok(())
+    }
+
+    fn memory_dir(&self, session_id: &str, slug: &str) -> io::Result<PathBuf> {
+        if !valid_slug(slug) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid memory mount name {slug:?}")));
+        }
+        Ok(self.existing_paths(session_id)?.memory.join(slug))
+    }
+}
+
+/// A memory store mounted into a session, as the sandbox binds it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemoryMount {
+    /// The directory name below `/mnt/memory/`.
+    pub slug: String,
+    pub writable: bool,
+}
+
+pub(crate) const MEMORY_MANIFEST: &str = "memory.mounts";
+
+/// The memory mounts recorded for a session (none when there is no manifest).
+pub(crate) fn memory_mounts(paths: &bwrap::SessionPaths) -> Vec<MemoryMount> {
+    std::fs::read(paths.dir.join(MEMORY_MANIFEST))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<MemoryMount>>(&b).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| valid_slug(&m.slug))
+        .collect()
+}
+
+fn valid_slug(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && !s.starts_with('-') && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// A relative path of plain names.
+fn plain_rel<'a>(rel: &'a str, root: &str) -> io::Result<&'a Path> {
+    let rel_path = Path::new(rel);
+    if rel.is_empty() || !rel_path.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{root}/{rel} is not a plain path")));
+    }
+    Ok(rel_path)
+}
+
+/// Opens `rel` below `root` for reading without following a symlink anywhere on the way.
+fn open_beneath(root: &Path, rel: &str, shown: &str) -> io::Result<std::fs::File> {
+    let rel_path = plain_rel(rel, shown)?;
+    let mut dir = Dir::open_ambient_dir(root, ambient_authority())?;
+    let mut parts: Vec<_> = rel_path.components().collect();
+    let name = parts.pop().expect("non-empty");
+    for part in parts {
+        let meta = dir.symlink_metadata(part)?;
+        if !meta.is_dir() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{shown}/{rel}: not a directory on the way")));
+        }
+        dir = open_dir_nofollow(&dir, part.as_os_str())?;
+    }
+    let mut o = OpenOptions::new();
+    o.read(true).custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW).bits() as i32);
+    let file = dir.open_with(name, &o)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{shown}/{rel} is not a regular file")));
+    }
+    Ok(file.into_std())
+}
+
+/// Gives a file or directory to `uid` (fchownat on the descriptor: cap-std opens
+/// directories `O_PATH`).
+fn give(f: &impl std::os::fd::AsFd, uid: u32) -> io::Result<()> {
+    use rustix::fs::{AtFlags, Gid, Uid, chownat};
+    chownat(f, "", Some(Uid::from_raw(uid)), Some(Gid::from_raw(uid)), AtFlags::EMPTY_PATH).map_err(io::Error::from)
 }
 
 /// A subdirectory, refusing a symlink in its place.

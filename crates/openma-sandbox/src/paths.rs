@@ -18,6 +18,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, File, OpenOptions, OpenOptionsExt};
@@ -29,7 +30,7 @@ const MAX_SYMLINK_HOPS: usize = 40;
 
 /// A directory the tools reach, as the sandbox names it.
 struct Mount {
-    root: &'static str,
+    root: Arc<str>,
     dir: Dir,
     writable: bool,
 }
@@ -43,19 +44,19 @@ pub(crate) struct Workspace {
 /// A path inside one mount with every symlink resolved (at the time of resolution).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct WsPath {
-    root: &'static str,
+    root: Arc<str>,
     parts: Vec<OsString>,
 }
 
 impl WsPath {
     /// `/workspace` itself.
     pub fn root() -> Self {
-        WsPath { root: ROOT, parts: Vec::new() }
+        WsPath { root: Arc::from(ROOT), parts: Vec::new() }
     }
 
     /// The top of the mount this path is in.
     pub fn top(&self) -> Self {
-        WsPath { root: self.root, parts: Vec::new() }
+        WsPath { root: self.root.clone(), parts: Vec::new() }
     }
 
     pub fn is_root(&self) -> bool {
@@ -73,7 +74,7 @@ impl WsPath {
 
     /// As the sandbox sees it: `/workspace/...`.
     pub fn display(&self) -> String {
-        let mut s = String::from(self.root);
+        let mut s = String::from(&*self.root);
         for p in &self.parts {
             s.push('/');
             s.push_str(&p.to_string_lossy());
@@ -85,13 +86,13 @@ impl WsPath {
         if self.parts.is_empty() {
             return None;
         }
-        Some(WsPath { root: self.root, parts: self.parts[..self.parts.len() - 1].to_vec() })
+        Some(WsPath { root: self.root.clone(), parts: self.parts[..self.parts.len() - 1].to_vec() })
     }
 
     pub fn join(&self, name: impl Into<OsString>) -> WsPath {
         let mut parts = self.parts.clone();
         parts.push(name.into());
-        WsPath { root: self.root, parts }
+        WsPath { root: self.root.clone(), parts }
     }
 
     pub fn file_name(&self) -> Option<&OsString> {
@@ -125,34 +126,42 @@ impl Workspace {
     /// `/workspace` only.
     pub fn open(host_dir: &Path, uid: Option<u32>) -> io::Result<Self> {
         Ok(Workspace {
-            mounts: vec![Mount { root: ROOT, dir: Dir::open_ambient_dir(host_dir, ambient_authority())?, writable: true }],
+            mounts: vec![Mount { root: Arc::from(ROOT), dir: Dir::open_ambient_dir(host_dir, ambient_authority())?, writable: true }],
             uid,
         })
     }
 
-    /// `/workspace` and the session mounts whose host directories exist.
-    pub fn open_session(workspace: &Path, uploads: &Path, outputs: &Path, uid: Option<u32>) -> io::Result<Self> {
+    /// `/workspace` and the session mounts whose host directories exist: the uploads, the
+    /// outputs, and `extra` (sandbox path, host dir, writable), e.g. memory stores.
+    pub fn open_session(
+        workspace: &Path,
+        uploads: &Path,
+        outputs: &Path,
+        extra: &[(String, std::path::PathBuf, bool)],
+        uid: Option<u32>,
+    ) -> io::Result<Self> {
         let mut ws = Self::open(workspace, uid)?;
-        for (root, dir, writable) in [(UPLOADS, uploads, false), (OUTPUTS, outputs, true)] {
+        let fixed = [(UPLOADS.to_string(), uploads.to_path_buf(), false), (OUTPUTS.to_string(), outputs.to_path_buf(), true)];
+        for (root, dir, writable) in fixed.iter().chain(extra) {
             if let Ok(dir) = Dir::open_ambient_dir(dir, ambient_authority()) {
-                ws.mounts.push(Mount { root, dir, writable });
+                ws.mounts.push(Mount { root: Arc::from(root.as_str()), dir, writable: *writable });
             }
         }
         Ok(ws)
     }
 
     fn mount(&self, root: &str) -> &Mount {
-        self.mounts.iter().find(|m| m.root == root).unwrap_or(&self.mounts[0])
+        self.mounts.iter().find(|m| &*m.root == root).unwrap_or(&self.mounts[0])
     }
 
     /// The directory a resolved path is in.
     pub fn dir_of(&self, p: &WsPath) -> &Dir {
-        &self.mount(p.root).dir
+        &self.mount(&p.root).dir
     }
 
     /// What the tools reach, for messages.
     fn reach(&self) -> String {
-        let roots: Vec<&str> = self.mounts.iter().map(|m| m.root).collect();
+        let roots: Vec<&str> = self.mounts.iter().map(|m| &*m.root).collect();
         match roots.as_slice() {
             [one] => format!("under {one}"),
             [init @ .., last] => format!("under {} and {last}", init.join(", ")),
@@ -162,16 +171,16 @@ impl Workspace {
 
     /// `/workspace/a/b` → (`/workspace`, `a/b`); a relative path is in `/workspace`; other
     /// absolute paths → None.
-    fn split<'p>(&self, path: &'p Path) -> Option<(&'static str, &'p Path)> {
+    fn split<'p>(&self, path: &'p Path) -> Option<(Arc<str>, &'p Path)> {
         if !path.is_absolute() {
-            return Some((ROOT, path));
+            return Some((self.mounts[0].root.clone(), path));
         }
-        self.mounts.iter().find_map(|m| path.strip_prefix(m.root).ok().map(|rel| (m.root, rel)))
+        self.mounts.iter().find_map(|m| path.strip_prefix(&*m.root).ok().map(|rel| (m.root.clone(), rel)))
     }
 
     /// Refuses a write below a read-only mount.
     pub fn check_writable(&self, p: &WsPath) -> Result<(), String> {
-        if self.mount(p.root).writable {
+        if self.mount(&p.root).writable {
             Ok(())
         } else {
             Err(format!(
@@ -199,7 +208,7 @@ impl Workspace {
 
     /// Resolves the parts one by one: symlinks as the sandbox sees them, `..` on what is
     /// resolved so far; climbing above the mount's top is refused.
-    fn follow(&self, mut root: &'static str, mut todo: Vec<Part>, input: &str) -> Result<WsPath, String> {
+    fn follow(&self, mut root: Arc<str>, mut todo: Vec<Part>, input: &str) -> Result<WsPath, String> {
         let outside = || format!("{input} leads outside {ROOT}; this tool only reaches files {}", self.reach());
         let mut done: Vec<OsString> = Vec::new();
         let mut hops = 0;
@@ -214,7 +223,7 @@ impl Workspace {
             };
             let mut candidate: PathBuf = done.iter().collect();
             candidate.push(&name);
-            let meta = match self.mount(root).dir.symlink_metadata(&candidate) {
+            let meta = match self.mount(&root).dir.symlink_metadata(&candidate) {
                 Ok(m) => m,
                 // The rest does not exist (yet): nothing more to resolve.
                 Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => {
@@ -240,11 +249,11 @@ impl Workspace {
                 return Err(format!("{input}: too many levels of symbolic links"));
             }
             let target = self
-                .mount(root)
+                .mount(&root)
                 .dir
                 .read_link_contents(&candidate)
                 .map_err(|e| io_message(input, &e))?;
-            let link = WsPath { root, parts: done.clone() }.join(name).display();
+            let link = WsPath { root: root.clone(), parts: done.clone() }.join(name).display();
             let refuse = || {
                 format!(
                     "{input}: the symbolic link {link} points outside {ROOT} (to {}); this tool only reaches files {}",
@@ -463,7 +472,7 @@ mod tests {
         std::fs::write(t.0.join("up/sub/data.csv"), "a,b").unwrap();
         std::os::unix::fs::symlink("/mnt/session/uploads/sub/data.csv", t.0.join("ws/link")).unwrap();
         std::os::unix::fs::symlink("../../etc", t.0.join("up/sub/up")).unwrap();
-        let w = Workspace::open_session(&t.0.join("ws"), &t.0.join("up"), &t.0.join("out"), None).unwrap();
+        let w = Workspace::open_session(&t.0.join("ws"), &t.0.join("up"), &t.0.join("out"), &[], None).unwrap();
         let p = w.resolve("/mnt/session/uploads/sub/data.csv").unwrap();
         assert_eq!(p.display(), "/mnt/session/uploads/sub/data.csv");
         assert!(w.open_file(&p).is_ok());

@@ -101,7 +101,11 @@ impl Tool for SandboxTool {
                 let paths = session.paths.clone();
                 let uid = session.uid;
                 let task = tokio::task::spawn_blocking(move || {
-                    let ws = match Workspace::open_session(&paths.workspace, &paths.uploads, &paths.outputs, uid) {
+                    let memory: Vec<(String, std::path::PathBuf, bool)> = crate::mounts::memory_mounts(&paths)
+                        .into_iter()
+                        .map(|m| (format!("/mnt/memory/{}", m.slug), paths.memory.join(&m.slug), m.writable))
+                        .collect();
+                    let ws = match Workspace::open_session(&paths.workspace, &paths.uploads, &paths.outputs, &memory, uid) {
                         Ok(ws) => ws,
                         Err(e) => {
                             return ToolOutput::error(format!(

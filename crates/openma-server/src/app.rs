@@ -46,6 +46,8 @@ pub struct AppState {
     pub rate_limiter: Option<Arc<crate::auth::RateLimiter>>,
     /// Takes session outputs into the Files API.
     pub outputs: Arc<crate::session_files::OutputCapture>,
+    /// Keeps mounted memory stores in step with their sessions' sandboxes.
+    pub memory_sync: Arc<crate::session_memory::MemorySync>,
 }
 
 /// Opens (and migrates) the configured store and binds the core to it.
@@ -190,8 +192,10 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     let mut sandbox_config = openma_sandbox::SandboxConfig::new(settings.data_dir.join("sandboxes"));
     settings.sandbox.apply(&mut sandbox_config.limits);
     let sandboxes = openma_sandbox::Sandboxes::new(sandbox_config);
+    // memory stores mounted into a session are synced around every sandbox tool call
+    let memory_sync = Arc::new(crate::session_memory::MemorySync::new(platform.clone(), sandboxes.clone()));
     for (name, tool) in sandboxes.tools() {
-        toolbox.register(name, tool);
+        toolbox.register(name, Arc::new(crate::session_memory::MemorySynced { inner: tool, sync: memory_sync.clone() }));
     }
     spawn_sandbox_reaper(sandboxes.clone());
     let blobs = Arc::new(crate::blobs::ObjectBlobs::open(&crate::blobs::BlobUrl::parse(&settings.blob_url)?).context("cannot open the blob store")?);
@@ -215,7 +219,7 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
         tracing::info!(resumed, "resuming sessions that were running when the server stopped");
     }
     let rate_limiter = settings.rate_limit_per_minute.and_then(std::num::NonZeroU32::new).map(|n| Arc::new(crate::auth::RateLimiter::per_minute(n)));
-    let app = router(AppState { platform, runtime, sandboxes, info: Arc::new(info), rate_limiter, outputs });
+    let app = router(AppState { platform, runtime, sandboxes, info: Arc::new(info), rate_limiter, outputs, memory_sync });
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;

@@ -22,5 +22,6 @@ pub mod openapi;
 pub mod runtime;
 pub mod secrets;
 pub mod session_files;
+pub mod session_memory;
 pub mod telemetry;
 pub mod tools;

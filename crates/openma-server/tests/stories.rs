@@ -315,7 +315,6 @@ async fn unsupported_session_fields_are_refused(app: TestApp) {
     let a = app.agent("a").await;
     for extra in [
         json!({"resources": [{"type": "github_repository", "url": "https://github.com/o/r"}]}),
-        json!({"resources": [{"type": "memory_store", "memory_store_id": "memstore_1"}]}),
     ] {
         let mut body = json!({"agent": a["id"]});
         body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
@@ -327,6 +326,8 @@ async fn unsupported_session_fields_are_refused(app: TestApp) {
     assert_eq!(vault.status, StatusCode::NOT_FOUND);
     let file = app.post("/v1/sessions", json!({"agent": a["id"], "resources": [{"type": "file", "file_id": "file_missing"}]})).await;
     assert_eq!(file.status, StatusCode::NOT_FOUND);
+    let store = app.post("/v1/sessions", json!({"agent": a["id"], "resources": [{"type": "memory_store", "memory_store_id": "memstore_missing"}]})).await;
+    assert_eq!(store.status, StatusCode::NOT_FOUND);
     assert!(app.collect_ids("/v1/sessions").await.is_empty(), "a refused create leaves nothing behind");
 }
 

@@ -178,3 +178,41 @@ pub struct MemoryVersion {
     pub redacted_at: Option<Timestamp>,
     pub redacted_by: Option<Actor>,
 }
+
+/// How a session may use a mounted memory store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryAccess {
+    #[default]
+    ReadWrite,
+    ReadOnly,
+}
+
+/// `MemoryStoreResourceParam` of a session create body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MemoryStoreResourceParams {
+    #[serde(rename = "type")]
+    pub tag: MemoryStoreTag,
+    pub memory_store_id: String,
+    #[serde(default)]
+    pub access: Option<MemoryAccess>,
+    #[serde(default)]
+    pub instructions: Option<String>,
+}
+
+/// `MemoryStoreResource`: a store mounted into a session at `/mnt/memory/<slug>/`, with
+/// its name and description as they were when it was attached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MemoryStoreResource {
+    #[serde(rename = "type")]
+    pub tag: MemoryStoreTag,
+    pub memory_store_id: String,
+    pub access: MemoryAccess,
+    pub name: String,
+    pub description: String,
+    pub instructions: Option<String>,
+    pub mount_path: String,
+}

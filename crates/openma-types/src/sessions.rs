@@ -8,6 +8,7 @@ use crate::agents::{
     Skill, SkillParams, ToolParam,
 };
 use crate::files::FileResource;
+use crate::memory::MemoryStoreResource;
 use crate::common::{Metadata, MetadataPatch, Timestamp, double_option};
 use crate::literal;
 
@@ -75,12 +76,16 @@ pub struct Session {
 #[serde(untagged)]
 pub enum SessionResource {
     File(FileResource),
+    MemoryStore(MemoryStoreResource),
 }
 
 impl SessionResource {
+    /// What the resources endpoints take as `resource_id`: a memory store resource has no
+    /// id of its own and is named by its store's id.
     pub fn id(&self) -> &str {
         match self {
             SessionResource::File(f) => &f.id,
+            SessionResource::MemoryStore(m) => &m.memory_store_id,
         }
     }
 }

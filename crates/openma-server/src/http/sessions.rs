@@ -61,6 +61,12 @@ pub async fn create_session(
         tracing::warn!(%tenant, "tenant is over its soft monthly spend limit");
     }
     let (session, initial) = app.platform.create_session(&tenant, &req).await?;
+    if let Err(e) = crate::session_memory::prepare(&app.sandboxes, &session) {
+        let _ = app.platform.delete_session(&tenant, &session.id).await;
+        let _ = app.sandboxes.destroy(&session.id).await;
+        tracing::error!(session_id = %session.id, error = %e, "cannot prepare the session's memory mounts");
+        return Err(ApiError::internal());
+    }
     if !session.resources.is_empty() {
         // the session is usable once its files are in place
         let mounts = app.platform.session_mounts(&tenant, &session.id).await?;
@@ -152,6 +158,7 @@ pub async fn delete_session(
     app.platform.delete_session(&tenant, &id).await?;
     app.runtime.session_deleted(&id);
     app.outputs.forget(&id);
+    app.memory_sync.forget(&id);
     // the workspace goes with the session
     if let Err(e) = app.sandboxes.destroy(&id).await {
         tracing::warn!(session_id = %id, error = %e, "cannot remove the session's sandbox");

@@ -799,14 +799,22 @@ impl Actor {
         Ok(Raced::Done(()))
     }
 
+    /// The next model request: the projection of the log, with the note about the session's
+    /// memory mounts after the agent's system prompt.
+    fn model_request(&self) -> openma_core::model::ModelRequest {
+        let mut request = projection::request(&self.session.agent, &self.plan, &self.log, self.rt.config.max_tokens);
+        request.system = openma_core::memory_mounts::with_system_note(request.system, &self.session.resources);
+        request
+    }
+
     /// One model call: streams it (publishing previews), then appends its events.
     async fn model_step(&mut self) -> Result<StepResult, DomainError> {
-        let mut request = projection::request(&self.session.agent, &self.plan, &self.log, self.rt.config.max_tokens);
+        let mut request = self.model_request();
         if let Some(cut) = compaction::plan(&request, &self.log, self.rt.config.context_window_tokens) {
             match self.compact(cut).await? {
                 Raced::Interrupted(i) => return Ok(StepResult::Interrupted(i, Vec::new())),
                 Raced::Done(true) => {
-                    request = projection::request(&self.session.agent, &self.plan, &self.log, self.rt.config.max_tokens);
+                    request = self.model_request();
                 }
                 Raced::Done(false) => {}
             }

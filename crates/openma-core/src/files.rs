@@ -9,6 +9,7 @@
 
 use openma_types::files::{FileMetadata, FileResource, FileResourceParams, FileScope};
 use openma_types::memory::MemoryStoreResourceParams;
+use openma_types::sessions::GitHubRepositoryResourceParams;
 use openma_types::sessions::{Session, SessionResource, SessionStatus};
 use openma_types::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -248,6 +249,7 @@ pub fn output_path(rel: &str) -> DomainResult<String> {
 pub struct ResourceParams {
     pub files: Vec<FileResourceParams>,
     pub memory_stores: Vec<MemoryStoreResourceParams>,
+    pub repositories: Vec<GitHubRepositoryResourceParams>,
 }
 
 pub fn resource_params(resources: &[Value]) -> DomainResult<ResourceParams> {
@@ -257,7 +259,11 @@ pub fn resource_params(resources: &[Value]) -> DomainResult<ResourceParams> {
         match r.get("type").and_then(Value::as_str) {
             Some("file") => out.files.push(serde_json::from_value(r.clone()).map_err(parse_err)?),
             Some("memory_store") => out.memory_stores.push(serde_json::from_value(r.clone()).map_err(parse_err)?),
-            Some("github_repository") => return Err(DomainError::unsupported("a `github_repository` session resource")),
+            Some("github_repository") => {
+                let p: GitHubRepositoryResourceParams = serde_json::from_value(r.clone()).map_err(parse_err)?;
+                crate::repositories::check_params(&p, i)?;
+                out.repositories.push(p);
+            }
             Some(other) => {
                 return Err(DomainError::invalid(format!(
                     "resources[{i}].type `{other}` is not one of `file`, `memory_store`, `github_repository`"
@@ -278,7 +284,7 @@ pub fn resource_params(resources: &[Value]) -> DomainResult<ResourceParams> {
 fn file_resources(s: &Session) -> impl Iterator<Item = &FileResource> {
     s.resources.iter().filter_map(|r| match r {
         SessionResource::File(f) => Some(f),
-        SessionResource::MemoryStore(_) => None,
+        SessionResource::MemoryStore(_) | SessionResource::GitHubRepository(_) => None,
     })
 }
 
@@ -581,13 +587,19 @@ impl Platform {
         if token.is_empty() {
             return Err(DomainError::invalid("`authorization_token` must not be empty"));
         }
-        let kind = match resource {
-            SessionResource::File(_) => "file",
-            SessionResource::MemoryStore(_) => "memory_store",
-        };
-        Err(DomainError::invalid(format!(
-            "only `github_repository` resources have an `authorization_token` to rotate; this is a `{kind}` resource"
-        )))
+        match resource {
+            SessionResource::File(_) => Err(DomainError::invalid(
+                "only `github_repository` resources have an `authorization_token` to rotate; this is a `file` resource",
+            )),
+            SessionResource::MemoryStore(_) => Err(DomainError::invalid(
+                "only `github_repository` resources have an `authorization_token` to rotate; this is a `memory_store` resource",
+            )),
+            // the token is used once, to clone before the agent starts: sandboxes have no
+            // network, so no later git traffic could use a rotated one
+            SessionResource::GitHubRepository(_) => Err(DomainError::unsupported(
+                "rotating a repository's `authorization_token` (it is used only to clone at session start; sandboxes have no network)",
+            )),
+        }
     }
 
     /// Unmounts a file: the resource and its session-scoped copy go. Returns the removed
@@ -604,6 +616,9 @@ impl Platform {
                 SessionResource::File(f) => f,
                 SessionResource::MemoryStore(_) => {
                     return Err(DomainError::invalid("memory stores are attached for the whole session and cannot be removed from it"));
+                }
+                SessionResource::GitHubRepository(_) => {
+                    return Err(DomainError::invalid("repositories are cloned for the whole session and cannot be removed from it"));
                 }
             };
             next.updated_at = self.now().strictly_after(current.updated_at);
@@ -768,7 +783,8 @@ mod tests {
         assert_eq!(ok.files[0].file_id, "file_1");
         assert_eq!(ok.memory_stores[0].memory_store_id, "memstore_1");
         assert!(resource_params(&[serde_json::json!({"type": "memory_store", "memory_store_id": "m", "access": "write_only"})]).is_err());
-        assert!(resource_params(&[serde_json::json!({"type": "github_repository", "url": "https://github.com/a/b"})]).is_err());
+        assert_eq!(resource_params(&[serde_json::json!({"type": "github_repository", "url": "https://github.com/a/b"})]).unwrap().repositories.len(), 1);
+        assert!(resource_params(&[serde_json::json!({"type": "github_repository", "url": "git@github.com:a/b"})]).is_err());
         assert!(resource_params(&[serde_json::json!({"type": "disk"})]).is_err());
         assert!(resource_params(&[serde_json::json!({"type": "file"})]).is_err());
         let many: Vec<Value> = (0..501).map(|i| serde_json::json!({"type": "file", "file_id": format!("file_{i}")})).collect();

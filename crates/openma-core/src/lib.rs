@@ -17,6 +17,7 @@ pub mod model;
 pub mod model_cards;
 pub mod paging;
 pub mod platform;
+pub mod repositories;
 pub mod secrets;
 pub mod pricing;
 pub mod ports;

@@ -41,7 +41,7 @@ pub fn system_note(resources: &[SessionResource]) -> Option<String> {
         .iter()
         .filter_map(|r| match r {
             SessionResource::MemoryStore(m) => Some(m),
-            SessionResource::File(_) => None,
+            SessionResource::File(_) | SessionResource::GitHubRepository(_) => None,
         })
         .collect();
     if mounts.is_empty() {

@@ -443,6 +443,7 @@ impl Platform {
         let resource_params = crate::files::resource_params(req.resources.as_deref().unwrap_or_default())?;
         let memory = self.attach_memory_stores(tenant, &resource_params.memory_stores).await?;
         let id = self.ids.new_id("sesn");
+        let repositories = crate::repositories::resources(&resource_params.repositories, || self.ids.new_id("sesrsc"), self.now())?;
         let mounts = self.mount_copies(tenant, &id, &resource_params.files).await?;
         let now = self.now();
         let session = Session {
@@ -458,6 +459,7 @@ impl Platform {
             resources: memory
                 .into_iter()
                 .map(openma_types::sessions::SessionResource::MemoryStore)
+                .chain(repositories.into_iter().map(openma_types::sessions::SessionResource::GitHubRepository))
                 .chain(mounts.iter().map(|(r, _)| openma_types::sessions::SessionResource::File(r.clone())))
                 .collect(),
             vault_ids,

@@ -234,6 +234,51 @@ impl Sandboxes {
         Ok(())
     }
 
+    /// A fresh host directory of the session that the sandbox cannot see, for preparing
+    /// content (e.g. a clone) before [`Sandboxes::move_into_workspace`].
+    pub fn staging_dir(&self, session_id: &str) -> io::Result<PathBuf> {
+        let paths = self.session_paths(session_id)?;
+        let dir = paths.dir.join(format!(".staging-{}", ulid::Ulid::new()));
+        std::fs::create_dir(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(dir)
+    }
+
+    /// Moves a prepared directory to `mount_path` (below `/workspace`), creating its
+    /// parents, and gives all of it to the session's uid (links are not followed). Meant for
+    /// a session's start, before the agent could have planted anything in the workspace.
+    pub fn move_into_workspace(&self, session_id: &str, staged: &Path, mount_path: &str) -> io::Result<()> {
+        let paths = self.session_paths(session_id)?;
+        let rel = Path::new(mount_path).strip_prefix(crate::paths::ROOT).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{mount_path} is not below {}", crate::paths::ROOT))
+        })?;
+        plain_rel(&rel.to_string_lossy(), crate::paths::ROOT)?;
+        let dest = paths.workspace.join(rel);
+        if std::fs::symlink_metadata(&dest).is_ok() {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{mount_path} already exists")));
+        }
+        let uid = self.session_uid(session_id);
+        let mut at = paths.workspace.clone();
+        for c in rel.parent().into_iter().flat_map(Path::components) {
+            at.push(c);
+            match std::fs::symlink_metadata(&at) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a directory", at.display()))),
+                Err(_) => {
+                    std::fs::create_dir(&at)?;
+                    if let Some(uid) = uid {
+                        std::os::unix::fs::lchown(&at, Some(uid), Some(uid))?;
+                    }
+                }
+            }
+        }
+        std::fs::rename(staged, &dest)?;
+        if let Some(uid) = uid {
+            chown_tree(&dest, uid)?;
+        }
+        Ok(())
+    }
+
     fn memory_dir(&self, session_id: &str, slug: &str) -> io::Result<PathBuf> {
         if !valid_slug(slug) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid memory mount name {slug:?}")));
@@ -296,6 +341,17 @@ fn open_beneath(root: &Path, rel: &str, shown: &str) -> io::Result<std::fs::File
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{shown}/{rel} is not a regular file")));
     }
     Ok(file.into_std())
+}
+
+/// Gives a tree to `uid`, never following a link.
+fn chown_tree(path: &Path, uid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        for e in std::fs::read_dir(path)? {
+            chown_tree(&e?.path(), uid)?;
+        }
+    }
+    Ok(())
 }
 
 /// Gives a file or directory to `uid` (fchownat on the descriptor: cap-std opens

@@ -34,6 +34,8 @@ pub struct ServerInfo {
     pub sandbox: String,
     /// Largest upload, in bytes.
     pub max_file_bytes: u64,
+    /// Where `github_repository` resources are cloned from.
+    pub github_url: String,
 }
 
 #[derive(Clone)]
@@ -207,6 +209,7 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
         blobs,
         sandbox: sandbox_status(&sandboxes),
         max_file_bytes: settings.max_file_bytes,
+        github_url: settings.github_url.clone(),
     };
     let http = openma_models::http_client().context("cannot set up the model clients")?;
     let env_models = openma_models::ModelRouter::from_lookup(|name| settings.providers.lookup(name), http.clone());

@@ -138,6 +138,10 @@ pub struct ServeArgs {
     /// Requests per minute allowed to each API key; over it: 429 with `retry-after`.
     #[arg(long, env = "OPENMA_RATE_LIMIT_PER_MINUTE")]
     pub rate_limit_per_minute: Option<u32>,
+    /// Where `github_repository` resources are cloned from [default: https://github.com]
+    /// (GitHub Enterprise: its base URL).
+    #[arg(long, env = "OPENMA_GITHUB_URL")]
+    pub github_url: Option<String>,
     /// Largest file `POST /v1/files` accepts, in MiB [default: 500].
     #[arg(long, env = "OPENMA_MAX_FILE_MB")]
     pub max_file_mb: Option<u64>,
@@ -233,6 +237,7 @@ fn settings(global: &GlobalArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Se
         unsafe_allow_private_fetch: false,
         rate_limit_per_minute: serve.and_then(|s| s.rate_limit_per_minute),
         max_file_mb: serve.and_then(|s| s.max_file_mb),
+        github_url: serve.and_then(|s| s.github_url.clone()),
         sandbox: crate::config::SandboxLimits {
             memory_mb: serve.and_then(|s| s.sandbox_memory_mb),
             processes: serve.and_then(|s| s.sandbox_processes),

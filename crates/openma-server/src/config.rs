@@ -28,6 +28,7 @@ pub struct FileSettings {
     pub search_url: Option<String>,
     pub rate_limit_per_minute: Option<u32>,
     pub max_file_mb: Option<u64>,
+    pub github_url: Option<String>,
     /// `[sandbox]` table of the file.
     #[serde(default)]
     pub sandbox: SandboxLimits,
@@ -78,6 +79,8 @@ pub struct Settings {
     pub rate_limit_per_minute: Option<u32>,
     /// Largest upload, in bytes.
     pub max_file_bytes: u64,
+    /// Base URL repositories are cloned from (`https://github.com`).
+    pub github_url: String,
     /// Limits of every session sandbox (unset fields keep the defaults).
     pub sandbox: SandboxLimits,
 }
@@ -190,6 +193,7 @@ pub struct Overrides {
     pub previous_root_secret: Option<String>,
     pub rate_limit_per_minute: Option<u32>,
     pub max_file_mb: Option<u64>,
+    pub github_url: Option<String>,
     pub sandbox: SandboxLimits,
 }
 
@@ -227,6 +231,7 @@ impl Settings {
                 .max_file_mb
                 .or(file.max_file_mb)
                 .map_or(openma_core::files::DEFAULT_MAX_FILE_BYTES, |mb| mb.saturating_mul(1024 * 1024)),
+            github_url: o.github_url.or(file.github_url).unwrap_or_else(|| "https://github.com".into()).trim_end_matches('/').to_owned(),
             sandbox: merge_sandbox(o.sandbox, file.sandbox),
             data_dir,
         })

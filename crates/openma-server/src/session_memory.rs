@@ -37,7 +37,7 @@ fn mounts_of(session: &Session) -> Vec<Mount> {
         .iter()
         .filter_map(|r| match r {
             SessionResource::MemoryStore(m) => Some(mount_of(m)),
-            SessionResource::File(_) => None,
+            SessionResource::File(_) | SessionResource::GitHubRepository(_) => None,
         })
         .collect()
 }

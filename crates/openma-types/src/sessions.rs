@@ -77,6 +77,7 @@ pub struct Session {
 pub enum SessionResource {
     File(FileResource),
     MemoryStore(MemoryStoreResource),
+    GitHubRepository(GitHubRepositoryResource),
 }
 
 impl SessionResource {
@@ -86,8 +87,50 @@ impl SessionResource {
         match self {
             SessionResource::File(f) => &f.id,
             SessionResource::MemoryStore(m) => &m.memory_store_id,
+            SessionResource::GitHubRepository(g) => &g.id,
         }
     }
+}
+
+literal!(GitHubRepositoryTag = "github_repository");
+
+/// Which revision of a repository to check out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Checkout {
+    Branch { name: String },
+    Commit { sha: String },
+}
+
+/// `GitHubRepositoryResource`: a repository cloned into the session's workspace before the
+/// agent starts. The token it was cloned with is never part of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GitHubRepositoryResource {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub tag: GitHubRepositoryTag,
+    pub url: String,
+    pub mount_path: String,
+    pub checkout: Option<Checkout>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// `GitHubRepositoryResourceParams` of a session create body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GitHubRepositoryResourceParams {
+    #[serde(rename = "type")]
+    pub tag: GitHubRepositoryTag,
+    pub url: String,
+    #[serde(default)]
+    pub authorization_token: Option<crate::vaults::WriteOnly>,
+    #[serde(default)]
+    pub checkout: Option<Checkout>,
+    #[serde(default)]
+    pub mount_path: Option<String>,
 }
 
 /// The immutable snapshot of the agent version a session was created with.

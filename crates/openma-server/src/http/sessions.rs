@@ -68,9 +68,14 @@ pub async fn create_session(
         return Err(ApiError::internal());
     }
     if !session.resources.is_empty() {
-        // the session is usable once its files are in place
+        // the session is usable once its files are in place and its repositories cloned
+        let repositories = openma_core::files::resource_params(req.resources.as_deref().unwrap_or_default())?.repositories;
         let mounts = app.platform.session_mounts(&tenant, &session.id).await?;
-        if let Err(e) = crate::session_files::place(&app.platform, &app.sandboxes, &session.id, &mounts).await {
+        let placed = match crate::session_files::place(&app.platform, &app.sandboxes, &session.id, &mounts).await {
+            Ok(()) => crate::session_repos::clone_all(&app.info.github_url, &app.sandboxes, &session, &repositories).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = placed {
             let _ = app.platform.delete_session(&tenant, &session.id).await;
             let _ = app.sandboxes.destroy(&session.id).await;
             return Err(e.into());

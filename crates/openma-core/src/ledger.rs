@@ -5,7 +5,8 @@ use openma_types::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Usage;
-use crate::pricing::{self, ModelPrice, RUNTIME_MICROS_PER_HOUR};
+use crate::harness::tools::SandboxUsage;
+use crate::pricing::{self, ModelPrice, RUNTIME_MICROS_PER_HOUR, SANDBOX_CPU_MICROS_PER_HOUR};
 
 /// One ledger row.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,7 +15,8 @@ pub struct LedgerEntry {
     pub session_id: String,
     pub agent_id: String,
     pub model: String,
-    /// `input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `runtime_ms`.
+    /// `input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `runtime_ms`,
+    /// `sandbox_wall_ms`, `sandbox_cpu_ms`.
     pub kind: String,
     pub quantity: i64,
     /// Micro-dollars per million units (tokens) or per hour (runtime).
@@ -81,6 +83,16 @@ pub fn runtime(s: &Subject<'_>, millis: u64, source: &str, at: Timestamp, id: St
     })
 }
 
+/// The rows of one sandbox tool run (sourced by its tool use).
+pub fn sandbox(s: &Subject<'_>, usage: &SandboxUsage, source: &str, at: Timestamp, mut new_id: impl FnMut() -> String) -> Vec<LedgerEntry> {
+    let mut rows = vec![row(s, new_id(), ("sandbox_wall_ms", usage.wall_ms, 0, 0), source, at)];
+    if usage.cpu_ms > 0 {
+        let amount = usage.cpu_ms * SANDBOX_CPU_MICROS_PER_HOUR / 3_600_000;
+        rows.push(row(s, new_id(), ("sandbox_cpu_ms", usage.cpu_ms, SANDBOX_CPU_MICROS_PER_HOUR, amount), source, at));
+    }
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +111,9 @@ mod tests {
         assert_eq!((rows[1].kind.as_str(), rows[1].amount), ("output_tokens", 30_000));
         let r = runtime(&s, 3_600_000, "sevt_2", Timestamp::from_micros(0), "led_x".into()).unwrap();
         assert_eq!(r.amount, 80_000);
+        let rows = sandbox(&s, &SandboxUsage { wall_ms: 5_000, cpu_ms: 7_200_000 }, "sevt_3", Timestamp::from_micros(0), || "led_y".into());
+        assert_eq!((rows[0].kind.as_str(), rows[0].quantity, rows[0].amount), ("sandbox_wall_ms", 5_000, 0));
+        assert_eq!((rows[1].kind.as_str(), rows[1].quantity, rows[1].amount), ("sandbox_cpu_ms", 7_200_000, 100_000));
+        assert_eq!(sandbox(&s, &SandboxUsage { wall_ms: 3, cpu_ms: 0 }, "e", Timestamp::from_micros(0), || "l".into()).len(), 1);
     }
 }

@@ -18,6 +18,10 @@ const fn usd(dollars: u64, cents: u64) -> u64 {
 /// Session running time: $0.08 per hour, metered to the millisecond while running.
 pub const RUNTIME_MICROS_PER_HOUR: u64 = usd(0, 8);
 
+/// Sandbox CPU time: $0.05 per CPU-hour, metered to the millisecond. Sandbox wall time is
+/// recorded at no charge (running time already pays for the session's wall clock).
+pub const SANDBOX_CPU_MICROS_PER_HOUR: u64 = usd(0, 5);
+
 /// Known public list prices by model-id prefix, longest prefix first.
 const PRICES: &[(&str, ModelPrice)] = &[
     ("claude-opus-4-1", ModelPrice { input_per_mtok: usd(15, 0), output_per_mtok: usd(75, 0) }),

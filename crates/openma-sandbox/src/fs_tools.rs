@@ -206,6 +206,7 @@ pub(crate) fn read(ws: &Workspace, input: ReadInput, limit_chars: usize) -> Tool
                 json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": b64}}),
             ],
             is_error: false,
+            usage: None,
         };
     }
     if head.starts_with(b"%PDF-") {

@@ -27,6 +27,22 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     rest.split(' ').nth(22 - 3)?.parse().ok()
 }
 
+/// CPU time of a process in clock ticks: its own user and system time and that of its
+/// waited-for children (fields 14–17 of `/proc/<pid>/stat`).
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    let Some(close) = stat.rfind(')') else { return 0 };
+    stat[close + 2..].split(' ').skip(14 - 3).take(4).filter_map(|f| f.parse::<u64>().ok()).sum()
+}
+
+/// CPU milliseconds used so far by a process tree (the tree's processes, and the
+/// children they already reaped).
+pub(crate) fn tree_cpu_ms(root: u32) -> u64 {
+    let ticks: u64 = std::iter::once(root).chain(descendants(root).into_iter().map(|p| p.pid)).map(cpu_ticks).sum();
+    let hz = rustix::param::clock_ticks_per_second().max(1);
+    ticks * 1000 / hz
+}
+
 /// Direct children of `pid` (all of its threads' children).
 pub(crate) fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();

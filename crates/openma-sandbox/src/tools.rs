@@ -272,7 +272,12 @@ async fn bash(inner: &Inner, session: &SessionBox, input: BashInput) -> ToolOutp
         init: shell.init,
         armed: true,
     };
+    let (cpu_before, started) = (crate::procs::tree_cpu_ms(shell.init.pid), std::time::Instant::now());
     let outcome = shell.run(&command, limit, &mut capture).await;
+    let usage = openma_core::harness::tools::SandboxUsage {
+        wall_ms: started.elapsed().as_millis() as u64,
+        cpu_ms: crate::procs::tree_cpu_ms(shell.init.pid).saturating_sub(cpu_before),
+    };
     guard.armed = false;
     session.touch();
     let captured = capture.finish();
@@ -321,5 +326,6 @@ async fn bash(inner: &Inner, session: &SessionBox, input: BashInput) -> ToolOutp
     ToolOutput {
         content: vec![serde_json::json!({"type": "text", "text": text})],
         is_error,
+        usage: Some(usage),
     }
 }

@@ -23,7 +23,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub postgres_url: Option<String>,
     /// What to measure: `api` (agent and session creation), `runtime` (turns, streams,
-    /// fan-out, memory), `files` (upload and download throughput, server memory) or `all`.
+    /// fan-out, memory), `files` (upload and download throughput, server memory), `memory` (tool calls on a
+    /// mounted memory store) or `all`.
     #[arg(long, default_value = "all")]
     pub scenario: Scenario,
     /// Turns per runtime figure.
@@ -43,6 +44,7 @@ pub enum Scenario {
     Api,
     Runtime,
     Files,
+    Memory,
     All,
 }
 
@@ -101,6 +103,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if matches!(args.scenario, Scenario::Files | Scenario::All) {
         crate::bench_files::run(args).await?;
+    }
+    if matches!(args.scenario, Scenario::Memory | Scenario::All) {
+        crate::bench_memory::run(args).await?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod blobs;
 pub mod auth;
 pub mod bench;
 mod bench_files;
+mod bench_memory;
 mod bench_runtime;
 pub mod cli;
 pub mod client;

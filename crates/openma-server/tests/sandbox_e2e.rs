@@ -123,3 +123,35 @@ async fn operator_limits_reach_the_sandbox() {
     assert_eq!(r[0]["is_error"], true, "{}", r[0]);
     assert!(text(&r[1]).contains("still-here"), "the shell survives the timeout");
 }
+
+/// Sandbox time goes to the ledger once per tool run, sourced by the tool use: wall time at
+/// no charge, CPU time at the sandbox CPU price.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_wall_and_cpu_time_are_metered_per_tool_run() {
+    if !bwrap_available() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+        return;
+    }
+    let model = FakeModel::start().await;
+    let app = spawn_app_with_model(Backend::Sqlite, Some(model.base_url())).await.unwrap();
+    let sid = session(&app).await;
+    turn(&app, &model, &sid, vec![
+        // about one second of CPU, then about one second asleep
+        ("bash", json!({"command": "timeout 1 sh -c 'while :; do :; done'; sleep 1; echo done"})),
+        ("bash", json!({"command": "true"})),
+    ]).await;
+    let report = app.get("/v1/usage?group_by[]=kind&group_by[]=session").await.body;
+    let line = |k: &str| report["data"].as_array().unwrap().iter().find(|l| l["kind"] == k).cloned().unwrap_or_default();
+    let wall = line("sandbox_wall_ms")["quantity"].as_i64().unwrap();
+    let cpu = line("sandbox_cpu_ms")["quantity"].as_i64().unwrap();
+    assert!((1_900..10_000).contains(&wall), "wall {wall} ms: {report}");
+    assert!((500..=wall).contains(&cpu), "cpu {cpu} ms of {wall} ms wall: {report}");
+    assert_eq!(line("sandbox_cpu_ms")["amount_micros"].as_i64().unwrap(), cpu * 50_000 / 3_600_000, "{report}");
+    assert_eq!(line("sandbox_wall_ms")["amount_micros"], 0);
+    // one wall row per bash run: two runs, two sources (their tool uses)
+    let tenant = app.platform.find_tenant("default").await.unwrap().id;
+    let rows = app.platform.store.ledger_after(&tenant, 0, i64::MAX, 1000).await.unwrap();
+    let walls: Vec<&str> = rows.iter().filter(|(_, e)| e.kind == "sandbox_wall_ms").map(|(_, e)| e.source.as_str()).collect();
+    assert_eq!(walls.len(), 2, "{rows:?}");
+    assert!(walls[0] != walls[1] && walls.iter().all(|s| s.starts_with("sevt_")));
+}

@@ -25,7 +25,7 @@ backend_stories!(
     session_updates_patch_title_and_metadata,
     archived_session_is_terminated_and_read_only,
     deleted_session_is_gone,
-    unsupported_session_fields_are_refused,
+    refused_session_resources_leave_nothing,
     tenants_cannot_see_or_touch_each_others_objects,
     keys_authenticate_by_bearer_or_x_api_key_and_can_be_revoked,
     bad_input_gets_a_4xx_envelope_never_a_5xx,
@@ -311,16 +311,16 @@ async fn deleted_session_is_gone(app: TestApp) {
     assert_eq!(app.delete(&format!("/v1/sessions/{id}")).await.status, StatusCode::NOT_FOUND);
 }
 
-async fn unsupported_session_fields_are_refused(app: TestApp) {
+async fn refused_session_resources_leave_nothing(app: TestApp) {
     let a = app.agent("a").await;
-    for extra in [
-        json!({"resources": [{"type": "github_repository", "url": "https://github.com/o/r"}]}),
+    for bad in [
+        json!({"type": "github_repository", "url": "git@github.com:o/r"}),
+        json!({"type": "github_repository", "url": "https://github.com/o/r", "checkout": {"type": "commit", "sha": "abc"}}),
+        json!({"type": "disk", "size": 1}),
     ] {
-        let mut body = json!({"agent": a["id"]});
-        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        let r = app.post("/v1/sessions", body).await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{extra}");
-        assert_eq!(r.body["error"]["details"]["error_code"], "unsupported_feature");
+        let r = app.post("/v1/sessions", json!({"agent": a["id"], "resources": [bad]})).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(r.error_type(), "invalid_request_error");
     }
     let vault = app.post("/v1/sessions", json!({"agent": a["id"], "vault_ids": ["vlt_missing"]})).await;
     assert_eq!(vault.status, StatusCode::NOT_FOUND);

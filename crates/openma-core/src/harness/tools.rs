@@ -47,20 +47,30 @@ pub fn check_capabilities(tools: &[AgentTool], caps: Capabilities) -> Result<(),
     Ok(())
 }
 
-/// The result of a tool run: content blocks (`text`, `image`) for the model.
+/// The result of a tool run: content blocks (`text`, `image`) for the model, and what
+/// the run used of the sandbox (for the ledger), when it ran one.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ToolOutput {
     pub content: Vec<Value>,
     pub is_error: bool,
+    pub usage: Option<SandboxUsage>,
+}
+
+/// Sandbox time one tool run took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SandboxUsage {
+    pub wall_ms: u64,
+    /// CPU time (user and system) of the sandbox's processes during the run.
+    pub cpu_ms: u64,
 }
 
 impl ToolOutput {
     pub fn text(text: impl Into<String>) -> Self {
-        ToolOutput { content: vec![json!({"type": "text", "text": text.into()})], is_error: false }
+        ToolOutput { content: vec![json!({"type": "text", "text": text.into()})], is_error: false, usage: None }
     }
 
     pub fn error(text: impl Into<String>) -> Self {
-        ToolOutput { content: vec![json!({"type": "text", "text": text.into()})], is_error: true }
+        ToolOutput { content: vec![json!({"type": "text", "text": text.into()})], is_error: true, usage: None }
     }
 }
 

@@ -791,7 +791,12 @@ impl Actor {
                 Raced::Done(out) => {
                     metrics::histogram!("openma_tool_duration_seconds", "tool" => tool_label, "is_error" => if out.is_error { "true" } else { "false" })
                         .record(started.elapsed().as_secs_f64());
-                    self.emit(vec![EventPayload::AgentToolResult { tool_use_id: id, content: out.content, is_error: out.is_error }], None).await?;
+                    let rows = match &out.usage {
+                        Some(u) => ledger::sandbox(&self.subject(), u, &id, self.now(), || self.rt.platform.ids.new_id("led")),
+                        None => Vec::new(),
+                    };
+                    let result = EventPayload::AgentToolResult { tool_use_id: id, content: out.content, is_error: out.is_error };
+                    self.append_full(vec![Pending::from(result)], None, &[], rows).await?;
                 }
                 Raced::Interrupted(i) => return Ok(Raced::Interrupted(i)),
             }

@@ -76,6 +76,8 @@ pub(crate) struct SessionPaths {
     pub outputs: PathBuf,
     /// Mounted memory stores, one directory each, bound at `/mnt/memory/<slug>`.
     pub memory: PathBuf,
+    /// The agent's skills, root-owned, bound read-only at `/mnt/skills`.
+    pub skills: PathBuf,
 }
 
 impl SessionPaths {
@@ -87,6 +89,7 @@ impl SessionPaths {
             uploads: dir.join("uploads"),
             outputs: dir.join("outputs"),
             memory: dir.join("memory"),
+            skills: dir.join("skills"),
             dir,
         }
     }
@@ -108,7 +111,7 @@ pub(crate) fn prepare_dirs(root: &Path, paths: &SessionPaths, uid: Option<u32>) 
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e),
     }
-    for (dir, owned) in [(&paths.uploads, false), (&paths.outputs, true)] {
+    for (dir, owned) in [(&paths.uploads, false), (&paths.outputs, true), (&paths.skills, false)] {
         match fs::create_dir(dir) {
             Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -263,6 +266,9 @@ pub(crate) fn shell_command(
         "--bind".into(),
         path_str(&paths.outputs),
         crate::paths::OUTPUTS.into(),
+        "--ro-bind".into(),
+        path_str(&paths.skills),
+        crate::paths::SKILLS.into(),
     ]);
     // `/mnt/memory` itself stays read-only: writes outside a store's directory fail
     for m in crate::mounts::memory_mounts(paths) {

@@ -13,7 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 
-use crate::paths::{OUTPUTS, UPLOADS};
+use crate::paths::{OUTPUTS, SKILLS, UPLOADS};
 use crate::{Sandboxes, bwrap};
 
 /// How deep and how many entries the outputs walk goes.
@@ -28,14 +28,26 @@ pub struct OutputFile {
     pub size: u64,
 }
 
-/// `/mnt/session/uploads/a/b` → `a/b`, refusing anything that is not a plain path below it.
-fn upload_rel(mount_path: &str) -> io::Result<PathBuf> {
-    let invalid = || io::Error::new(io::ErrorKind::InvalidInput, format!("{mount_path} is not a path below {UPLOADS}"));
-    let rel = Path::new(mount_path).strip_prefix(UPLOADS).map_err(|_| invalid())?;
-    if rel.as_os_str().is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(invalid());
+/// The read-only mounts the server fills: files from the Files API and skills.
+const READ_ONLY_ROOTS: [&str; 2] = [UPLOADS, SKILLS];
+
+/// `/mnt/session/uploads/a/b` → (`/mnt/session/uploads`, `a/b`), refusing anything that is
+/// not a plain path below one of the read-only mounts.
+fn read_only_rel(mount_path: &str) -> io::Result<(&'static str, PathBuf)> {
+    let invalid = || io::Error::new(io::ErrorKind::InvalidInput, format!("{mount_path} is not a path below {UPLOADS} or {SKILLS}"));
+    for root in READ_ONLY_ROOTS {
+        if let Ok(rel) = Path::new(mount_path).strip_prefix(root) {
+            if rel.as_os_str().is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+                return Err(invalid());
+            }
+            return Ok((root, rel.to_path_buf()));
+        }
     }
-    Ok(rel.to_path_buf())
+    Err(invalid())
+}
+
+fn read_only_dir(paths: &bwrap::SessionPaths, root: &str) -> PathBuf {
+    if root == SKILLS { paths.skills.clone() } else { paths.uploads.clone() }
 }
 
 impl Sandboxes {
@@ -55,9 +67,9 @@ impl Sandboxes {
         Ok(bwrap::SessionPaths::new(&self.inner.config.root, session_id))
     }
 
-    /// Puts a file at `mount_path` (below `/mnt/session/uploads/`), readable and not
-    /// writable by the session. `chunks` yields its bytes.
-    pub async fn place_upload<E: std::fmt::Display>(
+    /// Puts a file at `mount_path` (below `/mnt/session/uploads/` or `/mnt/skills/`),
+    /// readable and not writable by the session. `chunks` yields its bytes.
+    pub async fn place_file<E: std::fmt::Display>(
         &self,
         session_id: &str,
         mount_path: &str,
@@ -65,8 +77,9 @@ impl Sandboxes {
     ) -> io::Result<()> {
         use futures::StreamExt;
         let paths = self.session_paths(session_id)?;
-        let rel = upload_rel(mount_path)?;
-        let dest = paths.uploads.join(&rel);
+        let (root, rel) = read_only_rel(mount_path)?;
+        let base = read_only_dir(&paths, root);
+        let dest = base.join(&rel);
         // written beside the session dir's other host-only files, then renamed into place
         let tmp = paths.dir.join(format!(".upload-{}", ulid::Ulid::new()));
         let mut file = std::fs::File::create(&tmp)?;
@@ -78,7 +91,7 @@ impl Sandboxes {
             file.sync_all()?;
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))?;
             if let Some(parent) = dest.parent() {
-                create_dirs(&paths.uploads, parent)?;
+                create_dirs(&base, parent)?;
             }
             std::fs::rename(&tmp, &dest)
         }
@@ -89,18 +102,19 @@ impl Sandboxes {
         result
     }
 
-    /// Removes a file placed with [`Sandboxes::place_upload`], and the directories it
+    /// Removes a file placed with [`Sandboxes::place_file`], and the directories it
     /// leaves empty.
-    pub fn remove_upload(&self, session_id: &str, mount_path: &str) -> io::Result<()> {
+    pub fn remove_file(&self, session_id: &str, mount_path: &str) -> io::Result<()> {
         let paths = self.existing_paths(session_id)?;
-        let rel = upload_rel(mount_path)?;
-        match std::fs::remove_file(paths.uploads.join(&rel)) {
+        let (root, rel) = read_only_rel(mount_path)?;
+        let base = read_only_dir(&paths, root);
+        match std::fs::remove_file(base.join(&rel)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
         let mut parent = rel.parent();
         while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
-            if std::fs::remove_dir(paths.uploads.join(p)).is_err() {
+            if std::fs::remove_dir(base.join(p)).is_err() {
                 break;
             }
             parent = p.parent();

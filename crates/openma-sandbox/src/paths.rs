@@ -26,6 +26,7 @@ use cap_std::fs::{Dir, File, OpenOptions, OpenOptionsExt};
 pub(crate) const ROOT: &str = "/workspace";
 pub(crate) const UPLOADS: &str = "/mnt/session/uploads";
 pub(crate) const OUTPUTS: &str = "/mnt/session/outputs";
+pub(crate) const SKILLS: &str = "/mnt/skills";
 const MAX_SYMLINK_HOPS: usize = 40;
 
 /// A directory the tools reach, as the sandbox names it.

@@ -101,11 +101,12 @@ impl Tool for SandboxTool {
                 let paths = session.paths.clone();
                 let uid = session.uid;
                 let task = tokio::task::spawn_blocking(move || {
-                    let memory: Vec<(String, std::path::PathBuf, bool)> = crate::mounts::memory_mounts(&paths)
+                    let extra: Vec<(String, std::path::PathBuf, bool)> = crate::mounts::memory_mounts(&paths)
                         .into_iter()
                         .map(|m| (format!("/mnt/memory/{}", m.slug), paths.memory.join(&m.slug), m.writable))
+                        .chain(std::iter::once((crate::paths::SKILLS.to_string(), paths.skills.clone(), false)))
                         .collect();
-                    let ws = match Workspace::open_session(&paths.workspace, &paths.uploads, &paths.outputs, &memory, uid) {
+                    let ws = match Workspace::open_session(&paths.workspace, &paths.uploads, &paths.outputs, &extra, uid) {
                         Ok(ws) => ws,
                         Err(e) => {
                             return ToolOutput::error(format!(

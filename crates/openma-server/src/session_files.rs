@@ -24,7 +24,7 @@ pub async fn place(platform: &Platform, sandboxes: &Sandboxes, session_id: &str,
     for (resource, file) in mounts {
         let body = platform.file_bytes(file).await?;
         sandboxes
-            .place_upload(session_id, &resource.mount_path, body)
+            .place_file(session_id, &resource.mount_path, body)
             .await
             .map_err(|e| DomainError::Store(openma_core::StoreError::Backend(format!("cannot mount {} into the sandbox: {e}", resource.mount_path))))?;
     }

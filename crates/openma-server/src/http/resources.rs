@@ -94,7 +94,7 @@ pub async fn delete_resource(
     ApiPath((session_id, id)): ApiPath<(String, String)>,
 ) -> Result<Json<DeletedSessionResource>, ApiError> {
     let removed = app.platform.delete_session_resource(&t, &session_id, &id).await?;
-    if let Err(e) = app.sandboxes.remove_upload(&session_id, &removed.mount_path) {
+    if let Err(e) = app.sandboxes.remove_file(&session_id, &removed.mount_path) {
         tracing::warn!(%session_id, path = %removed.mount_path, error = %e, "cannot remove an unmounted file from the sandbox");
     }
     Ok(Json(DeletedSessionResource { id, tag: Default::default() }))

@@ -293,7 +293,7 @@ fn not_found(id: &str) -> DomainError {
 }
 
 impl Platform {
-    fn blob_store(&self) -> DomainResult<&dyn BlobStore> {
+    pub(crate) fn blob_store(&self) -> DomainResult<&dyn BlobStore> {
         self.blobs.as_deref().ok_or_else(|| DomainError::unsupported("the Files API without a blob store"))
     }
 
@@ -425,7 +425,7 @@ impl Platform {
         }
     }
 
-    async fn delete_blobs(&self, keys: impl Iterator<Item = String>) {
+    pub(crate) async fn delete_blobs(&self, keys: impl Iterator<Item = String>) {
         let Ok(blobs) = self.blob_store() else { return };
         for key in keys {
             // A blob left behind costs space, not correctness: the row is gone.
@@ -729,7 +729,7 @@ fn check_open(s: &Session) -> DomainResult<()> {
     Ok(())
 }
 
-fn blob_error(e: BlobError) -> DomainError {
+pub(crate) fn blob_error(e: BlobError) -> DomainError {
     match e {
         BlobError::TooLarge(max) => DomainError::TooLarge(format!("the file is larger than the {max}-byte limit")),
         BlobError::Source(m) => DomainError::invalid(format!("the upload could not be read: {m}")),

@@ -22,6 +22,7 @@ pub mod secrets;
 pub mod pricing;
 pub mod ports;
 pub mod sessions;
+pub mod skills;
 pub mod tenancy;
 pub mod validate;
 pub mod vaults;

@@ -12,6 +12,7 @@ use openma_types::memory::{Memory, MemoryOperation, MemoryStore, MemoryVersion};
 use openma_types::vaults::Vault;
 
 use crate::files::StoredFile;
+use crate::skills::{StoredSkill, StoredSkillVersion, VersionRemoval};
 use crate::vaults::StoredCredential;
 
 use crate::error::StoreError;
@@ -356,6 +357,24 @@ pub trait Store: Send + Sync {
     async fn expired_files(&self, now: Timestamp, limit: u32) -> Result<Vec<(TenantId, StoredFile)>, StoreError>;
     /// Marks an expired file's bytes as gone; returns the blob key when no live file shares it.
     async fn purge_file_blob(&self, tenant: &TenantId, id: &str) -> Result<Option<String>, StoreError>;
+    // -- skills and their versions --
+    /// Inserts a skill with its first version; `Duplicate` when the tenant has a skill of
+    /// the same name.
+    async fn insert_skill(&self, tenant: &TenantId, skill: &StoredSkill, first: &StoredSkillVersion) -> Result<(), StoreError>;
+    async fn get_skill(&self, tenant: &TenantId, id: &str) -> Result<Option<StoredSkill>, StoreError>;
+    async fn find_skill_by_name(&self, tenant: &TenantId, name: &str) -> Result<Option<StoredSkill>, StoreError>;
+    async fn list_skills(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<StoredSkill>, StoreError>;
+    /// Deletes a skill and its versions; returns their blob keys, or None when there is no
+    /// such skill.
+    async fn delete_skill(&self, tenant: &TenantId, id: &str) -> Result<Option<Vec<String>>, StoreError>;
+    /// Adds a version and makes it the skill's latest (`updated_at` = its `created_at`);
+    /// `Ok(false)` when the skill is gone.
+    async fn insert_skill_version(&self, tenant: &TenantId, version: &StoredSkillVersion) -> Result<bool, StoreError>;
+    async fn get_skill_version(&self, tenant: &TenantId, skill_id: &str, id: &str) -> Result<Option<StoredSkillVersion>, StoreError>;
+    async fn list_skill_versions(&self, tenant: &TenantId, skill_id: &str, query: &ListQuery) -> Result<Vec<StoredSkillVersion>, StoreError>;
+    /// Deletes a version unless it is the skill's only one; the skill's latest becomes the
+    /// newest version left, and its `updated_at` becomes `now`.
+    async fn delete_skill_version(&self, tenant: &TenantId, skill_id: &str, id: &str, now: Timestamp) -> Result<VersionRemoval, StoreError>;
     // -- memory stores, memories and their versions --
     async fn insert_memory_store(&self, tenant: &TenantId, store: &MemoryStore) -> Result<(), StoreError>;
     async fn get_memory_store(&self, tenant: &TenantId, id: &str) -> Result<Option<MemoryStore>, StoreError>;

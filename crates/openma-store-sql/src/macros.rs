@@ -16,6 +16,7 @@ macro_rules! sql_store {
         use openma_types::vaults::Vault;
         use openma_core::vaults::StoredCredential;
         use openma_core::files::{FileOrigin, StoredFile};
+        use openma_core::skills::{StoredSkill, StoredSkillVersion, VersionRemoval};
         use openma_core::memory::ListBound;
         use openma_core::ports::{MemoryWrite, VersionFilter};
         use openma_types::memory::{Actor, Memory, MemoryStore, MemoryVersion};
@@ -104,6 +105,71 @@ macro_rules! sql_store {
             .await
             .map_err($crate::backend_error)?;
             Ok(done.rows_affected() > 0)
+        }
+
+        async fn insert_skill_version_row<'e, E: sqlx::Executor<'e, Database = $db>>(
+            executor: E,
+            tenant: &TenantId,
+            v: &StoredSkillVersion,
+        ) -> Result<(), openma_core::StoreError> {
+            sqlx::query(
+                "INSERT INTO skill_versions (tenant_id, skill_id, id, created_at, blob_key, size_bytes, sha256, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(tenant.as_str())
+            .bind(&v.version.skill_id)
+            .bind(&v.version.id)
+            .bind(v.version.created_at.as_micros())
+            .bind(&v.blob_key)
+            .bind(i64::try_from(v.size_bytes).unwrap_or(i64::MAX))
+            .bind(&v.sha256)
+            .bind(encode(v))
+            .execute(executor)
+            .await
+            .map_err($crate::backend_error)?;
+            Ok(())
+        }
+
+        /// Reads a skill inside a write transaction after a no-op write to its row, so
+        /// concurrent version changes of one skill are serialised (a row lock on
+        /// PostgreSQL, the write lock on SQLite).
+        async fn lock_skill(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            tenant: &TenantId,
+            id: &str,
+        ) -> Result<Option<StoredSkill>, openma_core::StoreError> {
+            let done = sqlx::query("UPDATE skills SET updated_at = updated_at WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.as_str())
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .map_err($crate::backend_error)?;
+            if done.rows_affected() == 0 {
+                return Ok(None);
+            }
+            let body: String = sqlx::query_scalar("SELECT body FROM skills WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.as_str())
+                .bind(id)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err($crate::backend_error)?;
+            decode(&body).map(Some)
+        }
+
+        async fn write_skill_row<'e, E: sqlx::Executor<'e, Database = $db>>(
+            executor: E,
+            tenant: &TenantId,
+            s: &StoredSkill,
+        ) -> Result<(), openma_core::StoreError> {
+            sqlx::query("UPDATE skills SET updated_at = $3, body = $4 WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.as_str())
+                .bind(&s.skill.id)
+                .bind(s.skill.updated_at.as_micros())
+                .bind(encode(s))
+                .execute(executor)
+                .await
+                .map_err($crate::backend_error)?;
+            Ok(())
         }
 
         fn stored_credential(r: &<$db as sqlx::Database>::Row) -> Result<StoredCredential, openma_core::StoreError> {
@@ -1100,6 +1166,140 @@ macro_rules! sql_store {
                 .map_err($crate::backend_error)?;
                 rows.iter().map(stored_model_card).collect()
             }
+            // ---- skills and their versions ----
+
+            async fn insert_skill(&self, tenant: &TenantId, s: &StoredSkill, first: &StoredSkillVersion) -> Result<(), openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                sqlx::query("INSERT INTO skills (tenant_id, id, name, created_at, updated_at, body) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(tenant.as_str())
+                    .bind(&s.skill.id)
+                    .bind(&s.name)
+                    .bind(s.skill.created_at.as_micros())
+                    .bind(s.skill.updated_at.as_micros())
+                    .bind(encode(s))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                insert_skill_version_row(&mut *tx, tenant, first).await?;
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn get_skill(&self, tenant: &TenantId, id: &str) -> Result<Option<StoredSkill>, openma_core::StoreError> {
+                self.body("SELECT body FROM skills WHERE tenant_id = $1 AND id = $2", tenant, id).await
+            }
+
+            async fn find_skill_by_name(&self, tenant: &TenantId, name: &str) -> Result<Option<StoredSkill>, openma_core::StoreError> {
+                self.body("SELECT body FROM skills WHERE tenant_id = $1 AND name = $2", tenant, name).await
+            }
+
+            async fn list_skills(&self, tenant: &TenantId, q: &ListQuery) -> Result<Vec<StoredSkill>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT body FROM skills WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned());
+                push_page(&mut qb, &ListQuery { include_archived: true, ..q.clone() });
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                bodies(rows)
+            }
+
+            async fn delete_skill(&self, tenant: &TenantId, id: &str) -> Result<Option<Vec<String>>, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                if lock_skill(&mut tx, tenant, id).await?.is_none() {
+                    return Ok(None);
+                }
+                let keys: Vec<String> = sqlx::query_scalar("SELECT blob_key FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                for table in ["DELETE FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2", "DELETE FROM skills WHERE tenant_id = $1 AND id = $2"] {
+                    sqlx::query(table).bind(tenant.as_str()).bind(id).execute(&mut *tx).await.map_err($crate::backend_error)?;
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(Some(keys))
+            }
+
+            async fn insert_skill_version(&self, tenant: &TenantId, v: &StoredSkillVersion) -> Result<bool, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                let Some(mut skill) = lock_skill(&mut tx, tenant, &v.version.skill_id).await? else {
+                    return Ok(false);
+                };
+                insert_skill_version_row(&mut *tx, tenant, v).await?;
+                skill.skill.latest_version_id = v.version.id.clone();
+                skill.skill.updated_at = v.version.created_at.max(skill.skill.updated_at);
+                write_skill_row(&mut *tx, tenant, &skill).await?;
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(true)
+            }
+
+            async fn get_skill_version(&self, tenant: &TenantId, skill_id: &str, id: &str) -> Result<Option<StoredSkillVersion>, openma_core::StoreError> {
+                let row = sqlx::query("SELECT body FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2 AND id = $3")
+                    .bind(tenant.as_str())
+                    .bind(skill_id)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                match row {
+                    None => Ok(None),
+                    Some(r) => decode(&r.try_get::<String, _>(0).map_err($crate::backend_error)?).map(Some),
+                }
+            }
+
+            async fn list_skill_versions(&self, tenant: &TenantId, skill_id: &str, q: &ListQuery) -> Result<Vec<StoredSkillVersion>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT body FROM skill_versions WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned()).push(" AND skill_id = ").push_bind(skill_id.to_owned());
+                push_page(&mut qb, &ListQuery { include_archived: true, ..q.clone() });
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                bodies(rows)
+            }
+
+            async fn delete_skill_version(&self, tenant: &TenantId, skill_id: &str, id: &str, now: Timestamp) -> Result<VersionRemoval, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                let Some(mut skill) = lock_skill(&mut tx, tenant, skill_id).await? else {
+                    return Ok(VersionRemoval::NotFound);
+                };
+                let key: Option<String> = sqlx::query_scalar("SELECT blob_key FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2 AND id = $3")
+                    .bind(tenant.as_str())
+                    .bind(skill_id)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                let Some(blob_key) = key else {
+                    return Ok(VersionRemoval::NotFound);
+                };
+                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2")
+                    .bind(tenant.as_str())
+                    .bind(skill_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                if count <= 1 {
+                    return Ok(VersionRemoval::LastVersion);
+                }
+                sqlx::query("DELETE FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2 AND id = $3")
+                    .bind(tenant.as_str())
+                    .bind(skill_id)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                let latest: String = sqlx::query_scalar(
+                    "SELECT id FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2 ORDER BY created_at DESC, id DESC LIMIT 1",
+                )
+                .bind(tenant.as_str())
+                .bind(skill_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err($crate::backend_error)?;
+                skill.skill.latest_version_id = latest;
+                skill.skill.updated_at = now.max(skill.skill.updated_at);
+                write_skill_row(&mut *tx, tenant, &skill).await?;
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(VersionRemoval::Removed { blob_key })
+            }
+
             // ---- memory stores, memories and versions ----
 
             async fn insert_memory_store(&self, tenant: &TenantId, m: &MemoryStore) -> Result<(), openma_core::StoreError> {

@@ -45,7 +45,7 @@ pub struct FileFilter {
     pub ids: Vec<String>,
 }
 
-fn multipart_error(e: MultipartError) -> ApiError {
+pub(crate) fn multipart_error(e: MultipartError) -> ApiError {
     let status = e.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(status, "the upload is larger than this server accepts")
@@ -174,7 +174,7 @@ pub async fn delete_file(State(app): State<AppState>, Caller(t): Caller, ApiPath
 }
 
 /// RFC 6266 `attachment` with an RFC 5987 UTF-8 filename (and an ASCII fallback).
-fn content_disposition(filename: &str) -> HeaderValue {
+pub(crate) fn content_disposition(filename: &str) -> HeaderValue {
     let ascii: String = filename.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
     let encoded: String = filename
         .bytes()

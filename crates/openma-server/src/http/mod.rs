@@ -18,6 +18,7 @@ pub mod model_cards;
 pub mod ops;
 pub mod resources;
 pub mod sessions;
+pub mod skills;
 pub mod threads;
 pub mod usage;
 pub mod vaults;
@@ -33,6 +34,7 @@ pub fn routes(max_file_bytes: u64) -> Router<AppState> {
         .merge(vaults::routes())
         .merge(model_cards::routes())
         .merge(files::routes(max_file_bytes))
+        .merge(skills::routes())
         .merge(resources::routes())
         .merge(memory::routes())
         .merge(usage::routes())

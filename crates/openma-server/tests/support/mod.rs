@@ -264,6 +264,12 @@ impl TestApp {
     /// `POST /v1/files` with a hand-built multipart body: `parts` are (name, filename,
     /// content type, bytes), in order.
     pub async fn upload_parts(&self, key: &str, parts: &[(&str, Option<&str>, Option<&str>, &[u8])]) -> Reply {
+        self.post_multipart("/v1/files", key, parts).await
+    }
+
+    /// `POST path` with a hand-built multipart body: `parts` are (name, filename, content
+    /// type, bytes), in order.
+    pub async fn post_multipart(&self, path: &str, key: &str, parts: &[(&str, Option<&str>, Option<&str>, &[u8])]) -> Reply {
         let boundary = "openma-test-boundary-7MA4YWxkTrZu0gW";
         let mut body: Vec<u8> = Vec::new();
         for (name, filename, ctype, bytes) in parts {
@@ -282,7 +288,7 @@ impl TestApp {
         body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
         let resp = self
             .http
-            .post(format!("{}/v1/files", self.base))
+            .post(format!("{}{path}", self.base))
             .bearer_auth(key)
             .header("content-type", format!("multipart/form-data; boundary={boundary}"))
             .body(body)

@@ -440,6 +440,7 @@ impl Platform {
                 vault_ids.push(id.clone());
             }
         }
+        self.check_file_blocks(tenant, &initial, "initial_events").await?;
         let file_params = crate::files::file_resource_params(req.resources.as_deref().unwrap_or_default())?;
         let id = self.ids.new_id("sesn");
         let mounts = self.mount_copies(tenant, &id, &file_params).await?;

@@ -7,6 +7,8 @@
 //! can be deleted without breaking the session. A blob is deleted with the last row that
 //! refers to it.
 
+use futures::StreamExt;
+use openma_types::events::ClientEvent;
 use openma_types::files::{FileMetadata, FileResource, FileResourceParams, FileScope};
 use openma_types::memory::MemoryStoreResourceParams;
 use openma_types::sessions::GitHubRepositoryResourceParams;
@@ -16,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{DomainError, DomainResult};
+use crate::harness::file_blocks::{self, ResolvedFile};
+use crate::harness::input::Input;
 use crate::paging::{Page, PageRequest};
 use crate::platform::{ListParams, Platform, UPDATE_ATTEMPTS};
 use crate::ports::{BlobError, BlobInfo, BlobStore, ByteStream, Order, Position};
@@ -89,7 +93,7 @@ impl StoredFile {
         self.meta.scope.as_ref().map(|s| s.id.as_str())
     }
 
-    fn expired(&self, now: Timestamp) -> bool {
+    pub(crate) fn expired(&self, now: Timestamp) -> bool {
         self.purged || self.meta.expires_at.is_some_and(|e| e <= now)
     }
 }
@@ -648,6 +652,77 @@ impl Platform {
     pub async fn file_bytes(&self, file: &StoredFile) -> DomainResult<ByteStream> {
         let body = self.blob_store()?.get(&file.blob_key).await.map_err(blob_error)?;
         body.ok_or_else(|| DomainError::Store(crate::StoreError::Backend(format!("the bytes of file `{}` are missing", file.meta.id))))
+    }
+
+    // ---- files named by content blocks ----------------------------------------------------
+
+    /// Client events checked into inputs, their `file` sources included (see
+    /// [`Platform::check_file_blocks`]).
+    pub async fn accept_events(&self, tenant: &TenantId, events: Vec<ClientEvent>) -> DomainResult<Vec<Input>> {
+        let inputs = crate::harness::input::parse_events(events)?;
+        self.check_file_blocks(tenant, &inputs, "events").await?;
+        Ok(inputs)
+    }
+
+    /// Checks the `file` sources of `inputs` before they are accepted: each file exists for
+    /// this tenant (404 otherwise), has not expired (400 `file_expired`), and has a type
+    /// and size its block can carry (400). `where_` names the list in messages.
+    pub async fn check_file_blocks(&self, tenant: &TenantId, inputs: &[Input], where_: &str) -> DomainResult<()> {
+        let refs = file_blocks::file_refs(inputs, where_)?;
+        if refs.is_empty() {
+            return Ok(());
+        }
+        let files = self.files_by_id(tenant, refs.iter().map(|r| r.file_id.as_str())).await?;
+        let now = self.now();
+        for r in &refs {
+            let file = files.iter().find(|f| f.meta.id == r.file_id).ok_or_else(|| not_found(&r.file_id))?;
+            if file.expired(now) {
+                return Err(DomainError::invalid_code("file_expired", format!("{}: file `{}` has expired", r.at, r.file_id)));
+            }
+            file_blocks::check_file(r, &file.meta)?;
+        }
+        Ok(())
+    }
+
+    /// The files among `ids` that exist for this tenant, in one store call per hundred ids.
+    async fn files_by_id<'a>(&self, tenant: &TenantId, ids: impl Iterator<Item = &'a str>) -> DomainResult<Vec<StoredFile>> {
+        let mut wanted: Vec<String> = Vec::new();
+        for id in ids {
+            if validate::looks_like_id(id, "file_") && !wanted.iter().any(|w| w == id) {
+                wanted.push(id.to_owned());
+            }
+        }
+        let mut out = Vec::new();
+        for chunk in wanted.chunks(MAX_IDS) {
+            out.extend(self.store.get_files(tenant, chunk).await?);
+        }
+        Ok(out)
+    }
+
+    /// The files among `ids` whose content a model may still receive: those deleted or
+    /// expired since they were referenced are left out.
+    pub async fn live_files(&self, tenant: &TenantId, ids: &[String]) -> DomainResult<Vec<StoredFile>> {
+        let now = self.now();
+        let mut files = self.files_by_id(tenant, ids.iter().map(String::as_str)).await?;
+        files.retain(|f| !f.expired(now));
+        Ok(files)
+    }
+
+    /// A file's content as a model request carries it; [`ResolvedFile::Unavailable`] when
+    /// its bytes are gone or larger than any block may carry. Fails only when the blob store
+    /// does.
+    pub async fn file_for_model(&self, file: &StoredFile) -> DomainResult<ResolvedFile> {
+        let Some(mut body) = self.blob_store()?.get(&file.blob_key).await.map_err(blob_error)? else {
+            return Ok(ResolvedFile::Unavailable);
+        };
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            bytes.extend(chunk.map_err(blob_error)?);
+            if bytes.len() as u64 > file_blocks::MAX_DOCUMENT_BYTES {
+                return Ok(ResolvedFile::Unavailable);
+            }
+        }
+        Ok(ResolvedFile::from_bytes(&file.meta.mime_type, &bytes))
     }
 
     // ---- session outputs --------------------------------------------------------------

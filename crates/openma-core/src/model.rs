@@ -44,12 +44,17 @@ pub enum ContentBlock {
     Text {
         text: String,
     },
-    /// `source` is Anthropic's source object (`base64` with `media_type` and `data`, or `url`).
+    /// `source` is Anthropic's source object (`base64` with `media_type` and `data`, `url`,
+    /// or — until [`crate::harness::file_blocks::resolve`] — `file`).
     Image {
         source: Value,
     },
     Document {
         source: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context: Option<String>,
     },
     Thinking {
         thinking: String,

@@ -440,6 +440,7 @@ impl Platform {
                 vault_ids.push(id.clone());
             }
         }
+        self.check_file_blocks(tenant, &initial, "initial_events").await?;
         let resource_params = crate::files::resource_params(req.resources.as_deref().unwrap_or_default())?;
         let memory = self.attach_memory_stores(tenant, &resource_params.memory_stores).await?;
         let id = self.ids.new_id("sesn");

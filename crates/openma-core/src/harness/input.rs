@@ -48,7 +48,13 @@ fn check_source(kind: &str, source: Option<&Value>, where_: &str) -> DomainResul
                 return Err(bad("a text document source needs `data`"));
             }
         }
-        Some("file") => return Err(DomainError::unsupported("`file` sources (the Files API)")),
+        // whether the file exists and suits the block is checked against the store
+        // (`Platform::check_file_blocks`)
+        Some("file") => {
+            if !field(source, "file_id").is_some_and(|id| !id.is_empty()) {
+                return Err(bad("a file source needs a non-empty `file_id`"));
+            }
+        }
         other => return Err(bad(&format!("unsupported {kind} source type {other:?}"))),
     }
     Ok(())
@@ -149,6 +155,9 @@ mod tests {
         assert!(parse(json!([{"type": "user.message", "content": [{"type": "video"}]}])).is_err());
         assert!(parse(json!([{"type": "user.message", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]}])).is_ok());
         assert!(parse(json!([{"type": "user.message", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/tiff", "data": "x"}}]}])).is_err());
+        assert!(parse(json!([{"type": "user.message", "content": [{"type": "document", "source": {"type": "file", "file_id": "file_1"}, "title": "t"}]}])).is_ok());
+        assert!(parse(json!([{"type": "user.message", "content": [{"type": "image", "source": {"type": "file", "file_id": ""}}]}])).is_err());
+        assert!(parse(json!([{"type": "user.message", "content": [{"type": "image", "source": {"type": "file"}}]}])).is_err());
         assert!(parse(json!([{"type": "system.message", "content": [{"type": "image"}]}])).is_err());
         assert!(parse(json!([{"type": "user.define_outcome", "description": "d"}])).is_err());
     }

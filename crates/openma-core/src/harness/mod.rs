@@ -4,6 +4,7 @@
 //! the server drives these with real I/O.
 
 pub mod compaction;
+pub mod file_blocks;
 pub mod input;
 pub mod projection;
 pub mod retry;

@@ -19,7 +19,11 @@ pub fn content_blocks(blocks: &[Value]) -> Vec<ContentBlock> {
         .filter_map(|b| match b.get("type").and_then(Value::as_str) {
             Some("text") => Some(ContentBlock::Text { text: b.get("text").and_then(Value::as_str).unwrap_or_default().to_owned() }),
             Some("image") => Some(ContentBlock::Image { source: b.get("source").cloned().unwrap_or(Value::Null) }),
-            Some("document") => Some(ContentBlock::Document { source: b.get("source").cloned().unwrap_or(Value::Null) }),
+            Some("document") => Some(ContentBlock::Document {
+                source: b.get("source").cloned().unwrap_or(Value::Null),
+                title: b.get("title").and_then(Value::as_str).map(str::to_owned),
+                context: b.get("context").and_then(Value::as_str).map(str::to_owned),
+            }),
             Some("search_result") => Some(ContentBlock::Text { text: b.to_string() }),
             _ => None,
         })

@@ -147,6 +147,28 @@ mod tests {
     }
 
     #[test]
+    fn documents_keep_their_title_and_context() {
+        let mut req = request(false);
+        req.messages.truncate(1);
+        req.messages[0].content = vec![
+            ContentBlock::Document {
+                source: json!({"type": "text", "media_type": "text/plain", "data": "a,b"}),
+                title: Some("data.csv".into()),
+                context: Some("sales".into()),
+            },
+            ContentBlock::Document { source: json!({"type": "base64", "media_type": "application/pdf", "data": "JVBERg=="}), title: None, context: None },
+        ];
+        let body = body(&req, "claude-x");
+        assert_eq!(
+            body["messages"][0]["content"],
+            json!([
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "a,b"}, "title": "data.csv", "context": "sales"},
+                {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERg=="}},
+            ])
+        );
+    }
+
+    #[test]
     fn breakpoint_skips_trailing_thinking() {
         let mut req = request(true);
         req.messages.truncate(2);

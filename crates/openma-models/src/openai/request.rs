@@ -108,28 +108,48 @@ fn assistant(message: &Message, out: &mut Vec<Value>) {
     out.push(msg);
 }
 
-/// One user content part, or nothing for blocks OpenAI cannot take.
-fn part(block: &ContentBlock) -> Option<Value> {
+/// The user content parts of one block: none for blocks OpenAI cannot take, two for a PDF
+/// with a title or context (Chat Completions `file` parts have neither, so a text part
+/// leads it).
+fn part(block: &ContentBlock) -> Vec<Value> {
+    let text = |t: String| json!({"type": "text", "text": t});
     match block {
-        ContentBlock::Text { text } => Some(json!({"type": "text", "text": text})),
+        ContentBlock::Text { text: t } => vec![text(t.clone())],
         ContentBlock::Image { source } => {
-            let url = match source["type"].as_str() {
-                Some("base64") => data_url(source),
-                Some("url") => source["url"].as_str()?.to_owned(),
-                _ => return None,
+            let url = match (source["type"].as_str(), source["url"].as_str()) {
+                (Some("base64"), _) => data_url(source),
+                (Some("url"), Some(url)) => url.to_owned(),
+                _ => return Vec::new(),
             };
-            Some(json!({"type": "image_url", "image_url": {"url": url}}))
+            vec![json!({"type": "image_url", "image_url": {"url": url}})]
         }
-        ContentBlock::Document { source } => match source["type"].as_str() {
-            Some("text") => Some(json!({"type": "text", "text": source["data"]})),
-            Some("base64") => Some(json!({
-                "type": "file",
-                "file": {"filename": "document.pdf", "file_data": data_url(source)},
-            })),
-            Some("url") => Some(json!({"type": "text", "text": format!("Document: {}", source["url"].as_str()?)})),
-            _ => None,
-        },
-        _ => None,
+        ContentBlock::Document { source, title, context } => {
+            let heading: String = [title.as_deref().map(|t| format!("Document: {t}")), context.clone()]
+                .into_iter()
+                .flatten()
+                .map(|line| format!("{line}\n"))
+                .collect();
+            match (source["type"].as_str(), source["url"].as_str()) {
+                (Some("text"), _) => vec![text(format!("{heading}{}", source["data"].as_str().unwrap_or_default()))],
+                // PDFs as Chat Completions `file` parts with a data URL, the form OpenAI reads.
+                (Some("base64"), _) => {
+                    let file = json!({"type": "file", "file": {"filename": pdf_filename(title.as_deref()), "file_data": data_url(source)}});
+                    if heading.is_empty() { vec![file] } else { vec![text(heading.trim_end().to_owned()), file] }
+                }
+                (Some("url"), Some(url)) => vec![text(format!("{heading}Document: {url}"))],
+                _ => Vec::new(),
+            }
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The title as a file name when it is one, else `document.pdf`.
+fn pdf_filename(title: Option<&str>) -> String {
+    match title.map(str::trim).filter(|t| !t.is_empty() && !t.contains(['/', '\\'])) {
+        Some(t) if t.to_ascii_lowercase().ends_with(".pdf") => t.to_owned(),
+        Some(t) => format!("{t}.pdf"),
+        None => "document.pdf".to_owned(),
     }
 }
 
@@ -222,6 +242,41 @@ mod tests {
                     {"role": "user", "content": "and?"},
                 ],
             })
+        );
+    }
+
+    #[test]
+    fn documents_become_text_and_file_parts() {
+        let doc = |source: Value, title: Option<&str>, context: Option<&str>| ContentBlock::Document {
+            source,
+            title: title.map(str::to_owned),
+            context: context.map(str::to_owned),
+        };
+        let pdf = json!({"type": "base64", "media_type": "application/pdf", "data": "JVBERg=="});
+        let request = ModelRequest {
+            model: "m".into(),
+            system: None,
+            messages: vec![Message {
+                role: Role::User,
+                content: vec![
+                    doc(json!({"type": "text", "media_type": "text/plain", "data": "a,b"}), Some("data.csv"), None),
+                    doc(pdf.clone(), None, None),
+                    doc(pdf, Some("Q3 report"), Some("the board's copy")),
+                ],
+            }],
+            tools: vec![],
+            max_tokens: 1,
+            cache: false,
+        };
+        let file = |name: &str| json!({"type": "file", "file": {"filename": name, "file_data": "data:application/pdf;base64,JVBERg=="}});
+        assert_eq!(
+            body(&request, "m")["messages"][0]["content"],
+            json!([
+                {"type": "text", "text": "Document: data.csv\na,b"},
+                file("document.pdf"),
+                {"type": "text", "text": "Document: Q3 report\nthe board's copy"},
+                file("Q3 report.pdf"),
+            ])
         );
     }
 

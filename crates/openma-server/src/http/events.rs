@@ -11,7 +11,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::Stream;
-use openma_core::harness::input;
 use openma_core::paging::{MAX_LIMIT, PageRequest};
 use openma_core::ports::{EventQuery, Order, Position};
 use openma_core::{DomainError, TenantId};
@@ -98,7 +97,7 @@ pub async fn send_events(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<SendEventsRequest>,
 ) -> Result<Json<SentEvents>, ApiError> {
-    let inputs = input::parse_events(req.events)?;
+    let inputs = app.platform.accept_events(&tenant, req.events).await?;
     let data = app.runtime.submit(&tenant, &id, inputs).await?;
     Ok(Json(SentEvents { data }))
 }

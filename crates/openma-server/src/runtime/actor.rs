@@ -23,6 +23,7 @@ use openma_types::sessions::{Session, SessionStatus};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::file_blocks::FileBlockCache;
 use super::hub::{Frame, Hub, PreviewOf};
 use super::{Command, Reply, Runtime};
 
@@ -82,6 +83,8 @@ struct Actor {
     recovering: bool,
     plan: ToolPlan,
     running_since: Option<Instant>,
+    /// The content of the files the conversation names by `file_id`.
+    files: FileBlockCache,
 }
 
 pub(super) async fn run(rt: Arc<Runtime>, tenant: TenantId, session_id: String, hub: Hub, mut rx: mpsc::UnboundedReceiver<Command>) {
@@ -144,7 +147,7 @@ impl Actor {
         let plan = ToolPlan::for_agent(&session.agent, rt.platform.capabilities);
         let (_, rx_owned) = mpsc::unbounded_channel();
         let rx = std::mem::replace(rx, rx_owned);
-        Ok(Actor { rt, tenant, session, log, seq, hub, rx, queue, recovering, plan, running_since })
+        Ok(Actor { rt, tenant, session, log, seq, hub, rx, queue, recovering, plan, running_since, files: FileBlockCache::default() })
     }
 
     fn id(&self) -> String {
@@ -824,6 +827,11 @@ impl Actor {
                 Raced::Done(false) => {}
             }
         }
+        match self.resolve_files(&mut request).await {
+            Raced::Interrupted(i) => return Ok(StepResult::Interrupted(i, Vec::new())),
+            Raced::Done(Err(e)) => return Ok(StepResult::Done(Err(e))),
+            Raced::Done(Ok(())) => {}
+        }
         let start = self.emit(vec![EventPayload::ModelRequestStart {}], None).await?;
         let start_id = start[0].id.clone();
         let models = self.rt.models.for_tenant(&self.tenant);
@@ -893,10 +901,28 @@ impl Actor {
         }
     }
 
+    /// Puts the content of the files the request names by `file_id` into it (racing the
+    /// inbox, as reading a large file from a remote blob store takes a while).
+    async fn resolve_files(&mut self, request: &mut model::ModelRequest) -> Raced<Result<(), ModelError>> {
+        let mut files = std::mem::take(&mut self.files);
+        let (rt, tenant) = (self.rt.clone(), self.tenant.clone());
+        let raced = self.race(files.resolve(&rt.platform, &tenant, request)).await;
+        self.files = files;
+        raced
+    }
+
     /// Summarises everything before `cut` with the model and records the summary.
     /// A failed summary leaves the log as it was (the request then goes out uncompacted).
     async fn compact(&mut self, cut: i64) -> Result<Raced<bool>, DomainError> {
-        let request = compaction::summary_request(&self.session.agent, &self.log, cut, self.rt.config.max_tokens);
+        let mut request = compaction::summary_request(&self.session.agent, &self.log, cut, self.rt.config.max_tokens);
+        match self.resolve_files(&mut request).await {
+            Raced::Interrupted(i) => return Ok(Raced::Interrupted(i)),
+            Raced::Done(Err(e)) => {
+                tracing::warn!(session_id = %self.session.id, error = %e, "context compaction skipped: the files of the summarised turns cannot be read");
+                return Ok(Raced::Done(false));
+            }
+            Raced::Done(Ok(())) => {}
+        }
         let start = self.emit(vec![EventPayload::ModelRequestStart {}], None).await?;
         let start_id = start[0].id.clone();
         let models = self.rt.models.for_tenant(&self.tenant);

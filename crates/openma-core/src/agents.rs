@@ -10,7 +10,7 @@ use openma_types::agents::{
     Agent, AgentConfig, AgentTag, AgentTool, AgentToolset, AgentToolsetParams, BuiltinTool, BuiltinToolConfig,
     BuiltinToolConfigParams, CreateAgentRequest, CustomTool, CustomToolParams, Effort, ExecutionIdentity, McpServer,
     McpServerParams, McpToolConfig, McpToolset, McpToolsetParams, ModelConfig, ModelParam, PermissionPolicy,
-    ShorthandToolParams, Skill, SkillParams, Speed, ToolDefaults, ToolDefaultsParams, ToolParam, UpdateAgentRequest,
+    ShorthandToolParams, Skill, SkillKind, SkillParams, Speed, ToolDefaults, ToolDefaultsParams, ToolParam, UpdateAgentRequest,
     UrlTag,
 };
 use openma_types::{Metadata, Timestamp};
@@ -381,10 +381,48 @@ pub fn resolve_mcp_servers(params: &[McpServerParams]) -> DomainResult<Vec<McpSe
         .collect()
 }
 
-/// Skills need the skills API (files in the sandbox); until then a reference would be
-/// accepted and silently do nothing, so it is refused.
+/// Skills one agent may reference.
+pub const SKILLS_PER_AGENT: usize = 64;
+
+/// Custom skills (the Skills API's) by id, `version` a version id or `latest` (the
+/// default). Anthropic's pre-built skills are refused: their content is not available here.
 pub fn resolve_skills(params: &[SkillParams]) -> DomainResult<Vec<Skill>> {
-    if params.is_empty() { Ok(Vec::new()) } else { Err(DomainError::unsupported("`skills`")) }
+    if params.len() > SKILLS_PER_AGENT {
+        return Err(DomainError::invalid(format!("an agent may reference at most {SKILLS_PER_AGENT} skills")));
+    }
+    let mut out: Vec<Skill> = Vec::new();
+    for (i, p) in params.iter().enumerate() {
+        if p.kind == SkillKind::Anthropic {
+            return Err(DomainError::unsupported(format!("skills[{i}]: Anthropic's pre-built skills (`{}`)", p.skill_id)));
+        }
+        if !validate::looks_like_id(&p.skill_id, "skill_") {
+            return Err(DomainError::invalid(format!("skills[{i}].skill_id `{}` is not a skill id", p.skill_id)));
+        }
+        let version = p.version.clone().unwrap_or_else(|| "latest".into());
+        if version != "latest" && !validate::looks_like_id(&version, "skillver_") {
+            return Err(DomainError::invalid(format!("skills[{i}].version must be `latest` or a version id, got `{version}`")));
+        }
+        if out.iter().any(|s| s.skill_id == p.skill_id) {
+            return Err(DomainError::invalid(format!("skills[{i}]: skill `{}` is listed twice", p.skill_id)));
+        }
+        out.push(Skill { kind: SkillKind::Custom, skill_id: p.skill_id.clone(), version });
+    }
+    Ok(out)
+}
+
+/// Skills are read by the model with the `read` tool: an agent with skills must offer it.
+pub fn check_skill_tools(skills: &[Skill], tools: &[AgentTool]) -> DomainResult<()> {
+    if skills.is_empty() {
+        return Ok(());
+    }
+    let reads = tools.iter().any(|t| match t {
+        AgentTool::AgentToolset(ts) => {
+            let cfg = ts.configs.iter().find(|c| c.name == BuiltinTool::Read);
+            cfg.map(|c| c.enabled).unwrap_or(ts.default_config.enabled)
+        }
+        _ => false,
+    });
+    if reads { Ok(()) } else { Err(DomainError::invalid("skills need the `read` tool: enable it in the agent toolset")) }
 }
 
 fn check_execution_identity(e: Option<&ExecutionIdentity>) -> DomainResult<ExecutionIdentity> {

@@ -186,8 +186,18 @@ impl Platform {
     pub async fn create_agent(&self, tenant: &TenantId, req: &CreateAgentRequest) -> DomainResult<Agent> {
         let agent = agents::new_agent(req, self.ids.new_id("agent"), self.now())?;
         check_capabilities(&agent.tools, self.capabilities)?;
+        self.check_skills(tenant, &agent.skills, &agent.tools).await?;
         self.store.insert_agent(tenant, &agent).await?;
         Ok(agent)
+    }
+
+    /// The agent's skills exist (each version too) and it can read them.
+    async fn check_skills(&self, tenant: &TenantId, skills: &[openma_types::agents::Skill], tools: &[openma_types::agents::AgentTool]) -> DomainResult<()> {
+        agents::check_skill_tools(skills, tools)?;
+        for s in skills {
+            self.get_skill_version(tenant, &s.skill_id, &s.version).await?;
+        }
+        Ok(())
     }
 
     pub async fn get_agent(&self, tenant: &TenantId, id: &str, version: Option<i64>) -> DomainResult<Agent> {
@@ -233,6 +243,7 @@ impl Platform {
             }
             let config = agents::apply_update(&current, req)?;
             check_capabilities(&config.tools, self.capabilities)?;
+            self.check_skills(tenant, &config.skills, &config.tools).await?;
             if config == current.config() {
                 return Ok(current);
             }
@@ -406,6 +417,7 @@ impl Platform {
             None => agent.config(),
         };
         check_capabilities(&config.tools, self.capabilities)?;
+        self.check_skills(tenant, &config.skills, &config.tools).await?;
         let environment = match &req.environment_id {
             Some(id) => {
                 let env = self.get_environment(tenant, id).await?;

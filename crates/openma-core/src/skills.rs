@@ -566,6 +566,24 @@ impl Platform {
         }
     }
 
+    /// The files of a session agent's skills, each below `<name>/`, with what the model is
+    /// told about them. A skill or version deleted since the agent was saved is an error.
+    pub async fn session_skills(&self, tenant: &TenantId, skills: &[openma_types::agents::Skill]) -> DomainResult<Vec<(SkillVersion, Vec<UploadedFile>)>> {
+        let mut out = Vec::new();
+        for s in skills {
+            let (version, _, mut body) = self.download_skill_version(tenant, &s.skill_id, &s.version).await.map_err(|e| match e {
+                DomainError::NotFound(m) => DomainError::invalid(format!("the agent's skill `{}` is gone: {m}", s.skill_id)),
+                other => other,
+            })?;
+            let mut archive = Vec::new();
+            while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+                archive.extend(chunk.map_err(crate::files::blob_error)?);
+            }
+            out.push((version, unzip(&archive)?));
+        }
+        Ok(out)
+    }
+
     /// A version's archive: its metadata, the archive's size and its bytes.
     pub async fn download_skill_version(&self, tenant: &TenantId, skill_id: &str, version: &str) -> DomainResult<(SkillVersion, u64, ByteStream)> {
         let v = self.load_skill_version(tenant, skill_id, version).await?;
@@ -575,6 +593,21 @@ impl Platform {
         })?;
         Ok((v.version, v.size_bytes, body))
     }
+}
+
+/// The system prompt section that lists the session's skills (read on demand).
+pub fn system_note(skills: &[(String, String)]) -> Option<String> {
+    if skills.is_empty() {
+        return None;
+    }
+    let mut note = String::from(
+        "# Skills\nThese skills are installed read-only under /mnt/skills. When a task matches a skill's description, \
+         read its SKILL.md first and follow it; its other files are next to it.\n",
+    );
+    for (name, description) in skills {
+        note.push_str(&format!("- {name} (/mnt/skills/{name}/SKILL.md): {description}\n"));
+    }
+    Some(note)
 }
 
 #[cfg(test)]

@@ -155,3 +155,50 @@ async fn sandbox_wall_and_cpu_time_are_metered_per_tool_run() {
     assert_eq!(walls.len(), 2, "{rows:?}");
     assert!(walls[0] != walls[1] && walls.iter().all(|s| s.starts_with("sevt_")));
 }
+
+/// An agent's custom skills are installed read-only at `/mnt/skills/<name>/` and listed in
+/// the system prompt; references that cannot work are refused when the agent is saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skills_are_installed_read_only_and_announced() {
+    if !bwrap_available() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+        return;
+    }
+    let model = FakeModel::start().await;
+    let app = spawn_app_with_model(Backend::Sqlite, Some(model.base_url())).await.unwrap();
+    let md = "---\nname: csv-report\ndescription: Turns CSV files into a short report.\n---\n# CSV report\nRun scripts/report.py.\n";
+    let skill = app
+        .post_multipart("/v1/skills", &app.key, &[
+            ("files[]", Some("csv-report/SKILL.md"), None, md.as_bytes()),
+            ("files[]", Some("csv-report/scripts/report.py"), None, b"print('report')\n"),
+        ])
+        .await;
+    assert_eq!(skill.status, reqwest::StatusCode::OK, "{}", skill.body);
+    let sk = skill.body["id"].as_str().unwrap().to_owned();
+    let toolset = json!([{"type": "agent_toolset_20260401"}]);
+    for (bad, status) in [
+        (json!({"skills": [{"type": "custom", "skill_id": "skill_missing"}], "tools": toolset}), reqwest::StatusCode::NOT_FOUND),
+        (json!({"skills": [{"type": "anthropic", "skill_id": "xlsx"}], "tools": toolset}), reqwest::StatusCode::BAD_REQUEST),
+        (json!({"skills": [{"type": "custom", "skill_id": sk}], "tools": [{"type": "agent_toolset_20260401", "configs": [{"name": "read", "enabled": false}]}]}), reqwest::StatusCode::BAD_REQUEST),
+    ] {
+        let mut body = json!({"name": "skilled", "model": "claude-sonnet-4-6"});
+        body.as_object_mut().unwrap().extend(bad.as_object().unwrap().clone());
+        let r = app.post("/v1/agents", body).await;
+        assert_eq!(r.status, status, "{}", r.body);
+    }
+    let agent = app.ok("/v1/agents", json!({"name": "skilled", "model": "claude-sonnet-4-6", "tools": toolset, "skills": [{"type": "custom", "skill_id": sk}]})).await;
+    assert_eq!(agent["skills"], json!([{"type": "custom", "skill_id": sk, "version": "latest"}]));
+    let sid = app.ok("/v1/sessions", json!({"agent": agent["id"]})).await["id"].as_str().unwrap().to_owned();
+    let r = turn(&app, &model, &sid, vec![
+        ("bash", json!({"command": "cat /mnt/skills/csv-report/SKILL.md && python3 /mnt/skills/csv-report/scripts/report.py && echo x > /mnt/skills/csv-report/SKILL.md"})),
+        ("read", json!({"file_path": "/mnt/skills/csv-report/SKILL.md"})),
+        ("write", json!({"file_path": "/mnt/skills/csv-report/SKILL.md", "content": "x"})),
+    ]).await;
+    let bash = text(&r[0]);
+    assert!(bash.contains("# CSV report") && bash.contains("report\n") && (bash.contains("Read-only") || bash.contains("Permission denied")), "{bash}");
+    assert!(text(&r[1]).contains("Run scripts/report.py"), "{}", r[1]);
+    assert_eq!(r[2]["is_error"], true, "{}", r[2]);
+    let req = model.requests().into_iter().rev().find(|r| r.path.ends_with("/messages")).unwrap();
+    let system = req.body["system"].to_string();
+    assert!(system.contains("/mnt/skills/csv-report/SKILL.md") && system.contains("Turns CSV files into a short report."), "{system}");
+}

@@ -67,6 +67,26 @@ pub async fn create_session(
         tracing::error!(session_id = %session.id, error = %e, "cannot prepare the session's memory mounts");
         return Err(ApiError::internal());
     }
+    if !session.agent.skills.is_empty() {
+        let placed = async {
+            for (version, files) in app.platform.session_skills(&tenant, &session.agent.skills).await? {
+                for f in files {
+                    let path = format!("/mnt/skills/{}", f.path);
+                    let body = futures::stream::iter([Ok::<_, std::convert::Infallible>(f.bytes)]);
+                    app.sandboxes.place_file(&session.id, &path, body).await.map_err(|e| {
+                        openma_core::DomainError::Store(openma_core::StoreError::Backend(format!("cannot install skill `{}`: {e}", version.name)))
+                    })?;
+                }
+            }
+            Ok::<(), openma_core::DomainError>(())
+        }
+        .await;
+        if let Err(e) = placed {
+            let _ = app.platform.delete_session(&tenant, &session.id).await;
+            let _ = app.sandboxes.destroy(&session.id).await;
+            return Err(e.into());
+        }
+    }
     if !session.resources.is_empty() {
         // the session is usable once its files are in place and its repositories cloned
         let repositories = openma_core::files::resource_params(req.resources.as_deref().unwrap_or_default())?.repositories;

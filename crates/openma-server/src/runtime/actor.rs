@@ -85,6 +85,8 @@ struct Actor {
     running_since: Option<Instant>,
     /// The content of the files the conversation names by `file_id`.
     files: FileBlockCache,
+    /// The system prompt section about the agent's skills, read once per actor.
+    skills_note: Option<String>,
 }
 
 pub(super) async fn run(rt: Arc<Runtime>, tenant: TenantId, session_id: String, hub: Hub, mut rx: mpsc::UnboundedReceiver<Command>) {
@@ -147,7 +149,15 @@ impl Actor {
         let plan = ToolPlan::for_agent(&session.agent, rt.platform.capabilities);
         let (_, rx_owned) = mpsc::unbounded_channel();
         let rx = std::mem::replace(rx, rx_owned);
-        Ok(Actor { rt, tenant, session, log, seq, hub, rx, queue, recovering, plan, running_since, files: FileBlockCache::default() })
+        // what the model is told about the agent's skills (their files are in the sandbox)
+        let mut skills = Vec::new();
+        for sk in &session.agent.skills {
+            if let Ok(v) = rt.platform.get_skill_version(&tenant, &sk.skill_id, &sk.version).await {
+                skills.push((v.name, v.description));
+            }
+        }
+        let skills_note = openma_core::skills::system_note(&skills);
+        Ok(Actor { rt, tenant, session, log, seq, hub, rx, queue, recovering, plan, running_since, files: FileBlockCache::default(), skills_note })
     }
 
     fn id(&self) -> String {
@@ -812,6 +822,12 @@ impl Actor {
     fn model_request(&self) -> openma_core::model::ModelRequest {
         let mut request = projection::request(&self.session.agent, &self.plan, &self.log, self.rt.config.max_tokens);
         request.system = openma_core::memory_mounts::with_system_note(request.system, &self.session.resources);
+        if let Some(note) = &self.skills_note {
+            request.system = Some(match request.system.take() {
+                Some(s) => format!("{s}\n\n{note}"),
+                None => note.clone(),
+            });
+        }
         request
     }
 

@@ -24,6 +24,7 @@ pub mod sessions;
 pub mod tenancy;
 pub mod validate;
 pub mod vaults;
+pub mod webhooks;
 
 pub use error::{DomainError, StoreError};
 pub use platform::Platform;

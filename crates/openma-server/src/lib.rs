@@ -25,3 +25,4 @@ pub mod session_files;
 pub mod session_memory;
 pub mod telemetry;
 pub mod tools;
+pub mod webhooks;

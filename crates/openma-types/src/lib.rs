@@ -14,5 +14,6 @@ pub mod memory;
 pub mod model_cards;
 pub mod sessions;
 pub mod vaults;
+pub mod webhooks;
 
 pub use common::*;

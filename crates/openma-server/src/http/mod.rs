@@ -21,6 +21,7 @@ pub mod sessions;
 pub mod threads;
 pub mod usage;
 pub mod vaults;
+pub mod webhooks;
 
 pub fn routes(max_file_bytes: u64) -> Router<AppState> {
     Router::new()
@@ -32,6 +33,7 @@ pub fn routes(max_file_bytes: u64) -> Router<AppState> {
         .merge(threads::routes())
         .merge(vaults::routes())
         .merge(model_cards::routes())
+        .merge(webhooks::routes())
         .merge(files::routes(max_file_bytes))
         .merge(resources::routes())
         .merge(memory::routes())

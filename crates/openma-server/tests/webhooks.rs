@@ -223,6 +223,18 @@ async fn endpoint_lifecycle(app: TestApp) {
     assert_eq!(app.get(&format!("/v1/organizations/webhooks/{id}")).await.status, StatusCode::NOT_FOUND);
     assert_eq!(app.delete(&format!("/v1/organizations/webhooks/{id}")).await.status, StatusCode::NOT_FOUND);
     assert_eq!(app.get(&format!("/v1/organizations/webhooks/{id}/deliveries")).await.status, StatusCode::NOT_FOUND);
+
+    let doc = app.call(Method::GET, "/v1/openapi.json", None, None).await.body;
+    for (path, methods) in [
+        ("/v1/organizations/webhooks", &["get", "post"][..]),
+        ("/v1/organizations/webhooks/{webhook_endpoint_id}", &["get", "post", "delete"][..]),
+        ("/v1/organizations/webhooks/{webhook_endpoint_id}/regenerate_signing_secret", &["post"][..]),
+        ("/v1/organizations/webhooks/{webhook_endpoint_id}/deliveries", &["get"][..]),
+    ] {
+        for m in methods {
+            assert!(doc["paths"][path][m].is_object(), "openapi misses {m} {path}");
+        }
+    }
 }
 
 async fn endpoints_refuse_bad_fields(app: TestApp) {

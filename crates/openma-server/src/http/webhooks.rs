@@ -46,6 +46,7 @@ pub struct EndpointListParams {
     pub before_id: Option<String>,
     /// By `created_at`; newest first by default.
     #[serde(default)]
+    #[param(inline)]
     pub order: Option<SortOrder>,
 }
 

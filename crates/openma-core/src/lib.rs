@@ -26,6 +26,7 @@ pub mod skills;
 pub mod tenancy;
 pub mod validate;
 pub mod vaults;
+pub mod webhooks;
 
 pub use error::{DomainError, StoreError};
 pub use platform::Platform;

@@ -188,6 +188,7 @@ impl Platform {
         check_capabilities(&agent.tools, self.capabilities)?;
         self.check_skills(tenant, &agent.skills, &agent.tools).await?;
         self.store.insert_agent(tenant, &agent).await?;
+        self.announce_quietly(tenant, "agent.created", &agent.id).await;
         Ok(agent)
     }
 
@@ -270,6 +271,7 @@ impl Platform {
             next.archived_at = Some(now);
             next.updated_at = now.strictly_after(current.updated_at);
             if self.store.update_agent(tenant, &next, current.version).await? {
+                self.announce_quietly(tenant, "agent.archived", id).await;
                 return Ok(next);
             }
         }
@@ -308,6 +310,7 @@ impl Platform {
     pub async fn create_environment(&self, tenant: &TenantId, req: &CreateEnvironmentRequest) -> DomainResult<Environment> {
         let env = environments::new_environment(req, self.ids.new_id("env"), self.now())?;
         self.store.insert_environment(tenant, &env, false).await?;
+        self.announce_quietly(tenant, "environment.created", &env.id).await;
         Ok(env)
     }
 
@@ -370,6 +373,7 @@ impl Platform {
             next.archived_at = Some(now);
             next.updated_at = now;
             if self.store.update_environment(tenant, &next, current.updated_at).await? {
+                self.announce_quietly(tenant, "environment.archived", id).await;
                 return Ok(next);
             }
         }
@@ -381,7 +385,10 @@ impl Platform {
             return Err(DomainError::not_found("environment", id));
         }
         match self.store.delete_environment(tenant, id).await? {
-            DeleteOutcome::Deleted => Ok(()),
+            DeleteOutcome::Deleted => {
+                self.announce_quietly(tenant, "environment.deleted", id).await;
+                Ok(())
+            }
             DeleteOutcome::NotFound => Err(DomainError::not_found("environment", id)),
             DeleteOutcome::Refused => Err(DomainError::conflict(format!(
                 "environment `{id}` is used by sessions that are not terminated; archive or delete them first"
@@ -487,6 +494,7 @@ impl Platform {
             self.delete_session_files(tenant, &session.id).await?;
             return Err(e.into());
         }
+        self.announce_quietly(tenant, "session.created", &session.id).await;
         Ok((sessions::present(session, now), initial))
     }
 
@@ -532,6 +540,7 @@ impl Platform {
             next.updated_at = now;
             next.status = SessionStatus::Terminated;
             if self.store.update_session(tenant, &next, current.updated_at).await? {
+                self.announce_quietly(tenant, "session.archived", id).await;
                 return Ok(sessions::present(next, now));
             }
         }
@@ -543,7 +552,10 @@ impl Platform {
             return Err(DomainError::not_found("session", id));
         }
         match self.store.delete_session(tenant, id).await? {
-            DeleteOutcome::Deleted => self.delete_session_files(tenant, id).await,
+            DeleteOutcome::Deleted => {
+                self.announce_quietly(tenant, "session.deleted", id).await;
+                self.delete_session_files(tenant, id).await
+            }
             DeleteOutcome::NotFound => Err(DomainError::not_found("session", id)),
             DeleteOutcome::Refused => Err(DomainError::invalid(
                 "a running session cannot be deleted; send `user.interrupt` and wait for idle",
@@ -620,6 +632,7 @@ impl Platform {
     pub async fn create_vault(&self, tenant: &TenantId, req: &openma_types::vaults::CreateVaultRequest) -> DomainResult<openma_types::vaults::Vault> {
         let v = crate::vaults::new_vault(req, self.ids.new_id("vlt"), self.now())?;
         self.store.insert_vault(tenant, &v).await?;
+        self.announce_quietly(tenant, "vault.created", &v.id).await;
         Ok(v)
     }
 
@@ -654,6 +667,7 @@ impl Platform {
             next.archived_at = Some(now);
             next.updated_at = now;
             if self.store.update_vault(tenant, &next, current.updated_at).await? {
+                self.announce_quietly(tenant, "vault.archived", id).await;
                 return Ok(next);
             }
         }
@@ -664,6 +678,7 @@ impl Platform {
         if !validate::looks_like_id(id, "vlt_") || !self.store.delete_vault(tenant, id).await? {
             return Err(DomainError::not_found("vault", id));
         }
+        self.announce_quietly(tenant, "vault.deleted", id).await;
         Ok(())
     }
 

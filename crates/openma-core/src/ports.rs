@@ -417,6 +417,28 @@ pub trait Store: Send + Sync {
     /// Stores a redacted version: its content, path and digest are erased for good.
     async fn redact_memory_version(&self, tenant: &TenantId, version: &MemoryVersion) -> Result<bool, StoreError>;
 
+    // -- webhook endpoints and their delivery queue --
+    /// Inserts an endpoint unless the tenant already holds `max` of them (`Ok(false)`).
+    async fn insert_webhook_endpoint(&self, tenant: &TenantId, e: &crate::webhooks::StoredWebhookEndpoint, max: i64) -> Result<bool, StoreError>;
+    async fn get_webhook_endpoint(&self, tenant: &TenantId, id: &str) -> Result<Option<crate::webhooks::StoredWebhookEndpoint>, StoreError>;
+    /// Replaces the endpoint (body and sealed secret) if `updated_at` is still `expected`.
+    async fn update_webhook_endpoint(&self, tenant: &TenantId, e: &crate::webhooks::StoredWebhookEndpoint, expected: Timestamp) -> Result<bool, StoreError>;
+    /// Deletes the endpoint with its deliveries.
+    async fn delete_webhook_endpoint(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
+    async fn list_webhook_endpoints(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<crate::webhooks::StoredWebhookEndpoint>, StoreError>;
+    /// Queues deliveries; one already queued for its (endpoint, event) is kept as it is.
+    async fn enqueue_webhook_deliveries(&self, tenant: &TenantId, rows: &[crate::webhooks::QueuedDelivery]) -> Result<(), StoreError>;
+    /// Pending deliveries due at `now`, oldest due first. Deliberately across tenants: this
+    /// is the delivery worker's scan.
+    async fn due_webhook_deliveries(&self, now: Timestamp, limit: u32) -> Result<Vec<(TenantId, crate::webhooks::QueuedDelivery)>, StoreError>;
+    /// Claims a due delivery for one attempt: counts the attempt and moves its due time to
+    /// `lease_until` (so no other scan takes it while it is in flight, and a crash mid-flight
+    /// retries it then). False when someone else claimed it first.
+    async fn claim_webhook_delivery(&self, tenant: &TenantId, id: &str, attempts_seen: i64, now: Timestamp, lease_until: Timestamp) -> Result<bool, StoreError>;
+    async fn record_webhook_attempt(&self, tenant: &TenantId, id: &str, outcome: &crate::webhooks::AttemptOutcome) -> Result<(), StoreError>;
+    /// An endpoint's deliveries in `(created_at, id)` order; `query.include_archived` is ignored.
+    async fn list_webhook_deliveries(&self, tenant: &TenantId, endpoint_id: &str, query: &ListQuery) -> Result<Vec<crate::webhooks::QueuedDelivery>, StoreError>;
+
     // -- quotas --
     async fn get_tenant_limits(&self, tenant: &TenantId) -> Result<TenantLimits, StoreError>;
     async fn set_tenant_limits(&self, tenant: &TenantId, limits: &TenantLimits) -> Result<(), StoreError>;

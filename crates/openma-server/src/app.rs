@@ -203,6 +203,7 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     let blobs = Arc::new(crate::blobs::ObjectBlobs::open(&crate::blobs::BlobUrl::parse(&settings.blob_url)?).context("cannot open the blob store")?);
     platform.blobs = Some(blobs.clone());
     spawn_file_expiry(platform.clone());
+    crate::webhooks::spawn(platform.clone(), settings.unsafe_allow_private_fetch, settings.webhook_retry_delays.clone());
     let _ = telemetry::metrics_handle();
     let info = ServerInfo {
         allow_private_fetch: settings.unsafe_allow_private_fetch,

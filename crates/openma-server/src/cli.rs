@@ -234,7 +234,9 @@ fn settings(global: &GlobalArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Se
         model_retry_base_ms: serve.and_then(|s| s.model_retry_base_ms),
         context_window_tokens: serve.and_then(|s| s.context_window_tokens),
         search_url: serve.and_then(|s| s.search_url.clone()),
-        unsafe_allow_private_fetch: false,
+        // test-only (the conformance suite's local webhook receivers): never set it in production
+        unsafe_allow_private_fetch: std::env::var("OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES").is_ok_and(|v| v == "1"),
+        webhook_retry_delays_ms: None,
         rate_limit_per_minute: serve.and_then(|s| s.rate_limit_per_minute),
         max_file_mb: serve.and_then(|s| s.max_file_mb),
         github_url: serve.and_then(|s| s.github_url.clone()),

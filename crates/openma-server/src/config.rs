@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 pub const DEFAULT_DATA_DIR: &str = ".openma";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Waits between webhook delivery attempts: 3 attempts in all, as the hosted platform makes.
+pub const DEFAULT_WEBHOOK_RETRY_DELAYS_MS: [u64; 2] = [1_000, 10_000];
 
 /// The optional TOML file (`--config` / `OPENMA_CONFIG`). Every key is optional.
 #[derive(Default, Deserialize)]
@@ -68,9 +70,13 @@ pub struct Settings {
     pub context_window_tokens: Option<u64>,
     /// A SearXNG-compatible JSON search endpoint for `web_search`.
     pub search_url: Option<String>,
-    /// Lets `web_fetch` reach private and loopback addresses. Only tests set this (it is
-    /// not reachable from flags, environment or the config file).
+    /// Lets `web_fetch`, MCP OAuth validation and webhook deliveries reach private and
+    /// loopback addresses. Only tests set this: it is not reachable from flags or the
+    /// config file, only from the test-only `OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES=1`.
     pub unsafe_allow_private_fetch: bool,
+    /// Waits between the attempts of a failed webhook delivery (one fewer than the
+    /// attempts); tests shorten them.
+    pub webhook_retry_delays: Vec<std::time::Duration>,
     /// The root of trust for secrets at rest (`PLATFORM_ROOT_SECRET`).
     pub root_secret: Option<SecretString>,
     /// A former root still accepted while a rotation is rolled out.
@@ -189,6 +195,8 @@ pub struct Overrides {
     pub context_window_tokens: Option<u64>,
     pub search_url: Option<String>,
     pub unsafe_allow_private_fetch: bool,
+    /// Test-only: the waits between webhook delivery attempts, in milliseconds.
+    pub webhook_retry_delays_ms: Option<Vec<u64>>,
     pub root_secret: Option<String>,
     pub previous_root_secret: Option<String>,
     pub rate_limit_per_minute: Option<u32>,
@@ -224,6 +232,12 @@ impl Settings {
             context_window_tokens: o.context_window_tokens.or(file.context_window_tokens),
             search_url: o.search_url.or(file.search_url),
             unsafe_allow_private_fetch: o.unsafe_allow_private_fetch,
+            webhook_retry_delays: o
+                .webhook_retry_delays_ms
+                .unwrap_or_else(|| DEFAULT_WEBHOOK_RETRY_DELAYS_MS.to_vec())
+                .into_iter()
+                .map(std::time::Duration::from_millis)
+                .collect(),
             root_secret: o.root_secret.filter(|s| !s.is_empty()).map(SecretString::from),
             previous_root_secret: o.previous_root_secret.filter(|s| !s.is_empty()).map(SecretString::from),
             rate_limit_per_minute: o.rate_limit_per_minute.or(file.rate_limit_per_minute),

@@ -27,3 +27,4 @@ pub mod session_memory;
 pub mod session_repos;
 pub mod telemetry;
 pub mod tools;
+pub mod webhooks;

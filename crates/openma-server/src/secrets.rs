@@ -157,9 +157,9 @@ pub async fn rotate(platform: &Platform, settings: &Settings, new_secret: Option
 }
 
 /// Re-seals the sealed values kept in rows under `secrets`' current root: vault
-/// credential secrets and model card keys.
+/// credential secrets, model card keys and webhook signing secrets.
 async fn reseal_stored(platform: &Platform, secrets: &SecretBox) -> anyhow::Result<()> {
-    let (mut credentials, mut cards) = (0, 0);
+    let (mut credentials, mut cards, mut webhooks) = (0, 0, 0);
     for tenant in platform.list_tenants().await? {
         credentials += platform
             .reseal_credentials(&tenant.id, secrets)
@@ -169,7 +169,11 @@ async fn reseal_stored(platform: &Platform, secrets: &SecretBox) -> anyhow::Resu
             .reseal_model_card_keys(&tenant.id, secrets)
             .await
             .with_context(|| format!("cannot re-seal the model card keys of tenant `{}`", tenant.name))?;
+        webhooks += platform
+            .reseal_webhook_secrets(&tenant.id, secrets)
+            .await
+            .with_context(|| format!("cannot re-seal the webhook signing secrets of tenant `{}`", tenant.name))?;
     }
-    tracing::info!(credentials, model_cards = cards, "re-sealed stored secrets");
+    tracing::info!(credentials, model_cards = cards, webhooks, "re-sealed stored secrets");
     Ok(())
 }

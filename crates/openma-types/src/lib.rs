@@ -15,5 +15,6 @@ pub mod model_cards;
 pub mod sessions;
 pub mod skills;
 pub mod vaults;
+pub mod webhooks;
 
 pub use common::*;

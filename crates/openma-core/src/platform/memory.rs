@@ -49,6 +49,7 @@ impl Platform {
     pub async fn create_memory_store(&self, tenant: &TenantId, req: &CreateMemoryStoreRequest) -> DomainResult<MemoryStore> {
         let s = memory::new_store(req, self.ids.new_id("memstore"), self.now())?;
         self.store.insert_memory_store(tenant, &s).await?;
+        self.announce_quietly(tenant, "memory_store.created", &s.id).await;
         Ok(s)
     }
 
@@ -81,6 +82,7 @@ impl Platform {
             let now = self.now().strictly_after(current.updated_at);
             let next = MemoryStore { archived_at: Some(now), updated_at: now, ..current.clone() };
             if self.store.update_memory_store(tenant, &next, current.updated_at).await? {
+                self.announce_quietly(tenant, "memory_store.archived", id).await;
                 return Ok(next);
             }
         }
@@ -91,6 +93,7 @@ impl Platform {
         if !validate::looks_like_id(id, "memstore_") || !self.store.delete_memory_store(tenant, id).await? {
             return Err(DomainError::not_found("memory store", id));
         }
+        self.announce_quietly(tenant, "memory_store.deleted", id).await;
         Ok(())
     }
 

@@ -22,6 +22,7 @@ pub mod skills;
 pub mod threads;
 pub mod usage;
 pub mod vaults;
+pub mod webhooks;
 
 pub fn routes(max_file_bytes: u64) -> Router<AppState> {
     Router::new()
@@ -33,6 +34,7 @@ pub fn routes(max_file_bytes: u64) -> Router<AppState> {
         .merge(threads::routes())
         .merge(vaults::routes())
         .merge(model_cards::routes())
+        .merge(webhooks::routes())
         .merge(files::routes(max_file_bytes))
         .merge(skills::routes())
         .merge(resources::routes())

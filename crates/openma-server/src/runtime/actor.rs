@@ -258,7 +258,12 @@ impl Actor {
             match store.append_events(&self.tenant, &self.session.id, &stored, guard, consumed, &ledger_rows).await? {
                 true => {
                     if let Some(r) = row {
+                        let changed = r.status != self.session.status;
                         self.session = r;
+                        if changed {
+                            // queues a row; the delivery worker sends it, the turn never waits on it
+                            self.rt.platform.announce_quietly(&self.tenant, status_webhook(self.session.status), &self.session.id).await;
+                        }
                         if !was_running && self.session.status == SessionStatus::Running {
                             self.running_since = Some(Instant::now());
                         }
@@ -371,6 +376,7 @@ impl Actor {
                 self.session.archived_at = None;
             }
             r?;
+            self.rt.platform.announce_quietly(&self.tenant, "session.archived", &self.session.id).await;
         }
         Ok(openma_core::sessions::present(self.session.clone(), self.now()))
     }
@@ -1176,5 +1182,15 @@ impl Accumulator {
             }
         }
         out
+    }
+}
+
+/// The webhook event type of a session's new status.
+fn status_webhook(status: SessionStatus) -> &'static str {
+    match status {
+        SessionStatus::Running => "session.status_run_started",
+        SessionStatus::Idle => "session.status_idled",
+        SessionStatus::Rescheduling => "session.status_rescheduled",
+        SessionStatus::Terminated => "session.status_terminated",
     }
 }

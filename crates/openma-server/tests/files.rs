@@ -6,10 +6,10 @@
 #[macro_use]
 mod support;
 
-use openma_fake_model::{FakeModel, Reply};
+use openma_fake_model::FakeModel;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Backend, SseReader, TestApp, settled, spawn_app, spawn_app_custom, spawn_app_with_model};
+use support::{Backend, TestApp, spawn_app, spawn_app_custom, spawn_app_with_model, tool_turn as turn};
 
 backend_stories!(files_round_trip_with_paging_and_isolation, expired_files_keep_metadata_but_not_content, bad_uploads_are_refused_and_leave_nothing);
 
@@ -147,25 +147,6 @@ async fn uploads_over_the_limit_are_413_and_store_nothing() {
 
 fn bwrap_available() -> bool {
     openma_sandbox::Sandboxes::check().is_ok()
-}
-
-/// One turn in which the model calls `calls` in order; returns the tool results' texts
-/// and error flags.
-async fn turn(app: &TestApp, model: &FakeModel, sid: &str, calls: Vec<(&str, Value)>) -> Vec<(String, bool)> {
-    let mut script: Vec<Reply> = calls.into_iter().map(|(name, input)| Reply::tool_use(name, input)).collect();
-    script.push(Reply::text("done"));
-    model.script(script);
-    let mut stream = SseReader::open(app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
-    app.post(&format!("/v1/sessions/{sid}/events"), json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]})).await;
-    let events = stream.until(settled).await;
-    events
-        .into_iter()
-        .filter(|e| e.event == "agent.tool_result")
-        .map(|e| {
-            let text = e.data["content"].as_array().unwrap().iter().filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join("\n");
-            (text, e.data["is_error"] == true)
-        })
-        .collect()
 }
 
 async fn scoped(app: &TestApp, sid: &str) -> Vec<Value> {

@@ -5,29 +5,13 @@
 
 mod support;
 
-use openma_fake_model::{FakeModel, Reply};
+use openma_fake_model::FakeModel;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Backend, SseReader, TestApp, settled, spawn_app_with_model};
+use support::{Backend, TestApp, spawn_app_with_model, tool_turn as turn};
 
 fn bwrap_available() -> bool {
     openma_sandbox::Sandboxes::check().is_ok()
-}
-
-/// One turn of tool calls; the tool results' texts and error flags.
-async fn turn(app: &TestApp, model: &FakeModel, sid: &str, calls: Vec<(&str, Value)>) -> Vec<(String, bool)> {
-    let mut script: Vec<Reply> = calls.into_iter().map(|(name, input)| Reply::tool_use(name, input)).collect();
-    script.push(Reply::text("done"));
-    model.script(script);
-    let mut stream = SseReader::open(app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
-    app.post(&format!("/v1/sessions/{sid}/events"), json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]})).await;
-    stream
-        .until(settled)
-        .await
-        .into_iter()
-        .filter(|e| e.event == "agent.tool_result")
-        .map(|e| (e.data["content"].as_array().unwrap().iter().filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join("\n"), e.data["is_error"] == true))
-        .collect()
 }
 
 /// The store's memories by path, with content.

@@ -13,10 +13,10 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode as AxumStatus, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use openma_fake_model::{FakeModel, Reply};
+use openma_fake_model::FakeModel;
 use reqwest::StatusCode;
 use serde_json::json;
-use support::{Backend, SseReader, TestApp, settled, spawn_app_custom};
+use support::{Backend, spawn_app_custom, tool_turn};
 
 const TOKEN: &str = "ghs_fake-installation-token-0123456789";
 
@@ -75,14 +75,6 @@ async fn fake_github(root: std::path::PathBuf) -> String {
     format!("http://{addr}")
 }
 
-async fn turn(app: &TestApp, model: &FakeModel, sid: &str, command: &str) -> String {
-    model.script(vec![Reply::tool_use("bash", json!({"command": command})), Reply::text("done")]);
-    let mut stream = SseReader::open(app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
-    app.post(&format!("/v1/sessions/{sid}/events"), json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]})).await;
-    let result = stream.until(settled).await.into_iter().find(|e| e.event == "agent.tool_result").unwrap();
-    result.data["content"].as_array().unwrap().iter().filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join("\n")
-}
-
 fn everything_under(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
@@ -137,7 +129,7 @@ async fn repositories_are_cloned_with_the_token_which_goes_nowhere_else() {
     assert_eq!(s["resources"][1]["mount_path"], "/workspace/pinned");
     assert!(!s.to_string().contains(TOKEN));
 
-    let out = turn(&app, &model, &sid, "cd /workspace/app && cat feature.txt && git log --oneline | wc -l && git -C /workspace/pinned rev-parse HEAD && cat /workspace/pinned/README.md && stat -c %U /workspace/app/feature.txt && cat .git/config && env").await;
+    let out = tool_turn(&app, &model, &sid, vec![("bash", json!({"command": "cd /workspace/app && cat feature.txt && git log --oneline | wc -l && git -C /workspace/pinned rev-parse HEAD && cat /workspace/pinned/README.md && stat -c %U /workspace/app/feature.txt && cat .git/config && env"}))]).await.remove(0).0;
     assert!(out.contains("on the branch\n3\n"), "{out}");
     assert!(out.contains(&format!("{first}\nfirst\nuser\n")), "{out}");
     assert!(!out.contains(TOKEN) && !out.contains("x-access-token"), "the token reached the sandbox: {out}");

@@ -408,3 +408,20 @@ impl SseReader {
 pub fn settled(e: &Sse) -> bool {
     e.event == "session.status_idle" || e.event == "session.status_terminated"
 }
+
+/// One turn in which the scripted model calls `calls` in order, then answers; the tool
+/// results' texts and error flags, in order.
+pub async fn tool_turn(app: &TestApp, model: &openma_fake_model::FakeModel, sid: &str, calls: Vec<(&str, Value)>) -> Vec<(String, bool)> {
+    let mut script: Vec<openma_fake_model::Reply> = calls.into_iter().map(|(name, input)| openma_fake_model::Reply::tool_use(name, input)).collect();
+    script.push(openma_fake_model::Reply::text("done"));
+    model.script(script);
+    let mut stream = SseReader::open(app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+    app.post(&format!("/v1/sessions/{sid}/events"), serde_json::json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]})).await;
+    stream
+        .until(settled)
+        .await
+        .into_iter()
+        .filter(|e| e.event == "agent.tool_result")
+        .map(|e| (e.data["content"].as_array().unwrap().iter().filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join("\n"), e.data["is_error"] == true))
+        .collect()
+}

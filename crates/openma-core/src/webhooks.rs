@@ -116,6 +116,9 @@ fn check_events(events: &[String]) -> DomainResult<Vec<String>> {
     }
     let mut out: Vec<String> = Vec::new();
     for e in events {
+        if openma_types::webhooks::UNDELIVERED_EVENT_TYPES.contains(&e.as_str()) {
+            return Err(DomainError::unsupported(format!("webhook event type `{e}` (not delivered by this server yet)")));
+        }
         if !EVENT_TYPES.contains(&e.as_str()) {
             return Err(DomainError::invalid(format!("`enabled_events` lists unknown event type `{e}`; known types: {}", EVENT_TYPES.join(", "))));
         }

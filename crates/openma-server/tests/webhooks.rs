@@ -255,6 +255,10 @@ async fn endpoints_refuse_bad_fields(app: TestApp) {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
         assert_eq!(r.error_type(), "invalid_request_error");
     }
+    // a type of the payload table this server never sends is refused, not accepted and left silent
+    let planned = app.post("/v1/organizations/webhooks", json!({"url": "https://hooks.example.com/a", "enabled_events": ["session.requires_action"]})).await;
+    assert_eq!(planned.status, StatusCode::BAD_REQUEST, "{}", planned.body);
+    assert_eq!(planned.body["error"]["details"]["error_code"], "unsupported_feature");
     let e = app.ok("/v1/organizations/webhooks", json!({"url": "https://hooks.example.com/a", "enabled_events": ["vault.created"]})).await;
     let id = e["id"].as_str().unwrap();
     for body in [json!({"enabled_events": ["nope"]}), json!({"url": "http://10.1.2.3/"}), json!({"state": "paused"})] {

@@ -12,7 +12,8 @@ literal!(WebhookDeliveryTag = "webhook_delivery");
 literal!(WebhookEventTag = "event");
 
 /// The event types an endpoint may subscribe to: the five of the SDK's `enabled_events`
-/// and the session, agent, environment, vault and memory store types of the payload table.
+/// and the session, agent, environment, vault and memory store types of the payload table
+/// that this server delivers.
 pub const EVENT_TYPES: &[&str] = &[
     "external_key.failed",
     "external_key.recovered",
@@ -20,28 +21,15 @@ pub const EVENT_TYPES: &[&str] = &[
     "user_profile.enforcement_action_resolved",
     "user_profile.program_status_updated",
     "session.created",
-    "session.pending",
-    "session.running",
-    "session.idled",
-    "session.requires_action",
     "session.archived",
     "session.deleted",
-    "session.updated",
     "session.status_rescheduled",
     "session.status_run_started",
     "session.status_idled",
     "session.status_terminated",
-    "session.thread_created",
-    "session.thread_idled",
-    "session.thread_terminated",
-    "session.outcome_evaluation_ended",
-    "session.budget_reached",
     "agent.created",
-    "agent.updated",
     "agent.archived",
-    "agent.deleted",
     "environment.created",
-    "environment.updated",
     "environment.archived",
     "environment.deleted",
     "vault.created",
@@ -50,6 +38,24 @@ pub const EVENT_TYPES: &[&str] = &[
     "memory_store.created",
     "memory_store.archived",
     "memory_store.deleted",
+];
+
+/// Types of the payload table this server does not deliver yet: subscribing to one is
+/// refused (`unsupported_feature`) rather than accepted and never sent.
+pub const UNDELIVERED_EVENT_TYPES: &[&str] = &[
+    "session.pending",
+    "session.running",
+    "session.idled",
+    "session.requires_action",
+    "session.updated",
+    "session.thread_created",
+    "session.thread_idled",
+    "session.thread_terminated",
+    "session.outcome_evaluation_ended",
+    "session.budget_reached",
+    "agent.updated",
+    "agent.deleted",
+    "environment.updated",
 ];
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -420,13 +420,15 @@ impl Platform {
         if !validate::looks_like_id(id, "file_") {
             return Err(not_found(id));
         }
-        match self.store.delete_file(tenant, id).await? {
-            None => Err(not_found(id)),
-            Some(orphan) => {
-                self.delete_blobs(orphan.into_iter()).await;
-                Ok(())
-            }
-        }
+        if self.drop_file(tenant, id).await? { Ok(()) } else { Err(not_found(id)) }
+    }
+
+    /// Deletes a file's row, and its blob when no other row shares it; false when there
+    /// was no such file.
+    async fn drop_file(&self, tenant: &TenantId, id: &str) -> DomainResult<bool> {
+        let Some(orphan) = self.store.delete_file(tenant, id).await? else { return Ok(false) };
+        self.delete_blobs(orphan.into_iter()).await;
+        Ok(true)
     }
 
     pub(crate) async fn delete_blobs(&self, keys: impl Iterator<Item = String>) {
@@ -627,9 +629,7 @@ impl Platform {
             };
             next.updated_at = self.now().strictly_after(current.updated_at);
             if self.store.update_session(tenant, &next, current.updated_at).await? {
-                if let Some(orphan) = self.store.delete_file(tenant, &removed.file_id).await?.flatten() {
-                    self.delete_blobs(std::iter::once(orphan)).await;
-                }
+                self.drop_file(tenant, &removed.file_id).await?;
                 return Ok(removed);
             }
         }
@@ -788,9 +788,7 @@ impl Platform {
             }
         }
         if let Some(prev) = previous {
-            if let Some(orphan) = self.store.delete_file(tenant, &prev.meta.id).await?.flatten() {
-                self.delete_blobs(std::iter::once(orphan)).await;
-            }
+            self.drop_file(tenant, &prev.meta.id).await?;
         }
         Ok(Some(file.meta))
     }

@@ -125,17 +125,7 @@ impl Sandboxes {
     /// The regular files in the session's outputs (symlinks and special files skipped);
     /// none for a session that never had a sandbox.
     pub fn outputs(&self, session_id: &str) -> io::Result<Vec<OutputFile>> {
-        let paths = self.existing_paths(session_id)?;
-        let dir = match Dir::open_ambient_dir(&paths.outputs, ambient_authority()) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut found = Vec::new();
-        let mut seen = 0;
-        walk(&dir, "", 0, &mut seen, &mut found);
-        found.sort_by(|a, b| a.rel.cmp(&b.rel));
-        Ok(found)
+        regular_files(&self.existing_paths(session_id)?.outputs)
     }
 
     /// Opens one output for reading, beneath the outputs directory and without following
@@ -171,17 +161,7 @@ impl Sandboxes {
 
     /// The regular files of a mounted memory store's directory (symlinks skipped).
     pub fn memory_files(&self, session_id: &str, slug: &str) -> io::Result<Vec<OutputFile>> {
-        let dir = self.memory_dir(session_id, slug)?;
-        let dir = match Dir::open_ambient_dir(&dir, ambient_authority()) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut found = Vec::new();
-        let mut seen = 0;
-        walk(&dir, "", 0, &mut seen, &mut found);
-        found.sort_by(|a, b| a.rel.cmp(&b.rel));
-        Ok(found)
+        regular_files(&self.memory_dir(session_id, slug)?)
     }
 
     /// Reads one file of a mounted store, without following links; None past `max` bytes.
@@ -395,6 +375,21 @@ fn create_dirs(root: &Path, dir: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The regular files below a directory the sandbox writes to, by path (links and special
+/// files skipped, never followed); none when it does not exist.
+fn regular_files(root: &Path) -> io::Result<Vec<OutputFile>> {
+    let dir = match Dir::open_ambient_dir(root, ambient_authority()) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    let mut seen = 0;
+    walk(&dir, "", 0, &mut seen, &mut found);
+    found.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(found)
 }
 
 fn walk(dir: &Dir, prefix: &str, depth: usize, seen: &mut usize, found: &mut Vec<OutputFile>) {

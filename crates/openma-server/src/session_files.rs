@@ -31,6 +31,19 @@ pub async fn place(platform: &Platform, sandboxes: &Sandboxes, session_id: &str,
     Ok(())
 }
 
+/// Unpacks the agent's skills into the sandbox's read-only `/mnt/skills/<name>/`.
+pub async fn install_skills(platform: &Platform, sandboxes: &Sandboxes, tenant: &TenantId, session: &openma_types::sessions::Session) -> Result<(), DomainError> {
+    for (version, files) in platform.session_skills(tenant, &session.agent.skills).await? {
+        for f in files {
+            let body = futures::stream::iter([Ok::<_, std::convert::Infallible>(f.bytes)]);
+            sandboxes.place_file(&session.id, &format!("/mnt/skills/{}", f.path), body).await.map_err(|e| {
+                DomainError::Store(openma_core::StoreError::Backend(format!("cannot install skill `{}`: {e}", version.name)))
+            })?;
+        }
+    }
+    Ok(())
+}
+
 fn file_stream(file: std::fs::File) -> ByteStream {
     let mut file = tokio::fs::File::from_std(file);
     async_stream::stream! {

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use openma_core::DomainError;
 use openma_core::ports::SessionFilter;
 use openma_types::events::EventPayload;
 use openma_types::sessions::{CreateSessionRequest, Session, SessionStatus, UpdateSessionRequest};
@@ -61,45 +62,11 @@ pub async fn create_session(
         tracing::warn!(%tenant, "tenant is over its soft monthly spend limit");
     }
     let (session, initial) = app.platform.create_session(&tenant, &req).await?;
-    if let Err(e) = crate::session_memory::prepare(&app.sandboxes, &session) {
+    // the session is usable once its sandbox holds what it names; otherwise it goes again
+    if let Err(e) = prepare_sandbox(&app, &tenant, &session, &req).await {
         let _ = app.platform.delete_session(&tenant, &session.id).await;
         let _ = app.sandboxes.destroy(&session.id).await;
-        tracing::error!(session_id = %session.id, error = %e, "cannot prepare the session's memory mounts");
-        return Err(ApiError::internal());
-    }
-    if !session.agent.skills.is_empty() {
-        let placed = async {
-            for (version, files) in app.platform.session_skills(&tenant, &session.agent.skills).await? {
-                for f in files {
-                    let path = format!("/mnt/skills/{}", f.path);
-                    let body = futures::stream::iter([Ok::<_, std::convert::Infallible>(f.bytes)]);
-                    app.sandboxes.place_file(&session.id, &path, body).await.map_err(|e| {
-                        openma_core::DomainError::Store(openma_core::StoreError::Backend(format!("cannot install skill `{}`: {e}", version.name)))
-                    })?;
-                }
-            }
-            Ok::<(), openma_core::DomainError>(())
-        }
-        .await;
-        if let Err(e) = placed {
-            let _ = app.platform.delete_session(&tenant, &session.id).await;
-            let _ = app.sandboxes.destroy(&session.id).await;
-            return Err(e.into());
-        }
-    }
-    if !session.resources.is_empty() {
-        // the session is usable once its files are in place and its repositories cloned
-        let repositories = openma_core::files::resource_params(req.resources.as_deref().unwrap_or_default())?.repositories;
-        let mounts = app.platform.session_mounts(&tenant, &session.id).await?;
-        let placed = match crate::session_files::place(&app.platform, &app.sandboxes, &session.id, &mounts).await {
-            Ok(()) => crate::session_repos::clone_all(&app.info.github_url, &app.sandboxes, &session, &repositories).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = placed {
-            let _ = app.platform.delete_session(&tenant, &session.id).await;
-            let _ = app.sandboxes.destroy(&session.id).await;
-            return Err(e.into());
-        }
+        return Err(e.into());
     }
     if initial.is_empty() {
         return Ok(Json(session));
@@ -107,6 +74,21 @@ pub async fn create_session(
     // persisted, in order, before the response: exactly as if POSTed right after create
     app.runtime.submit(&tenant, &session.id, initial).await?;
     Ok(Json(app.platform.get_session(&tenant, &session.id).await?))
+}
+
+/// Puts into a new session's sandbox what it names: memory mounts, skills, mounted files
+/// and cloned repositories.
+async fn prepare_sandbox(app: &AppState, tenant: &openma_core::TenantId, session: &Session, req: &CreateSessionRequest) -> Result<(), DomainError> {
+    let backend = |e: std::io::Error| DomainError::Store(openma_core::StoreError::Backend(e.to_string()));
+    crate::session_memory::prepare(&app.sandboxes, session).map_err(backend)?;
+    crate::session_files::install_skills(&app.platform, &app.sandboxes, tenant, session).await?;
+    if !session.resources.is_empty() {
+        let mounts = app.platform.session_mounts(tenant, &session.id).await?;
+        crate::session_files::place(&app.platform, &app.sandboxes, &session.id, &mounts).await?;
+        let repositories = openma_core::files::resource_params(req.resources.as_deref().unwrap_or_default())?.repositories;
+        crate::session_repos::clone_all(&app.info.github_url, &app.sandboxes, session, &repositories).await?;
+    }
+    Ok(())
 }
 
 /// Retrieve a session.

@@ -270,6 +270,21 @@ impl Sandboxes {
             .sum()
     }
 
+    /// Cuts text for the model as command output is cut: at most `output_chars`
+    /// characters (its head and tail); the whole text is saved in the session's workspace
+    /// (`/workspace/.openma/outputs/…`) and the returned text names the file.
+    pub fn cap_text(&self, session_id: &str, text: &str) -> Result<String, String> {
+        let limits = &self.inner.config.limits;
+        if text.chars().count() <= limits.output_chars {
+            return Ok(text.to_owned());
+        }
+        let session = self.inner.session(session_id)?;
+        let target = output::SpillTarget { workspace: session.paths.workspace.clone(), uid: session.uid };
+        let mut capture = output::Capture::new(limits.output_chars, limits.file_size_bytes, target);
+        capture.push(text.as_bytes());
+        Ok(capture.finish().text)
+    }
+
     /// The host uid a session's processes run as (None when the server is not root).
     pub fn session_uid(&self, session_id: &str) -> Option<u32> {
         self.inner

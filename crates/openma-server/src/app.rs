@@ -149,6 +149,20 @@ fn spawn_sandbox_reaper(sandboxes: openma_sandbox::Sandboxes) {
     });
 }
 
+/// Closes MCP connections of sessions idle for a while (reopened on their next turn).
+fn spawn_mcp_reaper(mcp: Arc<crate::mcp::McpHub>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let closed = mcp.reap_idle().await;
+            if closed > 0 {
+                tracing::debug!(closed, "closed idle MCP connections");
+            }
+        }
+    });
+}
+
 /// Removes the bytes of expired files every minute (their metadata stays).
 fn spawn_file_expiry(platform: Platform) {
     tokio::spawn(async move {
@@ -215,7 +229,10 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     let http = openma_models::http_client().context("cannot set up the model clients")?;
     let env_models = openma_models::ModelRouter::from_lookup(|name| settings.providers.lookup(name), http.clone());
     let models = Arc::new(crate::runtime::ModelClients::new(platform.clone(), Arc::new(env_models), http));
-    let runtime = Runtime::new(platform.clone(), models, toolbox, runtime_config(settings));
+    let mcp_settings = crate::mcp::McpSettings { allow_private: settings.unsafe_allow_private_fetch, ..Default::default() };
+    let mcp = Arc::new(crate::mcp::McpHub::new(platform.clone(), Some(sandboxes.clone()), mcp_settings));
+    spawn_mcp_reaper(mcp.clone());
+    let runtime = Runtime::new(platform.clone(), models, toolbox, mcp, runtime_config(settings));
     let outputs = Arc::new(crate::session_files::OutputCapture::new(platform.clone(), sandboxes.clone(), settings.max_file_bytes));
     runtime.observe_turns(outputs.clone());
     let resumed = runtime.resume_interrupted().await.context("cannot resume interrupted sessions")?;

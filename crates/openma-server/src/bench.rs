@@ -24,7 +24,7 @@ pub struct BenchArgs {
     pub postgres_url: Option<String>,
     /// What to measure: `api` (agent and session creation), `runtime` (turns, streams,
     /// fan-out, memory), `files` (upload and download throughput, server memory), `memory` (tool calls on a
-    /// mounted memory store) or `all`.
+    /// mounted memory store), `mcp` (MCP tool calls against a direct client) or `all`.
     #[arg(long, default_value = "all")]
     pub scenario: Scenario,
     /// Turns per runtime figure.
@@ -45,6 +45,7 @@ pub enum Scenario {
     Runtime,
     Files,
     Memory,
+    Mcp,
     All,
 }
 
@@ -106,6 +107,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if matches!(args.scenario, Scenario::Memory | Scenario::All) {
         crate::bench_memory::run(args).await?;
+    }
+    if matches!(args.scenario, Scenario::Mcp | Scenario::All) {
+        crate::bench_mcp::run(args).await?;
     }
     Ok(())
 }

@@ -128,6 +128,37 @@ impl Validator {
         (RefreshOutcome { status: RefreshStatus::Succeeded, http_response: None }, Some((access.to_owned(), rotated, expires)))
     }
 
+    /// Runs the refresh grant for a stored `mcp_oauth` credential and stores the new tokens
+    /// sealed. Returns the updated credential; the error says why in words free of secrets.
+    pub(crate) async fn refresh_stored(&self, platform: &Platform, tenant: &TenantId, stored: &StoredCredential) -> Result<StoredCredential, String> {
+        let secrets = platform.secrets.as_deref().ok_or("secrets are not available: the server has no root secret")?;
+        let open = |field| vaults::open_secret(secrets, tenant, stored, field);
+        let refresh_token = open("refresh_token").ok_or("the credential has no refresh token")?;
+        let client_secret = open("client_secret");
+        let all: Vec<String> = [open("access_token"), Some(refresh_token.clone()), client_secret.clone()].into_iter().flatten().collect();
+        let now = platform.clock.now();
+        let (outcome, tokens) = self.refresh(stored, &refresh_token, client_secret.as_deref(), &all, now).await;
+        let Some((access, rotated, expires)) = tokens else {
+            let detail = match (outcome.status, outcome.http_response) {
+                (RefreshStatus::ConnectError, _) => "the token endpoint could not be reached".to_owned(),
+                (_, Some(r)) => format!("the token endpoint answered HTTP {}", r.status_code),
+                (_, None) => "the token endpoint's answer held no access token".to_owned(),
+            };
+            return Err(format!("refreshing the access token failed: {detail}"));
+        };
+        let nonce = || platform.ids.nonce();
+        let sealer = Sealer { secrets, tenant, credential_id: &stored.credential.id, nonce: &nonce };
+        let next = vaults::apply_refreshed_tokens(stored, &access, rotated.as_deref(), expires, now, &sealer).map_err(|e| e.to_string())?;
+        match platform.store.update_credential(tenant, &next, stored.credential.updated_at).await {
+            Ok(true) => {}
+            // changed meanwhile (rotated through the API, or refreshed by another session):
+            // this token still works for now; the next look-up reads the stored one
+            Ok(false) => tracing::info!(credential_id = %stored.credential.id, "credential changed during a refresh; keeping the stored one"),
+            Err(e) => return Err(format!("the refreshed tokens could not be stored: {e}")),
+        }
+        Ok(next)
+    }
+
     pub async fn validate(&self, platform: &Platform, tenant: &TenantId, vault_id: &str, id: &str) -> Result<CredentialValidation, DomainError> {
         let missing = || DomainError::not_found("credential", id);
         let stored = platform.store.get_credential(tenant, vault_id, id).await?.ok_or_else(missing)?;

@@ -128,6 +128,15 @@ pub struct SessionErrorObject {
     pub kind: String,
     pub message: String,
     pub retry_status: RetryStatus,
+    /// The MCP server an `mcp_connection_failed_error` or `mcp_authentication_failed_error` is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_server_name: Option<String>,
+}
+
+impl SessionErrorObject {
+    pub fn new(kind: impl Into<String>, message: impl Into<String>, retry_status: RetryStatus) -> Self {
+        SessionErrorObject { kind: kind.into(), message: message.into(), retry_status, mcp_server_name: None }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +201,23 @@ pub enum EventPayload {
         content: Vec<Value>,
         is_error: bool,
     },
+    #[serde(rename = "agent.mcp_tool_use")]
+    AgentMcpToolUse {
+        /// The tool's name on its MCP server.
+        name: String,
+        mcp_server_name: String,
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+        input: Value,
+        evaluated_permission: EvaluatedPermission,
+        evaluation: PermissionPolicy,
+    },
+    #[serde(rename = "agent.mcp_tool_result")]
+    AgentMcpToolResult {
+        mcp_tool_use_id: String,
+        #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+        content: Vec<Value>,
+        is_error: bool,
+    },
     #[serde(rename = "agent.custom_tool_use")]
     AgentCustomToolUse {
         name: String,
@@ -249,6 +275,8 @@ impl EventPayload {
             EventPayload::AgentToolUse { .. } => "agent.tool_use",
             EventPayload::AgentToolResult { .. } => "agent.tool_result",
             EventPayload::AgentCustomToolUse { .. } => "agent.custom_tool_use",
+            EventPayload::AgentMcpToolUse { .. } => "agent.mcp_tool_use",
+            EventPayload::AgentMcpToolResult { .. } => "agent.mcp_tool_result",
             EventPayload::AgentThreadContextCompacted {} => "agent.thread_context_compacted",
             EventPayload::StatusRunning {} => "session.status_running",
             EventPayload::StatusIdle { .. } => "session.status_idle",

@@ -74,7 +74,13 @@ pub fn messages(log: &[StoredEvent]) -> Vec<Message> {
                 open_calls.push(id.clone());
                 push(&mut out, Role::Assistant, vec![ContentBlock::ToolUse { id: id.clone(), name: name.clone(), input: input.clone() }]);
             }
+            EventPayload::AgentMcpToolUse { name, mcp_server_name, input, .. } => {
+                open_calls.push(id.clone());
+                let name = super::tools::mcp_model_name(mcp_server_name, name);
+                push(&mut out, Role::Assistant, vec![ContentBlock::ToolUse { id: id.clone(), name, input: input.clone() }]);
+            }
             EventPayload::AgentToolResult { tool_use_id, content, is_error }
+            | EventPayload::AgentMcpToolResult { mcp_tool_use_id: tool_use_id, content, is_error }
             | EventPayload::UserCustomToolResult { custom_tool_use_id: tool_use_id, content, is_error } => {
                 open_calls.retain(|c| c != tool_use_id);
                 push(

@@ -105,6 +105,9 @@ pub enum ToolRoute {
     Builtin { permission: EvaluatedPermission, policy: PermissionPolicy },
     /// A custom tool: the client runs it (`agent.custom_tool_use`).
     Custom,
+    /// A tool of one of the agent's MCP servers (`agent.mcp_tool_use`), run by the server's
+    /// MCP client after permission.
+    Mcp { server: String, tool: String, permission: EvaluatedPermission, policy: PermissionPolicy },
     /// Not a tool this agent offers.
     Unknown,
 }
@@ -142,12 +145,43 @@ impl ToolPlan {
                     plan.specs.push(ToolSpec { name: c.name.clone(), description: c.description.clone(), input_schema: c.input_schema.clone() });
                     plan.routes.insert(c.name.clone(), ToolRoute::Custom);
                 }
-                // MCP toolsets are connected by the MCP client, which is not part of this
-                // build yet; the session runtime reports that instead of offering them.
+                // the tools of MCP servers are known once connected: see `with_mcp_tools`
                 AgentTool::McpToolset(_) => {}
             }
         }
         plan
+    }
+
+    /// Adds the tools the agent's MCP servers listed, as the agent's `mcp_toolset`s
+    /// configure them (enabled flag and permission policy per tool, else the toolset's
+    /// default). Servers without a toolset and tools already named are left out.
+    pub fn with_mcp_tools(mut self, agent: &SessionAgent, tools: &[McpToolDef]) -> Self {
+        for t in &agent.tools {
+            let AgentTool::McpToolset(ts) = t else { continue };
+            for def in tools.iter().filter(|d| d.server == ts.mcp_server_name) {
+                let cfg = ts.configs.iter().find(|c| c.name == def.name);
+                if !cfg.map(|c| c.enabled).unwrap_or(ts.default_config.enabled) {
+                    continue;
+                }
+                let name = mcp_model_name(&def.server, &def.name);
+                if self.routes.contains_key(&name) {
+                    continue;
+                }
+                let policy = cfg.map(|c| c.permission_policy).unwrap_or(ts.default_config.permission_policy);
+                let permission = match policy {
+                    PermissionPolicy::AlwaysAllow => EvaluatedPermission::Allow,
+                    PermissionPolicy::AlwaysAsk | PermissionPolicy::Auto => EvaluatedPermission::Ask,
+                };
+                let description = if def.description.is_empty() {
+                    format!("`{}` of the MCP server `{}`.", def.name, def.server)
+                } else {
+                    def.description.clone()
+                };
+                self.specs.push(ToolSpec { name: name.clone(), description, input_schema: def.input_schema.clone() });
+                self.routes.insert(name, ToolRoute::Mcp { server: def.server.clone(), tool: def.name.clone(), permission, policy });
+            }
+        }
+        self
     }
 
     /// The agent's configuration of a built-in tool, if it has one.
@@ -161,6 +195,33 @@ impl ToolPlan {
     pub fn route(&self, name: &str) -> ToolRoute {
         self.routes.get(name).cloned().unwrap_or(ToolRoute::Unknown)
     }
+}
+
+/// A tool an MCP server listed (`tools/list`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct McpToolDef {
+    /// The agent's name for the server (`mcp_servers[].name`).
+    pub server: String,
+    pub name: String,
+    pub description: String,
+    pub input_schema: Value,
+}
+
+/// The name the model knows an MCP tool by: `mcp__<server>__<tool>`, reduced to the
+/// characters model APIs accept (`[A-Za-z0-9_-]`, at most 64; a longer name keeps its
+/// start and gets a hash of the whole, so two long names stay distinct).
+pub fn mcp_model_name(server: &str, tool: &str) -> String {
+    let clean = |s: &str| -> String { s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect() };
+    let full = format!("mcp__{}__{}", clean(server), clean(tool));
+    if full.len() <= 64 {
+        return full;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("{server}\u{0}{tool}").bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{}_{:016x}", &full[..47], h)
 }
 
 /// Description and input schema of each built-in tool, as offered to the model.
@@ -208,5 +269,59 @@ pub fn builtin_spec(tool: BuiltinTool) -> (&'static str, Value) {
             "Search the web; returns result titles, URLs and snippets.",
             json!({"type": "object", "required": ["query"], "properties": {"query": {"type": "string"}}}),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openma_types::agents::{McpToolConfig, McpToolset, ToolDefaults};
+
+    fn def(server: &str, name: &str) -> McpToolDef {
+        McpToolDef { server: server.into(), name: name.into(), description: String::new(), input_schema: json!({"type": "object"}) }
+    }
+
+    #[test]
+    fn mcp_names_are_valid_and_distinct() {
+        assert_eq!(mcp_model_name("docs", "search"), "mcp__docs__search");
+        assert_eq!(mcp_model_name("my docs", "a.b/c"), "mcp__my_docs__a_b_c");
+        let long_a = mcp_model_name("server", &"x".repeat(80));
+        let long_b = mcp_model_name("server", &format!("{}y", "x".repeat(79)));
+        assert!(long_a.len() <= 64 && long_b.len() <= 64);
+        assert_ne!(long_a, long_b);
+        assert!(long_a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+    }
+
+    #[test]
+    fn mcp_toolset_configs_decide_what_is_offered() {
+        let toolset = McpToolset {
+            mcp_server_name: "docs".into(),
+            configs: vec![
+                McpToolConfig { name: "delete".into(), enabled: false, permission_policy: PermissionPolicy::AlwaysAsk },
+                McpToolConfig { name: "search".into(), enabled: true, permission_policy: PermissionPolicy::AlwaysAllow },
+            ],
+            default_config: ToolDefaults { enabled: true, permission_policy: PermissionPolicy::AlwaysAsk },
+        };
+        let agent = SessionAgent {
+            id: "agent_1".into(),
+            tag: Default::default(),
+            name: "a".into(),
+            description: None,
+            system: None,
+            model: openma_types::agents::ModelConfig { id: "claude-sonnet-4-6".into(), effort: None, inference_geo: None, speed: None },
+            tools: vec![AgentTool::McpToolset(toolset)],
+            mcp_servers: Vec::new(),
+            skills: Vec::new(),
+            multiagent: None,
+            execution_identity: openma_types::agents::ExecutionIdentity::ServiceAccount,
+            version: 1,
+        };
+        let tools = [def("docs", "search"), def("docs", "delete"), def("docs", "fetch"), def("other", "x")];
+        let plan = ToolPlan::default().with_mcp_tools(&agent, &tools);
+        let names: Vec<&str> = plan.specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["mcp__docs__search", "mcp__docs__fetch"]);
+        assert!(matches!(plan.route("mcp__docs__search"), ToolRoute::Mcp { permission: EvaluatedPermission::Allow, .. }));
+        assert!(matches!(plan.route("mcp__docs__fetch"), ToolRoute::Mcp { permission: EvaluatedPermission::Ask, policy: PermissionPolicy::AlwaysAsk, .. }));
+        assert_eq!(plan.route("mcp__docs__delete"), ToolRoute::Unknown);
     }
 }

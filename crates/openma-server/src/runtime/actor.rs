@@ -10,7 +10,7 @@ use futures::StreamExt;
 use openma_core::harness::input::Input;
 use openma_core::harness::{compaction, projection};
 use openma_core::ledger;
-use openma_core::harness::tools::{ToolContext, ToolOutput, ToolPlan, ToolRoute};
+use openma_core::harness::tools::{McpToolDef, ToolContext, ToolOutput, ToolPlan, ToolRoute};
 use openma_core::model::{self, ContentBlock, ModelError, ModelEvent, PermanentKind, TransientKind};
 use openma_core::ports::{EventQuery, StoredEvent};
 use openma_core::{DomainError, TenantId};
@@ -87,6 +87,8 @@ struct Actor {
     files: FileBlockCache,
     /// The system prompt section about the agent's skills, read once per actor.
     skills_note: Option<String>,
+    /// The tools of the session's connected MCP servers (listed at the start of a turn).
+    mcp_tools: Vec<McpToolDef>,
 }
 
 pub(super) async fn run(rt: Arc<Runtime>, tenant: TenantId, session_id: String, hub: Hub, mut rx: mpsc::UnboundedReceiver<Command>) {
@@ -157,7 +159,22 @@ impl Actor {
             }
         }
         let skills_note = openma_core::skills::system_note(&skills);
-        Ok(Actor { rt, tenant, session, log, seq, hub, rx, queue, recovering, plan, running_since, files: FileBlockCache::default(), skills_note })
+        Ok(Actor {
+            rt,
+            tenant,
+            session,
+            log,
+            seq,
+            hub,
+            rx,
+            queue,
+            recovering,
+            plan,
+            running_since,
+            files: FileBlockCache::default(),
+            skills_note,
+            mcp_tools: Vec::new(),
+        })
     }
 
     fn id(&self) -> String {
@@ -287,7 +304,7 @@ impl Actor {
                         .get_session(&self.tenant, &self.session.id)
                         .await?
                         .ok_or_else(|| DomainError::not_found("session", &self.session.id))?;
-                    self.plan = ToolPlan::for_agent(&fresh.agent, self.rt.platform.capabilities);
+                    self.plan = ToolPlan::for_agent(&fresh.agent, self.rt.platform.capabilities).with_mcp_tools(&fresh.agent, &self.mcp_tools);
                     self.session = Session { status: self.session.status, usage: self.session.usage.clone(), stats: self.session.stats.clone(), ..fresh };
                 }
             }
@@ -308,11 +325,13 @@ impl Actor {
         for e in &self.log {
             match &e.event.payload {
                 EventPayload::AgentToolUse { evaluated_permission: EvaluatedPermission::Ask, .. }
+                | EventPayload::AgentMcpToolUse { evaluated_permission: EvaluatedPermission::Ask, .. }
                 | EventPayload::AgentCustomToolUse { .. } => {
                     waiting.insert(&e.event.id, e.seq);
                 }
                 EventPayload::UserToolConfirmation { tool_use_id, .. }
                 | EventPayload::AgentToolResult { tool_use_id, .. }
+                | EventPayload::AgentMcpToolResult { mcp_tool_use_id: tool_use_id, .. }
                 | EventPayload::UserCustomToolResult { custom_tool_use_id: tool_use_id, .. } => {
                     waiting.remove(tool_use_id.as_str());
                 }
@@ -423,7 +442,7 @@ impl Actor {
             if matches!(input, Input::Message { .. }) {
                 // a new message answers every call still waiting, honestly
                 for waiting in std::mem::take(&mut blocking) {
-                    events.push(result_for(&waiting, self.is_custom(&waiting), "The user sent a new message instead of answering this tool call."));
+                    events.push(result_for(&self.log, &waiting, "The user sent a new message instead of answering this tool call."));
                 }
             }
             let denial = match &input {
@@ -435,7 +454,11 @@ impl Actor {
             };
             events.push(Pending { id: Some(id), payload: client_payload(input), internal: None });
             if let Some((tool_use_id, message)) = denial {
-                events.push(EventPayload::AgentToolResult { tool_use_id, content: vec![text_block(&message)], is_error: true }.into());
+                let mut denied = result_for(&self.log, &tool_use_id, &message);
+                if let EventPayload::AgentToolResult { is_error, .. } | EventPayload::AgentMcpToolResult { is_error, .. } = &mut denied.payload {
+                    *is_error = true;
+                }
+                events.push(denied);
             }
         }
         let status = (starts_work || (blocking.is_empty() && !self.blocking_ids().is_empty())).then_some(SessionStatus::Running);
@@ -560,8 +583,8 @@ impl Actor {
             let rerun = name.as_deref().and_then(|n| self.rt.toolbox.get(n)).is_some_and(|t| t.read_only());
             if !rerun {
                 repairs.push(result_for(
+                    &self.log,
                     &id,
-                    false,
                     "This tool call was interrupted by a server restart and was not run again, because it may have had side effects. Check its effects before retrying it.",
                 ));
             }
@@ -589,7 +612,7 @@ impl Actor {
     async fn drive(&mut self) {
         if let Err(e) = self.drive_inner().await {
             tracing::error!(session_id = %self.session.id, error = %e, "session loop failed");
-            let error = SessionErrorObject { kind: "unknown_error".into(), message: format!("internal error: {e}"), retry_status: RetryStatus::Exhausted };
+            let error = SessionErrorObject::new("unknown_error", format!("internal error: {e}"), RetryStatus::Exhausted);
             let usage = self.usage_now();
             let budget = self.session.budget.clone();
             if self
@@ -615,6 +638,9 @@ impl Actor {
         if self.session.status == SessionStatus::Rescheduling {
             self.emit(vec![EventPayload::StatusRunning {}], Some(SessionStatus::Running)).await?;
         }
+        if let Raced::Interrupted(i) = self.connect_mcp().await? {
+            return self.interrupted(i, Vec::new()).await;
+        }
         loop {
             // input that arrived during the last step is part of this turn: the model answers it
             let new_input = !self.queue.is_empty();
@@ -635,11 +661,11 @@ impl Actor {
                 return self.go_idle(StopReason::BudgetReached).await;
             }
             if rounds >= self.rt.config.max_tool_rounds {
-                let error = SessionErrorObject {
-                    kind: "tool_use_limit_reached_error".into(),
-                    message: format!("the turn stopped after {rounds} tool-use rounds"),
-                    retry_status: RetryStatus::Exhausted,
-                };
+                let error = SessionErrorObject::new(
+                    "tool_use_limit_reached_error",
+                    format!("the turn stopped after {rounds} tool-use rounds"),
+                    RetryStatus::Exhausted,
+                );
                 self.emit(vec![EventPayload::SessionError { error }], None).await?;
                 return self.go_idle(StopReason::EndTurn).await;
             }
@@ -662,7 +688,7 @@ impl Actor {
                     let kind = error_kind(&err).to_owned();
                     match delay {
                         Some(d) => {
-                            let error = SessionErrorObject { kind, message: err.to_string(), retry_status: RetryStatus::Retrying };
+                            let error = SessionErrorObject::new(kind, err.to_string(), RetryStatus::Retrying);
                             self.emit(vec![EventPayload::SessionError { error }, EventPayload::StatusRescheduled {}], Some(SessionStatus::Rescheduling))
                                 .await?;
                             if let Raced::Interrupted(i) = self.race(tokio::time::sleep(d)).await {
@@ -672,12 +698,12 @@ impl Actor {
                             self.emit(vec![EventPayload::StatusRunning {}], Some(SessionStatus::Running)).await?;
                         }
                         None if err.is_transient() => {
-                            let error = SessionErrorObject { kind, message: err.to_string(), retry_status: RetryStatus::Exhausted };
+                            let error = SessionErrorObject::new(kind, err.to_string(), RetryStatus::Exhausted);
                             self.emit(vec![EventPayload::SessionError { error }], None).await?;
                             return self.go_idle(StopReason::RetriesExhausted).await;
                         }
                         None => {
-                            let error = SessionErrorObject { kind, message: err.to_string(), retry_status: RetryStatus::Terminal };
+                            let error = SessionErrorObject::new(kind, err.to_string(), RetryStatus::Terminal);
                             let usage = self.usage_now();
                             let budget = self.session.budget.clone();
                             self.emit(
@@ -750,7 +776,7 @@ impl Actor {
         let mut events = partial;
         events.push(Pending { id: Some(i.id.clone()), payload: EventPayload::UserInterrupt {}, internal: None });
         for id in self.unrun_allowed_calls() {
-            events.push(result_for(&id, false, "The user interrupted the session before this tool call completed."));
+            events.push(result_for(&self.log, &id, "The user interrupted the session before this tool call completed."));
         }
         let written = self.append(events, None).await;
         let mut echo = i.echo;
@@ -768,12 +794,15 @@ impl Actor {
         let mut calls: Vec<String> = Vec::new();
         for e in &self.log {
             match &e.event.payload {
-                EventPayload::AgentToolUse { evaluated_permission: EvaluatedPermission::Allow, .. } => calls.push(e.event.id.clone()),
+                EventPayload::AgentToolUse { evaluated_permission: EvaluatedPermission::Allow, .. }
+                | EventPayload::AgentMcpToolUse { evaluated_permission: EvaluatedPermission::Allow, .. } => calls.push(e.event.id.clone()),
                 EventPayload::UserToolConfirmation { tool_use_id, result, .. }
                     if *result == openma_types::events::ConfirmationResult::Allow => {
                         calls.push(tool_use_id.clone());
                     }
-                EventPayload::AgentToolResult { tool_use_id, .. } => calls.retain(|c| c != tool_use_id),
+                EventPayload::AgentToolResult { tool_use_id, .. } | EventPayload::AgentMcpToolResult { mcp_tool_use_id: tool_use_id, .. } => {
+                    calls.retain(|c| c != tool_use_id)
+                }
                 _ => {}
             }
         }
@@ -782,6 +811,15 @@ impl Actor {
 
     async fn run_allowed_tools(&mut self) -> Result<Raced<()>, DomainError> {
         for id in self.unrun_allowed_calls() {
+            if let Some((server, tool, input)) = self.log.iter().find(|e| e.event.id == id).and_then(|e| match &e.event.payload {
+                EventPayload::AgentMcpToolUse { mcp_server_name, name, input, .. } => Some((mcp_server_name.clone(), name.clone(), input.clone())),
+                _ => None,
+            }) {
+                if let Raced::Interrupted(i) = self.run_mcp_tool(id, server, tool, input).await? {
+                    return Ok(Raced::Interrupted(i));
+                }
+                continue;
+            }
             let Some((name, input)) = self.log.iter().find(|e| e.event.id == id).and_then(|e| match &e.event.payload {
                 EventPayload::AgentToolUse { name, input, .. } => Some((name.clone(), input.clone())),
                 _ => None,
@@ -819,6 +857,60 @@ impl Actor {
                 }
                 Raced::Interrupted(i) => return Ok(Raced::Interrupted(i)),
             }
+        }
+        Ok(Raced::Done(()))
+    }
+
+    /// Runs one allowed MCP tool call through the session's MCP connection.
+    async fn run_mcp_tool(&mut self, id: String, server: String, tool: String, input: Value) -> Result<Raced<()>, DomainError> {
+        let (rt, tenant, session) = (self.rt.clone(), self.tenant.clone(), self.session.clone());
+        let label = format!("mcp:{server}");
+        let started = Instant::now();
+        let run = async move {
+            let out = rt.mcp.call(&tenant, &session, &server, &tool, input).await;
+            rt.mcp.cap_output(&session.id, out)
+        };
+        match self.race(run).await {
+            Raced::Done(out) => {
+                metrics::histogram!("openma_tool_duration_seconds", "tool" => label, "is_error" => if out.is_error { "true" } else { "false" })
+                    .record(started.elapsed().as_secs_f64());
+                let result = EventPayload::AgentMcpToolResult { mcp_tool_use_id: id, content: out.content, is_error: out.is_error };
+                self.append(vec![Pending::from(result)], None).await?;
+                Ok(Raced::Done(()))
+            }
+            Raced::Interrupted(i) => Ok(Raced::Interrupted(i)),
+        }
+    }
+
+    /// Connects the agent's MCP servers at the start of a turn (a server that failed
+    /// before is tried again), reports the ones that cannot be used, and offers the tools
+    /// of the others to the model.
+    async fn connect_mcp(&mut self) -> Result<Raced<()>, DomainError> {
+        if self.session.agent.mcp_servers.is_empty() && self.mcp_tools.is_empty() {
+            return Ok(Raced::Done(()));
+        }
+        let (rt, tenant, session) = (self.rt.clone(), self.tenant.clone(), self.session.clone());
+        let prepared = match self.race(async move { rt.mcp.prepare(&tenant, &session).await }).await {
+            Raced::Done(p) => p,
+            Raced::Interrupted(i) => return Ok(Raced::Interrupted(i)),
+        };
+        self.mcp_tools = prepared.tools;
+        self.plan = ToolPlan::for_agent(&self.session.agent, self.rt.platform.capabilities).with_mcp_tools(&self.session.agent, &self.mcp_tools);
+        if !prepared.failures.is_empty() {
+            let errors = prepared
+                .failures
+                .into_iter()
+                .map(|(server, f)| {
+                    let retry = match f {
+                        crate::mcp::McpFailure::Connection(_) => RetryStatus::Retrying,
+                        crate::mcp::McpFailure::Authentication(_) => RetryStatus::Exhausted,
+                    };
+                    let mut error = SessionErrorObject::new(f.kind(), format!("MCP server `{server}`: {}", f.message()), retry);
+                    error.mcp_server_name = Some(server);
+                    EventPayload::SessionError { error }
+                })
+                .collect();
+            self.emit(errors, None).await?;
         }
         Ok(Raced::Done(()))
     }
@@ -902,7 +994,9 @@ impl Actor {
                 metrics::counter!("openma_model_tokens_total", "kind" => "input").increment(usage.input_tokens);
                 metrics::counter!("openma_model_tokens_total", "kind" => "output").increment(usage.output_tokens);
                 let mut events = acc.into_events(&self.plan);
-                let called_tools = events.iter().any(|e| matches!(e.payload, EventPayload::AgentToolUse { .. } | EventPayload::AgentCustomToolUse { .. }));
+                let called_tools = events
+                    .iter()
+                    .any(|e| matches!(e.payload, EventPayload::AgentToolUse { .. } | EventPayload::AgentMcpToolUse { .. } | EventPayload::AgentCustomToolUse { .. }));
                 self.add_usage(usage);
                 let end_id = self.id();
                 events.push(Pending {
@@ -1053,12 +1147,13 @@ fn text_block(text: &str) -> Value {
 }
 
 /// An error result for a call that will not get a real one.
-fn result_for(tool_use_id: &str, custom: bool, message: &str) -> Pending {
+fn result_for(log: &[StoredEvent], tool_use_id: &str, message: &str) -> Pending {
     let content = vec![text_block(message)];
-    if custom {
-        EventPayload::UserCustomToolResult { custom_tool_use_id: tool_use_id.to_owned(), content, is_error: true }.into()
-    } else {
-        EventPayload::AgentToolResult { tool_use_id: tool_use_id.to_owned(), content, is_error: true }.into()
+    let id = tool_use_id.to_owned();
+    match log.iter().rev().find(|e| e.event.id == tool_use_id).map(|e| &e.event.payload) {
+        Some(EventPayload::AgentCustomToolUse { .. }) => EventPayload::UserCustomToolResult { custom_tool_use_id: id, content, is_error: true }.into(),
+        Some(EventPayload::AgentMcpToolUse { .. }) => EventPayload::AgentMcpToolResult { mcp_tool_use_id: id, content, is_error: true }.into(),
+        _ => EventPayload::AgentToolResult { tool_use_id: id, content, is_error: true }.into(),
     }
 }
 
@@ -1169,6 +1264,13 @@ impl Accumulator {
                         ToolRoute::Builtin { permission, policy } => {
                             EventPayload::AgentToolUse { name, input, evaluated_permission: permission, evaluation: policy }
                         }
+                        ToolRoute::Mcp { server, tool, permission, policy } => EventPayload::AgentMcpToolUse {
+                            name: tool,
+                            mcp_server_name: server,
+                            input,
+                            evaluated_permission: permission,
+                            evaluation: policy,
+                        },
                         ToolRoute::Unknown => EventPayload::AgentToolUse {
                             name,
                             input,

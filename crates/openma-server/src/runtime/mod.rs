@@ -71,17 +71,20 @@ pub struct Runtime {
     /// The provider clients: a tenant's model cards, else the server's keys.
     pub(crate) models: Arc<ModelClients>,
     pub(crate) toolbox: Arc<Toolbox>,
+    /// The MCP connections of the sessions' agents.
+    pub(crate) mcp: Arc<crate::mcp::McpHub>,
     pub(crate) config: RuntimeConfig,
     entries: Mutex<HashMap<String, Entry>>,
     pub(crate) observer: std::sync::OnceLock<Arc<dyn TurnObserver>>,
 }
 
 impl Runtime {
-    pub fn new(platform: Platform, models: Arc<ModelClients>, toolbox: Toolbox, config: RuntimeConfig) -> Arc<Self> {
+    pub fn new(platform: Platform, models: Arc<ModelClients>, toolbox: Toolbox, mcp: Arc<crate::mcp::McpHub>, config: RuntimeConfig) -> Arc<Self> {
         Arc::new(Runtime {
             platform,
             models,
             toolbox: Arc::new(toolbox),
+            mcp,
             config,
             entries: Mutex::new(HashMap::new()),
             observer: std::sync::OnceLock::new(),
@@ -158,7 +161,9 @@ impl Runtime {
         self.platform.get_session(tenant, session_id).await?;
         let (tx, rx) = oneshot::channel();
         self.send(tenant, session_id, Command::Archive { reply: tx });
-        rx.await.map_err(|_| DomainError::conflict("the session's runtime stopped; retry"))?
+        let archived = rx.await.map_err(|_| DomainError::conflict("the session's runtime stopped; retry"))??;
+        self.mcp.close_session(session_id).await;
+        Ok(archived)
     }
 
     pub fn session_updated(self: &Arc<Self>, tenant: &TenantId, session_id: &str, payload: EventPayload) {
@@ -174,8 +179,11 @@ impl Runtime {
         Ok(sessions.len())
     }
 
-    /// Tells the session's streams it is gone.
+    /// Tells the session's streams it is gone (and closes its MCP connections).
     pub fn session_deleted(&self, session_id: &str) {
+        let mcp = self.mcp.clone();
+        let id = session_id.to_owned();
+        tokio::spawn(async move { mcp.close_session(&id).await });
         let mut entries = self.entries.lock().expect("runtime lock");
         if let Some(e) = entries.remove(session_id) {
             let json = serde_json::json!({"type": "session.deleted", "id": format!("sevt_deleted_{session_id}")}).to_string();

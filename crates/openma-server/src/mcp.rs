@@ -1,0 +1,528 @@
+//! MCP toolsets of running sessions: one client connection per session and MCP server
+//! (the official Rust SDK, `rmcp`, over streamable HTTP), opened lazily at the start of a
+//! turn and reused across turns, with the credential found in the session's vaults.
+//!
+//! Tokens live only in this process: they are opened from the vault for the connection's
+//! `Authorization` header and never reach the sandbox, the event log, logs or responses.
+//! An `mcp_oauth` token is refreshed (and the new tokens stored sealed) when it has
+//! expired or the server answers 401. Credentials are looked up again before every call,
+//! so a rotated or archived credential takes effect without a restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openma_core::harness::tools::{McpToolDef, ToolOutput};
+use openma_core::ports::{ListQuery, Order, TimeRange};
+use openma_core::vaults::{self, StoredCredential};
+use openma_core::{Platform, TenantId};
+use openma_types::agents::McpServer;
+use openma_types::sessions::Session;
+use openma_types::vaults::CredentialAuth;
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::{Peer, RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+
+use crate::mcp_oauth::Validator;
+
+/// How long a connection attempt (connect + `initialize` + `tools/list`) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Settings of the MCP client.
+#[derive(Clone, Debug)]
+pub struct McpSettings {
+    /// Longest a single `tools/call` may run.
+    pub call_timeout: Duration,
+    /// Connections unused for this long are closed (reopened on the next turn).
+    pub idle_timeout: Duration,
+    /// For tests against local servers only: allows loopback and private addresses.
+    pub allow_private: bool,
+}
+
+impl Default for McpSettings {
+    fn default() -> Self {
+        McpSettings { call_timeout: Duration::from_secs(300), idle_timeout: Duration::from_secs(15 * 60), allow_private: false }
+    }
+}
+
+/// Why an MCP server is not usable; becomes a `session.error` naming the server.
+#[derive(Clone, Debug, PartialEq)]
+pub enum McpFailure {
+    /// `mcp_connection_failed_error`: unreachable, refused by policy, not speaking MCP.
+    Connection(String),
+    /// `mcp_authentication_failed_error`: the credential was refused or could not be refreshed.
+    Authentication(String),
+}
+
+impl McpFailure {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            McpFailure::Connection(_) => "mcp_connection_failed_error",
+            McpFailure::Authentication(_) => "mcp_authentication_failed_error",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            McpFailure::Connection(m) | McpFailure::Authentication(m) => m,
+        }
+    }
+}
+
+/// The credential a connection was opened with, to notice rotation and archive.
+#[derive(Clone, Debug, PartialEq)]
+struct CredentialMark {
+    id: String,
+    updated_at: i64,
+}
+
+struct Connection {
+    url: String,
+    service: RunningService<RoleClient, ()>,
+    tools: Vec<McpToolDef>,
+    credential: Option<CredentialMark>,
+}
+
+/// One session's connections, by server name.
+#[derive(Default)]
+struct SessionConnections {
+    servers: BTreeMap<String, Connection>,
+    last_used: Option<Instant>,
+}
+
+/// The MCP connections of every session this process runs.
+pub struct McpHub {
+    platform: Platform,
+    /// Where results too long for the model are saved (the session's workspace).
+    sandboxes: Option<openma_sandbox::Sandboxes>,
+    settings: McpSettings,
+    oauth: Validator,
+    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<SessionConnections>>>>,
+}
+
+/// What a turn can use: the tools of the servers that are connected, and the servers that
+/// could not be.
+#[derive(Default)]
+pub struct Prepared {
+    pub tools: Vec<McpToolDef>,
+    pub failures: Vec<(String, McpFailure)>,
+}
+
+impl McpHub {
+    pub fn new(platform: Platform, sandboxes: Option<openma_sandbox::Sandboxes>, settings: McpSettings) -> Self {
+        let oauth = Validator { allow_private: settings.allow_private };
+        McpHub { platform, sandboxes, settings, oauth, sessions: Mutex::new(HashMap::new()) }
+    }
+
+    /// A result whose text is longer than the sandbox's output limit (100,000 characters by
+    /// default) is cut like command output: the model sees the head and the tail, and the
+    /// whole text is saved in the session's workspace under the name the result gives.
+    pub fn cap_output(&self, session_id: &str, out: ToolOutput) -> ToolOutput {
+        let Some(sandboxes) = &self.sandboxes else { return out };
+        if text_chars(&out) <= sandboxes.config().limits.output_chars {
+            return out;
+        }
+        let text: Vec<&str> = out.content.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect();
+        let capped = match sandboxes.cap_text(session_id, &text.join("\n")) {
+            Ok(t) => t,
+            Err(e) => return ToolOutput::error(format!("The MCP tool's result is too long for the model, and it could not be saved to the workspace: {e}")),
+        };
+        let mut content = vec![json!({"type": "text", "text": capped})];
+        content.extend(out.content.into_iter().filter(|b| b.get("type").and_then(Value::as_str) != Some("text")));
+        ToolOutput { content, is_error: out.is_error, usage: None }
+    }
+
+    fn entry(&self, session_id: &str) -> Arc<tokio::sync::Mutex<SessionConnections>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).entry(session_id.to_owned()).or_default().clone()
+    }
+
+    /// Connects every MCP server of the session's agent that is not connected yet (a
+    /// server that failed before is tried again), and drops connections to servers the
+    /// agent no longer has. Called when a turn starts.
+    pub async fn prepare(&self, tenant: &TenantId, session: &Session) -> Prepared {
+        let entry = self.entry(&session.id);
+        let mut conns = entry.lock().await;
+        conns.last_used = Some(Instant::now());
+        let wanted: &[McpServer] = &session.agent.mcp_servers;
+        let stale: Vec<String> = conns
+            .servers
+            .iter()
+            .filter(|(name, c)| !wanted.iter().any(|s| &s.name == *name && s.url == c.url))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some(c) = conns.servers.remove(&name) {
+                close(c).await;
+            }
+        }
+        let mut out = Prepared::default();
+        for server in wanted {
+            if !conns.servers.contains_key(&server.name) {
+                match self.connect(tenant, session, server).await {
+                    Ok(c) => {
+                        tracing::info!(session_id = %session.id, mcp_server = %server.name, tools = c.tools.len(), "connected to MCP server");
+                        conns.servers.insert(server.name.clone(), c);
+                    }
+                    Err(f) => {
+                        tracing::warn!(session_id = %session.id, mcp_server = %server.name, error = f.message(), "MCP server unavailable");
+                        out.failures.push((server.name.clone(), f));
+                    }
+                }
+            }
+        }
+        out.tools = conns.servers.values().flat_map(|c| c.tools.iter().cloned()).collect();
+        out
+    }
+
+    /// Runs `tools/call` on the session's connection to `server`. The credential is looked
+    /// up again first: a rotated, refreshed or archived one replaces the connection.
+    pub async fn call(&self, tenant: &TenantId, session: &Session, server: &str, tool: &str, input: Value) -> ToolOutput {
+        let Some(def) = session.agent.mcp_servers.iter().find(|s| s.name == server) else {
+            return ToolOutput::error(format!("The MCP server `{server}` is not configured for this session."));
+        };
+        let entry = self.entry(&session.id);
+        let peer = {
+            let mut conns = entry.lock().await;
+            conns.last_used = Some(Instant::now());
+            match self.current_peer(tenant, session, def, &mut conns).await {
+                Ok(p) => p,
+                Err(f) => return ToolOutput::error(format!("The MCP server `{server}` is unavailable: {}", f.message())),
+            }
+        };
+        let args = match input {
+            Value::Object(map) => map,
+            Value::Null => serde_json::Map::new(),
+            other => return ToolOutput::error(format!("The input of an MCP tool must be an object, got {other}")),
+        };
+        let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(args.clone());
+        let result = tokio::time::timeout(self.settings.call_timeout, peer.call_tool(params)).await;
+        let result = match result {
+            Err(_) => {
+                return ToolOutput::error(format!(
+                    "The MCP tool `{tool}` did not answer within {} s.",
+                    self.settings.call_timeout.as_secs()
+                ));
+            }
+            Ok(Err(e)) if e.is_authorization_required() => {
+                // the token was refused before the tool ran: refresh (or re-read) and retry once
+                let peer = {
+                    let mut conns = entry.lock().await;
+                    if let Some(c) = conns.servers.remove(server) {
+                        close(c).await;
+                    }
+                    match self.connect_refreshing(tenant, session, def, true).await {
+                        Ok(c) => {
+                            let p = c.service.peer().clone();
+                            conns.servers.insert(server.to_owned(), c);
+                            p
+                        }
+                        Err(f) => return ToolOutput::error(format!("The MCP server `{server}` refused the credential: {}", f.message())),
+                    }
+                };
+                let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(args);
+                match tokio::time::timeout(self.settings.call_timeout, peer.call_tool(params)).await {
+                    Ok(r) => r,
+                    Err(_) => return ToolOutput::error(format!("The MCP tool `{tool}` did not answer in time.")),
+                }
+            }
+            Ok(r) => r,
+        };
+        match result {
+            Ok(r) => {
+                let value = serde_json::to_value(&r).unwrap_or(Value::Null);
+                tool_output(&value)
+            }
+            Err(e) => {
+                // the connection may be broken: open a new one on the next call
+                if let Some(c) = entry.lock().await.servers.remove(server) {
+                    close(c).await;
+                }
+                ToolOutput::error(format!("The MCP tool `{tool}` failed: {e}"))
+            }
+        }
+    }
+
+    /// The peer of a live connection whose credential is still the current one.
+    async fn current_peer(
+        &self,
+        tenant: &TenantId,
+        session: &Session,
+        server: &McpServer,
+        conns: &mut SessionConnections,
+    ) -> Result<Peer<RoleClient>, McpFailure> {
+        let current = self.find_credential(tenant, session, &server.url).await?.map(|c| mark(&c));
+        let fresh = conns.servers.get(&server.name).is_some_and(|c| c.credential == current && !c.service.is_closed());
+        if !fresh {
+            if let Some(c) = conns.servers.remove(&server.name) {
+                close(c).await;
+            }
+            let c = self.connect(tenant, session, server).await?;
+            conns.servers.insert(server.name.clone(), c);
+        }
+        Ok(conns.servers[&server.name].service.peer().clone())
+    }
+
+    async fn connect(&self, tenant: &TenantId, session: &Session, server: &McpServer) -> Result<Connection, McpFailure> {
+        self.connect_refreshing(tenant, session, server, false).await
+    }
+
+    /// Opens a connection with the session's credential for the server; an `mcp_oauth`
+    /// token that has expired, or that the server refuses, is refreshed once.
+    async fn connect_refreshing(&self, tenant: &TenantId, session: &Session, server: &McpServer, refused: bool) -> Result<Connection, McpFailure> {
+        let mut stored = self.find_credential(tenant, session, &server.url).await?;
+        let mut refreshed = false;
+        if let Some(c) = &stored
+            && (refused || expired(c, self.platform.clock.now().as_micros()))
+            && refreshable(c)
+        {
+            stored = Some(self.refresh(tenant, c).await?);
+            refreshed = true;
+        }
+        loop {
+            match self.open(session, server, stored.as_ref(), tenant).await {
+                Ok(result) => return result,
+                Err(Refused) => {
+                    if !refreshed && let Some(c) = stored.as_ref().filter(|c| refreshable(c)) {
+                        stored = Some(self.refresh(tenant, c).await?);
+                        refreshed = true;
+                        continue;
+                    }
+                    return Err(McpFailure::Authentication(match (&stored, refreshed) {
+                        (Some(_), true) => format!("`{}` refused the refreshed access token (HTTP 401/403)", server.url),
+                        (Some(_), false) => format!("`{}` refused the credential from the session's vaults (HTTP 401/403)", server.url),
+                        (None, _) => format!("`{}` requires authorization and none of the session's vaults holds a credential for it", server.url),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// `Err(Refused)` when the server refused the credential; otherwise the connection or
+    /// a connection failure.
+    async fn open(
+        &self,
+        session: &Session,
+        server: &McpServer,
+        credential: Option<&StoredCredential>,
+        tenant: &TenantId,
+    ) -> Result<Result<Connection, McpFailure>, Refused> {
+        let url = match reqwest::Url::parse(&server.url) {
+            Ok(u) => u,
+            Err(e) => return Ok(Err(McpFailure::Connection(format!("`{}` is not a valid URL: {e}", server.url)))),
+        };
+        let addr = match crate::tools::web::resolve_public(&url, self.settings.allow_private).await {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(McpFailure::Connection(e))),
+        };
+        let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']).to_owned();
+        let http = match reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .resolve(&host, addr)
+            .user_agent(concat!("openma/", env!("CARGO_PKG_VERSION")))
+            .build()
+        {
+            Ok(h) => h,
+            Err(e) => return Ok(Err(McpFailure::Connection(e.to_string()))),
+        };
+        let mut config = StreamableHttpClientTransportConfig::with_uri(server.url.clone());
+        if let Some(c) = credential {
+            match self.token(tenant, c) {
+                Some(t) => config = config.auth_header(t),
+                None => return Ok(Err(McpFailure::Authentication("the credential's token cannot be read".into()))),
+            }
+        }
+        let transport = StreamableHttpClientTransport::with_client(http, config);
+        let service = match tokio::time::timeout(CONNECT_TIMEOUT, ().serve(transport)).await {
+            Err(_) => return Ok(Err(McpFailure::Connection(format!("`{}` did not complete the MCP handshake in time", server.url)))),
+            Ok(Err(e)) if e.is_authorization_required() => return Err(Refused),
+            Ok(Err(e)) => return Ok(Err(McpFailure::Connection(format!("cannot connect to `{}`: {e}", server.url)))),
+            Ok(Ok(s)) => s,
+        };
+        let listed = match tokio::time::timeout(CONNECT_TIMEOUT, service.list_all_tools()).await {
+            Err(_) => return Ok(Err(McpFailure::Connection(format!("`{}` did not list its tools in time", server.url)))),
+            Ok(Err(e)) if e.is_authorization_required() => return Err(Refused),
+            Ok(Err(e)) => return Ok(Err(McpFailure::Connection(format!("`{}` could not list its tools: {e}", server.url)))),
+            Ok(Ok(t)) => t,
+        };
+        let tools = listed
+            .into_iter()
+            .map(|t| McpToolDef {
+                server: server.name.clone(),
+                name: t.name.to_string(),
+                description: t.description.map(|d| d.to_string()).unwrap_or_default(),
+                input_schema: Value::Object((*t.input_schema).clone()),
+            })
+            .collect();
+        tracing::debug!(session_id = %session.id, mcp_server = %server.name, "MCP handshake done");
+        Ok(Ok(Connection { url: server.url.clone(), service, tools, credential: credential.map(mark) }))
+    }
+
+    /// The first active `mcp_oauth` / `static_bearer` credential for the server's URL in
+    /// the session's vaults, in the order the session lists them.
+    async fn find_credential(&self, tenant: &TenantId, session: &Session, url: &str) -> Result<Option<StoredCredential>, McpFailure> {
+        let want = vaults::normalize_url(url);
+        for vault_id in &session.vault_ids {
+            let mut after = None;
+            loop {
+                let q = ListQuery { limit: 100, order: Order::Asc, after: after.take(), include_archived: false, created: TimeRange::default() };
+                let page = self
+                    .platform
+                    .store
+                    .list_credentials(tenant, vault_id, &q)
+                    .await
+                    .map_err(|e| McpFailure::Connection(format!("cannot read the session's vaults: {e}")))?;
+                for c in &page {
+                    let server_url = match &c.credential.auth {
+                        CredentialAuth::McpOauth { mcp_server_url, .. } | CredentialAuth::StaticBearer { mcp_server_url } => mcp_server_url,
+                        CredentialAuth::EnvironmentVariable { .. } => continue,
+                    };
+                    if c.credential.archived_at.is_none() && vaults::normalize_url(server_url) == want {
+                        return Ok(Some(c.clone()));
+                    }
+                }
+                match page.last() {
+                    Some(c) if page.len() == 100 => {
+                        after = Some(openma_core::ports::Position { created_at: c.credential.created_at.as_micros(), id: c.credential.id.clone() })
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn token(&self, tenant: &TenantId, c: &StoredCredential) -> Option<String> {
+        let secrets = self.platform.secrets.as_deref()?;
+        let field = match c.credential.auth {
+            CredentialAuth::McpOauth { .. } => "access_token",
+            _ => "token",
+        };
+        vaults::open_secret(secrets, tenant, c, field)
+    }
+
+    async fn refresh(&self, tenant: &TenantId, c: &StoredCredential) -> Result<StoredCredential, McpFailure> {
+        self.oauth.refresh_stored(&self.platform, tenant, c).await.map_err(McpFailure::Authentication)
+    }
+
+    /// Closes the session's connections (archive, delete).
+    pub async fn close_session(&self, session_id: &str) {
+        let entry = self.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(session_id);
+        if let Some(entry) = entry {
+            let mut conns = entry.lock().await;
+            for (_, c) in std::mem::take(&mut conns.servers) {
+                close(c).await;
+            }
+        }
+    }
+
+    /// Closes connections of sessions idle for longer than the idle timeout.
+    pub async fn reap_idle(&self) -> usize {
+        let all: Vec<(String, Arc<tokio::sync::Mutex<SessionConnections>>)> =
+            self.sessions.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut closed = 0;
+        for (id, entry) in all {
+            let Ok(mut conns) = entry.try_lock() else { continue };
+            if conns.last_used.is_some_and(|t| t.elapsed() < self.settings.idle_timeout) {
+                continue;
+            }
+            for (_, c) in std::mem::take(&mut conns.servers) {
+                close(c).await;
+                closed += 1;
+            }
+            drop(conns);
+            let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            if map.get(&id).is_some_and(|e| Arc::ptr_eq(e, &entry)) && Arc::strong_count(&entry) == 2 {
+                map.remove(&id);
+            }
+        }
+        closed
+    }
+}
+
+/// The server refused the credential (HTTP 401/403).
+struct Refused;
+
+fn mark(c: &StoredCredential) -> CredentialMark {
+    CredentialMark { id: c.credential.id.clone(), updated_at: c.credential.updated_at.as_micros() }
+}
+
+fn refreshable(c: &StoredCredential) -> bool {
+    matches!(&c.credential.auth, CredentialAuth::McpOauth { refresh: Some(_), .. }) && c.secrets.contains_key("refresh_token")
+}
+
+/// An `mcp_oauth` access token past (or within a minute of) its expiry.
+fn expired(c: &StoredCredential, now_micros: i64) -> bool {
+    match &c.credential.auth {
+        CredentialAuth::McpOauth { expires_at: Some(at), .. } => at.as_micros() <= now_micros + 60_000_000,
+        _ => false,
+    }
+}
+
+async fn close(c: Connection) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), c.service.cancel()).await;
+}
+
+/// The model's content blocks of a `tools/call` result: text and images as they are,
+/// embedded resources as their text, anything else as JSON text; structured content
+/// when the result has no content blocks.
+pub fn tool_output(result: &Value) -> ToolOutput {
+    let is_error = result.get("isError").and_then(Value::as_bool).unwrap_or(false);
+    let mut content = Vec::new();
+    for block in result.get("content").and_then(Value::as_array).into_iter().flatten() {
+        match block.get("type").and_then(Value::as_str) {
+            Some("text") => content.push(json!({"type": "text", "text": block.get("text").and_then(Value::as_str).unwrap_or_default()})),
+            Some("image") => content.push(json!({"type": "image", "source": {
+                "type": "base64",
+                "media_type": block.get("mimeType").and_then(Value::as_str).unwrap_or("image/png"),
+                "data": block.get("data").and_then(Value::as_str).unwrap_or_default(),
+            }})),
+            Some("resource") => {
+                let r = block.get("resource").cloned().unwrap_or(Value::Null);
+                let text = match r.get("text").and_then(Value::as_str) {
+                    Some(t) => t.to_owned(),
+                    None => r.to_string(),
+                };
+                content.push(json!({"type": "text", "text": text}));
+            }
+            _ => content.push(json!({"type": "text", "text": block.to_string()})),
+        }
+    }
+    if content.is_empty()
+        && let Some(s) = result.get("structuredContent")
+    {
+        content.push(json!({"type": "text", "text": s.to_string()}));
+    }
+    ToolOutput { content, is_error, usage: None }
+}
+
+/// The characters of text in a result (what the output cap counts).
+pub fn text_chars(out: &ToolOutput) -> usize {
+    out.content.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).map(|t| t.chars().count()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_become_model_blocks() {
+        let out = tool_output(&json!({"content": [
+            {"type": "text", "text": "hi"},
+            {"type": "image", "data": "AAAA", "mimeType": "image/gif"},
+            {"type": "resource", "resource": {"uri": "file:///a", "text": "body"}},
+            {"type": "audio", "data": "x", "mimeType": "audio/wav"}
+        ], "isError": true}));
+        assert!(out.is_error);
+        assert_eq!(out.content[0], json!({"type": "text", "text": "hi"}));
+        assert_eq!(out.content[1]["source"]["media_type"], "image/gif");
+        assert_eq!(out.content[2]["text"], "body");
+        assert_eq!(out.content[3]["type"], "text");
+        let structured = tool_output(&json!({"content": [], "structuredContent": {"n": 1}}));
+        assert_eq!(structured.content, vec![json!({"type": "text", "text": "{\"n\":1}"})]);
+        assert!(!structured.is_error);
+    }
+}

@@ -173,11 +173,7 @@ fn resolve_builtin_config(
         return Err(DomainError::invalid("`max_content_tokens` must be at least 1"));
     }
     let url_sources = match &p.url_sources {
-        Some(v) if !v.is_null() => {
-            resolve_url_sources(v, custom_tools)?;
-            // checked, but provenance of URLs is not tracked yet: refuse rather than ignore
-            return Err(DomainError::unsupported("`web_fetch.url_sources` rules"));
-        }
+        Some(v) if !v.is_null() => Some(resolve_url_sources(v, custom_tools)?),
         _ => None,
     };
     Ok(BuiltinToolConfig {

@@ -102,3 +102,31 @@ async fn web_search_needs_a_backend_and_filters_blocked_domains() {
     assert!(text.contains("Otter facts") && text.contains("https://otters.example/facts"), "{text}");
     assert!(!text.contains("spam"), "blocked domains are filtered: {text}");
 }
+
+/// `web_fetch.url_sources`: a URL the user gave is fetched; one the model made up is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_sources_let_web_fetch_take_only_urls_from_permitted_sources() {
+    let model = FakeModel::start().await;
+    let base = site().await;
+    let app = spawn_app_custom(Backend::Sqlite, Some(model.base_url()), |o| o.unsafe_allow_private_fetch = true).await.unwrap();
+    let agent = app
+        .ok("/v1/agents", json!({"name": "a", "model": "claude-sonnet-4-6", "tools": [{"type": "agent_toolset_20260401", "configs": [
+            {"name": "web_fetch", "url_sources": {"user_input": "all", "server_tool_results": "none", "client_tool_results": "none"}}]}]}))
+        .await;
+    let cfg = agent["tools"][0]["configs"].as_array().unwrap().iter().find(|c| c["name"] == "web_fetch").unwrap().clone();
+    assert_eq!(cfg["url_sources"]["user_input"], json!({"type": "all"}), "{cfg}");
+    let sid = app.ok("/v1/sessions", json!({"agent": agent["id"]})).await["id"].as_str().unwrap().to_owned();
+    model.script(vec![
+        Reply::tool_use("web_fetch", json!({"url": format!("{base}/page")})),
+        Reply::tool_use("web_fetch", json!({"url": format!("{base}/moved")})),
+        Reply::text("done"),
+    ]);
+    let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+    let msg = format!("Summarise {base}/page please.");
+    app.post(&format!("/v1/sessions/{sid}/events"), json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": msg}]}]})).await;
+    let results: Vec<Value> = stream.until(settled).await.into_iter().filter(|e| e.event == "agent.tool_result").map(|e| e.data).collect();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["is_error"], false, "the user's URL is fetched: {}", results[0]);
+    assert_eq!(results[1]["is_error"], true, "an invented URL is not: {}", results[1]);
+    assert!(results[1]["content"][0]["text"].as_str().unwrap().contains("url_sources"));
+}

@@ -9,3 +9,4 @@ pub mod input;
 pub mod projection;
 pub mod retry;
 pub mod tools;
+pub mod url_sources;

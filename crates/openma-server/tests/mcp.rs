@@ -304,3 +304,69 @@ async fn sqlite_refused_credentials_are_an_authentication_error() {
 async fn postgres_refused_credentials_are_an_authentication_error() {
     refused_credentials_are_an_authentication_error(Backend::Postgres).await
 }
+
+/// A server of the 2024-11-05 HTTP+SSE transport: `GET /legacy/sse` streams an `endpoint`
+/// event, then the answers to what is `POST`ed there; a `POST` to the stream URL is 405.
+async fn legacy_server() -> String {
+    use axum::response::sse::{Event, Sse};
+    type Tx = Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>>;
+    let tx: Tx = Arc::default();
+    let (t1, t2) = (tx.clone(), tx.clone());
+    let app = Router::new()
+        .route(
+            "/legacy/sse",
+            axum::routing::get(move || {
+                let (s, r) = tokio::sync::mpsc::unbounded_channel::<String>();
+                *t1.lock().unwrap() = Some(s);
+                let first = futures::stream::once(async { Ok::<_, std::convert::Infallible>(Event::default().event("endpoint").data("/legacy/messages?session=1")) });
+                let rest = futures::stream::unfold(r, |mut r| async move { r.recv().await.map(|m| (Ok(Event::default().event("message").data(m)), r)) });
+                async move { Sse::new(futures::StreamExt::chain(first, rest)) }
+            })
+            .post(|| async { StatusCode::METHOD_NOT_ALLOWED }),
+        )
+        .route(
+            "/legacy/messages",
+            post(move |body: String| {
+                let tx = t2.clone();
+                async move {
+                    let req: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    let id = req["id"].clone();
+                    if !id.is_null() {
+                        let result = match req["method"].as_str() {
+                            Some("initialize") => json!({"protocolVersion": "2024-11-05", "capabilities": {"tools": {}}, "serverInfo": {"name": "old", "version": "0"}}),
+                            Some("tools/list") => json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]}),
+                            _ => json!({"content": [{"type": "text", "text": format!("old echo: {}", req["params"]["arguments"]["text"].as_str().unwrap_or(""))}]}),
+                        };
+                        let msg = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+                        if let Some(tx) = tx.lock().unwrap().as_ref() {
+                            let _ = tx.send(msg);
+                        }
+                    }
+                    StatusCode::ACCEPTED
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/legacy/sse")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_of_the_older_sse_transport_are_reached_by_fallback() {
+    let Some((app, model)) = start(Backend::Sqlite).await else { return };
+    let url = legacy_server().await;
+    let agent = app
+        .ok("/v1/agents", json!({"name": "old", "model": "claude-sonnet-4-6",
+            "mcp_servers": [{"type": "url", "name": "old", "url": url}],
+            "tools": [{"type": "mcp_toolset", "mcp_server_name": "old", "default_config": {"permission_policy": {"type": "always_allow"}}}]}))
+        .await;
+    let sid = app.ok("/v1/sessions", json!({"agent": agent["id"]})).await["id"].as_str().unwrap().to_owned();
+    model.script(vec![Reply::tool_use("mcp__old__echo", json!({"text": "still works"})), Reply::text("done")]);
+    let mut stream = SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+    app.post(&format!("/v1/sessions/{sid}/events"), json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]})).await;
+    let events = stream.until(settled).await;
+    assert!(!events.iter().any(|e| e.event == "session.error"), "{:?}", events.iter().map(|e| &e.data).collect::<Vec<_>>());
+    let result = events.iter().find(|e| e.event == "agent.mcp_tool_result").expect("a result");
+    assert_eq!(result.data["content"][0]["text"], "old echo: still works");
+}

@@ -28,6 +28,8 @@ use serde_json::{Value, json};
 
 use crate::mcp_oauth::Validator;
 
+mod legacy_sse;
+
 /// How long a connection attempt (connect + `initialize` + `tools/list`) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -328,18 +330,37 @@ impl McpHub {
             Ok(h) => h,
             Err(e) => return Ok(Err(McpFailure::Connection(e.to_string()))),
         };
-        let mut config = StreamableHttpClientTransportConfig::with_uri(server.url.clone());
-        if let Some(c) = credential {
-            match self.token(tenant, c) {
-                Some(t) => config = config.auth_header(t),
+        let token = match credential {
+            Some(c) => match self.token(tenant, c) {
+                Some(t) => Some(t),
                 None => return Ok(Err(McpFailure::Authentication("the credential's token cannot be read".into()))),
-            }
+            },
+            None => None,
+        };
+        let mut config = StreamableHttpClientTransportConfig::with_uri(server.url.clone());
+        if let Some(t) = &token {
+            config = config.auth_header(t.clone());
         }
-        let transport = StreamableHttpClientTransport::with_client(http, config);
+        let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
         let service = match tokio::time::timeout(CONNECT_TIMEOUT, ().serve(transport)).await {
             Err(_) => return Ok(Err(McpFailure::Connection(format!("`{}` did not complete the MCP handshake in time", server.url)))),
             Ok(Err(e)) if e.is_authorization_required() => return Err(Refused),
-            Ok(Err(e)) => return Ok(Err(McpFailure::Connection(format!("cannot connect to `{}`: {e}", server.url)))),
+            Ok(Err(e)) => {
+                // a server of the older HTTP+SSE transport refuses the POST: try that transport
+                let failed = || Ok(Err(McpFailure::Connection(format!("cannot connect to `{}`: {e}", server.url))));
+                match legacy_sse::LegacySse::open(http, url, token, CONNECT_TIMEOUT).await {
+                    Err(legacy_sse::OpenError::Refused) => return Err(Refused),
+                    Err(legacy_sse::OpenError::Failed(_)) => return failed(),
+                    Ok(legacy) => match tokio::time::timeout(CONNECT_TIMEOUT, ().serve(legacy)).await {
+                        Ok(Ok(s)) => {
+                            tracing::info!(session_id = %session.id, mcp_server = %server.name, "the MCP server speaks the older HTTP+SSE transport");
+                            s
+                        }
+                        Ok(Err(e)) if e.is_authorization_required() => return Err(Refused),
+                        _ => return failed(),
+                    },
+                }
+            }
             Ok(Ok(s)) => s,
         };
         let listed = match tokio::time::timeout(CONNECT_TIMEOUT, service.list_all_tools()).await {

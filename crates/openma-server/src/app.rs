@@ -135,45 +135,18 @@ fn server_tools(settings: &Settings, platform: &mut Platform) -> anyhow::Result<
     Ok(toolbox)
 }
 
-/// Stops idle sandbox shells every minute (their workspaces stay for the next call).
-fn spawn_sandbox_reaper(sandboxes: openma_sandbox::Sandboxes) {
+/// Runs `job` every minute, for the life of the process (house-keeping: idle sandboxes,
+/// idle MCP connections, expired files).
+fn every_minute<F, Fut>(job: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             tick.tick().await;
-            let stopped = sandboxes.reap_idle().await;
-            if stopped > 0 {
-                tracing::debug!(stopped, "stopped idle sandboxes");
-            }
-        }
-    });
-}
-
-/// Closes MCP connections of sessions idle for a while (reopened on their next turn).
-fn spawn_mcp_reaper(mcp: Arc<crate::mcp::McpHub>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            let closed = mcp.reap_idle().await;
-            if closed > 0 {
-                tracing::debug!(closed, "closed idle MCP connections");
-            }
-        }
-    });
-}
-
-/// Removes the bytes of expired files every minute (their metadata stays).
-fn spawn_file_expiry(platform: Platform) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            match platform.purge_expired_files(500).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(files = n, "removed the content of expired files"),
-                Err(e) => tracing::warn!(error = %e, "cannot remove expired files"),
-            }
+            job().await;
         }
     });
 }
@@ -213,10 +186,31 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     for (name, tool) in sandboxes.tools() {
         toolbox.register(name, Arc::new(crate::session_memory::MemorySynced { inner: tool, sync: memory_sync.clone() }));
     }
-    spawn_sandbox_reaper(sandboxes.clone());
+    // idle shells stop (their workspaces stay for the next call)
+    let reaped = sandboxes.clone();
+    every_minute(move || {
+        let sandboxes = reaped.clone();
+        async move {
+            let stopped = sandboxes.reap_idle().await;
+            if stopped > 0 {
+                tracing::debug!(stopped, "stopped idle sandboxes");
+            }
+        }
+    });
     let blobs = Arc::new(crate::blobs::ObjectBlobs::open(&crate::blobs::BlobUrl::parse(&settings.blob_url)?).context("cannot open the blob store")?);
     platform.blobs = Some(blobs.clone());
-    spawn_file_expiry(platform.clone());
+    // the bytes of expired files go (their metadata stays)
+    let expiring = platform.clone();
+    every_minute(move || {
+        let platform = expiring.clone();
+        async move {
+            match platform.purge_expired_files(500).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(files = n, "removed the content of expired files"),
+                Err(e) => tracing::warn!(error = %e, "cannot remove expired files"),
+            }
+        }
+    });
     crate::webhooks::spawn(platform.clone(), settings.unsafe_allow_private_fetch, settings.webhook_retry_delays.clone());
     let _ = telemetry::metrics_handle();
     let info = ServerInfo {
@@ -231,7 +225,17 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     let models = Arc::new(crate::runtime::ModelClients::new(platform.clone(), Arc::new(env_models), http));
     let mcp_settings = crate::mcp::McpSettings { allow_private: settings.unsafe_allow_private_fetch, ..Default::default() };
     let mcp = Arc::new(crate::mcp::McpHub::new(platform.clone(), Some(sandboxes.clone()), mcp_settings));
-    spawn_mcp_reaper(mcp.clone());
+    // MCP connections of idle sessions close (reopened on their next turn)
+    let idle_mcp = mcp.clone();
+    every_minute(move || {
+        let mcp = idle_mcp.clone();
+        async move {
+            let closed = mcp.reap_idle().await;
+            if closed > 0 {
+                tracing::debug!(closed, "closed idle MCP connections");
+            }
+        }
+    });
     let runtime = Runtime::new(platform.clone(), models, toolbox, mcp, runtime_config(settings));
     let outputs = Arc::new(crate::session_files::OutputCapture::new(platform.clone(), sandboxes.clone(), settings.max_file_bytes));
     runtime.observe_turns(outputs.clone());

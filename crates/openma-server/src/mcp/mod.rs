@@ -347,17 +347,18 @@ impl McpHub {
             Ok(Err(e)) if e.is_authorization_required() => return Err(Refused),
             Ok(Err(e)) => {
                 // a server of the older HTTP+SSE transport refuses the POST: try that transport
-                let failed = || Ok(Err(McpFailure::Connection(format!("cannot connect to `{}`: {e}", server.url))));
+                let failed = |legacy: &str| Ok(Err(McpFailure::Connection(format!("cannot connect to `{}`: {e} (HTTP+SSE: {legacy})", server.url))));
                 match legacy_sse::LegacySse::open(http, url, token, CONNECT_TIMEOUT).await {
                     Err(legacy_sse::OpenError::Refused) => return Err(Refused),
-                    Err(legacy_sse::OpenError::Failed(_)) => return failed(),
+                    Err(legacy_sse::OpenError::Failed(why)) => return failed(&why),
                     Ok(legacy) => match tokio::time::timeout(CONNECT_TIMEOUT, ().serve(legacy)).await {
                         Ok(Ok(s)) => {
                             tracing::info!(session_id = %session.id, mcp_server = %server.name, "the MCP server speaks the older HTTP+SSE transport");
                             s
                         }
                         Ok(Err(e)) if e.is_authorization_required() => return Err(Refused),
-                        _ => return failed(),
+                        Ok(Err(e)) => return failed(&e.to_string()),
+                        Err(_) => return failed("no answer to `initialize`"),
                     },
                 }
             }

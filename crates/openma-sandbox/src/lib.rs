@@ -21,6 +21,7 @@
 mod bwrap;
 mod config;
 mod fs_tools;
+pub mod intercept;
 mod mounts;
 mod output;
 mod paths;

@@ -60,7 +60,8 @@ async fn main() {
     });
     let base = std::env::temp_dir().join(format!("openma-egress-bench-{}", ulid::Ulid::new()));
     let mut config = SandboxConfig::new(base.join("sandboxes"));
-    config.egress.bridge = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target").join(if cfg!(debug_assertions) { "debug" } else { "release" }).join("openma-sandbox-bridge");
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    config.egress.bridge = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target").join(profile).join("openma-sandbox-bridge");
     if let Ok(b) = std::env::var("OPENMA_BRIDGE") {
         config.egress.bridge = b.into();
     }
@@ -85,7 +86,8 @@ async fn main() {
     let c = line("bash tool: curl through bridge + proxy (CONNECT)", &mut tunnel);
     let d = line("host: the same curl spawned directly (no sandbox)", &mut host);
     println!("ratio curl-through-proxy / sh -c true (p50)        {:.2}x", h.as_secs_f64() / b.as_secs_f64());
-    println!("added by the sandbox path over a direct curl (p50)   {:.3} ms (http), {:.3} ms (CONNECT)", (h.as_secs_f64() - d.as_secs_f64()) * 1e3, (c.as_secs_f64() - d.as_secs_f64()) * 1e3);
+    let added = |x: Duration| (x.as_secs_f64() - d.as_secs_f64()) * 1e3;
+    println!("added by the sandbox path over a direct curl (p50)   {:.3} ms (http), {:.3} ms (CONNECT)", added(h), added(c));
     sandboxes.destroy("bench").await.unwrap();
     let _ = std::fs::remove_dir_all(base);
 }

@@ -206,7 +206,8 @@ fn sandbox_net(inner: &Inner, session: &SessionBox) -> Result<Option<crate::netw
     }
     let session_id = session.paths.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let settings = &inner.config.egress;
-    let proxy = crate::network::proxy::EgressProxy::start(&session.paths.egress, session.uid, &session_id, session.egress.clone(), settings)
+    let policy = session.egress.clone();
+    let proxy = crate::network::proxy::EgressProxy::start(&session.paths.egress, session.uid, &session_id, policy, settings)
         .map_err(|e| format!("cannot start the egress proxy: {e}"))?;
     Ok(Some(crate::network::SandboxNet { proxy, bridge: settings.bridge.clone(), socket_dir: session.paths.egress.clone() }))
 }

@@ -177,7 +177,8 @@ async fn a_session_without_networking_has_no_proxy_and_no_route() {
     bounded(async {
         let site = fake_site("site").await;
         let env = env_resolving(&[("allowed.test", site)]);
-        let out = env.bash("s1", "env | grep -i _proxy; curl -sS --max-time 5 -x http://127.0.0.1:3128 http://allowed.test/ 2>&1; echo rc=$?").await;
+        let cmd = "env | grep -i _proxy; curl -sS --max-time 5 -x http://127.0.0.1:3128 http://allowed.test/ 2>&1; echo rc=$?";
+        let out = env.bash("s1", cmd).await;
         assert!(!out.contains("hello from") && !out.contains("HTTP_PROXY") && !out.contains("rc=0"), "{out}");
         assert!(!env.root.join("s1").join("egress").join("egress.sock").exists());
     })

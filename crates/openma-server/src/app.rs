@@ -210,11 +210,13 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
         sandbox_config.egress.bridge = bridge.clone();
     }
     if let Some(spec) = &settings.unsafe_egress_resolve {
-        sandbox_config.egress.resolve = openma_sandbox::ResolveOverrides::parse(spec).map_err(|e| anyhow::anyhow!("invalid OPENMA_UNSAFE_EGRESS_RESOLVE: {e}"))?;
+        sandbox_config.egress.resolve = openma_sandbox::ResolveOverrides::parse(spec)
+            .map_err(|e| anyhow::anyhow!("invalid OPENMA_UNSAFE_EGRESS_RESOLVE: {e}"))?;
         let names: Vec<&str> = sandbox_config.egress.resolve.names().collect();
         tracing::warn!(
             ?names,
-            "OPENMA_UNSAFE_EGRESS_RESOLVE is set: sandbox egress to these names goes to the given addresses, even private or loopback ones. For tests only; never set it in production"
+            "OPENMA_UNSAFE_EGRESS_RESOLVE is set: sandbox egress to these names goes to the given addresses, \
+             even private or loopback ones. For tests only; never set it in production"
         );
     }
     let sandboxes = openma_sandbox::Sandboxes::new(sandbox_config);

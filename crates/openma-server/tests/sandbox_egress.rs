@@ -123,7 +123,8 @@ async fn a_limited_environment_refuses_hosts_outside_allowed_hosts(app: TestApp,
     let env = app
         .ok(
             "/v1/environments",
-            json!({"name": "limited", "config": {"type": "cloud", "networking": {"type": "limited", "allowed_hosts": ["allowed.test"], "allow_mcp_servers": true}}}),
+            json!({"name": "limited", "config": {"type": "cloud", "networking":
+                {"type": "limited", "allowed_hosts": ["allowed.test"], "allow_mcp_servers": true}}}),
         )
         .await;
     let mcp = json!({
@@ -142,7 +143,7 @@ async fn a_limited_environment_refuses_hosts_outside_allowed_hosts(app: TestApp,
     assert!(r[1].0.contains("status=403") && r[1].0.contains("denied.test") && r[1].0.contains("allowed_hosts"), "{}", r[1].0);
     assert!(!r[1].0.contains("hello from"), "{}", r[1].0);
     assert!(r[2].0.contains("hello from outside: GET /mcp-host"), "the agent's MCP host is allowed: {}", r[2].0);
-    assert!(r[3].0.contains("403") && !r[3].0.contains("rc=0"), "package registries are not allowed without allow_package_managers: {}", r[3].0);
+    assert!(r[3].0.contains("403") && !r[3].0.contains("rc=0"), "no package registries without allow_package_managers: {}", r[3].0);
     // a second environment without networking limits: the same host is reachable there
     let open = session(&app, None, json!({})).await;
     let r = tool_turn(&app, &model, &open, vec![bash("curl -sS --max-time 10 http://denied.test/open")]).await;

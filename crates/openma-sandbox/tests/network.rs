@@ -203,3 +203,77 @@ async fn the_bridge_survives_commands_that_time_out_and_the_proxy_stops_with_the
     })
     .await
 }
+
+/// `openssl s_server -www` on the host's loopback with a throwaway self-signed certificate;
+/// killed when dropped. None when openssl is missing.
+struct TlsSite {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: std::path::PathBuf,
+}
+
+impl Drop for TlsSite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+async fn tls_site() -> Option<TlsSite> {
+    use std::process::{Command, Stdio};
+    let dir = std::env::temp_dir().join(format!("openma-tls-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=tls.test"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    if !made.success() {
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept", &addr.to_string()])
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let site = TlsSite { child, addr, _dir: dir };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "openssl s_server did not listen within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Some(site)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_goes_through_a_connect_tunnel_end_to_end() {
+    bounded(async {
+        let Some(site) = tls_site().await else {
+            eprintln!("skipping: openssl is not installed");
+            return;
+        };
+        let env = env_resolving(&[("tls.test", site.addr)]);
+        env.sandboxes.set_egress_policy("s1", &limited(&["tls.test"])).unwrap();
+        // -k: the certificate is a throwaway one; the TLS session is end to end (the proxy sees bytes)
+        let out = env.bash("s1", "curl -sSk --max-time 10 -w '\\nstatus=%{http_code}' https://tls.test/").await;
+        assert!(out.contains("status=200") && out.contains("s_server"), "{out}");
+        let out = env.bash("s1", "curl -sSk --max-time 10 https://tls.test:8443/ -o /dev/null -w '%{http_code}'; echo").await;
+        assert!(out.contains("200"), "the override pins the port too: {out}");
+    })
+    .await
+}

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::config::{Limits, SandboxConfig};
+use crate::network::{self, SandboxNet};
 
 pub(crate) const BWRAP: &str = "/usr/bin/bwrap";
 pub(crate) const SETPRIV: &str = "/usr/bin/setpriv";
@@ -78,6 +79,11 @@ pub(crate) struct SessionPaths {
     pub memory: PathBuf,
     /// The agent's skills, root-owned, bound read-only at `/mnt/skills`.
     pub skills: PathBuf,
+    /// The session's egress proxy socket (root-owned directory), bound read-only at
+    /// `/run/openma/egress` when the session has networking.
+    pub egress: PathBuf,
+    /// The session's [`crate::EgressPolicy`] (host-only, root-owned).
+    pub egress_policy: PathBuf,
 }
 
 impl SessionPaths {
@@ -90,6 +96,8 @@ impl SessionPaths {
             outputs: dir.join("outputs"),
             memory: dir.join("memory"),
             skills: dir.join("skills"),
+            egress: dir.join("egress"),
+            egress_policy: dir.join("egress.json"),
             dir,
         }
     }
@@ -146,7 +154,8 @@ pub(crate) fn write_etc(paths: &SessionPaths, uid: u32) -> io::Result<()> {
         ),
         ("group", format!("root:x:0:\nnogroup:x:65534:\nuser:x:{uid}:\n")),
         ("hosts", "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n".into()),
-        // No network yet: a resolver that answers nothing rather than the host's.
+        // No route to any resolver: a resolver that answers nothing rather than the host's
+        // (with networking, clients name hosts to the egress proxy, which resolves them).
         ("resolv.conf", "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n".into()),
         ("nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n".into()),
         ("hostname", "sandbox\n".into()),
@@ -189,12 +198,14 @@ fn system_dir(args: &mut Vec<String>, path: &str) {
     }
 }
 
-/// The full command: `setpriv` (session uid) → `nice` → `bwrap` → `prlimit` → `bash`, each
-/// exec'ing the next (the spawned pid is bwrap's).
+/// The full command: `setpriv` (session uid) → `nice` → `bwrap` → `prlimit` → (with
+/// networking: the bridge, which starts its relay and then execs) → `bash`, each exec'ing the
+/// next (the spawned pid is bwrap's).
 pub(crate) fn shell_command(
     paths: &SessionPaths,
     uid: Option<u32>,
     limits: &Limits,
+    net: Option<&SandboxNet>,
 ) -> tokio::process::Command {
     let mut args: Vec<String> = Vec::new();
     let nice = limits.nice.min(19).to_string();
@@ -278,6 +289,16 @@ pub(crate) fn shell_command(
             format!("/mnt/memory/{}", m.slug),
         ]);
     }
+    if let Some(net) = net {
+        args.extend([
+            "--ro-bind".into(),
+            path_str(&net.bridge),
+            network::BRIDGE_PATH.into(),
+            "--ro-bind".into(),
+            path_str(&net.socket_dir),
+            network::SOCKET_DIR.into(),
+        ]);
+    }
     args.extend(["--remount-ro", "/", "--chdir", "/workspace", "--"].map(String::from));
     args.push(PRLIMIT.into());
     args.extend([
@@ -288,6 +309,19 @@ pub(crate) fn shell_command(
         format!("--fsize={}", limits.file_size_bytes),
         "--core=0".into(),
         "--".into(),
+    ]);
+    if net.is_some() {
+        args.extend([
+            network::BRIDGE_PATH.into(),
+            "sandbox-bridge".into(),
+            "--listen".into(),
+            network::BRIDGE_LISTEN.into(),
+            "--unix".into(),
+            network::socket_in_sandbox(),
+            "--".into(),
+        ]);
+    }
+    args.extend([
         // Found on PATH so that bash calls itself `bash` in its messages.
         "bash".into(),
         "--noprofile".into(),
@@ -307,6 +341,9 @@ pub(crate) fn shell_command(
         ("PAGER", "cat"),
         ("GIT_PAGER", "cat"),
     ]);
+    if net.is_some() {
+        cmd.envs(network::proxy_env());
+    }
     cmd.current_dir("/");
     cmd
 }

@@ -18,6 +18,9 @@ pub struct SandboxConfig {
     /// session shares the server's uid and RLIMIT_NPROC counts one session's processes.
     pub uid_base: u32,
     pub uid_count: u32,
+    /// How networked sandboxes reach the outside: the bridge executable, the proxy's
+    /// connect timeout, test-only resolution overrides, the request hook.
+    pub egress: crate::network::EgressSettings,
 }
 
 impl SandboxConfig {
@@ -28,6 +31,7 @@ impl SandboxConfig {
             idle_timeout: Duration::from_secs(30 * 60),
             uid_base: 200_000,
             uid_count: 100_000,
+            egress: crate::network::EgressSettings::default(),
         }
     }
 }

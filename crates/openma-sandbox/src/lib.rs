@@ -2,7 +2,8 @@
 //! Per-session Linux sandboxes and the built-in tools that run in them.
 //!
 //! Each session gets a bubblewrap sandbox (own user, pid, ipc, uts, network and cgroup
-//! namespaces; loopback-only network), running as its own unprivileged host uid with
+//! namespaces; loopback-only network, and for a session with networking one way out: an
+//! egress proxy on the host, see [`network`]), running as its own unprivileged host uid with
 //! rlimits, that sees read-only system directories, a generated `/etc`, a private `/tmp`
 //! and its persistent `/workspace` (`<root>/<session_id>/workspace` on the host) — nothing
 //! else of the host. The `bash` tool talks to one long-lived shell per session inside it;
@@ -23,6 +24,7 @@ mod config;
 mod fs_tools;
 pub mod intercept;
 mod mounts;
+pub mod network;
 mod output;
 mod paths;
 mod procs;
@@ -36,6 +38,7 @@ use std::time::Instant;
 
 pub use config::{Limits, SandboxConfig};
 pub use mounts::{MemoryMount, OutputFile};
+pub use network::{EgressHook, EgressPolicy, EgressSettings, LimitedEgress, ResolveOverrides};
 
 use bwrap::SessionPaths;
 use procs::ProcId;
@@ -66,6 +69,8 @@ pub(crate) struct SessionBox {
     running: Mutex<Option<(u32, ProcId)>>,
     /// A bash call was dropped mid-command: its sandbox was killed and must be replaced.
     interrupted: std::sync::atomic::AtomicBool,
+    /// Where the sandbox may connect (read by its proxy for every connection).
+    egress: Arc<std::sync::RwLock<EgressPolicy>>,
 }
 
 impl SessionBox {
@@ -142,6 +147,7 @@ impl Sandboxes {
         if !self.inner.as_root {
             return Ok(());
         }
+        network::check_bridge(&self.inner.config.egress.bridge)?;
         use std::os::unix::fs::PermissionsExt;
         for dir in root.ancestors().skip(1) {
             let mode = std::fs::metadata(dir)
@@ -159,6 +165,29 @@ impl Sandboxes {
             }
         }
         Ok(())
+    }
+
+    /// Sets where the session's sandbox may connect, kept in its host dir (so a sandbox
+    /// restarted later, by this process or the next, gets it too). A running proxy applies it
+    /// to its next connection; switching between no network and some network takes effect
+    /// when the sandbox next starts. Sessions never given a policy have no network.
+    pub fn set_egress_policy(&self, session_id: &str, policy: &EgressPolicy) -> io::Result<()> {
+        let session = self.inner.session(session_id).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let json = serde_json::to_vec(policy).map_err(io::Error::other)?;
+        let tmp = session.paths.dir.join(".egress.json.tmp");
+        std::fs::write(&tmp, json)?;
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        std::fs::rename(&tmp, &session.paths.egress_policy)?;
+        *session.egress.write().unwrap_or_else(|e| e.into_inner()) = policy.clone();
+        Ok(())
+    }
+
+    /// The session's egress policy ([`EgressPolicy::None`] when it has none).
+    pub fn egress_policy(&self, session_id: &str) -> EgressPolicy {
+        match self.inner.session(session_id) {
+            Ok(s) => s.egress.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            Err(_) => EgressPolicy::None,
+        }
     }
 
     pub fn config(&self) -> &SandboxConfig {
@@ -310,6 +339,7 @@ impl Inner {
         let paths = SessionPaths::new(&self.config.root, session_id);
         bwrap::prepare_dirs(&self.config.root, &paths, uid)
             .map_err(|e| format!("cannot prepare the session's workspace: {e}"))?;
+        let paths_egress = paths.egress_policy.clone();
         let session = Arc::new(SessionBox {
             uid,
             paths,
@@ -317,8 +347,20 @@ impl Inner {
             last_used: Mutex::new(Instant::now()),
             running: Mutex::new(None),
             interrupted: Default::default(),
+            egress: Arc::new(std::sync::RwLock::new(load_egress_policy(&paths_egress))),
         });
         sessions.insert(session_id.to_string(), session.clone());
         Ok(session)
+    }
+}
+
+/// A session's persisted egress policy; none (no network) when missing or unreadable.
+fn load_egress_policy(path: &std::path::Path) -> EgressPolicy {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "unreadable sandbox egress policy: no network");
+            EgressPolicy::None
+        }),
+        Err(_) => EgressPolicy::None,
     }
 }

@@ -24,6 +24,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::bwrap::{self, SessionPaths};
 use crate::config::Limits;
+use crate::network::SandboxNet;
 use crate::output::Capture;
 use crate::procs::{self, ProcId};
 
@@ -39,6 +40,11 @@ pub(crate) struct Shell {
     pub init: ProcId,
     /// The bash process.
     pub shell: ProcId,
+    /// The network bridge (a child of bash, started before it), spared when a command's
+    /// processes are killed.
+    pub bridge: Option<ProcId>,
+    /// The session's egress proxy, stopped with the shell.
+    _proxy: Option<crate::network::proxy::EgressProxy>,
     /// Bytes read after the last sentinel (output of background processes).
     leftover: Vec<u8>,
 }
@@ -60,13 +66,15 @@ impl Shell {
         paths: &SessionPaths,
         uid: Option<u32>,
         limits: &Limits,
+        net: Option<SandboxNet>,
     ) -> Result<Shell, String> {
         bwrap::prepare_dirs(root, paths, uid)
             .map_err(|e| format!("cannot prepare the workspace: {e}"))?;
         let passwd_uid = uid.unwrap_or_else(|| rustix::process::geteuid().as_raw());
         bwrap::write_etc(paths, passwd_uid)
             .map_err(|e| format!("cannot write the sandbox's /etc: {e}"))?;
-        let mut cmd = bwrap::shell_command(paths, uid, limits);
+        let mut cmd = bwrap::shell_command(paths, uid, limits, net.as_ref());
+        let networked = net.is_some();
         let (reader, writer) = std::io::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
         let writer2 = writer
             .try_clone()
@@ -89,6 +97,8 @@ impl Shell {
             out,
             init: ProcId { pid: 0, start: 0 },
             shell: ProcId { pid: 0, start: 0 },
+            bridge: None,
+            _proxy: net.map(|n| n.proxy),
             leftover: Vec::new(),
         };
         // The first exchange proves the sandbox works; anything printed before the
@@ -125,6 +135,12 @@ impl Shell {
                     pid: b,
                     start: procs::start_time(b).unwrap_or(0),
                 };
+                // the bridge is bash's only child before any command runs
+                if networked {
+                    shell.bridge = procs::children(b)
+                        .first()
+                        .and_then(|&p| procs::start_time(p).map(|start| ProcId { pid: p, start }));
+                }
             }
             _ => {
                 shell.kill().await;
@@ -209,13 +225,13 @@ impl Shell {
                 Ok(Ok(n)) => pending.extend_from_slice(&buf[..n]),
                 Err(_) => {
                     timed_out = true;
-                    let shell = self.shell;
+                    let (shell, bridge) = (self.shell, self.bridge);
                     match phase {
                         0 => {
                             procs::kill_tree(self.init.pid, |p| *p == shell || before.contains(p));
                         }
                         1 => {
-                            procs::kill_tree(self.init.pid, |p| *p == shell);
+                            procs::kill_tree(self.init.pid, |p| *p == shell || Some(*p) == bridge);
                         }
                         _ => {
                             capture.push(&pending);

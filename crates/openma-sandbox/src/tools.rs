@@ -199,6 +199,19 @@ impl Drop for InterruptGuard<'_> {
 
 const RESET: &str = "its working directory and environment variables are reset";
 
+/// The egress proxy and bridge of a session with networking; None without.
+fn sandbox_net(inner: &Inner, session: &SessionBox) -> Result<Option<crate::network::SandboxNet>, String> {
+    if !session.egress.read().unwrap_or_else(|e| e.into_inner()).has_network() {
+        return Ok(None);
+    }
+    let session_id = session.paths.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let settings = &inner.config.egress;
+    let policy = session.egress.clone();
+    let proxy = crate::network::proxy::EgressProxy::start(&session.paths.egress, session.uid, &session_id, policy, settings)
+        .map_err(|e| format!("cannot start the egress proxy: {e}"))?;
+    Ok(Some(crate::network::SandboxNet { proxy, bridge: settings.bridge.clone(), socket_dir: session.paths.egress.clone() }))
+}
+
 async fn bash(inner: &Inner, session: &SessionBox, input: BashInput) -> ToolOutput {
     let limits = &inner.config.limits;
     let limit = match input.timeout_ms {
@@ -240,7 +253,11 @@ async fn bash(inner: &Inner, session: &SessionBox, input: BashInput) -> ToolOutp
     }
     if slot.is_none() {
         let reason = session.take_lost_reason();
-        match Shell::start(&inner.config.root, &session.paths, session.uid, limits).await {
+        let net = match sandbox_net(inner, session) {
+            Ok(net) => net,
+            Err(e) => return ToolOutput::error(format!("The sandbox's network could not be set up: {e}")),
+        };
+        match Shell::start(&inner.config.root, &session.paths, session.uid, limits, net).await {
             Ok(shell) => {
                 session.set_running(Some(&shell));
                 *slot = Some(shell);

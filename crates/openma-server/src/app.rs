@@ -32,6 +32,8 @@ pub struct ServerInfo {
     /// The blob store, probed by `/health`.
     pub blobs: Arc<crate::blobs::ObjectBlobs>,
     pub sandbox: String,
+    /// How sandboxes reach the network (for `/health`).
+    pub sandbox_egress: String,
     /// Largest upload, in bytes.
     pub max_file_bytes: u64,
     /// Where `github_repository` resources are cloned from.
@@ -102,6 +104,17 @@ fn sandbox_status(sandboxes: &openma_sandbox::Sandboxes) -> String {
             tracing::warn!("the sandbox cannot start: {how}; bash and the file tools will answer with an error until then");
             format!("unavailable: {how}")
         }
+    }
+}
+
+fn egress_status(sandboxes: &openma_sandbox::Sandboxes) -> String {
+    let resolve = &sandboxes.config().egress.resolve;
+    if resolve.is_empty() {
+        "proxy".into()
+    } else {
+        let mut names: Vec<&str> = resolve.names().collect();
+        names.sort();
+        format!("proxy (UNSAFE test resolve overrides: {})", names.join(", "))
     }
 }
 
@@ -180,6 +193,19 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     let mut toolbox = server_tools(settings, &mut platform)?;
     let mut sandbox_config = openma_sandbox::SandboxConfig::new(settings.data_dir.join("sandboxes"));
     settings.sandbox.apply(&mut sandbox_config.limits);
+    if let Some(bridge) = &settings.sandbox_bridge {
+        sandbox_config.egress.bridge = bridge.clone();
+    }
+    if let Some(spec) = &settings.unsafe_egress_resolve {
+        sandbox_config.egress.resolve = openma_sandbox::ResolveOverrides::parse(spec)
+            .map_err(|e| anyhow::anyhow!("invalid OPENMA_UNSAFE_EGRESS_RESOLVE: {e}"))?;
+        let names: Vec<&str> = sandbox_config.egress.resolve.names().collect();
+        tracing::warn!(
+            ?names,
+            "OPENMA_UNSAFE_EGRESS_RESOLVE is set: sandbox egress to these names goes to the given addresses, \
+             even private or loopback ones. For tests only; never set it in production"
+        );
+    }
     let sandboxes = openma_sandbox::Sandboxes::new(sandbox_config);
     // memory stores mounted into a session are synced around every sandbox tool call
     let memory_sync = Arc::new(crate::session_memory::MemorySync::new(platform.clone(), sandboxes.clone()));
@@ -217,6 +243,7 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
         allow_private_fetch: settings.unsafe_allow_private_fetch,
         blobs,
         sandbox: sandbox_status(&sandboxes),
+        sandbox_egress: egress_status(&sandboxes),
         max_file_bytes: settings.max_file_bytes,
         github_url: settings.github_url.clone(),
     };

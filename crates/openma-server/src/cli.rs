@@ -240,6 +240,9 @@ fn settings(global: &GlobalArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Se
         rate_limit_per_minute: serve.and_then(|s| s.rate_limit_per_minute),
         max_file_mb: serve.and_then(|s| s.max_file_mb),
         github_url: serve.and_then(|s| s.github_url.clone()),
+        sandbox_bridge: None,
+        // test-only (sandbox egress to fake "outside" servers on loopback): never set it in production
+        unsafe_egress_resolve: std::env::var("OPENMA_UNSAFE_EGRESS_RESOLVE").ok(),
         sandbox: crate::config::SandboxLimits {
             memory_mb: serve.and_then(|s| s.sandbox_memory_mb),
             processes: serve.and_then(|s| s.sandbox_processes),

@@ -89,6 +89,13 @@ pub struct Settings {
     pub github_url: String,
     /// Limits of every session sandbox (unset fields keep the defaults).
     pub sandbox: SandboxLimits,
+    /// The executable bound into networked sandboxes as their network bridge (it must
+    /// answer `sandbox-bridge`); default: this very binary. In-process tests set it.
+    pub sandbox_bridge: Option<PathBuf>,
+    /// Test-only egress name overrides, `name=ip[:port],…` (like curl's `--resolve`): the
+    /// listed names resolve to these addresses and are exempt from the private-address rule.
+    /// Only from the environment variable `OPENMA_UNSAFE_EGRESS_RESOLVE`, never the file.
+    pub unsafe_egress_resolve: Option<String>,
 }
 
 /// Operator overrides of the sandbox limits.
@@ -173,6 +180,7 @@ impl fmt::Debug for Settings {
             .field("providers", &self.providers)
             .field("context_window_tokens", &self.context_window_tokens)
             .field("sandbox", &self.sandbox)
+            .field("unsafe_egress_resolve", &self.unsafe_egress_resolve)
             .field("search_url", &self.search_url)
             .field("root_secret", &self.root_secret.as_ref().map(|_| "[redacted]"))
             .finish()
@@ -203,6 +211,9 @@ pub struct Overrides {
     pub max_file_mb: Option<u64>,
     pub github_url: Option<String>,
     pub sandbox: SandboxLimits,
+    pub sandbox_bridge: Option<PathBuf>,
+    /// Test-only: `OPENMA_UNSAFE_EGRESS_RESOLVE`.
+    pub unsafe_egress_resolve: Option<String>,
 }
 
 impl Settings {
@@ -247,6 +258,8 @@ impl Settings {
                 .map_or(openma_core::files::DEFAULT_MAX_FILE_BYTES, |mb| mb.saturating_mul(1024 * 1024)),
             github_url: o.github_url.or(file.github_url).unwrap_or_else(|| "https://github.com".into()).trim_end_matches('/').to_owned(),
             sandbox: merge_sandbox(o.sandbox, file.sandbox),
+            sandbox_bridge: o.sandbox_bridge,
+            unsafe_egress_resolve: o.unsafe_egress_resolve.filter(|s| !s.trim().is_empty()),
             data_dir,
         })
     }

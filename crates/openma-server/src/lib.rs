@@ -26,6 +26,7 @@ pub mod runtime;
 pub mod secrets;
 pub mod session_files;
 pub mod session_memory;
+pub mod session_network;
 pub mod session_repos;
 pub mod telemetry;
 pub mod tools;

@@ -32,6 +32,9 @@ pub struct Backends {
     pub db: String,
     pub blobs: String,
     pub sandbox: String,
+    /// How sandboxes reach the network: `proxy` (the per-session egress proxy, see
+    /// docs/security.md), with a warning when test-only resolution overrides are set.
+    pub sandbox_egress: String,
 }
 
 /// Liveness and the state of every backend; 503 with a reason when one is down.
@@ -59,7 +62,7 @@ pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
     let healthy = problems.is_empty();
     let body = Health {
         status: if healthy { "ok" } else { "degraded" },
-        backends: Backends { db, blobs, sandbox: app.info.sandbox.clone() },
+        backends: Backends { db, blobs, sandbox: app.info.sandbox.clone(), sandbox_egress: app.info.sandbox_egress.clone() },
         version: env!("CARGO_PKG_VERSION"),
         reason: (!healthy).then(|| problems.join("; ")),
     };

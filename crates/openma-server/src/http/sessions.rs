@@ -76,10 +76,11 @@ pub async fn create_session(
     Ok(Json(app.platform.get_session(&tenant, &session.id).await?))
 }
 
-/// Puts into a new session's sandbox what it names: memory mounts, skills, mounted files
-/// and cloned repositories.
+/// Puts into a new session's sandbox what it names: its network policy, memory mounts,
+/// skills, mounted files and cloned repositories.
 async fn prepare_sandbox(app: &AppState, tenant: &openma_core::TenantId, session: &Session, req: &CreateSessionRequest) -> Result<(), DomainError> {
     let backend = |e: std::io::Error| DomainError::Store(openma_core::StoreError::Backend(e.to_string()));
+    crate::session_network::apply(&app.platform, &app.sandboxes, tenant, session).await?;
     crate::session_memory::prepare(&app.sandboxes, session).map_err(backend)?;
     crate::session_files::install_skills(&app.platform, &app.sandboxes, tenant, session).await?;
     if !session.resources.is_empty() {
@@ -115,6 +116,12 @@ pub async fn update_session(
 ) -> Result<Json<Session>, ApiError> {
     let before = app.platform.get_session(&tenant, &id).await?;
     let after = app.platform.update_session(&tenant, &id, &req).await?;
+    // the agent's MCP servers may be allowed hosts of a limited environment
+    if before.agent.mcp_servers != after.agent.mcp_servers
+        && let Err(e) = crate::session_network::apply(&app.platform, &app.sandboxes, &tenant, &after).await
+    {
+        tracing::warn!(session_id = %id, error = %e, "cannot update the sandbox's network policy");
+    }
     if let Some(payload) = updated_event(&before, &after) {
         app.runtime.session_updated(&tenant, &id, payload);
     }

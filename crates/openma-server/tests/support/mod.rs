@@ -141,6 +141,8 @@ pub async fn spawn_app_custom(
         database_url,
         bootstrap_api_key: Some(KEY.into()),
         root_secret: Some("test-root-secret-0123456789abcdefghijklmnop".into()),
+        // the in-process server's own executable is the test binary: bind the real one
+        sandbox_bridge: Some(env!("CARGO_BIN_EXE_openma").into()),
         model_max_retries: Some(2),
         model_retry_base_ms: Some(20),
         providers: openma_server::config::Providers {

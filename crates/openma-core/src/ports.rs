@@ -296,6 +296,9 @@ pub trait Store: Send + Sync {
     /// Sessions whose last known status is running or rescheduling: after a restart they
     /// are resumed. Deliberately across tenants: this is the recovery scan.
     async fn sessions_to_resume(&self) -> Result<Vec<(TenantId, String)>, StoreError>;
+    /// The tenant of a session, by its id alone. Only for the server's own plumbing that is
+    /// keyed by session (the sandbox's egress proxy); never for answering a caller.
+    async fn session_tenant(&self, session_id: &str) -> Result<Option<TenantId>, StoreError>;
     async fn list_events(&self, tenant: &TenantId, session_id: &str, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
     /// The sequence number of an event, by id.
     async fn event_seq(&self, tenant: &TenantId, session_id: &str, event_id: &str) -> Result<Option<i64>, StoreError>;

@@ -260,6 +260,9 @@ pub(crate) fn shell_command(
             format!("/etc/{name}"),
         ]);
     }
+    if let Some(bundle) = net.and_then(|n| n.ca_bundle.as_ref()) {
+        args.extend(["--ro-bind".into(), path_str(bundle), network::CA_BUNDLE.into()]);
+    }
     for name in HOST_ETC_ALLOWED {
         args.extend([
             "--ro-bind-try".into(),
@@ -341,11 +344,25 @@ pub(crate) fn shell_command(
         ("PAGER", "cat"),
         ("GIT_PAGER", "cat"),
     ]);
-    if net.is_some() {
+    if let Some(net) = net {
         cmd.envs(network::proxy_env());
+        if net.ca_bundle.is_some() {
+            cmd.envs(network::ca_env());
+        }
+    }
+    // the session's own variables (e.g. credential placeholders), never over the ones above
+    for (name, value) in session_env(paths) {
+        if !matches!(name.as_str(), "PATH" | "HOME" | "USER" | "LOGNAME" | "SHELL" | "TMPDIR") && !name.contains("PROXY") && !name.contains("proxy") {
+            cmd.env(name, value);
+        }
     }
     cmd.current_dir("/");
     cmd
+}
+
+/// Variables recorded for a session with [`crate::Sandboxes::set_session_env`].
+pub(crate) fn session_env(paths: &SessionPaths) -> Vec<(String, String)> {
+    std::fs::read(paths.dir.join("env.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
 
 fn path_str(p: &Path) -> String {

@@ -66,6 +66,13 @@ impl Substitution {
     }
 }
 
+/// Where the proxy learns a session's substitutions: looked up for every connection, so a
+/// rotated or archived credential applies at once.
+#[async_trait::async_trait]
+pub trait CredentialSource: Send + Sync + 'static {
+    async fn substitutions(&self, session_id: &str) -> Vec<Substitution>;
+}
+
 /// The substitutions that apply to requests bound for `host`.
 pub fn for_host(subs: &[Substitution], host: &str) -> Vec<Substitution> {
     subs.iter().filter(|s| s.applies_to(host) && (s.header || s.body)).cloned().collect()

@@ -182,6 +182,19 @@ impl Sandboxes {
         Ok(())
     }
 
+    /// Records environment variables for the session's shell (from its next start on), e.g.
+    /// the placeholders of its credentials. Names must be plain identifiers.
+    pub fn set_session_env(&self, session_id: &str, vars: &[(String, String)]) -> io::Result<()> {
+        let session = self.inner.session(session_id).map_err(io::Error::other)?;
+        let ok = |n: &str| !n.is_empty() && !n.starts_with(|c: char| c.is_ascii_digit()) && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if let Some((bad, _)) = vars.iter().find(|(n, v)| !ok(n) || v.contains('\0')) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("`{bad}` cannot be an environment variable")));
+        }
+        let tmp = session.paths.dir.join(".env.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(vars).map_err(io::Error::other)?)?;
+        std::fs::rename(&tmp, session.paths.dir.join("env.json"))
+    }
+
     /// The session's egress policy ([`EgressPolicy::None`] when it has none).
     pub fn egress_policy(&self, session_id: &str) -> EgressPolicy {
         match self.inner.session(session_id) {

@@ -209,7 +209,20 @@ fn sandbox_net(inner: &Inner, session: &SessionBox) -> Result<Option<crate::netw
     let policy = session.egress.clone();
     let proxy = crate::network::proxy::EgressProxy::start(&session.paths.egress, session.uid, &session_id, policy, settings)
         .map_err(|e| format!("cannot start the egress proxy: {e}"))?;
-    Ok(Some(crate::network::SandboxNet { proxy, bridge: settings.bridge.clone(), socket_dir: session.paths.egress.clone() }))
+    let ca_bundle = match &settings.ca {
+        Some(ca) => {
+            let mut bundle = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
+            if !bundle.is_empty() && !bundle.ends_with('\n') {
+                bundle.push('\n');
+            }
+            bundle.push_str(ca.cert_pem());
+            let path = session.paths.etc.join("openma-ca-bundle.pem");
+            std::fs::create_dir_all(&session.paths.etc).and_then(|_| std::fs::write(&path, bundle)).map_err(|e| format!("cannot write the sandbox's CA bundle: {e}"))?;
+            Some(path)
+        }
+        None => None,
+    };
+    Ok(Some(crate::network::SandboxNet { proxy, bridge: settings.bridge.clone(), socket_dir: session.paths.egress.clone(), ca_bundle }))
 }
 
 async fn bash(inner: &Inner, session: &SessionBox, input: BashInput) -> ToolOutput {

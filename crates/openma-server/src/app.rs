@@ -206,6 +206,17 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
              even private or loopback ones. For tests only; never set it in production"
         );
     }
+    // credential substitution at egress: a CA of this deployment, trusted only by sandboxes
+    let ca = openma_sandbox::intercept::EgressCa::load_or_create(&settings.data_dir.join("egress-ca"))
+        .context("cannot open the sandbox egress CA")?;
+    sandbox_config.egress.ca = Some(Arc::new(ca));
+    sandbox_config.egress.credentials = Some(Arc::new(crate::session_network::EgressCredentials { platform: platform.clone() }));
+    let mut extra_roots = Vec::new();
+    if let Some(path) = &settings.unsafe_egress_upstream_ca {
+        extra_roots.push(std::fs::read_to_string(path).with_context(|| format!("OPENMA_UNSAFE_EGRESS_UPSTREAM_CA {}", path.display()))?);
+        tracing::warn!(path = %path.display(), "OPENMA_UNSAFE_EGRESS_UPSTREAM_CA is set: intercepted egress trusts an extra CA. For tests only");
+    }
+    sandbox_config.egress.upstream_roots = Some(openma_sandbox::intercept::upstream_roots(&extra_roots));
     let sandboxes = openma_sandbox::Sandboxes::new(sandbox_config);
     // memory stores mounted into a session are synced around every sandbox tool call
     let memory_sync = Arc::new(crate::session_memory::MemorySync::new(platform.clone(), sandboxes.clone()));

@@ -243,6 +243,7 @@ fn settings(global: &GlobalArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Se
         sandbox_bridge: None,
         // test-only (sandbox egress to fake "outside" servers on loopback): never set it in production
         unsafe_egress_resolve: std::env::var("OPENMA_UNSAFE_EGRESS_RESOLVE").ok(),
+        unsafe_egress_upstream_ca: std::env::var_os("OPENMA_UNSAFE_EGRESS_UPSTREAM_CA").map(PathBuf::from),
         sandbox: crate::config::SandboxLimits {
             memory_mb: serve.and_then(|s| s.sandbox_memory_mb),
             processes: serve.and_then(|s| s.sandbox_processes),

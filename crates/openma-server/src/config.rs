@@ -96,6 +96,10 @@ pub struct Settings {
     /// listed names resolve to these addresses and are exempt from the private-address rule.
     /// Only from the environment variable `OPENMA_UNSAFE_EGRESS_RESOLVE`, never the file.
     pub unsafe_egress_resolve: Option<String>,
+    /// Test-only: PEM file of an extra CA that upstream servers of intercepted (credential
+    /// substitution) HTTPS requests may be signed by. Only from
+    /// `OPENMA_UNSAFE_EGRESS_UPSTREAM_CA`, never the file.
+    pub unsafe_egress_upstream_ca: Option<PathBuf>,
 }
 
 /// Operator overrides of the sandbox limits.
@@ -181,6 +185,7 @@ impl fmt::Debug for Settings {
             .field("context_window_tokens", &self.context_window_tokens)
             .field("sandbox", &self.sandbox)
             .field("unsafe_egress_resolve", &self.unsafe_egress_resolve)
+            .field("unsafe_egress_upstream_ca", &self.unsafe_egress_upstream_ca)
             .field("search_url", &self.search_url)
             .field("root_secret", &self.root_secret.as_ref().map(|_| "[redacted]"))
             .finish()
@@ -214,6 +219,8 @@ pub struct Overrides {
     pub sandbox_bridge: Option<PathBuf>,
     /// Test-only: `OPENMA_UNSAFE_EGRESS_RESOLVE`.
     pub unsafe_egress_resolve: Option<String>,
+    /// Test-only: `OPENMA_UNSAFE_EGRESS_UPSTREAM_CA`.
+    pub unsafe_egress_upstream_ca: Option<PathBuf>,
 }
 
 impl Settings {
@@ -260,6 +267,7 @@ impl Settings {
             sandbox: merge_sandbox(o.sandbox, file.sandbox),
             sandbox_bridge: o.sandbox_bridge,
             unsafe_egress_resolve: o.unsafe_egress_resolve.filter(|s| !s.trim().is_empty()),
+            unsafe_egress_upstream_ca: o.unsafe_egress_upstream_ca,
             data_dir,
         })
     }

@@ -3,7 +3,11 @@
 //! into the sandbox's [`EgressPolicy`], which the sandbox crate enforces (and persists, so a
 //! sandbox restarted later gets the same policy).
 
+use openma_core::ports::{ListQuery, Order, Position, TimeRange};
+use openma_core::vaults::StoredCredential;
 use openma_core::{DomainError, Platform, TenantId};
+use openma_sandbox::intercept::{CredentialSource, Substitution};
+use openma_types::vaults::{CredentialAuth, CredentialNetworking};
 use openma_sandbox::{EgressPolicy, LimitedEgress, Sandboxes};
 use openma_types::agents::McpServer;
 use openma_types::environments::{Environment, EnvironmentConfig, Networking};
@@ -34,12 +38,127 @@ fn mcp_hosts(servers: &[McpServer]) -> Vec<String> {
 }
 
 /// Records the session's egress policy with its sandbox (at create, and when its agent's MCP
-/// servers change).
+/// servers change), and the placeholders its shell sees for the `environment_variable`
+/// credentials of its vaults.
 pub async fn apply(platform: &Platform, sandboxes: &Sandboxes, tenant: &TenantId, session: &Session) -> Result<(), DomainError> {
     let environment = platform.get_environment(tenant, &session.environment_id).await?;
-    sandboxes
-        .set_egress_policy(&session.id, &egress_policy(&environment, &session.agent))
-        .map_err(|e| DomainError::Store(openma_core::StoreError::Backend(format!("cannot record the sandbox's network policy: {e}"))))
+    let backend = |what: &str, e: std::io::Error| DomainError::Store(openma_core::StoreError::Backend(format!("cannot record the sandbox's {what}: {e}")));
+    sandboxes.set_egress_policy(&session.id, &egress_policy(&environment, &session.agent)).map_err(|e| backend("network policy", e))?;
+    let vars: Vec<(String, String)> = env_credentials(platform, tenant, session)
+        .await?
+        .into_iter()
+        .map(|c| {
+            let name = match &c.credential.auth {
+                CredentialAuth::EnvironmentVariable { secret_name, .. } => secret_name.clone(),
+                _ => String::new(),
+            };
+            (name, placeholder(&session.id, &c.credential.id))
+        })
+        .collect();
+    sandboxes.set_session_env(&session.id, &vars).map_err(|e| backend("environment", e))
+}
+
+/// The session's `environment_variable` credentials whose `allowed_hosts` name a host the
+/// environment's network policy does not permit: `(vault_id, credential_id, why)`.
+pub async fn unreachable_credentials(platform: &Platform, tenant: &TenantId, session: &Session) -> Result<Vec<(String, String, String)>, DomainError> {
+    if session.vault_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let environment = platform.get_environment(tenant, &session.environment_id).await?;
+    let policy = egress_policy(&environment, &session.agent);
+    let mut out = Vec::new();
+    for c in env_credentials(platform, tenant, session).await? {
+        let CredentialAuth::EnvironmentVariable { secret_name, networking: CredentialNetworking::Limited { allowed_hosts }, .. } = &c.credential.auth else {
+            continue;
+        };
+        let refused: Vec<String> = allowed_hosts
+            .iter()
+            .filter(|h| policy.check_host(h.trim_start_matches("*.")).is_err())
+            .cloned()
+            .collect();
+        if !refused.is_empty() {
+            out.push((
+                c.credential.vault_id.clone(),
+                c.credential.id.clone(),
+                format!("credential `{secret_name}` may be sent to {}, which the environment's network policy does not permit", refused.join(", ")),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The opaque value a sandbox sees instead of a credential's secret: stable for the pair
+/// (session, credential), so a rotated secret needs no new placeholder, and of no use
+/// outside the egress proxy.
+pub fn placeholder(session_id: &str, credential_id: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("openma-egress-placeholder\0{session_id}\0{credential_id}").as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("openma_placeholder_{hex}")
+}
+
+/// The active `environment_variable` credentials of the session's vaults, the first of each
+/// `secret_name` in the order the session lists its vaults.
+async fn env_credentials(platform: &Platform, tenant: &TenantId, session: &Session) -> Result<Vec<StoredCredential>, DomainError> {
+    let mut out: Vec<StoredCredential> = Vec::new();
+    for vault_id in &session.vault_ids {
+        let mut after = None;
+        loop {
+            let q = ListQuery { limit: 100, order: Order::Asc, after: after.take(), include_archived: false, created: TimeRange::default() };
+            let page = platform.store.list_credentials(tenant, vault_id, &q).await?;
+            for c in &page {
+                if let CredentialAuth::EnvironmentVariable { secret_name, .. } = &c.credential.auth
+                    && c.credential.archived_at.is_none()
+                    && !out.iter().any(|o| matches!(&o.credential.auth, CredentialAuth::EnvironmentVariable { secret_name: n, .. } if n == secret_name))
+                {
+                    out.push(c.clone());
+                }
+            }
+            match page.last() {
+                Some(c) if page.len() == 100 => after = Some(Position { created_at: c.credential.created_at.as_micros(), id: c.credential.id.clone() }),
+                _ => break,
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The secrets of sessions' `environment_variable` credentials, for the egress proxy. Read
+/// from the vaults at every connection: a rotated secret is used at once, an archived one
+/// no more. The plaintext goes only into requests to the credential's allowed hosts.
+pub struct EgressCredentials {
+    pub platform: Platform,
+}
+
+#[async_trait::async_trait]
+impl CredentialSource for EgressCredentials {
+    async fn substitutions(&self, session_id: &str) -> Vec<Substitution> {
+        let found = async {
+            let tenant = self.platform.store.session_tenant(session_id).await.ok()??;
+            let session = self.platform.store.get_session(&tenant, session_id).await.ok()??;
+            let creds = env_credentials(&self.platform, &tenant, &session).await.ok()?;
+            let secrets = self.platform.secrets.as_deref()?;
+            Some(
+                creds
+                    .iter()
+                    .filter_map(|c| {
+                        let CredentialAuth::EnvironmentVariable { networking, injection_location, .. } = &c.credential.auth else { return None };
+                        Some(Substitution {
+                            placeholder: placeholder(session_id, &c.credential.id),
+                            secret: openma_core::vaults::open_secret(secrets, &tenant, c, "secret_value")?,
+                            hosts: match networking {
+                                CredentialNetworking::Unrestricted => None,
+                                CredentialNetworking::Limited { allowed_hosts } => Some(allowed_hosts.clone()),
+                            },
+                            header: injection_location.header,
+                            body: injection_location.body,
+                        })
+                    })
+                    .collect(),
+            )
+        };
+        found.await.unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

@@ -867,6 +867,15 @@ macro_rules! sql_store {
                     .collect()
             }
 
+            async fn session_tenant(&self, session_id: &str) -> Result<Option<TenantId>, openma_core::StoreError> {
+                let row = sqlx::query("SELECT tenant_id FROM sessions WHERE id = $1")
+                    .bind(session_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                row.map(|r| r.try_get::<String, _>("tenant_id").map(TenantId::from_trusted).map_err($crate::backend_error)).transpose()
+            }
+
             async fn sessions_to_resume(&self) -> Result<Vec<(TenantId, String)>, openma_core::StoreError> {
                 let rows = sqlx::query("SELECT tenant_id, id FROM sessions WHERE status IN ('running', 'rescheduling')")
                     .fetch_all(&self.pool)

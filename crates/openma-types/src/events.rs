@@ -131,11 +131,16 @@ pub struct SessionErrorObject {
     /// The MCP server an `mcp_connection_failed_error` or `mcp_authentication_failed_error` is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp_server_name: Option<String>,
+    /// The credential (and its vault) a `credential_host_unreachable_error` is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_id: Option<String>,
 }
 
 impl SessionErrorObject {
     pub fn new(kind: impl Into<String>, message: impl Into<String>, retry_status: RetryStatus) -> Self {
-        SessionErrorObject { kind: kind.into(), message: message.into(), retry_status, mcp_server_name: None }
+        SessionErrorObject { kind: kind.into(), message: message.into(), retry_status, mcp_server_name: None, credential_id: None, vault_id: None }
     }
 }
 

@@ -31,6 +31,24 @@ pub(crate) struct SandboxNet {
     pub bridge: std::path::PathBuf,
     /// Host directory of the proxy's socket.
     pub socket_dir: std::path::PathBuf,
+    /// The CA bundle the sandbox trusts (the host's roots and the egress CA), when the proxy
+    /// may intercept HTTPS to put credentials in; bound at [`CA_BUNDLE`].
+    pub ca_bundle: Option<std::path::PathBuf>,
+}
+
+/// Where a networked sandbox finds its CA bundle.
+pub const CA_BUNDLE: &str = "/etc/openma-ca-bundle.pem";
+
+/// The variables that point common clients at [`CA_BUNDLE`].
+pub(crate) fn ca_env() -> [(&'static str, &'static str); 6] {
+    [
+        ("SSL_CERT_FILE", CA_BUNDLE),
+        ("CURL_CA_BUNDLE", CA_BUNDLE),
+        ("REQUESTS_CA_BUNDLE", CA_BUNDLE),
+        ("PIP_CERT", CA_BUNDLE),
+        ("GIT_SSL_CAINFO", CA_BUNDLE),
+        ("NODE_EXTRA_CA_CERTS", CA_BUNDLE),
+    ]
 }
 
 /// The environment variables that point clients at the bridge.

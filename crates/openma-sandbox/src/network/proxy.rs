@@ -41,8 +41,16 @@ pub struct EgressSettings {
     pub resolve: ResolveOverrides,
     /// Time allowed to resolve and connect to an upstream host.
     pub connect_timeout: Duration,
-    /// A seam on the plain-HTTP request path (e.g. credential substitution later).
+    /// A seam on the plain-HTTP request path.
     pub hook: Option<Arc<dyn EgressHook>>,
+    /// Credential substitution: where the secrets of a session come from.
+    pub credentials: Option<Arc<dyn crate::intercept::CredentialSource>>,
+    /// The CA whose certificates let the proxy read HTTPS to hosts that get a secret; the
+    /// sandboxes of networked sessions trust it (`/etc/openma-ca-bundle.pem`).
+    pub ca: Option<Arc<crate::intercept::EgressCa>>,
+    /// Roots that upstream servers of intercepted HTTPS are verified against (None: the
+    /// host's system roots).
+    pub upstream_roots: Option<Arc<rustls::RootCertStore>>,
 }
 
 impl Default for EgressSettings {
@@ -52,6 +60,9 @@ impl Default for EgressSettings {
             resolve: ResolveOverrides::default(),
             connect_timeout: Duration::from_secs(10),
             hook: None,
+            credentials: None,
+            ca: None,
+            upstream_roots: None,
         }
     }
 }
@@ -63,6 +74,8 @@ impl std::fmt::Debug for EgressSettings {
             .field("resolve", &self.resolve)
             .field("connect_timeout", &self.connect_timeout)
             .field("hook", &self.hook.as_ref().map(|_| "set"))
+            .field("credentials", &self.credentials.as_ref().map(|_| "set"))
+            .field("ca", &self.ca.as_ref().map(|_| "set"))
             .finish()
     }
 }
@@ -206,7 +219,16 @@ async fn handle(mut client: UnixStream, ctx: &Ctx) {
             Ok(u) => u,
             Err(e) => return refuse(&mut client, ctx, e).await,
         };
+        let subs = substitutions(ctx, &host).await;
         if client.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n").await.is_err() {
+            return;
+        }
+        if let Some(ca) = ctx.settings.ca.as_ref().filter(|_| !subs.is_empty() && rest.is_empty()) {
+            // a credential may go to this host: read the requests to put it in
+            let roots = ctx.settings.upstream_roots.clone().unwrap_or_else(|| crate::intercept::upstream_roots(&[]));
+            if let Err(e) = crate::intercept::intercept(client, &host, upstream, ca, roots, subs).await {
+                tracing::info!(session_id = %ctx.session_id, host = %host, error = %e, "intercepted egress connection ended with an error");
+            }
             return;
         }
         if !rest.is_empty() && upstream.write_all(&rest).await.is_err() {
@@ -229,6 +251,7 @@ async fn handle(mut client: UnixStream, ctx: &Ctx) {
         Ok(u) => u,
         Err(e) => return refuse(&mut client, ctx, e).await,
     };
+    crate::intercept::substitute_headers(&mut request.headers, &substitutions(ctx, &host).await);
     if let Some(hook) = &ctx.settings.hook {
         hook.on_http_request(&ctx.session_id, &EgressTarget { host, port }, &mut request);
     }
@@ -247,6 +270,14 @@ async fn handle(mut client: UnixStream, ctx: &Ctx) {
         return;
     }
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+/// The session's credential substitutions bound for `host` (none without a source).
+async fn substitutions(ctx: &Ctx, host: &str) -> Vec<crate::intercept::Substitution> {
+    match &ctx.settings.credentials {
+        Some(source) => crate::intercept::for_host(&source.substitutions(&ctx.session_id).await, host),
+        None => Vec::new(),
+    }
 }
 
 /// The client's headers minus the hop-by-hop ones (and those its `Connection` names), with

@@ -641,6 +641,7 @@ impl Actor {
         if let Raced::Interrupted(i) = self.connect_mcp().await? {
             return self.interrupted(i, Vec::new()).await;
         }
+        self.check_credential_hosts().await?;
         loop {
             // input that arrived during the last step is part of this turn: the model answers it
             let new_input = !self.queue.is_empty();
@@ -890,6 +891,43 @@ impl Actor {
             }
             Raced::Interrupted(i) => Ok(Raced::Interrupted(i)),
         }
+    }
+
+    /// Reports, once per session, each `environment_variable` credential whose allowed hosts
+    /// the environment's network policy does not permit (the secret could never be used).
+    async fn check_credential_hosts(&mut self) -> Result<(), DomainError> {
+        if self.session.vault_ids.is_empty() {
+            return Ok(());
+        }
+        let unreachable = match crate::session_network::unreachable_credentials(&self.rt.platform, &self.tenant, &self.session).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(session_id = %self.session.id, error = %e, "cannot check the session's credentials against its network policy");
+                return Ok(());
+            }
+        };
+        let reported: BTreeSet<&str> = self
+            .log
+            .iter()
+            .filter_map(|e| match &e.event.payload {
+                EventPayload::SessionError { error } if error.kind == "credential_host_unreachable_error" => error.credential_id.as_deref(),
+                _ => None,
+            })
+            .collect();
+        let errors: Vec<EventPayload> = unreachable
+            .into_iter()
+            .filter(|(_, id, _)| !reported.contains(id.as_str()))
+            .map(|(vault_id, credential_id, message)| {
+                let mut error = SessionErrorObject::new("credential_host_unreachable_error", message, RetryStatus::Exhausted);
+                error.credential_id = Some(credential_id);
+                error.vault_id = Some(vault_id);
+                EventPayload::SessionError { error }
+            })
+            .collect();
+        if !errors.is_empty() {
+            self.emit(errors, None).await?;
+        }
+        Ok(())
     }
 
     /// Connects the agent's MCP servers at the start of a turn (a server that failed

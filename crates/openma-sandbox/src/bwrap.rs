@@ -190,11 +190,13 @@ fn system_dir(args: &mut Vec<String>, path: &str) {
 }
 
 /// The full command: `setpriv` (session uid) → `nice` → `bwrap` → `prlimit` → `bash`, each
-/// exec'ing the next (the spawned pid is bwrap's).
+/// exec'ing the next (the spawned pid is bwrap's). `layer`, the host directory of the
+/// environment's package layer, is bound read-only at [`crate::packages::MOUNT`].
 pub(crate) fn shell_command(
     paths: &SessionPaths,
     uid: Option<u32>,
     limits: &Limits,
+    layer: Option<&Path>,
 ) -> tokio::process::Command {
     let mut args: Vec<String> = Vec::new();
     let nice = limits.nice.min(19).to_string();
@@ -278,6 +280,9 @@ pub(crate) fn shell_command(
             format!("/mnt/memory/{}", m.slug),
         ]);
     }
+    if let Some(layer) = layer {
+        args.extend(["--ro-bind".into(), path_str(layer), crate::packages::MOUNT.into()]);
+    }
     args.extend(["--remount-ro", "/", "--chdir", "/workspace", "--"].map(String::from));
     args.push(PRLIMIT.into());
     args.extend([
@@ -307,6 +312,9 @@ pub(crate) fn shell_command(
         ("PAGER", "cat"),
         ("GIT_PAGER", "cat"),
     ]);
+    if layer.is_some() {
+        cmd.envs(crate::packages::layer_env());
+    }
     cmd.current_dir("/");
     cmd
 }

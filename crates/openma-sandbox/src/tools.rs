@@ -200,7 +200,8 @@ impl Drop for InterruptGuard<'_> {
 const RESET: &str = "its working directory and environment variables are reset";
 
 async fn bash(inner: &Inner, session: &SessionBox, input: BashInput) -> ToolOutput {
-    let limits = &inner.config.limits;
+    let environment = crate::SessionEnvironment::of(&session.paths);
+    let limits = &environment.limits.applied_to(&inner.config.limits);
     let limit = match input.timeout_ms {
         Some(ms) if ms > 0 => Duration::from_millis(ms as u64).min(limits.max_timeout),
         _ => limits.default_timeout,
@@ -239,8 +240,16 @@ async fn bash(inner: &Inner, session: &SessionBox, input: BashInput) -> ToolOutp
         }
     }
     if slot.is_none() {
+        let layer = if environment.packages.is_empty() {
+            None
+        } else {
+            match inner.layers.wait_ready(&environment.packages, inner.config.layer_wait).await {
+                Ok(root) => Some(root),
+                Err(e) => return ToolOutput::error(format!("The sandbox could not be started: {e}")),
+            }
+        };
         let reason = session.take_lost_reason();
-        match Shell::start(&inner.config.root, &session.paths, session.uid, limits).await {
+        match Shell::start(&inner.config.root, &session.paths, session.uid, limits, layer.as_deref()).await {
             Ok(shell) => {
                 session.set_running(Some(&shell));
                 *slot = Some(shell);

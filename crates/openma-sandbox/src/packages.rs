@@ -50,10 +50,12 @@ const NPM: &str = "/usr/bin/npm";
 /// Output of one command kept for parsing (apt's simulation).
 const CAPTURE_CAP: usize = 4 << 20;
 const BUILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Settings of the operator's that the managers need to reach their registries.
+/// Settings of the operator's that the managers need to reach their registries (proxies,
+/// mirrors, a TLS-inspecting proxy's CA bundle); nothing else of the server's environment.
 const PASSED_ENV: &[&str] = &[
     "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "PIP_INDEX_URL",
-    "PIP_EXTRA_INDEX_URL", "npm_config_registry",
+    "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "PIP_CERT", "PIP_DEFAULT_TIMEOUT", "npm_config_registry", "npm_config_cafile",
+    "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
 ];
 
 /// The packages of an environment that the layer builder installs, normalised (sorted, without

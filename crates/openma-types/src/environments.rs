@@ -155,6 +155,8 @@ pub struct EnvironmentBuild {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
+// parsed once per request, never stored in bulk: the size of `cloud` does not matter
+#[allow(clippy::large_enum_variant)]
 pub enum EnvironmentConfigParams {
     Cloud(CloudConfigParams),
     SelfHosted {},

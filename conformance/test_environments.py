@@ -210,3 +210,20 @@ def test_update_archived_environment_is_rejected_with_environment_archived(clien
 
     assert_error_envelope(ei.value, 400, "invalid_request_error")
     assert ei.value.error_code == "environment_archived", ei.value.body
+
+
+def test_environment_limits_extension_round_trips_through_the_sdk(client, make_env):
+    """openma's `config.limits` extension: the SDK's models keep the extra key, and the
+    environment still parses; it is absent when unset."""
+    env = make_env(config={"type": "cloud", "networking": {"type": "unrestricted"}, "limits": {"open_files": 512}})
+
+    for got in (env, client.beta.environments.retrieve(env.id)):
+        config = dump(got.config)
+        assert config["limits"] == {"open_files": 512}
+        _assert_full_packages(config["packages"])
+    cleared = client.beta.environments.update(env.id, config={"type": "cloud", "limits": None})
+    assert "limits" not in dump(cleared.config) or dump(cleared.config)["limits"] is None
+
+    with pytest.raises(anthropic.BadRequestError) as exc:
+        make_env(config={"type": "cloud", "limits": {"open_files": 10**9}})
+    assert_error_envelope(exc.value, 400)

@@ -2,7 +2,7 @@
 
 use openma_types::environments::{
     CloudConfig, CloudConfigParams, CreateEnvironmentRequest, Environment, EnvironmentConfig,
-    EnvironmentConfigParams, EnvironmentTag, LimitedNetworking, Networking, NetworkingParams, Packages,
+    EnvironmentConfigParams, EnvironmentLimits, EnvironmentTag, LimitedNetworking, Networking, NetworkingParams, Packages,
     PackagesParams, PackagesTag, Scope, UpdateEnvironmentRequest,
 };
 use openma_types::{Metadata, Timestamp};
@@ -17,7 +17,59 @@ pub const PACKAGES_MAX: usize = 256;
 
 /// The configuration of the environment a tenant gets when it names none.
 pub fn default_config() -> EnvironmentConfig {
-    EnvironmentConfig::Cloud(CloudConfig { networking: Networking::Unrestricted, packages: Packages::default() })
+    EnvironmentConfig::Cloud(CloudConfig { networking: Networking::Unrestricted, packages: Packages::default(), limits: None })
+}
+
+/// Whether `spec` (a package name with an optional version or range, in the manager's own
+/// syntax) is one the manager can only read as a registry package: no option (leading
+/// `-`), no path, URL or VCS source, and none of the characters a shell would interpret
+/// (specs are passed to the manager as separate arguments anyway, never through a shell).
+/// pip's comparison operators (`<`, `>`, `!`) are allowed for pip only.
+pub fn valid_package_spec(manager: &str, spec: &str) -> bool {
+    let first_ok = spec.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || (manager == "npm" && c == '@'));
+    let chars_ok = spec.chars().all(|c| {
+        c.is_ascii_alphanumeric()
+            || match manager {
+                // name[:arch][=version|/release]
+                "apt" => matches!(c, '.' | '+' | '-' | ':' | '=' | '~' | '/'),
+                // name[extras] with version specifiers
+                "pip" => matches!(c, '.' | '_' | '-' | '[' | ']' | ',' | '=' | '<' | '>' | '!' | '~' | '*'),
+                // [@scope/]name[@version|range|tag]
+                "npm" => matches!(c, '.' | '_' | '-' | '@' | '/' | '^' | '~' | '*'),
+                _ => matches!(c, '.' | '_' | '-' | '@' | '=' | '/' | ':'),
+            }
+    });
+    // npm reads `user/repo` as a GitHub repository: only `@scope/name` may hold a slash
+    let npm_ok = manager != "npm" || spec.matches('/').count() == usize::from(spec.starts_with('@'));
+    first_ok && chars_ok && npm_ok && !spec.contains("..")
+}
+
+/// The managers whose packages this server installs; the others are refused at create and
+/// update rather than accepted and ignored.
+pub const BUILT_MANAGERS: [&str; 3] = ["apt", "npm", "pip"];
+
+fn resolve_limits(l: &EnvironmentLimits, max: Option<&EnvironmentLimits>) -> DomainResult<Option<EnvironmentLimits>> {
+    let fields = [
+        ("memory_mb", l.memory_mb, max.and_then(|m| m.memory_mb)),
+        ("processes", l.processes, max.and_then(|m| m.processes)),
+        ("open_files", l.open_files, max.and_then(|m| m.open_files)),
+        ("file_size_mb", l.file_size_mb, max.and_then(|m| m.file_size_mb)),
+        ("bash_timeout_max_s", l.bash_timeout_max_s, max.and_then(|m| m.bash_timeout_max_s)),
+    ];
+    for (name, value, cap) in fields {
+        let Some(v) = value else { continue };
+        if v == 0 {
+            return Err(DomainError::invalid(format!("`config.limits.{name}` must be at least 1")));
+        }
+        if let Some(cap) = cap
+            && v > cap
+        {
+            return Err(DomainError::invalid(format!(
+                "`config.limits.{name}` may be at most {cap} (this server's own limit), got {v}"
+            )));
+        }
+    }
+    Ok((!l.is_empty()).then_some(*l))
 }
 
 fn resolve_networking(p: &NetworkingParams, previous: Option<&Networking>) -> DomainResult<Networking> {
@@ -60,11 +112,16 @@ fn resolve_packages(p: &PackagesParams, previous: Option<&Packages>) -> DomainRe
         }
         for spec in &list {
             validate::length(&format!("packages.{manager}[]"), spec, 1, 512)?;
-            if spec.chars().any(|c| c.is_whitespace() || c.is_control()) || spec.starts_with('-') {
+            if !valid_package_spec(manager, spec) {
                 return Err(DomainError::invalid(format!(
-                    "`packages.{manager}` entry `{spec}` must be a package name with an optional version, without spaces or options"
+                    "`packages.{manager}` entry `{spec}` must be a registry package name with an optional version, without spaces, options, paths, URLs or shell characters"
                 )));
             }
+        }
+        if !list.is_empty() && !BUILT_MANAGERS.contains(&manager) {
+            return Err(DomainError::unsupported(format!(
+                "installing `packages.{manager}` (this server installs apt, npm and pip packages)"
+            )));
         }
         Ok(list)
     };
@@ -79,8 +136,9 @@ fn resolve_packages(p: &PackagesParams, previous: Option<&Packages>) -> DomainRe
     })
 }
 
-/// Resolves a `cloud` configuration, keeping `previous` values for omitted keys.
-fn resolve_cloud(p: &CloudConfigParams, previous: Option<&CloudConfig>) -> DomainResult<CloudConfig> {
+/// Resolves a `cloud` configuration, keeping `previous` values for omitted keys. `max`
+/// bounds the limits (the server's own).
+fn resolve_cloud(p: &CloudConfigParams, previous: Option<&CloudConfig>, max: Option<&EnvironmentLimits>) -> DomainResult<CloudConfig> {
     let networking = match &p.networking {
         Some(Some(n)) => resolve_networking(n, previous.map(|c| &c.networking))?,
         Some(None) => Networking::Unrestricted,
@@ -99,10 +157,19 @@ fn resolve_cloud(p: &CloudConfigParams, previous: Option<&CloudConfig>) -> Domai
             "`packages` under `limited` networking requires `networking.allow_package_managers: true`",
         ));
     }
-    Ok(CloudConfig { networking, packages })
+    let limits = match &p.limits {
+        Some(Some(l)) => resolve_limits(l, max)?,
+        Some(None) => None,
+        None => previous.and_then(|c| c.limits),
+    };
+    Ok(CloudConfig { networking, packages, limits })
 }
 
-fn resolve_config(p: &EnvironmentConfigParams, previous: Option<&EnvironmentConfig>) -> DomainResult<EnvironmentConfig> {
+fn resolve_config(
+    p: &EnvironmentConfigParams,
+    previous: Option<&EnvironmentConfig>,
+    max: Option<&EnvironmentLimits>,
+) -> DomainResult<EnvironmentConfig> {
     match p {
         EnvironmentConfigParams::SelfHosted {} => {
             if previous.is_some() {
@@ -115,7 +182,7 @@ fn resolve_config(p: &EnvironmentConfigParams, previous: Option<&EnvironmentConf
         }
         EnvironmentConfigParams::Cloud(c) => {
             let prev = previous.map(|EnvironmentConfig::Cloud(c)| c);
-            Ok(EnvironmentConfig::Cloud(resolve_cloud(c, prev)?))
+            Ok(EnvironmentConfig::Cloud(resolve_cloud(c, prev, max)?))
         }
     }
 }
@@ -135,9 +202,15 @@ fn check(env: &Environment) -> DomainResult<()> {
     validate::metadata(&env.metadata)
 }
 
-pub fn new_environment(req: &CreateEnvironmentRequest, id: String, now: Timestamp) -> DomainResult<Environment> {
+/// A new environment; `max` bounds its `config.limits` (the server's own limits).
+pub fn new_environment(
+    req: &CreateEnvironmentRequest,
+    id: String,
+    now: Timestamp,
+    max: Option<&EnvironmentLimits>,
+) -> DomainResult<Environment> {
     let config = match &req.config {
-        Some(c) => resolve_config(c, None)?,
+        Some(c) => resolve_config(c, None, max)?,
         None => default_config(),
     };
     let env = Environment {
@@ -157,7 +230,12 @@ pub fn new_environment(req: &CreateEnvironmentRequest, id: String, now: Timestam
 }
 
 /// Applies an update. Archived environments are read-only.
-pub fn apply_update(current: &Environment, req: &UpdateEnvironmentRequest, now: Timestamp) -> DomainResult<Environment> {
+pub fn apply_update(
+    current: &Environment,
+    req: &UpdateEnvironmentRequest,
+    now: Timestamp,
+    max: Option<&EnvironmentLimits>,
+) -> DomainResult<Environment> {
     if current.archived_at.is_some() {
         return Err(DomainError::invalid_code("environment_archived", "archived environments cannot be updated"));
     }
@@ -171,7 +249,7 @@ pub fn apply_update(current: &Environment, req: &UpdateEnvironmentRequest, now: 
         env.description = d.clone();
     }
     if let Some(Some(c)) = &req.config {
-        env.config = resolve_config(c, Some(&current.config))?;
+        env.config = resolve_config(c, Some(&current.config), max)?;
     }
     if let Some(s) = &req.scope {
         env.scope = Some(check_scope(*s)?.unwrap_or(Scope::Organization));
@@ -194,8 +272,57 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const MAX: EnvironmentLimits = EnvironmentLimits {
+        memory_mb: Some(8192),
+        processes: Some(1024),
+        open_files: Some(4096),
+        file_size_mb: Some(4096),
+        bash_timeout_max_s: Some(600),
+    };
+
+    #[test]
+    fn package_specs_are_registry_names_never_options_paths_or_shell() {
+        for (m, ok) in [("pip", "six"), ("pip", "requests[socks]>=2.31,<3"), ("pip", "numpy==1.26.*"), ("npm", "is-number"),
+            ("npm", "@types/node@^20.1"), ("apt", "hello"), ("apt", "libc6:amd64=2.36-9"), ("apt", "git/bookworm-backports")]
+        {
+            assert!(valid_package_spec(m, ok), "{m} {ok}");
+        }
+        for (m, bad) in [("pip", "-r"), ("pip", "--index-url=x"), ("pip", "six; rm -rf /"), ("pip", "git+https://x/y"),
+            ("pip", "./local"), ("npm", "user/repo"), ("npm", "file:../x"), ("npm", "a$(id)"), ("apt", "hello`id`"),
+            ("apt", "../x.deb"), ("npm", "@scope/../../x"), ("pip", "a|b"), ("apt", "a&b"), ("pip", "")]
+        {
+            assert!(!valid_package_spec(m, bad), "{m} {bad}");
+        }
+    }
+
+    #[test]
+    fn unbuilt_managers_are_refused_not_ignored() {
+        for m in ["cargo", "gem", "go"] {
+            let err = create(json!({"name": "e", "config": {"type": "cloud", "packages": {m: ["x"]}}})).unwrap_err();
+            assert!(matches!(err, DomainError::Invalid { code: Some("unsupported_feature"), .. }), "{m}: {err}");
+        }
+        assert!(create(json!({"name": "e", "config": {"type": "cloud", "packages": {"apt": ["hello"], "npm": ["is-number"], "pip": ["six"]}}})).is_ok());
+    }
+
+    #[test]
+    fn limits_are_bounded_by_the_servers_and_shown_only_when_set() {
+        let e = create(json!({"name": "e"})).unwrap();
+        assert!(serde_json::to_value(&e).unwrap()["config"].get("limits").is_none());
+        let e = create(json!({"name": "e", "config": {"type": "cloud", "limits": {"open_files": 256, "bash_timeout_max_s": 30}}})).unwrap();
+        assert_eq!(serde_json::to_value(&e).unwrap()["config"]["limits"], json!({"open_files": 256, "bash_timeout_max_s": 30}));
+        assert!(create(json!({"name": "e", "config": {"type": "cloud", "limits": {"open_files": 5000}}})).is_err());
+        assert!(create(json!({"name": "e", "config": {"type": "cloud", "limits": {"processes": 0}}})).is_err());
+        assert!(serde_json::from_value::<CreateEnvironmentRequest>(json!({"name": "e", "config": {"type": "cloud", "limits": {"cpus": 2}}})).is_err());
+        let keep: UpdateEnvironmentRequest = serde_json::from_value(json!({"config": {"type": "cloud"}})).unwrap();
+        let u = apply_update(&e, &keep, Timestamp::from_micros(1), Some(&MAX)).unwrap();
+        assert_eq!(u.config, e.config, "omitted limits are kept");
+        let clear: UpdateEnvironmentRequest = serde_json::from_value(json!({"config": {"type": "cloud", "limits": null}})).unwrap();
+        let u = apply_update(&e, &clear, Timestamp::from_micros(1), Some(&MAX)).unwrap();
+        assert!(serde_json::to_value(&u).unwrap()["config"].get("limits").is_none());
+    }
+
     fn create(v: serde_json::Value) -> DomainResult<Environment> {
-        new_environment(&serde_json::from_value(v).unwrap(), "env_1".into(), Timestamp::from_micros(0))
+        new_environment(&serde_json::from_value(v).unwrap(), "env_1".into(), Timestamp::from_micros(0), Some(&MAX))
     }
 
     #[test]
@@ -218,10 +345,10 @@ mod tests {
         assert!(e.is_err()); // needs allow_package_managers
         let e = create(json!({"name": "e", "config": {"type": "cloud", "networking": {"type": "limited", "allowed_hosts": ["a.example"], "allow_package_managers": true}, "packages": {"pip": ["x"]}}})).unwrap();
         let to_self: UpdateEnvironmentRequest = serde_json::from_value(json!({"config": {"type": "self_hosted"}})).unwrap();
-        let err = apply_update(&e, &to_self, Timestamp::from_micros(1)).unwrap_err();
+        let err = apply_update(&e, &to_self, Timestamp::from_micros(1), None).unwrap_err();
         assert!(matches!(err, DomainError::Invalid { code: Some("invalid_config_type_change"), .. }));
         let keep: UpdateEnvironmentRequest = serde_json::from_value(json!({"config": {"type": "cloud", "networking": {"type": "limited", "allow_mcp_servers": true}}})).unwrap();
-        let u = apply_update(&e, &keep, Timestamp::from_micros(1)).unwrap();
+        let u = apply_update(&e, &keep, Timestamp::from_micros(1), None).unwrap();
         let EnvironmentConfig::Cloud(c) = &u.config;
         assert_eq!(c.packages.pip, vec!["x".to_string()]);
         let Networking::Limited(l) = &c.networking else { panic!() };

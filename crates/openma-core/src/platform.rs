@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use openma_types::Timestamp;
 use openma_types::agents::{Agent, CreateAgentRequest, UpdateAgentRequest};
-use openma_types::environments::{CreateEnvironmentRequest, Environment, EnvironmentConfig, UpdateEnvironmentRequest};
+use openma_types::environments::{CreateEnvironmentRequest, Environment, EnvironmentLimits, UpdateEnvironmentRequest};
 use openma_types::sessions::{CreateSessionRequest, Session, SessionStatus, SessionUsage, UpdateSessionRequest};
 
 use crate::error::{DomainError, DomainResult, StoreError};
@@ -46,6 +46,9 @@ pub struct Platform {
     pub secrets: Option<Arc<crate::secrets::SecretBox>>,
     /// File contents; set by the server (files are refused without one).
     pub blobs: Option<Arc<dyn crate::ports::BlobStore>>,
+    /// The sandbox limits of this server: an environment's `config.limits` may not exceed
+    /// them. None: unbounded (no sandbox configured).
+    pub sandbox_limits: Option<EnvironmentLimits>,
 }
 
 pub(crate) fn position_of(created_at: Timestamp, id: &str) -> Position {
@@ -54,7 +57,7 @@ pub(crate) fn position_of(created_at: Timestamp, id: &str) -> Position {
 
 impl Platform {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ids: Arc<dyn IdGen>) -> Self {
-        Platform { store, clock, ids, capabilities: Capabilities::default(), secrets: None, blobs: None }
+        Platform { store, clock, ids, capabilities: Capabilities::default(), secrets: None, blobs: None, sandbox_limits: None }
     }
 
     pub(crate) fn now(&self) -> Timestamp {
@@ -308,7 +311,7 @@ impl Platform {
     // ---- environments --------------------------------------------------------------
 
     pub async fn create_environment(&self, tenant: &TenantId, req: &CreateEnvironmentRequest) -> DomainResult<Environment> {
-        let env = environments::new_environment(req, self.ids.new_id("env"), self.now())?;
+        let env = environments::new_environment(req, self.ids.new_id("env"), self.now(), self.sandbox_limits.as_ref())?;
         self.store.insert_environment(tenant, &env, false).await?;
         self.announce_quietly(tenant, "environment.created", &env.id).await;
         Ok(env)
@@ -335,7 +338,7 @@ impl Platform {
                 metadata: None,
                 scope: None,
             };
-            let env = environments::new_environment(&req, self.ids.new_id("env"), self.now())?;
+            let env = environments::new_environment(&req, self.ids.new_id("env"), self.now(), None)?;
             match self.store.insert_environment(tenant, &env, true).await {
                 Ok(()) => return Ok(env),
                 Err(StoreError::Duplicate(_)) => continue,
@@ -354,7 +357,7 @@ impl Platform {
         for _ in 0..UPDATE_ATTEMPTS {
             let current = self.get_environment(tenant, id).await?;
             let now = self.now().strictly_after(current.updated_at);
-            let next = environments::apply_update(&current, req, now)?;
+            let next = environments::apply_update(&current, req, now, self.sandbox_limits.as_ref())?;
             if next == current || self.store.update_environment(tenant, &next, current.updated_at).await? {
                 return Ok(next);
             }
@@ -433,14 +436,6 @@ impl Platform {
                         "environment_archived",
                         format!("environment `{id}` is archived and cannot start sessions"),
                     ));
-                }
-                // Stored for the API's sake, but the sandbox does not install them yet: a
-                // session must not start as if it had them.
-                let EnvironmentConfig::Cloud(cloud) = &env.config;
-                if !cloud.packages.is_empty() {
-                    return Err(DomainError::unsupported(format!(
-                        "installing the `packages` that environment `{id}` lists"
-                    )));
                 }
                 env
             }

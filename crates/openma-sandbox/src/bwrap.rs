@@ -200,12 +200,14 @@ fn system_dir(args: &mut Vec<String>, path: &str) {
 
 /// The full command: `setpriv` (session uid) → `nice` → `bwrap` → `prlimit` → (with
 /// networking: the bridge, which starts its relay and then execs) → `bash`, each exec'ing the
-/// next (the spawned pid is bwrap's).
+/// next (the spawned pid is bwrap's). `layer`, the host directory of the environment's
+/// package layer, is bound read-only at [`crate::packages::MOUNT`].
 pub(crate) fn shell_command(
     paths: &SessionPaths,
     uid: Option<u32>,
     limits: &Limits,
     net: Option<&SandboxNet>,
+    layer: Option<&Path>,
 ) -> tokio::process::Command {
     let mut args: Vec<String> = Vec::new();
     let nice = limits.nice.min(19).to_string();
@@ -302,6 +304,9 @@ pub(crate) fn shell_command(
             network::SOCKET_DIR.into(),
         ]);
     }
+    if let Some(layer) = layer {
+        args.extend(["--ro-bind".into(), path_str(layer), crate::packages::MOUNT.into()]);
+    }
     args.extend(["--remount-ro", "/", "--chdir", "/workspace", "--"].map(String::from));
     args.push(PRLIMIT.into());
     args.extend([
@@ -349,6 +354,9 @@ pub(crate) fn shell_command(
         if net.ca_bundle.is_some() {
             cmd.envs(network::ca_env());
         }
+    }
+    if layer.is_some() {
+        cmd.envs(crate::packages::layer_env());
     }
     // the session's own variables (e.g. credential placeholders), never over the ones above
     for (name, value) in session_env(paths) {

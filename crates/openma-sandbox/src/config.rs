@@ -21,12 +21,27 @@ pub struct SandboxConfig {
     /// How networked sandboxes reach the outside: the bridge executable, the proxy's
     /// connect timeout, test-only resolution overrides, the request hook.
     pub egress: crate::network::EgressSettings,
+    /// Host directory of the cached package layers (`<layers>/<hash>/root`), built once per
+    /// distinct package set and bound read-only into sandboxes. Default: `layers` beside `root`.
+    pub layers: PathBuf,
+    /// A package layer build taking longer than this fails.
+    pub build_timeout: Duration,
+    /// How long a sandbox start waits for its environment's layer to be built.
+    pub layer_wait: Duration,
 }
 
 impl SandboxConfig {
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root: PathBuf = root.into();
+        let layers = match root.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.join("layers"),
+            _ => root.join(".layers"),
+        };
         SandboxConfig {
-            root: root.into(),
+            root,
+            layers,
+            build_timeout: Duration::from_secs(600),
+            layer_wait: Duration::from_secs(900),
             limits: Limits::default(),
             idle_timeout: Duration::from_secs(30 * 60),
             uid_base: 200_000,
@@ -75,5 +90,54 @@ impl Default for Limits {
             max_timeout: Duration::from_secs(600),
             output_chars: 100_000,
         }
+    }
+}
+
+/// An environment's own limits (openma's `config.limits`): each set field lowers the server's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LimitOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_files: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_size_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bash_timeout_max_s: Option<u64>,
+}
+
+impl LimitOverrides {
+    /// `server`'s limits lowered by these (never raised: the server's stay the ceiling).
+    pub fn applied_to(&self, server: &Limits) -> Limits {
+        let mut l = server.clone();
+        let low = |cur: u64, v: Option<u64>| v.map_or(cur, |v| v.max(1).min(cur));
+        l.memory_bytes = low(l.memory_bytes, self.memory_mb.map(|v| v.saturating_mul(1 << 20)));
+        l.processes = low(l.processes, self.processes);
+        l.open_files = low(l.open_files, self.open_files);
+        l.file_size_bytes = low(l.file_size_bytes, self.file_size_mb.map(|v| v.saturating_mul(1 << 20)));
+        if let Some(s) = self.bash_timeout_max_s {
+            l.max_timeout = l.max_timeout.min(Duration::from_secs(s.max(1)));
+            l.default_timeout = l.default_timeout.min(l.max_timeout);
+        }
+        l
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_limits_lower_the_servers_and_never_raise_them() {
+        let server = Limits::default();
+        let o = LimitOverrides { open_files: Some(256), bash_timeout_max_s: Some(30), memory_mb: Some(1 << 40), ..Default::default() };
+        let l = o.applied_to(&server);
+        assert_eq!(l.open_files, 256);
+        assert_eq!(l.max_timeout, Duration::from_secs(30));
+        assert_eq!(l.default_timeout, Duration::from_secs(30));
+        assert_eq!(l.memory_bytes, server.memory_bytes);
+        assert_eq!(l.processes, server.processes);
     }
 }

@@ -26,6 +26,7 @@ pub mod intercept;
 mod mounts;
 pub mod network;
 mod output;
+mod packages;
 mod paths;
 mod procs;
 mod shell;
@@ -36,9 +37,10 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-pub use config::{Limits, SandboxConfig};
+pub use config::{LimitOverrides, Limits, SandboxConfig};
 pub use mounts::{MemoryMount, OutputFile};
 pub use network::{EgressHook, EgressPolicy, EgressSettings, LimitedEgress, ResolveOverrides};
+pub use packages::{LayerState, LayerStatus, Layers, PackageSet};
 
 use bwrap::SessionPaths;
 use procs::ProcId;
@@ -55,6 +57,30 @@ pub(crate) struct Inner {
     /// Root may switch to per-session uids; otherwise sandboxes run as our own uid.
     as_root: bool,
     sessions: Mutex<HashMap<String, Arc<SessionBox>>>,
+    layers: Layers,
+}
+
+/// What a session takes from its environment when it is created (later changes to the
+/// environment do not reach it): its packages and limits. Kept in the session's host dir, so
+/// the choice survives restarts and idle reaping.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionEnvironment {
+    #[serde(default)]
+    pub packages: PackageSet,
+    #[serde(default)]
+    pub limits: LimitOverrides,
+}
+
+const ENVIRONMENT_MANIFEST: &str = "environment.json";
+
+impl SessionEnvironment {
+    /// The session's recorded environment (the default when it has none).
+    pub(crate) fn of(paths: &SessionPaths) -> SessionEnvironment {
+        std::fs::read(paths.dir.join(ENVIRONMENT_MANIFEST))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// One session's sandbox.
@@ -123,13 +149,37 @@ impl Sandboxes {
         if let Ok(abs) = std::path::absolute(&config.root) {
             config.root = abs;
         }
+        if let Ok(abs) = std::path::absolute(&config.layers) {
+            config.layers = abs;
+        }
+        let layers = Layers::new(config.layers.clone(), config.build_timeout);
         Sandboxes {
             inner: Arc::new(Inner {
                 config,
                 as_root: bwrap::running_as_root(),
                 sessions: Mutex::new(HashMap::new()),
+                layers,
             }),
         }
+    }
+
+    /// The cached package layers.
+    pub fn layers(&self) -> &Layers {
+        &self.inner.layers
+    }
+
+    /// Records what the session takes from its environment (packages, limits); its sandbox
+    /// uses them from its next start. Call it before the session's first tool call.
+    pub fn set_environment(&self, session_id: &str, env: &SessionEnvironment) -> io::Result<()> {
+        let session = self.inner.session(session_id).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let path = session.paths.dir.join(ENVIRONMENT_MANIFEST);
+        if *env == SessionEnvironment::default() {
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        }
+        std::fs::write(path, serde_json::to_vec(env).map_err(io::Error::other)?)
     }
 
     /// Whether this host can run sandboxes: `Ok("bubblewrap 0.8.0")`, or what to install.

@@ -67,13 +67,14 @@ impl Shell {
         uid: Option<u32>,
         limits: &Limits,
         net: Option<SandboxNet>,
+        layer: Option<&Path>,
     ) -> Result<Shell, String> {
         bwrap::prepare_dirs(root, paths, uid)
             .map_err(|e| format!("cannot prepare the workspace: {e}"))?;
         let passwd_uid = uid.unwrap_or_else(|| rustix::process::geteuid().as_raw());
         bwrap::write_etc(paths, passwd_uid)
             .map_err(|e| format!("cannot write the sandbox's /etc: {e}"))?;
-        let mut cmd = bwrap::shell_command(paths, uid, limits, net.as_ref());
+        let mut cmd = bwrap::shell_command(paths, uid, limits, net.as_ref(), layer);
         let networked = net.is_some();
         let (reader, writer) = std::io::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
         let writer2 = writer

@@ -226,7 +226,8 @@ fn sandbox_net(inner: &Inner, session: &SessionBox) -> Result<Option<crate::netw
 }
 
 async fn bash(inner: &Inner, session: &SessionBox, input: BashInput) -> ToolOutput {
-    let limits = &inner.config.limits;
+    let environment = crate::SessionEnvironment::of(&session.paths);
+    let limits = &environment.limits.applied_to(&inner.config.limits);
     let limit = match input.timeout_ms {
         Some(ms) if ms > 0 => Duration::from_millis(ms as u64).min(limits.max_timeout),
         _ => limits.default_timeout,
@@ -265,12 +266,20 @@ async fn bash(inner: &Inner, session: &SessionBox, input: BashInput) -> ToolOutp
         }
     }
     if slot.is_none() {
+        let layer = if environment.packages.is_empty() {
+            None
+        } else {
+            match inner.layers.wait_ready(&environment.packages, inner.config.layer_wait).await {
+                Ok(root) => Some(root),
+                Err(e) => return ToolOutput::error(format!("The sandbox could not be started: {e}")),
+            }
+        };
         let reason = session.take_lost_reason();
         let net = match sandbox_net(inner, session) {
             Ok(net) => net,
             Err(e) => return ToolOutput::error(format!("The sandbox's network could not be set up: {e}")),
         };
-        match Shell::start(&inner.config.root, &session.paths, session.uid, limits, net).await {
+        match Shell::start(&inner.config.root, &session.paths, session.uid, limits, net, layer.as_deref()).await {
             Ok(shell) => {
                 session.set_running(Some(&shell));
                 *slot = Some(shell);

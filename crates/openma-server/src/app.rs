@@ -217,6 +217,15 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
         tracing::warn!(path = %path.display(), "OPENMA_UNSAFE_EGRESS_UPSTREAM_CA is set: intercepted egress trusts an extra CA. For tests only");
     }
     sandbox_config.egress.upstream_roots = Some(openma_sandbox::intercept::upstream_roots(&extra_roots));
+    let l = &sandbox_config.limits;
+    // an environment's `config.limits` may lower these, never raise them
+    platform.sandbox_limits = Some(openma_types::environments::EnvironmentLimits {
+        memory_mb: Some(l.memory_bytes >> 20),
+        processes: Some(l.processes),
+        open_files: Some(l.open_files),
+        file_size_mb: Some(l.file_size_bytes >> 20),
+        bash_timeout_max_s: Some(l.max_timeout.as_secs()),
+    });
     let sandboxes = openma_sandbox::Sandboxes::new(sandbox_config);
     // memory stores mounted into a session are synced around every sandbox tool call
     let memory_sync = Arc::new(crate::session_memory::MemorySync::new(platform.clone(), sandboxes.clone()));

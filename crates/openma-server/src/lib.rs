@@ -15,6 +15,7 @@ mod bench_runtime;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod environment_packages;
 pub mod error;
 pub mod extract;
 pub mod http;

@@ -16,6 +16,7 @@ use crate::http;
         http::agents::archive_agent, http::agents::list_agent_versions,
         http::environments::create_environment, http::environments::get_environment, http::environments::update_environment,
         http::environments::list_environments, http::environments::delete_environment, http::environments::archive_environment,
+        http::environments::get_environment_build,
         http::sessions::create_session, http::sessions::get_session, http::sessions::update_session,
         http::sessions::list_sessions, http::sessions::delete_session, http::sessions::archive_session,
         http::events::list_events, http::events::send_events, http::events::stream_events,

@@ -146,12 +146,17 @@ async fn environments_keep_omitted_config_and_refuse_type_changes(app: TestApp) 
     let u = app.ok(&format!("/v1/environments/{id}"), json!({"config": {"type": "cloud", "networking": {"type": "limited", "allow_mcp_servers": true}}, "metadata": {"a": "1"}})).await;
     assert_eq!(u["config"]["networking"], json!({"type": "limited", "allowed_hosts": ["api.example.com"], "allow_mcp_servers": true, "allow_package_managers": true}));
     assert_eq!(u["config"]["packages"]["pip"], json!(["requests==2.32.0"]));
-    // The sandbox does not install packages yet, so no session starts as if it had them.
-    let a = app.ok("/v1/agents", json!({"name": "a", "model": "m"})).await;
-    let s = app.post("/v1/sessions", json!({"agent": a["id"], "environment_id": id})).await;
-    assert_eq!(s.status, StatusCode::BAD_REQUEST);
-    assert_eq!(s.body["error"]["details"]["error_code"], "unsupported_feature");
-    assert!(s.body["error"]["message"].as_str().unwrap().contains("packages"), "{}", s.body);
+    // packages are built into a layer in the background; the environment object stays the spec's
+    let build = app.get(&format!("/v1/environments/{id}/build")).await;
+    assert_eq!(build.status, StatusCode::OK, "{}", build.body);
+    assert_eq!(build.body["type"], "environment_build");
+    assert!(build.body["packages_hash"].as_str().is_some_and(|h| h.len() == 32), "{}", build.body);
+    assert!(e["config"].get("limits").is_none(), "no limits set, none shown");
+    let cargo = app.post(&format!("/v1/environments/{id}"), json!({"config": {"type": "cloud", "packages": {"cargo": ["ripgrep"]}}})).await;
+    assert_eq!(cargo.status, StatusCode::BAD_REQUEST, "cargo packages are refused, not accepted and ignored");
+    assert_eq!(cargo.body["error"]["details"]["error_code"], "unsupported_feature");
+    let shell = app.post(&format!("/v1/environments/{id}"), json!({"config": {"type": "cloud", "packages": {"pip": ["six;id"]}}})).await;
+    assert_eq!(shell.status, StatusCode::BAD_REQUEST);
     let u2 = app.ok(&format!("/v1/environments/{id}"), json!({"metadata": {"a": ""}})).await;
     assert_eq!(u2["metadata"], json!({}), "an empty string deletes an environment metadata key");
     let change = app.post(&format!("/v1/environments/{id}"), json!({"config": {"type": "self_hosted"}})).await;

@@ -45,6 +45,38 @@ pub enum EnvironmentConfig {
 pub struct CloudConfig {
     pub networking: Networking,
     pub packages: Packages,
+    /// openma extension: this environment's sandbox limits (absent when none are set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<EnvironmentLimits>,
+}
+
+/// openma extension (`config.limits`): per-environment sandbox limits, each at most the
+/// server's own. Unset keys use the server's limits; absent keys are not serialized.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentLimits {
+    /// Address space (RLIMIT_AS/RLIMIT_DATA) of each process, in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Processes and threads of the session (RLIMIT_NPROC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<u64>,
+    /// Open files per process (RLIMIT_NOFILE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_files: Option<u64>,
+    /// Largest file a process may write (RLIMIT_FSIZE), in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_size_mb: Option<u64>,
+    /// Upper bound on a bash call's timeout, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bash_timeout_max_s: Option<u64>,
+}
+
+impl EnvironmentLimits {
+    pub fn is_empty(&self) -> bool {
+        *self == EnvironmentLimits::default()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,11 +116,47 @@ impl Packages {
     }
 }
 
+/// State of an environment's package layer build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum BuildState {
+    /// Not built on this server yet (it starts with the next session, or was interrupted).
+    Pending,
+    Building,
+    Ready,
+    Failed,
+}
+
+literal!(EnvironmentBuildTag = "environment_build");
+
+/// openma extension, `GET /v1/environments/{id}/build`: the build of the read-only layer
+/// holding the environment's packages, on the server that answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EnvironmentBuild {
+    #[serde(rename = "type")]
+    pub tag: EnvironmentBuildTag,
+    pub environment_id: String,
+    pub state: BuildState,
+    /// Key of the layer (hash of the normalised package lists and the builder version);
+    /// environments listing the same packages share it. Null when there are no packages.
+    pub packages_hash: Option<String>,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    /// Why the build failed.
+    pub error: Option<String>,
+    /// The package managers' output (the last part of it when long).
+    pub log: String,
+}
+
 // ---- requests ------------------------------------------------------------------------
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
+// parsed once per request, never stored in bulk: the size of `cloud` does not matter
+#[allow(clippy::large_enum_variant)]
 pub enum EnvironmentConfigParams {
     Cloud(CloudConfigParams),
     SelfHosted {},
@@ -103,6 +171,10 @@ pub struct CloudConfigParams {
     #[serde(default, deserialize_with = "double_option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<PackagesParams>))]
     pub packages: Option<Option<PackagesParams>>,
+    /// openma extension: replaces the environment's limits as a whole; `null` removes them.
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<EnvironmentLimits>))]
+    pub limits: Option<Option<EnvironmentLimits>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use openma_types::environments::{CreateEnvironmentRequest, Environment, UpdateEnvironmentRequest};
+use openma_types::environments::{CreateEnvironmentRequest, Environment, EnvironmentBuild, UpdateEnvironmentRequest};
 use openma_types::{Deleted, ErrorEnvelope, ListPage};
 
 use super::{ArchivedParam, CreatedFilter, PageParams, list_params};
@@ -20,6 +20,7 @@ pub fn routes() -> Router<AppState> {
             get(get_environment).post(update_environment).delete(delete_environment),
         )
         .route("/v1/environments/{environment_id}/archive", post(archive_environment))
+        .route("/v1/environments/{environment_id}/build", get(get_environment_build))
 }
 
 /// Create an environment.
@@ -30,7 +31,9 @@ pub async fn create_environment(
     Caller(tenant): Caller,
     ApiJson(req): ApiJson<CreateEnvironmentRequest>,
 ) -> Result<Json<Environment>, ApiError> {
-    Ok(Json(app.platform.create_environment(&tenant, &req).await?))
+    let env = app.platform.create_environment(&tenant, &req).await?;
+    crate::environment_packages::start_build(&app, &env);
+    Ok(Json(env))
 }
 
 /// Retrieve an environment.
@@ -55,7 +58,25 @@ pub async fn update_environment(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateEnvironmentRequest>,
 ) -> Result<Json<Environment>, ApiError> {
-    Ok(Json(app.platform.update_environment(&tenant, &id, &req).await?))
+    let env = app.platform.update_environment(&tenant, &id, &req).await?;
+    if req.config.as_ref().is_some_and(Option::is_some) {
+        crate::environment_packages::start_build(&app, &env);
+    }
+    Ok(Json(env))
+}
+
+/// openma extension: the build of the environment's packages into the read-only layer its
+/// sessions mount (`pending`, `building`, `ready` or `failed`, with the managers' log) on
+/// this server.
+#[utoipa::path(get, path = "/v1/environments/{environment_id}/build", tag = "environments",
+    params(("environment_id" = String, Path, description = "The environment id")),
+    responses((status = 200, body = EnvironmentBuild), (status = 404, body = ErrorEnvelope)))]
+pub async fn get_environment_build(
+    State(app): State<AppState>,
+    Caller(tenant): Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<EnvironmentBuild>, ApiError> {
+    Ok(Json(crate::environment_packages::build_of(&app, &tenant, &id).await?))
 }
 
 /// List environments, newest first.

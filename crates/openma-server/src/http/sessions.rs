@@ -61,6 +61,11 @@ pub async fn create_session(
         metrics::counter!("openma_tenant_soft_limit_exceeded_total").increment(1);
         tracing::warn!(%tenant, "tenant is over its soft monthly spend limit");
     }
+    if let Some(env_id) = &req.environment_id {
+        // before the session exists: one on packages that cannot be built would only fail later
+        let env = app.platform.get_environment(&tenant, env_id).await?;
+        crate::environment_packages::check_buildable(&app, &env)?;
+    }
     let (session, initial) = app.platform.create_session(&tenant, &req).await?;
     // the session is usable once its sandbox holds what it names; otherwise it goes again
     if let Err(e) = prepare_sandbox(&app, &tenant, &session, &req).await {
@@ -76,11 +81,13 @@ pub async fn create_session(
     Ok(Json(app.platform.get_session(&tenant, &session.id).await?))
 }
 
-/// Puts into a new session's sandbox what it names: its network policy, memory mounts,
-/// skills, mounted files and cloned repositories.
+/// Puts into a new session's sandbox what it names: its network policy, its environment's
+/// packages and limits, memory mounts, skills, mounted files and cloned repositories.
 async fn prepare_sandbox(app: &AppState, tenant: &openma_core::TenantId, session: &Session, req: &CreateSessionRequest) -> Result<(), DomainError> {
     let backend = |e: std::io::Error| DomainError::Store(openma_core::StoreError::Backend(e.to_string()));
     crate::session_network::apply(&app.platform, &app.sandboxes, tenant, session).await?;
+    let env = app.platform.get_environment(tenant, &session.environment_id).await?;
+    crate::environment_packages::prepare(app, &env, &session.id).map_err(backend)?;
     crate::session_memory::prepare(&app.sandboxes, session).map_err(backend)?;
     crate::session_files::install_skills(&app.platform, &app.sandboxes, tenant, session).await?;
     if !session.resources.is_empty() {

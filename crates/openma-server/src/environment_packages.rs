@@ -1,0 +1,105 @@
+//! An environment's packages and limits as the sandbox takes them: which layer a session's
+//! sandbox mounts, when that layer is built, and how its build is shown.
+//!
+//! Builds start in the background when an environment is created or updated with packages
+//! (which also retries a failed one); a session records its environment's packages and
+//! limits in its sandbox at create, and its sandbox waits for the layer when it first starts.
+
+use openma_core::{DomainError, TenantId};
+use openma_sandbox::{LayerState, LimitOverrides, PackageSet, SessionEnvironment};
+use openma_types::Timestamp;
+use openma_types::environments::{BuildState, Environment, EnvironmentBuild, EnvironmentConfig};
+
+use crate::app::AppState;
+
+/// The packages the layer builder installs for an environment.
+pub fn package_set(env: &Environment) -> PackageSet {
+    let EnvironmentConfig::Cloud(c) = &env.config;
+    PackageSet::new(&c.packages.apt, &c.packages.npm, &c.packages.pip)
+}
+
+/// What a new session of `env` records in its sandbox.
+pub fn session_environment(env: &Environment) -> SessionEnvironment {
+    let EnvironmentConfig::Cloud(c) = &env.config;
+    let limits = c.limits.map(|l| LimitOverrides {
+        memory_mb: l.memory_mb,
+        processes: l.processes,
+        open_files: l.open_files,
+        file_size_mb: l.file_size_mb,
+        bash_timeout_max_s: l.bash_timeout_max_s,
+    });
+    SessionEnvironment { packages: package_set(env), limits: limits.unwrap_or_default() }
+}
+
+/// Starts building the environment's layer (after a create or update), retrying a failed one.
+pub fn start_build(app: &AppState, env: &Environment) {
+    let set = package_set(env);
+    if !set.is_empty() {
+        let status = app.sandboxes.layers().ensure(&set, true);
+        tracing::info!(environment_id = %env.id, layer = %status.hash, state = ?status.state, "environment packages");
+    }
+}
+
+/// Refuses a session on an environment whose packages already failed to build.
+pub fn check_buildable(app: &AppState, env: &Environment) -> Result<(), DomainError> {
+    let set = package_set(env);
+    if set.is_empty() {
+        return Ok(());
+    }
+    let status = app.sandboxes.layers().status(&set);
+    if status.state == LayerState::Failed {
+        return Err(DomainError::invalid_code(
+            "environment_build_failed",
+            format!(
+                "environment `{}` cannot start sessions: its packages failed to build ({}); fix `config.packages` with an update, which builds them again",
+                env.id,
+                status.failure()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Records a new session's packages and limits in its sandbox, and makes sure its layer is
+/// being built (after a restart, nothing else would start it).
+pub fn prepare(app: &AppState, env: &Environment, session_id: &str) -> std::io::Result<()> {
+    let recorded = session_environment(env);
+    if !recorded.packages.is_empty() {
+        app.sandboxes.layers().ensure(&recorded.packages, false);
+    }
+    app.sandboxes.set_environment(session_id, &recorded)
+}
+
+/// The build of an environment's layer, for `GET /v1/environments/{id}/build`.
+pub async fn build_of(app: &AppState, tenant: &TenantId, id: &str) -> Result<EnvironmentBuild, DomainError> {
+    let env = app.platform.get_environment(tenant, id).await?;
+    let set = package_set(&env);
+    if set.is_empty() {
+        return Ok(EnvironmentBuild {
+            tag: Default::default(),
+            environment_id: env.id,
+            state: BuildState::Ready,
+            packages_hash: None,
+            started_at: None,
+            finished_at: None,
+            error: None,
+            log: String::new(),
+        });
+    }
+    let s = app.sandboxes.layers().status(&set);
+    Ok(EnvironmentBuild {
+        tag: Default::default(),
+        environment_id: env.id,
+        state: match s.state {
+            LayerState::Pending => BuildState::Pending,
+            LayerState::Building => BuildState::Building,
+            LayerState::Ready => BuildState::Ready,
+            LayerState::Failed => BuildState::Failed,
+        },
+        packages_hash: Some(s.hash),
+        started_at: s.started_at_us.map(Timestamp::from_micros),
+        finished_at: s.finished_at_us.map(Timestamp::from_micros),
+        error: s.error,
+        log: s.log,
+    })
+}

@@ -31,9 +31,10 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(sys.argv[1], sys.argv[2])
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+if len(sys.argv) > 2:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
 print(srv.server_address[1], flush=True)
 srv.serve_forever()
 "#;
@@ -68,6 +69,16 @@ fn echo_server(dir: &std::path::Path) -> (Child, u16, std::path::PathBuf) {
     (Child(child), line.trim().parse().expect("the echo server's port"), ca_path)
 }
 
+/// The same echo server over plain HTTP.
+fn plain_echo_server(dir: &std::path::Path) -> (Child, u16) {
+    let script = dir.join("plain.py");
+    std::fs::write(&script, ECHO).unwrap();
+    let mut child = Command::new("python3").arg(&script).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    (Child(child), line.trim().parse().expect("the echo server's port"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_secret_goes_only_to_allowed_hosts_in_enabled_locations() {
     if openma_sandbox::Sandboxes::check().is_err() {
@@ -76,8 +87,9 @@ async fn the_secret_goes_only_to_allowed_hosts_in_enabled_locations() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (_echo, port, ca) = echo_server(dir.path());
+    let (_plain, plain_port) = plain_echo_server(dir.path());
     let model = FakeModel::start().await;
-    let resolve = format!("api.test=127.0.0.1:{port},other.test=127.0.0.1:{port}");
+    let resolve = format!("api.test=127.0.0.1:{port},other.test=127.0.0.1:{port},plain.test=127.0.0.1:{plain_port}");
     let app = spawn_app_custom(Backend::Sqlite, Some(model.base_url()), |o| {
         o.unsafe_egress_resolve = Some(resolve);
         o.unsafe_egress_upstream_ca = Some(ca);
@@ -87,6 +99,10 @@ async fn the_secret_goes_only_to_allowed_hosts_in_enabled_locations() {
     let vault = app.ok("/v1/vaults", json!({"display_name": "deploy"})).await["id"].as_str().unwrap().to_owned();
     app.ok(&format!("/v1/vaults/{vault}/credentials"), json!({"auth": {"type": "environment_variable", "secret_name": "DEPLOY_TOKEN", "secret_value": SECRET,
         "networking": {"type": "limited", "allowed_hosts": ["api.test"]}, "injection_location": {"header": true, "body": false}}}))
+    .await;
+    // a second credential, for the body only, to a plain-HTTP host
+    app.ok(&format!("/v1/vaults/{vault}/credentials"), json!({"auth": {"type": "environment_variable", "secret_name": "FORM_TOKEN", "secret_value": "form-SECRET-77",
+        "networking": {"type": "limited", "allowed_hosts": ["plain.test"]}, "injection_location": {"header": false, "body": true}}}))
     .await;
     let agent = app.ok("/v1/agents", json!({"name": "deployer", "model": "claude-sonnet-4-6", "tools": [{"type": "agent_toolset_20260401"}]})).await;
     let sid = app.ok("/v1/sessions", json!({"agent": agent["id"], "vault_ids": [vault]})).await["id"].as_str().unwrap().to_owned();
@@ -100,6 +116,7 @@ async fn the_secret_goes_only_to_allowed_hosts_in_enabled_locations() {
             // does not know (a public host's would verify), hence -k
             ("bash", json!({"command": "curl -sS -k --max-time 20 https://other.test/curl -H \"Authorization: Bearer $DEPLOY_TOKEN\""})),
             ("bash", json!({"command": format!("python3 -c \"{python}\"")})),
+            ("bash", json!({"command": "curl -sS --max-time 20 http://plain.test/form -H \"X-Token: $FORM_TOKEN\" --data \"token=$FORM_TOKEN&more=1\""})),
         ]),
     )
     .await
@@ -117,6 +134,11 @@ async fn the_secret_goes_only_to_allowed_hosts_in_enabled_locations() {
 
     let py: serde_json::Value = serde_json::from_str(texts[3].trim()).unwrap_or_else(|e| panic!("{e}: {}", texts[3]));
     assert_eq!(py["x"], SECRET, "Python's urllib trusts the sandbox's CA bundle too");
+
+    // plain HTTP: the body location is enabled, the header one is not
+    let plain: serde_json::Value = serde_json::from_str(texts[4].trim()).unwrap_or_else(|e| panic!("{e}: {}", texts[4]));
+    assert_eq!(plain["body"], "token=form-SECRET-77&more=1", "{plain}");
+    assert!(plain["x"].as_str().unwrap().starts_with("openma_placeholder_"), "{plain}");
 
     // the shell's environment and the sandbox's files hold the placeholder only
     let sandbox = app.data_dir().join("sandboxes").join(&sid);

@@ -28,6 +28,8 @@ const MAX_HEAD: usize = 64 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections one session may have open through its proxy at once (more wait).
 const MAX_CONNECTIONS: usize = 256;
+/// Largest plain-HTTP request body read whole to put a credential in it.
+const MAX_SUBSTITUTED_BODY: usize = 16 << 20;
 /// Name of the socket in the session's egress directory.
 pub(crate) const SOCKET_NAME: &str = "egress.sock";
 
@@ -251,7 +253,33 @@ async fn handle(mut client: UnixStream, ctx: &Ctx) {
         Ok(u) => u,
         Err(e) => return refuse(&mut client, ctx, e).await,
     };
-    crate::intercept::substitute_headers(&mut request.headers, &substitutions(ctx, &host).await);
+    let subs = substitutions(ctx, &host).await;
+    crate::intercept::substitute_headers(&mut request.headers, &subs);
+    let mut rest = rest;
+    if subs.iter().any(|s| s.body) {
+        // a body of known length is read whole (bounded) to put the secret in; a chunked one
+        // goes as it is
+        let length = request.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok());
+        if let Some(len) = length.filter(|l| *l <= MAX_SUBSTITUTED_BODY) {
+            while rest.len() < len {
+                let mut chunk = vec![0u8; (len - rest.len()).min(64 * 1024)];
+                match timeout(HEAD_TIMEOUT, client.read(&mut chunk)).await {
+                    Ok(Ok(n)) if n > 0 => rest.extend_from_slice(&chunk[..n]),
+                    _ => return,
+                }
+            }
+            if let Some(body) = crate::intercept::substitute_body(&rest[..len], &subs) {
+                let tail = rest.split_off(len);
+                rest = body;
+                rest.extend_from_slice(&tail);
+                for (n, v) in request.headers.iter_mut() {
+                    if n.eq_ignore_ascii_case("content-length") {
+                        *v = (rest.len() - tail.len()).to_string().into_bytes();
+                    }
+                }
+            }
+        }
+    }
     if let Some(hook) = &ctx.settings.hook {
         hook.on_http_request(&ctx.session_id, &EgressTarget { host, port }, &mut request);
     }

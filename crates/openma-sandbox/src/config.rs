@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use openma_types::environments::EnvironmentLimits;
+
 /// Configuration of every session sandbox this process runs.
 #[derive(Clone, Debug)]
 pub struct SandboxConfig {
@@ -93,31 +95,17 @@ impl Default for Limits {
     }
 }
 
-/// An environment's own limits (openma's `config.limits`): each set field lowers the server's.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LimitOverrides {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_mb: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub processes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub open_files: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file_size_mb: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bash_timeout_max_s: Option<u64>,
-}
-
-impl LimitOverrides {
-    /// `server`'s limits lowered by these (never raised: the server's stay the ceiling).
-    pub fn applied_to(&self, server: &Limits) -> Limits {
-        let mut l = server.clone();
+impl Limits {
+    /// These (the server's) limits lowered by an environment's `config.limits`, never raised:
+    /// the server's stay the ceiling.
+    pub fn lowered_by(&self, env: &EnvironmentLimits) -> Limits {
+        let mut l = self.clone();
         let low = |cur: u64, v: Option<u64>| v.map_or(cur, |v| v.max(1).min(cur));
-        l.memory_bytes = low(l.memory_bytes, self.memory_mb.map(|v| v.saturating_mul(1 << 20)));
-        l.processes = low(l.processes, self.processes);
-        l.open_files = low(l.open_files, self.open_files);
-        l.file_size_bytes = low(l.file_size_bytes, self.file_size_mb.map(|v| v.saturating_mul(1 << 20)));
-        if let Some(s) = self.bash_timeout_max_s {
+        l.memory_bytes = low(l.memory_bytes, env.memory_mb.map(|v| v.saturating_mul(1 << 20)));
+        l.processes = low(l.processes, env.processes);
+        l.open_files = low(l.open_files, env.open_files);
+        l.file_size_bytes = low(l.file_size_bytes, env.file_size_mb.map(|v| v.saturating_mul(1 << 20)));
+        if let Some(s) = env.bash_timeout_max_s {
             l.max_timeout = l.max_timeout.min(Duration::from_secs(s.max(1)));
             l.default_timeout = l.default_timeout.min(l.max_timeout);
         }
@@ -132,8 +120,8 @@ mod tests {
     #[test]
     fn environment_limits_lower_the_servers_and_never_raise_them() {
         let server = Limits::default();
-        let o = LimitOverrides { open_files: Some(256), bash_timeout_max_s: Some(30), memory_mb: Some(1 << 40), ..Default::default() };
-        let l = o.applied_to(&server);
+        let o = EnvironmentLimits { open_files: Some(256), bash_timeout_max_s: Some(30), memory_mb: Some(1 << 40), ..Default::default() };
+        let l = server.lowered_by(&o);
         assert_eq!(l.open_files, 256);
         assert_eq!(l.max_timeout, Duration::from_secs(30));
         assert_eq!(l.default_timeout, Duration::from_secs(30));

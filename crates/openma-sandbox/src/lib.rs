@@ -37,7 +37,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-pub use config::{LimitOverrides, Limits, SandboxConfig};
+pub use config::{EnvironmentLimits, Limits, SandboxConfig};
 pub use mounts::{MemoryMount, OutputFile};
 pub use network::{EgressHook, EgressPolicy, EgressSettings, LimitedEgress, ResolveOverrides};
 pub use packages::{LayerState, LayerStatus, Layers, PackageSet};
@@ -68,7 +68,7 @@ pub struct SessionEnvironment {
     #[serde(default)]
     pub packages: PackageSet,
     #[serde(default)]
-    pub limits: LimitOverrides,
+    pub limits: EnvironmentLimits,
 }
 
 const ENVIRONMENT_MANIFEST: &str = "environment.json";

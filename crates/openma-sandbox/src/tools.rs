@@ -227,7 +227,7 @@ fn sandbox_net(inner: &Inner, session: &SessionBox) -> Result<Option<crate::netw
 
 async fn bash(inner: &Inner, session: &SessionBox, input: BashInput) -> ToolOutput {
     let environment = crate::SessionEnvironment::of(&session.paths);
-    let limits = &environment.limits.applied_to(&inner.config.limits);
+    let limits = &inner.config.limits.lowered_by(&environment.limits);
     let limit = match input.timeout_ms {
         Some(ms) if ms > 0 => Duration::from_millis(ms as u64).min(limits.max_timeout),
         _ => limits.default_timeout,

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{TestEnv, text};
-use openma_sandbox::{LayerState, LimitOverrides, PackageSet, SessionEnvironment};
+use openma_sandbox::{LayerState, EnvironmentLimits, PackageSet, SessionEnvironment};
 use serde_json::json;
 
 /// Small packages the host does not have: GNU hello (apt), is-number (npm), six (pip).
@@ -42,7 +42,7 @@ async fn a_layer_is_built_once_and_mounted_read_only_with_its_paths_set() {
     let status = layers.ensure(&again, false);
     assert_eq!((status.state, status.started_at_us), (LayerState::Ready, built.started_at_us));
 
-    let recorded = SessionEnvironment { packages: set.clone(), limits: LimitOverrides { open_files: Some(321), ..Default::default() } };
+    let recorded = SessionEnvironment { packages: set.clone(), limits: EnvironmentLimits { open_files: Some(321), ..Default::default() } };
     env.sandboxes.set_environment("sesn_pkgs", &recorded).unwrap();
     let out = env
         .bash(
@@ -92,7 +92,7 @@ async fn a_failed_build_is_a_tool_error_naming_it_not_a_hang() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn environment_limits_reach_the_shell_and_bound_timeouts() {
     let env = TestEnv::new();
-    let limits = LimitOverrides { open_files: Some(123), processes: Some(77), bash_timeout_max_s: Some(1), ..Default::default() };
+    let limits = EnvironmentLimits { open_files: Some(123), processes: Some(77), bash_timeout_max_s: Some(1), ..Default::default() };
     env.sandboxes.set_environment("sesn_lim", &SessionEnvironment { packages: PackageSet::default(), limits }).unwrap();
     let out = env.bash("sesn_lim", "ulimit -n; ulimit -u").await;
     assert!(out.contains("123") && out.contains("77"), "{out}");

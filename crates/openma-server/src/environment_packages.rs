@@ -6,7 +6,7 @@
 //! limits in its sandbox at create, and its sandbox waits for the layer when it first starts.
 
 use openma_core::{DomainError, TenantId};
-use openma_sandbox::{LayerState, LimitOverrides, PackageSet, SessionEnvironment};
+use openma_sandbox::{LayerState, PackageSet, SessionEnvironment};
 use openma_types::Timestamp;
 use openma_types::environments::{BuildState, Environment, EnvironmentBuild, EnvironmentConfig};
 
@@ -21,14 +21,7 @@ pub fn package_set(env: &Environment) -> PackageSet {
 /// What a new session of `env` records in its sandbox.
 pub fn session_environment(env: &Environment) -> SessionEnvironment {
     let EnvironmentConfig::Cloud(c) = &env.config;
-    let limits = c.limits.map(|l| LimitOverrides {
-        memory_mb: l.memory_mb,
-        processes: l.processes,
-        open_files: l.open_files,
-        file_size_mb: l.file_size_mb,
-        bash_timeout_max_s: l.bash_timeout_max_s,
-    });
-    SessionEnvironment { packages: package_set(env), limits: limits.unwrap_or_default() }
+    SessionEnvironment { packages: package_set(env), limits: c.limits.unwrap_or_default() }
 }
 
 /// Starts building the environment's layer (after a create or update), retrying a failed one.

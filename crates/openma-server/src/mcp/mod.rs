@@ -210,19 +210,10 @@ impl McpHub {
             }
             Ok(Err(e)) if e.is_authorization_required() => {
                 // the token was refused before the tool ran: refresh (or re-read) and retry once
-                let peer = {
-                    let mut conns = entry.lock().await;
-                    if let Some(c) = conns.servers.remove(server) {
-                        close(c).await;
-                    }
-                    match self.connect_refreshing(tenant, session, def, true).await {
-                        Ok(c) => {
-                            let p = c.service.peer().clone();
-                            conns.servers.insert(server.to_owned(), c);
-                            p
-                        }
-                        Err(f) => return ToolOutput::error(format!("The MCP server `{server}` refused the credential: {}", f.message())),
-                    }
+                let reopened = self.reopen(tenant, session, def, &mut *entry.lock().await, true).await;
+                let peer = match reopened {
+                    Ok(p) => p,
+                    Err(f) => return ToolOutput::error(format!("The MCP server `{server}` refused the credential: {}", f.message())),
                 };
                 let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(args);
                 match tokio::time::timeout(self.settings.call_timeout, peer.call_tool(params)).await {
@@ -258,13 +249,27 @@ impl McpHub {
         let current = self.find_credential(tenant, session, &server.url).await?.map(|c| mark(&c));
         let fresh = conns.servers.get(&server.name).is_some_and(|c| c.credential == current && !c.service.is_closed());
         if !fresh {
-            if let Some(c) = conns.servers.remove(&server.name) {
-                close(c).await;
-            }
-            let c = self.connect(tenant, session, server).await?;
-            conns.servers.insert(server.name.clone(), c);
+            return self.reopen(tenant, session, server, conns, false).await;
         }
         Ok(conns.servers[&server.name].service.peer().clone())
+    }
+
+    /// Replaces the session's connection to `server` (after `refused`: refreshing the token).
+    async fn reopen(
+        &self,
+        tenant: &TenantId,
+        session: &Session,
+        server: &McpServer,
+        conns: &mut SessionConnections,
+        refused: bool,
+    ) -> Result<Peer<RoleClient>, McpFailure> {
+        if let Some(c) = conns.servers.remove(&server.name) {
+            close(c).await;
+        }
+        let c = self.connect_refreshing(tenant, session, server, refused).await?;
+        let peer = c.service.peer().clone();
+        conns.servers.insert(server.name.clone(), c);
+        Ok(peer)
     }
 
     async fn connect(&self, tenant: &TenantId, session: &Session, server: &McpServer) -> Result<Connection, McpFailure> {

@@ -87,6 +87,7 @@ async fn prepare_sandbox(app: &AppState, tenant: &openma_core::TenantId, session
     let backend = |e: std::io::Error| DomainError::Store(openma_core::StoreError::Backend(e.to_string()));
     crate::session_network::apply(&app.platform, &app.sandboxes, tenant, session).await?;
     let env = app.platform.get_environment(tenant, &session.environment_id).await?;
+    crate::environment_packages::check_mcp_names(&env, session)?;
     crate::environment_packages::prepare(app, &env, &session.id).map_err(backend)?;
     crate::session_memory::prepare(&app.sandboxes, session).map_err(backend)?;
     crate::session_files::install_skills(&app.platform, &app.sandboxes, tenant, session).await?;

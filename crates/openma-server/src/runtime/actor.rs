@@ -15,7 +15,7 @@ use openma_core::model::{self, ContentBlock, ModelError, ModelEvent, PermanentKi
 use openma_core::ports::{EventQuery, StoredEvent};
 use openma_core::{DomainError, TenantId};
 use openma_types::Timestamp;
-use openma_types::agents::PermissionPolicy;
+use openma_types::agents::{McpToolset, PermissionPolicy};
 use openma_types::events::{
     EvaluatedPermission, EventPayload, ModelUsage, RetryStatus, SessionErrorObject, SessionEvent, StopReason,
 };
@@ -89,6 +89,8 @@ struct Actor {
     skills_note: Option<String>,
     /// The tools of the session's connected MCP servers (listed at the start of a turn).
     mcp_tools: Vec<McpToolDef>,
+    /// How the environment configures the tools of its stdio MCP servers.
+    mcp_toolsets: Vec<McpToolset>,
 }
 
 pub(super) async fn run(rt: Arc<Runtime>, tenant: TenantId, session_id: String, hub: Hub, mut rx: mpsc::UnboundedReceiver<Command>) {
@@ -174,6 +176,7 @@ impl Actor {
             files: FileBlockCache::default(),
             skills_note,
             mcp_tools: Vec::new(),
+            mcp_toolsets: Vec::new(),
         })
     }
 
@@ -304,7 +307,7 @@ impl Actor {
                         .get_session(&self.tenant, &self.session.id)
                         .await?
                         .ok_or_else(|| DomainError::not_found("session", &self.session.id))?;
-                    self.plan = ToolPlan::for_agent(&fresh.agent, self.rt.platform.capabilities).with_mcp_tools(&fresh.agent, &self.mcp_tools);
+                    self.plan = ToolPlan::for_agent(&fresh.agent, self.rt.platform.capabilities).with_mcp_tools(&fresh.agent, &self.mcp_toolsets, &self.mcp_tools);
                     self.session = Session { status: self.session.status, usage: self.session.usage.clone(), stats: self.session.stats.clone(), ..fresh };
                 }
             }
@@ -934,7 +937,8 @@ impl Actor {
     /// before is tried again), reports the ones that cannot be used, and offers the tools
     /// of the others to the model.
     async fn connect_mcp(&mut self) -> Result<Raced<()>, DomainError> {
-        if self.session.agent.mcp_servers.is_empty() && self.mcp_tools.is_empty() {
+        self.mcp_toolsets = self.rt.mcp.stdio_toolsets(&self.session);
+        if self.session.agent.mcp_servers.is_empty() && self.mcp_toolsets.is_empty() && self.mcp_tools.is_empty() {
             return Ok(Raced::Done(()));
         }
         let (rt, tenant, session) = (self.rt.clone(), self.tenant.clone(), self.session.clone());
@@ -943,7 +947,7 @@ impl Actor {
             Raced::Interrupted(i) => return Ok(Raced::Interrupted(i)),
         };
         self.mcp_tools = prepared.tools;
-        self.plan = ToolPlan::for_agent(&self.session.agent, self.rt.platform.capabilities).with_mcp_tools(&self.session.agent, &self.mcp_tools);
+        self.plan = ToolPlan::for_agent(&self.session.agent, self.rt.platform.capabilities).with_mcp_tools(&self.session.agent, &self.mcp_toolsets, &self.mcp_tools);
         if !prepared.failures.is_empty() {
             let errors = prepared
                 .failures

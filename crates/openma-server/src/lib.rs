@@ -29,6 +29,7 @@ pub mod session_files;
 pub mod session_memory;
 pub mod session_network;
 pub mod session_repos;
+pub mod slack;
 pub mod telemetry;
 pub mod tools;
 pub mod webhooks;

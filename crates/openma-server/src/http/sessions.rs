@@ -56,6 +56,12 @@ pub async fn create_session(
     Caller(tenant): Caller,
     ApiJson(req): ApiJson<CreateSessionRequest>,
 ) -> Result<Json<Session>, ApiError> {
+    Ok(Json(create(&app, &tenant, req).await?))
+}
+
+/// Creates a session with everything its sandbox needs (for the API and the integrations).
+pub async fn create(app: &AppState, tenant: &openma_core::TenantId, req: CreateSessionRequest) -> Result<Session, DomainError> {
+    let app = app.clone();
     let starts = req.initial_events.as_ref().is_some_and(|e| !e.is_empty());
     if app.platform.check_quota(&tenant, starts).await? {
         metrics::counter!("openma_tenant_soft_limit_exceeded_total").increment(1);
@@ -71,14 +77,14 @@ pub async fn create_session(
     if let Err(e) = prepare_sandbox(&app, &tenant, &session, &req).await {
         let _ = app.platform.delete_session(&tenant, &session.id).await;
         let _ = app.sandboxes.destroy(&session.id).await;
-        return Err(e.into());
+        return Err(e);
     }
     if initial.is_empty() {
-        return Ok(Json(session));
+        return Ok(session);
     }
     // persisted, in order, before the response: exactly as if POSTed right after create
-    app.runtime.submit(&tenant, &session.id, initial).await?;
-    Ok(Json(app.platform.get_session(&tenant, &session.id).await?))
+    app.runtime.submit(tenant, &session.id, initial).await?;
+    app.platform.get_session(tenant, &session.id).await
 }
 
 /// Puts into a new session's sandbox what it names: its network policy, its environment's

@@ -763,7 +763,8 @@ impl Actor {
             StopReason::Refusal => "refusal",
         };
         metrics::counter!("openma_session_idle_total", "stop_reason" => label).increment(1);
-        if let Some(observer) = self.rt.observer.get() {
+        let observers = self.rt.observers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for observer in observers {
             observer.turn_ending(&self.tenant, &self.session.id).await;
         }
         let usage = self.usage_now();

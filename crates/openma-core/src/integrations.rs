@@ -1,7 +1,8 @@
-//! Integrations: an agent published to Slack (GitHub and Linear are refused until they
-//! exist). Each thread of the provider maps to one session; deliveries are remembered so
-//! that a retried or replayed one is processed once. The signing secret and the bot token
-//! are sealed at rest, each bound to its integration and field.
+//! Integrations: an agent published to Slack, GitHub or Linear. Each thread of the provider
+//! (a Slack thread, an issue or pull request, a Linear agent session) maps to one session;
+//! deliveries are remembered so that a retried or replayed one is processed once. The
+//! signing secret and the credential (Slack bot token, GitHub App private key, Linear
+//! token) are sealed at rest, each bound to its integration and field.
 
 use openma_types::integrations::{CreateIntegrationRequest, Integration, IntegrationProvider, IntegrationTag};
 
@@ -14,6 +15,8 @@ use crate::{Platform, TenantId, validate};
 
 const PURPOSE: &str = "integration";
 pub const SLACK_API: &str = "https://slack.com/api";
+pub const GITHUB_API: &str = "https://api.github.com";
+pub const LINEAR_API: &str = "https://api.linear.app";
 const SECRET_MAX: usize = 1_024;
 
 /// An integration with what only the server keeps: its sealed secrets.
@@ -21,20 +24,78 @@ const SECRET_MAX: usize = 1_024;
 pub struct StoredIntegration {
     pub integration: Integration,
     pub sealed_signing_secret: String,
-    pub sealed_bot_token: String,
+    /// The bot token (Slack), the App's private key (GitHub) or the API token (Linear).
+    pub sealed_credential: String,
 }
 
 fn binding<'a>(tenant: &'a TenantId, id: &'a str, field: &'a str) -> Binding<'a> {
     Binding { purpose: PURPOSE, tenant, owner: id, field }
 }
 
-/// The signing secret and the bot token of an integration (for the server's adapters only).
+/// The signing secret and the credential of an integration (for the server's adapters only).
 pub fn open_secrets(secrets: &SecretBox, tenant: &TenantId, s: &StoredIntegration) -> Result<(String, String), SecretError> {
     let id = &s.integration.id;
     let text = |b: Vec<u8>| String::from_utf8(b).map_err(|_| SecretError::Malformed);
     let signing = text(secrets.open(binding(tenant, id, "signing_secret"), &s.sealed_signing_secret)?)?;
-    let token = text(secrets.open(binding(tenant, id, "bot_token"), &s.sealed_bot_token)?)?;
-    Ok((signing, token))
+    let credential = text(secrets.open(binding(tenant, id, "credential"), &s.sealed_credential)?)?;
+    Ok((signing, credential))
+}
+
+fn provider_name(p: IntegrationProvider) -> &'static str {
+    match p {
+        IntegrationProvider::Slack => "slack",
+        IntegrationProvider::Github => "github",
+        IntegrationProvider::Linear => "linear",
+    }
+}
+
+/// Refuses a key that does not apply to the integration's provider.
+fn only_for(field: &str, set: bool, provider: &str, wanted: &str) -> DomainResult<()> {
+    if set && provider != wanted {
+        return Err(DomainError::invalid(format!("`{field}` applies to `{wanted}` integrations only, not `{provider}`")));
+    }
+    Ok(())
+}
+
+/// The provider's credential and settings, checked: `(credential, api default)`.
+fn check_provider(req: &CreateIntegrationRequest) -> DomainResult<(String, &'static str)> {
+    let provider = provider_name(req.provider);
+    only_for("app_id", req.app_id.is_some(), provider, "github")?;
+    only_for("app_slug", req.app_slug.is_some(), provider, "github")?;
+    only_for("private_key", req.private_key.is_some(), provider, "github")?;
+    only_for("trigger_label", req.trigger_label.is_some(), provider, "github")?;
+    only_for("clone_repository", req.clone_repository.is_some(), provider, "github")?;
+    let required = |field: &str, v: &Option<String>| -> DomainResult<String> {
+        v.clone().ok_or_else(|| DomainError::invalid(format!("`{field}` is required for `{provider}` integrations")))
+    };
+    match req.provider {
+        IntegrationProvider::Slack | IntegrationProvider::Linear => {
+            let token = required("bot_token", &req.bot_token)?;
+            check_secret("bot_token", &token)?;
+            Ok((token, if req.provider == IntegrationProvider::Slack { SLACK_API } else { LINEAR_API }))
+        }
+        IntegrationProvider::Github => {
+            if req.bot_token.is_some() {
+                return Err(DomainError::invalid("`bot_token` does not apply to `github` integrations: they mint installation tokens with `private_key`"));
+            }
+            let app_id = required("app_id", &req.app_id)?;
+            if app_id.is_empty() || app_id.len() > 20 || !app_id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(DomainError::invalid("`app_id` must be the App's numeric id"));
+            }
+            let slug = required("app_slug", &req.app_slug)?;
+            if slug.is_empty() || slug.len() > 100 || !slug.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return Err(DomainError::invalid("`app_slug` must be the App's slug (letters, digits and `-`)"));
+            }
+            if let Some(label) = &req.trigger_label {
+                validate::length("trigger_label", label, 1, 100)?;
+            }
+            let key = required("private_key", &req.private_key)?;
+            if !key.trim_start().starts_with("-----BEGIN") || !key.contains("PRIVATE KEY-----") || key.len() > 16_384 {
+                return Err(DomainError::invalid("`private_key` must be the App's private key in PEM form"));
+            }
+            Ok((key, GITHUB_API))
+        }
+    }
 }
 
 /// The session of a provider thread is keyed by `integration/thread`.
@@ -51,13 +112,10 @@ fn check_secret(field: &str, value: &str) -> DomainResult<()> {
 
 impl Platform {
     pub async fn create_integration(&self, tenant: &TenantId, req: &CreateIntegrationRequest) -> DomainResult<Integration> {
-        if req.provider != IntegrationProvider::Slack {
-            return Err(DomainError::unsupported(format!("integration provider `{}` (only `slack` is available)", serde_json::to_value(req.provider).unwrap_or_default().as_str().unwrap_or("?"))));
-        }
         check_secret("signing_secret", &req.signing_secret)?;
-        check_secret("bot_token", &req.bot_token)?;
+        let (credential, default_api) = check_provider(req)?;
         validate::max_length("name", req.name.as_deref(), 256)?;
-        let api_base_url = req.api_base_url.clone().unwrap_or_else(|| SLACK_API.to_owned());
+        let api_base_url = req.api_base_url.clone().unwrap_or_else(|| default_api.to_owned());
         validate::http_url("api_base_url", &api_base_url)?;
         self.get_agent(tenant, &req.agent_id, None).await?;
         if let Some(env) = &req.environment_id {
@@ -66,10 +124,16 @@ impl Platform {
         let secrets = self.secrets.as_deref().ok_or_else(|| DomainError::invalid("secrets are not available: the server has no root secret"))?;
         let id = self.ids.new_id("intg");
         let now = self.clock.now();
+        let provider = provider_name(req.provider);
+        let github = req.provider == IntegrationProvider::Github;
         let integration = Integration {
             tag: IntegrationTag::default(),
-            events_path: format!("/integrations/slack/{id}/events"),
-            interactivity_path: format!("/integrations/slack/{id}/interactivity"),
+            events_path: format!("/integrations/{provider}/{id}/events"),
+            interactivity_path: (req.provider == IntegrationProvider::Slack).then(|| format!("/integrations/slack/{id}/interactivity")),
+            app_id: req.app_id.clone(),
+            app_slug: req.app_slug.clone(),
+            trigger_label: req.trigger_label.clone(),
+            clone_repository: github.then(|| req.clone_repository.unwrap_or(true)),
             id: id.clone(),
             provider: req.provider,
             name: req.name.clone(),
@@ -81,7 +145,7 @@ impl Platform {
         };
         let stored = StoredIntegration {
             sealed_signing_secret: secrets.seal(binding(tenant, &id, "signing_secret"), req.signing_secret.as_bytes(), self.ids.nonce()),
-            sealed_bot_token: secrets.seal(binding(tenant, &id, "bot_token"), req.bot_token.as_bytes(), self.ids.nonce()),
+            sealed_credential: secrets.seal(binding(tenant, &id, "credential"), credential.as_bytes(), self.ids.nonce()),
             integration: integration.clone(),
         };
         self.store.insert_integration(tenant, &stored).await?;
@@ -123,7 +187,7 @@ impl Platform {
                 let next = StoredIntegration {
                     integration: s.integration.clone(),
                     sealed_signing_secret: secrets.reseal(binding(tenant, id, "signing_secret"), &s.sealed_signing_secret, self.ids.nonce()).map_err(fail)?,
-                    sealed_bot_token: secrets.reseal(binding(tenant, id, "bot_token"), &s.sealed_bot_token, self.ids.nonce()).map_err(fail)?,
+                    sealed_credential: secrets.reseal(binding(tenant, id, "credential"), &s.sealed_credential, self.ids.nonce()).map_err(fail)?,
                 };
                 if self.store.reseal_integration(tenant, &next).await? {
                     done += 1;

@@ -286,7 +286,7 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     let runtime = Runtime::new(platform.clone(), models, toolbox, mcp, runtime_config(settings));
     let outputs = Arc::new(crate::session_files::OutputCapture::new(platform.clone(), sandboxes.clone(), settings.max_file_bytes));
     runtime.observe_turns(outputs.clone());
-    runtime.observe_turns(crate::slack::SlackReplies::new(platform.clone()));
+    runtime.observe_turns(crate::integrations::Replies::new(platform.clone()));
     let resumed = runtime.resume_interrupted().await.context("cannot resume interrupted sessions")?;
     if resumed > 0 {
         tracing::info!(resumed, "resuming sessions that were running when the server stopped");

@@ -20,6 +20,7 @@ pub mod error;
 pub mod extract;
 pub mod http;
 pub mod idempotency;
+pub mod integrations;
 pub mod mcp;
 pub mod mcp_oauth;
 pub mod openapi;
@@ -29,7 +30,7 @@ pub mod session_files;
 pub mod session_memory;
 pub mod session_network;
 pub mod session_repos;
-pub mod slack;
+
 pub mod telemetry;
 pub mod tools;
 pub mod webhooks;

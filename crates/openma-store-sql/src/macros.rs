@@ -195,7 +195,7 @@ macro_rules! sql_store {
             Ok(openma_core::integrations::StoredIntegration {
                 integration: decode(&body)?,
                 sealed_signing_secret: r.try_get("sealed_signing_secret").map_err($crate::backend_error)?,
-                sealed_bot_token: r.try_get("sealed_bot_token").map_err($crate::backend_error)?,
+                sealed_credential: r.try_get("sealed_credential").map_err($crate::backend_error)?,
             })
         }
 
@@ -1353,7 +1353,7 @@ macro_rules! sql_store {
 
             async fn insert_integration(&self, tenant: &TenantId, i: &openma_core::integrations::StoredIntegration) -> Result<(), openma_core::StoreError> {
                 sqlx::query(
-                    "INSERT INTO integrations (tenant_id, id, created_at, updated_at, body, sealed_signing_secret, sealed_bot_token) \
+                    "INSERT INTO integrations (tenant_id, id, created_at, updated_at, body, sealed_signing_secret, sealed_credential) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(tenant.as_str())
@@ -1362,7 +1362,7 @@ macro_rules! sql_store {
                 .bind(i.integration.updated_at.as_micros())
                 .bind(encode(&i.integration))
                 .bind(&i.sealed_signing_secret)
-                .bind(&i.sealed_bot_token)
+                .bind(&i.sealed_credential)
                 .execute(&self.pool)
                 .await
                 .map_err($crate::backend_error)?;
@@ -1370,7 +1370,7 @@ macro_rules! sql_store {
             }
 
             async fn get_integration(&self, tenant: &TenantId, id: &str) -> Result<Option<openma_core::integrations::StoredIntegration>, openma_core::StoreError> {
-                let row = sqlx::query("SELECT body, sealed_signing_secret, sealed_bot_token FROM integrations WHERE tenant_id = $1 AND id = $2")
+                let row = sqlx::query("SELECT body, sealed_signing_secret, sealed_credential FROM integrations WHERE tenant_id = $1 AND id = $2")
                     .bind(tenant.as_str())
                     .bind(id)
                     .fetch_optional(&self.pool)
@@ -1380,7 +1380,7 @@ macro_rules! sql_store {
             }
 
             async fn find_integration(&self, id: &str) -> Result<Option<(TenantId, openma_core::integrations::StoredIntegration)>, openma_core::StoreError> {
-                let row = sqlx::query("SELECT tenant_id, body, sealed_signing_secret, sealed_bot_token FROM integrations WHERE id = $1")
+                let row = sqlx::query("SELECT tenant_id, body, sealed_signing_secret, sealed_credential FROM integrations WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await
@@ -1395,7 +1395,7 @@ macro_rules! sql_store {
             }
 
             async fn list_integrations(&self, tenant: &TenantId, q: &ListQuery) -> Result<Vec<openma_core::integrations::StoredIntegration>, openma_core::StoreError> {
-                let mut qb = QueryBuilder::<$db>::new("SELECT body, sealed_signing_secret, sealed_bot_token FROM integrations WHERE tenant_id = ");
+                let mut qb = QueryBuilder::<$db>::new("SELECT body, sealed_signing_secret, sealed_credential FROM integrations WHERE tenant_id = ");
                 qb.push_bind(tenant.as_str().to_owned());
                 push_page(&mut qb, q);
                 let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
@@ -1403,11 +1403,11 @@ macro_rules! sql_store {
             }
 
             async fn reseal_integration(&self, tenant: &TenantId, i: &openma_core::integrations::StoredIntegration) -> Result<bool, openma_core::StoreError> {
-                let done = sqlx::query("UPDATE integrations SET sealed_signing_secret = $3, sealed_bot_token = $4 WHERE tenant_id = $1 AND id = $2")
+                let done = sqlx::query("UPDATE integrations SET sealed_signing_secret = $3, sealed_credential = $4 WHERE tenant_id = $1 AND id = $2")
                     .bind(tenant.as_str())
                     .bind(&i.integration.id)
                     .bind(&i.sealed_signing_secret)
-                    .bind(&i.sealed_bot_token)
+                    .bind(&i.sealed_credential)
                     .execute(&self.pool)
                     .await
                     .map_err($crate::backend_error)?;

@@ -1,4 +1,4 @@
-//! openma extension: integrations publish an agent to a chat or a tracker, whose users
+//! openma extension: integrations publish an agent to Slack, GitHub or Linear, whose users
 //! then talk to it there (a mention starts or resumes the session of that thread).
 
 use serde::{Deserialize, Serialize};
@@ -32,10 +32,24 @@ pub struct Integration {
     pub environment_id: Option<String>,
     /// The provider's API base URL the answers are posted to.
     pub api_base_url: String,
-    /// Path of this server to enter as the provider app's event (request) URL.
+    /// Path of this server to enter as the provider app's webhook (event request) URL.
     pub events_path: String,
-    /// Path to enter as the app's interactivity URL (tool confirmation buttons).
-    pub interactivity_path: String,
+    /// Slack: path to enter as the app's interactivity URL (tool confirmation buttons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactivity_path: Option<String>,
+    /// GitHub: the App's id (the issuer of its JWTs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+    /// GitHub: the App's slug; `@slug` in an issue, a pull request or a comment engages it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_slug: Option<String>,
+    /// GitHub: a label that engages the agent on the issue or pull request it is put on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_label: Option<String>,
+    /// GitHub: whether a new session gets the repository cloned (with a short-lived
+    /// installation token) into `/workspace/<repo>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_repository: Option<bool>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -51,11 +65,31 @@ pub struct CreateIntegrationRequest {
     pub environment_id: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
-    /// The app's signing secret (Slack: "Signing Secret"); verifies every delivery.
+    /// Verifies every delivery (Slack: the app's "Signing Secret"; GitHub: the App's
+    /// webhook secret; Linear: the webhook's signing secret).
     pub signing_secret: String,
-    /// The token answers are posted with (Slack: the bot's `xoxb-` token).
-    pub bot_token: String,
-    /// Defaults to the provider's public API (Slack: `https://slack.com/api`).
+    /// Slack: the bot's `xoxb-` token; Linear: the API key or OAuth token of the agent's
+    /// app user. Answers are posted with it.
+    #[serde(default)]
+    pub bot_token: Option<String>,
+    /// GitHub: the App's id.
+    #[serde(default)]
+    pub app_id: Option<String>,
+    /// GitHub: the App's slug (what `@mentions` name).
+    #[serde(default)]
+    pub app_slug: Option<String>,
+    /// GitHub: the App's private key (PEM, PKCS#1 or PKCS#8); signs the JWTs that mint
+    /// installation tokens.
+    #[serde(default)]
+    pub private_key: Option<String>,
+    /// GitHub: a label that engages the agent.
+    #[serde(default)]
+    pub trigger_label: Option<String>,
+    /// GitHub: clone the repository into new sessions (default true).
+    #[serde(default)]
+    pub clone_repository: Option<bool>,
+    /// Defaults to the provider's public API (`https://slack.com/api`,
+    /// `https://api.github.com`, `https://api.linear.app`).
     #[serde(default)]
     pub api_base_url: Option<String>,
 }

@@ -37,7 +37,7 @@ pub fn routes(max_file_bytes: u64) -> Router<AppState> {
         .merge(model_cards::routes())
         .merge(webhooks::routes())
         .merge(integrations::routes())
-        .merge(crate::slack::routes())
+        .merge(crate::integrations::routes())
         .merge(files::routes(max_file_bytes))
         .merge(skills::routes())
         .merge(resources::routes())

@@ -283,6 +283,15 @@ impl Actor {
                         if changed {
                             // queues a row; the delivery worker sends it, the turn never waits on it
                             self.rt.platform.announce_quietly(&self.tenant, status_webhook(self.session.status), &self.session.id).await;
+                            // the payload table's shorter names of the same two changes
+                            let plain = match self.session.status {
+                                SessionStatus::Running => Some("session.running"),
+                                SessionStatus::Idle => Some("session.idled"),
+                                _ => None,
+                            };
+                            if let Some(kind) = plain {
+                                self.rt.platform.announce_quietly(&self.tenant, kind, &self.session.id).await;
+                            }
                         }
                         if !was_running && self.session.status == SessionStatus::Running {
                             self.running_since = Some(Instant::now());
@@ -770,8 +779,16 @@ impl Actor {
         let usage = self.usage_now();
         self.session.usage.list_cost = usage.list_cost.clone();
         let budget = self.session.budget.clone();
+        let announce = match &reason {
+            StopReason::RequiresAction { .. } => Some("session.requires_action"),
+            StopReason::BudgetReached => Some("session.budget_reached"),
+            _ => None,
+        };
         self.emit(vec![EventPayload::SessionUsage { usage, budget }, EventPayload::StatusIdle { stop_reason: reason }], Some(SessionStatus::Idle))
             .await?;
+        if let Some(kind) = announce {
+            self.rt.platform.announce_quietly(&self.tenant, kind, &self.session.id).await;
+        }
         Ok(())
     }
 

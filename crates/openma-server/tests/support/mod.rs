@@ -3,6 +3,8 @@
 //! `ServerProcess`: the real binary as a child process, for crash and restart tests.
 #![allow(dead_code)]
 
+pub mod git;
+
 /// Runs each story `async fn name(app: TestApp)` once per backend.
 #[allow(unused_macros)]
 macro_rules! backend_stories {

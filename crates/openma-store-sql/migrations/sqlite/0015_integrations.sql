@@ -8,7 +8,7 @@ CREATE TABLE integrations (
     updated_at            INTEGER NOT NULL,
     body                  TEXT NOT NULL,
     sealed_signing_secret TEXT NOT NULL,
-    sealed_bot_token      TEXT NOT NULL,
+    sealed_credential      TEXT NOT NULL,
     PRIMARY KEY (tenant_id, id)
 );
 CREATE UNIQUE INDEX integrations_by_id ON integrations (id);

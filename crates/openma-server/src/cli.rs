@@ -93,6 +93,9 @@ pub enum Command {
     /// Manage sessions on a server.
     #[command(subcommand)]
     Sessions(crate::client::SessionsCommand),
+    /// Publish agents to Slack, GitHub or Linear on a server.
+    #[command(subcommand)]
+    Integrations(crate::client::IntegrationsCommand),
     /// Send a message to a session and print the turn as it streams.
     Chat(crate::client::ChatArgs),
     /// Usage and list cost from a server's ledger.
@@ -382,6 +385,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Agents(cmd) => crate::client::agents(&cli.global.connection, cmd).await,
         Command::Sessions(cmd) => crate::client::sessions(&cli.global.connection, cmd).await,
+        Command::Integrations(cmd) => crate::client::integrations(&cli.global.connection, cmd).await,
         Command::Chat(args) => crate::client::chat(&cli.global.connection, args).await,
         Command::Usage(args) => crate::client::usage(&cli.global.connection, args).await,
         Command::Version => {

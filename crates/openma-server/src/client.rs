@@ -1,5 +1,5 @@
-//! The client commands: `openma agents …`, `openma sessions …` and `openma chat`, which
-//! talk to a running server over its public API (the same one the SDKs use).
+//! The client commands: `openma agents …`, `openma sessions …`, `openma integrations …` and
+//! `openma chat`, which talk to a running server over its public API (the same one the SDKs use).
 
 use std::io::Write;
 
@@ -61,6 +61,55 @@ pub enum SessionsCommand {
     /// Archive a session.
     Archive { id: String },
     /// Delete a session.
+    Delete { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum IntegrationsCommand {
+    /// List integrations.
+    List,
+    /// Show an integration (never its secrets).
+    Get { id: String },
+    /// Publish an agent to Slack, GitHub or Linear. Secrets are read from files or the
+    /// environment, never from the command line.
+    Create {
+        /// `slack`, `github` or `linear`.
+        #[arg(long)]
+        provider: String,
+        /// The agent that answers.
+        #[arg(long)]
+        agent: String,
+        /// The environment its sessions run in.
+        #[arg(long)]
+        environment: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// The provider's signing (webhook) secret.
+        #[arg(long, env = "OPENMA_INTEGRATION_SIGNING_SECRET", hide_env_values = true)]
+        signing_secret: Option<String>,
+        /// A file holding the signing secret.
+        #[arg(long, conflicts_with = "signing_secret")]
+        signing_secret_file: Option<std::path::PathBuf>,
+        /// Slack bot token or Linear token.
+        #[arg(long, env = "OPENMA_INTEGRATION_BOT_TOKEN", hide_env_values = true)]
+        bot_token: Option<String>,
+        /// GitHub: the App's id.
+        #[arg(long)]
+        app_id: Option<String>,
+        /// GitHub: the App's slug.
+        #[arg(long)]
+        app_slug: Option<String>,
+        /// GitHub: the App's private key (PEM file).
+        #[arg(long)]
+        private_key_file: Option<std::path::PathBuf>,
+        /// GitHub: a label that engages the agent.
+        #[arg(long)]
+        trigger_label: Option<String>,
+        /// The provider's API base URL (GitHub Enterprise).
+        #[arg(long)]
+        api_base_url: Option<String>,
+    },
+    /// Delete an integration.
     Delete { id: String },
 }
 
@@ -170,6 +219,73 @@ pub async fn sessions(c: &Connection, cmd: &SessionsCommand) -> anyhow::Result<(
         }
         SessionsCommand::Archive { id } => print(c.json, &api.call(Method::POST, &format!("/v1/sessions/{id}/archive"), None).await?, session_line),
         SessionsCommand::Delete { id } => print(c.json, &api.call(Method::DELETE, &format!("/v1/sessions/{id}"), None).await?, |v| format!("deleted {}", v["id"].as_str().unwrap_or(""))),
+    }
+    Ok(())
+}
+
+fn integration_line(i: &Value) -> String {
+    format!(
+        "{}\t{}\t{}\t{}",
+        i["id"].as_str().unwrap_or(""),
+        i["provider"].as_str().unwrap_or(""),
+        i["agent_id"].as_str().unwrap_or(""),
+        i["events_path"].as_str().unwrap_or("")
+    )
+}
+
+fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?.trim_end().to_owned())
+}
+
+pub async fn integrations(c: &Connection, cmd: &IntegrationsCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(c)?;
+    let v = match cmd {
+        IntegrationsCommand::List => api.call(Method::GET, "/v1/integrations?limit=100", None).await?,
+        IntegrationsCommand::Get { id } => api.call(Method::GET, &format!("/v1/integrations/{id}"), None).await?,
+        IntegrationsCommand::Create {
+            provider,
+            agent,
+            environment,
+            name,
+            signing_secret,
+            signing_secret_file,
+            bot_token,
+            app_id,
+            app_slug,
+            private_key_file,
+            trigger_label,
+            api_base_url,
+        } => {
+            let signing_secret = match (signing_secret, signing_secret_file) {
+                (Some(s), _) => s.clone(),
+                (None, Some(f)) => read_secret(f)?,
+                (None, None) => bail!("a signing secret is needed: --signing-secret-file or OPENMA_INTEGRATION_SIGNING_SECRET"),
+            };
+            let private_key = private_key_file.as_deref().map(read_secret).transpose()?;
+            let mut body = json!({"provider": provider, "agent_id": agent, "signing_secret": signing_secret});
+            for (k, v) in [
+                ("environment_id", environment),
+                ("name", name),
+                ("bot_token", bot_token),
+                ("app_id", app_id),
+                ("app_slug", app_slug),
+                ("private_key", &private_key),
+                ("trigger_label", trigger_label),
+                ("api_base_url", api_base_url),
+            ] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
+            }
+            api.call(Method::POST, "/v1/integrations", Some(body)).await?
+        }
+        IntegrationsCommand::Delete { id } => api.call(Method::DELETE, &format!("/v1/integrations/{id}"), None).await?,
+    };
+    if matches!(cmd, IntegrationsCommand::Delete { .. }) {
+        print(c.json, &v, |v| format!("deleted {}", v["id"].as_str().unwrap_or("")));
+    } else {
+        print(c.json, &v, integration_line);
     }
     Ok(())
 }

@@ -50,3 +50,37 @@ async fn agents_sessions_and_chat_from_the_command_line() {
     let (ok, _, err) = tokio::task::spawn_blocking(move || openma(&a, &["sessions", "get", "sesn_missing"])).await.unwrap();
     assert!(!ok && err.contains("not found"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integrations_from_the_command_line_take_secrets_from_files() {
+    let app = support::spawn_app(Backend::Sqlite).await.unwrap();
+    let agent = app.agent("published").await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("signing");
+    std::fs::write(&secret, "slack-signing-secret-from-a-file\n").unwrap();
+    let (a, agent_id, file) = (app.clone_handle(), agent["id"].as_str().unwrap().to_owned(), secret.to_string_lossy().into_owned());
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_openma"))
+            .args(["--url", &a.base, "--api-key", &a.key, "integrations", "create", "--provider", "slack", "--agent", &agent_id, "--signing-secret-file", &file, "--json"])
+            .env("OPENMA_INTEGRATION_BOT_TOKEN", "xoxb-from-the-environment")
+            .output()
+            .map(|o| (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned()))
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let made: Value = serde_json::from_str(&out).unwrap();
+    let id = made["id"].as_str().unwrap().to_owned();
+    assert!(made["events_path"].as_str().unwrap().ends_with("/events"));
+    assert!(!out.contains("xoxb-from-the-environment") && !out.contains("from-a-file"));
+    let a = app.clone_handle();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || openma(&a, &["integrations", "list"])).await.unwrap();
+    assert!(ok && out.contains(&id) && out.contains("slack"), "{out} {err}");
+    let (a, del) = (app.clone_handle(), id.clone());
+    let (ok, out, err) = tokio::task::spawn_blocking(move || openma(&a, &["integrations", "delete", &del])).await.unwrap();
+    assert!(ok && out.contains(&format!("deleted {id}")), "{out} {err}");
+    let a = app.clone_handle();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || openma(&a, &["integrations", "create", "--provider", "slack", "--agent", "x"])).await.unwrap();
+    assert!(!ok && err.contains("signing secret is needed"), "{err}");
+}

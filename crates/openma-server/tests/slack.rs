@@ -22,26 +22,41 @@ use support::{Backend, TestApp, spawn_app_custom};
 const SIGNING_SECRET: &str = "slack-signing-secret-8c1f";
 const BOT_TOKEN: &str = "xoxb-bot-token-secret-4Rt";
 
-/// The fake Slack Web API: records `chat.postMessage` calls and their bearer tokens.
+/// The fake Slack Web API: `chat.postMessage` and `chat.update`, with the bearer token of
+/// each call and the current state of every message.
 #[derive(Default)]
 struct FakeSlack {
-    posts: Mutex<Vec<(String, Value)>>,
+    /// `(method, authorization, body)` of every call.
+    calls: Mutex<Vec<(String, String, Value)>>,
+    /// Messages in order of posting: the last body posted or updated for each `ts`.
+    messages: Mutex<Vec<(String, Value)>>,
 }
 
-async fn post_message(State(slack): State<Arc<FakeSlack>>, headers: HeaderMap, body: String) -> axum::Json<Value> {
+async fn web_api(State(slack): State<Arc<FakeSlack>>, axum::extract::Path(method): axum::extract::Path<String>, headers: HeaderMap, body: String) -> axum::Json<Value> {
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let n = {
-        let mut posts = slack.posts.lock().unwrap();
-        posts.push((auth, body));
-        posts.len()
-    };
-    axum::Json(json!({"ok": true, "ts": format!("1700000100.{n:06}")}))
+    slack.calls.lock().unwrap().push((method.clone(), auth, body.clone()));
+    let mut messages = slack.messages.lock().unwrap();
+    match method.as_str() {
+        "chat.postMessage" => {
+            let ts = format!("1700000100.{:06}", messages.len() + 1);
+            messages.push((ts.clone(), body));
+            axum::Json(json!({"ok": true, "ts": ts}))
+        }
+        "chat.update" => match messages.iter_mut().find(|(ts, _)| body["ts"] == ts.as_str()) {
+            Some((_, m)) => {
+                m["text"] = body["text"].clone();
+                axum::Json(json!({"ok": true}))
+            }
+            None => axum::Json(json!({"ok": false, "error": "message_not_found"})),
+        },
+        _ => axum::Json(json!({"ok": false, "error": "unknown_method"})),
+    }
 }
 
 async fn fake_slack() -> (Arc<FakeSlack>, String) {
     let slack = Arc::new(FakeSlack::default());
-    let app = Router::new().route("/api/chat.postMessage", post(post_message)).with_state(slack.clone());
+    let app = Router::new().route("/api/{method}", post(web_api)).with_state(slack.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -49,19 +64,30 @@ async fn fake_slack() -> (Arc<FakeSlack>, String) {
 }
 
 impl FakeSlack {
-    fn posts(&self) -> Vec<(String, Value)> {
-        self.posts.lock().unwrap().clone()
+    fn messages(&self) -> Vec<Value> {
+        self.messages.lock().unwrap().iter().map(|(_, m)| m.clone()).collect()
     }
 
-    /// Waits until `n` messages were posted.
-    async fn wait_for(&self, n: usize) -> Vec<(String, Value)> {
+    /// Waits until a message shows `text`; returns it.
+    async fn wait_for_text(&self, text: &str) -> Value {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let posts = self.posts();
-            if posts.len() >= n {
-                return posts;
+            if let Some(m) = self.messages().into_iter().find(|m| m["text"] == text) {
+                return m;
             }
-            assert!(std::time::Instant::now() < deadline, "expected {n} Slack posts, got {posts:?}");
+            assert!(std::time::Instant::now() < deadline, "no Slack message says {text:?}: {:?}", self.messages());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until a message has buttons; returns it.
+    async fn wait_for_buttons(&self) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(m) = self.messages().into_iter().find(|m| m["blocks"].is_array()) {
+                return m;
+            }
+            assert!(std::time::Instant::now() < deadline, "no buttons: {:?}", self.messages());
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -136,10 +162,15 @@ async fn slack_threads_drive_sessions(backend: Backend) {
     assert_eq!(deliver(&app, &events_path, "application/json", &first, SIGNING_SECRET, now()).await.0, 200);
     // Slack's retry of the same event (and a replay) is acknowledged and ignored
     assert_eq!(deliver(&app, &events_path, "application/json", &first, SIGNING_SECRET, now()).await.0, 200);
-    let posts = slack.wait_for(1).await;
-    assert_eq!(posts[0].0, format!("Bearer {BOT_TOKEN}"));
-    assert_eq!((posts[0].1["channel"].as_str(), posts[0].1["thread_ts"].as_str()), (Some("C42"), Some("1700000000.000100")));
-    assert_eq!(posts[0].1["text"], "It is 4.");
+    // a progress message is posted into the thread at once and becomes the answer
+    let answer = slack.wait_for_text("It is 4.").await;
+    assert_eq!((answer["channel"].as_str(), answer["thread_ts"].as_str()), (Some("C42"), Some("1700000000.000100")));
+    let calls = slack.calls.lock().unwrap().clone();
+    assert_eq!(calls[0].0, "chat.postMessage");
+    assert!(calls[0].2["text"].as_str().unwrap().contains("Working on it"), "{calls:?}");
+    assert!(calls.iter().any(|c| c.0 == "chat.update"), "{calls:?}");
+    assert!(calls.iter().all(|c| c.1 == format!("Bearer {BOT_TOKEN}")));
+    assert_eq!(slack.messages().len(), 1, "one message for the answer");
     let sessions = app.get("/v1/sessions").await.body["data"].as_array().unwrap().clone();
     assert_eq!(sessions.len(), 1, "one session for the thread");
     let sid = sessions[0]["id"].as_str().unwrap().to_owned();
@@ -154,8 +185,7 @@ async fn slack_threads_drive_sessions(backend: Backend) {
     let second = mention("Ev2", "1700000000.000200", Some("1700000000.000100"), "<@UBOT> and 4+4? check with bash");
     assert_eq!(deliver(&app, &events_path, "application/json", &second, SIGNING_SECRET, now()).await.0, 200);
     // bash needs a confirmation: it is offered as buttons in the thread
-    let posts = slack.wait_for(2).await;
-    let ask = &posts[1].1;
+    let ask = slack.wait_for_buttons().await;
     assert_eq!(ask["thread_ts"], "1700000000.000100");
     let buttons = ask["blocks"][1]["elements"].as_array().expect("buttons");
     assert_eq!(buttons[0]["text"]["text"], "Allow");
@@ -168,8 +198,7 @@ async fn slack_threads_drive_sessions(backend: Backend) {
     let form = format!("payload={}", url::form_urlencoded::byte_serialize(click.to_string().as_bytes()).collect::<String>());
     assert_eq!(deliver(&app, &interactivity_path, "application/x-www-form-urlencoded", &form, "wrong-secret", now()).await.0, 401);
     assert_eq!(deliver(&app, &interactivity_path, "application/x-www-form-urlencoded", &form, SIGNING_SECRET, now()).await.0, 200);
-    let posts = slack.wait_for(3).await;
-    assert_eq!(posts[2].1["text"], "It is 8.");
+    slack.wait_for_text("It is 8.").await;
     let log = app.get(&format!("/v1/sessions/{sid}/events?limit=100")).await.body;
     let result = log["data"].as_array().unwrap().iter().find(|e| e["type"] == "agent.tool_result").expect("bash ran after the click");
     assert!(result["content"][0]["text"].as_str().unwrap().contains('8'));
@@ -186,14 +215,16 @@ async fn slack_threads_drive_sessions(backend: Backend) {
     model.script(vec![Reply::text("Hello there.")]);
     let dm = json!({"type": "event_callback", "event_id": "Ev4", "event": {"type": "message", "channel_type": "im", "user": "U7", "text": "hi", "ts": "1700000300.000001", "channel": "D9"}}).to_string();
     assert_eq!(deliver(&app, &events_path, "application/json", &dm, SIGNING_SECRET, now()).await.0, 200);
-    let posts = slack.wait_for(4).await;
-    assert_eq!((posts[3].1["channel"].as_str(), posts[3].1["text"].as_str()), (Some("D9"), Some("Hello there.")));
-    assert_eq!(slack.posts().len(), 4);
+    let hello = slack.wait_for_text("Hello there.").await;
+    assert_eq!(hello["channel"], "D9");
+    assert!(!slack.messages().iter().any(|m| m["channel"] == "D1"), "the bot's own message got no answer");
     assert_eq!(app.get("/v1/sessions").await.body["data"].as_array().unwrap().len(), 3);
 
     // the token and the signing secret appear in no response or event
     for path in [format!("/v1/integrations/{}", integration["id"].as_str().unwrap()), "/v1/integrations".into(), format!("/v1/sessions/{sid}/events?limit=100")] {
-        let text = app.get(&path).await.body.to_string();
+        let r = app.get(&path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        let text = r.body.to_string();
         assert!(!text.contains(BOT_TOKEN) && !text.contains(SIGNING_SECRET), "{path}");
     }
     // a deleted integration takes no more deliveries

@@ -114,7 +114,7 @@ async fn events(State(app): State<AppState>, ApiPath(id): ApiPath<String>, heade
     metrics::counter!("openma_integration_events_total", "provider" => "slack").increment(1);
     // Slack wants an answer within three seconds: the session is started behind it
     tokio::spawn(async move {
-        if let Err(e) = start_or_resume(&app, &tenant, &integration, &message).await {
+        if let Err(e) = start_or_resume(&app, &tenant, &integration, &token, &message).await {
             tracing::warn!(integration_id = %integration.id, error = %e, "cannot pass a Slack message to its session");
             let text = format!("Sorry, the agent could not take this message: {e}");
             let _ = post_message(&integration, &token, &message.channel, &message.thread_ts, &text, None).await;
@@ -144,7 +144,7 @@ struct Message {
 }
 
 /// Gives the message to the session of its thread (created for a new thread).
-async fn start_or_resume(app: &AppState, tenant: &TenantId, integration: &Integration, m: &Message) -> Result<(), DomainError> {
+async fn start_or_resume(app: &AppState, tenant: &TenantId, integration: &Integration, token: &str, m: &Message) -> Result<(), DomainError> {
     let thread = slack_thread_key(&m.channel, &m.thread_ts);
     let (session_id, _) = super::thread_session(app, tenant, integration, &thread, || CreateSessionRequest {
         title: Some(format!("Slack thread {}", m.thread_ts)),
@@ -157,6 +157,10 @@ async fn start_or_resume(app: &AppState, tenant: &TenantId, integration: &Integr
         ..Default::default()
     })
     .await?;
+    let token = token.to_owned();
+    if let Err(e) = stream_turn(app, integration, &token, &session_id, &m.channel, &m.thread_ts).await {
+        tracing::info!(%session_id, error = %e, "cannot post a progress message to Slack");
+    }
     super::say(app, tenant, &session_id, format!("<@{}> wrote in Slack:\n\n{}", m.user, m.text)).await
 }
 
@@ -199,8 +203,26 @@ async fn interactivity(State(app): State<AppState>, ApiPath(id): ApiPath<String>
 /// the Slack thread of the session.
 pub(crate) async fn reply(integration: &Integration, token: &str, thread: &str, session_id: &str, turn: &TurnSummary) -> Result<(), String> {
     let (channel, thread_ts) = thread.split_once('/').ok_or("malformed thread")?;
-    if !turn.text.trim().is_empty() {
-        post_message(integration, token, channel, thread_ts, &turn.text, None).await?;
+    let slot = progress().lock().unwrap_or_else(|e| e.into_inner()).remove(session_id);
+    let mut held = match &slot {
+        Some(s) => Some(s.lock().await),
+        None => None,
+    };
+    let placeholder = held.as_mut().and_then(|h| h.take());
+    match placeholder {
+        // the progress message becomes the answer (or says the turn needs a confirmation)
+        Some((channel, ts)) => {
+            let text = match (turn.text.trim().is_empty(), turn.asks.is_empty()) {
+                (false, _) => turn.text.clone(),
+                (true, false) => "_Waiting for a confirmation…_".to_owned(),
+                (true, true) => "_Done._".to_owned(),
+            };
+            update_message(integration, token, &channel, &ts, &text).await?;
+        }
+        None if !turn.text.trim().is_empty() => {
+            post_message(integration, token, channel, thread_ts, &turn.text, None).await?;
+        }
+        None => {}
     }
     for ask in &turn.asks {
         let text = format!("The agent wants to use `{}`:\n```{}```", ask.name, truncate(&ask.input, 1500));
@@ -224,18 +246,92 @@ async fn post_message(
     thread_ts: &str,
     text: &str,
     blocks: Option<Value>,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let mut body = json!({"channel": channel, "thread_ts": thread_ts, "text": text});
     if let Some(b) = blocks {
         body["blocks"] = b;
     }
-    let url = format!("{}/chat.postMessage", integration.api_base_url);
-    let answer = post_json(&url, &format!("Bearer {token}"), &body).await?;
+    let answer = call(integration, token, "chat.postMessage", &body).await?;
+    Ok(answer["ts"].as_str().unwrap_or_default().to_owned())
+}
+
+/// `chat.update` of a message the bot posted.
+async fn update_message(integration: &Integration, token: &str, channel: &str, ts: &str, text: &str) -> Result<(), String> {
+    call(integration, token, "chat.update", &json!({"channel": channel, "ts": ts, "text": text})).await.map(|_| ())
+}
+
+/// A Web API method with the bot token; Slack answers 200 with `ok: false` on failure.
+async fn call(integration: &Integration, token: &str, method: &str, body: &Value) -> Result<Value, String> {
+    let url = format!("{}/{method}", integration.api_base_url);
+    let answer = post_json(&url, &format!("Bearer {token}"), body).await?;
     if answer["ok"] != true {
-        return Err(format!("chat.postMessage failed: {}", answer["error"].as_str().unwrap_or("no `ok`")));
+        return Err(format!("{method} failed: {}", answer["error"].as_str().unwrap_or("no `ok`")));
     }
+    Ok(answer)
+}
+
+/// A message that shows a turn in progress: `(channel, ts)`, `None` once the turn's answer
+/// replaced it. Updates hold the lock, so the answer is always the last word.
+type Progress = std::sync::Arc<tokio::sync::Mutex<Option<(String, String)>>>;
+
+/// The progress messages of this process, by session.
+fn progress() -> &'static std::sync::Mutex<std::collections::HashMap<String, Progress>> {
+    static PROGRESS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, Progress>>> = std::sync::OnceLock::new();
+    PROGRESS.get_or_init(Default::default)
+}
+
+const WORKING: &str = "_Working on it…_";
+/// Fewest milliseconds between two updates of a progress message (Slack's rate limits).
+const UPDATE_EVERY_MS: u128 = 1_000;
+
+/// Posts a progress message into the thread and keeps it updated with the agent's messages
+/// until the turn ends (then [`reply`] puts the answer in it).
+async fn stream_turn(app: &AppState, integration: &Integration, token: &str, session_id: &str, channel: &str, thread_ts: &str) -> Result<(), String> {
+    let mut frames = app.runtime.hub(session_id).subscribe();
+    let ts = post_message(integration, token, channel, thread_ts, WORKING, None).await?;
+    let slot: Progress = std::sync::Arc::new(tokio::sync::Mutex::new(Some((channel.to_owned(), ts))));
+    let earlier = progress().lock().unwrap_or_else(|e| e.into_inner()).insert(session_id.to_owned(), slot.clone());
+    // a message that arrived while a turn ran: that turn's progress message points here
+    if let Some(earlier) = earlier
+        && let Some((channel, ts)) = earlier.lock().await.take()
+    {
+        let _ = update_message(integration, token, &channel, &ts, "_Continued below._").await;
+    }
+    let (integration, token) = (integration.clone(), token.to_owned());
+    tokio::spawn(async move {
+        let mut text = String::new();
+        let mut last = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, frames.recv()).await {
+                Ok(Ok(f)) => f,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+                _ => break,
+            };
+            let crate::runtime::Frame::Event { kind, json, .. } = &*frame else { continue };
+            match *kind {
+                "agent.message" => {
+                    let v: Value = serde_json::from_str(json).unwrap_or(Value::Null);
+                    let t: String = v["content"].as_array().into_iter().flatten().filter_map(|b| b["text"].as_str()).collect();
+                    if !text.is_empty() {
+                        text.push_str("\n\n");
+                    }
+                    text.push_str(&t);
+                    if last.elapsed().as_millis() >= UPDATE_EVERY_MS {
+                        let held = slot.lock().await;
+                        let Some((channel, ts)) = held.as_ref() else { break };
+                        let _ = update_message(&integration, &token, channel, ts, &format!("{text}\n\n{WORKING}")).await;
+                        last = std::time::Instant::now();
+                    }
+                }
+                "session.status_idle" | "session.status_terminated" | "session.deleted" => break,
+                _ => {}
+            }
+        }
+    });
     Ok(())
 }
+
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,8 @@ CREATE TABLE integrations (
     id                    TEXT NOT NULL,
     created_at            BIGINT NOT NULL,
     updated_at            BIGINT NOT NULL,
+    -- always false: integrations are deleted, not archived (the list query's filter reads it)
+    archived              BOOLEAN NOT NULL DEFAULT FALSE,
     body                  TEXT NOT NULL,
     sealed_signing_secret TEXT NOT NULL,
     sealed_credential      TEXT NOT NULL,

@@ -309,15 +309,8 @@ pub(crate) fn shell_command(
     }
     args.extend(["--remount-ro", "/", "--chdir", "/workspace", "--"].map(String::from));
     args.push(PRLIMIT.into());
-    args.extend([
-        format!("--as={}", limits.memory_bytes),
-        format!("--data={}", limits.memory_bytes),
-        format!("--nproc={}", limits.processes),
-        format!("--nofile={}", limits.open_files),
-        format!("--fsize={}", limits.file_size_bytes),
-        "--core=0".into(),
-        "--".into(),
-    ]);
+    args.extend(prlimit_args(limits));
+    args.push("--".into());
     if net.is_some() {
         args.extend([
             network::BRIDGE_PATH.into(),
@@ -386,6 +379,18 @@ pub(crate) fn sandbox_env(paths: &SessionPaths, net: Option<&SandboxNet>, layer:
         }
     }
     env
+}
+
+/// `prlimit`'s options for the sandbox's rlimits.
+pub(crate) fn prlimit_args(limits: &Limits) -> [String; 6] {
+    [
+        format!("--as={}", limits.memory_bytes),
+        format!("--data={}", limits.memory_bytes),
+        format!("--nproc={}", limits.processes),
+        format!("--nofile={}", limits.open_files),
+        format!("--fsize={}", limits.file_size_bytes),
+        "--core=0".into(),
+    ]
 }
 
 /// Variables recorded for a session with [`crate::Sandboxes::set_session_env`].

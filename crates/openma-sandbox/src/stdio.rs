@@ -80,14 +80,7 @@ impl Sandboxes {
         cmd.args(["--user", "--mount", "--net", "--pid", "--ipc", "--uts", "--cgroup", "--root", "--wdns=/workspace"]);
         cmd.arg(format!("--setuid={uid}")).arg(format!("--setgid={uid}"));
         cmd.args(["--", bwrap::PRLIMIT]);
-        cmd.args([
-            format!("--as={}", limits.memory_bytes),
-            format!("--data={}", limits.memory_bytes),
-            format!("--nproc={}", limits.processes),
-            format!("--nofile={}", limits.open_files),
-            format!("--fsize={}", limits.file_size_bytes),
-            "--core=0".into(),
-        ]);
+        cmd.args(bwrap::prlimit_args(&limits));
         cmd.args(["--", bwrap::SETPRIV, "--no-new-privs", "--"]);
         cmd.args(command);
         cmd.env_clear();

@@ -278,8 +278,7 @@ async fn linear_agent_sessions_drive_sessions(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_github_issues_drive_sessions() {
-    if openma_sandbox::Sandboxes::check().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+    if !support::sandboxes_available() {
         return;
     }
     github_issues_drive_sessions(Backend::Sqlite).await
@@ -287,8 +286,7 @@ async fn sqlite_github_issues_drive_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_github_issues_drive_sessions() {
-    if openma_sandbox::Sandboxes::check().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+    if !support::sandboxes_available() {
         return;
     }
     github_issues_drive_sessions(Backend::Postgres).await

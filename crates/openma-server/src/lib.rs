@@ -8,6 +8,7 @@ pub mod backup;
 pub mod blobs;
 pub mod auth;
 pub mod bench;
+mod chat;
 mod bench_files;
 mod bench_mcp;
 mod bench_memory;

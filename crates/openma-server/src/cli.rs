@@ -93,6 +93,18 @@ pub enum Command {
     /// Manage sessions on a server.
     #[command(subcommand)]
     Sessions(crate::client::SessionsCommand),
+    /// Manage environments on a server.
+    #[command(subcommand)]
+    Environments(crate::client::EnvironmentsCommand),
+    /// Manage vaults on a server (credentials are written through the API, never shown).
+    #[command(subcommand)]
+    Vaults(crate::client::VaultsCommand),
+    /// Upload, list, download and delete files on a server.
+    #[command(subcommand)]
+    Files(crate::client::FilesCommand),
+    /// Memory stores and their memories on a server.
+    #[command(subcommand)]
+    Memory(crate::client::MemoryCommand),
     /// Publish agents to Slack, GitHub or Linear on a server.
     #[command(subcommand)]
     Integrations(crate::client::IntegrationsCommand),
@@ -385,6 +397,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Agents(cmd) => crate::client::agents(&cli.global.connection, cmd).await,
         Command::Sessions(cmd) => crate::client::sessions(&cli.global.connection, cmd).await,
+        Command::Environments(cmd) => crate::client::environments(&cli.global.connection, cmd).await,
+        Command::Vaults(cmd) => crate::client::vaults(&cli.global.connection, cmd).await,
+        Command::Files(cmd) => crate::client::files(&cli.global.connection, cmd).await,
+        Command::Memory(cmd) => crate::client::memory(&cli.global.connection, cmd).await,
         Command::Integrations(cmd) => crate::client::integrations(&cli.global.connection, cmd).await,
         Command::Chat(args) => crate::chat::chat(&cli.global.connection, args).await,
         Command::Usage(args) => crate::client::usage(&cli.global.connection, args).await,

@@ -65,6 +65,90 @@ pub enum SessionsCommand {
 }
 
 #[derive(Subcommand)]
+pub enum EnvironmentsCommand {
+    /// List environments.
+    List,
+    /// Show an environment (its configuration with `--json`).
+    Get { id: String },
+    /// Create an environment.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Limit the sandbox's network to these hosts (unrestricted without).
+        #[arg(long = "allowed-host")]
+        allowed_hosts: Vec<String>,
+        /// Packages to install with pip, npm or apt: `pip:requests`, `npm:left-pad`, `apt:jq`.
+        #[arg(long = "package")]
+        packages: Vec<String>,
+    },
+    /// Archive an environment.
+    Archive { id: String },
+    /// Delete an environment.
+    Delete { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum VaultsCommand {
+    /// List vaults.
+    List,
+    /// Show a vault.
+    Get { id: String },
+    /// Create a vault.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// List a vault's credentials (never their secrets).
+    Credentials { id: String },
+    /// Archive a vault.
+    Archive { id: String },
+    /// Delete a vault.
+    Delete { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum FilesCommand {
+    /// List files.
+    List,
+    /// Show a file's metadata.
+    Get { id: String },
+    /// Upload a file.
+    Upload { path: std::path::PathBuf },
+    /// Download a file's content (to `--out`, else to stdout).
+    Download {
+        id: String,
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Delete a file.
+    Delete { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum MemoryCommand {
+    /// List memory stores.
+    Stores,
+    /// Create a memory store.
+    CreateStore {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List a store's memories (paths and sizes).
+    List { store: String },
+    /// Write a memory (creates it; the content comes from `--content` or stdin).
+    Write {
+        store: String,
+        path: String,
+        #[arg(long)]
+        content: Option<String>,
+    },
+    /// Delete a memory store.
+    DeleteStore { id: String },
+}
+
+#[derive(Subcommand)]
 pub enum IntegrationsCommand {
     /// List integrations.
     List,
@@ -220,6 +304,142 @@ fn integration_line(i: &Value) -> String {
         i["agent_id"].as_str().unwrap_or(""),
         i["events_path"].as_str().unwrap_or("")
     )
+}
+
+fn environment_line(e: &Value) -> String {
+    let networking = e["config"]["networking"]["type"].as_str().unwrap_or("");
+    format!("{}\t{}\t{networking}", e["id"].as_str().unwrap_or(""), e["name"].as_str().unwrap_or(""))
+}
+
+fn vault_line(v: &Value) -> String {
+    let name = v["display_name"].as_str().or(v["auth"]["type"].as_str()).unwrap_or("");
+    format!("{}\t{name}", v["id"].as_str().unwrap_or(""))
+}
+
+fn file_line(f: &Value) -> String {
+    format!("{}\t{}\t{}\t{}", f["id"].as_str().unwrap_or(""), f["filename"].as_str().unwrap_or(""), f["size_bytes"], f["mime_type"].as_str().unwrap_or(""))
+}
+
+fn deleted_line(v: &Value) -> String {
+    format!("deleted {}", v["id"].as_str().unwrap_or(""))
+}
+
+pub async fn environments(c: &Connection, cmd: &EnvironmentsCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(c)?;
+    match cmd {
+        EnvironmentsCommand::List => print(c.json, &api.call(Method::GET, "/v1/environments?limit=100", None).await?, environment_line),
+        EnvironmentsCommand::Get { id } => print(c.json, &api.call(Method::GET, &format!("/v1/environments/{id}"), None).await?, environment_line),
+        EnvironmentsCommand::Create { name, allowed_hosts, packages } => {
+            let mut config = json!({"type": "cloud"});
+            if !allowed_hosts.is_empty() {
+                config["networking"] = json!({"type": "limited", "allowed_hosts": allowed_hosts, "allow_package_managers": !packages.is_empty()});
+            }
+            if !packages.is_empty() {
+                let mut by: serde_json::Map<String, Value> = serde_json::Map::new();
+                for p in packages {
+                    let Some((manager, spec)) = p.split_once(':') else { bail!("`{p}`: write packages as MANAGER:SPEC, e.g. pip:requests") };
+                    by.entry(manager.to_owned()).or_insert_with(|| json!([])).as_array_mut().map(|a| a.push(json!(spec)));
+                }
+                by.insert("type".into(), json!("packages"));
+                config["packages"] = Value::Object(by);
+            }
+            print(c.json, &api.call(Method::POST, "/v1/environments", Some(json!({"name": name, "config": config}))).await?, environment_line)
+        }
+        EnvironmentsCommand::Archive { id } => print(c.json, &api.call(Method::POST, &format!("/v1/environments/{id}/archive"), None).await?, environment_line),
+        EnvironmentsCommand::Delete { id } => print(c.json, &api.call(Method::DELETE, &format!("/v1/environments/{id}"), None).await?, deleted_line),
+    }
+    Ok(())
+}
+
+pub async fn vaults(c: &Connection, cmd: &VaultsCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(c)?;
+    match cmd {
+        VaultsCommand::List => print(c.json, &api.call(Method::GET, "/v1/vaults?limit=100", None).await?, vault_line),
+        VaultsCommand::Get { id } => print(c.json, &api.call(Method::GET, &format!("/v1/vaults/{id}"), None).await?, vault_line),
+        VaultsCommand::Create { name } => print(c.json, &api.call(Method::POST, "/v1/vaults", Some(json!({"display_name": name}))).await?, vault_line),
+        VaultsCommand::Credentials { id } => print(c.json, &api.call(Method::GET, &format!("/v1/vaults/{id}/credentials?limit=100"), None).await?, vault_line),
+        VaultsCommand::Archive { id } => print(c.json, &api.call(Method::POST, &format!("/v1/vaults/{id}/archive"), None).await?, vault_line),
+        VaultsCommand::Delete { id } => print(c.json, &api.call(Method::DELETE, &format!("/v1/vaults/{id}"), None).await?, deleted_line),
+    }
+    Ok(())
+}
+
+pub async fn files(c: &Connection, cmd: &FilesCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(c)?;
+    match cmd {
+        FilesCommand::List => print(c.json, &api.call(Method::GET, "/v1/files?limit=100", None).await?, file_line),
+        FilesCommand::Get { id } => print(c.json, &api.call(Method::GET, &format!("/v1/files/{id}"), None).await?, file_line),
+        FilesCommand::Upload { path } => {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "upload".into());
+            let file = tokio::fs::File::open(path).await.with_context(|| format!("cannot open {}", path.display()))?;
+            let len = file.metadata().await?.len();
+            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+            let part = reqwest::multipart::Part::stream_with_length(body, len).file_name(name);
+            let resp = api
+                .http
+                .post(format!("{}/v1/files", api.base))
+                .bearer_auth(&api.key)
+                .multipart(reqwest::multipart::Form::new().part("file", part))
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {}", api.base))?;
+            let status = resp.status();
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            if !status.is_success() {
+                bail!("{} ({status})", v["error"]["message"].as_str().unwrap_or("upload failed"));
+            }
+            print(c.json, &v, file_line);
+        }
+        FilesCommand::Download { id, out } => {
+            let resp = api.http.get(format!("{}/v1/files/{id}/content", api.base)).bearer_auth(&api.key).send().await?;
+            let status = resp.status();
+            if !status.is_success() {
+                let v: Value = resp.json().await.unwrap_or(Value::Null);
+                bail!("{} ({status})", v["error"]["message"].as_str().unwrap_or("download failed"));
+            }
+            let mut stream = resp.bytes_stream();
+            let mut sink: Box<dyn tokio::io::AsyncWrite + Unpin> = match out {
+                Some(p) => Box::new(tokio::fs::File::create(p).await.with_context(|| format!("cannot create {}", p.display()))?),
+                None => Box::new(tokio::io::stdout()),
+            };
+            use futures::StreamExt;
+            use tokio::io::AsyncWriteExt;
+            while let Some(chunk) = stream.next().await {
+                sink.write_all(&chunk?).await?;
+            }
+            sink.flush().await?;
+        }
+        FilesCommand::Delete { id } => print(c.json, &api.call(Method::DELETE, &format!("/v1/files/{id}"), None).await?, deleted_line),
+    }
+    Ok(())
+}
+
+pub async fn memory(c: &Connection, cmd: &MemoryCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(c)?;
+    let store_line = |s: &Value| format!("{}\t{}", s["id"].as_str().unwrap_or(""), s["name"].as_str().unwrap_or(""));
+    match cmd {
+        MemoryCommand::Stores => print(c.json, &api.call(Method::GET, "/v1/memory_stores?limit=100", None).await?, store_line),
+        MemoryCommand::CreateStore { name, description } => {
+            print(c.json, &api.call(Method::POST, "/v1/memory_stores", Some(json!({"name": name, "description": description}))).await?, store_line)
+        }
+        MemoryCommand::List { store } => print(c.json, &api.call(Method::GET, &format!("/v1/memory_stores/{store}/memories?limit=100"), None).await?, |m| {
+            format!("{}\t{}\t{}", m["id"].as_str().unwrap_or(""), m["path"].as_str().unwrap_or(""), m["content_size_bytes"])
+        }),
+        MemoryCommand::Write { store, path, content } => {
+            let content = match content {
+                Some(c) => c.clone(),
+                None => tokio::task::spawn_blocking(|| std::io::read_to_string(std::io::stdin())).await??,
+            };
+            let v = api.call(Method::POST, &format!("/v1/memory_stores/{store}/memories"), Some(json!({"path": path, "content": content}))).await?;
+            print(c.json, &v, |m| format!("{}\t{}", m["id"].as_str().unwrap_or(""), m["path"].as_str().unwrap_or("")));
+        }
+        MemoryCommand::DeleteStore { id } => print(c.json, &api.call(Method::DELETE, &format!("/v1/memory_stores/{id}"), None).await?, deleted_line),
+    }
+    Ok(())
 }
 
 fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {

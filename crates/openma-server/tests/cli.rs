@@ -172,3 +172,48 @@ async fn tail_follows_a_session_until_it_ends() {
     assert!(ok, "{err}");
     assert!(out.contains("user.message") && out.contains("Tailed answer.") && out.contains("session.status_terminated"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environments_vaults_files_and_memory_from_the_command_line() {
+    let app = support::spawn_app(Backend::Sqlite).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let upload = dir.path().join("notes.txt");
+    std::fs::write(&upload, "file body from the CLI\n").unwrap();
+    let run = |args: Vec<String>| {
+        let a = app.clone_handle();
+        tokio::task::spawn_blocking(move || openma(&a, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+    };
+    let args = |s: &[&str]| s.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+
+    let (ok, out, err) = run(args(&["environments", "create", "--name", "cli-env", "--allowed-host", "pypi.org", "--json"])).await.unwrap();
+    assert!(ok, "{err}");
+    let env: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(env["config"]["networking"]["allowed_hosts"][0], "pypi.org");
+    let (ok, out, _) = run(args(&["environments", "list"])).await.unwrap();
+    assert!(ok && out.contains("cli-env\tlimited"), "{out}");
+    let (ok, _, err) = run(args(&["environments", "create", "--name", "x", "--package", "requests"])).await.unwrap();
+    assert!(!ok && err.contains("MANAGER:SPEC"), "{err}");
+
+    let (ok, out, err) = run(args(&["vaults", "create", "--name", "cli-vault"])).await.unwrap();
+    assert!(ok && out.contains("cli-vault"), "{out}{err}");
+
+    let (ok, out, err) = run(vec!["files".into(), "upload".into(), upload.to_string_lossy().into_owned(), "--json".into()]).await.unwrap();
+    assert!(ok, "{err}");
+    let file: Value = serde_json::from_str(&out).unwrap();
+    let fid = file["id"].as_str().unwrap().to_owned();
+    assert_eq!(file["filename"], "notes.txt");
+    let back = dir.path().join("back.txt");
+    let (ok, _, err) = run(vec!["files".into(), "download".into(), fid.clone(), "--out".into(), back.to_string_lossy().into_owned()]).await.unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "file body from the CLI\n");
+    let (ok, out, _) = run(args(&["files", "delete", &fid])).await.unwrap();
+    assert!(ok && out.contains(&format!("deleted {fid}")), "{out}");
+
+    let (ok, out, err) = run(args(&["memory", "create-store", "--name", "notes", "--json"])).await.unwrap();
+    assert!(ok, "{err}");
+    let store = serde_json::from_str::<Value>(&out).unwrap()["id"].as_str().unwrap().to_owned();
+    let (ok, _, err) = run(args(&["memory", "write", &store, "/todo.md", "--content", "buy milk"])).await.unwrap();
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(args(&["memory", "list", &store])).await.unwrap();
+    assert!(ok && out.contains("/todo.md"), "{out}");
+}

@@ -5,6 +5,7 @@
 //! `wasm32-unknown-unknown`, so nothing here may touch a clock, a socket or a thread.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod agents;
 pub mod environments;
 pub mod error;

@@ -420,6 +420,21 @@ pub trait Store: Send + Sync {
     /// Stores a redacted version: its content, path and digest are erased for good.
     async fn redact_memory_version(&self, tenant: &TenantId, version: &MemoryVersion) -> Result<bool, StoreError>;
 
+    // -- console accounts and their signed-in sessions --
+    async fn insert_user(&self, u: &crate::accounts::User) -> Result<(), StoreError>;
+    /// A user by (normalised) e-mail.
+    async fn find_user(&self, email: &str) -> Result<Option<crate::accounts::User>, StoreError>;
+    async fn set_password(&self, user_id: &str, password_hash: &str, at: Timestamp) -> Result<(), StoreError>;
+    /// Adds (or changes the role of) a membership.
+    async fn put_membership(&self, user_id: &str, tenant: &TenantId, role: &str, at: Timestamp) -> Result<(), StoreError>;
+    async fn memberships(&self, user_id: &str) -> Result<Vec<(TenantId, String)>, StoreError>;
+    async fn insert_console_session(&self, token_hash: &str, user_id: &str, tenant: &TenantId, csrf: &str, at: Timestamp, expires: Timestamp) -> Result<(), StoreError>;
+    /// The session of a token hash, with its user's e-mail and role in the session's tenant
+    /// (none once the membership is gone).
+    async fn console_session(&self, token_hash: &str) -> Result<Option<crate::accounts::ConsoleSession>, StoreError>;
+    async fn delete_console_session(&self, token_hash: &str) -> Result<(), StoreError>;
+    async fn delete_console_sessions_of(&self, user_id: &str) -> Result<(), StoreError>;
+
     // -- integrations (Slack, …): their threads' sessions and the deliveries seen --
     async fn insert_integration(&self, tenant: &TenantId, i: &crate::integrations::StoredIntegration) -> Result<(), StoreError>;
     async fn get_integration(&self, tenant: &TenantId, id: &str) -> Result<Option<crate::integrations::StoredIntegration>, StoreError>;

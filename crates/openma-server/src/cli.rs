@@ -70,6 +70,9 @@ pub enum Command {
     /// Manage API keys (stored only as hashes; a new key is shown once).
     #[command(subcommand, name = "api-keys")]
     ApiKeys(ApiKeysCommand),
+    /// Manage the people who sign in to the web console (`/console`).
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Back up an embedded deployment (database snapshot, blobs, root secret) while it runs.
     Backup {
         /// An empty or new directory.
@@ -213,6 +216,38 @@ pub enum TenantsCommand {
 }
 
 #[derive(Subcommand)]
+pub enum UsersCommand {
+    /// Create a user (or add an existing one to a tenant). The password (at least 12
+    /// characters) comes from `OPENMA_PASSWORD` or the first line of stdin.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Tenant name or id [default: the default tenant].
+        #[arg(long)]
+        tenant: Option<String>,
+        /// `owner`, `admin` or `member`.
+        #[arg(long, default_value = "member")]
+        role: String,
+    },
+    /// Set a user's password (from `OPENMA_PASSWORD` or stdin) and sign it out everywhere.
+    Passwd {
+        #[arg(long)]
+        email: String,
+    },
+}
+
+/// A new password: `OPENMA_PASSWORD`, else the first line of stdin.
+fn read_password() -> anyhow::Result<String> {
+    if let Ok(p) = std::env::var("OPENMA_PASSWORD") {
+        return Ok(p);
+    }
+    eprint!("password: ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+#[derive(Subcommand)]
 pub enum ApiKeysCommand {
     /// Create a key; the key itself is the last line of the output.
     Create {
@@ -344,6 +379,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         l.max_running_sessions.map(|n| n.to_string()).unwrap_or_else(|| "unlimited".into()),
                         spent as f64 / 1e6
                     );
+                }
+            }
+            Ok(())
+        }
+        Command::Users(cmd) => {
+            let settings = settings(&cli.global, None)?;
+            let platform = app::open_platform(&settings).await?;
+            match cmd {
+                UsersCommand::Create { email, tenant: t, role } => {
+                    let t = tenant(&platform, t.as_deref()).await?;
+                    let role = openma_core::accounts::Role::parse(role).ok_or_else(|| anyhow::anyhow!("--role is owner, admin or member"))?;
+                    let hash = crate::console::hash_password(&read_password()?)?;
+                    let user = platform.add_member(email, &hash, &t.id, role).await?;
+                    println!("user {} ({}) is {} of tenant {}", user.email, user.id, role.as_str(), t.name);
+                }
+                UsersCommand::Passwd { email } => {
+                    let hash = crate::console::hash_password(&read_password()?)?;
+                    platform.set_password(email, &hash).await?;
+                    println!("password of {email} changed; its console sessions are signed out");
                 }
             }
             Ok(())

@@ -16,6 +16,7 @@ mod bench_runtime;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod environment_packages;
 pub mod error;
 pub mod extract;

@@ -38,6 +38,7 @@ pub fn routes(max_file_bytes: u64) -> Router<AppState> {
         .merge(webhooks::routes())
         .merge(integrations::routes())
         .merge(crate::integrations::routes())
+        .merge(crate::console::routes())
         .merge(files::routes(max_file_bytes))
         .merge(skills::routes())
         .merge(resources::routes())

@@ -1,0 +1,160 @@
+//! The web console's accounts over real HTTP: a user made with `openma users create` signs
+//! in with a password, gets an HttpOnly SameSite cookie, sees only its tenant's objects;
+//! forms without the CSRF token, cross-site sign-ins, wrong passwords and too many attempts
+//! are refused; signing out ends the session; a signed-out browser is sent to sign in.
+
+mod support;
+
+use reqwest::StatusCode;
+use reqwest::header::{LOCATION, SET_COOKIE};
+use serde_json::json;
+use support::{Backend, TestApp};
+
+const PASSWORD: &str = "a long console password";
+
+/// A form body, as a browser sends it.
+fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+}
+
+trait FormPost {
+    fn form_body(self, pairs: &[(&str, &str)]) -> Self;
+}
+
+impl FormPost for reqwest::RequestBuilder {
+    fn form_body(self, pairs: &[(&str, &str)]) -> Self {
+        self.header("content-type", "application/x-www-form-urlencoded").body(form(pairs))
+    }
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+async fn sign_in(app: &TestApp, http: &reqwest::Client, email: &str, password: &str) -> reqwest::Response {
+    http.post(format!("{}/console/login", app.base)).form_body(&[("email", email), ("password", password)]).send().await.unwrap()
+}
+
+fn cookie_of(r: &reqwest::Response) -> String {
+    let set = r.headers().get(SET_COOKIE).expect("a cookie").to_str().unwrap().to_owned();
+    set.split(';').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_sign_in_see_their_tenant_and_sign_out() {
+    let app = support::spawn_app(Backend::Sqlite).await.unwrap();
+    let http = browser();
+    // the operator makes the account with the CLI, on the running server's database
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_openma"))
+        .args(["--data-dir", app.data_dir().to_str().unwrap(), "users", "create", "--email", "Ada@Example.com", "--role", "owner"])
+        .env("OPENMA_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // objects of this tenant and of another one
+    let agent = app.agent("visible-agent").await;
+    let sid = app.ok("/v1/sessions", json!({"agent": agent["id"], "title": "visible session"})).await["id"].as_str().unwrap().to_owned();
+    let other_key = app.other_tenant("elsewhere").await;
+    let hidden = app.call(reqwest::Method::POST, "/v1/agents", Some(other_key.as_str()), Some(json!({"name": "hidden-agent", "model": "claude-sonnet-4-6"}))).await;
+    assert_eq!(hidden.status, StatusCode::OK);
+
+    // signed out: every page sends to the sign-in page
+    let r = http.get(format!("{}/console", app.base)).send().await.unwrap();
+    assert!(r.status().is_redirection());
+    assert_eq!(r.headers()[LOCATION], "/console/login");
+    let r = http.get(format!("{}/", app.base)).send().await.unwrap();
+    assert_eq!(r.headers()[LOCATION], "/console");
+    let login = http.get(format!("{}/console/login", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(login.contains("name=\"password\"") && login.contains("autocomplete=\"current-password\""), "{login}");
+
+    // a wrong password, an unknown e-mail and a cross-site post are refused alike
+    assert_eq!(sign_in(&app, &http, "ada@example.com", "not the password").await.status(), StatusCode::UNAUTHORIZED);
+    let unknown = sign_in(&app, &http, "nobody@example.com", PASSWORD).await;
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+    assert!(unknown.text().await.unwrap().contains("Wrong e-mail or password."));
+    let cross = http
+        .post(format!("{}/console/login", app.base))
+        .header("origin", "https://evil.example")
+        .form_body(&[("email", "ada@example.com"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN);
+
+    // the right password (the e-mail in any case) signs in with a protected cookie
+    let r = sign_in(&app, &http, "ADA@example.com", PASSWORD).await;
+    assert!(r.status().is_redirection(), "{}", r.status());
+    assert_eq!(r.headers()[LOCATION], "/console");
+    let set = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Lax") && !set.contains("Secure"), "{set}");
+    let cookie = cookie_of(&r);
+    let page = http.get(format!("{}/console", app.base)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.unwrap();
+    assert!(page.contains(&sid) && page.contains("visible-agent") && page.contains("ada@example.com"), "{page}");
+    assert!(!page.contains("hidden-agent"), "another tenant's objects are invisible");
+    // behind HTTPS the cookie is Secure
+    let tls = http
+        .post(format!("{}/console/login", app.base))
+        .header("x-forwarded-proto", "https")
+        .form_body(&[("email", "ada@example.com"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert!(tls.headers()[SET_COOKIE].to_str().unwrap().contains("; Secure"));
+
+    // signing out needs the page's CSRF token
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let forged = http.post(format!("{}/console/logout", app.base)).header("cookie", &cookie).form_body(&[("csrf", "forged")]).send().await.unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let bare = http.post(format!("{}/console/logout", app.base)).header("cookie", &cookie).form_body(&[("x", "y")]).send().await.unwrap();
+    assert_eq!(bare.status(), StatusCode::FORBIDDEN);
+    let out = http.post(format!("{}/console/logout", app.base)).header("cookie", &cookie).form_body(&[("csrf", csrf.as_str())]).send().await.unwrap();
+    assert_eq!(out.headers()[LOCATION], "/console/login");
+    assert!(out.headers()[SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
+    let after = http.get(format!("{}/console", app.base)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(after.headers()[LOCATION], "/console/login", "the old cookie is dead");
+
+    // a changed password signs every session out
+    let again = cookie_of(&sign_in(&app, &http, "ada@example.com", PASSWORD).await);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_openma"))
+        .args(["--data-dir", app.data_dir().to_str().unwrap(), "users", "passwd", "--email", "ada@example.com"])
+        .env("OPENMA_PASSWORD", "an entirely new password")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = http.get(format!("{}/console", app.base)).header("cookie", &again).send().await.unwrap();
+    assert_eq!(r.headers()[LOCATION], "/console/login");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_attempts_are_rate_limited_per_email() {
+    let app = support::spawn_app(Backend::Sqlite).await.unwrap();
+    let http = browser();
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(sign_in(&app, &http, "guess@example.com", "wrong password here").await);
+    }
+    let limited = statuses.iter().find(|r| r.status() == StatusCode::TOO_MANY_REQUESTS).expect("a 429 after five attempts");
+    assert!(limited.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(statuses.iter().filter(|r| r.status() == StatusCode::UNAUTHORIZED).count(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_need_a_real_password_and_role() {
+    let app = support::spawn_app(Backend::Sqlite).await.unwrap();
+    let run = |args: &[&str], password: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_openma"))
+            .args(["--data-dir", app.data_dir().to_str().unwrap(), "users"])
+            .args(args)
+            .env("OPENMA_PASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    let short = run(&["create", "--email", "b@example.com"], "short");
+    assert!(!short.status.success() && String::from_utf8_lossy(&short.stderr).contains("at least 12"));
+    let role = run(&["create", "--email", "b@example.com", "--role", "king"], PASSWORD);
+    assert!(!role.status.success() && String::from_utf8_lossy(&role.stderr).contains("owner, admin or member"));
+    let email = run(&["create", "--email", "not-an-email"], PASSWORD);
+    assert!(!email.status.success() && String::from_utf8_lossy(&email.stderr).contains("not an e-mail address"));
+}

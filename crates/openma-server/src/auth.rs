@@ -32,7 +32,20 @@ fn presented_key(parts: &Parts) -> Option<&str> {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
+    /// An API key, or else a signed-in console session (the console's pages call the same
+    /// API); a console request that changes anything must carry the session's CSRF token in
+    /// `x-csrf-token`.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if presented_key(parts).is_none()
+            && let Some(member) = crate::console::session_of(state, &parts.headers).await?
+        {
+            let safe = matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS);
+            let sent = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            if !safe && !crate::console::csrf_ok(&member, sent) {
+                return Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, "a console request that changes something needs the page's `x-csrf-token`"));
+            }
+            return Ok(Caller(member.tenant));
+        }
         KeyedCaller::from_request_parts(parts, state).await.map(|c| Caller(c.tenant))
     }
 }

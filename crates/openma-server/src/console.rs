@@ -36,6 +36,8 @@ pub fn routes() -> Router<AppState> {
         .route("/console", get(dashboard))
         .route("/console/login", get(login_page).post(login))
         .route("/console/logout", post(logout))
+        .route("/console/sessions", get(sessions_page))
+        .route("/console/sessions/{session_id}", get(session_page))
 }
 
 /// An argon2id hash of `password` (for `openma users …`).
@@ -89,6 +91,14 @@ fn secure(headers: &HeaderMap) -> bool {
     headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https")
 }
 
+/// The console session of a request's cookie, if it has a live one.
+pub async fn session_of(app: &AppState, headers: &HeaderMap) -> Result<Option<ConsoleSession>, openma_core::DomainError> {
+    match cookie_token(headers) {
+        Some(token) => app.platform.console_session(&token).await,
+        None => Ok(None),
+    }
+}
+
 /// A signed-in member; a page that needs one sends everyone else to the sign-in page.
 pub struct Member(pub ConsoleSession);
 
@@ -122,6 +132,9 @@ fn page(title: &str, member: Option<&ConsoleSession>, body: Markup) -> Markup {
             body {
                 header {
                     a href="/console" { strong { "openma" } }
+                    @if member.is_some() {
+                        nav { a href="/console" { "Dashboard" } " " a href="/console/sessions" { "Sessions" } }
+                    }
                     @if let Some(m) = member {
                         span.who { (m.email) " · " (m.tenant.as_str()) " · " (format!("{:?}", m.role).to_lowercase()) }
                         form method="post" action="/console/logout" {
@@ -219,7 +232,7 @@ struct CsrfForm {
 }
 
 /// Checks a form's CSRF token against the session's (in constant time).
-fn csrf_ok(member: &ConsoleSession, sent: &str) -> bool {
+pub fn csrf_ok(member: &ConsoleSession, sent: &str) -> bool {
     use subtle::ConstantTimeEq;
     let want = member.csrf_token.as_bytes();
     want.len() == sent.len() && bool::from(want.ct_eq(sent.as_bytes()))
@@ -258,7 +271,7 @@ async fn dashboard(State(app): State<AppState>, Member(m): Member) -> Response {
                     tbody {
                         @for s in &sessions.data {
                             tr {
-                                td { code { (s.id) } }
+                                td { a href={ "/console/sessions/" (s.id) } { code { (s.id) } } }
                                 td { (serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()) }
                                 td { (s.agent.name) }
                                 td { (s.title.clone().unwrap_or_default()) }
@@ -285,6 +298,145 @@ async fn dashboard(State(app): State<AppState>, Member(m): Member) -> Response {
     )
     .into_response()
 }
+
+fn status_of(s: &openma_types::sessions::Session) -> String {
+    serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+struct SessionsQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    status: String,
+}
+
+/// Sessions of the tenant, newest first, filtered by status and searched by title or id.
+async fn sessions_page(State(app): State<AppState>, Member(m): Member, axum::extract::Query(q): axum::extract::Query<SessionsQuery>) -> Response {
+    let mut filter = SessionFilter::default();
+    if !q.status.is_empty() {
+        match serde_json::from_value(serde_json::Value::String(q.status.clone())) {
+            Ok(s) => filter.statuses = vec![s],
+            Err(_) => return (StatusCode::BAD_REQUEST, page("Sessions", Some(&m), html! { p.error { "Unknown status." } })).into_response(),
+        }
+    }
+    let params = ListParams { limit: Some(100), ..Default::default() };
+    let Ok(list) = app.platform.list_sessions(&m.tenant, &params, &filter).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, page("Error", Some(&m), html! { p.error { "The sessions could not be read." } })).into_response();
+    };
+    let needle = q.q.trim().to_lowercase();
+    let shown: Vec<_> = list
+        .data
+        .iter()
+        .filter(|s| needle.is_empty() || s.id.to_lowercase().contains(&needle) || s.title.as_deref().unwrap_or_default().to_lowercase().contains(&needle))
+        .collect();
+    page(
+        "Sessions",
+        Some(&m),
+        html! {
+            h1 { "Sessions" }
+            form method="get" action="/console/sessions" {
+                label { "Search " input type="search" name="q" value=(q.q); }
+                label { "Status "
+                    select name="status" {
+                        @for st in ["", "idle", "running", "rescheduling", "terminated"] {
+                            option value=(st) selected[st == q.status] { (if st.is_empty() { "any" } else { st }) }
+                        }
+                    }
+                }
+                button type="submit" { "Filter" }
+            }
+            @if shown.is_empty() {
+                p.empty { "No session matches." }
+            } @else {
+                table {
+                    thead { tr { th { "Session" } th { "Status" } th { "Agent" } th { "Title" } th { "Created" } } }
+                    tbody {
+                        @for s in &shown {
+                            tr {
+                                td { a href={ "/console/sessions/" (s.id) } { code { (s.id) } } }
+                                td { (status_of(s)) }
+                                td { (s.agent.name) }
+                                td { (s.title.clone().unwrap_or_default()) }
+                                td { (s.created_at.to_string()) }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+    .into_response()
+}
+
+/// One session: its timeline (tool calls paired with their results, thinking, messages,
+/// errors, usage) kept live over the event stream, and the forms to talk to it.
+async fn session_page(State(app): State<AppState>, Member(m): Member, crate::extract::ApiPath(id): crate::extract::ApiPath<String>) -> Response {
+    let session = match app.platform.get_session(&m.tenant, &id).await {
+        Ok(s) => s,
+        Err(openma_core::DomainError::NotFound { .. }) => {
+            return (StatusCode::NOT_FOUND, page("Not found", Some(&m), html! { p.error { "No such session in this tenant." } })).into_response();
+        }
+        Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, page("Error", Some(&m), html! { p.error { "The session could not be read." } })).into_response(),
+    };
+    let query = openma_core::ports::EventQuery { limit: 1000, ..Default::default() };
+    let events: Vec<serde_json::Value> = match app.platform.store.list_events(&m.tenant, &id, &query).await {
+        Ok(rows) => rows.into_iter().filter_map(|e| serde_json::to_value(&e.event).ok()).collect(),
+        Err(_) => Vec::new(),
+    };
+    // `</` cannot end the script element the JSON sits in
+    let initial = serde_json::to_string(&events).unwrap_or_else(|_| "[]".into()).replace("</", "<\\/");
+    page(
+        session.title.as_deref().unwrap_or("Session"),
+        Some(&m),
+        html! {
+            h1 { (session.title.clone().unwrap_or_else(|| session.id.clone())) }
+            p { code { (session.id) } " · " (session.agent.name) " · " span #status { (status_of(&session)) } }
+            ol #timeline aria-live="polite" {}
+            form #send {
+                label { "Message " textarea name="text" rows="3" required {} }
+                button type="submit" { "Send" }
+                " "
+                button type="button" #interrupt { "Interrupt" }
+            }
+            p #problem .error role="alert" {}
+            script type="application/json" #initial { (maud::PreEscaped(initial)) }
+            script { (maud::PreEscaped(format!("const SESSION={};const CSRF={};{}", serde_json::json!(session.id), serde_json::json!(m.csrf_token), TIMELINE_JS))) }
+        },
+    )
+    .into_response()
+}
+
+/// The session page's script: renders events (from the page, then from the stream), pairs
+/// tool results with their calls, and sends messages, confirmations and interrupts through
+/// the API with the page's CSRF token.
+const TIMELINE_JS: &str = r#"
+const list=document.getElementById('timeline');const seen=new Set();
+const text=c=>(c||[]).filter(b=>b.type==='text').map(b=>b.text).join('');
+function post(events){return fetch('/v1/sessions/'+SESSION+'/events',{method:'POST',headers:{'content-type':'application/json','x-csrf-token':CSRF},body:JSON.stringify({events})}).then(r=>{if(!r.ok)return r.json().then(j=>{document.getElementById('problem').textContent=j.error?j.error.message:'request failed'})})}
+function item(cls,label,body){const li=document.createElement('li');li.className=cls;const b=document.createElement('b');b.textContent=label+' ';li.append(b);const span=document.createElement('span');span.textContent=body;li.append(span);list.append(li);return li}
+function render(e){if(!e.id||seen.has(e.id))return;seen.add(e.id);switch(e.type){
+case 'user.message':item('user','You:',text(e.content));break;
+case 'agent.message':item('agent','Agent:',text(e.content));break;
+case 'agent.thinking':item('thinking','Thinking:',e.thinking||'');break;
+case 'agent.tool_use':case 'agent.mcp_tool_use':case 'agent.custom_tool_use':{const li=item('tool','→ '+e.name,JSON.stringify(e.input));li.id='call-'+e.id;
+ if(e.evaluated_permission==='ask'||e.type==='agent.custom_tool_use'){const p=document.createElement('p');p.className='ask';
+  if(e.type==='agent.custom_tool_use'){const i=document.createElement('input');i.setAttribute('aria-label','result of '+e.name);const s=document.createElement('button');s.textContent='Send result';s.onclick=()=>post([{type:'user.custom_tool_result',custom_tool_use_id:e.id,content:[{type:'text',text:i.value}]}]);p.append(i,s)}
+  else{for(const [label,result] of [['Allow','allow'],['Deny','deny']]){const b=document.createElement('button');b.textContent=label;b.onclick=()=>post([{type:'user.tool_confirmation',tool_use_id:e.id,result}]);p.append(b,' ')}}
+  li.append(p)}break}
+case 'agent.tool_result':case 'agent.mcp_tool_result':case 'user.custom_tool_result':case 'user.tool_confirmation':{const call=document.getElementById('call-'+(e.tool_use_id||e.mcp_tool_use_id||e.custom_tool_use_id));const target=call||item('tool','result','');
+ const ask=target.querySelector('.ask');if(ask)ask.remove();if(e.type!=='user.tool_confirmation'){const pre=document.createElement('pre');pre.textContent=(e.is_error?'error: ':'')+text(e.content);target.append(pre)}else if(e.result==='deny'){const d=document.createElement('p');d.textContent='denied';target.append(d)}break}
+case 'session.error':item('error','Error:',(e.error&&e.error.message)||'');break;
+case 'session.usage':{const u=e.usage||{};item('usage','Usage:',(u.input_tokens||0)+' in / '+(u.output_tokens||0)+' out'+(u.list_cost?' · '+u.list_cost.amount+' '+u.list_cost.currency:''));break}
+case 'session.status_idle':document.getElementById('status').textContent='idle';break;
+case 'session.status_running':document.getElementById('status').textContent='running';break;
+case 'session.status_terminated':document.getElementById('status').textContent='terminated';break;}}
+JSON.parse(document.getElementById('initial').textContent).forEach(render);
+const stream=new EventSource('/v1/sessions/'+SESSION+'/events/stream');const onEvent=m=>{try{render(JSON.parse(m.data))}catch(_){}};stream.onmessage=onEvent;
+for(const t of ['user.message','agent.message','agent.thinking','agent.tool_use','agent.mcp_tool_use','agent.custom_tool_use','agent.tool_result','agent.mcp_tool_result','user.custom_tool_result','user.tool_confirmation','user.interrupt','session.error','session.usage','session.status_idle','session.status_running','session.status_terminated'])stream.addEventListener(t,onEvent);
+document.getElementById('send').onsubmit=ev=>{ev.preventDefault();const t=ev.target.text;const v=t.value.trim();if(!v)return;post([{type:'user.message',content:[{type:'text',text:v}]}]).then(()=>{t.value=''})};
+document.getElementById('interrupt').onclick=()=>post([{type:'user.interrupt'}]);
+"#;
 
 #[cfg(test)]
 mod tests {

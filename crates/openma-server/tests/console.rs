@@ -158,3 +158,43 @@ async fn users_need_a_real_password_and_role() {
     let email = run(&["create", "--email", "not-an-email"], PASSWORD);
     assert!(!email.status.success() && String::from_utf8_lossy(&email.stderr).contains("not an e-mail address"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_calls_the_api_with_its_cookie_and_csrf_token() {
+    let model = openma_fake_model::FakeModel::start().await;
+    let app = support::spawn_app_with_model(Backend::Sqlite, Some(model.base_url())).await.unwrap();
+    let tenant = app.platform.find_tenant("default").await.unwrap();
+    let hash = openma_server::console::hash_password(PASSWORD).unwrap();
+    app.platform.add_member("eve@example.com", &hash, &tenant.id, openma_core::accounts::Role::Member).await.unwrap();
+    let agent = app.agent("paged").await;
+    let sid = app.ok("/v1/sessions", json!({"agent": agent["id"], "title": "findable"})).await["id"].as_str().unwrap().to_owned();
+    let http = browser();
+    let cookie = cookie_of(&sign_in(&app, &http, "eve@example.com", PASSWORD).await);
+
+    // the sessions list searches and filters; the session page carries the timeline and the token
+    let list = http.get(format!("{}/console/sessions?q=FINDABLE&status=idle", app.base)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(list.contains(&sid), "{list}");
+    let none = http.get(format!("{}/console/sessions?q=nothing-like-it", app.base)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(none.contains("No session matches."));
+    let page = http.get(format!("{}/console/sessions/{sid}", app.base)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    let csrf = page.split("const CSRF=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    assert!(page.contains("new EventSource('/v1/sessions/'+SESSION+'/events/stream')"));
+
+    // reads need only the cookie; changes need the token too
+    let read = http.get(format!("{}/v1/sessions/{sid}", app.base)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    let msg = json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "from the console"}]}]});
+    let forged = http.post(format!("{}/v1/sessions/{sid}/events", app.base)).header("cookie", &cookie).json(&msg).send().await.unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    model.script(vec![openma_fake_model::Reply::text("hello console")]);
+    let sent = http.post(format!("{}/v1/sessions/{sid}/events", app.base)).header("cookie", &cookie).header("x-csrf-token", &csrf).json(&msg).send().await.unwrap();
+    assert_eq!(sent.status(), StatusCode::OK);
+    // another tenant's session is not there for this member
+    let other = app.other_tenant("far").await;
+    let agent2 = app.call(reqwest::Method::POST, "/v1/agents", Some(other.as_str()), Some(json!({"name": "far", "model": "claude-sonnet-4-6"}))).await.body;
+    let far = app.call(reqwest::Method::POST, "/v1/sessions", Some(other.as_str()), Some(json!({"agent": agent2["id"]}))).await.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(http.get(format!("{}/v1/sessions/{far}", app.base)).header("cookie", &cookie).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(http.get(format!("{}/console/sessions/{far}", app.base)).header("cookie", &cookie).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    // without a cookie or key the API still says 401
+    assert_eq!(http.get(format!("{}/v1/sessions/{sid}", app.base)).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+}

@@ -13,6 +13,7 @@ pub mod harness;
 pub mod ledger;
 pub mod memory;
 pub mod memory_mounts;
+pub mod metering;
 pub mod model;
 pub mod model_cards;
 pub mod paging;

@@ -24,6 +24,7 @@ pub mod mcp;
 pub mod mcp_oauth;
 pub mod openapi;
 pub mod runtime;
+pub mod sandbox_seats;
 pub mod secrets;
 pub mod session_files;
 pub mod session_memory;

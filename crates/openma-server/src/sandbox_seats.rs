@@ -48,7 +48,7 @@ impl SandboxSeats {
     }
 
     fn running(&self, session_id: &str) -> bool {
-        !self.sandboxes.sandbox_pids(session_id).is_empty()
+        self.sandboxes.is_running(session_id)
     }
 
     /// The tenant's seats, after letting go of those whose sandbox stopped.

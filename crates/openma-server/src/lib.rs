@@ -10,6 +10,7 @@ pub mod auth;
 pub mod bench;
 mod bench_files;
 mod bench_mcp;
+mod bench_metering;
 mod bench_memory;
 mod bench_runtime;
 pub mod cli;

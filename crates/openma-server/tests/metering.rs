@@ -274,3 +274,24 @@ async fn a_tenant_at_its_sandbox_limit_gets_429_for_a_turn_that_could_start_one(
     let r = tool_turn(&app, &model, &s2, vec![("bash", json!({"command": "echo second"}))]).await;
     assert!(r.len() == 1 && r[0].0.contains("second") && !r[0].1, "{r:?}");
 }
+
+#[test]
+fn the_admin_command_sets_and_shows_the_sandbox_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let openma = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_openma")).arg("--data-dir").arg(dir.path()).args(args).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, _, err) = openma(&["tenants", "create", "acme"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = openma(&["tenants", "limits", "acme", "--max-running-sandboxes", "2"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("running sandboxes 2"), "{out}");
+    // other flags keep it; a negative count is refused
+    let (ok, out, _) = openma(&["tenants", "limits", "acme", "--max-running-sessions", "5"]);
+    assert!(ok && out.contains("running sessions 5, running sandboxes 2"), "{out}");
+    let (ok, _, err) = openma(&["tenants", "limits", "acme", "--max-running-sandboxes=-1"]);
+    assert!(!ok && err.contains("--max-running-sandboxes"), "{err}");
+    let (ok, out, _) = openma(&["tenants", "limits", "acme", "--clear"]);
+    assert!(ok && out.contains("running sandboxes unlimited"), "{out}");
+}

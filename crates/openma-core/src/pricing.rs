@@ -139,12 +139,12 @@ impl PriceSchedule {
     /// else the deployment's, else the built-in list price. `card` holds the card's
     /// overrides (those naming another model are ignored).
     pub fn model_price(&self, model: &str, at: Timestamp, card: &[ModelPriceOverride]) -> Option<ModelPrice> {
-        // a card price naming the model beats one for all of the card's models from the same moment
-        let exact = |o: &&ModelPriceOverride| o.model.is_some();
+        // the latest in effect; from the same moment, a price naming the model beats one for
+        // all of the card's models
         let best = card
             .iter()
             .filter(|o| o.model.as_deref().is_none_or(|m| m == model) && o.effective_from.is_some_and(|f| f <= at))
-            .max_by_key(|o| (o.effective_from, exact(o)));
+            .max_by_key(|o| (o.effective_from, o.model.is_some()));
         if let Some(o) = best {
             return Some(ModelPrice::of_override(o));
         }

@@ -227,3 +227,29 @@ def test_environment_limits_extension_round_trips_through_the_sdk(client, make_e
     with pytest.raises(anthropic.BadRequestError) as exc:
         make_env(config={"type": "cloud", "limits": {"open_files": 10**9}})
     assert_error_envelope(exc.value, 400)
+
+
+def test_environment_stdio_mcp_servers_extension_round_trips_through_the_sdk(client, make_env):
+    """openma's `config.mcp_servers` extension (MCP servers run inside each session's
+    sandbox): the SDK keeps the extra key with its resolved tool configuration, an update
+    with `null` removes it, and an unknown key in an entry is a 400."""
+    server = {"type": "stdio", "name": "fs", "command": ["python3", "-m", "fs_server"], "env": {"ROOT": "/workspace"}}
+    env = make_env(config={"type": "cloud", "mcp_servers": [server]})
+
+    for got in (env, client.beta.environments.retrieve(env.id)):
+        config = dump(got.config)
+        assert config["mcp_servers"] == [{
+            **server,
+            "configs": [],
+            "default_config": {"enabled": True, "permission_policy": {"type": "always_ask"}},
+        }], config
+        _assert_full_packages(config["packages"])
+    kept = client.beta.environments.update(env.id, name="renamed")
+    assert dump(kept.config)["mcp_servers"][0]["name"] == "fs"
+    cleared = client.beta.environments.update(env.id, config={"type": "cloud", "mcp_servers": None})
+    assert "mcp_servers" not in dump(cleared.config) or not dump(cleared.config)["mcp_servers"]
+
+    with pytest.raises(anthropic.BadRequestError) as exc:
+        make_env(config={"type": "cloud", "mcp_servers": [{**server, "shell": True}]})
+    assert_error_envelope(exc.value, 400, "invalid_request_error")
+    assert "shell" in exc.value.message

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use openma_types::agents::{
     Agent, AgentConfig, AgentTag, AgentTool, AgentToolset, AgentToolsetParams, BuiltinTool, BuiltinToolConfig,
     BuiltinToolConfigParams, CreateAgentRequest, CustomTool, CustomToolParams, Effort, ExecutionIdentity, McpServer,
-    McpServerParams, McpToolConfig, McpToolset, McpToolsetParams, ModelConfig, ModelParam, PermissionPolicy,
+    McpServerParams, McpToolConfig, McpToolConfigParams, McpToolset, McpToolsetParams, ModelConfig, ModelParam, PermissionPolicy,
     ShorthandToolParams, Skill, SkillKind, SkillParams, Speed, ToolDefaults, ToolDefaultsParams, ToolParam, UpdateAgentRequest,
     UrlTag,
 };
@@ -234,10 +234,20 @@ fn resolve_mcp_toolset(p: &McpToolsetParams, servers: &[McpServer]) -> DomainRes
             p.mcp_server_name
         )));
     }
-    let defaults = resolve_defaults(p.default_config.as_ref(), PermissionPolicy::AlwaysAsk)?;
+    let (configs, defaults) = resolve_mcp_tool_configs(p.configs.as_deref(), p.default_config.as_ref())?;
+    Ok(McpToolset { mcp_server_name: p.mcp_server_name.clone(), configs, default_config: defaults })
+}
+
+/// The per-tool configs and defaults of an MCP server's tools (an agent's `mcp_toolset`, an
+/// environment's stdio server): the default permission is `always_ask`.
+pub fn resolve_mcp_tool_configs(
+    params: Option<&[McpToolConfigParams]>,
+    defaults: Option<&ToolDefaultsParams>,
+) -> DomainResult<(Vec<McpToolConfig>, ToolDefaults)> {
+    let defaults = resolve_defaults(defaults, PermissionPolicy::AlwaysAsk)?;
     let mut seen = BTreeSet::new();
     let mut configs = Vec::new();
-    for c in p.configs.iter().flatten() {
+    for c in params.into_iter().flatten() {
         validate::length("mcp tool config `name`", &c.name, 1, 128)?;
         if !seen.insert(c.name.clone()) {
             return Err(DomainError::invalid(format!("MCP tool `{}` is configured twice", c.name)));
@@ -248,7 +258,7 @@ fn resolve_mcp_toolset(p: &McpToolsetParams, servers: &[McpServer]) -> DomainRes
             permission_policy: check_policy(c.permission_policy)?.unwrap_or(defaults.permission_policy),
         });
     }
-    Ok(McpToolset { mcp_server_name: p.mcp_server_name.clone(), configs, default_config: defaults })
+    Ok((configs, defaults))
 }
 
 fn resolve_custom_tool(p: &CustomToolParams) -> DomainResult<CustomTool> {

@@ -3,7 +3,7 @@
 use openma_types::environments::{
     CloudConfig, CloudConfigParams, CreateEnvironmentRequest, Environment, EnvironmentConfig,
     EnvironmentConfigParams, EnvironmentLimits, EnvironmentTag, LimitedNetworking, Networking, NetworkingParams, Packages,
-    PackagesParams, PackagesTag, Scope, UpdateEnvironmentRequest,
+    PackagesParams, PackagesTag, Scope, StdioMcpServer, StdioMcpServerParams, StdioTag, UpdateEnvironmentRequest,
 };
 use openma_types::{Metadata, Timestamp};
 
@@ -14,10 +14,81 @@ pub const NAME_MAX: usize = 256;
 pub const DESCRIPTION_MAX: usize = 2_048;
 pub const HOSTS_MAX: usize = 256;
 pub const PACKAGES_MAX: usize = 256;
+/// Stdio MCP servers of one environment (as for an agent's `mcp_servers`).
+pub const STDIO_SERVERS_MAX: usize = 20;
+const COMMAND_ARGS_MAX: usize = 64;
+const ARG_MAX: usize = 4_096;
+const ENV_VARS_MAX: usize = 64;
+const ENV_VALUE_MAX: usize = 8_192;
+
+/// Variables the sandbox itself sets for every process (its paths, user, proxy and CA
+/// settings): a stdio server may not replace them.
+fn reserved_variable(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    matches!(upper.as_str(), "PATH" | "HOME" | "USER" | "LOGNAME" | "SHELL" | "TMPDIR" | "LD_PRELOAD" | "LD_LIBRARY_PATH")
+        || upper.contains("PROXY")
+        || upper.starts_with("OPENMA_")
+        || upper.ends_with("_CA_BUNDLE")
+        || upper.starts_with("SSL_CERT")
+        || upper == "NODE_EXTRA_CA_CERTS"
+}
+
+/// `config.mcp_servers`: each entry's name, command, variables and tool configs checked.
+fn resolve_stdio_servers(params: &[StdioMcpServerParams]) -> DomainResult<Vec<StdioMcpServer>> {
+    if params.len() > STDIO_SERVERS_MAX {
+        return Err(DomainError::invalid(format!(
+            "`config.mcp_servers` may hold at most {STDIO_SERVERS_MAX} servers, got {}",
+            params.len()
+        )));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    params
+        .iter()
+        .map(|p| {
+            validate::length("config.mcp_servers[].name", &p.name, 1, 255)?;
+            if !names.insert(p.name.clone()) {
+                return Err(DomainError::invalid(format!("MCP server name `{}` is used twice", p.name)));
+            }
+            let what = format!("`config.mcp_servers` `{}`", p.name);
+            if p.command.is_empty() || p.command[0].trim().is_empty() {
+                return Err(DomainError::invalid(format!("{what}: `command` must name a program")));
+            }
+            if p.command.len() > COMMAND_ARGS_MAX {
+                return Err(DomainError::invalid(format!("{what}: `command` may hold at most {COMMAND_ARGS_MAX} arguments")));
+            }
+            if let Some(a) = p.command.iter().find(|a| a.len() > ARG_MAX || a.contains('\0')) {
+                return Err(DomainError::invalid(format!(
+                    "{what}: a `command` argument may hold at most {ARG_MAX} bytes and no NUL ({} bytes)",
+                    a.len()
+                )));
+            }
+            let env = p.env.clone().unwrap_or_default();
+            if env.len() > ENV_VARS_MAX {
+                return Err(DomainError::invalid(format!("{what}: `env` may hold at most {ENV_VARS_MAX} variables")));
+            }
+            for (k, v) in &env {
+                let name_ok = k.len() <= 128
+                    && k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !name_ok {
+                    return Err(DomainError::invalid(format!("{what}: `{k}` is not a valid variable name")));
+                }
+                if reserved_variable(k) {
+                    return Err(DomainError::invalid(format!("{what}: `{k}` is set by the sandbox and cannot be replaced")));
+                }
+                if v.len() > ENV_VALUE_MAX || v.contains('\0') {
+                    return Err(DomainError::invalid(format!("{what}: the value of `{k}` may hold at most {ENV_VALUE_MAX} bytes and no NUL")));
+                }
+            }
+            let (configs, default_config) = crate::agents::resolve_mcp_tool_configs(p.configs.as_deref(), p.default_config.as_ref())?;
+            Ok(StdioMcpServer { tag: StdioTag::Value, name: p.name.clone(), command: p.command.clone(), env, configs, default_config })
+        })
+        .collect()
+}
 
 /// The configuration of the environment a tenant gets when it names none.
 pub fn default_config() -> EnvironmentConfig {
-    EnvironmentConfig::Cloud(CloudConfig { networking: Networking::Unrestricted, packages: Packages::default(), limits: None })
+    EnvironmentConfig::Cloud(CloudConfig { networking: Networking::Unrestricted, packages: Packages::default(), limits: None, mcp_servers: Vec::new() })
 }
 
 /// Whether `spec` (a package name with an optional version or range, in the manager's own
@@ -162,7 +233,12 @@ fn resolve_cloud(p: &CloudConfigParams, previous: Option<&CloudConfig>, max: Opt
         Some(None) => None,
         None => previous.and_then(|c| c.limits),
     };
-    Ok(CloudConfig { networking, packages, limits })
+    let mcp_servers = match &p.mcp_servers {
+        Some(Some(list)) => resolve_stdio_servers(list)?,
+        Some(None) => Vec::new(),
+        None => previous.map(|c| c.mcp_servers.clone()).unwrap_or_default(),
+    };
+    Ok(CloudConfig { networking, packages, limits, mcp_servers })
 }
 
 fn resolve_config(

@@ -10,6 +10,7 @@ pub mod environments;
 pub mod error;
 pub mod files;
 pub mod harness;
+pub mod integrations;
 pub mod ledger;
 pub mod memory;
 pub mod memory_mounts;

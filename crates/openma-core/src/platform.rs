@@ -256,6 +256,7 @@ impl Platform {
             let now = self.now().strictly_after(current.updated_at);
             let next = agents::with_config(config, current.id.clone(), current.version + 1, current.created_at, now);
             if self.store.update_agent(tenant, &next, current.version).await? {
+                self.announce_quietly(tenant, "agent.updated", id).await;
                 return Ok(next);
             }
             if req.version.is_some() {
@@ -360,7 +361,11 @@ impl Platform {
             let current = self.get_environment(tenant, id).await?;
             let now = self.now().strictly_after(current.updated_at);
             let next = environments::apply_update(&current, req, now, self.sandbox_limits.as_ref())?;
-            if next == current || self.store.update_environment(tenant, &next, current.updated_at).await? {
+            if next == current {
+                return Ok(next);
+            }
+            if self.store.update_environment(tenant, &next, current.updated_at).await? {
+                self.announce_quietly(tenant, "environment.updated", id).await;
                 return Ok(next);
             }
         }
@@ -512,7 +517,11 @@ impl Platform {
             let current = self.load_session(tenant, id).await?;
             let next = sessions::apply_update(&current, req, self.now())?;
             check_capabilities(&next.agent.tools, self.capabilities)?;
-            if next == current || self.store.update_session(tenant, &next, current.updated_at).await? {
+            if next == current {
+                return Ok(sessions::present(next, self.now()));
+            }
+            if self.store.update_session(tenant, &next, current.updated_at).await? {
+                self.announce_quietly(tenant, "session.updated", id).await;
                 return Ok(sessions::present(next, self.now()));
             }
         }
@@ -700,7 +709,10 @@ impl Platform {
         let sealer = crate::vaults::Sealer { secrets: self.secret_box()?, tenant, credential_id: &id, nonce: &nonce };
         let stored = crate::vaults::new_credential(req, vault_id, self.now(), &sealer)?;
         match self.store.insert_credential(tenant, &stored, crate::vaults::CREDENTIALS_PER_VAULT).await {
-            Ok(true) => Ok(stored.credential),
+            Ok(true) => {
+                self.announce_credential(tenant, "vault_credential.created", vault_id, &id).await;
+                Ok(stored.credential)
+            }
             Ok(false) => Err(DomainError::invalid(format!(
                 "vault `{vault_id}` already holds {} active credentials",
                 crate::vaults::CREDENTIALS_PER_VAULT
@@ -756,6 +768,7 @@ impl Platform {
             next.credential.updated_at = now;
             next.secrets.clear();
             if self.store.update_credential(tenant, &next, current.credential.updated_at).await? {
+                self.announce_credential(tenant, "vault_credential.archived", vault_id, id).await;
                 return Ok(next.credential);
             }
         }
@@ -767,6 +780,7 @@ impl Platform {
         if !self.store.delete_credential(tenant, vault_id, id).await? {
             return Err(DomainError::not_found("credential", id));
         }
+        self.announce_credential(tenant, "vault_credential.deleted", vault_id, id).await;
         Ok(())
     }
 

@@ -427,6 +427,24 @@ pub trait Store: Send + Sync {
     /// Stores a redacted version: its content, path and digest are erased for good.
     async fn redact_memory_version(&self, tenant: &TenantId, version: &MemoryVersion) -> Result<bool, StoreError>;
 
+    // -- integrations (Slack, …): their threads' sessions and the deliveries seen --
+    async fn insert_integration(&self, tenant: &TenantId, i: &crate::integrations::StoredIntegration) -> Result<(), StoreError>;
+    async fn get_integration(&self, tenant: &TenantId, id: &str) -> Result<Option<crate::integrations::StoredIntegration>, StoreError>;
+    /// An integration by id alone (deliveries name it in their URL), with its tenant.
+    async fn find_integration(&self, id: &str) -> Result<Option<(TenantId, crate::integrations::StoredIntegration)>, StoreError>;
+    async fn list_integrations(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<crate::integrations::StoredIntegration>, StoreError>;
+    /// Replaces an integration's sealed secrets (rotation of the root secret).
+    async fn reseal_integration(&self, tenant: &TenantId, i: &crate::integrations::StoredIntegration) -> Result<bool, StoreError>;
+    /// Deletes the integration with its thread bindings and delivery record.
+    async fn delete_integration(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
+    /// Binds a thread to `session_id` unless it is bound already; the session it is bound to.
+    async fn bind_integration_thread(&self, tenant: &TenantId, integration_id: &str, thread: &str, session_id: &str, at: Timestamp) -> Result<String, StoreError>;
+    async fn integration_thread_session(&self, integration_id: &str, thread: &str) -> Result<Option<String>, StoreError>;
+    /// The integration and thread a session answers in, if any.
+    async fn session_integration_thread(&self, session_id: &str) -> Result<Option<(String, String)>, StoreError>;
+    /// Records a delivery id; false when it was recorded before.
+    async fn record_integration_delivery(&self, integration_id: &str, delivery_id: &str, at: Timestamp) -> Result<bool, StoreError>;
+
     // -- webhook endpoints and their delivery queue --
     /// Inserts an endpoint unless the tenant already holds `max` of them (`Ok(false)`).
     async fn insert_webhook_endpoint(&self, tenant: &TenantId, e: &crate::webhooks::StoredWebhookEndpoint, max: i64) -> Result<bool, StoreError>;

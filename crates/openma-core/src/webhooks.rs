@@ -140,7 +140,7 @@ fn check_texts(name: Option<&String>, description: Option<&String>) -> DomainRes
 }
 
 /// The body of one event, as every endpoint receives it.
-pub fn event_body(event_id: &str, kind: &str, object_id: &str, tenant: &TenantId, at: Timestamp) -> String {
+pub fn event_body(event_id: &str, kind: &str, object_id: &str, tenant: &TenantId, at: Timestamp, extra: &serde_json::Map<String, serde_json::Value>) -> String {
     let event = WebhookEvent {
         id: event_id.to_owned(),
         created_at: at,
@@ -150,6 +150,7 @@ pub fn event_body(event_id: &str, kind: &str, object_id: &str, tenant: &TenantId
             id: object_id.to_owned(),
             organization_id: tenant.as_str().to_owned(),
             workspace_id: tenant.as_str().to_owned(),
+            extra: extra.clone(),
         },
     };
     serde_json::to_string(&event).expect("webhook events serialise")
@@ -334,6 +335,11 @@ impl Platform {
     /// Queues event `kind` about object `object_id` for every enabled endpoint of the
     /// tenant that subscribes to it; returns the event id when any endpoint does.
     pub async fn announce(&self, tenant: &TenantId, kind: &str, object_id: &str) -> DomainResult<Option<String>> {
+        self.announce_with(tenant, kind, object_id, serde_json::Map::new()).await
+    }
+
+    /// [`Self::announce`] with the type's extra `data` fields.
+    pub async fn announce_with(&self, tenant: &TenantId, kind: &str, object_id: &str, extra: serde_json::Map<String, serde_json::Value>) -> DomainResult<Option<String>> {
         debug_assert!(EVENT_TYPES.contains(&kind), "announced an unknown event type {kind}");
         let query = ListQuery {
             limit: ENDPOINTS_PER_TENANT as u32 + 1,
@@ -352,7 +358,7 @@ impl Platform {
         }
         let now = self.now();
         let event_id = self.ids.new_id("wevt");
-        let payload = event_body(&event_id, kind, object_id, tenant, now);
+        let payload = event_body(&event_id, kind, object_id, tenant, now, &extra);
         let rows: Vec<QueuedDelivery> = targets
             .iter()
             .map(|e| QueuedDelivery {
@@ -379,6 +385,14 @@ impl Platform {
     pub async fn announce_quietly(&self, tenant: &TenantId, kind: &str, object_id: &str) {
         if let Err(e) = self.announce(tenant, kind, object_id).await {
             tracing::warn!(tenant = tenant.as_str(), kind, object_id, error = %e, "cannot queue a webhook event");
+        }
+    }
+
+    /// [`Self::announce_quietly`] for a `vault_credential.*` event (its `data` names the vault).
+    pub async fn announce_credential(&self, tenant: &TenantId, kind: &str, vault_id: &str, credential_id: &str) {
+        let extra = serde_json::Map::from_iter([("vault_id".to_owned(), serde_json::Value::from(vault_id))]);
+        if let Err(e) = self.announce_with(tenant, kind, credential_id, extra).await {
+            tracing::warn!(tenant = tenant.as_str(), kind, credential_id, error = %e, "cannot queue a webhook event");
         }
     }
 
@@ -433,7 +447,7 @@ mod tests {
     #[test]
     fn the_body_has_the_payload_shape_with_the_tenant_as_organization_and_workspace() {
         let tenant = TenantId::from_trusted("tenant_a");
-        let body = event_body("wevt_1", "session.created", "sesn_1", &tenant, Timestamp::from_micros(1_700_000_000_000_000));
+        let body = event_body("wevt_1", "session.created", "sesn_1", &tenant, Timestamp::from_micros(1_700_000_000_000_000), &serde_json::Map::new());
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["type"], "event");
         assert_eq!(v["id"], "wevt_1");

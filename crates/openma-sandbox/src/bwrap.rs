@@ -309,15 +309,8 @@ pub(crate) fn shell_command(
     }
     args.extend(["--remount-ro", "/", "--chdir", "/workspace", "--"].map(String::from));
     args.push(PRLIMIT.into());
-    args.extend([
-        format!("--as={}", limits.memory_bytes),
-        format!("--data={}", limits.memory_bytes),
-        format!("--nproc={}", limits.processes),
-        format!("--nofile={}", limits.open_files),
-        format!("--fsize={}", limits.file_size_bytes),
-        "--core=0".into(),
-        "--".into(),
-    ]);
+    args.extend(prlimit_args(limits));
+    args.push("--".into());
     if net.is_some() {
         args.extend([
             network::BRIDGE_PATH.into(),
@@ -337,7 +330,16 @@ pub(crate) fn shell_command(
     ]);
     cmd.args(args);
     cmd.env_clear();
-    cmd.envs([
+    cmd.envs(sandbox_env(paths, net, layer.is_some()));
+    cmd.current_dir("/");
+    cmd
+}
+
+/// The environment of the sandbox's processes: fixed paths and user, the proxy and CA
+/// settings when it has networking, the package layer's paths, then the session's own
+/// variables (e.g. credential placeholders), which never replace the ones before them.
+pub(crate) fn sandbox_env(paths: &SessionPaths, net: Option<&SandboxNet>, layer: bool) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
         ("PATH", SANDBOX_PATH),
         ("HOME", "/workspace"),
         ("USER", "user"),
@@ -348,24 +350,47 @@ pub(crate) fn shell_command(
         ("TMPDIR", "/tmp"),
         ("PAGER", "cat"),
         ("GIT_PAGER", "cat"),
-    ]);
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let mut set = |k: &str, v: String| match env.iter_mut().find(|(name, _)| name == k) {
+        Some(slot) => slot.1 = v,
+        None => env.push((k.to_owned(), v)),
+    };
     if let Some(net) = net {
-        cmd.envs(network::proxy_env());
+        for (k, v) in network::proxy_env() {
+            set(k, v.to_owned());
+        }
         if net.ca_bundle.is_some() {
-            cmd.envs(network::ca_env());
+            for (k, v) in network::ca_env() {
+                set(k, v.to_owned());
+            }
         }
     }
-    if layer.is_some() {
-        cmd.envs(crate::packages::layer_env());
+    if layer {
+        for (k, v) in crate::packages::layer_env() {
+            set(k, v);
+        }
     }
-    // the session's own variables (e.g. credential placeholders), never over the ones above
     for (name, value) in session_env(paths) {
         if !matches!(name.as_str(), "PATH" | "HOME" | "USER" | "LOGNAME" | "SHELL" | "TMPDIR") && !name.contains("PROXY") && !name.contains("proxy") {
-            cmd.env(name, value);
+            set(&name, value);
         }
     }
-    cmd.current_dir("/");
-    cmd
+    env
+}
+
+/// `prlimit`'s options for the sandbox's rlimits.
+pub(crate) fn prlimit_args(limits: &Limits) -> [String; 6] {
+    [
+        format!("--as={}", limits.memory_bytes),
+        format!("--data={}", limits.memory_bytes),
+        format!("--nproc={}", limits.processes),
+        format!("--nofile={}", limits.open_files),
+        format!("--fsize={}", limits.file_size_bytes),
+        "--core=0".into(),
+    ]
 }
 
 /// Variables recorded for a session with [`crate::Sandboxes::set_session_env`].
@@ -393,7 +418,7 @@ pub(crate) fn check() -> Result<String, String> {
     if !out.status.success() || version.is_empty() {
         return Err(format!("`bwrap --version` failed; {INSTALL}"));
     }
-    for tool in [SETPRIV, PRLIMIT, NICE] {
+    for tool in [SETPRIV, PRLIMIT, NICE, crate::stdio::NSENTER] {
         if !Path::new(tool).exists() {
             return Err(format!(
                 "{tool} is missing; install it with `apt-get install util-linux`"

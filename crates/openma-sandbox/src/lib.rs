@@ -30,6 +30,7 @@ mod packages;
 mod paths;
 mod procs;
 mod shell;
+mod stdio;
 mod tools;
 
 use std::collections::HashMap;
@@ -41,6 +42,7 @@ pub use config::{EnvironmentLimits, Limits, SandboxConfig};
 pub use mounts::{MemoryMount, OutputFile};
 pub use network::{EgressHook, EgressPolicy, EgressSettings, LimitedEgress, ResolveOverrides};
 pub use packages::{LayerState, LayerStatus, Layers, PackageSet};
+pub use stdio::SandboxProcess;
 
 use bwrap::SessionPaths;
 use procs::ProcId;
@@ -63,12 +65,15 @@ pub(crate) struct Inner {
 /// What a session takes from its environment when it is created (later changes to the
 /// environment do not reach it): its packages and limits. Kept in the session's host dir, so
 /// the choice survives restarts and idle reaping.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SessionEnvironment {
     #[serde(default)]
     pub packages: PackageSet,
     #[serde(default)]
     pub limits: EnvironmentLimits,
+    /// The environment's stdio MCP servers (run in the sandbox with [`Sandboxes::spawn_stdio`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<openma_types::environments::StdioMcpServer>,
 }
 
 const ENVIRONMENT_MANIFEST: &str = "environment.json";
@@ -97,6 +102,9 @@ pub(crate) struct SessionBox {
     interrupted: std::sync::atomic::AtomicBool,
     /// Where the sandbox may connect (read by its proxy for every connection).
     egress: Arc<std::sync::RwLock<EgressPolicy>>,
+    /// Why an earlier shell is gone, when a new one was started by something other than
+    /// bash (a stdio process): the next bash result says it.
+    started_note: Mutex<Option<String>>,
 }
 
 impl SessionBox {
@@ -180,6 +188,14 @@ impl Sandboxes {
             };
         }
         std::fs::write(path, serde_json::to_vec(env).map_err(io::Error::other)?)
+    }
+
+    /// What the session took from its environment at create (the default when nothing).
+    pub fn environment(&self, session_id: &str) -> SessionEnvironment {
+        if !bwrap::valid_session_id(session_id) {
+            return SessionEnvironment::default();
+        }
+        SessionEnvironment::of(&SessionPaths::new(&self.inner.config.root, session_id))
     }
 
     /// Whether this host can run sandboxes: `Ok("bubblewrap 0.8.0")`, or what to install.
@@ -422,6 +438,7 @@ impl Inner {
             running: Mutex::new(None),
             interrupted: Default::default(),
             egress: Arc::new(std::sync::RwLock::new(load_egress_policy(&paths_egress))),
+            started_note: Mutex::new(None),
         });
         sessions.insert(session_id.to_string(), session.clone());
         Ok(session)

@@ -47,6 +47,8 @@ pub(crate) struct Shell {
     _proxy: Option<crate::network::proxy::EgressProxy>,
     /// Bytes read after the last sentinel (output of background processes).
     leftover: Vec<u8>,
+    /// The environment the shell started with (for other processes started in the sandbox).
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -75,6 +77,7 @@ impl Shell {
         bwrap::write_etc(paths, passwd_uid)
             .map_err(|e| format!("cannot write the sandbox's /etc: {e}"))?;
         let mut cmd = bwrap::shell_command(paths, uid, limits, net.as_ref(), layer);
+        let env = bwrap::sandbox_env(paths, net.as_ref(), layer.is_some());
         let networked = net.is_some();
         let (reader, writer) = std::io::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
         let writer2 = writer
@@ -101,6 +104,7 @@ impl Shell {
             bridge: None,
             _proxy: net.map(|n| n.proxy),
             leftover: Vec::new(),
+            env,
         };
         // The first exchange proves the sandbox works; anything printed before the
         // sentinel is bubblewrap's complaint.

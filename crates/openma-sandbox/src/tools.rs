@@ -225,6 +225,45 @@ fn sandbox_net(inner: &Inner, session: &SessionBox) -> Result<Option<crate::netw
     Ok(Some(crate::network::SandboxNet { proxy, bridge: settings.bridge.clone(), socket_dir: session.paths.egress.clone(), ca_bundle }))
 }
 
+/// Starts the session's shell (and with it the sandbox) unless it is running. `Ok(Some)`
+/// carries why an earlier shell is gone, for the next command's result.
+pub(crate) async fn ensure_shell(
+    inner: &Inner,
+    session: &SessionBox,
+    slot: &mut Option<Shell>,
+    limits: &crate::Limits,
+    environment: &crate::SessionEnvironment,
+) -> Result<Option<String>, String> {
+    if let Some(shell) = slot.as_mut()
+        && !shell.alive()
+    {
+        shell.kill().await;
+        *slot = None;
+        session.set_running(None);
+        // Keep a more precise reason (an interrupted command) if one was recorded.
+        if session.lost_reason().is_none_or(|r| r == SERVER_RESTARTED) {
+            session.shell_lost("the previous one had exited");
+        }
+    }
+    if slot.is_some() {
+        // a shell another caller started (a stdio MCP server) leaves its note for bash
+        return Ok(session.started_note.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
+    let layer = if environment.packages.is_empty() {
+        None
+    } else {
+        Some(inner.layers.wait_ready(&environment.packages, inner.config.layer_wait).await?)
+    };
+    let reason = session.take_lost_reason();
+    let net = sandbox_net(inner, session).map_err(|e| format!("the sandbox's network could not be set up: {e}"))?;
+    let shell = Shell::start(&inner.config.root, &session.paths, session.uid, limits, net, layer.as_deref()).await?;
+    session.set_running(Some(&shell));
+    *slot = Some(shell);
+    // Should this process die, the next one knows why the shell is new.
+    session.shell_lost(SERVER_RESTARTED);
+    Ok(reason)
+}
+
 async fn bash(inner: &Inner, session: &SessionBox, input: BashInput) -> ToolOutput {
     let environment = crate::SessionEnvironment::of(&session.paths);
     let limits = &inner.config.limits.lowered_by(&environment.limits);
@@ -254,47 +293,11 @@ async fn bash(inner: &Inner, session: &SessionBox, input: BashInput) -> ToolOutp
         shell.kill().await;
         session.set_running(None);
     }
-    if let Some(shell) = slot.as_mut()
-        && !shell.alive()
-    {
-        shell.kill().await;
-        *slot = None;
-        session.set_running(None);
-        // Keep a more precise reason (an interrupted command) if one was recorded.
-        if session.lost_reason().is_none_or(|r| r == SERVER_RESTARTED) {
-            session.shell_lost("the previous one had exited");
-        }
-    }
-    if slot.is_none() {
-        let layer = if environment.packages.is_empty() {
-            None
-        } else {
-            match inner.layers.wait_ready(&environment.packages, inner.config.layer_wait).await {
-                Ok(root) => Some(root),
-                Err(e) => return ToolOutput::error(format!("The sandbox could not be started: {e}")),
-            }
-        };
-        let reason = session.take_lost_reason();
-        let net = match sandbox_net(inner, session) {
-            Ok(net) => net,
-            Err(e) => return ToolOutput::error(format!("The sandbox's network could not be set up: {e}")),
-        };
-        match Shell::start(&inner.config.root, &session.paths, session.uid, limits, net, layer.as_deref()).await {
-            Ok(shell) => {
-                session.set_running(Some(&shell));
-                *slot = Some(shell);
-            }
-            Err(e) => return ToolOutput::error(format!("The sandbox could not be started: {e}")),
-        }
-        // Should this process die, the next one knows why the shell is new.
-        session.shell_lost(SERVER_RESTARTED);
-        if restart {
-            notes.push(format!("The shell was restarted; {RESET}."));
-        } else if let Some(reason) = reason {
-            notes.push(format!(
-                "A new shell was started because {reason}; {RESET}."
-            ));
-        }
+    match ensure_shell(inner, session, &mut slot, limits, &environment).await {
+        Err(e) => return ToolOutput::error(format!("The sandbox could not be started: {e}")),
+        Ok(_) if restart => notes.push(format!("The shell was restarted; {RESET}.")),
+        Ok(Some(reason)) => notes.push(format!("A new shell was started because {reason}; {RESET}.")),
+        Ok(None) => {}
     }
     let Some(command) = command else {
         return ToolOutput::text(notes.join("\n"));

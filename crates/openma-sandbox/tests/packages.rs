@@ -42,7 +42,7 @@ async fn a_layer_is_built_once_and_mounted_read_only_with_its_paths_set() {
     let status = layers.ensure(&again, false);
     assert_eq!((status.state, status.started_at_us), (LayerState::Ready, built.started_at_us));
 
-    let recorded = SessionEnvironment { packages: set.clone(), limits: EnvironmentLimits { open_files: Some(321), ..Default::default() } };
+    let recorded = SessionEnvironment { packages: set.clone(), limits: EnvironmentLimits { open_files: Some(321), ..Default::default() }, mcp_servers: Vec::new() };
     env.sandboxes.set_environment("sesn_pkgs", &recorded).unwrap();
     let out = env
         .bash(
@@ -71,7 +71,7 @@ async fn a_failed_build_is_a_tool_error_naming_it_not_a_hang() {
     let env = TestEnv::new();
     let set = PackageSet::new(&[], &[], &["openma-no-such-package-zq9".into()]);
     env.sandboxes
-        .set_environment("sesn_broken", &SessionEnvironment { packages: set.clone(), limits: Default::default() })
+        .set_environment("sesn_broken", &SessionEnvironment { packages: set.clone(), ..Default::default() })
         .unwrap();
     let out = env.call("sesn_broken", "bash", json!({"command": "echo never"})).await;
     let said = text(&out);
@@ -93,7 +93,7 @@ async fn a_failed_build_is_a_tool_error_naming_it_not_a_hang() {
 async fn environment_limits_reach_the_shell_and_bound_timeouts() {
     let env = TestEnv::new();
     let limits = EnvironmentLimits { open_files: Some(123), processes: Some(77), bash_timeout_max_s: Some(1), ..Default::default() };
-    env.sandboxes.set_environment("sesn_lim", &SessionEnvironment { packages: PackageSet::default(), limits }).unwrap();
+    env.sandboxes.set_environment("sesn_lim", &SessionEnvironment { limits, ..Default::default() }).unwrap();
     let out = env.bash("sesn_lim", "ulimit -n; ulimit -u").await;
     assert!(out.contains("123") && out.contains("77"), "{out}");
     let started = std::time::Instant::now();

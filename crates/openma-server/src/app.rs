@@ -309,6 +309,7 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     runtime.limit_sandboxes(seats);
     let outputs = Arc::new(crate::session_files::OutputCapture::new(platform.clone(), sandboxes.clone(), settings.max_file_bytes));
     runtime.observe_turns(outputs.clone());
+    runtime.observe_turns(crate::integrations::Replies::new(platform.clone()));
     let resumed = runtime.resume_interrupted().await.context("cannot resume interrupted sessions")?;
     if resumed > 0 {
         tracing::info!(resumed, "resuming sessions that were running when the server stopped");

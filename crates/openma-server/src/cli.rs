@@ -93,8 +93,11 @@ pub enum Command {
     /// Manage sessions on a server.
     #[command(subcommand)]
     Sessions(crate::client::SessionsCommand),
-    /// Send a message to a session and print the turn as it streams.
-    Chat(crate::client::ChatArgs),
+    /// Publish agents to Slack, GitHub or Linear on a server.
+    #[command(subcommand)]
+    Integrations(crate::client::IntegrationsCommand),
+    /// Talk with an agent: start or continue a session and follow it live.
+    Chat(crate::chat::ChatArgs),
     /// Usage and list cost from a server's ledger.
     Usage(crate::client::UsageArgs),
     /// Print the version.
@@ -393,7 +396,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Agents(cmd) => crate::client::agents(&cli.global.connection, cmd).await,
         Command::Sessions(cmd) => crate::client::sessions(&cli.global.connection, cmd).await,
-        Command::Chat(args) => crate::client::chat(&cli.global.connection, args).await,
+        Command::Integrations(cmd) => crate::client::integrations(&cli.global.connection, cmd).await,
+        Command::Chat(args) => crate::chat::chat(&cli.global.connection, args).await,
         Command::Usage(args) => crate::client::usage(&cli.global.connection, args).await,
         Command::Version => {
             println!("openma {}", env!("CARGO_PKG_VERSION"));

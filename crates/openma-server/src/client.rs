@@ -1,11 +1,9 @@
-//! The client commands: `openma agents …`, `openma sessions …` and `openma chat`, which
-//! talk to a running server over its public API (the same one the SDKs use).
+//! The client commands: `openma agents …`, `openma sessions …`, `openma integrations …` and
+//! `openma chat`, which talk to a running server over its public API (the same one the SDKs use).
 
-use std::io::Write;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use futures::StreamExt;
 use serde_json::{Value, json};
 
 #[derive(Args, Clone)]
@@ -58,9 +56,60 @@ pub enum SessionsCommand {
     },
     /// Print a session's events.
     Events { id: String },
+    /// Follow a session's events as they happen (resuming after a disconnect).
+    Tail(crate::chat::TailArgs),
     /// Archive a session.
     Archive { id: String },
     /// Delete a session.
+    Delete { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum IntegrationsCommand {
+    /// List integrations.
+    List,
+    /// Show an integration (never its secrets).
+    Get { id: String },
+    /// Publish an agent to Slack, GitHub or Linear. Secrets are read from files or the
+    /// environment, never from the command line.
+    Create {
+        /// `slack`, `github` or `linear`.
+        #[arg(long)]
+        provider: String,
+        /// The agent that answers.
+        #[arg(long)]
+        agent: String,
+        /// The environment its sessions run in.
+        #[arg(long)]
+        environment: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// The provider's signing (webhook) secret.
+        #[arg(long, env = "OPENMA_INTEGRATION_SIGNING_SECRET", hide_env_values = true)]
+        signing_secret: Option<String>,
+        /// A file holding the signing secret.
+        #[arg(long, conflicts_with = "signing_secret")]
+        signing_secret_file: Option<std::path::PathBuf>,
+        /// Slack bot token or Linear token.
+        #[arg(long, env = "OPENMA_INTEGRATION_BOT_TOKEN", hide_env_values = true)]
+        bot_token: Option<String>,
+        /// GitHub: the App's id.
+        #[arg(long)]
+        app_id: Option<String>,
+        /// GitHub: the App's slug.
+        #[arg(long)]
+        app_slug: Option<String>,
+        /// GitHub: the App's private key (PEM file).
+        #[arg(long)]
+        private_key_file: Option<std::path::PathBuf>,
+        /// GitHub: a label that engages the agent.
+        #[arg(long)]
+        trigger_label: Option<String>,
+        /// The provider's API base URL (GitHub Enterprise).
+        #[arg(long)]
+        api_base_url: Option<String>,
+    },
+    /// Delete an integration.
     Delete { id: String },
 }
 
@@ -80,31 +129,19 @@ pub struct UsageArgs {
     pub csv: bool,
 }
 
-#[derive(Args)]
-pub struct ChatArgs {
-    /// Continue this session.
-    #[arg(long, conflicts_with = "agent")]
-    pub session: Option<String>,
-    /// Start a new session with this agent.
-    #[arg(long)]
-    pub agent: Option<String>,
-    /// The message to send.
-    pub message: String,
-}
-
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    key: String,
+pub(crate) struct Api {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) key: String,
 }
 
 impl Api {
-    fn new(c: &Connection) -> anyhow::Result<Api> {
+    pub(crate) fn new(c: &Connection) -> anyhow::Result<Api> {
         let key = c.api_key.clone().context("an API key is needed: pass --api-key or set OPENMA_API_KEY")?;
         Ok(Api { http: reqwest::Client::new(), base: c.url.trim_end_matches('/').to_owned(), key })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key);
         if let Some(b) = body {
             req = req.json(&b);
@@ -168,8 +205,76 @@ pub async fn sessions(c: &Connection, cmd: &SessionsCommand) -> anyhow::Result<(
             let v = api.call(Method::GET, &format!("/v1/sessions/{id}/events?limit=1000"), None).await?;
             print(c.json, &v, |e| format!("{}\t{}\t{}", e["processed_at"].as_str().unwrap_or(""), e["type"].as_str().unwrap_or(""), describe(e)));
         }
+        SessionsCommand::Tail(args) => return crate::chat::tail(c, args).await,
         SessionsCommand::Archive { id } => print(c.json, &api.call(Method::POST, &format!("/v1/sessions/{id}/archive"), None).await?, session_line),
         SessionsCommand::Delete { id } => print(c.json, &api.call(Method::DELETE, &format!("/v1/sessions/{id}"), None).await?, |v| format!("deleted {}", v["id"].as_str().unwrap_or(""))),
+    }
+    Ok(())
+}
+
+fn integration_line(i: &Value) -> String {
+    format!(
+        "{}\t{}\t{}\t{}",
+        i["id"].as_str().unwrap_or(""),
+        i["provider"].as_str().unwrap_or(""),
+        i["agent_id"].as_str().unwrap_or(""),
+        i["events_path"].as_str().unwrap_or("")
+    )
+}
+
+fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?.trim_end().to_owned())
+}
+
+pub async fn integrations(c: &Connection, cmd: &IntegrationsCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(c)?;
+    let v = match cmd {
+        IntegrationsCommand::List => api.call(Method::GET, "/v1/integrations?limit=100", None).await?,
+        IntegrationsCommand::Get { id } => api.call(Method::GET, &format!("/v1/integrations/{id}"), None).await?,
+        IntegrationsCommand::Create {
+            provider,
+            agent,
+            environment,
+            name,
+            signing_secret,
+            signing_secret_file,
+            bot_token,
+            app_id,
+            app_slug,
+            private_key_file,
+            trigger_label,
+            api_base_url,
+        } => {
+            let signing_secret = match (signing_secret, signing_secret_file) {
+                (Some(s), _) => s.clone(),
+                (None, Some(f)) => read_secret(f)?,
+                (None, None) => bail!("a signing secret is needed: --signing-secret-file or OPENMA_INTEGRATION_SIGNING_SECRET"),
+            };
+            let private_key = private_key_file.as_deref().map(read_secret).transpose()?;
+            let mut body = json!({"provider": provider, "agent_id": agent, "signing_secret": signing_secret});
+            for (k, v) in [
+                ("environment_id", environment),
+                ("name", name),
+                ("bot_token", bot_token),
+                ("app_id", app_id),
+                ("app_slug", app_slug),
+                ("private_key", &private_key),
+                ("trigger_label", trigger_label),
+                ("api_base_url", api_base_url),
+            ] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
+            }
+            api.call(Method::POST, "/v1/integrations", Some(body)).await?
+        }
+        IntegrationsCommand::Delete { id } => api.call(Method::DELETE, &format!("/v1/integrations/{id}"), None).await?,
+    };
+    if matches!(cmd, IntegrationsCommand::Delete { .. }) {
+        print(c.json, &v, |v| format!("deleted {}", v["id"].as_str().unwrap_or("")));
+    } else {
+        print(c.json, &v, integration_line);
     }
     Ok(())
 }
@@ -216,7 +321,7 @@ pub async fn usage(c: &Connection, args: &UsageArgs) -> anyhow::Result<()> {
 }
 
 /// A one-line human description of an event.
-fn describe(e: &Value) -> String {
+pub(crate) fn describe(e: &Value) -> String {
     let text = |v: &Value| v.as_array().map(|a| a.iter().filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join(" ")).unwrap_or_default();
     match e["type"].as_str().unwrap_or("") {
         "user.message" | "agent.message" => text(&e["content"]),
@@ -230,65 +335,4 @@ fn describe(e: &Value) -> String {
         "session.error" => e["error"]["message"].as_str().unwrap_or("").to_owned(),
         _ => String::new(),
     }
-}
-
-/// Sends one message and prints the turn as it streams, until the session is idle.
-pub async fn chat(c: &Connection, args: &ChatArgs) -> anyhow::Result<()> {
-    use reqwest::Method;
-    let api = Api::new(c)?;
-    let sid = match (&args.session, &args.agent) {
-        (Some(s), _) => s.clone(),
-        (None, Some(a)) => {
-            let s = api.call(Method::POST, "/v1/sessions", Some(json!({"agent": a}))).await?;
-            let id = s["id"].as_str().unwrap_or_default().to_owned();
-            if !c.json {
-                eprintln!("session {id}");
-            }
-            id
-        }
-        (None, None) => bail!("pass --session ID or --agent ID"),
-    };
-    let resp = api
-        .http
-        .get(format!("{}/v1/sessions/{sid}/events/stream", api.base))
-        .bearer_auth(&api.key)
-        .send()
-        .await?
-        .error_for_status()
-        .context("cannot open the session's stream")?;
-    let mut stream = resp.bytes_stream();
-    api.call(Method::POST, &format!("/v1/sessions/{sid}/events"), Some(json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": args.message}]}]})))
-        .await?;
-    let mut buf = String::new();
-    let mut out = std::io::stdout();
-    while let Some(chunk) = stream.next().await {
-        buf.push_str(&String::from_utf8_lossy(&chunk?));
-        while let Some(end) = buf.find("\n\n") {
-            let raw: String = buf.drain(..end + 2).collect();
-            let Some(data) = raw.lines().find_map(|l| l.strip_prefix("data:")) else { continue };
-            let Ok(e) = serde_json::from_str::<Value>(data.trim_start()) else { continue };
-            let kind = e["type"].as_str().unwrap_or("");
-            if c.json {
-                writeln!(out, "{e}")?;
-            } else {
-                match kind {
-                    "agent.message" => writeln!(out, "{}", describe(&e))?,
-                    "agent.tool_use" | "agent.custom_tool_use" | "agent.tool_result" | "session.error" => writeln!(out, "[{kind}] {}", describe(&e))?,
-                    _ => {}
-                }
-            }
-            out.flush()?;
-            match kind {
-                "session.status_terminated" => bail!("the session terminated"),
-                "session.status_idle" => {
-                    if e["stop_reason"]["type"] == "requires_action" && !c.json {
-                        eprintln!("the session waits for: {}", e["stop_reason"]["event_ids"]);
-                    }
-                    return Ok(());
-                }
-                _ => {}
-            }
-        }
-    }
-    bail!("the stream ended before the turn did")
 }

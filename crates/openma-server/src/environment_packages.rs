@@ -1,4 +1,4 @@
-//! An environment's packages and limits as the sandbox takes them: which layer a session's
+//! An environment's packages, limits and stdio MCP servers as the sandbox takes them: which layer a session's
 //! sandbox mounts, when that layer is built, and how its build is shown.
 //!
 //! Builds start in the background when an environment is created or updated with packages
@@ -21,7 +21,7 @@ pub fn package_set(env: &Environment) -> PackageSet {
 /// What a new session of `env` records in its sandbox.
 pub fn session_environment(env: &Environment) -> SessionEnvironment {
     let EnvironmentConfig::Cloud(c) = &env.config;
-    SessionEnvironment { packages: package_set(env), limits: c.limits.unwrap_or_default() }
+    SessionEnvironment { packages: package_set(env), limits: c.limits.unwrap_or_default(), mcp_servers: c.mcp_servers.clone() }
 }
 
 /// Starts building the environment's layer (after a create or update), retrying a failed one.
@@ -51,6 +51,19 @@ pub fn check_buildable(app: &AppState, env: &Environment) -> Result<(), DomainEr
         ));
     }
     Ok(())
+}
+
+/// Refuses a session whose agent names an MCP server as the environment names one of its
+/// stdio servers: the model could not tell their tools apart.
+pub fn check_mcp_names(env: &Environment, session: &openma_types::sessions::Session) -> Result<(), DomainError> {
+    let EnvironmentConfig::Cloud(c) = &env.config;
+    match c.mcp_servers.iter().find(|s| session.agent.mcp_servers.iter().any(|a| a.name == s.name)) {
+        Some(clash) => Err(DomainError::invalid(format!(
+            "the agent's `mcp_servers` and environment `{}`'s `config.mcp_servers` both name a server `{}`; rename one of them",
+            env.id, clash.name
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Records a new session's packages and limits in its sandbox, and makes sure its layer is

@@ -144,6 +144,8 @@ impl Validator {
                 (_, Some(r)) => format!("the token endpoint answered HTTP {}", r.status_code),
                 (_, None) => "the token endpoint's answer held no access token".to_owned(),
             };
+            let c = &stored.credential;
+            platform.announce_credential(tenant, "vault_credential.refresh_failed", &c.vault_id, &c.id).await;
             return Err(format!("refreshing the access token failed: {detail}"));
         };
         let nonce = || platform.ids.nonce();

@@ -34,6 +34,8 @@ use crate::http;
         http::webhooks::create_webhook_endpoint, http::webhooks::get_webhook_endpoint, http::webhooks::update_webhook_endpoint,
         http::webhooks::list_webhook_endpoints, http::webhooks::delete_webhook_endpoint, http::webhooks::regenerate_signing_secret,
         http::webhooks::list_deliveries,
+        http::integrations::create_integration, http::integrations::get_integration, http::integrations::list_integrations,
+        http::integrations::delete_integration,
         http::usage::usage, http::usage::export, http::usage::export_ack,
         http::files::upload_file, http::files::list_files, http::files::get_file, http::files::delete_file, http::files::download_file,
         http::skills::create_skill, http::skills::get_skill, http::skills::list_skills, http::skills::delete_skill,

@@ -157,9 +157,9 @@ pub async fn rotate(platform: &Platform, settings: &Settings, new_secret: Option
 }
 
 /// Re-seals the sealed values kept in rows under `secrets`' current root: vault
-/// credential secrets, model card keys and webhook signing secrets.
+/// credential secrets, model card keys, webhook signing secrets and integration secrets.
 async fn reseal_stored(platform: &Platform, secrets: &SecretBox) -> anyhow::Result<()> {
-    let (mut credentials, mut cards, mut webhooks) = (0, 0, 0);
+    let (mut credentials, mut cards, mut webhooks, mut integrations) = (0, 0, 0, 0);
     for tenant in platform.list_tenants().await? {
         credentials += platform
             .reseal_credentials(&tenant.id, secrets)
@@ -173,7 +173,11 @@ async fn reseal_stored(platform: &Platform, secrets: &SecretBox) -> anyhow::Resu
             .reseal_webhook_secrets(&tenant.id, secrets)
             .await
             .with_context(|| format!("cannot re-seal the webhook signing secrets of tenant `{}`", tenant.name))?;
+        integrations += platform
+            .reseal_integration_secrets(&tenant.id, secrets)
+            .await
+            .with_context(|| format!("cannot re-seal the integration secrets of tenant `{}`", tenant.name))?;
     }
-    tracing::info!(credentials, model_cards = cards, webhooks, "re-sealed stored secrets");
+    tracing::info!(credentials, model_cards = cards, webhooks, integrations, "re-sealed stored secrets");
     Ok(())
 }

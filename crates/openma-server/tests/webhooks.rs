@@ -37,6 +37,7 @@ macro_rules! delivery_stories {
 
 delivery_stories!(
     a_session_turn_is_delivered_in_order_and_signed,
+    updates_credentials_and_waiting_sessions_are_delivered,
     a_failing_receiver_gets_three_attempts_with_one_id,
     disabled_endpoints_and_unsubscribed_events_get_nothing,
 );
@@ -256,7 +257,7 @@ async fn endpoints_refuse_bad_fields(app: TestApp) {
         assert_eq!(r.error_type(), "invalid_request_error");
     }
     // a type of the payload table this server never sends is refused, not accepted and left silent
-    let planned = app.post("/v1/organizations/webhooks", json!({"url": "https://hooks.example.com/a", "enabled_events": ["session.requires_action"]})).await;
+    let planned = app.post("/v1/organizations/webhooks", json!({"url": "https://hooks.example.com/a", "enabled_events": ["session.thread_created"]})).await;
     assert_eq!(planned.status, StatusCode::BAD_REQUEST, "{}", planned.body);
     assert_eq!(planned.body["error"]["details"]["error_code"], "unsupported_feature");
     let e = app.ok("/v1/organizations/webhooks", json!({"url": "https://hooks.example.com/a", "enabled_events": ["vault.created"]})).await;
@@ -356,6 +357,78 @@ async fn a_session_turn_is_delivered_in_order_and_signed(backend: Backend) {
     app.agent("after").await;
     let next = receiver.wait_for(events.len() + 1).await;
     verify(fresh["signing_secret"].as_str().unwrap(), next.last().unwrap());
+}
+
+/// The payload table's other types: updates, vault credentials (with their `vault_id`),
+/// the shorter session status names and a turn that waits for a confirmation.
+async fn updates_credentials_and_waiting_sessions_are_delivered(backend: Backend) {
+    let model = FakeModel::start().await;
+    let Some(app) = delivering_app(backend, &model).await else { return };
+    let receiver = Receiver::start(vec![200]).await;
+    let events = [
+        "agent.updated",
+        "environment.updated",
+        "session.updated",
+        "session.running",
+        "session.idled",
+        "session.requires_action",
+        "vault_credential.created",
+        "vault_credential.archived",
+        "vault_credential.deleted",
+    ];
+    let e = app.ok("/v1/organizations/webhooks", json!({"url": receiver.url, "enabled_events": events})).await;
+    let secret = e["signing_secret"].as_str().unwrap().to_owned();
+
+    let agent = app
+        .ok("/v1/agents", json!({"name": "asks", "model": "claude-sonnet-4-6",
+            "tools": [{"type": "custom", "name": "lookup", "description": "Looks up.", "input_schema": {"type": "object", "properties": {}}}]}))
+        .await;
+    let aid = agent["id"].as_str().unwrap().to_owned();
+    app.ok(&format!("/v1/agents/{aid}"), json!({"description": "changed"})).await;
+    let env = app.ok("/v1/environments", json!({"name": "e"})).await;
+    let eid = env["id"].as_str().unwrap().to_owned();
+    app.ok(&format!("/v1/environments/{eid}"), json!({"description": "changed"})).await;
+    let sid = app.ok("/v1/sessions", json!({"agent": aid, "environment_id": eid})).await["id"].as_str().unwrap().to_owned();
+    app.ok(&format!("/v1/sessions/{sid}"), json!({"title": "renamed"})).await;
+    model.script(vec![openma_fake_model::Reply::tool_use("lookup", json!({}))]);
+    app.ok(&format!("/v1/sessions/{sid}/events"), json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "hi"}]}]})).await;
+    wait_idle(&app, &sid).await;
+    let vault = app.ok("/v1/vaults", json!({"display_name": "v"})).await["id"].as_str().unwrap().to_owned();
+    let cred = app
+        .ok(&format!("/v1/vaults/{vault}/credentials"), json!({"auth": {"type": "static_bearer", "mcp_server_url": "https://mcp.example.com/mcp", "token": "t0ken"}}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.ok(&format!("/v1/vaults/{vault}/credentials/{cred}/archive"), json!(null)).await;
+    assert_eq!(app.delete(&format!("/v1/vaults/{vault}/credentials/{cred}")).await.status, StatusCode::OK);
+
+    let got = receiver.wait_for(events.len()).await;
+    let mut kinds: Vec<String> = got.iter().map(|r| r.json()["data"]["type"].as_str().unwrap().to_owned()).collect();
+    kinds.sort();
+    let mut want: Vec<String> = events.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(kinds, want, "each subscribed happening once");
+    for r in &got {
+        verify(&secret, r);
+        let data = r.json()["data"].clone();
+        let kind = data["type"].as_str().unwrap();
+        let expected = match kind.split('.').next().unwrap() {
+            "agent" => aid.as_str(),
+            "environment" => eid.as_str(),
+            "session" => sid.as_str(),
+            _ => cred.as_str(),
+        };
+        assert_eq!(data["id"], expected, "{data}");
+        if kind.starts_with("vault_credential.") {
+            assert_eq!(data["vault_id"], vault.as_str(), "{data}");
+        } else {
+            assert!(data.get("vault_id").is_none(), "{data}");
+        }
+    }
+    // what is not delivered cannot be subscribed to
+    let r = app.post("/v1/organizations/webhooks", json!({"url": receiver.url, "enabled_events": ["session.thread_created"]})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
 }
 
 async fn a_failing_receiver_gets_three_attempts_with_one_id(backend: Backend) {

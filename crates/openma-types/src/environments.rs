@@ -2,11 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::agents::{McpToolConfig, McpToolConfigParams, ToolDefaults, ToolDefaultsParams};
 use crate::common::{Metadata, MetadataPatch, Timestamp, double_option};
 use crate::literal;
 
 literal!(EnvironmentTag = "environment");
 literal!(PackagesTag = "packages");
+literal!(StdioTag = "stdio");
 
 /// `BetaEnvironment` response object.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,6 +50,30 @@ pub struct CloudConfig {
     /// openma extension: this environment's sandbox limits (absent when none are set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<EnvironmentLimits>,
+    /// openma extension: MCP servers that run inside each session's sandbox (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<StdioMcpServer>,
+}
+
+/// openma extension (`config.mcp_servers[]`): an MCP server the sandbox runs as a process
+/// and the platform speaks to over its stdin and stdout. Its tools are offered to every
+/// session of the environment as `mcp__<name>__<tool>`, configured like an agent's
+/// `mcp_toolset` (`default_config`, `configs`; the default permission is `always_ask`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StdioMcpServer {
+    #[serde(rename = "type")]
+    pub tag: StdioTag,
+    pub name: String,
+    /// The program and its arguments; the program is looked up on the sandbox's `PATH`.
+    pub command: Vec<String>,
+    /// Variables added to the sandbox's environment for this process. Not secret: they are
+    /// shown with the environment (secrets belong in a vault's `environment_variable`
+    /// credentials, whose placeholders this process sees like the shell does).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+    pub configs: Vec<McpToolConfig>,
+    pub default_config: ToolDefaults,
 }
 
 /// openma extension (`config.limits`): per-environment sandbox limits, each at most the
@@ -175,6 +201,27 @@ pub struct CloudConfigParams {
     #[serde(default, deserialize_with = "double_option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<EnvironmentLimits>))]
     pub limits: Option<Option<EnvironmentLimits>>,
+    /// openma extension: replaces the environment's stdio MCP servers; `null` or `[]` removes them.
+    #[serde(default, deserialize_with = "double_option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<StdioMcpServerParams>>))]
+    pub mcp_servers: Option<Option<Vec<StdioMcpServerParams>>>,
+}
+
+/// An entry of `config.mcp_servers` in a request. Unknown keys are refused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct StdioMcpServerParams {
+    #[serde(rename = "type")]
+    pub tag: StdioTag,
+    pub name: String,
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    pub configs: Option<Vec<McpToolConfigParams>>,
+    #[serde(default)]
+    pub default_config: Option<ToolDefaultsParams>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ pub mod common;
 pub mod environments;
 pub mod events;
 pub mod files;
+pub mod integrations;
 pub mod memory;
 pub mod model_cards;
 pub mod sessions;

@@ -35,6 +35,17 @@ pub const EVENT_TYPES: &[&str] = &[
     "vault.created",
     "vault.archived",
     "vault.deleted",
+    "vault_credential.created",
+    "vault_credential.archived",
+    "vault_credential.deleted",
+    "vault_credential.refresh_failed",
+    "session.running",
+    "session.idled",
+    "session.requires_action",
+    "session.updated",
+    "session.budget_reached",
+    "agent.updated",
+    "environment.updated",
     "memory_store.created",
     "memory_store.archived",
     "memory_store.deleted",
@@ -43,19 +54,15 @@ pub const EVENT_TYPES: &[&str] = &[
 /// Types of the payload table this server does not deliver yet: subscribing to one is
 /// refused (`unsupported_feature`) rather than accepted and never sent.
 pub const UNDELIVERED_EVENT_TYPES: &[&str] = &[
+    // no session waits in a queue before it runs here
     "session.pending",
-    "session.running",
-    "session.idled",
-    "session.requires_action",
-    "session.updated",
+    // openma sessions have one thread and no outcome evaluation
     "session.thread_created",
     "session.thread_idled",
     "session.thread_terminated",
     "session.outcome_evaluation_ended",
-    "session.budget_reached",
-    "agent.updated",
+    // agents are archived, never deleted
     "agent.deleted",
-    "environment.updated",
 ];
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,4 +227,7 @@ pub struct WebhookEventData {
     pub id: String,
     pub organization_id: String,
     pub workspace_id: String,
+    /// Per-type fields (e.g. `vault_id` of a `vault_credential.*` event).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use openma_types::agents::{AgentTool, BuiltinTool, PermissionPolicy};
+use openma_types::agents::{AgentTool, BuiltinTool, McpToolset, PermissionPolicy};
 use openma_types::events::EvaluatedPermission;
 use openma_types::sessions::SessionAgent;
 use serde_json::{Value, json};
@@ -152,12 +152,16 @@ impl ToolPlan {
         plan
     }
 
-    /// Adds the tools the agent's MCP servers listed, as the agent's `mcp_toolset`s
-    /// configure them (enabled flag and permission policy per tool, else the toolset's
-    /// default). Servers without a toolset and tools already named are left out.
-    pub fn with_mcp_tools(mut self, agent: &SessionAgent, tools: &[McpToolDef]) -> Self {
-        for t in &agent.tools {
-            let AgentTool::McpToolset(ts) = t else { continue };
+    /// Adds the tools the session's MCP servers listed, as the agent's `mcp_toolset`s (and
+    /// `environment`'s, for the servers of the environment) configure them: enabled flag and
+    /// permission policy per tool, else the toolset's default. Servers without a toolset and
+    /// tools already named are left out.
+    pub fn with_mcp_tools(mut self, agent: &SessionAgent, environment: &[McpToolset], tools: &[McpToolDef]) -> Self {
+        let agents = agent.tools.iter().filter_map(|t| match t {
+            AgentTool::McpToolset(ts) => Some(ts),
+            _ => None,
+        });
+        for ts in agents.chain(environment) {
             for def in tools.iter().filter(|d| d.server == ts.mcp_server_name) {
                 let cfg = ts.configs.iter().find(|c| c.name == def.name);
                 if !cfg.map(|c| c.enabled).unwrap_or(ts.default_config.enabled) {
@@ -317,7 +321,7 @@ mod tests {
             version: 1,
         };
         let tools = [def("docs", "search"), def("docs", "delete"), def("docs", "fetch"), def("other", "x")];
-        let plan = ToolPlan::default().with_mcp_tools(&agent, &tools);
+        let plan = ToolPlan::default().with_mcp_tools(&agent, &[], &tools);
         let names: Vec<&str> = plan.specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["mcp__docs__search", "mcp__docs__fetch"]);
         assert!(matches!(plan.route("mcp__docs__search"), ToolRoute::Mcp { permission: EvaluatedPermission::Allow, .. }));

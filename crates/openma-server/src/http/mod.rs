@@ -13,6 +13,7 @@ pub mod agents;
 pub mod environments;
 pub mod events;
 pub mod files;
+pub mod integrations;
 pub mod memory;
 pub mod model_cards;
 pub mod ops;
@@ -35,6 +36,8 @@ pub fn routes(max_file_bytes: u64) -> Router<AppState> {
         .merge(vaults::routes())
         .merge(model_cards::routes())
         .merge(webhooks::routes())
+        .merge(integrations::routes())
+        .merge(crate::integrations::routes())
         .merge(files::routes(max_file_bytes))
         .merge(skills::routes())
         .merge(resources::routes())

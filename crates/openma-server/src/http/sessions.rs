@@ -56,6 +56,12 @@ pub async fn create_session(
     Caller(tenant): Caller,
     ApiJson(req): ApiJson<CreateSessionRequest>,
 ) -> Result<Json<Session>, ApiError> {
+    Ok(Json(create(&app, &tenant, req).await?))
+}
+
+/// Creates a session with everything its sandbox needs (for the API and the integrations).
+pub async fn create(app: &AppState, tenant: &openma_core::TenantId, req: CreateSessionRequest) -> Result<Session, DomainError> {
+    let app = app.clone();
     let starts = req.initial_events.as_ref().is_some_and(|e| !e.is_empty());
     if app.platform.check_quota(&tenant, starts).await? {
         metrics::counter!("openma_tenant_soft_limit_exceeded_total").increment(1);
@@ -71,14 +77,14 @@ pub async fn create_session(
     if let Err(e) = prepare_sandbox(&app, &tenant, &session, &req).await {
         let _ = app.platform.delete_session(&tenant, &session.id).await;
         let _ = app.sandboxes.destroy(&session.id).await;
-        return Err(e.into());
+        return Err(e);
     }
     if initial.is_empty() {
-        return Ok(Json(session));
+        return Ok(session);
     }
     // persisted, in order, before the response: exactly as if POSTed right after create
-    app.runtime.submit(&tenant, &session.id, initial).await?;
-    Ok(Json(app.platform.get_session(&tenant, &session.id).await?))
+    app.runtime.submit(tenant, &session.id, initial).await?;
+    app.platform.get_session(tenant, &session.id).await
 }
 
 /// Puts into a new session's sandbox what it names: its network policy, its environment's
@@ -87,6 +93,7 @@ async fn prepare_sandbox(app: &AppState, tenant: &openma_core::TenantId, session
     let backend = |e: std::io::Error| DomainError::Store(openma_core::StoreError::Backend(e.to_string()));
     crate::session_network::apply(&app.platform, &app.sandboxes, tenant, session).await?;
     let env = app.platform.get_environment(tenant, &session.environment_id).await?;
+    crate::environment_packages::check_mcp_names(&env, session)?;
     crate::environment_packages::prepare(app, &env, &session.id).map_err(backend)?;
     crate::session_memory::prepare(&app.sandboxes, session).map_err(backend)?;
     crate::session_files::install_skills(&app.platform, &app.sandboxes, tenant, session).await?;

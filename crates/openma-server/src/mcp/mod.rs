@@ -1,6 +1,9 @@
 //! MCP toolsets of running sessions: one client connection per session and MCP server
-//! (the official Rust SDK, `rmcp`, over streamable HTTP), opened lazily at the start of a
-//! turn and reused across turns, with the credential found in the session's vaults.
+//! (the official Rust SDK, `rmcp`), opened lazily at the start of a turn and reused across
+//! turns. An agent's URL servers are reached over streamable HTTP (or the older HTTP+SSE)
+//! with the credential found in the session's vaults; an environment's stdio servers run
+//! inside the session's sandbox ([`openma_sandbox::Sandboxes::spawn_stdio`]) and are spoken
+//! to over their stdin and stdout.
 //!
 //! Tokens live only in this process: they are opened from the vault for the connection's
 //! `Authorization` header and never reach the sandbox, the event log, logs or responses.
@@ -16,7 +19,8 @@ use openma_core::harness::tools::{McpToolDef, ToolOutput};
 use openma_core::ports::{ListQuery, Order, TimeRange};
 use openma_core::vaults::{self, StoredCredential};
 use openma_core::{Platform, TenantId};
-use openma_types::agents::McpServer;
+use openma_types::agents::{McpServer, McpToolset};
+use openma_types::environments::StdioMcpServer;
 use openma_types::sessions::Session;
 use openma_types::vaults::CredentialAuth;
 use rmcp::ServiceExt;
@@ -82,10 +86,39 @@ struct CredentialMark {
 }
 
 struct Connection {
-    url: String,
+    /// What the connection was opened to (URL, or stdio command and variables): a server
+    /// whose definition changed is reconnected.
+    fingerprint: String,
     service: RunningService<RoleClient, ()>,
     tools: Vec<McpToolDef>,
     credential: Option<CredentialMark>,
+    /// The program of a stdio server, killed when the connection is dropped.
+    process: Option<openma_sandbox::SandboxProcess>,
+}
+
+/// A server a session's MCP tools come from.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// One of the agent's `mcp_servers`.
+    Url(&'a McpServer),
+    /// One of the environment's `config.mcp_servers`, run in the sandbox.
+    Stdio(&'a StdioMcpServer),
+}
+
+impl Target<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Target::Url(s) => &s.name,
+            Target::Stdio(s) => &s.name,
+        }
+    }
+
+    fn fingerprint(&self) -> String {
+        match self {
+            Target::Url(s) => s.url.clone(),
+            Target::Stdio(s) => serde_json::to_string(&(&s.command, &s.env)).unwrap_or_default(),
+        }
+    }
 }
 
 /// One session's connections, by server name.
@@ -148,11 +181,12 @@ impl McpHub {
         let entry = self.entry(&session.id);
         let mut conns = entry.lock().await;
         conns.last_used = Some(Instant::now());
-        let wanted: &[McpServer] = &session.agent.mcp_servers;
+        let stdio = self.stdio_servers(session);
+        let wanted = targets(session, &stdio);
         let stale: Vec<String> = conns
             .servers
             .iter()
-            .filter(|(name, c)| !wanted.iter().any(|s| &s.name == *name && s.url == c.url))
+            .filter(|(name, c)| !wanted.iter().any(|s| s.name() == name.as_str() && s.fingerprint() == c.fingerprint))
             .map(|(name, _)| name.clone())
             .collect();
         for name in stale {
@@ -162,15 +196,16 @@ impl McpHub {
         }
         let mut out = Prepared::default();
         for server in wanted {
-            if !conns.servers.contains_key(&server.name) {
-                match self.connect(tenant, session, server).await {
+            let name = server.name();
+            if !conns.servers.contains_key(name) {
+                match self.connect(tenant, session, server, false).await {
                     Ok(c) => {
-                        tracing::info!(session_id = %session.id, mcp_server = %server.name, tools = c.tools.len(), "connected to MCP server");
-                        conns.servers.insert(server.name.clone(), c);
+                        tracing::info!(session_id = %session.id, mcp_server = %name, tools = c.tools.len(), "connected to MCP server");
+                        conns.servers.insert(name.to_owned(), c);
                     }
                     Err(f) => {
-                        tracing::warn!(session_id = %session.id, mcp_server = %server.name, error = f.message(), "MCP server unavailable");
-                        out.failures.push((server.name.clone(), f));
+                        tracing::warn!(session_id = %session.id, mcp_server = %name, error = f.message(), "MCP server unavailable");
+                        out.failures.push((name.to_owned(), f));
                     }
                 }
             }
@@ -182,9 +217,13 @@ impl McpHub {
     /// Runs `tools/call` on the session's connection to `server`. The credential is looked
     /// up again first: a rotated, refreshed or archived one replaces the connection.
     pub async fn call(&self, tenant: &TenantId, session: &Session, server: &str, tool: &str, input: Value) -> ToolOutput {
-        let Some(def) = session.agent.mcp_servers.iter().find(|s| s.name == server) else {
+        let stdio = self.stdio_servers(session);
+        let Some(def) = targets(session, &stdio).into_iter().find(|s| s.name() == server) else {
             return ToolOutput::error(format!("The MCP server `{server}` is not configured for this session."));
         };
+        if let (Target::Stdio(_), Some(sandboxes)) = (def, &self.sandboxes) {
+            sandboxes.touch(&session.id);
+        }
         let entry = self.entry(&session.id);
         let peer = {
             let mut conns = entry.lock().await;
@@ -243,15 +282,24 @@ impl McpHub {
         &self,
         tenant: &TenantId,
         session: &Session,
-        server: &McpServer,
+        server: Target<'_>,
         conns: &mut SessionConnections,
     ) -> Result<Peer<RoleClient>, McpFailure> {
-        let current = self.find_credential(tenant, session, &server.url).await?.map(|c| mark(&c));
-        let fresh = conns.servers.get(&server.name).is_some_and(|c| c.credential == current && !c.service.is_closed());
+        let name = server.name();
+        let fresh = match server {
+            Target::Url(s) => {
+                let current = self.find_credential(tenant, session, &s.url).await?.map(|c| mark(&c));
+                conns.servers.get(name).is_some_and(|c| c.credential == current && !c.service.is_closed())
+            }
+            Target::Stdio(_) => conns
+                .servers
+                .get_mut(name)
+                .is_some_and(|c| !c.service.is_closed() && c.process.as_mut().is_some_and(|p| p.alive())),
+        };
         if !fresh {
             return self.reopen(tenant, session, server, conns, false).await;
         }
-        Ok(conns.servers[&server.name].service.peer().clone())
+        Ok(conns.servers[name].service.peer().clone())
     }
 
     /// Replaces the session's connection to `server` (after `refused`: refreshing the token).
@@ -259,21 +307,67 @@ impl McpHub {
         &self,
         tenant: &TenantId,
         session: &Session,
-        server: &McpServer,
+        server: Target<'_>,
         conns: &mut SessionConnections,
         refused: bool,
     ) -> Result<Peer<RoleClient>, McpFailure> {
-        if let Some(c) = conns.servers.remove(&server.name) {
+        if let Some(c) = conns.servers.remove(server.name()) {
             close(c).await;
         }
-        let c = self.connect_refreshing(tenant, session, server, refused).await?;
+        let c = self.connect(tenant, session, server, refused).await?;
         let peer = c.service.peer().clone();
-        conns.servers.insert(server.name.clone(), c);
+        conns.servers.insert(server.name().to_owned(), c);
         Ok(peer)
     }
 
-    async fn connect(&self, tenant: &TenantId, session: &Session, server: &McpServer) -> Result<Connection, McpFailure> {
-        self.connect_refreshing(tenant, session, server, false).await
+    async fn connect(&self, tenant: &TenantId, session: &Session, server: Target<'_>, refused: bool) -> Result<Connection, McpFailure> {
+        match server {
+            Target::Url(s) => self.connect_refreshing(tenant, session, s, refused).await,
+            Target::Stdio(s) => self.open_stdio(session, s).await,
+        }
+    }
+
+    /// Starts a stdio server in the session's sandbox and does the MCP handshake over its
+    /// stdin and stdout.
+    async fn open_stdio(&self, session: &Session, server: &StdioMcpServer) -> Result<Connection, McpFailure> {
+        let Some(sandboxes) = &self.sandboxes else {
+            return Err(McpFailure::Connection("this server runs no sandboxes, so it cannot run stdio MCP servers".into()));
+        };
+        let program = &server.command[0];
+        let mut process = sandboxes
+            .spawn_stdio(&session.id, &server.command, &server.env)
+            .await
+            .map_err(|e| McpFailure::Connection(format!("cannot start `{program}` in the sandbox: {e}")))?;
+        let io = process.take_io().ok_or_else(|| McpFailure::Connection("no stdio".into()))?;
+        let service = match tokio::time::timeout(CONNECT_TIMEOUT, ().serve(io)).await {
+            Err(_) => return Err(McpFailure::Connection(format!("`{program}` did not complete the MCP handshake in time"))),
+            Ok(Err(e)) => {
+                let exited = if process.alive() { "" } else { " (it exited)" };
+                return Err(McpFailure::Connection(format!("`{program}` did not complete the MCP handshake{exited}: {e}")));
+            }
+            Ok(Ok(s)) => s,
+        };
+        let tools = match list_tools(&service, &server.name).await {
+            Ok(t) => t,
+            Err(e) => return Err(McpFailure::Connection(format!("`{program}` {e}"))),
+        };
+        tracing::debug!(session_id = %session.id, mcp_server = %server.name, "MCP handshake over stdio done");
+        Ok(Connection { fingerprint: Target::Stdio(server).fingerprint(), service, tools, credential: None, process: Some(process) })
+    }
+
+    /// The stdio servers the session took from its environment at create.
+    fn stdio_servers(&self, session: &Session) -> Vec<StdioMcpServer> {
+        self.sandboxes.as_ref().map(|s| s.environment(&session.id).mcp_servers).unwrap_or_default()
+    }
+
+    /// How the environment configures its stdio servers' tools, as toolsets (the servers
+    /// whose name the agent also uses are left out: the agent's server wins).
+    pub fn stdio_toolsets(&self, session: &Session) -> Vec<McpToolset> {
+        self.stdio_servers(session)
+            .into_iter()
+            .filter(|s| !session.agent.mcp_servers.iter().any(|a| a.name == s.name))
+            .map(|s| McpToolset { mcp_server_name: s.name, configs: s.configs, default_config: s.default_config })
+            .collect()
     }
 
     /// Opens a connection with the session's credential for the server; an `mcp_oauth`
@@ -369,23 +463,13 @@ impl McpHub {
             }
             Ok(Ok(s)) => s,
         };
-        let listed = match tokio::time::timeout(CONNECT_TIMEOUT, service.list_all_tools()).await {
-            Err(_) => return Ok(Err(McpFailure::Connection(format!("`{}` did not list its tools in time", server.url)))),
-            Ok(Err(e)) if e.is_authorization_required() => return Err(Refused),
-            Ok(Err(e)) => return Ok(Err(McpFailure::Connection(format!("`{}` could not list its tools: {e}", server.url)))),
-            Ok(Ok(t)) => t,
+        let tools = match list_tools(&service, &server.name).await {
+            Err(ListFailure::Refused) => return Err(Refused),
+            Err(e) => return Ok(Err(McpFailure::Connection(format!("`{}` {e}", server.url)))),
+            Ok(t) => t,
         };
-        let tools = listed
-            .into_iter()
-            .map(|t| McpToolDef {
-                server: server.name.clone(),
-                name: t.name.to_string(),
-                description: t.description.map(|d| d.to_string()).unwrap_or_default(),
-                input_schema: Value::Object((*t.input_schema).clone()),
-            })
-            .collect();
         tracing::debug!(session_id = %session.id, mcp_server = %server.name, "MCP handshake done");
-        Ok(Ok(Connection { url: server.url.clone(), service, tools, credential: credential.map(mark) }))
+        Ok(Ok(Connection { fingerprint: server.url.clone(), service, tools, credential: credential.map(mark), process: None }))
     }
 
     /// The first active `mcp_oauth` / `static_bearer` credential for the server's URL in
@@ -472,6 +556,52 @@ impl McpHub {
 
 /// The server refused the credential (HTTP 401/403).
 struct Refused;
+
+/// The servers a session's MCP tools come from: the agent's, then the environment's stdio
+/// servers whose names the agent does not use.
+fn targets<'a>(session: &'a Session, stdio: &'a [StdioMcpServer]) -> Vec<Target<'a>> {
+    let agent = &session.agent.mcp_servers;
+    agent
+        .iter()
+        .map(Target::Url)
+        .chain(stdio.iter().filter(|s| !agent.iter().any(|a| a.name == s.name)).map(Target::Stdio))
+        .collect()
+}
+
+/// Why `tools/list` failed.
+#[derive(Debug)]
+enum ListFailure {
+    Refused,
+    Failed(String),
+}
+
+impl std::fmt::Display for ListFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListFailure::Refused => f.write_str("refused to list its tools"),
+            ListFailure::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Every tool the server lists, as the session knows them (`server` is its name there).
+async fn list_tools(service: &RunningService<RoleClient, ()>, server: &str) -> Result<Vec<McpToolDef>, ListFailure> {
+    let listed = match tokio::time::timeout(CONNECT_TIMEOUT, service.list_all_tools()).await {
+        Err(_) => return Err(ListFailure::Failed("did not list its tools in time".into())),
+        Ok(Err(e)) if e.is_authorization_required() => return Err(ListFailure::Refused),
+        Ok(Err(e)) => return Err(ListFailure::Failed(format!("could not list its tools: {e}"))),
+        Ok(Ok(t)) => t,
+    };
+    Ok(listed
+        .into_iter()
+        .map(|t| McpToolDef {
+            server: server.to_owned(),
+            name: t.name.to_string(),
+            description: t.description.map(|d| d.to_string()).unwrap_or_default(),
+            input_schema: Value::Object((*t.input_schema).clone()),
+        })
+        .collect())
+}
 
 fn mark(c: &StoredCredential) -> CredentialMark {
     CredentialMark { id: c.credential.id.clone(), updated_at: c.credential.updated_at.as_micros() }

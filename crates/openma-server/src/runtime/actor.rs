@@ -15,7 +15,7 @@ use openma_core::model::{self, ContentBlock, ModelError, ModelEvent, PermanentKi
 use openma_core::ports::{EventQuery, StoredEvent};
 use openma_core::{DomainError, TenantId};
 use openma_types::Timestamp;
-use openma_types::agents::PermissionPolicy;
+use openma_types::agents::{McpToolset, PermissionPolicy};
 use openma_types::events::{
     EvaluatedPermission, EventPayload, ModelUsage, RetryStatus, SessionErrorObject, SessionEvent, StopReason,
 };
@@ -89,6 +89,8 @@ struct Actor {
     skills_note: Option<String>,
     /// The tools of the session's connected MCP servers (listed at the start of a turn).
     mcp_tools: Vec<McpToolDef>,
+    /// How the environment configures the tools of its stdio MCP servers.
+    mcp_toolsets: Vec<McpToolset>,
 }
 
 pub(super) async fn run(rt: Arc<Runtime>, tenant: TenantId, session_id: String, hub: Hub, mut rx: mpsc::UnboundedReceiver<Command>) {
@@ -174,6 +176,7 @@ impl Actor {
             files: FileBlockCache::default(),
             skills_note,
             mcp_tools: Vec::new(),
+            mcp_toolsets: Vec::new(),
         })
     }
 
@@ -283,6 +286,15 @@ impl Actor {
                         if changed {
                             // queues a row; the delivery worker sends it, the turn never waits on it
                             self.rt.platform.announce_quietly(&self.tenant, status_webhook(self.session.status), &self.session.id).await;
+                            // the payload table's shorter names of the same two changes
+                            let plain = match self.session.status {
+                                SessionStatus::Running => Some("session.running"),
+                                SessionStatus::Idle => Some("session.idled"),
+                                _ => None,
+                            };
+                            if let Some(kind) = plain {
+                                self.rt.platform.announce_quietly(&self.tenant, kind, &self.session.id).await;
+                            }
                         }
                         if !was_running && self.session.status == SessionStatus::Running {
                             self.running_since = Some(Instant::now());
@@ -307,7 +319,7 @@ impl Actor {
                         .get_session(&self.tenant, &self.session.id)
                         .await?
                         .ok_or_else(|| DomainError::not_found("session", &self.session.id))?;
-                    self.plan = ToolPlan::for_agent(&fresh.agent, self.rt.platform.capabilities).with_mcp_tools(&fresh.agent, &self.mcp_tools);
+                    self.plan = ToolPlan::for_agent(&fresh.agent, self.rt.platform.capabilities).with_mcp_tools(&fresh.agent, &self.mcp_toolsets, &self.mcp_tools);
                     self.session = Session { status: self.session.status, usage: self.session.usage.clone(), stats: self.session.stats.clone(), ..fresh };
                 }
             }
@@ -763,14 +775,23 @@ impl Actor {
             StopReason::Refusal => "refusal",
         };
         metrics::counter!("openma_session_idle_total", "stop_reason" => label).increment(1);
-        if let Some(observer) = self.rt.observer.get() {
+        let observers = self.rt.observers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for observer in observers {
             observer.turn_ending(&self.tenant, &self.session.id).await;
         }
         let usage = self.usage_now();
         self.session.usage.list_cost = usage.list_cost.clone();
         let budget = self.session.budget.clone();
+        let announce = match &reason {
+            StopReason::RequiresAction { .. } => Some("session.requires_action"),
+            StopReason::BudgetReached => Some("session.budget_reached"),
+            _ => None,
+        };
         self.emit(vec![EventPayload::SessionUsage { usage, budget }, EventPayload::StatusIdle { stop_reason: reason }], Some(SessionStatus::Idle))
             .await?;
+        if let Some(kind) = announce {
+            self.rt.platform.announce_quietly(&self.tenant, kind, &self.session.id).await;
+        }
         Ok(())
     }
 
@@ -942,7 +963,8 @@ impl Actor {
     /// before is tried again), reports the ones that cannot be used, and offers the tools
     /// of the others to the model.
     async fn connect_mcp(&mut self) -> Result<Raced<()>, DomainError> {
-        if self.session.agent.mcp_servers.is_empty() && self.mcp_tools.is_empty() {
+        self.mcp_toolsets = self.rt.mcp.stdio_toolsets(&self.session);
+        if self.session.agent.mcp_servers.is_empty() && self.mcp_toolsets.is_empty() && self.mcp_tools.is_empty() {
             return Ok(Raced::Done(()));
         }
         let (rt, tenant, session) = (self.rt.clone(), self.tenant.clone(), self.session.clone());
@@ -951,7 +973,7 @@ impl Actor {
             Raced::Interrupted(i) => return Ok(Raced::Interrupted(i)),
         };
         self.mcp_tools = prepared.tools;
-        self.plan = ToolPlan::for_agent(&self.session.agent, self.rt.platform.capabilities).with_mcp_tools(&self.session.agent, &self.mcp_tools);
+        self.plan = ToolPlan::for_agent(&self.session.agent, self.rt.platform.capabilities).with_mcp_tools(&self.session.agent, &self.mcp_toolsets, &self.mcp_tools);
         if !prepared.failures.is_empty() {
             let errors = prepared
                 .failures

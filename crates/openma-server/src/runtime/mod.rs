@@ -78,7 +78,7 @@ pub struct Runtime {
     pub(crate) mcp: Arc<crate::mcp::McpHub>,
     pub(crate) config: RuntimeConfig,
     entries: Mutex<HashMap<String, Entry>>,
-    pub(crate) observer: std::sync::OnceLock<Arc<dyn TurnObserver>>,
+    pub(crate) observers: Mutex<Vec<Arc<dyn TurnObserver>>>,
     /// The tenants' limits on sandboxes running at once (set when sandboxes are configured).
     sandbox_seats: std::sync::OnceLock<Arc<crate::sandbox_seats::SandboxSeats>>,
 }
@@ -92,7 +92,7 @@ impl Runtime {
             mcp,
             config,
             entries: Mutex::new(HashMap::new()),
-            observer: std::sync::OnceLock::new(),
+            observers: Mutex::new(Vec::new()),
             sandbox_seats: std::sync::OnceLock::new(),
         })
     }
@@ -102,9 +102,9 @@ impl Runtime {
         let _ = self.sandbox_seats.set(seats);
     }
 
-    /// Sets the work done at the end of every turn (once; later calls are ignored).
+    /// Adds work done at the end of every turn (in the order added).
     pub fn observe_turns(&self, observer: Arc<dyn TurnObserver>) {
-        let _ = self.observer.set(observer);
+        self.observers.lock().unwrap_or_else(|e| e.into_inner()).push(observer);
     }
 
     /// The fan-out hub of a session (created on first use).

@@ -3,6 +3,16 @@
 //! `ServerProcess`: the real binary as a child process, for crash and restart tests.
 #![allow(dead_code)]
 
+pub mod git;
+
+/// Whether this host can run sandboxes; CI must be able to (a test that needs them skips
+/// elsewhere).
+pub fn sandboxes_available() -> bool {
+    let ok = openma_sandbox::Sandboxes::check().is_ok();
+    assert!(ok || std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+    ok
+}
+
 /// Runs each story `async fn name(app: TestApp)` once per backend.
 #[allow(unused_macros)]
 macro_rules! backend_stories {

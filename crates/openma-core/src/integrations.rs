@@ -1,0 +1,207 @@
+//! Integrations: an agent published to Slack, GitHub or Linear. Each thread of the provider
+//! (a Slack thread, an issue or pull request, a Linear agent session) maps to one session;
+//! deliveries are remembered so that a retried or replayed one is processed once. The
+//! signing secret and the credential (Slack bot token, GitHub App private key, Linear
+//! token) are sealed at rest, each bound to its integration and field.
+
+use openma_types::integrations::{CreateIntegrationRequest, Integration, IntegrationProvider, IntegrationTag};
+
+use crate::error::{DomainError, DomainResult};
+use crate::paging::Page;
+use crate::platform::{ListParams, position_of};
+use crate::ports::Order;
+use crate::secrets::{Binding, SecretBox, SecretError};
+use crate::{Platform, TenantId, validate};
+
+const PURPOSE: &str = "integration";
+pub const SLACK_API: &str = "https://slack.com/api";
+pub const GITHUB_API: &str = "https://api.github.com";
+pub const LINEAR_API: &str = "https://api.linear.app";
+const SECRET_MAX: usize = 1_024;
+
+/// An integration with what only the server keeps: its sealed secrets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredIntegration {
+    pub integration: Integration,
+    pub sealed_signing_secret: String,
+    /// The bot token (Slack), the App's private key (GitHub) or the API token (Linear).
+    pub sealed_credential: String,
+}
+
+fn binding<'a>(tenant: &'a TenantId, id: &'a str, field: &'a str) -> Binding<'a> {
+    Binding { purpose: PURPOSE, tenant, owner: id, field }
+}
+
+/// The signing secret and the credential of an integration (for the server's adapters only).
+pub fn open_secrets(secrets: &SecretBox, tenant: &TenantId, s: &StoredIntegration) -> Result<(String, String), SecretError> {
+    let id = &s.integration.id;
+    let text = |b: Vec<u8>| String::from_utf8(b).map_err(|_| SecretError::Malformed);
+    let signing = text(secrets.open(binding(tenant, id, "signing_secret"), &s.sealed_signing_secret)?)?;
+    let credential = text(secrets.open(binding(tenant, id, "credential"), &s.sealed_credential)?)?;
+    Ok((signing, credential))
+}
+
+fn provider_name(p: IntegrationProvider) -> &'static str {
+    match p {
+        IntegrationProvider::Slack => "slack",
+        IntegrationProvider::Github => "github",
+        IntegrationProvider::Linear => "linear",
+    }
+}
+
+/// Refuses a key that does not apply to the integration's provider.
+fn only_for(field: &str, set: bool, provider: &str, wanted: &str) -> DomainResult<()> {
+    if set && provider != wanted {
+        return Err(DomainError::invalid(format!("`{field}` applies to `{wanted}` integrations only, not `{provider}`")));
+    }
+    Ok(())
+}
+
+/// The provider's credential and settings, checked: `(credential, api default)`.
+fn check_provider(req: &CreateIntegrationRequest) -> DomainResult<(String, &'static str)> {
+    let provider = provider_name(req.provider);
+    only_for("app_id", req.app_id.is_some(), provider, "github")?;
+    only_for("app_slug", req.app_slug.is_some(), provider, "github")?;
+    only_for("private_key", req.private_key.is_some(), provider, "github")?;
+    only_for("trigger_label", req.trigger_label.is_some(), provider, "github")?;
+    only_for("clone_repository", req.clone_repository.is_some(), provider, "github")?;
+    let required = |field: &str, v: &Option<String>| -> DomainResult<String> {
+        v.clone().ok_or_else(|| DomainError::invalid(format!("`{field}` is required for `{provider}` integrations")))
+    };
+    match req.provider {
+        IntegrationProvider::Slack | IntegrationProvider::Linear => {
+            let token = required("bot_token", &req.bot_token)?;
+            check_secret("bot_token", &token)?;
+            Ok((token, if req.provider == IntegrationProvider::Slack { SLACK_API } else { LINEAR_API }))
+        }
+        IntegrationProvider::Github => {
+            if req.bot_token.is_some() {
+                return Err(DomainError::invalid("`bot_token` does not apply to `github` integrations: they mint installation tokens with `private_key`"));
+            }
+            let app_id = required("app_id", &req.app_id)?;
+            if app_id.is_empty() || app_id.len() > 20 || !app_id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(DomainError::invalid("`app_id` must be the App's numeric id"));
+            }
+            let slug = required("app_slug", &req.app_slug)?;
+            if slug.is_empty() || slug.len() > 100 || !slug.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return Err(DomainError::invalid("`app_slug` must be the App's slug (letters, digits and `-`)"));
+            }
+            if let Some(label) = &req.trigger_label {
+                validate::length("trigger_label", label, 1, 100)?;
+            }
+            let key = required("private_key", &req.private_key)?;
+            if !key.trim_start().starts_with("-----BEGIN") || !key.contains("PRIVATE KEY-----") || key.len() > 16_384 {
+                return Err(DomainError::invalid("`private_key` must be the App's private key in PEM form"));
+            }
+            Ok((key, GITHUB_API))
+        }
+    }
+}
+
+/// The session of a provider thread is keyed by `integration/thread`.
+pub fn slack_thread_key(channel: &str, thread_ts: &str) -> String {
+    format!("{channel}/{thread_ts}")
+}
+
+fn check_secret(field: &str, value: &str) -> DomainResult<()> {
+    if value.trim().is_empty() || value.len() > SECRET_MAX || value.chars().any(char::is_control) {
+        return Err(DomainError::invalid(format!("`{field}` must be 1-{SECRET_MAX} printable characters")));
+    }
+    Ok(())
+}
+
+impl Platform {
+    pub async fn create_integration(&self, tenant: &TenantId, req: &CreateIntegrationRequest) -> DomainResult<Integration> {
+        check_secret("signing_secret", &req.signing_secret)?;
+        let (credential, default_api) = check_provider(req)?;
+        validate::max_length("name", req.name.as_deref(), 256)?;
+        let api_base_url = req.api_base_url.clone().unwrap_or_else(|| default_api.to_owned());
+        validate::http_url("api_base_url", &api_base_url)?;
+        self.get_agent(tenant, &req.agent_id, None).await?;
+        if let Some(env) = &req.environment_id {
+            self.get_environment(tenant, env).await?;
+        }
+        let secrets = self.secrets.as_deref().ok_or_else(|| DomainError::invalid("secrets are not available: the server has no root secret"))?;
+        let id = self.ids.new_id("intg");
+        let now = self.clock.now();
+        let provider = provider_name(req.provider);
+        let github = req.provider == IntegrationProvider::Github;
+        let integration = Integration {
+            tag: IntegrationTag::default(),
+            events_path: format!("/integrations/{provider}/{id}/events"),
+            interactivity_path: (req.provider == IntegrationProvider::Slack).then(|| format!("/integrations/slack/{id}/interactivity")),
+            app_id: req.app_id.clone(),
+            app_slug: req.app_slug.clone(),
+            trigger_label: req.trigger_label.clone(),
+            clone_repository: github.then(|| req.clone_repository.unwrap_or(true)),
+            id: id.clone(),
+            provider: req.provider,
+            name: req.name.clone(),
+            agent_id: req.agent_id.clone(),
+            environment_id: req.environment_id.clone(),
+            api_base_url: api_base_url.trim_end_matches('/').to_owned(),
+            created_at: now,
+            updated_at: now,
+        };
+        let stored = StoredIntegration {
+            sealed_signing_secret: secrets.seal(binding(tenant, &id, "signing_secret"), req.signing_secret.as_bytes(), self.ids.nonce()),
+            sealed_credential: secrets.seal(binding(tenant, &id, "credential"), credential.as_bytes(), self.ids.nonce()),
+            integration: integration.clone(),
+        };
+        self.store.insert_integration(tenant, &stored).await?;
+        Ok(integration)
+    }
+
+    pub async fn get_integration(&self, tenant: &TenantId, id: &str) -> DomainResult<Integration> {
+        match self.store.get_integration(tenant, id).await? {
+            Some(s) => Ok(s.integration),
+            None => Err(DomainError::not_found("integration", id)),
+        }
+    }
+
+    pub async fn list_integrations(&self, tenant: &TenantId, p: &ListParams) -> DomainResult<Page<Integration>> {
+        let (req, query) = self.page_request_max(p, Order::Desc, crate::paging::MAX_LIMIT)?;
+        let rows = self.store.list_integrations(tenant, &query).await?;
+        Ok(req.finish(rows, |s| position_of(s.integration.created_at, &s.integration.id)).map(|s| s.integration))
+    }
+
+    pub async fn delete_integration(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
+        if self.store.delete_integration(tenant, id).await? {
+            Ok(())
+        } else {
+            Err(DomainError::not_found("integration", id))
+        }
+    }
+
+    /// Re-seals every integration secret of a tenant under `secrets`' current root
+    /// (rotation). Returns how many integrations were re-sealed.
+    pub async fn reseal_integration_secrets(&self, tenant: &TenantId, secrets: &SecretBox) -> DomainResult<usize> {
+        let mut done = 0;
+        let mut after = None;
+        loop {
+            let query = crate::ports::ListQuery { limit: 100, order: Order::Asc, after: after.take(), include_archived: true, created: crate::ports::TimeRange::default() };
+            let page = self.store.list_integrations(tenant, &query).await?;
+            for s in &page {
+                let id = &s.integration.id;
+                let fail = |e: SecretError| DomainError::invalid(format!("integration `{id}`: {e}"));
+                let next = StoredIntegration {
+                    integration: s.integration.clone(),
+                    sealed_signing_secret: secrets.reseal(binding(tenant, id, "signing_secret"), &s.sealed_signing_secret, self.ids.nonce()).map_err(fail)?,
+                    sealed_credential: secrets.reseal(binding(tenant, id, "credential"), &s.sealed_credential, self.ids.nonce()).map_err(fail)?,
+                };
+                if self.store.reseal_integration(tenant, &next).await? {
+                    done += 1;
+                }
+            }
+            match page.last() {
+                Some(s) if page.len() == 100 => after = Some(position_of(s.integration.created_at, &s.integration.id)),
+                _ => return Ok(done),
+            }
+        }
+    }
+
+    /// Remembers a delivery; false when it was seen before (a retry or a replay).
+    pub async fn first_delivery(&self, integration_id: &str, delivery_id: &str) -> DomainResult<bool> {
+        Ok(self.store.record_integration_delivery(integration_id, delivery_id, self.clock.now()).await?)
+    }
+}

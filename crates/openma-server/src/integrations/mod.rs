@@ -1,0 +1,290 @@
+//! Integrations: Slack, GitHub and Linear as front doors to an agent. Each provider's
+//! receiver verifies its deliveries with the integration's signing secret, records each
+//! delivery id before acting on it (retries and replays are acknowledged and ignored), and
+//! hands the message to the session of its thread (created on the first message). When a
+//! session's turn ends, [`Replies`] posts what the agent said, and the tool calls waiting
+//! for a confirmation, back to the thread it belongs to.
+
+pub mod github;
+pub mod linear;
+pub mod slack;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use openma_core::harness::input::Input;
+use openma_core::integrations::{StoredIntegration, open_secrets};
+use openma_core::ports::EventQuery;
+use openma_core::{DomainError, Platform, TenantId};
+use openma_types::integrations::{Integration, IntegrationProvider};
+use openma_types::sessions::CreateSessionRequest;
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+
+pub fn routes() -> axum::Router<AppState> {
+    slack::routes().merge(github::routes()).merge(linear::routes())
+}
+
+/// The HTTP client the adapters call the providers' APIs with.
+pub(crate) fn http() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("openma/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("an HTTP client")
+    })
+}
+
+pub(crate) fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"type": "error", "error": {"type": "authentication_error", "message": message}}))).into_response()
+}
+
+/// An integration a delivery names, of the receiver's provider, with its opened secrets
+/// `(signing secret, credential)`. The caller verifies the signature.
+pub(crate) async fn find(app: &AppState, id: &str, provider: IntegrationProvider) -> Result<(TenantId, StoredIntegration, String, String), Response> {
+    let found = app.platform.store.find_integration(id).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot read integrations");
+        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+    })?;
+    let Some((tenant, stored)) = found.filter(|(_, s)| s.integration.provider == provider) else {
+        return Err(refuse(StatusCode::NOT_FOUND, "no such integration"));
+    };
+    let secrets = app.platform.secrets.as_deref().ok_or_else(|| StatusCode::SERVICE_UNAVAILABLE.into_response())?;
+    let (signing, credential) = open_secrets(secrets, &tenant, &stored).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?;
+    Ok((tenant, stored, signing, credential))
+}
+
+/// A signature check failed: logged, counted and answered 401.
+pub(crate) fn rejected(provider: &'static str, id: &str, why: &str) -> Response {
+    tracing::warn!(integration_id = %id, provider, reason = why, "refused an integration delivery");
+    metrics::counter!("openma_integration_rejected_total", "provider" => provider).increment(1);
+    refuse(StatusCode::UNAUTHORIZED, why)
+}
+
+/// Records a delivery id: `Ok(true)` to process it, `Ok(false)` when it was seen before,
+/// `Err` (a 500, which the provider retries) when it cannot be recorded.
+pub(crate) async fn first_time(app: &AppState, integration_id: &str, delivery_id: &str) -> Result<bool, Response> {
+    app.platform.first_delivery(integration_id, delivery_id).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot record an integration delivery");
+        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+    })
+}
+
+/// HMAC-SHA256 of `parts`, for the providers' signatures.
+pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac
+}
+
+pub(crate) fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// The session of a provider thread, created with `create()` and bound on the first
+/// message; of two racing creations the first binding wins and the other session goes.
+/// `Ok((session id, created))`.
+pub(crate) async fn thread_session(
+    app: &AppState,
+    tenant: &TenantId,
+    integration: &Integration,
+    thread: &str,
+    create: impl FnOnce() -> CreateSessionRequest,
+) -> Result<(String, bool), DomainError> {
+    let store = &app.platform.store;
+    if let Some(sid) = store.integration_thread_session(&integration.id, thread).await? {
+        return Ok((sid, false));
+    }
+    let mut req = create();
+    req.agent_id = Some(integration.agent_id.clone());
+    req.environment_id = integration.environment_id.clone();
+    let session = crate::http::sessions::create(app, tenant, req).await?;
+    let bound = store.bind_integration_thread(tenant, &integration.id, thread, &session.id, app.platform.clock.now()).await?;
+    if bound != session.id {
+        let _ = app.platform.delete_session(tenant, &session.id).await;
+        let _ = app.sandboxes.destroy(&session.id).await;
+        return Ok((bound, false));
+    }
+    Ok((bound, true))
+}
+
+/// Gives the session a user message.
+pub(crate) async fn say(app: &AppState, tenant: &TenantId, session_id: &str, text: String) -> Result<(), DomainError> {
+    app.runtime.submit(tenant, session_id, vec![Input::Message { content: vec![json!({"type": "text", "text": text})] }]).await?;
+    Ok(())
+}
+
+/// Allows or denies every tool call the session waits on; how many were answered.
+pub(crate) async fn confirm_pending(app: &AppState, tenant: &TenantId, session_id: &str, allow: bool, who: &str) -> Result<usize, String> {
+    let turn = turn_of(&app.platform, tenant, session_id).await?;
+    let n = turn.asks.len();
+    let inputs: Vec<Input> = turn
+        .asks
+        .into_iter()
+        .map(|a| Input::Confirmation { tool_use_id: a.id, allow, deny_message: (!allow).then(|| format!("Denied by {who}.")) })
+        .collect();
+    if !inputs.is_empty() {
+        app.runtime.submit(tenant, session_id, inputs).await.map_err(|e| e.to_string())?;
+    }
+    Ok(n)
+}
+
+/// What a turn says to its thread: the agent's messages since the last user event, and
+/// the tool calls waiting for a confirmation.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct TurnSummary {
+    pub text: String,
+    pub asks: Vec<Ask>,
+}
+
+#[derive(Debug, PartialEq)]
+pub(crate) struct Ask {
+    pub id: String,
+    pub name: String,
+    pub input: String,
+}
+
+impl TurnSummary {
+    pub fn of(events: &[Value]) -> TurnSummary {
+        let start = events.iter().rposition(|e| e["type"].as_str().is_some_and(|t| t.starts_with("user."))).map(|i| i + 1).unwrap_or(0);
+        let turn = &events[start..];
+        let mut out = TurnSummary::default();
+        let mut texts = Vec::new();
+        for e in turn {
+            match e["type"].as_str() {
+                Some("agent.message") => {
+                    let t: Vec<&str> = e["content"].as_array().into_iter().flatten().filter_map(|b| b["text"].as_str()).collect();
+                    texts.push(t.join(""));
+                }
+                Some("agent.tool_use" | "agent.mcp_tool_use") if e["evaluated_permission"] == "ask" => {
+                    let id = e["id"].as_str().unwrap_or_default();
+                    let answered = turn.iter().any(|r| r["tool_use_id"] == id || r["mcp_tool_use_id"] == id);
+                    if !answered {
+                        out.asks.push(Ask { id: id.to_owned(), name: e["name"].as_str().unwrap_or("a tool").to_owned(), input: e["input"].to_string() });
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.text = texts.join("\n\n");
+        out
+    }
+
+    /// The asks as a short text (`name`: input), one per line.
+    pub fn asks_text(&self) -> String {
+        self.asks.iter().map(|a| format!("`{}`: `{}`", a.name, truncate(&a.input, 500))).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// The current turn of a session, from its event log.
+pub(crate) async fn turn_of(platform: &Platform, tenant: &TenantId, session_id: &str) -> Result<TurnSummary, String> {
+    let query = EventQuery { descending: true, limit: 500, ..Default::default() };
+    let events = platform.store.list_events(tenant, session_id, &query).await.map_err(|e| e.to_string())?;
+    let events: Vec<Value> = events.into_iter().rev().filter_map(|e| serde_json::to_value(&e.event).ok()).collect();
+    Ok(TurnSummary::of(&events))
+}
+
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut t: String = s.chars().take(max).collect();
+    t.push('…');
+    t
+}
+
+/// Posts the end of every turn of an integration's session back to its thread.
+pub struct Replies {
+    platform: Platform,
+}
+
+impl Replies {
+    pub fn new(platform: Platform) -> Arc<Self> {
+        Arc::new(Replies { platform })
+    }
+
+    async fn reply(&self, tenant: &TenantId, session_id: &str) -> Result<(), String> {
+        let store = &self.platform.store;
+        let Some((integration_id, thread)) = store.session_integration_thread(session_id).await.map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let Some(stored) = store.get_integration(tenant, &integration_id).await.map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let secrets = self.platform.secrets.as_deref().ok_or("no root secret")?;
+        let (_, credential) = open_secrets(secrets, tenant, &stored).map_err(|e| e.to_string())?;
+        let turn = turn_of(&self.platform, tenant, session_id).await?;
+        let integration = &stored.integration;
+        match integration.provider {
+            IntegrationProvider::Slack => slack::reply(integration, &credential, &thread, session_id, &turn).await,
+            IntegrationProvider::Github => github::reply(integration, &credential, &thread, &turn).await,
+            IntegrationProvider::Linear => linear::reply(integration, &credential, &thread, &turn).await,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::runtime::TurnObserver for Replies {
+    async fn turn_ending(&self, tenant: &TenantId, session_id: &str) {
+        let this = Replies { platform: self.platform.clone() };
+        let (tenant, session_id) = (tenant.clone(), session_id.to_owned());
+        // posting must not hold up the session's idle report
+        tokio::spawn(async move {
+            if let Err(e) = this.reply(&tenant, &session_id).await {
+                tracing::warn!(%session_id, error = %e, "cannot post a turn's answer to its integration");
+            }
+        });
+    }
+}
+
+/// POSTs JSON with an `Authorization` header; the answer's JSON (a non-2xx is an error).
+pub(crate) async fn post_json(url: &str, authorization: &str, body: &Value) -> Result<Value, String> {
+    let resp = http()
+        .post(url)
+        .header("authorization", authorization)
+        .header("accept", "application/json")
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status();
+    let answer: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(format!("{url} answered {status}: {}", truncate(&answer.to_string(), 300)));
+    }
+    Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_turn_says_its_messages_and_its_open_confirmations() {
+        let events = vec![
+            json!({"type": "agent.message", "content": [{"type": "text", "text": "old"}]}),
+            json!({"type": "user.message", "content": []}),
+            json!({"type": "agent.message", "content": [{"type": "text", "text": "Let me look."}]}),
+            json!({"type": "agent.tool_use", "id": "t1", "name": "bash", "input": {"command": "ls"}, "evaluated_permission": "allow"}),
+            json!({"type": "agent.tool_result", "tool_use_id": "t1"}),
+            json!({"type": "agent.tool_use", "id": "t2", "name": "bash", "input": {"command": "rm x"}, "evaluated_permission": "ask"}),
+        ];
+        let s = TurnSummary::of(&events);
+        assert_eq!(s.text, "Let me look.");
+        assert_eq!(s.asks, vec![Ask { id: "t2".into(), name: "bash".into(), input: r#"{"command":"rm x"}"#.into() }]);
+        assert_eq!(TurnSummary::of(&[json!({"type": "user.tool_confirmation", "tool_use_id": "t2"})]), TurnSummary::default());
+    }
+}

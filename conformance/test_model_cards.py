@@ -127,3 +127,44 @@ def test_a_session_turn_uses_the_cards_key_and_headers(cards, server, card_tenan
     assert reqs[0]["credentials"]["x-api-key"] == hashlib.sha256(key.encode()).hexdigest()
     assert reqs[0]["headers"].get("x-card-test") == "yes"
     assert reqs[0]["body"]["model"] == model
+
+
+def test_a_cards_prices_price_its_turns_and_cannot_apply_retroactively(cards, server, card_tenant, fake):
+    """`prices` (openma extension, optional): validated like every field (unknown keys and
+    past starts are 400s in the error envelope), echoed with `effective_from` filled in, and
+    used for the ledger rows of the requests the card serves."""
+    key = _key()
+    model = f"claude-priced-{uuid.uuid4().hex[:6]}"
+    base = {"name": "priced", "provider": "anthropic_compatible", "base_url": fake.base_url, "api_key": key, "models": [model]}
+    for bad in (
+        [{"input_per_mtok_micros": 1, "output_per_mtok_micros": 1, "extra": 1}],
+        [{"input_per_mtok_micros": 1, "output_per_mtok_micros": 1, "effective_from": "2020-01-01T00:00:00Z"}],
+        [{"output_per_mtok_micros": 1}],
+    ):
+        _error(cards.post("/v1/model_cards", json={**base, "prices": bad}), 400, "invalid_request_error")
+    card = _ok(cards.post("/v1/model_cards", json={**base, "prices": [{"input_per_mtok_micros": 20_000_000, "output_per_mtok_micros": 0}]}), key)
+    [price] = card["prices"]
+    assert price["effective_from"] and price["input_per_mtok_micros"] == 20_000_000, card
+    assert _ok(cards.get(f"/v1/model_cards/{card['id']}"), key)["prices"] == card["prices"]
+
+    fake.script([text_reply("priced", usage={"input_tokens": 500, "output_tokens": 0})])
+    client = make_client(server, api_key=card_tenant)
+    try:
+        agent = client.beta.agents.create(name="priced", model=model)
+        session = client.beta.sessions.create(agent=agent.id, environment_id=anthropic.omit)
+        client.beta.sessions.events.send(session.id, events=[user_message("hi")])
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while client.beta.sessions.retrieve(session.id).status != "idle":
+            assert time.monotonic() < deadline, "the turn did not end"
+            time.sleep(0.05)
+    finally:
+        client.close()
+    report = _ok(cards.get("/v1/usage", params=[("group_by[]", "session"), ("group_by[]", "kind")]))
+    [line] = [l for l in report["data"] if l.get("session_id") == session.id and l.get("kind") == "input_tokens"]
+    assert line["quantity"] == 500 and line["amount_micros"] == 10_000, line  # 500 tokens at $20/MTok
+
+    # the price in effect must come back unchanged; a later one may be added
+    _error(cards.post(f"/v1/model_cards/{card['id']}", json={"prices": []}), 400, "invalid_request_error")
+    later = {"input_per_mtok_micros": 1, "output_per_mtok_micros": 1, "effective_from": "2100-01-01T00:00:00Z"}
+    updated = _ok(cards.post(f"/v1/model_cards/{card['id']}", json={"prices": [price, later]}), key)
+    assert len(updated["prices"]) == 2, updated

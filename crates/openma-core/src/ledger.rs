@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Usage;
 use crate::harness::tools::SandboxUsage;
-use crate::pricing::{self, ModelPrice, RUNTIME_MICROS_PER_HOUR, SANDBOX_CPU_MICROS_PER_HOUR};
+use crate::pricing::{HOURS_PER_MONTH, PriceSchedule, Rate};
+use openma_types::model_cards::ModelPriceOverride;
 
 /// One ledger row.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,10 +17,11 @@ pub struct LedgerEntry {
     pub agent_id: String,
     pub model: String,
     /// `input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `runtime_ms`,
-    /// `sandbox_wall_ms`, `sandbox_cpu_ms`.
+    /// `sandbox_wall_ms`, `sandbox_cpu_ms`, `web_searches`, `file_storage` (byte-hours).
     pub kind: String,
     pub quantity: i64,
-    /// Micro-dollars per million units (tokens) or per hour (runtime).
+    /// Micro-dollars per million tokens, per hour (runtime, sandbox CPU), per search, or per
+    /// GB-month of 730 hours (file storage).
     pub unit_price: i64,
     /// Micro-dollars.
     pub amount: i64,
@@ -55,15 +57,24 @@ fn row(s: &Subject<'_>, id: String, (kind, quantity, unit_price, amount): Measur
     }
 }
 
-/// The rows of one model request (zero quantities are left out). Models without a list
+/// The rows of one model request (zero quantities are left out), at the prices in effect
+/// at `at` (`card`: the overrides of the model card that served it). Models without any
 /// price are recorded with price 0, so token counts are never lost.
-pub fn model_request(s: &Subject<'_>, usage: &Usage, source: &str, at: Timestamp, mut new_id: impl FnMut() -> String) -> Vec<LedgerEntry> {
-    let price = pricing::model_price(s.model).unwrap_or(ModelPrice { input_per_mtok: 0, output_per_mtok: 0 });
+pub fn model_request(
+    s: &Subject<'_>,
+    prices: &PriceSchedule,
+    card: &[ModelPriceOverride],
+    usage: &Usage,
+    source: &str,
+    at: Timestamp,
+    mut new_id: impl FnMut() -> String,
+) -> Vec<LedgerEntry> {
+    let price = prices.model_price_or_free(s.model, at, card);
     let kinds = [
         ("input_tokens", usage.input_tokens, price.input_per_mtok),
         ("output_tokens", usage.output_tokens, price.output_per_mtok),
-        ("cache_read_tokens", usage.cache_read_input_tokens, price.input_per_mtok / 10),
-        ("cache_write_tokens", usage.cache_creation_input_tokens, price.input_per_mtok * 5 / 4),
+        ("cache_read_tokens", usage.cache_read_input_tokens, price.cache_read_per_mtok),
+        ("cache_write_tokens", usage.cache_creation_input_tokens, price.cache_write_per_mtok),
     ];
     kinds
         .into_iter()
@@ -76,21 +87,60 @@ pub fn model_request(s: &Subject<'_>, usage: &Usage, source: &str, at: Timestamp
 }
 
 /// The row of one running interval, metered to the millisecond.
-pub fn runtime(s: &Subject<'_>, millis: u64, source: &str, at: Timestamp, id: String) -> Option<LedgerEntry> {
+pub fn runtime(s: &Subject<'_>, prices: &PriceSchedule, millis: u64, source: &str, at: Timestamp, id: String) -> Option<LedgerEntry> {
     (millis > 0).then(|| {
-        let amount = millis * RUNTIME_MICROS_PER_HOUR / 3_600_000;
-        row(s, id, ("runtime_ms", millis, RUNTIME_MICROS_PER_HOUR, amount), source, at)
+        let rate = prices.rate(Rate::RuntimePerHour, at);
+        row(s, id, ("runtime_ms", millis, rate, per_hour(millis, rate)), source, at)
     })
 }
 
+fn per_hour(millis: u64, rate: u64) -> u64 {
+    ((u128::from(millis) * u128::from(rate)) / 3_600_000) as u64
+}
+
 /// The rows of one sandbox tool run (sourced by its tool use).
-pub fn sandbox(s: &Subject<'_>, usage: &SandboxUsage, source: &str, at: Timestamp, mut new_id: impl FnMut() -> String) -> Vec<LedgerEntry> {
+pub fn sandbox(s: &Subject<'_>, prices: &PriceSchedule, usage: &SandboxUsage, source: &str, at: Timestamp, mut new_id: impl FnMut() -> String) -> Vec<LedgerEntry> {
     let mut rows = vec![row(s, new_id(), ("sandbox_wall_ms", usage.wall_ms, 0, 0), source, at)];
     if usage.cpu_ms > 0 {
-        let amount = usage.cpu_ms * SANDBOX_CPU_MICROS_PER_HOUR / 3_600_000;
-        rows.push(row(s, new_id(), ("sandbox_cpu_ms", usage.cpu_ms, SANDBOX_CPU_MICROS_PER_HOUR, amount), source, at));
+        let rate = prices.rate(Rate::SandboxCpuPerHour, at);
+        rows.push(row(s, new_id(), ("sandbox_cpu_ms", usage.cpu_ms, rate, per_hour(usage.cpu_ms, rate)), source, at));
     }
     rows
+}
+
+/// The row of one `web_search` the platform performed (sourced by its tool use).
+pub fn web_search(s: &Subject<'_>, prices: &PriceSchedule, source: &str, at: Timestamp, id: String) -> LedgerEntry {
+    let rate = prices.rate(Rate::WebSearchPerSearch, at);
+    row(s, id, ("web_searches", 1, rate, rate), source, at)
+}
+
+/// The source of a file's storage row for the hour starting at `period_start`: one row per
+/// file and hour, so metering the same hour again adds nothing.
+pub fn file_storage_source(file_id: &str, period_start: Timestamp) -> String {
+    let hour = period_start.to_string();
+    format!("{file_id}:{}", &hour[..13.min(hour.len())])
+}
+
+/// A file's bytes held for part of one hour.
+pub struct FileHeld<'a> {
+    pub file_id: &'a str,
+    /// The session the file belongs to, if any (else empty).
+    pub session_id: &'a str,
+    pub bytes: u64,
+    /// How long within the hour.
+    pub millis: u64,
+}
+
+/// The row of a file's storage in the hour starting at `period_start`, in byte-hours,
+/// priced at the storage rate in effect at `at` (the hour's end).
+pub fn file_storage(prices: &PriceSchedule, held: &FileHeld<'_>, period_start: Timestamp, at: Timestamp, id: String) -> Option<LedgerEntry> {
+    let byte_hours = ((u128::from(held.bytes) * u128::from(held.millis)) / 3_600_000) as u64;
+    (byte_hours > 0).then(|| {
+        let rate = prices.rate(Rate::FileStoragePerGbMonth, at);
+        let amount = ((u128::from(byte_hours) * u128::from(rate)) / (1_000_000_000 * u128::from(HOURS_PER_MONTH))) as u64;
+        let s = Subject { session_id: held.session_id, agent_id: "", model: "" };
+        row(&s, id, ("file_storage", byte_hours, rate, amount), &file_storage_source(held.file_id, period_start), at)
+    })
 }
 
 #[cfg(test)]
@@ -102,18 +152,53 @@ mod tests {
         let s = Subject { session_id: "s", agent_id: "a", model: "claude-sonnet-4-6" };
         let u = Usage { input_tokens: 1_000_000, output_tokens: 2_000, cache_read_input_tokens: 0, cache_creation_input_tokens: 0 };
         let mut n = 0;
-        let rows = model_request(&s, &u, "sevt_1", Timestamp::from_micros(0), || {
+        let prices = PriceSchedule::default();
+        let rows = model_request(&s, &prices, &[], &u, "sevt_1", Timestamp::from_micros(0), || {
             n += 1;
             format!("led_{n}")
         });
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].kind.as_str(), rows[0].amount), ("input_tokens", 3_000_000));
         assert_eq!((rows[1].kind.as_str(), rows[1].amount), ("output_tokens", 30_000));
-        let r = runtime(&s, 3_600_000, "sevt_2", Timestamp::from_micros(0), "led_x".into()).unwrap();
+        let r = runtime(&s, &prices, 3_600_000, "sevt_2", Timestamp::from_micros(0), "led_x".into()).unwrap();
         assert_eq!(r.amount, 80_000);
-        let rows = sandbox(&s, &SandboxUsage { wall_ms: 5_000, cpu_ms: 7_200_000 }, "sevt_3", Timestamp::from_micros(0), || "led_y".into());
+        let rows = sandbox(&s, &prices, &SandboxUsage { wall_ms: 5_000, cpu_ms: 7_200_000 }, "sevt_3", Timestamp::from_micros(0), || "led_y".into());
         assert_eq!((rows[0].kind.as_str(), rows[0].quantity, rows[0].amount), ("sandbox_wall_ms", 5_000, 0));
         assert_eq!((rows[1].kind.as_str(), rows[1].quantity, rows[1].amount), ("sandbox_cpu_ms", 7_200_000, 100_000));
-        assert_eq!(sandbox(&s, &SandboxUsage { wall_ms: 3, cpu_ms: 0 }, "e", Timestamp::from_micros(0), || "l".into()).len(), 1);
+        assert_eq!(sandbox(&s, &prices, &SandboxUsage { wall_ms: 3, cpu_ms: 0 }, "e", Timestamp::from_micros(0), || "l".into()).len(), 1);
+    }
+
+    #[test]
+    fn a_price_change_prices_later_rows_only() {
+        let s = Subject { session_id: "s", agent_id: "a", model: "claude-sonnet-4-6" };
+        let u = Usage { input_tokens: 1_000_000, output_tokens: 0, cache_read_input_tokens: 0, cache_creation_input_tokens: 0 };
+        let mut prices = PriceSchedule::default();
+        let before = model_request(&s, &prices, &[], &u, "sevt_1", Timestamp::from_micros(10), || "led_1".into());
+        // the operator raises the price from t=20 on: the row written before keeps its amount,
+        // a row of usage before t=20 written now is still priced at the old price
+        prices.override_model("claude-sonnet-4-6", Timestamp::from_micros(20), crate::pricing::ModelPrice::list(6_000_000, 0));
+        prices.override_rate(Rate::WebSearchPerSearch, Timestamp::from_micros(20), 20_000);
+        let late = model_request(&s, &prices, &[], &u, "sevt_2", Timestamp::from_micros(19), || "led_2".into());
+        let after = model_request(&s, &prices, &[], &u, "sevt_3", Timestamp::from_micros(20), || "led_3".into());
+        assert_eq!((before[0].amount, late[0].amount, after[0].amount), (3_000_000, 3_000_000, 6_000_000));
+        assert_eq!(web_search(&s, &prices, "sevt_4", Timestamp::from_micros(19), "l".into()).amount, 10_000);
+        let w = web_search(&s, &prices, "sevt_4", Timestamp::from_micros(20), "l".into());
+        assert_eq!((w.kind.as_str(), w.quantity, w.unit_price, w.amount), ("web_searches", 1, 20_000, 20_000));
+    }
+
+    #[test]
+    fn file_storage_is_byte_hours_sourced_per_file_and_hour() {
+        let prices = PriceSchedule::default();
+        let hour: Timestamp = "2026-11-30T13:00:00Z".parse().unwrap();
+        let end = Timestamp::from_micros(hour.as_micros() + 3_600_000_000);
+        // 73 GB for a whole hour = 73e9 byte-hours = 0.1 GB-month at $0.023 = $0.0023
+        let held = |bytes, millis| FileHeld { file_id: "file_1", session_id: "", bytes, millis };
+        let r = file_storage(&prices, &held(73_000_000_000, 3_600_000), hour, end, "led_1".into()).unwrap();
+        assert_eq!((r.kind.as_str(), r.quantity, r.amount), ("file_storage", 73_000_000_000, 2_300));
+        assert_eq!(r.source, "file_1:2026-11-30T13");
+        // half an hour counts half
+        let half = file_storage(&prices, &held(1_000, 1_800_000), hour, end, "led_2".into()).unwrap();
+        assert_eq!(half.quantity, 500);
+        assert!(file_storage(&prices, &held(0, 3_600_000), hour, end, "l".into()).is_none());
     }
 }

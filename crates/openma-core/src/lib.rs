@@ -15,6 +15,7 @@ pub mod integrations;
 pub mod ledger;
 pub mod memory;
 pub mod memory_mounts;
+pub mod metering;
 pub mod model;
 pub mod model_cards;
 pub mod paging;

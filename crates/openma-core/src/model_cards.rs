@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use openma_types::model_cards::{CreateModelCardRequest, ModelCard, ModelProvider, UpdateModelCardRequest};
+use openma_types::model_cards::{CreateModelCardRequest, ModelCard, ModelPriceOverride, ModelProvider, UpdateModelCardRequest};
 use openma_types::{Metadata, Timestamp};
 
 use crate::error::{DomainError, DomainResult, StoreError};
@@ -167,6 +167,56 @@ fn check_models(models: &[String]) -> DomainResult<()> {
     Ok(())
 }
 
+/// Prices per card, and the largest price (a million dollars per million tokens).
+pub const MAX_PRICES: usize = 100;
+const MAX_PRICE_MICROS: u64 = 1_000_000_000_000;
+
+/// Validates a card's new price list against its current one (empty on create) at `now`:
+/// absent `effective_from` becomes `now`; prices in effect already (from `now` or before)
+/// must come back unchanged, and new ones may not start in the past, so that no price ever
+/// applies retroactively.
+fn check_prices(next: &[ModelPriceOverride], current: &[ModelPriceOverride], now: Timestamp) -> DomainResult<Vec<ModelPriceOverride>> {
+    if next.len() > MAX_PRICES {
+        return Err(DomainError::invalid(format!("`prices` may hold at most {MAX_PRICES} entries")));
+    }
+    let mut out = Vec::with_capacity(next.len());
+    let mut seen = BTreeSet::new();
+    for (i, p) in next.iter().enumerate() {
+        let mut p = p.clone();
+        let from = *p.effective_from.get_or_insert(now);
+        if let Some(m) = &p.model {
+            validate::length(&format!("prices[{i}].model"), m, 1, MAX_MODEL_ID)?;
+        }
+        let rates = [
+            ("input_per_mtok_micros", Some(p.input_per_mtok_micros)),
+            ("output_per_mtok_micros", Some(p.output_per_mtok_micros)),
+            ("cache_read_per_mtok_micros", p.cache_read_per_mtok_micros),
+            ("cache_write_per_mtok_micros", p.cache_write_per_mtok_micros),
+        ];
+        for (name, v) in rates {
+            if v.is_some_and(|v| v > MAX_PRICE_MICROS) {
+                return Err(DomainError::invalid(format!("`prices[{i}].{name}` must be at most {MAX_PRICE_MICROS} micro-dollars")));
+            }
+        }
+        if !seen.insert((p.model.clone(), from)) {
+            return Err(DomainError::invalid(format!("`prices` has two entries for the same model and `effective_from` ({from})")));
+        }
+        if from < now && !current.contains(&p) {
+            return Err(DomainError::invalid(format!(
+                "`prices[{i}].effective_from` ({from}) is in the past: a price cannot apply retroactively; omit it to start now"
+            )));
+        }
+        out.push(p);
+    }
+    if let Some(gone) = current.iter().find(|c| c.effective_from.is_some_and(|f| f <= now) && !out.contains(c)) {
+        return Err(DomainError::invalid(format!(
+            "`prices` must keep the price in effect since {} unchanged: past usage was priced with it; add a new entry with a later `effective_from` instead",
+            gone.effective_from.unwrap_or(now)
+        )));
+    }
+    Ok(out)
+}
+
 /// The rules that involve several fields at once.
 fn check_card(c: &ModelCard) -> DomainResult<()> {
     match &c.base_url {
@@ -201,6 +251,7 @@ pub fn new_card(req: &CreateModelCardRequest, now: Timestamp, sealer: &KeySealer
         is_default: req.is_default.unwrap_or(false),
         metadata,
         api_key_hint: hint(&req.api_key.0),
+        prices: check_prices(req.prices.as_deref().unwrap_or_default(), &[], now)?,
         created_at: now,
         updated_at: now,
         archived_at: None,
@@ -234,6 +285,9 @@ pub fn apply_update(current: &StoredModelCard, req: &UpdateModelCardRequest, now
     }
     if let Some(d) = req.is_default {
         c.is_default = d;
+    }
+    if let Some(p) = &req.prices {
+        c.prices = check_prices(p, &current.card.prices, now)?;
     }
     if let Some(patch) = &req.metadata {
         c.metadata = match patch {
@@ -414,6 +468,7 @@ mod tests {
                 is_default,
                 metadata: Metadata::new(),
                 api_key_hint: None,
+                prices: Vec::new(),
                 created_at: t,
                 updated_at: t,
                 archived_at: None,
@@ -457,6 +512,7 @@ mod tests {
             models: Some(vec!["m".into()]),
             is_default: None,
             metadata: None,
+            prices: None,
         };
         let stored = new_card(&req, Timestamp::from_micros(1), &sealer).unwrap();
         assert_eq!(stored.card.api_key_hint.as_deref(), Some("wxyz"));
@@ -483,5 +539,35 @@ mod tests {
         let many: BTreeMap<String, String> = (0..=MAX_HEADERS).map(|i| (format!("x-h{i}"), "v".to_owned())).collect();
         assert!(check_headers(&many).is_err());
         assert!(check_headers(&BTreeMap::from([("anthropic-beta".to_owned(), "x".to_owned())])).is_ok());
+    }
+
+    fn price(from: Option<i64>, input: u64) -> ModelPriceOverride {
+        ModelPriceOverride {
+            model: None,
+            input_per_mtok_micros: input,
+            output_per_mtok_micros: input,
+            cache_read_per_mtok_micros: None,
+            cache_write_per_mtok_micros: None,
+            effective_from: from.map(Timestamp::from_micros),
+        }
+    }
+
+    #[test]
+    fn card_prices_start_now_or_later_and_past_ones_never_change() {
+        let now = Timestamp::from_micros(1_000);
+        // absent `effective_from` starts now; a past one is refused
+        let set = check_prices(&[price(None, 5), price(Some(2_000), 6)], &[], now).unwrap();
+        assert_eq!(set[0].effective_from, Some(now));
+        assert!(check_prices(&[price(Some(999), 5)], &[], now).is_err());
+        assert!(check_prices(&[price(Some(2_000), 5), price(Some(2_000), 6)], &[], now).is_err(), "duplicate moment");
+        assert!(check_prices(&[price(None, MAX_PRICE_MICROS + 1)], &[], now).is_err());
+        // later: the price in effect must be kept as it was; a future one may change or go
+        let later = Timestamp::from_micros(1_500);
+        assert!(check_prices(&[price(Some(2_000), 7)], &set, later).is_err(), "dropping the price in effect");
+        assert!(check_prices(&[price(Some(1_000), 9), price(Some(2_000), 6)], &set, later).is_err(), "repricing the past");
+        let kept = check_prices(&[set[0].clone(), price(Some(3_000), 7)], &set, later).unwrap();
+        assert_eq!(kept.len(), 2);
+        // after the future price took effect, it is history too
+        assert!(check_prices(&[set[0].clone()], &set, Timestamp::from_micros(2_000)).is_err());
     }
 }

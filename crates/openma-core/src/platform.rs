@@ -49,6 +49,8 @@ pub struct Platform {
     /// The sandbox limits of this server: an environment's `config.limits` may not exceed
     /// them. None: unbounded (no sandbox configured).
     pub sandbox_limits: Option<EnvironmentLimits>,
+    /// The deployment's prices (the built-in list unless the config overrides it).
+    pub prices: Arc<crate::pricing::PriceSchedule>,
 }
 
 pub(crate) fn position_of(created_at: Timestamp, id: &str) -> Position {
@@ -57,7 +59,7 @@ pub(crate) fn position_of(created_at: Timestamp, id: &str) -> Position {
 
 impl Platform {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ids: Arc<dyn IdGen>) -> Self {
-        Platform { store, clock, ids, capabilities: Capabilities::default(), secrets: None, blobs: None, sandbox_limits: None }
+        Platform { store, clock, ids, capabilities: Capabilities::default(), secrets: None, blobs: None, sandbox_limits: None, prices: Default::default() }
     }
 
     pub(crate) fn now(&self) -> Timestamp {

@@ -287,6 +287,10 @@ pub trait Store: Send + Sync {
         settled_before: i64,
         limit: u32,
     ) -> Result<Vec<(i64, crate::ledger::LedgerEntry)>, StoreError>;
+    /// Appends ledger rows that no event causes (periodic metering); rows whose
+    /// `(source, kind)` the tenant's ledger holds already are skipped. Returns how many
+    /// were new.
+    async fn insert_ledger(&self, tenant: &TenantId, rows: &[crate::ledger::LedgerEntry]) -> Result<u64, StoreError>;
     /// Sums the ledger by the requested dimensions.
     async fn usage_report(&self, tenant: &TenantId, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
     /// Keeps a client event accepted while the session runs, until it is applied.
@@ -358,6 +362,9 @@ pub trait Store: Send + Sync {
     async fn delete_scoped_files(&self, tenant: &TenantId, session_id: &str) -> Result<Vec<String>, StoreError>;
     /// Files whose `expires_at` is before `now` and whose bytes are still kept (all tenants).
     async fn expired_files(&self, now: Timestamp, limit: u32) -> Result<Vec<(TenantId, StoredFile)>, StoreError>;
+    /// The files whose bytes the tenant stores, created before `before`: uploads and
+    /// outputs, not mount copies (they share their original's bytes) nor purged files.
+    async fn stored_files(&self, tenant: &TenantId, before: Timestamp) -> Result<Vec<StoredFile>, StoreError>;
     /// Marks an expired file's bytes as gone; returns the blob key when no live file shares it.
     async fn purge_file_blob(&self, tenant: &TenantId, id: &str) -> Result<Option<String>, StoreError>;
     // -- skills and their versions --

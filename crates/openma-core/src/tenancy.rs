@@ -42,6 +42,9 @@ pub struct TenantLimits {
     pub monthly_hard_micros: Option<i64>,
     /// Sessions that may be running at once; more new turns wait (429).
     pub max_running_sessions: Option<i64>,
+    /// Sandboxes that may run at once; a turn that would start one more waits (429).
+    #[serde(default)]
+    pub max_running_sandboxes: Option<i64>,
 }
 
 /// The name of the tenant that embedded mode and `OPENMA_BOOTSTRAP_API_KEY` use.

@@ -353,6 +353,17 @@ impl Sandboxes {
         stopped
     }
 
+    /// Whether the session's sandbox runs now (its shell is alive), without looking at its
+    /// processes.
+    pub fn is_running(&self, session_id: &str) -> bool {
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(session_id)
+            .is_some_and(|s| s.running().is_some())
+    }
+
     /// Host pids of a session's running sandbox (bubblewrap and every process inside it);
     /// empty when its shell is not running.
     pub fn sandbox_pids(&self, session_id: &str) -> Vec<u32> {

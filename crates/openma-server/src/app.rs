@@ -63,7 +63,9 @@ pub async fn open_platform(settings: &Settings) -> anyhow::Result<Platform> {
     let store = openma_store_sql::open(url)
         .await
         .with_context(|| format!("cannot open database {}", openma_store_sql::redact_url(url)))?;
-    Ok(Platform::new(store, Arc::new(SystemClock), Arc::new(UlidIds::default())))
+    let mut platform = Platform::new(store, Arc::new(SystemClock), Arc::new(UlidIds::default()));
+    platform.prices = Arc::new(settings.prices.clone());
+    Ok(platform)
 }
 
 /// The data dir holds the database and the root secret (each 0600): others may not list
@@ -175,6 +177,7 @@ fn runtime_config(settings: &Settings) -> RuntimeConfig {
     if let Some(t) = settings.context_window_tokens {
         c.context_window_tokens = t;
     }
+    c.ledger = !settings.unsafe_disable_ledger;
     c
 }
 
@@ -229,7 +232,14 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     let sandboxes = openma_sandbox::Sandboxes::new(sandbox_config);
     // memory stores mounted into a session are synced around every sandbox tool call
     let memory_sync = Arc::new(crate::session_memory::MemorySync::new(platform.clone(), sandboxes.clone()));
+    // the tenant's limit on sandboxes running at once: only `bash` starts one
+    let seats = crate::sandbox_seats::SandboxSeats::new(platform.clone(), sandboxes.clone());
     for (name, tool) in sandboxes.tools() {
+        let tool: Arc<dyn openma_core::harness::tools::Tool> = if name == crate::sandbox_seats::STARTING_TOOL {
+            Arc::new(crate::sandbox_seats::Seated { inner: tool, seats: seats.clone() })
+        } else {
+            tool
+        };
         toolbox.register(name, Arc::new(crate::session_memory::MemorySynced { inner: tool, sync: memory_sync.clone() }));
     }
     // idle shells stop (their workspaces stay for the next call)
@@ -254,6 +264,18 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(files = n, "removed the content of expired files"),
                 Err(e) => tracing::warn!(error = %e, "cannot remove expired files"),
+            }
+        }
+    });
+    // file storage is metered per whole hour; the first tick after an hour ends records it
+    let metering = platform.clone();
+    every_minute(move || {
+        let platform = metering.clone();
+        async move {
+            match platform.meter_file_storage().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rows = n, "metered file storage"),
+                Err(e) => tracing::warn!(error = %e, "cannot meter file storage"),
             }
         }
     });
@@ -284,6 +306,7 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
         }
     });
     let runtime = Runtime::new(platform.clone(), models, toolbox, mcp, runtime_config(settings));
+    runtime.limit_sandboxes(seats);
     let outputs = Arc::new(crate::session_files::OutputCapture::new(platform.clone(), sandboxes.clone(), settings.max_file_bytes));
     runtime.observe_turns(outputs.clone());
     runtime.observe_turns(crate::integrations::Replies::new(platform.clone()));

@@ -22,9 +22,13 @@ pub struct BenchArgs {
     /// Benchmark against this PostgreSQL database instead of a fresh SQLite file.
     #[arg(long)]
     pub postgres_url: Option<String>,
+    /// A second PostgreSQL database, for the `metering` scenario's ledger-off server.
+    #[arg(long)]
+    pub postgres_url_b: Option<String>,
     /// What to measure: `api` (agent and session creation), `runtime` (turns, streams,
     /// fan-out, memory), `files` (upload and download throughput, server memory), `memory` (tool calls on a
-    /// mounted memory store), `mcp` (MCP tool calls against a direct client) or `all`.
+    /// mounted memory store), `mcp` (MCP tool calls against a direct client), `metering` (turn
+    /// latency with the billing ledger on and off, side by side) or `all`.
     #[arg(long, default_value = "all")]
     pub scenario: Scenario,
     /// Turns per runtime figure.
@@ -46,6 +50,7 @@ pub enum Scenario {
     Files,
     Memory,
     Mcp,
+    Metering,
     All,
 }
 
@@ -110,6 +115,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if matches!(args.scenario, Scenario::Mcp | Scenario::All) {
         crate::bench_mcp::run(args).await?;
+    }
+    if matches!(args.scenario, Scenario::Metering | Scenario::All) {
+        crate::bench_metering::run(args).await?;
     }
     Ok(())
 }

@@ -62,13 +62,13 @@ pub(crate) fn spawn_server_with(model: &str, dir: &std::path::Path, postgres: Op
 }
 
 /// A minimal SSE reader for the benchmark's subscribers.
-struct Subscriber {
+pub(crate) struct Subscriber {
     stream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buf: String,
 }
 
 impl Subscriber {
-    async fn open(http: &reqwest::Client, base: &str, sid: &str) -> anyhow::Result<Subscriber> {
+    pub(crate) async fn open(http: &reqwest::Client, base: &str, sid: &str) -> anyhow::Result<Subscriber> {
         let resp = http.get(format!("{base}/v1/sessions/{sid}/events/stream")).bearer_auth(KEY).send().await?.error_for_status()?;
         Ok(Subscriber { stream: Box::pin(resp.bytes_stream()), buf: String::new() })
     }
@@ -90,7 +90,7 @@ impl Subscriber {
         }
     }
 
-    async fn until(&mut self, kind: &str) -> anyhow::Result<()> {
+    pub(crate) async fn until(&mut self, kind: &str) -> anyhow::Result<()> {
         while self.next_type().await? != kind {}
         Ok(())
     }

@@ -209,6 +209,10 @@ pub enum TenantsCommand {
         /// Sessions that may run at once (more new turns get 429).
         #[arg(long)]
         max_running_sessions: Option<i64>,
+        /// Sandboxes that may run at once (a new turn that could start one more gets 429;
+        /// a `bash` call that would start one more gets an error result).
+        #[arg(long)]
+        max_running_sandboxes: Option<i64>,
         /// Remove every limit.
         #[arg(long)]
         clear: bool,
@@ -294,6 +298,8 @@ fn settings(global: &GlobalArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Se
         // test-only (sandbox egress to fake "outside" servers on loopback): never set it in production
         unsafe_egress_resolve: std::env::var("OPENMA_UNSAFE_EGRESS_RESOLVE").ok(),
         unsafe_egress_upstream_ca: std::env::var_os("OPENMA_UNSAFE_EGRESS_UPSTREAM_CA").map(PathBuf::from),
+        // bench-only (`openma bench --scenario metering`): never set it in production
+        unsafe_disable_ledger: std::env::var("OPENMA_UNSAFE_DISABLE_LEDGER").is_ok_and(|v| v == "1"),
         sandbox: crate::config::SandboxLimits {
             memory_mb: serve.and_then(|s| s.sandbox_memory_mb),
             processes: serve.and_then(|s| s.sandbox_processes),
@@ -355,7 +361,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("{}\t{}\t{}", t.id, t.name, t.created_at);
                     }
                 }
-                TenantsCommand::Limits { name, monthly_soft_usd, monthly_hard_usd, max_running_sessions, clear } => {
+                TenantsCommand::Limits { name, monthly_soft_usd, monthly_hard_usd, max_running_sessions, max_running_sandboxes, clear } => {
                     let t = platform.find_tenant(name).await?;
                     let mut l = if *clear { Default::default() } else { platform.tenant_limits(&t.id).await? };
                     let micros = |usd: f64| (usd * 1e6).round() as i64;
@@ -368,15 +374,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     if let Some(v) = max_running_sessions {
                         l.max_running_sessions = Some(*v);
                     }
+                    if let Some(v) = max_running_sandboxes {
+                        anyhow::ensure!(*v >= 0, "--max-running-sandboxes must be 0 or more");
+                        l.max_running_sandboxes = Some(*v);
+                    }
                     platform.set_tenant_limits(&t.id, &l).await?;
                     let usd = |m: Option<i64>| m.map(|m| format!("${:.2}", m as f64 / 1e6)).unwrap_or_else(|| "none".into());
                     let spent = platform.month_spend_micros(&t.id).await?;
                     println!(
-                        "tenant {}: monthly soft {}, monthly hard {}, running sessions {}; spent this month ${:.6}",
+                        "tenant {}: monthly soft {}, monthly hard {}, running sessions {}, running sandboxes {}; spent this month ${:.6}",
                         t.name,
                         usd(l.monthly_soft_micros),
                         usd(l.monthly_hard_micros),
                         l.max_running_sessions.map(|n| n.to_string()).unwrap_or_else(|| "unlimited".into()),
+                        l.max_running_sandboxes.map(|n| n.to_string()).unwrap_or_else(|| "unlimited".into()),
                         spent as f64 / 1e6
                     );
                 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
+use openma_core::pricing::PriceSchedule;
 use serde::Deserialize;
 
 pub const DEFAULT_DATA_DIR: &str = ".openma";
@@ -34,6 +35,95 @@ pub struct FileSettings {
     /// `[sandbox]` table of the file.
     #[serde(default)]
     pub sandbox: SandboxLimits,
+    /// `[[prices.models]]` and `[[prices.rates]]`: the deployment's price overrides.
+    #[serde(default)]
+    pub prices: PriceOverrides,
+}
+
+/// The deployment's prices over the built-in list, each from its `effective_from` on.
+/// Money is in integer micro-dollars. A ledger row is priced when it is written, with the
+/// price in effect then, so editing these never reprices a row already written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceOverrides {
+    #[serde(default)]
+    pub models: Vec<ModelPriceSetting>,
+    #[serde(default)]
+    pub rates: Vec<RateSetting>,
+}
+
+/// One model's price from a moment on (`model` is an exact model id).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPriceSetting {
+    pub model: String,
+    /// RFC 3339, quoted: `"2026-12-01T00:00:00Z"`.
+    pub effective_from: openma_types::Timestamp,
+    pub input_per_mtok_micros: u64,
+    pub output_per_mtok_micros: u64,
+    /// Absent: 0.1× the input rate.
+    pub cache_read_per_mtok_micros: Option<u64>,
+    /// Absent: 1.25× the input rate.
+    pub cache_write_per_mtok_micros: Option<u64>,
+}
+
+/// One platform rate from a moment on.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSetting {
+    pub rate: RateName,
+    pub effective_from: openma_types::Timestamp,
+    pub micros: u64,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateName {
+    /// Session running time, per hour (default 80000: $0.08).
+    RuntimePerHour,
+    /// Sandbox CPU time, per CPU-hour (default 50000: $0.05).
+    SandboxCpuPerHour,
+    /// One web search (default 10000: $10 per 1,000).
+    WebSearchPerSearch,
+    /// File storage, per GB-month of 730 hours (default 23000: $0.023).
+    FileStoragePerGbMonth,
+}
+
+/// Above a million dollars per unit, a price is a typo.
+const MAX_PRICE_MICROS: u64 = 1_000_000_000_000;
+
+impl PriceOverrides {
+    /// The schedule these overrides make of the built-in list.
+    pub fn schedule(&self) -> anyhow::Result<PriceSchedule> {
+        use openma_core::pricing::{ModelPrice, Rate};
+        let mut s = PriceSchedule::default();
+        for m in &self.models {
+            let all = [Some(m.input_per_mtok_micros), Some(m.output_per_mtok_micros), m.cache_read_per_mtok_micros, m.cache_write_per_mtok_micros];
+            if m.model.trim().is_empty() || all.iter().flatten().any(|v| *v > MAX_PRICE_MICROS) {
+                anyhow::bail!("[[prices.models]] `{}`: a model id and prices of at most {MAX_PRICE_MICROS} micro-dollars are required", m.model);
+            }
+            let list = ModelPrice::list(m.input_per_mtok_micros, m.output_per_mtok_micros);
+            let price = ModelPrice {
+                cache_read_per_mtok: m.cache_read_per_mtok_micros.unwrap_or(list.cache_read_per_mtok),
+                cache_write_per_mtok: m.cache_write_per_mtok_micros.unwrap_or(list.cache_write_per_mtok),
+                ..list
+            };
+            s.override_model(&m.model, m.effective_from, price);
+        }
+        for r in &self.rates {
+            if r.micros > MAX_PRICE_MICROS {
+                anyhow::bail!("[[prices.rates]] {:?}: at most {MAX_PRICE_MICROS} micro-dollars", r.rate);
+            }
+            let rate = match r.rate {
+                RateName::RuntimePerHour => Rate::RuntimePerHour,
+                RateName::SandboxCpuPerHour => Rate::SandboxCpuPerHour,
+                RateName::WebSearchPerSearch => Rate::WebSearchPerSearch,
+                RateName::FileStoragePerGbMonth => Rate::FileStoragePerGbMonth,
+            };
+            s.override_rate(rate, r.effective_from, r.micros);
+        }
+        Ok(s)
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -100,6 +190,11 @@ pub struct Settings {
     /// substitution) HTTPS requests may be signed by. Only from
     /// `OPENMA_UNSAFE_EGRESS_UPSTREAM_CA`, never the file.
     pub unsafe_egress_upstream_ca: Option<PathBuf>,
+    /// The deployment's prices (the config file's `[prices]` over the built-in list).
+    pub prices: PriceSchedule,
+    /// Test-only: no ledger rows are written, to measure what metering costs (`openma bench
+    /// --scenario metering`). Only from `OPENMA_UNSAFE_DISABLE_LEDGER=1`, never the file.
+    pub unsafe_disable_ledger: bool,
 }
 
 /// Operator overrides of the sandbox limits.
@@ -221,6 +316,8 @@ pub struct Overrides {
     pub unsafe_egress_resolve: Option<String>,
     /// Test-only: `OPENMA_UNSAFE_EGRESS_UPSTREAM_CA`.
     pub unsafe_egress_upstream_ca: Option<PathBuf>,
+    /// Test-only: `OPENMA_UNSAFE_DISABLE_LEDGER=1`.
+    pub unsafe_disable_ledger: bool,
 }
 
 impl Settings {
@@ -268,6 +365,8 @@ impl Settings {
             sandbox_bridge: o.sandbox_bridge,
             unsafe_egress_resolve: o.unsafe_egress_resolve.filter(|s| !s.trim().is_empty()),
             unsafe_egress_upstream_ca: o.unsafe_egress_upstream_ca,
+            prices: file.prices.schedule().with_context(|| format!("invalid prices in config file {}", o.config.as_deref().unwrap_or(Path::new("")).display()))?,
+            unsafe_disable_ledger: o.unsafe_disable_ledger,
             data_dir,
         })
     }
@@ -328,5 +427,33 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("/tmp/y"));
         std::fs::write(&path, "lisen = 1\n").unwrap();
         assert!(Settings::resolve(Overrides { config: Some(path), ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn file_prices_override_the_list_from_their_moment_and_typos_are_refused() {
+        use openma_core::pricing::Rate;
+        use openma_types::Timestamp;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("openma.toml");
+        let toml = "[[prices.models]]\nmodel = \"claude-sonnet-4-6\"\neffective_from = \"2026-12-01T00:00:00Z\"\n\
+                    input_per_mtok_micros = 2500000\noutput_per_mtok_micros = 12000000\ncache_read_per_mtok_micros = 1\n\n\
+                    [[prices.rates]]\nrate = \"web_search_per_search\"\neffective_from = \"2026-12-01T00:00:00Z\"\nmicros = 5000\n";
+        std::fs::write(&path, toml).unwrap();
+        let s = Settings::resolve(Overrides { config: Some(path.clone()), ..Default::default() }).unwrap();
+        let (before, from): (Timestamp, Timestamp) = ("2026-11-30T23:59:59Z".parse().unwrap(), "2026-12-01T00:00:00Z".parse().unwrap());
+        assert_eq!(s.prices.model_price("claude-sonnet-4-6", before, &[]).unwrap().input_per_mtok, 3_000_000);
+        let p = s.prices.model_price("claude-sonnet-4-6", from, &[]).unwrap();
+        assert_eq!((p.input_per_mtok, p.output_per_mtok, p.cache_read_per_mtok, p.cache_write_per_mtok), (2_500_000, 12_000_000, 1, 3_125_000));
+        assert_eq!((s.prices.rate(Rate::WebSearchPerSearch, before), s.prices.rate(Rate::WebSearchPerSearch, from)), (10_000, 5_000));
+        for bad in [
+            toml.replace("micros = 5000", "micros = 5000\ncents = 1"),
+            toml.replace("web_search_per_search", "web_searches"),
+            toml.replace("effective_from = \"2026-12-01T00:00:00Z\"\nmicros", "micros"),
+            toml.replace("input_per_mtok_micros = 2500000", "input_per_mtok_micros = -1"),
+            toml.replace("micros = 5000", "micros = 5000000000000"),
+        ] {
+            std::fs::write(&path, &bad).unwrap();
+            assert!(Settings::resolve(Overrides { config: Some(path.clone()), ..Default::default() }).is_err(), "{bad}");
+        }
     }
 }

@@ -2021,6 +2021,32 @@ macro_rules! sql_store {
                     .map_err($crate::backend_error)?;
                 Ok(done.rows_affected() > 0)
             }
+            async fn insert_ledger(&self, tenant: &TenantId, ledger: &[openma_core::ledger::LedgerEntry]) -> Result<u64, openma_core::StoreError> {
+                if ledger.is_empty() {
+                    return Ok(0);
+                }
+                let mut qb = QueryBuilder::<$db>::new(
+                    "INSERT INTO ledger_entries (tenant_id, id, session_id, agent_id, model, kind, quantity, unit_price, amount, currency, source, created_at) ",
+                );
+                qb.push_values(ledger, |mut row, l| {
+                    row.push_bind(tenant.as_str().to_owned())
+                        .push_bind(l.id.clone())
+                        .push_bind(l.session_id.clone())
+                        .push_bind(l.agent_id.clone())
+                        .push_bind(l.model.clone())
+                        .push_bind(l.kind.clone())
+                        .push_bind(l.quantity)
+                        .push_bind(l.unit_price)
+                        .push_bind(l.amount)
+                        .push_bind(l.currency.clone())
+                        .push_bind(l.source.clone())
+                        .push_bind(l.created_at.as_micros());
+                });
+                qb.push(" ON CONFLICT (tenant_id, source, kind) DO NOTHING");
+                let done = qb.build().execute(&self.pool).await.map_err($crate::backend_error)?;
+                Ok(done.rows_affected())
+            }
+
             async fn usage_report(&self, tenant: &TenantId, q: &UsageQuery) -> Result<Vec<UsageRow>, openma_core::StoreError> {
                 let cols: Vec<&str> = q.group_by.iter().map(|g| g.column()).collect();
                 let mut qb = QueryBuilder::<$db>::new("SELECT ");
@@ -2209,6 +2235,18 @@ macro_rules! sql_store {
                     .collect()
             }
 
+            async fn stored_files(&self, tenant: &TenantId, before: Timestamp) -> Result<Vec<StoredFile>, openma_core::StoreError> {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = $1 AND created_at < $2 AND NOT purged AND origin <> 'mount' ORDER BY created_at, id"
+                )))
+                .bind(tenant.as_str())
+                .bind(before.as_micros())
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                rows.iter().map(stored_file).collect()
+            }
+
             async fn purge_file_blob(&self, tenant: &TenantId, id: &str) -> Result<Option<String>, openma_core::StoreError> {
                 let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
                 let key: Option<String> = sqlx::query_scalar("UPDATE files SET purged = TRUE WHERE tenant_id = $1 AND id = $2 AND NOT purged RETURNING blob_key")
@@ -2224,7 +2262,7 @@ macro_rules! sql_store {
             }
 
             async fn get_tenant_limits(&self, tenant: &TenantId) -> Result<TenantLimits, openma_core::StoreError> {
-                let row = sqlx::query("SELECT monthly_soft_micros, monthly_hard_micros, max_running_sessions FROM tenant_limits WHERE tenant_id = $1")
+                let row = sqlx::query("SELECT monthly_soft_micros, monthly_hard_micros, max_running_sessions, max_running_sandboxes FROM tenant_limits WHERE tenant_id = $1")
                     .bind(tenant.as_str())
                     .fetch_optional(&self.pool)
                     .await
@@ -2234,19 +2272,23 @@ macro_rules! sql_store {
                     monthly_soft_micros: r.try_get(0).map_err($crate::backend_error)?,
                     monthly_hard_micros: r.try_get(1).map_err($crate::backend_error)?,
                     max_running_sessions: r.try_get(2).map_err($crate::backend_error)?,
+                    max_running_sandboxes: r.try_get(3).map_err($crate::backend_error)?,
                 })
             }
 
             async fn set_tenant_limits(&self, tenant: &TenantId, l: &TenantLimits) -> Result<(), openma_core::StoreError> {
                 sqlx::query(
-                    "INSERT INTO tenant_limits (tenant_id, monthly_soft_micros, monthly_hard_micros, max_running_sessions) VALUES ($1, $2, $3, $4) \
+                    "INSERT INTO tenant_limits (tenant_id, monthly_soft_micros, monthly_hard_micros, max_running_sessions, max_running_sandboxes) \
+                     VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (tenant_id) DO UPDATE SET monthly_soft_micros = excluded.monthly_soft_micros, \
-                     monthly_hard_micros = excluded.monthly_hard_micros, max_running_sessions = excluded.max_running_sessions",
+                     monthly_hard_micros = excluded.monthly_hard_micros, max_running_sessions = excluded.max_running_sessions, \
+                     max_running_sandboxes = excluded.max_running_sandboxes",
                 )
                 .bind(tenant.as_str())
                 .bind(l.monthly_soft_micros)
                 .bind(l.monthly_hard_micros)
                 .bind(l.max_running_sessions)
+                .bind(l.max_running_sandboxes)
                 .execute(&self.pool)
                 .await
                 .map_err($crate::backend_error)?;

@@ -55,9 +55,36 @@ pub struct ModelCard {
     pub metadata: Metadata,
     /// The last characters of the API key, to tell keys apart; `null` once archived.
     pub api_key_hint: Option<String>,
+    /// openma extension: this card's prices, each from its `effective_from` on (absent
+    /// when it has none; the deployment's prices apply then).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prices: Vec<ModelPriceOverride>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub archived_at: Option<Timestamp>,
+}
+
+/// openma extension: what the models of a card cost from a moment on, in micro-dollars
+/// per million tokens. A price in effect already cannot change: a new price takes a
+/// later `effective_from`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ModelPriceOverride {
+    /// The model id it prices; absent: every model the card serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub input_per_mtok_micros: u64,
+    pub output_per_mtok_micros: u64,
+    /// Absent: 0.1× the input rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_mtok_micros: Option<u64>,
+    /// Absent: 1.25× the input rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_mtok_micros: Option<u64>,
+    /// When it starts to apply; on a request, absent means now. Never in the past.
+    #[serde(default)]
+    pub effective_from: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,6 +103,9 @@ pub struct CreateModelCardRequest {
     pub is_default: Option<bool>,
     #[serde(default)]
     pub metadata: Option<Metadata>,
+    /// openma extension: the card's prices.
+    #[serde(default)]
+    pub prices: Option<Vec<ModelPriceOverride>>,
 }
 
 /// Only what is sent changes; `api_key` replaces the key, omitted keeps it. The provider
@@ -103,4 +133,8 @@ pub struct UpdateModelCardRequest {
     #[serde(default, deserialize_with = "double_option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<std::collections::BTreeMap<String, Option<String>>>))]
     pub metadata: Option<Option<MetadataPatch>>,
+    /// openma extension: replaces the card's prices; those in effect already must be sent
+    /// unchanged.
+    #[serde(default)]
+    pub prices: Option<Vec<ModelPriceOverride>>,
 }

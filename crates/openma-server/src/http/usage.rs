@@ -63,7 +63,9 @@ pub struct UsageLine {
     /// `YYYY-MM-DD` (UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub day: Option<String>,
-    /// Tokens, or milliseconds for `runtime_ms`; a sum over mixed kinds when not grouped by kind.
+    /// Tokens; milliseconds for `runtime_ms`, `sandbox_wall_ms` and `sandbox_cpu_ms`; searches
+    /// for `web_searches`; byte-hours for `file_storage`. A sum over mixed kinds when not
+    /// grouped by kind.
     pub quantity: i64,
     /// List cost in micro-dollars (exact).
     pub amount_micros: i64,

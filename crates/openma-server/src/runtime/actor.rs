@@ -265,7 +265,10 @@ impl Actor {
         };
         if let (Some(d), Some(last)) = (elapsed, stored.last()) {
             let id = self.rt.platform.ids.new_id("led");
-            ledger_rows.extend(ledger::runtime(&self.subject(), d.as_millis() as u64, &last.event.id, now, id));
+            ledger_rows.extend(ledger::runtime(&self.subject(), &self.rt.platform.prices, d.as_millis() as u64, &last.event.id, now, id));
+        }
+        if !self.rt.config.ledger {
+            ledger_rows.clear();
         }
         let store = self.rt.platform.store.clone();
         for _ in 0..16 {
@@ -610,7 +613,7 @@ impl Actor {
         {
             let ms = (to.as_micros() - from.as_micros()).max(0) as u64 / 1000;
             let id = self.rt.platform.ids.new_id("led");
-            rows.extend(ledger::runtime(&self.subject(), ms, &start.event.id, self.now(), id));
+            rows.extend(ledger::runtime(&self.subject(), &self.rt.platform.prices, ms, &start.event.id, self.now(), id));
             self.session.stats.active_seconds += ms as f64 / 1000.0;
             self.session.usage.active_seconds += ms as f64 / 1000.0;
         }
@@ -850,6 +853,8 @@ impl Actor {
             };
             let tool = self.rt.toolbox.get(&name).cloned();
             let tool_label = name.clone();
+            // a search the platform performs is metered; one it cannot run is not
+            let metered_search = name == "web_search" && tool.is_some();
             let config = ToolPlan::builtin_config(&self.session.agent, &name);
             // `web_fetch.url_sources`: only URLs that came from a permitted source
             if let Some(rules) = config.as_ref().and_then(|c| c.url_sources.as_ref()).filter(|_| name == "web_fetch") {
@@ -880,10 +885,13 @@ impl Actor {
                 Raced::Done(out) => {
                     metrics::histogram!("openma_tool_duration_seconds", "tool" => tool_label, "is_error" => if out.is_error { "true" } else { "false" })
                         .record(started.elapsed().as_secs_f64());
-                    let rows = match &out.usage {
-                        Some(u) => ledger::sandbox(&self.subject(), u, &id, self.now(), || self.rt.platform.ids.new_id("led")),
+                    let mut rows = match &out.usage {
+                        Some(u) => ledger::sandbox(&self.subject(), &self.rt.platform.prices, u, &id, self.now(), || self.rt.platform.ids.new_id("led")),
                         None => Vec::new(),
                     };
+                    if metered_search && !out.is_error {
+                        rows.push(ledger::web_search(&self.subject(), &self.rt.platform.prices, &id, self.now(), self.rt.platform.ids.new_id("led")));
+                    }
                     let result = EventPayload::AgentToolResult { tool_use_id: id, content: out.content, is_error: out.is_error };
                     self.append_full(vec![Pending::from(result)], None, &[], rows).await?;
                 }
@@ -1169,7 +1177,8 @@ impl Actor {
     /// The ledger rows of one model request, sourced by its `span.model_request_end`.
     fn ledger_rows(&self, usage: &model::Usage, end_id: &str) -> Vec<ledger::LedgerEntry> {
         let ids = &self.rt.platform.ids;
-        ledger::model_request(&self.subject(), usage, end_id, self.now(), || ids.new_id("led"))
+        let card = self.rt.models.card_prices(&self.tenant, &self.session.agent.model.id);
+        ledger::model_request(&self.subject(), &self.rt.platform.prices, &card, usage, end_id, self.now(), || ids.new_id("led"))
     }
 
     fn add_usage(&mut self, usage: model::Usage) {

@@ -35,11 +35,14 @@ pub struct RuntimeConfig {
     /// The context window the harness plans for; older turns are summarised before a
     /// request would crowd it.
     pub context_window_tokens: u64,
+    /// Writes the billing ledger. Off only to measure what metering costs (`openma bench
+    /// --scenario metering`); a deployment always meters.
+    pub ledger: bool,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { retry: RetryPolicy::default(), max_tokens: 8192, max_tool_rounds: 200, linger: Duration::from_secs(30), context_window_tokens: 200_000 }
+        RuntimeConfig { retry: RetryPolicy::default(), max_tokens: 8192, max_tool_rounds: 200, linger: Duration::from_secs(30), context_window_tokens: 200_000, ledger: true }
     }
 }
 
@@ -76,6 +79,8 @@ pub struct Runtime {
     pub(crate) config: RuntimeConfig,
     entries: Mutex<HashMap<String, Entry>>,
     pub(crate) observers: Mutex<Vec<Arc<dyn TurnObserver>>>,
+    /// The tenants' limits on sandboxes running at once (set when sandboxes are configured).
+    sandbox_seats: std::sync::OnceLock<Arc<crate::sandbox_seats::SandboxSeats>>,
 }
 
 impl Runtime {
@@ -88,7 +93,13 @@ impl Runtime {
             config,
             entries: Mutex::new(HashMap::new()),
             observers: Mutex::new(Vec::new()),
+            sandbox_seats: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Keeps the tenants' sandbox limits at the start of each turn (once; later calls are ignored).
+    pub fn limit_sandboxes(&self, seats: Arc<crate::sandbox_seats::SandboxSeats>) {
+        let _ = self.sandbox_seats.set(seats);
     }
 
     /// Adds work done at the end of every turn (in the order added).
@@ -150,6 +161,9 @@ impl Runtime {
             if self.platform.check_quota(tenant, idle).await? {
                 metrics::counter!("openma_tenant_soft_limit_exceeded_total").increment(1);
                 tracing::warn!(%tenant, "tenant is over its soft monthly spend limit");
+            }
+            if let Some(seats) = self.sandbox_seats.get().filter(|_| idle) {
+                seats.admit_turn(tenant, &session, self.platform.capabilities).await?;
             }
         }
         let (tx, rx) = oneshot::channel();

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use openma_core::model::{ModelClient, ModelError, ModelRequest, ModelStream, PermanentKind, TransientKind};
 use openma_core::model_cards::{StoredModelCard, open_key, provider_model_id, resolve};
 use openma_core::{Platform, TenantId};
+use openma_types::model_cards::ModelPriceOverride;
 use openma_models::{AnthropicClient, DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_OPENAI_BASE_URL, OpenAiClient};
 use openma_types::Timestamp;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -32,11 +33,36 @@ pub struct ModelClients {
     fallback: Arc<dyn ModelClient>,
     http: reqwest::Client,
     cards: Mutex<HashMap<(TenantId, String), Cached>>,
+    /// The prices of the card that served each tenant's latest request for a model (empty:
+    /// no card served it, or the card has no prices): what its ledger rows are priced with.
+    prices: Mutex<HashMap<(TenantId, String), Vec<ModelPriceOverride>>>,
 }
 
 impl ModelClients {
     pub fn new(platform: Platform, fallback: Arc<dyn ModelClient>, http: reqwest::Client) -> Self {
-        ModelClients { platform, fallback, http, cards: Mutex::new(HashMap::new()) }
+        ModelClients { platform, fallback, http, cards: Mutex::new(HashMap::new()), prices: Mutex::new(HashMap::new()) }
+    }
+
+    /// The card prices for the tenant's latest request to `model` (see `prices`).
+    pub fn card_prices(&self, tenant: &TenantId, model: &str) -> Vec<ModelPriceOverride> {
+        let prices = self.prices.lock().expect("card prices");
+        prices.get(&(tenant.clone(), model.to_owned())).cloned().unwrap_or_default()
+    }
+
+    fn remember_prices(&self, tenant: &TenantId, model: &str, card: Option<&StoredModelCard>) {
+        let mut prices = self.prices.lock().expect("card prices");
+        let key = (tenant.clone(), model.to_owned());
+        match card.filter(|c| !c.card.prices.is_empty()) {
+            Some(c) => {
+                if prices.len() >= MAX_CACHED {
+                    prices.clear();
+                }
+                prices.insert(key, c.card.prices.clone());
+            }
+            None => {
+                prices.remove(&key);
+            }
+        }
     }
 
     /// The client a session of `tenant` calls.
@@ -109,6 +135,7 @@ impl ModelClient for TenantModels {
             retry_after: None,
         })?;
         self.clients.forget_retired(&self.tenant, &live);
+        self.clients.remember_prices(&self.tenant, &request.model, resolve(&live, &request.model));
         let Some(card) = resolve(&live, &request.model) else {
             return self.clients.fallback.stream(request).await;
         };

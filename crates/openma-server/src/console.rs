@@ -36,6 +36,10 @@ pub fn routes() -> Router<AppState> {
         .route("/console", get(dashboard))
         .route("/console/login", get(login_page).post(login))
         .route("/console/logout", post(logout))
+        .route("/console/agents", get(agents_page).post(create_agent))
+        .route("/console/agents/{agent_id}", get(agent_page).post(update_agent))
+        .route("/console/api-keys", get(api_keys_page).post(create_api_key))
+        .route("/console/api-keys/{key_id}/revoke", post(revoke_api_key))
         .route("/console/sessions", get(sessions_page))
         .route("/console/sessions/{session_id}", get(session_page))
 }
@@ -133,7 +137,12 @@ fn page(title: &str, member: Option<&ConsoleSession>, body: Markup) -> Markup {
                 header {
                     a href="/console" { strong { "openma" } }
                     @if member.is_some() {
-                        nav { a href="/console" { "Dashboard" } " " a href="/console/sessions" { "Sessions" } }
+                        nav {
+                            a href="/console" { "Dashboard" } " "
+                            a href="/console/agents" { "Agents" } " "
+                            a href="/console/sessions" { "Sessions" } " "
+                            a href="/console/api-keys" { "API keys" }
+                        }
                     }
                     @if let Some(m) = member {
                         span.who { (m.email) " · " (m.tenant.as_str()) " · " (format!("{:?}", m.role).to_lowercase()) }
@@ -297,6 +306,257 @@ async fn dashboard(State(app): State<AppState>, Member(m): Member) -> Response {
         },
     )
     .into_response()
+}
+
+fn forbidden(m: &ConsoleSession, why: &str) -> Response {
+    (StatusCode::FORBIDDEN, page("Forbidden", Some(m), html! { p.error role="alert" { (why) } })).into_response()
+}
+
+fn failed(m: &ConsoleSession, status: StatusCode, why: &str) -> Response {
+    (status, page("Error", Some(m), html! { p.error role="alert" { (why) } })).into_response()
+}
+
+const STALE_FORM: &str = "The form's security token is missing or stale; reload the page.";
+
+/// A domain error as the page that shows it (its status, its message).
+fn domain_error(m: &ConsoleSession, e: openma_core::DomainError) -> Response {
+    let api = crate::error::ApiError::from(e);
+    failed(m, api.status, &api.message)
+}
+
+#[derive(Deserialize)]
+struct AgentForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    system: String,
+    #[serde(default)]
+    tools: Option<String>,
+}
+
+async fn agents_page(State(app): State<AppState>, Member(m): Member) -> Response {
+    let Ok(list) = app.platform.list_agents(&m.tenant, &ListParams { limit: Some(100), ..Default::default() }).await else {
+        return failed(&m, StatusCode::INTERNAL_SERVER_ERROR, "The agents could not be read.");
+    };
+    page(
+        "Agents",
+        Some(&m),
+        html! {
+            h1 { "Agents" }
+            @if list.data.is_empty() { p.empty { "No agents yet: create the first one below." } }
+            @else {
+                table {
+                    thead { tr { th { "Agent" } th { "Name" } th { "Model" } th { "Version" } } }
+                    tbody { @for a in &list.data {
+                        tr { td { a href={ "/console/agents/" (a.id) } { code { (a.id) } } } td { (a.name) } td { (a.model.id) } td { (a.version) } }
+                    } }
+                }
+            }
+            h2 { "New agent" }
+            form method="post" action="/console/agents" {
+                input type="hidden" name="csrf" value=(m.csrf_token);
+                label { "Name " input name="name" required maxlength="256"; }
+                label { "Model " input name="model" value="claude-sonnet-4-6" required; }
+                label { "System prompt " textarea name="system" rows="4" {} }
+                label { input type="checkbox" name="tools" value="on" checked; " Built-in tools (bash, files, web)" }
+                button type="submit" { "Create" }
+            }
+        },
+    )
+    .into_response()
+}
+
+async fn create_agent(State(app): State<AppState>, Member(m): Member, Form(f): Form<AgentForm>) -> Response {
+    if !csrf_ok(&m, &f.csrf) {
+        return forbidden(&m, STALE_FORM);
+    }
+    let mut body = serde_json::json!({"name": f.name.trim(), "model": f.model.trim()});
+    if !f.system.trim().is_empty() {
+        body["system"] = serde_json::json!(f.system);
+    }
+    if f.tools.is_some() {
+        body["tools"] = serde_json::json!([{"type": "agent_toolset_20260401"}]);
+    }
+    let req = match serde_json::from_value(body) {
+        Ok(r) => r,
+        Err(e) => return failed(&m, StatusCode::BAD_REQUEST, &format!("The agent is not valid: {e}")),
+    };
+    match app.platform.create_agent(&m.tenant, &req).await {
+        Ok(a) => Redirect::to(&format!("/console/agents/{}", a.id)).into_response(),
+        Err(e) => domain_error(&m, e),
+    }
+}
+
+#[derive(Deserialize)]
+struct VersionsQuery {
+    from: Option<i64>,
+    to: Option<i64>,
+}
+
+/// An agent: its configuration, its versions and the difference between two of them, and
+/// a form that makes a new version.
+async fn agent_page(State(app): State<AppState>, Member(m): Member, crate::extract::ApiPath(id): crate::extract::ApiPath<String>, axum::extract::Query(q): axum::extract::Query<VersionsQuery>) -> Response {
+    let agent = match app.platform.get_agent(&m.tenant, &id, None).await {
+        Ok(a) => a,
+        Err(e) => return domain_error(&m, e),
+    };
+    let versions = match app.platform.list_agent_versions(&m.tenant, &id, Some(100), None).await {
+        Ok(v) => v.data,
+        Err(e) => return domain_error(&m, e),
+    };
+    let to = q.to.unwrap_or(agent.version);
+    let from = q.from.unwrap_or((to - 1).max(1));
+    let config_of = |v: i64| versions.iter().find(|a| a.version == v).map(|a| serde_json::to_string_pretty(&a.config()).unwrap_or_default());
+    let diff = match (config_of(from), config_of(to)) {
+        (Some(a), Some(b)) if from != to => Some(similar::TextDiff::from_lines(&a, &b).unified_diff().context_radius(3).header(&format!("version {from}"), &format!("version {to}")).to_string()),
+        _ => None,
+    };
+    page(
+        &agent.name,
+        Some(&m),
+        html! {
+            h1 { (agent.name) " " small { "v" (agent.version) } }
+            p { code { (agent.id) } " · " (agent.model.id) }
+            h2 { "Configuration" }
+            pre { (serde_json::to_string_pretty(&agent.config()).unwrap_or_default()) }
+            h2 { "Versions" }
+            ol { @for v in &versions {
+                li { "v" (v.version) " · " (v.updated_at.to_string())
+                    @if v.version > 1 { " · " a href={ "?from=" (v.version - 1) "&to=" (v.version) } { "changes" } } }
+            } }
+            @if let Some(d) = diff {
+                h3 { "Changes from v" (from) " to v" (to) }
+                pre.diff { (if d.is_empty() { "(no change)".to_owned() } else { d }) }
+            }
+            h2 { "New version" }
+            form method="post" action={ "/console/agents/" (agent.id) } {
+                input type="hidden" name="csrf" value=(m.csrf_token);
+                label { "Model " input name="model" value=(agent.model.id) required; }
+                label { "System prompt " textarea name="system" rows="6" { (agent.system.clone().unwrap_or_default()) } }
+                button type="submit" { "Save as v" (agent.version + 1) }
+            }
+        },
+    )
+    .into_response()
+}
+
+async fn update_agent(State(app): State<AppState>, Member(m): Member, crate::extract::ApiPath(id): crate::extract::ApiPath<String>, Form(f): Form<AgentForm>) -> Response {
+    if !csrf_ok(&m, &f.csrf) {
+        return forbidden(&m, STALE_FORM);
+    }
+    let system = if f.system.trim().is_empty() { serde_json::Value::Null } else { serde_json::json!(f.system) };
+    let req = match serde_json::from_value(serde_json::json!({"model": f.model.trim(), "system": system})) {
+        Ok(r) => r,
+        Err(e) => return failed(&m, StatusCode::BAD_REQUEST, &format!("The change is not valid: {e}")),
+    };
+    match app.platform.update_agent(&m.tenant, &id, &req).await {
+        Ok(a) => Redirect::to(&format!("/console/agents/{}", a.id)).into_response(),
+        Err(e) => domain_error(&m, e),
+    }
+}
+
+/// Owners and admins manage API keys; members only see them.
+fn manages_keys(m: &ConsoleSession) -> bool {
+    m.role >= openma_core::accounts::Role::Admin
+}
+
+async fn api_keys_page(State(app): State<AppState>, Member(m): Member) -> Response {
+    keys_page(&app, &m, None).await
+}
+
+async fn keys_page(app: &AppState, m: &ConsoleSession, new_key: Option<(String, String)>) -> Response {
+    let Ok(keys) = app.platform.list_api_keys(&m.tenant).await else {
+        return failed(m, StatusCode::INTERNAL_SERVER_ERROR, "The API keys could not be read.");
+    };
+    page(
+        "API keys",
+        Some(m),
+        html! {
+            h1 { "API keys" }
+            @if let Some((name, secret)) = &new_key {
+                section role="alert" {
+                    p { "The new key " strong { (name) } " — copy it now, it is not shown again:" }
+                    pre #new-key { (secret) }
+                }
+            }
+            @if keys.is_empty() { p.empty { "No API keys." } }
+            @else {
+                table {
+                    thead { tr { th { "Name" } th { "Key" } th { "Created" } th { "Last used" } th { "" } } }
+                    tbody { @for k in &keys {
+                        tr {
+                            td { (k.name) }
+                            td { code { (k.prefix) "…" } }
+                            td { (k.created_at.to_string()) }
+                            td { (k.last_used_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into())) }
+                            td {
+                                @if let Some(at) = k.revoked_at { "revoked " (at.to_string()) }
+                                @else if manages_keys(m) {
+                                    form method="post" action={ "/console/api-keys/" (k.id) "/revoke" } {
+                                        input type="hidden" name="csrf" value=(m.csrf_token);
+                                        button type="submit" { "Revoke" }
+                                    }
+                                }
+                            }
+                        }
+                    } }
+                }
+            }
+            @if manages_keys(m) {
+                h2 { "New key" }
+                form method="post" action="/console/api-keys" {
+                    input type="hidden" name="csrf" value=(m.csrf_token);
+                    label { "Name " input name="name" required maxlength="128"; }
+                    button type="submit" { "Create" }
+                }
+            }
+        },
+    )
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct KeyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+}
+
+async fn create_api_key(State(app): State<AppState>, Member(m): Member, Form(f): Form<KeyForm>) -> Response {
+    if !csrf_ok(&m, &f.csrf) {
+        return forbidden(&m, STALE_FORM);
+    }
+    if !manages_keys(&m) {
+        return forbidden(&m, "Only owners and admins manage API keys.");
+    }
+    match app.platform.create_api_key(&m.tenant, f.name.trim()).await {
+        Ok((key, secret)) => {
+            tracing::info!(user_id = %m.user_id, key_id = %key.id, "API key created in the console");
+            let mut r = keys_page(&app, &m, Some((key.name, secret))).await;
+            // the page shows a secret: no cache may keep it
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(e) => domain_error(&m, e),
+    }
+}
+
+async fn revoke_api_key(State(app): State<AppState>, Member(m): Member, crate::extract::ApiPath(id): crate::extract::ApiPath<String>, Form(f): Form<KeyForm>) -> Response {
+    if !csrf_ok(&m, &f.csrf) {
+        return forbidden(&m, STALE_FORM);
+    }
+    if !manages_keys(&m) {
+        return forbidden(&m, "Only owners and admins manage API keys.");
+    }
+    match app.platform.revoke_api_key(&m.tenant, &id).await {
+        Ok(()) => Redirect::to("/console/api-keys").into_response(),
+        Err(e) => domain_error(&m, e),
+    }
 }
 
 fn status_of(s: &openma_types::sessions::Session) -> String {

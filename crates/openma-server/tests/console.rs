@@ -198,3 +198,65 @@ async fn the_console_calls_the_api_with_its_cookie_and_csrf_token() {
     // without a cookie or key the API still says 401
     assert_eq!(http.get(format!("{}/v1/sessions/{sid}", app.base)).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_with_version_diffs_and_api_keys_shown_once() {
+    let app = support::spawn_app(Backend::Sqlite).await.unwrap();
+    let tenant = app.platform.find_tenant("default").await.unwrap();
+    let hash = openma_server::console::hash_password(PASSWORD).unwrap();
+    app.platform.add_member("owner@example.com", &hash, &tenant.id, openma_core::accounts::Role::Owner).await.unwrap();
+    app.platform.add_member("member@example.com", &hash, &tenant.id, openma_core::accounts::Role::Member).await.unwrap();
+    let http = browser();
+    let owner = cookie_of(&sign_in(&app, &http, "owner@example.com", PASSWORD).await);
+    let csrf_of = |page: &str| page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let get = |path: String, cookie: String| {
+        let http = http.clone();
+        let base = app.base.clone();
+        async move { http.get(format!("{base}{path}")).header("cookie", cookie).send().await.unwrap() }
+    };
+    let empty = get("/console/agents".into(), owner.clone()).await.text().await.unwrap();
+    assert!(empty.contains("No agents yet"), "{empty}");
+    let csrf = csrf_of(&empty);
+
+    // create, then make a second version from the page's form
+    let made = http.post(format!("{}/console/agents", app.base)).header("cookie", &owner)
+        .form_body(&[("csrf", &csrf), ("name", "writer"), ("model", "claude-sonnet-4-6"), ("system", "Be brief."), ("tools", "on")]).send().await.unwrap();
+    assert!(made.status().is_redirection(), "{}", made.status());
+    let path = made.headers()[LOCATION].to_str().unwrap().to_owned();
+    let no_token = http.post(format!("{}{path}", app.base)).header("cookie", &owner).form_body(&[("model", "claude-sonnet-4-6")]).send().await.unwrap();
+    assert_eq!(no_token.status(), StatusCode::FORBIDDEN);
+    let v2 = http.post(format!("{}{path}", app.base)).header("cookie", &owner)
+        .form_body(&[("csrf", &csrf), ("model", "claude-sonnet-4-6"), ("system", "Be thorough.")]).send().await.unwrap();
+    assert!(v2.status().is_redirection());
+    let page = get(path.clone(), owner.clone()).await.text().await.unwrap().replace("&quot;", "\"");
+    assert!(page.contains("v2") && page.contains("Changes from v1 to v2"), "{page}");
+    assert!(page.contains("-  \"system\": \"Be brief.\"") && page.contains("+  \"system\": \"Be thorough.\""), "a line diff: {page}");
+    let api = app.get(&format!("/v1/agents/{}", path.rsplit('/').next().unwrap())).await.body;
+    assert_eq!((api["version"].as_i64(), api["system"].as_str()), (Some(2), Some("Be thorough.")));
+    // a bad model is a clear error, not a crash
+    let bad = http.post(format!("{}/console/agents", app.base)).header("cookie", &owner)
+        .form_body(&[("csrf", &csrf), ("name", ""), ("model", "claude-sonnet-4-6")]).send().await.unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+
+    // an API key is shown once, works, and can be revoked; members cannot manage keys
+    let made = http.post(format!("{}/console/api-keys", app.base)).header("cookie", &owner).form_body(&[("csrf", &csrf), ("name", "ci")]).send().await.unwrap();
+    assert_eq!(made.headers()["cache-control"], "no-store");
+    let shown = made.text().await.unwrap();
+    let secret = shown.split("<pre id=\"new-key\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let works = app.http.get(format!("{}/v1/agents", app.base)).bearer_auth(&secret).send().await.unwrap();
+    assert_eq!(works.status(), StatusCode::OK);
+    let listed = get("/console/api-keys".into(), owner.clone()).await.text().await.unwrap();
+    assert!(!listed.contains(&secret), "the key is never shown again");
+    let row = listed.split("<tr>").find(|r| r.contains("<td>ci</td>")).expect("the new key is listed");
+    let key_id = row.split("/console/api-keys/").nth(1).unwrap().split('/').next().unwrap().to_owned();
+    let member = cookie_of(&sign_in(&app, &http, "member@example.com", PASSWORD).await);
+    let member_page = get("/console/api-keys".into(), member.clone()).await.text().await.unwrap();
+    assert!(!member_page.contains("New key"));
+    let member_csrf = csrf_of(&member_page);
+    let refused = http.post(format!("{}/console/api-keys/{key_id}/revoke", app.base)).header("cookie", &member).form_body(&[("csrf", &member_csrf)]).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let revoked = http.post(format!("{}/console/api-keys/{key_id}/revoke", app.base)).header("cookie", &owner).form_body(&[("csrf", &csrf)]).send().await.unwrap();
+    assert!(revoked.status().is_redirection());
+    let dead = app.http.get(format!("{}/v1/agents", app.base)).bearer_auth(&secret).send().await.unwrap();
+    assert_eq!(dead.status(), StatusCode::UNAUTHORIZED);
+}

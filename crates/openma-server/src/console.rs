@@ -40,6 +40,11 @@ pub fn routes() -> Router<AppState> {
         .route("/console/agents/{agent_id}", get(agent_page).post(update_agent))
         .route("/console/api-keys", get(api_keys_page).post(create_api_key))
         .route("/console/api-keys/{key_id}/revoke", post(revoke_api_key))
+        .route("/console/environments", get(environments_page))
+        .route("/console/environments/{environment_id}", get(environment_page))
+        .route("/console/vaults", get(vaults_page))
+        .route("/console/files", get(files_page))
+        .route("/console/memory", get(memory_page))
         .route("/console/sessions", get(sessions_page))
         .route("/console/sessions/{session_id}", get(session_page))
 }
@@ -141,6 +146,10 @@ fn page(title: &str, member: Option<&ConsoleSession>, body: Markup) -> Markup {
                             a href="/console" { "Dashboard" } " "
                             a href="/console/agents" { "Agents" } " "
                             a href="/console/sessions" { "Sessions" } " "
+                            a href="/console/environments" { "Environments" } " "
+                            a href="/console/vaults" { "Vaults" } " "
+                            a href="/console/files" { "Files" } " "
+                            a href="/console/memory" { "Memory" } " "
                             a href="/console/api-keys" { "API keys" }
                         }
                     }
@@ -557,6 +566,145 @@ async fn revoke_api_key(State(app): State<AppState>, Member(m): Member, crate::e
         Ok(()) => Redirect::to("/console/api-keys").into_response(),
         Err(e) => domain_error(&m, e),
     }
+}
+
+/// A page that is one table (or a clear empty state), with `extra` below it.
+fn table_page(m: &ConsoleSession, title: &str, empty: &str, head: &[&str], rows: Vec<Vec<Markup>>, extra: Markup) -> Response {
+    page(
+        title,
+        Some(m),
+        html! {
+            h1 { (title) }
+            @if rows.is_empty() { p.empty { (empty) } }
+            @else {
+                table {
+                    thead { tr { @for h in head { th { (h) } } } }
+                    tbody { @for r in &rows { tr { @for c in r { td { (c) } } } } }
+                }
+            }
+            (extra)
+        },
+    )
+    .into_response()
+}
+
+fn all() -> ListParams {
+    ListParams { limit: Some(100), ..Default::default() }
+}
+
+async fn environments_page(State(app): State<AppState>, Member(m): Member) -> Response {
+    let list = match app.platform.list_environments(&m.tenant, &all()).await {
+        Ok(l) => l.data,
+        Err(e) => return domain_error(&m, e),
+    };
+    let rows = list
+        .iter()
+        .map(|e| {
+            let openma_types::environments::EnvironmentConfig::Cloud(c) = &e.config;
+            let net = match &c.networking {
+                openma_types::environments::Networking::Unrestricted => "unrestricted".to_owned(),
+                openma_types::environments::Networking::Limited(l) => format!("limited: {}", l.allowed_hosts.join(", ")),
+            };
+            vec![html! { a href={ "/console/environments/" (e.id) } { code { (e.id) } } }, html! { (e.name) }, html! { (net) }]
+        })
+        .collect();
+    table_page(&m, "Environments", "No environments: sessions use the default one.", &["Environment", "Name", "Networking"], rows, html! {})
+}
+
+/// An environment's configuration and the state and log of its package build.
+async fn environment_page(State(app): State<AppState>, Member(m): Member, crate::extract::ApiPath(id): crate::extract::ApiPath<String>) -> Response {
+    let env = match app.platform.get_environment(&m.tenant, &id).await {
+        Ok(e) => e,
+        Err(e) => return domain_error(&m, e),
+    };
+    let build = match crate::environment_packages::build_of(&app, &m.tenant, &id).await {
+        Ok(b) => b,
+        Err(e) => return domain_error(&m, e),
+    };
+    page(
+        &env.name,
+        Some(&m),
+        html! {
+            h1 { (env.name) }
+            p { code { (env.id) } }
+            h2 { "Configuration" }
+            pre { (serde_json::to_string_pretty(&env.config).unwrap_or_default()) }
+            h2 { "Packages" }
+            p { "Build: " strong #build-state { (serde_json::to_value(build.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()) }
+                @if let Some(e) = &build.error { " · " span.error { (e) } } }
+            @if !build.log.is_empty() { pre { (build.log) } }
+        },
+    )
+    .into_response()
+}
+
+async fn vaults_page(State(app): State<AppState>, Member(m): Member) -> Response {
+    let vaults = match app.platform.list_vaults(&m.tenant, &all()).await {
+        Ok(v) => v.data,
+        Err(e) => return domain_error(&m, e),
+    };
+    let mut rows = Vec::new();
+    for v in &vaults {
+        let creds = app.platform.list_credentials(&m.tenant, &v.id, &all()).await.map(|p| p.data).unwrap_or_default();
+        let names: Vec<String> = creds
+            .iter()
+            .map(|c| {
+                let kind = serde_json::to_value(&c.auth).ok().and_then(|a| a["type"].as_str().map(str::to_owned)).unwrap_or_default();
+                format!("{} ({kind})", c.display_name.clone().unwrap_or_else(|| c.id.clone()))
+            })
+            .collect();
+        rows.push(vec![html! { code { (v.id) } }, html! { (v.display_name) }, html! { (if names.is_empty() { "none".to_owned() } else { names.join(", ") }) }]);
+    }
+    let note = html! { p { "Secrets are write-only: they are set through the API (or " code { "openma vaults" } ") and never shown." } };
+    table_page(&m, "Vaults", "No vaults.", &["Vault", "Name", "Credentials"], rows, note)
+}
+
+async fn files_page(State(app): State<AppState>, Member(m): Member) -> Response {
+    let params = openma_core::files::FileListParams { page: all(), scope_id: None, ids: Vec::new() };
+    let files = match app.platform.list_files(&m.tenant, &params).await {
+        Ok(f) => f.data,
+        Err(e) => return domain_error(&m, e),
+    };
+    let rows = files
+        .iter()
+        .map(|f| {
+            vec![
+                html! { code { (f.id) } },
+                html! { @if f.downloadable { a href={ "/v1/files/" (f.id) "/content" } download=(f.filename) { (f.filename) } } @else { (f.filename) } },
+                html! { (f.size_bytes) },
+                html! { (f.mime_type) },
+            ]
+        })
+        .collect();
+    let upload = html! {
+        h2 { "Upload" }
+        form #upload {
+            label { "File " input type="file" name="file" required; }
+            button type="submit" { "Upload" }
+            " " progress #progress max="100" value="0" {}
+            span #upload-status role="status" {}
+        }
+        script { (maud::PreEscaped(format!("const CSRF={};{UPLOAD_JS}", serde_json::json!(m.csrf_token)))) }
+    };
+    table_page(&m, "Files", "No files yet.", &["File", "Name", "Bytes", "Type"], rows, upload)
+}
+
+/// Uploads through the API with the page's CSRF token, showing progress.
+const UPLOAD_JS: &str = r#"
+document.getElementById('upload').onsubmit=ev=>{ev.preventDefault();const f=ev.target.file.files[0];if(!f)return;const data=new FormData();data.append('file',f);
+const x=new XMLHttpRequest();x.open('POST','/v1/files');x.setRequestHeader('x-csrf-token',CSRF);const bar=document.getElementById('progress');const st=document.getElementById('upload-status');
+x.upload.onprogress=p=>{if(p.lengthComputable)bar.value=Math.round(100*p.loaded/p.total)};
+x.onload=()=>{if(x.status<300){st.textContent='uploaded';location.reload()}else{try{st.textContent=JSON.parse(x.responseText).error.message}catch(_){st.textContent='upload failed'}}};
+x.onerror=()=>{st.textContent='upload failed'};x.send(data)};
+"#;
+
+async fn memory_page(State(app): State<AppState>, Member(m): Member) -> Response {
+    let stores = match app.platform.list_memory_stores(&m.tenant, &all()).await {
+        Ok(s) => s.data,
+        Err(e) => return domain_error(&m, e),
+    };
+    let rows = stores.iter().map(|s| vec![html! { code { (s.id) } }, html! { (s.name) }, html! { (s.description) }]).collect();
+    table_page(&m, "Memory stores", "No memory stores.", &["Store", "Name", "Description"], rows, html! {})
 }
 
 fn status_of(s: &openma_types::sessions::Session) -> String {

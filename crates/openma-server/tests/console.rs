@@ -260,3 +260,63 @@ async fn agents_with_version_diffs_and_api_keys_shown_once() {
     let dead = app.http.get(format!("{}/v1/agents", app.base)).bearer_auth(&secret).send().await.unwrap();
     assert_eq!(dead.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environments_vaults_files_and_memory_pages() {
+    let app = support::spawn_app(Backend::Sqlite).await.unwrap();
+    let tenant = app.platform.find_tenant("default").await.unwrap();
+    let hash = openma_server::console::hash_password(PASSWORD).unwrap();
+    app.platform.add_member("viewer@example.com", &hash, &tenant.id, openma_core::accounts::Role::Member).await.unwrap();
+    let env = app.ok("/v1/environments", json!({"name": "locked-down", "config": {"type": "cloud", "networking": {"type": "limited", "allowed_hosts": ["pypi.org"]}}})).await;
+    let vault = app.ok("/v1/vaults", json!({"display_name": "team-secrets"})).await["id"].as_str().unwrap().to_owned();
+    app.ok(&format!("/v1/vaults/{vault}/credentials"), json!({"display_name": "docs-token", "auth": {"type": "static_bearer", "mcp_server_url": "https://mcp.example.com/mcp", "token": "tok-never-shown-81"}})).await;
+    app.ok("/v1/memory_stores", json!({"name": "notes", "description": "team notes"})).await;
+    let http = browser();
+    let cookie = cookie_of(&sign_in(&app, &http, "viewer@example.com", PASSWORD).await);
+    let page = |path: &str| {
+        let (http, url, cookie) = (http.clone(), format!("{}{path}", app.base), cookie.clone());
+        async move {
+            let r = http.get(url).header("cookie", cookie).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.text().await.unwrap()
+        }
+    };
+    let envs = page("/console/environments").await;
+    assert!(envs.contains("locked-down") && envs.contains("limited: pypi.org"), "{envs}");
+    let one = page(&format!("/console/environments/{}", env["id"].as_str().unwrap())).await;
+    assert!(one.contains("id=\"build-state\">ready"), "{one}");
+    let vaults = page("/console/vaults").await;
+    assert!(vaults.contains("team-secrets") && vaults.contains("docs-token (static_bearer)"), "{vaults}");
+    assert!(!vaults.contains("tok-never-shown-81"), "secrets are write-only");
+    assert!(page("/console/memory").await.contains("team notes"));
+    assert!(page("/console/files").await.contains("No files yet."));
+
+    // the upload form's request: multipart to the API with the cookie and the token
+    let csrf = page("/console/files").await.split("const CSRF=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let boundary = "xXbOuNdArYxX";
+    let body = format!("--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"hello.txt\"\r\ncontent-type: text/plain\r\n\r\nhello from the console\r\n--{boundary}--\r\n");
+    let up = http
+        .post(format!("{}/v1/files", app.base))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.status(), StatusCode::OK, "{}", up.text().await.unwrap());
+    let files = page("/console/files").await;
+    assert!(files.contains("hello.txt"), "{files}");
+    let link = files.split("href=\"/v1/files/").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let down = http.get(format!("{}/v1/files/{link}", app.base)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(down.text().await.unwrap(), "hello from the console");
+    let forged = http
+        .post(format!("{}/v1/files", app.base))
+        .header("cookie", &cookie)
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+}

@@ -45,7 +45,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/vaults", get(vaults_page))
         .route("/console/files", get(files_page))
         .route("/console/memory", get(memory_page))
-        .route("/console/sessions", get(sessions_page))
+        .route("/console/sessions", get(sessions_page).post(start_session))
         .route("/console/sessions/{session_id}", get(session_page))
 }
 
@@ -441,6 +441,13 @@ async fn agent_page(State(app): State<AppState>, Member(m): Member, crate::extra
                 h3 { "Changes from v" (from) " to v" (to) }
                 pre.diff { (if d.is_empty() { "(no change)".to_owned() } else { d }) }
             }
+            h2 { "Talk to it" }
+            form method="post" action="/console/sessions" {
+                input type="hidden" name="csrf" value=(m.csrf_token);
+                input type="hidden" name="agent_id" value=(agent.id);
+                label { "Title " input name="title"; }
+                button type="submit" #start-session { "Start a session" }
+            }
             h2 { "New version" }
             form method="post" action={ "/console/agents/" (agent.id) } {
                 input type="hidden" name="csrf" value=(m.csrf_token);
@@ -464,6 +471,32 @@ async fn update_agent(State(app): State<AppState>, Member(m): Member, crate::ext
     };
     match app.platform.update_agent(&m.tenant, &id, &req).await {
         Ok(a) => Redirect::to(&format!("/console/agents/{}", a.id)).into_response(),
+        Err(e) => domain_error(&m, e),
+    }
+}
+
+#[derive(Deserialize)]
+struct StartForm {
+    #[serde(default)]
+    csrf: String,
+    agent_id: String,
+    #[serde(default)]
+    title: String,
+}
+
+/// Starts a session with an agent and opens its page.
+async fn start_session(State(app): State<AppState>, Member(m): Member, Form(f): Form<StartForm>) -> Response {
+    if !csrf_ok(&m, &f.csrf) {
+        return forbidden(&m, STALE_FORM);
+    }
+    let title = f.title.trim();
+    let req = openma_types::sessions::CreateSessionRequest {
+        agent_id: Some(f.agent_id),
+        title: (!title.is_empty()).then(|| title.to_owned()),
+        ..Default::default()
+    };
+    match crate::http::sessions::create(&app, &m.tenant, req).await {
+        Ok(s) => Redirect::to(&format!("/console/sessions/{}", s.id)).into_response(),
         Err(e) => domain_error(&m, e),
     }
 }

@@ -1,0 +1,185 @@
+//! The console in a real headless Chromium (Debian's `chromium` and `chromium-driver`,
+//! driven over WebDriver): sign in, create an agent, start a session, send a message and
+//! watch the fake model's reply appear live without reloading, confirm an `always_ask`
+//! tool call from the page, upload and download a file, create and revoke an API key, sign
+//! out. A screenshot of each step is saved under `target/tmp/console-screenshots/`.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use openma_fake_model::{FakeModel, Reply};
+use serde_json::json;
+use support::{Backend, TestApp, spawn_app_with_model};
+use thirtyfour::prelude::*;
+
+const PASSWORD: &str = "browser test password";
+
+/// A chromedriver on a free port, stopped with the test.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chromedriver() -> Option<Driver> {
+    let found = ["/usr/bin/chromedriver"].into_iter().find(|p| std::path::Path::new(p).exists());
+    let Some(bin) = found else {
+        assert!(std::env::var_os("CI").is_none(), "CI must install chromium-driver");
+        eprintln!("skipping: chromedriver is not installed");
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(bin).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("chromedriver starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(Driver { child, url })
+}
+
+struct Shots {
+    dir: std::path::PathBuf,
+    n: u32,
+}
+
+impl Shots {
+    async fn take(&mut self, driver: &WebDriver, name: &str) {
+        self.n += 1;
+        let path = self.dir.join(format!("{:02}-{name}.png", self.n));
+        driver.screenshot(&path).await.expect("a screenshot");
+    }
+}
+
+/// Waits until the page's source holds `text` (the page updates itself; nothing reloads it).
+async fn wait_for(driver: &WebDriver, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let source = driver.source().await.unwrap();
+        if source.contains(text) {
+            return source;
+        }
+        assert!(Instant::now() < deadline, "the page never showed {text:?}: {source}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn fill(driver: &WebDriver, name: &str, value: &str) {
+    let field = driver.find(By::Name(name)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(value).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_works_the_console_in_a_real_browser() {
+    if !support::sandboxes_available() {
+        return;
+    }
+    let Some(chromedriver) = chromedriver() else { return };
+    let model = FakeModel::start().await;
+    let app: TestApp = spawn_app_with_model(Backend::Sqlite, Some(model.base_url())).await.unwrap();
+    let tenant = app.platform.find_tenant("default").await.unwrap();
+    let hash = openma_server::console::hash_password(PASSWORD).unwrap();
+    app.platform.add_member("pat@example.com", &hash, &tenant.id, openma_core::accounts::Role::Owner).await.unwrap();
+    // an agent whose bash needs a confirmation
+    let careful = app
+        .ok("/v1/agents", json!({"name": "careful", "model": "claude-sonnet-4-6",
+            "tools": [{"type": "agent_toolset_20260401", "configs": [{"name": "bash", "permission_policy": {"type": "always_ask"}}]}]}))
+        .await;
+
+    let mut caps = DesiredCapabilities::chrome();
+    for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1200,900"] {
+        caps.add_arg(arg).unwrap();
+    }
+    let driver = WebDriver::new(&chromedriver.url, caps).await.expect("a browser session");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut shots = Shots { dir, n: 0 };
+
+    // signed out, the console asks to sign in
+    driver.goto(format!("{}/console", app.base)).await.unwrap();
+    assert!(driver.current_url().await.unwrap().path().ends_with("/console/login"));
+    fill(&driver, "email", "pat@example.com").await;
+    fill(&driver, "password", PASSWORD).await;
+    shots.take(&driver, "sign-in").await;
+    driver.find(By::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_for(&driver, "Recent sessions").await;
+    shots.take(&driver, "dashboard").await;
+
+    // create an agent from the form
+    driver.goto(format!("{}/console/agents", app.base)).await.unwrap();
+    fill(&driver, "name", "from-the-browser").await;
+    driver.find(By::Css("form[action='/console/agents'] button")).await.unwrap().click().await.unwrap();
+    wait_for(&driver, "from-the-browser").await;
+    assert!(driver.current_url().await.unwrap().path().starts_with("/console/agents/agent_"));
+    shots.take(&driver, "agent-created").await;
+
+    // start a session with the careful agent, send a message, confirm its tool call
+    driver.goto(format!("{}/console/agents/{}", app.base, careful["id"].as_str().unwrap())).await.unwrap();
+    driver.find(By::Id("start-session")).await.unwrap().click().await.unwrap();
+    wait_for(&driver, "id=\"timeline\"").await;
+    model.script(vec![Reply::tool_use("bash", json!({"command": "echo from-the-sandbox"})), Reply::text("The browser saw this live.")]);
+    fill(&driver, "text", "please run it").await;
+    driver.find(By::Css("#send button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_for(&driver, "Allow").await;
+    shots.take(&driver, "confirmation-asked").await;
+    driver.find(By::XPath("//button[text()='Allow']")).await.unwrap().click().await.unwrap();
+    let page = wait_for(&driver, "The browser saw this live.").await;
+    assert!(page.contains("from-the-sandbox"), "the tool's result is under its call");
+    shots.take(&driver, "answer-live").await;
+
+    // upload a file, then download it with the browser's cookie
+    let upload = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(upload.path(), "uploaded from chromium").unwrap();
+    driver.goto(format!("{}/console/files", app.base)).await.unwrap();
+    driver.find(By::Css("input[type=file]")).await.unwrap().send_keys(upload.path().to_str().unwrap()).await.unwrap();
+    driver.find(By::Css("#upload button")).await.unwrap().click().await.unwrap();
+    let name = upload.path().file_name().unwrap().to_str().unwrap().to_owned();
+    let files = wait_for(&driver, &format!(">{name}</a>")).await;
+    shots.take(&driver, "file-uploaded").await;
+    let href = files.split("href=\"/v1/files/").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let cookie = driver.get_named_cookie("openma_console").await.unwrap();
+    let body = reqwest::Client::new()
+        .get(format!("{}/v1/files/{href}", app.base))
+        .header("cookie", format!("openma_console={}", cookie.value))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "uploaded from chromium");
+
+    // create an API key (shown once) and revoke it
+    driver.goto(format!("{}/console/api-keys", app.base)).await.unwrap();
+    fill(&driver, "name", "made-in-chromium").await;
+    driver.find(By::Css("form[action='/console/api-keys'] button")).await.unwrap().click().await.unwrap();
+    let shown = wait_for(&driver, "id=\"new-key\"").await;
+    shots.take(&driver, "api-key-shown-once").await;
+    let secret = shown.split("<pre id=\"new-key\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    assert_eq!(app.http.get(format!("{}/v1/agents", app.base)).bearer_auth(&secret).send().await.unwrap().status(), 200);
+    driver.goto(format!("{}/console/api-keys", app.base)).await.unwrap();
+    let revoke = format!("//tr[td[text()='made-in-chromium']]//button[text()='Revoke']");
+    driver.find(By::XPath(&revoke)).await.unwrap().click().await.unwrap();
+    wait_for(&driver, "revoked").await;
+    shots.take(&driver, "api-key-revoked").await;
+    assert_eq!(app.http.get(format!("{}/v1/agents", app.base)).bearer_auth(&secret).send().await.unwrap().status(), 401);
+
+    // sign out: back to the sign-in page, and the console is closed again
+    driver.find(By::XPath("//button[text()='Sign out']")).await.unwrap().click().await.unwrap();
+    wait_for(&driver, "Sign in").await;
+    driver.goto(format!("{}/console", app.base)).await.unwrap();
+    assert!(driver.current_url().await.unwrap().path().ends_with("/console/login"));
+    shots.take(&driver, "signed-out").await;
+    driver.quit().await.unwrap();
+    assert_eq!(shots.n, 9, "a screenshot of every step");
+}

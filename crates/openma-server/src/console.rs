@@ -45,6 +45,11 @@ pub fn routes() -> Router<AppState> {
         .route("/console/vaults", get(vaults_page))
         .route("/console/files", get(files_page))
         .route("/console/memory", get(memory_page))
+        .route("/console/memory/{store_id}", get(memory_store_page))
+        .route("/console/memory/{store_id}/versions/{version_id}/redact", post(redact_version))
+        .route("/console/vaults/{vault_id}/credentials", post(add_credential))
+        .route("/console/skills", get(skills_page))
+        .route("/console/model-cards", get(model_cards_page).post(create_model_card))
         .route("/console/sessions", get(sessions_page).post(start_session))
         .route("/console/sessions/{session_id}", get(session_page))
 }
@@ -150,6 +155,8 @@ fn page(title: &str, member: Option<&ConsoleSession>, body: Markup) -> Markup {
                             a href="/console/vaults" { "Vaults" } " "
                             a href="/console/files" { "Files" } " "
                             a href="/console/memory" { "Memory" } " "
+                            a href="/console/skills" { "Skills" } " "
+                            a href="/console/model-cards" { "Model cards" } " "
                             a href="/console/api-keys" { "API keys" }
                         }
                     }
@@ -686,9 +693,21 @@ async fn vaults_page(State(app): State<AppState>, Member(m): Member) -> Response
                 format!("{} ({kind})", c.display_name.clone().unwrap_or_else(|| c.id.clone()))
             })
             .collect();
-        rows.push(vec![html! { code { (v.id) } }, html! { (v.display_name) }, html! { (if names.is_empty() { "none".to_owned() } else { names.join(", ") }) }]);
+        let add = html! {
+            details {
+                summary { "Add an MCP bearer token" }
+                form method="post" action={ "/console/vaults/" (v.id) "/credentials" } {
+                    input type="hidden" name="csrf" value=(m.csrf_token);
+                    label { "Name " input name="display_name"; }
+                    label { "MCP server URL " input type="url" name="mcp_server_url" required; }
+                    label { "Token " input type="password" name="token" autocomplete="off" required; }
+                    button type="submit" { "Add" }
+                }
+            }
+        };
+        rows.push(vec![html! { code { (v.id) } }, html! { (v.display_name) }, html! { (if names.is_empty() { "none".to_owned() } else { names.join(", ") }) (add) }]);
     }
-    let note = html! { p { "Secrets are write-only: they are set through the API (or " code { "openma vaults" } ") and never shown." } };
+    let note = html! { p { "Secrets are write-only: once saved they are never shown again, here or in the API." } };
     table_page(&m, "Vaults", "No vaults.", &["Vault", "Name", "Credentials"], rows, note)
 }
 
@@ -736,8 +755,186 @@ async fn memory_page(State(app): State<AppState>, Member(m): Member) -> Response
         Ok(s) => s.data,
         Err(e) => return domain_error(&m, e),
     };
-    let rows = stores.iter().map(|s| vec![html! { code { (s.id) } }, html! { (s.name) }, html! { (s.description) }]).collect();
+    let rows = stores.iter().map(|s| vec![html! { a href={ "/console/memory/" (s.id) } { code { (s.id) } } }, html! { (s.name) }, html! { (s.description) }]).collect();
     table_page(&m, "Memory stores", "No memory stores.", &["Store", "Name", "Description"], rows, html! {})
+}
+
+#[derive(Deserialize)]
+struct CredentialForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    display_name: String,
+    mcp_server_url: String,
+    token: String,
+}
+
+async fn add_credential(State(app): State<AppState>, Member(m): Member, crate::extract::ApiPath(vault_id): crate::extract::ApiPath<String>, Form(f): Form<CredentialForm>) -> Response {
+    if !csrf_ok(&m, &f.csrf) {
+        return forbidden(&m, STALE_FORM);
+    }
+    let mut body = serde_json::json!({"auth": {"type": "static_bearer", "mcp_server_url": f.mcp_server_url.trim(), "token": f.token}});
+    if !f.display_name.trim().is_empty() {
+        body["display_name"] = serde_json::json!(f.display_name.trim());
+    }
+    let req = match serde_json::from_value(body) {
+        Ok(r) => r,
+        Err(e) => return failed(&m, StatusCode::BAD_REQUEST, &format!("The credential is not valid: {e}")),
+    };
+    match app.platform.create_credential(&m.tenant, &vault_id, &req).await {
+        Ok(_) => Redirect::to("/console/vaults").into_response(),
+        Err(e) => domain_error(&m, e),
+    }
+}
+
+/// A memory store: its memories by path (content shown), their versions, and redaction.
+async fn memory_store_page(State(app): State<AppState>, Member(m): Member, crate::extract::ApiPath(id): crate::extract::ApiPath<String>) -> Response {
+    let store = match app.platform.get_memory_store(&m.tenant, &id).await {
+        Ok(s) => s,
+        Err(e) => return domain_error(&m, e),
+    };
+    let params = openma_core::platform::MemoryListParams { limit: Some(100), full: true, ..Default::default() };
+    let memories = match app.platform.list_memories(&m.tenant, &id, &params).await {
+        Ok(p) => p.data,
+        Err(e) => return domain_error(&m, e),
+    };
+    let versions = match app.platform.list_memory_versions(&m.tenant, &id, &openma_core::ports::VersionFilter::default(), &all(), false).await {
+        Ok(p) => p.data,
+        Err(e) => return domain_error(&m, e),
+    };
+    page(
+        &store.name,
+        Some(&m),
+        html! {
+            h1 { (store.name) }
+            p { code { (store.id) } " · " (store.description) }
+            h2 { "Memories" }
+            @if memories.is_empty() { p.empty { "This store holds no memories yet." } }
+            @for item in &memories {
+                @if let openma_types::memory::MemoryListItem::Memory(mem) = item {
+                    details { summary { code { (mem.path) } " · " (mem.content_size_bytes) " bytes" } pre { (mem.content.clone().unwrap_or_default()) } }
+                }
+            }
+            h2 { "Versions" }
+            table {
+                thead { tr { th { "Version" } th { "Operation" } th { "Path" } th { "By" } th { "" } } }
+                tbody { @for v in &versions {
+                    tr {
+                        td { code { (v.id) } }
+                        td { (serde_json::to_value(v.operation).ok().and_then(|o| o.as_str().map(str::to_owned)).unwrap_or_default()) }
+                        td { (v.path.clone().unwrap_or_else(|| "(redacted)".into())) }
+                        td { (v.created_by.as_ref().map(|a| serde_json::to_value(a).ok().and_then(|j| j["type"].as_str().map(str::to_owned)).unwrap_or_default()).unwrap_or_default()) }
+                        td { @if v.path.is_some() {
+                            form method="post" action={ "/console/memory/" (store.id) "/versions/" (v.id) "/redact" } {
+                                input type="hidden" name="csrf" value=(m.csrf_token);
+                                button type="submit" { "Redact" }
+                            }
+                        } }
+                    }
+                } }
+            }
+        },
+    )
+    .into_response()
+}
+
+async fn redact_version(
+    State(app): State<AppState>,
+    Member(m): Member,
+    crate::extract::ApiPath((store_id, version_id)): crate::extract::ApiPath<(String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if !csrf_ok(&m, &f.csrf) {
+        return forbidden(&m, STALE_FORM);
+    }
+    let by = openma_types::memory::Actor::UserActor { user_id: m.user_id.clone() };
+    match app.platform.redact_memory_version(&m.tenant, &store_id, &version_id, &by).await {
+        Ok(_) => Redirect::to(&format!("/console/memory/{store_id}")).into_response(),
+        Err(e) => domain_error(&m, e),
+    }
+}
+
+async fn skills_page(State(app): State<AppState>, Member(m): Member) -> Response {
+    let skills = match app.platform.list_skills(&m.tenant, &all(), None).await {
+        Ok(s) => s.data,
+        Err(e) => return domain_error(&m, e),
+    };
+    let rows = skills
+        .iter()
+        .map(|k| {
+            vec![
+                html! { code { (k.id) } },
+                html! { (k.display_name) },
+                html! { a href={ "/v1/skills/" (k.id) "/versions/" (k.latest_version_id) "/content" } { "latest (zip)" } },
+            ]
+        })
+        .collect();
+    table_page(&m, "Skills", "No skills yet: upload one with the API (`POST /v1/skills`).", &["Skill", "Name", "Download"], rows, html! {})
+}
+
+#[derive(Deserialize)]
+struct CardForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    provider: String,
+    #[serde(default)]
+    models: String,
+    #[serde(default)]
+    base_url: String,
+    api_key: String,
+}
+
+async fn model_cards_page(State(app): State<AppState>, Member(m): Member) -> Response {
+    let cards = match app.platform.list_model_cards(&m.tenant, &all()).await {
+        Ok(c) => c.data,
+        Err(e) => return domain_error(&m, e),
+    };
+    let rows = cards
+        .iter()
+        .map(|c| {
+            vec![
+                html! { (c.name) },
+                html! { (serde_json::to_value(c.provider).ok().and_then(|p| p.as_str().map(str::to_owned)).unwrap_or_default()) },
+                html! { (c.models.join(", ")) },
+                html! { "…" (c.api_key_hint.clone().unwrap_or_default()) },
+            ]
+        })
+        .collect();
+    let form = html! {
+        h2 { "New model card" }
+        form method="post" action="/console/model-cards" {
+            input type="hidden" name="csrf" value=(m.csrf_token);
+            label { "Name " input name="name" required; }
+            label { "Provider "
+                select name="provider" { @for p in ["anthropic", "anthropic_compatible", "openai", "openai_compatible"] { option value=(p) { (p) } } }
+            }
+            label { "Models (comma-separated) " input name="models"; }
+            label { "Base URL " input type="url" name="base_url"; }
+            label { "API key " input type="password" name="api_key" autocomplete="off" required; }
+            button type="submit" { "Create" }
+        }
+    };
+    table_page(&m, "Model cards", "No model cards: sessions use the server's provider keys.", &["Name", "Provider", "Models", "Key"], rows, form)
+}
+
+async fn create_model_card(State(app): State<AppState>, Member(m): Member, Form(f): Form<CardForm>) -> Response {
+    if !csrf_ok(&m, &f.csrf) {
+        return forbidden(&m, STALE_FORM);
+    }
+    let models: Vec<&str> = f.models.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let mut body = serde_json::json!({"name": f.name.trim(), "provider": f.provider, "api_key": f.api_key, "models": models});
+    if !f.base_url.trim().is_empty() {
+        body["base_url"] = serde_json::json!(f.base_url.trim());
+    }
+    let req = match serde_json::from_value(body) {
+        Ok(r) => r,
+        Err(e) => return failed(&m, StatusCode::BAD_REQUEST, &format!("The model card is not valid: {e}")),
+    };
+    match app.platform.create_model_card(&m.tenant, &req).await {
+        Ok(_) => Redirect::to("/console/model-cards").into_response(),
+        Err(e) => domain_error(&m, e),
+    }
 }
 
 fn status_of(s: &openma_types::sessions::Session) -> String {

@@ -320,3 +320,58 @@ async fn environments_vaults_files_and_memory_pages() {
         .unwrap();
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_redaction_credentials_and_model_cards_from_the_console() {
+    let app = support::spawn_app(Backend::Sqlite).await.unwrap();
+    let tenant = app.platform.find_tenant("default").await.unwrap();
+    let hash = openma_server::console::hash_password(PASSWORD).unwrap();
+    app.platform.add_member("mo@example.com", &hash, &tenant.id, openma_core::accounts::Role::Admin).await.unwrap();
+    let store = app.ok("/v1/memory_stores", json!({"name": "notes"})).await["id"].as_str().unwrap().to_owned();
+    let mem = app.ok(&format!("/v1/memory_stores/{store}/memories"), json!({"path": "/secret-plan.md", "content": "launch on thursday"})).await["id"].as_str().unwrap().to_owned();
+    // the first version becomes history, which may be redacted (the current one may not)
+    app.ok(&format!("/v1/memory_stores/{store}/memories/{mem}"), json!({"content": "launch on friday"})).await;
+    let vault = app.ok("/v1/vaults", json!({"display_name": "v"})).await["id"].as_str().unwrap().to_owned();
+    let http = browser();
+    let cookie = cookie_of(&sign_in(&app, &http, "mo@example.com", PASSWORD).await);
+    let get = |path: String| {
+        let (http, url, cookie) = (http.clone(), format!("{}{path}", app.base), cookie.clone());
+        async move { http.get(url).header("cookie", cookie).send().await.unwrap().text().await.unwrap() }
+    };
+    let page = get(format!("/console/memory/{store}")).await;
+    assert!(page.contains("/secret-plan.md") && page.contains("launch on friday"), "{page}");
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    // newest first: the second form redacts the older version
+    let action = page.split("action=\"/console/memory/").nth(2).unwrap().split('"').next().unwrap().to_owned();
+    let redacted = http.post(format!("{}/console/memory/{action}", app.base)).header("cookie", &cookie).form_body(&[("csrf", &csrf)]).send().await.unwrap();
+    assert!(redacted.status().is_redirection(), "{}", redacted.status());
+    let versions = app.get(&format!("/v1/memory_stores/{store}/memory_versions")).await.body;
+    let v = versions["data"].as_array().unwrap().iter().find(|v| v["path"].is_null()).expect("a redacted version");
+    assert_eq!(v["redacted_by"]["type"], "user_actor", "{versions}");
+
+    // a credential added from the console is stored sealed and never shown
+    let added = http
+        .post(format!("{}/console/vaults/{vault}/credentials", app.base))
+        .header("cookie", &cookie)
+        .form_body(&[("csrf", &csrf), ("display_name", "docs"), ("mcp_server_url", "https://mcp.example.com/mcp"), ("token", "console-token-77q")])
+        .send()
+        .await
+        .unwrap();
+    assert!(added.status().is_redirection(), "{}", added.status());
+    let vaults = get("/console/vaults".into()).await;
+    assert!(vaults.contains("docs (static_bearer)") && !vaults.contains("console-token-77q"), "{vaults}");
+    assert!(!app.get(&format!("/v1/vaults/{vault}/credentials")).await.body.to_string().contains("console-token-77q"));
+
+    // a model card's key is write-only: the list shows only its hint
+    let made = http
+        .post(format!("{}/console/model-cards", app.base))
+        .header("cookie", &cookie)
+        .form_body(&[("csrf", &csrf), ("name", "house"), ("provider", "openai_compatible"), ("models", "llama-3.3-70b"), ("base_url", "https://llm.example.com"), ("api_key", "sk-house-key-9931")])
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_redirection(), "{}", made.status());
+    let cards = get("/console/model-cards".into()).await;
+    assert!(cards.contains("house") && cards.contains("llama-3.3-70b") && cards.contains("9931") && !cards.contains("sk-house-key"), "{cards}");
+    assert!(get("/console/skills".into()).await.contains("No skills yet"));
+}

@@ -52,6 +52,8 @@ pub fn routes() -> Router<AppState> {
         .route("/console/model-cards", get(model_cards_page).post(create_model_card))
         .route("/console/sessions", get(sessions_page).post(start_session))
         .route("/console/sessions/{session_id}", get(session_page))
+        // pages are text: gzip them for browsers that ask (never the API's event streams)
+        .layer(tower_http::compression::CompressionLayer::new())
 }
 
 /// An argon2id hash of `password` (for `openma users …`).

@@ -183,3 +183,51 @@ async fn a_member_works_the_console_in_a_real_browser() {
     driver.quit().await.unwrap();
     assert_eq!(shots.n, 9, "a screenshot of every step");
 }
+
+/// The session page with 1,000 events, in Chromium: everything renders; prints the bytes
+/// transferred and the time to render (recorded in docs/benchmarks.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_page_with_a_thousand_events_renders_and_is_measured() {
+    let Some(chromedriver) = chromedriver() else { return };
+    let model = FakeModel::start().await;
+    let app: TestApp = spawn_app_with_model(Backend::Sqlite, Some(model.base_url())).await.unwrap();
+    let tenant = app.platform.find_tenant("default").await.unwrap();
+    let hash = openma_server::console::hash_password(PASSWORD).unwrap();
+    app.platform.add_member("pat@example.com", &hash, &tenant.id, openma_core::accounts::Role::Owner).await.unwrap();
+    let agent = app.agent("chatty").await;
+    let sid = app.ok("/v1/sessions", json!({"agent": agent["id"]})).await["id"].as_str().unwrap().to_owned();
+    // turns until the log holds at least 1,000 events
+    let mut n = 0;
+    while n < 1000 {
+        model.script(vec![Reply::text("An answer of a few words, one of many.")]);
+        let mut stream = support::SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+        app.ok(&format!("/v1/sessions/{sid}/events"), json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "next"}]}]})).await;
+        stream.until(support::settled).await;
+        n = app.get(&format!("/v1/sessions/{sid}/events?limit=1000")).await.body["data"].as_array().unwrap().len();
+    }
+    let mut caps = DesiredCapabilities::chrome();
+    for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"] {
+        caps.add_arg(arg).unwrap();
+    }
+    let driver = WebDriver::new(&chromedriver.url, caps).await.expect("a browser session");
+    driver.goto(format!("{}/console/login", app.base)).await.unwrap();
+    fill(&driver, "email", "pat@example.com").await;
+    fill(&driver, "password", PASSWORD).await;
+    driver.find(By::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_for(&driver, "Recent sessions").await;
+    driver.goto(format!("{}/console/sessions/{sid}", app.base)).await.unwrap();
+    let rendered = driver
+        .execute("const nav = performance.getEntriesByType('navigation')[0]; return [document.querySelectorAll('#timeline > li').length, nav.transferSize, nav.encodedBodySize, nav.domContentLoadedEventEnd, nav.loadEventEnd];", vec![])
+        .await
+        .unwrap()
+        .json()
+        .clone();
+    let items = rendered[0].as_u64().unwrap();
+    // user and agent messages plus usage lines: every displayable event of the log
+    assert!(items >= 400, "the timeline shows the session's events: {rendered}");
+    println!(
+        "session page, {n} events: {items} timeline items, {} bytes transferred ({} body), DOMContentLoaded {:.0} ms, load {:.0} ms",
+        rendered[1], rendered[2], rendered[3].as_f64().unwrap_or(0.0), rendered[4].as_f64().unwrap_or(0.0)
+    );
+    driver.quit().await.unwrap();
+}

@@ -50,6 +50,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/vaults/{vault_id}/credentials", post(add_credential))
         .route("/console/skills", get(skills_page))
         .route("/console/model-cards", get(model_cards_page).post(create_model_card))
+        .route("/console/usage", get(usage_page))
         .route("/console/sessions", get(sessions_page).post(start_session))
         .route("/console/sessions/{session_id}", get(session_page))
         // pages are text: gzip them for browsers that ask (never the API's event streams)
@@ -159,6 +160,7 @@ fn page(title: &str, member: Option<&ConsoleSession>, body: Markup) -> Markup {
                             a href="/console/memory" { "Memory" } " "
                             a href="/console/skills" { "Skills" } " "
                             a href="/console/model-cards" { "Model cards" } " "
+                            a href="/console/usage" { "Usage" } " "
                             a href="/console/api-keys" { "API keys" }
                         }
                     }
@@ -281,6 +283,8 @@ async fn dashboard(State(app): State<AppState>, Member(m): Member) -> Response {
     let recent = ListParams { limit: Some(10), ..Default::default() };
     let sessions = app.platform.list_sessions(&m.tenant, &recent, &SessionFilter::default()).await;
     let agents = app.platform.list_agents(&m.tenant, &recent).await;
+    let month = openma_core::ports::UsageQuery { group_by: Vec::new(), from: Some(app.platform.clock.now().as_micros() - 30 * 86_400_000_000), to: None };
+    let spent: i64 = app.platform.store.usage_report(&m.tenant, &month).await.map(|rows| rows.iter().map(|r| r.amount_micros).sum()).unwrap_or(0);
     let (Ok(sessions), Ok(agents)) = (sessions, agents) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, page("Error", Some(&m), html! { p.error { "The dashboard could not be read; see the server log." } })).into_response();
     };
@@ -289,6 +293,7 @@ async fn dashboard(State(app): State<AppState>, Member(m): Member) -> Response {
         Some(&m),
         html! {
             h1 { "Dashboard" }
+            p { "List cost of the last 30 days: " strong { (dollars(spent)) } " · " a href="/console/usage" { "usage by day, agent and model" } }
             h2 { "Recent sessions" }
             @if sessions.data.is_empty() {
                 p.empty { "No sessions yet. Start one with " code { "openma chat --agent NAME" } " or the API." }
@@ -939,6 +944,60 @@ async fn create_model_card(State(app): State<AppState>, Member(m): Member, Form(
     }
 }
 
+fn dollars(micros: i64) -> String {
+    format!("${:.2}", micros as f64 / 1e6)
+}
+
+/// The last 30 days of the tenant's usage: list cost per day as a bar chart, and a table
+/// per agent and model.
+async fn usage_page(State(app): State<AppState>, Member(m): Member) -> Response {
+    use openma_core::ports::{UsageGroup, UsageQuery};
+    let now = app.platform.clock.now().as_micros();
+    let from = now - 30 * 86_400_000_000;
+    let query = |group_by: Vec<UsageGroup>| UsageQuery { group_by, from: Some(from), to: None };
+    let by_day = app.platform.store.usage_report(&m.tenant, &query(vec![UsageGroup::Day])).await;
+    let by_agent = app.platform.store.usage_report(&m.tenant, &query(vec![UsageGroup::Agent, UsageGroup::Model])).await;
+    let (Ok(by_day), Ok(by_agent)) = (by_day, by_agent) else {
+        return failed(&m, StatusCode::INTERNAL_SERVER_ERROR, "The usage could not be read.");
+    };
+    let today = now / 86_400_000_000;
+    let days: Vec<(i64, i64)> = (today - 29..=today).map(|d| (d, by_day.iter().filter(|r| r.day == Some(d)).map(|r| r.amount_micros).sum())).collect();
+    let max = days.iter().map(|d| d.1).max().unwrap_or(0).max(1);
+    let total: i64 = days.iter().map(|d| d.1).sum();
+    let (w, h) = (600i64, 120i64);
+    let bar = w / 30;
+    let date = |d: i64| openma_types::Timestamp::from_micros(d * 86_400_000_000).to_string().chars().take(10).collect::<String>();
+    page(
+        "Usage",
+        Some(&m),
+        html! {
+            h1 { "Usage" }
+            p { "Last 30 days at list prices: " strong #usage-total { (dollars(total)) } }
+            svg width=(w) height=(h + 20) viewBox={ "0 0 " (w) " " (h + 20) } role="img" aria-label="list cost per day" style="max-width:100%" {
+                @for (i, (d, amount)) in days.iter().enumerate() {
+                    @let bh = amount * h / max;
+                    rect x=(i as i64 * bar + 1) y=(h - bh) width=(bar - 2) height=(bh.max(1)) fill="#0a66c2" {
+                        title { (date(*d)) ": " (dollars(*amount)) }
+                    }
+                }
+                text x="0" y=(h + 15) font-size="11" { (date(today - 29)) }
+                text x=(w) y=(h + 15) font-size="11" text-anchor="end" { (date(today)) }
+            }
+            h2 { "By agent and model" }
+            @if by_agent.is_empty() { p.empty { "No usage in the last 30 days." } }
+            @else {
+                table {
+                    thead { tr { th { "Agent" } th { "Model" } th { "Quantity" } th { "List cost" } } }
+                    tbody { @for r in &by_agent {
+                        tr { td { code { (r.agent_id.clone().unwrap_or_default()) } } td { (r.model.clone().unwrap_or_default()) } td { (r.quantity) } td { (dollars(r.amount_micros)) } }
+                    } }
+                }
+            }
+        },
+    )
+    .into_response()
+}
+
 fn status_of(s: &openma_types::sessions::Session) -> String {
     serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
@@ -1038,6 +1097,8 @@ async fn session_page(State(app): State<AppState>, Member(m): Member, crate::ext
                 button type="submit" { "Send" }
                 " "
                 button type="button" #interrupt { "Interrupt" }
+                " "
+                button type="button" #archive { "Archive" }
             }
             p #problem .error role="alert" {}
             script type="application/json" #initial { (maud::PreEscaped(initial)) }
@@ -1076,6 +1137,7 @@ const stream=new EventSource('/v1/sessions/'+SESSION+'/events/stream');const onE
 for(const t of ['user.message','agent.message','agent.thinking','agent.tool_use','agent.mcp_tool_use','agent.custom_tool_use','agent.tool_result','agent.mcp_tool_result','user.custom_tool_result','user.tool_confirmation','user.interrupt','session.error','session.usage','session.status_idle','session.status_running','session.status_terminated'])stream.addEventListener(t,onEvent);
 document.getElementById('send').onsubmit=ev=>{ev.preventDefault();const t=ev.target.text;const v=t.value.trim();if(!v)return;post([{type:'user.message',content:[{type:'text',text:v}]}]).then(()=>{t.value=''})};
 document.getElementById('interrupt').onclick=()=>post([{type:'user.interrupt'}]);
+document.getElementById('archive').onclick=()=>fetch('/v1/sessions/'+SESSION+'/archive',{method:'POST',headers:{'x-csrf-token':CSRF}}).then(r=>r.json()).then(j=>{if(j.error)document.getElementById('problem').textContent=j.error.message;else document.getElementById('status').textContent='archived'});
 "#;
 
 #[cfg(test)]

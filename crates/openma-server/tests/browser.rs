@@ -2,7 +2,7 @@
 //! driven over WebDriver): sign in, create an agent, start a session, send a message and
 //! watch the fake model's reply appear live without reloading, confirm an `always_ask`
 //! tool call from the page, upload and download a file, create and revoke an API key, sign
-//! out. A screenshot of each step is saved under `target/tmp/console-screenshots/`.
+//! out, archive the session, read the usage page. A screenshot of each step is saved under `target/tmp/console-screenshots/`.
 
 mod support;
 
@@ -136,6 +136,11 @@ async fn a_member_works_the_console_in_a_real_browser() {
     let page = wait_for(&driver, "The browser saw this live.").await;
     assert!(page.contains("from-the-sandbox"), "the tool's result is under its call");
     shots.take(&driver, "answer-live").await;
+    driver.find(By::Id("archive")).await.unwrap().click().await.unwrap();
+    wait_for(&driver, "id=\"status\">archived").await;
+    let session_url = driver.current_url().await.unwrap();
+    let archived_id = session_url.path().rsplit('/').next().unwrap().to_owned();
+    assert!(app.get(&format!("/v1/sessions/{archived_id}")).await.body["archived_at"].is_string());
 
     // upload a file, then download it with the browser's cookie
     let upload = tempfile::NamedTempFile::new().unwrap();
@@ -174,6 +179,10 @@ async fn a_member_works_the_console_in_a_real_browser() {
     shots.take(&driver, "api-key-revoked").await;
     assert_eq!(app.http.get(format!("{}/v1/agents", app.base)).bearer_auth(&secret).send().await.unwrap().status(), 401);
 
+    driver.goto(format!("{}/console/usage", app.base)).await.unwrap();
+    wait_for(&driver, "usage-total").await;
+    shots.take(&driver, "usage").await;
+
     // sign out: back to the sign-in page, and the console is closed again
     driver.find(By::XPath("//button[text()='Sign out']")).await.unwrap().click().await.unwrap();
     wait_for(&driver, "Sign in").await;
@@ -181,7 +190,7 @@ async fn a_member_works_the_console_in_a_real_browser() {
     assert!(driver.current_url().await.unwrap().path().ends_with("/console/login"));
     shots.take(&driver, "signed-out").await;
     driver.quit().await.unwrap();
-    assert_eq!(shots.n, 9, "a screenshot of every step");
+    assert_eq!(shots.n, 10, "a screenshot of every step");
 }
 
 /// The session page with 1,000 events, in Chromium: everything renders; prints the bytes

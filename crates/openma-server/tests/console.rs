@@ -375,3 +375,31 @@ async fn memory_redaction_credentials_and_model_cards_from_the_console() {
     assert!(cards.contains("house") && cards.contains("llama-3.3-70b") && cards.contains("9931") && !cards.contains("sk-house-key"), "{cards}");
     assert!(get("/console/skills".into()).await.contains("No skills yet"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_charted_per_day_and_tabled_per_agent_and_model() {
+    let model = openma_fake_model::FakeModel::start().await;
+    let app = support::spawn_app_with_model(Backend::Sqlite, Some(model.base_url())).await.unwrap();
+    let tenant = app.platform.find_tenant("default").await.unwrap();
+    let hash = openma_server::console::hash_password(PASSWORD).unwrap();
+    app.platform.add_member("ana@example.com", &hash, &tenant.id, openma_core::accounts::Role::Member).await.unwrap();
+    let http = browser();
+    let cookie = cookie_of(&sign_in(&app, &http, "ana@example.com", PASSWORD).await);
+    let get = |path: &str| {
+        let (http, url, cookie) = (http.clone(), format!("{}{path}", app.base), cookie.clone());
+        async move { http.get(url).header("cookie", cookie).send().await.unwrap().text().await.unwrap() }
+    };
+    assert!(get("/console/usage").await.contains("No usage in the last 30 days."));
+    let agent = app.agent("metered").await;
+    let sid = app.ok("/v1/sessions", json!({"agent": agent["id"]})).await["id"].as_str().unwrap().to_owned();
+    model.script(vec![openma_fake_model::Reply::text("counted").usage(openma_fake_model::ScriptUsage { input_tokens: 1_000_000, output_tokens: 100_000, ..Default::default() })]);
+    let mut stream = support::SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+    app.ok(&format!("/v1/sessions/{sid}/events"), json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "hi"}]}]})).await;
+    stream.until(support::settled).await;
+    // Sonnet list prices: $3 per million input tokens, $15 per million output tokens
+    let page = get("/console/usage").await;
+    assert!(page.contains("<rect") && page.contains("claude-sonnet-4-6") && page.contains(agent["id"].as_str().unwrap()), "{page}");
+    let total = page.split("id=\"usage-total\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    assert!(total.starts_with("$4.5"), "{total}");
+    assert!(get("/console").await.contains(&total), "the dashboard shows the same figure");
+}

@@ -51,6 +51,9 @@ pub fn routes() -> Router<AppState> {
         .route("/console/skills", get(skills_page))
         .route("/console/model-cards", get(model_cards_page).post(create_model_card))
         .route("/console/usage", get(usage_page))
+        .route("/console/integrations", get(integrations_page).post(create_integration))
+        .route("/console/integrations/{integration_id}/check", post(check_integration))
+        .route("/console/integrations/{integration_id}/delete", post(delete_integration))
         .route("/console/sessions", get(sessions_page).post(start_session))
         .route("/console/sessions/{session_id}", get(session_page))
         // pages are text: gzip them for browsers that ask (never the API's event streams)
@@ -161,6 +164,7 @@ fn page(title: &str, member: Option<&ConsoleSession>, body: Markup) -> Markup {
                             a href="/console/skills" { "Skills" } " "
                             a href="/console/model-cards" { "Model cards" } " "
                             a href="/console/usage" { "Usage" } " "
+                            a href="/console/integrations" { "Integrations" } " "
                             a href="/console/api-keys" { "API keys" }
                         }
                     }
@@ -940,6 +944,143 @@ async fn create_model_card(State(app): State<AppState>, Member(m): Member, Form(
     };
     match app.platform.create_model_card(&m.tenant, &req).await {
         Ok(_) => Redirect::to("/console/model-cards").into_response(),
+        Err(e) => domain_error(&m, e),
+    }
+}
+
+async fn integrations_page(State(app): State<AppState>, Member(m): Member) -> Response {
+    integrations_view(&app, &m, None).await
+}
+
+/// The tenant's integrations (with their webhook paths to enter at the provider), a form per
+/// provider, and the outcome of a check when there is one.
+async fn integrations_view(app: &AppState, m: &ConsoleSession, outcome: Option<Result<String, String>>) -> Response {
+    let list = match app.platform.list_integrations(&m.tenant, &all()).await {
+        Ok(l) => l.data,
+        Err(e) => return domain_error(m, e),
+    };
+    let agents = app.platform.list_agents(&m.tenant, &all()).await.map(|p| p.data).unwrap_or_default();
+    let provider = |i: &openma_types::integrations::Integration| serde_json::to_value(i.provider).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    page(
+        "Integrations",
+        Some(m),
+        html! {
+            h1 { "Integrations" }
+            @match &outcome {
+                Some(Ok(says)) => p #check-result role="status" { "✓ " (says) },
+                Some(Err(why)) => p #check-result .error role="alert" { "✗ " (why) },
+                None => {},
+            }
+            @if list.is_empty() { p.empty { "No integrations: publish an agent to Slack, GitHub or Linear below." } }
+            @else {
+                table {
+                    thead { tr { th { "Provider" } th { "Name" } th { "Agent" } th { "Webhook path" } th { "" } } }
+                    tbody { @for i in &list {
+                        tr {
+                            td { (provider(i)) }
+                            td { (i.name.clone().unwrap_or_default()) }
+                            td { code { (i.agent_id) } }
+                            td { code { (i.events_path) } @if let Some(p) = &i.interactivity_path { br; code { (p) } } }
+                            td {
+                                form method="post" action={ "/console/integrations/" (i.id) "/check" } {
+                                    input type="hidden" name="csrf" value=(m.csrf_token);
+                                    button type="submit" { "Check" }
+                                }
+                                form method="post" action={ "/console/integrations/" (i.id) "/delete" } {
+                                    input type="hidden" name="csrf" value=(m.csrf_token);
+                                    button type="submit" { "Delete" }
+                                }
+                            }
+                        }
+                    } }
+                }
+            }
+            h2 { "Publish an agent" }
+            form method="post" action="/console/integrations" {
+                input type="hidden" name="csrf" value=(m.csrf_token);
+                label { "Provider " select name="provider" { option value="slack" { "Slack" } option value="github" { "GitHub" } option value="linear" { "Linear" } } }
+                label { "Agent " select name="agent_id" required { @for a in &agents { option value=(a.id) { (a.name) } } } }
+                label { "Name " input name="name"; }
+                label { "Signing (webhook) secret " input type="password" name="signing_secret" autocomplete="off" required; }
+                label { "Slack bot token / Linear token " input type="password" name="bot_token" autocomplete="off"; }
+                fieldset {
+                    legend { "GitHub App" }
+                    label { "App id " input name="app_id" inputmode="numeric"; }
+                    label { "App slug " input name="app_slug"; }
+                    label { "Private key (PEM) " textarea name="private_key" rows="4" autocomplete="off" {} }
+                    label { "Trigger label " input name="trigger_label"; }
+                }
+                label { "API base URL (GitHub Enterprise) " input type="url" name="api_base_url"; }
+                button type="submit" { "Publish" }
+            }
+        },
+    )
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct IntegrationForm {
+    #[serde(default)]
+    csrf: String,
+    provider: String,
+    agent_id: String,
+    #[serde(default)]
+    name: String,
+    signing_secret: String,
+    #[serde(default)]
+    bot_token: String,
+    #[serde(default)]
+    app_id: String,
+    #[serde(default)]
+    app_slug: String,
+    #[serde(default)]
+    private_key: String,
+    #[serde(default)]
+    trigger_label: String,
+    #[serde(default)]
+    api_base_url: String,
+}
+
+async fn create_integration(State(app): State<AppState>, Member(m): Member, Form(f): Form<IntegrationForm>) -> Response {
+    if !csrf_ok(&m, &f.csrf) {
+        return forbidden(&m, STALE_FORM);
+    }
+    let mut body = serde_json::json!({"provider": f.provider, "agent_id": f.agent_id, "signing_secret": f.signing_secret});
+    for (k, v) in [("name", &f.name), ("bot_token", &f.bot_token), ("app_id", &f.app_id), ("app_slug", &f.app_slug), ("private_key", &f.private_key), ("trigger_label", &f.trigger_label), ("api_base_url", &f.api_base_url)] {
+        if !v.trim().is_empty() {
+            body[k] = serde_json::json!(if k == "private_key" { v.as_str() } else { v.trim() });
+        }
+    }
+    let req: openma_types::integrations::CreateIntegrationRequest = match serde_json::from_value(body) {
+        Ok(r) => r,
+        Err(e) => return failed(&m, StatusCode::BAD_REQUEST, &format!("The integration is not valid: {e}")),
+    };
+    if let Some(url) = &req.api_base_url
+        && let Err(why) = crate::webhooks::check_destination(url, app.info.allow_private_fetch)
+    {
+        return failed(&m, StatusCode::BAD_REQUEST, &format!("`api_base_url`: {why}"));
+    }
+    match app.platform.create_integration(&m.tenant, &req).await {
+        Ok(_) => Redirect::to("/console/integrations").into_response(),
+        Err(e) => domain_error(&m, e),
+    }
+}
+
+/// The test button: calls the provider with the integration's credential and shows the answer.
+async fn check_integration(State(app): State<AppState>, Member(m): Member, crate::extract::ApiPath(id): crate::extract::ApiPath<String>, Form(f): Form<CsrfForm>) -> Response {
+    if !csrf_ok(&m, &f.csrf) {
+        return forbidden(&m, STALE_FORM);
+    }
+    let outcome = crate::integrations::check(&app, &m.tenant, &id).await;
+    integrations_view(&app, &m, Some(outcome)).await
+}
+
+async fn delete_integration(State(app): State<AppState>, Member(m): Member, crate::extract::ApiPath(id): crate::extract::ApiPath<String>, Form(f): Form<CsrfForm>) -> Response {
+    if !csrf_ok(&m, &f.csrf) {
+        return forbidden(&m, STALE_FORM);
+    }
+    match app.platform.delete_integration(&m.tenant, &id).await {
+        Ok(()) => Redirect::to("/console/integrations").into_response(),
         Err(e) => domain_error(&m, e),
     }
 }

@@ -50,6 +50,10 @@ async fn web_api(State(slack): State<Arc<FakeSlack>>, axum::extract::Path(method
             }
             None => axum::Json(json!({"ok": false, "error": "message_not_found"})),
         },
+        "auth.test" if slack.calls.lock().unwrap().last().is_some_and(|c| c.1 == format!("Bearer {BOT_TOKEN}")) => {
+            axum::Json(json!({"ok": true, "user": "openma-bot", "team": "Acme"}))
+        }
+        "auth.test" => axum::Json(json!({"ok": false, "error": "invalid_auth"})),
         _ => axum::Json(json!({"ok": false, "error": "unknown_method"})),
     }
 }
@@ -271,4 +275,50 @@ async fn integrations_are_validated() {
     let other = app.other_tenant("other").await;
     let r = app.call(reqwest::Method::GET, &format!("/v1/integrations/{}", made["id"].as_str().unwrap()), Some(&other), None).await;
     assert_eq!(r.status, 404);
+}
+
+/// The console's setup page: publish an agent to Slack from a form, check its token with
+/// the provider (the test button), and delete it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_publishes_checks_and_deletes_an_integration() {
+    let Some(app) = spawn_app_custom(Backend::Sqlite, None, |o| o.unsafe_allow_private_fetch = true).await else { return };
+    let (_slack, api) = fake_slack().await;
+    let agent = app.agent("published").await;
+    let tenant = app.platform.find_tenant("default").await.unwrap();
+    let password = "console password for slack";
+    let hash = openma_server::console::hash_password(password).unwrap();
+    app.platform.add_member("ops@example.com", &hash, &tenant.id, openma_core::accounts::Role::Admin).await.unwrap();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let form = |pairs: &[(&str, &str)]| url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+    let login = http
+        .post(format!("{}/console/login", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("email", "ops@example.com"), ("password", password)]))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let page = http.get(format!("{}/console/integrations", app.base)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("No integrations"), "{page}");
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let post = |path: String, pairs: Vec<(&'static str, String)>| {
+        let (http, cookie, base) = (http.clone(), cookie.clone(), app.base.clone());
+        async move {
+            let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str()))).finish();
+            http.post(format!("{base}{path}")).header("cookie", cookie).header("content-type", "application/x-www-form-urlencoded").body(body).send().await.unwrap()
+        }
+    };
+    let made = post("/console/integrations".into(), vec![
+        ("csrf", csrf.clone()), ("provider", "slack".into()), ("agent_id", agent["id"].as_str().unwrap().into()),
+        ("signing_secret", SIGNING_SECRET.into()), ("bot_token", BOT_TOKEN.into()), ("api_base_url", api.clone()),
+    ]).await;
+    assert!(made.status().is_redirection(), "{}", made.status());
+    let page = http.get(format!("{}/console/integrations", app.base)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("/integrations/slack/") && !page.contains(BOT_TOKEN) && !page.contains(SIGNING_SECRET), "{page}");
+    let id = page.split("action=\"/console/integrations/").nth(1).unwrap().split('/').next().unwrap().to_owned();
+    let checked = post(format!("/console/integrations/{id}/check"), vec![("csrf", csrf.clone())]).await.text().await.unwrap();
+    assert!(checked.contains("✓ Slack: signed in as openma-bot in Acme"), "{checked}");
+    let gone = post(format!("/console/integrations/{id}/delete"), vec![("csrf", csrf.clone())]).await;
+    assert!(gone.status().is_redirection());
+    assert!(app.get("/v1/integrations").await.body["data"].as_array().unwrap().is_empty());
 }

@@ -78,6 +78,15 @@ impl Tokens {
     }
 }
 
+/// `GET /app` with the App's JWT: the App id and private key belong together.
+pub(crate) async fn check(integration: &Integration, private_key: &str) -> Result<String, String> {
+    let app_id = integration.app_id.as_deref().ok_or("the integration has no app_id")?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs() as i64;
+    let jwt = app_jwt(app_id, private_key, now)?;
+    let a = super::get_json(&format!("{}/app", integration.api_base_url), &format!("Bearer {jwt}")).await?;
+    Ok(format!("GitHub: the App is {}", a["slug"].as_str().or(a["name"].as_str()).unwrap_or("?")))
+}
+
 /// The App's JWT: RS256 over `{iat: now - 60, exp: now + 540, iss: app_id}`.
 pub fn app_jwt(app_id: &str, private_key_pem: &str, now: i64) -> Result<String, String> {
     use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};

@@ -134,6 +134,16 @@ pub(crate) async fn reply(integration: &Integration, token: &str, agent_session:
     Ok(())
 }
 
+/// Linear's `viewer`: the token works; whom it acts as.
+pub(crate) async fn check(integration: &Integration, token: &str) -> Result<String, String> {
+    let auth = if token.starts_with("lin_api_") { token.to_owned() } else { format!("Bearer {token}") };
+    let a = post_json(&format!("{}/graphql", integration.api_base_url), &auth, &json!({"query": "{ viewer { id name } }"})).await?;
+    match a["data"]["viewer"]["name"].as_str() {
+        Some(name) => Ok(format!("Linear: acting as {name}")),
+        None => Err(format!("Linear refused the token: {}", a.get("errors").cloned().unwrap_or_default())),
+    }
+}
+
 /// `agentActivityCreate` through the GraphQL API.
 async fn activity(integration: &Integration, token: &str, agent_session: &str, kind: &str, body: &str) -> Result<(), String> {
     let query = "mutation AgentActivityCreate($input: AgentActivityCreateInput!) { agentActivityCreate(input: $input) { success } }";

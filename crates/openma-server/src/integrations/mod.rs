@@ -250,6 +250,31 @@ impl crate::runtime::TurnObserver for Replies {
     }
 }
 
+/// Checks that an integration's credential works against its provider (Slack `auth.test`,
+/// GitHub `GET /app` with the App's JWT, Linear's `viewer`): what it answers as, or why not.
+pub async fn check(app: &AppState, tenant: &TenantId, id: &str) -> Result<String, String> {
+    let stored = app.platform.store.get_integration(tenant, id).await.map_err(|e| e.to_string())?.ok_or("no such integration")?;
+    let secrets = app.platform.secrets.as_deref().ok_or("no root secret")?;
+    let (_, credential) = open_secrets(secrets, tenant, &stored).map_err(|e| e.to_string())?;
+    let i = &stored.integration;
+    match i.provider {
+        IntegrationProvider::Slack => slack::check(i, &credential).await,
+        IntegrationProvider::Github => github::check(i, &credential).await,
+        IntegrationProvider::Linear => linear::check(i, &credential).await,
+    }
+}
+
+/// GETs JSON with an `Authorization` header.
+pub(crate) async fn get_json(url: &str, authorization: &str) -> Result<Value, String> {
+    let resp = http().get(url).header("authorization", authorization).header("accept", "application/json").send().await.map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status();
+    let answer: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(format!("{url} answered {status}: {}", truncate(&answer.to_string(), 300)));
+    }
+    Ok(answer)
+}
+
 /// POSTs JSON with an `Authorization` header; the answer's JSON (a non-2xx is an error).
 pub(crate) async fn post_json(url: &str, authorization: &str, body: &Value) -> Result<Value, String> {
     let resp = http()

@@ -260,6 +260,12 @@ async fn update_message(integration: &Integration, token: &str, channel: &str, t
     call(integration, token, "chat.update", &json!({"channel": channel, "ts": ts, "text": text})).await.map(|_| ())
 }
 
+/// `auth.test`: the bot token works; whom it answers as.
+pub(crate) async fn check(integration: &Integration, token: &str) -> Result<String, String> {
+    let a = call(integration, token, "auth.test", &json!({})).await?;
+    Ok(format!("Slack: signed in as {} in {}", a["user"].as_str().unwrap_or("?"), a["team"].as_str().unwrap_or("?")))
+}
+
 /// A Web API method with the bot token; Slack answers 200 with `ok: false` on failure.
 async fn call(integration: &Integration, token: &str, method: &str, body: &Value) -> Result<Value, String> {
     let url = format!("{}/{method}", integration.api_base_url);

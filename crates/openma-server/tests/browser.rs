@@ -47,6 +47,16 @@ fn chromedriver() -> Option<Driver> {
     Some(Driver { child, url })
 }
 
+/// A server on the fake model whose default tenant has an owner, `pat@example.com`.
+async fn app_with_owner() -> (FakeModel, TestApp) {
+    let model = FakeModel::start().await;
+    let app: TestApp = spawn_app_with_model(Backend::Sqlite, Some(model.base_url())).await.unwrap();
+    let tenant = app.platform.find_tenant("default").await.unwrap();
+    let hash = openma_server::console::hash_password(PASSWORD).unwrap();
+    app.platform.add_member("pat@example.com", &hash, &tenant.id, openma_core::accounts::Role::Owner).await.unwrap();
+    (model, app)
+}
+
 struct Shots {
     dir: std::path::PathBuf,
     n: u32,
@@ -85,11 +95,7 @@ async fn a_member_works_the_console_in_a_real_browser() {
         return;
     }
     let Some(chromedriver) = chromedriver() else { return };
-    let model = FakeModel::start().await;
-    let app: TestApp = spawn_app_with_model(Backend::Sqlite, Some(model.base_url())).await.unwrap();
-    let tenant = app.platform.find_tenant("default").await.unwrap();
-    let hash = openma_server::console::hash_password(PASSWORD).unwrap();
-    app.platform.add_member("pat@example.com", &hash, &tenant.id, openma_core::accounts::Role::Owner).await.unwrap();
+    let (model, app) = app_with_owner().await;
     // an agent whose bash needs a confirmation
     let careful = app
         .ok("/v1/agents", json!({"name": "careful", "model": "claude-sonnet-4-6",
@@ -198,11 +204,7 @@ async fn a_member_works_the_console_in_a_real_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_page_with_a_thousand_events_renders_and_is_measured() {
     let Some(chromedriver) = chromedriver() else { return };
-    let model = FakeModel::start().await;
-    let app: TestApp = spawn_app_with_model(Backend::Sqlite, Some(model.base_url())).await.unwrap();
-    let tenant = app.platform.find_tenant("default").await.unwrap();
-    let hash = openma_server::console::hash_password(PASSWORD).unwrap();
-    app.platform.add_member("pat@example.com", &hash, &tenant.id, openma_core::accounts::Role::Owner).await.unwrap();
+    let (model, app) = app_with_owner().await;
     let agent = app.agent("chatty").await;
     let sid = app.ok("/v1/sessions", json!({"agent": agent["id"]})).await["id"].as_str().unwrap().to_owned();
     // turns until the log holds at least 1,000 events

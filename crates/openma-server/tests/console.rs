@@ -35,6 +35,13 @@ async fn sign_in(app: &TestApp, http: &reqwest::Client, email: &str, password: &
     http.post(format!("{}/console/login", app.base)).form_body(&[("email", email), ("password", password)]).send().await.unwrap()
 }
 
+/// Makes `email` a member of the default tenant with `role` (password [`PASSWORD`]).
+async fn member(app: &TestApp, email: &str, role: openma_core::accounts::Role) {
+    let tenant = app.platform.find_tenant("default").await.unwrap();
+    let hash = openma_server::console::hash_password(PASSWORD).unwrap();
+    app.platform.add_member(email, &hash, &tenant.id, role).await.unwrap();
+}
+
 fn cookie_of(r: &reqwest::Response) -> String {
     let set = r.headers().get(SET_COOKIE).expect("a cookie").to_str().unwrap().to_owned();
     set.split(';').next().unwrap().to_owned()
@@ -163,9 +170,7 @@ async fn users_need_a_real_password_and_role() {
 async fn the_console_calls_the_api_with_its_cookie_and_csrf_token() {
     let model = openma_fake_model::FakeModel::start().await;
     let app = support::spawn_app_with_model(Backend::Sqlite, Some(model.base_url())).await.unwrap();
-    let tenant = app.platform.find_tenant("default").await.unwrap();
-    let hash = openma_server::console::hash_password(PASSWORD).unwrap();
-    app.platform.add_member("eve@example.com", &hash, &tenant.id, openma_core::accounts::Role::Member).await.unwrap();
+    member(&app, "eve@example.com", openma_core::accounts::Role::Member).await;
     let agent = app.agent("paged").await;
     let sid = app.ok("/v1/sessions", json!({"agent": agent["id"], "title": "findable"})).await["id"].as_str().unwrap().to_owned();
     let http = browser();
@@ -202,10 +207,8 @@ async fn the_console_calls_the_api_with_its_cookie_and_csrf_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_with_version_diffs_and_api_keys_shown_once() {
     let app = support::spawn_app(Backend::Sqlite).await.unwrap();
-    let tenant = app.platform.find_tenant("default").await.unwrap();
-    let hash = openma_server::console::hash_password(PASSWORD).unwrap();
-    app.platform.add_member("owner@example.com", &hash, &tenant.id, openma_core::accounts::Role::Owner).await.unwrap();
-    app.platform.add_member("member@example.com", &hash, &tenant.id, openma_core::accounts::Role::Member).await.unwrap();
+    member(&app, "owner@example.com", openma_core::accounts::Role::Owner).await;
+    member(&app, "member@example.com", openma_core::accounts::Role::Member).await;
     let http = browser();
     let owner = cookie_of(&sign_in(&app, &http, "owner@example.com", PASSWORD).await);
     let csrf_of = |page: &str| page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
@@ -264,9 +267,7 @@ async fn agents_with_version_diffs_and_api_keys_shown_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn environments_vaults_files_and_memory_pages() {
     let app = support::spawn_app(Backend::Sqlite).await.unwrap();
-    let tenant = app.platform.find_tenant("default").await.unwrap();
-    let hash = openma_server::console::hash_password(PASSWORD).unwrap();
-    app.platform.add_member("viewer@example.com", &hash, &tenant.id, openma_core::accounts::Role::Member).await.unwrap();
+    member(&app, "viewer@example.com", openma_core::accounts::Role::Member).await;
     let env = app.ok("/v1/environments", json!({"name": "locked-down", "config": {"type": "cloud", "networking": {"type": "limited", "allowed_hosts": ["pypi.org"]}}})).await;
     let vault = app.ok("/v1/vaults", json!({"display_name": "team-secrets"})).await["id"].as_str().unwrap().to_owned();
     app.ok(&format!("/v1/vaults/{vault}/credentials"), json!({"display_name": "docs-token", "auth": {"type": "static_bearer", "mcp_server_url": "https://mcp.example.com/mcp", "token": "tok-never-shown-81"}})).await;
@@ -324,9 +325,7 @@ async fn environments_vaults_files_and_memory_pages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_redaction_credentials_and_model_cards_from_the_console() {
     let app = support::spawn_app(Backend::Sqlite).await.unwrap();
-    let tenant = app.platform.find_tenant("default").await.unwrap();
-    let hash = openma_server::console::hash_password(PASSWORD).unwrap();
-    app.platform.add_member("mo@example.com", &hash, &tenant.id, openma_core::accounts::Role::Admin).await.unwrap();
+    member(&app, "mo@example.com", openma_core::accounts::Role::Admin).await;
     let store = app.ok("/v1/memory_stores", json!({"name": "notes"})).await["id"].as_str().unwrap().to_owned();
     let mem = app.ok(&format!("/v1/memory_stores/{store}/memories"), json!({"path": "/secret-plan.md", "content": "launch on thursday"})).await["id"].as_str().unwrap().to_owned();
     // the first version becomes history, which may be redacted (the current one may not)
@@ -380,9 +379,7 @@ async fn memory_redaction_credentials_and_model_cards_from_the_console() {
 async fn usage_is_charted_per_day_and_tabled_per_agent_and_model() {
     let model = openma_fake_model::FakeModel::start().await;
     let app = support::spawn_app_with_model(Backend::Sqlite, Some(model.base_url())).await.unwrap();
-    let tenant = app.platform.find_tenant("default").await.unwrap();
-    let hash = openma_server::console::hash_password(PASSWORD).unwrap();
-    app.platform.add_member("ana@example.com", &hash, &tenant.id, openma_core::accounts::Role::Member).await.unwrap();
+    member(&app, "ana@example.com", openma_core::accounts::Role::Member).await;
     let http = browser();
     let cookie = cookie_of(&sign_in(&app, &http, "ana@example.com", PASSWORD).await);
     let get = |path: &str| {

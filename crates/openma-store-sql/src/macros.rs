@@ -190,6 +190,30 @@ macro_rules! sql_store {
             })
         }
 
+        /// The insert of ledger rows; a row whose (source, kind) is there already is skipped,
+        /// which is what makes metering idempotent.
+        fn ledger_insert(tenant: &TenantId, ledger: &[openma_core::ledger::LedgerEntry]) -> QueryBuilder<$db> {
+            let mut qb = QueryBuilder::<$db>::new(
+                "INSERT INTO ledger_entries (tenant_id, id, session_id, agent_id, model, kind, quantity, unit_price, amount, currency, source, created_at) ",
+            );
+            qb.push_values(ledger, |mut row, l| {
+                row.push_bind(tenant.as_str().to_owned())
+                    .push_bind(l.id.clone())
+                    .push_bind(l.session_id.clone())
+                    .push_bind(l.agent_id.clone())
+                    .push_bind(l.model.clone())
+                    .push_bind(l.kind.clone())
+                    .push_bind(l.quantity)
+                    .push_bind(l.unit_price)
+                    .push_bind(l.amount)
+                    .push_bind(l.currency.clone())
+                    .push_bind(l.source.clone())
+                    .push_bind(l.created_at.as_micros());
+            });
+            qb.push(" ON CONFLICT (tenant_id, source, kind) DO NOTHING");
+            qb
+        }
+
         fn stored_integration(r: &<$db as sqlx::Database>::Row) -> Result<openma_core::integrations::StoredIntegration, openma_core::StoreError> {
             let body: String = r.try_get("body").map_err($crate::backend_error)?;
             Ok(openma_core::integrations::StoredIntegration {
@@ -810,25 +834,7 @@ macro_rules! sql_store {
                     qb.build().execute(&mut *tx).await.map_err($crate::backend_error)?;
                 }
                 if !ledger.is_empty() {
-                    let mut qb = QueryBuilder::<$db>::new(
-                        "INSERT INTO ledger_entries (tenant_id, id, session_id, agent_id, model, kind, quantity, unit_price, amount, currency, source, created_at) ",
-                    );
-                    qb.push_values(ledger, |mut row, l| {
-                        row.push_bind(tenant.as_str().to_owned())
-                            .push_bind(l.id.clone())
-                            .push_bind(l.session_id.clone())
-                            .push_bind(l.agent_id.clone())
-                            .push_bind(l.model.clone())
-                            .push_bind(l.kind.clone())
-                            .push_bind(l.quantity)
-                            .push_bind(l.unit_price)
-                            .push_bind(l.amount)
-                            .push_bind(l.currency.clone())
-                            .push_bind(l.source.clone())
-                            .push_bind(l.created_at.as_micros());
-                    });
-                    qb.push(" ON CONFLICT (tenant_id, source, kind) DO NOTHING");
-                    qb.build().execute(&mut *tx).await.map_err($crate::backend_error)?;
+                    ledger_insert(tenant, ledger).build().execute(&mut *tx).await.map_err($crate::backend_error)?;
                 }
                 if !consumed.is_empty() {
                     let mut qb = QueryBuilder::<$db>::new("DELETE FROM session_inbox WHERE tenant_id = ");
@@ -2025,25 +2031,7 @@ macro_rules! sql_store {
                 if ledger.is_empty() {
                     return Ok(0);
                 }
-                let mut qb = QueryBuilder::<$db>::new(
-                    "INSERT INTO ledger_entries (tenant_id, id, session_id, agent_id, model, kind, quantity, unit_price, amount, currency, source, created_at) ",
-                );
-                qb.push_values(ledger, |mut row, l| {
-                    row.push_bind(tenant.as_str().to_owned())
-                        .push_bind(l.id.clone())
-                        .push_bind(l.session_id.clone())
-                        .push_bind(l.agent_id.clone())
-                        .push_bind(l.model.clone())
-                        .push_bind(l.kind.clone())
-                        .push_bind(l.quantity)
-                        .push_bind(l.unit_price)
-                        .push_bind(l.amount)
-                        .push_bind(l.currency.clone())
-                        .push_bind(l.source.clone())
-                        .push_bind(l.created_at.as_micros());
-                });
-                qb.push(" ON CONFLICT (tenant_id, source, kind) DO NOTHING");
-                let done = qb.build().execute(&self.pool).await.map_err($crate::backend_error)?;
+                let done = ledger_insert(tenant, ledger).build().execute(&self.pool).await.map_err($crate::backend_error)?;
                 Ok(done.rows_affected())
             }
 

@@ -120,6 +120,20 @@ async fn sessions_survive_repeated_kill_9() {
         let last_message = json.iter().rev().find(|e| e["type"] == "agent.message").expect("an answer");
         assert_eq!(last_message["content"][0]["text"], FINAL, "{sid}: the work finished");
         assert_eq!(json.last().unwrap()["type"], "session.status_idle");
+        // the ledger counts exactly the tokens of the model requests that completed
+        let reported = |field: &str| -> i64 {
+            json.iter().filter(|e| e["type"] == "span.model_request_end" && e["is_error"] == false).map(|e| e["model_usage"][field].as_i64().unwrap_or(0)).sum()
+        };
+        let q = openma_core::ports::UsageQuery { group_by: vec![openma_core::ports::UsageGroup::Session, openma_core::ports::UsageGroup::Kind], from: None, to: None };
+        let rows = store.usage_report(&tenant.id, &q).await.unwrap();
+        let counted = |kind: &str| rows.iter().filter(|r| r.session_id.as_deref() == Some(sid.as_str()) && r.kind.as_deref() == Some(kind)).map(|r| r.quantity).sum::<i64>();
+        assert_eq!(counted("input_tokens"), reported("input_tokens"), "{sid}: input tokens in the ledger");
+        assert_eq!(counted("output_tokens"), reported("output_tokens"), "{sid}: output tokens in the ledger");
+        assert!(reported("input_tokens") > 0);
     }
+    // and no source is counted twice
+    let ledger = store.ledger_after(&tenant.id, 0, i64::MAX, 1_000_000).await.unwrap();
+    let sources: BTreeSet<(String, String)> = ledger.iter().map(|(_, l)| (l.source.clone(), l.kind.clone())).collect();
+    assert_eq!(sources.len(), ledger.len(), "a ledger source appears twice");
     println!("{kills} kills survived by {} sessions", sessions.len());
 }

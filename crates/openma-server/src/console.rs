@@ -1085,8 +1085,13 @@ async fn delete_integration(State(app): State<AppState>, Member(m): Member, crat
     }
 }
 
+/// Money for people: cents, or more digits for amounts below a cent.
 fn dollars(micros: i64) -> String {
-    format!("${:.2}", micros as f64 / 1e6)
+    if micros != 0 && micros.abs() < 10_000 {
+        format!("${:.6}", micros as f64 / 1e6)
+    } else {
+        format!("${:.2}", micros as f64 / 1e6)
+    }
 }
 
 /// The last 30 days of the tenant's usage: list cost per day as a bar chart, and a table
@@ -1097,7 +1102,7 @@ async fn usage_page(State(app): State<AppState>, Member(m): Member) -> Response 
     let from = now - 30 * 86_400_000_000;
     let query = |group_by: Vec<UsageGroup>| UsageQuery { group_by, from: Some(from), to: None };
     let by_day = app.platform.store.usage_report(&m.tenant, &query(vec![UsageGroup::Day])).await;
-    let by_agent = app.platform.store.usage_report(&m.tenant, &query(vec![UsageGroup::Agent, UsageGroup::Model])).await;
+    let by_agent = app.platform.store.usage_report(&m.tenant, &query(vec![UsageGroup::Agent, UsageGroup::Model, UsageGroup::Kind])).await;
     let (Ok(by_day), Ok(by_agent)) = (by_day, by_agent) else {
         return failed(&m, StatusCode::INTERNAL_SERVER_ERROR, "The usage could not be read.");
     };
@@ -1128,9 +1133,15 @@ async fn usage_page(State(app): State<AppState>, Member(m): Member) -> Response 
             @if by_agent.is_empty() { p.empty { "No usage in the last 30 days." } }
             @else {
                 table {
-                    thead { tr { th { "Agent" } th { "Model" } th { "Quantity" } th { "List cost" } } }
+                    thead { tr { th { "Agent" } th { "Model" } th { "Kind" } th { "Quantity" } th { "List cost" } } }
                     tbody { @for r in &by_agent {
-                        tr { td { code { (r.agent_id.clone().unwrap_or_default()) } } td { (r.model.clone().unwrap_or_default()) } td { (r.quantity) } td { (dollars(r.amount_micros)) } }
+                        tr {
+                            td { code { (r.agent_id.clone().unwrap_or_default()) } }
+                            td { (r.model.clone().unwrap_or_default()) }
+                            td { (r.kind.clone().unwrap_or_default()) }
+                            td { (r.quantity) }
+                            td { (dollars(r.amount_micros)) }
+                        }
                     } }
                 }
             }

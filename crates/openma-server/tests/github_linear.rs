@@ -98,6 +98,15 @@ async fn github_api(State(rec): State<Arc<Recorder>>, UrlPath(path): UrlPath<Str
         }
         return (StatusCode::CREATED, axum::Json(json!({"token": TOKEN, "expires_at": "2099-01-01T00:00:00Z"}))).into_response();
     }
+    if path == "app" {
+        // the App itself: only for its JWT
+        let valid = auth.strip_prefix("Bearer ").is_some_and(|jwt| {
+            let parts: Vec<&str> = jwt.split('.').collect();
+            let key = ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, &rec.public_key);
+            parts.len() == 3 && key.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &URL_SAFE_NO_PAD.decode(parts[2]).unwrap_or_default()).is_ok()
+        });
+        return if valid { axum::Json(json!({"slug": "helper-bot", "id": 424242})).into_response() } else { StatusCode::UNAUTHORIZED.into_response() };
+    }
     if auth != format!("Bearer {TOKEN}") {
         return StatusCode::UNAUTHORIZED.into_response();
     }
@@ -111,6 +120,9 @@ async fn linear_api(State(rec): State<Arc<Recorder>>, headers: HeaderMap, body: 
     rec.calls.lock().unwrap().push(("/graphql".into(), auth.clone(), body));
     if auth != format!("Bearer {LINEAR_TOKEN}") {
         return axum::Json(json!({"errors": [{"message": "authentication required"}]})).into_response();
+    }
+    if rec.calls.lock().unwrap().last().is_some_and(|c| c.2["query"].as_str().unwrap_or("").contains("viewer")) {
+        return axum::Json(json!({"data": {"viewer": {"id": "u1", "name": "Helper Agent"}}})).into_response();
     }
     axum::Json(json!({"data": {"agentActivityCreate": {"success": true}}})).into_response()
 }
@@ -157,7 +169,7 @@ async fn github_issues_drive_sessions(backend: Backend) {
     let git = fake_github(dir.path().to_path_buf()).await;
     let (private_key, public_key) = rsa_key(dir.path());
     let rec = Arc::new(Recorder { public_key, ..Default::default() });
-    let api = serve(Router::new().route("/api/{*path}", post(github_api)).with_state(rec.clone())).await;
+    let api = serve(Router::new().route("/api/{*path}", post(github_api).get(github_api)).with_state(rec.clone())).await;
     let model = FakeModel::start().await;
     let Some(app) = spawn_app_custom(backend, Some(model.base_url()), |o| {
         o.unsafe_allow_private_fetch = true;
@@ -178,6 +190,10 @@ async fn github_issues_drive_sessions(backend: Backend) {
     assert_eq!((integration["clone_repository"].as_bool(), integration.get("interactivity_path")), (Some(true), None));
     assert!(!integration.to_string().contains("PRIVATE KEY"));
     let path = integration["events_path"].as_str().unwrap().to_owned();
+    // the console's Check button: the App's JWT is accepted by GitHub
+    let member = support::console_member(&app, "ops@example.com", openma_core::accounts::Role::Admin).await;
+    let checked = support::console_check(&app, &member, integration["id"].as_str().unwrap()).await;
+    assert!(checked.contains("✓ GitHub: the App is helper-bot"), "{checked}");
 
     // forged and unsigned deliveries are refused
     let first = comment(7, "@helper-bot what does the README say?", "User");
@@ -232,6 +248,10 @@ async fn linear_agent_sessions_drive_sessions(backend: Backend) {
         .ok("/v1/integrations", json!({"provider": "linear", "agent_id": agent["id"], "signing_secret": LINEAR_SECRET, "bot_token": LINEAR_TOKEN, "api_base_url": api}))
         .await;
     let path = integration["events_path"].as_str().unwrap().to_owned();
+    let member = support::console_member(&app, "ops@example.com", openma_core::accounts::Role::Admin).await;
+    let checked = support::console_check(&app, &member, integration["id"].as_str().unwrap()).await;
+    assert!(checked.contains("✓ Linear: acting as Helper Agent"), "{checked}");
+    rec.calls.lock().unwrap().clear();
     let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let send = |delivery: &'static str, body: Value, secret: &'static str| {
         let app = &app;

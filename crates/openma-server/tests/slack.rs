@@ -284,23 +284,10 @@ async fn the_console_publishes_checks_and_deletes_an_integration() {
     let Some(app) = spawn_app_custom(Backend::Sqlite, None, |o| o.unsafe_allow_private_fetch = true).await else { return };
     let (_slack, api) = fake_slack().await;
     let agent = app.agent("published").await;
-    let tenant = app.platform.find_tenant("default").await.unwrap();
-    let password = "console password for slack";
-    let hash = openma_server::console::hash_password(password).unwrap();
-    app.platform.add_member("ops@example.com", &hash, &tenant.id, openma_core::accounts::Role::Admin).await.unwrap();
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let form = |pairs: &[(&str, &str)]| url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
-    let login = http
-        .post(format!("{}/console/login", app.base))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[("email", "ops@example.com"), ("password", password)]))
-        .send()
-        .await
-        .unwrap();
-    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let member = support::console_member(&app, "ops@example.com", openma_core::accounts::Role::Admin).await;
+    let (http, cookie, csrf) = member.clone();
     let page = http.get(format!("{}/console/integrations", app.base)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("No integrations"), "{page}");
-    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
     let post = |path: String, pairs: Vec<(&'static str, String)>| {
         let (http, cookie, base) = (http.clone(), cookie.clone(), app.base.clone());
         async move {
@@ -316,7 +303,7 @@ async fn the_console_publishes_checks_and_deletes_an_integration() {
     let page = http.get(format!("{}/console/integrations", app.base)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("/integrations/slack/") && !page.contains(BOT_TOKEN) && !page.contains(SIGNING_SECRET), "{page}");
     let id = page.split("action=\"/console/integrations/").nth(1).unwrap().split('/').next().unwrap().to_owned();
-    let checked = post(format!("/console/integrations/{id}/check"), vec![("csrf", csrf.clone())]).await.text().await.unwrap();
+    let checked = support::console_check(&app, &member, &id).await;
     assert!(checked.contains("✓ Slack: signed in as openma-bot in Acme"), "{checked}");
     let gone = post(format!("/console/integrations/{id}/delete"), vec![("csrf", csrf.clone())]).await;
     assert!(gone.status().is_redirection());

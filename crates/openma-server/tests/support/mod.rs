@@ -5,6 +5,38 @@
 
 pub mod git;
 
+/// A console member of the default tenant, signed in: a client that does not follow
+/// redirects, its session cookie and the CSRF token of its pages.
+pub async fn console_member(app: &TestApp, email: &str, role: openma_core::accounts::Role) -> (reqwest::Client, String, String) {
+    const PASSWORD: &str = "a console password for tests";
+    let tenant = app.platform.find_tenant("default").await.unwrap();
+    let hash = openma_server::console::hash_password(PASSWORD).unwrap();
+    app.platform.add_member(email, &hash, &tenant.id, role).await.unwrap();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs([("email", email), ("password", PASSWORD)]).finish();
+    let login = http.post(format!("{}/console/login", app.base)).header("content-type", "application/x-www-form-urlencoded").body(body).send().await.unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let page = http.get(format!("{}/console", app.base)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    (http, cookie, csrf)
+}
+
+/// The console's **Check** button for an integration: the text the page shows.
+pub async fn console_check(app: &TestApp, member: &(reqwest::Client, String, String), integration_id: &str) -> String {
+    let (http, cookie, csrf) = member;
+    let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs([("csrf", csrf.as_str())]).finish();
+    http.post(format!("{}/console/integrations/{integration_id}/check", app.base))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Whether this host can run sandboxes; CI must be able to (a test that needs them skips
 /// elsewhere).
 pub fn sandboxes_available() -> bool {

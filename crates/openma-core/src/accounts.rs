@@ -122,6 +122,14 @@ impl Platform {
         Ok(Some(s))
     }
 
+    /// Switches a signed-in session to another tenant the user belongs to.
+    pub async fn switch_console_tenant(&self, token: &str, user_id: &str, tenant: &TenantId) -> DomainResult<()> {
+        if !self.memberships(user_id).await?.iter().any(|(t, _)| t == tenant) {
+            return Err(DomainError::not_found("tenant", tenant.as_str()));
+        }
+        Ok(self.store.set_console_session_tenant(&token_hash(token), tenant).await?)
+    }
+
     pub async fn end_console_session(&self, token: &str) -> DomainResult<()> {
         Ok(self.store.delete_console_session(&token_hash(token)).await?)
     }

@@ -440,6 +440,8 @@ pub trait Store: Send + Sync {
     /// (none once the membership is gone).
     async fn console_session(&self, token_hash: &str) -> Result<Option<crate::accounts::ConsoleSession>, StoreError>;
     async fn delete_console_session(&self, token_hash: &str) -> Result<(), StoreError>;
+    /// Moves a console session to another tenant (the caller checked the membership).
+    async fn set_console_session_tenant(&self, token_hash: &str, tenant: &TenantId) -> Result<(), StoreError>;
     async fn delete_console_sessions_of(&self, user_id: &str) -> Result<(), StoreError>;
 
     // -- integrations (Slack, …): their threads' sessions and the deliveries seen --

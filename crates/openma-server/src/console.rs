@@ -36,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console", get(dashboard))
         .route("/console/login", get(login_page).post(login))
         .route("/console/logout", post(logout))
+        .route("/console/tenant", post(switch_tenant))
         .route("/console/agents", get(agents_page).post(create_agent))
         .route("/console/agents/{agent_id}", get(agent_page).post(update_agent))
         .route("/console/api-keys", get(api_keys_page).post(create_api_key))
@@ -283,12 +284,32 @@ async fn logout(State(app): State<AppState>, Member(m): Member, headers: HeaderM
     r
 }
 
+#[derive(Deserialize)]
+struct TenantForm {
+    #[serde(default)]
+    csrf: String,
+    tenant: String,
+}
+
+/// Moves the signed-in session to another tenant the member belongs to.
+async fn switch_tenant(State(app): State<AppState>, Member(m): Member, headers: HeaderMap, Form(f): Form<TenantForm>) -> Response {
+    if !csrf_ok(&m, &f.csrf) {
+        return forbidden(&m, STALE_FORM);
+    }
+    let Some(token) = cookie_token(&headers) else { return Redirect::to("/console/login").into_response() };
+    match app.platform.switch_console_tenant(&token, &m.user_id, &openma_core::TenantId::from_trusted(f.tenant)).await {
+        Ok(()) => Redirect::to("/console").into_response(),
+        Err(e) => domain_error(&m, e),
+    }
+}
+
 async fn dashboard(State(app): State<AppState>, Member(m): Member) -> Response {
     let recent = ListParams { limit: Some(10), ..Default::default() };
     let sessions = app.platform.list_sessions(&m.tenant, &recent, &SessionFilter::default()).await;
     let agents = app.platform.list_agents(&m.tenant, &recent).await;
     let month = openma_core::ports::UsageQuery { group_by: Vec::new(), from: Some(app.platform.clock.now().as_micros() - 30 * 86_400_000_000), to: None };
     let spent: i64 = app.platform.store.usage_report(&m.tenant, &month).await.map(|rows| rows.iter().map(|r| r.amount_micros).sum()).unwrap_or(0);
+    let memberships = app.platform.memberships(&m.user_id).await.unwrap_or_default();
     let (Ok(sessions), Ok(agents)) = (sessions, agents) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, page("Error", Some(&m), html! { p.error { "The dashboard could not be read; see the server log." } })).into_response();
     };
@@ -297,6 +318,19 @@ async fn dashboard(State(app): State<AppState>, Member(m): Member) -> Response {
         Some(&m),
         html! {
             h1 { "Dashboard" }
+            @if memberships.len() > 1 {
+                form method="post" action="/console/tenant" {
+                    input type="hidden" name="csrf" value=(m.csrf_token);
+                    label { "Tenant "
+                        select name="tenant" {
+                            @for (t, role) in &memberships {
+                                option value=(t.as_str()) selected[*t == m.tenant] { (t.as_str()) " (" (role.as_str()) ")" }
+                            }
+                        }
+                    }
+                    button type="submit" { "Switch" }
+                }
+            }
             p { "List cost of the last 30 days: " strong { (dollars(spent)) } " · " a href="/console/usage" { "usage by day, agent and model" } }
             h2 { "Recent sessions" }
             @if sessions.data.is_empty() {

@@ -400,3 +400,32 @@ async fn usage_is_charted_per_day_and_tabled_per_agent_and_model() {
     assert!(total.starts_with("$4.5"), "{total}");
     assert!(get("/console").await.contains(&total), "the dashboard shows the same figure");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_of_two_tenants_switches_between_them() {
+    let app = support::spawn_app(Backend::Sqlite).await.unwrap();
+    member(&app, "two@example.com", openma_core::accounts::Role::Member).await;
+    let second = app.platform.create_tenant("second").await.unwrap();
+    let hash = openma_server::console::hash_password(PASSWORD).unwrap();
+    app.platform.add_member("two@example.com", &hash, &second.id, openma_core::accounts::Role::Admin).await.unwrap();
+    let third = app.platform.create_tenant("third").await.unwrap();
+    app.agent("in-default").await;
+    let http = browser();
+    let cookie = cookie_of(&sign_in(&app, &http, "two@example.com", PASSWORD).await);
+    let dashboard = || {
+        let (http, url, cookie) = (http.clone(), format!("{}/console", app.base), cookie.clone());
+        async move { http.get(url).header("cookie", cookie).send().await.unwrap().text().await.unwrap() }
+    };
+    let page = dashboard().await;
+    assert!(page.contains("in-default") && page.contains(second.id.as_str()), "{page}");
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let switch = |tenant: String| {
+        let (http, base, cookie, csrf) = (http.clone(), app.base.clone(), cookie.clone(), csrf.clone());
+        async move { http.post(format!("{base}/console/tenant")).header("cookie", cookie).form_body(&[("csrf", &csrf), ("tenant", &tenant)]).send().await.unwrap() }
+    };
+    assert!(switch(second.id.as_str().to_owned()).await.status().is_redirection());
+    let page = dashboard().await;
+    assert!(!page.contains("in-default") && page.contains("admin"), "the second tenant's view: {page}");
+    // a tenant the user does not belong to is refused
+    assert_eq!(switch(third.id.as_str().to_owned()).await.status(), StatusCode::NOT_FOUND);
+}

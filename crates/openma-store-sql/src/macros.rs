@@ -1467,6 +1467,16 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn set_console_session_tenant(&self, token_hash: &str, tenant: &TenantId) -> Result<(), openma_core::StoreError> {
+                sqlx::query("UPDATE console_sessions SET tenant_id = $2 WHERE token_hash = $1")
+                    .bind(token_hash)
+                    .bind(tenant.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
             async fn delete_console_sessions_of(&self, user_id: &str) -> Result<(), openma_core::StoreError> {
                 sqlx::query("DELETE FROM console_sessions WHERE user_id = $1").bind(user_id).execute(&self.pool).await.map_err($crate::backend_error)?;
                 Ok(())

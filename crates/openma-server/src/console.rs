@@ -127,11 +127,9 @@ impl FromRequestParts<AppState> for Member {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
-        let to_login = || Redirect::to("/console/login").into_response();
-        let Some(token) = cookie_token(&parts.headers) else { return Err(to_login()) };
-        match app.platform.console_session(&token).await {
+        match session_of(app, &parts.headers).await {
             Ok(Some(s)) => Ok(Member(s)),
-            Ok(None) => Err(to_login()),
+            Ok(None) => Err(Redirect::to("/console/login").into_response()),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read console sessions");
                 Err(StatusCode::INTERNAL_SERVER_ERROR.into_response())

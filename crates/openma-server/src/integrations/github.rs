@@ -65,9 +65,7 @@ impl Tokens {
         {
             return Ok(token.clone());
         }
-        let app_id = integration.app_id.as_deref().ok_or("the integration has no app_id")?;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs() as i64;
-        let jwt = app_jwt(app_id, private_key, now)?;
+        let jwt = integration_jwt(integration, private_key)?;
         let url = format!("{}/app/installations/{installation}/access_tokens", integration.api_base_url);
         let answer = post_json(&url, &format!("Bearer {jwt}"), &json!({})).await?;
         let token = answer["token"].as_str().ok_or("the installation token answer has no `token`")?.to_owned();
@@ -80,11 +78,16 @@ impl Tokens {
 
 /// `GET /app` with the App's JWT: the App id and private key belong together.
 pub(crate) async fn check(integration: &Integration, private_key: &str) -> Result<String, String> {
-    let app_id = integration.app_id.as_deref().ok_or("the integration has no app_id")?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs() as i64;
-    let jwt = app_jwt(app_id, private_key, now)?;
+    let jwt = integration_jwt(integration, private_key)?;
     let a = super::get_json(&format!("{}/app", integration.api_base_url), &format!("Bearer {jwt}")).await?;
     Ok(format!("GitHub: the App is {}", a["slug"].as_str().or(a["name"].as_str()).unwrap_or("?")))
+}
+
+/// The App's JWT for an integration, as of now.
+fn integration_jwt(integration: &Integration, private_key: &str) -> Result<String, String> {
+    let app_id = integration.app_id.as_deref().ok_or("the integration has no app_id")?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs() as i64;
+    app_jwt(app_id, private_key, now)
 }
 
 /// The App's JWT: RS256 over `{iat: now - 60, exp: now + 540, iss: app_id}`.

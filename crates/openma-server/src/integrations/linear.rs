@@ -134,10 +134,14 @@ pub(crate) async fn reply(integration: &Integration, token: &str, agent_session:
     Ok(())
 }
 
+/// The `Authorization` header of a token: personal API keys go bare, OAuth tokens as bearer tokens.
+fn authorization(token: &str) -> String {
+    if token.starts_with("lin_api_") { token.to_owned() } else { format!("Bearer {token}") }
+}
+
 /// Linear's `viewer`: the token works; whom it acts as.
 pub(crate) async fn check(integration: &Integration, token: &str) -> Result<String, String> {
-    let auth = if token.starts_with("lin_api_") { token.to_owned() } else { format!("Bearer {token}") };
-    let a = post_json(&format!("{}/graphql", integration.api_base_url), &auth, &json!({"query": "{ viewer { id name } }"})).await?;
+    let a = post_json(&format!("{}/graphql", integration.api_base_url), &authorization(token), &json!({"query": "{ viewer { id name } }"})).await?;
     match a["data"]["viewer"]["name"].as_str() {
         Some(name) => Ok(format!("Linear: acting as {name}")),
         None => Err(format!("Linear refused the token: {}", a.get("errors").cloned().unwrap_or_default())),
@@ -148,9 +152,7 @@ pub(crate) async fn check(integration: &Integration, token: &str) -> Result<Stri
 async fn activity(integration: &Integration, token: &str, agent_session: &str, kind: &str, body: &str) -> Result<(), String> {
     let query = "mutation AgentActivityCreate($input: AgentActivityCreateInput!) { agentActivityCreate(input: $input) { success } }";
     let variables = json!({"input": {"agentSessionId": agent_session, "content": {"type": kind, "body": body}}});
-    // personal API keys go bare, OAuth tokens as bearer tokens
-    let auth = if token.starts_with("lin_api_") { token.to_owned() } else { format!("Bearer {token}") };
-    let answer = post_json(&format!("{}/graphql", integration.api_base_url), &auth, &json!({"query": query, "variables": variables})).await?;
+    let answer = post_json(&format!("{}/graphql", integration.api_base_url), &authorization(token), &json!({"query": query, "variables": variables})).await?;
     if let Some(errors) = answer.get("errors").filter(|e| !e.is_null()) {
         return Err(format!("agentActivityCreate failed: {errors}"));
     }

@@ -264,27 +264,18 @@ pub async fn check(app: &AppState, tenant: &TenantId, id: &str) -> Result<String
     }
 }
 
-/// GETs JSON with an `Authorization` header.
+/// GETs JSON with an `Authorization` header; the answer's JSON (a non-2xx is an error).
 pub(crate) async fn get_json(url: &str, authorization: &str) -> Result<Value, String> {
-    let resp = http().get(url).header("authorization", authorization).header("accept", "application/json").send().await.map_err(|e| format!("{url}: {e}"))?;
-    let status = resp.status();
-    let answer: Value = resp.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        return Err(format!("{url} answered {status}: {}", truncate(&answer.to_string(), 300)));
-    }
-    Ok(answer)
+    send_json(url, http().get(url).header("authorization", authorization)).await
 }
 
 /// POSTs JSON with an `Authorization` header; the answer's JSON (a non-2xx is an error).
 pub(crate) async fn post_json(url: &str, authorization: &str, body: &Value) -> Result<Value, String> {
-    let resp = http()
-        .post(url)
-        .header("authorization", authorization)
-        .header("accept", "application/json")
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
+    send_json(url, http().post(url).header("authorization", authorization).json(body)).await
+}
+
+async fn send_json(url: &str, req: reqwest::RequestBuilder) -> Result<Value, String> {
+    let resp = req.header("accept", "application/json").send().await.map_err(|e| format!("{url}: {e}"))?;
     let status = resp.status();
     let answer: Value = resp.json().await.unwrap_or(Value::Null);
     if !status.is_success() {

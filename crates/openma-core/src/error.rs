@@ -44,6 +44,10 @@ pub enum DomainError {
     /// A quota is full for now (HTTP 429 with `retry-after`).
     #[error("{message}")]
     QuotaExceeded { message: String, retry_after_secs: u64 },
+    /// The work cannot be done here right now but may succeed when retried (HTTP 503), e.g.
+    /// the session is moving between the nodes of a cluster.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -93,6 +93,35 @@ pub struct StoredEvent {
     pub internal: Option<serde_json::Value>,
 }
 
+/// Cluster mode: the lease a node holds on a session. An append carrying it commits only
+/// while the lease still names this node and token, so a node that lost the session (it
+/// paused, was partitioned, or handed it over) can no longer write to its log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub node_id: String,
+    pub token: i64,
+}
+
+/// How an append ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Appended {
+    Done,
+    /// The session row changed since it was read (nothing was written).
+    Stale,
+    /// The fence no longer holds: another node owns the session (nothing was written).
+    Fenced,
+}
+
+/// The node that holds a session's lease, and where to reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseHolder {
+    pub node_id: String,
+    /// The node's advertised base URL.
+    pub url: String,
+    /// When the lease lapses unless renewed (microseconds).
+    pub expires_at: i64,
+}
+
 /// A client event waiting in a session's inbox (`event` is the client-visible event,
 /// without `processed_at`).
 #[derive(Clone, Debug, PartialEq)]
@@ -266,9 +295,12 @@ pub trait Store: Send + Sync {
 
     // -- session event log --
     /// Appends events and, in the same transaction, replaces the session row when given
-    /// (guarded by its `updated_at`). Returns false, writing nothing, if the guard failed.
+    /// (guarded by its `updated_at`; `Stale`, writing nothing, if the guard failed).
     /// Also removes the inbox entries named in `consumed` and records `ledger` rows, in
-    /// the same transaction (a ledger row already recorded for its source is kept).
+    /// the same transaction (a ledger row already recorded for its source is kept). With a
+    /// `fence` (cluster mode) nothing is written unless the lease still holds (`Fenced`),
+    /// and the commit notifies the other nodes of the new events.
+    #[allow(clippy::too_many_arguments)]
     async fn append_events(
         &self,
         tenant: &TenantId,
@@ -277,7 +309,26 @@ pub trait Store: Send + Sync {
         session: Option<(&Session, Timestamp)>,
         consumed: &[String],
         ledger: &[crate::ledger::LedgerEntry],
-    ) -> Result<bool, StoreError>;
+        fence: Option<&Fence>,
+    ) -> Result<Appended, StoreError>;
+
+    // -- cluster mode: nodes and session leases --
+    /// Records a node (or its heartbeat) and renews the leases it holds on `sessions`
+    /// until `until` (microseconds).
+    async fn node_heartbeat(&self, node_id: &str, url: &str, now: i64, until: i64, sessions: &[String]) -> Result<(), StoreError>;
+    /// Takes the lease of a session that no node holds, whose lease lapsed, or that this
+    /// node held; the token grows with every taking. `None`: another node holds it.
+    async fn acquire_lease(&self, session_id: &str, node_id: &str, now: i64, until: i64) -> Result<Option<i64>, StoreError>;
+    /// Gives a lease up (and bumps its token so the giver can no longer write).
+    async fn release_lease(&self, session_id: &str, fence: &Fence) -> Result<(), StoreError>;
+    /// Gives up every lease of a node and forgets the node (graceful shutdown). Returns how
+    /// many leases were handed over.
+    async fn release_node(&self, node_id: &str) -> Result<u64, StoreError>;
+    /// Who holds a session's lease (a lapsed lease too), if anyone.
+    async fn lease_holder(&self, session_id: &str) -> Result<Option<LeaseHolder>, StoreError>;
+    /// Running sessions whose lease is missing or lapsed at `now`: another node must take
+    /// them over. Deliberately across tenants.
+    async fn orphaned_sessions(&self, now: i64) -> Result<Vec<(TenantId, String)>, StoreError>;
     /// Ledger rows after sequence number `after`, created before `settled_before`
     /// (microseconds), in sequence order.
     async fn ledger_after(

@@ -101,6 +101,20 @@ impl SecretBox {
         self.roots[0].key_id()
     }
 
+    /// A shared secret of the deployment for `purpose` (hex), derived from every root in
+    /// force, current first: nodes that share the roots agree on it without storing it.
+    pub fn tokens(&self, purpose: &str) -> Vec<String> {
+        self.roots
+            .iter()
+            .map(|root| {
+                let hk = Hkdf::<Sha256>::new(Some(b"openma tokens v1"), &root.0);
+                let mut key = [0u8; 32];
+                hk.expand(format!("openma/token/{purpose}").as_bytes(), &mut key).expect("32 bytes is a valid HKDF output length");
+                key.iter().map(|b| format!("{b:02x}")).collect()
+            })
+            .collect()
+    }
+
     /// Seals `plaintext` under the current root. `nonce` must be fresh random bytes.
     pub fn seal(&self, at: Binding<'_>, plaintext: &[u8], nonce: [u8; 12]) -> String {
         let root = &self.roots[0];

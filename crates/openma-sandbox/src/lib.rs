@@ -273,6 +273,12 @@ impl Sandboxes {
         &self.inner.config
     }
 
+    /// The session's host directory (its workspace and what its sandbox keeps), `None` for
+    /// an id that cannot be a session's.
+    pub fn session_dir(&self, session_id: &str) -> Option<std::path::PathBuf> {
+        bwrap::valid_session_id(session_id).then(|| SessionPaths::new(&self.inner.config.root, session_id).dir)
+    }
+
     /// Kills the session's processes and deletes its workspace.
     pub async fn destroy(&self, session_id: &str) -> io::Result<()> {
         if !bwrap::valid_session_id(session_id) {

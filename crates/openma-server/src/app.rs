@@ -186,6 +186,7 @@ pub struct Prepared {
     pub listener: TcpListener,
     pub app: Router,
     pub addr: SocketAddr,
+    pub runtime: Arc<Runtime>,
 }
 
 /// Opens everything and binds the listener; `serve` then runs it.
@@ -310,17 +311,30 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     let outputs = Arc::new(crate::session_files::OutputCapture::new(platform.clone(), sandboxes.clone(), settings.max_file_bytes));
     runtime.observe_turns(outputs.clone());
     runtime.observe_turns(crate::integrations::Replies::new(platform.clone()));
-    let resumed = runtime.resume_interrupted().await.context("cannot resume interrupted sessions")?;
-    if resumed > 0 {
-        tracing::info!(resumed, "resuming sessions that were running when the server stopped");
-    }
-    let rate_limiter = settings.rate_limit_per_minute.and_then(std::num::NonZeroU32::new).map(|n| Arc::new(crate::auth::RateLimiter::per_minute(n)));
-    let app = router(AppState { platform, runtime, sandboxes, info: Arc::new(info), rate_limiter, outputs, memory_sync });
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
-    Ok(Prepared { listener, app, addr })
+    match &settings.cluster {
+        Some(c) => {
+            anyhow::ensure!(!settings.uses_sqlite(), "cluster mode needs a PostgreSQL database shared by the nodes (OPENMA_DATABASE_URL=postgres://…)");
+            let blobs = platform.blobs.clone().context("cluster mode needs the blob store")?;
+            let snapshots = crate::session_snapshots::Snapshots::new(sandboxes.clone(), blobs, platform.ids.clone());
+            let cluster = crate::cluster::Cluster::start(c, settings.database_url.expose_secret(), addr, &platform, snapshots).await?;
+            tracing::info!(node = %cluster.node_id, url = %cluster.url, lease_ttl_ms = c.lease_ttl.as_millis() as u64, "joined the cluster");
+            // sessions left running by a node that is gone are taken over by the scan
+            runtime.join_cluster(cluster);
+        }
+        None => {
+            let resumed = runtime.resume_interrupted().await.context("cannot resume interrupted sessions")?;
+            if resumed > 0 {
+                tracing::info!(resumed, "resuming sessions that were running when the server stopped");
+            }
+        }
+    }
+    let rate_limiter = settings.rate_limit_per_minute.and_then(std::num::NonZeroU32::new).map(|n| Arc::new(crate::auth::RateLimiter::per_minute(n)));
+    let app = router(AppState { platform, runtime: runtime.clone(), sandboxes, info: Arc::new(info), rate_limiter, outputs, memory_sync });
+    Ok(Prepared { listener, app, addr, runtime })
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests.
@@ -330,8 +344,33 @@ pub async fn serve(p: Prepared, shutdown: impl std::future::Future<Output = ()> 
     let listener = p.listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, p.app).with_graceful_shutdown(shutdown).await.context("server failed")
+    // cluster mode: on the way down this node's sessions go to the others at once (its
+    // actors can no longer write), instead of when their leases lapse
+    let runtime = p.runtime.clone();
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let told = stopping.clone();
+    let shutdown = async move {
+        shutdown.await;
+        if let Some(cluster) = runtime.cluster() {
+            cluster.hand_over(&runtime.owned_sessions()).await;
+        }
+        told.notify_one();
+    };
+    let server = axum::serve(listener, p.app).with_graceful_shutdown(shutdown);
+    // open streams would hold the shutdown forever: they get a few seconds to end
+    let deadline = async move {
+        stopping.notified().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tracing::info!("closing the connections still open");
+    };
+    tokio::select! {
+        r = server => r.context("server failed"),
+        () = deadline => Ok(()),
+    }
 }
+
+/// How long in-flight requests and open streams may take to end after SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

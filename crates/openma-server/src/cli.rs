@@ -178,6 +178,21 @@ pub struct ServeArgs {
     /// Base URL of the OpenAI-compatible provider [default: https://api.openai.com].
     #[arg(long, env = "OPENAI_BASE_URL")]
     pub openai_base_url: Option<String>,
+    /// Cluster mode: run as one of several nodes on the same PostgreSQL database (sessions
+    /// are leased to one node at a time and taken over when it dies). Every node needs the
+    /// same PLATFORM_ROOT_SECRET.
+    #[arg(long, env = "OPENMA_CLUSTER")]
+    pub cluster: bool,
+    /// Cluster mode: this node's name [default: random at every start].
+    #[arg(long, env = "OPENMA_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Cluster mode: the base URL other nodes reach this one at [default: http://LISTEN].
+    #[arg(long, env = "OPENMA_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// Cluster mode: how long a session lease lasts without renewal, in milliseconds; a dead
+    /// node's sessions are taken over within about this long [default: 6000].
+    #[arg(long, env = "OPENMA_LEASE_TTL_MS")]
+    pub lease_ttl_ms: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -309,6 +324,14 @@ fn settings(global: &GlobalArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Se
         },
         root_secret: global.root_secret.clone(),
         previous_root_secret: global.previous_root_secret.clone(),
+        cluster: serve
+            .map(|s| crate::config::ClusterOverrides {
+                enabled: s.cluster,
+                node_id: s.node_id.clone(),
+                advertise_url: s.advertise_url.clone(),
+                lease_ttl_ms: s.lease_ttl_ms,
+            })
+            .unwrap_or_default(),
         providers: serve
             .map(|s| Providers {
                 anthropic_api_key: s.anthropic_api_key.clone().map(SecretString::from),

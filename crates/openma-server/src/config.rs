@@ -38,6 +38,20 @@ pub struct FileSettings {
     /// `[[prices.models]]` and `[[prices.rates]]`: the deployment's price overrides.
     #[serde(default)]
     pub prices: PriceOverrides,
+    /// `[cluster]` table of the file.
+    #[serde(default)]
+    pub cluster: ClusterOverrides,
+}
+
+/// Cluster mode (`--cluster` and the `[cluster]` table): several nodes on one PostgreSQL.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterOverrides {
+    #[serde(default)]
+    pub enabled: bool,
+    pub node_id: Option<String>,
+    pub advertise_url: Option<String>,
+    pub lease_ttl_ms: Option<u64>,
 }
 
 /// The deployment's prices over the built-in list, each from its `effective_from` on.
@@ -195,6 +209,8 @@ pub struct Settings {
     /// Test-only: no ledger rows are written, to measure what metering costs (`openma bench
     /// --scenario metering`). Only from `OPENMA_UNSAFE_DISABLE_LEDGER=1`, never the file.
     pub unsafe_disable_ledger: bool,
+    /// Cluster mode, when enabled.
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 /// Operator overrides of the sandbox limits.
@@ -283,6 +299,7 @@ impl fmt::Debug for Settings {
             .field("unsafe_egress_upstream_ca", &self.unsafe_egress_upstream_ca)
             .field("search_url", &self.search_url)
             .field("root_secret", &self.root_secret.as_ref().map(|_| "[redacted]"))
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -318,6 +335,7 @@ pub struct Overrides {
     pub unsafe_egress_upstream_ca: Option<PathBuf>,
     /// Test-only: `OPENMA_UNSAFE_DISABLE_LEDGER=1`.
     pub unsafe_disable_ledger: bool,
+    pub cluster: ClusterOverrides,
 }
 
 impl Settings {
@@ -367,6 +385,7 @@ impl Settings {
             unsafe_egress_upstream_ca: o.unsafe_egress_upstream_ca,
             prices: file.prices.schedule().with_context(|| format!("invalid prices in config file {}", o.config.as_deref().unwrap_or(Path::new("")).display()))?,
             unsafe_disable_ledger: o.unsafe_disable_ledger,
+            cluster: merge_cluster(o.cluster, file.cluster)?,
             data_dir,
         })
     }
@@ -374,6 +393,22 @@ impl Settings {
     pub fn uses_sqlite(&self) -> bool {
         self.database_url.expose_secret().starts_with("sqlite:")
     }
+}
+
+/// Flags and environment win over the file, field by field.
+fn merge_cluster(o: ClusterOverrides, f: ClusterOverrides) -> anyhow::Result<Option<crate::cluster::ClusterSettings>> {
+    if !(o.enabled || f.enabled) {
+        return Ok(None);
+    }
+    let mut c = crate::cluster::ClusterSettings { node_id: o.node_id.or(f.node_id), advertise_url: o.advertise_url.or(f.advertise_url), ..Default::default() };
+    if let Some(ms) = o.lease_ttl_ms.or(f.lease_ttl_ms) {
+        anyhow::ensure!((300..=600_000).contains(&ms), "the cluster lease TTL must be between 300 ms and 10 minutes (got {ms} ms)");
+        c.lease_ttl = std::time::Duration::from_millis(ms);
+    }
+    if let Some(url) = &c.advertise_url {
+        anyhow::ensure!(url.starts_with("http://") || url.starts_with("https://"), "the advertised URL `{url}` must start with http:// or https://");
+    }
+    Ok(Some(c))
 }
 
 /// Flags and environment win over the file, field by field.

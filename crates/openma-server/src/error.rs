@@ -96,6 +96,9 @@ impl From<DomainError> for ApiError {
                 conflicting_memory_id: Some(conflicting_memory_id),
                 ..ApiError::new(StatusCode::CONFLICT, message)
             },
+            DomainError::Unavailable(message) => {
+                ApiError { retry_after: Some(std::time::Duration::from_secs(1)), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message) }
+            }
             DomainError::Store(StoreError::Duplicate(what)) => {
                 tracing::warn!(request_id = %current_request_id(), %what, "unexpected duplicate");
                 ApiError::new(StatusCode::CONFLICT, "the object already exists")

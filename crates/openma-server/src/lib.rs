@@ -15,6 +15,7 @@ mod bench_metering;
 mod bench_memory;
 mod bench_runtime;
 pub mod cli;
+pub mod cluster;
 pub mod client;
 pub mod config;
 pub mod console;
@@ -34,6 +35,7 @@ pub mod session_files;
 pub mod session_memory;
 pub mod session_network;
 pub mod session_repos;
+pub mod session_snapshots;
 
 pub mod telemetry;
 pub mod tools;

@@ -14,7 +14,7 @@ mod macros;
 pub mod postgres;
 pub mod sqlite;
 
-pub use postgres::PostgresStore;
+pub use postgres::{Heard, PgBus, PgSubscription, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// Opens the store a database URL names (`sqlite://…` or `postgres://…`) and applies its

@@ -5,8 +5,8 @@
 /// timeout applies, instead of failing on a read-to-write upgrade.
 #[macro_export]
 macro_rules! sql_store {
-    ($store:ident, $db:ty, $describe:literal) => {
-        use openma_core::ports::{DeleteOutcome, EventQuery, IdempotencyClaim, InboxEntry, ListQuery, Order, SessionFilter, StoredEvent, UsageGroup, UsageQuery, UsageRow};
+    ($store:ident, $db:ty, $describe:literal, $notify:expr) => {
+        use openma_core::ports::{Appended, Fence, LeaseHolder, DeleteOutcome, EventQuery, IdempotencyClaim, InboxEntry, ListQuery, Order, SessionFilter, StoredEvent, UsageGroup, UsageQuery, UsageRow};
         use openma_core::{ApiKey, Tenant, TenantId};
         use openma_core::tenancy::TenantLimits;
         use openma_types::Timestamp;
@@ -773,6 +773,7 @@ macro_rules! sql_store {
                 .await
                 .map_err($crate::backend_error)?;
                 if done.rows_affected() > 0 {
+                    sqlx::query("DELETE FROM session_leases WHERE session_id = $1").bind(id).execute(&self.pool).await.map_err($crate::backend_error)?;
                     Ok(DeleteOutcome::Deleted)
                 } else if self.exists("SELECT 1 FROM sessions WHERE tenant_id = $1 AND id = $2", tenant, id).await? {
                     Ok(DeleteOutcome::Refused)
@@ -810,12 +811,36 @@ macro_rules! sql_store {
                 session: Option<(&Session, Timestamp)>,
                 consumed: &[String],
                 ledger: &[openma_core::ledger::LedgerEntry],
-            ) -> Result<bool, openma_core::StoreError> {
+                fence: Option<&Fence>,
+            ) -> Result<Appended, openma_core::StoreError> {
                 let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                if let Some(f) = fence {
+                    // a write that locks the lease row until commit: a taking waits for it,
+                    // and a lease taken before it leaves nothing to match
+                    let held = sqlx::query("UPDATE session_leases SET token = token WHERE session_id = $1 AND node_id = $2 AND token = $3")
+                        .bind(session_id)
+                        .bind(&f.node_id)
+                        .bind(f.token)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::backend_error)?;
+                    if held.rows_affected() == 0 {
+                        return Ok(Appended::Fenced);
+                    }
+                }
                 if let Some((s, expected)) = session {
                     if !write_session_row(&mut *tx, tenant, s, expected).await? {
-                        return Ok(false);
+                        return Ok(Appended::Stale);
                     }
+                }
+                let notify: Option<&str> = $notify;
+                if let (Some(sql), Some(_), Some(first), Some(last)) = (notify, fence, events.first(), events.last()) {
+                    // delivered on commit, so no node hears of events that did not happen
+                    sqlx::query(sql)
+                        .bind(format!("{} {session_id} {} {}", tenant.as_str(), first.seq, last.seq))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::backend_error)?;
                 }
                 if !events.is_empty() {
                     let mut qb = QueryBuilder::<$db>::new(
@@ -848,7 +873,108 @@ macro_rules! sql_store {
                     qb.build().execute(&mut *tx).await.map_err($crate::backend_error)?;
                 }
                 tx.commit().await.map_err($crate::backend_error)?;
-                Ok(true)
+                Ok(Appended::Done)
+            }
+
+            async fn node_heartbeat(&self, node_id: &str, url: &str, now: i64, until: i64, sessions: &[String]) -> Result<(), openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                sqlx::query(
+                    "INSERT INTO cluster_nodes (node_id, url, heartbeat_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (node_id) DO UPDATE SET url = excluded.url, heartbeat_at = excluded.heartbeat_at",
+                )
+                .bind(node_id)
+                .bind(url)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::backend_error)?;
+                for chunk in sessions.chunks(500) {
+                    let mut qb = QueryBuilder::<$db>::new("UPDATE session_leases SET expires_at = ");
+                    qb.push_bind(until).push(" WHERE node_id = ").push_bind(node_id.to_owned()).push(" AND session_id IN (");
+                    let mut sep = qb.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(id.clone());
+                    }
+                    qb.push(")");
+                    qb.build().execute(&mut *tx).await.map_err($crate::backend_error)?;
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn acquire_lease(&self, session_id: &str, node_id: &str, now: i64, until: i64) -> Result<Option<i64>, openma_core::StoreError> {
+                let row = sqlx::query(
+                    "INSERT INTO session_leases (session_id, node_id, token, expires_at) VALUES ($1, $2, 1, $3) \
+                     ON CONFLICT (session_id) DO UPDATE SET node_id = excluded.node_id, token = session_leases.token + 1, \
+                     expires_at = excluded.expires_at \
+                     WHERE session_leases.expires_at < $4 OR session_leases.node_id = '' OR session_leases.node_id = excluded.node_id \
+                     RETURNING token",
+                )
+                .bind(session_id)
+                .bind(node_id)
+                .bind(until)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                row.map(|r| r.try_get::<i64, _>("token")).transpose().map_err($crate::backend_error)
+            }
+
+            async fn release_lease(&self, session_id: &str, fence: &Fence) -> Result<(), openma_core::StoreError> {
+                sqlx::query(
+                    "UPDATE session_leases SET node_id = '', token = token + 1, expires_at = 0 \
+                     WHERE session_id = $1 AND node_id = $2 AND token = $3",
+                )
+                .bind(session_id)
+                .bind(&fence.node_id)
+                .bind(fence.token)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn release_node(&self, node_id: &str) -> Result<u64, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                let done = sqlx::query("UPDATE session_leases SET node_id = '', token = token + 1, expires_at = 0 WHERE node_id = $1")
+                    .bind(node_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                sqlx::query("DELETE FROM cluster_nodes WHERE node_id = $1").bind(node_id).execute(&mut *tx).await.map_err($crate::backend_error)?;
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(done.rows_affected())
+            }
+
+            async fn lease_holder(&self, session_id: &str) -> Result<Option<LeaseHolder>, openma_core::StoreError> {
+                let row = sqlx::query(
+                    "SELECT l.node_id, l.expires_at, n.url FROM session_leases l JOIN cluster_nodes n ON n.node_id = l.node_id \
+                     WHERE l.session_id = $1",
+                )
+                .bind(session_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                row.map(|r| -> Result<LeaseHolder, sqlx::Error> {
+                    Ok(LeaseHolder { node_id: r.try_get("node_id")?, url: r.try_get("url")?, expires_at: r.try_get("expires_at")? })
+                })
+                .transpose()
+                .map_err($crate::backend_error)
+            }
+
+            async fn orphaned_sessions(&self, now: i64) -> Result<Vec<(TenantId, String)>, openma_core::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT s.tenant_id, s.id FROM sessions s LEFT JOIN session_leases l ON l.session_id = s.id \
+                     WHERE s.status IN ('running', 'rescheduling') AND (l.session_id IS NULL OR l.expires_at < $1)",
+                )
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                rows.iter()
+                    .map(|r| Ok((TenantId::from_trusted(r.try_get::<String, _>("tenant_id")?), r.try_get::<String, _>("id")?)))
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err($crate::backend_error)
             }
 
             async fn push_inbox(&self, tenant: &TenantId, session_id: &str, entry: &InboxEntry) -> Result<(), openma_core::StoreError> {

@@ -60,4 +60,4 @@ fn restrict(file: &std::path::Path) {
     }
 }
 
-crate::sql_store!(SqliteStore, sqlx::Sqlite, "SELECT 'sqlite ' || sqlite_version()");
+crate::sql_store!(SqliteStore, sqlx::Sqlite, "SELECT 'sqlite ' || sqlite_version()", None);

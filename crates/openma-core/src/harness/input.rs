@@ -8,8 +8,9 @@ use crate::error::{DomainError, DomainResult};
 /// At most this many events in one `POST …/events`.
 pub const MAX_EVENTS_PER_REQUEST: usize = 100;
 
-/// A validated client event.
-#[derive(Clone, Debug, PartialEq)]
+/// A validated client event (serialisable so a cluster node can hand it to the session's owner).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "input", rename_all = "snake_case")]
 pub enum Input {
     Message { content: Vec<Value> },
     System { content: Vec<Value> },

@@ -213,6 +213,8 @@ fn live_stream(
         if done || (already_terminated && start >= last) {
             return;
         }
+        // cluster mode: events appended on other nodes after this point are relayed here
+        runtime.hub(&session_id).seen(last);
         loop {
             match rx.recv().await {
                 Ok(frame) => match frame.as_ref() {

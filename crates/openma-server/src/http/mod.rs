@@ -27,6 +27,7 @@ pub mod webhooks;
 
 pub fn routes(max_file_bytes: u64) -> Router<AppState> {
     Router::new()
+        .route(crate::cluster::COMMAND_ROUTE, axum::routing::post(crate::cluster::receive_command))
         .merge(ops::routes())
         .merge(agents::routes())
         .merge(environments::routes())

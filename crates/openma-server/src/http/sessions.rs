@@ -103,6 +103,10 @@ async fn prepare_sandbox(app: &AppState, tenant: &openma_core::TenantId, session
         let repositories = openma_core::files::resource_params(req.resources.as_deref().unwrap_or_default())?.repositories;
         crate::session_repos::clone_all(&app.info.github_url, &app.sandboxes, session, &repositories).await?;
     }
+    // cluster mode: whichever node runs the session first starts from this
+    if let Some(cluster) = app.runtime.cluster() {
+        cluster.snapshots.save(&session.id).await.map_err(backend)?;
+    }
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use openma_core::harness::{compaction, projection};
 use openma_core::ledger;
 use openma_core::harness::tools::{McpToolDef, ToolContext, ToolOutput, ToolPlan, ToolRoute};
 use openma_core::model::{self, ContentBlock, ModelError, ModelEvent, PermanentKind, TransientKind};
-use openma_core::ports::{EventQuery, StoredEvent};
+use openma_core::ports::{Appended, EventQuery, Fence, StoredEvent};
 use openma_core::{DomainError, TenantId};
 use openma_types::Timestamp;
 use openma_types::agents::{McpToolset, PermissionPolicy};
@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use super::file_blocks::FileBlockCache;
 use super::hub::{Frame, Hub, PreviewOf};
 use super::{Command, Reply, Runtime};
+use crate::cluster::{Cluster, ForwardReply, Forwarded, Undelivered};
 
 /// An event about to be appended: an id chosen in advance (for previews), its payload,
 /// and harness-only data.
@@ -91,10 +92,75 @@ struct Actor {
     mcp_tools: Vec<McpToolDef>,
     /// How the environment configures the tools of its stdio MCP servers.
     mcp_toolsets: Vec<McpToolset>,
+    /// Cluster mode: the lease every append is conditional on.
+    fence: Option<Fence>,
+    /// The lease was lost: the actor stops and another node carries on.
+    fenced: bool,
 }
 
 pub(super) async fn run(rt: Arc<Runtime>, tenant: TenantId, session_id: String, hub: Hub, mut rx: mpsc::UnboundedReceiver<Command>) {
-    let mut actor = match Actor::load(rt.clone(), tenant, &session_id, hub, &mut rx).await {
+    let Some(cluster) = rt.cluster().cloned() else {
+        own(rt, tenant, session_id, hub, rx, None).await;
+        return;
+    };
+    loop {
+        match cluster.acquire(&session_id).await {
+            Ok(Some(fence)) => {
+                cluster.arrive(&session_id).await;
+                rt.own(&session_id, fence.clone());
+                let fenced = own(rt.clone(), tenant.clone(), session_id.clone(), hub.clone(), rx, Some(fence.clone())).await;
+                rt.disown(&session_id, &fence);
+                match fenced {
+                    None => {
+                        cluster.release(&session_id, &fence).await;
+                        return;
+                    }
+                    // another node took the session over: what waits here goes to it
+                    Some(waiting) => rx = waiting,
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(session_id, error = %e, "cannot take the session lease");
+                while let Ok(cmd) = rx.try_recv() {
+                    fail(cmd, DomainError::Unavailable("the session's owner cannot be determined; retry".into()));
+                }
+                if rt.release(&session_id, &rx) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        }
+        // another node runs the session: hand it what waits here, in order
+        let cmd = match rx.try_recv() {
+            Ok(cmd) => cmd,
+            Err(_) => {
+                if rt.release(&session_id, &rx) {
+                    return;
+                }
+                continue;
+            }
+        };
+        if let Some(cmd) = hand_over(&cluster, &tenant, &session_id, cmd).await {
+            // its owner cannot be reached: wait for it to answer or for its lease to lapse
+            rx = rt.requeue(&session_id, cmd, rx);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Runs the session here (under `fence` in cluster mode). Returns the waiting commands if
+/// the lease was lost, so they can be handed to the new owner.
+async fn own(
+    rt: Arc<Runtime>,
+    tenant: TenantId,
+    session_id: String,
+    hub: Hub,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    fence: Option<Fence>,
+) -> Option<mpsc::UnboundedReceiver<Command>> {
+    let mut actor = match Actor::load(rt.clone(), tenant, &session_id, hub, &mut rx, fence).await {
         Ok(a) => a,
         Err(e) => {
             tracing::error!(session_id, error = %e, "cannot load session");
@@ -103,10 +169,66 @@ pub(super) async fn run(rt: Arc<Runtime>, tenant: TenantId, session_id: String, 
                 fail(cmd, DomainError::conflict(format!("the session could not be loaded: {e}")));
             }
             rt.release(&session_id, &rx);
-            return;
+            return None;
         }
     };
     actor.serve().await;
+    if actor.fenced {
+        tracing::warn!(session_id, "this node lost the session's lease to another node; it stops running it here");
+        return Some(std::mem::replace(&mut actor.rx, mpsc::unbounded_channel().1));
+    }
+    None
+}
+
+/// Hands a command to the node that owns the session. Gives it back when that node cannot
+/// be reached (or no node owns the session any more): the caller retries or takes over.
+async fn hand_over(cluster: &Cluster, tenant: &TenantId, session_id: &str, cmd: Command) -> Option<Command> {
+    let owner = match cluster.owner(session_id).await {
+        Ok(Some(o)) => o,
+        Ok(None) => return Some(cmd),
+        Err(e) => {
+            fail(cmd, e);
+            return None;
+        }
+    };
+    let forwarded = match &cmd {
+        // the owner runs it already
+        Command::Wake => return None,
+        Command::Submit { inputs, .. } => Forwarded::Submit { inputs: inputs.clone() },
+        Command::Archive { .. } => Forwarded::Archive,
+        Command::Updated { payload } => Forwarded::Updated { payload: payload.clone() },
+    };
+    match cluster.forward(&owner, tenant, session_id, forwarded).await {
+        Ok(reply) => {
+            deliver(cmd, reply);
+            None
+        }
+        Err(Undelivered::Unreachable(why)) => {
+            tracing::debug!(session_id, %why, "the session's owner does not answer");
+            Some(cmd)
+        }
+        Err(Undelivered::Failed(why)) => {
+            // it may have been applied: only the client (with its Idempotency-Key) may retry
+            tracing::warn!(session_id, %why, "handing a command to the session's owner failed");
+            fail(cmd, DomainError::Unavailable(format!("the node running this session failed to answer: {why}")));
+            None
+        }
+    }
+}
+
+fn deliver(cmd: Command, reply: ForwardReply) {
+    let odd = || DomainError::Unavailable("the node running this session gave an unexpected answer".into());
+    match (cmd, reply) {
+        (Command::Submit { reply, .. }, ForwardReply::Events(events)) => {
+            let _ = reply.send(Ok(events));
+        }
+        (Command::Archive { reply }, ForwardReply::Session(session)) => {
+            let _ = reply.send(Ok(*session));
+        }
+        (cmd, ForwardReply::Error(e)) => fail(cmd, e.into()),
+        (Command::Updated { .. } | Command::Wake, _) => {}
+        (cmd, _) => fail(cmd, odd()),
+    }
 }
 
 fn fail(cmd: Command, e: DomainError) {
@@ -128,6 +250,7 @@ impl Actor {
         session_id: &str,
         hub: Hub,
         rx: &mut mpsc::UnboundedReceiver<Command>,
+        fence: Option<Fence>,
     ) -> Result<Actor, DomainError> {
         let store = rt.platform.store.clone();
         let session = store.get_session(&tenant, session_id).await?.ok_or_else(|| DomainError::not_found("session", session_id))?;
@@ -177,6 +300,8 @@ impl Actor {
             skills_note,
             mcp_tools: Vec::new(),
             mcp_toolsets: Vec::new(),
+            fence,
+            fenced: false,
         })
     }
 
@@ -192,6 +317,9 @@ impl Actor {
     /// unused for a while.
     async fn serve(&mut self) {
         loop {
+            if self.fenced {
+                return;
+            }
             if matches!(self.session.status, SessionStatus::Running | SessionStatus::Rescheduling) {
                 if std::mem::take(&mut self.recovering)
                     && let Err(e) = self.recover().await
@@ -278,8 +406,12 @@ impl Actor {
                 next
             });
             let guard = row.as_ref().map(|r| (r, self.session.updated_at));
-            match store.append_events(&self.tenant, &self.session.id, &stored, guard, consumed, &ledger_rows).await? {
-                true => {
+            match store.append_events(&self.tenant, &self.session.id, &stored, guard, consumed, &ledger_rows, self.fence.as_ref()).await? {
+                Appended::Fenced => {
+                    self.fenced = true;
+                    return Err(DomainError::Unavailable("another node runs this session now; retry".into()));
+                }
+                Appended::Done => {
                     if let Some(r) = row {
                         let changed = r.status != self.session.status;
                         self.session = r;
@@ -309,11 +441,14 @@ impl Actor {
                         let terminal = matches!(e.event.payload, EventPayload::StatusTerminated {});
                         self.hub.publish(Frame::Event { seq: e.seq, id: e.event.id.clone(), kind: e.event.payload.kind(), json, terminal });
                     }
+                    if let Some(last) = stored.last() {
+                        self.hub.seen(last.seq);
+                    }
                     let events = stored.iter().map(|e| e.event.clone()).collect();
                     self.log.extend(stored);
                     return Ok(events);
                 }
-                false => {
+                Appended::Stale => {
                     // the API changed title/metadata/tools: take its row and try again
                     let fresh = store
                         .get_session(&self.tenant, &self.session.id)
@@ -626,6 +761,9 @@ impl Actor {
     /// The agent loop, until the session is idle or terminated.
     async fn drive(&mut self) {
         if let Err(e) = self.drive_inner().await {
+            if self.fenced {
+                return;
+            }
             tracing::error!(session_id = %self.session.id, error = %e, "session loop failed");
             let error = SessionErrorObject::new("unknown_error", format!("internal error: {e}"), RetryStatus::Exhausted);
             let usage = self.usage_now();
@@ -836,6 +974,11 @@ impl Actor {
 
     async fn run_allowed_tools(&mut self) -> Result<Raced<()>, DomainError> {
         for id in self.unrun_allowed_calls() {
+            // cluster mode: a tool has effects, so this node makes sure it still owns the
+            // session first (a node that was paused may have lost it meanwhile)
+            if self.fence.is_some() {
+                self.append(Vec::new(), None).await?;
+            }
             if let Some((server, tool, input)) = self.log.iter().find(|e| e.event.id == id).and_then(|e| match &e.event.payload {
                 EventPayload::AgentMcpToolUse { mcp_server_name, name, input, .. } => Some((mcp_server_name.clone(), name.clone(), input.clone())),
                 _ => None,

@@ -31,11 +31,22 @@ pub enum PreviewOf {
 #[derive(Clone)]
 pub struct Hub {
     tx: broadcast::Sender<Arc<Frame>>,
+    relay: Arc<Relay>,
+}
+
+/// Cluster mode: how far the events another node appended have been relayed to this hub.
+#[derive(Default)]
+pub struct Relay {
+    /// The highest sequence number relayed or seen by a stream here; -1 until a stream
+    /// says where it caught up to.
+    pub seen: std::sync::atomic::AtomicI64,
+    /// One relay at a time per hub, so frames go out in order.
+    pub lock: tokio::sync::Mutex<()>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub { tx: broadcast::channel(HUB_CAPACITY).0 }
+        Hub { tx: broadcast::channel(HUB_CAPACITY).0, relay: Arc::new(Relay { seen: (-1).into(), lock: Default::default() }) }
     }
 }
 
@@ -51,5 +62,14 @@ impl Hub {
 
     pub fn subscribers(&self) -> usize {
         self.tx.receiver_count()
+    }
+
+    /// A stream read the log up to `seq`: what comes from other nodes after it is relayed.
+    pub fn seen(&self, seq: i64) {
+        self.relay.seen.fetch_max(seq, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    pub fn relay(&self) -> &Relay {
+        &self.relay
     }
 }

@@ -17,7 +17,10 @@ use openma_core::harness::tools::Toolbox;
 use openma_core::{DomainError, Platform, TenantId};
 use openma_types::events::{EventPayload, SessionEvent};
 use openma_types::sessions::Session;
+use openma_core::ports::Fence;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::cluster::{Cluster, ForwardReply, Forwarded};
 
 pub use hub::{Frame, Hub, PreviewOf};
 pub use models::ModelClients;
@@ -81,6 +84,9 @@ pub struct Runtime {
     pub(crate) observers: Mutex<Vec<Arc<dyn TurnObserver>>>,
     /// The tenants' limits on sandboxes running at once (set when sandboxes are configured).
     sandbox_seats: std::sync::OnceLock<Arc<crate::sandbox_seats::SandboxSeats>>,
+    /// Cluster mode: the other nodes, and the leases of the sessions this node runs.
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
+    owned: Mutex<HashMap<String, Fence>>,
 }
 
 impl Runtime {
@@ -94,7 +100,149 @@ impl Runtime {
             entries: Mutex::new(HashMap::new()),
             observers: Mutex::new(Vec::new()),
             sandbox_seats: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
+            owned: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Cluster mode: sessions are run under leases, commands for sessions other nodes run
+    /// are handed to them, and their events are relayed to the streams here.
+    pub fn join_cluster(self: &Arc<Self>, cluster: Arc<Cluster>) {
+        if self.cluster.set(cluster.clone()).is_ok() {
+            self.observe_turns(cluster.clone());
+            cluster.spawn(self.clone());
+        }
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// The sessions whose leases this node holds (renewed by its heartbeat).
+    pub fn owned_sessions(&self) -> Vec<String> {
+        self.owned.lock().expect("runtime lock").keys().cloned().collect()
+    }
+
+    pub(crate) fn own(&self, session_id: &str, fence: Fence) {
+        self.owned.lock().expect("runtime lock").insert(session_id.to_owned(), fence);
+    }
+
+    pub(crate) fn disown(&self, session_id: &str, fence: &Fence) {
+        let mut owned = self.owned.lock().expect("runtime lock");
+        if owned.get(session_id) == Some(fence) {
+            owned.remove(session_id);
+        }
+    }
+
+    /// Starts the session's actor (if none runs) so it resumes an interrupted turn.
+    pub fn wake(self: &Arc<Self>, tenant: &TenantId, session_id: &str) {
+        self.send(tenant, session_id, Command::Wake);
+    }
+
+    /// Runs a command another node handed over, as if it had been made here.
+    pub(crate) async fn dispatch(self: &Arc<Self>, tenant: &TenantId, session_id: &str, command: Forwarded) -> Result<ForwardReply, DomainError> {
+        let stopped = || DomainError::Unavailable("the session's runtime stopped; retry".into());
+        match command {
+            Forwarded::Submit { inputs } => {
+                let (tx, rx) = oneshot::channel();
+                self.send(tenant, session_id, Command::Submit { inputs, reply: tx });
+                Ok(ForwardReply::Events(rx.await.map_err(|_| stopped())??))
+            }
+            Forwarded::Archive => {
+                let (tx, rx) = oneshot::channel();
+                self.send(tenant, session_id, Command::Archive { reply: tx });
+                Ok(ForwardReply::Session(Box::new(rx.await.map_err(|_| stopped())??)))
+            }
+            Forwarded::Updated { payload } => {
+                self.send(tenant, session_id, Command::Updated { payload });
+                Ok(ForwardReply::Done)
+            }
+        }
+    }
+
+    /// Puts a command that could not be handed over back in front of the waiting ones (a
+    /// new channel takes the old one's place, under the lock `send` takes, so nothing is
+    /// lost or reordered).
+    pub(crate) fn requeue(&self, session_id: &str, first: Command, mut rx: mpsc::UnboundedReceiver<Command>) -> mpsc::UnboundedReceiver<Command> {
+        let mut entries = self.entries.lock().expect("runtime lock");
+        let (tx, fresh) = mpsc::unbounded_channel();
+        let _ = tx.send(first);
+        while let Ok(cmd) = rx.try_recv() {
+            let _ = tx.send(cmd);
+        }
+        if let Some(e) = entries.get_mut(session_id) {
+            e.inbox = Some(tx);
+        }
+        fresh
+    }
+
+    /// Cluster mode: another node appended `first..=last` to a session; the streams here
+    /// get them from the log.
+    pub(crate) fn relay(self: &Arc<Self>, tenant: TenantId, session_id: &str, first: i64, last: i64) {
+        let Some(hub) = self.followed_elsewhere(session_id) else { return };
+        let rt = self.clone();
+        let id = session_id.to_owned();
+        tokio::spawn(async move { rt.relay_from_log(&tenant, &id, &hub, Some(first - 1), Some(last)).await });
+    }
+
+    /// Re-reads the logs of every session followed here and run elsewhere (behind the
+    /// notifications, which can be missed while the listener reconnects).
+    pub(crate) async fn relay_all(self: &Arc<Self>) {
+        let followed: Vec<(String, Hub)> = {
+            let entries = self.entries.lock().expect("runtime lock");
+            entries.iter().filter(|(_, e)| e.hub.subscribers() > 0).map(|(id, e)| (id.clone(), e.hub.clone())).collect()
+        };
+        for (id, hub) in followed {
+            if self.owned.lock().expect("runtime lock").contains_key(&id) {
+                continue;
+            }
+            if let Ok(Some(tenant)) = self.platform.store.session_tenant(&id).await {
+                self.relay_from_log(&tenant, &id, &hub, None, None).await;
+            }
+        }
+    }
+
+    fn followed_elsewhere(&self, session_id: &str) -> Option<Hub> {
+        if self.owned.lock().expect("runtime lock").contains_key(session_id) {
+            return None;
+        }
+        let entries = self.entries.lock().expect("runtime lock");
+        entries.get(session_id).filter(|e| e.hub.subscribers() > 0).map(|e| e.hub.clone())
+    }
+
+    async fn relay_from_log(&self, tenant: &TenantId, session_id: &str, hub: &Hub, hint: Option<i64>, upto: Option<i64>) {
+        use std::sync::atomic::Ordering;
+        let relay = hub.relay();
+        let _one_at_a_time = relay.lock.lock().await;
+        let mut after = match (relay.seen.load(Ordering::Acquire), hint) {
+            (-1, Some(h)) => h,
+            (-1, None) => return,
+            (seen, _) => seen,
+        };
+        if upto.is_some_and(|u| u <= after) {
+            return;
+        }
+        loop {
+            let query = openma_core::ports::EventQuery { after_seq: Some(after), limit: 500, ..Default::default() };
+            let page = match self.platform.store.list_events(tenant, session_id, &query).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(session_id, error = %e, "cannot relay events from the log");
+                    return;
+                }
+            };
+            let n = page.len();
+            for e in page {
+                after = e.seq;
+                let json = serde_json::to_string(&e.event).expect("events serialise");
+                let terminal = matches!(e.event.payload, EventPayload::StatusTerminated {});
+                hub.publish(Frame::Event { seq: e.seq, id: e.event.id, kind: e.event.payload.kind(), json, terminal });
+                relay.seen.fetch_max(after, Ordering::AcqRel);
+            }
+            if n < 500 {
+                return;
+            }
+        }
     }
 
     /// Keeps the tenants' sandbox limits at the start of each turn (once; later calls are ignored).
@@ -193,11 +341,24 @@ impl Runtime {
         Ok(sessions.len())
     }
 
-    /// Tells the session's streams it is gone (and closes its MCP connections).
+    /// Tells the session's streams it is gone (and closes its MCP connections), on every
+    /// node.
     pub fn session_deleted(&self, session_id: &str) {
         let mcp = self.mcp.clone();
         let id = session_id.to_owned();
         tokio::spawn(async move { mcp.close_session(&id).await });
+        if let Some(cluster) = self.cluster().cloned() {
+            let id = session_id.to_owned();
+            tokio::spawn(async move {
+                cluster.announce_deleted(&id).await;
+                cluster.snapshots.forget(&id).await;
+            });
+        }
+        self.session_deleted_here(session_id);
+    }
+
+    /// Ends this node's streams of a deleted session.
+    pub(crate) fn session_deleted_here(&self, session_id: &str) {
         let mut entries = self.entries.lock().expect("runtime lock");
         if let Some(e) = entries.remove(session_id) {
             let json = serde_json::json!({"type": "session.deleted", "id": format!("sevt_deleted_{session_id}")}).to_string();

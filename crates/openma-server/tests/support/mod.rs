@@ -115,7 +115,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub platform: Platform,
     _dir: tempfile::TempDir,
-    pg_cleanup: Option<(String, String)>,
+    _pg: Option<PgDatabase>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -160,23 +160,11 @@ pub async fn spawn_app_custom(
     let dir = tempfile::tempdir().expect("temp dir");
     // sandboxes run as their own uid and must pass through the test's temp dir
     std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
-    let mut pg_cleanup = None;
-    let database_url = match backend {
+    let pg = match backend {
         Backend::Sqlite => None,
-        Backend::Postgres => {
-            let Ok(admin_url) = std::env::var("OPENMA_TEST_POSTGRES_URL") else {
-                assert!(std::env::var_os("CI").is_none(), "CI must set OPENMA_TEST_POSTGRES_URL");
-                eprintln!("skipping: OPENMA_TEST_POSTGRES_URL is not set");
-                return None;
-            };
-            let name = format!("openma_test_{}", ulid::Ulid::new().to_string().to_lowercase());
-            let admin = sqlx_admin(&admin_url).await;
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.expect("create database");
-            admin.close().await;
-            pg_cleanup = Some((admin_url.clone(), name.clone()));
-            Some(with_database(&admin_url, &name))
-        }
+        Backend::Postgres => Some(PgDatabase::create().await?),
     };
+    let database_url = pg.as_ref().map(|d| d.url.clone());
     let mut overrides = Overrides {
         data_dir: Some(dir.path().join("data")),
         listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -206,7 +194,7 @@ pub async fn spawn_app_custom(
         let _ = rx.await;
     }));
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    Some(TestApp { base, key: KEY.into(), http, platform, _dir: dir, pg_cleanup, stop: Some(tx) })
+    Some(TestApp { base, key: KEY.into(), http, platform, _dir: dir, _pg: pg, stop: Some(tx) })
 }
 
 async fn sqlx_admin(url: &str) -> sqlx::PgPool {
@@ -236,20 +224,45 @@ impl Drop for TestApp {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        if let Some((admin_url, name)) = self.pg_cleanup.take() {
-            // best effort, on a thread of its own: Drop cannot await
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                rt.block_on(async {
-                    if let Ok(admin) = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&admin_url).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                            .execute(&admin)
-                            .await;
-                    }
-                });
-            })
-            .join();
-        }
+    }
+}
+
+/// A fresh PostgreSQL database of its own, dropped with this value.
+pub struct PgDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    /// `None` (after saying why) when PostgreSQL is not configured outside CI.
+    pub async fn create() -> Option<PgDatabase> {
+        let Ok(admin_url) = std::env::var("OPENMA_TEST_POSTGRES_URL") else {
+            assert!(std::env::var_os("CI").is_none(), "CI must set OPENMA_TEST_POSTGRES_URL");
+            eprintln!("skipping: OPENMA_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        let name = format!("openma_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let admin = sqlx_admin(&admin_url).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.expect("create database");
+        admin.close().await;
+        Some(PgDatabase { url: with_database(&admin_url, &name), admin_url, name })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // best effort, on a thread of its own: Drop cannot await
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(admin) = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&admin_url).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&admin).await;
+                }
+            });
+        })
+        .join();
     }
 }
 
@@ -407,7 +420,12 @@ pub struct Sse {
 
 impl SseReader {
     pub async fn open(app: &TestApp, path: &str, last_event_id: Option<&str>) -> SseReader {
-        let mut req = app.http.get(format!("{}{path}", app.base)).bearer_auth(&app.key).header("accept", "application/json");
+        SseReader::connect(&app.http, &format!("{}{path}", app.base), &app.key, last_event_id).await
+    }
+
+    pub async fn connect(http: &reqwest::Client, url: &str, key: &str, last_event_id: Option<&str>) -> SseReader {
+        let path = url;
+        let mut req = http.get(url).bearer_auth(key).header("accept", "application/json");
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id);
         }

@@ -1,0 +1,171 @@
+//! Cluster mode: a session's sandbox directory travels with the session between nodes.
+//!
+//! Everything the sandbox keeps on the host for a session — its workspace, uploads,
+//! outputs, skills, and what it took from its environment at create (packages, limits,
+//! network policy, variables) — is packed (tar + gzip) into the blob store when the
+//! session is created, when a turn ends and when its node hands it over (SIGTERM). A node
+//! that is about to run the session and does not hold the latest pack unpacks it first.
+//!
+//! Processes do not travel: a session that moved starts a fresh shell, and the next bash
+//! result says why. Files written after the last pack (by a turn cut short by a crash) are
+//! lost with the node; the model is told the tool call was interrupted.
+//!
+//! Blobs: `sandboxes/<session>/<generation>-tar-gz` and `sandboxes/<session>/current`
+//! naming the latest generation, written after the pack, so a reader never follows it to a
+//! pack that is not whole. The node's own copy is marked in `<session dir>/.generation`.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use openma_core::ports::{BlobStore, ByteStream};
+use openma_sandbox::Sandboxes;
+use tokio::io::AsyncWriteExt;
+
+/// Largest pack accepted (the workspace limits keep real ones far smaller).
+const MAX_PACK_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+const MARKER: &str = ".generation";
+/// Host-side entries that belong to this node's running sandbox, never to the session.
+const LOCAL_ONLY: &[&str] = &["egress", MARKER, "shell.lost"];
+
+pub struct Snapshots {
+    sandboxes: Sandboxes,
+    blobs: Arc<dyn BlobStore>,
+    ids: Arc<dyn openma_core::IdGen>,
+}
+
+// blob keys are `[a-z0-9_/-]`; session ids are ULIDs, which ignore case
+fn current_key(session_id: &str) -> String {
+    format!("sandboxes/{}/current", session_id.to_ascii_lowercase())
+}
+
+fn pack_key(session_id: &str, generation: &str) -> String {
+    format!("sandboxes/{}/{generation}-tar-gz", session_id.to_ascii_lowercase())
+}
+
+impl Snapshots {
+    pub fn new(sandboxes: Sandboxes, blobs: Arc<dyn BlobStore>, ids: Arc<dyn openma_core::IdGen>) -> Self {
+        Snapshots { sandboxes, blobs, ids }
+    }
+
+    /// Packs the session's sandbox directory into the blob store (nothing when it has none).
+    pub async fn save(&self, session_id: &str) -> io::Result<Option<u64>> {
+        let Some(dir) = self.sandboxes.session_dir(session_id).filter(|d| d.is_dir()) else { return Ok(None) };
+        let generation = self.ids.new_id("gen").to_ascii_lowercase();
+        let tmp = tempfile::NamedTempFile::new()?;
+        let path = tmp.path().to_owned();
+        let src = dir.clone();
+        tokio::task::spawn_blocking(move || pack(&src, &path)).await.map_err(io::Error::other)??;
+        let size = std::fs::metadata(tmp.path())?.len();
+        let body = file_stream(tmp.path()).await?;
+        let blob = |e: openma_core::ports::BlobError| io::Error::other(e.to_string());
+        self.blobs.put(&pack_key(session_id, &generation), body, MAX_PACK_BYTES).await.map_err(blob)?;
+        let previous = self.current(session_id).await?;
+        let pointer: ByteStream = Box::pin(futures::stream::iter([Ok(generation.clone().into_bytes())]));
+        self.blobs.put(&current_key(session_id), pointer, 1024).await.map_err(blob)?;
+        std::fs::write(dir.join(MARKER), &generation)?;
+        if let Some(old) = previous.filter(|g| *g != generation) {
+            let _ = self.blobs.delete(&pack_key(session_id, &old)).await;
+        }
+        Ok(Some(size))
+    }
+
+    /// Unpacks the latest pack when this node's copy is older (or missing). Returns whether
+    /// it did.
+    pub async fn restore(&self, session_id: &str) -> io::Result<bool> {
+        let Some(generation) = self.current(session_id).await? else { return Ok(false) };
+        let Some(dir) = self.sandboxes.session_dir(session_id) else { return Ok(false) };
+        if std::fs::read_to_string(dir.join(MARKER)).is_ok_and(|g| g == generation) {
+            return Ok(false);
+        }
+        let blob = |e: openma_core::ports::BlobError| io::Error::other(e.to_string());
+        let Some(mut body) = self.blobs.get(&pack_key(session_id, &generation)).await.map_err(blob)? else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("the pack of generation {generation} is missing")));
+        };
+        let tmp = tempfile::NamedTempFile::new()?;
+        let mut out = tokio::fs::File::create(tmp.path()).await?;
+        while let Some(chunk) = body.next().await {
+            out.write_all(&chunk.map_err(blob)?).await?;
+        }
+        out.flush().await?;
+        drop(out);
+        // this node's stale sandbox (a shell from before the session left) goes first
+        self.sandboxes.destroy(session_id).await?;
+        let (path, target) = (tmp.path().to_owned(), dir.clone());
+        tokio::task::spawn_blocking(move || unpack(&path, &target)).await.map_err(io::Error::other)??;
+        std::fs::write(dir.join(MARKER), &generation)?;
+        std::fs::write(
+            dir.join("shell.lost"),
+            "the session moved to another server: its files were restored from the last snapshot (taken when a turn ended), but processes started earlier are no longer running",
+        )?;
+        Ok(true)
+    }
+
+    /// Removes every pack of a deleted session.
+    pub async fn forget(&self, session_id: &str) {
+        if let Ok(Some(generation)) = self.current(session_id).await {
+            let _ = self.blobs.delete(&pack_key(session_id, &generation)).await;
+        }
+        let _ = self.blobs.delete(&current_key(session_id)).await;
+    }
+
+    async fn current(&self, session_id: &str) -> io::Result<Option<String>> {
+        let blob = |e: openma_core::ports::BlobError| io::Error::other(e.to_string());
+        let Some(mut body) = self.blobs.get(&current_key(session_id)).await.map_err(blob)? else { return Ok(None) };
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            bytes.extend(chunk.map_err(blob)?);
+        }
+        Ok(Some(String::from_utf8_lossy(&bytes).trim().to_owned()).filter(|g| !g.is_empty()))
+    }
+}
+
+async fn file_stream(path: &Path) -> io::Result<ByteStream> {
+    let file = tokio::fs::File::open(path).await?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
+        .map(|r| r.map(|b| b.to_vec()).map_err(|e| openma_core::ports::BlobError::Source(e.to_string())));
+    Ok(Box::pin(stream))
+}
+
+/// Regular files, directories and symlinks, with their modes and owners; sockets, fifos
+/// and devices are skipped, as are the entries only this node's sandbox uses.
+fn pack(dir: &Path, to: &Path) -> io::Result<()> {
+    let file = std::fs::File::create(to)?;
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(file, flate2::Compression::fast()));
+    tar.follow_symlinks(false);
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if LOCAL_ONLY.iter().any(|l| name == *l) {
+            continue;
+        }
+        add(&mut tar, &entry.path(), Path::new(&name))?;
+    }
+    tar.into_inner()?.finish()?.sync_all()
+}
+
+fn add<W: io::Write>(tar: &mut tar::Builder<W>, path: &Path, name: &Path) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        tar.append_path_with_name(path, name)?;
+        for entry in std::fs::read_dir(path)? {
+            let entry = entry?;
+            add(tar, &entry.path(), &name.join(entry.file_name()))?;
+        }
+    } else if kind.is_file() || kind.is_symlink() {
+        tar.append_path_with_name(path, name)?;
+    }
+    Ok(())
+}
+
+fn unpack(from: &Path, dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(from)?));
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_overwrite(true);
+    archive.unpack(dir)?;
+    Ok(())
+}

@@ -106,3 +106,64 @@ async fn a_session_cut_by_kill_9_resumes_by_itself_and_loses_nothing() {
     assert!(kind("runtime_ms") > 0);
     println!("kill -9 → healthy again in {healthy_after:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_cut_again_and_again_without_progress_is_stopped_not_resumed_forever() {
+    openma_models::install_tls_provider();
+    let model = FakeModel::start().await;
+    // every request is slower than the time the server gets before it is killed again
+    model.set_default_reply(Reply::text("never finished ".repeat(400)).delay_ms(50));
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let mut server = start(dir.path(), &model.base_url());
+    let agent = call(&http, reqwest::Method::POST, format!("{}/v1/agents", server.base), Some(json!({"name": "a", "model": "claude-sonnet-4-6"}))).await;
+    let sid = call(&http, reqwest::Method::POST, format!("{}/v1/sessions", server.base), Some(json!({"agent": agent["id"]}))).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]});
+    call(&http, reqwest::Method::POST, format!("{}/v1/sessions/{sid}/events", server.base), Some(body)).await;
+    // the first run and five recoveries are each cut while the model streams
+    for cut in 1..=6 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while model.requests().len() < cut {
+            assert!(Instant::now() < deadline, "request {cut} never came");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(server);
+        server = start(dir.path(), &model.base_url());
+    }
+    // the sixth recovery gives up: idle, with an error that says why
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = call(&http, reqwest::Method::GET, format!("{}/v1/sessions/{sid}", server.base), None).await;
+        if s["status"] == "idle" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the session is still {}", s["status"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = events(&http, &server.base, &sid).await;
+    let error = log.iter().rev().find(|e| e["type"] == "session.error").expect("an error says why");
+    assert!(error["error"]["message"].as_str().unwrap().contains("interrupted 6 times"), "{error}");
+    assert_eq!(error["error"]["retry_status"]["type"], "exhausted");
+    assert_eq!(log.last().unwrap()["stop_reason"]["type"], "retries_exhausted");
+    assert_eq!(model.requests().len(), 6, "no seventh attempt");
+    // every request it started is closed
+    let starts = log.iter().filter(|e| e["type"] == "span.model_request_start").count();
+    let ends = log.iter().filter(|e| e["type"] == "span.model_request_end").count();
+    assert_eq!(starts, ends);
+    // and the session works again when the user says so
+    model.set_default_reply(Reply::text("back"));
+    let body = json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "again"}]}]});
+    call(&http, reqwest::Method::POST, format!("{}/v1/sessions/{sid}/events", server.base), Some(body)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = events(&http, &server.base, &sid).await;
+        if log.last().is_some_and(|e| e["type"] == "session.status_idle") && log.iter().any(|e| e["type"] == "agent.message") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no answer after the stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -82,6 +82,10 @@ struct Actor {
     queue: Vec<SessionEvent>,
     /// Set when the session was found running at load: a crash or restart cut a turn.
     recovering: bool,
+    /// The turn must be repaired before it goes on.
+    recovered: bool,
+    /// This turn was recovered: its count of recoveries without progress is reset when it ends.
+    recovery_pending_reset: bool,
     plan: ToolPlan,
     running_since: Option<Instant>,
     /// The content of the files the conversation names by `file_id`.
@@ -231,6 +235,13 @@ fn deliver(cmd: Command, reply: ForwardReply) {
     }
 }
 
+/// Recoveries of one turn in a row without a model request completing, before it is stopped.
+const MAX_RECOVERIES_WITHOUT_PROGRESS: usize = 5;
+
+fn recovery_key(session_id: &str) -> String {
+    format!("recoveries/{session_id}")
+}
+
 fn fail(cmd: Command, e: DomainError) {
     match cmd {
         Command::Submit { reply, .. } => {
@@ -294,6 +305,8 @@ impl Actor {
             rx,
             queue,
             recovering,
+            recovered: false,
+            recovery_pending_reset: false,
             plan,
             running_since,
             files: FileBlockCache::default(),
@@ -321,7 +334,10 @@ impl Actor {
                 return;
             }
             if matches!(self.session.status, SessionStatus::Running | SessionStatus::Rescheduling) {
-                if std::mem::take(&mut self.recovering)
+                if std::mem::take(&mut self.recovering) && self.recovering_in_vain().await {
+                    continue;
+                }
+                if self.recovered
                     && let Err(e) = self.recover().await
                 {
                     tracing::error!(session_id = %self.session.id, error = %e, "recovery failed");
@@ -703,10 +719,58 @@ impl Actor {
         self.append_consuming(events, None, &consumed).await.map(|_| ())
     }
 
+    /// Counts this recovery. A turn cut again and again (a crash or node failure each time)
+    /// without completing a single model request more is stopped instead of resumed
+    /// forever: the session goes idle with an error saying so. Returns true when it did.
+    async fn recovering_in_vain(&mut self) -> bool {
+        let done = self
+            .log
+            .iter()
+            .filter(|e| matches!(e.event.payload, EventPayload::ModelRequestEnd { is_error: false, .. }))
+            .count();
+        let store = self.rt.platform.store.clone();
+        let key = recovery_key(&self.session.id);
+        let (last_done, count) = match store.get_meta(&key).await {
+            Ok(Some(v)) => {
+                let mut it = v.split(' ').map(|n| n.parse::<usize>().unwrap_or(0));
+                (it.next().unwrap_or(0), it.next().unwrap_or(0))
+            }
+            _ => (0, 0),
+        };
+        let count = if last_done == done { count + 1 } else { 1 };
+        let _ = store.put_meta(&key, &format!("{done} {count}"), false).await;
+        self.recovered = true;
+        if count <= MAX_RECOVERIES_WITHOUT_PROGRESS {
+            return false;
+        }
+        tracing::error!(session_id = %self.session.id, count, "the turn was cut {count} times without progress; stopping it");
+        metrics::counter!("openma_session_recoveries_abandoned_total").increment(1);
+        if let Err(e) = self.recover().await {
+            tracing::warn!(session_id = %self.session.id, error = %e, "cannot repair the abandoned turn");
+        }
+        let error = SessionErrorObject::new(
+            "unknown_error",
+            format!("the turn was interrupted {count} times in a row (server crashes or node failures) without making progress, so it was stopped instead of resumed again; send a message to continue"),
+            RetryStatus::Exhausted,
+        );
+        let usage = self.usage_now();
+        let budget = self.session.budget.clone();
+        let stopped = self
+            .emit(vec![EventPayload::SessionError { error }, EventPayload::SessionUsage { usage, budget }, EventPayload::StatusIdle { stop_reason: StopReason::RetriesExhausted }], Some(SessionStatus::Idle))
+            .await;
+        if stopped.is_ok() {
+            let _ = store.put_meta(&key, "0 0", false).await;
+            self.recovery_pending_reset = false;
+        }
+        true
+    }
+
     /// Repairs a turn that a crash or restart cut: a model request in flight is closed (the
     /// loop re-issues it); a tool call that may have had effects is not run twice but
     /// gets an honest error result, while read-only tools simply run again.
     async fn recover(&mut self) -> Result<(), DomainError> {
+        self.recovered = false;
+        self.recovery_pending_reset = true;
         tracing::info!(session_id = %self.session.id, "resuming a session that was running");
         let ended: BTreeSet<String> = self
             .log
@@ -913,6 +977,9 @@ impl Actor {
             StopReason::Refusal => "refusal",
         };
         metrics::counter!("openma_session_idle_total", "stop_reason" => label).increment(1);
+        if std::mem::take(&mut self.recovery_pending_reset) {
+            let _ = self.rt.platform.store.put_meta(&recovery_key(&self.session.id), "0 0", false).await;
+        }
         let observers = self.rt.observers.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for observer in observers {
             observer.turn_ending(&self.tenant, &self.session.id).await;

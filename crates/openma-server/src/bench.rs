@@ -28,7 +28,9 @@ pub struct BenchArgs {
     /// What to measure: `api` (agent and session creation), `runtime` (turns, streams,
     /// fan-out, memory), `files` (upload and download throughput, server memory), `memory` (tool calls on a
     /// mounted memory store), `mcp` (MCP tool calls against a direct client), `metering` (turn
-    /// latency with the billing ledger on and off, side by side) or `all`.
+    /// latency with the billing ledger on and off, side by side), `cluster` (nodes on one
+    /// PostgreSQL: cross-node fan-out, takeover, 1 vs 3 nodes; needs `--postgres-url`) or
+    /// `all` (every one but `cluster`).
     #[arg(long, default_value = "all")]
     pub scenario: Scenario,
     /// Turns per runtime figure.
@@ -37,6 +39,12 @@ pub struct BenchArgs {
     /// Size of the file the `files` scenario uploads and downloads, in MiB.
     #[arg(long, default_value_t = 200)]
     pub file_mb: u64,
+    /// Repetitions of each takeover in the `cluster` scenario.
+    #[arg(long, default_value_t = 5)]
+    pub trials: usize,
+    /// Lease TTL of the `cluster` scenario's nodes, in milliseconds (the takeover bound).
+    #[arg(long, default_value_t = 6000)]
+    pub lease_ttl_ms: u64,
     /// Blob store of the `files` scenario (e.g. `s3://bucket?endpoint=…`; credentials from
     /// `AWS_*`) instead of a local directory.
     #[arg(long)]
@@ -51,6 +59,7 @@ pub enum Scenario {
     Memory,
     Mcp,
     Metering,
+    Cluster,
     All,
 }
 
@@ -115,6 +124,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if matches!(args.scenario, Scenario::Mcp | Scenario::All) {
         crate::bench_mcp::run(args).await?;
+    }
+    if args.scenario == Scenario::Cluster {
+        crate::bench_cluster::run(args).await?;
     }
     if matches!(args.scenario, Scenario::Metering | Scenario::All) {
         crate::bench_metering::run(args).await?;

@@ -9,6 +9,7 @@ pub mod blobs;
 pub mod auth;
 pub mod bench;
 mod chat;
+mod bench_cluster;
 mod bench_files;
 mod bench_mcp;
 mod bench_metering;

@@ -51,6 +51,8 @@ pub struct Platform {
     pub sandbox_limits: Option<EnvironmentLimits>,
     /// The deployment's prices (the built-in list unless the config overrides it).
     pub prices: Arc<crate::pricing::PriceSchedule>,
+    /// Archived event logs read lately, decoded.
+    pub event_archives: Arc<crate::event_log::ArchiveCache>,
 }
 
 pub(crate) fn position_of(created_at: Timestamp, id: &str) -> Position {
@@ -59,7 +61,7 @@ pub(crate) fn position_of(created_at: Timestamp, id: &str) -> Position {
 
 impl Platform {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ids: Arc<dyn IdGen>) -> Self {
-        Platform { store, clock, ids, capabilities: Capabilities::default(), secrets: None, blobs: None, sandbox_limits: None, prices: Default::default() }
+        Platform { store, clock, ids, capabilities: Capabilities::default(), secrets: None, blobs: None, sandbox_limits: None, prices: Default::default(), event_archives: Default::default() }
     }
 
     pub(crate) fn now(&self) -> Timestamp {
@@ -560,6 +562,8 @@ impl Platform {
         match self.store.delete_session(tenant, id).await? {
             DeleteOutcome::Deleted => {
                 self.announce_quietly(tenant, "session.deleted", id).await;
+                // its archived event log, if it has one (a missing blob is not an error)
+                self.delete_blobs(std::iter::once(crate::event_log::archive_key(tenant, id))).await;
                 self.delete_session_files(tenant, id).await
             }
             DeleteOutcome::NotFound => Err(DomainError::not_found("session", id)),

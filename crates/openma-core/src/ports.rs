@@ -201,6 +201,15 @@ pub struct EventQuery {
     pub processed: TimeRange,
 }
 
+/// The archived part of a session's event log: the events with `seq <= last_seq` (there
+/// are `events` of them), in one blob. Later events stay rows of the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventLogArchive {
+    pub blob_key: String,
+    pub events: i64,
+    pub last_seq: i64,
+}
+
 /// The outcome of a guarded delete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeleteOutcome {
@@ -359,6 +368,49 @@ pub trait Store: Send + Sync {
     async fn event_seq(&self, tenant: &TenantId, session_id: &str, event_id: &str) -> Result<Option<i64>, StoreError>;
     /// The highest sequence number of a session's log (0 when empty).
     async fn last_event_seq(&self, tenant: &TenantId, session_id: &str) -> Result<i64, StoreError>;
+
+    // -- archived event logs --
+    /// Where the archived part of a session's log is, if any of it is archived.
+    async fn event_log_archive(&self, tenant: &TenantId, session_id: &str) -> Result<Option<EventLogArchive>, StoreError>;
+    /// Sessions whose log may have events to archive: archived ones, and those last changed
+    /// before `idle_before` when given; never running or rescheduling ones, nor those
+    /// unchanged since their last archival. Deliberately across tenants: this is the archival
+    /// scan. With each, the `updated_at` it had.
+    async fn sessions_to_archive(&self, idle_before: Option<Timestamp>, limit: u32) -> Result<Vec<(TenantId, String, Timestamp)>, StoreError>;
+    /// In one transaction: records `archive` on the session (whose blob the caller has
+    /// written) and deletes the events it holds, unless the session is running,
+    /// rescheduling or has inbox entries (`Ok(false)`, nothing written). With `archive`
+    /// `None` only notes that the session was looked at as of `seen` (its `updated_at`).
+    async fn archive_event_log(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+        archive: Option<&EventLogArchive>,
+        seen: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    // -- the cluster's scheduler --
+    /// Claims a run of the job `name` for `node` when it is due at `now` and no other
+    /// node holds it: its next run moves to `next_run_at` and the claim lasts until
+    /// `locked_until`. A job never seen before is due at once. True when this node won.
+    async fn claim_scheduled_job(
+        &self,
+        name: &str,
+        node: &str,
+        now: Timestamp,
+        next_run_at: Timestamp,
+        locked_until: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Releases a claimed job, recording when it ran and its error (if any).
+    async fn finish_scheduled_job(&self, name: &str, node: &str, now: Timestamp, error: Option<&str>) -> Result<(), StoreError>;
+
+    // -- retention (all tenants) --
+    /// Deletes up to `limit` memory versions created before `before`, never the newest
+    /// version of a memory. Returns how many went.
+    async fn purge_memory_versions(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError>;
+    /// Deletes up to `limit` finished (delivered or failed) webhook deliveries last
+    /// changed before `before`. Returns how many went.
+    async fn purge_webhook_deliveries(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError>;
 
     // -- platform facts --
     async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;

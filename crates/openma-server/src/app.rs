@@ -150,8 +150,8 @@ fn server_tools(settings: &Settings, platform: &mut Platform) -> anyhow::Result<
     Ok(toolbox)
 }
 
-/// Runs `job` every minute, for the life of the process (house-keeping: idle sandboxes,
-/// idle MCP connections, expired files).
+/// Runs `job` every minute, for the life of the process: this node's own house-keeping
+/// (idle sandboxes, idle MCP connections); shared jobs go through [`crate::scheduler`].
 fn every_minute<F, Fut>(job: F)
 where
     F: Fn() -> Fut + Send + 'static,
@@ -256,30 +256,8 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     });
     let blobs = Arc::new(crate::blobs::ObjectBlobs::open(&crate::blobs::BlobUrl::parse(&settings.blob_url)?).context("cannot open the blob store")?);
     platform.blobs = Some(blobs.clone());
-    // the bytes of expired files go (their metadata stays)
-    let expiring = platform.clone();
-    every_minute(move || {
-        let platform = expiring.clone();
-        async move {
-            match platform.purge_expired_files(500).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(files = n, "removed the content of expired files"),
-                Err(e) => tracing::warn!(error = %e, "cannot remove expired files"),
-            }
-        }
-    });
-    // file storage is metered per whole hour; the first tick after an hour ends records it
-    let metering = platform.clone();
-    every_minute(move || {
-        let platform = metering.clone();
-        async move {
-            match platform.meter_file_storage().await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(rows = n, "metered file storage"),
-                Err(e) => tracing::warn!(error = %e, "cannot meter file storage"),
-            }
-        }
-    });
+    // shared house-keeping runs once across the cluster; idle sandboxes and MCP connections are per node
+    crate::scheduler::housekeeping(&platform, &settings.housekeeping).spawn();
     crate::webhooks::spawn(platform.clone(), settings.unsafe_allow_private_fetch, settings.webhook_retry_delays.clone());
     let _ = telemetry::metrics_handle();
     let info = ServerInfo {

@@ -163,6 +163,19 @@ pub struct ServeArgs {
     /// Largest file `POST /v1/files` accepts, in MiB [default: 500].
     #[arg(long, env = "OPENMA_MAX_FILE_MB")]
     pub max_file_mb: Option<u64>,
+    /// How often the shared house-keeping jobs run, once across the cluster [default: 1m].
+    #[arg(long, env = "OPENMA_HOUSEKEEPING_PERIOD")]
+    pub housekeeping_period: Option<String>,
+    /// Archive the event log of sessions unchanged for this long (e.g. `30d`) into the blob
+    /// store [default: off; archived sessions' logs are always archived].
+    #[arg(long, env = "OPENMA_ARCHIVE_IDLE_AFTER")]
+    pub archive_idle_after: Option<String>,
+    /// Age after which memory versions go, the newest of each memory kept [default: 30d].
+    #[arg(long, env = "OPENMA_MEMORY_VERSION_RETENTION")]
+    pub memory_version_retention: Option<String>,
+    /// Age after which delivered and failed webhook deliveries go [default: 30d].
+    #[arg(long, env = "OPENMA_WEBHOOK_DELIVERY_RETENTION")]
+    pub webhook_delivery_retention: Option<String>,
     /// SearXNG-compatible JSON search endpoint that `web_search` queries.
     #[arg(long, env = "OPENMA_SEARCH_URL")]
     pub search_url: Option<String>,
@@ -321,6 +334,12 @@ fn settings(global: &GlobalArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Se
             command_timeout_secs: serve.and_then(|s| s.sandbox_command_timeout_secs),
             max_command_timeout_secs: serve.and_then(|s| s.sandbox_max_command_timeout_secs),
             ..Default::default()
+        },
+        housekeeping: crate::config::HousekeepingSettings {
+            period: serve.and_then(|s| s.housekeeping_period.clone()),
+            archive_idle_after: serve.and_then(|s| s.archive_idle_after.clone()),
+            memory_version_retention: serve.and_then(|s| s.memory_version_retention.clone()),
+            webhook_delivery_retention: serve.and_then(|s| s.webhook_delivery_retention.clone()),
         },
         root_secret: global.root_secret.clone(),
         previous_root_secret: global.previous_root_secret.clone(),

@@ -35,6 +35,9 @@ pub struct FileSettings {
     /// `[sandbox]` table of the file.
     #[serde(default)]
     pub sandbox: SandboxLimits,
+    /// `[housekeeping]` table of the file.
+    #[serde(default)]
+    pub housekeeping: HousekeepingSettings,
     /// `[[prices.models]]` and `[[prices.rates]]`: the deployment's price overrides.
     #[serde(default)]
     pub prices: PriceOverrides,
@@ -193,6 +196,8 @@ pub struct Settings {
     pub github_url: String,
     /// Limits of every session sandbox (unset fields keep the defaults).
     pub sandbox: SandboxLimits,
+    /// The scheduler's shared jobs: their period, event log archival and retention.
+    pub housekeeping: Housekeeping,
     /// The executable bound into networked sandboxes as their network bridge (it must
     /// answer `sandbox-bridge`); default: this very binary. In-process tests set it.
     pub sandbox_bridge: Option<PathBuf>,
@@ -211,6 +216,84 @@ pub struct Settings {
     pub unsafe_disable_ledger: bool,
     /// Cluster mode, when enabled.
     pub cluster: Option<crate::cluster::ClusterSettings>,
+}
+
+/// The scheduler's shared jobs, as the operator gives them: durations such as `90s`,
+/// `15m`, `12h` or `30d`; `archive_idle_after` may also be `off` (the default).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HousekeepingSettings {
+    /// How often each shared job runs [default: 1m].
+    pub period: Option<String>,
+    /// Archive the event log of a session unchanged for this long [default: off; archived
+    /// sessions' logs are archived whatever this says].
+    pub archive_idle_after: Option<String>,
+    /// Age after which memory versions go, the newest of each memory kept [default: 30d].
+    pub memory_version_retention: Option<String>,
+    /// Age after which finished webhook deliveries go [default: 30d].
+    pub webhook_delivery_retention: Option<String>,
+}
+
+impl HousekeepingSettings {
+    /// `self`'s values, else `file`'s, field by field.
+    fn over(self, file: HousekeepingSettings) -> HousekeepingSettings {
+        HousekeepingSettings {
+            period: self.period.or(file.period),
+            archive_idle_after: self.archive_idle_after.or(file.archive_idle_after),
+            memory_version_retention: self.memory_version_retention.or(file.memory_version_retention),
+            webhook_delivery_retention: self.webhook_delivery_retention.or(file.webhook_delivery_retention),
+        }
+    }
+
+    fn resolve(self) -> anyhow::Result<Housekeeping> {
+        let d = Housekeeping::default();
+        let get = |name: &str, v: Option<String>, default: std::time::Duration| match v {
+            None => Ok(default),
+            Some(v) => parse_duration(&v).with_context(|| format!("housekeeping `{name}`")),
+        };
+        Ok(Housekeeping {
+            period: get("period", self.period, d.period)?,
+            archive_idle_after: match self.archive_idle_after.as_deref().map(str::trim) {
+                None | Some("off") | Some("") => None,
+                Some(v) => Some(parse_duration(v).context("housekeeping `archive_idle_after`")?),
+            },
+            retention: openma_core::retention::RetentionPolicy {
+                memory_versions: get("memory_version_retention", self.memory_version_retention, d.retention.memory_versions)?,
+                webhook_deliveries: get("webhook_delivery_retention", self.webhook_delivery_retention, d.retention.webhook_deliveries)?,
+            },
+        })
+    }
+}
+
+/// The resolved house-keeping settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Housekeeping {
+    pub period: std::time::Duration,
+    pub archive_idle_after: Option<std::time::Duration>,
+    pub retention: openma_core::retention::RetentionPolicy,
+}
+
+impl Default for Housekeeping {
+    fn default() -> Self {
+        Housekeeping { period: std::time::Duration::from_secs(60), archive_idle_after: None, retention: Default::default() }
+    }
+}
+
+/// `500ms`, `90s`, `15m`, `12h` or `30d` (a positive whole number and a unit).
+pub fn parse_duration(v: &str) -> anyhow::Result<std::time::Duration> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: u64 = n.parse().ok().filter(|n| *n > 0).with_context(|| format!("`{v}` is not a duration such as 90s, 15m, 12h or 30d"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => anyhow::bail!("`{v}`: the unit must be ms, s, m, h or d"),
+    };
+    Ok(std::time::Duration::from_millis(n.saturating_mul(ms)))
 }
 
 /// Operator overrides of the sandbox limits.
@@ -328,6 +411,7 @@ pub struct Overrides {
     pub max_file_mb: Option<u64>,
     pub github_url: Option<String>,
     pub sandbox: SandboxLimits,
+    pub housekeeping: HousekeepingSettings,
     pub sandbox_bridge: Option<PathBuf>,
     /// Test-only: `OPENMA_UNSAFE_EGRESS_RESOLVE`.
     pub unsafe_egress_resolve: Option<String>,
@@ -380,6 +464,7 @@ impl Settings {
                 .map_or(openma_core::files::DEFAULT_MAX_FILE_BYTES, |mb| mb.saturating_mul(1024 * 1024)),
             github_url: o.github_url.or(file.github_url).unwrap_or_else(|| "https://github.com".into()).trim_end_matches('/').to_owned(),
             sandbox: merge_sandbox(o.sandbox, file.sandbox),
+            housekeeping: o.housekeeping.over(file.housekeeping).resolve()?,
             sandbox_bridge: o.sandbox_bridge,
             unsafe_egress_resolve: o.unsafe_egress_resolve.filter(|s| !s.trim().is_empty()),
             unsafe_egress_upstream_ca: o.unsafe_egress_upstream_ca,
@@ -450,6 +535,24 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from(".openma"));
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert!(s.database_url.expose_secret().starts_with("sqlite://.openma/openma.db"));
+    }
+
+    #[test]
+    fn housekeeping_durations_parse_and_archival_of_idle_sessions_is_off_by_default() {
+        let s = Settings::resolve(Overrides::default()).unwrap();
+        assert_eq!(s.housekeeping, Housekeeping::default());
+        assert_eq!(s.housekeeping.archive_idle_after, None);
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(s.housekeeping.retention.memory_versions, 30 * day);
+        let o = HousekeepingSettings { archive_idle_after: Some("7d".into()), period: Some("500ms".into()), ..Default::default() };
+        let s = Settings::resolve(Overrides { housekeeping: o, ..Default::default() }).unwrap();
+        assert_eq!(s.housekeeping.archive_idle_after, Some(7 * day));
+        assert_eq!(s.housekeeping.period, std::time::Duration::from_millis(500));
+        for bad in ["7", "d", "0s", "7w", "-1d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+            let o = HousekeepingSettings { webhook_delivery_retention: Some(bad.into()), ..Default::default() };
+            assert!(Settings::resolve(Overrides { housekeeping: o, ..Default::default() }).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1263,7 +1263,7 @@ async fn session_page(State(app): State<AppState>, Member(m): Member, crate::ext
         Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, page("Error", Some(&m), html! { p.error { "The session could not be read." } })).into_response(),
     };
     let query = openma_core::ports::EventQuery { limit: 1000, ..Default::default() };
-    let events: Vec<serde_json::Value> = match app.platform.store.list_events(&m.tenant, &id, &query).await {
+    let events: Vec<serde_json::Value> = match app.platform.list_events(&m.tenant, &id, &query).await {
         Ok(rows) => rows.into_iter().filter_map(|e| serde_json::to_value(&e.event).ok()).collect(),
         Err(_) => Vec::new(),
     };

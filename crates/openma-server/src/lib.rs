@@ -31,6 +31,7 @@ pub mod mcp_oauth;
 pub mod openapi;
 pub mod runtime;
 pub mod sandbox_seats;
+pub mod scheduler;
 pub mod secrets;
 pub mod session_files;
 pub mod session_memory;

@@ -1076,6 +1076,180 @@ macro_rules! sql_store {
                     .map_err($crate::backend_error)?;
                 Ok(v.unwrap_or(0))
             }
+
+            // ---- archived event logs ----
+
+            async fn event_log_archive(&self, tenant: &TenantId, session_id: &str) -> Result<Option<openma_core::ports::EventLogArchive>, openma_core::StoreError> {
+                let row = sqlx::query(
+                    "SELECT log_archive_key, log_archived_events, log_archived_seq FROM sessions \
+                     WHERE tenant_id = $1 AND id = $2 AND log_archive_key IS NOT NULL",
+                )
+                .bind(tenant.as_str())
+                .bind(session_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                row.map(|r| {
+                    Ok(openma_core::ports::EventLogArchive {
+                        blob_key: r.try_get("log_archive_key").map_err($crate::backend_error)?,
+                        events: r.try_get("log_archived_events").map_err($crate::backend_error)?,
+                        last_seq: r.try_get("log_archived_seq").map_err($crate::backend_error)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn sessions_to_archive(&self, idle_before: Option<Timestamp>, limit: u32) -> Result<Vec<(TenantId, String, Timestamp)>, openma_core::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT tenant_id, id, updated_at FROM sessions s \
+                     WHERE status NOT IN ('running', 'rescheduling') AND (archived OR updated_at < $1) \
+                     AND (log_checked_at IS NULL OR log_checked_at <> updated_at) \
+                     AND NOT EXISTS (SELECT 1 FROM session_inbox i WHERE i.tenant_id = s.tenant_id AND i.session_id = s.id) \
+                     ORDER BY updated_at, id LIMIT $2",
+                )
+                .bind(idle_before.map_or(i64::MIN, Timestamp::as_micros))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                rows.iter()
+                    .map(|r| {
+                        Ok((
+                            TenantId::from_trusted(r.try_get::<String, _>("tenant_id").map_err($crate::backend_error)?),
+                            r.try_get::<String, _>("id").map_err($crate::backend_error)?,
+                            Timestamp::from_micros(r.try_get("updated_at").map_err($crate::backend_error)?),
+                        ))
+                    })
+                    .collect()
+            }
+
+            async fn archive_event_log(
+                &self,
+                tenant: &TenantId,
+                session_id: &str,
+                archive: Option<&openma_core::ports::EventLogArchive>,
+                seen: Timestamp,
+            ) -> Result<bool, openma_core::StoreError> {
+                // both statements are guarded alike: never a running session, nor one with inbox entries
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                let done = match archive {
+                    Some(a) => sqlx::query(
+                        "UPDATE sessions SET log_archive_key = $3, log_archived_events = $4, log_archived_seq = $5, log_checked_at = $6 \
+                         WHERE tenant_id = $1 AND id = $2 AND status NOT IN ('running', 'rescheduling') \
+                         AND NOT EXISTS (SELECT 1 FROM session_inbox i WHERE i.tenant_id = $1 AND i.session_id = $2)",
+                    )
+                    .bind(tenant.as_str())
+                    .bind(session_id)
+                    .bind(&a.blob_key)
+                    .bind(a.events)
+                    .bind(a.last_seq)
+                    .bind(seen.as_micros())
+                    .execute(&mut *tx)
+                    .await,
+                    None => sqlx::query(
+                        "UPDATE sessions SET log_checked_at = $3 \
+                         WHERE tenant_id = $1 AND id = $2 AND status NOT IN ('running', 'rescheduling') \
+                         AND NOT EXISTS (SELECT 1 FROM session_inbox i WHERE i.tenant_id = $1 AND i.session_id = $2)",
+                    )
+                        .bind(tenant.as_str())
+                        .bind(session_id)
+                        .bind(seen.as_micros())
+                        .execute(&mut *tx)
+                        .await,
+                }
+                .map_err($crate::backend_error)?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                if let Some(a) = archive {
+                    sqlx::query("DELETE FROM events WHERE tenant_id = $1 AND session_id = $2 AND seq <= $3")
+                        .bind(tenant.as_str())
+                        .bind(session_id)
+                        .bind(a.last_seq)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::backend_error)?;
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(true)
+            }
+
+            // ---- the cluster's scheduler ----
+
+            async fn claim_scheduled_job(
+                &self,
+                name: &str,
+                node: &str,
+                now: Timestamp,
+                next_run_at: Timestamp,
+                locked_until: Timestamp,
+            ) -> Result<bool, openma_core::StoreError> {
+                sqlx::query("INSERT INTO scheduled_jobs (name, next_run_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                    .bind(name)
+                    .bind(now.as_micros())
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                let done = sqlx::query(
+                    "UPDATE scheduled_jobs SET locked_by = $2, locked_until = $3, next_run_at = $4 \
+                     WHERE name = $1 AND next_run_at <= $5 AND (locked_until IS NULL OR locked_until < $5)",
+                )
+                .bind(name)
+                .bind(node)
+                .bind(locked_until.as_micros())
+                .bind(next_run_at.as_micros())
+                .bind(now.as_micros())
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn finish_scheduled_job(&self, name: &str, node: &str, now: Timestamp, error: Option<&str>) -> Result<(), openma_core::StoreError> {
+                sqlx::query(
+                    "UPDATE scheduled_jobs SET locked_by = NULL, locked_until = NULL, last_run_at = $3, last_error = $4 \
+                     WHERE name = $1 AND locked_by = $2",
+                )
+                .bind(name)
+                .bind(node)
+                .bind(now.as_micros())
+                .bind(error)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            // ---- retention ----
+
+            async fn purge_memory_versions(&self, before: Timestamp, limit: u32) -> Result<u64, openma_core::StoreError> {
+                let done = sqlx::query(
+                    "DELETE FROM memory_versions WHERE (tenant_id, id) IN ( \
+                       SELECT v.tenant_id, v.id FROM memory_versions v WHERE v.created_at < $1 AND EXISTS ( \
+                         SELECT 1 FROM memory_versions n WHERE n.tenant_id = v.tenant_id AND n.store_id = v.store_id \
+                         AND n.memory_id = v.memory_id AND (n.created_at > v.created_at OR (n.created_at = v.created_at AND n.id > v.id))) \
+                       LIMIT $2)",
+                )
+                .bind(before.as_micros())
+                .bind(i64::from(limit))
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(done.rows_affected())
+            }
+
+            async fn purge_webhook_deliveries(&self, before: Timestamp, limit: u32) -> Result<u64, openma_core::StoreError> {
+                let done = sqlx::query(
+                    "DELETE FROM webhook_deliveries WHERE (tenant_id, id) IN ( \
+                       SELECT tenant_id, id FROM webhook_deliveries WHERE status <> 'pending' AND updated_at < $1 LIMIT $2)",
+                )
+                .bind(before.as_micros())
+                .bind(i64::from(limit))
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(done.rows_affected())
+            }
             async fn get_meta(&self, key: &str) -> Result<Option<String>, openma_core::StoreError> {
                 sqlx::query_scalar::<_, String>("SELECT value FROM platform_meta WHERE key = $1")
                     .bind(key)

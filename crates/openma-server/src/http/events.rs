@@ -68,7 +68,6 @@ pub async fn list_events(
     let (store_order, after, _) = req.store_order();
     let rows = app
         .platform
-        .store
         .list_events(
             &tenant,
             &id,
@@ -80,8 +79,7 @@ pub async fn list_events(
                 processed: created.range(),
             },
         )
-        .await
-        .map_err(DomainError::from)?;
+        .await?;
     let p = req.finish(rows, |e| Position { created_at: e.seq, id: e.event.id.clone() });
     Ok(Json(ListPage { data: p.data.into_iter().map(|e| e.event).collect(), next_page: p.next_page }))
 }
@@ -137,17 +135,16 @@ pub async fn stream_events(
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned).or(q.last_event_id);
     // subscribe before reading the position, so nothing falls in between
     let rx = app.runtime.hub(&id).subscribe();
-    let store = app.platform.store.clone();
     let start = match resume {
         Some(r) => match r.parse::<i64>() {
             Ok(seq) => seq,
-            Err(_) => store
+            Err(_) => app
+                .platform
                 .event_seq(&tenant, &id, &r)
-                .await
-                .map_err(DomainError::from)?
+                .await?
                 .ok_or_else(|| ApiError::bad_request(format!("`Last-Event-ID` `{r}` is not an event of this session")))?,
         },
-        None => store.last_event_seq(&tenant, &id).await.map_err(DomainError::from)?,
+        None => app.platform.last_event_seq(&tenant, &id).await?,
     };
     let terminated = session.status == openma_types::sessions::SessionStatus::Terminated;
     let stream = live_stream(app.runtime.clone(), tenant, id, start, rx, previews, terminated);
@@ -192,7 +189,8 @@ fn live_stream(
     async_stream::stream! {
         // counted while the stream is open (the guard drops with the stream)
         let _open = OpenStream::new();
-        let store = runtime.platform.store.clone();
+        // the platform reads archived logs too
+        let store = runtime.platform.clone();
         let mut last = start;
         let mut done = false;
         // catch-up from the log

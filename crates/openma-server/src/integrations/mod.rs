@@ -192,7 +192,7 @@ impl TurnSummary {
 /// The current turn of a session, from its event log.
 pub(crate) async fn turn_of(platform: &Platform, tenant: &TenantId, session_id: &str) -> Result<TurnSummary, String> {
     let query = EventQuery { descending: true, limit: 500, ..Default::default() };
-    let events = platform.store.list_events(tenant, session_id, &query).await.map_err(|e| e.to_string())?;
+    let events = platform.list_events(tenant, session_id, &query).await.map_err(|e| e.to_string())?;
     let events: Vec<Value> = events.into_iter().rev().filter_map(|e| serde_json::to_value(&e.event).ok()).collect();
     Ok(TurnSummary::of(&events))
 }

@@ -268,7 +268,7 @@ impl Actor {
         let mut log = Vec::new();
         let mut after = None;
         loop {
-            let page = store
+            let page = rt.platform
                 .list_events(&tenant, session_id, &EventQuery { after_seq: after, limit: 1000, ..Default::default() })
                 .await?;
             let n = page.len();

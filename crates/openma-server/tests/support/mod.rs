@@ -283,6 +283,14 @@ impl TestApp {
         self._dir.path().join("data")
     }
 
+    /// The database the server uses: the SQLite file in the data dir, or its own PostgreSQL database.
+    pub fn database_url(&self) -> String {
+        match &self.pg_cleanup {
+            Some((admin, name)) => with_database(admin, name),
+            None => format!("sqlite://{}", self.data_dir().join("openma.db").display()),
+        }
+    }
+
     pub async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> Reply {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(k) = key {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use openma_core::Platform;
-use openma_core::ports::{EventQuery, InboxEntry, StoredEvent};
+use openma_core::ports::{Appended, EventQuery, InboxEntry, StoredEvent};
 use openma_fake_model::{FakeModel, Reply};
 use openma_types::Timestamp;
 use openma_types::events::SessionEvent;
@@ -215,7 +215,7 @@ async fn a_thousand_archived_sessions_read_identically_and_the_database_shrinks(
     for (i, sid) in sids.iter().enumerate() {
         let first = app.platform.store.last_event_seq(&t, sid).await.unwrap() + 1;
         let events = conversation(&app.platform, first, 3 + i % 5);
-        assert!(app.platform.store.append_events(&t, sid, &events, None, &[], &[]).await.unwrap());
+        assert_eq!(app.platform.store.append_events(&t, sid, &events, None, &[], &[], None).await.unwrap(), Appended::Done);
     }
     // archived through the API (each gets its `session.status_terminated`)
     futures::stream::iter(&sids)
@@ -301,7 +301,7 @@ async fn running_sessions_and_sessions_with_waiting_input_keep_their_rows(ctx: C
     let (running, waiting) = (session(&app).await, session(&app).await);
     for sid in [&running, &waiting] {
         let first = app.platform.store.last_event_seq(&t, sid).await.unwrap() + 1;
-        assert!(app.platform.store.append_events(&t, sid, &conversation(&app.platform, first, 2), None, &[], &[]).await.unwrap());
+        assert_eq!(app.platform.store.append_events(&t, sid, &conversation(&app.platform, first, 2), None, &[], &[], None).await.unwrap(), Appended::Done);
     }
     let s = app.platform.store.get_session(&t, &running).await.unwrap().unwrap();
     let mut r = s.clone();
@@ -392,7 +392,7 @@ async fn deleting_a_session_deletes_its_archived_log(ctx: Ctx) {
     let t = tenant(&app).await;
     let sid = session(&app).await;
     let first = app.platform.store.last_event_seq(&t, &sid).await.unwrap() + 1;
-    assert!(app.platform.store.append_events(&t, &sid, &conversation(&app.platform, first, 1), None, &[], &[]).await.unwrap());
+    assert_eq!(app.platform.store.append_events(&t, &sid, &conversation(&app.platform, first, 1), None, &[], &[], None).await.unwrap(), Appended::Done);
     app.ok(&format!("/v1/sessions/{sid}/archive"), json!({})).await;
     let last = app.platform.store.last_event_seq(&t, &sid).await.unwrap();
     archived_through(&app, &sid, last).await;

@@ -224,7 +224,7 @@ impl Runtime {
         }
         loop {
             let query = openma_core::ports::EventQuery { after_seq: Some(after), limit: 500, ..Default::default() };
-            let page = match self.platform.store.list_events(tenant, session_id, &query).await {
+            let page = match self.platform.list_events(tenant, session_id, &query).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(session_id, error = %e, "cannot relay events from the log");

@@ -285,8 +285,8 @@ impl TestApp {
 
     /// The database the server uses: the SQLite file in the data dir, or its own PostgreSQL database.
     pub fn database_url(&self) -> String {
-        match &self.pg_cleanup {
-            Some((admin, name)) => with_database(admin, name),
+        match &self._pg {
+            Some(db) => db.url.clone(),
             None => format!("sqlite://{}", self.data_dir().join("openma.db").display()),
         }
     }

@@ -322,7 +322,9 @@ impl Cluster {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Err(e) = me.heartbeat(&rt.owned_sessions()).await {
+                let owned = rt.owned_sessions();
+                metrics::gauge!("openma_cluster_leased_sessions").set(owned.len() as f64);
+                if let Err(e) = me.heartbeat(&owned).await {
                     tracing::warn!(error = %e, "cluster heartbeat failed; leases lapse if this goes on");
                 }
             }
@@ -334,6 +336,7 @@ impl Cluster {
                     Ok(orphans) => {
                         for (tenant, id) in orphans {
                             tracing::info!(session_id = %id, "taking over a session whose node is gone");
+                            metrics::counter!("openma_cluster_takeover_attempts_total").increment(1);
                             rt.wake(&tenant, &id);
                         }
                     }
@@ -372,6 +375,7 @@ impl Cluster {
                             if let (Some(tenant), Some(id), Some(first), Some(last)) = (parts.next(), parts.next(), parts.next(), parts.next())
                                 && let (Ok(first), Ok(last)) = (first.parse::<i64>(), last.parse::<i64>())
                             {
+                                metrics::counter!("openma_cluster_notifications_total").increment(1);
                                 rt.relay(TenantId::from_trusted(tenant.to_owned()), id, first, last);
                             }
                         }

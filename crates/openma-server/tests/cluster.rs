@@ -290,3 +290,71 @@ async fn the_workspace_survives_the_death_of_its_node() {
     assert!(results[1].contains("moved to another server"), "the model is told its processes are gone: {}", results[1]);
     assert_eq!(c.lease(&sid).await.0, "node-y");
 }
+
+/// A tiny deterministic generator, so a failure can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % bound
+    }
+}
+
+/// The kill loop of `kill_loop.rs`, on three nodes: a random node is killed (`kill -9`) at
+/// random moments and a new one started in its place, while sessions run tool-using turns
+/// whose messages go to random nodes. Bounded by `OPENMA_CLUSTER_KILL_COUNT` (default 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_survive_nodes_killed_at_random() {
+    use openma_core::Store;
+    let Some(c) = Cluster::new().await else { return };
+    let kills: usize = std::env::var("OPENMA_CLUSTER_KILL_COUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let model = FakeModel::start().await;
+    model.set_default_reply(Reply::text(FINAL));
+    let mut script = Vec::new();
+    for i in 0..200 {
+        script.push(Reply::tool_use("read", json!({"file_path": format!("/workspace/f{i}")})).delay_ms(5));
+        script.push(Reply::text(FINAL).delay_ms(5).split(4));
+    }
+    model.script(script);
+    let mut nodes: Vec<ServerProcess> = (0..3).map(|i| c.node(&format!("n{i}-0"), &model, 1000)).collect();
+    let agent = c.post(&nodes[0].base, "/v1/agents", json!({"name": "k", "model": "claude-sonnet-4-6", "tools": [{"type": "read"}]})).await;
+    let mut sessions = Vec::new();
+    for i in 0..3 {
+        let s = c.post(&nodes[i].base, "/v1/sessions", json!({"agent": agent["id"]})).await;
+        sessions.push(s["id"].as_str().unwrap().to_owned());
+    }
+    let mut rng = Lcg(0xc105);
+    let mut acknowledged: Vec<(String, String)> = Vec::new();
+    for round in 0..kills {
+        for sid in &sessions {
+            let base = &nodes[rng.next(3) as usize].base;
+            let body = json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": format!("round {round}")}]}]});
+            if let Ok(r) = c.http.post(format!("{base}/v1/sessions/{sid}/events")).bearer_auth(KEY).json(&body).send().await
+                && r.status().is_success()
+                && let Ok(v) = r.json::<Value>().await
+            {
+                acknowledged.push((sid.clone(), v["data"][0]["id"].as_str().unwrap().to_owned()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20 + rng.next(200))).await;
+        let victim = rng.next(3) as usize;
+        nodes[victim] = c.node(&format!("n{victim}-{}", round + 1), &model, 1000); // the old one is SIGKILLed as it drops
+    }
+    for sid in &sessions {
+        c.wait_idle(&nodes[0].base, sid, Duration::from_secs(60)).await;
+    }
+    let store = openma_store_sql::PostgresStore::open(&c.db.url).await.unwrap();
+    let tenant = store.find_tenant("default").await.unwrap().unwrap();
+    for sid in &sessions {
+        let log = store.list_events(&tenant.id, sid, &openma_core::ports::EventQuery { limit: 100_000, ..Default::default() }).await.unwrap();
+        let seqs: Vec<i64> = log.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=log.len() as i64).collect::<Vec<_>>(), "{sid}: seq contiguous");
+        let json: Vec<Value> = log.iter().map(|e| serde_json::to_value(&e.event).unwrap()).collect();
+        check_log(&json);
+        for (s, id) in acknowledged.iter().filter(|(s, _)| s == sid) {
+            assert!(json.iter().any(|e| e["id"] == *id.as_str()), "{s}: acknowledged event {id} is missing");
+        }
+    }
+    println!("{kills} node kills survived by {} sessions ({} messages acknowledged)", sessions.len(), acknowledged.len());
+}

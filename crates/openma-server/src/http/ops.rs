@@ -25,6 +25,16 @@ pub struct Health {
     /// Why the server is degraded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Cluster mode: this node, and the sessions it runs now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterHealth>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ClusterHealth {
+    pub node_id: String,
+    pub url: String,
+    pub leased_sessions: usize,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -65,6 +75,11 @@ pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
         backends: Backends { db, blobs, sandbox: app.info.sandbox.clone(), sandbox_egress: app.info.sandbox_egress.clone() },
         version: env!("CARGO_PKG_VERSION"),
         reason: (!healthy).then(|| problems.join("; ")),
+        cluster: app.runtime.cluster().map(|c| ClusterHealth {
+            node_id: c.node_id.clone(),
+            url: c.url.clone(),
+            leased_sessions: app.runtime.owned_sessions().len(),
+        }),
     };
     (if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
 }

@@ -11,7 +11,7 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 use crate::bench::{BenchArgs, percentile};
-use crate::bench_runtime::{KEY, ServerProcess, Subscriber, spawn_server_with};
+use crate::bench_runtime::{ServerProcess, Subscriber, message, ms, post, run_turns, spawn_server_with};
 
 struct Nodes {
     dir: std::path::PathBuf,
@@ -33,18 +33,6 @@ impl Nodes {
         .map(|(k, v)| (k.to_owned(), v));
         spawn_server_with(&self.model, &data, Some(&self.postgres), &env)
     }
-}
-
-async fn post(http: &reqwest::Client, url: String, body: Value) -> anyhow::Result<Value> {
-    Ok(http.post(url).bearer_auth(KEY).json(&body).send().await?.error_for_status()?.json().await?)
-}
-
-fn message() -> Value {
-    json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "hi"}]}]})
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn row(label: &str, mut v: Vec<Duration>) {
@@ -165,20 +153,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         creates.push(made.len() as f64 / start.elapsed().as_secs_f64());
         let per = (args.turns / 30).max(5);
         let start = Instant::now();
-        let tasks = made.into_iter().take(30).enumerate().map(|(i, sid)| {
-            let (http, base) = (http.clone(), bases[i % bases.len()].clone());
-            tokio::spawn(async move {
-                let mut sub = Subscriber::open(&http, &base, &sid).await?;
-                for _ in 0..per {
-                    post(&http, format!("{base}/v1/sessions/{sid}/events"), message()).await?;
-                    sub.until("session.status_idle").await?;
-                }
-                anyhow::Ok(())
-            })
-        });
-        for t in futures::future::join_all(tasks).await {
-            t??;
-        }
+        run_turns(&http, made.into_iter().take(30).enumerate().map(|(i, sid)| (bases[i % bases.len()].clone(), sid)).collect(), per).await?;
         turns.push((30 * per) as f64 / start.elapsed().as_secs_f64());
     }
     println!("{:<58} {:>12.0} {:>12.0}", "session create /s (32 clients)", creates[0], creates[1]);

@@ -96,15 +96,35 @@ impl Subscriber {
     }
 }
 
-async fn post(http: &reqwest::Client, url: String, body: Value) -> anyhow::Result<Value> {
+pub(crate) async fn post(http: &reqwest::Client, url: String, body: Value) -> anyhow::Result<Value> {
     Ok(http.post(url).bearer_auth(KEY).json(&body).send().await?.error_for_status()?.json().await?)
 }
 
-fn message() -> Value {
+/// Runs `per` text turns on each `(node base URL, session)` at once, each turn waited for on
+/// the session's stream.
+pub(crate) async fn run_turns(http: &reqwest::Client, sessions: Vec<(String, String)>, per: usize) -> anyhow::Result<()> {
+    let tasks = sessions.into_iter().map(|(base, sid)| {
+        let http = http.clone();
+        tokio::spawn(async move {
+            let mut sub = Subscriber::open(&http, &base, &sid).await?;
+            for _ in 0..per {
+                post(&http, format!("{base}/v1/sessions/{sid}/events"), message()).await?;
+                sub.until("session.status_idle").await?;
+            }
+            anyhow::Ok(())
+        })
+    });
+    for t in futures::future::join_all(tasks).await {
+        t??;
+    }
+    Ok(())
+}
+
+pub(crate) fn message() -> Value {
     json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "hi"}]}]})
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -148,20 +168,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let ids = futures::future::try_join_all((0..sessions).map(|_| new_session())).await?;
         let per = (args.turns / sessions.min(args.turns)).max(5);
         let start = Instant::now();
-        let tasks = ids.into_iter().map(|sid| {
-            let (http, base) = (http.clone(), base.clone());
-            tokio::spawn(async move {
-                let mut sub = Subscriber::open(&http, &base, &sid).await?;
-                for _ in 0..per {
-                    post(&http, format!("{base}/v1/sessions/{sid}/events"), message()).await?;
-                    sub.until("session.status_idle").await?;
-                }
-                anyhow::Ok(())
-            })
-        });
-        for t in futures::future::join_all(tasks).await {
-            t??;
-        }
+        run_turns(&http, ids.into_iter().map(|sid| (base.clone(), sid)).collect(), per).await?;
         let total = per * sessions;
         println!("{:<44} {:>10.0} turns/s ({total} turns)", format!("throughput, {sessions} concurrent session(s)"), total as f64 / start.elapsed().as_secs_f64());
     }

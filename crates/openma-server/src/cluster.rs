@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::runtime::Runtime;
+use crate::runtime::hub::RemotePreview;
+use crate::runtime::{Frame, PreviewOf, Runtime};
 
 /// Events were appended: payload `tenant session first_seq last_seq`.
 pub const EVENTS_CHANNEL: &str = "openma_events";
@@ -37,6 +38,13 @@ pub const EVENTS_CHANNEL: &str = "openma_events";
 pub const LEASES_CHANNEL: &str = "openma_leases";
 /// A session was deleted: payload `session`.
 pub const DELETED_CHANNEL: &str = "openma_deleted";
+/// A preview from a session's owner: payload `session`, `agent.message`|`agent.thinking`,
+/// the frame's kind and its JSON, one per line.
+pub const PREVIEWS_CHANNEL: &str = "openma_previews";
+/// Streams here want a session's previews: payload `session`.
+pub const INTEREST_CHANNEL: &str = "openma_interest";
+/// PostgreSQL refuses a notification payload of 8,000 bytes or more.
+const MAX_PAYLOAD: usize = 7_900;
 /// The route other nodes hand commands to.
 pub const COMMAND_ROUTE: &str = "/internal/cluster/sessions/{id}/commands";
 const TOKEN_HEADER: &str = "x-openma-cluster-token";
@@ -74,6 +82,9 @@ pub struct Cluster {
     takeover: tokio::sync::Notify,
     /// Carries the sessions' sandbox directories between nodes.
     pub snapshots: crate::session_snapshots::Snapshots,
+    /// Previews for other nodes' streams, sent in order by one task.
+    previews: tokio::sync::mpsc::UnboundedSender<RemotePreview>,
+    previews_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<RemotePreview>>>,
 }
 
 /// A command handed to the node that owns the session.
@@ -203,6 +214,7 @@ impl Cluster {
         let secrets = platform.secrets.as_ref().context("cluster mode needs the root secret")?;
         let bus = PgBus::connect(database_url).await.context("cluster mode: cannot open the notification connection")?;
         let node_id = settings.node_id.clone().unwrap_or_else(|| platform.ids.new_id("node"));
+        let (previews, previews_rx) = tokio::sync::mpsc::unbounded_channel();
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(60)).build()?;
         let cluster = Arc::new(Cluster {
             node_id,
@@ -215,6 +227,8 @@ impl Cluster {
             http,
             takeover: tokio::sync::Notify::new(),
             snapshots,
+            previews,
+            previews_rx: std::sync::Mutex::new(Some(previews_rx)),
         });
         cluster.heartbeat(&[]).await.context("cluster mode: cannot register this node")?;
         Ok(cluster)
@@ -268,6 +282,11 @@ impl Cluster {
             Err(e) => return Err(Undelivered::Failed(format!("{}: {e}", owner.node_id))),
         };
         response.json::<ForwardReply>().await.map_err(|e| Undelivered::Failed(format!("{}: {e}", owner.node_id)))
+    }
+
+    /// Where a hub sends the previews other nodes' streams want.
+    pub fn previews_out(&self) -> tokio::sync::mpsc::UnboundedSender<RemotePreview> {
+        self.previews.clone()
     }
 
     /// Tells the other nodes a session is gone (their streams of it end).
@@ -345,21 +364,41 @@ impl Cluster {
                 let _ = tokio::time::timeout(me.lease_ttl / 4, me.takeover.notified()).await;
             }
         });
+        let rx = self.previews_rx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut rx) = rx {
+            let me = self.clone();
+            tokio::spawn(async move {
+                while let Some(p) = rx.recv().await {
+                    let payload = format!("{}\n{}\n{}\n{}", p.session_id, p.of.as_str(), p.kind, p.json);
+                    if payload.len() > MAX_PAYLOAD {
+                        tracing::debug!(session_id = %p.session_id, bytes = payload.len(), "a preview too large to notify; the event itself follows");
+                        continue;
+                    }
+                    if let Err(e) = me.bus.notify(PREVIEWS_CHANNEL, &payload).await {
+                        tracing::debug!(error = %e, "cannot send a preview to the other nodes");
+                    }
+                }
+            });
+        }
         let (me, rt) = (self.clone(), runtime);
         tokio::spawn(async move { me.listen(rt).await });
     }
 
     async fn listen(self: Arc<Self>, rt: Arc<Runtime>) {
-        let sweeper = rt.clone();
+        let (sweeper, me) = (rt.clone(), self.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP);
             loop {
                 tick.tick().await;
                 sweeper.relay_all().await;
+                // the owners of sessions streamed here with previews keep sending them
+                for id in sweeper.wanted_previews() {
+                    let _ = me.bus.notify(INTEREST_CHANNEL, &id).await;
+                }
             }
         });
         loop {
-            let mut sub = match self.bus.listen(&[EVENTS_CHANNEL, LEASES_CHANNEL, DELETED_CHANNEL]).await {
+            let mut sub = match self.bus.listen(&[EVENTS_CHANNEL, LEASES_CHANNEL, DELETED_CHANNEL, PREVIEWS_CHANNEL, INTEREST_CHANNEL]).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot listen for cluster notifications; retrying");
@@ -381,6 +420,16 @@ impl Cluster {
                         }
                         LEASES_CHANNEL => self.takeover.notify_one(),
                         DELETED_CHANNEL => rt.session_deleted_here(&payload),
+                        INTEREST_CHANNEL => rt.previews_wanted(&payload),
+                        PREVIEWS_CHANNEL => {
+                            let mut parts = payload.splitn(4, '\n');
+                            if let (Some(id), Some(of), Some(kind), Some(json)) = (parts.next(), parts.next(), parts.next(), parts.next())
+                                && let Some(of) = PreviewOf::parse(of)
+                            {
+                                let kind = if kind == "event_start" { "event_start" } else { "event_delta" };
+                                rt.preview_here(id, Frame::Preview { of, kind, json: json.to_owned() });
+                            }
+                        }
                         _ => {}
                     },
                     Ok(Heard::Reconnected) => {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use openma_fake_model::{FakeModel, Reply};
 use serde_json::{Value, json};
-use support::{PgDatabase, ServerProcess, SseReader};
+use support::{Lcg, PgDatabase, ServerProcess, SseReader};
 
 mod support;
 
@@ -122,6 +122,15 @@ impl Cluster {
     }
 }
 
+/// Waits until the model was asked (the turn is under way).
+async fn requested(model: &FakeModel) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while model.requests().is_empty() {
+        assert!(Instant::now() < deadline, "no model request");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The log is whole: ids unique, every tool use answered once, the work finished.
 fn check_log(log: &[Value]) {
     let ids: BTreeSet<&str> = log.iter().map(|e| e["id"].as_str().unwrap()).collect();
@@ -202,11 +211,7 @@ async fn a_paused_node_that_lost_its_lease_cannot_append() {
     let sid = c.session(&y.base, json!([])).await;
     c.say(&x.base, &sid, "hello").await;
     // X runs the turn; wait until its model request is under way
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while model.requests().is_empty() {
-        assert!(Instant::now() < deadline, "no model request");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    requested(&model).await;
     signal(&x, "STOP");
     // Y takes over once X's lease lapses, re-issues the request and finishes the turn
     c.wait_idle(&y.base, &sid, Duration::from_secs(30)).await;
@@ -242,11 +247,7 @@ async fn sigterm_hands_sessions_over_without_waiting_for_the_lease() {
     let y = c.node("node-y", &model, 60_000);
     let sid = c.session(&y.base, json!([])).await;
     c.say(&x.base, &sid, "hello").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while model.requests().is_empty() {
-        assert!(Instant::now() < deadline, "no model request");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    requested(&model).await;
     let stopped_at = Instant::now();
     signal(&x, "TERM");
     c.wait_idle(&y.base, &sid, Duration::from_secs(20)).await;
@@ -291,16 +292,6 @@ async fn the_workspace_survives_the_death_of_its_node() {
     assert_eq!(c.lease(&sid).await.0, "node-y");
 }
 
-/// A tiny deterministic generator, so a failure can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) % bound
-    }
-}
-
 /// The kill loop of `kill_loop.rs`, on three nodes: a random node is killed (`kill -9`) at
 /// random moments and a new one started in its place, while sessions run tool-using turns
 /// whose messages go to random nodes. Bounded by `OPENMA_CLUSTER_KILL_COUNT` (default 8).
@@ -311,12 +302,7 @@ async fn sessions_survive_nodes_killed_at_random() {
     let kills: usize = std::env::var("OPENMA_CLUSTER_KILL_COUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
     let model = FakeModel::start().await;
     model.set_default_reply(Reply::text(FINAL));
-    let mut script = Vec::new();
-    for i in 0..200 {
-        script.push(Reply::tool_use("read", json!({"file_path": format!("/workspace/f{i}")})).delay_ms(5));
-        script.push(Reply::text(FINAL).delay_ms(5).split(4));
-    }
-    model.script(script);
+    model.script(support::kill_loop_script(FINAL));
     let mut nodes: Vec<ServerProcess> = (0..3).map(|i| c.node(&format!("n{i}-0"), &model, 1000)).collect();
     let agent = c.post(&nodes[0].base, "/v1/agents", json!({"name": "k", "model": "claude-sonnet-4-6", "tools": [{"type": "read"}]})).await;
     let mut sessions = Vec::new();
@@ -357,4 +343,31 @@ async fn sessions_survive_nodes_killed_at_random() {
         }
     }
     println!("{kills} node kills survived by {} sessions ({} messages acknowledged)", sessions.len(), acknowledged.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previews_reach_streams_on_other_nodes() {
+    let Some(c) = Cluster::new().await else { return };
+    let model = FakeModel::start().await;
+    model.set_default_reply(Reply::text(FINAL).delay_ms(20).split(3));
+    let a = c.node("node-a", &model, 2000);
+    let b = c.node("node-b", &model, 2000);
+    let sid = c.session(&a.base, json!([])).await;
+    let mut stream = SseReader::connect(&c.http, &format!("{}/v1/sessions/{sid}/events/stream?event_deltas[]=agent.message", b.base), KEY, None).await;
+    // B tells the others its stream wants previews (every 2 s while it is open)
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    c.say(&a.base, &sid, "hello").await;
+    let seen = stream.until(|e| e.event == "agent.message").await;
+    let message = seen.last().unwrap();
+    let deltas: Vec<&support::Sse> = seen.iter().filter(|e| e.event == "event_delta").collect();
+    assert!(!deltas.is_empty(), "no preview reached node B: {:?}", seen.iter().map(|e| &e.event).collect::<Vec<_>>());
+    let text: String = deltas.iter().map(|d| d.data["delta"]["content"]["text"].as_str().unwrap_or_default()).collect();
+    assert_eq!(text, FINAL, "the deltas add up to the message");
+    assert!(deltas.iter().all(|d| d.data["event_id"] == message.data["id"]), "previews name the event they preview");
+    assert!(seen.iter().any(|e| e.event == "event_start" && e.data["event"]["id"] == message.data["id"]));
+    // a stream that did not ask for previews gets none
+    let mut plain = SseReader::connect(&c.http, &format!("{}/v1/sessions/{sid}/events/stream", b.base), KEY, None).await;
+    c.say(&a.base, &sid, "again").await;
+    let seen = plain.until(|e| e.event == "agent.message" && e.data["id"] != message.data["id"]).await;
+    assert!(seen.iter().all(|e| !e.event.starts_with("event_")));
 }

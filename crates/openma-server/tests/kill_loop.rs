@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use openma_fake_model::{FakeModel, Reply};
 use serde_json::{Value, json};
-use support::ServerProcess;
+use support::{Lcg, ServerProcess};
 
 mod support;
 
@@ -30,15 +30,6 @@ fn serve(dir: &Path, model: &str) -> ServerProcess {
     )
 }
 
-/// A tiny deterministic generator, so a failure can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) % bound
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_survive_repeated_kill_9() {
@@ -47,12 +38,7 @@ async fn sessions_survive_repeated_kill_9() {
     let model = FakeModel::start().await;
     model.set_default_reply(Reply::text(FINAL));
     // plenty of slow tool-using answers; whatever is left when the queue runs out, turns end with FINAL
-    let mut script = Vec::new();
-    for i in 0..200 {
-        script.push(Reply::tool_use("read", json!({"file_path": format!("/workspace/f{i}")})).delay_ms(5));
-        script.push(Reply::text(FINAL).delay_ms(5).split(4));
-    }
-    model.script(script);
+    model.script(support::kill_loop_script(FINAL));
     let tmp = tempfile::tempdir().unwrap();
     std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
     let dir = tmp.path().join("data");

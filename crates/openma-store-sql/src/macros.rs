@@ -51,6 +51,16 @@ macro_rules! sql_store {
 
         const KEY_COLUMNS: &str = "id, tenant_id, name, prefix, hash, created_at, last_used_at, revoked_at";
 
+        /// Appends ` IN ($1, $2, …)` binding `values`.
+        fn push_in<'a>(qb: &mut QueryBuilder<$db>, values: impl IntoIterator<Item = &'a str>) {
+            qb.push(" IN (");
+            let mut sep = qb.separated(", ");
+            for v in values {
+                sep.push_bind(v.to_owned());
+            }
+            qb.push(")");
+        }
+
         /// Appends the archive filter, `created_at` bounds, the keyset position, the order
         /// and the limit shared by every list.
         fn push_page(qb: &mut QueryBuilder<$db>, q: &ListQuery) {
@@ -792,12 +802,8 @@ macro_rules! sql_store {
                     }
                 }
                 if !f.statuses.is_empty() {
-                    qb.push(" AND status IN (");
-                    let mut sep = qb.separated(", ");
-                    for s in &f.statuses {
-                        sep.push_bind(s.as_str());
-                    }
-                    qb.push(")");
+                    qb.push(" AND status");
+                    push_in(&mut qb, f.statuses.iter().map(|s| s.as_str()));
                 }
                 self.list_bodies(qb, q).await
             }
@@ -864,12 +870,8 @@ macro_rules! sql_store {
                 if !consumed.is_empty() {
                     let mut qb = QueryBuilder::<$db>::new("DELETE FROM session_inbox WHERE tenant_id = ");
                     qb.push_bind(tenant.as_str().to_owned()).push(" AND session_id = ").push_bind(session_id.to_owned());
-                    qb.push(" AND id IN (");
-                    let mut sep = qb.separated(", ");
-                    for id in consumed {
-                        sep.push_bind(id.clone());
-                    }
-                    qb.push(")");
+                    qb.push(" AND id");
+                    push_in(&mut qb, consumed.iter().map(String::as_str));
                     qb.build().execute(&mut *tx).await.map_err($crate::backend_error)?;
                 }
                 tx.commit().await.map_err($crate::backend_error)?;
@@ -890,12 +892,8 @@ macro_rules! sql_store {
                 .map_err($crate::backend_error)?;
                 for chunk in sessions.chunks(500) {
                     let mut qb = QueryBuilder::<$db>::new("UPDATE session_leases SET expires_at = ");
-                    qb.push_bind(until).push(" WHERE node_id = ").push_bind(node_id.to_owned()).push(" AND session_id IN (");
-                    let mut sep = qb.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(id.clone());
-                    }
-                    qb.push(")");
+                    qb.push_bind(until).push(" WHERE node_id = ").push_bind(node_id.to_owned()).push(" AND session_id");
+                    push_in(&mut qb, chunk.iter().map(String::as_str));
                     qb.build().execute(&mut *tx).await.map_err($crate::backend_error)?;
                 }
                 tx.commit().await.map_err($crate::backend_error)?;
@@ -1039,12 +1037,8 @@ macro_rules! sql_store {
                     qb.push(if q.descending { " AND seq < " } else { " AND seq > " }).push_bind(after);
                 }
                 if !q.types.is_empty() {
-                    qb.push(" AND type IN (");
-                    let mut sep = qb.separated(", ");
-                    for t in &q.types {
-                        sep.push_bind(t.clone());
-                    }
-                    qb.push(")");
+                    qb.push(" AND type");
+                    push_in(&mut qb, q.types.iter().map(String::as_str));
                 }
                 for (op, v) in [(">", q.processed.gt), (">=", q.processed.gte), ("<", q.processed.lt), ("<=", q.processed.lte)] {
                     if let Some(v) = v {
@@ -2476,12 +2470,8 @@ macro_rules! sql_store {
                     return Ok(Vec::new());
                 }
                 let mut qb = QueryBuilder::<$db>::new(format!("SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = "));
-                qb.push_bind(tenant.as_str().to_owned()).push(" AND id IN (");
-                let mut sep = qb.separated(", ");
-                for id in ids {
-                    sep.push_bind(id.clone());
-                }
-                qb.push(")");
+                qb.push_bind(tenant.as_str().to_owned()).push(" AND id");
+                push_in(&mut qb, ids.iter().map(String::as_str));
                 let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
                 rows.iter().map(stored_file).collect()
             }

@@ -24,7 +24,7 @@ use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::runtime::{Frame, PreviewOf, Runtime};
+use crate::runtime::{Frame, Hub, PreviewOf, Runtime};
 
 /// SSE heartbeat period: well inside any proxy's and the SDK's read timeout.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -151,6 +151,22 @@ pub async fn stream_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT).event(Event::default().event("ping").data("{}"))))
 }
 
+/// Counts a stream that wants previews on its session's hub, while it is open.
+struct PreviewStream(Hub);
+
+impl PreviewStream {
+    fn new(hub: &Hub) -> Self {
+        hub.relay().preview_streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PreviewStream(hub.clone())
+    }
+}
+
+impl Drop for PreviewStream {
+    fn drop(&mut self) {
+        self.0.relay().preview_streams.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Keeps `openma_sse_streams` equal to the number of open streams.
 struct OpenStream;
 
@@ -211,8 +227,11 @@ fn live_stream(
         if done || (already_terminated && start >= last) {
             return;
         }
-        // cluster mode: events appended on other nodes after this point are relayed here
-        runtime.hub(&session_id).seen(last);
+        // cluster mode: events appended on other nodes after this point are relayed here,
+        // and their owner sends its previews while this stream wants them
+        let hub = runtime.hub(&session_id);
+        hub.seen(last);
+        let _previews = (!previews.is_empty()).then(|| PreviewStream::new(&hub));
         loop {
             match rx.recv().await {
                 Ok(frame) => match frame.as_ref() {

@@ -28,10 +28,38 @@ pub enum PreviewOf {
     Thinking,
 }
 
+impl PreviewOf {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PreviewOf::Message => "agent.message",
+            PreviewOf::Thinking => "agent.thinking",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "agent.message" => Some(PreviewOf::Message),
+            "agent.thinking" => Some(PreviewOf::Thinking),
+            _ => None,
+        }
+    }
+}
+
+/// Cluster mode: a preview on its way to the streams of other nodes.
+pub struct RemotePreview {
+    pub session_id: Arc<str>,
+    pub of: PreviewOf,
+    pub kind: &'static str,
+    pub json: String,
+}
+
 #[derive(Clone)]
 pub struct Hub {
     tx: broadcast::Sender<Arc<Frame>>,
     relay: Arc<Relay>,
+    session_id: Arc<str>,
+    /// Cluster mode: where previews go when streams on other nodes want them.
+    remote: Option<tokio::sync::mpsc::UnboundedSender<RemotePreview>>,
 }
 
 /// Cluster mode: how far the events another node appended have been relayed to this hub.
@@ -42,16 +70,37 @@ pub struct Relay {
     pub seen: std::sync::atomic::AtomicI64,
     /// One relay at a time per hub, so frames go out in order.
     pub lock: tokio::sync::Mutex<()>,
+    /// Until when (ms since the Unix epoch) streams on other nodes want this session's
+    /// previews (they say so every few seconds while they are open).
+    pub remote_previews_until: std::sync::atomic::AtomicI64,
+    /// This node's open streams of the session that asked for previews.
+    pub preview_streams: std::sync::atomic::AtomicUsize,
 }
 
-impl Default for Hub {
-    fn default() -> Self {
-        Hub { tx: broadcast::channel(HUB_CAPACITY).0, relay: Arc::new(Relay { seen: (-1).into(), lock: Default::default() }) }
+pub(crate) fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Hub {
+    pub fn new(session_id: &str, remote: Option<tokio::sync::mpsc::UnboundedSender<RemotePreview>>) -> Self {
+        let relay = Relay { seen: (-1).into(), ..Default::default() };
+        Hub { tx: broadcast::channel(HUB_CAPACITY).0, relay: Arc::new(relay), session_id: Arc::from(session_id), remote }
     }
 }
 
 impl Hub {
     pub fn publish(&self, frame: Frame) {
+        use std::sync::atomic::Ordering;
+        if let (Frame::Preview { of, kind, json }, Some(remote)) = (&frame, &self.remote)
+            && self.relay.remote_previews_until.load(Ordering::Relaxed) > unix_ms()
+        {
+            let _ = remote.send(RemotePreview { session_id: self.session_id.clone(), of: *of, kind, json: json.clone() });
+        }
+        self.publish_here(frame);
+    }
+
+    /// Publishes to this node's streams only (a preview that came from another node).
+    pub fn publish_here(&self, frame: Frame) {
         // no subscriber is not an error: the log has everything
         let _ = self.tx.send(Arc::new(frame));
     }

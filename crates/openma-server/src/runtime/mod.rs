@@ -49,6 +49,10 @@ impl Default for RuntimeConfig {
     }
 }
 
+/// How long an owner sends previews to other nodes after they last asked (they ask again
+/// every sweep, 2 s, while their streams are open).
+const PREVIEW_INTEREST_MS: i64 = 6_000;
+
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, DomainError>>;
 
 pub(crate) enum Command {
@@ -87,6 +91,8 @@ pub struct Runtime {
     /// Cluster mode: the other nodes, and the leases of the sessions this node runs.
     cluster: std::sync::OnceLock<Arc<Cluster>>,
     owned: Mutex<HashMap<String, Fence>>,
+    /// Cluster mode: sessions whose previews other nodes' streams want, and until when.
+    previews_wanted: Mutex<HashMap<String, i64>>,
 }
 
 impl Runtime {
@@ -102,6 +108,7 @@ impl Runtime {
             sandbox_seats: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
             owned: Mutex::new(HashMap::new()),
+            previews_wanted: Mutex::new(HashMap::new()),
         })
     }
 
@@ -255,16 +262,56 @@ impl Runtime {
         self.observers.lock().unwrap_or_else(|e| e.into_inner()).push(observer);
     }
 
+    fn new_hub(&self, session_id: &str) -> Hub {
+        let hub = Hub::new(session_id, self.cluster().map(|c| c.previews_out()));
+        if let Some(until) = self.previews_wanted.lock().expect("runtime lock").get(session_id) {
+            hub.relay().remote_previews_until.store(*until, std::sync::atomic::Ordering::Relaxed);
+        }
+        hub
+    }
+
+    /// Cluster mode: a preview another node's actor streamed, for the streams here.
+    pub(crate) fn preview_here(&self, session_id: &str, frame: Frame) {
+        if let Some(hub) = self.followed_elsewhere(session_id) {
+            hub.publish_here(frame);
+        }
+    }
+
+    /// Cluster mode: streams on another node want this session's previews for a while (kept
+    /// for a hub made later too: the session may start running here next).
+    pub(crate) fn previews_wanted(&self, session_id: &str) {
+        let until = hub::unix_ms() + PREVIEW_INTEREST_MS;
+        let entries = self.entries.lock().expect("runtime lock");
+        if let Some(e) = entries.get(session_id) {
+            e.hub.relay().remote_previews_until.store(until, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut wanted = self.previews_wanted.lock().expect("runtime lock");
+        let now = hub::unix_ms();
+        wanted.retain(|_, t| *t > now);
+        wanted.insert(session_id.to_owned(), until);
+    }
+
+    /// Sessions followed here, run elsewhere, by streams that asked for previews.
+    pub(crate) fn wanted_previews(&self) -> Vec<String> {
+        let owned = self.owned.lock().expect("runtime lock").keys().cloned().collect::<std::collections::HashSet<_>>();
+        let entries = self.entries.lock().expect("runtime lock");
+        entries
+            .iter()
+            .filter(|(id, e)| !owned.contains(*id) && e.hub.relay().preview_streams.load(std::sync::atomic::Ordering::Relaxed) > 0)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// The fan-out hub of a session (created on first use).
     pub fn hub(&self, session_id: &str) -> Hub {
         let mut entries = self.entries.lock().expect("runtime lock");
-        entries.entry(session_id.to_owned()).or_insert_with(|| Entry { hub: Hub::default(), inbox: None }).hub.clone()
+        entries.entry(session_id.to_owned()).or_insert_with(|| Entry { hub: self.new_hub(session_id), inbox: None }).hub.clone()
     }
 
     /// Sends a command to the session's actor, starting one if none runs.
     fn send(self: &Arc<Self>, tenant: &TenantId, session_id: &str, cmd: Command) {
         let mut entries = self.entries.lock().expect("runtime lock");
-        let entry = entries.entry(session_id.to_owned()).or_insert_with(|| Entry { hub: Hub::default(), inbox: None });
+        let entry = entries.entry(session_id.to_owned()).or_insert_with(|| Entry { hub: self.new_hub(session_id), inbox: None });
         let cmd = match &entry.inbox {
             Some(inbox) => match inbox.send(cmd) {
                 Ok(()) => return,

@@ -495,3 +495,24 @@ pub async fn tool_turn(app: &TestApp, model: &openma_fake_model::FakeModel, sid:
         .map(|e| (e.data["content"].as_array().unwrap().iter().filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join("\n"), e.data["is_error"] == true))
         .collect()
 }
+
+/// A tiny deterministic generator, so a failure can be replayed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % bound
+    }
+}
+
+/// Plenty of quick tool-using answers (`read`, then `last`) for the kill loops; turns that
+/// outlast the queue end with the model's default reply.
+pub fn kill_loop_script(last: &str) -> Vec<openma_fake_model::Reply> {
+    use openma_fake_model::Reply;
+    (0..200)
+        .flat_map(|i| {
+            [Reply::tool_use("read", serde_json::json!({"file_path": format!("/workspace/f{i}")})).delay_ms(5), Reply::text(last).delay_ms(5).split(4)]
+        })
+        .collect()
+}

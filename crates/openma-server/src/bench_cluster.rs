@@ -160,5 +160,48 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     println!("{:<58} {:>12.0} {:>12.0}", "turns /s (30 sessions)", turns[0], turns[1]);
     println!("(all nodes share this machine's cores and its one PostgreSQL server)");
     let _ = std::fs::remove_dir_all(&dir);
+    packs(&dir.with_extension("packs")).await
+}
+
+/// What cluster mode adds to the end of every turn (packing the session's sandbox directory
+/// into the blob store) and to a session's first turn on another node (unpacking it), for
+/// workspaces of three shapes. Text-like content, so compression does some work.
+async fn packs(dir: &std::path::Path) -> anyhow::Result<()> {
+    use crate::session_snapshots::Snapshots;
+    let sandboxes = openma_sandbox::Sandboxes::new(openma_sandbox::SandboxConfig::new(dir.join("sandboxes")));
+    let blobs: Arc<dyn openma_core::ports::BlobStore> = Arc::new(crate::blobs::ObjectBlobs::open(&crate::blobs::BlobUrl::Local(dir.join("blobs")))?);
+    let snapshots = Snapshots::new(sandboxes.clone(), blobs, Arc::new(crate::adapters::UlidIds::default()));
+    println!("{:<34} {:>7} {:>8} {:>8} {:>10} {:>10}", "workspace (local blob store)", "MiB", "pack MiB", "pack ms", "unpack ms", "same ms");
+    for (label, files, lines) in [("200 files of ~4 KiB", 200usize, 64usize), ("5,000 files of ~4 KiB", 5_000, 64), ("20 files of ~5 MiB", 20, 80_000)] {
+        let sid = format!("sesn_bench_pack_{files}");
+        let ws = sandboxes.session_dir(&sid).context("session dir")?.join("workspace");
+        std::fs::create_dir_all(&ws)?;
+        let mut total = 0u64;
+        for f in 0..files {
+            let text: String = (0..lines).map(|l| format!("{f:05} {l:06} let value_{l} = compute({f}, {l}) * {};\n", (f * 31 + l * 17) % 1009)).collect();
+            total += text.len() as u64;
+            std::fs::write(ws.join(format!("file_{f:05}.rs")), text)?;
+        }
+        let start = Instant::now();
+        let size = snapshots.save(&sid).await?.unwrap_or(0);
+        let pack = start.elapsed();
+        std::fs::remove_file(sandboxes.session_dir(&sid).context("session dir")?.join(".generation"))?;
+        let start = Instant::now();
+        anyhow::ensure!(snapshots.restore(&sid).await?, "nothing restored");
+        let unpack = start.elapsed();
+        // the end of a turn that changed nothing: one walk of the metadata, no pack
+        let start = Instant::now();
+        anyhow::ensure!(snapshots.save(&sid).await?.is_none(), "an unchanged workspace was packed again");
+        let same = start.elapsed();
+        println!(
+            "{label:<34} {:>7.1} {:>8.1} {:>8.0} {:>10.0} {:>10.1}",
+            total as f64 / 1048576.0,
+            size as f64 / 1048576.0,
+            ms(pack),
+            ms(unpack),
+            ms(same)
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }

@@ -49,9 +49,20 @@ impl Snapshots {
         Snapshots { sandboxes, blobs, ids }
     }
 
-    /// Packs the session's sandbox directory into the blob store (nothing when it has none).
+    /// Packs the session's sandbox directory into the blob store. `None`: it has none, or
+    /// nothing in it changed since the pack this node made or restored last (a turn that
+    /// did not touch the workspace costs one walk of its metadata).
     pub async fn save(&self, session_id: &str) -> io::Result<Option<u64>> {
         let Some(dir) = self.sandboxes.session_dir(session_id).filter(|d| d.is_dir()) else { return Ok(None) };
+        let src = dir.clone();
+        let now = tokio::task::spawn_blocking(move || fingerprint(&src)).await.map_err(io::Error::other)??;
+        let previous = self.current(session_id).await?;
+        if let Some((generation, fp)) = marker(&dir)
+            && fp == now
+            && previous.as_deref() == Some(generation.as_str())
+        {
+            return Ok(None);
+        }
         let generation = self.ids.new_id("gen").to_ascii_lowercase();
         let tmp = tempfile::NamedTempFile::new()?;
         let path = tmp.path().to_owned();
@@ -61,10 +72,9 @@ impl Snapshots {
         let body = file_stream(tmp.path()).await?;
         let blob = |e: openma_core::ports::BlobError| io::Error::other(e.to_string());
         self.blobs.put(&pack_key(session_id, &generation), body, MAX_PACK_BYTES).await.map_err(blob)?;
-        let previous = self.current(session_id).await?;
         let pointer: ByteStream = Box::pin(futures::stream::iter([Ok(generation.clone().into_bytes())]));
         self.blobs.put(&current_key(session_id), pointer, 1024).await.map_err(blob)?;
-        std::fs::write(dir.join(MARKER), &generation)?;
+        std::fs::write(dir.join(MARKER), format!("{generation} {now}"))?;
         if let Some(old) = previous.filter(|g| *g != generation) {
             let _ = self.blobs.delete(&pack_key(session_id, &old)).await;
         }
@@ -76,7 +86,7 @@ impl Snapshots {
     pub async fn restore(&self, session_id: &str) -> io::Result<bool> {
         let Some(generation) = self.current(session_id).await? else { return Ok(false) };
         let Some(dir) = self.sandboxes.session_dir(session_id) else { return Ok(false) };
-        if std::fs::read_to_string(dir.join(MARKER)).is_ok_and(|g| g == generation) {
+        if marker(&dir).is_some_and(|(g, _)| g == generation) {
             return Ok(false);
         }
         let blob = |e: openma_core::ports::BlobError| io::Error::other(e.to_string());
@@ -93,8 +103,10 @@ impl Snapshots {
         // this node's stale sandbox (a shell from before the session left) goes first
         self.sandboxes.destroy(session_id).await?;
         let (path, target) = (tmp.path().to_owned(), dir.clone());
-        tokio::task::spawn_blocking(move || unpack(&path, &target)).await.map_err(io::Error::other)??;
-        std::fs::write(dir.join(MARKER), &generation)?;
+        let fp = tokio::task::spawn_blocking(move || unpack(&path, &target).and_then(|()| fingerprint(&target)))
+            .await
+            .map_err(io::Error::other)??;
+        std::fs::write(dir.join(MARKER), format!("{generation} {fp}"))?;
         std::fs::write(
             dir.join("shell.lost"),
             "the session moved to another server: its files were restored from the last snapshot (taken when a turn ended), but processes started earlier are no longer running",
@@ -119,6 +131,48 @@ impl Snapshots {
         }
         Ok(Some(String::from_utf8_lossy(&bytes).trim().to_owned()).filter(|g| !g.is_empty()))
     }
+}
+
+/// The generation this node holds and the fingerprint of its directory then.
+fn marker(dir: &Path) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(dir.join(MARKER)).ok()?;
+    let (generation, fp) = text.trim().split_once(' ')?;
+    Some((generation.to_owned(), fp.to_owned()))
+}
+
+/// A digest of what [`pack`] would take: every entry's path, type, size, mtime, mode and
+/// owner (and a link's target), so any change a turn makes changes it.
+fn fingerprint(dir: &Path) -> io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    fn walk(hash: &mut Sha256, path: &Path, name: &Path) -> io::Result<()> {
+        let meta = std::fs::symlink_metadata(path)?;
+        let kind = meta.file_type();
+        if !(kind.is_dir() || kind.is_file() || kind.is_symlink()) {
+            return Ok(());
+        }
+        hash.update(format!("{}\0{}\0{}\0{}\0{}\0{}\0", name.display(), meta.len(), meta.mtime(), meta.mtime_nsec(), meta.mode(), meta.uid()));
+        if kind.is_symlink() {
+            hash.update(std::fs::read_link(path)?.as_os_str().as_encoded_bytes());
+        }
+        if kind.is_dir() {
+            let mut entries: Vec<_> = std::fs::read_dir(path)?.collect::<Result<_, _>>()?;
+            entries.sort_by_key(|e| e.file_name());
+            for e in entries {
+                walk(hash, &e.path(), &name.join(e.file_name()))?;
+            }
+        }
+        Ok(())
+    }
+    let mut hash = Sha256::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        if !LOCAL_ONLY.iter().any(|l| e.file_name() == *l) {
+            walk(&mut hash, &e.path(), Path::new(&e.file_name()))?;
+        }
+    }
+    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 async fn file_stream(path: &Path) -> io::Result<ByteStream> {
@@ -168,4 +222,44 @@ fn unpack(from: &Path, dir: &Path) -> io::Result<()> {
     archive.set_overwrite(true);
     archive.unpack(dir)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(root: &Path, blobs: &Arc<dyn BlobStore>) -> Snapshots {
+        let sandboxes = Sandboxes::new(openma_sandbox::SandboxConfig::new(root.join("sandboxes")));
+        Snapshots::new(sandboxes, blobs.clone(), Arc::new(crate::adapters::UlidIds::default()))
+    }
+
+    #[tokio::test]
+    async fn packs_only_what_changed_and_another_node_unpacks_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let blobs: Arc<dyn BlobStore> = Arc::new(crate::blobs::ObjectBlobs::open(&crate::blobs::BlobUrl::Local(tmp.path().join("blobs"))).unwrap());
+        let (a, b) = (node(&tmp.path().join("a"), &blobs), node(&tmp.path().join("b"), &blobs));
+        let sid = "sesn_01TEST";
+        assert_eq!(a.save(sid).await.unwrap(), None, "no sandbox yet");
+        let ws = a.sandboxes.session_dir(sid).unwrap().join("workspace");
+        std::fs::create_dir_all(ws.join("src")).unwrap();
+        std::fs::write(ws.join("src/main.rs"), "fn main() {}\n").unwrap();
+        std::os::unix::fs::symlink("src/main.rs", ws.join("link")).unwrap();
+        std::fs::write(a.sandboxes.session_dir(sid).unwrap().join("shell.lost"), "local only").unwrap();
+        assert!(a.save(sid).await.unwrap().is_some());
+        assert_eq!(a.save(sid).await.unwrap(), None, "nothing changed");
+        assert!(b.restore(sid).await.unwrap());
+        assert!(!b.restore(sid).await.unwrap(), "already the latest");
+        let there = b.sandboxes.session_dir(sid).unwrap();
+        assert_eq!(std::fs::read_to_string(there.join("workspace/src/main.rs")).unwrap(), "fn main() {}\n");
+        assert_eq!(std::fs::read_link(there.join("workspace/link")).unwrap(), Path::new("src/main.rs"));
+        assert!(std::fs::read_to_string(there.join("shell.lost")).unwrap().contains("moved to another server"));
+        assert_eq!(b.save(sid).await.unwrap(), None, "an unpacked copy is not packed again");
+        // a change on b is packed and reaches a
+        std::fs::write(there.join("workspace/src/main.rs"), "fn main() { println!(\"b\"); }\n").unwrap();
+        assert!(b.save(sid).await.unwrap().is_some());
+        assert!(a.restore(sid).await.unwrap());
+        assert!(std::fs::read_to_string(ws.join("src/main.rs")).unwrap().contains("\"b\""));
+        a.forget(sid).await;
+        assert!(!node(&tmp.path().join("c"), &blobs).restore(sid).await.unwrap(), "forgotten");
+    }
 }

@@ -483,6 +483,11 @@ impl Settings {
 /// Flags and environment win over the file, field by field.
 fn merge_cluster(o: ClusterOverrides, f: ClusterOverrides) -> anyhow::Result<Option<crate::cluster::ClusterSettings>> {
     if !(o.enabled || f.enabled) {
+        // options of a mode that is off would be ignored: say so instead
+        let set = [("node_id", o.node_id.is_some() || f.node_id.is_some()), ("advertise_url", o.advertise_url.is_some() || f.advertise_url.is_some()), ("lease_ttl_ms", o.lease_ttl_ms.is_some() || f.lease_ttl_ms.is_some())];
+        if let Some((name, _)) = set.iter().find(|(_, on)| *on) {
+            anyhow::bail!("the cluster option `{name}` (--{}) only applies in cluster mode: add --cluster (OPENMA_CLUSTER=true) or remove it", name.replace('_', "-"));
+        }
         return Ok(None);
     }
     let mut c = crate::cluster::ClusterSettings { node_id: o.node_id.or(f.node_id), advertise_url: o.advertise_url.or(f.advertise_url), ..Default::default() };
@@ -593,5 +598,18 @@ mod tests {
             std::fs::write(&path, &bad).unwrap();
             assert!(Settings::resolve(Overrides { config: Some(path.clone()), ..Default::default() }).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cluster_options_without_cluster_mode_are_refused() {
+        let o = Overrides { cluster: ClusterOverrides { node_id: Some("a".into()), ..Default::default() }, ..Default::default() };
+        let e = Settings::resolve(o).unwrap_err().to_string();
+        assert!(e.contains("node_id") && e.contains("--cluster"), "{e}");
+        let o = Overrides { cluster: ClusterOverrides { enabled: true, lease_ttl_ms: Some(100), ..Default::default() }, ..Default::default() };
+        assert!(Settings::resolve(o).is_err(), "a lease shorter than 300 ms");
+        let o = Overrides { cluster: ClusterOverrides { enabled: true, node_id: Some("a".into()), lease_ttl_ms: Some(2000), ..Default::default() }, ..Default::default() };
+        let c = Settings::resolve(o).unwrap().cluster.unwrap();
+        assert_eq!((c.node_id.as_deref(), c.lease_ttl), (Some("a"), std::time::Duration::from_millis(2000)));
+        assert!(Settings::resolve(Overrides::default()).unwrap().cluster.is_none());
     }
 }

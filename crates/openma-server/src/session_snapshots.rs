@@ -70,10 +70,9 @@ impl Snapshots {
         tokio::task::spawn_blocking(move || pack(&src, &path)).await.map_err(io::Error::other)??;
         let size = std::fs::metadata(tmp.path())?.len();
         let body = file_stream(tmp.path()).await?;
-        let blob = |e: openma_core::ports::BlobError| io::Error::other(e.to_string());
-        self.blobs.put(&pack_key(session_id, &generation), body, MAX_PACK_BYTES).await.map_err(blob)?;
+        self.blobs.put(&pack_key(session_id, &generation), body, MAX_PACK_BYTES).await.map_err(blob_error)?;
         let pointer: ByteStream = Box::pin(futures::stream::iter([Ok(generation.clone().into_bytes())]));
-        self.blobs.put(&current_key(session_id), pointer, 1024).await.map_err(blob)?;
+        self.blobs.put(&current_key(session_id), pointer, 1024).await.map_err(blob_error)?;
         std::fs::write(dir.join(MARKER), format!("{generation} {now}"))?;
         if let Some(old) = previous.filter(|g| *g != generation) {
             let _ = self.blobs.delete(&pack_key(session_id, &old)).await;
@@ -89,14 +88,13 @@ impl Snapshots {
         if marker(&dir).is_some_and(|(g, _)| g == generation) {
             return Ok(false);
         }
-        let blob = |e: openma_core::ports::BlobError| io::Error::other(e.to_string());
-        let Some(mut body) = self.blobs.get(&pack_key(session_id, &generation)).await.map_err(blob)? else {
+        let Some(mut body) = self.blobs.get(&pack_key(session_id, &generation)).await.map_err(blob_error)? else {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("the pack of generation {generation} is missing")));
         };
         let tmp = tempfile::NamedTempFile::new()?;
         let mut out = tokio::fs::File::create(tmp.path()).await?;
         while let Some(chunk) = body.next().await {
-            out.write_all(&chunk.map_err(blob)?).await?;
+            out.write_all(&chunk.map_err(blob_error)?).await?;
         }
         out.flush().await?;
         drop(out);
@@ -123,14 +121,17 @@ impl Snapshots {
     }
 
     async fn current(&self, session_id: &str) -> io::Result<Option<String>> {
-        let blob = |e: openma_core::ports::BlobError| io::Error::other(e.to_string());
-        let Some(mut body) = self.blobs.get(&current_key(session_id)).await.map_err(blob)? else { return Ok(None) };
+        let Some(mut body) = self.blobs.get(&current_key(session_id)).await.map_err(blob_error)? else { return Ok(None) };
         let mut bytes = Vec::new();
         while let Some(chunk) = body.next().await {
-            bytes.extend(chunk.map_err(blob)?);
+            bytes.extend(chunk.map_err(blob_error)?);
         }
         Ok(Some(String::from_utf8_lossy(&bytes).trim().to_owned()).filter(|g| !g.is_empty()))
     }
+}
+
+fn blob_error(e: openma_core::ports::BlobError) -> io::Error {
+    io::Error::other(e.to_string())
 }
 
 /// The generation this node holds and the fingerprint of its directory then.
@@ -140,39 +141,52 @@ fn marker(dir: &Path) -> Option<(String, String)> {
     Some((generation.to_owned(), fp.to_owned()))
 }
 
-/// A digest of what [`pack`] would take: every entry's path, type, size, mtime, mode and
-/// owner (and a link's target), so any change a turn makes changes it.
+/// A digest of what [`pack`] takes: every entry's path, size, mtime, mode and owner (and
+/// a link's target), so any change a turn makes changes it.
 fn fingerprint(dir: &Path) -> io::Result<String> {
     use sha2::{Digest, Sha256};
     use std::os::unix::fs::MetadataExt;
-    fn walk(hash: &mut Sha256, path: &Path, name: &Path) -> io::Result<()> {
+    let mut hash = Sha256::new();
+    packable(dir, &mut |path, name, meta| {
+        hash.update(format!("{}\0{}\0{}\0{}\0{}\0{}\0", name.display(), meta.len(), meta.mtime(), meta.mtime_nsec(), meta.mode(), meta.uid()));
+        if meta.file_type().is_symlink() {
+            hash.update(std::fs::read_link(path)?.as_os_str().as_encoded_bytes());
+        }
+        Ok(())
+    })?;
+    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Visits what travels with a session, parents before children, in name order: regular
+/// files, directories and symlinks (not followed), as `(host path, path in the pack,
+/// metadata)`. Sockets, fifos and devices are skipped, as are the entries only this node's
+/// sandbox uses.
+fn packable(dir: &Path, visit: &mut impl FnMut(&Path, &Path, &std::fs::Metadata) -> io::Result<()>) -> io::Result<()> {
+    fn walk(path: &Path, name: &Path, visit: &mut impl FnMut(&Path, &Path, &std::fs::Metadata) -> io::Result<()>) -> io::Result<()> {
         let meta = std::fs::symlink_metadata(path)?;
         let kind = meta.file_type();
         if !(kind.is_dir() || kind.is_file() || kind.is_symlink()) {
             return Ok(());
         }
-        hash.update(format!("{}\0{}\0{}\0{}\0{}\0{}\0", name.display(), meta.len(), meta.mtime(), meta.mtime_nsec(), meta.mode(), meta.uid()));
-        if kind.is_symlink() {
-            hash.update(std::fs::read_link(path)?.as_os_str().as_encoded_bytes());
-        }
+        visit(path, name, &meta)?;
         if kind.is_dir() {
-            let mut entries: Vec<_> = std::fs::read_dir(path)?.collect::<Result<_, _>>()?;
-            entries.sort_by_key(|e| e.file_name());
-            for e in entries {
-                walk(hash, &e.path(), &name.join(e.file_name()))?;
+            for e in sorted(path)? {
+                walk(&e.path(), &name.join(e.file_name()), visit)?;
             }
         }
         Ok(())
     }
-    let mut hash = Sha256::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
+    fn sorted(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        Ok(entries)
+    }
+    for e in sorted(dir)? {
         if !LOCAL_ONLY.iter().any(|l| e.file_name() == *l) {
-            walk(&mut hash, &e.path(), Path::new(&e.file_name()))?;
+            walk(&e.path(), Path::new(&e.file_name()), visit)?;
         }
     }
-    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(())
 }
 
 async fn file_stream(path: &Path) -> io::Result<ByteStream> {
@@ -182,36 +196,13 @@ async fn file_stream(path: &Path) -> io::Result<ByteStream> {
     Ok(Box::pin(stream))
 }
 
-/// Regular files, directories and symlinks, with their modes and owners; sockets, fifos
-/// and devices are skipped, as are the entries only this node's sandbox uses.
+/// The [`packable`] entries with their modes and owners, as tar + gzip.
 fn pack(dir: &Path, to: &Path) -> io::Result<()> {
     let file = std::fs::File::create(to)?;
     let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(file, flate2::Compression::fast()));
     tar.follow_symlinks(false);
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if LOCAL_ONLY.iter().any(|l| name == *l) {
-            continue;
-        }
-        add(&mut tar, &entry.path(), Path::new(&name))?;
-    }
+    packable(dir, &mut |path, name, _| tar.append_path_with_name(path, name))?;
     tar.into_inner()?.finish()?.sync_all()
-}
-
-fn add<W: io::Write>(tar: &mut tar::Builder<W>, path: &Path, name: &Path) -> io::Result<()> {
-    let meta = std::fs::symlink_metadata(path)?;
-    let kind = meta.file_type();
-    if kind.is_dir() {
-        tar.append_path_with_name(path, name)?;
-        for entry in std::fs::read_dir(path)? {
-            let entry = entry?;
-            add(tar, &entry.path(), &name.join(entry.file_name()))?;
-        }
-    } else if kind.is_file() || kind.is_symlink() {
-        tar.append_path_with_name(path, name)?;
-    }
-    Ok(())
 }
 
 fn unpack(from: &Path, dir: &Path) -> io::Result<()> {

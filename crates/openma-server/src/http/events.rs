@@ -230,7 +230,7 @@ fn live_stream(
         // cluster mode: events appended on other nodes after this point are relayed here,
         // and their owner sends its previews while this stream wants them
         let hub = runtime.hub(&session_id);
-        hub.seen(last);
+        hub.seen(&tenant, last);
         let _previews = (!previews.is_empty()).then(|| PreviewStream::new(&hub));
         loop {
             match rx.recv().await {

@@ -458,7 +458,7 @@ impl Actor {
                         self.hub.publish(Frame::Event { seq: e.seq, id: e.event.id.clone(), kind: e.event.payload.kind(), json, terminal });
                     }
                     if let Some(last) = stored.last() {
-                        self.hub.seen(last.seq);
+                        self.hub.seen(&self.tenant, last.seq);
                     }
                     let events = stored.iter().map(|e| e.event.clone()).collect();
                     self.log.extend(stored);

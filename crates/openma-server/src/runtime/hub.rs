@@ -75,6 +75,8 @@ pub struct Relay {
     pub remote_previews_until: std::sync::atomic::AtomicI64,
     /// This node's open streams of the session that asked for previews.
     pub preview_streams: std::sync::atomic::AtomicUsize,
+    /// The session's tenant, known once `seen` is set.
+    pub tenant: std::sync::OnceLock<openma_core::TenantId>,
 }
 
 pub(crate) fn unix_ms() -> i64 {
@@ -113,8 +115,10 @@ impl Hub {
         self.tx.receiver_count()
     }
 
-    /// A stream read the log up to `seq`: what comes from other nodes after it is relayed.
-    pub fn seen(&self, seq: i64) {
+    /// The log of the session (of `tenant`) was read or written up to `seq`: what comes
+    /// from other nodes after it is relayed.
+    pub fn seen(&self, tenant: &openma_core::TenantId, seq: i64) {
+        self.relay.tenant.get_or_init(|| tenant.clone());
         self.relay.seen.fetch_max(seq, std::sync::atomic::Ordering::AcqRel);
     }
 

@@ -195,18 +195,19 @@ impl Runtime {
     /// Re-reads the logs of every session followed here and run elsewhere (behind the
     /// notifications, which can be missed while the listener reconnects).
     pub(crate) async fn relay_all(self: &Arc<Self>) {
-        let followed: Vec<(String, Hub)> = {
-            let entries = self.entries.lock().expect("runtime lock");
-            entries.iter().filter(|(_, e)| e.hub.subscribers() > 0).map(|(id, e)| (id.clone(), e.hub.clone())).collect()
-        };
-        for (id, hub) in followed {
-            if self.owned.lock().expect("runtime lock").contains_key(&id) {
-                continue;
-            }
-            if let Ok(Some(tenant)) = self.platform.store.session_tenant(&id).await {
+        for (id, hub) in self.all_followed_elsewhere() {
+            // known once a stream here caught up (before that there is nothing to relay)
+            if let Some(tenant) = hub.relay().tenant.get().cloned() {
                 self.relay_from_log(&tenant, &id, &hub, None, None).await;
             }
         }
+    }
+
+    /// Sessions with streams here that another node (or none) runs.
+    fn all_followed_elsewhere(&self) -> Vec<(String, Hub)> {
+        let owned = self.owned.lock().expect("runtime lock").keys().cloned().collect::<std::collections::HashSet<_>>();
+        let entries = self.entries.lock().expect("runtime lock");
+        entries.iter().filter(|(id, e)| e.hub.subscribers() > 0 && !owned.contains(*id)).map(|(id, e)| (id.clone(), e.hub.clone())).collect()
     }
 
     fn followed_elsewhere(&self, session_id: &str) -> Option<Hub> {
@@ -244,7 +245,7 @@ impl Runtime {
                 let json = serde_json::to_string(&e.event).expect("events serialise");
                 let terminal = matches!(e.event.payload, EventPayload::StatusTerminated {});
                 hub.publish(Frame::Event { seq: e.seq, id: e.event.id, kind: e.event.payload.kind(), json, terminal });
-                relay.seen.fetch_max(after, Ordering::AcqRel);
+                hub.seen(tenant, after);
             }
             if n < 500 {
                 return;
@@ -293,12 +294,10 @@ impl Runtime {
 
     /// Sessions followed here, run elsewhere, by streams that asked for previews.
     pub(crate) fn wanted_previews(&self) -> Vec<String> {
-        let owned = self.owned.lock().expect("runtime lock").keys().cloned().collect::<std::collections::HashSet<_>>();
-        let entries = self.entries.lock().expect("runtime lock");
-        entries
-            .iter()
-            .filter(|(id, e)| !owned.contains(*id) && e.hub.relay().preview_streams.load(std::sync::atomic::Ordering::Relaxed) > 0)
-            .map(|(id, _)| id.clone())
+        self.all_followed_elsewhere()
+            .into_iter()
+            .filter(|(_, hub)| hub.relay().preview_streams.load(std::sync::atomic::Ordering::Relaxed) > 0)
+            .map(|(id, _)| id)
             .collect()
     }
 

@@ -19,8 +19,10 @@
 //! # }
 //! ```
 
+pub mod archive;
 mod bwrap;
 mod config;
+mod files;
 mod fs_tools;
 pub mod intercept;
 mod mounts;

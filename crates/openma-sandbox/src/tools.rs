@@ -101,18 +101,9 @@ impl Tool for SandboxTool {
                 let paths = session.paths.clone();
                 let uid = session.uid;
                 let task = tokio::task::spawn_blocking(move || {
-                    let extra: Vec<(String, std::path::PathBuf, bool)> = crate::mounts::memory_mounts(&paths)
-                        .into_iter()
-                        .map(|m| (format!("/mnt/memory/{}", m.slug), paths.memory.join(&m.slug), m.writable))
-                        .chain(std::iter::once((crate::paths::SKILLS.to_string(), paths.skills.clone(), false)))
-                        .collect();
-                    let ws = match Workspace::open_session(&paths.workspace, &paths.uploads, &paths.outputs, &extra, uid) {
+                    let ws = match open_workspace(&paths, uid) {
                         Ok(ws) => ws,
-                        Err(e) => {
-                            return ToolOutput::error(format!(
-                                "the workspace cannot be opened: {e}"
-                            ));
-                        }
+                        Err(e) => return ToolOutput::error(e),
                     };
                     match kind {
                         Kind::Read => parse("read", input)
@@ -137,6 +128,18 @@ impl Tool for SandboxTool {
         };
         non_empty(out)
     }
+}
+
+/// The session's workspace as the file tools see it: `/workspace`, the session mounts,
+/// its memory stores and skills.
+pub(crate) fn open_workspace(paths: &crate::bwrap::SessionPaths, uid: Option<u32>) -> Result<Workspace, String> {
+    let extra: Vec<(String, std::path::PathBuf, bool)> = crate::mounts::memory_mounts(paths)
+        .into_iter()
+        .map(|m| (format!("/mnt/memory/{}", m.slug), paths.memory.join(&m.slug), m.writable))
+        .chain(std::iter::once((crate::paths::SKILLS.to_string(), paths.skills.clone(), false)))
+        .collect();
+    Workspace::open_session(&paths.workspace, &paths.uploads, &paths.outputs, &extra, uid)
+        .map_err(|e| format!("the workspace cannot be opened: {e}"))
 }
 
 /// The Messages API refuses empty text blocks.

@@ -21,13 +21,12 @@ use std::sync::Arc;
 use futures::StreamExt;
 use openma_core::ports::{BlobStore, ByteStream};
 use openma_sandbox::Sandboxes;
+use openma_sandbox::archive::{self, LOCAL_ONLY};
 use tokio::io::AsyncWriteExt;
 
 /// Largest pack accepted (the workspace limits keep real ones far smaller).
 const MAX_PACK_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 const MARKER: &str = ".generation";
-/// Host-side entries that belong to this node's running sandbox, never to the session.
-const LOCAL_ONLY: &[&str] = &["egress", MARKER, "shell.lost"];
 
 pub struct Snapshots {
     sandboxes: Sandboxes,
@@ -55,7 +54,7 @@ impl Snapshots {
     pub async fn save(&self, session_id: &str) -> io::Result<Option<u64>> {
         let Some(dir) = self.sandboxes.session_dir(session_id).filter(|d| d.is_dir()) else { return Ok(None) };
         let src = dir.clone();
-        let now = tokio::task::spawn_blocking(move || fingerprint(&src)).await.map_err(io::Error::other)??;
+        let now = tokio::task::spawn_blocking(move || archive::fingerprint(&src, LOCAL_ONLY)).await.map_err(io::Error::other)??;
         let previous = self.current(session_id).await?;
         if let Some((generation, fp)) = marker(&dir)
             && fp == now
@@ -67,7 +66,7 @@ impl Snapshots {
         let tmp = tempfile::NamedTempFile::new()?;
         let path = tmp.path().to_owned();
         let src = dir.clone();
-        tokio::task::spawn_blocking(move || pack(&src, &path)).await.map_err(io::Error::other)??;
+        tokio::task::spawn_blocking(move || archive::pack(&src, LOCAL_ONLY, &path)).await.map_err(io::Error::other)??;
         let size = std::fs::metadata(tmp.path())?.len();
         let body = file_stream(tmp.path()).await?;
         self.blobs.put(&pack_key(session_id, &generation), body, MAX_PACK_BYTES).await.map_err(blob_error)?;
@@ -101,7 +100,7 @@ impl Snapshots {
         // this node's stale sandbox (a shell from before the session left) goes first
         self.sandboxes.destroy(session_id).await?;
         let (path, target) = (tmp.path().to_owned(), dir.clone());
-        let fp = tokio::task::spawn_blocking(move || unpack(&path, &target).and_then(|()| fingerprint(&target)))
+        let fp = tokio::task::spawn_blocking(move || archive::unpack(&path, &target).and_then(|()| archive::fingerprint(&target, LOCAL_ONLY)))
             .await
             .map_err(io::Error::other)??;
         std::fs::write(dir.join(MARKER), format!("{generation} {fp}"))?;
@@ -141,78 +140,11 @@ fn marker(dir: &Path) -> Option<(String, String)> {
     Some((generation.to_owned(), fp.to_owned()))
 }
 
-/// A digest of what [`pack`] takes: every entry's path, size, mtime, mode and owner (and
-/// a link's target), so any change a turn makes changes it.
-fn fingerprint(dir: &Path) -> io::Result<String> {
-    use sha2::{Digest, Sha256};
-    use std::os::unix::fs::MetadataExt;
-    let mut hash = Sha256::new();
-    packable(dir, &mut |path, name, meta| {
-        hash.update(format!("{}\0{}\0{}\0{}\0{}\0{}\0", name.display(), meta.len(), meta.mtime(), meta.mtime_nsec(), meta.mode(), meta.uid()));
-        if meta.file_type().is_symlink() {
-            hash.update(std::fs::read_link(path)?.as_os_str().as_encoded_bytes());
-        }
-        Ok(())
-    })?;
-    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Visits what travels with a session, parents before children, in name order: regular
-/// files, directories and symlinks (not followed), as `(host path, path in the pack,
-/// metadata)`. Sockets, fifos and devices are skipped, as are the entries only this node's
-/// sandbox uses.
-fn packable(dir: &Path, visit: &mut impl FnMut(&Path, &Path, &std::fs::Metadata) -> io::Result<()>) -> io::Result<()> {
-    fn walk(path: &Path, name: &Path, visit: &mut impl FnMut(&Path, &Path, &std::fs::Metadata) -> io::Result<()>) -> io::Result<()> {
-        let meta = std::fs::symlink_metadata(path)?;
-        let kind = meta.file_type();
-        if !(kind.is_dir() || kind.is_file() || kind.is_symlink()) {
-            return Ok(());
-        }
-        visit(path, name, &meta)?;
-        if kind.is_dir() {
-            for e in sorted(path)? {
-                walk(&e.path(), &name.join(e.file_name()), visit)?;
-            }
-        }
-        Ok(())
-    }
-    fn sorted(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        Ok(entries)
-    }
-    for e in sorted(dir)? {
-        if !LOCAL_ONLY.iter().any(|l| e.file_name() == *l) {
-            walk(&e.path(), Path::new(&e.file_name()), visit)?;
-        }
-    }
-    Ok(())
-}
-
 async fn file_stream(path: &Path) -> io::Result<ByteStream> {
     let file = tokio::fs::File::open(path).await?;
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
         .map(|r| r.map(|b| b.to_vec()).map_err(|e| openma_core::ports::BlobError::Source(e.to_string())));
     Ok(Box::pin(stream))
-}
-
-/// The [`packable`] entries with their modes and owners, as tar + gzip.
-fn pack(dir: &Path, to: &Path) -> io::Result<()> {
-    let file = std::fs::File::create(to)?;
-    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(file, flate2::Compression::fast()));
-    tar.follow_symlinks(false);
-    packable(dir, &mut |path, name, _| tar.append_path_with_name(path, name))?;
-    tar.into_inner()?.finish()?.sync_all()
-}
-
-fn unpack(from: &Path, dir: &Path) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(from)?));
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(true);
-    archive.set_overwrite(true);
-    archive.unpack(dir)?;
-    Ok(())
 }
 
 #[cfg(test)]

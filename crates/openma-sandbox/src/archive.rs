@@ -1,0 +1,215 @@
+//! A session's host directory as one tar + gzip file: what travels when a session moves
+//! between nodes (cluster snapshots) or between the control plane and a remote sandbox
+//! server. Regular files, directories and symlinks (never followed) keep their modes and
+//! owners; sockets, fifos and devices stay behind, as do the top-level entries a caller
+//! names in `skip` (those that belong to one host's running sandbox).
+
+use std::io;
+use std::path::Path;
+
+/// Host-side entries of a session directory that belong to the sandbox running on this
+/// host, never to the session: its egress socket directory and the markers of what this
+/// host last packed, restored or sent.
+pub const LOCAL_ONLY: &[&str] = &["egress", ".generation", "shell.lost", ".remote-sync"];
+
+/// A digest of what [`pack`] takes: every entry's path, size, mtime, mode and owner (and a
+/// link's target), so any change to the directory changes it.
+pub fn fingerprint(dir: &Path, skip: &[&str]) -> io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    let mut hash = Sha256::new();
+    packable(dir, skip, &mut |path, name, meta| {
+        hash.update(format!("{}\0{}\0{}\0{}\0{}\0{}\0", name.display(), meta.len(), meta.mtime(), meta.mtime_nsec(), meta.mode(), meta.uid()));
+        if meta.file_type().is_symlink() {
+            hash.update(std::fs::read_link(path)?.as_os_str().as_encoded_bytes());
+        }
+        Ok(())
+    })?;
+    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes the [`packable`] entries of `dir` to the file `to` as tar + gzip, synced.
+pub fn pack(dir: &Path, skip: &[&str], to: &Path) -> io::Result<()> {
+    let file = std::fs::File::create(to)?;
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(file, flate2::Compression::fast()));
+    tar.follow_symlinks(false);
+    packable(dir, skip, &mut |path, name, _| tar.append_path_with_name(path, name))?;
+    tar.into_inner()?.finish()?.sync_all()
+}
+
+/// Unpacks a [`pack`] over `dir` (created if missing), keeping modes and owners. Entries
+/// cannot land outside `dir` (the tar crate refuses `..` and absolute paths).
+pub fn unpack(from: &Path, dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(from)?));
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_overwrite(true);
+    archive.unpack(dir)
+}
+
+/// Replaces `dir` with the content of a [`pack`]: unpacked beside it first, then swapped in,
+/// so a failure leaves the old directory whole. Top-level `keep` entries of the old
+/// directory (host-only markers) survive.
+pub fn replace(from: &Path, dir: &Path, keep: &[&str]) -> io::Result<()> {
+    let parent = dir.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no parent directory"))?;
+    let name = dir.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no directory name"))?.to_string_lossy().into_owned();
+    let fresh = parent.join(format!(".{name}.incoming"));
+    let old = parent.join(format!(".{name}.outgoing"));
+    for stale in [&fresh, &old] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale)?;
+        }
+    }
+    unpack(from, &fresh)?;
+    if dir.exists() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(mode))?;
+        for k in keep {
+            let p = dir.join(k);
+            if std::fs::symlink_metadata(&p).is_ok() {
+                std::fs::rename(&p, fresh.join(k))?;
+            }
+        }
+        std::fs::rename(dir, &old)?;
+    }
+    std::fs::rename(&fresh, dir)?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old)?;
+    }
+    Ok(())
+}
+
+/// Lays a [`pack`] over `dir`: each of the pack's top-level entries replaces its
+/// counterpart, and a directory present on both sides is mirrored in place (what the pack
+/// lacks is removed, the rest replaced), so a running sandbox that bound the directory sees
+/// the change. Top-level entries the pack lacks are left alone.
+pub fn lay_over(from: &Path, dir: &Path) -> io::Result<()> {
+    let parent = dir.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no parent directory"))?;
+    let name = dir.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no directory name"))?.to_string_lossy().into_owned();
+    let fresh = parent.join(format!(".{name}.overlay"));
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh)?;
+    }
+    unpack(from, &fresh)?;
+    let result = (|| {
+        for e in std::fs::read_dir(&fresh)? {
+            let e = e?;
+            mirror_entry(&e.path(), &dir.join(e.file_name()))?;
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&fresh);
+    result
+}
+
+/// Makes `dst` what `src` is, moving `src`'s entries into place.
+fn mirror_entry(src: &Path, dst: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let s = std::fs::symlink_metadata(src)?;
+    let d = std::fs::symlink_metadata(dst).ok();
+    if s.is_dir() && d.as_ref().is_some_and(|d| d.is_dir()) {
+        for e in std::fs::read_dir(dst)? {
+            let e = e?;
+            if std::fs::symlink_metadata(src.join(e.file_name())).is_err() {
+                remove(&e.path())?;
+            }
+        }
+        for e in std::fs::read_dir(src)? {
+            let e = e?;
+            mirror_entry(&e.path(), &dst.join(e.file_name()))?;
+        }
+        std::os::unix::fs::lchown(dst, Some(s.uid()), Some(s.gid()))?;
+        return std::fs::set_permissions(dst, s.permissions());
+    }
+    if d.is_some() {
+        remove(dst)?;
+    }
+    std::fs::rename(src, dst)
+}
+
+fn remove(p: &Path) -> io::Result<()> {
+    if std::fs::symlink_metadata(p)?.is_dir() { std::fs::remove_dir_all(p) } else { std::fs::remove_file(p) }
+}
+
+/// Visits what travels, parents before children, in name order: regular files,
+/// directories and symlinks (not followed), as `(host path, path in the pack, metadata)`.
+fn packable(dir: &Path, skip: &[&str], visit: &mut impl FnMut(&Path, &Path, &std::fs::Metadata) -> io::Result<()>) -> io::Result<()> {
+    fn walk(path: &Path, name: &Path, visit: &mut impl FnMut(&Path, &Path, &std::fs::Metadata) -> io::Result<()>) -> io::Result<()> {
+        let meta = std::fs::symlink_metadata(path)?;
+        let kind = meta.file_type();
+        if !(kind.is_dir() || kind.is_file() || kind.is_symlink()) {
+            return Ok(());
+        }
+        visit(path, name, &meta)?;
+        if kind.is_dir() {
+            for e in sorted(path)? {
+                walk(&e.path(), &name.join(e.file_name()), visit)?;
+            }
+        }
+        Ok(())
+    }
+    fn sorted(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        Ok(entries)
+    }
+    for e in sorted(dir)? {
+        if !skip.iter().any(|l| e.file_name() == *l) {
+            walk(&e.path(), Path::new(&e.file_name()), visit)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_swaps_in_the_pack_and_keeps_the_named_markers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        std::fs::create_dir_all(src.join("workspace/a")).unwrap();
+        std::fs::write(src.join("workspace/a/f.txt"), "new").unwrap();
+        std::fs::write(src.join("shell.lost"), "not packed").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", src.join("workspace/link")).unwrap();
+        std::fs::create_dir_all(dst.join("workspace")).unwrap();
+        std::fs::write(dst.join("workspace/gone.txt"), "old").unwrap();
+        std::fs::write(dst.join(".remote-sync"), "marker").unwrap();
+        let file = tmp.path().join("p.tar.gz");
+        pack(&src, LOCAL_ONLY, &file).unwrap();
+        replace(&file, &dst, &[".remote-sync"]).unwrap();
+        assert_eq!(std::fs::read_to_string(dst.join("workspace/a/f.txt")).unwrap(), "new");
+        assert!(!dst.join("workspace/gone.txt").exists(), "what the pack lacks is gone");
+        assert!(!dst.join("shell.lost").exists(), "local-only entries do not travel");
+        assert_eq!(std::fs::read_to_string(dst.join(".remote-sync")).unwrap(), "marker");
+        assert_eq!(std::fs::read_link(dst.join("workspace/link")).unwrap(), Path::new("/etc/passwd"), "links are not followed");
+        assert_ne!(fingerprint(&dst, &["workspace"]).unwrap(), fingerprint(&dst, LOCAL_ONLY).unwrap());
+    }
+
+    #[test]
+    fn lay_over_mirrors_the_packed_directories_in_place_and_leaves_the_rest() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        std::fs::create_dir_all(src.join("uploads/sub")).unwrap();
+        std::fs::write(src.join("uploads/sub/new.csv"), "new").unwrap();
+        std::fs::write(src.join("env.json"), "[]").unwrap();
+        std::fs::create_dir_all(dst.join("uploads")).unwrap();
+        std::fs::create_dir_all(dst.join("workspace")).unwrap();
+        std::fs::write(dst.join("uploads/removed.csv"), "gone").unwrap();
+        std::fs::write(dst.join("workspace/kept.txt"), "kept").unwrap();
+        let inode = std::fs::metadata(dst.join("uploads")).unwrap().ino();
+        let file = tmp.path().join("p.tar.gz");
+        pack(&src, &[], &file).unwrap();
+        lay_over(&file, &dst).unwrap();
+        assert_eq!(std::fs::read_to_string(dst.join("uploads/sub/new.csv")).unwrap(), "new");
+        assert!(!dst.join("uploads/removed.csv").exists(), "what the pack lacks in a packed directory goes");
+        assert_eq!(std::fs::metadata(dst.join("uploads")).unwrap().ino(), inode, "the directory itself stays (a running sandbox bound it)");
+        assert_eq!(std::fs::read_to_string(dst.join("workspace/kept.txt")).unwrap(), "kept", "entries the pack lacks stay");
+        assert_eq!(std::fs::read_to_string(dst.join("env.json")).unwrap(), "[]");
+        assert!(!tmp.path().join(".dst.overlay").exists());
+    }
+}

@@ -1,0 +1,236 @@
+#![forbid(unsafe_code)]
+//! The sandbox server: the session sandboxes of one host (bubblewrap, a persistent shell and
+//! the file tools of [`openma_sandbox`]) behind an authenticated HTTP API, so that the
+//! control plane runs somewhere else — the native server with a remote sandbox
+//! (`OPENMA_SANDBOX_URL`), or a Cloudflare `SessionDO` through the Containers binding.
+//! The protocol is in [`wire`].
+
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use futures::StreamExt;
+use openma_core::harness::tools::{Tool, ToolContext};
+use openma_core::TenantId;
+use openma_sandbox::Sandboxes;
+use openma_sandbox::archive::{self, LOCAL_ONLY};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::io::AsyncWriteExt;
+
+use wire::{ErrorBody, ErrorEnvelope, FileQuery, Health, SESSION_UNKNOWN, StateMode, StateQuery, ToolCall, ToolResult, Usage};
+
+/// Largest pack accepted (a session's whole directory).
+pub const MAX_PACK_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+/// Largest body of a file written through `PUT …/files`, and of a tool call.
+pub const MAX_FILE_BYTES: usize = 256 * 1024 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Server {
+    sandboxes: Sandboxes,
+    tools: Arc<HashMap<&'static str, Arc<dyn Tool>>>,
+    token: Arc<SecretString>,
+    /// One lock per session: tools, packs and deletion of one session do not interleave.
+    locks: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl Server {
+    /// Serves `sandboxes` to clients presenting `token`.
+    pub fn new(sandboxes: Sandboxes, token: SecretString) -> Self {
+        let tools = sandboxes.tools().into_iter().collect();
+        Server { sandboxes, tools: Arc::new(tools), token: Arc::new(token), locks: Default::default() }
+    }
+
+    pub fn sandboxes(&self) -> &Sandboxes {
+        &self.sandboxes
+    }
+
+    /// The HTTP API.
+    pub fn router(self) -> Router {
+        let v1 = Router::new()
+            .route("/v1/sessions/{id}", axum::routing::delete(delete_session))
+            .route("/v1/sessions/{id}/tools/{name}", post(run_tool))
+            .route("/v1/sessions/{id}/state", put(put_state).get(get_state).layer(DefaultBodyLimit::disable()))
+            .route("/v1/sessions/{id}/files", get(get_file).put(put_file))
+            .layer(DefaultBodyLimit::max(MAX_FILE_BYTES))
+            .route_layer(middleware::from_fn_with_state(self.clone(), authenticate));
+        Router::new().route("/health", get(health)).merge(v1).fallback(not_found).with_state(self)
+    }
+
+    async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = self.locks.lock().unwrap_or_else(|e| e.into_inner()).entry(id.to_owned()).or_default().clone();
+        m.lock_owned().await
+    }
+
+    /// The session's directory, when this server holds the session.
+    fn held(&self, id: &str) -> Result<std::path::PathBuf, ApiError> {
+        let dir = self.sandboxes.session_dir(id).ok_or_else(|| ApiError::invalid(format!("`{id}` cannot be a session id")))?;
+        if dir.is_dir() { Ok(dir) } else { Err(ApiError::unknown(id)) }
+    }
+
+    fn held_sessions(&self) -> usize {
+        std::fs::read_dir(&self.sandboxes.config().root)
+            .map(|d| d.filter_map(Result::ok).filter(|e| e.file_type().is_ok_and(|t| t.is_dir()) && !e.file_name().to_string_lossy().starts_with('.')).count())
+            .unwrap_or(0)
+    }
+}
+
+/// An error in the Anthropic envelope.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+    code: Option<&'static str>,
+}
+
+impl ApiError {
+    fn invalid(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::BAD_REQUEST, kind: "invalid_request_error", message: message.into(), code: None }
+    }
+    fn unknown(id: &str) -> Self {
+        ApiError { status: StatusCode::NOT_FOUND, kind: "not_found_error", message: format!("this sandbox server does not hold session {id}"), code: Some(SESSION_UNKNOWN) }
+    }
+    fn internal(message: impl std::fmt::Display) -> Self {
+        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "api_error", message: message.to_string(), code: None }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorEnvelope {
+            kind: "error".into(),
+            error: ErrorBody { kind: self.kind.into(), message: self.message, code: self.code.map(Into::into) },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+async fn authenticate(State(s): State<Server>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    use subtle::ConstantTimeEq;
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(s.token.expose_secret().as_bytes())) && !given.is_empty() {
+        return next.run(req).await;
+    }
+    ApiError { status: StatusCode::UNAUTHORIZED, kind: "authentication_error", message: "a valid `Authorization: Bearer <token>` is required".into(), code: None }.into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError { status: StatusCode::NOT_FOUND, kind: "not_found_error", message: "no such endpoint".into(), code: None }
+}
+
+async fn health(State(s): State<Server>) -> Json<Health> {
+    let isolation = Sandboxes::check().and_then(|v| s.sandboxes.preflight().map(|()| v));
+    let (status, isolation) = match isolation {
+        Ok(v) => ("ok", v),
+        Err(e) => ("degraded", e),
+    };
+    Json(Health { status: status.into(), sessions: s.held_sessions(), isolation })
+}
+
+async fn run_tool(State(s): State<Server>, Path((id, name)): Path<(String, String)>, Json(call): Json<ToolCall>) -> Result<Json<ToolResult>, ApiError> {
+    let tool = s.tools.get(name.as_str()).cloned().ok_or_else(|| ApiError::invalid(format!("`{name}` is not a sandbox tool")))?;
+    let _guard = s.lock(&id).await;
+    s.held(&id)?;
+    let ctx = ToolContext { tenant: TenantId::from_trusted(call.tenant), session_id: id, environment_id: call.environment_id, config: call.config };
+    let out = tool.run(&ctx, call.input).await;
+    Ok(Json(ToolResult { content: out.content, is_error: out.is_error, usage: out.usage.map(|u| Usage { wall_ms: u.wall_ms, cpu_ms: u.cpu_ms }) }))
+}
+
+async fn put_state(State(s): State<Server>, Path(id): Path<String>, Query(q): Query<StateQuery>, body: Body) -> Result<StatusCode, ApiError> {
+    let dir = s.sandboxes.session_dir(&id).ok_or_else(|| ApiError::invalid(format!("`{id}` cannot be a session id")))?;
+    let tmp = tempfile::NamedTempFile::new().map_err(ApiError::internal)?;
+    let mut out = tokio::fs::File::create(tmp.path()).await.map_err(ApiError::internal)?;
+    let (mut stream, mut size) = (body.into_data_stream(), 0u64);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::invalid(format!("the pack did not arrive whole: {e}")))?;
+        size += chunk.len() as u64;
+        if size > MAX_PACK_BYTES {
+            return Err(ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, kind: "request_too_large", message: format!("a pack may hold at most {MAX_PACK_BYTES} bytes"), code: None });
+        }
+        out.write_all(&chunk).await.map_err(ApiError::internal)?;
+    }
+    out.flush().await.map_err(ApiError::internal)?;
+    drop(out);
+    let _guard = s.lock(&id).await;
+    match q.mode {
+        StateMode::Full => s.sandboxes.destroy(&id).await.map_err(ApiError::internal)?,
+        StateMode::Mounts => {
+            s.held(&id)?;
+        }
+    }
+    let (path, mode) = (tmp.path().to_owned(), q.mode);
+    let unpacked = tokio::task::spawn_blocking(move || match mode {
+        StateMode::Full => archive::unpack(&path, &dir),
+        StateMode::Mounts => archive::lay_over(&path, &dir),
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    if let Err(e) = unpacked {
+        if q.mode == StateMode::Full {
+            let _ = s.sandboxes.destroy(&id).await;
+        }
+        return Err(ApiError::invalid(format!("the pack cannot be unpacked: {e}")));
+    }
+    tracing::info!(session_id = %id, mode = ?q.mode, bytes = size, "session state received");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_state(State(s): State<Server>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let _guard = s.lock(&id).await;
+    let dir = s.held(&id)?;
+    let tmp = tempfile::NamedTempFile::new().map_err(ApiError::internal)?;
+    let path = tmp.path().to_owned();
+    tokio::task::spawn_blocking(move || archive::pack(&dir, LOCAL_ONLY, &path)).await.map_err(ApiError::internal)?.map_err(ApiError::internal)?;
+    // the open file outlives its (deleted) name while it streams
+    let file = tokio::fs::File::open(tmp.path()).await.map_err(ApiError::internal)?;
+    let len = file.metadata().await.map_err(ApiError::internal)?.len();
+    drop(tmp);
+    let body = Body::from_stream(file_chunks(file));
+    Ok(([(header::CONTENT_TYPE, "application/gzip".to_owned()), (header::CONTENT_LENGTH, len.to_string())], body).into_response())
+}
+
+fn file_chunks(file: tokio::fs::File) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> {
+    futures::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 256 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    })
+}
+
+async fn get_file(State(s): State<Server>, Path(id): Path<String>, Query(q): Query<FileQuery>) -> Result<Response, ApiError> {
+    let _guard = s.lock(&id).await;
+    s.held(&id)?;
+    let bytes = s.sandboxes.read_file(&id, &q.path).await.map_err(ApiError::invalid)?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+async fn put_file(State(s): State<Server>, Path(id): Path<String>, Query(q): Query<FileQuery>, body: axum::body::Bytes) -> Result<StatusCode, ApiError> {
+    let _guard = s.lock(&id).await;
+    s.held(&id)?;
+    s.sandboxes.write_file(&id, &q.path, body.to_vec()).await.map_err(ApiError::invalid)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete_session(State(s): State<Server>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    s.sandboxes.session_dir(&id).ok_or_else(|| ApiError::invalid(format!("`{id}` cannot be a session id")))?;
+    // not behind the session's lock: a running command is killed rather than waited for
+    s.sandboxes.destroy(&id).await.map_err(ApiError::internal)?;
+    s.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    Ok(StatusCode::NO_CONTENT)
+}

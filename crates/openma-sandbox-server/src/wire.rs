@@ -1,0 +1,101 @@
+//! What the sandbox server and its clients exchange (JSON bodies, paths, error codes).
+//!
+//! - `GET  /health` — no credentials: `{"status", "sessions", "isolation"}`.
+//! - `POST /v1/sessions/{id}/tools/{name}` — [`ToolCall`] → [`ToolResult`]: run a built-in
+//!   tool (`bash` in the session's persistent shell; `read`, `write`, `edit`, `glob`, `grep`).
+//! - `PUT  /v1/sessions/{id}/state?mode=full|mounts` — a tar + gzip of the session directory:
+//!   `full` replaces the session (ending its shell), `mounts` lays the pack over a session the
+//!   server already holds without touching its shell or workspace.
+//! - `GET  /v1/sessions/{id}/state` — the session directory as tar + gzip.
+//! - `GET|PUT /v1/sessions/{id}/files?path=/workspace/…` — one file's bytes.
+//! - `DELETE /v1/sessions/{id}` — end the shell and delete the session's files.
+//!
+//! Every `/v1` request carries `Authorization: Bearer <token>`. Errors use the Anthropic
+//! envelope `{"type":"error","error":{"type","message","code"}}`; a session the server does
+//! not hold is a 404 with code [`SESSION_UNKNOWN`], which tells the client to send it whole.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The error code of a request for a session this server does not hold.
+pub const SESSION_UNKNOWN: &str = "session_unknown";
+
+/// One tool run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCall {
+    /// The tool's input as the model gave it.
+    pub input: Value,
+    /// The agent's configuration of the tool, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<openma_types::agents::BuiltinToolConfig>,
+    /// Who the session belongs to (for the sandbox's log lines).
+    #[serde(default)]
+    pub tenant: String,
+    #[serde(default)]
+    pub environment_id: String,
+}
+
+/// What a tool run gave.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ToolResult {
+    pub content: Vec<Value>,
+    pub is_error: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// Sandbox time one tool run took.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Usage {
+    pub wall_ms: u64,
+    pub cpu_ms: u64,
+}
+
+/// How a pushed pack is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateMode {
+    /// Replace the session: any running shell ends, the directory becomes the pack.
+    Full,
+    /// Lay the pack over the session's directory; its shell and workspace stay. A session the
+    /// server does not hold is refused with [`SESSION_UNKNOWN`].
+    Mounts,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StateQuery {
+    pub mode: StateMode,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FileQuery {
+    pub path: String,
+}
+
+/// `GET /health`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    /// Sessions whose directories this server holds.
+    pub sessions: usize,
+    /// How sessions are isolated (`bubblewrap …`), or why they cannot be.
+    pub isolation: String,
+}
+
+/// The error envelope's inner object.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorEnvelope {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub error: ErrorBody,
+}

@@ -1,0 +1,187 @@
+//! The sandbox server's HTTP API on a real listener: authentication, the session lifecycle
+//! (sent whole, laid over, taken back, deleted), files by sandbox path, and what it refuses.
+
+use std::io::Write;
+
+use openma_sandbox::archive;
+use openma_sandbox_server::Server;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "test-sandbox-token-0123456789";
+const SID: &str = "sesn_01REMOTETEST";
+
+struct Remote {
+    base: String,
+    root: std::path::PathBuf,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Remote {
+    openma_models::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    let root = dir.path().join("sessions");
+    let sandboxes = openma_sandbox::Sandboxes::new(openma_sandbox::SandboxConfig::new(&root));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, Server::new(sandboxes, TOKEN.to_owned().into()).router()).into_future());
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().unwrap();
+    Remote { base, root, http, _dir: dir }
+}
+
+impl Remote {
+    async fn tool(&self, name: &str, input: Value) -> (u16, Value) {
+        let r = self.http.post(format!("{}/v1/sessions/{SID}/tools/{name}", self.base)).bearer_auth(TOKEN).json(&json!({"input": input})).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    async fn put_state(&self, mode: &str, pack: Vec<u8>) -> (u16, String) {
+        let r = self.http.put(format!("{}/v1/sessions/{SID}/state?mode={mode}", self.base)).bearer_auth(TOKEN).body(pack).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+/// A session directory with `files` (relative path, content), packed.
+fn pack_of(files: &[(&str, &str)]) -> Vec<u8> {
+    let src = tempfile::tempdir().unwrap();
+    for (path, content) in files {
+        let p = src.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::File::create(p).unwrap().write_all(content.as_bytes()).unwrap();
+    }
+    let out = tempfile::NamedTempFile::new().unwrap();
+    archive::pack(src.path(), &[], out.path()).unwrap();
+    std::fs::read(out.path()).unwrap()
+}
+
+fn text(v: &Value) -> String {
+    v["content"].as_array().unwrap().iter().filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join("\n")
+}
+
+#[tokio::test]
+async fn only_the_token_holder_gets_in_and_health_is_public() {
+    let r = start().await;
+    let h: Value = r.http.get(format!("{}/health", r.base)).send().await.unwrap().json().await.unwrap();
+    assert!(h["status"] == "ok" || h["status"] == "degraded", "{h}");
+    assert_eq!(h["sessions"], 0);
+    let url = format!("{}/v1/sessions/{SID}/tools/read", r.base);
+    for auth in [None, Some("Bearer wrong-token-0123456789"), Some(TOKEN), Some("Bearer ")] {
+        let mut req = r.http.post(&url).json(&json!({"input": {"file_path": "/workspace/x"}}));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 401, "{auth:?}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "authentication_error");
+    }
+}
+
+#[tokio::test]
+async fn a_session_is_sent_whole_used_by_the_file_tools_laid_over_taken_back_and_deleted() {
+    let r = start().await;
+    // a session it does not hold: the client learns it must send it whole
+    let (status, body) = r.tool("read", json!({"file_path": "/workspace/a.txt"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("session_unknown")), "{body}");
+    assert!(!r.root.join(SID).exists(), "asking does not create the session");
+    let (status, _) = r.put_state("mounts", pack_of(&[("uploads/u.csv", "1,2")])).await;
+    assert_eq!(status, 404, "mounts need a session the server holds");
+
+    let (status, body) = r.put_state("full", pack_of(&[("workspace/a.txt", "alpha\n"), ("uploads/u.csv", "1,2\n")])).await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = r.tool("read", json!({"file_path": "/workspace/a.txt"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(text(&body).contains("alpha"), "{body}");
+    let (_, body) = r.tool("write", json!({"file_path": "/workspace/b/c.txt", "content": "gamma"})).await;
+    assert_eq!(body["is_error"], false, "{body}");
+    let (_, body) = r.tool("grep", json!({"pattern": "gamma", "path": "/workspace"})).await;
+    assert!(text(&body).contains("c.txt"), "{body}");
+    let (_, body) = r.tool("read", json!({"file_path": "/mnt/session/uploads/u.csv"})).await;
+    assert!(text(&body).contains("1,2"), "mounted uploads are readable: {body}");
+    let (_, body) = r.tool("write", json!({"file_path": "/mnt/session/uploads/u.csv", "content": "x"})).await;
+    assert_eq!(body["is_error"], true, "uploads stay read-only: {body}");
+    let (_, body) = r.tool("read", json!({"file_path": "/etc/passwd"})).await;
+    assert_eq!(body["is_error"], true, "nothing outside the session: {body}");
+    let (status, body) = r.tool("rm", json!({})).await;
+    assert_eq!(status, 400, "{body}");
+
+    // a mounts pack replaces the uploads (one removed, one added) and leaves the workspace
+    let (status, _) = r.put_state("mounts", pack_of(&[("uploads/v.csv", "3,4\n")])).await;
+    assert_eq!(status, 204);
+    let (_, body) = r.tool("glob", json!({"pattern": "**/*", "path": "/mnt/session/uploads"})).await;
+    assert!(text(&body).contains("v.csv") && !text(&body).contains("u.csv"), "{body}");
+    let (_, body) = r.tool("read", json!({"file_path": "/workspace/b/c.txt"})).await;
+    assert!(text(&body).contains("gamma"), "the workspace is untouched: {body}");
+
+    // files by sandbox path, both ways, without leaving the session
+    let file = |p: &str| format!("{}/v1/sessions/{SID}/files?path={p}", r.base);
+    let put = r.http.put(file("/mnt/session/outputs/report.md")).bearer_auth(TOKEN).body("# done\n").send().await.unwrap();
+    assert_eq!(put.status().as_u16(), 204);
+    let got = r.http.get(file("/mnt/session/outputs/report.md")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(got.bytes().await.unwrap().as_ref(), b"# done\n");
+    for escape in ["/workspace/../../../etc/shadow", "/etc/passwd", "../sessions"] {
+        let got = r.http.get(file(escape)).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(got.status().as_u16(), 400, "{escape}");
+    }
+    std::os::unix::fs::symlink("/etc/passwd", r.root.join(SID).join("workspace/link")).unwrap();
+    let got = r.http.get(file("/workspace/link")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(got.status().as_u16(), 400, "a symlink out of the session is not followed");
+
+    // the whole directory comes back
+    let got = r.http.get(format!("{}/v1/sessions/{SID}/state", r.base)).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(got.status().as_u16(), 200);
+    let tmp = tempfile::tempdir().unwrap();
+    let file_path = tmp.path().join("p.tar.gz");
+    std::fs::write(&file_path, got.bytes().await.unwrap()).unwrap();
+    archive::unpack(&file_path, &tmp.path().join("back")).unwrap();
+    assert_eq!(std::fs::read_to_string(tmp.path().join("back/workspace/b/c.txt")).unwrap(), "gamma");
+    assert_eq!(std::fs::read_to_string(tmp.path().join("back/outputs/report.md")).unwrap(), "# done\n");
+
+    let del = r.http.delete(format!("{}/v1/sessions/{SID}", r.base)).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(del.status().as_u16(), 204);
+    assert!(!r.root.join(SID).exists(), "deleted");
+    let (status, _) = r.tool("read", json!({"file_path": "/workspace/a.txt"})).await;
+    assert_eq!(status, 404);
+    let bad = r.http.delete(format!("{}/v1/sessions/..", r.base)).bearer_auth(TOKEN).send().await.unwrap();
+    assert!(bad.status().is_client_error());
+}
+
+#[tokio::test]
+async fn bash_keeps_its_shell_between_calls_and_across_a_mounts_push() {
+    if openma_sandbox::Sandboxes::check().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+        return;
+    }
+    let r = start().await;
+    assert_eq!(r.put_state("full", pack_of(&[("workspace/app/x.py", "print(6*7)\n")])).await.0, 204);
+    let (_, body) = r.tool("bash", json!({"command": "cd app && export ANSWER=yes && python3 x.py"})).await;
+    assert!(text(&body).contains("42"), "{body}");
+    assert_eq!(r.put_state("mounts", pack_of(&[("uploads/new.txt", "hello")])).await.0, 204);
+    let (_, body) = r.tool("bash", json!({"command": "pwd; echo $ANSWER; cat /mnt/session/uploads/new.txt"})).await;
+    let out = text(&body);
+    assert!(out.contains("/workspace/app") && out.contains("yes") && out.contains("hello"), "the shell survives a mounts push and sees it: {out}");
+    assert!(body["usage"]["wall_ms"].is_u64(), "{body}");
+}
+
+#[test]
+fn the_binary_refuses_to_start_without_a_token_and_prints_its_address_with_one() {
+    let bin = env!("CARGO_BIN_EXE_openma-sandbox-server");
+    let root = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin).args(["--listen", "127.0.0.1:0", "--root"]).arg(root.path()).env_remove("OPENMA_SANDBOX_TOKEN").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("OPENMA_SANDBOX_TOKEN"), "{out:?}");
+    let mut child = std::process::Command::new(bin)
+        .args(["--listen", "127.0.0.1:0", "--root"])
+        .arg(root.path())
+        .env("OPENMA_SANDBOX_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(line.starts_with("openma-sandbox-server listening on http://127.0.0.1:"), "{line}");
+}

@@ -52,6 +52,18 @@ pub struct AppState {
     pub outputs: Arc<crate::session_files::OutputCapture>,
     /// Keeps mounted memory stores in step with their sessions' sandboxes.
     pub memory_sync: Arc<crate::session_memory::MemorySync>,
+    /// The sandbox server the tools run on, when they do not run on this host.
+    pub remote: Option<Arc<crate::remote_sandbox::RemoteSandbox>>,
+}
+
+impl AppState {
+    /// Ends a session's sandbox and deletes its files, here and on a remote sandbox server.
+    pub async fn destroy_sandbox(&self, session_id: &str) -> std::io::Result<()> {
+        if let Some(remote) = &self.remote {
+            remote.forget(session_id).await;
+        }
+        self.sandboxes.destroy(session_id).await
+    }
 }
 
 /// Opens (and migrates) the configured store and binds the core to it.
@@ -235,7 +247,15 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     let memory_sync = Arc::new(crate::session_memory::MemorySync::new(platform.clone(), sandboxes.clone()));
     // the tenant's limit on sandboxes running at once: only `bash` starts one
     let seats = crate::sandbox_seats::SandboxSeats::new(platform.clone(), sandboxes.clone());
-    for (name, tool) in sandboxes.tools() {
+    let remote = match &settings.sandbox_url {
+        Some(url) => Some(crate::remote_sandbox::RemoteSandbox::new(url, settings.sandbox_token.clone().unwrap_or_else(|| secrecy::SecretString::from(String::new())), sandboxes.clone())?),
+        None => None,
+    };
+    let sandbox_tools = match &remote {
+        Some(r) => r.tools(),
+        None => sandboxes.tools(),
+    };
+    for (name, tool) in sandbox_tools {
         let tool: Arc<dyn openma_core::harness::tools::Tool> = if name == crate::sandbox_seats::STARTING_TOOL {
             Arc::new(crate::sandbox_seats::Seated { inner: tool, seats: seats.clone() })
         } else {
@@ -263,8 +283,15 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     let info = ServerInfo {
         allow_private_fetch: settings.unsafe_allow_private_fetch,
         blobs,
-        sandbox: sandbox_status(&sandboxes),
-        sandbox_egress: egress_status(&sandboxes),
+        sandbox: match &remote {
+            Some(r) => {
+                let status = r.status().await;
+                tracing::info!(url = r.url(), %status, "the sessions' tools run on a remote sandbox server");
+                status
+            }
+            None => sandbox_status(&sandboxes),
+        },
+        sandbox_egress: if remote.is_some() { "remote".into() } else { egress_status(&sandboxes) },
         max_file_bytes: settings.max_file_bytes,
         github_url: settings.github_url.clone(),
     };
@@ -286,6 +313,10 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     });
     let runtime = Runtime::new(platform.clone(), models, toolbox, mcp, runtime_config(settings));
     runtime.limit_sandboxes(seats);
+    // a remote sandbox's files come back before anything reads them at the end of a turn
+    if let Some(r) = &remote {
+        runtime.observe_turns(r.clone());
+    }
     let outputs = Arc::new(crate::session_files::OutputCapture::new(platform.clone(), sandboxes.clone(), settings.max_file_bytes));
     runtime.observe_turns(outputs.clone());
     runtime.observe_turns(crate::integrations::Replies::new(platform.clone()));
@@ -311,7 +342,7 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
         }
     }
     let rate_limiter = settings.rate_limit_per_minute.and_then(std::num::NonZeroU32::new).map(|n| Arc::new(crate::auth::RateLimiter::per_minute(n)));
-    let app = router(AppState { platform, runtime: runtime.clone(), sandboxes, info: Arc::new(info), rate_limiter, outputs, memory_sync });
+    let app = router(AppState { platform, runtime: runtime.clone(), sandboxes, info: Arc::new(info), rate_limiter, outputs, memory_sync, remote });
     Ok(Prepared { listener, app, addr, runtime })
 }
 

@@ -28,7 +28,8 @@ pub struct BenchArgs {
     /// What to measure: `api` (agent and session creation), `runtime` (turns, streams,
     /// fan-out, memory), `files` (upload and download throughput, server memory), `memory` (tool calls on a
     /// mounted memory store), `mcp` (MCP tool calls against a direct client), `metering` (turn
-    /// latency with the billing ledger on and off, side by side), `cluster` (nodes on one
+    /// latency with the billing ledger on and off, side by side), `sandbox` (turns on the local
+    /// sandbox and on a remote sandbox server, side by side), `cluster` (nodes on one
     /// PostgreSQL: cross-node fan-out, takeover, 1 vs 3 nodes; needs `--postgres-url`) or
     /// `all` (every one but `cluster`).
     #[arg(long, default_value = "all")]
@@ -59,6 +60,7 @@ pub enum Scenario {
     Memory,
     Mcp,
     Metering,
+    Sandbox,
     Cluster,
     All,
 }
@@ -130,6 +132,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if matches!(args.scenario, Scenario::Metering | Scenario::All) {
         crate::bench_metering::run(args).await?;
+    }
+    if matches!(args.scenario, Scenario::Sandbox | Scenario::All) {
+        crate::bench_sandbox::run(args).await?;
     }
     Ok(())
 }

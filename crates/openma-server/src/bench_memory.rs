@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::bench::{BenchArgs, percentile};
 use crate::bench_runtime::{KEY, spawn_server};
 
-async fn call(http: &reqwest::Client, method: reqwest::Method, url: String, body: Option<Value>) -> anyhow::Result<Value> {
+pub(crate) async fn call(http: &reqwest::Client, method: reqwest::Method, url: String, body: Option<Value>) -> anyhow::Result<Value> {
     let mut req = http.request(method, url).bearer_auth(KEY);
     if let Some(b) = body {
         req = req.json(&b);
@@ -21,16 +21,19 @@ async fn call(http: &reqwest::Client, method: reqwest::Method, url: String, body
     Ok(req.send().await?.error_for_status()?.json().await?)
 }
 
-/// Runs `turns` turns of one bash write each; returns the sorted POST → idle latencies.
-async fn turns(http: &reqwest::Client, base: &str, model: &FakeModel, sid: &str, path: &str, turns: usize) -> anyhow::Result<Vec<Duration>> {
+/// Runs `turns` turns of one bash write each (the session's earlier turns are counted
+/// first); returns the sorted POST → idle latencies.
+pub(crate) async fn turns(http: &reqwest::Client, base: &str, model: &FakeModel, sid: &str, path: &str, turns: usize) -> anyhow::Result<Vec<Duration>> {
     let mut out = Vec::with_capacity(turns);
-    for i in 0..turns {
+    let idle_url = format!("{base}/v1/sessions/{sid}/events?types[]=session.status_idle&limit=1000");
+    let before = call(http, reqwest::Method::GET, idle_url.clone(), None).await?["data"].as_array().map_or(0, Vec::len);
+    for i in before..before + turns {
         model.script(vec![Reply::tool_use("bash", json!({"command": format!("echo {i} > {path}")})), Reply::text("ok")]);
         let t = Instant::now();
         call(http, reqwest::Method::POST, format!("{base}/v1/sessions/{sid}/events"), Some(json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "write"}]}]}))).await?;
         // the turn is over when its `session.status_idle` is in the log
         loop {
-            let idle = call(http, reqwest::Method::GET, format!("{base}/v1/sessions/{sid}/events?types[]=session.status_idle&limit=1000"), None).await?;
+            let idle = call(http, reqwest::Method::GET, idle_url.clone(), None).await?;
             if idle["data"].as_array().map_or(0, Vec::len) > i {
                 break;
             }

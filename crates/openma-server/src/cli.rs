@@ -179,6 +179,10 @@ pub struct ServeArgs {
     /// SearXNG-compatible JSON search endpoint that `web_search` queries.
     #[arg(long, env = "OPENMA_SEARCH_URL")]
     pub search_url: Option<String>,
+    /// Run the sessions' tools on an `openma-sandbox-server` at this URL instead of in
+    /// bubblewrap on this host (its token: OPENMA_SANDBOX_TOKEN, from the environment only).
+    #[arg(long, env = "OPENMA_SANDBOX_URL")]
+    pub sandbox_url: Option<String>,
     /// Anthropic API key (per-tenant model cards override it).
     #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true)]
     pub anthropic_api_key: Option<String>,
@@ -316,6 +320,8 @@ fn settings(global: &GlobalArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Se
         model_retry_base_ms: serve.and_then(|s| s.model_retry_base_ms),
         context_window_tokens: serve.and_then(|s| s.context_window_tokens),
         search_url: serve.and_then(|s| s.search_url.clone()),
+        sandbox_url: serve.and_then(|s| s.sandbox_url.clone()),
+        sandbox_token: std::env::var("OPENMA_SANDBOX_TOKEN").ok().filter(|t| !t.is_empty()),
         // test-only (the conformance suite's local webhook receivers): never set it in production
         unsafe_allow_private_fetch: std::env::var("OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES").is_ok_and(|v| v == "1"),
         webhook_retry_delays_ms: None,

@@ -29,6 +29,8 @@ pub struct FileSettings {
     pub model_retry_base_ms: Option<u64>,
     pub context_window_tokens: Option<u64>,
     pub search_url: Option<String>,
+    /// A remote sandbox's URL (its token comes from the environment only).
+    pub sandbox_url: Option<String>,
     pub rate_limit_per_minute: Option<u32>,
     pub max_file_mb: Option<u64>,
     pub github_url: Option<String>,
@@ -177,6 +179,9 @@ pub struct Settings {
     pub context_window_tokens: Option<u64>,
     /// A SearXNG-compatible JSON search endpoint for `web_search`.
     pub search_url: Option<String>,
+    /// A remote sandbox (`openma-sandbox-server`) the tools run on, and its token.
+    pub sandbox_url: Option<String>,
+    pub sandbox_token: Option<SecretString>,
     /// Lets `web_fetch`, MCP OAuth validation and webhook deliveries reach private and
     /// loopback addresses. Only tests set this: it is not reachable from flags or the
     /// config file, only from the test-only `OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES=1`.
@@ -381,6 +386,7 @@ impl fmt::Debug for Settings {
             .field("unsafe_egress_resolve", &self.unsafe_egress_resolve)
             .field("unsafe_egress_upstream_ca", &self.unsafe_egress_upstream_ca)
             .field("search_url", &self.search_url)
+            .field("sandbox_url", &self.sandbox_url)
             .field("root_secret", &self.root_secret.as_ref().map(|_| "[redacted]"))
             .field("cluster", &self.cluster)
             .finish()
@@ -402,6 +408,8 @@ pub struct Overrides {
     pub providers: Providers,
     pub context_window_tokens: Option<u64>,
     pub search_url: Option<String>,
+    pub sandbox_url: Option<String>,
+    pub sandbox_token: Option<String>,
     pub unsafe_allow_private_fetch: bool,
     /// Test-only: the waits between webhook delivery attempts, in milliseconds.
     pub webhook_retry_delays_ms: Option<Vec<u64>>,
@@ -448,6 +456,8 @@ impl Settings {
             providers: o.providers,
             context_window_tokens: o.context_window_tokens.or(file.context_window_tokens),
             search_url: o.search_url.or(file.search_url),
+            sandbox_url: o.sandbox_url.or(file.sandbox_url).filter(|u| !u.trim().is_empty()),
+            sandbox_token: o.sandbox_token.map(SecretString::from),
             unsafe_allow_private_fetch: o.unsafe_allow_private_fetch,
             webhook_retry_delays: o
                 .webhook_retry_delays_ms

@@ -99,7 +99,7 @@ pub fn placeholder(session_id: &str, credential_id: &str) -> String {
 
 /// The active `environment_variable` credentials of the session's vaults, the first of each
 /// `secret_name` in the order the session lists its vaults.
-async fn env_credentials(platform: &Platform, tenant: &TenantId, session: &Session) -> Result<Vec<StoredCredential>, DomainError> {
+pub(crate) async fn env_credentials(platform: &Platform, tenant: &TenantId, session: &Session) -> Result<Vec<StoredCredential>, DomainError> {
     let mut out: Vec<StoredCredential> = Vec::new();
     for vault_id in &session.vault_ids {
         let mut after = None;

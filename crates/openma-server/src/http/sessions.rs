@@ -70,13 +70,16 @@ pub async fn create(app: &AppState, tenant: &openma_core::TenantId, req: CreateS
     if let Some(env_id) = &req.environment_id {
         // before the session exists: one on packages that cannot be built would only fail later
         let env = app.platform.get_environment(&tenant, env_id).await?;
+        if app.remote.is_some() {
+            crate::remote_sandbox::RemoteSandbox::check_environment(&env)?;
+        }
         crate::environment_packages::check_buildable(&app, &env)?;
     }
     let (session, initial) = app.platform.create_session(&tenant, &req).await?;
     // the session is usable once its sandbox holds what it names; otherwise it goes again
     if let Err(e) = prepare_sandbox(&app, &tenant, &session, &req).await {
         let _ = app.platform.delete_session(&tenant, &session.id).await;
-        let _ = app.sandboxes.destroy(&session.id).await;
+        let _ = app.destroy_sandbox(&session.id).await;
         return Err(e);
     }
     if initial.is_empty() {
@@ -93,6 +96,11 @@ async fn prepare_sandbox(app: &AppState, tenant: &openma_core::TenantId, session
     let backend = |e: std::io::Error| DomainError::Store(openma_core::StoreError::Backend(e.to_string()));
     crate::session_network::apply(&app.platform, &app.sandboxes, tenant, session).await?;
     let env = app.platform.get_environment(tenant, &session.environment_id).await?;
+    if app.remote.is_some() {
+        let credentials = crate::session_network::env_credentials(&app.platform, tenant, session).await?.len();
+        crate::remote_sandbox::RemoteSandbox::check_environment(&env)?;
+        crate::remote_sandbox::RemoteSandbox::check_session(session, credentials)?;
+    }
     crate::environment_packages::check_mcp_names(&env, session)?;
     crate::environment_packages::prepare(app, &env, &session.id).map_err(backend)?;
     crate::session_memory::prepare(&app.sandboxes, session).map_err(backend)?;
@@ -192,7 +200,7 @@ pub async fn delete_session(
     app.outputs.forget(&id);
     app.memory_sync.forget(&id);
     // the workspace goes with the session
-    if let Err(e) = app.sandboxes.destroy(&id).await {
+    if let Err(e) = app.destroy_sandbox(&id).await {
         tracing::warn!(session_id = %id, error = %e, "cannot remove the session's sandbox");
     }
     Ok(Json(Deleted { id, kind: "session_deleted".into() }))

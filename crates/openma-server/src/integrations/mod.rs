@@ -115,7 +115,7 @@ pub(crate) async fn thread_session(
     let bound = store.bind_integration_thread(tenant, &integration.id, thread, &session.id, app.platform.clock.now()).await?;
     if bound != session.id {
         let _ = app.platform.delete_session(tenant, &session.id).await;
-        let _ = app.sandboxes.destroy(&session.id).await;
+        let _ = app.destroy_sandbox(&session.id).await;
         return Ok((bound, false));
     }
     Ok((bound, true))

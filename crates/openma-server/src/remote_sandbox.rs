@@ -1,0 +1,309 @@
+//! A remote sandbox: the sessions' tools run on an `openma-sandbox-server` elsewhere
+//! (`OPENMA_SANDBOX_URL`), the same program a Cloudflare `SessionDO` drives in its container.
+//!
+//! This node keeps each session's directory as before — what the session was given at create
+//! (network policy, variables, uploads, skills, cloned repositories) is placed there — and
+//! the sandbox server holds the live copy the tools work on:
+//!
+//! - before a tool runs, what this node added since the last exchange (everything but the
+//!   workspace and outputs) is laid over the server's copy without ending its shell; a server
+//!   that does not hold the session (its first tool call, or a server that lost its disk) is
+//!   sent the whole directory;
+//! - when a turn ends, the server's copy comes back whole, before the outputs are taken into
+//!   the Files API and, in cluster mode, before the session's snapshot is packed.
+//!
+//! The shell lives on the sandbox server, so it survives this node's restarts and, in
+//! cluster mode, the session moving to another node. What needs this node's own sandbox —
+//! environment packages, stdio MCP servers, memory store mounts, credential substitution at
+//! egress — is refused at session create rather than silently missing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use openma_core::harness::tools::{SandboxUsage, Tool, ToolContext, ToolOutput};
+use openma_core::{DomainError, TenantId};
+use openma_sandbox::Sandboxes;
+use openma_sandbox::archive::{self, LOCAL_ONLY};
+use openma_sandbox_server::wire::{ErrorEnvelope, Health, SESSION_UNKNOWN, StateMode, ToolCall, ToolResult};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+/// This node's record of the mounts fingerprint the server last received.
+const SYNC_MARKER: &str = ".remote-sync";
+/// A tool call may run this much longer than the sandbox's longest command.
+const CALL_SLACK: Duration = Duration::from_secs(60);
+
+/// The six sandbox tools and whether each is read-only.
+const TOOLS: [(&str, bool); 6] = [("bash", false), ("read", true), ("write", false), ("edit", false), ("glob", true), ("grep", true)];
+
+pub struct RemoteSandbox {
+    http: reqwest::Client,
+    base: String,
+    token: SecretString,
+    /// This node's copies of the session directories.
+    local: Sandboxes,
+    /// Longest a tool call may take.
+    call_timeout: Duration,
+}
+
+/// Why an exchange with the sandbox server failed.
+#[derive(Debug, thiserror::Error)]
+enum RemoteError {
+    #[error("the sandbox server does not hold the session")]
+    Unknown,
+    #[error("the sandbox server cannot be reached: {0}")]
+    Transport(String),
+    #[error("the sandbox server refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Local(#[from] std::io::Error),
+}
+
+impl RemoteSandbox {
+    /// `url`: the sandbox server's base URL; `token`: the bearer token it was started with.
+    pub fn new(url: &str, token: SecretString, local: Sandboxes) -> anyhow::Result<Arc<Self>> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("OPENMA_SANDBOX_URL `{url}` is not a URL: {e}"))?;
+        anyhow::ensure!(matches!(parsed.scheme(), "http" | "https"), "OPENMA_SANDBOX_URL `{url}` must start with http:// or https://");
+        anyhow::ensure!(token.expose_secret().len() >= 16, "a remote sandbox needs OPENMA_SANDBOX_TOKEN: the sandbox server's token (at least 16 characters)");
+        let call_timeout = local.config().limits.max_timeout + CALL_SLACK;
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
+        Ok(Arc::new(RemoteSandbox { http, base: url.trim_end_matches('/').to_owned(), token, local, call_timeout }))
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// The tools, by the names the model calls them.
+    pub fn tools(self: &Arc<Self>) -> Vec<(&'static str, Arc<dyn Tool>)> {
+        TOOLS.iter().map(|&(name, read_only)| (name, Arc::new(RemoteTool { remote: self.clone(), name, read_only }) as Arc<dyn Tool>)).collect()
+    }
+
+    /// What the sandbox server says of itself, for `/health`.
+    pub async fn status(&self) -> String {
+        match self.http.get(format!("{}/health", self.base)).timeout(Duration::from_secs(5)).send().await {
+            Ok(r) => match r.json::<Health>().await {
+                Ok(h) if h.status == "ok" => format!("remote {}: {}", self.base, h.isolation),
+                Ok(h) => format!("unavailable: remote {} is {}: {}", self.base, h.status, h.isolation),
+                Err(e) => format!("unavailable: remote {} answered oddly: {e}", self.base),
+            },
+            Err(e) => format!("unavailable: remote {} cannot be reached: {e}", self.base),
+        }
+    }
+
+    /// Refuses an environment whose sessions would need a sandbox on this node.
+    pub fn check_environment(env: &openma_types::environments::Environment) -> Result<(), DomainError> {
+        let openma_types::environments::EnvironmentConfig::Cloud(c) = &env.config;
+        if !crate::environment_packages::session_environment(env).packages.is_empty() {
+            return Err(unavailable(format!("environment `{}` installs packages", env.id)));
+        }
+        if !c.mcp_servers.is_empty() {
+            return Err(unavailable(format!("environment `{}` runs stdio MCP servers in the sandbox", env.id)));
+        }
+        Ok(())
+    }
+
+    /// Refuses a session that would need a sandbox on this node: `env_credentials` is the
+    /// number of its vaults' `environment_variable` credentials.
+    pub fn check_session(session: &openma_types::sessions::Session, env_credentials: usize) -> Result<(), DomainError> {
+        if session.resources.iter().any(|r| matches!(r, openma_types::sessions::SessionResource::MemoryStore(_))) {
+            return Err(unavailable("the session mounts a memory store".into()));
+        }
+        if env_credentials > 0 {
+            return Err(unavailable("the session's vaults hold `environment_variable` credentials, substituted at this server's egress proxy".into()));
+        }
+        Ok(())
+    }
+
+    /// Ends the session's shell and deletes its files on the sandbox server.
+    pub async fn forget(&self, session_id: &str) {
+        let r = self.http.delete(self.session_url(session_id, "")).bearer_auth(self.token.expose_secret()).timeout(Duration::from_secs(30)).send().await;
+        match r.map_err(|e| e.to_string()).and_then(|r| if r.status().is_success() { Ok(()) } else { Err(r.status().to_string()) }) {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(session_id, error = %e, "cannot delete the session on the sandbox server"),
+        }
+    }
+
+    fn session_url(&self, session_id: &str, rest: &str) -> String {
+        format!("{}/v1/sessions/{session_id}{rest}", self.base)
+    }
+
+    fn dir(&self, session_id: &str) -> Result<PathBuf, RemoteError> {
+        self.local.session_dir(session_id).ok_or_else(|| RemoteError::Refused(format!("invalid session id {session_id:?}")))
+    }
+
+    /// Brings the server's copy up to this node's: the mounts when they changed, the whole
+    /// directory when the server does not hold the session.
+    async fn push(&self, session_id: &str, force_full: bool) -> Result<(), RemoteError> {
+        let dir = self.dir(session_id)?;
+        std::fs::create_dir_all(&dir)?;
+        let d = dir.clone();
+        let now = tokio::task::spawn_blocking(move || archive::fingerprint(&d, &mount_skip())).await.map_err(std::io::Error::other)??;
+        if !force_full {
+            if std::fs::read_to_string(dir.join(SYNC_MARKER)).is_ok_and(|m| m == now) {
+                return Ok(());
+            }
+            match self.send(&dir, StateMode::Mounts).await {
+                Err(RemoteError::Unknown) => self.send(&dir, StateMode::Full).await?,
+                other => other?,
+            }
+        } else {
+            self.send(&dir, StateMode::Full).await?;
+        }
+        std::fs::write(dir.join(SYNC_MARKER), now)?;
+        Ok(())
+    }
+
+    async fn send(&self, dir: &Path, mode: StateMode) -> Result<(), RemoteError> {
+        let session_id = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let tmp = tempfile::NamedTempFile::new()?;
+        let (src, to) = (dir.to_owned(), tmp.path().to_owned());
+        let skip: Vec<&'static str> = match mode {
+            StateMode::Full => LOCAL_ONLY.to_vec(),
+            StateMode::Mounts => mount_skip(),
+        };
+        tokio::task::spawn_blocking(move || archive::pack(&src, &skip, &to)).await.map_err(std::io::Error::other)??;
+        let file = tokio::fs::File::open(tmp.path()).await?;
+        let len = file.metadata().await?.len();
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
+        let mode_name = match mode {
+            StateMode::Full => "full",
+            StateMode::Mounts => "mounts",
+        };
+        let r = self
+            .http
+            .put(self.session_url(&session_id, &format!("/state?mode={mode_name}")))
+            .bearer_auth(self.token.expose_secret())
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(body)
+            .timeout(Duration::from_secs(600))
+            .send()
+            .await
+            .map_err(|e| RemoteError::Transport(e.to_string()))?;
+        check(r).await?;
+        tracing::debug!(session_id, mode = mode_name, bytes = len, "sent the session's directory to the sandbox server");
+        Ok(())
+    }
+
+    /// Takes the server's copy of the session back into this node's directory.
+    async fn pull(&self, session_id: &str) -> Result<bool, RemoteError> {
+        let dir = self.dir(session_id)?;
+        if !dir.join(SYNC_MARKER).exists() {
+            return Ok(false); // the server never received it
+        }
+        let r = self
+            .http
+            .get(self.session_url(session_id, "/state"))
+            .bearer_auth(self.token.expose_secret())
+            .timeout(Duration::from_secs(600))
+            .send()
+            .await
+            .map_err(|e| RemoteError::Transport(e.to_string()))?;
+        let mut r = check(r).await?;
+        let tmp = tempfile::NamedTempFile::new()?;
+        let mut out = tokio::fs::File::create(tmp.path()).await?;
+        while let Some(chunk) = r.chunk().await.map_err(|e| RemoteError::Transport(e.to_string()))? {
+            tokio::io::AsyncWriteExt::write_all(&mut out, &chunk).await?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut out).await?;
+        drop(out);
+        let (from, to) = (tmp.path().to_owned(), dir.clone());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            archive::replace(&from, &to, LOCAL_ONLY)?;
+            // what came back is what the server holds: no need to send it again
+            std::fs::write(to.join(SYNC_MARKER), archive::fingerprint(&to, &mount_skip())?)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(true)
+    }
+
+    async fn call(&self, session_id: &str, name: &str, call: &ToolCall) -> Result<ToolResult, RemoteError> {
+        let r = self
+            .http
+            .post(self.session_url(session_id, &format!("/tools/{name}")))
+            .bearer_auth(self.token.expose_secret())
+            .json(call)
+            .timeout(self.call_timeout)
+            .send()
+            .await
+            .map_err(|e| RemoteError::Transport(e.to_string()))?;
+        check(r).await?.json::<ToolResult>().await.map_err(|e| RemoteError::Transport(e.to_string()))
+    }
+
+    async fn run(&self, ctx: &ToolContext, name: &str, input: Value) -> Result<ToolResult, RemoteError> {
+        let call = ToolCall { input, config: ctx.config.clone(), tenant: ctx.tenant.to_string(), environment_id: ctx.environment_id.clone() };
+        self.push(&ctx.session_id, false).await?;
+        match self.call(&ctx.session_id, name, &call).await {
+            // the server lost the session since the last exchange (a new disk): send it whole
+            Err(RemoteError::Unknown) => {
+                self.push(&ctx.session_id, true).await?;
+                self.call(&ctx.session_id, name, &call).await
+            }
+            other => other,
+        }
+    }
+}
+
+fn unavailable(what: String) -> DomainError {
+    DomainError::invalid_code("sandbox_feature_unavailable", format!("{what}, which this server's remote sandbox (OPENMA_SANDBOX_URL) does not provide"))
+}
+
+/// What a mounts push leaves out: the host-only entries, and what the sandbox itself owns.
+fn mount_skip() -> Vec<&'static str> {
+    LOCAL_ONLY.iter().copied().chain(["workspace", "outputs"]).collect()
+}
+
+async fn check(r: reqwest::Response) -> Result<reqwest::Response, RemoteError> {
+    if r.status().is_success() {
+        return Ok(r);
+    }
+    let status = r.status();
+    let text = r.text().await.unwrap_or_default();
+    match serde_json::from_str::<ErrorEnvelope>(&text) {
+        Ok(e) if e.error.code.as_deref() == Some(SESSION_UNKNOWN) => Err(RemoteError::Unknown),
+        Ok(e) => Err(RemoteError::Refused(format!("{status}: {}", e.error.message))),
+        Err(_) => Err(RemoteError::Refused(format!("{status}: {}", text.chars().take(300).collect::<String>()))),
+    }
+}
+
+struct RemoteTool {
+    remote: Arc<RemoteSandbox>,
+    name: &'static str,
+    read_only: bool,
+}
+
+#[async_trait]
+impl Tool for RemoteTool {
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    async fn run(&self, ctx: &ToolContext, input: Value) -> ToolOutput {
+        match self.remote.run(ctx, self.name, input).await {
+            Ok(r) => ToolOutput { content: r.content, is_error: r.is_error, usage: r.usage.map(|u| SandboxUsage { wall_ms: u.wall_ms, cpu_ms: u.cpu_ms }) },
+            Err(e) => {
+                tracing::warn!(session_id = %ctx.session_id, tool = self.name, error = %e, "remote sandbox call failed");
+                metrics::counter!("openma_remote_sandbox_errors_total").increment(1);
+                ToolOutput::error(format!("the {} tool could not run: {e}", self.name))
+            }
+        }
+    }
+}
+
+/// Takes the server's copy back when a turn ends (registered before the outputs capture).
+#[async_trait]
+impl crate::runtime::TurnObserver for RemoteSandbox {
+    async fn turn_ending(&self, _tenant: &TenantId, session_id: &str) {
+        let t = std::time::Instant::now();
+        match self.pull(session_id).await {
+            Ok(true) => {
+                metrics::histogram!("openma_remote_sandbox_pull_seconds").record(t.elapsed().as_secs_f64());
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(session_id, error = %e, "cannot take the session's files back from the sandbox server"),
+        }
+    }
+}

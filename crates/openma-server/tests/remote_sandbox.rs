@@ -1,0 +1,163 @@
+//! A remote sandbox: the server runs the sessions' tools on an `openma-sandbox-server` (here
+//! on a loopback listener of its own, with its own directory) instead of in bubblewrap on
+//! its own host. The shell lives there, the files come back when a turn ends, a server that
+//! lost its disk is sent the session again, and what a remote sandbox cannot provide is
+//! refused at create.
+
+mod support;
+
+use openma_fake_model::FakeModel;
+use reqwest::StatusCode;
+use serde_json::json;
+use support::{Backend, TestApp, spawn_app_custom, tool_turn as turn};
+
+const TOKEN: &str = "test-remote-sandbox-token-0123456789";
+
+struct SandboxServer {
+    url: String,
+    root: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn sandbox_server() -> SandboxServer {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    let root = dir.path().join("sessions");
+    let mut config = openma_sandbox::SandboxConfig::new(&root);
+    config.egress.bridge = env!("CARGO_BIN_EXE_openma").into();
+    let server = openma_sandbox_server::Server::new(openma_sandbox::Sandboxes::new(config), TOKEN.to_owned().into());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, server.router()).into_future());
+    SandboxServer { url, root, _dir: dir }
+}
+
+async fn app_on(remote: &SandboxServer, model: &FakeModel) -> TestApp {
+    let (url, token) = (remote.url.clone(), TOKEN.to_owned());
+    spawn_app_custom(Backend::Sqlite, Some(model.base_url()), move |o| {
+        o.sandbox_url = Some(url);
+        o.sandbox_token = Some(token);
+    })
+    .await
+    .unwrap()
+}
+
+async fn coder(app: &TestApp) -> String {
+    let a = app.ok("/v1/agents", json!({"name": "coder", "model": "claude-sonnet-4-6", "tools": [{"type": "agent_toolset_20260401"}]})).await;
+    a["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_run_on_the_sandbox_server_and_the_files_come_back() {
+    if openma_sandbox::Sandboxes::check().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+        return;
+    }
+    let remote = sandbox_server().await;
+    let model = FakeModel::start().await;
+    let app = app_on(&remote, &model).await;
+    let health = app.get("/health").await.body;
+    assert!(health["backends"]["sandbox"].as_str().unwrap().starts_with(&format!("remote {}", remote.url)), "{health}");
+    let data = app.upload("data.csv", "text/csv", b"a,b\n1,2\n").await;
+    let agent = coder(&app).await;
+    let s = app.ok("/v1/sessions", json!({"agent": agent, "resources": [{"type": "file", "file_id": data["id"], "mount_path": "/data.csv"}]})).await;
+    let sid = s["id"].as_str().unwrap().to_owned();
+    let there = remote.root.join(&sid);
+    let here = app.data_dir().join("sandboxes").join(&sid);
+    assert!(!there.exists(), "nothing is sent before a tool runs");
+
+    let r = turn(&app, &model, &sid, vec![
+        ("bash", json!({"command": "cd /workspace && export STAGE=two && wc -l < /mnt/session/uploads/data.csv"})),
+        ("write", json!({"file_path": "/workspace/app/main.py", "content": "print('made remotely')\n"})),
+        ("bash", json!({"command": "python3 app/main.py > /mnt/session/outputs/report.txt && echo ok"})),
+    ]).await;
+    assert!(r.iter().all(|(_, err)| !err), "{r:?}");
+    assert!(r[0].0.contains('2'), "the mounted file reached the sandbox server: {:?}", r[0]);
+    assert!(there.join("workspace/app/main.py").exists(), "the tools ran on the sandbox server");
+    assert_eq!(std::fs::read_to_string(here.join("workspace/app/main.py")).unwrap(), "print('made remotely')\n", "the files came back when the turn ended");
+    // the output was taken into the Files API from the copy that came back
+    let files = app.get(&format!("/v1/files?scope_id={sid}")).await.body["data"].as_array().unwrap().clone();
+    let report = files.iter().find(|f| f["filename"] == "report.txt").unwrap_or_else(|| panic!("{files:?}"));
+    let (_, _, bytes) = app.get_bytes(&format!("/v1/files/{}/content", report["id"].as_str().unwrap()), &app.key).await;
+    assert_eq!(bytes, b"made remotely\n");
+
+    // the shell lives on the sandbox server: its directory and variables persist, and a file
+    // added to the session meanwhile is laid over without ending it
+    let extra = app.upload("extra.txt", "text/plain", b"more").await;
+    app.ok(&format!("/v1/sessions/{sid}/resources"), json!({"type": "file", "file_id": extra["id"]})).await;
+    let r = turn(&app, &model, &sid, vec![
+        ("bash", json!({"command": format!("pwd; echo stage=$STAGE; cat /mnt/session/uploads/{}", extra["id"].as_str().unwrap())})),
+        ("glob", json!({"pattern": "**/*.py"})),
+    ]).await;
+    assert!(r[0].0.contains("/workspace") && r[0].0.contains("stage=two") && r[0].0.contains("more"), "{:?}", r[0]);
+    assert!(r[1].0.contains("app/main.py"), "{:?}", r[1]);
+
+    // a sandbox server that lost its disk is sent the session whole from this server's copy
+    std::fs::remove_dir_all(&there).unwrap();
+    let r = turn(&app, &model, &sid, vec![("bash", json!({"command": "cat app/main.py 2>&1 || cat /workspace/app/main.py"}))]).await;
+    assert!(r[0].0.contains("made remotely"), "{:?}", r[0]);
+
+    app.delete(&format!("/v1/sessions/{sid}")).await;
+    assert!(!there.exists() && !here.exists(), "deleting the session deletes it on both sides");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_remote_sandbox_cannot_provide_is_refused_at_create_and_an_unreachable_one_is_a_tool_error() {
+    let remote = sandbox_server().await;
+    let model = FakeModel::start().await;
+    let app = app_on(&remote, &model).await;
+    let agent = coder(&app).await;
+    let env = app.ok("/v1/environments", json!({"name": "pkgs", "config": {"type": "cloud", "packages": {"pip": ["requests"]}}})).await;
+    let store = app.ok("/v1/memory_stores", json!({"name": "notes"})).await;
+    for (body, what) in [
+        (json!({"agent": agent, "environment_id": env["id"]}), "packages"),
+        (json!({"agent": agent, "resources": [{"type": "memory_store", "memory_store_id": store["id"]}]}), "memory store"),
+    ] {
+        let r = app.post("/v1/sessions", body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+        assert_eq!(r.body["error"]["type"], "invalid_request_error");
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(what) && message.contains("OPENMA_SANDBOX_URL"), "{message}");
+    }
+    assert_eq!(app.get("/v1/sessions").await.body["data"], json!([]), "nothing was left behind");
+
+    // a sandbox server that cannot be reached is the tool's error, not the turn's end
+    let model2 = FakeModel::start().await;
+    let gone = SandboxServer { url: "http://127.0.0.1:9".into(), root: remote.root.clone(), _dir: tempfile::tempdir().unwrap() };
+    let app2 = app_on(&gone, &model2).await;
+    assert!(app2.get("/health").await.body["backends"]["sandbox"].as_str().unwrap().starts_with("unavailable"));
+    let agent2 = coder(&app2).await;
+    let sid = app2.ok("/v1/sessions", json!({"agent": agent2})).await["id"].as_str().unwrap().to_owned();
+    let r = turn(&app2, &model2, &sid, vec![("bash", json!({"command": "echo hi"}))]).await;
+    assert!(r[0].1 && r[0].0.contains("cannot be reached"), "{:?}", r[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_ends_the_remote_command_as_it_would_a_local_one() {
+    if openma_sandbox::Sandboxes::check().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+        return;
+    }
+    let remote = sandbox_server().await;
+    let model = FakeModel::start().await;
+    let app = app_on(&remote, &model).await;
+    let agent = coder(&app).await;
+    let sid = app.ok("/v1/sessions", json!({"agent": agent})).await["id"].as_str().unwrap().to_owned();
+    model.script(vec![openma_fake_model::Reply::tool_use("bash", json!({"command": "touch /workspace/started; sleep 60; touch /workspace/finished"}))]);
+    let mut stream = support::SseReader::open(&app, &format!("/v1/sessions/{sid}/events/stream"), None).await;
+    app.post(&format!("/v1/sessions/{sid}/events"), json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]})).await;
+    stream.until(|e| e.event == "agent.tool_use").await;
+    let started = remote.root.join(&sid).join("workspace/started");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !started.exists() {
+        assert!(std::time::Instant::now() < deadline, "the command never started on the sandbox server");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let t = std::time::Instant::now();
+    app.post(&format!("/v1/sessions/{sid}/events"), json!({"events": [{"type": "user.interrupt"}]})).await;
+    stream.until(support::settled).await;
+    let r = turn(&app, &model, &sid, vec![("bash", json!({"command": "echo back; ls /workspace"}))]).await;
+    assert!(t.elapsed() < std::time::Duration::from_secs(30), "the next command waited for the interrupted one: {:?}", t.elapsed());
+    assert!(r[0].0.contains("back") && r[0].0.contains("interrupted"), "the next result says the shell was ended: {:?}", r[0]);
+    assert!(!r[0].0.contains("finished"), "the interrupted command was killed: {:?}", r[0]);
+}

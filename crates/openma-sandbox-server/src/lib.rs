@@ -25,7 +25,7 @@ use openma_sandbox::archive::{self, LOCAL_ONLY};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncWriteExt;
 
-use wire::{ErrorBody, ErrorEnvelope, FileQuery, Health, SESSION_UNKNOWN, StateMode, StateQuery, ToolCall, ToolResult, Usage};
+use wire::{ErrorBody, ErrorEnvelope, FileQuery, Health, SESSION_UNKNOWN, SinceQuery, StateMode, StateQuery, ToolCall, ToolResult, Usage};
 
 /// Largest pack accepted (a session's whole directory).
 pub const MAX_PACK_BYTES: u64 = 4 * 1024 * 1024 * 1024;
@@ -63,6 +63,17 @@ impl Server {
             .layer(DefaultBodyLimit::max(MAX_FILE_BYTES))
             .route_layer(middleware::from_fn_with_state(self.clone(), authenticate));
         Router::new().route("/health", get(health)).merge(v1).fallback(not_found).with_state(self)
+    }
+
+    /// Serves the API on `listener` until `shutdown` resolves.
+    pub async fn serve(self, listener: tokio::net::TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        use axum::serve::ListenerExt;
+        // a response's head and body are separate writes: without this, each answer waits
+        // for the client's delayed ACK (40 ms)
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await
     }
 
     async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
@@ -184,18 +195,56 @@ async fn put_state(State(s): State<Server>, Path(id): Path<String>, Query(q): Qu
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn get_state(State(s): State<Server>, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// What the server last sent of a session (kept beside it, never packed).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Sent {
+    token: String,
+    manifest: archive::Manifest,
+}
+
+const SENT: &str = ".sent-manifest";
+
+async fn get_state(State(s): State<Server>, Path(id): Path<String>, Query(q): Query<SinceQuery>) -> Result<Response, ApiError> {
     let _guard = s.lock(&id).await;
     let dir = s.held(&id)?;
     let tmp = tempfile::NamedTempFile::new().map_err(ApiError::internal)?;
     let path = tmp.path().to_owned();
-    tokio::task::spawn_blocking(move || archive::pack(&dir, LOCAL_ONLY, &path)).await.map_err(ApiError::internal)?.map_err(ApiError::internal)?;
+    let token = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    let answer = tokio::task::spawn_blocking(move || -> std::io::Result<Option<(&'static str, String)>> {
+        let sent: Option<Sent> = std::fs::read(dir.join(SENT)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let now = archive::manifest(&dir, LOCAL_ONLY)?;
+        let kind = match sent.filter(|p| q.since.as_deref() == Some(p.token.as_str())) {
+            Some(previous) => {
+                if !archive::pack_delta(&dir, &previous.manifest, &now, &path)? {
+                    return Ok(None);
+                }
+                "delta"
+            }
+            None => {
+                archive::pack(&dir, LOCAL_ONLY, &path)?;
+                "full"
+            }
+        };
+        std::fs::write(dir.join(SENT), serde_json::to_vec(&Sent { token: token.clone(), manifest: now })?)?;
+        Ok(Some((kind, token)))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    let Some((kind, token)) = answer else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
     // the open file outlives its (deleted) name while it streams
     let file = tokio::fs::File::open(tmp.path()).await.map_err(ApiError::internal)?;
     let len = file.metadata().await.map_err(ApiError::internal)?.len();
     drop(tmp);
-    let body = Body::from_stream(file_chunks(file));
-    Ok(([(header::CONTENT_TYPE, "application/gzip".to_owned()), (header::CONTENT_LENGTH, len.to_string())], body).into_response())
+    let headers = [
+        (header::CONTENT_TYPE, "application/gzip".to_owned()),
+        (header::CONTENT_LENGTH, len.to_string()),
+        (header::HeaderName::from_static(wire::STATE_KIND), kind.to_owned()),
+        (header::HeaderName::from_static(wire::STATE_TOKEN), token),
+    ];
+    Ok((headers, Body::from_stream(file_chunks(file))).into_response())
 }
 
 fn file_chunks(file: tokio::fs::File) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> {

@@ -82,9 +82,8 @@ async fn serve(args: Args, token: SecretString) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, root = %args.root.display(), "openma-sandbox-server listening");
     println!("openma-sandbox-server listening on http://{addr}");
-    let app = openma_sandbox_server::Server::new(sandboxes, token).router();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
+    openma_sandbox_server::Server::new(sandboxes, token)
+        .serve(listener, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;

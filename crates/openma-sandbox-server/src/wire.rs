@@ -6,7 +6,10 @@
 //! - `PUT  /v1/sessions/{id}/state?mode=full|mounts` — a tar + gzip of the session directory:
 //!   `full` replaces the session (ending its shell), `mounts` lays the pack over a session the
 //!   server already holds without touching its shell or workspace.
-//! - `GET  /v1/sessions/{id}/state` — the session directory as tar + gzip.
+//! - `GET  /v1/sessions/{id}/state?since=<token>` — the session directory as tar + gzip:
+//!   whole ([`STATE_KIND`] `full`), or, when `since` is the token of the last answer, only
+//!   what changed since and the paths gone (`delta`, see `openma_sandbox::archive::pack_delta`),
+//!   or `204` when nothing did. [`STATE_TOKEN`] names this answer for the next `since`.
 //! - `GET|PUT /v1/sessions/{id}/files?path=/workspace/…` — one file's bytes.
 //! - `DELETE /v1/sessions/{id}` — end the shell and delete the session's files.
 //!
@@ -66,6 +69,17 @@ pub enum StateMode {
 #[derive(Debug, Deserialize)]
 pub struct StateQuery {
     pub mode: StateMode,
+}
+
+/// Response header: `full` or `delta`.
+pub const STATE_KIND: &str = "x-openma-state";
+/// Response header: the token of the state this answer brings the client to.
+pub const STATE_TOKEN: &str = "x-openma-state-token";
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SinceQuery {
+    #[serde(default)]
+    pub since: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -25,7 +25,7 @@ async fn start() -> Remote {
     let sandboxes = openma_sandbox::Sandboxes::new(openma_sandbox::SandboxConfig::new(&root));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(axum::serve(listener, Server::new(sandboxes, TOKEN.to_owned().into()).router()).into_future());
+    tokio::spawn(Server::new(sandboxes, TOKEN.to_owned().into()).serve(listener, std::future::pending()));
     let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().unwrap();
     Remote { base, root, http, _dir: dir }
 }
@@ -184,4 +184,50 @@ fn the_binary_refuses_to_start_without_a_token_and_prints_its_address_with_one()
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(line.starts_with("openma-sandbox-server listening on http://127.0.0.1:"), "{line}");
+}
+
+#[tokio::test]
+async fn the_state_comes_back_whole_once_then_as_deltas_or_not_at_all() {
+    let r = start().await;
+    let files: Vec<(String, String)> = (0..200).map(|i| (format!("workspace/tree/f{i}.txt"), "x".repeat(512))).collect();
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+    assert_eq!(r.put_state("full", pack_of(&refs)).await.0, 204);
+    let get = |since: Option<String>| {
+        let url = match since {
+            Some(t) => format!("{}/v1/sessions/{SID}/state?since={t}", r.base),
+            None => format!("{}/v1/sessions/{SID}/state", r.base),
+        };
+        r.http.get(url).bearer_auth(TOKEN).send()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("copy");
+    let full = get(None).await.unwrap();
+    assert_eq!(full.headers()["x-openma-state"], "full");
+    let token = full.headers()["x-openma-state-token"].to_str().unwrap().to_owned();
+    let full_bytes = full.bytes().await.unwrap();
+    std::fs::write(tmp.path().join("full"), &full_bytes).unwrap();
+    archive::unpack(&tmp.path().join("full"), &copy).unwrap();
+
+    let none = get(Some(token.clone())).await.unwrap();
+    assert_eq!(none.status().as_u16(), 204, "nothing changed");
+
+    r.tool("write", json!({"file_path": "/workspace/tree/f7.txt", "content": "changed"})).await;
+    r.tool("write", json!({"file_path": "/workspace/new.txt", "content": "new"})).await;
+    std::fs::remove_file(r.root.join(SID).join("workspace/tree/f9.txt")).unwrap();
+    let delta = get(Some(token.clone())).await.unwrap();
+    assert_eq!(delta.headers()["x-openma-state"], "delta");
+    let next = delta.headers()["x-openma-state-token"].to_str().unwrap().to_owned();
+    assert_ne!(next, token);
+    let delta_bytes = delta.bytes().await.unwrap();
+    assert!(delta_bytes.len() * 4 < full_bytes.len(), "the delta ({}) is far smaller than the whole ({})", delta_bytes.len(), full_bytes.len());
+    std::fs::write(tmp.path().join("delta"), &delta_bytes).unwrap();
+    archive::apply_delta(&tmp.path().join("delta"), &copy).unwrap();
+    assert_eq!(std::fs::read_to_string(copy.join("workspace/tree/f7.txt")).unwrap(), "changed");
+    assert_eq!(std::fs::read_to_string(copy.join("workspace/new.txt")).unwrap(), "new");
+    assert!(!copy.join("workspace/tree/f9.txt").exists() && copy.join("workspace/tree/f8.txt").exists());
+
+    // an old or unknown token gets the whole directory again
+    let again = get(Some(token)).await.unwrap();
+    assert_eq!(again.headers()["x-openma-state"], "full");
+    assert_eq!(get(Some("nonsense".into())).await.unwrap().headers()["x-openma-state"], "full");
 }

@@ -10,7 +10,93 @@ use std::path::Path;
 /// Host-side entries of a session directory that belong to the sandbox running on this
 /// host, never to the session: its egress socket directory and the markers of what this
 /// host last packed, restored or sent.
-pub const LOCAL_ONLY: &[&str] = &["egress", ".generation", "shell.lost", ".remote-sync"];
+pub const LOCAL_ONLY: &[&str] = &["egress", ".generation", "shell.lost", ".remote-sync", ".sent-manifest"];
+
+/// The name, inside a delta pack, of the list of paths deleted since its base.
+pub const DELETED: &str = ".openma-deleted";
+
+/// What [`pack`] would take, entry by entry: path → a digest-worthy description (kind,
+/// size, mtime, mode, owner, link target). Two manifests differ exactly where a pack would.
+pub type Manifest = std::collections::BTreeMap<String, String>;
+
+/// The [`Manifest`] of `dir`.
+pub fn manifest(dir: &Path, skip: &[&str]) -> io::Result<Manifest> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Manifest::new();
+    packable(dir, skip, &mut |path, name, meta| {
+        let link = if meta.file_type().is_symlink() { std::fs::read_link(path)?.to_string_lossy().into_owned() } else { String::new() };
+        let kind = if meta.is_dir() { 'd' } else if meta.file_type().is_symlink() { 'l' } else { 'f' };
+        let size = if meta.is_dir() { 0 } else { meta.len() };
+        out.insert(name.to_string_lossy().into_owned(), format!("{kind} {size} {}.{} {:o} {}:{} {link}", meta.mtime(), meta.mtime_nsec(), meta.mode(), meta.uid(), meta.gid()));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Packs what changed in `dir` since `base` (a manifest taken earlier): new and changed
+/// entries (a changed directory without its unchanged children), and the paths gone since,
+/// listed in a [`DELETED`] entry. Returns whether anything changed.
+pub fn pack_delta(dir: &Path, base: &Manifest, now: &Manifest, to: &Path) -> io::Result<bool> {
+    let changed: Vec<&String> = now.iter().filter(|(k, v)| base.get(*k) != Some(v)).map(|(k, _)| k).collect();
+    let deleted: Vec<&String> = base.keys().filter(|k| !now.contains_key(*k)).collect();
+    if changed.is_empty() && deleted.is_empty() {
+        return Ok(false);
+    }
+    let file = std::fs::File::create(to)?;
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(file, flate2::Compression::fast()));
+    tar.follow_symlinks(false);
+    for name in changed {
+        let path = dir.join(name);
+        // gone since the manifest was taken: the next delta lists it as deleted
+        let meta = match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            other => other?,
+        };
+        if meta.is_dir() {
+            // the directory alone (its mode and owner); its children are listed on their own
+            let mut header = tar::Header::new_gnu();
+            header.set_metadata(&meta);
+            tar.append_data(&mut header, name, io::empty())?;
+        } else {
+            match tar.append_path_with_name(&path, name) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                other => other?,
+            }
+        }
+    }
+    let list: String = deleted.iter().map(|d| format!("{d}\n")).collect();
+    let mut header = tar::Header::new_gnu();
+    header.set_size(list.len() as u64);
+    header.set_mode(0o600);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    tar.append_data(&mut header, DELETED, list.as_bytes())?;
+    tar.into_inner()?.finish()?;
+    Ok(true)
+}
+
+/// Applies a [`pack_delta`] to `dir`: unpacks it over, then removes the listed paths (any
+/// that would leave `dir` are refused).
+pub fn apply_delta(from: &Path, dir: &Path) -> io::Result<()> {
+    unpack(from, dir)?;
+    let list_path = dir.join(DELETED);
+    let list = std::fs::read_to_string(&list_path).unwrap_or_default();
+    std::fs::remove_file(&list_path).or_else(|e| if e.kind() == io::ErrorKind::NotFound { Ok(()) } else { Err(e) })?;
+    for rel in list.lines().filter(|l| !l.is_empty()) {
+        let rel = Path::new(rel);
+        if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a deleted path leaves the directory: {}", rel.display())));
+        }
+        match remove(&dir.join(rel)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
 
 /// A digest of what [`pack`] takes: every entry's path, size, mtime, mode and owner (and a
 /// link's target), so any change to the directory changes it.
@@ -28,13 +114,15 @@ pub fn fingerprint(dir: &Path, skip: &[&str]) -> io::Result<String> {
     Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Writes the [`packable`] entries of `dir` to the file `to` as tar + gzip, synced.
+/// Writes the [`packable`] entries of `dir` to the file `to` as tar + gzip (not synced: a
+/// pack that must survive a crash is synced by its caller).
 pub fn pack(dir: &Path, skip: &[&str], to: &Path) -> io::Result<()> {
     let file = std::fs::File::create(to)?;
     let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(file, flate2::Compression::fast()));
     tar.follow_symlinks(false);
     packable(dir, skip, &mut |path, name, _| tar.append_path_with_name(path, name))?;
-    tar.into_inner()?.finish()?.sync_all()
+    tar.into_inner()?.finish()?;
+    Ok(())
 }
 
 /// Unpacks a [`pack`] over `dir` (created if missing), keeping modes and owners. Entries
@@ -211,5 +299,48 @@ mod tests {
         assert_eq!(std::fs::read_to_string(dst.join("workspace/kept.txt")).unwrap(), "kept", "entries the pack lacks stay");
         assert_eq!(std::fs::read_to_string(dst.join("env.json")).unwrap(), "[]");
         assert!(!tmp.path().join(".dst.overlay").exists());
+    }
+
+    #[test]
+    fn a_delta_carries_only_what_changed_and_what_went() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        std::fs::create_dir_all(src.join("workspace/keep")).unwrap();
+        for i in 0..50 {
+            std::fs::write(src.join(format!("workspace/keep/{i}.txt")), "same").unwrap();
+        }
+        std::fs::write(src.join("workspace/gone.txt"), "x").unwrap();
+        std::fs::create_dir_all(src.join("workspace/olddir/sub")).unwrap();
+        std::fs::write(src.join("workspace/olddir/sub/f"), "x").unwrap();
+        let full = tmp.path().join("full.tar.gz");
+        pack(&src, LOCAL_ONLY, &full).unwrap();
+        unpack(&full, &dst).unwrap();
+        let base = manifest(&src, LOCAL_ONLY).unwrap();
+        let delta = tmp.path().join("delta.tar.gz");
+        assert!(!pack_delta(&src, &base, &base, &delta).unwrap(), "nothing changed");
+
+        std::fs::remove_file(src.join("workspace/gone.txt")).unwrap();
+        std::fs::remove_dir_all(src.join("workspace/olddir")).unwrap();
+        std::fs::write(src.join("workspace/new.txt"), "new").unwrap();
+        std::fs::write(src.join("workspace/keep/7.txt"), "changed").unwrap();
+        let now = manifest(&src, LOCAL_ONLY).unwrap();
+        assert!(pack_delta(&src, &base, &now, &delta).unwrap());
+        assert!(std::fs::metadata(&delta).unwrap().len() < std::fs::metadata(&full).unwrap().len(), "the delta is smaller");
+        apply_delta(&delta, &dst).unwrap();
+        assert_eq!(std::fs::read_to_string(dst.join("workspace/new.txt")).unwrap(), "new");
+        assert_eq!(std::fs::read_to_string(dst.join("workspace/keep/7.txt")).unwrap(), "changed");
+        assert_eq!(std::fs::read_to_string(dst.join("workspace/keep/8.txt")).unwrap(), "same");
+        assert!(!dst.join("workspace/gone.txt").exists() && !dst.join("workspace/olddir").exists());
+        assert!(!dst.join(DELETED).exists());
+        assert_eq!(manifest(&dst, LOCAL_ONLY).unwrap().keys().collect::<Vec<_>>(), now.keys().collect::<Vec<_>>());
+
+        // a list naming a path outside the directory is refused
+        let evil_src = tmp.path().join("evil");
+        std::fs::create_dir_all(&evil_src).unwrap();
+        std::fs::write(evil_src.join(DELETED), "../src/workspace/new.txt\n").unwrap();
+        let evil = tmp.path().join("evil.tar.gz");
+        pack(&evil_src, &[], &evil).unwrap();
+        assert!(apply_delta(&evil, &dst).is_err());
+        assert!(src.join("workspace/new.txt").exists());
     }
 }

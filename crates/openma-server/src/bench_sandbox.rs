@@ -24,7 +24,7 @@ async fn sandbox_server(root: &std::path::Path) -> anyhow::Result<String> {
     let server = openma_sandbox_server::Server::new(openma_sandbox::Sandboxes::new(config), TOKEN.to_owned().into());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(axum::serve(listener, server.router()).into_future());
+    tokio::spawn(server.serve(listener, std::future::pending()));
     Ok(url)
 }
 

@@ -26,12 +26,32 @@ use openma_core::harness::tools::{SandboxUsage, Tool, ToolContext, ToolOutput};
 use openma_core::{DomainError, TenantId};
 use openma_sandbox::Sandboxes;
 use openma_sandbox::archive::{self, LOCAL_ONLY};
-use openma_sandbox_server::wire::{ErrorEnvelope, Health, SESSION_UNKNOWN, StateMode, ToolCall, ToolResult};
+use openma_sandbox_server::wire::{ErrorEnvelope, Health, SESSION_UNKNOWN, STATE_KIND, STATE_TOKEN, StateMode, ToolCall, ToolResult};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-/// This node's record of the mounts fingerprint the server last received.
+/// This node's record of the exchange with the server ([`Sync`]).
 const SYNC_MARKER: &str = ".remote-sync";
+
+/// What this node last exchanged with the sandbox server of a session.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Sync {
+    /// The fingerprint of the mounts (all but workspace and outputs) the server holds.
+    mounts: String,
+    /// The server's token for the state this node's copy holds, for a delta next time.
+    #[serde(default)]
+    token: Option<String>,
+}
+
+impl Sync {
+    fn read(dir: &Path) -> Option<Sync> {
+        serde_json::from_slice(&std::fs::read(dir.join(SYNC_MARKER)).ok()?).ok()
+    }
+
+    fn write(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::write(dir.join(SYNC_MARKER), serde_json::to_vec(self)?)
+    }
+}
 /// A tool call may run this much longer than the sandbox's longest command.
 const CALL_SLACK: Duration = Duration::from_secs(60);
 
@@ -141,8 +161,9 @@ impl RemoteSandbox {
         std::fs::create_dir_all(&dir)?;
         let d = dir.clone();
         let now = tokio::task::spawn_blocking(move || archive::fingerprint(&d, &mount_skip())).await.map_err(std::io::Error::other)??;
+        let mut sync = Sync::read(&dir).unwrap_or_default();
         if !force_full {
-            if std::fs::read_to_string(dir.join(SYNC_MARKER)).is_ok_and(|m| m == now) {
+            if sync.mounts == now {
                 return Ok(());
             }
             match self.send(&dir, StateMode::Mounts).await {
@@ -152,7 +173,8 @@ impl RemoteSandbox {
         } else {
             self.send(&dir, StateMode::Full).await?;
         }
-        std::fs::write(dir.join(SYNC_MARKER), now)?;
+        sync.mounts = now;
+        sync.write(&dir)?;
         Ok(())
     }
 
@@ -187,21 +209,20 @@ impl RemoteSandbox {
         Ok(())
     }
 
-    /// Takes the server's copy of the session back into this node's directory.
+    /// Takes the server's copy of the session back into this node's directory: only what
+    /// changed since the last time, when the server still knows what that was.
     async fn pull(&self, session_id: &str) -> Result<bool, RemoteError> {
         let dir = self.dir(session_id)?;
-        if !dir.join(SYNC_MARKER).exists() {
-            return Ok(false); // the server never received it
+        let Some(mut sync) = Sync::read(&dir) else { return Ok(false) }; // the server never received it
+        // tokens are the server's own hex strings
+        let since = sync.token.as_deref().filter(|t| t.bytes().all(|b| b.is_ascii_alphanumeric())).map(|t| format!("?since={t}")).unwrap_or_default();
+        let req = self.http.get(self.session_url(session_id, &format!("/state{since}"))).bearer_auth(self.token.expose_secret()).timeout(Duration::from_secs(600));
+        let mut r = check(req.send().await.map_err(|e| RemoteError::Transport(e.to_string()))?).await?;
+        if r.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(false);
         }
-        let r = self
-            .http
-            .get(self.session_url(session_id, "/state"))
-            .bearer_auth(self.token.expose_secret())
-            .timeout(Duration::from_secs(600))
-            .send()
-            .await
-            .map_err(|e| RemoteError::Transport(e.to_string()))?;
-        let mut r = check(r).await?;
+        let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (kind, token) = (header(STATE_KIND), header(STATE_TOKEN));
         let tmp = tempfile::NamedTempFile::new()?;
         let mut out = tokio::fs::File::create(tmp.path()).await?;
         while let Some(chunk) = r.chunk().await.map_err(|e| RemoteError::Transport(e.to_string()))? {
@@ -210,13 +231,15 @@ impl RemoteSandbox {
         tokio::io::AsyncWriteExt::flush(&mut out).await?;
         drop(out);
         let (from, to) = (tmp.path().to_owned(), dir.clone());
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            archive::replace(&from, &to, LOCAL_ONLY)?;
+        let delta = kind.as_deref() == Some("delta");
+        sync = tokio::task::spawn_blocking(move || -> std::io::Result<Sync> {
+            if delta { archive::apply_delta(&from, &to)? } else { archive::replace(&from, &to, LOCAL_ONLY)? }
             // what came back is what the server holds: no need to send it again
-            std::fs::write(to.join(SYNC_MARKER), archive::fingerprint(&to, &mount_skip())?)
+            Ok(Sync { mounts: archive::fingerprint(&to, &mount_skip())?, token })
         })
         .await
         .map_err(std::io::Error::other)??;
+        sync.write(&dir)?;
         Ok(true)
     }
 

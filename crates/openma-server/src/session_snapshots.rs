@@ -66,7 +66,7 @@ impl Snapshots {
         let tmp = tempfile::NamedTempFile::new()?;
         let path = tmp.path().to_owned();
         let src = dir.clone();
-        tokio::task::spawn_blocking(move || archive::pack(&src, LOCAL_ONLY, &path)).await.map_err(io::Error::other)??;
+        tokio::task::spawn_blocking(move || archive::pack(&src, LOCAL_ONLY, &path).and_then(|()| std::fs::File::open(&path)?.sync_all())).await.map_err(io::Error::other)??;
         let size = std::fs::metadata(tmp.path())?.len();
         let body = file_stream(tmp.path()).await?;
         self.blobs.put(&pack_key(session_id, &generation), body, MAX_PACK_BYTES).await.map_err(blob_error)?;

@@ -40,13 +40,16 @@ pub struct Server {
     token: Arc<SecretString>,
     /// One lock per session: tools, packs and deletion of one session do not interleave.
     locks: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// By session: what the last `GET …/state` answer brought the client to (in memory: a
+    /// restarted server answers the next one whole).
+    sent: Arc<std::sync::Mutex<HashMap<String, Sent>>>,
 }
 
 impl Server {
     /// Serves `sandboxes` to clients presenting `token`.
     pub fn new(sandboxes: Sandboxes, token: SecretString) -> Self {
         let tools = sandboxes.tools().into_iter().collect();
-        Server { sandboxes, tools: Arc::new(tools), token: Arc::new(token), locks: Default::default() }
+        Server { sandboxes, tools: Arc::new(tools), token: Arc::new(token), locks: Default::default(), sent: Default::default() }
     }
 
     pub fn sandboxes(&self) -> &Sandboxes {
@@ -173,7 +176,10 @@ async fn put_state(State(s): State<Server>, Path(id): Path<String>, Query(q): Qu
     drop(out);
     let _guard = s.lock(&id).await;
     match q.mode {
-        StateMode::Full => s.sandboxes.destroy(&id).await.map_err(ApiError::internal)?,
+        StateMode::Full => {
+            s.sent.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            s.sandboxes.destroy(&id).await.map_err(ApiError::internal)?
+        }
         StateMode::Mounts => {
             s.held(&id)?;
         }
@@ -195,14 +201,11 @@ async fn put_state(State(s): State<Server>, Path(id): Path<String>, Query(q): Qu
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// What the server last sent of a session (kept beside it, never packed).
-#[derive(serde::Serialize, serde::Deserialize)]
+/// What the server last sent of a session.
 struct Sent {
     token: String,
     manifest: archive::Manifest,
 }
-
-const SENT: &str = ".sent-manifest";
 
 async fn get_state(State(s): State<Server>, Path(id): Path<String>, Query(q): Query<SinceQuery>) -> Result<Response, ApiError> {
     let _guard = s.lock(&id).await;
@@ -210,13 +213,14 @@ async fn get_state(State(s): State<Server>, Path(id): Path<String>, Query(q): Qu
     let tmp = tempfile::NamedTempFile::new().map_err(ApiError::internal)?;
     let path = tmp.path().to_owned();
     let token = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    let answer = tokio::task::spawn_blocking(move || -> std::io::Result<Option<(&'static str, String)>> {
-        let sent: Option<Sent> = std::fs::read(dir.join(SENT)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let previous = s.sent.lock().unwrap_or_else(|e| e.into_inner()).remove(&id).filter(|p| q.since.as_deref() == Some(p.token.as_str()));
+    let answer = tokio::task::spawn_blocking(move || -> std::io::Result<(Option<&'static str>, Sent)> {
         let now = archive::manifest(&dir, LOCAL_ONLY)?;
-        let kind = match sent.filter(|p| q.since.as_deref() == Some(p.token.as_str())) {
+        let kind = match previous {
             Some(previous) => {
                 if !archive::pack_delta(&dir, &previous.manifest, &now, &path)? {
-                    return Ok(None);
+                    // nothing changed: the client's token stays good
+                    return Ok((None, Sent { token: previous.token, manifest: now }));
                 }
                 "delta"
             }
@@ -225,12 +229,15 @@ async fn get_state(State(s): State<Server>, Path(id): Path<String>, Query(q): Qu
                 "full"
             }
         };
-        std::fs::write(dir.join(SENT), serde_json::to_vec(&Sent { token: token.clone(), manifest: now })?)?;
-        Ok(Some((kind, token)))
+        Ok((Some(kind), Sent { token, manifest: now }))
     })
     .await
     .map_err(ApiError::internal)?
     .map_err(ApiError::internal)?;
+    let (kind, sent) = answer;
+    let token = sent.token.clone();
+    s.sent.lock().unwrap_or_else(|e| e.into_inner()).insert(id, sent);
+    let answer = kind.map(|k| (k, token));
     let Some((kind, token)) = answer else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
@@ -281,5 +288,6 @@ async fn delete_session(State(s): State<Server>, Path(id): Path<String>) -> Resu
     // not behind the session's lock: a running command is killed rather than waited for
     s.sandboxes.destroy(&id).await.map_err(ApiError::internal)?;
     s.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    s.sent.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -42,11 +42,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let env = [("OPENMA_SANDBOX_URL".to_owned(), url), ("OPENMA_SANDBOX_TOKEN".to_owned(), TOKEN.to_owned())];
     let remote = spawn_server_with(&model.base_url(), &dir.join("remote-cp"), args.postgres_url_b.as_deref().or(args.postgres_url.as_deref()), &env)?;
     let http = reqwest::Client::new();
-    let mut sessions = Vec::new();
+    let mut agents = Vec::new();
     for base in [&local.base, &remote.base] {
         let agent = call(&http, reqwest::Method::POST, format!("{base}/v1/agents"), Some(json!({"name": "bench", "model": "claude-sonnet-4-6", "tools": [{"type": "agent_toolset_20260401"}]}))).await?;
-        let s = call(&http, reqwest::Method::POST, format!("{base}/v1/sessions"), Some(json!({"agent": agent["id"]}))).await?;
-        sessions.push(s["id"].as_str().context("session id")?.to_owned());
+        agents.push(agent["id"].as_str().context("agent id")?.to_owned());
     }
     let n = args.turns.clamp(10, 300);
     println!("openma bench sandbox — {n} turns each: one bash write, then a text reply; local bubblewrap vs a sandbox server on loopback");
@@ -54,7 +53,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     println!("{:<58} {:>10} {:>10}", "figure", "p50 ms", "p99 ms");
     for (label, populate) in [("empty workspace", false), ("workspace of 2,000 files of 1 KiB", true)] {
         let mut figures = Vec::new();
-        for (base, sid) in [(&local.base, &sessions[0]), (&remote.base, &sessions[1])] {
+        // a fresh session per figure: the turn-end poll reads the session's idle events
+        for (base, agent) in [(&local.base, &agents[0]), (&remote.base, &agents[1])] {
+            let s = call(&http, reqwest::Method::POST, format!("{base}/v1/sessions"), Some(json!({"agent": agent}))).await?;
+            let sid = s["id"].as_str().context("session id")?;
             if populate {
                 model.script(vec![
                     openma_fake_model::Reply::tool_use("bash", json!({"command": "mkdir -p /workspace/tree && cd /workspace/tree && for i in $(seq 1 2000); do head -c 1024 /dev/zero > f$i; done"})),

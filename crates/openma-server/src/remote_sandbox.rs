@@ -9,13 +9,15 @@
 //!   workspace and outputs) is laid over the server's copy without ending its shell; a server
 //!   that does not hold the session (its first tool call, or a server that lost its disk) is
 //!   sent the whole directory;
-//! - when a turn ends, the server's copy comes back whole, before the outputs are taken into
-//!   the Files API and, in cluster mode, before the session's snapshot is packed.
+//! - after a tool that may write, a session with memory stores mounted takes the changes back
+//!   at once (`session_memory` saves them to the stores right after, from this node's copy);
+//! - when a turn ends, the changes come back (whole the first time, then as a delta), before
+//!   the outputs are taken into the Files API and, in cluster mode, before the snapshot is packed.
 //!
 //! The shell lives on the sandbox server, so it survives this node's restarts and, in
 //! cluster mode, the session moving to another node. What needs this node's own sandbox —
-//! environment packages, stdio MCP servers, memory store mounts, credential substitution at
-//! egress — is refused at session create rather than silently missing.
+//! environment packages, stdio MCP servers, credential substitution at egress — is refused at
+//! session create rather than silently missing.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -127,10 +129,7 @@ impl RemoteSandbox {
 
     /// Refuses a session that would need a sandbox on this node: `env_credentials` is the
     /// number of its vaults' `environment_variable` credentials.
-    pub fn check_session(session: &openma_types::sessions::Session, env_credentials: usize) -> Result<(), DomainError> {
-        if session.resources.iter().any(|r| matches!(r, openma_types::sessions::SessionResource::MemoryStore(_))) {
-            return Err(unavailable("the session mounts a memory store".into()));
-        }
+    pub fn check_session(env_credentials: usize) -> Result<(), DomainError> {
         if env_credentials > 0 {
             return Err(unavailable("the session's vaults hold `environment_variable` credentials, substituted at this server's egress proxy".into()));
         }
@@ -256,22 +255,32 @@ impl RemoteSandbox {
         check(r).await?.json::<ToolResult>().await.map_err(|e| RemoteError::Transport(e.to_string()))
     }
 
-    async fn run(&self, ctx: &ToolContext, name: &str, input: Value) -> Result<ToolResult, RemoteError> {
+    async fn run(&self, ctx: &ToolContext, name: &str, read_only: bool, input: Value) -> Result<ToolResult, RemoteError> {
         let call = ToolCall { input, config: ctx.config.clone(), tenant: ctx.tenant.to_string(), environment_id: ctx.environment_id.clone() };
         self.push(&ctx.session_id, false).await?;
-        match self.call(&ctx.session_id, name, &call).await {
+        let result = match self.call(&ctx.session_id, name, &call).await {
             // the server lost the session since the last exchange (a new disk): send it whole
             Err(RemoteError::Unknown) => {
                 self.push(&ctx.session_id, true).await?;
                 self.call(&ctx.session_id, name, &call).await
             }
             other => other,
+        }?;
+        // mounted memory stores save what a tool wrote right after it (session_memory reads
+        // this node's copy): bring the changes back first
+        if !read_only && self.dir(&ctx.session_id).is_ok_and(|d| has_memory_mounts(&d)) {
+            self.pull(&ctx.session_id).await?;
         }
+        Ok(result)
     }
 }
 
 fn unavailable(what: String) -> DomainError {
     DomainError::invalid_code("sandbox_feature_unavailable", format!("{what}, which this server's remote sandbox (OPENMA_SANDBOX_URL) does not provide"))
+}
+
+fn has_memory_mounts(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("memory")).is_ok_and(|mut d| d.next().is_some())
 }
 
 /// What a mounts push leaves out: the host-only entries, and what the sandbox itself owns.
@@ -305,7 +314,7 @@ impl Tool for RemoteTool {
     }
 
     async fn run(&self, ctx: &ToolContext, input: Value) -> ToolOutput {
-        match self.remote.run(ctx, self.name, input).await {
+        match self.remote.run(ctx, self.name, self.read_only, input).await {
             Ok(r) => ToolOutput { content: r.content, is_error: r.is_error, usage: r.usage.map(|u| SandboxUsage { wall_ms: u.wall_ms, cpu_ms: u.cpu_ms }) },
             Err(e) => {
                 tracing::warn!(session_id = %ctx.session_id, tool = self.name, error = %e, "remote sandbox call failed");

@@ -108,10 +108,10 @@ async fn what_a_remote_sandbox_cannot_provide_is_refused_at_create_and_an_unreac
     let app = app_on(&remote, &model).await;
     let agent = coder(&app).await;
     let env = app.ok("/v1/environments", json!({"name": "pkgs", "config": {"type": "cloud", "packages": {"pip": ["requests"]}}})).await;
-    let store = app.ok("/v1/memory_stores", json!({"name": "notes"})).await;
+    let stdio = app.ok("/v1/environments", json!({"name": "stdio", "config": {"type": "cloud", "mcp_servers": [{"type": "stdio", "name": "local", "command": ["python3", "-c", "pass"]}]}})).await;
     for (body, what) in [
         (json!({"agent": agent, "environment_id": env["id"]}), "packages"),
-        (json!({"agent": agent, "resources": [{"type": "memory_store", "memory_store_id": store["id"]}]}), "memory store"),
+        (json!({"agent": agent, "environment_id": stdio["id"]}), "stdio MCP"),
     ] {
         let r = app.post("/v1/sessions", body).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
@@ -160,4 +160,35 @@ async fn an_interrupt_ends_the_remote_command_as_it_would_a_local_one() {
     assert!(t.elapsed() < std::time::Duration::from_secs(30), "the next command waited for the interrupted one: {:?}", t.elapsed());
     assert!(r[0].0.contains("back") && r[0].0.contains("interrupted"), "the next result says the shell was ended: {:?}", r[0]);
     assert!(!r[0].0.contains("finished"), "the interrupted command was killed: {:?}", r[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mounted_memory_store_is_read_and_written_through_the_sandbox_server() {
+    if openma_sandbox::Sandboxes::check().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+        return;
+    }
+    let remote = sandbox_server().await;
+    let model = FakeModel::start().await;
+    let app = app_on(&remote, &model).await;
+    let notes = app.ok("/v1/memory_stores", json!({"name": "Team Notes"})).await;
+    let nid = notes["id"].as_str().unwrap().to_owned();
+    app.ok(&format!("/v1/memory_stores/{nid}/memories"), json!({"path": "/prefs/lang.md", "content": "Rust"})).await;
+    let agent = coder(&app).await;
+    let s = app.ok("/v1/sessions", json!({"agent": agent, "resources": [{"type": "memory_store", "memory_store_id": nid}]})).await;
+    let sid = s["id"].as_str().unwrap().to_owned();
+    let r = turn(&app, &model, &sid, vec![
+        ("bash", json!({"command": "cat /mnt/memory/team-notes/prefs/lang.md; echo Python > /mnt/memory/team-notes/prefs/lang.md"})),
+        ("write", json!({"file_path": "/mnt/memory/team-notes/todo.md", "content": "ship it"})),
+    ]).await;
+    assert!(r[0].0.contains("Rust") && !r[0].1 && !r[1].1, "{r:?}");
+    assert!(remote.root.join(&sid).join("memory/team-notes/todo.md").exists(), "written on the sandbox server");
+    let listed = app.get(&format!("/v1/memory_stores/{nid}/memories?view=full&limit=20")).await.body;
+    let content = |path: &str| listed["data"].as_array().unwrap().iter().find(|m| m["path"] == path).map(|m| m["content"].clone());
+    assert_eq!(content("/todo.md"), Some(json!("ship it")), "the sandbox's write is a memory: {listed}");
+    assert_eq!(content("/prefs/lang.md"), Some(json!("Python\n")), "{listed}");
+    // a change made through the API reaches the sandbox server before the next tool call
+    app.ok(&format!("/v1/memory_stores/{nid}/memories"), json!({"path": "/news.md", "content": "fresh"})).await;
+    let r = turn(&app, &model, &sid, vec![("bash", json!({"command": "cat /mnt/memory/team-notes/news.md"}))]).await;
+    assert!(r[0].0.contains("fresh"), "{:?}", r[0]);
 }

@@ -59,6 +59,7 @@ impl Server {
     /// The HTTP API.
     pub fn router(self) -> Router {
         let v1 = Router::new()
+            .route("/v1/sessions", get(running))
             .route("/v1/sessions/{id}", axum::routing::delete(delete_session))
             .route("/v1/sessions/{id}/tools/{name}", post(run_tool))
             .route("/v1/sessions/{id}/state", put(put_state).get(get_state).layer(DefaultBodyLimit::disable()))
@@ -156,7 +157,12 @@ async fn run_tool(State(s): State<Server>, Path((id, name)): Path<(String, Strin
     s.held(&id)?;
     let ctx = ToolContext { tenant: TenantId::from_trusted(call.tenant), session_id: id, environment_id: call.environment_id, config: call.config };
     let out = tool.run(&ctx, call.input).await;
-    Ok(Json(ToolResult { content: out.content, is_error: out.is_error, usage: out.usage.map(|u| Usage { wall_ms: u.wall_ms, cpu_ms: u.cpu_ms }) }))
+    let running = s.sandboxes.is_running(&ctx.session_id);
+    Ok(Json(ToolResult { content: out.content, is_error: out.is_error, usage: out.usage.map(|u| Usage { wall_ms: u.wall_ms, cpu_ms: u.cpu_ms }), running }))
+}
+
+async fn running(State(s): State<Server>) -> Json<wire::Running> {
+    Json(wire::Running { running: s.sandboxes.running_sessions() })
 }
 
 async fn put_state(State(s): State<Server>, Path(id): Path<String>, Query(q): Query<StateQuery>, body: Body) -> Result<StatusCode, ApiError> {

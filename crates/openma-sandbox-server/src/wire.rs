@@ -12,6 +12,8 @@
 //!   or `204` when nothing did. [`STATE_TOKEN`] names this answer for the next `since`.
 //! - `GET|PUT /v1/sessions/{id}/files?path=/workspace/…` — one file's bytes.
 //! - `DELETE /v1/sessions/{id}` — end the shell and delete the session's files.
+//! - `GET  /v1/sessions` — [`Running`]: the sessions whose sandboxes run now (for a tenant's
+//!   limit on running sandboxes, kept by the control plane).
 //!
 //! Every `/v1` request carries `Authorization: Bearer <token>`. Errors use the Anthropic
 //! envelope `{"type":"error","error":{"type","message","code"}}`; a session the server does
@@ -46,6 +48,15 @@ pub struct ToolResult {
     pub is_error: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// Whether the session's sandbox (its shell) runs after the call.
+    #[serde(default)]
+    pub running: bool,
+}
+
+/// `GET /v1/sessions`: the sessions whose sandboxes run now.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Running {
+    pub running: Vec<String>,
 }
 
 /// Sandbox time one tool run took.

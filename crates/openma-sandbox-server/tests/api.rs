@@ -162,6 +162,12 @@ async fn bash_keeps_its_shell_between_calls_and_across_a_mounts_push() {
     let out = text(&body);
     assert!(out.contains("/workspace/app") && out.contains("yes") && out.contains("hello"), "the shell survives a mounts push and sees it: {out}");
     assert!(body["usage"]["wall_ms"].is_u64(), "{body}");
+    assert_eq!(body["running"], true, "{body}");
+    let running: Value = r.http.get(format!("{}/v1/sessions", r.base)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(running["running"], json!([SID]));
+    r.http.delete(format!("{}/v1/sessions/{SID}", r.base)).bearer_auth(TOKEN).send().await.unwrap();
+    let running: Value = r.http.get(format!("{}/v1/sessions", r.base)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(running["running"], json!([]));
 }
 
 #[test]

@@ -372,6 +372,12 @@ impl Sandboxes {
             .is_some_and(|s| s.running().is_some())
     }
 
+    /// The sessions whose sandboxes run now.
+    pub fn running_sessions(&self) -> Vec<String> {
+        let sessions = self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.iter().filter(|(_, s)| s.running().is_some()).map(|(id, _)| id.clone()).collect()
+    }
+
     /// Host pids of a session's running sandbox (bubblewrap and every process inside it);
     /// empty when its shell is not running.
     pub fn sandbox_pids(&self, session_id: &str) -> Vec<u32> {

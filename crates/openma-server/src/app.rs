@@ -246,11 +246,21 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     // memory stores mounted into a session are synced around every sandbox tool call
     let memory_sync = Arc::new(crate::session_memory::MemorySync::new(platform.clone(), sandboxes.clone()));
     // the tenant's limit on sandboxes running at once: only `bash` starts one
-    let seats = crate::sandbox_seats::SandboxSeats::new(platform.clone(), sandboxes.clone());
     let remote = match &settings.sandbox_url {
         Some(url) => Some(crate::remote_sandbox::RemoteSandbox::new(url, settings.sandbox_token.clone().unwrap_or_else(|| secrecy::SecretString::from(String::new())), sandboxes.clone())?),
         None => None,
     };
+    let is_running: crate::sandbox_seats::IsRunning = match &remote {
+        Some(r) => {
+            let r = r.clone();
+            Arc::new(move |id: &str| r.is_running(id))
+        }
+        None => {
+            let s = sandboxes.clone();
+            Arc::new(move |id: &str| s.is_running(id))
+        }
+    };
+    let seats = crate::sandbox_seats::SandboxSeats::new(platform.clone(), is_running);
     let sandbox_tools = match &remote {
         Some(r) => r.tools(),
         None => sandboxes.tools(),
@@ -264,13 +274,17 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
         toolbox.register(name, Arc::new(crate::session_memory::MemorySynced { inner: tool, sync: memory_sync.clone() }));
     }
     // idle shells stop (their workspaces stay for the next call)
-    let reaped = sandboxes.clone();
+    let (reaped, remote_reaped) = (sandboxes.clone(), remote.clone());
     every_minute(move || {
-        let sandboxes = reaped.clone();
+        let (sandboxes, remote) = (reaped.clone(), remote_reaped.clone());
         async move {
             let stopped = sandboxes.reap_idle().await;
             if stopped > 0 {
                 tracing::debug!(stopped, "stopped idle sandboxes");
+            }
+            // a remote sandbox server stops idle shells on its own: learn which still run
+            if let Some(r) = remote {
+                r.refresh_running().await;
             }
         }
     });

@@ -68,6 +68,8 @@ pub struct RemoteSandbox {
     local: Sandboxes,
     /// Longest a tool call may take.
     call_timeout: Duration,
+    /// Sessions whose sandboxes run on the server, as its last answers said.
+    running: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Why an exchange with the sandbox server failed.
@@ -91,7 +93,7 @@ impl RemoteSandbox {
         anyhow::ensure!(token.expose_secret().len() >= 16, "a remote sandbox needs OPENMA_SANDBOX_TOKEN: the sandbox server's token (at least 16 characters)");
         let call_timeout = local.config().limits.max_timeout + CALL_SLACK;
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
-        Ok(Arc::new(RemoteSandbox { http, base: url.trim_end_matches('/').to_owned(), token, local, call_timeout }))
+        Ok(Arc::new(RemoteSandbox { http, base: url.trim_end_matches('/').to_owned(), token, local, call_timeout, running: Default::default() }))
     }
 
     pub fn url(&self) -> &str {
@@ -136,8 +138,38 @@ impl RemoteSandbox {
         Ok(())
     }
 
+    /// Whether the session's sandbox runs on the server (as of its last answer about it).
+    pub fn is_running(&self, session_id: &str) -> bool {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).contains(session_id)
+    }
+
+    fn set_running(&self, session_id: &str, running: bool) {
+        let mut set = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if running {
+            set.insert(session_id.to_owned());
+        } else {
+            set.remove(session_id);
+        }
+    }
+
+    /// Asks the server which sandboxes still run (it stops idle shells on its own).
+    pub async fn refresh_running(&self) {
+        let r = self.http.get(format!("{}/v1/sessions", self.base)).bearer_auth(self.token.expose_secret()).timeout(Duration::from_secs(10)).send().await;
+        match r.map_err(|e| RemoteError::Transport(e.to_string())) {
+            Ok(r) => match check(r).await.map(|r| r.json::<openma_sandbox_server::wire::Running>()) {
+                Ok(body) => match body.await {
+                    Ok(body) => *self.running.lock().unwrap_or_else(|e| e.into_inner()) = body.running.into_iter().collect(),
+                    Err(e) => tracing::warn!(error = %e, "the sandbox server's list of running sandboxes is unreadable"),
+                },
+                Err(e) => tracing::warn!(error = %e, "cannot list the sandbox server's running sandboxes"),
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot list the sandbox server's running sandboxes"),
+        }
+    }
+
     /// Ends the session's shell and deletes its files on the sandbox server.
     pub async fn forget(&self, session_id: &str) {
+        self.set_running(session_id, false);
         let r = self.http.delete(self.session_url(session_id, "")).bearer_auth(self.token.expose_secret()).timeout(Duration::from_secs(30)).send().await;
         match r.map_err(|e| e.to_string()).and_then(|r| if r.status().is_success() { Ok(()) } else { Err(r.status().to_string()) }) {
             Ok(()) => {}
@@ -266,6 +298,7 @@ impl RemoteSandbox {
             }
             other => other,
         }?;
+        self.set_running(&ctx.session_id, result.running);
         // mounted memory stores save what a tool wrote right after it (session_memory reads
         // this node's copy): bring the changes back first
         if !read_only && self.dir(&ctx.session_id).is_ok_and(|d| has_memory_mounts(&d)) {

@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use openma_core::harness::tools::{Capabilities, Tool, ToolContext, ToolOutput, ToolPlan, ToolRoute};
 use openma_core::{DomainError, Platform, TenantId};
-use openma_sandbox::Sandboxes;
 use openma_types::sessions::Session;
 use serde_json::Value;
 
@@ -36,19 +35,22 @@ struct Seat {
     starting: bool,
 }
 
+/// Whether a session's sandbox runs now: on this host, or on a remote sandbox server.
+pub type IsRunning = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 pub struct SandboxSeats {
     platform: Platform,
-    sandboxes: Sandboxes,
+    is_running: IsRunning,
     seats: Mutex<HashMap<String, Seat>>,
 }
 
 impl SandboxSeats {
-    pub fn new(platform: Platform, sandboxes: Sandboxes) -> Arc<Self> {
-        Arc::new(SandboxSeats { platform, sandboxes, seats: Mutex::new(HashMap::new()) })
+    pub fn new(platform: Platform, is_running: IsRunning) -> Arc<Self> {
+        Arc::new(SandboxSeats { platform, is_running, seats: Mutex::new(HashMap::new()) })
     }
 
     fn running(&self, session_id: &str) -> bool {
-        self.sandboxes.is_running(session_id)
+        (self.is_running)(session_id)
     }
 
     /// The tenant's seats, after letting go of those whose sandbox stopped.

@@ -192,3 +192,28 @@ async fn a_mounted_memory_store_is_read_and_written_through_the_sandbox_server()
     let r = turn(&app, &model, &sid, vec![("bash", json!({"command": "cat /mnt/memory/team-notes/news.md"}))]).await;
     assert!(r[0].0.contains("fresh"), "{:?}", r[0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenant_limit_on_running_sandboxes_counts_remote_ones() {
+    if openma_sandbox::Sandboxes::check().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+        return;
+    }
+    let remote = sandbox_server().await;
+    let model = FakeModel::start().await;
+    let app = app_on(&remote, &model).await;
+    let tenant = app.platform.find_tenant("default").await.unwrap();
+    let limits = openma_core::tenancy::TenantLimits { max_running_sandboxes: Some(1), ..Default::default() };
+    app.platform.set_tenant_limits(&tenant.id, &limits).await.unwrap();
+    let agent = coder(&app).await;
+    let s1 = app.ok("/v1/sessions", json!({"agent": agent})).await["id"].as_str().unwrap().to_owned();
+    let s2 = app.ok("/v1/sessions", json!({"agent": agent})).await["id"].as_str().unwrap().to_owned();
+    let r = turn(&app, &model, &s1, vec![("bash", json!({"command": "echo started"}))]).await;
+    assert!(r[0].0.contains("started") && !r[0].1, "{r:?}");
+    let busy = app.post(&format!("/v1/sessions/{s2}/events"), json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]})).await;
+    assert_eq!(busy.status, StatusCode::TOO_MANY_REQUESTS, "the remote sandbox of s1 counts: {}", busy.body);
+    // once s1 is deleted (its remote sandbox with it), s2 may start one
+    app.delete(&format!("/v1/sessions/{s1}")).await;
+    let r = turn(&app, &model, &s2, vec![("bash", json!({"command": "echo second"}))]).await;
+    assert!(r[0].0.contains("second") && !r[0].1, "{r:?}");
+}

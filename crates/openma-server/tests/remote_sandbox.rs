@@ -42,6 +42,18 @@ async fn app_on(remote: &SandboxServer, model: &FakeModel) -> TestApp {
     .unwrap()
 }
 
+/// A sandbox server, the scripted model and a server using both; `None` without bubblewrap.
+async fn setup() -> Option<(SandboxServer, FakeModel, TestApp)> {
+    if openma_sandbox::Sandboxes::check().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+        return None;
+    }
+    let remote = sandbox_server().await;
+    let model = FakeModel::start().await;
+    let app = app_on(&remote, &model).await;
+    Some((remote, model, app))
+}
+
 async fn coder(app: &TestApp) -> String {
     let a = app.ok("/v1/agents", json!({"name": "coder", "model": "claude-sonnet-4-6", "tools": [{"type": "agent_toolset_20260401"}]})).await;
     a["id"].as_str().unwrap().to_owned()
@@ -49,13 +61,7 @@ async fn coder(app: &TestApp) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tools_run_on_the_sandbox_server_and_the_files_come_back() {
-    if openma_sandbox::Sandboxes::check().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
-        return;
-    }
-    let remote = sandbox_server().await;
-    let model = FakeModel::start().await;
-    let app = app_on(&remote, &model).await;
+    let Some((remote, model, app)) = setup().await else { return };
     let health = app.get("/health").await.body;
     assert!(health["backends"]["sandbox"].as_str().unwrap().starts_with(&format!("remote {}", remote.url)), "{health}");
     let data = app.upload("data.csv", "text/csv", b"a,b\n1,2\n").await;
@@ -134,13 +140,7 @@ async fn what_a_remote_sandbox_cannot_provide_is_refused_at_create_and_an_unreac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupt_ends_the_remote_command_as_it_would_a_local_one() {
-    if openma_sandbox::Sandboxes::check().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
-        return;
-    }
-    let remote = sandbox_server().await;
-    let model = FakeModel::start().await;
-    let app = app_on(&remote, &model).await;
+    let Some((remote, model, app)) = setup().await else { return };
     let agent = coder(&app).await;
     let sid = app.ok("/v1/sessions", json!({"agent": agent})).await["id"].as_str().unwrap().to_owned();
     model.script(vec![openma_fake_model::Reply::tool_use("bash", json!({"command": "touch /workspace/started; sleep 60; touch /workspace/finished"}))]);
@@ -164,13 +164,7 @@ async fn an_interrupt_ends_the_remote_command_as_it_would_a_local_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mounted_memory_store_is_read_and_written_through_the_sandbox_server() {
-    if openma_sandbox::Sandboxes::check().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
-        return;
-    }
-    let remote = sandbox_server().await;
-    let model = FakeModel::start().await;
-    let app = app_on(&remote, &model).await;
+    let Some((remote, model, app)) = setup().await else { return };
     let notes = app.ok("/v1/memory_stores", json!({"name": "Team Notes"})).await;
     let nid = notes["id"].as_str().unwrap().to_owned();
     app.ok(&format!("/v1/memory_stores/{nid}/memories"), json!({"path": "/prefs/lang.md", "content": "Rust"})).await;
@@ -195,13 +189,7 @@ async fn a_mounted_memory_store_is_read_and_written_through_the_sandbox_server()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tenant_limit_on_running_sandboxes_counts_remote_ones() {
-    if openma_sandbox::Sandboxes::check().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
-        return;
-    }
-    let remote = sandbox_server().await;
-    let model = FakeModel::start().await;
-    let app = app_on(&remote, &model).await;
+    let Some((_remote, model, app)) = setup().await else { return };
     let tenant = app.platform.find_tenant("default").await.unwrap();
     let limits = openma_core::tenancy::TenantLimits { max_running_sandboxes: Some(1), ..Default::default() };
     app.platform.set_tenant_limits(&tenant.id, &limits).await.unwrap();

@@ -54,6 +54,16 @@ async fn setup() -> Option<(SandboxServer, FakeModel, TestApp)> {
     Some((remote, model, app))
 }
 
+/// Every regular file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let (p, t) = (e.path(), e.file_type().unwrap());
+        if t.is_dir() { out.extend(walk(&p)) } else if t.is_file() { out.push(p) }
+    }
+    out
+}
+
 async fn coder(app: &TestApp) -> String {
     let a = app.ok("/v1/agents", json!({"name": "coder", "model": "claude-sonnet-4-6", "tools": [{"type": "agent_toolset_20260401"}]})).await;
     a["id"].as_str().unwrap().to_owned()
@@ -97,6 +107,19 @@ async fn tools_run_on_the_sandbox_server_and_the_files_come_back() {
     ]).await;
     assert!(r[0].0.contains("/workspace") && r[0].0.contains("stage=two") && r[0].0.contains("more"), "{:?}", r[0]);
     assert!(r[1].0.contains("app/main.py"), "{:?}", r[1]);
+
+    // nothing of the control plane's secrets reaches the sandbox server's disk
+    let (mut leaked, files) = (Vec::new(), walk(&remote.root));
+    assert!(files.len() >= 3, "{files:?}");
+    for path in files {
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        for secret in [b"test-root-secret".as_slice(), app.key.as_bytes(), b"sk-ant-fake-test-key", TOKEN.as_bytes()] {
+            if bytes.windows(secret.len()).any(|w| w == secret) {
+                leaked.push(path.clone());
+            }
+        }
+    }
+    assert!(leaked.is_empty(), "secrets on the sandbox server's disk: {leaked:?}");
 
     // a sandbox server that lost its disk is sent the session whole from this server's copy
     std::fs::remove_dir_all(&there).unwrap();

@@ -154,15 +154,13 @@ impl RemoteSandbox {
 
     /// Asks the server which sandboxes still run (it stops idle shells on its own).
     pub async fn refresh_running(&self) {
-        let r = self.http.get(format!("{}/v1/sessions", self.base)).bearer_auth(self.token.expose_secret()).timeout(Duration::from_secs(10)).send().await;
-        match r.map_err(|e| RemoteError::Transport(e.to_string())) {
-            Ok(r) => match check(r).await.map(|r| r.json::<openma_sandbox_server::wire::Running>()) {
-                Ok(body) => match body.await {
-                    Ok(body) => *self.running.lock().unwrap_or_else(|e| e.into_inner()) = body.running.into_iter().collect(),
-                    Err(e) => tracing::warn!(error = %e, "the sandbox server's list of running sandboxes is unreadable"),
-                },
-                Err(e) => tracing::warn!(error = %e, "cannot list the sandbox server's running sandboxes"),
-            },
+        let listed = async {
+            let r = self.http.get(format!("{}/v1/sessions", self.base)).bearer_auth(self.token.expose_secret()).timeout(Duration::from_secs(10)).send().await;
+            let r = check(r.map_err(|e| RemoteError::Transport(e.to_string()))?).await?;
+            r.json::<openma_sandbox_server::wire::Running>().await.map_err(|e| RemoteError::Transport(e.to_string()))
+        };
+        match listed.await {
+            Ok(body) => *self.running.lock().unwrap_or_else(|e| e.into_inner()) = body.running.into_iter().collect(),
             Err(e) => tracing::warn!(error = %e, "cannot list the sandbox server's running sandboxes"),
         }
     }

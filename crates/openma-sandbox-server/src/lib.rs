@@ -151,7 +151,24 @@ async fn health(State(s): State<Server>) -> Json<Health> {
     Json(Health { status: status.into(), sessions: s.held_sessions(), isolation })
 }
 
-async fn run_tool(State(s): State<Server>, Path((id, name)): Path<(String, String)>, Json(call): Json<ToolCall>) -> Result<Json<ToolResult>, ApiError> {
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        ApiError::invalid(format!("the body is not a valid tool call: {}", e.body_text()))
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::invalid(format!("invalid query: {}", e.body_text()))
+    }
+}
+
+async fn run_tool(
+    State(s): State<Server>,
+    Path((id, name)): Path<(String, String)>,
+    call: Result<Json<ToolCall>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<ToolResult>, ApiError> {
+    let Json(call) = call?;
     let tool = s.tools.get(name.as_str()).cloned().ok_or_else(|| ApiError::invalid(format!("`{name}` is not a sandbox tool")))?;
     let _guard = s.lock(&id).await;
     s.held(&id)?;
@@ -165,7 +182,13 @@ async fn running(State(s): State<Server>) -> Json<wire::Running> {
     Json(wire::Running { running: s.sandboxes.running_sessions() })
 }
 
-async fn put_state(State(s): State<Server>, Path(id): Path<String>, Query(q): Query<StateQuery>, body: Body) -> Result<StatusCode, ApiError> {
+async fn put_state(
+    State(s): State<Server>,
+    Path(id): Path<String>,
+    q: Result<Query<StateQuery>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let Query(q) = q?;
     let dir = s.sandboxes.session_dir(&id).ok_or_else(|| ApiError::invalid(format!("`{id}` cannot be a session id")))?;
     let tmp = tempfile::NamedTempFile::new().map_err(ApiError::internal)?;
     let mut out = tokio::fs::File::create(tmp.path()).await.map_err(ApiError::internal)?;
@@ -275,14 +298,21 @@ fn file_chunks(file: tokio::fs::File) -> impl futures::Stream<Item = std::io::Re
     })
 }
 
-async fn get_file(State(s): State<Server>, Path(id): Path<String>, Query(q): Query<FileQuery>) -> Result<Response, ApiError> {
+async fn get_file(State(s): State<Server>, Path(id): Path<String>, q: Result<Query<FileQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+    let Query(q) = q?;
     let _guard = s.lock(&id).await;
     s.held(&id)?;
     let bytes = s.sandboxes.read_file(&id, &q.path).await.map_err(ApiError::invalid)?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
-async fn put_file(State(s): State<Server>, Path(id): Path<String>, Query(q): Query<FileQuery>, body: axum::body::Bytes) -> Result<StatusCode, ApiError> {
+async fn put_file(
+    State(s): State<Server>,
+    Path(id): Path<String>,
+    q: Result<Query<FileQuery>, axum::extract::rejection::QueryRejection>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let Query(q) = q?;
     let _guard = s.lock(&id).await;
     s.held(&id)?;
     s.sandboxes.write_file(&id, &q.path, body.to_vec()).await.map_err(ApiError::invalid)?;

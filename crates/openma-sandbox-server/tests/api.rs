@@ -105,6 +105,13 @@ async fn a_session_is_sent_whole_used_by_the_file_tools_laid_over_taken_back_and
     assert_eq!(body["is_error"], true, "nothing outside the session: {body}");
     let (status, body) = r.tool("rm", json!({})).await;
     assert_eq!(status, 400, "{body}");
+    // malformed requests get the error envelope too
+    let bad = r.http.post(format!("{}/v1/sessions/{SID}/tools/read", r.base)).bearer_auth(TOKEN).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    assert_eq!(bad.json::<Value>().await.unwrap()["error"]["type"], "invalid_request_error");
+    let bad = r.http.put(format!("{}/v1/sessions/{SID}/state?mode=sideways", r.base)).bearer_auth(TOKEN).body(vec![]).send().await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    assert_eq!(bad.json::<Value>().await.unwrap()["error"]["type"], "invalid_request_error");
 
     // a mounts pack replaces the uploads (one removed, one added) and leaves the workspace
     let (status, _) = r.put_state("mounts", pack_of(&[("uploads/v.csv", "3,4\n")])).await;

@@ -21,16 +21,35 @@ pub type Manifest = std::collections::BTreeMap<String, String>;
 
 /// The [`Manifest`] of `dir`.
 pub fn manifest(dir: &Path, skip: &[&str]) -> io::Result<Manifest> {
-    use std::os::unix::fs::MetadataExt;
     let mut out = Manifest::new();
     packable(dir, skip, &mut |path, name, meta| {
-        let link = if meta.file_type().is_symlink() { std::fs::read_link(path)?.to_string_lossy().into_owned() } else { String::new() };
-        let kind = if meta.is_dir() { 'd' } else if meta.file_type().is_symlink() { 'l' } else { 'f' };
-        let size = if meta.is_dir() { 0 } else { meta.len() };
-        out.insert(name.to_string_lossy().into_owned(), format!("{kind} {size} {}.{} {:o} {}:{} {link}", meta.mtime(), meta.mtime_nsec(), meta.mode(), meta.uid(), meta.gid()));
+        out.insert(name.to_string_lossy().into_owned(), describe(path, meta)?);
         Ok(())
     })?;
     Ok(out)
+}
+
+/// One entry as a [`Manifest`] holds it: kind, size, mtime, mode, owner and link target.
+fn describe(path: &Path, meta: &std::fs::Metadata) -> io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let link = if meta.file_type().is_symlink() { std::fs::read_link(path)?.to_string_lossy().into_owned() } else { String::new() };
+    let kind = if meta.is_dir() { 'd' } else if meta.file_type().is_symlink() { 'l' } else { 'f' };
+    let size = if meta.is_dir() { 0 } else { meta.len() };
+    Ok(format!("{kind} {size} {}.{} {:o} {}:{} {link}", meta.mtime(), meta.mtime_nsec(), meta.mode(), meta.uid(), meta.gid()))
+}
+
+/// A tar + gzip writer to the file `to`; [`finish`] completes it.
+fn builder(to: &Path) -> io::Result<tar::Builder<flate2::write::GzEncoder<std::fs::File>>> {
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(std::fs::File::create(to)?, flate2::Compression::fast()));
+    tar.follow_symlinks(false);
+    Ok(tar)
+}
+
+/// Completes a [`builder`]'s file (not synced: a pack that must survive a crash is synced
+/// by its caller).
+fn finish(tar: tar::Builder<flate2::write::GzEncoder<std::fs::File>>) -> io::Result<()> {
+    tar.into_inner()?.finish()?;
+    Ok(())
 }
 
 /// Packs what changed in `dir` since `base` (a manifest taken earlier): new and changed
@@ -42,9 +61,7 @@ pub fn pack_delta(dir: &Path, base: &Manifest, now: &Manifest, to: &Path) -> io:
     if changed.is_empty() && deleted.is_empty() {
         return Ok(false);
     }
-    let file = std::fs::File::create(to)?;
-    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(file, flate2::Compression::fast()));
-    tar.follow_symlinks(false);
+    let mut tar = builder(to)?;
     for name in changed {
         let path = dir.join(name);
         // gone since the manifest was taken: the next delta lists it as deleted
@@ -74,7 +91,7 @@ pub fn pack_delta(dir: &Path, base: &Manifest, now: &Manifest, to: &Path) -> io:
     header.set_entry_type(tar::EntryType::Regular);
     header.set_cksum();
     tar.append_data(&mut header, DELETED, list.as_bytes())?;
-    tar.into_inner()?.finish()?;
+    finish(tar)?;
     Ok(true)
 }
 
@@ -98,31 +115,23 @@ pub fn apply_delta(from: &Path, dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// A digest of what [`pack`] takes: every entry's path, size, mtime, mode and owner (and a
-/// link's target), so any change to the directory changes it.
+/// A digest of what [`pack`] takes: every entry's path and [`Manifest`] description, so any
+/// change to the directory changes it.
 pub fn fingerprint(dir: &Path, skip: &[&str]) -> io::Result<String> {
     use sha2::{Digest, Sha256};
-    use std::os::unix::fs::MetadataExt;
     let mut hash = Sha256::new();
     packable(dir, skip, &mut |path, name, meta| {
-        hash.update(format!("{}\0{}\0{}\0{}\0{}\0{}\0", name.display(), meta.len(), meta.mtime(), meta.mtime_nsec(), meta.mode(), meta.uid()));
-        if meta.file_type().is_symlink() {
-            hash.update(std::fs::read_link(path)?.as_os_str().as_encoded_bytes());
-        }
+        hash.update(format!("{}\0{}\0", name.display(), describe(path, meta)?));
         Ok(())
     })?;
     Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Writes the [`packable`] entries of `dir` to the file `to` as tar + gzip (not synced: a
-/// pack that must survive a crash is synced by its caller).
+/// Writes the [`packable`] entries of `dir` to the file `to` as tar + gzip (not synced).
 pub fn pack(dir: &Path, skip: &[&str], to: &Path) -> io::Result<()> {
-    let file = std::fs::File::create(to)?;
-    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(file, flate2::Compression::fast()));
-    tar.follow_symlinks(false);
+    let mut tar = builder(to)?;
     packable(dir, skip, &mut |path, name, _| tar.append_path_with_name(path, name))?;
-    tar.into_inner()?.finish()?;
-    Ok(())
+    finish(tar)
 }
 
 /// Unpacks a [`pack`] over `dir` (created if missing), keeping modes and owners. Entries
@@ -140,10 +149,7 @@ pub fn unpack(from: &Path, dir: &Path) -> io::Result<()> {
 /// so a failure leaves the old directory whole. Top-level `keep` entries of the old
 /// directory (host-only markers) survive.
 pub fn replace(from: &Path, dir: &Path, keep: &[&str]) -> io::Result<()> {
-    let parent = dir.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no parent directory"))?;
-    let name = dir.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no directory name"))?.to_string_lossy().into_owned();
-    let fresh = parent.join(format!(".{name}.incoming"));
-    let old = parent.join(format!(".{name}.outgoing"));
+    let (fresh, old) = (sibling(dir, "incoming")?, sibling(dir, "outgoing")?);
     for stale in [&fresh, &old] {
         if stale.exists() {
             std::fs::remove_dir_all(stale)?;
@@ -174,9 +180,7 @@ pub fn replace(from: &Path, dir: &Path, keep: &[&str]) -> io::Result<()> {
 /// lacks is removed, the rest replaced), so a running sandbox that bound the directory sees
 /// the change. Top-level entries the pack lacks are left alone.
 pub fn lay_over(from: &Path, dir: &Path) -> io::Result<()> {
-    let parent = dir.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no parent directory"))?;
-    let name = dir.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no directory name"))?.to_string_lossy().into_owned();
-    let fresh = parent.join(format!(".{name}.overlay"));
+    let fresh = sibling(dir, "overlay")?;
     if fresh.exists() {
         std::fs::remove_dir_all(&fresh)?;
     }
@@ -190,6 +194,15 @@ pub fn lay_over(from: &Path, dir: &Path) -> io::Result<()> {
     })();
     let _ = std::fs::remove_dir_all(&fresh);
     result
+}
+
+/// `<parent>/.<name>.<suffix>`: a working directory beside `dir`, on the same file system
+/// (so its entries can be renamed into place).
+fn sibling(dir: &Path, suffix: &str) -> io::Result<std::path::PathBuf> {
+    match (dir.parent(), dir.file_name()) {
+        (Some(parent), Some(name)) => Ok(parent.join(format!(".{}.{suffix}", name.to_string_lossy()))),
+        _ => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} has no parent directory", dir.display()))),
+    }
 }
 
 /// Makes `dst` what `src` is, moving `src`'s entries into place.

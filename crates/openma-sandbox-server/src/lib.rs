@@ -266,10 +266,7 @@ async fn get_state(State(s): State<Server>, Path(id): Path<String>, Query(q): Qu
     let (kind, sent) = answer;
     let token = sent.token.clone();
     s.sent.lock().unwrap_or_else(|e| e.into_inner()).insert(id, sent);
-    let answer = kind.map(|k| (k, token));
-    let Some((kind, token)) = answer else {
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    };
+    let Some(kind) = kind else { return Ok(StatusCode::NO_CONTENT.into_response()) };
     // the open file outlives its (deleted) name while it streams
     let file = tokio::fs::File::open(tmp.path()).await.map_err(ApiError::internal)?;
     let len = file.metadata().await.map_err(ApiError::internal)?.len();
@@ -280,22 +277,7 @@ async fn get_state(State(s): State<Server>, Path(id): Path<String>, Query(q): Qu
         (header::HeaderName::from_static(wire::STATE_KIND), kind.to_owned()),
         (header::HeaderName::from_static(wire::STATE_TOKEN), token),
     ];
-    Ok((headers, Body::from_stream(file_chunks(file))).into_response())
-}
-
-fn file_chunks(file: tokio::fs::File) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> {
-    futures::stream::unfold(file, |mut f| async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; 256 * 1024];
-        match f.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(buf), f))
-            }
-            Err(e) => Some((Err(e), f)),
-        }
-    })
+    Ok((headers, Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024))).into_response())
 }
 
 async fn get_file(State(s): State<Server>, Path(id): Path<String>, q: Result<Query<FileQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {

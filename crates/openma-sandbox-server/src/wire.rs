@@ -77,6 +77,16 @@ pub enum StateMode {
     Mounts,
 }
 
+impl StateMode {
+    /// The mode as the `mode` query parameter spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateMode::Full => "full",
+            StateMode::Mounts => "mounts",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct StateQuery {
     pub mode: StateMode,

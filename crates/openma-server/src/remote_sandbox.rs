@@ -195,20 +195,19 @@ impl RemoteSandbox {
             if sync.mounts == now {
                 return Ok(());
             }
-            match self.send(&dir, StateMode::Mounts).await {
-                Err(RemoteError::Unknown) => self.send(&dir, StateMode::Full).await?,
+            match self.send(session_id, &dir, StateMode::Mounts).await {
+                Err(RemoteError::Unknown) => self.send(session_id, &dir, StateMode::Full).await?,
                 other => other?,
             }
         } else {
-            self.send(&dir, StateMode::Full).await?;
+            self.send(session_id, &dir, StateMode::Full).await?;
         }
         sync.mounts = now;
         sync.write(&dir)?;
         Ok(())
     }
 
-    async fn send(&self, dir: &Path, mode: StateMode) -> Result<(), RemoteError> {
-        let session_id = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+    async fn send(&self, session_id: &str, dir: &Path, mode: StateMode) -> Result<(), RemoteError> {
         let tmp = tempfile::NamedTempFile::new()?;
         let (src, to) = (dir.to_owned(), tmp.path().to_owned());
         let skip: Vec<&'static str> = match mode {
@@ -219,13 +218,10 @@ impl RemoteSandbox {
         let file = tokio::fs::File::open(tmp.path()).await?;
         let len = file.metadata().await?.len();
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
-        let mode_name = match mode {
-            StateMode::Full => "full",
-            StateMode::Mounts => "mounts",
-        };
+        let mode_name = mode.as_str();
         let r = self
             .http
-            .put(self.session_url(&session_id, &format!("/state?mode={mode_name}")))
+            .put(self.session_url(session_id, &format!("/state?mode={mode_name}")))
             .bearer_auth(self.token.expose_secret())
             .header(reqwest::header::CONTENT_LENGTH, len)
             .body(body)

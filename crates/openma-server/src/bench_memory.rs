@@ -21,25 +21,31 @@ pub(crate) async fn call(http: &reqwest::Client, method: reqwest::Method, url: S
     Ok(req.send().await?.error_for_status()?.json().await?)
 }
 
-/// Runs `turns` turns of one bash write each (the session's earlier turns are counted
-/// first); returns the sorted POST → idle latencies.
+/// How many turns of the session have ended (`session.status_idle` events in its log).
+pub(crate) async fn idle_count(http: &reqwest::Client, base: &str, sid: &str) -> anyhow::Result<usize> {
+    let idle = call(http, reqwest::Method::GET, format!("{base}/v1/sessions/{sid}/events?types[]=session.status_idle&limit=1000"), None).await?;
+    Ok(idle["data"].as_array().map_or(0, Vec::len))
+}
+
+/// Sends a user message (the model's answer already scripted) and waits for the turn's
+/// `session.status_idle` in the log; returns the POST → idle latency.
+pub(crate) async fn one_turn(http: &reqwest::Client, base: &str, sid: &str) -> anyhow::Result<Duration> {
+    let before = idle_count(http, base, sid).await?;
+    let t = Instant::now();
+    call(http, reqwest::Method::POST, format!("{base}/v1/sessions/{sid}/events"), Some(json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]}))).await?;
+    while idle_count(http, base, sid).await? == before {
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(120), "the turn did not end within 120 s");
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    Ok(t.elapsed())
+}
+
+/// Runs `turns` turns of one bash write each; returns the sorted POST → idle latencies.
 pub(crate) async fn turns(http: &reqwest::Client, base: &str, model: &FakeModel, sid: &str, path: &str, turns: usize) -> anyhow::Result<Vec<Duration>> {
     let mut out = Vec::with_capacity(turns);
-    let idle_url = format!("{base}/v1/sessions/{sid}/events?types[]=session.status_idle&limit=1000");
-    let before = call(http, reqwest::Method::GET, idle_url.clone(), None).await?["data"].as_array().map_or(0, Vec::len);
-    for i in before..before + turns {
+    for i in 0..turns {
         model.script(vec![Reply::tool_use("bash", json!({"command": format!("echo {i} > {path}")})), Reply::text("ok")]);
-        let t = Instant::now();
-        call(http, reqwest::Method::POST, format!("{base}/v1/sessions/{sid}/events"), Some(json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "write"}]}]}))).await?;
-        // the turn is over when its `session.status_idle` is in the log
-        loop {
-            let idle = call(http, reqwest::Method::GET, idle_url.clone(), None).await?;
-            if idle["data"].as_array().map_or(0, Vec::len) > i {
-                break;
-            }
-            tokio::time::sleep(Duration::from_micros(500)).await;
-        }
-        out.push(t.elapsed());
+        out.push(one_turn(http, base, sid).await?);
     }
     out.sort();
     Ok(out)

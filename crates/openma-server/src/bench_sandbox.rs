@@ -11,7 +11,7 @@ use openma_fake_model::FakeModel;
 use serde_json::json;
 
 use crate::bench::{BenchArgs, percentile};
-use crate::bench_memory::{call, turns};
+use crate::bench_memory::{call, one_turn, turns};
 use crate::bench_runtime::{spawn_server, spawn_server_with};
 
 const TOKEN: &str = "bench-sandbox-token-0123456789abcdef";
@@ -62,7 +62,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     openma_fake_model::Reply::tool_use("bash", json!({"command": "mkdir -p /workspace/tree && cd /workspace/tree && for i in $(seq 1 2000); do head -c 1024 /dev/zero > f$i; done"})),
                     openma_fake_model::Reply::text("ok"),
                 ]);
-                turns_once(&http, base, sid).await?;
+                one_turn(&http, base, sid).await?;
             }
             // a warm-up turn starts the shell
             let mut t = turns(&http, base, &model, sid, "/workspace/note.txt", n + 1).await?;
@@ -77,21 +77,4 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     drop((local, remote));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
-}
-
-/// One turn (already scripted) from POST to idle.
-async fn turns_once(http: &reqwest::Client, base: &str, sid: &str) -> anyhow::Result<()> {
-    let before = idle_count(http, base, sid).await?;
-    call(http, reqwest::Method::POST, format!("{base}/v1/sessions/{sid}/events"), Some(json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "populate"}]}]}))).await?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while idle_count(http, base, sid).await? == before {
-        anyhow::ensure!(std::time::Instant::now() < deadline, "the populating turn did not end");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(())
-}
-
-async fn idle_count(http: &reqwest::Client, base: &str, sid: &str) -> anyhow::Result<usize> {
-    let idle = call(http, reqwest::Method::GET, format!("{base}/v1/sessions/{sid}/events?types[]=session.status_idle&limit=1000"), None).await?;
-    Ok(idle["data"].as_array().map_or(0, Vec::len))
 }

@@ -3,6 +3,7 @@
 #   1. unit, property and story tests (real server, SQLite and PostgreSQL) with cargo nextest
 #   2. the core crate builds for wasm32-unknown-unknown (the Cloudflare Workers target)
 #   3. the official-SDK conformance suite (anthropic==2.10.0) and schemathesis against a real server
+#   4. the Cloudflare Workers, built with worker-build and tested under `wrangler dev` (deploy/cloudflare)
 # PostgreSQL stories run when OPENMA_TEST_POSTGRES_URL is set (or a server answers on 127.0.0.1:5432).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,3 +24,6 @@ cargo check -p openma-core --target wasm32-unknown-unknown --locked
 
 echo "==> official-SDK conformance and schemathesis"
 OPENMA_BIN="$PWD/target/debug/openma" bash conformance/run.sh
+
+echo "==> Cloudflare Workers: worker-build and wrangler dev (local D1, KV, R2)"
+bash deploy/cloudflare/test.sh

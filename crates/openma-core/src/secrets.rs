@@ -151,6 +151,14 @@ impl SecretBox {
 /// The fixed value sealed into the database so a wrong root secret is caught at start-up.
 pub const VERIFIER_PLAINTEXT: &[u8] = b"openma root secret verifier";
 
+/// The `platform_meta` key the sealed verifier is stored under (native and Workers alike).
+pub const VERIFIER_META_KEY: &str = "root_secret_verifier";
+
+/// The scope platform-wide sealed values are bound to.
+pub fn platform_scope() -> TenantId {
+    TenantId::from_trusted("platform")
+}
+
 /// The binding of the verifier.
 pub fn verifier_binding(platform: &TenantId) -> Binding<'_> {
     Binding { purpose: "verifier", tenant: platform, owner: "platform", field: "root" }

@@ -11,14 +11,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use openma_core::Platform;
-use openma_core::secrets::{RootSecret, SecretBox, VERIFIER_PLAINTEXT, verifier_binding};
-use openma_core::tenancy::TenantId;
+use openma_core::secrets::{RootSecret, SecretBox, VERIFIER_META_KEY, VERIFIER_PLAINTEXT, platform_scope, verifier_binding};
 use rand::Rng;
 use secrecy::ExposeSecret;
 
 use crate::config::Settings;
 
-const VERIFIER_KEY: &str = "root_secret_verifier";
 const FILE_NAME: &str = "root.secret";
 
 /// A fresh random nonce for sealing.
@@ -85,15 +83,11 @@ pub fn load_root(settings: &Settings) -> anyhow::Result<RootSecret> {
     read_file(&path)
 }
 
-fn platform_scope() -> TenantId {
-    TenantId::from_trusted("platform")
-}
-
 /// Checks (or, on a new database, records) that `secrets` opens this database's data.
 pub async fn verify(platform: &Platform, secrets: &SecretBox) -> anyhow::Result<()> {
     let scope = platform_scope();
     let at = verifier_binding(&scope);
-    match platform.store.get_meta(VERIFIER_KEY).await? {
+    match platform.store.get_meta(VERIFIER_META_KEY).await? {
         Some(sealed) => match secrets.open(at, &sealed) {
             Ok(p) if p == VERIFIER_PLAINTEXT => Ok(()),
             _ => bail!(
@@ -104,7 +98,7 @@ pub async fn verify(platform: &Platform, secrets: &SecretBox) -> anyhow::Result<
         },
         None => {
             let sealed = secrets.seal(at, VERIFIER_PLAINTEXT, nonce());
-            platform.store.put_meta(VERIFIER_KEY, &sealed, true).await?;
+            platform.store.put_meta(VERIFIER_META_KEY, &sealed, true).await?;
             Ok(())
         }
     }
@@ -134,13 +128,13 @@ pub async fn rotate(platform: &Platform, settings: &Settings, new_secret: Option
     let new = RootSecret::from_text(&text).context("the new root secret must be at least 32 characters")?;
     let both = SecretBox::new(new.clone(), vec![old]);
     let scope = platform_scope();
-    let sealed = platform.store.get_meta(VERIFIER_KEY).await?.context("no verifier")?;
+    let sealed = platform.store.get_meta(VERIFIER_META_KEY).await?.context("no verifier")?;
     // every sealed value is re-sealed under the new root (the verifier last, once the
     // rest is done)
     let resealed = both.reseal(verifier_binding(&scope), &sealed, nonce()).map_err(|e| anyhow::anyhow!("{e}"))?;
     if settings.root_secret.is_some() {
         reseal_stored(platform, &both).await?;
-        platform.store.put_meta(VERIFIER_KEY, &resealed, false).await?;
+        platform.store.put_meta(VERIFIER_META_KEY, &resealed, false).await?;
         return Ok(format!(
             "re-sealed under key {}. Set PLATFORM_ROOT_SECRET to the new secret on every node (keep the old one in PLATFORM_ROOT_SECRET_PREVIOUS until they all run with it):\n{text}",
             new.key_id()
@@ -151,7 +145,7 @@ pub async fn rotate(platform: &Platform, settings: &Settings, new_secret: Option
     let _ = std::fs::remove_file(&staged);
     write_new_file(&staged, &text)?;
     reseal_stored(platform, &both).await?;
-    platform.store.put_meta(VERIFIER_KEY, &resealed, false).await?;
+    platform.store.put_meta(VERIFIER_META_KEY, &resealed, false).await?;
     std::fs::rename(&staged, &path).with_context(|| format!("cannot replace {}", path.display()))?;
     Ok(format!("re-sealed under key {} and wrote the new root secret to {} — back it up", new.key_id(), path.display()))
 }

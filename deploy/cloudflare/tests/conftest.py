@@ -1,0 +1,115 @@
+"""Starts openma's Workers under `wrangler dev` — workerd with local D1, KV, R2 and Durable
+Objects, persisted in a fresh folder per test — and applies the D1 migrations the way the
+deployment guide does. Expects the toolchain on PATH (../toolchain.sh) and the workers
+built (../test.sh builds them once, so `wrangler dev` finds them and only re-links)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+import pytest
+
+CF = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 180.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Worker:
+    """One `wrangler dev` process serving one worker."""
+
+    name: str
+    base_url: str
+    proc: subprocess.Popen
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@dataclass
+class Deployment:
+    """A local deployment's state folder, shared by the workers and wrangler's D1 commands."""
+
+    state: Path
+    tmp: Path
+
+    def wrangler(self, worker: str, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["wrangler", *args, "--persist-to", str(self.state)],
+            cwd=CF / worker, capture_output=True, text=True, timeout=timeout, check=False,
+        )
+
+    def apply_migrations(self) -> str:
+        r = self.wrangler("main", "d1", "migrations", "apply", "openma-control", "--local")
+        assert r.returncode == 0, f"wrangler d1 migrations apply failed:\n{r.stdout}\n{r.stderr}"
+        return r.stdout
+
+    def d1(self, sql: str) -> str:
+        r = self.wrangler("main", "d1", "execute", "openma-control", "--local", "--json", "--command", sql)
+        assert r.returncode == 0, f"wrangler d1 execute failed:\n{r.stdout}\n{r.stderr}"
+        return r.stdout
+
+    def start(self, worker: str, secrets: dict[str, str] | None = None) -> Worker:
+        port = free_port()
+        env_file = self.tmp / f"{worker}-{port}.env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in (secrets or {}).items()))
+        log = self.tmp / f"{worker}-{port}.log"
+        proc = subprocess.Popen(
+            ["wrangler", "dev", "--local", "--ip", "127.0.0.1", "--port", str(port), "--persist-to", str(self.state),
+             "--env-file", str(env_file), "--show-interactive-dev-session=false", "--log-level", "info"],
+            cwd=CF / worker, stdin=subprocess.DEVNULL, stdout=log.open("w"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        w = Worker(worker, f"http://127.0.0.1:{port}", proc, log)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"wrangler dev for {worker} exited with {proc.returncode}:\n{w.output()}")
+            try:
+                httpx2.get(f"{w.base_url}/health", timeout=2.0)
+                return w
+            except httpx2.HTTPError:
+                time.sleep(0.5)
+        w.stop()
+        raise AssertionError(f"wrangler dev for {worker} did not answer within {START_TIMEOUT_S} s:\n{w.output()}")
+
+
+@pytest.fixture
+def deployment(tmp_path: Path):
+    state = tmp_path / "state"
+    state.mkdir()
+    d = Deployment(state=state, tmp=tmp_path)
+    started: list[Worker] = []
+    original = d.start
+
+    def start(worker: str, secrets: dict[str, str] | None = None) -> Worker:
+        w = original(worker, secrets)
+        started.append(w)
+        return w
+
+    d.start = start  # type: ignore[method-assign]
+    yield d
+    for w in started:
+        w.stop()

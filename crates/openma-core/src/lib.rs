@@ -13,6 +13,7 @@ pub mod event_log;
 pub mod files;
 pub mod harness;
 pub mod integrations;
+pub mod keys;
 pub mod ledger;
 pub mod memory;
 pub mod memory_mounts;
@@ -35,5 +36,5 @@ pub mod webhooks;
 
 pub use error::{DomainError, StoreError};
 pub use platform::Platform;
-pub use ports::{Clock, IdGen, Store};
+pub use ports::{Clock, IdGen, KeyStore, Store};
 pub use tenancy::{ApiKey, Tenant, TenantId};

@@ -11,15 +11,12 @@ use crate::error::{DomainError, DomainResult, StoreError};
 use crate::harness::tools::{Capabilities, check_capabilities};
 use crate::paging::{MAX_LIMIT, Page, PageRequest};
 use crate::ports::{Clock, DeleteOutcome, IdGen, ListQuery, Order, Position, SessionFilter, Store, TimeRange};
-use crate::tenancy::{self, ApiKey, Tenant, TenantId};
+use crate::keys::Keys;
+use crate::tenancy::{ApiKey, Tenant, TenantId};
 use crate::{agents, environments, sessions, validate};
 
 mod memory;
 pub use memory::MemoryListParams;
-
-/// How often `last_used_at` of an API key is written at most: authentication stays a
-/// read on the hot path.
-const KEY_TOUCH_INTERVAL_MICROS: i64 = 60 * 1_000_000;
 
 /// How many times an update is retried when a concurrent writer won the race.
 pub(crate) const UPDATE_ATTEMPTS: usize = 8;
@@ -88,26 +85,18 @@ impl Platform {
 
     // ---- tenants and API keys -------------------------------------------------------
 
+    /// The tenant and key operations on this platform's store.
+    pub fn keys(&self) -> Keys<'_> {
+        Keys { store: &*self.store, clock: &*self.clock, ids: &*self.ids }
+    }
+
     pub async fn create_tenant(&self, name: &str) -> DomainResult<Tenant> {
-        tenancy::validate_tenant_name(name)?;
-        let tenant = Tenant { id: TenantId::from_trusted(self.ids.new_id("tenant")), name: name.to_owned(), created_at: self.now() };
-        match self.store.insert_tenant(&tenant).await {
-            Err(StoreError::Duplicate(_)) => Err(DomainError::conflict(format!("tenant `{name}` already exists"))),
-            other => other.map(|_| tenant).map_err(Into::into),
-        }
+        self.keys().create_tenant(name).await
     }
 
     /// Returns the named tenant, creating it on first use.
     pub async fn ensure_tenant(&self, name: &str) -> DomainResult<Tenant> {
-        if let Some(t) = self.store.find_tenant(name).await? {
-            return Ok(t);
-        }
-        match self.create_tenant(name).await {
-            Err(DomainError::Conflict { .. }) => {
-                self.store.find_tenant(name).await?.ok_or_else(|| DomainError::not_found("tenant", name))
-            }
-            other => other,
-        }
+        self.keys().ensure_tenant(name).await
     }
 
     pub async fn find_tenant(&self, id_or_name: &str) -> DomainResult<Tenant> {
@@ -120,72 +109,25 @@ impl Platform {
 
     /// Issues a new key. The secret is returned once and never stored.
     pub async fn create_api_key(&self, tenant: &TenantId, name: &str) -> DomainResult<(ApiKey, String)> {
-        let secret = self.ids.api_key_secret();
-        let key = self.register_api_key(tenant, name, &secret).await?;
-        Ok((key, secret))
+        self.keys().create_api_key(tenant, name).await
     }
 
-    /// Registers a key whose secret the operator chose (`OPENMA_BOOTSTRAP_API_KEY`);
-    /// a key already registered is left as it is.
+    /// Registers a key whose secret the operator chose (`OPENMA_BOOTSTRAP_API_KEY`).
     pub async fn ensure_api_key(&self, tenant: &TenantId, name: &str, secret: &str) -> DomainResult<ApiKey> {
-        if secret.len() < 16 {
-            return Err(DomainError::invalid("an API key must be at least 16 characters"));
-        }
-        if let Some(k) = self.store.find_api_key_by_hash(&tenancy::hash_api_key(secret)).await? {
-            if k.tenant_id != *tenant {
-                return Err(DomainError::conflict("that API key is registered to another tenant"));
-            }
-            return Ok(k);
-        }
-        self.register_api_key(tenant, name, secret).await
+        self.keys().ensure_api_key(tenant, name, secret).await
     }
 
-    async fn register_api_key(&self, tenant: &TenantId, name: &str, secret: &str) -> DomainResult<ApiKey> {
-        validate::length("name", name, 1, 128)?;
-        let key = ApiKey {
-            id: self.ids.new_id("apikey"),
-            tenant_id: tenant.clone(),
-            name: name.to_owned(),
-            prefix: tenancy::display_prefix(secret),
-            hash: tenancy::hash_api_key(secret),
-            created_at: self.now(),
-            last_used_at: None,
-            revoked_at: None,
-        };
-        self.store.insert_api_key(&key).await?;
-        Ok(key)
-    }
-
-    /// Finds the tenant (and the key's id) of a presented key, or `None` for an unknown
-    /// or revoked key.
+    /// The tenant and key id of a presented key; `None` for an unknown or revoked key.
     pub async fn authenticate(&self, secret: &str) -> DomainResult<Option<(TenantId, String)>> {
-        if secret.is_empty() || secret.len() > 256 {
-            return Ok(None);
-        }
-        let Some(key) = self.store.find_api_key_by_hash(&tenancy::hash_api_key(secret)).await? else {
-            return Ok(None);
-        };
-        if key.revoked_at.is_some() {
-            return Ok(None);
-        }
-        let now = self.now();
-        let stale = key.last_used_at.is_none_or(|t| now.as_micros() - t.as_micros() > KEY_TOUCH_INTERVAL_MICROS);
-        if stale {
-            self.store.touch_api_key(&key.tenant_id, &key.id, now).await?;
-        }
-        Ok(Some((key.tenant_id, key.id)))
+        self.keys().authenticate(secret).await
     }
 
     pub async fn list_api_keys(&self, tenant: &TenantId) -> DomainResult<Vec<ApiKey>> {
-        Ok(self.store.list_api_keys(tenant).await?)
+        self.keys().list_api_keys(tenant).await
     }
 
     pub async fn revoke_api_key(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
-        if self.store.revoke_api_key(tenant, id, self.now()).await? {
-            Ok(())
-        } else {
-            Err(DomainError::not_found("API key", id))
-        }
+        self.keys().revoke_api_key(tenant, id).await
     }
 
     // ---- agents --------------------------------------------------------------------

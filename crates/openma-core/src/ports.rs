@@ -243,14 +243,11 @@ pub struct VersionFilter {
     pub service_account_id: Option<String>,
 }
 
-/// Persistent state. Every method but the tenant and key-lookup ones is scoped by a
-/// [`TenantId`]; an object of another tenant is indistinguishable from a missing one.
+/// Tenants and API keys: all that authentication and the operator's bootstrap key need.
+/// A port of its own so a deployment can serve authentication before it adapts the whole
+/// [`Store`] (the Workers do, on D1).
 #[async_trait]
-pub trait Store: Send + Sync {
-    /// A short name of the backend for `/health` (e.g. `sqlite 3.46.0`).
-    async fn describe(&self) -> Result<String, StoreError>;
-
-    // -- tenants and keys (administration) --
+pub trait KeyStore: Send + Sync {
     async fn insert_tenant(&self, tenant: &Tenant) -> Result<(), StoreError>;
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;
     async fn find_tenant(&self, id_or_name: &str) -> Result<Option<Tenant>, StoreError>;
@@ -261,6 +258,14 @@ pub trait Store: Send + Sync {
     async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKey>, StoreError>;
     /// Revokes a key; false when no such unrevoked key exists.
     async fn revoke_api_key(&self, tenant: &TenantId, id: &str, at: Timestamp) -> Result<bool, StoreError>;
+}
+
+/// Persistent state. Every method but the tenant and key-lookup ones is scoped by a
+/// [`TenantId`]; an object of another tenant is indistinguishable from a missing one.
+#[async_trait]
+pub trait Store: KeyStore + Send + Sync {
+    /// A short name of the backend for `/health` (e.g. `sqlite 3.46.0`).
+    async fn describe(&self) -> Result<String, StoreError>;
 
     // -- agents --
     /// Inserts an agent and its first version.

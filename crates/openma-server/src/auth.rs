@@ -4,6 +4,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use openma_core::TenantId;
+use openma_core::keys;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -18,15 +19,11 @@ pub struct KeyedCaller {
     pub api_key_id: String,
 }
 
-/// Reads the key from `Authorization: Bearer <key>` (what the SDKs send) or
-/// `x-api-key: <key>` (what the seed's curl examples send).
+/// Reads the key from `x-api-key: <key>` (what the seed's curl examples send) or
+/// `Authorization: Bearer <key>` (what the SDKs send).
 fn presented_key(parts: &Parts) -> Option<&str> {
-    if let Some(v) = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return Some(v.trim());
-    }
-    let auth = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = auth.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    let header = |name| parts.headers.get(name).and_then(|v: &axum::http::HeaderValue| v.to_str().ok());
+    keys::presented_key(header("x-api-key"), header("authorization"))
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -55,7 +52,7 @@ impl FromRequestParts<AppState> for KeyedCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let key = presented_key(parts).filter(|k| !k.is_empty()).ok_or_else(|| {
-            ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`")
+            ApiError::unauthorized(keys::MISSING_KEY)
         })?;
         match state.platform.authenticate(key).await? {
             Some((tenant, key_id)) => {
@@ -64,7 +61,7 @@ impl FromRequestParts<AppState> for KeyedCaller {
                 }
                 Ok(KeyedCaller { tenant, api_key_id: key_id })
             }
-            None => Err(ApiError::unauthorized("invalid API key")),
+            None => Err(ApiError::unauthorized(keys::INVALID_KEY)),
         }
     }
 }

@@ -297,7 +297,7 @@ async fn the_workspace_survives_the_death_of_its_node() {
 /// whose messages go to random nodes. Bounded by `OPENMA_CLUSTER_KILL_COUNT` (default 8).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_survive_nodes_killed_at_random() {
-    use openma_core::Store;
+    use openma_core::{KeyStore, Store};
     let Some(c) = Cluster::new().await else { return };
     let kills: usize = std::env::var("OPENMA_CLUSTER_KILL_COUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
     let model = FakeModel::start().await;

@@ -86,7 +86,7 @@ async fn sessions_survive_repeated_kill_9() {
     drop(server);
 
     let store = openma_store_sql::SqliteStore::open(&format!("sqlite://{}", dir.join("openma.db").display())).await.unwrap();
-    use openma_core::Store;
+    use openma_core::{KeyStore, Store};
     let tenant = store.find_tenant("default").await.unwrap().unwrap();
     for sid in &sessions {
         let log = store.list_events(&tenant.id, sid, &openma_core::ports::EventQuery { limit: 100_000, ..Default::default() }).await.unwrap();

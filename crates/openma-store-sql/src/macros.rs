@@ -467,16 +467,7 @@ macro_rules! sql_store {
         }
 
         #[async_trait::async_trait]
-        impl openma_core::Store for $store {
-            async fn describe(&self) -> Result<String, openma_core::StoreError> {
-                sqlx::query_scalar::<_, String>($describe)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)
-            }
-
-            // ---- tenants and keys ----
-
+        impl openma_core::ports::KeyStore for $store {
             async fn insert_tenant(&self, t: &Tenant) -> Result<(), openma_core::StoreError> {
                 sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
                     .bind(t.id.as_str())
@@ -561,6 +552,16 @@ macro_rules! sql_store {
                 .await
                 .map_err($crate::backend_error)?;
                 Ok(done.rows_affected() > 0)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl openma_core::Store for $store {
+            async fn describe(&self) -> Result<String, openma_core::StoreError> {
+                sqlx::query_scalar::<_, String>($describe)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)
             }
 
             // ---- agents ----

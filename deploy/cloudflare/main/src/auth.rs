@@ -1,0 +1,61 @@
+//! API-key authentication against D1, and the operator's bootstrap key: the same keys,
+//! hashes and messages as the native server (`openma_core::keys`).
+
+use std::cell::Cell;
+
+use openma_core::keys::{INVALID_KEY, Keys, MISSING_KEY, presented_key};
+use openma_core::tenancy::DEFAULT_TENANT;
+use openma_core::TenantId;
+use worker::{Env, Request};
+
+use crate::adapters::{WorkerClock, WorkerIds};
+use crate::d1_keys::D1Keys;
+use crate::errors::ApiError;
+use crate::health::DB;
+
+/// The secret that, as `OPENMA_BOOTSTRAP_API_KEY` does for the native server, names a key
+/// to register for the default tenant (`wrangler secret put OPENMA_BOOTSTRAP_API_KEY`).
+pub const BOOTSTRAP_KEY: &str = "OPENMA_BOOTSTRAP_API_KEY";
+
+thread_local! {
+    /// Whether this isolate has registered the bootstrap key (an isolate is one thread).
+    static BOOTSTRAPPED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The tenant of the request's API key (which every API route needs), or the 401 (or,
+/// before the schema exists, 503) to answer with.
+pub async fn caller(req: &Request, env: &Env) -> Result<TenantId, ApiError> {
+    let store = D1Keys::new(env.d1(DB).map_err(|e| ApiError::new(500, format!("binding `{DB}`: {e}")))?);
+    let keys = Keys { store: &store, clock: &WorkerClock, ids: &WorkerIds };
+    if !BOOTSTRAPPED.get() {
+        bootstrap(&keys, env).await?;
+        BOOTSTRAPPED.set(true);
+    }
+    let headers = req.headers();
+    let x_api_key = headers.get("x-api-key").ok().flatten();
+    let authorization = headers.get("authorization").ok().flatten();
+    let key = presented_key(x_api_key.as_deref(), authorization.as_deref())
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ApiError::unauthorized(MISSING_KEY))?;
+    match keys.authenticate(key).await? {
+        Some((tenant, _key_id)) => Ok(tenant),
+        None => Err(ApiError::unauthorized(INVALID_KEY)),
+    }
+}
+
+/// Registers `OPENMA_BOOTSTRAP_API_KEY` for the default tenant, once per isolate; a
+/// failure (say, migrations not applied yet) is answered with 503 and retried next time.
+async fn bootstrap(keys: &Keys<'_>, env: &Env) -> Result<(), ApiError> {
+    let Ok(secret) = env.secret(BOOTSTRAP_KEY) else {
+        return Ok(());
+    };
+    let outcome = async {
+        let tenant = keys.ensure_tenant(DEFAULT_TENANT).await?;
+        keys.ensure_api_key(&tenant.id, "bootstrap", &secret.to_string()).await
+    }
+    .await;
+    outcome.map(drop).map_err(|e| {
+        worker::console_error!("cannot register {BOOTSTRAP_KEY}: {e}");
+        ApiError::new(503, format!("the platform is not ready: cannot register {BOOTSTRAP_KEY} ({e}); see /health"))
+    })
+}

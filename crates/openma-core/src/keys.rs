@@ -126,3 +126,18 @@ impl Keys<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::presented_key;
+
+    #[test]
+    fn the_key_comes_from_x_api_key_first_then_a_bearer_token_only() {
+        assert_eq!(presented_key(Some(" sk-a "), Some("Bearer sk-b")), Some("sk-a"));
+        assert_eq!(presented_key(None, Some("Bearer sk-b")), Some("sk-b"));
+        assert_eq!(presented_key(None, Some("bearer   sk-b ")), Some("sk-b"));
+        assert_eq!(presented_key(None, Some("Basic sk-b")), None);
+        assert_eq!(presented_key(None, Some("sk-b")), None);
+        assert_eq!(presented_key(None, None), None);
+    }
+}

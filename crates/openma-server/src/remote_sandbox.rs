@@ -105,9 +105,10 @@ impl RemoteSandbox {
         TOOLS.iter().map(|&(name, read_only)| (name, Arc::new(RemoteTool { remote: self.clone(), name, read_only }) as Arc<dyn Tool>)).collect()
     }
 
-    /// What the sandbox server says of itself, for `/health`.
+    /// What the sandbox server says of itself now, for `/health` (which must answer
+    /// within a few seconds even when the sandbox server does not).
     pub async fn status(&self) -> String {
-        match self.http.get(format!("{}/health", self.base)).timeout(Duration::from_secs(5)).send().await {
+        match self.http.get(format!("{}/health", self.base)).timeout(Duration::from_secs(3)).send().await {
             Ok(r) => match r.json::<Health>().await {
                 Ok(h) if h.status == "ok" => format!("remote {}: {}", self.base, h.isolation),
                 Ok(h) => format!("unavailable: remote {} is {}: {}", self.base, h.status, h.isolation),

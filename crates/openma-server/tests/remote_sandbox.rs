@@ -17,6 +17,8 @@ struct SandboxServer {
     url: String,
     root: std::path::PathBuf,
     _dir: tempfile::TempDir,
+    /// Shuts the server down (gracefully: idle connections are closed).
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 async fn sandbox_server() -> SandboxServer {
@@ -28,8 +30,9 @@ async fn sandbox_server() -> SandboxServer {
     let server = openma_sandbox_server::Server::new(openma_sandbox::Sandboxes::new(config), TOKEN.to_owned().into());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(server.serve(listener, std::future::pending()));
-    SandboxServer { url, root, _dir: dir }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(listener, async move { stopped.await.ok(); }));
+    SandboxServer { url, root, _dir: dir, stop: Some(stop) }
 }
 
 async fn app_on(remote: &SandboxServer, model: &FakeModel) -> TestApp {
@@ -128,6 +131,20 @@ async fn tools_run_on_the_sandbox_server_and_the_files_come_back() {
 
     app.delete(&format!("/v1/sessions/{sid}")).await;
     assert!(!there.exists() && !here.exists(), "deleting the session deletes it on both sides");
+
+    // /health asks the sandbox server each time: one that goes away is reported at once
+    let mut remote = remote;
+    remote.stop.take().unwrap().send(()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let health = app.get("/health").await.body;
+        let sandbox = health["backends"]["sandbox"].as_str().unwrap().to_owned();
+        if sandbox.starts_with(&format!("unavailable: remote {} cannot be reached", remote.url)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "/health still says {sandbox}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +169,7 @@ async fn what_a_remote_sandbox_cannot_provide_is_refused_at_create_and_an_unreac
 
     // a sandbox server that cannot be reached is the tool's error, not the turn's end
     let model2 = FakeModel::start().await;
-    let gone = SandboxServer { url: "http://127.0.0.1:9".into(), root: remote.root.clone(), _dir: tempfile::tempdir().unwrap() };
+    let gone = SandboxServer { url: "http://127.0.0.1:9".into(), root: remote.root.clone(), _dir: tempfile::tempdir().unwrap(), stop: None };
     let app2 = app_on(&gone, &model2).await;
     assert!(app2.get("/health").await.body["backends"]["sandbox"].as_str().unwrap().starts_with("unavailable"));
     let agent2 = coder(&app2).await;

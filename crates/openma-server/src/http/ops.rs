@@ -69,10 +69,15 @@ pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
             "down".to_owned()
         }
     };
+    // a remote sandbox server comes and goes on its own: ask it now, not at start-up
+    let sandbox = match &app.remote {
+        Some(remote) => remote.status().await,
+        None => app.info.sandbox.clone(),
+    };
     let healthy = problems.is_empty();
     let body = Health {
         status: if healthy { "ok" } else { "degraded" },
-        backends: Backends { db, blobs, sandbox: app.info.sandbox.clone(), sandbox_egress: app.info.sandbox_egress.clone() },
+        backends: Backends { db, blobs, sandbox, sandbox_egress: app.info.sandbox_egress.clone() },
         version: env!("CARGO_PKG_VERSION"),
         reason: (!healthy).then(|| problems.join("; ")),
         cluster: app.runtime.cluster().map(|c| ClusterHealth {

@@ -90,9 +90,12 @@ pub fn select(events: &[StoredEvent], query: &EventQuery, last_seq: i64) -> Vec<
 /// catch-up) must not decompress the whole blob for every page. Bounded by count.
 pub struct ArchiveCache {
     capacity: usize,
-    /// Most recently used last; keyed by blob key and the `last_seq` it was read for.
-    entries: Mutex<VecDeque<(String, i64, Arc<Vec<StoredEvent>>)>>,
+    /// Most recently used last.
+    entries: Mutex<VecDeque<CachedArchive>>,
 }
+
+/// A decoded archive, keyed by its blob key and the `last_seq` it was read for.
+type CachedArchive = (String, i64, Arc<Vec<StoredEvent>>);
 
 impl ArchiveCache {
     pub fn new(capacity: usize) -> Self {

@@ -386,10 +386,10 @@ impl Platform {
     }
 
     pub async fn list_files(&self, tenant: &TenantId, p: &FileListParams) -> DomainResult<Page<FileMetadata>> {
-        if let Some(scope) = &p.scope_id {
-            if !validate::looks_like_id(scope, "sesn_") {
-                return Err(DomainError::invalid(format!("`scope_id` `{scope}` is not a session id")));
-            }
+        if let Some(scope) = &p.scope_id
+            && !validate::looks_like_id(scope, "sesn_")
+        {
+            return Err(DomainError::invalid(format!("`scope_id` `{scope}` is not a session id")));
         }
         if !p.ids.is_empty() {
             if p.page.page.is_some() || p.page.limit.is_some() {

@@ -52,7 +52,7 @@ fn check_source(kind: &str, source: Option<&Value>, where_: &str) -> DomainResul
         // whether the file exists and suits the block is checked against the store
         // (`Platform::check_file_blocks`)
         Some("file") => {
-            if !field(source, "file_id").is_some_and(|id| !id.is_empty()) {
+            if field(source, "file_id").is_none_or(|id| id.is_empty()) {
                 return Err(bad("a file source needs a non-empty `file_id`"));
             }
         }

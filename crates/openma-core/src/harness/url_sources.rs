@@ -61,10 +61,10 @@ pub fn contributing_texts<'a>(rules: &Value, log: &'a [StoredEvent]) -> Vec<&'a 
                 tool_names.insert(&e.event.id, name);
             }
             EventPayload::UserMessage { content } if user.admits("") => out.extend(texts(content)),
-            EventPayload::UserCustomToolResult { custom_tool_use_id, content, .. } => {
-                if tool_names.get(custom_tool_use_id.as_str()).is_some_and(|n| client.admits(n)) {
-                    out.extend(texts(content));
-                }
+            EventPayload::UserCustomToolResult { custom_tool_use_id, content, .. }
+                if tool_names.get(custom_tool_use_id.as_str()).is_some_and(|n| client.admits(n)) =>
+            {
+                out.extend(texts(content));
             }
             EventPayload::AgentToolResult { tool_use_id, content, is_error: false } => {
                 let name = tool_names.get(tool_use_id.as_str()).copied().unwrap_or_default();

@@ -159,6 +159,34 @@ pub fn platform_scope() -> TenantId {
     TenantId::from_trusted("platform")
 }
 
+/// What a database's stored verifier says of the configured root secret.
+#[derive(Debug, PartialEq, Eq)]
+pub enum VerifierCheck {
+    /// The verifier opens: the secret is the one the database was sealed with.
+    Matches,
+    /// It does not: another secret sealed this database's values.
+    Mismatch,
+    /// No verifier yet (a new database): store this one under [`VERIFIER_META_KEY`],
+    /// only if still absent.
+    Record(String),
+}
+
+impl SecretBox {
+    /// Checks `stored` (the value under [`VERIFIER_META_KEY`], if any) against this box;
+    /// the caller does the reading and writing, so every deployment applies one rule.
+    pub fn check_verifier(&self, stored: Option<&str>, nonce: [u8; 12]) -> VerifierCheck {
+        let scope = platform_scope();
+        let at = verifier_binding(&scope);
+        match stored {
+            Some(sealed) => match self.open(at, sealed) {
+                Ok(p) if p == VERIFIER_PLAINTEXT => VerifierCheck::Matches,
+                _ => VerifierCheck::Mismatch,
+            },
+            None => VerifierCheck::Record(self.seal(at, VERIFIER_PLAINTEXT, nonce)),
+        }
+    }
+}
+
 /// The binding of the verifier.
 pub fn verifier_binding(platform: &TenantId) -> Binding<'_> {
     Binding { purpose: "verifier", tenant: platform, owner: "platform", field: "root" }
@@ -170,6 +198,15 @@ mod tests {
 
     fn root(b: u8) -> RootSecret {
         RootSecret::from_bytes([b; 32])
+    }
+
+    #[test]
+    fn a_recorded_verifier_matches_its_own_root_only() {
+        let mine = SecretBox::new(root(1), vec![]);
+        let VerifierCheck::Record(sealed) = mine.check_verifier(None, [3; 12]) else { panic!("a new database records one") };
+        assert_eq!(mine.check_verifier(Some(&sealed), [4; 12]), VerifierCheck::Matches);
+        assert_eq!(SecretBox::new(root(2), vec![]).check_verifier(Some(&sealed), [4; 12]), VerifierCheck::Mismatch);
+        assert_eq!(mine.check_verifier(Some("garbage"), [4; 12]), VerifierCheck::Mismatch);
     }
 
     #[test]

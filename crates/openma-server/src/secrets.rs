@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use openma_core::Platform;
-use openma_core::secrets::{RootSecret, SecretBox, VERIFIER_META_KEY, VERIFIER_PLAINTEXT, platform_scope, verifier_binding};
+use openma_core::secrets::{RootSecret, SecretBox, VERIFIER_META_KEY, VerifierCheck, platform_scope, verifier_binding};
 use rand::Rng;
 use secrecy::ExposeSecret;
 
@@ -85,19 +85,15 @@ pub fn load_root(settings: &Settings) -> anyhow::Result<RootSecret> {
 
 /// Checks (or, on a new database, records) that `secrets` opens this database's data.
 pub async fn verify(platform: &Platform, secrets: &SecretBox) -> anyhow::Result<()> {
-    let scope = platform_scope();
-    let at = verifier_binding(&scope);
-    match platform.store.get_meta(VERIFIER_META_KEY).await? {
-        Some(sealed) => match secrets.open(at, &sealed) {
-            Ok(p) if p == VERIFIER_PLAINTEXT => Ok(()),
-            _ => bail!(
-                "the root secret does not match the one this database was sealed with (key {} is configured). \
-                 Restore the original PLATFORM_ROOT_SECRET or data-dir root.secret; nothing was changed",
-                secrets.current_key_id()
-            ),
-        },
-        None => {
-            let sealed = secrets.seal(at, VERIFIER_PLAINTEXT, nonce());
+    let stored = platform.store.get_meta(VERIFIER_META_KEY).await?;
+    match secrets.check_verifier(stored.as_deref(), nonce()) {
+        VerifierCheck::Matches => Ok(()),
+        VerifierCheck::Mismatch => bail!(
+            "the root secret does not match the one this database was sealed with (key {} is configured). \
+             Restore the original PLATFORM_ROOT_SECRET or data-dir root.secret; nothing was changed",
+            secrets.current_key_id()
+        ),
+        VerifierCheck::Record(sealed) => {
             platform.store.put_meta(VERIFIER_META_KEY, &sealed, true).await?;
             Ok(())
         }

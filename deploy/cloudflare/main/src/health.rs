@@ -2,7 +2,7 @@
 //! against the database, so a missing secret, a wrong binding id or an unapplied
 //! migration shows up here as a 503 with the reason, not later as a failed request.
 
-use openma_core::secrets::{RootSecret, SecretBox, VERIFIER_META_KEY, VERIFIER_PLAINTEXT, platform_scope, verifier_binding};
+use openma_core::secrets::{RootSecret, SecretBox, VERIFIER_META_KEY, VerifierCheck};
 use serde::Serialize;
 use worker::{Env, Response, Result};
 
@@ -90,8 +90,6 @@ async fn check_root_secret(env: &Env) -> Check {
         .to_string();
     let root = RootSecret::from_text(&text).ok_or_else(|| format!("{ROOT_SECRET} must be at least 32 characters"))?;
     let secrets = SecretBox::new(root, vec![]);
-    let scope = platform_scope();
-    let at = verifier_binding(&scope);
     let db = env.d1(DB).map_err(|e| e.to_string())?;
     let stored = db
         .prepare("SELECT value FROM platform_meta WHERE key = ?1")
@@ -101,15 +99,12 @@ async fn check_root_secret(env: &Env) -> Check {
         .await
         .map_err(|e| e.to_string())?;
     let key = secrets.current_key_id();
-    match stored {
-        Some(sealed) => match secrets.open(at, &sealed) {
-            Ok(p) if p == VERIFIER_PLAINTEXT => Ok(format!("root secret key {key}, verified")),
-            _ => Err(format!(
-                "{ROOT_SECRET} (key {key}) is not the secret this database was sealed with; restore the original"
-            )),
-        },
-        None => {
-            let sealed = secrets.seal(at, VERIFIER_PLAINTEXT, random::<12>());
+    match secrets.check_verifier(stored.as_deref(), random()) {
+        VerifierCheck::Matches => Ok(format!("root secret key {key}, verified")),
+        VerifierCheck::Mismatch => {
+            Err(format!("{ROOT_SECRET} (key {key}) is not the secret this database was sealed with; restore the original"))
+        }
+        VerifierCheck::Record(sealed) => {
             db.prepare("INSERT OR IGNORE INTO platform_meta (key, value) VALUES (?1, ?2)")
                 .bind(&[VERIFIER_META_KEY.into(), sealed.into()])
                 .map_err(|e| e.to_string())?

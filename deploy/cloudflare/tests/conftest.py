@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx2
@@ -54,6 +54,11 @@ class Deployment:
 
     state: Path
     tmp: Path
+    started: list[Worker] = field(default_factory=list)
+
+    def stop_all(self) -> None:
+        for w in self.started:
+            w.stop()
 
     def wrangler(self, worker: str, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -83,6 +88,7 @@ class Deployment:
             start_new_session=True,
         )
         w = Worker(worker, f"http://127.0.0.1:{port}", proc, log)
+        self.started.append(w)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -101,15 +107,5 @@ def deployment(tmp_path: Path):
     state = tmp_path / "state"
     state.mkdir()
     d = Deployment(state=state, tmp=tmp_path)
-    started: list[Worker] = []
-    original = d.start
-
-    def start(worker: str, secrets: dict[str, str] | None = None) -> Worker:
-        w = original(worker, secrets)
-        started.append(w)
-        return w
-
-    d.start = start  # type: ignore[method-assign]
     yield d
-    for w in started:
-        w.stop()
+    d.stop_all()

@@ -1,5 +1,5 @@
 //! The two error layers of the core: what a store can fail with, and what a domain
-//! operation reports to its caller. The server maps [`DomainError`] to HTTP in one place.
+//! operation reports to its caller. [`crate::http_error`] maps [`DomainError`] to HTTP.
 
 /// A failure of a storage adapter.
 #[derive(Debug, thiserror::Error)]

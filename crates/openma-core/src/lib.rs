@@ -8,10 +8,12 @@
 pub mod accounts;
 pub mod agents;
 pub mod environments;
+pub mod edge;
 pub mod error;
 pub mod event_log;
 pub mod files;
 pub mod harness;
+pub mod http_error;
 pub mod integrations;
 pub mod keys;
 pub mod ledger;
@@ -36,5 +38,5 @@ pub mod webhooks;
 
 pub use error::{DomainError, StoreError};
 pub use platform::Platform;
-pub use ports::{Clock, IdGen, KeyStore, Store};
+pub use ports::{AgentStore, Clock, EnvironmentStore, IdGen, KeyStore, MemoryStorage, Store, VaultStore};
 pub use tenancy::{ApiKey, Tenant, TenantId};

@@ -3,17 +3,21 @@
 use std::sync::Arc;
 
 use openma_types::Timestamp;
-use openma_types::agents::{Agent, CreateAgentRequest, UpdateAgentRequest};
+use openma_types::query::{ArchivedParam, CreatedFilter, PageParams, SortOrder};
+use openma_types::agents::{Agent, AgentTool, CreateAgentRequest, Skill, UpdateAgentRequest};
 use openma_types::environments::{CreateEnvironmentRequest, Environment, EnvironmentLimits, UpdateEnvironmentRequest};
 use openma_types::sessions::{CreateSessionRequest, Session, SessionStatus, SessionUsage, UpdateSessionRequest};
 
-use crate::error::{DomainError, DomainResult, StoreError};
+use crate::error::{DomainError, DomainResult};
 use crate::harness::tools::{Capabilities, check_capabilities};
 use crate::paging::{MAX_LIMIT, Page, PageRequest};
-use crate::ports::{Clock, DeleteOutcome, IdGen, ListQuery, Order, Position, SessionFilter, Store, TimeRange};
+use crate::ports::{Announcer, Clock, DeleteOutcome, IdGen, ListQuery, Order, Position, SessionFilter, Store, TimeRange};
 use crate::keys::Keys;
 use crate::tenancy::{ApiKey, Tenant, TenantId};
-use crate::{agents, environments, sessions, validate};
+use crate::agents::{Agents, SkillCheck};
+use crate::environments::Environments;
+use crate::vaults::Vaults;
+use crate::{agents, sessions, validate};
 
 mod memory;
 pub use memory::MemoryListParams;
@@ -52,8 +56,49 @@ pub struct Platform {
     pub event_archives: Arc<crate::event_log::ArchiveCache>,
 }
 
+impl ListParams {
+    /// The parameters of a list request, from its parsed query string.
+    pub fn from_query(page: PageParams, archived: &ArchivedParam, created: &CreatedFilter, order: Option<SortOrder>) -> Self {
+        ListParams {
+            limit: page.limit,
+            order: order.map(Order::from),
+            page: page.page,
+            include_archived: archived.include_archived.unwrap_or(false),
+            created: TimeRange::from(created),
+        }
+    }
+}
+
 pub(crate) fn position_of(created_at: Timestamp, id: &str) -> Position {
     Position { created_at: created_at.as_micros(), id: id.to_owned() }
+}
+
+/// The page a list request asks for, and the store query that fetches it (one row more
+/// than the page, to tell whether another follows).
+pub(crate) fn list_query(p: &ListParams, default_order: Order, max: u32) -> DomainResult<(PageRequest, ListQuery)> {
+    let order = p.order.unwrap_or(default_order);
+    let req = PageRequest::new(p.limit, order, p.page.as_deref(), max)?;
+    let (store_order, after, _) = req.store_order();
+    let query = ListQuery { limit: req.limit + 1, order: store_order, after, include_archived: p.include_archived, created: p.created };
+    Ok((req, query))
+}
+
+/// The native deployment's skill registry.
+#[async_trait::async_trait]
+impl SkillCheck for Platform {
+    async fn check_skills(&self, tenant: &TenantId, skills: &[Skill], tools: &[AgentTool]) -> DomainResult<()> {
+        Platform::check_skills(self, tenant, skills, tools).await
+    }
+}
+
+/// The native deployment's webhooks.
+#[async_trait::async_trait]
+impl Announcer for Platform {
+    async fn announce_with(&self, tenant: &TenantId, kind: &str, object_id: &str, extra: serde_json::Map<String, serde_json::Value>) {
+        if let Err(e) = Platform::announce_with(self, tenant, kind, object_id, extra).await {
+            tracing::warn!(tenant = tenant.as_str(), kind, object_id, error = %e, "cannot queue a webhook event");
+        }
+    }
 }
 
 impl Platform {
@@ -70,17 +115,7 @@ impl Platform {
     }
 
     pub(crate) fn page_request_max(&self, p: &ListParams, default_order: Order, max: u32) -> DomainResult<(PageRequest, ListQuery)> {
-        let order = p.order.unwrap_or(default_order);
-        let req = PageRequest::new(p.limit, order, p.page.as_deref(), max)?;
-        let (store_order, after, _) = req.store_order();
-        let query = ListQuery {
-            limit: req.limit + 1,
-            order: store_order,
-            after,
-            include_archived: p.include_archived,
-            created: p.created,
-        };
-        Ok((req, query))
+        list_query(p, default_order, max)
     }
 
     // ---- tenants and API keys -------------------------------------------------------
@@ -132,17 +167,17 @@ impl Platform {
 
     // ---- agents --------------------------------------------------------------------
 
+    /// The agent operations on this platform's store, with its skills and webhooks.
+    pub fn agents(&self) -> Agents<'_> {
+        Agents { store: &*self.store, clock: &*self.clock, ids: &*self.ids, capabilities: self.capabilities, skills: self, announcer: self }
+    }
+
     pub async fn create_agent(&self, tenant: &TenantId, req: &CreateAgentRequest) -> DomainResult<Agent> {
-        let agent = agents::new_agent(req, self.ids.new_id("agent"), self.now())?;
-        check_capabilities(&agent.tools, self.capabilities)?;
-        self.check_skills(tenant, &agent.skills, &agent.tools).await?;
-        self.store.insert_agent(tenant, &agent).await?;
-        self.announce_quietly(tenant, "agent.created", &agent.id).await;
-        Ok(agent)
+        self.agents().create(tenant, req).await
     }
 
     /// The agent's skills exist (each version too) and it can read them.
-    async fn check_skills(&self, tenant: &TenantId, skills: &[openma_types::agents::Skill], tools: &[openma_types::agents::AgentTool]) -> DomainResult<()> {
+    pub(crate) async fn check_skills(&self, tenant: &TenantId, skills: &[Skill], tools: &[AgentTool]) -> DomainResult<()> {
         agents::check_skill_tools(skills, tools)?;
         for s in skills {
             self.get_skill_version(tenant, &s.skill_id, &s.version).await?;
@@ -151,87 +186,19 @@ impl Platform {
     }
 
     pub async fn get_agent(&self, tenant: &TenantId, id: &str, version: Option<i64>) -> DomainResult<Agent> {
-        let missing = || DomainError::not_found("agent", id);
-        if !validate::looks_like_id(id, "agent_") {
-            return Err(missing());
-        }
-        let current = self.store.get_agent(tenant, id).await?.ok_or_else(missing)?;
-        match version {
-            None => Ok(current),
-            Some(v) if v < 1 => Err(DomainError::invalid("`version` must be at least 1")),
-            Some(v) if v == current.version => Ok(current),
-            Some(v) => {
-                let mut old = self
-                    .store
-                    .get_agent_version(tenant, id, v)
-                    .await?
-                    .ok_or_else(|| DomainError::NotFound(format!("agent `{id}` has no version {v}")))?;
-                old.archived_at = current.archived_at;
-                Ok(old)
-            }
-        }
+        self.agents().get(tenant, id, version).await
     }
 
     pub async fn update_agent(&self, tenant: &TenantId, id: &str, req: &UpdateAgentRequest) -> DomainResult<Agent> {
-        if let Some(v) = req.version
-            && v < 1
-        {
-            return Err(DomainError::invalid("`version` must be at least 1"));
-        }
-        for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.get_agent(tenant, id, None).await?;
-            if current.archived_at.is_some() {
-                return Err(DomainError::invalid("archived agents cannot be updated"));
-            }
-            if let Some(v) = req.version
-                && v != current.version
-            {
-                return Err(DomainError::conflict(format!(
-                    "agent `{id}` is at version {}, not {v}; retrieve it and apply your change again",
-                    current.version
-                )));
-            }
-            let config = agents::apply_update(&current, req)?;
-            check_capabilities(&config.tools, self.capabilities)?;
-            self.check_skills(tenant, &config.skills, &config.tools).await?;
-            if config == current.config() {
-                return Ok(current);
-            }
-            let now = self.now().strictly_after(current.updated_at);
-            let next = agents::with_config(config, current.id.clone(), current.version + 1, current.created_at, now);
-            if self.store.update_agent(tenant, &next, current.version).await? {
-                self.announce_quietly(tenant, "agent.updated", id).await;
-                return Ok(next);
-            }
-            if req.version.is_some() {
-                return Err(DomainError::conflict(format!("agent `{id}` was changed concurrently; retrieve it and retry")));
-            }
-        }
-        Err(DomainError::conflict(format!("agent `{id}` is being changed concurrently; retry")))
+        self.agents().update(tenant, id, req).await
     }
 
     pub async fn archive_agent(&self, tenant: &TenantId, id: &str) -> DomainResult<Agent> {
-        for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.get_agent(tenant, id, None).await?;
-            if current.archived_at.is_some() {
-                return Ok(current);
-            }
-            let mut next = current.clone();
-            let now = self.now();
-            next.archived_at = Some(now);
-            next.updated_at = now.strictly_after(current.updated_at);
-            if self.store.update_agent(tenant, &next, current.version).await? {
-                self.announce_quietly(tenant, "agent.archived", id).await;
-                return Ok(next);
-            }
-        }
-        Err(DomainError::conflict(format!("agent `{id}` is being changed concurrently; retry")))
+        self.agents().archive(tenant, id).await
     }
 
     pub async fn list_agents(&self, tenant: &TenantId, p: &ListParams) -> DomainResult<Page<Agent>> {
-        let (req, query) = self.page_request(p, Order::Desc)?;
-        let rows = self.store.list_agents(tenant, &query).await?;
-        Ok(req.finish(rows, |a| position_of(a.created_at, &a.id)))
+        self.agents().list(tenant, p).await
     }
 
     /// Versions newest first; the cursor is the last version seen.
@@ -242,118 +209,43 @@ impl Platform {
         limit: Option<i64>,
         page: Option<&str>,
     ) -> DomainResult<Page<Agent>> {
-        let current = self.get_agent(tenant, id, None).await?;
-        let req = PageRequest::new(limit, Order::Desc, page, MAX_LIMIT)?;
-        if req.cursor.as_ref().is_some_and(|c| c.position.id != id) {
-            return Err(DomainError::invalid_code("invalid_page", "`page` cursor belongs to another agent"));
-        }
-        let below = req.cursor.as_ref().map(|c| c.position.created_at);
-        let mut rows = self.store.list_agent_versions(tenant, id, below, req.limit + 1).await?;
-        for r in &mut rows {
-            r.archived_at = current.archived_at;
-        }
-        Ok(req.finish(rows, |a| Position { created_at: a.version, id: a.id.clone() }))
+        self.agents().list_versions(tenant, id, limit, page).await
     }
 
     // ---- environments --------------------------------------------------------------
 
+    /// The environment operations on this platform's store, with its sandbox limits and webhooks.
+    pub fn environments(&self) -> Environments<'_> {
+        Environments { store: &*self.store, clock: &*self.clock, ids: &*self.ids, sandbox_limits: self.sandbox_limits.as_ref(), announcer: self }
+    }
+
     pub async fn create_environment(&self, tenant: &TenantId, req: &CreateEnvironmentRequest) -> DomainResult<Environment> {
-        let env = environments::new_environment(req, self.ids.new_id("env"), self.now(), self.sandbox_limits.as_ref())?;
-        self.store.insert_environment(tenant, &env, false).await?;
-        self.announce_quietly(tenant, "environment.created", &env.id).await;
-        Ok(env)
+        self.environments().create(tenant, req).await
     }
 
     pub async fn get_environment(&self, tenant: &TenantId, id: &str) -> DomainResult<Environment> {
-        let missing = || DomainError::not_found("environment", id);
-        if !validate::looks_like_id(id, "env_") {
-            return Err(missing());
-        }
-        self.store.get_environment(tenant, id).await?.ok_or_else(missing)
+        self.environments().get(tenant, id).await
     }
 
     /// The environment used by sessions that name none, created on first need.
     pub async fn default_environment(&self, tenant: &TenantId) -> DomainResult<Environment> {
-        for _ in 0..UPDATE_ATTEMPTS {
-            if let Some(env) = self.store.get_default_environment(tenant).await? {
-                return Ok(env);
-            }
-            let req = CreateEnvironmentRequest {
-                name: "default".into(),
-                config: None,
-                description: Some("Used by sessions created without an environment_id.".into()),
-                metadata: None,
-                scope: None,
-            };
-            let env = environments::new_environment(&req, self.ids.new_id("env"), self.now(), None)?;
-            match self.store.insert_environment(tenant, &env, true).await {
-                Ok(()) => return Ok(env),
-                Err(StoreError::Duplicate(_)) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(DomainError::conflict("the default environment is being created concurrently; retry"))
+        self.environments().default_environment(tenant).await
     }
 
-    pub async fn update_environment(
-        &self,
-        tenant: &TenantId,
-        id: &str,
-        req: &UpdateEnvironmentRequest,
-    ) -> DomainResult<Environment> {
-        for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.get_environment(tenant, id).await?;
-            let now = self.now().strictly_after(current.updated_at);
-            let next = environments::apply_update(&current, req, now, self.sandbox_limits.as_ref())?;
-            if next == current {
-                return Ok(next);
-            }
-            if self.store.update_environment(tenant, &next, current.updated_at).await? {
-                self.announce_quietly(tenant, "environment.updated", id).await;
-                return Ok(next);
-            }
-        }
-        Err(DomainError::conflict(format!("environment `{id}` is being changed concurrently; retry")))
+    pub async fn update_environment(&self, tenant: &TenantId, id: &str, req: &UpdateEnvironmentRequest) -> DomainResult<Environment> {
+        self.environments().update(tenant, id, req).await
     }
 
     pub async fn archive_environment(&self, tenant: &TenantId, id: &str) -> DomainResult<Environment> {
-        for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.get_environment(tenant, id).await?;
-            if current.archived_at.is_some() {
-                return Ok(current);
-            }
-            let now = self.now().strictly_after(current.updated_at);
-            let mut next = current.clone();
-            next.archived_at = Some(now);
-            next.updated_at = now;
-            if self.store.update_environment(tenant, &next, current.updated_at).await? {
-                self.announce_quietly(tenant, "environment.archived", id).await;
-                return Ok(next);
-            }
-        }
-        Err(DomainError::conflict(format!("environment `{id}` is being changed concurrently; retry")))
+        self.environments().archive(tenant, id).await
     }
 
     pub async fn delete_environment(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
-        if !validate::looks_like_id(id, "env_") {
-            return Err(DomainError::not_found("environment", id));
-        }
-        match self.store.delete_environment(tenant, id).await? {
-            DeleteOutcome::Deleted => {
-                self.announce_quietly(tenant, "environment.deleted", id).await;
-                Ok(())
-            }
-            DeleteOutcome::NotFound => Err(DomainError::not_found("environment", id)),
-            DeleteOutcome::Refused => Err(DomainError::conflict(format!(
-                "environment `{id}` is used by sessions that are not terminated; archive or delete them first"
-            ))),
-        }
+        self.environments().delete(tenant, id).await
     }
 
     pub async fn list_environments(&self, tenant: &TenantId, p: &ListParams) -> DomainResult<Page<Environment>> {
-        let (req, query) = self.page_request(p, Order::Desc)?;
-        let rows = self.store.list_environments(tenant, &query).await?;
-        Ok(req.finish(rows, |e| position_of(e.created_at, &e.id)))
+        self.environments().list(tenant, p).await
     }
 
     // ---- sessions ------------------------------------------------------------------
@@ -529,115 +421,40 @@ impl Platform {
 // ---- vaults and credentials ------------------------------------------------------------
 
 impl Platform {
-    fn secret_box(&self) -> DomainResult<&crate::secrets::SecretBox> {
-        self.secrets.as_deref().ok_or_else(|| DomainError::invalid("secrets are not available: the server has no root secret"))
+    /// The vault operations on this platform's store, with its root secret and webhooks.
+    pub fn vaults(&self) -> Vaults<'_> {
+        Vaults { store: &*self.store, clock: &*self.clock, ids: &*self.ids, secrets: self.secrets.as_deref(), announcer: self }
     }
 
     /// Re-seals every credential secret of the tenant under `secrets`' current root (the
     /// step of `openma secrets rotate` for vaults). Returns how many credentials changed.
     pub async fn reseal_credentials(&self, tenant: &TenantId, secrets: &crate::secrets::SecretBox) -> DomainResult<usize> {
-        let mut done = 0;
-        let all = |after: Option<Position>| ListQuery { limit: 100, order: Order::Asc, after, include_archived: true, created: TimeRange::default() };
-        let mut vault_after = None;
-        loop {
-            let vaults = self.store.list_vaults(tenant, &all(vault_after.take())).await?;
-            for v in &vaults {
-                let mut cred_after = None;
-                loop {
-                    let creds = self.store.list_credentials(tenant, &v.id, &all(cred_after.take())).await?;
-                    for c in &creds {
-                        done += self.reseal_credential(tenant, secrets, c.clone()).await?;
-                    }
-                    match creds.last() {
-                        Some(c) if creds.len() == 100 => cred_after = Some(position_of(c.credential.created_at, &c.credential.id)),
-                        _ => break,
-                    }
-                }
-            }
-            match vaults.last() {
-                Some(v) if vaults.len() == 100 => vault_after = Some(position_of(v.created_at, &v.id)),
-                _ => return Ok(done),
-            }
-        }
-    }
-
-    async fn reseal_credential(&self, tenant: &TenantId, secrets: &crate::secrets::SecretBox, mut current: crate::vaults::StoredCredential) -> DomainResult<usize> {
-        let nonce = || self.ids.nonce();
-        for _ in 0..UPDATE_ATTEMPTS {
-            let Some(next) = crate::vaults::reseal_credential(secrets, tenant, &current, &nonce)
-                .map_err(|e| DomainError::invalid(format!("credential `{}`: {e}", current.credential.id)))?
-            else {
-                return Ok(0);
-            };
-            // guarded by the unchanged `updated_at`: a re-seal is not a change clients see
-            if self.store.update_credential(tenant, &next, current.credential.updated_at).await? {
-                return Ok(1);
-            }
-            match self.store.get_credential(tenant, &current.credential.vault_id, &current.credential.id).await? {
-                Some(c) => current = c,
-                None => return Ok(0),
-            }
-        }
-        Err(DomainError::conflict(format!("credential `{}` is being changed concurrently; retry", current.credential.id)))
+        self.vaults().reseal_credentials(tenant, secrets).await
     }
 
     pub async fn create_vault(&self, tenant: &TenantId, req: &openma_types::vaults::CreateVaultRequest) -> DomainResult<openma_types::vaults::Vault> {
-        let v = crate::vaults::new_vault(req, self.ids.new_id("vlt"), self.now())?;
-        self.store.insert_vault(tenant, &v).await?;
-        self.announce_quietly(tenant, "vault.created", &v.id).await;
-        Ok(v)
+        self.vaults().create_vault(tenant, req).await
     }
 
     pub async fn get_vault(&self, tenant: &TenantId, id: &str) -> DomainResult<openma_types::vaults::Vault> {
-        let missing = || DomainError::not_found("vault", id);
-        if !validate::looks_like_id(id, "vlt_") {
-            return Err(missing());
-        }
-        self.store.get_vault(tenant, id).await?.ok_or_else(missing)
+        self.vaults().get_vault(tenant, id).await
     }
 
     pub async fn update_vault(&self, tenant: &TenantId, id: &str, req: &openma_types::vaults::UpdateVaultRequest) -> DomainResult<openma_types::vaults::Vault> {
-        for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.get_vault(tenant, id).await?;
-            let next = crate::vaults::apply_vault_update(&current, req, self.now())?;
-            if next == current || self.store.update_vault(tenant, &next, current.updated_at).await? {
-                return Ok(next);
-            }
-        }
-        Err(DomainError::conflict(format!("vault `{id}` is being changed concurrently; retry")))
+        self.vaults().update_vault(tenant, id, req).await
     }
 
     /// Archives a vault and every credential in it; their secrets are purged.
     pub async fn archive_vault(&self, tenant: &TenantId, id: &str) -> DomainResult<openma_types::vaults::Vault> {
-        for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.get_vault(tenant, id).await?;
-            if current.archived_at.is_some() {
-                return Ok(current);
-            }
-            let now = self.now().strictly_after(current.updated_at);
-            let mut next = current.clone();
-            next.archived_at = Some(now);
-            next.updated_at = now;
-            if self.store.update_vault(tenant, &next, current.updated_at).await? {
-                self.announce_quietly(tenant, "vault.archived", id).await;
-                return Ok(next);
-            }
-        }
-        Err(DomainError::conflict(format!("vault `{id}` is being changed concurrently; retry")))
+        self.vaults().archive_vault(tenant, id).await
     }
 
     pub async fn delete_vault(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
-        if !validate::looks_like_id(id, "vlt_") || !self.store.delete_vault(tenant, id).await? {
-            return Err(DomainError::not_found("vault", id));
-        }
-        self.announce_quietly(tenant, "vault.deleted", id).await;
-        Ok(())
+        self.vaults().delete_vault(tenant, id).await
     }
 
     pub async fn list_vaults(&self, tenant: &TenantId, p: &ListParams) -> DomainResult<Page<openma_types::vaults::Vault>> {
-        let (req, query) = self.page_request(p, Order::Desc)?;
-        let rows = self.store.list_vaults(tenant, &query).await?;
-        Ok(req.finish(rows, |v| position_of(v.created_at, &v.id)))
+        self.vaults().list_vaults(tenant, p).await
     }
 
     pub async fn create_credential(
@@ -646,40 +463,11 @@ impl Platform {
         vault_id: &str,
         req: &openma_types::vaults::CreateCredentialRequest,
     ) -> DomainResult<openma_types::vaults::Credential> {
-        let vault = self.get_vault(tenant, vault_id).await?;
-        if vault.archived_at.is_some() {
-            return Err(DomainError::invalid(format!("vault `{vault_id}` is archived")));
-        }
-        let id = self.ids.new_id("vcrd");
-        let nonce = || self.ids.nonce();
-        let sealer = crate::vaults::Sealer { secrets: self.secret_box()?, tenant, credential_id: &id, nonce: &nonce };
-        let stored = crate::vaults::new_credential(req, vault_id, self.now(), &sealer)?;
-        match self.store.insert_credential(tenant, &stored, crate::vaults::CREDENTIALS_PER_VAULT).await {
-            Ok(true) => {
-                self.announce_credential(tenant, "vault_credential.created", vault_id, &id).await;
-                Ok(stored.credential)
-            }
-            Ok(false) => Err(DomainError::invalid(format!(
-                "vault `{vault_id}` already holds {} active credentials",
-                crate::vaults::CREDENTIALS_PER_VAULT
-            ))),
-            Err(StoreError::Duplicate(_)) => Err(DomainError::conflict(
-                "an active credential for this MCP server or environment variable already exists in this vault",
-            )),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn load_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> DomainResult<crate::vaults::StoredCredential> {
-        let missing = || DomainError::not_found("credential", id);
-        if !validate::looks_like_id(vault_id, "vlt_") || !validate::looks_like_id(id, "vcrd_") {
-            return Err(missing());
-        }
-        self.store.get_credential(tenant, vault_id, id).await?.ok_or_else(missing)
+        self.vaults().create_credential(tenant, vault_id, req).await
     }
 
     pub async fn get_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> DomainResult<openma_types::vaults::Credential> {
-        Ok(self.load_credential(tenant, vault_id, id).await?.credential)
+        self.vaults().get_credential(tenant, vault_id, id).await
     }
 
     pub async fn update_credential(
@@ -689,52 +477,20 @@ impl Platform {
         id: &str,
         req: &openma_types::vaults::UpdateCredentialRequest,
     ) -> DomainResult<openma_types::vaults::Credential> {
-        for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.load_credential(tenant, vault_id, id).await?;
-            let nonce = || self.ids.nonce();
-            let sealer = crate::vaults::Sealer { secrets: self.secret_box()?, tenant, credential_id: id, nonce: &nonce };
-            let next = crate::vaults::apply_credential_update(&current, req, self.now(), &sealer)?;
-            if next == current || self.store.update_credential(tenant, &next, current.credential.updated_at).await? {
-                return Ok(next.credential);
-            }
-        }
-        Err(DomainError::conflict(format!("credential `{id}` is being changed concurrently; retry")))
+        self.vaults().update_credential(tenant, vault_id, id, req).await
     }
 
     /// Archives a credential; its secrets are purged for good.
     pub async fn archive_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> DomainResult<openma_types::vaults::Credential> {
-        for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.load_credential(tenant, vault_id, id).await?;
-            if current.credential.archived_at.is_some() {
-                return Ok(current.credential);
-            }
-            let now = self.now().strictly_after(current.credential.updated_at);
-            let mut next = current.clone();
-            next.credential.archived_at = Some(now);
-            next.credential.updated_at = now;
-            next.secrets.clear();
-            if self.store.update_credential(tenant, &next, current.credential.updated_at).await? {
-                self.announce_credential(tenant, "vault_credential.archived", vault_id, id).await;
-                return Ok(next.credential);
-            }
-        }
-        Err(DomainError::conflict(format!("credential `{id}` is being changed concurrently; retry")))
+        self.vaults().archive_credential(tenant, vault_id, id).await
     }
 
     pub async fn delete_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> DomainResult<()> {
-        self.load_credential(tenant, vault_id, id).await?;
-        if !self.store.delete_credential(tenant, vault_id, id).await? {
-            return Err(DomainError::not_found("credential", id));
-        }
-        self.announce_credential(tenant, "vault_credential.deleted", vault_id, id).await;
-        Ok(())
+        self.vaults().delete_credential(tenant, vault_id, id).await
     }
 
     pub async fn list_credentials(&self, tenant: &TenantId, vault_id: &str, p: &ListParams) -> DomainResult<Page<openma_types::vaults::Credential>> {
-        self.get_vault(tenant, vault_id).await?;
-        let (req, query) = self.page_request(p, Order::Desc)?;
-        let rows = self.store.list_credentials(tenant, vault_id, &query).await?;
-        Ok(req.finish(rows, |c| position_of(c.credential.created_at, &c.credential.id)).map(|c| c.credential))
+        self.vaults().list_credentials(tenant, vault_id, p).await
     }
 }
 

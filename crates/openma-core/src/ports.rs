@@ -65,6 +65,26 @@ pub struct TimeRange {
     pub lte: Option<i64>,
 }
 
+impl From<&openma_types::query::CreatedFilter> for TimeRange {
+    fn from(f: &openma_types::query::CreatedFilter) -> Self {
+        TimeRange {
+            gt: f.created_at_gt.map(Timestamp::as_micros),
+            gte: f.created_at_gte.map(Timestamp::as_micros),
+            lt: f.created_at_lt.map(Timestamp::as_micros),
+            lte: f.created_at_lte.map(Timestamp::as_micros),
+        }
+    }
+}
+
+impl From<openma_types::query::SortOrder> for Order {
+    fn from(o: openma_types::query::SortOrder) -> Self {
+        match o {
+            openma_types::query::SortOrder::Asc => Order::Asc,
+            openma_types::query::SortOrder::Desc => Order::Desc,
+        }
+    }
+}
+
 /// What a store needs to read one page: rows strictly after `after` in `order`,
 /// at most `limit` of them.
 #[derive(Clone, Debug)]
@@ -243,6 +263,18 @@ pub struct VersionFilter {
     pub service_account_id: Option<String>,
 }
 
+/// The tenant's webhook subscribers, told about stored changes (`agent.created`, …).
+#[async_trait]
+pub trait Announcer: Send + Sync {
+    /// Queues the event, with `extra` fields in its `data`; a failure is logged, never
+    /// returned: the change is already stored.
+    async fn announce_with(&self, tenant: &TenantId, kind: &str, object_id: &str, extra: serde_json::Map<String, serde_json::Value>);
+
+    async fn announce(&self, tenant: &TenantId, kind: &str, object_id: &str) {
+        self.announce_with(tenant, kind, object_id, serde_json::Map::new()).await
+    }
+}
+
 /// Tenants and API keys: all that authentication and the operator's bootstrap key need.
 /// A port of its own so a deployment can serve authentication before it adapts the whole
 /// [`Store`] (the Workers do, on D1).
@@ -260,14 +292,10 @@ pub trait KeyStore: Send + Sync {
     async fn revoke_api_key(&self, tenant: &TenantId, id: &str, at: Timestamp) -> Result<bool, StoreError>;
 }
 
-/// Persistent state. Every method but the tenant and key-lookup ones is scoped by a
-/// [`TenantId`]; an object of another tenant is indistinguishable from a missing one.
+/// Agents and their version history: a port of its own so a deployment serves agents
+/// before it adapts the whole [`Store`] (the Workers do, on D1).
 #[async_trait]
-pub trait Store: KeyStore + Send + Sync {
-    /// A short name of the backend for `/health` (e.g. `sqlite 3.46.0`).
-    async fn describe(&self) -> Result<String, StoreError>;
-
-    // -- agents --
+pub trait AgentStore: Send + Sync {
     /// Inserts an agent and its first version.
     async fn insert_agent(&self, tenant: &TenantId, agent: &Agent) -> Result<(), StoreError>;
     async fn get_agent(&self, tenant: &TenantId, id: &str) -> Result<Option<Agent>, StoreError>;
@@ -285,8 +313,12 @@ pub trait Store: KeyStore + Send + Sync {
         below: Option<i64>,
         limit: u32,
     ) -> Result<Vec<Agent>, StoreError>;
+}
 
-    // -- environments --
+/// Environments: a port of its own, like [`AgentStore`], for deployments that serve them
+/// before the whole [`Store`].
+#[async_trait]
+pub trait EnvironmentStore: Send + Sync {
     /// Inserts an environment. With `is_default`, fails with `Duplicate` when the tenant
     /// already has an unarchived default environment.
     async fn insert_environment(&self, tenant: &TenantId, env: &Environment, is_default: bool) -> Result<(), StoreError>;
@@ -297,6 +329,83 @@ pub trait Store: KeyStore + Send + Sync {
     /// Deletes unless a session that is not terminated still uses it.
     async fn delete_environment(&self, tenant: &TenantId, id: &str) -> Result<DeleteOutcome, StoreError>;
     async fn list_environments(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<Environment>, StoreError>;
+}
+
+/// Vaults and their credentials (secrets sealed before they arrive): a port of its own,
+/// like [`AgentStore`], for deployments that serve vaults before the whole [`Store`].
+#[async_trait]
+pub trait VaultStore: Send + Sync {
+    async fn insert_vault(&self, tenant: &TenantId, vault: &Vault) -> Result<(), StoreError>;
+    async fn get_vault(&self, tenant: &TenantId, id: &str) -> Result<Option<Vault>, StoreError>;
+    /// Replaces the vault if `updated_at` is still `expected`. Archiving it also archives
+    /// its credentials and purges their secrets, in the same transaction.
+    async fn update_vault(&self, tenant: &TenantId, vault: &Vault, expected: Timestamp) -> Result<bool, StoreError>;
+    /// Deletes the vault and its credentials.
+    async fn delete_vault(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
+    async fn list_vaults(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<Vault>, StoreError>;
+    /// Inserts a credential unless the vault already holds `max_active` active ones
+    /// (`Ok(false)`). `Duplicate` when its unique key is taken by an active credential.
+    async fn insert_credential(&self, tenant: &TenantId, c: &StoredCredential, max_active: i64) -> Result<bool, StoreError>;
+    async fn get_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> Result<Option<StoredCredential>, StoreError>;
+    /// Replaces the credential (body and secrets) if `updated_at` is still `expected`.
+    async fn update_credential(&self, tenant: &TenantId, c: &StoredCredential, expected: Timestamp) -> Result<bool, StoreError>;
+    async fn delete_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> Result<bool, StoreError>;
+    async fn list_credentials(&self, tenant: &TenantId, vault_id: &str, query: &ListQuery) -> Result<Vec<StoredCredential>, StoreError>;
+}
+
+/// Memory stores, their memories and the versions that record every write: a port of its
+/// own, like [`AgentStore`], for deployments that serve memory before the whole [`Store`].
+#[async_trait]
+pub trait MemoryStorage: Send + Sync {
+    async fn insert_memory_store(&self, tenant: &TenantId, store: &MemoryStore) -> Result<(), StoreError>;
+    async fn get_memory_store(&self, tenant: &TenantId, id: &str) -> Result<Option<MemoryStore>, StoreError>;
+    /// Replaces the store if `updated_at` is still `expected`.
+    async fn update_memory_store(&self, tenant: &TenantId, store: &MemoryStore, expected: Timestamp) -> Result<bool, StoreError>;
+    /// Deletes the store with its memories and versions.
+    async fn delete_memory_store(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
+    async fn list_memory_stores(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<MemoryStore>, StoreError>;
+    /// Inserts a memory (its `content` set) and its `created` version, in one transaction
+    /// that holds the store's row: an archived store, a taken path or a full store
+    /// (`max` live memories) write nothing.
+    async fn insert_memory(&self, tenant: &TenantId, memory: &Memory, version: &MemoryVersion, max: i64) -> Result<MemoryWrite, StoreError>;
+    /// A memory with its content.
+    async fn get_memory(&self, tenant: &TenantId, store_id: &str, id: &str) -> Result<Option<Memory>, StoreError>;
+    /// Replaces a memory whose head is still `expected_version` and appends its version.
+    async fn update_memory(&self, tenant: &TenantId, memory: &Memory, version: &MemoryVersion, expected_version: &str) -> Result<MemoryWrite, StoreError>;
+    /// Deletes a memory whose head is still `expected_version` and appends its `deleted` version.
+    async fn delete_memory(&self, tenant: &TenantId, version: &MemoryVersion, expected_version: &str) -> Result<MemoryWrite, StoreError>;
+    /// Live memories whose path starts with `prefix`, in byte order of path, from `bound`.
+    async fn list_memories(
+        &self,
+        tenant: &TenantId,
+        store_id: &str,
+        prefix: &str,
+        bound: Option<&crate::memory::ListBound>,
+        limit: u32,
+        with_content: bool,
+    ) -> Result<Vec<Memory>, StoreError>;
+    /// A version with its content (unless deleted or redacted).
+    async fn get_memory_version(&self, tenant: &TenantId, store_id: &str, id: &str) -> Result<Option<MemoryVersion>, StoreError>;
+    /// Versions of a store in `(created_at, id)` order; `query.include_archived` is ignored.
+    async fn list_memory_versions(
+        &self,
+        tenant: &TenantId,
+        store_id: &str,
+        filter: &VersionFilter,
+        query: &ListQuery,
+        with_content: bool,
+    ) -> Result<Vec<MemoryVersion>, StoreError>;
+    /// Stores a redacted version: its content, path and digest are erased for good.
+    async fn redact_memory_version(&self, tenant: &TenantId, version: &MemoryVersion) -> Result<bool, StoreError>;
+}
+
+/// Persistent state. Every method but the tenant and key-lookup ones is scoped by a
+/// [`TenantId`]; an object of another tenant is indistinguishable from a missing one.
+#[async_trait]
+pub trait Store: KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryStorage + Send + Sync {
+    /// A short name of the backend for `/health` (e.g. `sqlite 3.46.0`).
+    async fn describe(&self) -> Result<String, StoreError>;
+
 
     // -- sessions --
     async fn insert_session(&self, tenant: &TenantId, session: &Session) -> Result<(), StoreError>;
@@ -422,23 +531,6 @@ pub trait Store: KeyStore + Send + Sync {
     /// Sets a fact; with `only_if_absent`, keeps an existing value and returns false.
     async fn put_meta(&self, key: &str, value: &str, only_if_absent: bool) -> Result<bool, StoreError>;
 
-    // -- vaults and credentials --
-    async fn insert_vault(&self, tenant: &TenantId, vault: &Vault) -> Result<(), StoreError>;
-    async fn get_vault(&self, tenant: &TenantId, id: &str) -> Result<Option<Vault>, StoreError>;
-    /// Replaces the vault if `updated_at` is still `expected`. Archiving it also archives
-    /// its credentials and purges their secrets, in the same transaction.
-    async fn update_vault(&self, tenant: &TenantId, vault: &Vault, expected: Timestamp) -> Result<bool, StoreError>;
-    /// Deletes the vault and its credentials.
-    async fn delete_vault(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
-    async fn list_vaults(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<Vault>, StoreError>;
-    /// Inserts a credential unless the vault already holds `max_active` active ones
-    /// (`Ok(false)`). `Duplicate` when its unique key is taken by an active credential.
-    async fn insert_credential(&self, tenant: &TenantId, c: &StoredCredential, max_active: i64) -> Result<bool, StoreError>;
-    async fn get_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> Result<Option<StoredCredential>, StoreError>;
-    /// Replaces the credential (body and secrets) if `updated_at` is still `expected`.
-    async fn update_credential(&self, tenant: &TenantId, c: &StoredCredential, expected: Timestamp) -> Result<bool, StoreError>;
-    async fn delete_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> Result<bool, StoreError>;
-    async fn list_credentials(&self, tenant: &TenantId, vault_id: &str, query: &ListQuery) -> Result<Vec<StoredCredential>, StoreError>;
 
     // -- model cards --
     /// Inserts a card unless the tenant already holds `max_active` unarchived ones
@@ -493,47 +585,6 @@ pub trait Store: KeyStore + Send + Sync {
     /// Deletes a version unless it is the skill's only one; the skill's latest becomes the
     /// newest version left, and its `updated_at` becomes `now`.
     async fn delete_skill_version(&self, tenant: &TenantId, skill_id: &str, id: &str, now: Timestamp) -> Result<VersionRemoval, StoreError>;
-    // -- memory stores, memories and their versions --
-    async fn insert_memory_store(&self, tenant: &TenantId, store: &MemoryStore) -> Result<(), StoreError>;
-    async fn get_memory_store(&self, tenant: &TenantId, id: &str) -> Result<Option<MemoryStore>, StoreError>;
-    /// Replaces the store if `updated_at` is still `expected`.
-    async fn update_memory_store(&self, tenant: &TenantId, store: &MemoryStore, expected: Timestamp) -> Result<bool, StoreError>;
-    /// Deletes the store with its memories and versions.
-    async fn delete_memory_store(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
-    async fn list_memory_stores(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<MemoryStore>, StoreError>;
-    /// Inserts a memory (its `content` set) and its `created` version, in one transaction
-    /// that holds the store's row: an archived store, a taken path or a full store
-    /// (`max` live memories) write nothing.
-    async fn insert_memory(&self, tenant: &TenantId, memory: &Memory, version: &MemoryVersion, max: i64) -> Result<MemoryWrite, StoreError>;
-    /// A memory with its content.
-    async fn get_memory(&self, tenant: &TenantId, store_id: &str, id: &str) -> Result<Option<Memory>, StoreError>;
-    /// Replaces a memory whose head is still `expected_version` and appends its version.
-    async fn update_memory(&self, tenant: &TenantId, memory: &Memory, version: &MemoryVersion, expected_version: &str) -> Result<MemoryWrite, StoreError>;
-    /// Deletes a memory whose head is still `expected_version` and appends its `deleted` version.
-    async fn delete_memory(&self, tenant: &TenantId, version: &MemoryVersion, expected_version: &str) -> Result<MemoryWrite, StoreError>;
-    /// Live memories whose path starts with `prefix`, in byte order of path, from `bound`.
-    async fn list_memories(
-        &self,
-        tenant: &TenantId,
-        store_id: &str,
-        prefix: &str,
-        bound: Option<&crate::memory::ListBound>,
-        limit: u32,
-        with_content: bool,
-    ) -> Result<Vec<Memory>, StoreError>;
-    /// A version with its content (unless deleted or redacted).
-    async fn get_memory_version(&self, tenant: &TenantId, store_id: &str, id: &str) -> Result<Option<MemoryVersion>, StoreError>;
-    /// Versions of a store in `(created_at, id)` order; `query.include_archived` is ignored.
-    async fn list_memory_versions(
-        &self,
-        tenant: &TenantId,
-        store_id: &str,
-        filter: &VersionFilter,
-        query: &ListQuery,
-        with_content: bool,
-    ) -> Result<Vec<MemoryVersion>, StoreError>;
-    /// Stores a redacted version: its content, path and digest are erased for good.
-    async fn redact_memory_version(&self, tenant: &TenantId, version: &MemoryVersion) -> Result<bool, StoreError>;
 
     // -- console accounts and their signed-in sessions --
     async fn insert_user(&self, u: &crate::accounts::User) -> Result<(), StoreError>;

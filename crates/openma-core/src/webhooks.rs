@@ -383,17 +383,12 @@ impl Platform {
     /// [`Self::announce`] for the domain's own hooks: a failure to queue is logged, never
     /// returned, so the change that was already stored still succeeds.
     pub async fn announce_quietly(&self, tenant: &TenantId, kind: &str, object_id: &str) {
-        if let Err(e) = self.announce(tenant, kind, object_id).await {
-            tracing::warn!(tenant = tenant.as_str(), kind, object_id, error = %e, "cannot queue a webhook event");
-        }
+        crate::ports::Announcer::announce(self, tenant, kind, object_id).await
     }
 
     /// [`Self::announce_quietly`] for a `vault_credential.*` event (its `data` names the vault).
     pub async fn announce_credential(&self, tenant: &TenantId, kind: &str, vault_id: &str, credential_id: &str) {
-        let extra = serde_json::Map::from_iter([("vault_id".to_owned(), serde_json::Value::from(vault_id))]);
-        if let Err(e) = self.announce_with(tenant, kind, credential_id, extra).await {
-            tracing::warn!(tenant = tenant.as_str(), kind, credential_id, error = %e, "cannot queue a webhook event");
-        }
+        crate::vaults::announce_credential(self, tenant, kind, vault_id, credential_id).await
     }
 
     /// Re-seals every webhook signing secret of a tenant under `secrets`' current root

@@ -81,15 +81,18 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        // the bounds environments see come from one place, shared with the Workers
+        let d = openma_types::environments::EnvironmentLimits::SANDBOX_DEFAULTS;
+        let mib = |v: Option<u64>| v.expect("SANDBOX_DEFAULTS sets every limit") << 20;
         Limits {
-            memory_bytes: 8 << 30,
-            processes: 1024,
-            open_files: 4096,
-            file_size_bytes: 4 << 30,
+            memory_bytes: mib(d.memory_mb),
+            processes: d.processes.expect("SANDBOX_DEFAULTS sets every limit"),
+            open_files: d.open_files.expect("SANDBOX_DEFAULTS sets every limit"),
+            file_size_bytes: mib(d.file_size_mb),
             nice: 10,
             tmp_bytes: 2 << 30,
             default_timeout: Duration::from_secs(120),
-            max_timeout: Duration::from_secs(600),
+            max_timeout: Duration::from_secs(d.bash_timeout_max_s.expect("SANDBOX_DEFAULTS sets every limit")),
             output_chars: 100_000,
         }
     }

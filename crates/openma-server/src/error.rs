@@ -4,6 +4,7 @@
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use openma_core::http_error::{HttpError, INTERNAL_MESSAGE, error_type};
 use openma_core::{DomainError, StoreError};
 use openma_types::{ErrorCodeDetails, ErrorDetail, ErrorEnvelope, ErrorTag};
 
@@ -53,68 +54,41 @@ impl ApiError {
     }
 
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error; the request id identifies it in the server log")
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_MESSAGE)
     }
+}
 
-    /// The SDK's `ErrorType` for a status.
-    fn error_type(&self) -> &'static str {
-        match self.status.as_u16() {
-            400 | 405 | 415 | 422 => "invalid_request_error",
-            401 => "authentication_error",
-            402 => "billing_error",
-            403 => "permission_error",
-            404 => "not_found_error",
-            408 | 504 => "timeout_error",
-            409 => "conflict_error",
-            413 => "request_too_large",
-            429 => "rate_limit_error",
-            529 => "overloaded_error",
-            _ => "api_error",
+/// The status, type, code and retry hint every deployment shares (`openma_core::http_error`).
+impl From<HttpError> for ApiError {
+    fn from(h: HttpError) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(h.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message: h.message,
+            code: h.code,
+            retry_after: h.retry_after_secs.map(std::time::Duration::from_secs),
+            kind: Some(h.kind),
+            conflicting_memory_id: h.conflicting_memory_id,
         }
     }
 }
 
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
-        match e {
-            DomainError::Invalid { message, code } => ApiError { code, ..ApiError::bad_request(message) },
-            DomainError::NotFound(message) => ApiError::not_found(message),
-            DomainError::Gone { message, code } => ApiError { code: Some(code), ..ApiError::not_found(message) },
-            DomainError::TooLarge(message) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message),
-            DomainError::PaymentRequired(message) => ApiError::new(StatusCode::PAYMENT_REQUIRED, message),
-            DomainError::QuotaExceeded { message, retry_after_secs } => ApiError {
-                code: Some("quota_exceeded"),
-                retry_after: Some(std::time::Duration::from_secs(retry_after_secs)),
-                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)
-            },
-            DomainError::Conflict { message, code } => ApiError { code, ..ApiError::new(StatusCode::CONFLICT, message) },
-            DomainError::MemoryPrecondition(message) => {
-                ApiError { kind: Some("memory_precondition_failed_error"), ..ApiError::new(StatusCode::CONFLICT, message) }
-            }
-            DomainError::MemoryPathConflict { message, conflicting_memory_id } => ApiError {
-                kind: Some("memory_path_conflict_error"),
-                conflicting_memory_id: Some(conflicting_memory_id),
-                ..ApiError::new(StatusCode::CONFLICT, message)
-            },
-            DomainError::Unavailable(message) => {
-                ApiError { retry_after: Some(std::time::Duration::from_secs(1)), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message) }
-            }
+        match &e {
             DomainError::Store(StoreError::Duplicate(what)) => {
-                tracing::warn!(request_id = %current_request_id(), %what, "unexpected duplicate");
-                ApiError::new(StatusCode::CONFLICT, "the object already exists")
+                tracing::warn!(request_id = %current_request_id(), %what, "unexpected duplicate")
             }
-            DomainError::Store(e) => {
-                tracing::error!(request_id = %current_request_id(), error = %e, "storage failure");
-                ApiError::internal()
-            }
+            DomainError::Store(e) => tracing::error!(request_id = %current_request_id(), error = %e, "storage failure"),
+            _ => {}
         }
+        HttpError::from(e).into()
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let request_id = current_request_id();
-        let kind = self.kind.unwrap_or_else(|| self.error_type());
+        let kind = self.kind.unwrap_or_else(|| error_type(self.status.as_u16()));
         let body = ErrorEnvelope {
             tag: ErrorTag::Value,
             error: ErrorDetail {

@@ -40,19 +40,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::new(e.status(), format!("could not read the request body: {}", e.body_text())))?;
-        let raw: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
-        let de = &mut serde_json::Deserializer::from_slice(raw);
-        serde_path_to_error::deserialize(de).map(ApiJson).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if inner.is_syntax() || inner.is_eof() {
-                ApiError::bad_request(format!("the request body is not valid JSON: {inner}"))
-            } else if path == "." {
-                ApiError::bad_request(format!("invalid request body: {inner}"))
-            } else {
-                ApiError::bad_request(format!("invalid `{path}`: {inner}"))
-            }
-        })
+        openma_core::edge::json_body(&bytes).map(ApiJson).map_err(ApiError::from)
     }
 }
 
@@ -65,9 +53,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or("");
-        serde_html_form::from_str(query)
-            .map(ApiQuery)
-            .map_err(|e| ApiError::bad_request(format!("invalid query parameters: {e}")))
+        openma_core::edge::query(query).map(ApiQuery).map_err(ApiError::from)
     }
 }
 

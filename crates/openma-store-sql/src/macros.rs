@@ -556,16 +556,7 @@ macro_rules! sql_store {
         }
 
         #[async_trait::async_trait]
-        impl openma_core::Store for $store {
-            async fn describe(&self) -> Result<String, openma_core::StoreError> {
-                sqlx::query_scalar::<_, String>($describe)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)
-            }
-
-            // ---- agents ----
-
+        impl openma_core::ports::AgentStore for $store {
             async fn insert_agent(&self, tenant: &TenantId, a: &Agent) -> Result<(), openma_core::StoreError> {
                 let body = encode(a);
                 let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
@@ -664,9 +655,10 @@ macro_rules! sql_store {
                 let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
                 bodies(rows)
             }
+        }
 
-            // ---- environments ----
-
+        #[async_trait::async_trait]
+        impl openma_core::ports::EnvironmentStore for $store {
             async fn insert_environment(&self, tenant: &TenantId, e: &Environment, is_default: bool) -> Result<(), openma_core::StoreError> {
                 sqlx::query(
                     "INSERT INTO environments (tenant_id, id, created_at, updated_at, archived, is_default, body) \
@@ -741,6 +733,435 @@ macro_rules! sql_store {
                 let mut qb = QueryBuilder::<$db>::new("SELECT body FROM environments WHERE tenant_id = ");
                 qb.push_bind(tenant.as_str().to_owned());
                 self.list_bodies(qb, q).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl openma_core::ports::VaultStore for $store {
+            async fn insert_vault(&self, tenant: &TenantId, v: &Vault) -> Result<(), openma_core::StoreError> {
+                sqlx::query("INSERT INTO vaults (tenant_id, id, created_at, updated_at, archived, body) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(tenant.as_str())
+                    .bind(&v.id)
+                    .bind(v.created_at.as_micros())
+                    .bind(v.updated_at.as_micros())
+                    .bind(v.archived_at.is_some())
+                    .bind(encode(v))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn get_vault(&self, tenant: &TenantId, id: &str) -> Result<Option<Vault>, openma_core::StoreError> {
+                self.body("SELECT body FROM vaults WHERE tenant_id = $1 AND id = $2", tenant, id).await
+            }
+
+            async fn update_vault(&self, tenant: &TenantId, v: &Vault, expected: Timestamp) -> Result<bool, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                let done = sqlx::query(
+                    "UPDATE vaults SET updated_at = $3, archived = $4, body = $5 WHERE tenant_id = $1 AND id = $2 AND updated_at = $6",
+                )
+                .bind(tenant.as_str())
+                .bind(&v.id)
+                .bind(v.updated_at.as_micros())
+                .bind(v.archived_at.is_some())
+                .bind(encode(v))
+                .bind(expected.as_micros())
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::backend_error)?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                if let Some(at) = v.archived_at {
+                    // archiving cascades: credentials are archived and their secrets purged
+                    let rows = sqlx::query("SELECT body, unique_key, secrets FROM credentials WHERE tenant_id = $1 AND vault_id = $2 AND NOT archived")
+                        .bind(tenant.as_str())
+                        .bind(&v.id)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err($crate::backend_error)?;
+                    for r in &rows {
+                        let mut c = stored_credential(r)?;
+                        c.credential.archived_at = Some(at);
+                        c.credential.updated_at = at;
+                        sqlx::query("UPDATE credentials SET archived = TRUE, updated_at = $3, body = $4, secrets = '{}' WHERE tenant_id = $1 AND id = $2")
+                            .bind(tenant.as_str())
+                            .bind(&c.credential.id)
+                            .bind(at.as_micros())
+                            .bind(encode(&c.credential))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err($crate::backend_error)?;
+                    }
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(true)
+            }
+
+            async fn delete_vault(&self, tenant: &TenantId, id: &str) -> Result<bool, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                sqlx::query("DELETE FROM credentials WHERE tenant_id = $1 AND vault_id = $2")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                let done = sqlx::query("DELETE FROM vaults WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn list_vaults(&self, tenant: &TenantId, q: &ListQuery) -> Result<Vec<Vault>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT body FROM vaults WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned());
+                self.list_bodies(qb, q).await
+            }
+
+            async fn insert_credential(&self, tenant: &TenantId, c: &StoredCredential, max_active: i64) -> Result<bool, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                // the insert comes first so SQLite takes its write lock before the count
+                sqlx::query(
+                    "INSERT INTO credentials (tenant_id, vault_id, id, created_at, updated_at, archived, unique_key, body, secrets) \
+                     VALUES ($1, $2, $3, $4, $5, FALSE, $6, $7, $8)",
+                )
+                .bind(tenant.as_str())
+                .bind(&c.credential.vault_id)
+                .bind(&c.credential.id)
+                .bind(c.credential.created_at.as_micros())
+                .bind(c.credential.updated_at.as_micros())
+                .bind(&c.unique_key)
+                .bind(encode(&c.credential))
+                .bind(encode(&c.secrets))
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::backend_error)?;
+                let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM credentials WHERE tenant_id = $1 AND vault_id = $2 AND NOT archived")
+                    .bind(tenant.as_str())
+                    .bind(&c.credential.vault_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                if active > max_active {
+                    return Ok(false);
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(true)
+            }
+
+            async fn get_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> Result<Option<StoredCredential>, openma_core::StoreError> {
+                let row = sqlx::query("SELECT body, unique_key, secrets FROM credentials WHERE tenant_id = $1 AND vault_id = $2 AND id = $3")
+                    .bind(tenant.as_str())
+                    .bind(vault_id)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                row.as_ref().map(stored_credential).transpose()
+            }
+
+            async fn update_credential(&self, tenant: &TenantId, c: &StoredCredential, expected: Timestamp) -> Result<bool, openma_core::StoreError> {
+                let done = sqlx::query(
+                    "UPDATE credentials SET updated_at = $3, archived = $4, body = $5, secrets = $6 \
+                     WHERE tenant_id = $1 AND id = $2 AND updated_at = $7",
+                )
+                .bind(tenant.as_str())
+                .bind(&c.credential.id)
+                .bind(c.credential.updated_at.as_micros())
+                .bind(c.credential.archived_at.is_some())
+                .bind(encode(&c.credential))
+                .bind(encode(&c.secrets))
+                .bind(expected.as_micros())
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> Result<bool, openma_core::StoreError> {
+                let done = sqlx::query("DELETE FROM credentials WHERE tenant_id = $1 AND vault_id = $2 AND id = $3")
+                    .bind(tenant.as_str())
+                    .bind(vault_id)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn list_credentials(&self, tenant: &TenantId, vault_id: &str, q: &ListQuery) -> Result<Vec<StoredCredential>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT body, unique_key, secrets FROM credentials WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned()).push(" AND vault_id = ").push_bind(vault_id.to_owned());
+                push_page(&mut qb, q);
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                rows.iter().map(stored_credential).collect()
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl openma_core::ports::MemoryStorage for $store {
+            async fn insert_memory_store(&self, tenant: &TenantId, m: &MemoryStore) -> Result<(), openma_core::StoreError> {
+                sqlx::query("INSERT INTO memory_stores (tenant_id, id, created_at, updated_at, archived, body) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(tenant.as_str())
+                    .bind(&m.id)
+                    .bind(m.created_at.as_micros())
+                    .bind(m.updated_at.as_micros())
+                    .bind(m.archived_at.is_some())
+                    .bind(encode(m))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn get_memory_store(&self, tenant: &TenantId, id: &str) -> Result<Option<MemoryStore>, openma_core::StoreError> {
+                self.body("SELECT body FROM memory_stores WHERE tenant_id = $1 AND id = $2", tenant, id).await
+            }
+
+            async fn update_memory_store(&self, tenant: &TenantId, m: &MemoryStore, expected: Timestamp) -> Result<bool, openma_core::StoreError> {
+                let done = sqlx::query(
+                    "UPDATE memory_stores SET updated_at = $3, archived = $4, body = $5 WHERE tenant_id = $1 AND id = $2 AND updated_at = $6",
+                )
+                .bind(tenant.as_str())
+                .bind(&m.id)
+                .bind(m.updated_at.as_micros())
+                .bind(m.archived_at.is_some())
+                .bind(encode(m))
+                .bind(expected.as_micros())
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_memory_store(&self, tenant: &TenantId, id: &str) -> Result<bool, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                let done = sqlx::query("DELETE FROM memory_stores WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                for sql in ["DELETE FROM memory_versions WHERE tenant_id = $1 AND store_id = $2", "DELETE FROM memories WHERE tenant_id = $1 AND store_id = $2"] {
+                    sqlx::query(sql).bind(tenant.as_str()).bind(id).execute(&mut *tx).await.map_err($crate::backend_error)?;
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn list_memory_stores(&self, tenant: &TenantId, q: &ListQuery) -> Result<Vec<MemoryStore>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT body FROM memory_stores WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned());
+                self.list_bodies(qb, q).await
+            }
+
+            async fn insert_memory(&self, tenant: &TenantId, m: &Memory, v: &MemoryVersion, max: i64) -> Result<MemoryWrite, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                if !hold_open_store(&mut *tx, tenant, &m.memory_store_id).await? {
+                    return Ok(MemoryWrite::StoreClosed);
+                }
+                let inserted = sqlx::query(
+                    "INSERT INTO memories (tenant_id, store_id, id, path, content, content_sha256, content_size, version_id, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(tenant.as_str())
+                .bind(&m.memory_store_id)
+                .bind(&m.id)
+                .bind(&m.path)
+                .bind(m.content.as_deref().unwrap_or_default().as_bytes().to_vec())
+                .bind(&m.content_sha256)
+                .bind(m.content_size_bytes)
+                .bind(&m.memory_version_id)
+                .bind(m.created_at.as_micros())
+                .bind(m.updated_at.as_micros())
+                .execute(&mut *tx)
+                .await;
+                match inserted.map_err($crate::backend_error) {
+                    Ok(_) => {}
+                    Err(openma_core::StoreError::Duplicate(_)) => {
+                        drop(tx);
+                        return self.path_holder(tenant, &m.memory_store_id, &m.path).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+                let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM memories WHERE tenant_id = $1 AND store_id = $2")
+                    .bind(tenant.as_str())
+                    .bind(&m.memory_store_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                if live > max {
+                    return Ok(MemoryWrite::StoreFull);
+                }
+                insert_memory_version(&mut *tx, tenant, v).await?;
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(MemoryWrite::Done)
+            }
+
+            async fn get_memory(&self, tenant: &TenantId, store_id: &str, id: &str) -> Result<Option<Memory>, openma_core::StoreError> {
+                let sql = format!("SELECT {MEMORY_COLUMNS}, content FROM memories WHERE tenant_id = $1 AND store_id = $2 AND id = $3");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant.as_str())
+                    .bind(store_id)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                row.as_ref().map(|r| memory_from_row(r, true)).transpose()
+            }
+
+            async fn update_memory(&self, tenant: &TenantId, m: &Memory, v: &MemoryVersion, expected_version: &str) -> Result<MemoryWrite, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                if !hold_open_store(&mut *tx, tenant, &m.memory_store_id).await? {
+                    return Ok(MemoryWrite::StoreClosed);
+                }
+                let updated = sqlx::query(
+                    "UPDATE memories SET path = $4, content = $5, content_sha256 = $6, content_size = $7, version_id = $8, updated_at = $9 \
+                     WHERE tenant_id = $1 AND store_id = $2 AND id = $3 AND version_id = $10",
+                )
+                .bind(tenant.as_str())
+                .bind(&m.memory_store_id)
+                .bind(&m.id)
+                .bind(&m.path)
+                .bind(m.content.as_deref().unwrap_or_default().as_bytes().to_vec())
+                .bind(&m.content_sha256)
+                .bind(m.content_size_bytes)
+                .bind(&m.memory_version_id)
+                .bind(m.updated_at.as_micros())
+                .bind(expected_version)
+                .execute(&mut *tx)
+                .await;
+                match updated.map_err($crate::backend_error) {
+                    Ok(done) if done.rows_affected() == 0 => return Ok(MemoryWrite::Stale),
+                    Ok(_) => {}
+                    Err(openma_core::StoreError::Duplicate(_)) => {
+                        drop(tx);
+                        return self.path_holder(tenant, &m.memory_store_id, &m.path).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+                insert_memory_version(&mut *tx, tenant, v).await?;
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(MemoryWrite::Done)
+            }
+
+            async fn delete_memory(&self, tenant: &TenantId, v: &MemoryVersion, expected_version: &str) -> Result<MemoryWrite, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                if !hold_open_store(&mut *tx, tenant, &v.memory_store_id).await? {
+                    return Ok(MemoryWrite::StoreClosed);
+                }
+                let done = sqlx::query("DELETE FROM memories WHERE tenant_id = $1 AND store_id = $2 AND id = $3 AND version_id = $4")
+                    .bind(tenant.as_str())
+                    .bind(&v.memory_store_id)
+                    .bind(&v.memory_id)
+                    .bind(expected_version)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                if done.rows_affected() == 0 {
+                    return Ok(MemoryWrite::Stale);
+                }
+                insert_memory_version(&mut *tx, tenant, v).await?;
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(MemoryWrite::Done)
+            }
+
+            async fn list_memories(
+                &self,
+                tenant: &TenantId,
+                store_id: &str,
+                prefix: &str,
+                bound: Option<&ListBound>,
+                limit: u32,
+                with_content: bool,
+            ) -> Result<Vec<Memory>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT ");
+                qb.push(MEMORY_COLUMNS).push(if with_content { ", content" } else { "" });
+                qb.push(" FROM memories WHERE tenant_id = ").push_bind(tenant.as_str().to_owned());
+                qb.push(" AND store_id = ").push_bind(store_id.to_owned());
+                // the prefix ends with `/`: its paths lie in [prefix, prefix with `/` → `0`)
+                let mut upper = prefix[..prefix.len() - 1].to_owned();
+                upper.push('0');
+                qb.push(" AND path >= ").push_bind(prefix.to_owned()).push(" AND path < ").push_bind(upper);
+                match bound {
+                    None => {}
+                    Some(ListBound::After(p)) => {
+                        qb.push(" AND path > ").push_bind(p.clone());
+                    }
+                    Some(ListBound::From(p)) => {
+                        qb.push(" AND path >= ").push_bind(p.clone());
+                    }
+                }
+                qb.push(" ORDER BY path LIMIT ").push_bind(i64::from(limit));
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                rows.iter().map(|r| memory_from_row(r, with_content)).collect()
+            }
+
+            async fn get_memory_version(&self, tenant: &TenantId, store_id: &str, id: &str) -> Result<Option<MemoryVersion>, openma_core::StoreError> {
+                let row = sqlx::query("SELECT body, content FROM memory_versions WHERE tenant_id = $1 AND store_id = $2 AND id = $3")
+                    .bind(tenant.as_str())
+                    .bind(store_id)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                row.as_ref().map(|r| version_from_row(r, true)).transpose()
+            }
+
+            async fn list_memory_versions(
+                &self,
+                tenant: &TenantId,
+                store_id: &str,
+                f: &VersionFilter,
+                q: &ListQuery,
+                with_content: bool,
+            ) -> Result<Vec<MemoryVersion>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new(if with_content { "SELECT body, content" } else { "SELECT body" });
+                qb.push(" FROM memory_versions WHERE tenant_id = ").push_bind(tenant.as_str().to_owned());
+                qb.push(" AND store_id = ").push_bind(store_id.to_owned());
+                if let Some(m) = &f.memory_id {
+                    qb.push(" AND memory_id = ").push_bind(m.clone());
+                }
+                if let Some(op) = f.operation {
+                    qb.push(" AND operation = ").push_bind(op.as_str());
+                }
+                for (kind, id) in [("api_actor", &f.api_key_id), ("session_actor", &f.session_id), ("service_account_actor", &f.service_account_id)] {
+                    if let Some(id) = id {
+                        qb.push(" AND actor_type = ").push_bind(kind).push(" AND actor_id = ").push_bind(id.clone());
+                    }
+                }
+                let q = ListQuery { include_archived: true, ..q.clone() };
+                push_page(&mut qb, &q);
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                rows.iter().map(|r| version_from_row(r, with_content)).collect()
+            }
+
+            async fn redact_memory_version(&self, tenant: &TenantId, v: &MemoryVersion) -> Result<bool, openma_core::StoreError> {
+                let body = MemoryVersion { content: None, ..v.clone() };
+                let done = sqlx::query("UPDATE memory_versions SET content = NULL, body = $4 WHERE tenant_id = $1 AND store_id = $2 AND id = $3")
+                    .bind(tenant.as_str())
+                    .bind(&v.memory_store_id)
+                    .bind(&v.id)
+                    .bind(encode(&body))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl openma_core::Store for $store {
+            async fn describe(&self) -> Result<String, openma_core::StoreError> {
+                sqlx::query_scalar::<_, String>($describe)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)
             }
 
             // ---- sessions ----
@@ -1262,172 +1683,6 @@ macro_rules! sql_store {
                 let done = sqlx::query(sql).bind(key).bind(value).execute(&self.pool).await.map_err($crate::backend_error)?;
                 Ok(done.rows_affected() > 0)
             }
-            // ---- vaults and credentials ----
-
-            async fn insert_vault(&self, tenant: &TenantId, v: &Vault) -> Result<(), openma_core::StoreError> {
-                sqlx::query("INSERT INTO vaults (tenant_id, id, created_at, updated_at, archived, body) VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind(tenant.as_str())
-                    .bind(&v.id)
-                    .bind(v.created_at.as_micros())
-                    .bind(v.updated_at.as_micros())
-                    .bind(v.archived_at.is_some())
-                    .bind(encode(v))
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                Ok(())
-            }
-
-            async fn get_vault(&self, tenant: &TenantId, id: &str) -> Result<Option<Vault>, openma_core::StoreError> {
-                self.body("SELECT body FROM vaults WHERE tenant_id = $1 AND id = $2", tenant, id).await
-            }
-
-            async fn update_vault(&self, tenant: &TenantId, v: &Vault, expected: Timestamp) -> Result<bool, openma_core::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
-                let done = sqlx::query(
-                    "UPDATE vaults SET updated_at = $3, archived = $4, body = $5 WHERE tenant_id = $1 AND id = $2 AND updated_at = $6",
-                )
-                .bind(tenant.as_str())
-                .bind(&v.id)
-                .bind(v.updated_at.as_micros())
-                .bind(v.archived_at.is_some())
-                .bind(encode(v))
-                .bind(expected.as_micros())
-                .execute(&mut *tx)
-                .await
-                .map_err($crate::backend_error)?;
-                if done.rows_affected() == 0 {
-                    return Ok(false);
-                }
-                if let Some(at) = v.archived_at {
-                    // archiving cascades: credentials are archived and their secrets purged
-                    let rows = sqlx::query("SELECT body, unique_key, secrets FROM credentials WHERE tenant_id = $1 AND vault_id = $2 AND NOT archived")
-                        .bind(tenant.as_str())
-                        .bind(&v.id)
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err($crate::backend_error)?;
-                    for r in &rows {
-                        let mut c = stored_credential(r)?;
-                        c.credential.archived_at = Some(at);
-                        c.credential.updated_at = at;
-                        sqlx::query("UPDATE credentials SET archived = TRUE, updated_at = $3, body = $4, secrets = '{}' WHERE tenant_id = $1 AND id = $2")
-                            .bind(tenant.as_str())
-                            .bind(&c.credential.id)
-                            .bind(at.as_micros())
-                            .bind(encode(&c.credential))
-                            .execute(&mut *tx)
-                            .await
-                            .map_err($crate::backend_error)?;
-                    }
-                }
-                tx.commit().await.map_err($crate::backend_error)?;
-                Ok(true)
-            }
-
-            async fn delete_vault(&self, tenant: &TenantId, id: &str) -> Result<bool, openma_core::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
-                sqlx::query("DELETE FROM credentials WHERE tenant_id = $1 AND vault_id = $2")
-                    .bind(tenant.as_str())
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err($crate::backend_error)?;
-                let done = sqlx::query("DELETE FROM vaults WHERE tenant_id = $1 AND id = $2")
-                    .bind(tenant.as_str())
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err($crate::backend_error)?;
-                tx.commit().await.map_err($crate::backend_error)?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn list_vaults(&self, tenant: &TenantId, q: &ListQuery) -> Result<Vec<Vault>, openma_core::StoreError> {
-                let mut qb = QueryBuilder::<$db>::new("SELECT body FROM vaults WHERE tenant_id = ");
-                qb.push_bind(tenant.as_str().to_owned());
-                self.list_bodies(qb, q).await
-            }
-
-            async fn insert_credential(&self, tenant: &TenantId, c: &StoredCredential, max_active: i64) -> Result<bool, openma_core::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
-                // the insert comes first so SQLite takes its write lock before the count
-                sqlx::query(
-                    "INSERT INTO credentials (tenant_id, vault_id, id, created_at, updated_at, archived, unique_key, body, secrets) \
-                     VALUES ($1, $2, $3, $4, $5, FALSE, $6, $7, $8)",
-                )
-                .bind(tenant.as_str())
-                .bind(&c.credential.vault_id)
-                .bind(&c.credential.id)
-                .bind(c.credential.created_at.as_micros())
-                .bind(c.credential.updated_at.as_micros())
-                .bind(&c.unique_key)
-                .bind(encode(&c.credential))
-                .bind(encode(&c.secrets))
-                .execute(&mut *tx)
-                .await
-                .map_err($crate::backend_error)?;
-                let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM credentials WHERE tenant_id = $1 AND vault_id = $2 AND NOT archived")
-                    .bind(tenant.as_str())
-                    .bind(&c.credential.vault_id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err($crate::backend_error)?;
-                if active > max_active {
-                    return Ok(false);
-                }
-                tx.commit().await.map_err($crate::backend_error)?;
-                Ok(true)
-            }
-
-            async fn get_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> Result<Option<StoredCredential>, openma_core::StoreError> {
-                let row = sqlx::query("SELECT body, unique_key, secrets FROM credentials WHERE tenant_id = $1 AND vault_id = $2 AND id = $3")
-                    .bind(tenant.as_str())
-                    .bind(vault_id)
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                row.as_ref().map(stored_credential).transpose()
-            }
-
-            async fn update_credential(&self, tenant: &TenantId, c: &StoredCredential, expected: Timestamp) -> Result<bool, openma_core::StoreError> {
-                let done = sqlx::query(
-                    "UPDATE credentials SET updated_at = $3, archived = $4, body = $5, secrets = $6 \
-                     WHERE tenant_id = $1 AND id = $2 AND updated_at = $7",
-                )
-                .bind(tenant.as_str())
-                .bind(&c.credential.id)
-                .bind(c.credential.updated_at.as_micros())
-                .bind(c.credential.archived_at.is_some())
-                .bind(encode(&c.credential))
-                .bind(encode(&c.secrets))
-                .bind(expected.as_micros())
-                .execute(&self.pool)
-                .await
-                .map_err($crate::backend_error)?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn delete_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> Result<bool, openma_core::StoreError> {
-                let done = sqlx::query("DELETE FROM credentials WHERE tenant_id = $1 AND vault_id = $2 AND id = $3")
-                    .bind(tenant.as_str())
-                    .bind(vault_id)
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn list_credentials(&self, tenant: &TenantId, vault_id: &str, q: &ListQuery) -> Result<Vec<StoredCredential>, openma_core::StoreError> {
-                let mut qb = QueryBuilder::<$db>::new("SELECT body, unique_key, secrets FROM credentials WHERE tenant_id = ");
-                qb.push_bind(tenant.as_str().to_owned()).push(" AND vault_id = ").push_bind(vault_id.to_owned());
-                push_page(&mut qb, q);
-                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
-                rows.iter().map(stored_credential).collect()
-            }
-
             // ---- model cards ----
 
             async fn insert_model_card(&self, tenant: &TenantId, c: &openma_core::model_cards::StoredModelCard, max_active: i64) -> Result<bool, openma_core::StoreError> {
@@ -2081,256 +2336,6 @@ macro_rules! sql_store {
                 push_page(&mut qb, &q);
                 let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
                 rows.iter().map(queued_delivery).collect()
-            }
-            // ---- memory stores, memories and versions ----
-
-            async fn insert_memory_store(&self, tenant: &TenantId, m: &MemoryStore) -> Result<(), openma_core::StoreError> {
-                sqlx::query("INSERT INTO memory_stores (tenant_id, id, created_at, updated_at, archived, body) VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind(tenant.as_str())
-                    .bind(&m.id)
-                    .bind(m.created_at.as_micros())
-                    .bind(m.updated_at.as_micros())
-                    .bind(m.archived_at.is_some())
-                    .bind(encode(m))
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                Ok(())
-            }
-
-            async fn get_memory_store(&self, tenant: &TenantId, id: &str) -> Result<Option<MemoryStore>, openma_core::StoreError> {
-                self.body("SELECT body FROM memory_stores WHERE tenant_id = $1 AND id = $2", tenant, id).await
-            }
-
-            async fn update_memory_store(&self, tenant: &TenantId, m: &MemoryStore, expected: Timestamp) -> Result<bool, openma_core::StoreError> {
-                let done = sqlx::query(
-                    "UPDATE memory_stores SET updated_at = $3, archived = $4, body = $5 WHERE tenant_id = $1 AND id = $2 AND updated_at = $6",
-                )
-                .bind(tenant.as_str())
-                .bind(&m.id)
-                .bind(m.updated_at.as_micros())
-                .bind(m.archived_at.is_some())
-                .bind(encode(m))
-                .bind(expected.as_micros())
-                .execute(&self.pool)
-                .await
-                .map_err($crate::backend_error)?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn delete_memory_store(&self, tenant: &TenantId, id: &str) -> Result<bool, openma_core::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
-                let done = sqlx::query("DELETE FROM memory_stores WHERE tenant_id = $1 AND id = $2")
-                    .bind(tenant.as_str())
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err($crate::backend_error)?;
-                for sql in ["DELETE FROM memory_versions WHERE tenant_id = $1 AND store_id = $2", "DELETE FROM memories WHERE tenant_id = $1 AND store_id = $2"] {
-                    sqlx::query(sql).bind(tenant.as_str()).bind(id).execute(&mut *tx).await.map_err($crate::backend_error)?;
-                }
-                tx.commit().await.map_err($crate::backend_error)?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn list_memory_stores(&self, tenant: &TenantId, q: &ListQuery) -> Result<Vec<MemoryStore>, openma_core::StoreError> {
-                let mut qb = QueryBuilder::<$db>::new("SELECT body FROM memory_stores WHERE tenant_id = ");
-                qb.push_bind(tenant.as_str().to_owned());
-                self.list_bodies(qb, q).await
-            }
-
-            async fn insert_memory(&self, tenant: &TenantId, m: &Memory, v: &MemoryVersion, max: i64) -> Result<MemoryWrite, openma_core::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
-                if !hold_open_store(&mut *tx, tenant, &m.memory_store_id).await? {
-                    return Ok(MemoryWrite::StoreClosed);
-                }
-                let inserted = sqlx::query(
-                    "INSERT INTO memories (tenant_id, store_id, id, path, content, content_sha256, content_size, version_id, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
-                .bind(tenant.as_str())
-                .bind(&m.memory_store_id)
-                .bind(&m.id)
-                .bind(&m.path)
-                .bind(m.content.as_deref().unwrap_or_default().as_bytes().to_vec())
-                .bind(&m.content_sha256)
-                .bind(m.content_size_bytes)
-                .bind(&m.memory_version_id)
-                .bind(m.created_at.as_micros())
-                .bind(m.updated_at.as_micros())
-                .execute(&mut *tx)
-                .await;
-                match inserted.map_err($crate::backend_error) {
-                    Ok(_) => {}
-                    Err(openma_core::StoreError::Duplicate(_)) => {
-                        drop(tx);
-                        return self.path_holder(tenant, &m.memory_store_id, &m.path).await;
-                    }
-                    Err(e) => return Err(e),
-                }
-                let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM memories WHERE tenant_id = $1 AND store_id = $2")
-                    .bind(tenant.as_str())
-                    .bind(&m.memory_store_id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err($crate::backend_error)?;
-                if live > max {
-                    return Ok(MemoryWrite::StoreFull);
-                }
-                insert_memory_version(&mut *tx, tenant, v).await?;
-                tx.commit().await.map_err($crate::backend_error)?;
-                Ok(MemoryWrite::Done)
-            }
-
-            async fn get_memory(&self, tenant: &TenantId, store_id: &str, id: &str) -> Result<Option<Memory>, openma_core::StoreError> {
-                let sql = format!("SELECT {MEMORY_COLUMNS}, content FROM memories WHERE tenant_id = $1 AND store_id = $2 AND id = $3");
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(tenant.as_str())
-                    .bind(store_id)
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                row.as_ref().map(|r| memory_from_row(r, true)).transpose()
-            }
-
-            async fn update_memory(&self, tenant: &TenantId, m: &Memory, v: &MemoryVersion, expected_version: &str) -> Result<MemoryWrite, openma_core::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
-                if !hold_open_store(&mut *tx, tenant, &m.memory_store_id).await? {
-                    return Ok(MemoryWrite::StoreClosed);
-                }
-                let updated = sqlx::query(
-                    "UPDATE memories SET path = $4, content = $5, content_sha256 = $6, content_size = $7, version_id = $8, updated_at = $9 \
-                     WHERE tenant_id = $1 AND store_id = $2 AND id = $3 AND version_id = $10",
-                )
-                .bind(tenant.as_str())
-                .bind(&m.memory_store_id)
-                .bind(&m.id)
-                .bind(&m.path)
-                .bind(m.content.as_deref().unwrap_or_default().as_bytes().to_vec())
-                .bind(&m.content_sha256)
-                .bind(m.content_size_bytes)
-                .bind(&m.memory_version_id)
-                .bind(m.updated_at.as_micros())
-                .bind(expected_version)
-                .execute(&mut *tx)
-                .await;
-                match updated.map_err($crate::backend_error) {
-                    Ok(done) if done.rows_affected() == 0 => return Ok(MemoryWrite::Stale),
-                    Ok(_) => {}
-                    Err(openma_core::StoreError::Duplicate(_)) => {
-                        drop(tx);
-                        return self.path_holder(tenant, &m.memory_store_id, &m.path).await;
-                    }
-                    Err(e) => return Err(e),
-                }
-                insert_memory_version(&mut *tx, tenant, v).await?;
-                tx.commit().await.map_err($crate::backend_error)?;
-                Ok(MemoryWrite::Done)
-            }
-
-            async fn delete_memory(&self, tenant: &TenantId, v: &MemoryVersion, expected_version: &str) -> Result<MemoryWrite, openma_core::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
-                if !hold_open_store(&mut *tx, tenant, &v.memory_store_id).await? {
-                    return Ok(MemoryWrite::StoreClosed);
-                }
-                let done = sqlx::query("DELETE FROM memories WHERE tenant_id = $1 AND store_id = $2 AND id = $3 AND version_id = $4")
-                    .bind(tenant.as_str())
-                    .bind(&v.memory_store_id)
-                    .bind(&v.memory_id)
-                    .bind(expected_version)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err($crate::backend_error)?;
-                if done.rows_affected() == 0 {
-                    return Ok(MemoryWrite::Stale);
-                }
-                insert_memory_version(&mut *tx, tenant, v).await?;
-                tx.commit().await.map_err($crate::backend_error)?;
-                Ok(MemoryWrite::Done)
-            }
-
-            async fn list_memories(
-                &self,
-                tenant: &TenantId,
-                store_id: &str,
-                prefix: &str,
-                bound: Option<&ListBound>,
-                limit: u32,
-                with_content: bool,
-            ) -> Result<Vec<Memory>, openma_core::StoreError> {
-                let mut qb = QueryBuilder::<$db>::new("SELECT ");
-                qb.push(MEMORY_COLUMNS).push(if with_content { ", content" } else { "" });
-                qb.push(" FROM memories WHERE tenant_id = ").push_bind(tenant.as_str().to_owned());
-                qb.push(" AND store_id = ").push_bind(store_id.to_owned());
-                // the prefix ends with `/`: its paths lie in [prefix, prefix with `/` → `0`)
-                let mut upper = prefix[..prefix.len() - 1].to_owned();
-                upper.push('0');
-                qb.push(" AND path >= ").push_bind(prefix.to_owned()).push(" AND path < ").push_bind(upper);
-                match bound {
-                    None => {}
-                    Some(ListBound::After(p)) => {
-                        qb.push(" AND path > ").push_bind(p.clone());
-                    }
-                    Some(ListBound::From(p)) => {
-                        qb.push(" AND path >= ").push_bind(p.clone());
-                    }
-                }
-                qb.push(" ORDER BY path LIMIT ").push_bind(i64::from(limit));
-                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
-                rows.iter().map(|r| memory_from_row(r, with_content)).collect()
-            }
-
-            async fn get_memory_version(&self, tenant: &TenantId, store_id: &str, id: &str) -> Result<Option<MemoryVersion>, openma_core::StoreError> {
-                let row = sqlx::query("SELECT body, content FROM memory_versions WHERE tenant_id = $1 AND store_id = $2 AND id = $3")
-                    .bind(tenant.as_str())
-                    .bind(store_id)
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                row.as_ref().map(|r| version_from_row(r, true)).transpose()
-            }
-
-            async fn list_memory_versions(
-                &self,
-                tenant: &TenantId,
-                store_id: &str,
-                f: &VersionFilter,
-                q: &ListQuery,
-                with_content: bool,
-            ) -> Result<Vec<MemoryVersion>, openma_core::StoreError> {
-                let mut qb = QueryBuilder::<$db>::new(if with_content { "SELECT body, content" } else { "SELECT body" });
-                qb.push(" FROM memory_versions WHERE tenant_id = ").push_bind(tenant.as_str().to_owned());
-                qb.push(" AND store_id = ").push_bind(store_id.to_owned());
-                if let Some(m) = &f.memory_id {
-                    qb.push(" AND memory_id = ").push_bind(m.clone());
-                }
-                if let Some(op) = f.operation {
-                    qb.push(" AND operation = ").push_bind(op.as_str());
-                }
-                for (kind, id) in [("api_actor", &f.api_key_id), ("session_actor", &f.session_id), ("service_account_actor", &f.service_account_id)] {
-                    if let Some(id) = id {
-                        qb.push(" AND actor_type = ").push_bind(kind).push(" AND actor_id = ").push_bind(id.clone());
-                    }
-                }
-                let q = ListQuery { include_archived: true, ..q.clone() };
-                push_page(&mut qb, &q);
-                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
-                rows.iter().map(|r| version_from_row(r, with_content)).collect()
-            }
-
-            async fn redact_memory_version(&self, tenant: &TenantId, v: &MemoryVersion) -> Result<bool, openma_core::StoreError> {
-                let body = MemoryVersion { content: None, ..v.clone() };
-                let done = sqlx::query("UPDATE memory_versions SET content = NULL, body = $4 WHERE tenant_id = $1 AND store_id = $2 AND id = $3")
-                    .bind(tenant.as_str())
-                    .bind(&v.memory_store_id)
-                    .bind(&v.id)
-                    .bind(encode(&body))
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                Ok(done.rows_affected() > 0)
             }
             async fn insert_ledger(&self, tenant: &TenantId, ledger: &[openma_core::ledger::LedgerEntry]) -> Result<u64, openma_core::StoreError> {
                 if ledger.is_empty() {

@@ -100,6 +100,18 @@ pub struct EnvironmentLimits {
 }
 
 impl EnvironmentLimits {
+    /// The limits of a sandbox at its defaults (`openma-sandbox`'s `Limits::default()`, which
+    /// is built from these; `openma-sandbox-server` in the Containers image runs with them):
+    /// what an environment's `config.limits` may lower, never raise, where the deployment
+    /// sets no others.
+    pub const SANDBOX_DEFAULTS: EnvironmentLimits = EnvironmentLimits {
+        memory_mb: Some(8 << 10),
+        processes: Some(1024),
+        open_files: Some(4096),
+        file_size_mb: Some(4 << 10),
+        bash_timeout_max_s: Some(600),
+    };
+
     pub fn is_empty(&self) -> bool {
         *self == EnvironmentLimits::default()
     }

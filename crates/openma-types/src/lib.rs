@@ -13,6 +13,7 @@ pub mod files;
 pub mod integrations;
 pub mod memory;
 pub mod model_cards;
+pub mod query;
 pub mod sessions;
 pub mod skills;
 pub mod vaults;

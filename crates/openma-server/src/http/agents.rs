@@ -5,7 +5,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use openma_types::agents::{Agent, CreateAgentRequest, UpdateAgentRequest};
 use openma_types::{ErrorEnvelope, ListPage};
-use serde::Deserialize;
+
+use openma_types::query::VersionParam;
 
 use super::{ArchivedParam, CreatedFilter, PageParams, list_params};
 use crate::app::AppState;
@@ -19,14 +20,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/agents/{agent_id}", get(get_agent).post(update_agent))
         .route("/v1/agents/{agent_id}/archive", post(archive_agent))
         .route("/v1/agents/{agent_id}/versions", get(list_agent_versions))
-}
-
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct VersionParam {
-    /// A version number (≥ 1); omit for the latest.
-    #[serde(default)]
-    pub version: Option<i64>,
 }
 
 /// Create an agent (version 1).

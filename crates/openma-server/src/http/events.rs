@@ -76,7 +76,7 @@ pub async fn list_events(
                 descending: store_order == Order::Desc,
                 limit: req.limit + 1,
                 types: q.types,
-                processed: created.range(),
+                processed: openma_core::ports::TimeRange::from(&created),
             },
         )
         .await?;

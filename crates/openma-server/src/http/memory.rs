@@ -7,11 +7,11 @@ use axum::{Json, Router};
 use openma_core::platform::MemoryListParams;
 use openma_core::ports::VersionFilter;
 use openma_types::memory::{
-    Actor, CreateMemoryRequest, CreateMemoryStoreRequest, Memory, MemoryListItem, MemoryOperation, MemoryStore,
-    MemoryVersion, UpdateMemoryRequest, UpdateMemoryStoreRequest,
+    Actor, CreateMemoryRequest, CreateMemoryStoreRequest, Memory, MemoryListItem, MemoryStore, MemoryVersion,
+    UpdateMemoryRequest, UpdateMemoryStoreRequest,
 };
+pub use openma_types::query::{DeleteMemoryQuery, MemoryListQuery, MemoryView, VersionListQuery, ViewParam};
 use openma_types::{Deleted, ErrorEnvelope, ListPage};
-use serde::Deserialize;
 
 use super::{ArchivedParam, CreatedFilter, PageParams, list_params};
 use crate::app::AppState;
@@ -32,67 +32,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/memory_stores/{memory_store_id}/memory_versions", get(list_versions))
         .route("/v1/memory_stores/{memory_store_id}/memory_versions/{memory_version_id}", get(get_version))
         .route("/v1/memory_stores/{memory_store_id}/memory_versions/{memory_version_id}/redact", post(redact_version))
-}
-
-/// Whether memories and versions carry their `content`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum MemoryView {
-    Basic,
-    Full,
-}
-
-/// `view`: defaults to `full` on retrieve, `basic` on list, create and update.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ViewParam {
-    #[serde(default)]
-    #[param(inline)]
-    pub view: Option<MemoryView>,
-}
-
-impl ViewParam {
-    fn full(&self, default: MemoryView) -> bool {
-        self.view.unwrap_or(default) == MemoryView::Full
-    }
-}
-
-/// The filters of the memory list.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct MemoryListQuery {
-    /// Only memories below this directory (starts and ends with `/`).
-    #[serde(default)]
-    pub path_prefix: Option<String>,
-    /// 0 (default): every memory below the prefix; 1: direct children, deeper ones rolled up.
-    #[serde(default)]
-    pub depth: Option<i64>,
-}
-
-/// `expected_content_sha256` of a delete.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct DeleteMemoryQuery {
-    /// Delete only if the memory's `content_sha256` is this (64 lowercase hex characters).
-    #[serde(default)]
-    pub expected_content_sha256: Option<String>,
-}
-
-/// The filters of the memory version list.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct VersionListQuery {
-    #[serde(default)]
-    pub memory_id: Option<String>,
-    #[serde(default)]
-    #[param(inline)]
-    pub operation: Option<MemoryOperation>,
-    #[serde(default)]
-    pub api_key_id: Option<String>,
-    #[serde(default)]
-    pub session_id: Option<String>,
-    #[serde(default)]
-    pub service_account_id: Option<String>,
 }
 
 fn actor(c: &KeyedCaller) -> Actor {

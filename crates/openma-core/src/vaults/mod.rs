@@ -15,6 +15,9 @@ use crate::secrets::{Binding, SecretBox};
 use crate::tenancy::TenantId;
 use crate::validate;
 
+mod service;
+pub use service::{Vaults, announce_credential};
+
 /// Active credentials a vault may hold.
 pub const CREDENTIALS_PER_VAULT: i64 = 20;
 const SECRET_MAX: usize = 16 * 1024;

@@ -10,6 +10,9 @@ use openma_types::{Metadata, Timestamp};
 use crate::error::{DomainError, DomainResult};
 use crate::validate;
 
+mod service;
+pub use service::Environments;
+
 pub const NAME_MAX: usize = 256;
 pub const DESCRIPTION_MAX: usize = 2_048;
 pub const HOSTS_MAX: usize = 256;

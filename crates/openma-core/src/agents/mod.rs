@@ -19,6 +19,9 @@ use serde_json::{Value, json};
 use crate::error::{DomainError, DomainResult};
 use crate::validate;
 
+mod service;
+pub use service::{Agents, SkillCheck};
+
 pub const NAME_MAX: usize = 256;
 pub const SYSTEM_MAX: usize = 100_000;
 pub const DESCRIPTION_MAX: usize = 2_048;

@@ -17,6 +17,9 @@ use sha2::{Digest, Sha256};
 use crate::error::{DomainError, DomainResult};
 use crate::validate;
 
+mod service;
+pub use service::{Memories, MemoryListParams};
+
 /// Largest content of one memory, in UTF-8 bytes.
 pub const CONTENT_MAX_BYTES: usize = 102_400;
 /// Longest path, in UTF-8 bytes.

@@ -1,0 +1,243 @@
+//! The vault verbs over the [`VaultStore`] port: vaults, and credentials whose secrets are
+//! sealed with the root secret before they reach the store and never leave it again.
+//! Shared by the native server (through [`crate::Platform`]) and the Workers, on D1.
+
+use openma_types::vaults::{Credential, CreateCredentialRequest, CreateVaultRequest, UpdateCredentialRequest, UpdateVaultRequest, Vault};
+
+use crate::error::{DomainError, DomainResult, StoreError};
+use crate::paging::{MAX_LIMIT, Page};
+use crate::platform::{ListParams, UPDATE_ATTEMPTS, list_query, position_of};
+use crate::ports::{Announcer, Clock, IdGen, ListQuery, Order, Position, TimeRange, VaultStore};
+use crate::secrets::SecretBox;
+use crate::tenancy::TenantId;
+use crate::validate;
+
+/// Announces a `vault_credential.*` event: its `data` names the vault too.
+pub async fn announce_credential(announcer: &dyn Announcer, tenant: &TenantId, kind: &str, vault_id: &str, credential_id: &str) {
+    let extra = serde_json::Map::from_iter([("vault_id".to_owned(), serde_json::Value::from(vault_id))]);
+    announcer.announce_with(tenant, kind, credential_id, extra).await
+}
+
+/// The vault operations, bound to one set of adapters.
+pub struct Vaults<'a> {
+    pub store: &'a dyn VaultStore,
+    pub clock: &'a dyn Clock,
+    pub ids: &'a dyn IdGen,
+    /// Seals credential secrets; None: a deployment without a root secret refuses them.
+    pub secrets: Option<&'a SecretBox>,
+    pub announcer: &'a dyn Announcer,
+}
+
+impl Vaults<'_> {
+    fn secret_box(&self) -> DomainResult<&SecretBox> {
+        self.secrets.ok_or_else(|| DomainError::invalid("secrets are not available: the server has no root secret"))
+    }
+
+    async fn announce_credential(&self, tenant: &TenantId, kind: &str, vault_id: &str, credential_id: &str) {
+        announce_credential(self.announcer, tenant, kind, vault_id, credential_id).await
+    }
+
+    /// Re-seals every credential secret of the tenant under `secrets`' current root (the
+    /// step of `openma secrets rotate` for vaults). Returns how many credentials changed.
+    pub async fn reseal_credentials(&self, tenant: &TenantId, secrets: &SecretBox) -> DomainResult<usize> {
+        let mut done = 0;
+        let all = |after: Option<Position>| ListQuery { limit: 100, order: Order::Asc, after, include_archived: true, created: TimeRange::default() };
+        let mut vault_after = None;
+        loop {
+            let vaults = self.store.list_vaults(tenant, &all(vault_after.take())).await?;
+            for v in &vaults {
+                let mut cred_after = None;
+                loop {
+                    let creds = self.store.list_credentials(tenant, &v.id, &all(cred_after.take())).await?;
+                    for c in &creds {
+                        done += self.reseal_credential(tenant, secrets, c.clone()).await?;
+                    }
+                    match creds.last() {
+                        Some(c) if creds.len() == 100 => cred_after = Some(position_of(c.credential.created_at, &c.credential.id)),
+                        _ => break,
+                    }
+                }
+            }
+            match vaults.last() {
+                Some(v) if vaults.len() == 100 => vault_after = Some(position_of(v.created_at, &v.id)),
+                _ => return Ok(done),
+            }
+        }
+    }
+
+    async fn reseal_credential(&self, tenant: &TenantId, secrets: &SecretBox, mut current: super::StoredCredential) -> DomainResult<usize> {
+        let nonce = || self.ids.nonce();
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(next) = super::reseal_credential(secrets, tenant, &current, &nonce)
+                .map_err(|e| DomainError::invalid(format!("credential `{}`: {e}", current.credential.id)))?
+            else {
+                return Ok(0);
+            };
+            // guarded by the unchanged `updated_at`: a re-seal is not a change clients see
+            if self.store.update_credential(tenant, &next, current.credential.updated_at).await? {
+                return Ok(1);
+            }
+            match self.store.get_credential(tenant, &current.credential.vault_id, &current.credential.id).await? {
+                Some(c) => current = c,
+                None => return Ok(0),
+            }
+        }
+        Err(DomainError::conflict(format!("credential `{}` is being changed concurrently; retry", current.credential.id)))
+    }
+
+    pub async fn create_vault(&self, tenant: &TenantId, req: &CreateVaultRequest) -> DomainResult<Vault> {
+        let v = super::new_vault(req, self.ids.new_id("vlt"), self.clock.now())?;
+        self.store.insert_vault(tenant, &v).await?;
+        self.announcer.announce(tenant, "vault.created", &v.id).await;
+        Ok(v)
+    }
+
+    pub async fn get_vault(&self, tenant: &TenantId, id: &str) -> DomainResult<Vault> {
+        let missing = || DomainError::not_found("vault", id);
+        if !validate::looks_like_id(id, "vlt_") {
+            return Err(missing());
+        }
+        self.store.get_vault(tenant, id).await?.ok_or_else(missing)
+    }
+
+    pub async fn update_vault(&self, tenant: &TenantId, id: &str, req: &UpdateVaultRequest) -> DomainResult<Vault> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.get_vault(tenant, id).await?;
+            let next = super::apply_vault_update(&current, req, self.clock.now())?;
+            if next == current || self.store.update_vault(tenant, &next, current.updated_at).await? {
+                return Ok(next);
+            }
+        }
+        Err(DomainError::conflict(format!("vault `{id}` is being changed concurrently; retry")))
+    }
+
+    /// Archives a vault and every credential in it; their secrets are purged.
+    pub async fn archive_vault(&self, tenant: &TenantId, id: &str) -> DomainResult<Vault> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.get_vault(tenant, id).await?;
+            if current.archived_at.is_some() {
+                return Ok(current);
+            }
+            let now = self.clock.now().strictly_after(current.updated_at);
+            let mut next = current.clone();
+            next.archived_at = Some(now);
+            next.updated_at = now;
+            if self.store.update_vault(tenant, &next, current.updated_at).await? {
+                self.announcer.announce(tenant, "vault.archived", id).await;
+                return Ok(next);
+            }
+        }
+        Err(DomainError::conflict(format!("vault `{id}` is being changed concurrently; retry")))
+    }
+
+    pub async fn delete_vault(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
+        if !validate::looks_like_id(id, "vlt_") || !self.store.delete_vault(tenant, id).await? {
+            return Err(DomainError::not_found("vault", id));
+        }
+        self.announcer.announce(tenant, "vault.deleted", id).await;
+        Ok(())
+    }
+
+    pub async fn list_vaults(&self, tenant: &TenantId, p: &ListParams) -> DomainResult<Page<Vault>> {
+        let (req, query) = list_query(p, Order::Desc, MAX_LIMIT)?;
+        let rows = self.store.list_vaults(tenant, &query).await?;
+        Ok(req.finish(rows, |v| position_of(v.created_at, &v.id)))
+    }
+
+    pub async fn create_credential(
+        &self,
+        tenant: &TenantId,
+        vault_id: &str,
+        req: &CreateCredentialRequest,
+    ) -> DomainResult<Credential> {
+        let vault = self.get_vault(tenant, vault_id).await?;
+        if vault.archived_at.is_some() {
+            return Err(DomainError::invalid(format!("vault `{vault_id}` is archived")));
+        }
+        let id = self.ids.new_id("vcrd");
+        let nonce = || self.ids.nonce();
+        let sealer = super::Sealer { secrets: self.secret_box()?, tenant, credential_id: &id, nonce: &nonce };
+        let stored = super::new_credential(req, vault_id, self.clock.now(), &sealer)?;
+        match self.store.insert_credential(tenant, &stored, super::CREDENTIALS_PER_VAULT).await {
+            Ok(true) => {
+                self.announce_credential(tenant, "vault_credential.created", vault_id, &id).await;
+                Ok(stored.credential)
+            }
+            Ok(false) => Err(DomainError::invalid(format!(
+                "vault `{vault_id}` already holds {} active credentials",
+                super::CREDENTIALS_PER_VAULT
+            ))),
+            Err(StoreError::Duplicate(_)) => Err(DomainError::conflict(
+                "an active credential for this MCP server or environment variable already exists in this vault",
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn load_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> DomainResult<super::StoredCredential> {
+        let missing = || DomainError::not_found("credential", id);
+        if !validate::looks_like_id(vault_id, "vlt_") || !validate::looks_like_id(id, "vcrd_") {
+            return Err(missing());
+        }
+        self.store.get_credential(tenant, vault_id, id).await?.ok_or_else(missing)
+    }
+
+    pub async fn get_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> DomainResult<Credential> {
+        Ok(self.load_credential(tenant, vault_id, id).await?.credential)
+    }
+
+    pub async fn update_credential(
+        &self,
+        tenant: &TenantId,
+        vault_id: &str,
+        id: &str,
+        req: &UpdateCredentialRequest,
+    ) -> DomainResult<Credential> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.load_credential(tenant, vault_id, id).await?;
+            let nonce = || self.ids.nonce();
+            let sealer = super::Sealer { secrets: self.secret_box()?, tenant, credential_id: id, nonce: &nonce };
+            let next = super::apply_credential_update(&current, req, self.clock.now(), &sealer)?;
+            if next == current || self.store.update_credential(tenant, &next, current.credential.updated_at).await? {
+                return Ok(next.credential);
+            }
+        }
+        Err(DomainError::conflict(format!("credential `{id}` is being changed concurrently; retry")))
+    }
+
+    /// Archives a credential; its secrets are purged for good.
+    pub async fn archive_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> DomainResult<Credential> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.load_credential(tenant, vault_id, id).await?;
+            if current.credential.archived_at.is_some() {
+                return Ok(current.credential);
+            }
+            let now = self.clock.now().strictly_after(current.credential.updated_at);
+            let mut next = current.clone();
+            next.credential.archived_at = Some(now);
+            next.credential.updated_at = now;
+            next.secrets.clear();
+            if self.store.update_credential(tenant, &next, current.credential.updated_at).await? {
+                self.announce_credential(tenant, "vault_credential.archived", vault_id, id).await;
+                return Ok(next.credential);
+            }
+        }
+        Err(DomainError::conflict(format!("credential `{id}` is being changed concurrently; retry")))
+    }
+
+    pub async fn delete_credential(&self, tenant: &TenantId, vault_id: &str, id: &str) -> DomainResult<()> {
+        self.load_credential(tenant, vault_id, id).await?;
+        if !self.store.delete_credential(tenant, vault_id, id).await? {
+            return Err(DomainError::not_found("credential", id));
+        }
+        self.announce_credential(tenant, "vault_credential.deleted", vault_id, id).await;
+        Ok(())
+    }
+
+    pub async fn list_credentials(&self, tenant: &TenantId, vault_id: &str, p: &ListParams) -> DomainResult<Page<Credential>> {
+        self.get_vault(tenant, vault_id).await?;
+        let (req, query) = list_query(p, Order::Desc, MAX_LIMIT)?;
+        let rows = self.store.list_credentials(tenant, vault_id, &query).await?;
+        Ok(req.finish(rows, |c| position_of(c.credential.created_at, &c.credential.id)).map(|c| c.credential))
+    }
+}

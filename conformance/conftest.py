@@ -12,6 +12,12 @@ Tests script its answers through the `fake` fixture.
 Environment:
   OPENMA_BIN             path of the openma binary (default: <repo>/target/debug/openma)
   OPENMA_FAKE_MODEL_BIN  path of the fake model (default: <repo>/target/debug/openma-fake-model)
+  OPENMA_TARGET_URL      drive an already running deployment at this URL instead (the
+                         Cloudflare Workers under `wrangler dev`, say) with the key in
+  OPENMA_TARGET_API_KEY  ; OPENMA_TARGET_TENANT_KEYS (comma-separated) are keys of further
+                         tenants of that deployment, handed out where a test would create
+                         a tenant with the admin CLI; tests that need more of the native
+                         server's admin CLI or its model provider are skipped there
 """
 
 from __future__ import annotations
@@ -67,6 +73,11 @@ for _var in list(os.environ):
         del os.environ[_var]
 
 
+TARGET_URL = os.environ.get("OPENMA_TARGET_URL")
+TARGET_API_KEY = os.environ.get("OPENMA_TARGET_API_KEY", "")
+TARGET_TENANT_KEYS = [k for k in os.environ.get("OPENMA_TARGET_TENANT_KEYS", "").split(",") if k]
+
+
 def openma_bin() -> Path:
     return Path(os.environ.get("OPENMA_BIN", str(DEFAULT_BIN)))
 
@@ -94,6 +105,10 @@ def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
             "OPENMA_LISTEN",
             "OPENMA_URL",
             "OPENMA_API_KEY",
+            "OPENMA_TARGET_URL",
+            "OPENMA_TARGET_API_KEY",
+            "OPENMA_TARGET_FAKE_MODEL_URL",
+            "OPENMA_TARGET_TENANT_KEYS",
         )
     }
     env["RUST_LOG"] = "warn"
@@ -104,19 +119,24 @@ def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 @dataclass
 class Server:
-    """A running `openma serve` child process."""
+    """A running `openma serve` child process, or (`proc` None) a deployment started
+    elsewhere (`OPENMA_TARGET_URL`)."""
 
-    bin: Path
-    data_dir: Path
+    bin: Path | None
+    data_dir: Path | None
     api_key: str
-    proc: subprocess.Popen
+    proc: subprocess.Popen | None
     base_url: str
     port: int
-    stderr_path: Path
+    stderr_path: Path | None
     stdout_lines: list[str] = field(default_factory=list)
     startup_stdout: list[str] = field(default_factory=list)
+    # A target deployment's keys of tenants no test has used yet.
+    spare_tenant_keys: list[str] = field(default_factory=list)
 
     def stderr_tail(self, n: int = 40) -> str:
+        if self.stderr_path is None:
+            return ""
         try:
             lines = self.stderr_path.read_text(errors="replace").splitlines()
         except OSError:
@@ -125,6 +145,8 @@ class Server:
 
     def admin(self, *args: str) -> str:
         """Run an admin subcommand against this server's data dir; return stdout."""
+        if self.bin is None:
+            pytest.skip("needs the native server's admin CLI, which a target deployment (OPENMA_TARGET_URL) has not")
         cmd = [str(self.bin), *args, "--data-dir", str(self.data_dir)]
         res = subprocess.run(
             cmd,
@@ -142,7 +164,12 @@ class Server:
         return res.stdout
 
     def create_tenant_key(self, tenant: str) -> str:
-        """Create a tenant and an API key for it; return the key."""
+        """Create a tenant and an API key for it; return the key. A target deployment
+        hands out one of its spare tenants' keys instead."""
+        if self.bin is None:
+            if not self.spare_tenant_keys:
+                pytest.skip("the target deployment has no spare tenant left (OPENMA_TARGET_TENANT_KEYS)")
+            return self.spare_tenant_keys.pop(0)
         self.admin("tenants", "create", tenant)
         out = self.admin("api-keys", "create", "--name", "k", "--tenant", tenant)
         lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
@@ -150,7 +177,8 @@ class Server:
         return lines[-1]
 
     def stop(self) -> None:
-        _stop(self.proc)
+        if self.proc is not None:
+            _stop(self.proc)
 
 
 def _pump(stream, q: "queue.Queue[str | None]", sink: list[str]) -> None:
@@ -294,9 +322,9 @@ class FakeModel:
     with an empty FIFO it answers the text `ok`. `requests()` are the captured model
     requests (method, path, headers, body)."""
 
-    proc: subprocess.Popen
+    proc: subprocess.Popen | None
     base_url: str
-    stderr_path: Path
+    stderr_path: Path | None
     http: httpx2.Client
 
     def script(self, replies: list[dict] | dict) -> dict:
@@ -318,7 +346,8 @@ class FakeModel:
 
     def stop(self) -> None:
         self.http.close()
-        _stop(self.proc)
+        if self.proc is not None:
+            _stop(self.proc)
 
 
 def start_fake_model(stderr_path: Path) -> FakeModel:
@@ -352,7 +381,16 @@ def make_client(server: Server, api_key: str | None = None, **kw: Any) -> anthro
 
 @pytest.fixture(scope="session")
 def fake_model(tmp_path_factory) -> FakeModel:
-    """The session-wide fake model process (use the `fake` fixture in tests)."""
+    """The session-wide fake model process (use the `fake` fixture in tests). A target
+    deployment (`OPENMA_TARGET_URL`) names the one it calls in `OPENMA_TARGET_FAKE_MODEL_URL`."""
+    if TARGET_URL:
+        url = os.environ.get("OPENMA_TARGET_FAKE_MODEL_URL")
+        if not url:
+            pytest.skip("the target deployment (OPENMA_TARGET_URL) names no fake model (OPENMA_TARGET_FAKE_MODEL_URL)")
+        fm = FakeModel(proc=None, base_url=url, stderr_path=None, http=httpx2.Client(base_url=url, timeout=10.0))
+        yield fm
+        fm.stop()
+        return
     root = tmp_path_factory.mktemp("fake-model")
     fm = start_fake_model(root / "fake-model.stderr.log")
     yield fm
@@ -367,7 +405,15 @@ def fake(fake_model: FakeModel) -> FakeModel:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory, fake_model: FakeModel) -> Server:
+def server(request, tmp_path_factory) -> Server:
+    if TARGET_URL:
+        port = httpx2.URL(TARGET_URL).port or 443
+        yield Server(
+            bin=None, data_dir=None, api_key=TARGET_API_KEY, proc=None, base_url=TARGET_URL, port=port, stderr_path=None,
+            spare_tenant_keys=list(TARGET_TENANT_KEYS),
+        )
+        return
+    fake_model = request.getfixturevalue("fake_model")
     root = tmp_path_factory.mktemp("openma")
     srv = start_server(root / "data", model_base_url=fake_model.base_url)
     yield srv

@@ -1,12 +1,13 @@
-"""Latency of `GET /health` on openma-main under `wrangler dev` next to the native server's,
-in one run on one machine: p50/p99 over N sequential requests, and the ratio.
+"""Request latency of openma-main under `wrangler dev` next to the native server's, in one
+run on one machine: p50/p99 over N sequential requests per row, and the ratios.
 
     source deploy/cloudflare/toolchain.sh
     conformance/.venv/bin/python deploy/cloudflare/bench.py --openma target/release/openma [-n 500]
 
-The worker's /health makes four binding calls (two D1 queries, one KV read, one R2 head);
-the native one pings its SQLite database and blob directory. A third row times an
-authenticated request on the worker (the API-key lookup in D1).
+Rows: `GET /health` (the worker makes four binding calls: two D1 queries, one KV read, one
+R2 head; the native server pings its SQLite database and blob directory), `POST /v1/agents`
+(authentication, then an agent and its first version written in one transaction — one D1
+batch on the worker) and `GET /v1/agents/{id}` (authentication and one read).
 """
 
 from __future__ import annotations
@@ -27,16 +28,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
 from conftest import Deployment, free_port  # noqa: E402
 
 
-def measure(url: str, n: int, headers: dict[str, str] | None = None, expect: int = 200) -> list[float]:
+def measure(url: str, n: int, headers: dict[str, str] | None = None, body: dict | None = None) -> list[float]:
+    """Milliseconds of `n` sequential requests (a POST of `body` when given, else a GET)."""
+    def send(c: httpx2.Client) -> httpx2.Response:
+        return c.post(url, json=body) if body is not None else c.get(url)
+
     with httpx2.Client(timeout=30.0, headers=headers or {}) as c:
         for _ in range(20):
-            c.get(url)
+            send(c)
         out = []
         for _ in range(n):
             t = time.perf_counter()
-            r = c.get(url)
+            r = send(c)
             out.append((time.perf_counter() - t) * 1000)
-            assert r.status_code == expect, r.text
+            assert r.status_code == 200, r.text
     return out
 
 
@@ -62,31 +67,36 @@ def main() -> None:
         port = free_port()
         native = subprocess.Popen(
             [a.openma, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp / "native")],
-            env={**os.environ, "PLATFORM_ROOT_SECRET": "bench-root-secret-0123456789abcdefghijkl"},
+            env={**os.environ, "PLATFORM_ROOT_SECRET": "bench-root-secret-0123456789abcdefghijkl", "OPENMA_BOOTSTRAP_API_KEY": key,
+                 "OPENMA_RATE_LIMIT_PER_MINUTE": "0"},
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
+        auth = {"x-api-key": key, "anthropic-beta": "managed-agents-2026-04-01"}
+        agent = {"name": "bench", "model": "claude-sonnet-4-5", "system": "You are terse."}
+        rows: dict[str, list[tuple[float, float, float]]] = {}
         try:
             for line in native.stdout:
                 if re.match(r"^openma listening on ", line):
                     break
-            rows = []
-            for name, url in [("native openma serve", f"http://127.0.0.1:{port}/health"),
-                              ("openma-main on wrangler dev", f"{worker.base_url}/health")]:
-                xs = measure(url, a.n)
-                rows.append((name, pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
-            # An authenticated request: one D1 read of api_keys by hash (no route behind it yet).
-            xs = measure(f"{worker.base_url}/v1/agents", a.n, {"x-api-key": key}, expect=404)
-            auth = ("openma-main, API-key auth (D1)", pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs))
+            for base in (f"http://127.0.0.1:{port}", worker.base_url):
+                one = httpx2.post(f"{base}/v1/agents", json=agent, headers=auth, timeout=30.0).json()["id"]
+                for name, url, headers, body in [
+                    ("GET /health", f"{base}/health", None, None),
+                    ("POST /v1/agents", f"{base}/v1/agents", auth, agent),
+                    ("GET /v1/agents/{id}", f"{base}/v1/agents/{one}", auth, None),
+                ]:
+                    xs = measure(url, a.n, headers, body)
+                    rows.setdefault(name, []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
         finally:
             native.terminate()
             native.wait(timeout=20)
             worker.stop()
 
-    print(f"GET /health, {a.n} sequential requests each, after 20 warm-up requests")
-    print(f"{'server':<30} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
-    for name, p50, p99, mean in rows + [auth]:
-        print(f"{name:<30} {p50:>8.2f} {p99:>8.2f} {mean:>8.2f}")
-    print(f"ratio workers/native: p50 {rows[1][1] / rows[0][1]:.2f}x, p99 {rows[1][2] / rows[0][2]:.2f}x")
+    print(f"{a.n} sequential requests per row, after 20 warm-up requests; ms")
+    print(f"{'request':<22} {'native p50':>10} {'p99':>7} {'mean':>7} {'worker p50':>11} {'p99':>7} {'mean':>7} {'ratio p50':>10} {'p99':>6}")
+    for name, ((np50, np99, nmean), (wp50, wp99, wmean)) in rows.items():
+        print(f"{name:<22} {np50:>10.2f} {np99:>7.2f} {nmean:>7.2f} {wp50:>11.2f} {wp99:>7.2f} {wmean:>7.2f} "
+              f"{wp50 / np50:>9.1f}x {wp99 / np99:>5.1f}x")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Starts openma's Workers under `wrangler dev` — workerd with local D1, KV, R2 and Durable
 Objects, persisted in a fresh folder per test — and applies the D1 migrations the way the
 deployment guide does. Expects the toolchain on PATH (../toolchain.sh) and the workers
-built (../test.sh builds them once, so `wrangler dev` finds them and only re-links)."""
+built (../test.sh builds them once; `wrangler dev` runs them as built)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,20 @@ class Worker:
         return self.log.read_text(errors="replace")
 
 
+def prebuilt_config(worker: str) -> Path:
+    """The worker's wrangler.jsonc without its `build` step, next to it (so its relative
+    paths hold): test.sh has built the worker once, and rebuilding it on every
+    `wrangler dev` start (wasm-bindgen and wasm-opt, about a minute) would dominate the run."""
+    text = (CF / worker / "wrangler.jsonc").read_text()
+    start = text.index('"build": {')
+    end = text.index("}", start) + 1
+    if text[end] == ",":
+        end += 1
+    path = CF / worker / ".wrangler.prebuilt.jsonc"
+    path.write_text(text[:start] + text[end:])
+    return path
+
+
 @dataclass
 class Deployment:
     """A local deployment's state folder, shared by the workers and wrangler's D1 commands."""
@@ -82,7 +96,8 @@ class Deployment:
         env_file.write_text("".join(f"{k}={v}\n" for k, v in (secrets or {}).items()))
         log = self.tmp / f"{worker}-{port}.log"
         proc = subprocess.Popen(
-            ["wrangler", "dev", "--local", "--ip", "127.0.0.1", "--port", str(port), "--persist-to", str(self.state),
+            ["wrangler", "dev", "--config", str(prebuilt_config(worker)), "--local", "--ip", "127.0.0.1", "--port", str(port),
+             "--persist-to", str(self.state),
              "--env-file", str(env_file), "--show-interactive-dev-session=false", "--log-level", "info"],
             cwd=CF / worker, stdin=subprocess.DEVNULL, stdout=log.open("w"), stderr=subprocess.STDOUT,
             start_new_session=True,

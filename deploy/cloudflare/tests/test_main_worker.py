@@ -50,7 +50,7 @@ def test_health_names_the_missing_migrations_then_is_ok_once_they_are_applied(de
     assert status == 200 and again["backends"]["secrets"].endswith(", verified"), again
     # The bootstrap key registers once the schema exists.
     r = httpx2.get(f"{main.base_url}/v1/agents", headers={"x-api-key": BOOTSTRAP_KEY}, timeout=30.0)
-    assert r.status_code == 404, r.text
+    assert r.status_code == 200 and r.json() == {"data": [], "next_page": None}, r.text
 
     tables = {r["name"] for r in d1_rows(deployment.d1("SELECT name FROM sqlite_master WHERE type = 'table'"))}
     for t in ["tenants", "api_keys", "agents", "agent_versions", "environments", "sessions", "vaults", "credentials",
@@ -117,11 +117,13 @@ def test_api_keys_authenticate_against_d1_as_on_the_native_server(deployment):
     r = get({"authorization": "Basic " + BOOTSTRAP_KEY})
     assert r.status_code == 401, r.text
 
-    # Both transports authenticate; the route itself is not on the Workers yet.
+    # Both transports authenticate; a route the Workers do not serve is a 404 in the envelope.
     for headers in ({"x-api-key": BOOTSTRAP_KEY}, {"authorization": f"Bearer {BOOTSTRAP_KEY}"}):
         r = get(headers)
+        assert r.status_code == 200, r.text
+        r = httpx2.get(f"{main.base_url}/v1/no-such-thing", headers=headers, timeout=30.0)
         assert r.status_code == 404, r.text
-        assert r.json()["error"]["message"] == "no route for GET /v1/agents"
+        assert r.json()["error"]["message"] == "no route for GET /v1/no-such-thing"
 
     tenants = d1_rows(deployment.d1("SELECT id, name FROM tenants"))
     assert [t["name"] for t in tenants] == ["default"] and tenants[0]["id"].startswith("tenant_")

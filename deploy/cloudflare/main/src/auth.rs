@@ -9,7 +9,7 @@ use openma_core::TenantId;
 use worker::{Env, Request};
 
 use crate::adapters::{WorkerClock, WorkerIds};
-use crate::d1_keys::D1Keys;
+use crate::d1::D1;
 use crate::errors::ApiError;
 use crate::health::DB;
 
@@ -22,11 +22,21 @@ thread_local! {
     static BOOTSTRAPPED: Cell<bool> = const { Cell::new(false) };
 }
 
+/// The control-plane database.
+pub fn database(env: &Env) -> Result<D1, ApiError> {
+    Ok(D1::new(env.d1(DB).map_err(|e| ApiError::new(500, format!("binding `{DB}`: {e}")))?))
+}
+
+/// Who is calling: the tenant and the API key (memory writes are attributed to it).
+pub struct Caller {
+    pub tenant: TenantId,
+    pub api_key_id: String,
+}
+
 /// The tenant of the request's API key (which every API route needs), or the 401 (or,
 /// before the schema exists, 503) to answer with.
-pub async fn caller(req: &Request, env: &Env) -> Result<TenantId, ApiError> {
-    let store = D1Keys::new(env.d1(DB).map_err(|e| ApiError::new(500, format!("binding `{DB}`: {e}")))?);
-    let keys = Keys { store: &store, clock: &WorkerClock, ids: &WorkerIds };
+pub async fn caller(req: &Request, env: &Env, db: &D1) -> Result<Caller, ApiError> {
+    let keys = Keys { store: db, clock: &WorkerClock, ids: &WorkerIds };
     if !BOOTSTRAPPED.get() {
         bootstrap(&keys, env).await?;
         BOOTSTRAPPED.set(true);
@@ -38,7 +48,7 @@ pub async fn caller(req: &Request, env: &Env) -> Result<TenantId, ApiError> {
         .filter(|k| !k.is_empty())
         .ok_or_else(|| ApiError::unauthorized(MISSING_KEY))?;
     match keys.authenticate(key).await? {
-        Some((tenant, _key_id)) => Ok(tenant),
+        Some((tenant, api_key_id)) => Ok(Caller { tenant, api_key_id }),
         None => Err(ApiError::unauthorized(INVALID_KEY)),
     }
 }

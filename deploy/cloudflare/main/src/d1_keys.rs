@@ -1,18 +1,14 @@
 //! The [`KeyStore`] port on D1: tenants and API keys in the same tables, with the same
-//! columns, as the native SQLite store, so a database moves between the two unchanged.
+//! columns, as the native SQLite store.
 
 use async_trait::async_trait;
 use openma_core::ports::KeyStore;
 use openma_core::{ApiKey, StoreError, Tenant, TenantId};
 use openma_types::Timestamp;
 use serde::Deserialize;
-use worker::send::{SendFuture, SendWrapper};
-use worker::wasm_bindgen::JsValue;
-use worker::{D1Database, D1PreparedStatement};
 
-pub struct D1Keys {
-    db: SendWrapper<D1Database>,
-}
+use crate::d1::{D1, micros, opt_micros};
+use crate::send;
 
 const KEY_COLUMNS: &str = "id, tenant_id, name, prefix, hash, created_at, last_used_at, revoked_at";
 
@@ -56,58 +52,8 @@ impl From<KeyRow> for ApiKey {
     }
 }
 
-/// D1 reports a unique-constraint failure only in its message.
-fn store_error(e: worker::Error) -> StoreError {
-    let text = e.to_string();
-    if text.contains("UNIQUE constraint failed") { StoreError::Duplicate(text) } else { StoreError::Backend(text) }
-}
-
-/// Microseconds as a JavaScript number: exact below 2^53 µs (year 2255).
-fn micros(t: Timestamp) -> JsValue {
-    JsValue::from_f64(t.as_micros() as f64)
-}
-
-fn opt_micros(t: Option<Timestamp>) -> JsValue {
-    t.map_or(JsValue::NULL, micros)
-}
-
-impl D1Keys {
-    pub fn new(db: D1Database) -> Self {
-        D1Keys { db: SendWrapper::new(db) }
-    }
-
-    fn statement(&self, sql: &str, args: &[JsValue]) -> Result<D1PreparedStatement, StoreError> {
-        self.db.prepare(sql).bind(args).map_err(store_error)
-    }
-
-    async fn run(&self, sql: &str, args: &[JsValue]) -> Result<u64, StoreError> {
-        let r = self.statement(sql, args)?.run().await.map_err(store_error)?;
-        Ok(r.meta().map_err(store_error)?.and_then(|m| m.changes).unwrap_or(0) as u64)
-    }
-
-    async fn first<T: for<'a> Deserialize<'a>>(&self, sql: &str, args: &[JsValue]) -> Result<Option<T>, StoreError> {
-        self.statement(sql, args)?.first::<T>(None).await.map_err(store_error)
-    }
-
-    async fn all<T: for<'a> Deserialize<'a>>(&self, sql: &str, args: &[JsValue]) -> Result<Vec<T>, StoreError> {
-        let r = self.statement(sql, args)?.all().await.map_err(store_error)?;
-        if let Some(e) = r.error() {
-            return Err(StoreError::Backend(e));
-        }
-        r.results::<T>().map_err(store_error)
-    }
-}
-
-/// D1's futures hold JavaScript values, which are not `Send`; workerd runs each isolate
-/// on one thread, so asserting `Send` is sound there.
-macro_rules! send {
-    ($e:expr) => {
-        SendFuture::new($e).await
-    };
-}
-
 #[async_trait]
-impl KeyStore for D1Keys {
+impl KeyStore for D1 {
     async fn insert_tenant(&self, t: &Tenant) -> Result<(), StoreError> {
         send!(self.run(
             "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)",

@@ -1,20 +1,16 @@
-//! The one place this worker's errors become HTTP responses, in Anthropic's envelope and
-//! with the statuses and `error.type`s the native server uses.
+//! The one place this worker's errors become HTTP responses. Status, `error.type`, code
+//! and retry hint come from the core (`openma_core::http_error`), as on the native server.
 
 use openma_core::DomainError;
-use openma_types::{ErrorCodeDetails, ErrorDetail, ErrorEnvelope, ErrorTag};
+use openma_core::http_error::HttpError;
 use worker::{Response, Result};
 
 /// An error on its way to the client.
-pub struct ApiError {
-    status: u16,
-    message: String,
-    code: Option<&'static str>,
-}
+pub struct ApiError(HttpError);
 
 impl ApiError {
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), code: None }
+        ApiError(HttpError::new(status, message))
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -25,36 +21,15 @@ impl ApiError {
         Self::new(401, message)
     }
 
-    /// The SDK's `ErrorType` for a status.
-    fn error_type(&self) -> &'static str {
-        match self.status {
-            400 | 405 | 415 | 422 => "invalid_request_error",
-            401 => "authentication_error",
-            402 => "billing_error",
-            403 => "permission_error",
-            404 => "not_found_error",
-            409 => "conflict_error",
-            413 => "request_too_large",
-            429 => "rate_limit_error",
-            _ => "api_error",
-        }
-    }
-
     pub fn into_response(self, request_id: &str) -> Result<Response> {
-        let body = ErrorEnvelope {
-            tag: ErrorTag::Value,
-            error: ErrorDetail {
-                kind: self.error_type().to_owned(),
-                message: self.message,
-                details: self.code.map(|c| ErrorCodeDetails { error_code: c.to_owned() }),
-                conflicting_memory_id: None,
-            },
-            request_id: Some(request_id.to_owned()),
-        };
-        let mut response = Response::from_json(&body)?.with_status(self.status);
-        if self.status == 409 {
-            // A conflict cannot succeed on a resend; the SDKs honour this header.
+        let e = self.0;
+        let mut response = Response::from_json(&e.envelope(request_id))?.with_status(e.status);
+        if e.should_not_retry() {
+            // The SDKs honour this header: a conflict cannot succeed on a resend.
             response.headers_mut().set("x-should-retry", "false")?;
+        }
+        if let Some(secs) = e.retry_after_secs {
+            response.headers_mut().set("retry-after", &secs.to_string())?;
         }
         Ok(response)
     }
@@ -62,23 +37,10 @@ impl ApiError {
 
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
-        let (status, message, code) = match e {
-            DomainError::Invalid { message, code } => (400, message, code),
-            DomainError::NotFound(message) => (404, message, None),
-            DomainError::Gone { message, code } => (404, message, Some(code)),
-            DomainError::TooLarge(message) => (413, message, None),
-            DomainError::PaymentRequired(message) => (402, message, None),
-            DomainError::QuotaExceeded { message, .. } => (429, message, Some("quota_exceeded")),
-            DomainError::Conflict { message, code } => (409, message, code),
-            DomainError::MemoryPrecondition(message) => (409, message, None),
-            DomainError::MemoryPathConflict { message, .. } => (409, message, None),
-            DomainError::Unavailable(message) => (503, message, None),
-            DomainError::Store(e) => {
-                worker::console_error!("storage failure: {e}");
-                (500, "internal server error; the request id identifies it in the worker's log".to_owned(), None)
-            }
-        };
-        ApiError { status, message, code }
+        if let DomainError::Store(e) = &e {
+            worker::console_error!("storage failure: {e}");
+        }
+        ApiError(HttpError::from(e))
     }
 }
 

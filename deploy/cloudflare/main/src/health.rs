@@ -2,18 +2,16 @@
 //! against the database, so a missing secret, a wrong binding id or an unapplied
 //! migration shows up here as a 503 with the reason, not later as a failed request.
 
-use openma_core::secrets::{RootSecret, SecretBox, VERIFIER_META_KEY, VerifierCheck};
 use serde::Serialize;
 use worker::{Env, Response, Result};
 
-use crate::errors::random;
+use crate::root_secret;
 use crate::schema::{LATEST_MIGRATION, MIGRATIONS};
 
 /// Binding names, as in `wrangler.jsonc`.
 pub const DB: &str = "DB";
 pub const CONFIG_KV: &str = "CONFIG_KV";
 pub const BLOBS: &str = "BLOBS";
-pub const ROOT_SECRET: &str = "PLATFORM_ROOT_SECRET";
 
 #[derive(Serialize)]
 struct Health {
@@ -81,39 +79,12 @@ async fn check_db(env: &Env) -> Check {
     }
 }
 
-/// The root secret is set, long enough, and opens this database's verifier; the first
-/// healthy start seals the verifier, exactly as the native server does on first start.
+/// The root secret is set, long enough, and opens this database's verifier (the first
+/// healthy check seals it, as the native server's first start does).
 async fn check_root_secret(env: &Env) -> Check {
-    let text = env
-        .secret(ROOT_SECRET)
-        .map_err(|_| format!("{ROOT_SECRET} is not set: `openssl rand -base64 32 | wrangler secret put {ROOT_SECRET}`"))?
-        .to_string();
-    let root = RootSecret::from_text(&text).ok_or_else(|| format!("{ROOT_SECRET} must be at least 32 characters"))?;
-    let secrets = SecretBox::new(root, vec![]);
-    let db = env.d1(DB).map_err(|e| e.to_string())?;
-    let stored = db
-        .prepare("SELECT value FROM platform_meta WHERE key = ?1")
-        .bind(&[VERIFIER_META_KEY.into()])
-        .map_err(|e| e.to_string())?
-        .first::<String>(Some("value"))
-        .await
-        .map_err(|e| e.to_string())?;
+    let (secrets, sealed_now) = root_secret::verify(env).await?;
     let key = secrets.current_key_id();
-    match secrets.check_verifier(stored.as_deref(), random()) {
-        VerifierCheck::Matches => Ok(format!("root secret key {key}, verified")),
-        VerifierCheck::Mismatch => {
-            Err(format!("{ROOT_SECRET} (key {key}) is not the secret this database was sealed with; restore the original"))
-        }
-        VerifierCheck::Record(sealed) => {
-            db.prepare("INSERT OR IGNORE INTO platform_meta (key, value) VALUES (?1, ?2)")
-                .bind(&[VERIFIER_META_KEY.into(), sealed.into()])
-                .map_err(|e| e.to_string())?
-                .run()
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(format!("root secret key {key}, recorded"))
-        }
-    }
+    Ok(if sealed_now { format!("root secret key {key}, recorded") } else { format!("root secret key {key}, verified") })
 }
 
 async fn check_blobs(env: &Env) -> Check {

@@ -2,20 +2,29 @@
 //! on D1 (the control-plane schema, from the same SQLite migrations as the native
 //! server), KV (per-tenant configuration) and R2 (blobs).
 //!
-//! Served so far: `/health` — every binding and the root secret checked for real — and
-//! API-key authentication against D1 (with the operator's bootstrap key) in front of
-//! every other route. The API's resources land behind it as the D1 adapters of the
-//! core's ports grow (issue #11); until then an authenticated request to one gets 404.
+//! Served so far: `/health` — every binding and the root secret checked for real — and,
+//! behind API-key authentication against D1 (with the operator's bootstrap key), the
+//! agents, environments, vaults and memory stores APIs. The other resources land behind it as the D1 adapters of the core's ports
+//! grow (issue #11); until then an authenticated request to one gets 404.
 
 mod adapters;
+mod agents;
+mod api;
 mod auth;
+mod d1;
+mod d1_agents;
+mod d1_environments;
 mod d1_keys;
+mod d1_memory;
+mod d1_vaults;
+mod environments;
 mod errors;
 mod health;
+mod memory;
+mod root_secret;
+mod vaults;
 
 use worker::{Context, Env, Method, Request, Response, Result, event};
-
-use crate::errors::ApiError;
 
 mod schema {
     include!(concat!(env!("OUT_DIR"), "/schema.rs"));
@@ -27,12 +36,14 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let path = req.path();
     let response = match (req.method(), path.as_str()) {
         (Method::Get | Method::Head, "/health") => health::respond(&env).await,
-        (method, path) => {
-            let refusal = match auth::caller(&req, &env).await {
-                Ok(_tenant) => ApiError::not_found(format!("no route for {method} {path}")),
-                Err(e) => e,
-            };
-            refusal.into_response(&request_id)
+        _ => {
+            let served = async {
+                let db = auth::database(&env)?;
+                let caller = auth::caller(&req, &env, &db).await?;
+                api::serve(req, &env, &db, &caller).await
+            }
+            .await;
+            served.or_else(|e| e.into_response(&request_id))
         }
     };
     let mut response = response?;

@@ -1,0 +1,65 @@
+//! The API behind authentication: a request parsed at the edge with the core's rules
+//! (`openma_core::edge`), dispatched by path to one module per resource.
+
+use openma_core::ports::Announcer;
+use openma_core::{TenantId, edge};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use worker::{Env, Method, Request, Response};
+
+use crate::auth::Caller;
+use crate::d1::D1;
+use crate::errors::ApiError;
+
+/// An authenticated API request.
+pub struct ApiRequest {
+    req: Request,
+}
+
+impl ApiRequest {
+    pub fn method(&self) -> Method {
+        self.req.method()
+    }
+
+    /// The JSON body; an empty one reads as `{}`.
+    pub async fn body<T: DeserializeOwned>(&mut self) -> Result<T, ApiError> {
+        let bytes = self.req.bytes().await.map_err(|e| ApiError::new(400, format!("could not read the request body: {e}")))?;
+        Ok(edge::json_body(&bytes)?)
+    }
+
+    /// The query string as `T` (unknown parameters ignored).
+    pub fn query<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let url = self.req.url().map_err(|e| ApiError::new(400, format!("invalid URL: {e}")))?;
+        Ok(edge::query(url.query().unwrap_or(""))?)
+    }
+}
+
+/// The Workers serve no webhook endpoints yet, so no tenant has a subscriber to tell
+/// about a change.
+pub struct NoSubscribers;
+
+#[async_trait::async_trait]
+impl Announcer for NoSubscribers {
+    async fn announce_with(&self, _tenant: &TenantId, _kind: &str, _object_id: &str, _extra: serde_json::Map<String, serde_json::Value>) {}
+}
+
+/// A 200 with `value` as JSON.
+pub fn json<T: Serialize>(value: T) -> Result<Response, ApiError> {
+    Response::from_json(&value).map_err(|e| ApiError::new(500, format!("cannot encode the response: {e}")))
+}
+
+/// Serves an authenticated request for `tenant`.
+pub async fn serve(req: Request, env: &Env, db: &D1, caller: &Caller) -> Result<Response, ApiError> {
+    let tenant = &caller.tenant;
+    let path = req.path();
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let mut req = ApiRequest { req };
+    let served = match segments.as_slice() {
+        ["v1", "agents", rest @ ..] => crate::agents::route(&mut req, db, tenant, rest).await,
+        ["v1", "environments", rest @ ..] => crate::environments::route(&mut req, db, tenant, rest).await,
+        ["v1", "vaults", rest @ ..] => crate::vaults::route(&mut req, env, db, tenant, rest).await,
+        ["v1", "memory_stores", rest @ ..] => crate::memory::route(&mut req, db, caller, rest).await,
+        _ => None,
+    };
+    served.unwrap_or_else(|| Err(ApiError::not_found(format!("no route for {} {path}", req.method()))))
+}

@@ -1,0 +1,151 @@
+"""The native server's official-SDK conformance suites, run unchanged against the Workers
+under `wrangler dev` (conformance/conftest.py's target mode), and tenant isolation on D1.
+
+Each suite in SUITES runs in a child pytest with OPENMA_TARGET_URL and
+OPENMA_TARGET_API_KEY set, less the tests SUITES names with the reason; its own output is
+shown when it fails."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anthropic
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+SECRET = "test-root-secret-0123456789abcdefghijklmnop"
+KEY_A = "sk-oma-workers-conformance-key-a-0123456789"
+KEY_B = "sk-oma-workers-conformance-key-b-0123456789"
+SUITE_TIMEOUT_S = 600
+
+# The suites the Workers pass, each with the tests left out (and why); none may skip.
+SESSIONS_NOT_ON_WORKERS = "needs sessions, which the Workers do not serve yet"
+SUITES = {
+    "test_agents.py": {},
+    "test_environments.py": {
+        "test_delete_environment_in_use_by_live_session_conflicts": SESSIONS_NOT_ON_WORKERS,
+        "test_archived_environment_cannot_be_used_for_new_sessions": SESSIONS_NOT_ON_WORKERS,
+    },
+    "test_memory_stores.py": {},
+    "test_vaults.py": {
+        "test_session_created_with_vault_ids_reports_them": SESSIONS_NOT_ON_WORKERS,
+        "test_session_with_archived_vault_is_bad_request": SESSIONS_NOT_ON_WORKERS,
+        "test_session_with_unknown_vault_is_not_found": SESSIONS_NOT_ON_WORKERS,
+        "test_session_with_other_tenants_vault_is_not_found": SESSIONS_NOT_ON_WORKERS,
+    },
+}
+# Further tenants, for the suites' cross-tenant tests (the native suite makes them with the
+# admin CLI, which the Workers do not have).
+SPARE_KEYS = [f"sk-oma-workers-spare-{i}-{'0' * 24}" for i in range(4)]
+
+
+def tenant_rows(name: str, key: str) -> str:
+    """A tenant and its key, written as `openma api-keys create` would: only the key's
+    SHA-256 is stored."""
+    return (
+        f"INSERT INTO tenants (id, name, created_at) VALUES ('tenant_{name}', '{name}', 1);"
+        "INSERT INTO api_keys (id, tenant_id, name, prefix, hash, created_at) "
+        f"VALUES ('apikey_{name}', 'tenant_{name}', 'k', '{key[:13]}', '{hashlib.sha256(key.encode()).hexdigest()}', 1);"
+    )
+
+
+@pytest.fixture
+def main(deployment):
+    deployment.apply_migrations()
+    # Written before the worker starts: two workerd processes writing one local SQLite
+    # file can hold each other up for minutes.
+    tenants = [("b", KEY_B), *((f"spare{i}", k) for i, k in enumerate(SPARE_KEYS))]
+    deployment.d1("".join(tenant_rows(name, key) for name, key in tenants))
+    return deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A})
+
+
+@pytest.mark.parametrize("suite", sorted(SUITES))
+def test_the_native_conformance_suite_passes_against_the_workers(main, suite):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "OPENMA_"))}
+    env.update({"OPENMA_TARGET_URL": main.base_url, "OPENMA_TARGET_API_KEY": KEY_A, "OPENMA_TARGET_TENANT_KEYS": ",".join(SPARE_KEYS)})
+    left_out = [arg for name in SUITES[suite] for arg in ("--deselect", f"{suite}::{name}")]
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", suite, *left_out],
+        cwd=REPO / "conformance", env=env, capture_output=True, text=True, timeout=SUITE_TIMEOUT_S, check=False,
+    )
+    summary = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+    print(f"conformance/{suite} against wrangler dev: {summary}")
+    assert r.returncode == 0, f"{suite} failed against the Workers:\n{r.stdout[-12000:]}\n{r.stderr[-4000:]}\n{main.output()[-4000:]}"
+    assert "skipped" not in summary, f"{suite} skipped tests on the Workers:\n{r.stdout[-6000:]}"
+
+
+def test_a_tenant_cannot_see_or_change_another_tenants_agents_or_environments(main):
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
+    b = anthropic.Anthropic(api_key=KEY_B, base_url=main.base_url, timeout=30.0, max_retries=0)
+    agent = a.beta.agents.create(name="private", model="claude-sonnet-4-5")
+    env = a.beta.environments.create(name="private", config={"type": "cloud", "networking": {"type": "unrestricted"}})
+
+    for call in (
+        lambda: b.beta.agents.retrieve(agent.id),
+        lambda: b.beta.agents.update(agent.id, version=agent.version, name="stolen"),
+        lambda: b.beta.agents.archive(agent.id),
+        lambda: b.beta.agents.versions.list(agent.id),
+    ):
+        with pytest.raises(anthropic.NotFoundError) as e:
+            call()
+        assert agent.id in e.value.message
+    for call in (
+        lambda: b.beta.environments.retrieve(env.id),
+        lambda: b.beta.environments.update(env.id, name="stolen"),
+        lambda: b.beta.environments.archive(env.id),
+        lambda: b.beta.environments.delete(env.id),
+    ):
+        with pytest.raises(anthropic.NotFoundError) as e:
+            call()
+        assert env.id in e.value.message
+    assert [x.id for x in b.beta.agents.list()] == [] and [x.id for x in b.beta.environments.list()] == []
+    same = a.beta.agents.retrieve(agent.id)
+    assert (same.name, same.version, same.archived_at) == ("private", 1, None)
+    same_env = a.beta.environments.retrieve(env.id)
+    assert (same_env.name, same_env.archived_at) == ("private", None)
+
+
+def test_credential_secrets_are_sealed_in_d1_and_never_echoed(deployment, main):
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
+    token = "tok-" + "s3cr3t" * 6
+    vault = a.beta.vaults.create(display_name="sealed")
+    cred = a.beta.vaults.credentials.create(
+        vault.id, auth={"type": "static_bearer", "mcp_server_url": "https://mcp.example.com/sse", "token": token}
+    )
+    assert token not in cred.model_dump_json()
+    assert token not in a.beta.vaults.credentials.retrieve(cred.id, vault_id=vault.id).model_dump_json()
+
+    rows = json.loads(deployment.d1("SELECT body, secrets FROM credentials"))[0]["results"]
+    assert len(rows) == 1 and token not in json.dumps(rows)
+    sealed = json.loads(rows[0]["secrets"])
+    assert set(sealed) == {"token"} and sealed["token"] != token
+    assert token not in main.output()
+
+    # Archiving the vault archives the credential and purges its sealed secret in D1.
+    a.beta.vaults.archive(vault.id)
+    rows = json.loads(deployment.d1("SELECT archived, secrets, body FROM credentials"))[0]["results"]
+    assert rows[0]["archived"] == 1 and rows[0]["secrets"] == "{}"
+    archived = a.beta.vaults.credentials.retrieve(cred.id, vault_id=vault.id)
+    assert archived.archived_at is not None and archived.updated_at == archived.archived_at
+
+
+def test_credentials_are_refused_with_503_while_the_root_secret_is_wrong(deployment):
+    deployment.apply_migrations()
+    first = deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A})
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=first.base_url, timeout=30.0)
+    vault = a.beta.vaults.create(display_name="v")
+    a.beta.vaults.credentials.create(vault.id, auth={"type": "static_bearer", "mcp_server_url": "https://a.example.com/mcp", "token": "t" * 20})
+    first.stop()
+
+    wrong = deployment.start("main", {"PLATFORM_ROOT_SECRET": "x" * 40, "OPENMA_BOOTSTRAP_API_KEY": KEY_A})
+    b = anthropic.Anthropic(api_key=KEY_A, base_url=wrong.base_url, timeout=30.0, max_retries=0)
+    with pytest.raises(anthropic.APIStatusError) as e:
+        b.beta.vaults.credentials.create(vault.id, auth={"type": "static_bearer", "mcp_server_url": "https://b.example.com/mcp", "token": "u" * 20})
+    assert e.value.status_code == 503 and "not the secret this database was sealed with" in e.value.message
+    # Reads need no secret and still work; nothing new was written.
+    assert [c.auth.mcp_server_url for c in b.beta.vaults.credentials.list(vault.id)] == ["https://a.example.com/mcp"]

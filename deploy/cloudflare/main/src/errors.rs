@@ -5,12 +5,16 @@ use openma_core::DomainError;
 use openma_core::http_error::HttpError;
 use worker::{Response, Result};
 
-/// An error on its way to the client.
-pub struct ApiError(HttpError);
+/// An error on its way to the client, with what only the log may see.
+pub struct ApiError {
+    reply: HttpError,
+    /// A storage failure's details: logged with the request id, never sent.
+    log: Option<String>,
+}
 
 impl ApiError {
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        ApiError(HttpError::new(status, message))
+        ApiError { reply: HttpError::new(status, message), log: None }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -22,7 +26,10 @@ impl ApiError {
     }
 
     pub fn into_response(self, request_id: &str) -> Result<Response> {
-        let e = self.0;
+        if let Some(detail) = &self.log {
+            worker::console_error!("{request_id}: storage failure: {detail}");
+        }
+        let e = self.reply;
         let mut response = Response::from_json(&e.envelope(request_id))?.with_status(e.status);
         if e.should_not_retry() {
             // The SDKs honour this header: a conflict cannot succeed on a resend.
@@ -37,10 +44,11 @@ impl ApiError {
 
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
-        if let DomainError::Store(e) = &e {
-            worker::console_error!("storage failure: {e}");
-        }
-        ApiError(HttpError::from(e))
+        let log = match &e {
+            DomainError::Store(s) => Some(s.to_string()),
+            _ => None,
+        };
+        ApiError { reply: HttpError::from(e), log }
     }
 }
 

@@ -25,7 +25,12 @@ pub fn store_error(e: worker::Error) -> StoreError {
 
 /// Microseconds as a JavaScript number: exact below 2^53 µs (year 2255).
 pub fn micros(t: Timestamp) -> JsValue {
-    JsValue::from_f64(t.as_micros() as f64)
+    num(t.as_micros())
+}
+
+/// An integer as a JavaScript number (exact below 2^53).
+pub fn num(v: i64) -> JsValue {
+    JsValue::from_f64(v as f64)
 }
 
 pub fn opt_micros(t: Option<Timestamp>) -> JsValue {
@@ -109,7 +114,7 @@ pub fn page_clause(q: &openma_core::ports::ListQuery, args: &mut Vec<JsValue>) -
     }
     for (op, v) in [(">", q.created.gt), (">=", q.created.gte), ("<", q.created.lt), ("<=", q.created.lte)] {
         if let Some(v) = v {
-            let p = bind(args, JsValue::from_f64(v as f64));
+            let p = bind(args, num(v));
             sql.push_str(&format!(" AND created_at {op} {p}"));
         }
     }
@@ -118,7 +123,7 @@ pub fn page_clause(q: &openma_core::ports::ListQuery, args: &mut Vec<JsValue>) -
         Order::Desc => ("<", "DESC"),
     };
     if let Some(p) = &q.after {
-        let at = bind(args, JsValue::from_f64(p.created_at as f64));
+        let at = bind(args, num(p.created_at));
         let id = bind(args, JsValue::from_str(&p.id));
         sql.push_str(&format!(" AND (created_at {cmp} {at} OR (created_at = {at} AND id {cmp} {id}))"));
     }

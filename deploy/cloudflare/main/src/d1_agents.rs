@@ -7,14 +7,10 @@ use openma_core::{StoreError, TenantId};
 use openma_types::agents::Agent;
 use worker::wasm_bindgen::JsValue;
 
-use crate::d1::{Body, D1, decode_all, encode, micros, page_clause};
+use crate::d1::{Body, D1, decode_all, encode, micros, num, page_clause};
 use crate::send;
 
 const INSERT_VERSION: &str = "INSERT INTO agent_versions (tenant_id, agent_id, version, body) VALUES (?1, ?2, ?3, ?4)";
-
-fn num(v: i64) -> JsValue {
-    JsValue::from_f64(v as f64)
-}
 
 impl D1 {
     async fn insert_agent_rows(&self, tenant: &TenantId, a: &Agent) -> Result<(), StoreError> {

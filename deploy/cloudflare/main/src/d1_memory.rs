@@ -15,7 +15,7 @@ use serde::Deserialize;
 use worker::D1PreparedStatement;
 use worker::wasm_bindgen::JsValue;
 
-use crate::d1::{Body, D1, decode_all, encode, micros, page_clause};
+use crate::d1::{Body, D1, decode_all, encode, micros, num, page_clause};
 use crate::send;
 
 const MEMORY_COLUMNS: &str = "store_id, id, path, content_sha256, content_size, version_id, created_at, updated_at";
@@ -23,12 +23,8 @@ const MEMORY_COLUMNS: &str = "store_id, id, path, content_sha256, content_size, 
 const CONTENT_HEX: &str = "CASE WHEN content IS NULL THEN NULL ELSE hex(content) END AS content_hex";
 const HOLD_OPEN_STORE: &str = "UPDATE memory_stores SET updated_at = updated_at WHERE tenant_id = ?1 AND id = ?2 AND NOT archived";
 
-fn num(v: i64) -> JsValue {
-    JsValue::from_f64(v as f64)
-}
-
 fn hex(text: &str) -> String {
-    text.bytes().map(|b| format!("{b:02x}")).collect()
+    crate::errors::hex(text.as_bytes())
 }
 
 fn unhex(h: &str) -> Result<String, StoreError> {

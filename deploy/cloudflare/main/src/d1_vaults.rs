@@ -11,7 +11,7 @@ use openma_types::vaults::Vault;
 use serde::Deserialize;
 use worker::wasm_bindgen::JsValue;
 
-use crate::d1::{Body, D1, decode_all, encode, micros, page_clause};
+use crate::d1::{Body, D1, decode_all, encode, micros, num, page_clause};
 use crate::send;
 
 const CREDENTIAL_COLUMNS: &str = "body, unique_key, secrets";
@@ -90,7 +90,7 @@ impl D1 {
                     c.unique_key.as_str().into(),
                     encode(&c.credential).into(),
                     encode(&c.secrets).into(),
-                    JsValue::from_f64(max_active as f64),
+                    num(max_active),
                 ],
             )
             .await?;

@@ -13,7 +13,7 @@ use openma_types::memory::{MemoryAccess, MemoryStoreResource, MemoryStoreResourc
 use openma_types::sessions::SessionResource;
 
 use crate::error::{DomainError, DomainResult};
-use crate::platform::Platform;
+use crate::memory::Memories;
 use crate::tenancy::TenantId;
 
 pub const MEMORY_ROOT: &str = "/mnt/memory";
@@ -137,47 +137,45 @@ pub fn plan_push(local: &BTreeMap<String, String>, snapshot: &Snapshot) -> Vec<P
     steps
 }
 
-impl Platform {
-    /// The `memory_store` resources of a new session: each store exists and is not
-    /// archived, appears once, and gets a mount path of its own.
-    pub(crate) async fn attach_memory_stores(
-        &self,
-        tenant: &TenantId,
-        params: &[MemoryStoreResourceParams],
-    ) -> DomainResult<Vec<MemoryStoreResource>> {
-        let mut out: Vec<MemoryStoreResource> = Vec::new();
-        for p in params {
-            if out.iter().any(|m| m.memory_store_id == p.memory_store_id) {
-                return Err(DomainError::invalid(format!("memory store `{}` is attached twice", p.memory_store_id)));
-            }
-            if let Some(i) = &p.instructions
-                && i.chars().count() > INSTRUCTIONS_MAX
-            {
-                return Err(DomainError::invalid(format!("`instructions` may hold at most {INSTRUCTIONS_MAX} characters")));
-            }
-            let store = self.get_memory_store(tenant, &p.memory_store_id).await?;
-            if store.archived_at.is_some() {
-                return Err(DomainError::invalid(format!("memory store `{}` is archived and cannot be attached", store.id)));
-            }
-            let base = slug(&store.name);
-            let mut dir = base.clone();
-            let mut n = 2;
-            while out.iter().any(|m| m.mount_path == format!("{MEMORY_ROOT}/{dir}")) {
-                dir = format!("{base}-{n}");
-                n += 1;
-            }
-            out.push(MemoryStoreResource {
-                tag: Default::default(),
-                memory_store_id: store.id.clone(),
-                access: p.access.unwrap_or_default(),
-                name: store.name.clone(),
-                description: store.description.clone(),
-                instructions: p.instructions.clone(),
-                mount_path: format!("{MEMORY_ROOT}/{dir}"),
-            });
+/// The `memory_store` resources of a new session: each store exists and is not
+/// archived, appears once, and gets a mount path of its own.
+pub async fn attach_memory_stores(
+    memories: &Memories<'_>,
+    tenant: &TenantId,
+    params: &[MemoryStoreResourceParams],
+) -> DomainResult<Vec<MemoryStoreResource>> {
+    let mut out: Vec<MemoryStoreResource> = Vec::new();
+    for p in params {
+        if out.iter().any(|m| m.memory_store_id == p.memory_store_id) {
+            return Err(DomainError::invalid(format!("memory store `{}` is attached twice", p.memory_store_id)));
         }
-        Ok(out)
+        if let Some(i) = &p.instructions
+            && i.chars().count() > INSTRUCTIONS_MAX
+        {
+            return Err(DomainError::invalid(format!("`instructions` may hold at most {INSTRUCTIONS_MAX} characters")));
+        }
+        let store = memories.get_memory_store(tenant, &p.memory_store_id).await?;
+        if store.archived_at.is_some() {
+            return Err(DomainError::invalid(format!("memory store `{}` is archived and cannot be attached", store.id)));
+        }
+        let base = slug(&store.name);
+        let mut dir = base.clone();
+        let mut n = 2;
+        while out.iter().any(|m| m.mount_path == format!("{MEMORY_ROOT}/{dir}")) {
+            dir = format!("{base}-{n}");
+            n += 1;
+        }
+        out.push(MemoryStoreResource {
+            tag: Default::default(),
+            memory_store_id: store.id.clone(),
+            access: p.access.unwrap_or_default(),
+            name: store.name.clone(),
+            description: store.description.clone(),
+            instructions: p.instructions.clone(),
+            mount_path: format!("{MEMORY_ROOT}/{dir}"),
+        });
     }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -6,18 +6,19 @@ use openma_types::Timestamp;
 use openma_types::query::{ArchivedParam, CreatedFilter, PageParams, SortOrder};
 use openma_types::agents::{Agent, AgentTool, CreateAgentRequest, Skill, UpdateAgentRequest};
 use openma_types::environments::{CreateEnvironmentRequest, Environment, EnvironmentLimits, UpdateEnvironmentRequest};
-use openma_types::sessions::{CreateSessionRequest, Session, SessionStatus, SessionUsage, UpdateSessionRequest};
+use openma_types::sessions::{CreateSessionRequest, Session, UpdateSessionRequest};
 
 use crate::error::{DomainError, DomainResult};
-use crate::harness::tools::{Capabilities, check_capabilities};
-use crate::paging::{MAX_LIMIT, Page, PageRequest};
-use crate::ports::{Announcer, Clock, DeleteOutcome, IdGen, ListQuery, Order, Position, SessionFilter, Store, TimeRange};
+use crate::harness::tools::Capabilities;
+use crate::paging::{Page, PageRequest};
+use crate::ports::{Announcer, Clock, IdGen, ListQuery, Order, Position, SessionFilter, Store, TimeRange};
 use crate::keys::Keys;
 use crate::tenancy::{ApiKey, Tenant, TenantId};
 use crate::agents::{Agents, SkillCheck};
 use crate::environments::Environments;
 use crate::vaults::Vaults;
-use crate::{agents, sessions, validate};
+use crate::sessions::{SessionAttachments, Sessions};
+use crate::agents;
 
 mod memory;
 pub use memory::MemoryListParams;
@@ -108,10 +109,6 @@ impl Platform {
 
     pub(crate) fn now(&self) -> Timestamp {
         self.clock.now()
-    }
-
-    fn page_request(&self, p: &ListParams, default_order: Order) -> DomainResult<(PageRequest, ListQuery)> {
-        self.page_request_max(p, default_order, MAX_LIMIT)
     }
 
     pub(crate) fn page_request_max(&self, p: &ListParams, default_order: Order, max: u32) -> DomainResult<(PageRequest, ListQuery)> {
@@ -250,6 +247,23 @@ impl Platform {
 
     // ---- sessions ------------------------------------------------------------------
 
+    /// The session operations on this platform's stores.
+    pub fn sessions(&self) -> Sessions<'_> {
+        Sessions {
+            store: &*self.store,
+            agents: self.agents(),
+            environments: self.environments(),
+            vaults: self.vaults(),
+            memories: self.memories(),
+            skills: self,
+            attachments: self,
+            capabilities: self.capabilities,
+            clock: &*self.clock,
+            ids: &*self.ids,
+            announcer: self,
+        }
+    }
+
     /// Creates a session. `initial_events` are checked here; the caller hands the
     /// returned inputs to the session runtime.
     pub async fn create_session(
@@ -257,164 +271,56 @@ impl Platform {
         tenant: &TenantId,
         req: &CreateSessionRequest,
     ) -> DomainResult<(Session, Vec<crate::harness::input::Input>)> {
-        sessions::check_create_fields(req)?;
-        let initial = sessions::initial_inputs(req)?;
-        let choice = sessions::agent_choice(req)?;
-        let agent = self.get_agent(tenant, &choice.id, choice.version).await?;
-        let current = if choice.version.is_some() { self.get_agent(tenant, &choice.id, None).await? } else { agent.clone() };
-        if current.archived_at.is_some() {
-            return Err(DomainError::invalid(format!("agent `{}` is archived and cannot start sessions", agent.id)));
-        }
-        let config = match &choice.overrides {
-            Some(o) => sessions::apply_overrides(&agent, o)?,
-            None => agent.config(),
-        };
-        check_capabilities(&config.tools, self.capabilities)?;
-        self.check_skills(tenant, &config.skills, &config.tools).await?;
-        let environment = match &req.environment_id {
-            Some(id) => {
-                let env = self.get_environment(tenant, id).await?;
-                if env.archived_at.is_some() {
-                    return Err(DomainError::invalid_code(
-                        "environment_archived",
-                        format!("environment `{id}` is archived and cannot start sessions"),
-                    ));
-                }
-                env
-            }
-            None => self.default_environment(tenant).await?,
-        };
-        if let Some(b) = &req.budget {
-            sessions::check_budget(b, &config.model.id)?;
-        }
-        let mut vault_ids = Vec::new();
-        for id in req.vault_ids.iter().flatten() {
-            let vault = self.get_vault(tenant, id).await?;
-            if vault.archived_at.is_some() {
-                return Err(DomainError::invalid(format!("vault `{id}` is archived")));
-            }
-            if !vault_ids.contains(id) {
-                vault_ids.push(id.clone());
-            }
-        }
-        self.check_file_blocks(tenant, &initial, "initial_events").await?;
-        let resource_params = crate::files::resource_params(req.resources.as_deref().unwrap_or_default())?;
-        let memory = self.attach_memory_stores(tenant, &resource_params.memory_stores).await?;
-        let id = self.ids.new_id("sesn");
-        let repositories = crate::repositories::resources(&resource_params.repositories, || self.ids.new_id("sesrsc"), self.now())?;
-        let mounts = self.mount_copies(tenant, &id, &resource_params.files).await?;
-        let now = self.now();
-        let session = Session {
-            id,
-            tag: Default::default(),
-            agent: sessions::snapshot(&agent.id, agent.version, config),
-            environment_id: environment.id,
-            title: req.title.clone(),
-            metadata: req.metadata.clone().unwrap_or_default(),
-            status: SessionStatus::Idle,
-            stats: Default::default(),
-            usage: SessionUsage::default(),
-            resources: memory
-                .into_iter()
-                .map(openma_types::sessions::SessionResource::MemoryStore)
-                .chain(repositories.into_iter().map(openma_types::sessions::SessionResource::GitHubRepository))
-                .chain(mounts.iter().map(|(r, _)| openma_types::sessions::SessionResource::File(r.clone())))
-                .collect(),
-            vault_ids,
-            outcome_evaluations: Vec::new(),
-            budget: req.budget.clone(),
-            deployment_id: None,
-            created_at: now,
-            updated_at: now,
-            archived_at: None,
-        };
-        if let Err(e) = self.store.insert_session(tenant, &session).await {
-            self.delete_session_files(tenant, &session.id).await?;
-            return Err(e.into());
-        }
-        self.announce_quietly(tenant, "session.created", &session.id).await;
-        Ok((sessions::present(session, now), initial))
+        self.sessions().create(tenant, req).await
     }
 
     pub(crate) async fn load_session(&self, tenant: &TenantId, id: &str) -> DomainResult<Session> {
-        let missing = || DomainError::not_found("session", id);
-        if !validate::looks_like_id(id, "sesn_") {
-            return Err(missing());
-        }
-        self.store.get_session(tenant, id).await?.ok_or_else(missing)
+        self.sessions().load(tenant, id).await
     }
 
     pub async fn get_session(&self, tenant: &TenantId, id: &str) -> DomainResult<Session> {
-        Ok(sessions::present(self.load_session(tenant, id).await?, self.now()))
+        self.sessions().get(tenant, id).await
     }
 
     pub async fn update_session(&self, tenant: &TenantId, id: &str, req: &UpdateSessionRequest) -> DomainResult<Session> {
-        for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.load_session(tenant, id).await?;
-            let next = sessions::apply_update(&current, req, self.now())?;
-            check_capabilities(&next.agent.tools, self.capabilities)?;
-            if next == current {
-                return Ok(sessions::present(next, self.now()));
-            }
-            if self.store.update_session(tenant, &next, current.updated_at).await? {
-                self.announce_quietly(tenant, "session.updated", id).await;
-                return Ok(sessions::present(next, self.now()));
-            }
-        }
-        Err(DomainError::conflict(format!("session `{id}` is being changed concurrently; retry")))
+        self.sessions().update(tenant, id, req).await
     }
 
     /// Archiving ends a session for good: it becomes `terminated` and read-only.
     pub async fn archive_session(&self, tenant: &TenantId, id: &str) -> DomainResult<Session> {
-        for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.load_session(tenant, id).await?;
-            if current.archived_at.is_some() {
-                return Ok(sessions::present(current, self.now()));
-            }
-            if matches!(current.status, SessionStatus::Running | SessionStatus::Rescheduling) {
-                return Err(DomainError::invalid(
-                    "a running session cannot be archived; send `user.interrupt` and wait for idle",
-                ));
-            }
-            let now = self.now().strictly_after(current.updated_at);
-            let mut next = current.clone();
-            next.archived_at = Some(now);
-            next.updated_at = now;
-            next.status = SessionStatus::Terminated;
-            if self.store.update_session(tenant, &next, current.updated_at).await? {
-                self.announce_quietly(tenant, "session.archived", id).await;
-                return Ok(sessions::present(next, now));
-            }
-        }
-        Err(DomainError::conflict(format!("session `{id}` is being changed concurrently; retry")))
+        self.sessions().archive(tenant, id).await
     }
 
     pub async fn delete_session(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
-        if !validate::looks_like_id(id, "sesn_") {
-            return Err(DomainError::not_found("session", id));
-        }
-        match self.store.delete_session(tenant, id).await? {
-            DeleteOutcome::Deleted => {
-                self.announce_quietly(tenant, "session.deleted", id).await;
-                // its archived event log, if it has one (a missing blob is not an error)
-                self.delete_blobs(std::iter::once(crate::event_log::archive_key(tenant, id))).await;
-                self.delete_session_files(tenant, id).await
-            }
-            DeleteOutcome::NotFound => Err(DomainError::not_found("session", id)),
-            DeleteOutcome::Refused => Err(DomainError::invalid(
-                "a running session cannot be deleted; send `user.interrupt` and wait for idle",
-            )),
-        }
+        self.sessions().delete(tenant, id).await
     }
 
     pub async fn list_sessions(&self, tenant: &TenantId, p: &ListParams, filter: &SessionFilter) -> DomainResult<Page<Session>> {
-        if filter.agent_version.is_some() && filter.agent_id.is_none() {
-            return Err(DomainError::invalid("`agent_version` filters only together with `agent_id`"));
-        }
-        let (req, query) = self.page_request(p, Order::Desc)?;
-        let rows = self.store.list_sessions(tenant, &query, filter).await?;
-        let now = self.now();
-        Ok(req.finish(rows, |s| position_of(s.created_at, &s.id)).map(|s| sessions::present(s, now)))
+        self.sessions().list(tenant, p, filter).await
+    }
+}
+
+/// The native deployment's files and blobs: what a session mounts and what is left of a
+/// deleted one.
+#[async_trait::async_trait]
+impl SessionAttachments for Platform {
+    async fn check_file_blocks(&self, tenant: &TenantId, inputs: &[crate::harness::input::Input], where_: &str) -> DomainResult<()> {
+        Platform::check_file_blocks(self, tenant, inputs, where_).await
+    }
+
+    async fn mount_copies(
+        &self,
+        tenant: &TenantId,
+        session_id: &str,
+        params: &[openma_types::files::FileResourceParams],
+    ) -> DomainResult<Vec<(openma_types::files::FileResource, crate::files::StoredFile)>> {
+        Platform::mount_copies(self, tenant, session_id, params).await
+    }
+
+    async fn release(&self, tenant: &TenantId, session_id: &str) -> DomainResult<()> {
+        // its archived event log, if it has one (a missing blob is not an error)
+        self.delete_blobs(std::iter::once(crate::event_log::archive_key(tenant, session_id))).await;
+        self.delete_session_files(tenant, session_id).await
     }
 }
 

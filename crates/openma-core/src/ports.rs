@@ -399,15 +399,10 @@ pub trait MemoryStorage: Send + Sync {
     async fn redact_memory_version(&self, tenant: &TenantId, version: &MemoryVersion) -> Result<bool, StoreError>;
 }
 
-/// Persistent state. Every method but the tenant and key-lookup ones is scoped by a
-/// [`TenantId`]; an object of another tenant is indistinguishable from a missing one.
+/// Session rows (not their event logs): a port of its own so a deployment serves session
+/// CRUD before it adapts the whole [`Store`] (the Workers do, on D1).
 #[async_trait]
-pub trait Store: KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryStorage + Send + Sync {
-    /// A short name of the backend for `/health` (e.g. `sqlite 3.46.0`).
-    async fn describe(&self) -> Result<String, StoreError>;
-
-
-    // -- sessions --
+pub trait SessionStore: Send + Sync {
     async fn insert_session(&self, tenant: &TenantId, session: &Session) -> Result<(), StoreError>;
     async fn get_session(&self, tenant: &TenantId, id: &str) -> Result<Option<Session>, StoreError>;
     /// Replaces the session if `updated_at` is still `expected_updated_at`.
@@ -415,6 +410,15 @@ pub trait Store: KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryS
     /// Deletes unless the session is running or rescheduling.
     async fn delete_session(&self, tenant: &TenantId, id: &str) -> Result<DeleteOutcome, StoreError>;
     async fn list_sessions(&self, tenant: &TenantId, query: &ListQuery, filter: &SessionFilter) -> Result<Vec<Session>, StoreError>;
+}
+
+/// Persistent state. Every method but the tenant and key-lookup ones is scoped by a
+/// [`TenantId`]; an object of another tenant is indistinguishable from a missing one.
+#[async_trait]
+pub trait Store: KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryStorage + SessionStore + Send + Sync {
+    /// A short name of the backend for `/health` (e.g. `sqlite 3.46.0`).
+    async fn describe(&self) -> Result<String, StoreError>;
+
 
     // -- session event log --
     /// Appends events and, in the same transaction, replaces the session row when given

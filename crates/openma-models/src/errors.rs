@@ -5,8 +5,8 @@
 use std::time::{Duration, SystemTime};
 
 use openma_core::model::{ModelError, PermanentKind, TransientKind};
-use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
+use http::StatusCode;
+use http::header::HeaderMap;
 use serde_json::Value;
 
 /// Error bodies are read only this far: enough for the message, never a whole page.
@@ -63,6 +63,7 @@ pub(crate) fn from_stream_error(provider: &str, error_type: &str, message: &str)
 }
 
 /// A failure of the HTTP exchange itself, before a status was known.
+#[cfg(feature = "client")]
 pub(crate) fn from_transport(provider: &str, err: &reqwest::Error) -> ModelError {
     let message = format!("{provider}: {}", error_chain(err));
     // Retrying cannot help a build that has no TLS: say what to change.
@@ -157,6 +158,7 @@ impl ProviderError {
     }
 }
 
+#[cfg(feature = "client")]
 /// reqwest's top-level `Display` hides the cause ("error sending request"); the chain
 /// says what actually happened ("connection refused").
 fn error_chain(err: &reqwest::Error) -> String {
@@ -176,7 +178,7 @@ fn error_chain(err: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
+    use http::header::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

@@ -15,10 +15,7 @@ use crate::stream::{self, Decoder};
 /// How long to wait for a TCP (and TLS) connection to a provider.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a stream may stay silent (before the response headers, or between events)
-/// before it counts as a dead connection. Anthropic pings well within this; long
-/// thinking on OpenAI-compatible servers may need more, hence configurable per client.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+pub use crate::wire::DEFAULT_IDLE_TIMEOUT;
 
 /// Install rustls' `ring` provider as the process default, once. With the `tls` feature,
 /// reqwest is built without a provider of its own (to avoid aws-lc-rs' C build) and
@@ -93,13 +90,7 @@ pub(crate) fn secret_header(provider: &str, api_key: &SecretString) -> Result<He
     Ok(value)
 }
 
-/// `base` + `path`, where `base` may or may not already end in `/v1` (OpenAI-compatible
-/// servers are often configured as `http://host:port/v1`).
-pub(crate) fn endpoint(base: &str, path_after_v1: &str) -> String {
-    let base = base.trim_end_matches('/');
-    let base = base.strip_suffix("/v1").unwrap_or(base);
-    format!("{base}/v1/{}", path_after_v1.trim_start_matches('/'))
-}
+pub(crate) use crate::wire::endpoint;
 
 #[cfg(test)]
 mod tests {

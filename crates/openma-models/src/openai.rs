@@ -1,86 +1,10 @@
 //! OpenAI-compatible Chat Completions adapter (`POST /v1/chat/completions`, streaming).
 //! Works against OpenAI itself and the many servers that copy its wire format.
 
-mod decode;
-mod request;
+pub(crate) mod decode;
+pub(crate) mod request;
+#[cfg(feature = "client")]
+mod client;
 
-use std::fmt;
-use std::time::Duration;
-
-use async_trait::async_trait;
-use openma_core::model::{ModelClient, ModelError, ModelRequest, ModelStream};
-use reqwest::header::{AUTHORIZATION, HeaderValue};
-use secrecy::{ExposeSecret, SecretString};
-
-use crate::http::{self, DEFAULT_IDLE_TIMEOUT};
-
-/// A client of one OpenAI-compatible endpoint.
-#[derive(Clone)]
-pub struct OpenAiClient {
-    base_url: String,
-    api_key: SecretString,
-    http: reqwest::Client,
-    idle_timeout: Duration,
-    /// Extra headers of every request (a model card's custom headers).
-    headers: reqwest::header::HeaderMap,
-}
-
-impl OpenAiClient {
-    /// `base_url` like `https://api.openai.com`, or `http://localhost:8000/v1` for a
-    /// compatible server: a trailing `/v1` is not doubled.
-    pub fn new(base_url: impl Into<String>, api_key: impl Into<SecretString>, http: reqwest::Client) -> Self {
-        Self { base_url: base_url.into(), api_key: api_key.into(), http, idle_timeout: DEFAULT_IDLE_TIMEOUT, headers: Default::default() }
-    }
-
-    /// How long the stream may stay silent before the call fails as a network error.
-    pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> Self {
-        self.idle_timeout = idle_timeout;
-        self
-    }
-
-    /// Headers sent with every request, before the client's own (which win on a clash).
-    pub fn with_headers(mut self, headers: reqwest::header::HeaderMap) -> Self {
-        self.headers = headers;
-        self
-    }
-
-    pub fn base_url(&self) -> &str {
-        &self.base_url
-    }
-
-    /// Stream `request` with `model` as the provider's model id.
-    pub(crate) async fn stream_model(&self, request: &ModelRequest, model: &str) -> Result<ModelStream, ModelError> {
-        let body = request::body(request, model);
-        let call = self
-            .http
-            .post(http::endpoint(&self.base_url, "chat/completions"))
-            .headers(self.headers.clone())
-            .header(AUTHORIZATION, self.bearer()?)
-            .header("accept", "text/event-stream")
-            .json(&body);
-        http::open_stream("openai", call, decode::OpenAiDecoder::default(), self.idle_timeout, &self.api_key).await
-    }
-
-    fn bearer(&self) -> Result<HeaderValue, ModelError> {
-        let bearer = SecretString::from(format!("Bearer {}", self.api_key.expose_secret()));
-        http::secret_header("openai", &bearer)
-    }
-}
-
-#[async_trait]
-impl ModelClient for OpenAiClient {
-    async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
-        self.stream_model(&request, &request.model).await
-    }
-}
-
-impl fmt::Debug for OpenAiClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OpenAiClient")
-            .field("base_url", &self.base_url)
-            .field("api_key", &"[redacted]")
-            .field("idle_timeout", &self.idle_timeout)
-            .field("headers", &self.headers.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
+#[cfg(feature = "client")]
+pub use client::OpenAiClient;

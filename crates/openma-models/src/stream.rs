@@ -49,8 +49,8 @@ where
             if st.ended || st.decoder.is_complete() {
                 return None;
             }
-            let failure = match tokio::time::timeout(idle, st.events.next()).await {
-                Err(_) => errors::idle_timeout(provider, idle, "stream data"),
+            let failure = match within(idle, st.events.next()).await {
+                Err(()) => errors::idle_timeout(provider, idle, "stream data"),
                 Ok(None) => errors::stream_cut(provider, "the connection closed"),
                 Ok(Some(Err(EventStreamError::Transport(e)))) => errors::stream_cut(provider, &e.to_string()),
                 Ok(Some(Err(e))) => errors::malformed(provider, e),
@@ -69,6 +69,18 @@ where
         }
     })
     .boxed()
+}
+
+/// `next` unless `idle` passes first. Without the `client` feature there is no timer (the
+/// Workers build has no tokio); there the caller bounds the wait by its own means.
+#[cfg(feature = "client")]
+async fn within<T>(idle: Duration, next: impl Future<Output = T>) -> Result<T, ()> {
+    tokio::time::timeout(idle, next).await.map_err(|_| ())
+}
+
+#[cfg(not(feature = "client"))]
+async fn within<T>(_idle: Duration, next: impl Future<Output = T>) -> Result<T, ()> {
+    Ok(next.await)
 }
 
 /// What the provider decoders' tests share: running a body given as chunks, and the

@@ -1156,16 +1156,7 @@ macro_rules! sql_store {
         }
 
         #[async_trait::async_trait]
-        impl openma_core::Store for $store {
-            async fn describe(&self) -> Result<String, openma_core::StoreError> {
-                sqlx::query_scalar::<_, String>($describe)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)
-            }
-
-            // ---- sessions ----
-
+        impl openma_core::ports::SessionStore for $store {
             async fn insert_session(&self, tenant: &TenantId, s: &Session) -> Result<(), openma_core::StoreError> {
                 sqlx::query(
                     "INSERT INTO sessions (tenant_id, id, agent_id, agent_version, environment_id, status, created_at, updated_at, archived, body) \
@@ -1229,6 +1220,17 @@ macro_rules! sql_store {
                 }
                 self.list_bodies(qb, q).await
             }
+        }
+
+        #[async_trait::async_trait]
+        impl openma_core::Store for $store {
+            async fn describe(&self) -> Result<String, openma_core::StoreError> {
+                sqlx::query_scalar::<_, String>($describe)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)
+            }
+
             // ---- event log ----
 
             async fn append_events(

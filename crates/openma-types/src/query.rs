@@ -124,3 +124,28 @@ pub struct VersionListQuery {
     #[serde(default)]
     pub service_account_id: Option<String>,
 }
+
+/// Filters of the session list.
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+pub struct SessionListParams {
+    /// Only sessions of this agent.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// Only sessions pinned to this agent version (with `agent_id`).
+    #[serde(default)]
+    pub agent_version: Option<i64>,
+    /// Only sessions created by this deployment.
+    #[serde(default)]
+    pub deployment_id: Option<String>,
+    /// Only sessions with this memory store attached.
+    #[serde(default)]
+    pub memory_store_id: Option<String>,
+    /// Any of these statuses (repeat the parameter).
+    #[serde(rename = "statuses[]", alias = "statuses", default)]
+    pub statuses: Vec<crate::sessions::SessionStatus>,
+    /// `desc` (default, newest first) or `asc`.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(inline))]
+    pub order: Option<SortOrder>,
+}

@@ -8,5 +8,6 @@ pub mod file_blocks;
 pub mod input;
 pub mod projection;
 pub mod retry;
+pub mod step;
 pub mod tools;
 pub mod url_sources;

@@ -6,11 +6,11 @@ use axum::{Json, Router};
 use openma_core::DomainError;
 use openma_core::ports::SessionFilter;
 use openma_types::events::EventPayload;
-use openma_types::sessions::{CreateSessionRequest, Session, SessionStatus, UpdateSessionRequest};
+use openma_types::query::SessionListParams;
+use openma_types::sessions::{CreateSessionRequest, Session, UpdateSessionRequest};
 use openma_types::{BidiPage, Deleted, ErrorEnvelope};
-use serde::Deserialize;
 
-use super::{ArchivedParam, CreatedFilter, PageParams, SortOrder, list_params};
+use super::{ArchivedParam, CreatedFilter, PageParams, list_params};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -21,31 +21,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/sessions", post(create_session).get(list_sessions))
         .route("/v1/sessions/{session_id}", get(get_session).post(update_session).delete(delete_session))
         .route("/v1/sessions/{session_id}/archive", post(archive_session))
-}
-
-/// Filters of the session list.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct SessionListParams {
-    /// Only sessions of this agent.
-    #[serde(default)]
-    pub agent_id: Option<String>,
-    /// Only sessions pinned to this agent version (with `agent_id`).
-    #[serde(default)]
-    pub agent_version: Option<i64>,
-    /// Only sessions created by this deployment.
-    #[serde(default)]
-    pub deployment_id: Option<String>,
-    /// Only sessions with this memory store attached.
-    #[serde(default)]
-    pub memory_store_id: Option<String>,
-    /// Any of these statuses (repeat the parameter).
-    #[serde(rename = "statuses[]", alias = "statuses", default)]
-    pub statuses: Vec<SessionStatus>,
-    /// `desc` (default, newest first) or `asc`.
-    #[serde(default)]
-    #[param(inline)]
-    pub order: Option<SortOrder>,
 }
 
 /// Create a session. It starts `idle`, pinned to the agent version it names.

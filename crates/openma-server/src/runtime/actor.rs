@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use openma_core::harness::input::Input;
+use openma_core::harness::step::{Accumulator, Pending, Step, client_payload, error_kind, model_usage, result_for, text_block};
 use openma_core::harness::{compaction, projection};
 use openma_core::ledger;
 use openma_core::harness::tools::{McpToolDef, ToolContext, ToolOutput, ToolPlan, ToolRoute};
-use openma_core::model::{self, ContentBlock, ModelError, ModelEvent, PermanentKind, TransientKind};
+use openma_core::model::{self, ContentBlock, ModelError, ModelEvent, TransientKind};
 use openma_core::ports::{Appended, EventQuery, Fence, StoredEvent};
 use openma_core::{DomainError, TenantId};
 use openma_types::Timestamp;
-use openma_types::agents::{McpToolset, PermissionPolicy};
+use openma_types::agents::McpToolset;
 use openma_types::events::{
     EvaluatedPermission, EventPayload, ModelUsage, RetryStatus, SessionErrorObject, SessionEvent, StopReason,
 };
@@ -24,23 +25,9 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::file_blocks::FileBlockCache;
-use super::hub::{Frame, Hub, PreviewOf};
+use super::hub::{Frame, Hub};
 use super::{Command, Reply, Runtime};
 use crate::cluster::{Cluster, ForwardReply, Forwarded, Undelivered};
-
-/// An event about to be appended: an id chosen in advance (for previews), its payload,
-/// and harness-only data.
-struct Pending {
-    id: Option<String>,
-    payload: EventPayload,
-    internal: Option<Value>,
-}
-
-impl From<EventPayload> for Pending {
-    fn from(payload: EventPayload) -> Self {
-        Pending { id: None, payload, internal: None }
-    }
-}
 
 /// The outcome of racing some work against the actor's inbox.
 enum Raced<T> {
@@ -59,14 +46,6 @@ struct Interrupt {
 enum StepResult {
     Interrupted(Interrupt, Vec<Pending>),
     Done(Result<Step, ModelError>),
-}
-
-/// The result of one model call.
-enum Step {
-    /// The model ended its turn (or stopped for good, e.g. a refusal).
-    EndsTurn(Option<StopReason>),
-    /// The model called tools or paused; the loop goes on.
-    Continues,
 }
 
 struct Actor {
@@ -1262,7 +1241,8 @@ impl Actor {
                     Some(Ok(ModelEvent::Finished { stop_reason, usage })) => break 'call Ok((stop_reason, usage)),
                     Some(Ok(ev)) => {
                         let ids = &self.rt.platform.ids;
-                        acc.on_event(ev, &self.hub, || ids.new_id("sevt"));
+                        let hub = &self.hub;
+                        acc.on_event(ev, &mut |p| hub.publish(Frame::Preview { of: p.of, kind: p.kind, json: p.json }), || ids.new_id("sevt"));
                     }
                 }
             }
@@ -1282,9 +1262,7 @@ impl Actor {
                 metrics::counter!("openma_model_tokens_total", "kind" => "input").increment(usage.input_tokens);
                 metrics::counter!("openma_model_tokens_total", "kind" => "output").increment(usage.output_tokens);
                 let mut events = acc.into_events(&self.plan);
-                let called_tools = events
-                    .iter()
-                    .any(|e| matches!(e.payload, EventPayload::AgentToolUse { .. } | EventPayload::AgentMcpToolUse { .. } | EventPayload::AgentCustomToolUse { .. }));
+                let step = Step::after(stop, &events);
                 self.add_usage(usage);
                 let end_id = self.id();
                 events.push(Pending {
@@ -1294,12 +1272,6 @@ impl Actor {
                 });
                 let rows = self.ledger_rows(&usage, &end_id);
                 self.append_full(events, None, &[], rows).await?;
-                let step = match stop {
-                    _ if called_tools => Step::Continues,
-                    model::StopReason::PauseTurn => Step::Continues,
-                    model::StopReason::Refusal => Step::EndsTurn(Some(StopReason::Refusal)),
-                    _ => Step::EndsTurn(None),
-                };
                 Ok(StepResult::Done(Ok(step)))
             }
         }
@@ -1420,160 +1392,6 @@ fn apply_status(s: &mut Session, status: SessionStatus, now: Timestamp, elapsed:
     }
     s.status = status;
     s.updated_at = now.strictly_after(s.updated_at);
-}
-
-fn model_usage(u: model::Usage) -> ModelUsage {
-    ModelUsage {
-        input_tokens: u.input_tokens,
-        output_tokens: u.output_tokens,
-        cache_read_input_tokens: u.cache_read_input_tokens,
-        cache_creation_input_tokens: u.cache_creation_input_tokens,
-    }
-}
-
-fn text_block(text: &str) -> Value {
-    json!({"type": "text", "text": text})
-}
-
-/// An error result for a call that will not get a real one.
-fn result_for(log: &[StoredEvent], tool_use_id: &str, message: &str) -> Pending {
-    let content = vec![text_block(message)];
-    let id = tool_use_id.to_owned();
-    match log.iter().rev().find(|e| e.event.id == tool_use_id).map(|e| &e.event.payload) {
-        Some(EventPayload::AgentCustomToolUse { .. }) => EventPayload::UserCustomToolResult { custom_tool_use_id: id, content, is_error: true }.into(),
-        Some(EventPayload::AgentMcpToolUse { .. }) => EventPayload::AgentMcpToolResult { mcp_tool_use_id: id, content, is_error: true }.into(),
-        _ => EventPayload::AgentToolResult { tool_use_id: id, content, is_error: true }.into(),
-    }
-}
-
-fn client_payload(input: Input) -> EventPayload {
-    match input {
-        Input::Message { content } => EventPayload::UserMessage { content },
-        Input::System { content } => EventPayload::SystemMessage { content },
-        Input::Interrupt => EventPayload::UserInterrupt {},
-        Input::Confirmation { tool_use_id, allow, deny_message } => EventPayload::UserToolConfirmation {
-            tool_use_id,
-            result: if allow { openma_types::events::ConfirmationResult::Allow } else { openma_types::events::ConfirmationResult::Deny },
-            deny_message,
-        },
-        Input::CustomResult { tool_use_id, content, is_error } => EventPayload::UserCustomToolResult { custom_tool_use_id: tool_use_id, content, is_error },
-    }
-}
-
-fn error_kind(e: &ModelError) -> &'static str {
-    match e {
-        ModelError::Transient { kind: TransientKind::RateLimited, .. } => "model_rate_limited_error",
-        ModelError::Transient { kind: TransientKind::Overloaded, .. } => "model_overloaded_error",
-        ModelError::Transient { .. } => "model_request_failed_error",
-        ModelError::Permanent { kind: PermanentKind::NotConfigured, .. } => "model_request_failed_error",
-        ModelError::Permanent { .. } => "model_request_failed_error",
-    }
-}
-
-/// Collects one streamed answer: the completed blocks in order, the ids their previews
-/// announced, and the text seen so far (for an interrupt).
-#[derive(Default)]
-struct Accumulator {
-    blocks: BTreeMap<u32, ContentBlock>,
-    preview_ids: BTreeMap<u32, String>,
-    partial: BTreeMap<u32, String>,
-}
-
-impl Accumulator {
-    fn on_event(&mut self, ev: ModelEvent, hub: &Hub, new_id: impl Fn() -> String) {
-        match ev {
-            ModelEvent::TextDelta { index, text } => {
-                let id = self.preview_ids.entry(index).or_insert_with(|| {
-                    let id = new_id();
-                    hub.publish(Frame::Preview {
-                        of: PreviewOf::Message,
-                        kind: "event_start",
-                        json: json!({"type": "event_start", "event": {"type": "agent.message", "id": id}}).to_string(),
-                    });
-                    id
-                });
-                hub.publish(Frame::Preview {
-                    of: PreviewOf::Message,
-                    kind: "event_delta",
-                    json: json!({"type": "event_delta", "event_id": id, "delta": {"type": "content_delta", "index": 0, "content": {"type": "text", "text": text}}})
-                        .to_string(),
-                });
-                self.partial.entry(index).or_default().push_str(&text);
-            }
-            ModelEvent::ThinkingDelta { index, .. } => {
-                self.preview_ids.entry(index).or_insert_with(|| {
-                    let id = new_id();
-                    hub.publish(Frame::Preview {
-                        of: PreviewOf::Thinking,
-                        kind: "event_start",
-                        json: json!({"type": "event_start", "event": {"type": "agent.thinking", "id": id}}).to_string(),
-                    });
-                    id
-                });
-            }
-            ModelEvent::BlockComplete { index, block } => {
-                self.blocks.insert(index, block);
-            }
-            ModelEvent::Finished { .. } => {}
-        }
-    }
-
-    /// The text received before an interrupt, kept as the agent's (partial) message.
-    fn partial_text(self) -> Vec<Pending> {
-        self.partial
-            .into_iter()
-            .filter(|(_, t)| !t.is_empty())
-            .map(|(index, text)| Pending {
-                id: self.preview_ids.get(&index).cloned(),
-                payload: EventPayload::AgentMessage { content: vec![text_block(&text)] },
-                internal: Some(json!({"partial": true})),
-            })
-            .collect()
-    }
-
-    fn into_events(self, plan: &ToolPlan) -> Vec<Pending> {
-        let mut out = Vec::new();
-        for (index, block) in self.blocks {
-            let id = self.preview_ids.get(&index).cloned();
-            match block {
-                ContentBlock::Text { text } => {
-                    out.push(Pending { id, payload: EventPayload::AgentMessage { content: vec![text_block(&text)] }, internal: None });
-                }
-                ContentBlock::Thinking { thinking, signature } => out.push(Pending {
-                    id,
-                    payload: EventPayload::AgentThinking {},
-                    internal: Some(json!({"thinking": thinking, "signature": signature})),
-                }),
-                ContentBlock::RedactedThinking { data } => {
-                    out.push(Pending { id, payload: EventPayload::AgentThinking {}, internal: Some(json!({"redacted": data})) });
-                }
-                ContentBlock::ToolUse { name, input, .. } => {
-                    let payload = match plan.route(&name) {
-                        ToolRoute::Custom => EventPayload::AgentCustomToolUse { name, input },
-                        ToolRoute::Builtin { permission, policy } => {
-                            EventPayload::AgentToolUse { name, input, evaluated_permission: permission, evaluation: policy }
-                        }
-                        ToolRoute::Mcp { server, tool, permission, policy } => EventPayload::AgentMcpToolUse {
-                            name: tool,
-                            mcp_server_name: server,
-                            input,
-                            evaluated_permission: permission,
-                            evaluation: policy,
-                        },
-                        ToolRoute::Unknown => EventPayload::AgentToolUse {
-                            name,
-                            input,
-                            evaluated_permission: EvaluatedPermission::Allow,
-                            evaluation: PermissionPolicy::AlwaysAllow,
-                        },
-                    };
-                    out.push(Pending { id, payload, internal: None });
-                }
-                _ => {}
-            }
-        }
-        out
-    }
 }
 
 /// The webhook event type of a session's new status.

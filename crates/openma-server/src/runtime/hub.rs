@@ -22,28 +22,7 @@ pub enum Frame {
     Deleted { json: String },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PreviewOf {
-    Message,
-    Thinking,
-}
-
-impl PreviewOf {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PreviewOf::Message => "agent.message",
-            PreviewOf::Thinking => "agent.thinking",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "agent.message" => Some(PreviewOf::Message),
-            "agent.thinking" => Some(PreviewOf::Thinking),
-            _ => None,
-        }
-    }
-}
+pub use openma_core::harness::step::PreviewOf;
 
 /// Cluster mode: a preview on its way to the streams of other nodes.
 pub struct RemotePreview {

@@ -1,5 +1,8 @@
 //! Sessions: resolving the agent snapshot a session runs with, and session updates.
 
+mod service;
+pub use service::{SessionAttachments, Sessions};
+
 use openma_types::agents::{Agent, AgentConfig, ModelParam, ToolParam, McpServerParams, SkillParams};
 use openma_types::sessions::{
     AgentOverrides, Budget, CreateSessionRequest, Session, SessionAgent, SessionStatus, UpdateSessionRequest,

@@ -22,13 +22,20 @@ fn permanent(kind: PermanentKind, message: String) -> ModelError {
 
 /// A non-2xx answer. The provider's own error type and message are kept in the text, and
 /// `retry-after` is honoured so the harness backs off as long as the provider asked.
+#[cfg(feature = "client")]
 pub(crate) fn from_status(provider: &str, status: StatusCode, headers: &HeaderMap, body: &str) -> ModelError {
+    from_status_at(provider, status, headers, body, SystemTime::now())
+}
+
+/// [`from_status`] at `now` (an HTTP-date `retry-after` is relative to it): the Workers
+/// have no system clock of their own and pass theirs.
+pub(crate) fn from_status_at(provider: &str, status: StatusCode, headers: &HeaderMap, body: &str, now: SystemTime) -> ModelError {
     let detail = ProviderError::parse(body);
     let message = match &detail.error_type {
         Some(t) => format!("{provider}: HTTP {} {t}: {}", status.as_u16(), detail.message),
         None => format!("{provider}: HTTP {}: {}", status.as_u16(), detail.message),
     };
-    let retry_after = retry_after(headers, SystemTime::now());
+    let retry_after = retry_after(headers, now);
     // Anthropic may name overload in the body under a status other than 529.
     if detail.error_type.as_deref() == Some("overloaded_error") {
         return transient(TransientKind::Overloaded, message, retry_after);

@@ -3,16 +3,12 @@
 //! single [`ModelClient`].
 
 use async_trait::async_trait;
-use openma_core::model::{ModelClient, ModelError, ModelRequest, ModelStream, PermanentKind};
+use openma_core::model::{ModelClient, ModelError, ModelRequest, ModelStream};
 
+use crate::wire::Wire;
 use crate::{AnthropicClient, OpenAiClient, http_client};
 
-pub const ANTHROPIC_API_KEY: &str = "ANTHROPIC_API_KEY";
-pub const ANTHROPIC_BASE_URL: &str = "ANTHROPIC_BASE_URL";
-pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
-pub const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
-pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
-pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com";
+pub use crate::wire::{ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL, DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_OPENAI_BASE_URL, OPENAI_API_KEY, OPENAI_BASE_URL};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Provider {
@@ -89,38 +85,13 @@ impl ModelRouter {
     /// Anthropic. Fails as `NotConfigured`, naming the variable to set, when the chosen
     /// provider has no key.
     pub fn route<'m>(&self, model: &'m str) -> Result<(Provider, &'m str), ModelError> {
-        let prefixed = |p: &str| model.strip_prefix(p).and_then(|r| r.strip_prefix(['/', ':']));
-        let (provider, id) = if let Some(id) = prefixed("openai") {
-            (Provider::OpenAi, id)
-        } else if let Some(id) = prefixed("anthropic") {
-            (Provider::Anthropic, id)
-        } else if model.starts_with("claude") {
-            (Provider::Anthropic, model)
-        } else if self.openai.is_some() {
-            (Provider::OpenAi, model)
-        } else if self.anthropic.is_some() {
-            (Provider::Anthropic, model)
-        } else {
-            return Err(not_configured(format!(
-                "no model provider is configured for model `{model}`: set {OPENAI_API_KEY} or {ANTHROPIC_API_KEY}"
-            )));
+        let (wire, id) = crate::wire::route(model, self.anthropic.is_some(), self.openai.is_some())?;
+        let provider = match wire {
+            Wire::Anthropic => Provider::Anthropic,
+            Wire::OpenAi => Provider::OpenAi,
         };
-        let configured = match provider {
-            Provider::Anthropic => self.anthropic.is_some(),
-            Provider::OpenAi => self.openai.is_some(),
-        };
-        if !configured {
-            return Err(not_configured(format!(
-                "model `{model}` needs the {provider:?} provider, which is not configured: set {}",
-                provider.api_key_env()
-            )));
-        }
         Ok((provider, id))
     }
-}
-
-fn not_configured(message: String) -> ModelError {
-    ModelError::Permanent { kind: PermanentKind::NotConfigured, message }
 }
 
 #[async_trait]
@@ -172,7 +143,7 @@ mod tests {
     fn missing_provider_names_the_variable() {
         crate::install_tls_provider();
         let err = router(true, false).route("openai/gpt-4o").unwrap_err();
-        assert!(matches!(err, ModelError::Permanent { kind: PermanentKind::NotConfigured, .. }));
+        assert!(matches!(err, ModelError::Permanent { kind: openma_core::model::PermanentKind::NotConfigured, .. }));
         assert!(err.to_string().contains("OPENAI_API_KEY"), "{err}");
         let err = router(false, true).route("claude-x").unwrap_err();
         assert!(err.to_string().contains("ANTHROPIC_API_KEY"), "{err}");

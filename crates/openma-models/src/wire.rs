@@ -21,6 +21,14 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Error bodies need be read only this far: enough for the message, never a whole page.
 pub const MAX_ERROR_BODY: usize = errors::MAX_ERROR_BODY;
 
+/// The variables that configure the providers, natively and on Workers alike.
+pub const ANTHROPIC_API_KEY: &str = "ANTHROPIC_API_KEY";
+pub const ANTHROPIC_BASE_URL: &str = "ANTHROPIC_BASE_URL";
+pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
+pub const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
+pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com";
+
 /// A provider's wire format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wire {
@@ -67,9 +75,10 @@ impl Wire {
         }
     }
 
-    /// A non-2xx answer as a [`ModelError`] (retryable or not, honouring `retry-after`).
-    pub fn error(self, status: http::StatusCode, headers: &http::HeaderMap, body: &str) -> ModelError {
-        errors::from_status(self.provider(), status, headers, body)
+    /// A non-2xx answer as a [`ModelError`] (retryable or not, honouring `retry-after`,
+    /// which may be an HTTP date: `now` is the caller's clock).
+    pub fn error(self, status: http::StatusCode, headers: &http::HeaderMap, body: &str, now: std::time::SystemTime) -> ModelError {
+        errors::from_status_at(self.provider(), status, headers, body, now)
     }
 
     /// The HTTP exchange itself failed (no status): a network error, retried.
@@ -80,6 +89,36 @@ impl Wire {
             retry_after: None,
         }
     }
+}
+
+/// The wire and the id to send for `model`. `openai/m`, `openai:m`, `anthropic/m` and
+/// `anthropic:m` name the provider; `claude…` is Anthropic's; any other id goes to the
+/// OpenAI-compatible endpoint when one is configured, else to Anthropic. Fails as
+/// `NotConfigured`, naming the variable to set, when the chosen provider has no key.
+pub fn route(model: &str, anthropic: bool, openai: bool) -> Result<(Wire, &str), ModelError> {
+    let not_configured = |message: String| ModelError::Permanent { kind: openma_core::model::PermanentKind::NotConfigured, message };
+    let prefixed = |p: &str| model.strip_prefix(p).and_then(|r| r.strip_prefix(['/', ':']));
+    let (wire, id) = if let Some(id) = prefixed("openai") {
+        (Wire::OpenAi, id)
+    } else if let Some(id) = prefixed("anthropic") {
+        (Wire::Anthropic, id)
+    } else if model.starts_with("claude") {
+        (Wire::Anthropic, model)
+    } else if openai {
+        (Wire::OpenAi, model)
+    } else if anthropic {
+        (Wire::Anthropic, model)
+    } else {
+        return Err(not_configured(format!("no model provider is configured for model `{model}`: set {OPENAI_API_KEY} or {ANTHROPIC_API_KEY}")));
+    };
+    let (configured, key) = match wire {
+        Wire::Anthropic => (anthropic, ANTHROPIC_API_KEY),
+        Wire::OpenAi => (openai, OPENAI_API_KEY),
+    };
+    if !configured {
+        return Err(not_configured(format!("model `{model}` needs the {wire:?} provider, which is not configured: set {key}")));
+    }
+    Ok((wire, id))
 }
 
 /// Replaces every occurrence of `secret` in the error's message.

@@ -149,3 +149,28 @@ pub struct SessionListParams {
     #[cfg_attr(feature = "openapi", param(inline))]
     pub order: Option<SortOrder>,
 }
+
+/// Filters of a session's event list.
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+pub struct EventListParams {
+    /// Only these event types (repeat the parameter).
+    #[serde(rename = "types[]", alias = "types", default)]
+    pub types: Vec<String>,
+    /// `asc` (default, oldest first) or `desc`.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(inline))]
+    pub order: Option<SortOrder>,
+}
+
+/// Where a session's event stream starts, and which previews it carries.
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+pub struct StreamParams {
+    /// Also stream previews (`event_start`, `event_delta`) of these event types.
+    #[serde(rename = "event_deltas[]", alias = "event_deltas", default)]
+    pub event_deltas: Vec<String>,
+    /// Resume after this event (id or sequence number), like the `Last-Event-ID` header.
+    #[serde(default)]
+    pub last_event_id: Option<String>,
+}

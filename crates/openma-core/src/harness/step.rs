@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 
+
 use openma_types::agents::PermissionPolicy;
 use openma_types::events::{EvaluatedPermission, EventPayload, ModelUsage, StopReason};
 use serde_json::{Value, json};
 
+use crate::error::{DomainError, DomainResult};
 use crate::harness::input::Input;
 use crate::harness::tools::{ToolPlan, ToolRoute};
 use crate::model::{self, ContentBlock, ModelError, ModelEvent, PermanentKind, TransientKind};
@@ -83,6 +85,114 @@ impl Step {
             _ => Step::EndsTurn(None),
         }
     }
+}
+
+/// Tool uses the session waits on, oldest first: unconfirmed `always_ask` calls and custom
+/// calls without a result.
+pub fn blocking_ids(log: &[StoredEvent]) -> Vec<String> {
+    let mut waiting: BTreeMap<&str, i64> = BTreeMap::new();
+    for e in log {
+        match &e.event.payload {
+            EventPayload::AgentToolUse { evaluated_permission: EvaluatedPermission::Ask, .. }
+            | EventPayload::AgentMcpToolUse { evaluated_permission: EvaluatedPermission::Ask, .. }
+            | EventPayload::AgentCustomToolUse { .. } => {
+                waiting.insert(&e.event.id, e.seq);
+            }
+            EventPayload::UserToolConfirmation { tool_use_id, .. }
+            | EventPayload::AgentToolResult { tool_use_id, .. }
+            | EventPayload::AgentMcpToolResult { mcp_tool_use_id: tool_use_id, .. }
+            | EventPayload::UserCustomToolResult { custom_tool_use_id: tool_use_id, .. } => {
+                waiting.remove(tool_use_id.as_str());
+            }
+            _ => {}
+        }
+    }
+    let mut ids: Vec<(i64, &str)> = waiting.into_iter().map(|(id, seq)| (seq, id)).collect();
+    ids.sort();
+    ids.into_iter().map(|(_, id)| id.to_owned()).collect()
+}
+
+fn is_custom(log: &[StoredEvent], id: &str) -> bool {
+    log.iter().any(|e| e.event.id == id && matches!(e.event.payload, EventPayload::AgentCustomToolUse { .. }))
+}
+
+/// What client input does to an idle session.
+#[derive(Debug)]
+pub struct IdleInputs {
+    /// To append, in order: each input under its own id, with the results it implies.
+    pub events: Vec<Pending>,
+    /// The ids of the inputs' own events (what the send call echoes).
+    pub echo_ids: Vec<String>,
+    /// A message or system message: the session has work to do.
+    pub starts_work: bool,
+    /// The events end with `session.status_running` and the loop must run.
+    pub starts_running: bool,
+}
+
+/// Applies client input to an idle session's log, all or nothing: every confirmation and
+/// custom result must answer a call the session waits on, checked before anything is
+/// decided. A new message answers every call still waiting, honestly, with an error.
+pub fn idle_inputs(log: &[StoredEvent], inputs: Vec<Input>, new_id: impl Fn() -> String) -> DomainResult<IdleInputs> {
+    let waiting = blocking_ids(log);
+    let mut blocking = waiting.clone();
+    for input in &inputs {
+        match input {
+            Input::Confirmation { tool_use_id, .. } => {
+                if !blocking.contains(tool_use_id) || is_custom(log, tool_use_id) {
+                    return Err(DomainError::invalid(format!("`{tool_use_id}` is not a tool use awaiting confirmation")));
+                }
+                blocking.retain(|b| b != tool_use_id);
+            }
+            Input::CustomResult { tool_use_id, .. } => {
+                if !blocking.contains(tool_use_id) || !is_custom(log, tool_use_id) {
+                    return Err(DomainError::invalid(format!("`{tool_use_id}` is not a custom tool use awaiting a result")));
+                }
+                blocking.retain(|b| b != tool_use_id);
+            }
+            _ => {}
+        }
+    }
+    let starts_work = inputs.iter().any(|i| matches!(i, Input::Message { .. } | Input::System { .. }));
+    let mut events: Vec<Pending> = Vec::new();
+    let mut echo_ids = Vec::new();
+    for input in inputs {
+        let id = new_id();
+        echo_ids.push(id.clone());
+        if matches!(input, Input::Message { .. }) {
+            for waiting in std::mem::take(&mut blocking) {
+                events.push(result_for(log, &waiting, "The user sent a new message instead of answering this tool call."));
+            }
+        }
+        let denial = match &input {
+            Input::Confirmation { tool_use_id, allow: false, deny_message } => {
+                Some((tool_use_id.clone(), deny_message.clone().unwrap_or_else(|| "The user denied this tool call.".into())))
+            }
+            _ => None,
+        };
+        events.push(Pending { id: Some(id), payload: client_payload(input), internal: None });
+        if let Some((tool_use_id, message)) = denial {
+            let mut denied = result_for(log, &tool_use_id, &message);
+            if let EventPayload::AgentToolResult { is_error, .. } | EventPayload::AgentMcpToolResult { is_error, .. } = &mut denied.payload {
+                *is_error = true;
+            }
+            events.push(denied);
+        }
+    }
+    let starts_running = starts_work || (blocking.is_empty() && !waiting.is_empty());
+    if starts_running {
+        events.push(EventPayload::StatusRunning {}.into());
+    } else if !blocking.is_empty() && events.iter().any(|e| !matches!(e.payload, EventPayload::UserInterrupt {})) {
+        events.push(EventPayload::StatusIdle { stop_reason: StopReason::RequiresAction { event_ids: blocking } }.into());
+    }
+    Ok(IdleInputs { events, echo_ids, starts_work, starts_running })
+}
+
+/// Adds one model call's tokens to a session's usage.
+pub fn add_usage(u: &mut openma_types::sessions::SessionUsage, usage: model::Usage) {
+    u.input_tokens += usage.input_tokens;
+    u.output_tokens += usage.output_tokens;
+    u.cache_read_input_tokens += usage.cache_read_input_tokens;
+    u.cache_creation.ephemeral_5m_input_tokens += usage.cache_creation_input_tokens;
 }
 
 /// The wire form of a model call's token usage.

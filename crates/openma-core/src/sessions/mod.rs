@@ -256,3 +256,13 @@ pub fn present(mut s: Session, now: Timestamp) -> Session {
     s.stats.duration_seconds = s.created_at.seconds_until(end);
     s
 }
+
+/// The `session.updated` event for a change: only the fields that changed.
+pub fn updated_event(before: &Session, after: &Session) -> Option<openma_types::events::EventPayload> {
+    let title = (before.title != after.title).then(|| after.title.clone()).flatten();
+    let metadata = (before.metadata != after.metadata && !after.metadata.is_empty()).then(|| after.metadata.clone());
+    let agent = (before.agent != after.agent).then(|| Box::new(after.agent.clone()));
+    let budget = (before.budget != after.budget).then(|| after.budget.clone());
+    let changed = before.title != after.title || before.metadata != after.metadata || agent.is_some() || budget.is_some();
+    changed.then_some(openma_types::events::EventPayload::SessionUpdated { title, metadata, agent, budget })
+}

@@ -16,10 +16,10 @@ use openma_core::ports::{EventQuery, Order, Position};
 use openma_core::{DomainError, TenantId};
 use openma_types::events::{ALL_EVENT_TYPES, SendEventsRequest, SentEvents, SessionEvent};
 use openma_types::{ErrorEnvelope, ListPage};
-use serde::Deserialize;
+use openma_types::query::{EventListParams, StreamParams};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{CreatedFilter, PageParams, SortOrder};
+use super::{CreatedFilter, PageParams};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -33,18 +33,6 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/sessions/{session_id}/events", get(list_events).post(send_events))
         .route("/v1/sessions/{session_id}/events/stream", get(stream_events))
-}
-
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct EventListParams {
-    /// Only these event types (repeat the parameter).
-    #[serde(rename = "types[]", alias = "types", default)]
-    pub types: Vec<String>,
-    /// `asc` (default, oldest first) or `desc`.
-    #[serde(default)]
-    #[param(inline)]
-    pub order: Option<SortOrder>,
 }
 
 /// List a session's events (oldest first by default).
@@ -98,17 +86,6 @@ pub async fn send_events(
     let inputs = app.platform.accept_events(&tenant, req.events).await?;
     let data = app.runtime.submit(&tenant, &id, inputs).await?;
     Ok(Json(SentEvents { data }))
-}
-
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct StreamParams {
-    /// Also stream previews (`event_start`, `event_delta`) of these event types.
-    #[serde(rename = "event_deltas[]", alias = "event_deltas", default)]
-    pub event_deltas: Vec<String>,
-    /// Resume after this event (id or sequence number), like the `Last-Event-ID` header.
-    #[serde(default)]
-    pub last_event_id: Option<String>,
 }
 
 /// Stream a session's events as Server-Sent Events. Without `Last-Event-ID` the stream

@@ -5,7 +5,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use openma_core::DomainError;
 use openma_core::ports::SessionFilter;
-use openma_types::events::EventPayload;
 use openma_types::query::SessionListParams;
 use openma_types::sessions::{CreateSessionRequest, Session, UpdateSessionRequest};
 use openma_types::{BidiPage, Deleted, ErrorEnvelope};
@@ -123,20 +122,10 @@ pub async fn update_session(
     {
         tracing::warn!(session_id = %id, error = %e, "cannot update the sandbox's network policy");
     }
-    if let Some(payload) = updated_event(&before, &after) {
+    if let Some(payload) = openma_core::sessions::updated_event(&before, &after) {
         app.runtime.session_updated(&tenant, &id, payload);
     }
     Ok(Json(after))
-}
-
-/// The `session.updated` event for a change: only the fields that changed.
-fn updated_event(before: &Session, after: &Session) -> Option<EventPayload> {
-    let title = (before.title != after.title).then(|| after.title.clone()).flatten();
-    let metadata = (before.metadata != after.metadata && !after.metadata.is_empty()).then(|| after.metadata.clone());
-    let agent = (before.agent != after.agent).then(|| Box::new(after.agent.clone()));
-    let budget = (before.budget != after.budget).then(|| after.budget.clone());
-    let changed = before.title != after.title || before.metadata != after.metadata || agent.is_some() || budget.is_some();
-    changed.then_some(EventPayload::SessionUpdated { title, metadata, agent, budget })
 }
 
 /// List sessions (newest first by default), walkable in both directions.

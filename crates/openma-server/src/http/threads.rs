@@ -8,7 +8,9 @@ use openma_types::events::SessionEvent;
 use openma_types::sessions::{Session, SessionThread};
 use openma_types::{ErrorEnvelope, ListPage};
 
-use super::events::{EventListParams, StreamParams, list_events, stream_events};
+use openma_types::query::{EventListParams, StreamParams};
+
+use super::events::{list_events, stream_events};
 use super::{CreatedFilter, PageParams};
 use crate::app::AppState;
 use crate::auth::Caller;

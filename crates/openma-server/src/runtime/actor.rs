@@ -2,13 +2,13 @@
 //! input, drives the agent loop (model → tools → model …), and publishes every event it
 //! appends. Appends are atomic with the status change they imply.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use openma_core::harness::input::Input;
-use openma_core::harness::step::{Accumulator, Pending, Step, client_payload, error_kind, model_usage, result_for, text_block};
+use openma_core::harness::step::{self, Accumulator, Pending, Step, client_payload, error_kind, model_usage, result_for, text_block};
 use openma_core::harness::{compaction, projection};
 use openma_core::ledger;
 use openma_core::harness::tools::{McpToolDef, ToolContext, ToolOutput, ToolPlan, ToolRoute};
@@ -463,33 +463,8 @@ impl Actor {
 
     // ---- idle ----------------------------------------------------------------------
 
-    /// Tool uses the session waits on: unconfirmed `always_ask` calls and custom calls
-    /// without a result.
     fn blocking_ids(&self) -> Vec<String> {
-        let mut waiting: BTreeMap<&str, i64> = BTreeMap::new();
-        for e in &self.log {
-            match &e.event.payload {
-                EventPayload::AgentToolUse { evaluated_permission: EvaluatedPermission::Ask, .. }
-                | EventPayload::AgentMcpToolUse { evaluated_permission: EvaluatedPermission::Ask, .. }
-                | EventPayload::AgentCustomToolUse { .. } => {
-                    waiting.insert(&e.event.id, e.seq);
-                }
-                EventPayload::UserToolConfirmation { tool_use_id, .. }
-                | EventPayload::AgentToolResult { tool_use_id, .. }
-                | EventPayload::AgentMcpToolResult { mcp_tool_use_id: tool_use_id, .. }
-                | EventPayload::UserCustomToolResult { custom_tool_use_id: tool_use_id, .. } => {
-                    waiting.remove(tool_use_id.as_str());
-                }
-                _ => {}
-            }
-        }
-        let mut ids: Vec<(i64, &str)> = waiting.into_iter().map(|(id, seq)| (seq, id)).collect();
-        ids.sort();
-        ids.into_iter().map(|(_, id)| id.to_owned()).collect()
-    }
-
-    fn is_custom(&self, id: &str) -> bool {
-        self.log.iter().any(|e| e.event.id == id && matches!(e.event.payload, EventPayload::AgentCustomToolUse { .. }))
+        step::blocking_ids(&self.log)
     }
 
     async fn on_idle_command(&mut self, cmd: Command) {
@@ -553,65 +528,16 @@ impl Actor {
                 code: Some("session_terminated"),
             });
         }
-        let mut blocking = self.blocking_ids();
-        // check everything before writing anything
-        for input in &inputs {
-            match input {
-                Input::Confirmation { tool_use_id, .. } => {
-                    if !blocking.contains(tool_use_id) || self.is_custom(tool_use_id) {
-                        return Err(DomainError::invalid(format!("`{tool_use_id}` is not a tool use awaiting confirmation")));
-                    }
-                    blocking.retain(|b| b != tool_use_id);
-                }
-                Input::CustomResult { tool_use_id, .. } => {
-                    if !blocking.contains(tool_use_id) || !self.is_custom(tool_use_id) {
-                        return Err(DomainError::invalid(format!("`{tool_use_id}` is not a custom tool use awaiting a result")));
-                    }
-                    blocking.retain(|b| b != tool_use_id);
-                }
-                _ => {}
-            }
-        }
-        let starts_work = inputs.iter().any(|i| matches!(i, Input::Message { .. } | Input::System { .. }));
-        if starts_work && self.session.budget.is_some() && self.budget_reached() {
+        let ids = &self.rt.platform.ids;
+        let applied = step::idle_inputs(&self.log, inputs, || ids.new_id("sevt"))?;
+        if applied.starts_work && self.session.budget.is_some() && self.budget_reached() {
             return Err(DomainError::invalid_code(
                 "budget_reached",
                 "the session's budget is reached: only user.tool_confirmation, user.tool_result, user.custom_tool_result and user.interrupt are accepted; raise or remove the budget to continue",
             ));
         }
-        let mut events: Vec<Pending> = Vec::new();
-        let mut echo_ids = Vec::new();
-        for input in inputs {
-            let id = self.id();
-            echo_ids.push(id.clone());
-            if matches!(input, Input::Message { .. }) {
-                // a new message answers every call still waiting, honestly
-                for waiting in std::mem::take(&mut blocking) {
-                    events.push(result_for(&self.log, &waiting, "The user sent a new message instead of answering this tool call."));
-                }
-            }
-            let denial = match &input {
-                Input::Confirmation { tool_use_id, allow: false, deny_message } => Some((
-                    tool_use_id.clone(),
-                    deny_message.clone().unwrap_or_else(|| "The user denied this tool call.".into()),
-                )),
-                _ => None,
-            };
-            events.push(Pending { id: Some(id), payload: client_payload(input), internal: None });
-            if let Some((tool_use_id, message)) = denial {
-                let mut denied = result_for(&self.log, &tool_use_id, &message);
-                if let EventPayload::AgentToolResult { is_error, .. } | EventPayload::AgentMcpToolResult { is_error, .. } = &mut denied.payload {
-                    *is_error = true;
-                }
-                events.push(denied);
-            }
-        }
-        let status = (starts_work || (blocking.is_empty() && !self.blocking_ids().is_empty())).then_some(SessionStatus::Running);
-        if status.is_some() {
-            events.push(EventPayload::StatusRunning {}.into());
-        } else if !blocking.is_empty() && events.iter().any(|e| !matches!(e.payload, EventPayload::UserInterrupt {})) {
-            events.push(EventPayload::StatusIdle { stop_reason: StopReason::RequiresAction { event_ids: blocking } }.into());
-        }
+        let (events, echo_ids) = (applied.events, applied.echo_ids);
+        let status = applied.starts_running.then_some(SessionStatus::Running);
         let written = self.append(events, status).await?;
         Ok(written.into_iter().filter(|e| echo_ids.contains(&e.id)).collect())
     }
@@ -1364,11 +1290,7 @@ impl Actor {
     }
 
     fn add_usage(&mut self, usage: model::Usage) {
-        let u = &mut self.session.usage;
-        u.input_tokens += usage.input_tokens;
-        u.output_tokens += usage.output_tokens;
-        u.cache_read_input_tokens += usage.cache_read_input_tokens;
-        u.cache_creation.ephemeral_5m_input_tokens += usage.cache_creation_input_tokens;
+        step::add_usage(&mut self.session.usage, usage);
     }
 
     async fn end_interrupted_step(

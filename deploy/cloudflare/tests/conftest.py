@@ -28,7 +28,7 @@ def free_port() -> int:
 
 @dataclass
 class Worker:
-    """One `wrangler dev` process serving one worker."""
+    """One `wrangler dev` process serving one worker (and the workers it binds)."""
 
     name: str
     base_url: str
@@ -90,15 +90,20 @@ class Deployment:
         assert r.returncode == 0, f"wrangler d1 execute failed:\n{r.stdout}\n{r.stderr}"
         return r.stdout
 
-    def start(self, worker: str, secrets: dict[str, str] | None = None) -> Worker:
+    def start(self, worker: str, secrets: dict[str, str] | None = None, bound: dict[str, dict[str, str]] | None = None) -> Worker:
+        """Serves `worker` on a port of its own, with the workers it binds (`bound`: name →
+        their secrets) in the same workerd, as a deployment's service and Durable Object
+        bindings connect them. Secrets go in each worker's `.dev.vars`."""
         port = free_port()
-        env_file = self.tmp / f"{worker}-{port}.env"
-        env_file.write_text("".join(f"{k}={v}\n" for k, v in (secrets or {}).items()))
+        configs = []
+        for name, values in [(worker, secrets or {}), *(bound or {}).items()]:
+            (CF / name / ".dev.vars").write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+            configs += ["--config", str(prebuilt_config(name))]
         log = self.tmp / f"{worker}-{port}.log"
         proc = subprocess.Popen(
-            ["wrangler", "dev", "--config", str(prebuilt_config(worker)), "--local", "--ip", "127.0.0.1", "--port", str(port),
+            ["wrangler", "dev", *configs, "--local", "--ip", "127.0.0.1", "--port", str(port),
              "--persist-to", str(self.state),
-             "--env-file", str(env_file), "--show-interactive-dev-session=false", "--log-level", "info"],
+             "--show-interactive-dev-session=false", "--log-level", "info"],
             cwd=CF / worker, stdin=subprocess.DEVNULL, stdout=log.open("w"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )

@@ -1,5 +1,7 @@
 """The native server's official-SDK conformance suites, run unchanged against the Workers
-under `wrangler dev` (conformance/conftest.py's target mode), and tenant isolation on D1.
+under `wrangler dev` (conformance/conftest.py's target mode) — openma-main with the
+openma-agent it binds, whose SessionDOs call the scripted fake model over loopback — plus
+tenant isolation on D1 and the deployment guide's smoke test, as written.
 
 Each suite in SUITES runs in a child pytest with OPENMA_TARGET_URL and
 OPENMA_TARGET_API_KEY set, less the tests SUITES names with the reason; its own output is
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,21 +27,17 @@ KEY_B = "sk-oma-workers-conformance-key-b-0123456789"
 SUITE_TIMEOUT_S = 600
 
 # The suites the Workers pass, each with the tests left out (and why); none may skip.
-SESSIONS_NOT_ON_WORKERS = "needs sessions, which the Workers do not serve yet"
+NO_SANDBOX = "needs the session sandbox (built-in tools), which the Workers do not have until Containers land"
 SUITES = {
     "test_agents.py": {},
-    "test_environments.py": {
-        "test_delete_environment_in_use_by_live_session_conflicts": SESSIONS_NOT_ON_WORKERS,
-        "test_archived_environment_cannot_be_used_for_new_sessions": SESSIONS_NOT_ON_WORKERS,
-    },
+    "test_environments.py": {},
     "test_memory_stores.py": {},
-    "test_vaults.py": {
-        "test_session_created_with_vault_ids_reports_them": SESSIONS_NOT_ON_WORKERS,
-        "test_session_with_archived_vault_is_bad_request": SESSIONS_NOT_ON_WORKERS,
-        "test_session_with_unknown_vault_is_not_found": SESSIONS_NOT_ON_WORKERS,
-        "test_session_with_other_tenants_vault_is_not_found": SESSIONS_NOT_ON_WORKERS,
-    },
+    "test_sessions.py": {},
+    "test_session_runtime.py": {"test_allowed_confirmation_runs_tool_and_loop_continues": NO_SANDBOX},
+    "test_session_tool_runner.py": {},
+    "test_vaults.py": {},
 }
+FAKE_MODEL_BIN = Path(os.environ.get("OPENMA_FAKE_MODEL_BIN", str(REPO / "target" / "debug" / "openma-fake-model")))
 # Further tenants, for the suites' cross-tenant tests (the native suite makes them with the
 # admin CLI, which the Workers do not have).
 SPARE_KEYS = [f"sk-oma-workers-spare-{i}-{'0' * 24}" for i in range(4)]
@@ -54,32 +53,52 @@ def tenant_rows(name: str, key: str) -> str:
     )
 
 
+@pytest.fixture(scope="module")
+def fake_model(tmp_path_factory):
+    """The scripted model (openma-fake-model) the SessionDOs call over loopback."""
+    assert FAKE_MODEL_BIN.exists(), f"{FAKE_MODEL_BIN} is missing: cargo build -p openma-fake-model"
+    log = tmp_path_factory.mktemp("fake-model") / "stderr.log"
+    proc = subprocess.Popen([str(FAKE_MODEL_BIN), "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+    line = proc.stdout.readline().strip()
+    ready = re.match(r"^fake model listening on (http://127\.0\.0\.1:\d+)/?$", line)
+    assert ready, f"the fake model did not start: {line!r} {log.read_text()}"
+    yield ready.group(1)
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
 @pytest.fixture
-def main(deployment):
+def main(deployment, fake_model):
     deployment.apply_migrations()
     # Written before the worker starts: two workerd processes writing one local SQLite
     # file can hold each other up for minutes.
     tenants = [("b", KEY_B), *((f"spare{i}", k) for i, k in enumerate(SPARE_KEYS))]
     deployment.d1("".join(tenant_rows(name, key) for name, key in tenants))
-    return deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A})
+    # the back-off the native suite runs with (conformance/conftest.py), so retries take ms
+    agent = {"ANTHROPIC_API_KEY": "sk-ant-fake-for-tests", "ANTHROPIC_BASE_URL": fake_model, "OPENMA_MODEL_MAX_RETRIES": "2", "OPENMA_MODEL_RETRY_BASE_MS": "20"}
+    return deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A}, bound={"agent": agent})
 
 
 @pytest.mark.parametrize("suite", sorted(SUITES))
-def test_the_native_conformance_suite_passes_against_the_workers(main, suite):
+def test_the_native_conformance_suite_passes_against_the_workers(main, fake_model, suite):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "OPENMA_"))}
-    env.update({"OPENMA_TARGET_URL": main.base_url, "OPENMA_TARGET_API_KEY": KEY_A, "OPENMA_TARGET_TENANT_KEYS": ",".join(SPARE_KEYS)})
+    env.update({
+        "OPENMA_TARGET_URL": main.base_url, "OPENMA_TARGET_API_KEY": KEY_A, "OPENMA_TARGET_TENANT_KEYS": ",".join(SPARE_KEYS),
+        "OPENMA_TARGET_FAKE_MODEL_URL": fake_model,
+    })
     left_out = [arg for name in SUITES[suite] for arg in ("--deselect", f"{suite}::{name}")]
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", suite, *left_out],
+        [sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", suite, *left_out],
         cwd=REPO / "conformance", env=env, capture_output=True, text=True, timeout=SUITE_TIMEOUT_S, check=False,
     )
     summary = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
     print(f"conformance/{suite} against wrangler dev: {summary}")
-    assert r.returncode == 0, f"{suite} failed against the Workers:\n{r.stdout[-12000:]}\n{r.stderr[-4000:]}\n{main.output()[-4000:]}"
+    failed = "\n".join(line for line in r.stdout.splitlines() if line.startswith(("FAILED ", "ERROR ")))
+    assert r.returncode == 0, f"{suite} failed against the Workers:\n{failed}\n{r.stdout[-12000:]}\n{r.stderr[-4000:]}\n{main.output()[-4000:]}"
     assert "skipped" not in summary, f"{suite} skipped tests on the Workers:\n{r.stdout[-6000:]}"
 
 
-def test_a_tenant_cannot_see_or_change_another_tenants_agents_or_environments(main):
+def test_a_tenant_cannot_see_or_change_another_tenants_agents_environments_or_sessions(main):
     a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
     b = anthropic.Anthropic(api_key=KEY_B, base_url=main.base_url, timeout=30.0, max_retries=0)
     agent = a.beta.agents.create(name="private", model="claude-sonnet-4-5")
@@ -103,7 +122,19 @@ def test_a_tenant_cannot_see_or_change_another_tenants_agents_or_environments(ma
         with pytest.raises(anthropic.NotFoundError) as e:
             call()
         assert env.id in e.value.message
+    session = a.beta.sessions.create(agent=agent.id, environment_id=env.id, title="private")
+    for call in (
+        lambda: b.beta.sessions.retrieve(session.id),
+        lambda: b.beta.sessions.update(session.id, title="stolen"),
+        lambda: b.beta.sessions.archive(session.id),
+        lambda: b.beta.sessions.delete(session.id),
+        lambda: b.beta.sessions.create(agent=agent.id, environment_id=env.id),
+    ):
+        with pytest.raises(anthropic.NotFoundError):
+            call()
     assert [x.id for x in b.beta.agents.list()] == [] and [x.id for x in b.beta.environments.list()] == []
+    assert [x.id for x in b.beta.sessions.list()] == []
+    assert (a.beta.sessions.retrieve(session.id).title, a.beta.sessions.retrieve(session.id).archived_at) == ("private", None)
     same = a.beta.agents.retrieve(agent.id)
     assert (same.name, same.version, same.archived_at) == ("private", 1, None)
     same_env = a.beta.environments.retrieve(env.id)
@@ -149,3 +180,37 @@ def test_credentials_are_refused_with_503_while_the_root_secret_is_wrong(deploym
     assert e.value.status_code == 503 and "not the secret this database was sealed with" in e.value.message
     # Reads need no secret and still work; nothing new was written.
     assert [c.auth.mcp_server_url for c in b.beta.vaults.credentials.list(vault.id)] == ["https://a.example.com/mcp"]
+
+
+def test_the_deployment_guides_smoke_test_passes_as_written(main, fake_model):
+    """docs/cloudflare.md step 6 (the seed's): create an agent with `x-api-key`, a session
+    with `agent_id`, send "say hi", then stream — an `agent.message` comes back over SSE.
+    The scripted model answers at a model's pace, so the stream opened after the send
+    still sees the answer."""
+    import httpx2
+
+    httpx2.post(f"{fake_model}/_fake/reset").raise_for_status()
+    reply = {"kind": "message", "blocks": [{"type": "text", "text": "hi"}], "chunk_delay_ms": 700, "split": 1}
+    httpx2.post(f"{fake_model}/_fake/script", json=[reply]).raise_for_status()
+    h = {"x-api-key": KEY_A, "content-type": "application/json"}
+    with httpx2.Client(base_url=main.base_url, timeout=30.0) as http:
+        aid = http.post("/v1/agents", headers=h, json={
+            "name": "smoke", "model": "claude-sonnet-4-6", "system": "Reply with exactly one word.", "tools": [{"type": "bash"}],
+        }).json()["id"]
+        sid = http.post("/v1/sessions", headers=h, json={"agent_id": aid}).json()["id"]
+        sent = http.post(f"/v1/sessions/{sid}/events", headers=h, json={"events": [{"type": "user.message", "content": [{"type": "text", "text": "say hi"}]}]})
+        assert sent.status_code == 200, sent.text
+        seen = []
+        with http.stream("GET", f"/v1/sessions/{sid}/events/stream", headers={"x-api-key": KEY_A}) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    event = json.loads(line[6:])
+                    seen.append(event["type"])
+                    if event["type"] == "agent.message":
+                        assert event["content"] == [{"type": "text", "text": "hi"}]
+                    if event["type"] == "session.status_idle":
+                        break
+    assert "agent.message" in seen, seen
+    model_calls = [r for r in httpx2.get(f"{fake_model}/_fake/requests").json() if r["path"] == "/v1/messages"]
+    assert model_calls[-1]["body"]["system"][0]["text"] == "Reply with exactly one word."

@@ -18,7 +18,7 @@ use crate::errors::ApiError;
 
 /// The Workers have no skill registry yet: an agent naming skills is refused, never
 /// stored with skills its sessions could not load.
-struct NoSkills;
+pub struct NoSkills;
 
 #[async_trait]
 impl SkillCheck for NoSkills {

@@ -14,6 +14,8 @@ use crate::errors::ApiError;
 /// An authenticated API request.
 pub struct ApiRequest {
     req: Request,
+    /// This request's id, carried to the SessionDO so its errors name it too.
+    pub request_id: String,
 }
 
 impl ApiRequest {
@@ -25,6 +27,16 @@ impl ApiRequest {
     pub async fn body<T: DeserializeOwned>(&mut self) -> Result<T, ApiError> {
         let bytes = self.req.bytes().await.map_err(|e| ApiError::new(400, format!("could not read the request body: {e}")))?;
         Ok(edge::json_body(&bytes)?)
+    }
+
+    /// The raw query string (without `?`).
+    pub fn raw_query(&self) -> Result<String, ApiError> {
+        let url = self.req.url().map_err(|e| ApiError::new(400, format!("invalid URL: {e}")))?;
+        Ok(url.query().unwrap_or("").to_owned())
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.req.headers().get(name).ok().flatten()
     }
 
     /// The query string as `T` (unknown parameters ignored).
@@ -49,16 +61,17 @@ pub fn json<T: Serialize>(value: T) -> Result<Response, ApiError> {
 }
 
 /// Serves an authenticated request for `tenant`.
-pub async fn serve(req: Request, env: &Env, db: &D1, caller: &Caller) -> Result<Response, ApiError> {
+pub async fn serve(req: Request, env: &Env, db: &D1, caller: &Caller, request_id: &str) -> Result<Response, ApiError> {
     let tenant = &caller.tenant;
     let path = req.path();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let mut req = ApiRequest { req };
+    let mut req = ApiRequest { req, request_id: request_id.to_owned() };
     let served = match segments.as_slice() {
         ["v1", "agents", rest @ ..] => crate::agents::route(&mut req, db, tenant, rest).await,
         ["v1", "environments", rest @ ..] => crate::environments::route(&mut req, db, tenant, rest).await,
         ["v1", "vaults", rest @ ..] => crate::vaults::route(&mut req, env, db, tenant, rest).await,
         ["v1", "memory_stores", rest @ ..] => crate::memory::route(&mut req, db, caller, rest).await,
+        ["v1", "sessions", rest @ ..] => crate::sessions::route(&mut req, env, db, tenant, rest).await,
         _ => None,
     };
     served.unwrap_or_else(|| Err(ApiError::not_found(format!("no route for {} {path}", req.method()))))

@@ -4,24 +4,20 @@
 //!
 //! Served so far: `/health` — every binding and the root secret checked for real — and,
 //! behind API-key authentication against D1 (with the operator's bootstrap key), the
-//! agents, environments, vaults and memory stores APIs. The other resources land behind it as the D1 adapters of the core's ports
-//! grow (issue #11); until then an authenticated request to one gets 404.
+//! agents, environments, vaults, memory stores and sessions APIs; a session's events go to
+//! its SessionDO in `openma-agent`. The other resources land behind it as the D1 adapters
+//! of the core's ports grow (issue #11); until then an authenticated request to one gets 404.
 
-mod adapters;
+use openma_worker_common::{adapters, d1, errors};
+
 mod agents;
 mod api;
 mod auth;
-mod d1;
-mod d1_agents;
-mod d1_environments;
-mod d1_keys;
-mod d1_memory;
-mod d1_vaults;
 mod environments;
-mod errors;
 mod health;
 mod memory;
 mod root_secret;
+mod sessions;
 mod vaults;
 
 use worker::{Context, Env, Method, Request, Response, Result, event};
@@ -40,7 +36,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             let served = async {
                 let db = auth::database(&env)?;
                 let caller = auth::caller(&req, &env, &db).await?;
-                api::serve(req, &env, &db, &caller).await
+                api::serve(req, &env, &db, &caller, &request_id).await
             }
             .await;
             served.or_else(|e| e.into_response(&request_id))

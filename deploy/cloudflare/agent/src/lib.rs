@@ -1,0 +1,23 @@
+//! `openma-agent` on Cloudflare Workers: a [`session::SessionDO`] per session, reached by
+//! `openma-main` through its Durable Object binding. It keeps the session's event log in
+//! its own SQLite, runs turns from alarms (so a turn a crash or eviction cut short resumes),
+//! calls the model over `fetch`, and streams events as SSE.
+//!
+//! The worker itself answers only `/health`: sessions are reached through `openma-main`,
+//! which authenticates the caller and owns the session rows in D1.
+
+mod event_log;
+mod model;
+mod session;
+mod subscribers;
+mod turn;
+
+use worker::{Context, Env, Request, Response, Result, event};
+
+#[event(fetch)]
+async fn fetch(req: Request, _env: Env, _ctx: Context) -> Result<Response> {
+    match req.path().as_str() {
+        "/health" => Response::from_json(&serde_json::json!({"status": "ok", "worker": "openma-agent"})),
+        _ => Ok(Response::error("openma-agent serves sessions through openma-main", 404)?),
+    }
+}

@@ -1,0 +1,260 @@
+//! The SessionDO: the only writer of one session's event log. `openma-main` forwards a
+//! session's event requests here after authenticating them and loading the session row
+//! (sent along, so the object always runs the latest agent snapshot); turns run from the
+//! object's alarm.
+
+use std::cell::RefCell;
+
+use futures::StreamExt;
+use futures::channel::mpsc::UnboundedSender;
+use openma_core::harness::file_blocks::file_refs;
+use openma_core::harness::input::{Input, parse_events};
+use openma_core::harness::step::{self, PreviewOf};
+use openma_core::paging::{MAX_LIMIT, PageRequest};
+use openma_core::ports::{Order, Position};
+use openma_core::{Clock, DomainError, IdGen};
+use openma_types::ListPage;
+use openma_types::events::{ALL_EVENT_TYPES, ClientEvent, EventPayload, SentEvents, SessionEvent};
+use openma_types::query::{EventListParams, PageParams, StreamParams};
+use openma_types::sessions::{Session, SessionStatus};
+use openma_worker_common::adapters::{WorkerClock, WorkerIds};
+use openma_worker_common::errors::ApiError;
+use serde::{Deserialize, Serialize};
+use worker::{DurableObject, Env, Method, Request, Response, Result, State, durable_object};
+
+use crate::event_log::EventLog;
+use crate::subscribers::Subscribers;
+
+/// What `openma-main` sends with a session's events.
+#[derive(Deserialize)]
+pub struct Forwarded {
+    pub tenant: String,
+    pub session: Session,
+    #[serde(default)]
+    pub events: Vec<ClientEvent>,
+    /// A change made through the API, recorded in the log (`session.updated`, or
+    /// `session.status_terminated` on archive).
+    #[serde(default)]
+    pub note: Option<openma_types::events::EventPayload>,
+}
+
+/// The session this object runs, as last forwarded.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Meta {
+    pub tenant: String,
+    pub session: Session,
+}
+
+pub const META: &str = "meta";
+
+/// Named as the deployment guide names it (the class wrangler.jsonc binds).
+#[allow(clippy::upper_case_acronyms)]
+#[durable_object]
+pub struct SessionDO {
+    pub(crate) state: State,
+    pub(crate) env: Env,
+    pub(crate) subscribers: Subscribers,
+    /// Wakes a model call in flight when an interrupt arrives.
+    pub(crate) interrupt: RefCell<Option<UnboundedSender<()>>>,
+}
+
+/// Storage keys: client events that arrived during a model call (appended after it, as
+/// the native inbox does), and an interrupt waiting for the loop (its event id).
+pub const INBOX: &str = "inbox";
+pub const INTERRUPT: &str = "interrupt";
+
+impl DurableObject for SessionDO {
+    fn new(state: State, env: Env) -> Self {
+        SessionDO { state, env, subscribers: Subscribers::default(), interrupt: RefCell::new(None) }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let request_id = req.headers().get("request-id")?.unwrap_or_default();
+        let served = async {
+            let url = req.url().map_err(internal)?;
+            let query = url.query().unwrap_or("").to_owned();
+            match (req.method(), url.path()) {
+                (Method::Post, "/events") => {
+                    let forwarded: Forwarded = serde_json::from_slice(&req.bytes().await.map_err(internal)?).map_err(|e| ApiError::new(400, e.to_string()))?;
+                    self.send(forwarded).await
+                }
+                (Method::Post, "/note") => {
+                    let forwarded: Forwarded = serde_json::from_slice(&req.bytes().await.map_err(internal)?).map_err(|e| ApiError::new(400, e.to_string()))?;
+                    self.note(forwarded).await
+                }
+                (Method::Get, "/events") => self.list(&query),
+                (Method::Get, "/stream") => {
+                    let last = req.headers().get("last-event-id").map_err(internal)?;
+                    self.stream(&query, last)
+                }
+                (Method::Delete, "/") => {
+                    if let Some(id) = req.headers().get("openma-session-id").map_err(internal)? {
+                        self.subscribers.deleted(&id);
+                    }
+                    self.state.storage().delete_alarm().await.map_err(internal)?;
+                    self.state.storage().delete_all().await.map_err(internal)?;
+                    Response::empty().map_err(internal)
+                }
+                _ => Err(ApiError::not_found("no such session route")),
+            }
+        };
+        let r: std::result::Result<Response, ApiError> = served.await;
+        r.or_else(|e| e.into_response(&request_id))
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        crate::turn::run(self).await?;
+        Response::empty()
+    }
+}
+
+impl SessionDO {
+    pub(crate) fn log(&self) -> Result<EventLog> {
+        EventLog::open(self.state.storage().sql())
+    }
+
+    /// Keeps the forwarded session row as the one to run, with the usage this object
+    /// counted (the row's copy can lag behind a running turn).
+    async fn remember(&self, tenant: String, mut session: Session) -> Result<()> {
+        let storage = self.state.storage();
+        if let Some(old) = storage.get::<Meta>(META).await? {
+            session.usage = old.session.usage;
+        }
+        storage.put(META, Meta { tenant, session }).await
+    }
+
+    pub(crate) fn new_id(&self) -> String {
+        WorkerIds.new_id("sevt")
+    }
+
+    pub(crate) fn now(&self) -> openma_types::Timestamp {
+        WorkerClock.now()
+    }
+
+    /// Applies client input, as the native actor does: to an idle session all or nothing
+    /// (starting a turn when it brings work); while a turn runs, messages join it and an
+    /// interrupt stops it.
+    async fn send(&self, f: Forwarded) -> std::result::Result<Response, ApiError> {
+        if f.session.archived_at.is_some() || f.session.status == SessionStatus::Terminated {
+            return Err(DomainError::Conflict { message: "the session is archived or terminated and accepts no events".into(), code: Some("session_terminated") }.into());
+        }
+        let inputs = parse_events(f.events)?;
+        if !file_refs(&inputs, "events")?.is_empty() {
+            return Err(DomainError::unsupported("`file` content blocks on the Cloudflare Workers deployment").into());
+        }
+        let storage = self.state.storage();
+        self.remember(f.tenant, f.session).await.map_err(internal)?;
+        let log = self.log().map_err(internal)?;
+        let events = log.all().map_err(internal)?;
+        if crate::turn::is_running(&events) {
+            return self.send_while_running(inputs).await;
+        }
+        let applied = step::idle_inputs(&events, inputs, || self.new_id())?;
+        let (pending, echo_ids, starts) = (applied.events, applied.echo_ids, applied.starts_running);
+        let written = log.append(pending, self.now(), || self.new_id()).map_err(internal)?;
+        self.subscribers.publish(&written);
+        if starts {
+            crate::turn::set_status(self, SessionStatus::Running).await.map_err(internal)?;
+            storage.set_alarm(0).await.map_err(internal)?;
+        }
+        let data = written.into_iter().filter(|e| echo_ids.contains(&e.event.id)).map(|e| e.event).collect();
+        Response::from_json(&SentEvents { data }).map_err(internal)
+    }
+
+    /// While a turn runs, messages wait in the inbox for the end of the model call (they
+    /// are durable, and the turn answers them before it goes idle); an interrupt stops the
+    /// call in flight. Answers to tool calls are refused: none is awaited while running.
+    async fn send_while_running(&self, inputs: Vec<Input>) -> std::result::Result<Response, ApiError> {
+        if let Some(id) = inputs.iter().find_map(|i| match i {
+            Input::Confirmation { tool_use_id, .. } | Input::CustomResult { tool_use_id, .. } => Some(tool_use_id.clone()),
+            _ => None,
+        }) {
+            return Err(DomainError::invalid(format!("`{id}` is not awaiting an answer: the session is running")).into());
+        }
+        let storage = self.state.storage();
+        let mut inbox: Vec<SessionEvent> = storage.get(INBOX).await.map_err(internal)?.unwrap_or_default();
+        let mut echo = Vec::new();
+        let mut interrupted = None;
+        for input in inputs {
+            let event = SessionEvent { id: self.new_id(), payload: step::client_payload(input), processed_at: None };
+            if matches!(event.payload, EventPayload::UserInterrupt {}) {
+                interrupted.get_or_insert(event.id.clone());
+            } else {
+                inbox.push(event.clone());
+            }
+            echo.push(event);
+        }
+        storage.put(INBOX, &inbox).await.map_err(internal)?;
+        if let Some(id) = interrupted {
+            storage.put(INTERRUPT, id).await.map_err(internal)?;
+            if let Some(tx) = self.interrupt.borrow().as_ref() {
+                let _ = tx.unbounded_send(());
+            }
+            // a turn backing off until a later alarm stops now
+            storage.set_alarm(0).await.map_err(internal)?;
+        }
+        Response::from_json(&SentEvents { data: echo }).map_err(internal)
+    }
+
+    /// Records a change made through the API; the session row already holds it.
+    async fn note(&self, f: Forwarded) -> std::result::Result<Response, ApiError> {
+        let Some(note) = f.note else { return Err(ApiError::new(400, "`note` is required")) };
+        self.remember(f.tenant, f.session).await.map_err(internal)?;
+        let written = self.log().map_err(internal)?.append(vec![note.into()], self.now(), || self.new_id()).map_err(internal)?;
+        self.subscribers.publish(&written);
+        Response::from_json(&serde_json::json!({})).map_err(internal)
+    }
+
+    fn list(&self, query: &str) -> std::result::Result<Response, ApiError> {
+        let page: PageParams = openma_core::edge::query(query)?;
+        let q: EventListParams = openma_core::edge::query(query)?;
+        if let Some(bad) = q.types.iter().find(|t| !ALL_EVENT_TYPES.contains(&t.as_str())) {
+            return Err(DomainError::invalid(format!("`types[]` value `{bad}` is not an event type")).into());
+        }
+        let order = q.order.map(Order::from).unwrap_or(Order::Asc);
+        let req = PageRequest::new(page.limit, order, page.page.as_deref(), 1000.max(MAX_LIMIT))?;
+        let (store_order, after, _) = req.store_order();
+        let rows = self.log().map_err(internal)?.page(after.map(|p| p.created_at), store_order == Order::Desc, req.limit + 1, &q.types).map_err(internal)?;
+        let p = req.finish(rows, |e| Position { created_at: e.seq, id: e.event.id.clone() });
+        Response::from_json(&ListPage { data: p.data.into_iter().map(|e| e.event).collect(), next_page: p.next_page }).map_err(internal)
+    }
+
+    /// Without `Last-Event-ID` the stream starts now; with it, it replays what came after
+    /// that event, then goes live, gap-free.
+    fn stream(&self, query: &str, last_event_id: Option<String>) -> std::result::Result<Response, ApiError> {
+        let q: StreamParams = openma_core::edge::query(query)?;
+        let mut previews = Vec::new();
+        for d in &q.event_deltas {
+            match PreviewOf::parse(d) {
+                Some(of) => previews.push(of),
+                None => return Err(DomainError::invalid(format!("`event_deltas[]` value `{d}` must be `agent.message` or `agent.thinking`")).into()),
+            }
+        }
+        let log = self.log().map_err(internal)?;
+        let start = match last_event_id.or(q.last_event_id) {
+            Some(r) => match r.parse::<i64>() {
+                Ok(seq) => seq,
+                Err(_) => log
+                    .seq_of(&r)
+                    .map_err(internal)?
+                    .ok_or_else(|| ApiError::new(400, format!("`Last-Event-ID` `{r}` is not an event of this session")))?,
+            },
+            None => log.last_seq().map_err(internal)?,
+        };
+        // read and subscribe in one synchronous stretch: nothing can be appended between
+        let catch_up = log.page(Some(start), false, u32::MAX, &[]).map_err(internal)?;
+        let ended = log.all().map_err(internal)?.iter().any(|e| matches!(e.event.payload, openma_types::events::EventPayload::StatusTerminated {}))
+            && catch_up.is_empty();
+        let frames = self.subscribers.subscribe(&catch_up, previews, ended).map(Ok::<Vec<u8>, worker::Error>);
+        let mut response = Response::from_stream(frames).map_err(internal)?;
+        let headers = response.headers_mut();
+        headers.set("content-type", "text/event-stream").map_err(internal)?;
+        headers.set("cache-control", "no-cache").map_err(internal)?;
+        Ok(response)
+    }
+}
+
+/// A workerd failure: a 500 whose detail only the log sees.
+pub(crate) fn internal(e: worker::Error) -> ApiError {
+    ApiError::from(DomainError::Store(openma_core::StoreError::Backend(e.to_string())))
+}

@@ -1,0 +1,335 @@
+//! A session's turn on Workers, run from its Durable Object's alarm: model → tools →
+//! model …, with the core's projection, tool plan and step logic, as the native actor
+//! runs it. An alarm that fails or is cut short is retried by the runtime, so a turn
+//! resumes from the log. Transient model failures back off by rescheduling the alarm.
+//!
+//! Built-in tools and MCP servers need the sandbox (Cloudflare Containers), which this
+//! deployment does not have yet: such a call gets an error result saying so, and the
+//! model carries on — nothing is left hanging.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::Either;
+use openma_core::harness::projection;
+use openma_core::harness::retry::RetryPolicy;
+use openma_core::harness::step::{self, Accumulator, Pending, Step};
+use openma_core::harness::tools::{Capabilities, ToolPlan};
+use openma_core::model::{ModelError, ModelEvent, TransientKind};
+use openma_core::ports::{SessionStore, StoredEvent};
+use openma_core::{TenantId, memory_mounts};
+use openma_types::events::{EvaluatedPermission, EventPayload, ModelUsage, RetryStatus, SessionErrorObject, StopReason};
+use openma_types::sessions::SessionStatus;
+use openma_worker_common::d1::D1;
+use worker::Result;
+
+use crate::model::ModelEndpoint;
+use crate::session::{INBOX, INTERRUPT, META, Meta, SessionDO};
+
+/// As natively (`RuntimeConfig`): tokens per model request, model calls per turn.
+const MAX_TOKENS: u32 = 8192;
+const MAX_TOOL_ROUNDS: u32 = 200;
+/// Storage key: failed model calls in a row (for the back-off).
+const ATTEMPT: &str = "attempt";
+const NO_SANDBOX: &str = "This tool needs the session sandbox (Cloudflare Containers), which this deployment does not provide yet.";
+
+/// The session's status as its log says: the last status event wins.
+fn status(log: &[StoredEvent]) -> SessionStatus {
+    log.iter()
+        .rev()
+        .find_map(|e| match e.event.payload {
+            EventPayload::StatusRunning {} => Some(SessionStatus::Running),
+            EventPayload::StatusIdle { .. } => Some(SessionStatus::Idle),
+            EventPayload::StatusRescheduled {} => Some(SessionStatus::Rescheduling),
+            EventPayload::StatusTerminated {} => Some(SessionStatus::Terminated),
+            _ => None,
+        })
+        .unwrap_or(SessionStatus::Idle)
+}
+
+pub fn is_running(log: &[StoredEvent]) -> bool {
+    matches!(status(log), SessionStatus::Running | SessionStatus::Rescheduling)
+}
+
+/// Mirrors the runtime status (and usage) into the session's D1 row, which the API reads.
+pub async fn set_status(object: &SessionDO, status: SessionStatus) -> Result<()> {
+    let Some(meta) = object.state.storage().get::<Meta>(META).await? else { return Ok(()) };
+    let db = D1::new(object.env.d1("DB")?);
+    let tenant = TenantId::from_trusted(meta.tenant.clone());
+    for _ in 0..8 {
+        let Some(mut row) = db.get_session(&tenant, &meta.session.id).await.map_err(store)? else { return Ok(()) };
+        let expected = row.updated_at;
+        row.status = status;
+        row.usage = meta.session.usage.clone();
+        row.updated_at = object.now().strictly_after(expected);
+        if db.update_session(&tenant, &row, expected).await.map_err(store)? {
+            return Ok(());
+        }
+    }
+    Err(worker::Error::RustError(format!("session `{}` changed concurrently 8 times", meta.session.id)))
+}
+
+fn store(e: openma_core::StoreError) -> worker::Error {
+    worker::Error::RustError(e.to_string())
+}
+
+/// Appends events, publishes them to the open streams and, when they change the status,
+/// mirrors it into D1.
+async fn emit(object: &SessionDO, events: Vec<Pending>) -> Result<Vec<StoredEvent>> {
+    let new_status = events.iter().rev().find_map(|p| match p.payload {
+        EventPayload::StatusRunning {} => Some(SessionStatus::Running),
+        EventPayload::StatusIdle { .. } => Some(SessionStatus::Idle),
+        EventPayload::StatusRescheduled {} => Some(SessionStatus::Rescheduling),
+        EventPayload::StatusTerminated {} => Some(SessionStatus::Terminated),
+        _ => None,
+    });
+    let written = object.log()?.append(events, object.now(), || object.new_id())?;
+    object.subscribers.publish(&written);
+    if let Some(s) = new_status {
+        set_status(object, s).await?;
+    }
+    Ok(written)
+}
+
+/// Built-in and MCP calls the model made that have no result yet.
+fn unrun_calls(log: &[StoredEvent]) -> Vec<Pending> {
+    let mut out = Vec::new();
+    for e in log {
+        let mcp = match &e.event.payload {
+            EventPayload::AgentToolUse { evaluated_permission: EvaluatedPermission::Allow, .. } => false,
+            EventPayload::AgentMcpToolUse { evaluated_permission: EvaluatedPermission::Allow, .. } => true,
+            _ => continue,
+        };
+        let answered = log.iter().any(|r| match &r.event.payload {
+            EventPayload::AgentToolResult { tool_use_id, .. } => *tool_use_id == e.event.id,
+            EventPayload::AgentMcpToolResult { mcp_tool_use_id, .. } => *mcp_tool_use_id == e.event.id,
+            _ => false,
+        });
+        if !answered {
+            let content = vec![step::text_block(NO_SANDBOX)];
+            let id = e.event.id.clone();
+            out.push(Pending::from(if mcp {
+                EventPayload::AgentMcpToolResult { mcp_tool_use_id: id, content, is_error: true }
+            } else {
+                EventPayload::AgentToolResult { tool_use_id: id, content, is_error: true }
+            }));
+        }
+    }
+    out
+}
+
+/// Where the current turn began: the last `session.status_running`.
+fn turn_start(log: &[StoredEvent]) -> i64 {
+    log.iter().rev().find(|e| matches!(e.event.payload, EventPayload::StatusRunning {})).map_or(0, |e| e.seq)
+}
+
+async fn go_idle(object: &SessionDO, meta: &Meta, reason: StopReason) -> Result<()> {
+    object.state.storage().delete(ATTEMPT).await?;
+    let usage = meta.session.usage.clone();
+    emit(object, vec![EventPayload::SessionUsage { usage, budget: meta.session.budget.clone() }.into(), EventPayload::StatusIdle { stop_reason: reason }.into()])
+        .await
+        .map(drop)
+}
+
+/// The back-off of failed model calls: `OPENMA_MODEL_MAX_RETRIES` and
+/// `OPENMA_MODEL_RETRY_BASE_MS`, as on the native server.
+fn retry_policy(object: &SessionDO) -> RetryPolicy {
+    let number = |name: &str| crate::model::text(&object.env, name).and_then(|v| v.trim().parse::<u64>().ok());
+    let mut policy = RetryPolicy::default();
+    if let Some(n) = number("OPENMA_MODEL_MAX_RETRIES") {
+        policy.max_retries = n.min(100) as u32;
+    }
+    if let Some(ms) = number("OPENMA_MODEL_RETRY_BASE_MS") {
+        policy.base = Duration::from_millis(ms);
+    }
+    policy
+}
+
+/// Ends the turn for an interrupt: the interrupt's event, honest results for the calls
+/// that will not run, then idle.
+async fn interrupted(object: &SessionDO, meta: &Meta, id: String, log: &[StoredEvent]) -> Result<()> {
+    object.state.storage().delete(INTERRUPT).await?;
+    let mut events = vec![Pending { id: Some(id), payload: EventPayload::UserInterrupt {}, internal: None }];
+    events.extend(unrun_calls(log).into_iter().map(|p| match p.payload {
+        EventPayload::AgentToolResult { tool_use_id, .. } => step::result_for(log, &tool_use_id, "The user interrupted the session before this tool call completed."),
+        EventPayload::AgentMcpToolResult { mcp_tool_use_id, .. } => step::result_for(log, &mcp_tool_use_id, "The user interrupted the session before this tool call completed."),
+        _ => p,
+    }));
+    emit(object, events).await?;
+    go_idle(object, meta, StopReason::EndTurn).await
+}
+
+/// Runs the session until it is idle, waits on the client, or backs off.
+pub async fn run(object: &SessionDO) -> Result<()> {
+    let storage = object.state.storage();
+    let Some(mut meta) = storage.get::<Meta>(META).await? else { return Ok(()) };
+    let plan = ToolPlan::for_agent(&meta.session.agent, Capabilities::default());
+    let mut rounds = 0u32;
+    loop {
+        let log = object.log()?.all()?;
+        match status(&log) {
+            SessionStatus::Idle | SessionStatus::Terminated => return Ok(()),
+            SessionStatus::Rescheduling => {
+                emit(object, vec![EventPayload::StatusRunning {}.into()]).await?;
+                continue;
+            }
+            SessionStatus::Running => {}
+        }
+        let start = turn_start(&log);
+        if let Some(id) = storage.get::<String>(INTERRUPT).await? {
+            return interrupted(object, &meta, id, &log).await;
+        }
+        // input that arrived during the last model call joins the turn, in order
+        let queued: Vec<openma_types::events::SessionEvent> = storage.get(INBOX).await?.unwrap_or_default();
+        if !queued.is_empty() {
+            let events = queued.into_iter().map(|e| Pending { id: Some(e.id), payload: e.payload, internal: None }).collect();
+            emit(object, events).await?;
+            storage.delete(INBOX).await?;
+            continue;
+        }
+        let unrun = unrun_calls(&log);
+        if !unrun.is_empty() {
+            emit(object, unrun).await?;
+            continue;
+        }
+        let blocking = step::blocking_ids(&log);
+        if !blocking.is_empty() {
+            return go_idle(object, &meta, StopReason::RequiresAction { event_ids: blocking }).await;
+        }
+        // the turn is over when the last model call ended it and no input came after it
+        let last_end = log.iter().rev().find(|e| matches!(e.event.payload, EventPayload::ModelRequestEnd { is_error: false, .. }));
+        if let Some(end) = last_end.filter(|e| e.seq > start) {
+            let new_input = log.iter().any(|e| e.seq > end.seq && matches!(e.event.payload, EventPayload::UserMessage { .. } | EventPayload::SystemMessage { .. }));
+            let ended = end.internal.as_ref().and_then(|i| i.get("ends_turn")).and_then(|v| v.as_str()).map(str::to_owned);
+            if let (Some(reason), false) = (ended, new_input) {
+                let reason = if reason == "refusal" { StopReason::Refusal } else { StopReason::EndTurn };
+                return go_idle(object, &meta, reason).await;
+            }
+        }
+        if rounds >= MAX_TOOL_ROUNDS {
+            let error = SessionErrorObject::new("tool_use_limit_reached_error", format!("the turn stopped after {rounds} tool-use rounds"), RetryStatus::Exhausted);
+            emit(object, vec![EventPayload::SessionError { error }.into()]).await?;
+            return go_idle(object, &meta, StopReason::EndTurn).await;
+        }
+        rounds += 1;
+        match model_step(object, &mut meta, &plan, &log).await? {
+            Ok(Called::Interrupted) => continue,
+            Ok(Called::Done) => {
+                storage.delete(ATTEMPT).await?;
+            }
+            Err(err) => {
+                let attempt = storage.get::<u32>(ATTEMPT).await?.unwrap_or(0) + 1;
+                let kind = step::error_kind(&err).to_owned();
+                let retry_after = match &err {
+                    ModelError::Transient { retry_after, .. } => *retry_after,
+                    ModelError::Permanent { .. } => None,
+                };
+                let delay: Option<Duration> = if err.is_transient() { retry_policy(object).delay(attempt, retry_after) } else { None };
+                match delay {
+                    Some(d) => {
+                        storage.put(ATTEMPT, attempt).await?;
+                        let error = SessionErrorObject::new(kind, err.to_string(), RetryStatus::Retrying);
+                        emit(object, vec![EventPayload::SessionError { error }.into(), EventPayload::StatusRescheduled {}.into()]).await?;
+                        // the alarm runs the retry: it survives eviction
+                        storage.set_alarm(d.as_millis() as i64).await?;
+                        return Ok(());
+                    }
+                    None if err.is_transient() => {
+                        let error = SessionErrorObject::new(kind, err.to_string(), RetryStatus::Exhausted);
+                        emit(object, vec![EventPayload::SessionError { error }.into()]).await?;
+                        return go_idle(object, &meta, StopReason::RetriesExhausted).await;
+                    }
+                    None => {
+                        storage.delete(ATTEMPT).await?;
+                        let error = SessionErrorObject::new(kind, err.to_string(), RetryStatus::Terminal);
+                        let usage = meta.session.usage.clone();
+                        emit(
+                            object,
+                            vec![
+                                EventPayload::SessionError { error }.into(),
+                                EventPayload::SessionUsage { usage, budget: meta.session.budget.clone() }.into(),
+                                EventPayload::StatusTerminated {}.into(),
+                            ],
+                        )
+                        .await?;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How a model call ended, when it did not fail.
+enum Called {
+    Done,
+    /// An interrupt stopped it; what it had said so far is kept.
+    Interrupted,
+}
+
+/// One model call: streams it (publishing previews), then appends its events. The end
+/// event notes (harness-only) whether the call ended the turn.
+async fn model_step(object: &SessionDO, meta: &mut Meta, plan: &ToolPlan, log: &[StoredEvent]) -> Result<std::result::Result<Called, ModelError>> {
+    let session = &meta.session;
+    let mut request = projection::request(&session.agent, plan, log, MAX_TOKENS);
+    request.system = memory_mounts::with_system_note(request.system, &session.resources);
+    let start = emit(object, vec![EventPayload::ModelRequestStart {}.into()]).await?;
+    let start_id = start[0].event.id.clone();
+    let failed = |start_id: String| Pending::from(EventPayload::ModelRequestEnd { model_request_start_id: start_id, model_usage: ModelUsage::default(), is_error: true });
+    let (tx, mut interrupt) = futures::channel::mpsc::unbounded::<()>();
+    *object.interrupt.borrow_mut() = Some(tx);
+    let mut acc = Accumulator::default();
+    let outcome = async {
+        let (endpoint, model) = ModelEndpoint::for_model(&object.env, &session.agent.model.id)?;
+        let call = std::pin::pin!(endpoint.stream(&request, model));
+        let mut stream = match futures::future::select(call, interrupt.next()).await {
+            Either::Left((opened, _)) => opened?,
+            Either::Right(_) => return Ok(None),
+        };
+        loop {
+            let item = match futures::future::select(stream.next(), interrupt.next()).await {
+                Either::Left((item, _)) => item,
+                Either::Right(_) => return Ok(None),
+            };
+            match item {
+                None => break,
+                Some(Err(e)) => return Err(e),
+                Some(Ok(ModelEvent::Finished { stop_reason, usage })) => return Ok(Some((stop_reason, usage))),
+                Some(Ok(ev)) => acc.on_event(ev, &mut |p| object.subscribers.preview(p), || object.new_id()),
+            }
+        }
+        Err(ModelError::Transient { kind: TransientKind::StreamCut, message: "the model stream ended before the message was complete".into(), retry_after: None })
+    }
+    .await;
+    object.interrupt.borrow_mut().take();
+    match outcome {
+        Err(e) => {
+            emit(object, vec![failed(start_id)]).await?;
+            Ok(Err(e))
+        }
+        Ok(None) => {
+            // interrupted: the text so far stays the agent's (partial) message
+            let mut events = acc.partial_text();
+            events.push(failed(start_id));
+            emit(object, events).await?;
+            Ok(Ok(Called::Interrupted))
+        }
+        Ok(Some((stop, usage))) => {
+            let mut events = acc.into_events(plan);
+            let ends = match Step::after(stop, &events) {
+                Step::Continues => None,
+                Step::EndsTurn(Some(StopReason::Refusal)) => Some("refusal"),
+                Step::EndsTurn(_) => Some("end_turn"),
+            };
+            step::add_usage(&mut meta.session.usage, usage);
+            object.state.storage().put(META, meta.clone()).await?;
+            events.push(Pending {
+                id: None,
+                payload: EventPayload::ModelRequestEnd { model_request_start_id: start_id, model_usage: step::model_usage(usage), is_error: false },
+                internal: ends.map(|r| serde_json::json!({"ends_turn": r})),
+            });
+            emit(object, events).await?;
+            Ok(Ok(Called::Done))
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! What openma's Workers share (`openma-main`, `openma-agent`): the D1 adapters of the
+//! core's ports (the control-plane schema is the native server's SQLite migrations), the
+//! clock and id ports inside workerd, and the one place errors become HTTP responses.
+
+pub mod adapters;
+pub mod d1;
+mod d1_agents;
+mod d1_environments;
+mod d1_keys;
+mod d1_memory;
+mod d1_sessions;
+mod d1_vaults;
+pub mod errors;

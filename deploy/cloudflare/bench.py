@@ -1,13 +1,19 @@
-"""Request latency of openma-main under `wrangler dev` next to the native server's, in one
-run on one machine: p50/p99 over N sequential requests per row, and the ratios.
+"""Request latency of the Workers (openma-main with the openma-agent it binds) under
+`wrangler dev` next to the native server's, in one run on one machine: p50/p99 over N
+sequential requests per row, and the ratios. Both call the same scripted fake model
+(openma-fake-model) over loopback.
 
     source deploy/cloudflare/toolchain.sh
-    conformance/.venv/bin/python deploy/cloudflare/bench.py --openma target/release/openma [-n 500]
+    conformance/.venv/bin/python deploy/cloudflare/bench.py --openma target/release/openma [-n 500] [--turns 100]
 
 Rows: `GET /health` (the worker makes four binding calls: two D1 queries, one KV read, one
 R2 head; the native server pings its SQLite database and blob directory), `POST /v1/agents`
 (authentication, then an agent and its first version written in one transaction — one D1
-batch on the worker) and `GET /v1/agents/{id}` (authentication and one read).
+batch on the worker), `GET /v1/agents/{id}` (authentication and one read), `POST
+/v1/sessions` (the agent, environment and session rows) and a turn: `user.message` sent
+until `session.status_idle` arrives on the event stream (on the worker: forwarded to the
+session's Durable Object, whose alarm calls the model with fetch and appends the events
+to its SQLite).
 """
 
 from __future__ import annotations
@@ -26,6 +32,34 @@ import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
 from conftest import Deployment, free_port  # noqa: E402
+
+FAKE_MODEL = Path(__file__).resolve().parents[2] / "target" / "debug" / "openma-fake-model"
+
+
+def start_fake_model() -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([str(FAKE_MODEL), "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline().strip()
+    url = re.match(r"^fake model listening on (http://\S+?)/?$", line)
+    assert url, f"the fake model did not start: {line!r}"
+    return proc, url.group(1)
+
+
+def measure_turns(base: str, headers: dict[str, str], session_id: str, n: int) -> list[float]:
+    """Milliseconds from sending `user.message` to `session.status_idle` on the stream."""
+    out = []
+    with httpx2.Client(base_url=base, timeout=30.0, headers=headers) as c:
+        for i in range(n + 5):
+            t = time.perf_counter()
+            sent = c.post(f"/v1/sessions/{session_id}/events", json={"events": [{"type": "user.message", "content": [{"type": "text", "text": f"turn {i}"}]}]})
+            assert sent.status_code == 200, sent.text
+            echo = sent.json()["data"][0]["id"]
+            with c.stream("GET", f"/v1/sessions/{session_id}/events/stream", headers={"last-event-id": echo}) as stream:
+                for line in stream.iter_lines():
+                    if line.startswith("event: session.status_idle"):
+                        break
+            if i >= 5:  # the first turns warm up
+                out.append((time.perf_counter() - t) * 1000)
+    return out
 
 
 def measure(url: str, n: int, headers: dict[str, str] | None = None, body: dict | None = None) -> list[float]:
@@ -54,7 +88,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--openma", required=True, help="the native openma binary")
     ap.add_argument("-n", type=int, default=500, help="requests per server")
+    ap.add_argument("--turns", type=int, default=100, help="turns and session creations per server")
     a = ap.parse_args()
+    fake, fake_url = start_fake_model()
+    httpx2.post(f"{fake_url}/_fake/script", json=[{"kind": "message", "blocks": [{"type": "text", "text": "ok"}]}] * (2 * (a.turns + 5))).raise_for_status()
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -62,13 +99,14 @@ def main() -> None:
         d = Deployment(state=tmp / "state", tmp=tmp)
         d.apply_migrations()
         key = "sk-oma-bench-bootstrap-key-0123456789"
+        model = {"ANTHROPIC_API_KEY": "sk-ant-bench", "ANTHROPIC_BASE_URL": fake_url}
         worker = d.start("main", {"PLATFORM_ROOT_SECRET": "bench-root-secret-0123456789abcdefghijkl",
-                                  "OPENMA_BOOTSTRAP_API_KEY": key})
+                                  "OPENMA_BOOTSTRAP_API_KEY": key}, bound={"agent": model})
         port = free_port()
         native = subprocess.Popen(
             [a.openma, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp / "native")],
             env={**os.environ, "PLATFORM_ROOT_SECRET": "bench-root-secret-0123456789abcdefghijkl", "OPENMA_BOOTSTRAP_API_KEY": key,
-                 "OPENMA_RATE_LIMIT_PER_MINUTE": "0"},
+                 "OPENMA_RATE_LIMIT_PER_MINUTE": "0", **model},
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         auth = {"x-api-key": key, "anthropic-beta": "managed-agents-2026-04-01"}
@@ -87,12 +125,20 @@ def main() -> None:
                 ]:
                     xs = measure(url, a.n, headers, body)
                     rows.setdefault(name, []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
+                env = httpx2.post(f"{base}/v1/environments", json={"name": "bench", "config": {"type": "cloud", "networking": {"type": "unrestricted"}}},
+                                  headers=auth, timeout=30.0).json()["id"]
+                xs = measure(f"{base}/v1/sessions", a.turns, auth, {"agent": one, "environment_id": env})
+                rows.setdefault("POST /v1/sessions", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
+                session = httpx2.post(f"{base}/v1/sessions", json={"agent": one, "environment_id": env}, headers=auth, timeout=30.0).json()["id"]
+                xs = measure_turns(base, auth, session, a.turns)
+                rows.setdefault("turn (message → idle)", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
         finally:
             native.terminate()
             native.wait(timeout=20)
             worker.stop()
+            fake.terminate()
 
-    print(f"{a.n} sequential requests per row, after 20 warm-up requests; ms")
+    print(f"{a.n} sequential requests per row ({a.turns} for sessions and turns), after warm-up; ms")
     print(f"{'request':<22} {'native p50':>10} {'p99':>7} {'mean':>7} {'worker p50':>11} {'p99':>7} {'mean':>7} {'ratio p50':>10} {'p99':>6}")
     for name, ((np50, np99, nmean), (wp50, wp99, wmean)) in rows.items():
         print(f"{name:<22} {np50:>10.2f} {np99:>7.2f} {nmean:>7.2f} {wp50:>11.2f} {wp99:>7.2f} {wmean:>7.2f} "

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[3]
 SECRET = "test-root-secret-0123456789abcdefghijklmnop"
 KEY_A = "sk-oma-workers-conformance-key-a-0123456789"
 KEY_B = "sk-oma-workers-conformance-key-b-0123456789"
+MODEL_KEY = "sk-ant-workers-model-key-never-stored-0123456789"
 SUITE_TIMEOUT_S = 600
 
 # The suites the Workers pass, each with the tests left out (and why); none may skip.
@@ -75,7 +76,7 @@ def main(deployment, fake_model):
     tenants = [("b", KEY_B), *((f"spare{i}", k) for i, k in enumerate(SPARE_KEYS))]
     deployment.d1("".join(tenant_rows(name, key) for name, key in tenants))
     # the back-off the native suite runs with (conformance/conftest.py), so retries take ms
-    agent = {"ANTHROPIC_API_KEY": "sk-ant-fake-for-tests", "ANTHROPIC_BASE_URL": fake_model, "OPENMA_MODEL_MAX_RETRIES": "2", "OPENMA_MODEL_RETRY_BASE_MS": "20"}
+    agent = {"ANTHROPIC_API_KEY": MODEL_KEY, "ANTHROPIC_BASE_URL": fake_model, "OPENMA_MODEL_MAX_RETRIES": "2", "OPENMA_MODEL_RETRY_BASE_MS": "20"}
     return deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A}, bound={"agent": agent})
 
 
@@ -182,7 +183,7 @@ def test_credentials_are_refused_with_503_while_the_root_secret_is_wrong(deploym
     assert [c.auth.mcp_server_url for c in b.beta.vaults.credentials.list(vault.id)] == ["https://a.example.com/mcp"]
 
 
-def test_the_deployment_guides_smoke_test_passes_as_written(main, fake_model):
+def test_the_deployment_guides_smoke_test_passes_as_written(deployment, main, fake_model):
     """docs/cloudflare.md step 6 (the seed's): create an agent with `x-api-key`, a session
     with `agent_id`, send "say hi", then stream — an `agent.message` comes back over SSE.
     The scripted model answers at a model's pace, so the stream opened after the send
@@ -214,3 +215,9 @@ def test_the_deployment_guides_smoke_test_passes_as_written(main, fake_model):
     assert "agent.message" in seen, seen
     model_calls = [r for r in httpx2.get(f"{fake_model}/_fake/requests").json() if r["path"] == "/v1/messages"]
     assert model_calls[-1]["body"]["system"][0]["text"] == "Reply with exactly one word."
+    # the provider key reached the provider, and nothing else: not the log, D1 or the SessionDO's SQLite
+    assert model_calls[-1]["credentials"]["x-api-key"] == hashlib.sha256(MODEL_KEY.encode()).hexdigest()
+    assert MODEL_KEY not in main.output()
+    stored = [p for p in deployment.state.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".sqlite" for p in stored), stored
+    assert not [p for p in stored if MODEL_KEY.encode() in p.read_bytes()]

@@ -33,18 +33,20 @@ const MAX_TOOL_ROUNDS: u32 = 200;
 const ATTEMPT: &str = "attempt";
 const NO_SANDBOX: &str = "This tool needs the session sandbox (Cloudflare Containers), which this deployment does not provide yet.";
 
+/// The status a status event moves the session to.
+fn status_of(payload: &EventPayload) -> Option<SessionStatus> {
+    match payload {
+        EventPayload::StatusRunning {} => Some(SessionStatus::Running),
+        EventPayload::StatusIdle { .. } => Some(SessionStatus::Idle),
+        EventPayload::StatusRescheduled {} => Some(SessionStatus::Rescheduling),
+        EventPayload::StatusTerminated {} => Some(SessionStatus::Terminated),
+        _ => None,
+    }
+}
+
 /// The session's status as its log says: the last status event wins.
 fn status(log: &[StoredEvent]) -> SessionStatus {
-    log.iter()
-        .rev()
-        .find_map(|e| match e.event.payload {
-            EventPayload::StatusRunning {} => Some(SessionStatus::Running),
-            EventPayload::StatusIdle { .. } => Some(SessionStatus::Idle),
-            EventPayload::StatusRescheduled {} => Some(SessionStatus::Rescheduling),
-            EventPayload::StatusTerminated {} => Some(SessionStatus::Terminated),
-            _ => None,
-        })
-        .unwrap_or(SessionStatus::Idle)
+    log.iter().rev().find_map(|e| status_of(&e.event.payload)).unwrap_or(SessionStatus::Idle)
 }
 
 pub fn is_running(log: &[StoredEvent]) -> bool {
@@ -76,13 +78,7 @@ fn store(e: openma_core::StoreError) -> worker::Error {
 /// Appends events, publishes them to the open streams and, when they change the status,
 /// mirrors it into D1.
 async fn emit(object: &SessionDO, events: Vec<Pending>) -> Result<Vec<StoredEvent>> {
-    let new_status = events.iter().rev().find_map(|p| match p.payload {
-        EventPayload::StatusRunning {} => Some(SessionStatus::Running),
-        EventPayload::StatusIdle { .. } => Some(SessionStatus::Idle),
-        EventPayload::StatusRescheduled {} => Some(SessionStatus::Rescheduling),
-        EventPayload::StatusTerminated {} => Some(SessionStatus::Terminated),
-        _ => None,
-    });
+    let new_status = events.iter().rev().find_map(|p| status_of(&p.payload));
     let written = object.log()?.append(events, object.now(), || object.new_id())?;
     object.subscribers.publish(&written);
     if let Some(s) = new_status {

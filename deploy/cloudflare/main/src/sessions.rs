@@ -18,7 +18,7 @@ use openma_core::sessions::{SessionAttachments, Sessions};
 use openma_core::{DomainError, TenantId, agents::Agents, environments::Environments, memory::Memories, vaults::Vaults};
 use openma_types::files::{FileResource, FileResourceParams};
 use openma_types::query::{ArchivedParam, CreatedFilter, PageParams, SessionListParams};
-use openma_types::sessions::CreateSessionRequest;
+use openma_types::sessions::{CreateSessionRequest, UpdateSessionRequest};
 use openma_types::{BidiPage, Deleted};
 use openma_types::events::{EventPayload, SendEventsRequest};
 use openma_types::sessions::Session;
@@ -112,7 +112,11 @@ pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, 
         (Method::Get, [id]) => async { json(sessions.get(tenant, id).await?) }.await,
         (Method::Post, [id]) => async {
             let before = sessions.get(tenant, id).await?;
-            let after = sessions.update(tenant, id, &req.body().await?).await?;
+            let update: UpdateSessionRequest = req.body().await?;
+            if matches!(update.budget, Some(Some(_))) {
+                return Err(DomainError::unsupported("`budget` on the Cloudflare Workers deployment").into());
+            }
+            let after = sessions.update(tenant, id, &update).await?;
             if let Some(note) = openma_core::sessions::updated_event(&before, &after) {
                 let object = SessionObject::new(env, tenant, id, &req.request_id)?;
                 object.call(Method::Post, "/note", Some(&Forward { tenant, session: &after, events: serde_json::Value::Array(Vec::new()), note: Some(note) })).await?;

@@ -174,3 +174,12 @@ pub struct StreamParams {
     #[serde(default)]
     pub last_event_id: Option<String>,
 }
+
+/// Filters of a session's thread list.
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+pub struct ThreadFilter {
+    /// Any of these statuses (repeat the parameter).
+    #[serde(rename = "statuses[]", alias = "statuses", default)]
+    pub statuses: Vec<crate::sessions::SessionStatus>,
+}

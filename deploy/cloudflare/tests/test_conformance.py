@@ -35,6 +35,7 @@ SUITES = {
     "test_memory_stores.py": {},
     "test_sessions.py": {},
     "test_session_runtime.py": {"test_allowed_confirmation_runs_tool_and_loop_continues": NO_SANDBOX},
+    "test_session_threads.py": {},
     "test_session_tool_runner.py": {},
     "test_vaults.py": {},
 }
@@ -221,3 +222,19 @@ def test_the_deployment_guides_smoke_test_passes_as_written(deployment, main, fa
     stored = [p for p in deployment.state.rglob("*") if p.is_file()]
     assert any(p.suffix == ".sqlite" for p in stored), stored
     assert not [p for p in stored if MODEL_KEY.encode() in p.read_bytes()]
+
+
+def test_an_idle_stream_gets_a_heartbeat(main):
+    """Proxies close silent connections: a stream with nothing to say sends `ping` every 15 s,
+    as the native server does."""
+    import httpx2
+
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
+    agent = a.beta.agents.create(name="quiet", model="claude-sonnet-4-5")
+    env = a.beta.environments.create(name="quiet", config={"type": "cloud", "networking": {"type": "unrestricted"}})
+    session = a.beta.sessions.create(agent=agent.id, environment_id=env.id)
+    with httpx2.Client(base_url=main.base_url, timeout=httpx2.Timeout(30.0, read=25.0)) as http:
+        with http.stream("GET", f"/v1/sessions/{session.id}/events/stream", headers={"x-api-key": KEY_A}) as stream:
+            lines = stream.iter_lines()
+            assert next(lines) == "event: ping"
+            assert next(lines) == "data: {}"

@@ -1,6 +1,7 @@
 //! Sessions: resolving the agent snapshot a session runs with, and session updates.
 
 mod service;
+pub mod threads;
 pub use service::{SessionAttachments, Sessions};
 
 use openma_types::agents::{Agent, AgentConfig, ModelParam, ToolParam, McpServerParams, SkillParams};

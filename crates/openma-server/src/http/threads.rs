@@ -8,7 +8,7 @@ use openma_types::events::SessionEvent;
 use openma_types::sessions::{Session, SessionThread};
 use openma_types::{ErrorEnvelope, ListPage};
 
-use openma_types::query::{EventListParams, StreamParams};
+use openma_types::query::{EventListParams, StreamParams, ThreadFilter};
 
 use super::events::{list_events, stream_events};
 use super::{CreatedFilter, PageParams};
@@ -26,43 +26,13 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/sessions/{session_id}/threads/{thread_id}/stream", get(stream_thread))
 }
 
-/// The primary thread's id: derived from the session's, so it is stable and needs no row.
-pub fn primary_thread_id(session_id: &str) -> String {
-    format!("sthr_{}", session_id.strip_prefix("sesn_").unwrap_or(session_id))
-}
-
-fn primary(s: Session) -> SessionThread {
-    SessionThread {
-        id: primary_thread_id(&s.id),
-        tag: Default::default(),
-        session_id: s.id,
-        agent: s.agent,
-        status: s.status,
-        parent_thread_id: None,
-        stats: s.stats,
-        usage: s.usage,
-        workflow_run_id: None,
-        created_at: s.created_at,
-        updated_at: s.updated_at,
-        archived_at: s.archived_at,
-    }
-}
+pub use openma_core::sessions::threads::primary_thread_id;
+use openma_core::sessions::threads::{self, primary};
 
 async fn checked(app: &AppState, tenant: &openma_core::TenantId, session_id: &str, thread_id: &str) -> Result<Session, ApiError> {
     let s = app.platform.get_session(tenant, session_id).await?;
-    if thread_id != primary_thread_id(&s.id) {
-        return Err(ApiError::not_found(format!("thread `{thread_id}` not found in session `{session_id}`")));
-    }
+    threads::check(&s, thread_id)?;
     Ok(s)
-}
-
-/// Filters of the thread list.
-#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ThreadFilter {
-    /// Any of these statuses (repeat the parameter).
-    #[serde(rename = "statuses[]", alias = "statuses", default)]
-    pub statuses: Vec<openma_types::sessions::SessionStatus>,
 }
 
 /// List a session's threads (the primary thread).
@@ -76,18 +46,8 @@ pub async fn list_threads(
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(filter): ApiQuery<ThreadFilter>,
 ) -> Result<Json<ListPage<SessionThread>>, ApiError> {
-    if let Some(l) = page.limit
-        && !(1..=1000).contains(&l)
-    {
-        return Err(ApiError::bad_request(format!("`limit` must be between 1 and 1000, got {l}")));
-    }
-    if page.page.as_deref().is_some_and(|p| !p.is_empty()) {
-        return Err(ApiError::bad_request("`page` cursor is not valid: the thread list has a single page"));
-    }
     let s = app.platform.get_session(&tenant, &id).await?;
-    let wanted = filter.statuses.is_empty() || filter.statuses.contains(&s.status);
-    let data = if wanted { vec![primary(s)] } else { Vec::new() };
-    Ok(Json(ListPage { data, next_page: None }))
+    Ok(Json(ListPage { data: threads::list(s, &page, &filter)?, next_page: None }))
 }
 
 /// Retrieve a thread.
@@ -112,7 +72,7 @@ pub async fn archive_thread(
     ApiPath((sid, tid)): ApiPath<(String, String)>,
 ) -> Result<Json<SessionThread>, ApiError> {
     checked(&app, &tenant, &sid, &tid).await?;
-    Err(ApiError::bad_request("the primary thread cannot be archived on its own; archive the session instead"))
+    Err(threads::archive_refused().into())
 }
 
 /// List a thread's events.

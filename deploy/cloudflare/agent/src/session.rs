@@ -74,14 +74,8 @@ impl DurableObject for SessionDO {
             let url = req.url().map_err(internal)?;
             let query = url.query().unwrap_or("").to_owned();
             match (req.method(), url.path()) {
-                (Method::Post, "/events") => {
-                    let forwarded: Forwarded = serde_json::from_slice(&req.bytes().await.map_err(internal)?).map_err(|e| ApiError::new(400, e.to_string()))?;
-                    self.send(forwarded).await
-                }
-                (Method::Post, "/note") => {
-                    let forwarded: Forwarded = serde_json::from_slice(&req.bytes().await.map_err(internal)?).map_err(|e| ApiError::new(400, e.to_string()))?;
-                    self.note(forwarded).await
-                }
+                (Method::Post, "/events") => self.send(forwarded(&mut req).await?).await,
+                (Method::Post, "/note") => self.note(forwarded(&mut req).await?).await,
                 (Method::Get, "/events") => self.list(&query),
                 (Method::Get, "/stream") => {
                     let last = req.headers().get("last-event-id").map_err(internal)?;
@@ -252,6 +246,10 @@ impl SessionDO {
         headers.set("cache-control", "no-cache").map_err(internal)?;
         Ok(response)
     }
+}
+
+async fn forwarded(req: &mut Request) -> std::result::Result<Forwarded, ApiError> {
+    serde_json::from_slice(&req.bytes().await.map_err(internal)?).map_err(|e| ApiError::new(400, format!("forwarded session request: {e}")))
 }
 
 /// A workerd failure: a 500 whose detail only the log sees.

@@ -3,12 +3,14 @@
 //! in one synchronous stretch: no event can fall between the two.
 
 use std::cell::RefCell;
+use std::time::Duration;
 
 use futures::channel::mpsc::{UnboundedSender, unbounded};
 use futures::{Stream, StreamExt, stream};
 use openma_core::harness::step::{Preview, PreviewOf};
 use openma_core::ports::StoredEvent;
 use openma_types::events::EventPayload;
+use worker::Delay;
 
 /// One SSE frame on its way to a stream.
 #[derive(Clone)]
@@ -45,6 +47,20 @@ fn event_frame(e: &StoredEvent) -> Frame {
     Frame::Event { text: sse(e.event.payload.kind(), Some(&e.event.id), &json), terminal: matches!(e.event.payload, EventPayload::StatusTerminated {}) }
 }
 
+/// How often an idle stream gets a `ping` event, as on the native server: proxies (and
+/// Cloudflare's edge) close connections that stay silent.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// `frames` with a `ping` whenever `HEARTBEAT` passes; ends when `frames` does.
+fn with_heartbeat(frames: impl Stream<Item = Vec<u8>> + 'static) -> impl Stream<Item = Vec<u8>> + 'static {
+    let frames = frames.map(Some).chain(stream::once(futures::future::ready(None)));
+    let pings = stream::unfold((), |()| async {
+        Delay::from(HEARTBEAT).await;
+        Some((Some(sse("ping", None, "{}").into_bytes()), ()))
+    });
+    stream::select(frames, pings).take_while(|f| futures::future::ready(f.is_some())).filter_map(futures::future::ready)
+}
+
 impl Subscribers {
     /// A stream of `catch_up` followed by every event published from now on; it ends after
     /// `session.status_terminated` (or at once when `ended`).
@@ -61,7 +77,7 @@ impl Subscribers {
         let opening = stream::iter(first);
         let following = stream::iter(live).flatten();
         // stop after the terminal event
-        opening.chain(following).scan(false, |over, frame| {
+        let frames = opening.chain(following).scan(false, |over, frame| {
             if *over {
                 return futures::future::ready(None);
             }
@@ -73,7 +89,8 @@ impl Subscribers {
                 Frame::Preview { text } => text,
             };
             futures::future::ready(Some(text.into_bytes()))
-        })
+        });
+        with_heartbeat(frames)
     }
 
     pub fn publish(&self, events: &[StoredEvent]) {

@@ -14,12 +14,12 @@ use openma_core::harness::input::Input;
 use openma_core::harness::tools::Capabilities;
 use openma_core::platform::ListParams;
 use openma_core::ports::SessionFilter;
-use openma_core::sessions::{SessionAttachments, Sessions};
+use openma_core::sessions::{SessionAttachments, Sessions, threads};
 use openma_core::{DomainError, TenantId, agents::Agents, environments::Environments, memory::Memories, vaults::Vaults};
 use openma_types::files::{FileResource, FileResourceParams};
 use openma_types::query::{ArchivedParam, CreatedFilter, PageParams, SessionListParams};
 use openma_types::sessions::{CreateSessionRequest, UpdateSessionRequest};
-use openma_types::{BidiPage, Deleted};
+use openma_types::{BidiPage, Deleted, ListPage};
 use openma_types::events::{EventPayload, SendEventsRequest};
 use openma_types::sessions::Session;
 use serde::Serialize;
@@ -151,20 +151,57 @@ pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, 
         .await,
         (Method::Get, [id, "events"]) => async {
             sessions.load(tenant, id).await?;
-            let object = SessionObject::new(env, tenant, id, &req.request_id)?;
-            relay(object.call(Method::Get, &format!("/events?{}", req.raw_query()?), None).await?)
+            list_events(req, env, tenant, id).await
         }
         .await,
         (Method::Get, [id, "events", "stream"] | [id, "stream"]) => async {
             sessions.load(tenant, id).await?;
-            let mut object = SessionObject::new(env, tenant, id, &req.request_id)?;
-            object.last_event_id = req.header("last-event-id");
-            relay(object.call(Method::Get, &format!("/stream?{}", req.raw_query()?), None).await?)
+            stream_events(req, env, tenant, id).await
+        }
+        .await,
+        // a single-agent session's one thread, the primary, mirrors the session
+        (Method::Get, [id, "threads"]) => async {
+            let session = sessions.get(tenant, id).await?;
+            json(ListPage { data: threads::list(session, &req.query()?, &req.query()?)?, next_page: None })
+        }
+        .await,
+        (Method::Get, [id, "threads", thread]) => async {
+            let session = sessions.get(tenant, id).await?;
+            threads::check(&session, thread)?;
+            json(threads::primary(session))
+        }
+        .await,
+        (Method::Post, [id, "threads", thread, "archive"]) => async {
+            threads::check(&sessions.get(tenant, id).await?, thread)?;
+            Err(threads::archive_refused().into())
+        }
+        .await,
+        (Method::Get, [id, "threads", thread, "events"]) => async {
+            threads::check(&sessions.load(tenant, id).await?, thread)?;
+            list_events(req, env, tenant, id).await
+        }
+        .await,
+        (Method::Get, [id, "threads", thread, "stream"]) => async {
+            threads::check(&sessions.load(tenant, id).await?, thread)?;
+            stream_events(req, env, tenant, id).await
         }
         .await,
         _ => return None,
     };
     Some(result)
+}
+
+/// The session's event list, from its SessionDO.
+async fn list_events(req: &ApiRequest, env: &Env, tenant: &TenantId, id: &str) -> Result<Response, ApiError> {
+    let object = SessionObject::new(env, tenant, id, &req.request_id)?;
+    relay(object.call(Method::Get, &format!("/events?{}", req.raw_query()?), None).await?)
+}
+
+/// The session's event stream, from its SessionDO (`Last-Event-ID` passed on).
+async fn stream_events(req: &ApiRequest, env: &Env, tenant: &TenantId, id: &str) -> Result<Response, ApiError> {
+    let mut object = SessionObject::new(env, tenant, id, &req.request_id)?;
+    object.last_event_id = req.header("last-event-id");
+    relay(object.call(Method::Get, &format!("/stream?{}", req.raw_query()?), None).await?)
 }
 
 async fn list(req: &ApiRequest, sessions: &Sessions<'_>, tenant: &TenantId) -> Result<Response, ApiError> {

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anthropic
@@ -238,3 +239,50 @@ def test_an_idle_stream_gets_a_heartbeat(main):
             lines = stream.iter_lines()
             assert next(lines) == "event: ping"
             assert next(lines) == "data: {}"
+
+
+def test_archiving_moves_the_log_to_r2_and_out_of_the_session_object(deployment, main, fake_model):
+    """An archived session's events live in R2 (gzip JSON lines, the native archive format)
+    and no longer in its Durable Object's SQLite; the API reads them as before, and deleting
+    the session deletes the archive."""
+    import sqlite3
+
+    import httpx2
+
+    httpx2.post(f"{fake_model}/_fake/reset").raise_for_status()
+    httpx2.post(f"{fake_model}/_fake/script", json=[{"kind": "message", "blocks": [{"type": "text", "text": "archived answer"}]}]).raise_for_status()
+
+    def rows_in_objects() -> int:
+        logs = []
+        for db in deployment.state.rglob("*.sqlite"):
+            if "SessionDO" not in str(db):
+                continue
+            with sqlite3.connect(db) as c:
+                if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone():
+                    logs.append(c.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        assert len(logs) == 1, f"expected the one session object's log, found {logs}"
+        return logs[0]
+
+    def gzip_blobs() -> list[Path]:
+        return [p for p in (deployment.state / "v3" / "r2").rglob("*") if p.is_file() and p.read_bytes()[:2] == b"\x1f\x8b"]
+
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
+    agent = a.beta.agents.create(name="archivist", model="claude-sonnet-4-5")
+    env = a.beta.environments.create(name="a", config={"type": "cloud", "networking": {"type": "unrestricted"}})
+    session = a.beta.sessions.create(agent=agent.id, environment_id=env.id)
+    a.beta.sessions.events.send(session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "hello"}]}])
+    deadline = time.monotonic() + 30
+    while a.beta.sessions.retrieve(session.id).status != "idle" or not any(e.type == "agent.message" for e in a.beta.sessions.events.list(session.id)):
+        assert time.monotonic() < deadline, "the turn did not finish"
+        time.sleep(0.2)
+    before = [(e.id, e.type) for e in a.beta.sessions.events.list(session.id)]
+    assert rows_in_objects() == len(before)
+
+    a.beta.sessions.archive(session.id)
+    after = [(e.id, e.type) for e in a.beta.sessions.events.list(session.id)]
+    assert after[: len(before)] == before and after[-1][1] == "session.status_terminated"
+
+    assert rows_in_objects() == 0
+    assert len(gzip_blobs()) == 1
+    a.beta.sessions.delete(session.id)
+    assert gzip_blobs() == []

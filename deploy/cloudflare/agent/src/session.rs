@@ -47,6 +47,17 @@ pub struct Meta {
 
 pub const META: &str = "meta";
 
+/// Where the archived part of the log is (storage key `archived`).
+#[derive(Serialize, Deserialize)]
+struct Archived {
+    key: String,
+    last_seq: i64,
+}
+
+const ARCHIVED: &str = "archived";
+/// The R2 bucket of archived logs (the same bucket as openma-main's blobs).
+const BLOBS: &str = "BLOBS";
+
 /// Named as the deployment guide names it (the class wrangler.jsonc binds).
 #[allow(clippy::upper_case_acronyms)]
 #[durable_object]
@@ -76,14 +87,17 @@ impl DurableObject for SessionDO {
             match (req.method(), url.path()) {
                 (Method::Post, "/events") => self.send(forwarded(&mut req).await?).await,
                 (Method::Post, "/note") => self.note(forwarded(&mut req).await?).await,
-                (Method::Get, "/events") => self.list(&query),
+                (Method::Get, "/events") => self.list(&query).await,
                 (Method::Get, "/stream") => {
                     let last = req.headers().get("last-event-id").map_err(internal)?;
-                    self.stream(&query, last)
+                    self.stream(&query, last).await
                 }
                 (Method::Delete, "/") => {
                     if let Some(id) = req.headers().get("openma-session-id").map_err(internal)? {
                         self.subscribers.deleted(&id);
+                    }
+                    if let Some(archive) = self.state.storage().get::<Archived>(ARCHIVED).await.map_err(internal)? {
+                        self.env.bucket(BLOBS).map_err(internal)?.delete(&archive.key).await.map_err(internal)?;
                     }
                     self.state.storage().delete_alarm().await.map_err(internal)?;
                     self.state.storage().delete_all().await.map_err(internal)?;
@@ -103,8 +117,30 @@ impl DurableObject for SessionDO {
 }
 
 impl SessionDO {
-    pub(crate) fn log(&self) -> Result<EventLog> {
-        EventLog::open(self.state.storage().sql())
+    /// The session's log: its rows, after the archived part when there is one (read from R2).
+    pub(crate) async fn log(&self) -> Result<EventLog> {
+        let log = EventLog::open(self.state.storage().sql())?;
+        let Some(archive) = self.state.storage().get::<Archived>(ARCHIVED).await? else { return Ok(log) };
+        let blob = self.env.bucket(BLOBS)?.get(&archive.key).execute().await?;
+        let bytes = match blob {
+            Some(object) => object.body().ok_or_else(|| worker::Error::RustError("archived log without a body".into()))?.bytes().await?,
+            None => return Err(worker::Error::RustError(format!("archived log `{}` is missing from R2", archive.key))),
+        };
+        let events = openma_core::event_log::decode(&bytes).map_err(worker::Error::RustError)?;
+        Ok(log.with_archive(events.into_iter().filter(|e| e.seq <= archive.last_seq).collect()))
+    }
+
+    /// Moves the log into R2 (gzip-compressed JSON lines, as the native archival writes)
+    /// and empties the object's SQLite of it: the blob first, then the record of it, then
+    /// the rows, so a failure in between leaves the rows and a blob the next try rewrites.
+    async fn archive(&self, tenant: &str, session_id: &str) -> Result<()> {
+        let log = self.log().await?;
+        let events = log.all()?;
+        let Some(last_seq) = events.last().map(|e| e.seq) else { return Ok(()) };
+        let key = openma_core::event_log::archive_key(&openma_core::TenantId::from_trusted(tenant), session_id);
+        self.env.bucket(BLOBS)?.put(&key, openma_core::event_log::encode(&events)).execute().await?;
+        self.state.storage().put(ARCHIVED, Archived { key, last_seq }).await?;
+        log.drop_archived_rows(last_seq)
     }
 
     /// Keeps the forwarded session row as the one to run, with the usage this object
@@ -138,7 +174,7 @@ impl SessionDO {
         }
         let storage = self.state.storage();
         self.remember(f.tenant, f.session).await.map_err(internal)?;
-        let log = self.log().map_err(internal)?;
+        let log = self.log().await.map_err(internal)?;
         let events = log.all().map_err(internal)?;
         if crate::turn::is_running(&events) {
             return self.send_while_running(inputs).await;
@@ -193,13 +229,19 @@ impl SessionDO {
     /// Records a change made through the API; the session row already holds it.
     async fn note(&self, f: Forwarded) -> std::result::Result<Response, ApiError> {
         let Some(note) = f.note else { return Err(ApiError::new(400, "`note` is required")) };
+        let archives = matches!(note, EventPayload::StatusTerminated {});
+        let (tenant, session_id) = (f.tenant.clone(), f.session.id.clone());
         self.remember(f.tenant, f.session).await.map_err(internal)?;
-        let written = self.log().map_err(internal)?.append(vec![note.into()], self.now(), || self.new_id()).map_err(internal)?;
+        let written = self.log().await.map_err(internal)?.append(vec![note.into()], self.now(), || self.new_id()).map_err(internal)?;
         self.subscribers.publish(&written);
+        if archives {
+            // an archived session's log goes to R2 and leaves the object's storage
+            self.archive(&tenant, &session_id).await.map_err(internal)?;
+        }
         Response::from_json(&serde_json::json!({})).map_err(internal)
     }
 
-    fn list(&self, query: &str) -> std::result::Result<Response, ApiError> {
+    async fn list(&self, query: &str) -> std::result::Result<Response, ApiError> {
         let page: PageParams = openma_core::edge::query(query)?;
         let q: EventListParams = openma_core::edge::query(query)?;
         if let Some(bad) = q.types.iter().find(|t| !ALL_EVENT_TYPES.contains(&t.as_str())) {
@@ -208,14 +250,14 @@ impl SessionDO {
         let order = q.order.map(Order::from).unwrap_or(Order::Asc);
         let req = PageRequest::new(page.limit, order, page.page.as_deref(), 1000.max(MAX_LIMIT))?;
         let (store_order, after, _) = req.store_order();
-        let rows = self.log().map_err(internal)?.page(after.map(|p| p.created_at), store_order == Order::Desc, req.limit + 1, &q.types).map_err(internal)?;
+        let rows = self.log().await.map_err(internal)?.page(after.map(|p| p.created_at), store_order == Order::Desc, req.limit + 1, &q.types).map_err(internal)?;
         let p = req.finish(rows, |e| Position { created_at: e.seq, id: e.event.id.clone() });
         Response::from_json(&ListPage { data: p.data.into_iter().map(|e| e.event).collect(), next_page: p.next_page }).map_err(internal)
     }
 
     /// Without `Last-Event-ID` the stream starts now; with it, it replays what came after
     /// that event, then goes live, gap-free.
-    fn stream(&self, query: &str, last_event_id: Option<String>) -> std::result::Result<Response, ApiError> {
+    async fn stream(&self, query: &str, last_event_id: Option<String>) -> std::result::Result<Response, ApiError> {
         let q: StreamParams = openma_core::edge::query(query)?;
         let mut previews = Vec::new();
         for d in &q.event_deltas {
@@ -224,7 +266,7 @@ impl SessionDO {
                 None => return Err(DomainError::invalid(format!("`event_deltas[]` value `{d}` must be `agent.message` or `agent.thinking`")).into()),
             }
         }
-        let log = self.log().map_err(internal)?;
+        let log = self.log().await.map_err(internal)?;
         let start = match last_event_id.or(q.last_event_id) {
             Some(r) => match r.parse::<i64>() {
                 Ok(seq) => seq,

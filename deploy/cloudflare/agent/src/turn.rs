@@ -79,7 +79,7 @@ fn store(e: openma_core::StoreError) -> worker::Error {
 /// mirrors it into D1.
 async fn emit(object: &SessionDO, events: Vec<Pending>) -> Result<Vec<StoredEvent>> {
     let new_status = events.iter().rev().find_map(|p| status_of(&p.payload));
-    let written = object.log()?.append(events, object.now(), || object.new_id())?;
+    let written = object.log().await?.append(events, object.now(), || object.new_id())?;
     object.subscribers.publish(&written);
     if let Some(s) = new_status {
         set_status(object, s).await?;
@@ -162,7 +162,7 @@ pub async fn run(object: &SessionDO) -> Result<()> {
     let plan = ToolPlan::for_agent(&meta.session.agent, Capabilities::default());
     let mut rounds = 0u32;
     loop {
-        let log = object.log()?.all()?;
+        let log = object.log().await?.all()?;
         match status(&log) {
             SessionStatus::Idle | SessionStatus::Terminated => return Ok(()),
             SessionStatus::Rescheduling => {

@@ -27,6 +27,24 @@ impl Default for RetentionPolicy {
     }
 }
 
+/// A duration as operators write it: `90s`, `15m`, `12h`, `30d` (or `ms`), more than zero.
+/// The native configuration and the Workers' variables read it alike.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: u64 = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("`{v}` is not a duration such as 90s, 15m, 12h or 30d"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("`{v}`: the unit must be ms, s, m, h or d")),
+    };
+    Ok(Duration::from_millis(n.saturating_mul(ms)))
+}
+
 /// The instant `age` before `now`.
 pub fn before(now: Timestamp, age: Duration) -> Timestamp {
     Timestamp::from_micros(now.as_micros().saturating_sub(i64::try_from(age.as_micros()).unwrap_or(i64::MAX)))

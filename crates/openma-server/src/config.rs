@@ -286,19 +286,7 @@ impl Default for Housekeeping {
 
 /// `500ms`, `90s`, `15m`, `12h` or `30d` (a positive whole number and a unit).
 pub fn parse_duration(v: &str) -> anyhow::Result<std::time::Duration> {
-    let v = v.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (n, unit) = v.split_at(split);
-    let n: u64 = n.parse().ok().filter(|n| *n > 0).with_context(|| format!("`{v}` is not a duration such as 90s, 15m, 12h or 30d"))?;
-    let ms = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => anyhow::bail!("`{v}`: the unit must be ms, s, m, h or d"),
-    };
-    Ok(std::time::Duration::from_millis(n.saturating_mul(ms)))
+    openma_core::retention::parse_duration(v).map_err(anyhow::Error::msg)
 }
 
 /// Operator overrides of the sandbox limits.

@@ -90,10 +90,12 @@ class Deployment:
         assert r.returncode == 0, f"wrangler d1 execute failed:\n{r.stdout}\n{r.stderr}"
         return r.stdout
 
-    def start(self, worker: str, secrets: dict[str, str] | None = None, bound: dict[str, dict[str, str]] | None = None) -> Worker:
+    def start(self, worker: str, secrets: dict[str, str] | None = None, bound: dict[str, dict[str, str]] | None = None,
+              scheduled: bool = False) -> Worker:
         """Serves `worker` on a port of its own, with the workers it binds (`bound`: name →
         their secrets) in the same workerd, as a deployment's service and Durable Object
-        bindings connect them. Secrets go in each worker's `.dev.vars`."""
+        bindings connect them. Secrets go in each worker's `.dev.vars`. With `scheduled`, the
+        worker's cron runs on `GET /__scheduled`."""
         port = free_port()
         configs = []
         for name, values in [(worker, secrets or {}), *(bound or {}).items()]:
@@ -103,7 +105,7 @@ class Deployment:
         proc = subprocess.Popen(
             ["wrangler", "dev", *configs, "--local", "--ip", "127.0.0.1", "--port", str(port),
              "--persist-to", str(self.state),
-             "--show-interactive-dev-session=false", "--log-level", "info"],
+             "--show-interactive-dev-session=false", "--log-level", "log", *(["--test-scheduled"] if scheduled else [])],
             cwd=CF / worker, stdin=subprocess.DEVNULL, stdout=log.open("w"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )

@@ -286,3 +286,57 @@ def test_archiving_moves_the_log_to_r2_and_out_of_the_session_object(deployment,
     assert len(gzip_blobs()) == 1
     a.beta.sessions.delete(session.id)
     assert gzip_blobs() == []
+
+
+def test_the_cron_archives_idle_sessions_logs(deployment, fake_model):
+    """openma-agent's cron moves the log of a session idle longer than
+    OPENMA_ARCHIVE_IDLE_AFTER to R2 and out of its SessionDO, records it in D1, and the API
+    reads the log as before."""
+    import sqlite3
+
+    import httpx2
+
+    deployment.apply_migrations()
+    secrets = {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A}
+    agent_vars = {"ANTHROPIC_API_KEY": MODEL_KEY, "ANTHROPIC_BASE_URL": fake_model, "OPENMA_ARCHIVE_IDLE_AFTER": "1s"}
+    httpx2.post(f"{fake_model}/_fake/reset").raise_for_status()
+    httpx2.post(f"{fake_model}/_fake/script", json=[{"kind": "message", "blocks": [{"type": "text", "text": "idle soon"}]}]).raise_for_status()
+
+    main = deployment.start("main", secrets, bound={"agent": agent_vars})
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
+    agent = a.beta.agents.create(name="idler", model="claude-sonnet-4-5")
+    env = a.beta.environments.create(name="i", config={"type": "cloud", "networking": {"type": "unrestricted"}})
+    session = a.beta.sessions.create(agent=agent.id, environment_id=env.id)
+    a.beta.sessions.events.send(session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "hello"}]}])
+    deadline = time.monotonic() + 30
+    while a.beta.sessions.retrieve(session.id).status != "idle":
+        assert time.monotonic() < deadline, "the turn did not finish"
+        time.sleep(0.2)
+    before = [(e.id, e.type) for e in a.beta.sessions.events.list(session.id)]
+    assert "agent.message" in [t for _, t in before]
+    main.stop()
+
+    time.sleep(1.5)
+    cron = deployment.start("agent", agent_vars, scheduled=True)
+    httpx2.get(f"{cron.base_url}/__scheduled", params={"cron": "*/10 * * * *"}, timeout=30.0).raise_for_status()
+    deadline = time.monotonic() + 20
+    while "housekeeping: archived" not in cron.output():
+        assert time.monotonic() < deadline, cron.output()[-3000:]
+        time.sleep(0.2)
+    assert "housekeeping: archived 1 of 1 due session logs" in cron.output(), cron.output()[-3000:]
+    cron.stop()
+
+    logs = []
+    for db in deployment.state.rglob("*.sqlite"):
+        if "SessionDO" in str(db):
+            with sqlite3.connect(db) as c:
+                if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone():
+                    logs.append(c.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+    assert logs == [0]
+    row = json.loads(deployment.d1(f"SELECT log_archive_key, log_archived_events FROM sessions WHERE id = '{session.id}'"))[0]["results"][0]
+    assert row["log_archive_key"].startswith("event-logs/") and row["log_archive_key"].endswith(f"/{session.id}"), row
+    assert row["log_archived_events"] == len(before), row
+
+    again = deployment.start("main", secrets, bound={"agent": agent_vars})
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=again.base_url, timeout=30.0)
+    assert [(e.id, e.type) for e in a.beta.sessions.events.list(session.id)] == before

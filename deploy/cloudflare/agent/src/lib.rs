@@ -4,20 +4,30 @@
 //! calls the model over `fetch`, and streams events as SSE.
 //!
 //! The worker itself answers only `/health`: sessions are reached through `openma-main`,
-//! which authenticates the caller and owns the session rows in D1.
+//! which authenticates the caller and owns the session rows in D1. Its cron archives the
+//! logs of finished and long-idle sessions to R2 and runs retention (`housekeeping`).
 
 mod event_log;
+mod housekeeping;
 mod model;
 mod session;
 mod subscribers;
 mod turn;
 
-use worker::{Context, Env, Request, Response, Result, event};
+use worker::{Context, Env, Request, Response, Result, ScheduleContext, ScheduledEvent, event};
 
 #[event(fetch)]
 async fn fetch(req: Request, _env: Env, _ctx: Context) -> Result<Response> {
     match req.path().as_str() {
         "/health" => Response::from_json(&serde_json::json!({"status": "ok", "worker": "openma-agent"})),
         _ => Ok(Response::error("openma-agent serves sessions through openma-main", 404)?),
+    }
+}
+
+/// The cron: archival of finished and long-idle sessions' logs, and retention.
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    if let Err(e) = housekeeping::run(&env).await {
+        worker::console_error!("housekeeping failed: {e}");
     }
 }

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use worker::{DurableObject, Env, Method, Request, Response, Result, State, durable_object};
 
 use crate::event_log::EventLog;
+use crate::housekeeping::ArchiveReport;
 use crate::subscribers::Subscribers;
 
 /// What `openma-main` sends with a session's events.
@@ -87,6 +88,13 @@ impl DurableObject for SessionDO {
             match (req.method(), url.path()) {
                 (Method::Post, "/events") => self.send(forwarded(&mut req).await?).await,
                 (Method::Post, "/note") => self.note(forwarded(&mut req).await?).await,
+                (Method::Post, "/archive") => {
+                    // the cron: archive what the log holds now
+                    let header = |name: &str| req.headers().get(name).ok().flatten().ok_or_else(|| ApiError::new(400, format!("`{name}` is required")));
+                    let (tenant, session_id) = (header("openma-tenant")?, header("openma-session-id")?);
+                    let report = self.archive(&tenant, &session_id).await.map_err(internal)?;
+                    Response::from_json(&report).map_err(internal)
+                }
                 (Method::Get, "/events") => self.list(&query).await,
                 (Method::Get, "/stream") => {
                     let last = req.headers().get("last-event-id").map_err(internal)?;
@@ -133,14 +141,15 @@ impl SessionDO {
     /// Moves the log into R2 (gzip-compressed JSON lines, as the native archival writes)
     /// and empties the object's SQLite of it: the blob first, then the record of it, then
     /// the rows, so a failure in between leaves the rows and a blob the next try rewrites.
-    async fn archive(&self, tenant: &str, session_id: &str) -> Result<()> {
+    async fn archive(&self, tenant: &str, session_id: &str) -> Result<ArchiveReport> {
         let log = self.log().await?;
         let events = log.all()?;
-        let Some(last_seq) = events.last().map(|e| e.seq) else { return Ok(()) };
         let key = openma_core::event_log::archive_key(&openma_core::TenantId::from_trusted(tenant), session_id);
+        let Some(last_seq) = events.last().map(|e| e.seq) else { return Ok(ArchiveReport { key, last_seq: 0, events: 0 }) };
         self.env.bucket(BLOBS)?.put(&key, openma_core::event_log::encode(&events)).execute().await?;
-        self.state.storage().put(ARCHIVED, Archived { key, last_seq }).await?;
-        log.drop_archived_rows(last_seq)
+        self.state.storage().put(ARCHIVED, Archived { key: key.clone(), last_seq }).await?;
+        log.drop_archived_rows(last_seq)?;
+        Ok(ArchiveReport { key, last_seq, events: events.len() as i64 })
     }
 
     /// Keeps the forwarded session row as the one to run, with the usage this object
@@ -220,9 +229,10 @@ impl SessionDO {
             if let Some(tx) = self.interrupt.borrow().as_ref() {
                 let _ = tx.unbounded_send(());
             }
-            // a turn backing off until a later alarm stops now
-            storage.set_alarm(0).await.map_err(internal)?;
         }
+        // the loop takes the input at its next step; should the turn be ending just now, or
+        // backing off until a later alarm, this run picks it up
+        storage.set_alarm(0).await.map_err(internal)?;
         Response::from_json(&SentEvents { data: echo }).map_err(internal)
     }
 

@@ -164,7 +164,24 @@ pub async fn run(object: &SessionDO) -> Result<()> {
     loop {
         let log = object.log().await?.all()?;
         match status(&log) {
-            SessionStatus::Idle | SessionStatus::Terminated => return Ok(()),
+            SessionStatus::Terminated => {
+                storage.delete_multiple(vec![INBOX, INTERRUPT]).await?;
+                return Ok(());
+            }
+            SessionStatus::Idle => {
+                // input sent while the last turn was ending starts the next one; an
+                // interrupt that came too late has nothing left to stop
+                storage.delete(INTERRUPT).await?;
+                let queued: Vec<openma_types::events::SessionEvent> = storage.get(INBOX).await?.unwrap_or_default();
+                if queued.is_empty() {
+                    return Ok(());
+                }
+                let mut events: Vec<Pending> = queued.into_iter().map(|e| Pending { id: Some(e.id), payload: e.payload, internal: None }).collect();
+                events.push(EventPayload::StatusRunning {}.into());
+                emit(object, events).await?;
+                storage.delete(INBOX).await?;
+                continue;
+            }
             SessionStatus::Rescheduling => {
                 emit(object, vec![EventPayload::StatusRunning {}.into()]).await?;
                 continue;

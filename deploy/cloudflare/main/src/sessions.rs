@@ -118,8 +118,7 @@ pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, 
             }
             let after = sessions.update(tenant, id, &update).await?;
             if let Some(note) = openma_core::sessions::updated_event(&before, &after) {
-                let object = SessionObject::new(env, tenant, id, &req.request_id)?;
-                object.call(Method::Post, "/note", Some(&Forward { tenant, session: &after, events: serde_json::Value::Array(Vec::new()), note: Some(note) })).await?;
+                SessionObject::new(env, tenant, id, &req.request_id)?.note(tenant, &after, note).await;
             }
             json(after)
         }
@@ -136,8 +135,7 @@ pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, 
             let archived = sessions.archive(tenant, id).await?;
             if before.archived_at.is_none() {
                 let note = openma_types::events::EventPayload::StatusTerminated {};
-                let object = SessionObject::new(env, tenant, id, &req.request_id)?;
-                object.call(Method::Post, "/note", Some(&Forward { tenant, session: &archived, events: serde_json::Value::Array(Vec::new()), note: Some(note) })).await?;
+                SessionObject::new(env, tenant, id, &req.request_id)?.note(tenant, &archived, note).await;
             }
             json(archived)
         }
@@ -268,6 +266,20 @@ impl SessionObject {
         }
         let req = Request::new_with_init(&format!("https://session{path}"), &init).map_err(internal)?;
         self.stub.fetch_with_request(req).await.map_err(internal)
+    }
+
+    /// Records an API change in the session's log. The row already holds the change, so a
+    /// failure here is logged (with the request id), not turned into a failed request.
+    async fn note(&self, tenant: &TenantId, session: &Session, note: EventPayload) {
+        let forward = Forward { tenant, session, events: serde_json::Value::Array(Vec::new()), note: Some(note) };
+        let failed = match self.call(Method::Post, "/note", Some(&forward)).await {
+            Ok(r) if r.status_code() == 200 => None,
+            Ok(mut r) => Some(format!("{} {}", r.status_code(), r.text().await.unwrap_or_default())),
+            Err(_) => Some("the session object did not answer".to_owned()),
+        };
+        if let Some(why) = failed {
+            worker::console_error!("{}: session {}: cannot record the change in its log: {why}", self.request_id, self.session_id);
+        }
     }
 }
 

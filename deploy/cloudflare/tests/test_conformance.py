@@ -241,50 +241,60 @@ def test_an_idle_stream_gets_a_heartbeat(main):
             assert next(lines) == "data: {}"
 
 
-def test_archiving_moves_the_log_to_r2_and_out_of_the_session_object(deployment, main, fake_model):
-    """An archived session's events live in R2 (gzip JSON lines, the native archive format)
-    and no longer in its Durable Object's SQLite; the API reads them as before, and deleting
-    the session deletes the archive."""
-    import sqlite3
-
+def script_reply(fake_model: str, text: str) -> None:
+    """The fake model's next answer: one text block."""
     import httpx2
 
     httpx2.post(f"{fake_model}/_fake/reset").raise_for_status()
-    httpx2.post(f"{fake_model}/_fake/script", json=[{"kind": "message", "blocks": [{"type": "text", "text": "archived answer"}]}]).raise_for_status()
+    httpx2.post(f"{fake_model}/_fake/script", json=[{"kind": "message", "blocks": [{"type": "text", "text": text}]}]).raise_for_status()
 
-    def rows_in_objects() -> int:
-        logs = []
-        for db in deployment.state.rglob("*.sqlite"):
-            if "SessionDO" not in str(db):
-                continue
-            with sqlite3.connect(db) as c:
-                if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone():
-                    logs.append(c.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-        assert len(logs) == 1, f"expected the one session object's log, found {logs}"
-        return logs[0]
 
-    def gzip_blobs() -> list[Path]:
-        return [p for p in (deployment.state / "v3" / "r2").rglob("*") if p.is_file() and p.read_bytes()[:2] == b"\x1f\x8b"]
-
-    a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
-    agent = a.beta.agents.create(name="archivist", model="claude-sonnet-4-5")
-    env = a.beta.environments.create(name="a", config={"type": "cloud", "networking": {"type": "unrestricted"}})
+def session_after_one_turn(a: anthropic.Anthropic) -> tuple[str, list[tuple[str, str]]]:
+    """A new session that has answered one message: its id and its log (id, type)."""
+    agent = a.beta.agents.create(name="one-turn", model="claude-sonnet-4-5")
+    env = a.beta.environments.create(name="one-turn", config={"type": "cloud", "networking": {"type": "unrestricted"}})
     session = a.beta.sessions.create(agent=agent.id, environment_id=env.id)
     a.beta.sessions.events.send(session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "hello"}]}])
     deadline = time.monotonic() + 30
     while a.beta.sessions.retrieve(session.id).status != "idle" or not any(e.type == "agent.message" for e in a.beta.sessions.events.list(session.id)):
         assert time.monotonic() < deadline, "the turn did not finish"
         time.sleep(0.2)
-    before = [(e.id, e.type) for e in a.beta.sessions.events.list(session.id)]
-    assert rows_in_objects() == len(before)
+    return session.id, [(e.id, e.type) for e in a.beta.sessions.events.list(session.id)]
 
-    a.beta.sessions.archive(session.id)
-    after = [(e.id, e.type) for e in a.beta.sessions.events.list(session.id)]
+
+def object_log_rows(deployment) -> list[int]:
+    """The rows of every SessionDO's event log, read from the objects' SQLite files."""
+    import sqlite3
+
+    logs = []
+    for db in deployment.state.rglob("*.sqlite"):
+        if "SessionDO" in str(db):
+            with sqlite3.connect(db) as c:
+                if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone():
+                    logs.append(c.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+    return logs
+
+
+def test_archiving_moves_the_log_to_r2_and_out_of_the_session_object(deployment, main, fake_model):
+    """An archived session's events live in R2 (gzip JSON lines, the native archive format)
+    and no longer in its Durable Object's SQLite; the API reads them as before, and deleting
+    the session deletes the archive."""
+
+    def gzip_blobs() -> list[Path]:
+        return [p for p in (deployment.state / "v3" / "r2").rglob("*") if p.is_file() and p.read_bytes()[:2] == b"\x1f\x8b"]
+
+    script_reply(fake_model, "archived answer")
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
+    session_id, before = session_after_one_turn(a)
+    assert object_log_rows(deployment) == [len(before)]
+
+    a.beta.sessions.archive(session_id)
+    after = [(e.id, e.type) for e in a.beta.sessions.events.list(session_id)]
     assert after[: len(before)] == before and after[-1][1] == "session.status_terminated"
 
-    assert rows_in_objects() == 0
+    assert object_log_rows(deployment) == [0]
     assert len(gzip_blobs()) == 1
-    a.beta.sessions.delete(session.id)
+    a.beta.sessions.delete(session_id)
     assert gzip_blobs() == []
 
 
@@ -292,28 +302,14 @@ def test_the_cron_archives_idle_sessions_logs(deployment, fake_model):
     """openma-agent's cron moves the log of a session idle longer than
     OPENMA_ARCHIVE_IDLE_AFTER to R2 and out of its SessionDO, records it in D1, and the API
     reads the log as before."""
-    import sqlite3
-
     import httpx2
 
     deployment.apply_migrations()
     secrets = {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A}
     agent_vars = {"ANTHROPIC_API_KEY": MODEL_KEY, "ANTHROPIC_BASE_URL": fake_model, "OPENMA_ARCHIVE_IDLE_AFTER": "1s"}
-    httpx2.post(f"{fake_model}/_fake/reset").raise_for_status()
-    httpx2.post(f"{fake_model}/_fake/script", json=[{"kind": "message", "blocks": [{"type": "text", "text": "idle soon"}]}]).raise_for_status()
-
+    script_reply(fake_model, "idle soon")
     main = deployment.start("main", secrets, bound={"agent": agent_vars})
-    a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
-    agent = a.beta.agents.create(name="idler", model="claude-sonnet-4-5")
-    env = a.beta.environments.create(name="i", config={"type": "cloud", "networking": {"type": "unrestricted"}})
-    session = a.beta.sessions.create(agent=agent.id, environment_id=env.id)
-    a.beta.sessions.events.send(session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "hello"}]}])
-    deadline = time.monotonic() + 30
-    while a.beta.sessions.retrieve(session.id).status != "idle":
-        assert time.monotonic() < deadline, "the turn did not finish"
-        time.sleep(0.2)
-    before = [(e.id, e.type) for e in a.beta.sessions.events.list(session.id)]
-    assert "agent.message" in [t for _, t in before]
+    session_id, before = session_after_one_turn(anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0))
     main.stop()
 
     time.sleep(1.5)
@@ -326,17 +322,11 @@ def test_the_cron_archives_idle_sessions_logs(deployment, fake_model):
     assert "housekeeping: archived 1 of 1 due session logs" in cron.output(), cron.output()[-3000:]
     cron.stop()
 
-    logs = []
-    for db in deployment.state.rglob("*.sqlite"):
-        if "SessionDO" in str(db):
-            with sqlite3.connect(db) as c:
-                if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone():
-                    logs.append(c.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-    assert logs == [0]
-    row = json.loads(deployment.d1(f"SELECT log_archive_key, log_archived_events FROM sessions WHERE id = '{session.id}'"))[0]["results"][0]
-    assert row["log_archive_key"].startswith("event-logs/") and row["log_archive_key"].endswith(f"/{session.id}"), row
+    assert object_log_rows(deployment) == [0]
+    row = json.loads(deployment.d1(f"SELECT log_archive_key, log_archived_events FROM sessions WHERE id = '{session_id}'"))[0]["results"][0]
+    assert row["log_archive_key"].startswith("event-logs/") and row["log_archive_key"].endswith(f"/{session_id}"), row
     assert row["log_archived_events"] == len(before), row
 
     again = deployment.start("main", secrets, bound={"agent": agent_vars})
     a = anthropic.Anthropic(api_key=KEY_A, base_url=again.base_url, timeout=30.0)
-    assert [(e.id, e.type) for e in a.beta.sessions.events.list(session.id)] == before
+    assert [(e.id, e.type) for e in a.beta.sessions.events.list(session_id)] == before

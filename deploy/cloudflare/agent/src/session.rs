@@ -289,8 +289,9 @@ impl SessionDO {
         };
         // read and subscribe in one synchronous stretch: nothing can be appended between
         let catch_up = log.page(Some(start), false, u32::MAX, &[]).map_err(internal)?;
-        let ended = log.all().map_err(internal)?.iter().any(|e| matches!(e.event.payload, openma_types::events::EventPayload::StatusTerminated {}))
-            && catch_up.is_empty();
+        // a terminated session's stream ends once it has replayed what came after `start`
+        let terminated = !log.page(None, true, 1, &["session.status_terminated".to_owned()]).map_err(internal)?.is_empty();
+        let ended = terminated && catch_up.is_empty();
         let frames = self.subscribers.subscribe(&catch_up, previews, ended).map(Ok::<Vec<u8>, worker::Error>);
         let mut response = Response::from_stream(frames).map_err(internal)?;
         let headers = response.headers_mut();

@@ -155,6 +155,12 @@ async fn interrupted(object: &SessionDO, meta: &Meta, id: String, log: &[StoredE
     go_idle(object, meta, StopReason::EndTurn).await
 }
 
+/// The client events waiting in the inbox, as events to append under their echoed ids.
+async fn inbox(object: &SessionDO) -> Result<Vec<Pending>> {
+    let queued: Vec<openma_types::events::SessionEvent> = object.state.storage().get(INBOX).await?.unwrap_or_default();
+    Ok(queued.into_iter().map(|e| Pending { id: Some(e.id), payload: e.payload, internal: None }).collect())
+}
+
 /// Runs the session until it is idle, waits on the client, or backs off.
 pub async fn run(object: &SessionDO) -> Result<()> {
     let storage = object.state.storage();
@@ -172,11 +178,10 @@ pub async fn run(object: &SessionDO) -> Result<()> {
                 // input sent while the last turn was ending starts the next one; an
                 // interrupt that came too late has nothing left to stop
                 storage.delete(INTERRUPT).await?;
-                let queued: Vec<openma_types::events::SessionEvent> = storage.get(INBOX).await?.unwrap_or_default();
-                if queued.is_empty() {
+                let mut events = inbox(object).await?;
+                if events.is_empty() {
                     return Ok(());
                 }
-                let mut events: Vec<Pending> = queued.into_iter().map(|e| Pending { id: Some(e.id), payload: e.payload, internal: None }).collect();
                 events.push(EventPayload::StatusRunning {}.into());
                 emit(object, events).await?;
                 storage.delete(INBOX).await?;
@@ -193,9 +198,8 @@ pub async fn run(object: &SessionDO) -> Result<()> {
             return interrupted(object, &meta, id, &log).await;
         }
         // input that arrived during the last model call joins the turn, in order
-        let queued: Vec<openma_types::events::SessionEvent> = storage.get(INBOX).await?.unwrap_or_default();
-        if !queued.is_empty() {
-            let events = queued.into_iter().map(|e| Pending { id: Some(e.id), payload: e.payload, internal: None }).collect();
+        let events = inbox(object).await?;
+        if !events.is_empty() {
             emit(object, events).await?;
             storage.delete(INBOX).await?;
             continue;

@@ -13,7 +13,10 @@ batch on the worker), `GET /v1/agents/{id}` (authentication and one read), `POST
 /v1/sessions` (the agent, environment and session rows) and a turn: `user.message` sent
 until `session.status_idle` arrives on the event stream (on the worker: forwarded to the
 session's Durable Object, whose alarm calls the model with fetch and appends the events
-to its SQLite).
+to its SQLite), then a turn in which the model calls `bash` once (`echo hi`) before it
+answers: the native server runs it in its own bubblewrap sandbox, the worker on an
+`openma-sandbox-server` over loopback (the program its container runs; Containers need
+Docker, absent here).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
-from conftest import Deployment, free_port  # noqa: E402
+from conftest import Deployment, free_port, start_sandbox_server  # noqa: E402
 
 FAKE_MODEL = Path(__file__).resolve().parents[2] / "target" / "debug" / "openma-fake-model"
 
@@ -91,7 +94,12 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=100, help="turns and session creations per server")
     a = ap.parse_args()
     fake, fake_url = start_fake_model()
-    httpx2.post(f"{fake_url}/_fake/script", json=[{"kind": "message", "blocks": [{"type": "text", "text": "ok"}]}] * (2 * (a.turns + 5))).raise_for_status()
+    text = {"kind": "message", "blocks": [{"type": "text", "text": "ok"}]}
+    bash = {"kind": "message", "blocks": [{"type": "tool_use", "name": "bash", "input": {"command": "echo hi"}}]}
+
+    def script(replies: list[dict]) -> None:
+        httpx2.post(f"{fake_url}/_fake/reset").raise_for_status()
+        httpx2.post(f"{fake_url}/_fake/script", json=replies).raise_for_status()
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -99,9 +107,12 @@ def main() -> None:
         d = Deployment(state=tmp / "state", tmp=tmp)
         d.apply_migrations()
         key = "sk-oma-bench-bootstrap-key-0123456789"
+        sandbox_token = "sbx-bench-0123456789abcdef"
+        sandbox, sandbox_url = start_sandbox_server(tmp / "sandbox-server", sandbox_token)
         model = {"ANTHROPIC_API_KEY": "sk-ant-bench", "ANTHROPIC_BASE_URL": fake_url}
         worker = d.start("main", {"PLATFORM_ROOT_SECRET": "bench-root-secret-0123456789abcdefghijkl",
-                                  "OPENMA_BOOTSTRAP_API_KEY": key}, bound={"agent": model})
+                                  "OPENMA_BOOTSTRAP_API_KEY": key},
+                         bound={"agent": {**model, "OPENMA_SANDBOX_URL": sandbox_url, "OPENMA_SANDBOX_TOKEN": sandbox_token}})
         port = free_port()
         native = subprocess.Popen(
             [a.openma, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp / "native")],
@@ -130,12 +141,19 @@ def main() -> None:
                 xs = measure(f"{base}/v1/sessions", a.turns, auth, {"agent": one, "environment_id": env})
                 rows.setdefault("POST /v1/sessions", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
                 session = httpx2.post(f"{base}/v1/sessions", json={"agent": one, "environment_id": env}, headers=auth, timeout=30.0).json()["id"]
+                script([text] * (a.turns + 5))
                 xs = measure_turns(base, auth, session, a.turns)
                 rows.setdefault("turn (message → idle)", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
+                coder = httpx2.post(f"{base}/v1/agents", json={**agent, "tools": [{"type": "agent_toolset_20260401"}]}, headers=auth, timeout=30.0).json()["id"]
+                session = httpx2.post(f"{base}/v1/sessions", json={"agent": coder, "environment_id": env}, headers=auth, timeout=30.0).json()["id"]
+                script([bash, text] * (a.turns + 5))
+                xs = measure_turns(base, auth, session, a.turns)
+                rows.setdefault("turn with a bash call", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
         finally:
             native.terminate()
             native.wait(timeout=20)
             worker.stop()
+            sandbox.terminate()
             fake.terminate()
 
     print(f"{a.n} sequential requests per row ({a.turns} for sessions and turns), after warm-up; ms")

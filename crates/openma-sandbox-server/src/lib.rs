@@ -5,7 +5,7 @@
 //! (`OPENMA_SANDBOX_URL`), or a Cloudflare `SessionDO` through the Containers binding.
 //! The protocol is in [`wire`].
 
-pub mod wire;
+pub use openma_types::sandbox as wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use openma_sandbox::archive::{self, LOCAL_ONLY};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncWriteExt;
 
-use wire::{ErrorBody, ErrorEnvelope, FileQuery, Health, SESSION_UNKNOWN, SinceQuery, StateMode, StateQuery, ToolCall, ToolResult, Usage};
+use wire::{ErrorBody, ErrorEnvelope, FileQuery, Health, SESSION_UNKNOWN, SessionOpen, SinceQuery, StateMode, StateQuery, ToolCall, ToolResult, Usage};
 
 /// Largest pack accepted (a session's whole directory).
 pub const MAX_PACK_BYTES: u64 = 4 * 1024 * 1024 * 1024;
@@ -60,7 +60,7 @@ impl Server {
     pub fn router(self) -> Router {
         let v1 = Router::new()
             .route("/v1/sessions", get(running))
-            .route("/v1/sessions/{id}", axum::routing::delete(delete_session))
+            .route("/v1/sessions/{id}", put(open_session).delete(delete_session))
             .route("/v1/sessions/{id}/tools/{name}", post(run_tool))
             .route("/v1/sessions/{id}/state", put(put_state).get(get_state).layer(DefaultBodyLimit::disable()))
             .route("/v1/sessions/{id}/files", get(get_file).put(put_file))
@@ -171,7 +171,8 @@ async fn run_tool(
     let Json(call) = call?;
     let tool = s.tools.get(name.as_str()).cloned().ok_or_else(|| ApiError::invalid(format!("`{name}` is not a sandbox tool")))?;
     let _guard = s.lock(&id).await;
-    s.held(&id)?;
+    let dir = s.held(&id)?;
+    not_fresh(&dir)?;
     let ctx = ToolContext { tenant: TenantId::from_trusted(call.tenant), session_id: id, environment_id: call.environment_id, config: call.config };
     let out = tool.run(&ctx, call.input).await;
     let running = s.sandboxes.is_running(&ctx.session_id);
@@ -299,6 +300,40 @@ async fn put_file(
     s.held(&id)?;
     s.sandboxes.write_file(&id, &q.path, body.to_vec()).await.map_err(ApiError::invalid)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Marks a session opened here that no tool ran in and no pack replaced (see `open_session`).
+const FRESH: &str = ".fresh";
+
+fn not_fresh(dir: &std::path::Path) -> Result<(), ApiError> {
+    match std::fs::remove_file(dir.join(FRESH)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ApiError::internal(e)),
+        _ => Ok(()),
+    }
+}
+
+async fn open_session(
+    State(s): State<Server>,
+    Path(id): Path<String>,
+    open: Result<Json<SessionOpen>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(open) = open?;
+    let _guard = s.lock(&id).await;
+    let created = s.held(&id).is_err();
+    let policy = openma_sandbox::EgressPolicy::for_session(open.networking.as_ref(), &open.mcp_servers);
+    // recording the policy creates the session's directory (an empty workspace) when new
+    s.sandboxes.set_egress_policy(&id, &policy).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidInput => ApiError::invalid(format!("`{id}` cannot be a session id")),
+        _ => ApiError::internal(e),
+    })?;
+    let dir = s.held(&id)?;
+    if created {
+        std::fs::write(dir.join(FRESH), b"").map_err(ApiError::internal)?;
+        tracing::info!(session_id = %id, network = policy.has_network(), "session opened");
+    }
+    // fresh until a tool runs or a pack arrives: a client cut off after the first answer is
+    // told again that the session is new here, and restores its copy then
+    Ok(if dir.join(FRESH).exists() { StatusCode::CREATED } else { StatusCode::NO_CONTENT })
 }
 
 async fn delete_session(State(s): State<Server>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {

@@ -244,3 +244,30 @@ async fn the_state_comes_back_whole_once_then_as_deltas_or_not_at_all() {
     assert_eq!(again.headers()["x-openma-state"], "full");
     assert_eq!(get(Some("nonsense".into())).await.unwrap().headers()["x-openma-state"], "full");
 }
+
+#[tokio::test]
+async fn a_session_opened_without_a_pack_gets_an_empty_workspace_and_its_network_policy_and_stays_fresh_until_a_tool_runs() {
+    if openma_sandbox::Sandboxes::check().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+        return;
+    }
+    let r = start().await;
+    let open = |body: Value| r.http.put(format!("{}/v1/sessions/{SID}", r.base)).bearer_auth(TOKEN).json(&body).send();
+    let bad = open(json!({"networking": {"type": "sideways"}})).await.unwrap();
+    assert_eq!(bad.status(), 400, "an unknown networking type is refused");
+    assert!(!r.root.join(SID).exists(), "a refused open creates nothing");
+    assert_eq!(open(json!({})).await.unwrap().status(), 201);
+    assert_eq!(open(json!({})).await.unwrap().status(), 201, "fresh until a tool runs: a client cut off mid-open restores then");
+    let (status, body) = r.tool("bash", json!({"command": "pwd; ls -A; echo kept > note.txt"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(text(&body).trim(), "/workspace", "an empty workspace: {body}");
+    let policy: Value = serde_json::from_slice(&std::fs::read(r.root.join(SID).join("egress.json")).unwrap()).unwrap();
+    assert_eq!(policy, json!({"type": "none"}), "no networking: no network");
+    let limited = json!({"networking": {"type": "limited", "allowed_hosts": ["API.example.com"], "allow_mcp_servers": true, "allow_package_managers": false},
+        "mcp_servers": [{"type": "url", "name": "docs", "url": "https://mcp.example.org/sse"}]});
+    assert_eq!(open(limited).await.unwrap().status(), 204, "reopening a held session");
+    let policy: Value = serde_json::from_slice(&std::fs::read(r.root.join(SID).join("egress.json")).unwrap()).unwrap();
+    assert_eq!(policy, json!({"type": "limited", "allowed_hosts": ["api.example.com"], "package_managers": false, "mcp_hosts": ["mcp.example.org"]}));
+    let (_, body) = r.tool("read", json!({"file_path": "/workspace/note.txt"})).await;
+    assert!(text(&body).contains("kept"), "the files stay: {body}");
+}

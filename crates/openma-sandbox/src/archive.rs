@@ -9,8 +9,8 @@ use std::path::Path;
 
 /// Host-side entries of a session directory that belong to the sandbox running on this
 /// host, never to the session: its egress socket directory and the markers of what this
-/// host last packed, restored or sent.
-pub const LOCAL_ONLY: &[&str] = &["egress", ".generation", "shell.lost", ".remote-sync"];
+/// host last packed, restored or sent (or, on a sandbox server, that no tool ran yet).
+pub const LOCAL_ONLY: &[&str] = &["egress", ".generation", "shell.lost", ".remote-sync", ".fresh"];
 
 /// The name, inside a delta pack, of the list of paths deleted since its base.
 pub const DELETED: &str = ".openma-deleted";

@@ -198,7 +198,7 @@ impl Sandboxes {
         }
         let mut o = OpenOptions::new();
         o.write(true).create(true).truncate(true).custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW).bits() as i32);
-        let mut file = dir.open_with(&rel_path, &o)?;
+        let mut file = dir.open_with(rel_path, &o)?;
         if !file.metadata()?.is_file() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("/mnt/memory/{slug}/{rel} is not a regular file")));
         }
@@ -214,7 +214,7 @@ impl Sandboxes {
         let host = self.memory_dir(session_id, slug)?;
         let rel_path = plain_rel(rel, "/mnt/memory")?;
         let dir = Dir::open_ambient_dir(&host, ambient_authority())?;
-        match dir.remove_file(&rel_path) {
+        match dir.remove_file(rel_path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }

@@ -28,7 +28,7 @@ use openma_core::harness::tools::{SandboxUsage, Tool, ToolContext, ToolOutput};
 use openma_core::{DomainError, TenantId};
 use openma_sandbox::Sandboxes;
 use openma_sandbox::archive::{self, LOCAL_ONLY};
-use openma_sandbox_server::wire::{ErrorEnvelope, Health, SESSION_UNKNOWN, STATE_KIND, STATE_TOKEN, StateMode, ToolCall, ToolResult};
+use openma_types::sandbox::{ErrorEnvelope, Health, SESSION_UNKNOWN, STATE_KIND, STATE_TOKEN, StateMode, ToolCall, ToolResult};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
@@ -158,7 +158,7 @@ impl RemoteSandbox {
         let listed = async {
             let r = self.http.get(format!("{}/v1/sessions", self.base)).bearer_auth(self.token.expose_secret()).timeout(Duration::from_secs(10)).send().await;
             let r = check(r.map_err(|e| RemoteError::Transport(e.to_string()))?).await?;
-            r.json::<openma_sandbox_server::wire::Running>().await.map_err(|e| RemoteError::Transport(e.to_string()))
+            r.json::<openma_types::sandbox::Running>().await.map_err(|e| RemoteError::Transport(e.to_string()))
         };
         match listed.await {
             Ok(body) => *self.running.lock().unwrap_or_else(|e| e.into_inner()) = body.running.into_iter().collect(),

@@ -8,33 +8,14 @@ use openma_core::vaults::StoredCredential;
 use openma_core::{DomainError, Platform, TenantId};
 use openma_sandbox::intercept::{CredentialSource, Substitution};
 use openma_types::vaults::{CredentialAuth, CredentialNetworking};
-use openma_sandbox::{EgressPolicy, LimitedEgress, Sandboxes};
-use openma_types::agents::McpServer;
-use openma_types::environments::{Environment, EnvironmentConfig, Networking};
+use openma_sandbox::{EgressPolicy, Sandboxes};
+use openma_types::environments::{Environment, EnvironmentConfig};
 use openma_types::sessions::{Session, SessionAgent};
 
 /// The egress policy of a session of `agent` in `environment`.
 pub fn egress_policy(environment: &Environment, agent: &SessionAgent) -> EgressPolicy {
     let EnvironmentConfig::Cloud(config) = &environment.config;
-    match &config.networking {
-        Networking::Unrestricted => EgressPolicy::Unrestricted,
-        Networking::Limited(l) => EgressPolicy::Limited(LimitedEgress {
-            allowed_hosts: l.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
-            package_managers: l.allow_package_managers,
-            mcp_hosts: if l.allow_mcp_servers { mcp_hosts(&agent.mcp_servers) } else { Vec::new() },
-        }),
-    }
-}
-
-/// The hosts of the agent's MCP server URLs, normalised and deduplicated.
-fn mcp_hosts(servers: &[McpServer]) -> Vec<String> {
-    let mut hosts: Vec<String> = servers
-        .iter()
-        .filter_map(|s| url::Url::parse(&s.url).ok()?.host_str().map(openma_sandbox::network::policy::normalize_host))
-        .collect();
-    hosts.sort();
-    hosts.dedup();
-    hosts
+    EgressPolicy::for_session(Some(&config.networking), &agent.mcp_servers)
 }
 
 /// Records the session's egress policy with its sandbox (at create, and when its agent's MCP
@@ -158,22 +139,5 @@ impl CredentialSource for EgressCredentials {
             )
         };
         found.await.unwrap_or_default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mcp_hosts_are_the_url_hosts_normalised_once_each() {
-        let servers: Vec<McpServer> = serde_json::from_value(serde_json::json!([
-            {"type": "url", "name": "a", "url": "https://MCP.Example.com/sse"},
-            {"type": "url", "name": "b", "url": "https://mcp.example.com:8443/other"},
-            {"type": "url", "name": "c", "url": "http://[2001:db8::1]:9000/mcp"},
-            {"type": "url", "name": "d", "url": "not a url"},
-        ]))
-        .unwrap();
-        assert_eq!(mcp_hosts(&servers), vec!["2001:db8::1".to_string(), "mcp.example.com".to_string()]);
     }
 }

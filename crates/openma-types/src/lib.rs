@@ -14,6 +14,9 @@ pub mod integrations;
 pub mod memory;
 pub mod model_cards;
 pub mod query;
+/// The sandbox server's protocol (not part of the public API): shared by its clients, the
+/// native server and the Workers' SessionDO.
+pub mod sandbox;
 pub mod sessions;
 pub mod skills;
 pub mod vaults;

@@ -6,6 +6,7 @@ built (../test.sh builds them once; `wrangler dev` runs them as built)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,7 +18,27 @@ import httpx2
 import pytest
 
 CF = Path(__file__).resolve().parent.parent
+REPO = CF.parent.parent
 START_TIMEOUT_S = 180.0
+SANDBOX_SERVER_BIN = Path(os.environ.get("OPENMA_SANDBOX_SERVER_BIN", str(REPO / "target" / "debug" / "openma-sandbox-server")))
+
+
+def start_sandbox_server(root: Path, token: str) -> tuple[subprocess.Popen, str]:
+    """The program the SessionDOs' container image runs, `openma-sandbox-server`, on a
+    loopback port with its sessions under `root`: the stand-in for Containers (which need
+    Docker), reached at OPENMA_SANDBOX_URL. Its log is `root/stderr.log`."""
+    assert SANDBOX_SERVER_BIN.exists(), f"{SANDBOX_SERVER_BIN} is missing: cargo build -p openma-sandbox-server"
+    # each session's sandbox runs as its own uid, which must pass through the root's parents
+    root.mkdir(parents=True, exist_ok=True)
+    for d in [root, *root.parents]:
+        d.chmod(d.stat().st_mode | 0o001)
+    proc = subprocess.Popen([str(SANDBOX_SERVER_BIN), "--listen", "127.0.0.1:0", "--root", str(root / "sessions")],
+                            stdout=subprocess.PIPE, stderr=(root / "stderr.log").open("w"), text=True,
+                            env={**os.environ, "OPENMA_SANDBOX_TOKEN": token})
+    line = proc.stdout.readline().strip()
+    ready = re.match(r"^openma-sandbox-server listening on (http://127\.0\.0\.1:\d+)$", line)
+    assert ready, f"the sandbox server did not start: {line!r} {(root / 'stderr.log').read_text()}"
+    return proc, ready.group(1)
 
 
 def free_port() -> int:
@@ -57,8 +78,13 @@ def prebuilt_config(worker: str) -> Path:
     end = text.index("}", start) + 1
     if text[end] == ",":
         end += 1
+    text = text[:start] + text[end:]
+    # and no container image to build (Containers need Docker; the tests run the sandbox
+    # server itself, at OPENMA_SANDBOX_URL)
+    brace = text.index("{")
+    text = text[: brace + 1] + '\n  "dev": { "enable_containers": false },' + text[brace + 1:]
     path = CF / worker / ".wrangler.prebuilt.jsonc"
-    path.write_text(text[:start] + text[end:])
+    path.write_text(text)
     return path
 
 

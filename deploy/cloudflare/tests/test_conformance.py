@@ -20,6 +20,7 @@ from pathlib import Path
 
 import anthropic
 import pytest
+from conftest import start_sandbox_server
 
 REPO = Path(__file__).resolve().parents[3]
 SECRET = "test-root-secret-0123456789abcdefghijklmnop"
@@ -29,17 +30,17 @@ MODEL_KEY = "sk-ant-workers-model-key-never-stored-0123456789"
 SUITE_TIMEOUT_S = 600
 
 # The suites the Workers pass, each with the tests left out (and why); none may skip.
-NO_SANDBOX = "needs the session sandbox (built-in tools), which the Workers do not have until Containers land"
 SUITES = {
     "test_agents.py": {},
     "test_environments.py": {},
     "test_memory_stores.py": {},
     "test_sessions.py": {},
-    "test_session_runtime.py": {"test_allowed_confirmation_runs_tool_and_loop_continues": NO_SANDBOX},
+    "test_session_runtime.py": {},
     "test_session_threads.py": {},
     "test_session_tool_runner.py": {},
     "test_vaults.py": {},
 }
+SANDBOX_TOKEN = "sbx-workers-conformance-0123456789abcdef"
 FAKE_MODEL_BIN = Path(os.environ.get("OPENMA_FAKE_MODEL_BIN", str(REPO / "target" / "debug" / "openma-fake-model")))
 # Further tenants, for the suites' cross-tenant tests (the native suite makes them with the
 # admin CLI, which the Workers do not have).
@@ -70,16 +71,31 @@ def fake_model(tmp_path_factory):
     proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def sandbox_server(tmp_path_factory):
+    """The stand-in for the SessionDOs' containers, shared by the module's tests."""
+    root = tmp_path_factory.mktemp("sandbox-server")
+    proc, url = start_sandbox_server(root, SANDBOX_TOKEN)
+    yield {"url": url, "sessions": root / "sessions", "log": root / "stderr.log"}
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def agent_vars(fake_model: str, sandbox_server: dict, **extra: str) -> dict[str, str]:
+    """openma-agent's secrets and vars: the scripted model, the sandbox server, and the
+    back-off the native suite runs with (conformance/conftest.py), so retries take ms."""
+    return {"ANTHROPIC_API_KEY": MODEL_KEY, "ANTHROPIC_BASE_URL": fake_model, "OPENMA_MODEL_MAX_RETRIES": "2", "OPENMA_MODEL_RETRY_BASE_MS": "20",
+            "OPENMA_SANDBOX_URL": sandbox_server["url"], "OPENMA_SANDBOX_TOKEN": SANDBOX_TOKEN, **extra}
+
+
 @pytest.fixture
-def main(deployment, fake_model):
+def main(deployment, fake_model, sandbox_server):
     deployment.apply_migrations()
     # Written before the worker starts: two workerd processes writing one local SQLite
     # file can hold each other up for minutes.
     tenants = [("b", KEY_B), *((f"spare{i}", k) for i, k in enumerate(SPARE_KEYS))]
     deployment.d1("".join(tenant_rows(name, key) for name, key in tenants))
-    # the back-off the native suite runs with (conformance/conftest.py), so retries take ms
-    agent = {"ANTHROPIC_API_KEY": MODEL_KEY, "ANTHROPIC_BASE_URL": fake_model, "OPENMA_MODEL_MAX_RETRIES": "2", "OPENMA_MODEL_RETRY_BASE_MS": "20"}
-    return deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A}, bound={"agent": agent})
+    return deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A}, bound={"agent": agent_vars(fake_model, sandbox_server)})
 
 
 @pytest.mark.parametrize("suite", sorted(SUITES))
@@ -262,6 +278,94 @@ def session_after_one_turn(a: anthropic.Anthropic) -> tuple[str, list[tuple[str,
     return session.id, [(e.id, e.type) for e in a.beta.sessions.events.list(session.id)]
 
 
+def script(fake_model: str, replies: list[dict]) -> None:
+    """The fake model's next answers."""
+    import httpx2
+
+    httpx2.post(f"{fake_model}/_fake/reset").raise_for_status()
+    httpx2.post(f"{fake_model}/_fake/script", json=replies).raise_for_status()
+
+
+def tool_use(name: str, input: dict) -> dict:
+    return {"kind": "message", "blocks": [{"type": "tool_use", "name": name, "input": input}]}
+
+
+def turn(a: anthropic.Anthropic, session_id: str, text: str) -> list:
+    """Sends a message and waits for the turn to end: the events it added."""
+    before = {e.id for e in a.beta.sessions.events.list(session_id, limit=1000)}
+    a.beta.sessions.events.send(session_id, events=[{"type": "user.message", "content": [{"type": "text", "text": text}]}])
+    deadline = time.monotonic() + 60
+    while True:
+        events = [e for e in a.beta.sessions.events.list(session_id, limit=1000) if e.id not in before]
+        if any(e.type == "session.status_idle" for e in events):
+            return events
+        assert time.monotonic() < deadline, [e.type for e in events]
+        time.sleep(0.2)
+
+
+def result_text(event) -> str:
+    return "".join(b.text for b in event.content if b.type == "text")
+
+
+def test_builtin_tools_run_in_the_sessions_sandbox_and_its_workspace_outlives_the_sandbox(deployment, main, fake_model, sandbox_server):
+    """The SessionDO runs the built-in tools on its sandbox server (the container's program;
+    here the stand-in at OPENMA_SANDBOX_URL): started while the first model call runs, with
+    the environment's network policy, the shell kept between turns. The workspace is kept in
+    R2 after each turn that changed it, so a sandbox that starts without the session — a new
+    container — gets it back; deleting the session ends its sandbox and the snapshot."""
+    import httpx2
+
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
+    agent = a.beta.agents.create(name="coder", model="claude-sonnet-4-5", tools=[{"type": "agent_toolset_20260401"}])
+    networking = {"type": "limited", "allowed_hosts": ["api.example.com"], "allow_package_managers": True, "allow_mcp_servers": False}
+    env = a.beta.environments.create(name="coder-env", config={"type": "cloud", "networking": networking})
+    session = a.beta.sessions.create(agent=agent.id, environment_id=env.id)
+    held = sandbox_server["sessions"] / session.id
+
+    # a turn without tools: the sandbox is prepared while the model answers (here in about a
+    # second, streamed in four parts), with the environment's network policy
+    script(fake_model, [{"kind": "message", "blocks": [{"type": "text", "text": "ready"}], "split": 4, "chunk_delay_ms": 250}])
+    turn(a, session.id, "get ready")
+    assert (held / "workspace").is_dir(), sandbox_server["log"].read_text()[-3000:]
+    policy = json.loads((held / "egress.json").read_text())
+    assert policy == {"type": "limited", "allowed_hosts": ["api.example.com"], "package_managers": True, "mcp_hosts": []}
+
+    script(fake_model, [
+        tool_use("write", {"file_path": "/workspace/hi.py", "content": "print('hi from', __name__)\n"}),
+        tool_use("bash", {"command": "cd /workspace && export MOOD=fine && python3 hi.py"}),
+        tool_use("edit", {"file_path": "/workspace/hi.py", "old_string": "hi from", "new_string": "bye from"}),
+        tool_use("grep", {"pattern": "bye", "path": "/workspace"}),
+        {"kind": "message", "blocks": [{"type": "text", "text": "done"}]},
+    ])
+    events = turn(a, session.id, "write and run a program")
+    uses = [e for e in events if e.type == "agent.tool_use"]
+    results = [e for e in events if e.type == "agent.tool_result"]
+    assert [u.name for u in uses] == ["write", "bash", "edit", "grep"]
+    assert [r.tool_use_id for r in results] == [u.id for u in uses]
+    assert all(r.is_error is False for r in results), [result_text(r) for r in results]
+    assert "hi from __main__" in result_text(results[1]) and "hi.py" in result_text(results[3])
+    assert (held / "workspace" / "hi.py").read_text() == "print('bye from', __name__)\n"
+
+    # the shell stays between turns
+    script(fake_model, [tool_use("bash", {"command": "pwd; echo mood=$MOOD"}), {"kind": "message", "blocks": [{"type": "text", "text": "again"}]}])
+    [result] = [e for e in turn(a, session.id, "again") if e.type == "agent.tool_result"]
+    assert "/workspace" in result_text(result) and "mood=fine" in result_text(result), result_text(result)
+
+    # a sandbox that starts without the session (as a new container does) gets its workspace back
+    r = httpx2.delete(f"{sandbox_server['url']}/v1/sessions/{session.id}", headers={"authorization": f"Bearer {SANDBOX_TOKEN}"})
+    assert r.status_code == 204 and not held.exists()
+    script(fake_model, [tool_use("bash", {"command": "python3 /workspace/hi.py"}), {"kind": "message", "blocks": [{"type": "text", "text": "restored"}]}])
+    [result] = [e for e in turn(a, session.id, "run it again") if e.type == "agent.tool_result"]
+    assert result.is_error is False and "bye from __main__" in result_text(result), result_text(result)
+    assert json.loads((held / "egress.json").read_text())["type"] == "limited", "the restored session keeps its policy"
+
+    snapshots = [p for p in (deployment.state / "v3" / "r2").rglob("*") if p.is_file() and p.read_bytes()[:2] == b"\x1f\x8b"]
+    assert len(snapshots) == 1, snapshots
+    a.beta.sessions.delete(session.id)
+    assert not held.exists(), "deleting the session ends its sandbox"
+    assert not snapshots[0].exists(), "and deletes its workspace snapshot"
+
+
 def object_log_rows(deployment) -> list[int]:
     """The rows of every SessionDO's event log, read from the objects' SQLite files."""
     import sqlite3
@@ -306,14 +410,14 @@ def test_the_cron_archives_idle_sessions_logs(deployment, fake_model):
 
     deployment.apply_migrations()
     secrets = {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A}
-    agent_vars = {"ANTHROPIC_API_KEY": MODEL_KEY, "ANTHROPIC_BASE_URL": fake_model, "OPENMA_ARCHIVE_IDLE_AFTER": "1s"}
+    cron_vars = {"ANTHROPIC_API_KEY": MODEL_KEY, "ANTHROPIC_BASE_URL": fake_model, "OPENMA_ARCHIVE_IDLE_AFTER": "1s"}
     script_reply(fake_model, "idle soon")
-    main = deployment.start("main", secrets, bound={"agent": agent_vars})
+    main = deployment.start("main", secrets, bound={"agent": cron_vars})
     session_id, before = session_after_one_turn(anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0))
     main.stop()
 
     time.sleep(1.5)
-    cron = deployment.start("agent", agent_vars, scheduled=True)
+    cron = deployment.start("agent", cron_vars, scheduled=True)
     httpx2.get(f"{cron.base_url}/__scheduled", params={"cron": "*/10 * * * *"}, timeout=30.0).raise_for_status()
     deadline = time.monotonic() + 20
     while "housekeeping: archived" not in cron.output():
@@ -327,6 +431,6 @@ def test_the_cron_archives_idle_sessions_logs(deployment, fake_model):
     assert row["log_archive_key"].startswith("event-logs/") and row["log_archive_key"].endswith(f"/{session_id}"), row
     assert row["log_archived_events"] == len(before), row
 
-    again = deployment.start("main", secrets, bound={"agent": agent_vars})
+    again = deployment.start("main", secrets, bound={"agent": cron_vars})
     a = anthropic.Anthropic(api_key=KEY_A, base_url=again.base_url, timeout=30.0)
     assert [(e.id, e.type) for e in a.beta.sessions.events.list(session_id)] == before

@@ -87,6 +87,26 @@ impl Step {
     }
 }
 
+/// Tool and MCP calls allowed to run (by policy, or confirmed by the user) that have no
+/// result yet, in the order they were made.
+pub fn unrun_allowed_calls(log: &[StoredEvent]) -> Vec<String> {
+    let mut calls: Vec<String> = Vec::new();
+    for e in log {
+        match &e.event.payload {
+            EventPayload::AgentToolUse { evaluated_permission: EvaluatedPermission::Allow, .. }
+            | EventPayload::AgentMcpToolUse { evaluated_permission: EvaluatedPermission::Allow, .. } => calls.push(e.event.id.clone()),
+            EventPayload::UserToolConfirmation { tool_use_id, result, .. } if *result == openma_types::events::ConfirmationResult::Allow => {
+                calls.push(tool_use_id.clone());
+            }
+            EventPayload::AgentToolResult { tool_use_id, .. } | EventPayload::AgentMcpToolResult { mcp_tool_use_id: tool_use_id, .. } => {
+                calls.retain(|c| c != tool_use_id)
+            }
+            _ => {}
+        }
+    }
+    calls
+}
+
 /// Tool uses the session waits on, oldest first: unconfirmed `always_ask` calls and custom
 /// calls without a result.
 pub fn blocking_ids(log: &[StoredEvent]) -> Vec<String> {

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use openma_types::agents::McpServer;
+use openma_types::environments::Networking;
 use serde::{Deserialize, Serialize};
 
 /// The public package registries `allow_package_managers` opens, by manager. GitHub is
@@ -80,6 +82,21 @@ impl fmt::Display for Refusal {
 }
 
 impl EgressPolicy {
+    /// The policy of a session whose environment has `networking` (`None`: no network):
+    /// unrestricted, or limited to `allowed_hosts`, the package registries and, with
+    /// `allow_mcp_servers`, the hosts of the agent's MCP server URLs.
+    pub fn for_session(networking: Option<&Networking>, mcp_servers: &[McpServer]) -> EgressPolicy {
+        match networking {
+            None => EgressPolicy::None,
+            Some(Networking::Unrestricted) => EgressPolicy::Unrestricted,
+            Some(Networking::Limited(l)) => EgressPolicy::Limited(LimitedEgress {
+                allowed_hosts: l.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                package_managers: l.allow_package_managers,
+                mcp_hosts: if l.allow_mcp_servers { mcp_hosts(mcp_servers) } else { Vec::new() },
+            }),
+        }
+    }
+
     /// Whether the sandbox gets a network path at all.
     pub fn has_network(&self) -> bool {
         !matches!(self, EgressPolicy::None)
@@ -127,6 +144,14 @@ pub fn host_matches(host: &str, pattern: &str) -> bool {
 }
 
 /// Lower case, without a trailing dot or IPv6 brackets: the form hosts are compared in.
+/// The hosts of the MCP servers' URLs, normalised and deduplicated.
+fn mcp_hosts(servers: &[McpServer]) -> Vec<String> {
+    let mut hosts: Vec<String> = servers.iter().filter_map(|s| url::Url::parse(&s.url).ok()?.host_str().map(normalize_host)).collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
 pub fn normalize_host(host: &str) -> String {
     host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase()
 }
@@ -233,6 +258,18 @@ impl ResolveOverrides {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mcp_hosts_are_the_url_hosts_normalised_once_each() {
+        let servers: Vec<McpServer> = serde_json::from_value(serde_json::json!([
+            {"type": "url", "name": "a", "url": "https://MCP.Example.com/sse"},
+            {"type": "url", "name": "b", "url": "https://mcp.example.com:8443/other"},
+            {"type": "url", "name": "c", "url": "http://[2001:db8::1]:9000/mcp"},
+            {"type": "url", "name": "d", "url": "not a url"},
+        ]))
+        .unwrap();
+        assert_eq!(mcp_hosts(&servers), vec!["2001:db8::1".to_string(), "mcp.example.com".to_string()]);
+    }
 
     #[test]
     fn loopback_private_link_local_and_embedded_forms_are_forbidden() {

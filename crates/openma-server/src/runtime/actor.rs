@@ -18,7 +18,7 @@ use openma_core::{DomainError, TenantId};
 use openma_types::Timestamp;
 use openma_types::agents::McpToolset;
 use openma_types::events::{
-    EvaluatedPermission, EventPayload, ModelUsage, RetryStatus, SessionErrorObject, SessionEvent, StopReason,
+    EventPayload, ModelUsage, RetryStatus, SessionErrorObject, SessionEvent, StopReason,
 };
 use openma_types::sessions::{Session, SessionStatus};
 use serde_json::{Value, json};
@@ -694,7 +694,7 @@ impl Actor {
                     .into()
             })
             .collect();
-        for id in self.unrun_allowed_calls() {
+        for id in step::unrun_allowed_calls(&self.log) {
             let name = self.log.iter().find(|e| e.event.id == id).and_then(|e| match &e.event.payload {
                 EventPayload::AgentToolUse { name, .. } => Some(name.clone()),
                 _ => None,
@@ -910,7 +910,7 @@ impl Actor {
     async fn interrupted(&mut self, i: Interrupt, partial: Vec<Pending>) -> Result<(), DomainError> {
         let mut events = partial;
         events.push(Pending { id: Some(i.id.clone()), payload: EventPayload::UserInterrupt {}, internal: None });
-        for id in self.unrun_allowed_calls() {
+        for id in step::unrun_allowed_calls(&self.log) {
             events.push(result_for(&self.log, &id, "The user interrupted the session before this tool call completed."));
         }
         let written = self.append(events, None).await;
@@ -924,28 +924,8 @@ impl Actor {
         self.go_idle(StopReason::EndTurn).await
     }
 
-    /// Calls allowed to run (by policy or confirmation) that have no result yet.
-    fn unrun_allowed_calls(&self) -> Vec<String> {
-        let mut calls: Vec<String> = Vec::new();
-        for e in &self.log {
-            match &e.event.payload {
-                EventPayload::AgentToolUse { evaluated_permission: EvaluatedPermission::Allow, .. }
-                | EventPayload::AgentMcpToolUse { evaluated_permission: EvaluatedPermission::Allow, .. } => calls.push(e.event.id.clone()),
-                EventPayload::UserToolConfirmation { tool_use_id, result, .. }
-                    if *result == openma_types::events::ConfirmationResult::Allow => {
-                        calls.push(tool_use_id.clone());
-                    }
-                EventPayload::AgentToolResult { tool_use_id, .. } | EventPayload::AgentMcpToolResult { mcp_tool_use_id: tool_use_id, .. } => {
-                    calls.retain(|c| c != tool_use_id)
-                }
-                _ => {}
-            }
-        }
-        calls
-    }
-
     async fn run_allowed_tools(&mut self) -> Result<Raced<()>, DomainError> {
-        for id in self.unrun_allowed_calls() {
+        for id in step::unrun_allowed_calls(&self.log) {
             // cluster mode: a tool has effects, so this node makes sure it still owns the
             // session first (a node that was paused may have lost it meanwhile)
             if self.fence.is_some() {

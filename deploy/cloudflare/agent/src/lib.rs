@@ -10,6 +10,7 @@
 mod event_log;
 mod housekeeping;
 mod model;
+mod sandbox;
 mod session;
 mod subscribers;
 mod turn;

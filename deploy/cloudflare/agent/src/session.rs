@@ -66,8 +66,10 @@ pub struct SessionDO {
     pub(crate) state: State,
     pub(crate) env: Env,
     pub(crate) subscribers: Subscribers,
-    /// Wakes a model call in flight when an interrupt arrives.
+    /// Wakes a model call or tool run in flight when an interrupt arrives.
     pub(crate) interrupt: RefCell<Option<UnboundedSender<()>>>,
+    /// The sandbox server held the session at the last look (in this object's lifetime).
+    pub(crate) sandbox_ready: std::cell::Cell<bool>,
 }
 
 /// Storage keys: client events that arrived during a model call (appended after it, as
@@ -77,7 +79,7 @@ pub const INTERRUPT: &str = "interrupt";
 
 impl DurableObject for SessionDO {
     fn new(state: State, env: Env) -> Self {
-        SessionDO { state, env, subscribers: Subscribers::default(), interrupt: RefCell::new(None) }
+        SessionDO { state, env, subscribers: Subscribers::default(), interrupt: RefCell::new(None), sandbox_ready: Default::default() }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -104,6 +106,7 @@ impl DurableObject for SessionDO {
                     if let Some(id) = req.headers().get("openma-session-id").map_err(internal)? {
                         self.subscribers.deleted(&id);
                     }
+                    self.end_sandbox().await;
                     if let Some(archive) = self.state.storage().get::<Archived>(ARCHIVED).await.map_err(internal)? {
                         self.env.bucket(BLOBS).map_err(internal)?.delete(&archive.key).await.map_err(internal)?;
                     }
@@ -150,6 +153,21 @@ impl SessionDO {
         self.state.storage().put(ARCHIVED, Archived { key: key.clone(), last_seq }).await?;
         log.drop_archived_rows(last_seq)?;
         Ok(ArchiveReport { key, last_seq, events: events.len() as i64 })
+    }
+
+    /// Ends the session's sandbox (server session, snapshot, container); a failure is logged
+    /// (the sandbox server's idle reaping and the container's stop are the fallback).
+    async fn end_sandbox(&self) {
+        let ended = async {
+            let Some(meta) = self.state.storage().get::<Meta>(META).await? else { return Ok(()) };
+            match crate::sandbox::Sandbox::of(self, &meta.tenant, &meta.session.id).await? {
+                Some(sandbox) => sandbox.delete(self).await,
+                None => Ok(()),
+            }
+        };
+        if let Err(e) = ended.await {
+            worker::console_error!("sandbox: not ended: {e}");
+        }
     }
 
     /// Keeps the forwarded session row as the one to run, with the usage this object
@@ -245,7 +263,9 @@ impl SessionDO {
         let written = self.log().await.map_err(internal)?.append(vec![note.into()], self.now(), || self.new_id()).map_err(internal)?;
         self.subscribers.publish(&written);
         if archives {
-            // an archived session's log goes to R2 and leaves the object's storage
+            // an archived session runs no more tools; its log goes to R2 and leaves the
+            // object's storage
+            self.end_sandbox().await;
             self.archive(&tenant, &session_id).await.map_err(internal)?;
         }
         Response::from_json(&serde_json::json!({})).map_err(internal)

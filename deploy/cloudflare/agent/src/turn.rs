@@ -3,9 +3,10 @@
 //! runs it. An alarm that fails or is cut short is retried by the runtime, so a turn
 //! resumes from the log. Transient model failures back off by rescheduling the alarm.
 //!
-//! Built-in tools and MCP servers need the sandbox (Cloudflare Containers), which this
-//! deployment does not have yet: such a call gets an error result saying so, and the
-//! model carries on — nothing is left hanging.
+//! Built-in tools run in the session's sandbox (`sandbox`: its container, or a sandbox
+//! server at `OPENMA_SANDBOX_URL`), which starts while the turn's first model call runs.
+//! What this deployment cannot run yet (MCP servers, `web_fetch`, `web_search`) gets an
+//! error result saying so, and the model carries on — nothing is left hanging.
 
 use std::time::Duration;
 
@@ -18,12 +19,14 @@ use openma_core::harness::tools::{Capabilities, ToolPlan};
 use openma_core::model::{ModelError, ModelEvent, TransientKind};
 use openma_core::ports::{SessionStore, StoredEvent};
 use openma_core::{TenantId, memory_mounts};
-use openma_types::events::{EvaluatedPermission, EventPayload, ModelUsage, RetryStatus, SessionErrorObject, StopReason};
+use openma_types::events::{EventPayload, ModelUsage, RetryStatus, SessionErrorObject, StopReason};
+use openma_types::sandbox::ToolCall;
 use openma_types::sessions::SessionStatus;
 use openma_worker_common::d1::D1;
 use worker::Result;
 
 use crate::model::ModelEndpoint;
+use crate::sandbox::{self, Sandbox};
 use crate::session::{INBOX, INTERRUPT, META, Meta, SessionDO};
 
 /// As natively (`RuntimeConfig`): tokens per model request, model calls per turn.
@@ -31,7 +34,7 @@ const MAX_TOKENS: u32 = 8192;
 const MAX_TOOL_ROUNDS: u32 = 200;
 /// Storage key: failed model calls in a row (for the back-off).
 const ATTEMPT: &str = "attempt";
-const NO_SANDBOX: &str = "This tool needs the session sandbox (Cloudflare Containers), which this deployment does not provide yet.";
+const NO_SANDBOX: &str = "This tool needs the session sandbox, and this deployment has none: openma-agent has neither a container (`containers` in its wrangler.jsonc) nor OPENMA_SANDBOX_URL.";
 
 /// The status a status event moves the session to.
 fn status_of(payload: &EventPayload) -> Option<SessionStatus> {
@@ -87,31 +90,103 @@ async fn emit(object: &SessionDO, events: Vec<Pending>) -> Result<Vec<StoredEven
     Ok(written)
 }
 
-/// Built-in and MCP calls the model made that have no result yet.
-fn unrun_calls(log: &[StoredEvent]) -> Vec<Pending> {
-    let mut out = Vec::new();
-    for e in log {
-        let mcp = match &e.event.payload {
-            EventPayload::AgentToolUse { evaluated_permission: EvaluatedPermission::Allow, .. } => false,
-            EventPayload::AgentMcpToolUse { evaluated_permission: EvaluatedPermission::Allow, .. } => true,
+/// What this deployment cannot run yet, said in the call's result.
+fn unavailable(name: &str) -> String {
+    format!("`{name}` is not available on the Cloudflare Workers deployment yet.")
+}
+
+/// Runs the allowed calls that have no result yet, in order, appending each result as it
+/// comes: the sandbox's tools through the session's sandbox; what this deployment cannot
+/// run gets an error result saying so. An interrupt stops the wait (the loop then ends the
+/// turn with honest results for what did not finish).
+async fn run_tools(object: &SessionDO, meta: &Meta, log: &[StoredEvent], ids: Vec<String>) -> Result<()> {
+    let mut opened: Option<std::result::Result<Option<Sandbox>, String>> = None;
+    for id in ids {
+        if object.state.storage().get::<String>(INTERRUPT).await?.is_some() {
+            return Ok(());
+        }
+        let Some(event) = log.iter().find(|e| e.event.id == id) else { continue };
+        let (name, input) = match &event.event.payload {
+            EventPayload::AgentToolUse { name, input, .. } => (name.as_str(), input),
+            EventPayload::AgentMcpToolUse { mcp_server_name, .. } => {
+                emit(object, vec![step::result_for(log, &id, &unavailable(&format!("MCP server {mcp_server_name}")))]).await?;
+                continue;
+            }
             _ => continue,
         };
-        let answered = log.iter().any(|r| match &r.event.payload {
-            EventPayload::AgentToolResult { tool_use_id, .. } => *tool_use_id == e.event.id,
-            EventPayload::AgentMcpToolResult { mcp_tool_use_id, .. } => *mcp_tool_use_id == e.event.id,
-            _ => false,
-        });
-        if !answered {
-            let content = vec![step::text_block(NO_SANDBOX)];
-            let id = e.event.id.clone();
-            out.push(Pending::from(if mcp {
-                EventPayload::AgentMcpToolResult { mcp_tool_use_id: id, content, is_error: true }
-            } else {
-                EventPayload::AgentToolResult { tool_use_id: id, content, is_error: true }
-            }));
+        let Some(writes) = sandbox::writes(name) else {
+            emit(object, vec![step::result_for(log, &id, &unavailable(name))]).await?;
+            continue;
+        };
+        if opened.is_none() {
+            opened = Some(Sandbox::of(object, &meta.tenant, &meta.session.id).await.map_err(|e| e.to_string()));
         }
+        let sandbox = match &opened {
+            Some(Ok(Some(sandbox))) => sandbox,
+            Some(Err(e)) => {
+                emit(object, vec![step::result_for(log, &id, &format!("The sandbox cannot be used: {e}"))]).await?;
+                continue;
+            }
+            _ => {
+                emit(object, vec![step::result_for(log, &id, NO_SANDBOX)]).await?;
+                continue;
+            }
+        };
+        if writes {
+            // noted before the call: a turn cut short mid-call still snapshots its workspace
+            object.state.storage().put(sandbox::DIRTY, true).await?;
+        }
+        let call = ToolCall {
+            input: input.clone(),
+            config: ToolPlan::builtin_config(&meta.session.agent, name),
+            tenant: meta.tenant.clone(),
+            environment_id: meta.session.environment_id.clone(),
+        };
+        let Some(out) = interruptible(object, sandbox.run(object, meta, name, &call)).await else { return Ok(()) };
+        let result = EventPayload::AgentToolResult { tool_use_id: id, content: out.content, is_error: out.is_error };
+        emit(object, vec![result.into()]).await?;
     }
+    Ok(())
+}
+
+/// `work`'s output, or `None` when an interrupt came first.
+async fn interruptible<F: std::future::Future>(object: &SessionDO, work: F) -> Option<F::Output> {
+    let (tx, mut interrupt) = futures::channel::mpsc::unbounded::<()>();
+    *object.interrupt.borrow_mut() = Some(tx);
+    let out = match futures::future::select(std::pin::pin!(work), interrupt.next()).await {
+        Either::Left((out, _)) => Some(out),
+        Either::Right(_) => None,
+    };
+    object.interrupt.borrow_mut().take();
     out
+}
+
+/// Starts the session's sandbox (a container boots) while the model is called: it is
+/// ready, or nearly, by the time the model asks for a tool. Dropped when the model call
+/// ends first: the container, once started, boots on its own.
+async fn prepare_sandbox(object: &SessionDO, meta: Meta) {
+    let started = async {
+        let Some(sandbox) = Sandbox::of(object, &meta.tenant, &meta.session.id).await? else { return Ok(false) };
+        sandbox.open(object, &meta).await.map(|()| true)
+    };
+    match started.await {
+        Ok(ready) => object.sandbox_ready.set(ready),
+        // the tool call tries again, and says why it cannot run if it still cannot
+        Err(e) => worker::console_warn!("sandbox: session {} not prepared: {e}", meta.session.id),
+    }
+}
+
+/// After a turn that may have changed the workspace: its snapshot goes to R2.
+async fn keep_workspace(object: &SessionDO, meta: &Meta) -> Result<()> {
+    let storage = object.state.storage();
+    if storage.get::<bool>(sandbox::DIRTY).await?.is_none() {
+        return Ok(());
+    }
+    let Some(sandbox) = Sandbox::of(object, &meta.tenant, &meta.session.id).await? else { return Ok(()) };
+    let bytes = sandbox.snapshot(object).await?;
+    storage.delete(sandbox::DIRTY).await?;
+    worker::console_log!("sandbox: session {} workspace kept ({bytes} bytes)", meta.session.id);
+    Ok(())
 }
 
 /// Where the current turn began: the last `session.status_running`.
@@ -122,9 +197,14 @@ fn turn_start(log: &[StoredEvent]) -> i64 {
 async fn go_idle(object: &SessionDO, meta: &Meta, reason: StopReason) -> Result<()> {
     object.state.storage().delete(ATTEMPT).await?;
     let usage = meta.session.usage.clone();
-    emit(object, vec![EventPayload::SessionUsage { usage, budget: meta.session.budget.clone() }.into(), EventPayload::StatusIdle { stop_reason: reason }.into()])
-        .await
-        .map(drop)
+    emit(object, vec![EventPayload::SessionUsage { usage, budget: meta.session.budget.clone() }.into(), EventPayload::StatusIdle { stop_reason: reason }.into()]).await?;
+    // after the client has its answer; a failure is retried after the next turn
+    match keep_workspace(object, meta).await {
+        // an idle container stops later; its workspace is safe in R2
+        Ok(()) => sandbox::schedule_sleep(object).await?,
+        Err(e) => worker::console_error!("sandbox: session {} workspace not kept: {e}", meta.session.id),
+    }
+    Ok(())
 }
 
 /// The back-off of failed model calls: `OPENMA_MODEL_MAX_RETRIES` and
@@ -146,11 +226,7 @@ fn retry_policy(object: &SessionDO) -> RetryPolicy {
 async fn interrupted(object: &SessionDO, meta: &Meta, id: String, log: &[StoredEvent]) -> Result<()> {
     object.state.storage().delete(INTERRUPT).await?;
     let mut events = vec![Pending { id: Some(id), payload: EventPayload::UserInterrupt {}, internal: None }];
-    events.extend(unrun_calls(log).into_iter().map(|p| match p.payload {
-        EventPayload::AgentToolResult { tool_use_id, .. } => step::result_for(log, &tool_use_id, "The user interrupted the session before this tool call completed."),
-        EventPayload::AgentMcpToolResult { mcp_tool_use_id, .. } => step::result_for(log, &mcp_tool_use_id, "The user interrupted the session before this tool call completed."),
-        _ => p,
-    }));
+    events.extend(step::unrun_allowed_calls(log).iter().map(|id| step::result_for(log, id, "The user interrupted the session before this tool call completed.")));
     emit(object, events).await?;
     go_idle(object, meta, StopReason::EndTurn).await
 }
@@ -166,6 +242,7 @@ pub async fn run(object: &SessionDO) -> Result<()> {
     let storage = object.state.storage();
     let Some(mut meta) = storage.get::<Meta>(META).await? else { return Ok(()) };
     let plan = ToolPlan::for_agent(&meta.session.agent, Capabilities::default());
+    let uses_sandbox = plan.specs.iter().any(|s| sandbox::writes(&s.name).is_some());
     let mut rounds = 0u32;
     loop {
         let log = object.log().await?.all()?;
@@ -180,7 +257,7 @@ pub async fn run(object: &SessionDO) -> Result<()> {
                 storage.delete(INTERRUPT).await?;
                 let mut events = inbox(object).await?;
                 if events.is_empty() {
-                    return Ok(());
+                    return sandbox::sleep_if_due(object).await;
                 }
                 events.push(EventPayload::StatusRunning {}.into());
                 emit(object, events).await?;
@@ -204,9 +281,9 @@ pub async fn run(object: &SessionDO) -> Result<()> {
             storage.delete(INBOX).await?;
             continue;
         }
-        let unrun = unrun_calls(&log);
+        let unrun = step::unrun_allowed_calls(&log);
         if !unrun.is_empty() {
-            emit(object, unrun).await?;
+            run_tools(object, &meta, &log, unrun).await?;
             continue;
         }
         let blocking = step::blocking_ids(&log);
@@ -229,7 +306,17 @@ pub async fn run(object: &SessionDO) -> Result<()> {
             return go_idle(object, &meta, StopReason::EndTurn).await;
         }
         rounds += 1;
-        match model_step(object, &mut meta, &plan, &log).await? {
+        let warm = (uses_sandbox && !object.sandbox_ready.get()).then(|| prepare_sandbox(object, meta.clone()));
+        let step = model_step(object, &mut meta, &plan, &log);
+        let called = match warm {
+            None => step.await,
+            Some(warm) => match futures::future::select(std::pin::pin!(step), std::pin::pin!(warm)).await {
+                // a container still booting goes on booting; a tool call waits for it
+                Either::Left((called, _)) => called,
+                Either::Right(((), step)) => step.await,
+            },
+        };
+        match called? {
             Ok(Called::Interrupted) => continue,
             Ok(Called::Done) => {
                 storage.delete(ATTEMPT).await?;

@@ -1,6 +1,11 @@
 //! What the sandbox server and its clients exchange (JSON bodies, paths, error codes).
 //!
 //! - `GET  /health` — no credentials: `{"status", "sessions", "isolation"}`.
+//! - `PUT  /v1/sessions/{id}` — [`SessionOpen`]: hold the session (an empty workspace when
+//!   the server did not) and set where its sandbox may connect; `201` while the session is
+//!   fresh here (opened by such a request, no tool run and no pack pushed since: a client
+//!   restores its copy of the workspace then, even after being cut off mid-way), `204` once
+//!   it is not (its files and shell stay).
 //! - `POST /v1/sessions/{id}/tools/{name}` — [`ToolCall`] → [`ToolResult`]: run a built-in
 //!   tool (`bash` in the session's persistent shell; `read`, `write`, `edit`, `glob`, `grep`).
 //! - `PUT  /v1/sessions/{id}/state?mode=full|mounts` — a tar + gzip of the session directory:
@@ -25,6 +30,19 @@ use serde_json::Value;
 /// The error code of a request for a session this server does not hold.
 pub const SESSION_UNKNOWN: &str = "session_unknown";
 
+/// `PUT /v1/sessions/{id}`: what the session's sandbox is given without a pack (a client that
+/// keeps no copy of the session directory, such as a Workers `SessionDO`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionOpen {
+    /// The environment's `networking`; `None`: no network at all.
+    #[serde(default)]
+    pub networking: Option<crate::environments::Networking>,
+    /// The agent's MCP servers (their hosts are reachable when `networking` allows MCP servers).
+    #[serde(default)]
+    pub mcp_servers: Vec<crate::agents::McpServer>,
+}
+
 /// One tool run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,7 +51,7 @@ pub struct ToolCall {
     pub input: Value,
     /// The agent's configuration of the tool, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<openma_types::agents::BuiltinToolConfig>,
+    pub config: Option<crate::agents::BuiltinToolConfig>,
     /// Who the session belongs to (for the sandbox's log lines).
     #[serde(default)]
     pub tenant: String,

@@ -1,0 +1,299 @@
+//! The session's sandbox: an `openma-sandbox-server` (the program `deploy/sandbox/Dockerfile`
+//! packages), reached through this object's **container** (Cloudflare Containers: one per
+//! SessionDO, started on demand, the server on port 8080) or, when `OPENMA_SANDBOX_URL` is
+//! set, at that address with `OPENMA_SANDBOX_TOKEN` (a sandbox server run elsewhere; how the
+//! tests run it, since Containers need Docker). Both speak `openma_types::sandbox`.
+//!
+//! The workspace outlives the container: after a turn that changed it, the server's pack of
+//! the session (tar + gzip) is kept in R2 (`sandboxes/<tenant>/<session>`), and a server that
+//! does not hold the session — a fresh container, or one that lost its disk — is given it
+//! back before the next tool runs.
+
+use std::time::Duration;
+
+use openma_core::TenantId;
+use openma_core::ports::EnvironmentStore;
+use openma_types::environments::EnvironmentConfig;
+use openma_types::sandbox::{ErrorEnvelope, SESSION_UNKNOWN, SessionOpen, ToolCall, ToolResult};
+use openma_worker_common::d1::D1;
+use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, Response, Result};
+
+use crate::model::text;
+use crate::session::{Meta, SessionDO};
+
+/// The built-in tools the sandbox server runs, and whether each may change the workspace.
+const TOOLS: [(&str, bool); 6] = [("bash", true), ("read", false), ("write", true), ("edit", true), ("glob", false), ("grep", false)];
+/// The port the image's server listens on (`OPENMA_SANDBOX_LISTEN`).
+const PORT: u16 = 8080;
+/// How long a container may take to boot and listen.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+/// Storage keys: the token this object's container was started with; a tool that may have
+/// changed the workspace ran since the last snapshot.
+const TOKEN: &str = "sandbox_token";
+pub const DIRTY: &str = "sandbox_dirty";
+/// Storage key: when this object's idle container stops (epoch ms).
+const SLEEP_AT: &str = "sandbox_sleep_at";
+/// How long a container idles before it stops (`OPENMA_SANDBOX_SLEEP_AFTER`, e.g. `30m`).
+const SLEEP_AFTER: Duration = Duration::from_secs(600);
+const BLOBS: &str = "BLOBS";
+
+/// Whether `name` is a tool the sandbox runs; `Some(true)` when it may write.
+pub fn writes(name: &str) -> Option<bool> {
+    TOOLS.iter().find(|(n, _)| *n == name).map(|&(_, w)| w)
+}
+
+enum Link {
+    Container(worker::Container),
+    Url(String),
+}
+
+/// The sandbox of one session, for one alarm or request.
+pub struct Sandbox {
+    link: Link,
+    token: String,
+    tenant: String,
+    session_id: String,
+}
+
+/// The R2 key of a session's workspace snapshot.
+fn snapshot_key(tenant: &str, session_id: &str) -> String {
+    format!("sandboxes/{tenant}/{session_id}.tar.gz")
+}
+
+impl Sandbox {
+    /// The session's sandbox, or `None` when this deployment has neither a sandbox URL nor a
+    /// container for the object.
+    pub async fn of(object: &SessionDO, tenant: &str, session_id: &str) -> Result<Option<Sandbox>> {
+        let (tenant, session_id) = (tenant.to_owned(), session_id.to_owned());
+        if let Some(url) = text(&object.env, "OPENMA_SANDBOX_URL") {
+            let token = text(&object.env, "OPENMA_SANDBOX_TOKEN")
+                .ok_or_else(|| worker::Error::RustError("OPENMA_SANDBOX_URL is set but the secret OPENMA_SANDBOX_TOKEN is not".into()))?;
+            return Ok(Some(Sandbox { link: Link::Url(url.trim_end_matches('/').to_owned()), token, tenant, session_id }));
+        }
+        let Some(container) = object.state.container() else { return Ok(None) };
+        // the container's token never leaves this object: made once, kept in its storage
+        let storage = object.state.storage();
+        let token = match storage.get::<String>(TOKEN).await? {
+            Some(t) => t,
+            None => {
+                let mut bytes = [0u8; 24];
+                getrandom::getrandom(&mut bytes).map_err(|e| worker::Error::RustError(e.to_string()))?;
+                let t: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                storage.put(TOKEN, &t).await?;
+                t
+            }
+        };
+        Ok(Some(Sandbox { link: Link::Container(container), token, tenant, session_id }))
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<worker::wasm_bindgen::JsValue>, json: bool) -> Result<Response> {
+        let request = || -> Result<Request> {
+            let headers = Headers::new();
+            headers.set("authorization", &format!("Bearer {}", self.token))?;
+            if json {
+                headers.set("content-type", "application/json")?;
+            }
+            let mut init = RequestInit::new();
+            init.with_method(method.clone()).with_headers(headers).with_body(body.clone());
+            let base = match &self.link {
+                Link::Url(base) => base.as_str(),
+                Link::Container(_) => "http://sandbox",
+            };
+            Request::new_with_init(&format!("{base}{path}"), &init)
+        };
+        match &self.link {
+            Link::Url(_) => Fetch::Request(request()?).send().await,
+            Link::Container(container) => {
+                if !container.running() {
+                    let mut options = worker::ContainerStartupOptions::new();
+                    options.add_env("OPENMA_SANDBOX_TOKEN", &self.token);
+                    options.add_env("OPENMA_SANDBOX_LISTEN", &format!("0.0.0.0:{PORT}"));
+                    container.start(Some(options))?;
+                }
+                // a booting container refuses connections until its server listens
+                let port = container.get_tcp_port(PORT)?;
+                let started = worker::Date::now().as_millis();
+                let mut pause = 100;
+                loop {
+                    match port.fetch_request(request()?).await {
+                        Ok(r) => return Ok(r),
+                        Err(e) if worker::Date::now().as_millis() - started < BOOT_TIMEOUT.as_millis() as u64 => {
+                            let _ = e;
+                            Delay::from(Duration::from_millis(pause)).await;
+                            pause = (pause * 2).min(2000);
+                        }
+                        Err(e) => return Err(worker::Error::RustError(format!("the session's container did not answer within {BOOT_TIMEOUT:?}: {e}"))),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes the server hold the session, with its network policy (from the environment's
+    /// `networking`) and, while the server says the session is fresh there (`201`), the
+    /// workspace snapshot if any. Safe to cut short and repeat: until a tool runs, the server
+    /// keeps answering `201`.
+    pub async fn open(&self, object: &SessionDO, meta: &Meta) -> Result<()> {
+        let db = D1::new(object.env.d1("DB")?);
+        let environment = db.get_environment(&TenantId::from_trusted(meta.tenant.clone()), &meta.session.environment_id).await.map_err(|e| worker::Error::RustError(e.to_string()))?;
+        let networking = environment.map(|e| match e.config {
+            EnvironmentConfig::Cloud(c) => c.networking,
+        });
+        let open = serde_json::to_string(&SessionOpen { networking, mcp_servers: meta.session.agent.mcp_servers.clone() })?;
+        let path = format!("/v1/sessions/{}", self.session_id);
+        let mut r = self.send(Method::Put, &path, Some(open.clone().into()), true).await?;
+        let created = r.status_code() == 201;
+        refused(&mut r).await?;
+        if !created {
+            return Ok(());
+        }
+        let Some(snapshot) = object.env.bucket(BLOBS)?.get(snapshot_key(&self.tenant, &self.session_id)).execute().await? else { return Ok(()) };
+        let Some(body) = snapshot.body() else { return Ok(()) };
+        let bytes = body.bytes().await?;
+        let pack = worker::js_sys::Uint8Array::from(bytes.as_slice());
+        let mut r = self.send(Method::Put, &format!("{path}/state?mode=full"), Some(pack.into()), false).await?;
+        refused(&mut r).await?;
+        // the pack replaced the directory: its policy is set again
+        let mut r = self.send(Method::Put, &path, Some(open.into()), true).await?;
+        refused(&mut r).await?;
+        worker::console_log!("sandbox: session {} restored from its snapshot ({} bytes)", self.session_id, bytes.len());
+        Ok(())
+    }
+
+    /// Runs a tool; a server that does not hold the session is given it, then asked again.
+    /// Failures to reach the server are the tool's error result, for the model to see.
+    pub async fn run(&self, object: &SessionDO, meta: &Meta, name: &str, call: &ToolCall) -> ToolResult {
+        let failed = |message: String| ToolResult { content: vec![openma_core::harness::step::text_block(&message)], is_error: true, usage: None, running: false };
+        let path = format!("/v1/sessions/{}/tools/{name}", self.session_id);
+        let body = match serde_json::to_string(call) {
+            Ok(b) => b,
+            Err(e) => return failed(format!("the tool call cannot be sent: {e}")),
+        };
+        // first in this object's lifetime (or after an open cut short): a fresh server session
+        // gets the workspace snapshot before any tool can run in it
+        if !object.sandbox_ready.get() {
+            if let Err(e) = self.open(object, meta).await {
+                return failed(format!("The sandbox cannot be prepared: {e}"));
+            }
+            object.sandbox_ready.set(true);
+        }
+        for attempt in 0..2 {
+            let mut r = match self.send(Method::Post, &path, Some(body.clone().into()), true).await {
+                Ok(r) => r,
+                Err(e) => return failed(format!("The sandbox cannot be reached: {e}")),
+            };
+            if r.status_code() == 200 {
+                return match r.json::<ToolResult>().await {
+                    Ok(result) => result,
+                    Err(e) => failed(format!("The sandbox answered oddly: {e}")),
+                };
+            }
+            match refused(&mut r).await {
+                Err(Refusal::Unknown) if attempt == 0 => {
+                    // a new container, or a server that lost its disk
+                    object.sandbox_ready.set(false);
+                    if let Err(e) = self.open(object, meta).await {
+                        return failed(format!("The sandbox cannot be prepared: {e}"));
+                    }
+                    object.sandbox_ready.set(true);
+                }
+                Err(e) => return failed(format!("The sandbox refused the call: {e}")),
+                Ok(()) => return failed(format!("The sandbox answered {} to the call", r.status_code())),
+            }
+        }
+        failed("The sandbox lost the session twice in a row".into())
+    }
+
+    /// Keeps the session's workspace in R2, for a container that starts without it.
+    pub async fn snapshot(&self, object: &SessionDO) -> Result<usize> {
+        let mut r = self.send(Method::Get, &format!("/v1/sessions/{}/state", self.session_id), None, false).await?;
+        if r.status_code() != 200 {
+            refused(&mut r).await?;
+            return Ok(0);
+        }
+        let bytes = r.bytes().await?;
+        let size = bytes.len();
+        object.env.bucket(BLOBS)?.put(snapshot_key(&self.tenant, &self.session_id), bytes).execute().await?;
+        Ok(size)
+    }
+
+    /// Ends the session's sandbox: its shell and files on the server, its snapshot, and the
+    /// container itself.
+    pub async fn delete(&self, object: &SessionDO) -> Result<()> {
+        object.env.bucket(BLOBS)?.delete(snapshot_key(&self.tenant, &self.session_id)).await?;
+        match &self.link {
+            Link::Url(_) => {
+                let mut r = self.send(Method::Delete, &format!("/v1/sessions/{}", self.session_id), None, false).await?;
+                refused(&mut r).await?;
+            }
+            Link::Container(c) if c.running() => c.destroy(None).await?,
+            Link::Container(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// Why the server refused a request.
+#[derive(Debug)]
+enum Refusal {
+    /// It does not hold the session.
+    Unknown,
+    Other(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Unknown => f.write_str("the sandbox server does not hold the session"),
+            Refusal::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<Refusal> for worker::Error {
+    fn from(r: Refusal) -> Self {
+        worker::Error::RustError(r.to_string())
+    }
+}
+
+/// `Ok` for a success status, else what the server's error envelope says.
+async fn refused(r: &mut Response) -> std::result::Result<(), Refusal> {
+    let status = r.status_code();
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let text = r.text().await.unwrap_or_default();
+    match serde_json::from_str::<ErrorEnvelope>(&text) {
+        Ok(e) if e.error.code.as_deref() == Some(SESSION_UNKNOWN) => Err(Refusal::Unknown),
+        Ok(e) => Err(Refusal::Other(format!("{status}: {}", e.error.message))),
+        Err(_) => Err(Refusal::Other(format!("{status}: {}", text.chars().take(200).collect::<String>()))),
+    }
+}
+
+/// When the session goes idle with a container: its stop is scheduled (the object's alarm;
+/// a turn that starts meanwhile moves the alarm, and the next idle schedules it again).
+pub async fn schedule_sleep(object: &SessionDO) -> Result<()> {
+    if object.state.container().is_none() {
+        return Ok(());
+    }
+    let after = text(&object.env, "OPENMA_SANDBOX_SLEEP_AFTER").and_then(|v| openma_core::retention::parse_duration(&v).ok()).unwrap_or(SLEEP_AFTER);
+    let storage = object.state.storage();
+    storage.put(SLEEP_AT, worker::Date::now().as_millis() + after.as_millis() as u64).await?;
+    storage.set_alarm(after.as_millis() as i64).await
+}
+
+/// Stops the idle container once its time has come.
+pub async fn sleep_if_due(object: &SessionDO) -> Result<()> {
+    let storage = object.state.storage();
+    let Some(at) = storage.get::<u64>(SLEEP_AT).await? else { return Ok(()) };
+    if worker::Date::now().as_millis() < at {
+        return Ok(());
+    }
+    storage.delete(SLEEP_AT).await?;
+    if let Some(container) = object.state.container().filter(|c| c.running()) {
+        container.destroy(None).await?;
+        object.sandbox_ready.set(false);
+        worker::console_log!("sandbox: idle container stopped");
+    }
+    Ok(())
+}

@@ -18,8 +18,8 @@ use openma_types::{Metadata, Timestamp};
 
 use crate::error::{DomainError, DomainResult, StoreError};
 use crate::paging::Page;
-use crate::platform::{ListParams, Platform, UPDATE_ATTEMPTS, position_of};
-use crate::ports::Order;
+use crate::platform::{ListParams, Platform, UPDATE_ATTEMPTS, list_query, position_of};
+use crate::ports::{Clock, IdGen, ModelCardStore, Order};
 use crate::secrets::{Binding, SecretBox, SecretError};
 use crate::tenancy::TenantId;
 use crate::validate;
@@ -325,18 +325,28 @@ fn default_taken(e: StoreError) -> DomainError {
     }
 }
 
-// ---- the platform's model card operations ----------------------------------------------
+// ---- the model card operations ---------------------------------------------------------
 
-impl Platform {
+/// The model card operations, bound to one set of adapters: the native server's (through
+/// [`Platform`]) and the Workers', on D1.
+pub struct ModelCards<'a> {
+    pub store: &'a dyn ModelCardStore,
+    pub clock: &'a dyn Clock,
+    pub ids: &'a dyn IdGen,
+    /// Seals the keys; None: a deployment without a root secret refuses them.
+    pub secrets: Option<&'a SecretBox>,
+}
+
+impl ModelCards<'_> {
     fn card_secrets(&self) -> DomainResult<&SecretBox> {
-        self.secrets.as_deref().ok_or_else(|| DomainError::invalid("secrets are not available: the server has no root secret"))
+        self.secrets.ok_or_else(|| DomainError::invalid("secrets are not available: the server has no root secret"))
     }
 
-    pub async fn create_model_card(&self, tenant: &TenantId, req: &CreateModelCardRequest) -> DomainResult<ModelCard> {
+    pub async fn create(&self, tenant: &TenantId, req: &CreateModelCardRequest) -> DomainResult<ModelCard> {
         let id = self.ids.new_id("mdlc");
         let nonce = || self.ids.nonce();
         let sealer = KeySealer { secrets: self.card_secrets()?, tenant, card_id: &id, nonce: &nonce };
-        let stored = new_card(req, self.now(), &sealer)?;
+        let stored = new_card(req, self.clock.now(), &sealer)?;
         check_models_free(&stored.card, &self.store.active_model_cards(tenant).await?)?;
         match self.store.insert_model_card(tenant, &stored, CARDS_PER_TENANT).await {
             Ok(true) => Ok(stored.card),
@@ -345,7 +355,7 @@ impl Platform {
         }
     }
 
-    async fn load_model_card(&self, tenant: &TenantId, id: &str) -> DomainResult<StoredModelCard> {
+    async fn load(&self, tenant: &TenantId, id: &str) -> DomainResult<StoredModelCard> {
         let missing = || DomainError::not_found("model card", id);
         if !validate::looks_like_id(id, "mdlc_") {
             return Err(missing());
@@ -353,16 +363,16 @@ impl Platform {
         self.store.get_model_card(tenant, id).await?.ok_or_else(missing)
     }
 
-    pub async fn get_model_card(&self, tenant: &TenantId, id: &str) -> DomainResult<ModelCard> {
-        Ok(self.load_model_card(tenant, id).await?.card)
+    pub async fn get(&self, tenant: &TenantId, id: &str) -> DomainResult<ModelCard> {
+        Ok(self.load(tenant, id).await?.card)
     }
 
-    pub async fn update_model_card(&self, tenant: &TenantId, id: &str, req: &UpdateModelCardRequest) -> DomainResult<ModelCard> {
+    pub async fn update(&self, tenant: &TenantId, id: &str, req: &UpdateModelCardRequest) -> DomainResult<ModelCard> {
         for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.load_model_card(tenant, id).await?;
+            let current = self.load(tenant, id).await?;
             let nonce = || self.ids.nonce();
             let sealer = KeySealer { secrets: self.card_secrets()?, tenant, card_id: id, nonce: &nonce };
-            let next = apply_update(&current, req, self.now(), &sealer)?;
+            let next = apply_update(&current, req, self.clock.now(), &sealer)?;
             if next == current {
                 return Ok(next.card);
             }
@@ -378,13 +388,13 @@ impl Platform {
 
     /// Archives a card: it serves no more requests, stops being the default, and its key
     /// is purged for good.
-    pub async fn archive_model_card(&self, tenant: &TenantId, id: &str) -> DomainResult<ModelCard> {
+    pub async fn archive(&self, tenant: &TenantId, id: &str) -> DomainResult<ModelCard> {
         for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.load_model_card(tenant, id).await?;
+            let current = self.load(tenant, id).await?;
             if current.card.archived_at.is_some() {
                 return Ok(current.card);
             }
-            let now = self.now().strictly_after(current.card.updated_at);
+            let now = self.clock.now().strictly_after(current.card.updated_at);
             let mut next = current.clone();
             next.card.archived_at = Some(now);
             next.card.updated_at = now;
@@ -400,28 +410,28 @@ impl Platform {
 
     /// Deletes a card and its sealed key. Sessions whose agents used it fall back to the
     /// next card that matches (or the server's keys) on their next model request.
-    pub async fn delete_model_card(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
+    pub async fn delete(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
         if !validate::looks_like_id(id, "mdlc_") || !self.store.delete_model_card(tenant, id).await? {
             return Err(DomainError::not_found("model card", id));
         }
         Ok(())
     }
 
-    pub async fn list_model_cards(&self, tenant: &TenantId, p: &ListParams) -> DomainResult<Page<ModelCard>> {
-        let (req, query) = self.page_request_max(p, Order::Desc, crate::paging::MAX_LIMIT)?;
+    pub async fn list(&self, tenant: &TenantId, p: &ListParams) -> DomainResult<Page<ModelCard>> {
+        let (req, query) = list_query(p, Order::Desc, crate::paging::MAX_LIMIT)?;
         let rows = self.store.list_model_cards(tenant, &query).await?;
         Ok(req.finish(rows, |c| position_of(c.card.created_at, &c.card.id)).map(|c| c.card))
     }
 
     /// The card that serves `model` for this tenant, if any (see the module doc).
-    pub async fn resolve_model_card(&self, tenant: &TenantId, model: &str) -> DomainResult<Option<StoredModelCard>> {
+    pub async fn resolve(&self, tenant: &TenantId, model: &str) -> DomainResult<Option<StoredModelCard>> {
         let cards = self.store.active_model_cards(tenant).await?;
         Ok(resolve(&cards, model).cloned())
     }
 
     /// Re-seals every model card key of a tenant under `secrets`' current root (rotation).
     /// Returns how many keys were re-sealed.
-    pub async fn reseal_model_card_keys(&self, tenant: &TenantId, secrets: &SecretBox) -> DomainResult<usize> {
+    pub async fn reseal_keys(&self, tenant: &TenantId, secrets: &SecretBox) -> DomainResult<usize> {
         let mut done = 0;
         for card in self.store.active_model_cards(tenant).await? {
             let mut current = card;
@@ -446,6 +456,46 @@ impl Platform {
             }
         }
         Ok(done)
+    }
+}
+
+// ---- on the platform --------------------------------------------------------------------
+
+impl Platform {
+    pub fn model_cards(&self) -> ModelCards<'_> {
+        ModelCards { store: &*self.store, clock: &*self.clock, ids: &*self.ids, secrets: self.secrets.as_deref() }
+    }
+
+    pub async fn create_model_card(&self, tenant: &TenantId, req: &CreateModelCardRequest) -> DomainResult<ModelCard> {
+        self.model_cards().create(tenant, req).await
+    }
+
+    pub async fn get_model_card(&self, tenant: &TenantId, id: &str) -> DomainResult<ModelCard> {
+        self.model_cards().get(tenant, id).await
+    }
+
+    pub async fn update_model_card(&self, tenant: &TenantId, id: &str, req: &UpdateModelCardRequest) -> DomainResult<ModelCard> {
+        self.model_cards().update(tenant, id, req).await
+    }
+
+    pub async fn archive_model_card(&self, tenant: &TenantId, id: &str) -> DomainResult<ModelCard> {
+        self.model_cards().archive(tenant, id).await
+    }
+
+    pub async fn delete_model_card(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
+        self.model_cards().delete(tenant, id).await
+    }
+
+    pub async fn list_model_cards(&self, tenant: &TenantId, p: &ListParams) -> DomainResult<Page<ModelCard>> {
+        self.model_cards().list(tenant, p).await
+    }
+
+    pub async fn resolve_model_card(&self, tenant: &TenantId, model: &str) -> DomainResult<Option<StoredModelCard>> {
+        self.model_cards().resolve(tenant, model).await
+    }
+
+    pub async fn reseal_model_card_keys(&self, tenant: &TenantId, secrets: &SecretBox) -> DomainResult<usize> {
+        self.model_cards().reseal_keys(tenant, secrets).await
     }
 }
 

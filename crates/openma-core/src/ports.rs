@@ -399,6 +399,23 @@ pub trait MemoryStorage: Send + Sync {
     async fn redact_memory_version(&self, tenant: &TenantId, version: &MemoryVersion) -> Result<bool, StoreError>;
 }
 
+/// A tenant's model cards (BYOK), their keys sealed: a port of its own so the Workers serve
+/// them on D1.
+#[async_trait]
+pub trait ModelCardStore: Send + Sync {
+    /// Inserts a card unless the tenant already holds `max_active` unarchived ones
+    /// (`Ok(false)`). `Duplicate` when it is a default and the tenant has an unarchived one.
+    async fn insert_model_card(&self, tenant: &TenantId, card: &crate::model_cards::StoredModelCard, max_active: i64) -> Result<bool, StoreError>;
+    async fn get_model_card(&self, tenant: &TenantId, id: &str) -> Result<Option<crate::model_cards::StoredModelCard>, StoreError>;
+    /// Replaces the card (body and sealed key) if `updated_at` is still `expected`;
+    /// `Duplicate` when it would make a second unarchived default.
+    async fn update_model_card(&self, tenant: &TenantId, card: &crate::model_cards::StoredModelCard, expected: Timestamp) -> Result<bool, StoreError>;
+    async fn delete_model_card(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
+    async fn list_model_cards(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<crate::model_cards::StoredModelCard>, StoreError>;
+    /// Every unarchived card of the tenant, oldest first (what resolution looks at).
+    async fn active_model_cards(&self, tenant: &TenantId) -> Result<Vec<crate::model_cards::StoredModelCard>, StoreError>;
+}
+
 /// Session rows (not their event logs): a port of its own so a deployment serves session
 /// CRUD before it adapts the whole [`Store`] (the Workers do, on D1).
 #[async_trait]
@@ -415,7 +432,7 @@ pub trait SessionStore: Send + Sync {
 /// Persistent state. Every method but the tenant and key-lookup ones is scoped by a
 /// [`TenantId`]; an object of another tenant is indistinguishable from a missing one.
 #[async_trait]
-pub trait Store: KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryStorage + SessionStore + Send + Sync {
+pub trait Store: KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryStorage + SessionStore + ModelCardStore + Send + Sync {
     /// A short name of the backend for `/health` (e.g. `sqlite 3.46.0`).
     async fn describe(&self) -> Result<String, StoreError>;
 
@@ -535,19 +552,6 @@ pub trait Store: KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryS
     /// Sets a fact; with `only_if_absent`, keeps an existing value and returns false.
     async fn put_meta(&self, key: &str, value: &str, only_if_absent: bool) -> Result<bool, StoreError>;
 
-
-    // -- model cards --
-    /// Inserts a card unless the tenant already holds `max_active` unarchived ones
-    /// (`Ok(false)`). `Duplicate` when it is a default and the tenant has an unarchived one.
-    async fn insert_model_card(&self, tenant: &TenantId, card: &crate::model_cards::StoredModelCard, max_active: i64) -> Result<bool, StoreError>;
-    async fn get_model_card(&self, tenant: &TenantId, id: &str) -> Result<Option<crate::model_cards::StoredModelCard>, StoreError>;
-    /// Replaces the card (body and sealed key) if `updated_at` is still `expected`;
-    /// `Duplicate` when it would make a second unarchived default.
-    async fn update_model_card(&self, tenant: &TenantId, card: &crate::model_cards::StoredModelCard, expected: Timestamp) -> Result<bool, StoreError>;
-    async fn delete_model_card(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
-    async fn list_model_cards(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<crate::model_cards::StoredModelCard>, StoreError>;
-    /// Every unarchived card of the tenant, oldest first (what resolution looks at).
-    async fn active_model_cards(&self, tenant: &TenantId) -> Result<Vec<crate::model_cards::StoredModelCard>, StoreError>;
 
     // -- files --
     async fn insert_file(&self, tenant: &TenantId, file: &StoredFile) -> Result<(), StoreError>;

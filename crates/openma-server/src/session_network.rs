@@ -3,7 +3,6 @@
 //! into the sandbox's [`EgressPolicy`], which the sandbox crate enforces (and persists, so a
 //! sandbox restarted later gets the same policy).
 
-use openma_core::ports::{ListQuery, Order, Position, TimeRange};
 use openma_core::vaults::StoredCredential;
 use openma_core::{DomainError, Platform, TenantId};
 use openma_sandbox::intercept::{CredentialSource, Substitution};
@@ -78,30 +77,9 @@ pub fn placeholder(session_id: &str, credential_id: &str) -> String {
     format!("openma_placeholder_{hex}")
 }
 
-/// The active `environment_variable` credentials of the session's vaults, the first of each
-/// `secret_name` in the order the session lists its vaults.
+/// The session's `environment_variable` credentials ([`openma_core::vaults::env_credentials`]).
 pub(crate) async fn env_credentials(platform: &Platform, tenant: &TenantId, session: &Session) -> Result<Vec<StoredCredential>, DomainError> {
-    let mut out: Vec<StoredCredential> = Vec::new();
-    for vault_id in &session.vault_ids {
-        let mut after = None;
-        loop {
-            let q = ListQuery { limit: 100, order: Order::Asc, after: after.take(), include_archived: false, created: TimeRange::default() };
-            let page = platform.store.list_credentials(tenant, vault_id, &q).await?;
-            for c in &page {
-                if let CredentialAuth::EnvironmentVariable { secret_name, .. } = &c.credential.auth
-                    && c.credential.archived_at.is_none()
-                    && !out.iter().any(|o| matches!(&o.credential.auth, CredentialAuth::EnvironmentVariable { secret_name: n, .. } if n == secret_name))
-                {
-                    out.push(c.clone());
-                }
-            }
-            match page.last() {
-                Some(c) if page.len() == 100 => after = Some(Position { created_at: c.credential.created_at.as_micros(), id: c.credential.id.clone() }),
-                _ => break,
-            }
-        }
-    }
-    Ok(out)
+    openma_core::vaults::env_credentials(&*platform.store, tenant, &session.vault_ids).await
 }
 
 /// The secrets of sessions' `environment_variable` credentials, for the egress proxy. Read

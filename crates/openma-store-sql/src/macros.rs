@@ -1156,6 +1156,96 @@ macro_rules! sql_store {
         }
 
         #[async_trait::async_trait]
+        impl openma_core::ports::ModelCardStore for $store {
+            async fn insert_model_card(&self, tenant: &TenantId, c: &openma_core::model_cards::StoredModelCard, max_active: i64) -> Result<bool, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                // the insert comes first so SQLite takes its write lock before the count
+                sqlx::query(
+                    "INSERT INTO model_cards (tenant_id, id, created_at, updated_at, archived, is_default, body, sealed_key) \
+                     VALUES ($1, $2, $3, $4, FALSE, $5, $6, $7)",
+                )
+                .bind(tenant.as_str())
+                .bind(&c.card.id)
+                .bind(c.card.created_at.as_micros())
+                .bind(c.card.updated_at.as_micros())
+                .bind(c.card.is_default)
+                .bind(encode(&c.card))
+                .bind(c.sealed_key.as_deref())
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::backend_error)?;
+                let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM model_cards WHERE tenant_id = $1 AND NOT archived")
+                    .bind(tenant.as_str())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                if active > max_active {
+                    return Ok(false);
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(true)
+            }
+
+            async fn get_model_card(&self, tenant: &TenantId, id: &str) -> Result<Option<openma_core::model_cards::StoredModelCard>, openma_core::StoreError> {
+                let row = sqlx::query("SELECT body, sealed_key FROM model_cards WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                row.as_ref().map(stored_model_card).transpose()
+            }
+
+            async fn update_model_card(&self, tenant: &TenantId, c: &openma_core::model_cards::StoredModelCard, expected: Timestamp) -> Result<bool, openma_core::StoreError> {
+                let done = sqlx::query(
+                    "UPDATE model_cards SET updated_at = $3, archived = $4, is_default = $5, body = $6, sealed_key = $7 \
+                     WHERE tenant_id = $1 AND id = $2 AND updated_at = $8",
+                )
+                .bind(tenant.as_str())
+                .bind(&c.card.id)
+                .bind(c.card.updated_at.as_micros())
+                .bind(c.card.archived_at.is_some())
+                .bind(c.card.is_default)
+                .bind(encode(&c.card))
+                .bind(c.sealed_key.as_deref())
+                .bind(expected.as_micros())
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_model_card(&self, tenant: &TenantId, id: &str) -> Result<bool, openma_core::StoreError> {
+                let done = sqlx::query("DELETE FROM model_cards WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn list_model_cards(&self, tenant: &TenantId, q: &ListQuery) -> Result<Vec<openma_core::model_cards::StoredModelCard>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT body, sealed_key FROM model_cards WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned());
+                push_page(&mut qb, q);
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                rows.iter().map(stored_model_card).collect()
+            }
+
+            async fn active_model_cards(&self, tenant: &TenantId) -> Result<Vec<openma_core::model_cards::StoredModelCard>, openma_core::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT body, sealed_key FROM model_cards WHERE tenant_id = $1 AND NOT archived ORDER BY created_at ASC, id ASC",
+                )
+                .bind(tenant.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                rows.iter().map(stored_model_card).collect()
+            }
+        }
+
+        #[async_trait::async_trait]
         impl openma_core::ports::SessionStore for $store {
             async fn insert_session(&self, tenant: &TenantId, s: &Session) -> Result<(), openma_core::StoreError> {
                 sqlx::query(
@@ -1684,94 +1774,6 @@ macro_rules! sql_store {
                 };
                 let done = sqlx::query(sql).bind(key).bind(value).execute(&self.pool).await.map_err($crate::backend_error)?;
                 Ok(done.rows_affected() > 0)
-            }
-            // ---- model cards ----
-
-            async fn insert_model_card(&self, tenant: &TenantId, c: &openma_core::model_cards::StoredModelCard, max_active: i64) -> Result<bool, openma_core::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
-                // the insert comes first so SQLite takes its write lock before the count
-                sqlx::query(
-                    "INSERT INTO model_cards (tenant_id, id, created_at, updated_at, archived, is_default, body, sealed_key) \
-                     VALUES ($1, $2, $3, $4, FALSE, $5, $6, $7)",
-                )
-                .bind(tenant.as_str())
-                .bind(&c.card.id)
-                .bind(c.card.created_at.as_micros())
-                .bind(c.card.updated_at.as_micros())
-                .bind(c.card.is_default)
-                .bind(encode(&c.card))
-                .bind(c.sealed_key.as_deref())
-                .execute(&mut *tx)
-                .await
-                .map_err($crate::backend_error)?;
-                let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM model_cards WHERE tenant_id = $1 AND NOT archived")
-                    .bind(tenant.as_str())
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err($crate::backend_error)?;
-                if active > max_active {
-                    return Ok(false);
-                }
-                tx.commit().await.map_err($crate::backend_error)?;
-                Ok(true)
-            }
-
-            async fn get_model_card(&self, tenant: &TenantId, id: &str) -> Result<Option<openma_core::model_cards::StoredModelCard>, openma_core::StoreError> {
-                let row = sqlx::query("SELECT body, sealed_key FROM model_cards WHERE tenant_id = $1 AND id = $2")
-                    .bind(tenant.as_str())
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                row.as_ref().map(stored_model_card).transpose()
-            }
-
-            async fn update_model_card(&self, tenant: &TenantId, c: &openma_core::model_cards::StoredModelCard, expected: Timestamp) -> Result<bool, openma_core::StoreError> {
-                let done = sqlx::query(
-                    "UPDATE model_cards SET updated_at = $3, archived = $4, is_default = $5, body = $6, sealed_key = $7 \
-                     WHERE tenant_id = $1 AND id = $2 AND updated_at = $8",
-                )
-                .bind(tenant.as_str())
-                .bind(&c.card.id)
-                .bind(c.card.updated_at.as_micros())
-                .bind(c.card.archived_at.is_some())
-                .bind(c.card.is_default)
-                .bind(encode(&c.card))
-                .bind(c.sealed_key.as_deref())
-                .bind(expected.as_micros())
-                .execute(&self.pool)
-                .await
-                .map_err($crate::backend_error)?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn delete_model_card(&self, tenant: &TenantId, id: &str) -> Result<bool, openma_core::StoreError> {
-                let done = sqlx::query("DELETE FROM model_cards WHERE tenant_id = $1 AND id = $2")
-                    .bind(tenant.as_str())
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn list_model_cards(&self, tenant: &TenantId, q: &ListQuery) -> Result<Vec<openma_core::model_cards::StoredModelCard>, openma_core::StoreError> {
-                let mut qb = QueryBuilder::<$db>::new("SELECT body, sealed_key FROM model_cards WHERE tenant_id = ");
-                qb.push_bind(tenant.as_str().to_owned());
-                push_page(&mut qb, q);
-                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
-                rows.iter().map(stored_model_card).collect()
-            }
-
-            async fn active_model_cards(&self, tenant: &TenantId) -> Result<Vec<openma_core::model_cards::StoredModelCard>, openma_core::StoreError> {
-                let rows = sqlx::query(
-                    "SELECT body, sealed_key FROM model_cards WHERE tenant_id = $1 AND NOT archived ORDER BY created_at ASC, id ASC",
-                )
-                .bind(tenant.as_str())
-                .fetch_all(&self.pool)
-                .await
-                .map_err($crate::backend_error)?;
-                rows.iter().map(stored_model_card).collect()
             }
             // ---- skills and their versions ----
 

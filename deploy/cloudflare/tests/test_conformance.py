@@ -34,6 +34,7 @@ SUITES = {
     "test_agents.py": {},
     "test_environments.py": {},
     "test_memory_stores.py": {},
+    "test_model_cards.py": {"test_a_cards_prices_price_its_turns_and_cannot_apply_retroactively": "reads /v1/usage: no ledger on the Workers yet"},
     "test_sessions.py": {},
     "test_session_runtime.py": {},
     "test_session_threads.py": {},
@@ -82,9 +83,11 @@ def sandbox_server(tmp_path_factory):
 
 
 def agent_vars(fake_model: str, sandbox_server: dict, **extra: str) -> dict[str, str]:
-    """openma-agent's secrets and vars: the scripted model, the sandbox server, and the
-    back-off the native suite runs with (conformance/conftest.py), so retries take ms."""
+    """openma-agent's secrets and vars: the scripted model, the root secret (to open model
+    card keys), the sandbox server, and the back-off the native suite runs with
+    (conformance/conftest.py), so retries take ms."""
     return {"ANTHROPIC_API_KEY": MODEL_KEY, "ANTHROPIC_BASE_URL": fake_model, "OPENMA_MODEL_MAX_RETRIES": "2", "OPENMA_MODEL_RETRY_BASE_MS": "20",
+            "PLATFORM_ROOT_SECRET": SECRET,
             "OPENMA_SANDBOX_URL": sandbox_server["url"], "OPENMA_SANDBOX_TOKEN": SANDBOX_TOKEN, **extra}
 
 
@@ -364,6 +367,29 @@ def test_builtin_tools_run_in_the_sessions_sandbox_and_its_workspace_outlives_th
     a.beta.sessions.delete(session.id)
     assert not held.exists(), "deleting the session ends its sandbox"
     assert not snapshots[0].exists(), "and deletes its workspace snapshot"
+
+
+def test_what_only_the_native_sandbox_gives_is_refused_not_ignored(main):
+    """Environment packages, MCP servers run inside the sandbox and `environment_variable`
+    credentials (substituted at the native sandbox's egress proxy) would be silently missing
+    from a SessionDO's container: a session asking for them is refused with a stable 400."""
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
+    agent = a.beta.agents.create(name="refusals", model="claude-sonnet-4-5", tools=[{"type": "agent_toolset_20260401"}])
+    with_packages = a.beta.environments.create(name="pkgs", config={"type": "cloud", "packages": {"pip": ["requests"]}})
+    with pytest.raises(anthropic.BadRequestError) as e:
+        a.beta.sessions.create(agent=agent.id, environment_id=with_packages.id)
+    assert e.value.body["error"]["details"]["error_code"] == "unsupported_feature" and "packages" in e.value.body["error"]["message"], e.value.body
+    vault = a.beta.vaults.create(display_name="env-vars")
+    a.beta.vaults.credentials.create(vault.id, auth={"type": "environment_variable", "secret_name": "API_KEY", "secret_value": "s3cret-value-0123456789",
+                                                     "networking": {"type": "unrestricted"}})
+    plain = a.beta.environments.create(name="plain", config={"type": "cloud", "networking": {"type": "unrestricted"}})
+    with pytest.raises(anthropic.BadRequestError) as e:
+        a.beta.sessions.create(agent=agent.id, environment_id=plain.id, vault_ids=[vault.id])
+    assert e.value.body["error"]["details"]["error_code"] == "unsupported_feature" and "environment_variable" in e.value.body["error"]["message"], e.value.body
+    session = a.beta.sessions.create(agent=agent.id, environment_id=plain.id)
+    with pytest.raises(anthropic.BadRequestError):
+        a.beta.sessions.update(session.id, vault_ids=[vault.id])
+    assert a.beta.sessions.retrieve(session.id).vault_ids == []
 
 
 def object_log_rows(deployment) -> list[int]:

@@ -18,6 +18,34 @@ pub async fn announce_credential(announcer: &dyn Announcer, tenant: &TenantId, k
     announcer.announce_with(tenant, kind, credential_id, extra).await
 }
 
+/// The active `environment_variable` credentials of the vaults, the first of each
+/// `secret_name` in the order the vaults are listed: what a session's sandbox gets as
+/// environment variables.
+pub async fn env_credentials(store: &dyn VaultStore, tenant: &TenantId, vault_ids: &[String]) -> DomainResult<Vec<super::StoredCredential>> {
+    use openma_types::vaults::CredentialAuth;
+    let mut out: Vec<super::StoredCredential> = Vec::new();
+    for vault_id in vault_ids {
+        let mut after = None;
+        loop {
+            let q = ListQuery { limit: 100, order: Order::Asc, after: after.take(), include_archived: false, created: TimeRange::default() };
+            let page = store.list_credentials(tenant, vault_id, &q).await?;
+            for c in &page {
+                if let CredentialAuth::EnvironmentVariable { secret_name, .. } = &c.credential.auth
+                    && c.credential.archived_at.is_none()
+                    && !out.iter().any(|o| matches!(&o.credential.auth, CredentialAuth::EnvironmentVariable { secret_name: n, .. } if n == secret_name))
+                {
+                    out.push(c.clone());
+                }
+            }
+            match page.last() {
+                Some(c) if page.len() == 100 => after = Some(Position { created_at: c.credential.created_at.as_micros(), id: c.credential.id.clone() }),
+                _ => break,
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The vault operations, bound to one set of adapters.
 pub struct Vaults<'a> {
     pub store: &'a dyn VaultStore,

@@ -1,20 +1,27 @@
 //! The model over `fetch`: the same request bodies, SSE decoding and error mapping as the
 //! native clients (`openma_models::wire`), sent with the Workers' own HTTP. The provider is
-//! chosen by model id as natively, from `ANTHROPIC_*` / `OPENAI_*` (keys are secrets).
+//! the tenant's model card for the model (BYOK, keys sealed in D1), else chosen by model id
+//! as natively, from `ANTHROPIC_*` / `OPENAI_*` (keys are secrets).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
-use openma_core::model::{ModelError, ModelRequest, ModelStream};
+use openma_core::model::{ModelError, ModelRequest, ModelStream, PermanentKind, TransientKind};
+use openma_core::model_cards;
+use openma_core::ports::ModelCardStore;
+use openma_core::secrets::{RootSecret, SecretBox};
+use openma_core::TenantId;
+use openma_worker_common::d1::D1;
 use openma_models::wire::{self, Wire};
 use worker::{Env, Fetch, Headers, Method, Request, RequestInit};
 
-/// A provider endpoint and its key.
+/// A provider endpoint, its key, and the extra headers of a model card.
 pub struct ModelEndpoint {
     wire: Wire,
     base_url: String,
     api_key: String,
+    headers: Vec<(String, String)>,
 }
 
 /// A text binding (a secret, or a var from wrangler.jsonc or `.dev.vars`), unless empty.
@@ -24,8 +31,35 @@ pub(crate) fn text(env: &Env, name: &str) -> Option<String> {
 }
 
 impl ModelEndpoint {
-    /// The endpoint for `model` and the id to send it.
-    pub fn for_model<'m>(env: &Env, model: &'m str) -> Result<(Self, &'m str), ModelError> {
+    /// The endpoint for a tenant's `model` and the id to send it: the tenant's model card
+    /// for the model (BYOK; read on every call, so a change applies to the next one), else
+    /// this worker's own provider keys. As natively (`runtime/models.rs`).
+    pub async fn for_tenant(env: &Env, tenant: &TenantId, model: &str) -> Result<(Self, String), ModelError> {
+        let db = D1::new(env.d1("DB").map_err(|e| unreadable(e.to_string()))?);
+        let cards = db.active_model_cards(tenant).await.map_err(|e| unreadable(e.to_string()))?;
+        let Some(stored) = model_cards::resolve(&cards, model) else {
+            return Self::from_env(env, model).map(|(e, id)| (e, id.to_owned()));
+        };
+        let card = &stored.card;
+        let unusable = |why: String| ModelError::Permanent { kind: PermanentKind::NotConfigured, message: format!("model card `{}` cannot be used: {why}", card.id) };
+        let root = text(env, "PLATFORM_ROOT_SECRET")
+            .and_then(|t| RootSecret::from_text(&t))
+            .ok_or_else(|| unusable("openma-agent has no PLATFORM_ROOT_SECRET (put the same secret as on openma-main)".into()))?;
+        let api_key = model_cards::open_key(&SecretBox::new(root, vec![]), tenant, stored)
+            .map_err(|e| unusable(format!("its API key cannot be decrypted ({e}); set the key again with an update")))?;
+        let (wire, default_base) = if card.provider.is_anthropic() {
+            (Wire::Anthropic, wire::DEFAULT_ANTHROPIC_BASE_URL)
+        } else {
+            (Wire::OpenAi, wire::DEFAULT_OPENAI_BASE_URL)
+        };
+        let base_url = card.base_url.clone().unwrap_or_else(|| default_base.to_owned());
+        let headers = card.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let id = model_cards::provider_model_id(card.provider, model).to_owned();
+        Ok((ModelEndpoint { wire, base_url, api_key, headers }, id))
+    }
+
+    /// The endpoint of this worker's own keys for `model`, and the id to send it.
+    fn from_env<'m>(env: &Env, model: &'m str) -> Result<(Self, &'m str), ModelError> {
         let anthropic = text(env, wire::ANTHROPIC_API_KEY);
         let openai = text(env, wire::OPENAI_API_KEY);
         let (wire, id) = wire::route(model, anthropic.is_some(), openai.is_some())?;
@@ -34,7 +68,7 @@ impl ModelEndpoint {
             Wire::OpenAi => (openai, wire::OPENAI_BASE_URL, wire::DEFAULT_OPENAI_BASE_URL),
         };
         let base_url = text(env, base_var).unwrap_or_else(|| default_base.to_owned());
-        Ok((ModelEndpoint { wire, base_url, api_key: key.unwrap_or_default() }, id))
+        Ok((ModelEndpoint { wire, base_url, api_key: key.unwrap_or_default(), headers: Vec::new() }, id))
     }
 
     /// Sends the request; returns once the status is known. Every error message has the
@@ -44,6 +78,11 @@ impl ModelEndpoint {
         let redact = |e| wire::redact(e, &self.api_key);
         let headers = Headers::new();
         let set = |k: &str, v: &str| headers.set(k, v).map_err(|e| wire.unreachable(e));
+        // a card's own headers first: the ones below may not be overridden (the core
+        // refuses them on the card, as natively)
+        for (name, value) in &self.headers {
+            set(name, value)?;
+        }
         set("content-type", "application/json")?;
         set("accept", "text/event-stream")?;
         match wire {
@@ -77,6 +116,11 @@ impl ModelEndpoint {
         let key = self.api_key.clone();
         Ok(wire.decode(Local(Box::pin(bytes))).map(move |item| item.map_err(|e| wire::redact(e, &key))).boxed())
     }
+}
+
+/// The tenant's cards could not be read: worth a retry.
+fn unreadable(why: String) -> ModelError {
+    ModelError::Transient { kind: TransientKind::ServerError, message: format!("cannot read this tenant's model cards: {why}"), retry_after: None }
 }
 
 /// A JavaScript-backed stream, declared `Send` so the core's decoder takes it.

@@ -375,6 +375,7 @@ enum Called {
 /// event notes (harness-only) whether the call ended the turn.
 async fn model_step(object: &SessionDO, meta: &mut Meta, plan: &ToolPlan, log: &[StoredEvent]) -> Result<std::result::Result<Called, ModelError>> {
     let session = &meta.session;
+    let meta_tenant = &meta.tenant;
     let mut request = projection::request(&session.agent, plan, log, MAX_TOKENS);
     request.system = memory_mounts::with_system_note(request.system, &session.resources);
     let start = emit(object, vec![EventPayload::ModelRequestStart {}.into()]).await?;
@@ -384,8 +385,9 @@ async fn model_step(object: &SessionDO, meta: &mut Meta, plan: &ToolPlan, log: &
     *object.interrupt.borrow_mut() = Some(tx);
     let mut acc = Accumulator::default();
     let outcome = async {
-        let (endpoint, model) = ModelEndpoint::for_model(&object.env, &session.agent.model.id)?;
-        let call = std::pin::pin!(endpoint.stream(&request, model));
+        let tenant = TenantId::from_trusted(meta_tenant.clone());
+        let (endpoint, model) = ModelEndpoint::for_tenant(&object.env, &tenant, &session.agent.model.id).await?;
+        let call = std::pin::pin!(endpoint.stream(&request, &model));
         let mut stream = match futures::future::select(call, interrupt.next()).await {
             Either::Left((opened, _)) => opened?,
             Either::Right(_) => return Ok(None),

@@ -70,6 +70,7 @@ pub async fn serve(req: Request, env: &Env, db: &D1, caller: &Caller, request_id
         ["v1", "agents", rest @ ..] => crate::agents::route(&mut req, db, tenant, rest).await,
         ["v1", "environments", rest @ ..] => crate::environments::route(&mut req, db, tenant, rest).await,
         ["v1", "vaults", rest @ ..] => crate::vaults::route(&mut req, env, db, tenant, rest).await,
+        ["v1", "model_cards", rest @ ..] => crate::model_cards::route(&mut req, env, db, tenant, rest).await,
         ["v1", "memory_stores", rest @ ..] => crate::memory::route(&mut req, db, caller, rest).await,
         ["v1", "sessions", rest @ ..] => crate::sessions::route(&mut req, env, db, tenant, rest).await,
         _ => None,

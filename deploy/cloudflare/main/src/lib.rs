@@ -16,6 +16,7 @@ mod auth;
 mod environments;
 mod health;
 mod memory;
+mod model_cards;
 mod root_secret;
 mod sessions;
 mod vaults;

@@ -16,6 +16,7 @@ use openma_core::platform::ListParams;
 use openma_core::ports::SessionFilter;
 use openma_core::sessions::{SessionAttachments, Sessions, threads};
 use openma_core::{DomainError, TenantId, agents::Agents, environments::Environments, memory::Memories, vaults::Vaults};
+use openma_types::environments::EnvironmentConfig;
 use openma_types::files::{FileResource, FileResourceParams};
 use openma_types::query::{ArchivedParam, CreatedFilter, PageParams, SessionListParams};
 use openma_types::sessions::{CreateSessionRequest, UpdateSessionRequest};
@@ -69,6 +70,26 @@ fn check_servable(req: &CreateSessionRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What only the native server's sandbox gives — environment packages, MCP servers run in
+/// the sandbox, `environment_variable` credentials substituted at its egress proxy — is
+/// refused rather than silently missing from the session's container.
+async fn check_sandbox(sessions: &Sessions<'_>, db: &D1, tenant: &TenantId, environment_id: Option<&str>, vault_ids: &[String]) -> Result<(), ApiError> {
+    let unsupported = |what: &str| -> Result<(), ApiError> { Err(DomainError::unsupported(format!("{what} on the Cloudflare Workers deployment")).into()) };
+    if let Some(id) = environment_id {
+        let EnvironmentConfig::Cloud(c) = sessions.environments.get(tenant, id).await?.config;
+        if !c.packages.is_empty() {
+            return unsupported("an environment with `packages` (its sandbox image has bash, Python and Node.js)");
+        }
+        if !c.mcp_servers.is_empty() {
+            return unsupported("an environment with `mcp_servers` (run inside the sandbox)");
+        }
+    }
+    if !openma_core::vaults::env_credentials(db, tenant, vault_ids).await?.is_empty() {
+        return unsupported("`environment_variable` credentials (substituted at the sandbox's egress)");
+    }
+    Ok(())
+}
+
 /// Serves `rest` (the path after `/v1/sessions`), or `None` when no route matches.
 pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, rest: &[&str]) -> Option<Result<Response, ApiError>> {
     let (clock, ids, announcer) = (&WorkerClock, &WorkerIds, &NoSubscribers);
@@ -90,6 +111,7 @@ pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, 
         (Method::Post, []) => async {
             let body: CreateSessionRequest = req.body().await?;
             check_servable(&body)?;
+            check_sandbox(&sessions, db, tenant, body.environment_id.as_deref(), body.vault_ids.as_deref().unwrap_or_default()).await?;
             let (session, initial) = sessions.create(tenant, &body).await?;
             if initial.is_empty() {
                 return json(session);
@@ -115,6 +137,9 @@ pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, 
             let update: UpdateSessionRequest = req.body().await?;
             if matches!(update.budget, Some(Some(_))) {
                 return Err(DomainError::unsupported("`budget` on the Cloudflare Workers deployment").into());
+            }
+            if let Some(Some(vault_ids)) = &update.vault_ids {
+                check_sandbox(&sessions, db, tenant, None, vault_ids).await?;
             }
             let after = sessions.update(tenant, id, &update).await?;
             if let Some(note) = openma_core::sessions::updated_event(&before, &after) {

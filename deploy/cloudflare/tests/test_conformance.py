@@ -20,7 +20,7 @@ from pathlib import Path
 
 import anthropic
 import pytest
-from conftest import start_sandbox_server
+from conftest import free_port, start_sandbox_server
 
 REPO = Path(__file__).resolve().parents[3]
 SECRET = "test-root-secret-0123456789abcdefghijklmnop"
@@ -367,6 +367,45 @@ def test_builtin_tools_run_in_the_sessions_sandbox_and_its_workspace_outlives_th
     a.beta.sessions.delete(session.id)
     assert not held.exists(), "deleting the session ends its sandbox"
     assert not snapshots[0].exists(), "and deletes its workspace snapshot"
+
+
+def test_an_interrupt_stops_a_long_tool_run_and_an_unreachable_sandbox_is_an_error_result(deployment, main, fake_model):
+    """A turn waiting on a long command ends within seconds of `user.interrupt`, with an
+    honest result for the call; and when the sandbox cannot be reached, the call gets an
+    error result saying so and the turn carries on to the model's answer."""
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
+    agent = a.beta.agents.create(name="sleeper", model="claude-sonnet-4-5", tools=[{"type": "agent_toolset_20260401"}])
+    env = a.beta.environments.create(name="sleeper-env", config={"type": "cloud", "networking": {"type": "unrestricted"}})
+    session = a.beta.sessions.create(agent=agent.id, environment_id=env.id)
+    script(fake_model, [tool_use("bash", {"command": "sleep 60"}), {"kind": "message", "blocks": [{"type": "text", "text": "never"}]}])
+    a.beta.sessions.events.send(session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "wait"}]}])
+    deadline = time.monotonic() + 30
+    while not any(e.type == "agent.tool_use" for e in a.beta.sessions.events.list(session.id)):
+        assert time.monotonic() < deadline, "the model's tool call did not arrive"
+        time.sleep(0.1)
+    time.sleep(0.5)  # the command is running now
+    t0 = time.monotonic()
+    a.beta.sessions.events.send(session.id, events=[{"type": "user.interrupt"}])
+    while a.beta.sessions.retrieve(session.id).status != "idle":
+        assert time.monotonic() - t0 < 10, "the interrupt did not end the turn"
+        time.sleep(0.1)
+    events = list(a.beta.sessions.events.list(session.id))
+    [result] = [e for e in events if e.type == "agent.tool_result"]
+    assert result.is_error and "interrupted" in result_text(result), result_text(result)
+    assert not any(e.type == "agent.message" for e in events), "the turn stopped: the model was not called again"
+
+    # the same deployment with its sandbox server gone
+    main.stop()
+    closed = f"http://127.0.0.1:{free_port()}"
+    again = deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A},
+                             bound={"agent": agent_vars(fake_model, {"url": closed})})
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=again.base_url, timeout=30.0)
+    session = a.beta.sessions.create(agent=agent.id, environment_id=env.id)
+    script(fake_model, [tool_use("bash", {"command": "echo hi"}), {"kind": "message", "blocks": [{"type": "text", "text": "it failed"}]}])
+    events = turn(a, session.id, "try")
+    [result] = [e for e in events if e.type == "agent.tool_result"]
+    assert result.is_error and "sandbox cannot be" in result_text(result), result_text(result)
+    assert [e for e in events if e.type == "agent.message"], [e.type for e in events]
 
 
 def test_what_only_the_native_sandbox_gives_is_refused_not_ignored(main):

@@ -105,10 +105,7 @@ impl Sandbox {
             Link::Url(_) => Fetch::Request(request()?).send().await,
             Link::Container(container) => {
                 if !container.running() {
-                    let mut options = worker::ContainerStartupOptions::new();
-                    options.add_env("OPENMA_SANDBOX_TOKEN", &self.token);
-                    options.add_env("OPENMA_SANDBOX_LISTEN", &format!("0.0.0.0:{PORT}"));
-                    container.start(Some(options))?;
+                    start(container, &self.token)?;
                 }
                 // a booting container refuses connections until its server listens
                 let port = container.get_tcp_port(PORT)?;
@@ -231,6 +228,26 @@ impl Sandbox {
         }
         Ok(())
     }
+}
+
+/// Starts the container: `ctx.container.start({env, enableInternet})` as workerd documents
+/// it, with `env` a plain object (workers-rs' options type hands it a `Map`). The internet
+/// is on: the sandbox server's own egress policy, per session, decides what a command
+/// may reach.
+fn start(container: &worker::Container, token: &str) -> Result<()> {
+    use worker::js_sys::{Function, Object, Reflect};
+    use worker::wasm_bindgen::{JsCast, JsValue};
+    let js = |e: JsValue| worker::Error::RustError(format!("cannot start the session's container: {e:?}"));
+    let env = Object::new();
+    Reflect::set(&env, &"OPENMA_SANDBOX_TOKEN".into(), &token.into()).map_err(js)?;
+    Reflect::set(&env, &"OPENMA_SANDBOX_LISTEN".into(), &format!("0.0.0.0:{PORT}").into()).map_err(js)?;
+    let options = Object::new();
+    Reflect::set(&options, &"env".into(), &env).map_err(js)?;
+    Reflect::set(&options, &"enableInternet".into(), &JsValue::TRUE).map_err(js)?;
+    let this: &JsValue = container.as_ref();
+    let start: Function = Reflect::get(this, &"start".into()).map_err(js)?.dyn_into().map_err(js)?;
+    start.call1(this, &options).map_err(js)?;
+    Ok(())
 }
 
 /// Why the server refused a request.

@@ -114,8 +114,7 @@ impl Sandbox {
                 loop {
                     match port.fetch_request(request()?).await {
                         Ok(r) => return Ok(r),
-                        Err(e) if worker::Date::now().as_millis() - started < BOOT_TIMEOUT.as_millis() as u64 => {
-                            let _ = e;
+                        Err(_) if worker::Date::now().as_millis() - started < BOOT_TIMEOUT.as_millis() as u64 => {
                             Delay::from(Duration::from_millis(pause)).await;
                             pause = (pause * 2).min(2000);
                         }

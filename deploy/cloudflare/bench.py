@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
-from conftest import Deployment, free_port, start_sandbox_server  # noqa: E402
+from conftest import Deployment, free_port, script, start_sandbox_server  # noqa: E402
 
 FAKE_MODEL = Path(__file__).resolve().parents[2] / "target" / "debug" / "openma-fake-model"
 
@@ -97,10 +97,6 @@ def main() -> None:
     text = {"kind": "message", "blocks": [{"type": "text", "text": "ok"}]}
     bash = {"kind": "message", "blocks": [{"type": "tool_use", "name": "bash", "input": {"command": "echo hi"}}]}
 
-    def script(replies: list[dict]) -> None:
-        httpx2.post(f"{fake_url}/_fake/reset").raise_for_status()
-        httpx2.post(f"{fake_url}/_fake/script", json=replies).raise_for_status()
-
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "state").mkdir()
@@ -141,12 +137,12 @@ def main() -> None:
                 xs = measure(f"{base}/v1/sessions", a.turns, auth, {"agent": one, "environment_id": env})
                 rows.setdefault("POST /v1/sessions", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
                 session = httpx2.post(f"{base}/v1/sessions", json={"agent": one, "environment_id": env}, headers=auth, timeout=30.0).json()["id"]
-                script([text] * (a.turns + 5))
+                script(fake_url, [text] * (a.turns + 5))
                 xs = measure_turns(base, auth, session, a.turns)
                 rows.setdefault("turn (message → idle)", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
                 coder = httpx2.post(f"{base}/v1/agents", json={**agent, "tools": [{"type": "agent_toolset_20260401"}]}, headers=auth, timeout=30.0).json()["id"]
                 session = httpx2.post(f"{base}/v1/sessions", json={"agent": coder, "environment_id": env}, headers=auth, timeout=30.0).json()["id"]
-                script([bash, text] * (a.turns + 5))
+                script(fake_url, [bash, text] * (a.turns + 5))
                 xs = measure_turns(base, auth, session, a.turns)
                 rows.setdefault("turn with a bash call", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
         finally:

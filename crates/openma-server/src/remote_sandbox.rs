@@ -28,7 +28,7 @@ use openma_core::harness::tools::{SandboxUsage, Tool, ToolContext, ToolOutput};
 use openma_core::{DomainError, TenantId};
 use openma_sandbox::Sandboxes;
 use openma_sandbox::archive::{self, LOCAL_ONLY};
-use openma_types::sandbox::{ErrorEnvelope, Health, SESSION_UNKNOWN, STATE_KIND, STATE_TOKEN, StateMode, ToolCall, ToolResult};
+use openma_types::sandbox::{ErrorEnvelope, Health, SESSION_UNKNOWN, STATE_KIND, STATE_TOKEN, StateMode, TOOLS, ToolCall, ToolResult};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
@@ -56,9 +56,6 @@ impl Sync {
 }
 /// A tool call may run this much longer than the sandbox's longest command.
 const CALL_SLACK: Duration = Duration::from_secs(60);
-
-/// The six sandbox tools and whether each is read-only.
-const TOOLS: [(&str, bool); 6] = [("bash", false), ("read", true), ("write", false), ("edit", false), ("glob", true), ("grep", true)];
 
 pub struct RemoteSandbox {
     http: reqwest::Client,

@@ -27,6 +27,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The built-in tools the server runs (`POST …/tools/{name}`), each with whether it is
+/// read-only (cannot change the session's files).
+pub const TOOLS: [(&str, bool); 6] = [("bash", false), ("read", true), ("write", false), ("edit", false), ("glob", true), ("grep", true)];
+
 /// The error code of a request for a session this server does not hold.
 pub const SESSION_UNKNOWN: &str = "session_unknown";
 

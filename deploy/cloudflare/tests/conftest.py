@@ -23,6 +23,12 @@ START_TIMEOUT_S = 180.0
 SANDBOX_SERVER_BIN = Path(os.environ.get("OPENMA_SANDBOX_SERVER_BIN", str(REPO / "target" / "debug" / "openma-sandbox-server")))
 
 
+def script(fake_model: str, replies: list[dict]) -> None:
+    """The scripted fake model's next answers, in order (what it had queued is dropped)."""
+    httpx2.post(f"{fake_model}/_fake/reset").raise_for_status()
+    httpx2.post(f"{fake_model}/_fake/script", json=replies).raise_for_status()
+
+
 def start_sandbox_server(root: Path, token: str) -> tuple[subprocess.Popen, str]:
     """The program the SessionDOs' container image runs, `openma-sandbox-server`, on a
     loopback port with its sessions under `root`: the stand-in for Containers (which need

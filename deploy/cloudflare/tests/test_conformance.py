@@ -20,7 +20,7 @@ from pathlib import Path
 
 import anthropic
 import pytest
-from conftest import free_port, start_sandbox_server
+from conftest import free_port, script, start_sandbox_server
 
 REPO = Path(__file__).resolve().parents[3]
 SECRET = "test-root-secret-0123456789abcdefghijklmnop"
@@ -262,10 +262,7 @@ def test_an_idle_stream_gets_a_heartbeat(main):
 
 def script_reply(fake_model: str, text: str) -> None:
     """The fake model's next answer: one text block."""
-    import httpx2
-
-    httpx2.post(f"{fake_model}/_fake/reset").raise_for_status()
-    httpx2.post(f"{fake_model}/_fake/script", json=[{"kind": "message", "blocks": [{"type": "text", "text": text}]}]).raise_for_status()
+    script(fake_model, [{"kind": "message", "blocks": [{"type": "text", "text": text}]}])
 
 
 def session_after_one_turn(a: anthropic.Anthropic) -> tuple[str, list[tuple[str, str]]]:
@@ -279,14 +276,6 @@ def session_after_one_turn(a: anthropic.Anthropic) -> tuple[str, list[tuple[str,
         assert time.monotonic() < deadline, "the turn did not finish"
         time.sleep(0.2)
     return session.id, [(e.id, e.type) for e in a.beta.sessions.events.list(session.id)]
-
-
-def script(fake_model: str, replies: list[dict]) -> None:
-    """The fake model's next answers."""
-    import httpx2
-
-    httpx2.post(f"{fake_model}/_fake/reset").raise_for_status()
-    httpx2.post(f"{fake_model}/_fake/script", json=replies).raise_for_status()
 
 
 def tool_use(name: str, input: dict) -> dict:

@@ -14,15 +14,13 @@ use std::time::Duration;
 use openma_core::TenantId;
 use openma_core::ports::EnvironmentStore;
 use openma_types::environments::EnvironmentConfig;
-use openma_types::sandbox::{ErrorEnvelope, SESSION_UNKNOWN, SessionOpen, ToolCall, ToolResult};
+use openma_types::sandbox::{ErrorEnvelope, SESSION_UNKNOWN, SessionOpen, TOOLS, ToolCall, ToolResult};
 use openma_worker_common::d1::D1;
 use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, Response, Result};
 
 use crate::model::text;
 use crate::session::{Meta, SessionDO};
 
-/// The built-in tools the sandbox server runs, and whether each may change the workspace.
-const TOOLS: [(&str, bool); 6] = [("bash", true), ("read", false), ("write", true), ("edit", true), ("glob", false), ("grep", false)];
 /// The port the image's server listens on (`OPENMA_SANDBOX_LISTEN`).
 const PORT: u16 = 8080;
 /// How long a container may take to boot and listen.
@@ -39,7 +37,7 @@ const BLOBS: &str = "BLOBS";
 
 /// Whether `name` is a tool the sandbox runs; `Some(true)` when it may write.
 pub fn writes(name: &str) -> Option<bool> {
-    TOOLS.iter().find(|(n, _)| *n == name).map(|&(_, w)| w)
+    TOOLS.iter().find(|(n, _)| *n == name).map(|&(_, read_only)| !read_only)
 }
 
 enum Link {

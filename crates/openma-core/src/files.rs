@@ -22,6 +22,7 @@ use crate::harness::file_blocks::{self, ResolvedFile};
 use crate::harness::input::Input;
 use crate::paging::{Page, PageRequest};
 use crate::platform::{ListParams, Platform, UPDATE_ATTEMPTS};
+use crate::ports::{Clock, FileStore, IdGen};
 use crate::ports::{BlobError, BlobInfo, BlobStore, ByteStream, Order, Position};
 use crate::tenancy::TenantId;
 use crate::validate;
@@ -98,7 +99,7 @@ impl StoredFile {
     }
 }
 
-/// A new upload's bytes, stored but not yet registered: [`Platform::create_upload`]
+/// A new upload's bytes, stored but not yet registered: [`Files::create_upload`]
 /// registers them or deletes them.
 #[derive(Debug)]
 pub struct PendingBlob {
@@ -120,6 +121,28 @@ pub struct FileListParams {
     pub page: ListParams,
     pub scope_id: Option<String>,
     pub ids: Vec<String>,
+}
+
+impl FileListParams {
+    /// The list's query parameters as every deployment reads them (an empty `scope_id` is none).
+    pub fn from_query(page: openma_types::query::PageParams, filter: openma_types::query::FileFilter) -> Self {
+        FileListParams {
+            page: ListParams { limit: page.limit, page: page.page, ..Default::default() },
+            scope_id: filter.scope_id.filter(|s| !s.is_empty()),
+            ids: filter.ids,
+        }
+    }
+}
+
+/// RFC 6266 `attachment` with an RFC 5987 UTF-8 filename and an ASCII fallback: the
+/// `Content-Disposition` of a download, as every deployment sends it.
+pub fn content_disposition(filename: &str) -> String {
+    let ascii: String = filename.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
+    let encoded: String = filename
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
 /// `expires_in_seconds` must lie between one hour and ninety days.
@@ -296,16 +319,30 @@ fn not_found(id: &str) -> DomainError {
     DomainError::not_found("file", id)
 }
 
-impl Platform {
-    pub(crate) fn blob_store(&self) -> DomainResult<&dyn BlobStore> {
-        self.blobs.as_deref().ok_or_else(|| DomainError::unsupported("the Files API without a blob store"))
+/// The Files API and the file rows' rules, over the ports they need: a file table, a blob
+/// store, a clock and ids. The native [`Platform`] and the Workers build one each.
+pub struct Files<'a> {
+    pub store: &'a dyn FileStore,
+    /// None: a deployment without a blob store refuses the Files API.
+    pub blobs: Option<&'a dyn BlobStore>,
+    pub clock: &'a dyn Clock,
+    pub ids: &'a dyn IdGen,
+}
+
+impl Files<'_> {
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn blob_store(&self) -> DomainResult<&dyn BlobStore> {
+        self.blobs.ok_or_else(|| DomainError::unsupported("the Files API without a blob store"))
     }
 
     fn blob_key(&self, tenant: &TenantId) -> String {
         format!("files/{}/{}", tenant.as_str(), self.ids.new_id("blob").to_ascii_lowercase())
     }
 
-    /// Stores an upload's bytes; [`Platform::create_upload`] then registers them.
+    /// Stores an upload's bytes; [`Files::create_upload`] then registers them.
     pub async fn put_upload(&self, tenant: &TenantId, body: ByteStream, max_bytes: u64) -> DomainResult<PendingBlob> {
         let key = self.blob_key(tenant);
         let info = self.blob_store()?.put(&key, body, max_bytes).await.map_err(blob_error)?;
@@ -319,7 +356,7 @@ impl Platform {
         }
     }
 
-    /// Registers an upload whose bytes [`Platform::put_upload`] stored; they are deleted
+    /// Registers an upload whose bytes [`Files::put_upload`] stored; they are deleted
     /// again when the fields are refused.
     pub async fn create_upload(&self, tenant: &TenantId, pending: PendingBlob, fields: &UploadFields) -> DomainResult<FileMetadata> {
         let meta = match self.upload_metadata(fields, pending.info.size) {
@@ -360,19 +397,19 @@ impl Platform {
         })
     }
 
-    async fn load_file(&self, tenant: &TenantId, id: &str) -> DomainResult<StoredFile> {
+    pub(crate) async fn load_file(&self, tenant: &TenantId, id: &str) -> DomainResult<StoredFile> {
         if !validate::looks_like_id(id, "file_") {
             return Err(not_found(id));
         }
         self.store.get_file(tenant, id).await?.ok_or_else(|| not_found(id))
     }
 
-    pub async fn get_file(&self, tenant: &TenantId, id: &str) -> DomainResult<FileMetadata> {
+    pub async fn get(&self, tenant: &TenantId, id: &str) -> DomainResult<FileMetadata> {
         Ok(self.load_file(tenant, id).await?.meta)
     }
 
     /// The file's metadata and bytes; an expired file is `404 file_expired`.
-    pub async fn download_file(&self, tenant: &TenantId, id: &str) -> DomainResult<(FileMetadata, ByteStream)> {
+    pub async fn download(&self, tenant: &TenantId, id: &str) -> DomainResult<(FileMetadata, ByteStream)> {
         let file = self.load_file(tenant, id).await?;
         if file.expired(self.now()) {
             return Err(DomainError::Gone { message: format!("file `{id}` has expired and its content is no longer available"), code: "file_expired" });
@@ -385,7 +422,7 @@ impl Platform {
         Ok((file.meta, body))
     }
 
-    pub async fn list_files(&self, tenant: &TenantId, p: &FileListParams) -> DomainResult<Page<FileMetadata>> {
+    pub async fn list(&self, tenant: &TenantId, p: &FileListParams) -> DomainResult<Page<FileMetadata>> {
         if let Some(scope) = &p.scope_id
             && !validate::looks_like_id(scope, "sesn_")
         {
@@ -411,12 +448,12 @@ impl Platform {
             rows.sort_by(|a, b| (b.meta.created_at, &b.meta.id).cmp(&(a.meta.created_at, &a.meta.id)));
             return Ok(Page { data: rows.into_iter().map(|f| f.meta).collect(), next_page: None, prev_page: None });
         }
-        let (req, query) = self.page_request_max(&p.page, Order::Desc, MAX_LIST_LIMIT)?;
+        let (req, query) = crate::platform::list_query(&p.page, Order::Desc, MAX_LIST_LIMIT)?;
         let rows = self.store.list_files(tenant, &query, p.scope_id.as_deref()).await?;
         Ok(req.finish(rows, |f| crate::platform::position_of(f.meta.created_at, &f.meta.id)).map(|f| f.meta))
     }
 
-    pub async fn delete_file(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
+    pub async fn delete(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
         if !validate::looks_like_id(id, "file_") {
             return Err(not_found(id));
         }
@@ -425,13 +462,13 @@ impl Platform {
 
     /// Deletes a file's row, and its blob when no other row shares it; false when there
     /// was no such file.
-    async fn drop_file(&self, tenant: &TenantId, id: &str) -> DomainResult<bool> {
+    pub(crate) async fn drop_file(&self, tenant: &TenantId, id: &str) -> DomainResult<bool> {
         let Some(orphan) = self.store.delete_file(tenant, id).await? else { return Ok(false) };
         self.delete_blobs(orphan.into_iter()).await;
         Ok(true)
     }
 
-    pub(crate) async fn delete_blobs(&self, keys: impl Iterator<Item = String>) {
+    pub async fn delete_blobs(&self, keys: impl Iterator<Item = String>) {
         let Ok(blobs) = self.blob_store() else { return };
         for key in keys {
             // A blob left behind costs space, not correctness: the row is gone.
@@ -440,7 +477,7 @@ impl Platform {
     }
 
     /// Removes the bytes of files past their expiry (all tenants); returns how many.
-    pub async fn purge_expired_files(&self, limit: u32) -> DomainResult<usize> {
+    pub async fn purge_expired(&self, limit: u32) -> DomainResult<usize> {
         let expired = self.store.expired_files(self.now(), limit).await?;
         let n = expired.len();
         for (tenant, f) in expired {
@@ -462,7 +499,7 @@ impl Platform {
 
     /// Makes the session-scoped copies of the files a new session mounts. The copies are
     /// rows only; the caller puts the bytes into the sandbox.
-    pub(crate) async fn mount_copies(
+    pub async fn mount_copies(
         &self,
         tenant: &TenantId,
         session_id: &str,
@@ -484,7 +521,7 @@ impl Platform {
         Ok(out)
     }
 
-    async fn prepare_mount<'a>(
+    pub(crate) async fn prepare_mount<'a>(
         &self,
         tenant: &TenantId,
         session_id: &str,
@@ -523,6 +560,136 @@ impl Platform {
 
     /// Mounts one more file into a session. Returns the resource and its copy, whose bytes
     /// the caller puts into the sandbox.
+    pub async fn file_bytes(&self, file: &StoredFile) -> DomainResult<ByteStream> {
+        let body = self.blob_store()?.get(&file.blob_key).await.map_err(blob_error)?;
+        body.ok_or_else(|| DomainError::Store(crate::StoreError::Backend(format!("the bytes of file `{}` are missing", file.meta.id))))
+    }
+
+    // ---- files named by content blocks ----------------------------------------------------
+
+    pub async fn check_file_blocks(&self, tenant: &TenantId, inputs: &[Input], where_: &str) -> DomainResult<()> {
+        let refs = file_blocks::file_refs(inputs, where_)?;
+        if refs.is_empty() {
+            return Ok(());
+        }
+        let files = self.files_by_id(tenant, refs.iter().map(|r| r.file_id.as_str())).await?;
+        let now = self.now();
+        for r in &refs {
+            let file = files.iter().find(|f| f.meta.id == r.file_id).ok_or_else(|| not_found(&r.file_id))?;
+            if file.expired(now) {
+                return Err(DomainError::invalid_code("file_expired", format!("{}: file `{}` has expired", r.at, r.file_id)));
+            }
+            file_blocks::check_file(r, &file.meta)?;
+        }
+        Ok(())
+    }
+
+    /// The files among `ids` that exist for this tenant, in one store call per hundred ids.
+    async fn files_by_id<'a>(&self, tenant: &TenantId, ids: impl Iterator<Item = &'a str>) -> DomainResult<Vec<StoredFile>> {
+        let mut wanted: Vec<String> = Vec::new();
+        for id in ids {
+            if validate::looks_like_id(id, "file_") && !wanted.iter().any(|w| w == id) {
+                wanted.push(id.to_owned());
+            }
+        }
+        let mut out = Vec::new();
+        for chunk in wanted.chunks(MAX_IDS) {
+            out.extend(self.store.get_files(tenant, chunk).await?);
+        }
+        Ok(out)
+    }
+
+    /// The files among `ids` whose content a model may still receive: those deleted or
+    /// expired since they were referenced are left out.
+    pub async fn live_files(&self, tenant: &TenantId, ids: &[String]) -> DomainResult<Vec<StoredFile>> {
+        let now = self.now();
+        let mut files = self.files_by_id(tenant, ids.iter().map(String::as_str)).await?;
+        files.retain(|f| !f.expired(now));
+        Ok(files)
+    }
+
+    /// A file's content as a model request carries it; [`ResolvedFile::Unavailable`] when
+    /// its bytes are gone or larger than any block may carry. Fails only when the blob store
+    /// does.
+    pub async fn file_for_model(&self, file: &StoredFile) -> DomainResult<ResolvedFile> {
+        let Some(mut body) = self.blob_store()?.get(&file.blob_key).await.map_err(blob_error)? else {
+            return Ok(ResolvedFile::Unavailable);
+        };
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            bytes.extend(chunk.map_err(blob_error)?);
+            if bytes.len() as u64 > file_blocks::MAX_DOCUMENT_BYTES {
+                return Ok(ResolvedFile::Unavailable);
+            }
+        }
+        Ok(ResolvedFile::from_bytes(&file.meta.mime_type, &bytes))
+    }
+}
+
+impl Platform {
+    /// The file service over this platform's store and blob store.
+    pub fn files(&self) -> Files<'_> {
+        Files { store: &*self.store, blobs: self.blobs.as_deref(), clock: &*self.clock, ids: &*self.ids }
+    }
+
+    pub(crate) fn blob_store(&self) -> DomainResult<&dyn BlobStore> {
+        self.blobs.as_deref().ok_or_else(|| DomainError::unsupported("the Files API without a blob store"))
+    }
+
+    pub async fn put_upload(&self, tenant: &TenantId, body: ByteStream, max_bytes: u64) -> DomainResult<PendingBlob> {
+        self.files().put_upload(tenant, body, max_bytes).await
+    }
+
+    pub async fn discard_upload(&self, pending: PendingBlob) {
+        self.files().discard_upload(pending).await
+    }
+
+    pub async fn create_upload(&self, tenant: &TenantId, pending: PendingBlob, fields: &UploadFields) -> DomainResult<FileMetadata> {
+        self.files().create_upload(tenant, pending, fields).await
+    }
+
+    pub async fn get_file(&self, tenant: &TenantId, id: &str) -> DomainResult<FileMetadata> {
+        self.files().get(tenant, id).await
+    }
+
+    pub async fn download_file(&self, tenant: &TenantId, id: &str) -> DomainResult<(FileMetadata, ByteStream)> {
+        self.files().download(tenant, id).await
+    }
+
+    pub async fn list_files(&self, tenant: &TenantId, p: &FileListParams) -> DomainResult<Page<FileMetadata>> {
+        self.files().list(tenant, p).await
+    }
+
+    pub async fn delete_file(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
+        self.files().delete(tenant, id).await
+    }
+
+    pub(crate) async fn delete_blobs(&self, keys: impl Iterator<Item = String>) {
+        self.files().delete_blobs(keys).await
+    }
+
+    pub async fn purge_expired_files(&self, limit: u32) -> DomainResult<usize> {
+        self.files().purge_expired(limit).await
+    }
+
+    pub async fn delete_session_files(&self, tenant: &TenantId, session_id: &str) -> DomainResult<()> {
+        self.files().delete_session_files(tenant, session_id).await
+    }
+
+    pub(crate) async fn mount_copies(&self, tenant: &TenantId, session_id: &str, params: &[FileResourceParams]) -> DomainResult<Vec<(FileResource, StoredFile)>> {
+        self.files().mount_copies(tenant, session_id, params).await
+    }
+
+    pub async fn file_bytes(&self, file: &StoredFile) -> DomainResult<ByteStream> {
+        self.files().file_bytes(file).await
+    }
+
+    pub async fn check_file_blocks(&self, tenant: &TenantId, inputs: &[Input], where_: &str) -> DomainResult<()> {
+        self.files().check_file_blocks(tenant, inputs, where_).await
+    }
+
+    // ---- session file resources ----------------------------------------------------------
+
     pub async fn add_file_resource(
         &self,
         tenant: &TenantId,
@@ -531,7 +698,7 @@ impl Platform {
     ) -> DomainResult<(FileResource, StoredFile)> {
         let session = self.load_session(tenant, session_id).await?;
         check_open(&session)?;
-        let (resource, copy) = self.prepare_mount(tenant, session_id, p, file_resources(&session)).await?;
+        let (resource, copy) = self.files().prepare_mount(tenant, session_id, p, file_resources(&session)).await?;
         if !self.store.insert_scoped_file(tenant, &copy, FILES_PER_SESSION).await? {
             return Err(DomainError::invalid(format!("a session may mount at most {FILES_PER_SESSION} files")));
         }
@@ -629,7 +796,7 @@ impl Platform {
             };
             next.updated_at = self.now().strictly_after(current.updated_at);
             if self.store.update_session(tenant, &next, current.updated_at).await? {
-                self.drop_file(tenant, &removed.file_id).await?;
+                self.files().drop_file(tenant, &removed.file_id).await?;
                 return Ok(removed);
             }
         }
@@ -649,15 +816,10 @@ impl Platform {
     }
 
     /// The bytes of a stored file, for putting into a sandbox.
-    pub async fn file_bytes(&self, file: &StoredFile) -> DomainResult<ByteStream> {
-        let body = self.blob_store()?.get(&file.blob_key).await.map_err(blob_error)?;
-        body.ok_or_else(|| DomainError::Store(crate::StoreError::Backend(format!("the bytes of file `{}` are missing", file.meta.id))))
-    }
-
     // ---- files named by content blocks ----------------------------------------------------
 
     /// Client events checked into inputs, their `file` sources included (see
-    /// [`Platform::check_file_blocks`]).
+    /// [`Files::check_file_blocks`]).
     pub async fn accept_events(&self, tenant: &TenantId, events: Vec<ClientEvent>) -> DomainResult<Vec<Input>> {
         let inputs = crate::harness::input::parse_events(events)?;
         self.check_file_blocks(tenant, &inputs, "events").await?;
@@ -667,64 +829,6 @@ impl Platform {
     /// Checks the `file` sources of `inputs` before they are accepted: each file exists for
     /// this tenant (404 otherwise), has not expired (400 `file_expired`), and has a type
     /// and size its block can carry (400). `where_` names the list in messages.
-    pub async fn check_file_blocks(&self, tenant: &TenantId, inputs: &[Input], where_: &str) -> DomainResult<()> {
-        let refs = file_blocks::file_refs(inputs, where_)?;
-        if refs.is_empty() {
-            return Ok(());
-        }
-        let files = self.files_by_id(tenant, refs.iter().map(|r| r.file_id.as_str())).await?;
-        let now = self.now();
-        for r in &refs {
-            let file = files.iter().find(|f| f.meta.id == r.file_id).ok_or_else(|| not_found(&r.file_id))?;
-            if file.expired(now) {
-                return Err(DomainError::invalid_code("file_expired", format!("{}: file `{}` has expired", r.at, r.file_id)));
-            }
-            file_blocks::check_file(r, &file.meta)?;
-        }
-        Ok(())
-    }
-
-    /// The files among `ids` that exist for this tenant, in one store call per hundred ids.
-    async fn files_by_id<'a>(&self, tenant: &TenantId, ids: impl Iterator<Item = &'a str>) -> DomainResult<Vec<StoredFile>> {
-        let mut wanted: Vec<String> = Vec::new();
-        for id in ids {
-            if validate::looks_like_id(id, "file_") && !wanted.iter().any(|w| w == id) {
-                wanted.push(id.to_owned());
-            }
-        }
-        let mut out = Vec::new();
-        for chunk in wanted.chunks(MAX_IDS) {
-            out.extend(self.store.get_files(tenant, chunk).await?);
-        }
-        Ok(out)
-    }
-
-    /// The files among `ids` whose content a model may still receive: those deleted or
-    /// expired since they were referenced are left out.
-    pub async fn live_files(&self, tenant: &TenantId, ids: &[String]) -> DomainResult<Vec<StoredFile>> {
-        let now = self.now();
-        let mut files = self.files_by_id(tenant, ids.iter().map(String::as_str)).await?;
-        files.retain(|f| !f.expired(now));
-        Ok(files)
-    }
-
-    /// A file's content as a model request carries it; [`ResolvedFile::Unavailable`] when
-    /// its bytes are gone or larger than any block may carry. Fails only when the blob store
-    /// does.
-    pub async fn file_for_model(&self, file: &StoredFile) -> DomainResult<ResolvedFile> {
-        let Some(mut body) = self.blob_store()?.get(&file.blob_key).await.map_err(blob_error)? else {
-            return Ok(ResolvedFile::Unavailable);
-        };
-        let mut bytes = Vec::new();
-        while let Some(chunk) = body.next().await {
-            bytes.extend(chunk.map_err(blob_error)?);
-            if bytes.len() as u64 > file_blocks::MAX_DOCUMENT_BYTES {
-                return Ok(ResolvedFile::Unavailable);
-            }
-        }
-        Ok(ResolvedFile::from_bytes(&file.meta.mime_type, &bytes))
-    }
-
     // ---- session outputs --------------------------------------------------------------
 
     /// The outputs captured so far, by path.
@@ -788,7 +892,7 @@ impl Platform {
             }
         }
         if let Some(prev) = previous {
-            self.drop_file(tenant, &prev.meta.id).await?;
+            self.files().drop_file(tenant, &prev.meta.id).await?;
         }
         Ok(Some(file.meta))
     }
@@ -813,6 +917,12 @@ pub(crate) fn blob_error(e: BlobError) -> DomainError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_disposition_quotes_nothing_it_should_not() {
+        let h = content_disposition("rapport \"final\" é.pdf");
+        assert_eq!(h, "attachment; filename=\"rapport _final_ _.pdf\"; filename*=UTF-8''rapport%20%22final%22%20%C3%A9.pdf");
+    }
 
     #[test]
     fn filenames_keep_only_their_last_component() {

@@ -429,10 +429,37 @@ pub trait SessionStore: Send + Sync {
     async fn list_sessions(&self, tenant: &TenantId, query: &ListQuery, filter: &SessionFilter) -> Result<Vec<Session>, StoreError>;
 }
 
+/// The file rows (uploads, session mount copies, outputs): a port of its own so that a
+/// deployment with only a files table (the Workers' D1) can serve the Files API.
+#[async_trait]
+pub trait FileStore: Send + Sync {
+    async fn insert_file(&self, tenant: &TenantId, file: &StoredFile) -> Result<(), StoreError>;
+    /// Inserts a file into a session's scope unless the session already holds `max` files
+    /// of that origin (`Ok(false)`).
+    async fn insert_scoped_file(&self, tenant: &TenantId, file: &StoredFile, max: i64) -> Result<bool, StoreError>;
+    async fn get_file(&self, tenant: &TenantId, id: &str) -> Result<Option<StoredFile>, StoreError>;
+    /// Files newest first; `scope` restricts them to one session's files, otherwise only
+    /// files without a scope are listed.
+    async fn list_files(&self, tenant: &TenantId, query: &ListQuery, scope: Option<&str>) -> Result<Vec<StoredFile>, StoreError>;
+    async fn get_files(&self, tenant: &TenantId, ids: &[String]) -> Result<Vec<StoredFile>, StoreError>;
+    /// Deletes the file; returns its blob key when no other file still refers to the blob
+    /// (the caller then deletes the blob), `None` inside when it is still shared.
+    async fn delete_file(&self, tenant: &TenantId, id: &str) -> Result<Option<Option<String>>, StoreError>;
+    /// Deletes every file of a session's scope; returns the blob keys no file refers to any more.
+    async fn delete_scoped_files(&self, tenant: &TenantId, session_id: &str) -> Result<Vec<String>, StoreError>;
+    /// Files whose `expires_at` is before `now` and whose bytes are still kept (all tenants).
+    async fn expired_files(&self, now: Timestamp, limit: u32) -> Result<Vec<(TenantId, StoredFile)>, StoreError>;
+    /// The files whose bytes the tenant stores, created before `before`: uploads and
+    /// outputs, not mount copies (they share their original's bytes) nor purged files.
+    async fn stored_files(&self, tenant: &TenantId, before: Timestamp) -> Result<Vec<StoredFile>, StoreError>;
+    /// Marks an expired file's bytes as gone; returns the blob key when no live file shares it.
+    async fn purge_file_blob(&self, tenant: &TenantId, id: &str) -> Result<Option<String>, StoreError>;
+}
+
 /// Persistent state. Every method but the tenant and key-lookup ones is scoped by a
 /// [`TenantId`]; an object of another tenant is indistinguishable from a missing one.
 #[async_trait]
-pub trait Store: KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryStorage + SessionStore + ModelCardStore + Send + Sync {
+pub trait Store: KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryStorage + SessionStore + ModelCardStore + FileStore + Send + Sync {
     /// A short name of the backend for `/health` (e.g. `sqlite 3.46.0`).
     async fn describe(&self) -> Result<String, StoreError>;
 
@@ -553,28 +580,6 @@ pub trait Store: KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryS
     async fn put_meta(&self, key: &str, value: &str, only_if_absent: bool) -> Result<bool, StoreError>;
 
 
-    // -- files --
-    async fn insert_file(&self, tenant: &TenantId, file: &StoredFile) -> Result<(), StoreError>;
-    /// Inserts a file into a session's scope unless the session already holds `max` files
-    /// of that origin (`Ok(false)`).
-    async fn insert_scoped_file(&self, tenant: &TenantId, file: &StoredFile, max: i64) -> Result<bool, StoreError>;
-    async fn get_file(&self, tenant: &TenantId, id: &str) -> Result<Option<StoredFile>, StoreError>;
-    /// Files newest first; `scope` restricts them to one session's files, otherwise only
-    /// files without a scope are listed.
-    async fn list_files(&self, tenant: &TenantId, query: &ListQuery, scope: Option<&str>) -> Result<Vec<StoredFile>, StoreError>;
-    async fn get_files(&self, tenant: &TenantId, ids: &[String]) -> Result<Vec<StoredFile>, StoreError>;
-    /// Deletes the file; returns its blob key when no other file still refers to the blob
-    /// (the caller then deletes the blob), `None` inside when it is still shared.
-    async fn delete_file(&self, tenant: &TenantId, id: &str) -> Result<Option<Option<String>>, StoreError>;
-    /// Deletes every file of a session's scope; returns the blob keys no file refers to any more.
-    async fn delete_scoped_files(&self, tenant: &TenantId, session_id: &str) -> Result<Vec<String>, StoreError>;
-    /// Files whose `expires_at` is before `now` and whose bytes are still kept (all tenants).
-    async fn expired_files(&self, now: Timestamp, limit: u32) -> Result<Vec<(TenantId, StoredFile)>, StoreError>;
-    /// The files whose bytes the tenant stores, created before `before`: uploads and
-    /// outputs, not mount copies (they share their original's bytes) nor purged files.
-    async fn stored_files(&self, tenant: &TenantId, before: Timestamp) -> Result<Vec<StoredFile>, StoreError>;
-    /// Marks an expired file's bytes as gone; returns the blob key when no live file shares it.
-    async fn purge_file_blob(&self, tenant: &TenantId, id: &str) -> Result<Option<String>, StoreError>;
     // -- skills and their versions --
     /// Inserts a skill with its first version; `Duplicate` when the tenant has a skill of
     /// the same name.

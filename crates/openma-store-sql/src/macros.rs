@@ -1246,6 +1246,137 @@ macro_rules! sql_store {
         }
 
         #[async_trait::async_trait]
+        impl openma_core::ports::FileStore for $store {
+            async fn insert_file(&self, tenant: &TenantId, f: &StoredFile) -> Result<(), openma_core::StoreError> {
+                Self::insert_file_row(&self.pool, tenant, f).await
+            }
+
+            async fn insert_scoped_file(&self, tenant: &TenantId, f: &StoredFile, max: i64) -> Result<bool, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                // the insert comes first so SQLite takes its write lock before the count
+                Self::insert_file_row(&mut *tx, tenant, f).await?;
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM files WHERE tenant_id = $1 AND scope_id = $2 AND origin = $3")
+                    .bind(tenant.as_str())
+                    .bind(f.scope_id())
+                    .bind(f.origin.as_str())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                if n > max {
+                    return Ok(false);
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(true)
+            }
+
+            async fn get_file(&self, tenant: &TenantId, id: &str) -> Result<Option<StoredFile>, openma_core::StoreError> {
+                let row = sqlx::query("SELECT body, blob_key, sha256, origin, path, purged FROM files WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                row.as_ref().map(stored_file).transpose()
+            }
+
+            async fn list_files(&self, tenant: &TenantId, q: &ListQuery, scope: Option<&str>) -> Result<Vec<StoredFile>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = "));
+                qb.push_bind(tenant.as_str().to_owned());
+                match scope {
+                    Some(s) => qb.push(" AND scope_id = ").push_bind(s.to_owned()),
+                    None => qb.push(" AND scope_id IS NULL"),
+                };
+                push_page(&mut qb, q);
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                rows.iter().map(stored_file).collect()
+            }
+
+            async fn get_files(&self, tenant: &TenantId, ids: &[String]) -> Result<Vec<StoredFile>, openma_core::StoreError> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = "));
+                qb.push_bind(tenant.as_str().to_owned()).push(" AND id");
+                push_in(&mut qb, ids.iter().map(String::as_str));
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                rows.iter().map(stored_file).collect()
+            }
+
+            async fn delete_file(&self, tenant: &TenantId, id: &str) -> Result<Option<Option<String>>, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                let key: Option<String> = sqlx::query_scalar("DELETE FROM files WHERE tenant_id = $1 AND id = $2 RETURNING blob_key")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                let Some(key) = key else { return Ok(None) };
+                let orphan = if blob_in_use(&mut *tx, &key).await? { None } else { Some(key) };
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(Some(orphan))
+            }
+
+            async fn delete_scoped_files(&self, tenant: &TenantId, session_id: &str) -> Result<Vec<String>, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                let keys: Vec<String> = sqlx::query_scalar("DELETE FROM files WHERE tenant_id = $1 AND scope_id = $2 RETURNING blob_key")
+                    .bind(tenant.as_str())
+                    .bind(session_id)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                let mut orphans: Vec<String> = Vec::new();
+                for key in keys {
+                    if !orphans.contains(&key) && !blob_in_use(&mut *tx, &key).await? {
+                        orphans.push(key);
+                    }
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(orphans)
+            }
+
+            async fn expired_files(&self, now: Timestamp, limit: u32) -> Result<Vec<(TenantId, StoredFile)>, openma_core::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT tenant_id, body, blob_key, sha256, origin, path, purged FROM files \
+                     WHERE expires_at IS NOT NULL AND NOT purged AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
+                )
+                .bind(now.as_micros())
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                rows.iter()
+                    .map(|r| Ok((TenantId::from_trusted(r.try_get::<String, _>("tenant_id").map_err($crate::backend_error)?), stored_file(r)?)))
+                    .collect()
+            }
+
+            async fn stored_files(&self, tenant: &TenantId, before: Timestamp) -> Result<Vec<StoredFile>, openma_core::StoreError> {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = $1 AND created_at < $2 AND NOT purged AND origin <> 'mount' ORDER BY created_at, id"
+                )))
+                .bind(tenant.as_str())
+                .bind(before.as_micros())
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                rows.iter().map(stored_file).collect()
+            }
+
+            async fn purge_file_blob(&self, tenant: &TenantId, id: &str) -> Result<Option<String>, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                let key: Option<String> = sqlx::query_scalar("UPDATE files SET purged = TRUE WHERE tenant_id = $1 AND id = $2 AND NOT purged RETURNING blob_key")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                let Some(key) = key else { return Ok(None) };
+                let orphan = if blob_in_use(&mut *tx, &key).await? { None } else { Some(key) };
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(orphan)
+            }
+        }
+
+        #[async_trait::async_trait]
         impl openma_core::ports::SessionStore for $store {
             async fn insert_session(&self, tenant: &TenantId, s: &Session) -> Result<(), openma_core::StoreError> {
                 sqlx::query(
@@ -2429,136 +2560,6 @@ macro_rules! sql_store {
                     .collect::<Result<_, sqlx::Error>>()
                     .map_err($crate::backend_error)
             }
-            // ---- files ----
-
-            async fn insert_file(&self, tenant: &TenantId, f: &StoredFile) -> Result<(), openma_core::StoreError> {
-                Self::insert_file_row(&self.pool, tenant, f).await
-            }
-
-            async fn insert_scoped_file(&self, tenant: &TenantId, f: &StoredFile, max: i64) -> Result<bool, openma_core::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
-                // the insert comes first so SQLite takes its write lock before the count
-                Self::insert_file_row(&mut *tx, tenant, f).await?;
-                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM files WHERE tenant_id = $1 AND scope_id = $2 AND origin = $3")
-                    .bind(tenant.as_str())
-                    .bind(f.scope_id())
-                    .bind(f.origin.as_str())
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err($crate::backend_error)?;
-                if n > max {
-                    return Ok(false);
-                }
-                tx.commit().await.map_err($crate::backend_error)?;
-                Ok(true)
-            }
-
-            async fn get_file(&self, tenant: &TenantId, id: &str) -> Result<Option<StoredFile>, openma_core::StoreError> {
-                let row = sqlx::query("SELECT body, blob_key, sha256, origin, path, purged FROM files WHERE tenant_id = $1 AND id = $2")
-                    .bind(tenant.as_str())
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                row.as_ref().map(stored_file).transpose()
-            }
-
-            async fn list_files(&self, tenant: &TenantId, q: &ListQuery, scope: Option<&str>) -> Result<Vec<StoredFile>, openma_core::StoreError> {
-                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = "));
-                qb.push_bind(tenant.as_str().to_owned());
-                match scope {
-                    Some(s) => qb.push(" AND scope_id = ").push_bind(s.to_owned()),
-                    None => qb.push(" AND scope_id IS NULL"),
-                };
-                push_page(&mut qb, q);
-                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
-                rows.iter().map(stored_file).collect()
-            }
-
-            async fn get_files(&self, tenant: &TenantId, ids: &[String]) -> Result<Vec<StoredFile>, openma_core::StoreError> {
-                if ids.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = "));
-                qb.push_bind(tenant.as_str().to_owned()).push(" AND id");
-                push_in(&mut qb, ids.iter().map(String::as_str));
-                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
-                rows.iter().map(stored_file).collect()
-            }
-
-            async fn delete_file(&self, tenant: &TenantId, id: &str) -> Result<Option<Option<String>>, openma_core::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
-                let key: Option<String> = sqlx::query_scalar("DELETE FROM files WHERE tenant_id = $1 AND id = $2 RETURNING blob_key")
-                    .bind(tenant.as_str())
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err($crate::backend_error)?;
-                let Some(key) = key else { return Ok(None) };
-                let orphan = if blob_in_use(&mut *tx, &key).await? { None } else { Some(key) };
-                tx.commit().await.map_err($crate::backend_error)?;
-                Ok(Some(orphan))
-            }
-
-            async fn delete_scoped_files(&self, tenant: &TenantId, session_id: &str) -> Result<Vec<String>, openma_core::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
-                let keys: Vec<String> = sqlx::query_scalar("DELETE FROM files WHERE tenant_id = $1 AND scope_id = $2 RETURNING blob_key")
-                    .bind(tenant.as_str())
-                    .bind(session_id)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err($crate::backend_error)?;
-                let mut orphans: Vec<String> = Vec::new();
-                for key in keys {
-                    if !orphans.contains(&key) && !blob_in_use(&mut *tx, &key).await? {
-                        orphans.push(key);
-                    }
-                }
-                tx.commit().await.map_err($crate::backend_error)?;
-                Ok(orphans)
-            }
-
-            async fn expired_files(&self, now: Timestamp, limit: u32) -> Result<Vec<(TenantId, StoredFile)>, openma_core::StoreError> {
-                let rows = sqlx::query(
-                    "SELECT tenant_id, body, blob_key, sha256, origin, path, purged FROM files \
-                     WHERE expires_at IS NOT NULL AND NOT purged AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
-                )
-                .bind(now.as_micros())
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err($crate::backend_error)?;
-                rows.iter()
-                    .map(|r| Ok((TenantId::from_trusted(r.try_get::<String, _>("tenant_id").map_err($crate::backend_error)?), stored_file(r)?)))
-                    .collect()
-            }
-
-            async fn stored_files(&self, tenant: &TenantId, before: Timestamp) -> Result<Vec<StoredFile>, openma_core::StoreError> {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {FILE_COLUMNS} FROM files WHERE tenant_id = $1 AND created_at < $2 AND NOT purged AND origin <> 'mount' ORDER BY created_at, id"
-                )))
-                .bind(tenant.as_str())
-                .bind(before.as_micros())
-                .fetch_all(&self.pool)
-                .await
-                .map_err($crate::backend_error)?;
-                rows.iter().map(stored_file).collect()
-            }
-
-            async fn purge_file_blob(&self, tenant: &TenantId, id: &str) -> Result<Option<String>, openma_core::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
-                let key: Option<String> = sqlx::query_scalar("UPDATE files SET purged = TRUE WHERE tenant_id = $1 AND id = $2 AND NOT purged RETURNING blob_key")
-                    .bind(tenant.as_str())
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err($crate::backend_error)?;
-                let Some(key) = key else { return Ok(None) };
-                let orphan = if blob_in_use(&mut *tx, &key).await? { None } else { Some(key) };
-                tx.commit().await.map_err($crate::backend_error)?;
-                Ok(orphan)
-            }
-
             async fn get_tenant_limits(&self, tenant: &TenantId) -> Result<TenantLimits, openma_core::StoreError> {
                 let row = sqlx::query("SELECT monthly_soft_micros, monthly_hard_micros, max_running_sessions, max_running_sandboxes FROM tenant_limits WHERE tenant_id = $1")
                     .bind(tenant.as_str())

@@ -46,6 +46,18 @@ pub struct PageParams {
     pub page: Option<String>,
 }
 
+/// Filters of the file list (`GET /v1/files`).
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+pub struct FileFilter {
+    /// Only files of this scope (a session id): its mounted copies and its outputs.
+    #[serde(default)]
+    pub scope_id: Option<String>,
+    /// Only these files (at most 100; not with `page` or `limit`).
+    #[serde(rename = "ids[]", alias = "ids", default)]
+    pub ids: Vec<String>,
+}
+
 /// Includes archived objects when true.
 #[derive(Debug, Default, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]

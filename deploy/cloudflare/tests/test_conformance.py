@@ -10,6 +10,7 @@ shown when it fails."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -33,6 +34,14 @@ SUITE_TIMEOUT_S = 600
 SUITES = {
     "test_agents.py": {},
     "test_environments.py": {},
+    "test_file_blocks.py": {},
+    "test_files.py": {name: "mounts `file` resources into the sandbox: not on the Workers yet" for name in (
+        "test_session_mounts_files_read_only_and_lists_outputs",
+        "test_resources_are_added_listed_retrieved_and_deleted",
+        "test_mounting_a_missing_or_foreign_file_is_404",
+        "test_mount_path_escapes_are_refused",
+        "test_deleting_a_session_deletes_its_files_but_not_the_upload",
+    )},
     "test_memory_stores.py": {},
     "test_model_cards.py": {"test_a_cards_prices_price_its_turns_and_cannot_apply_retroactively": "reads /v1/usage: no ledger on the Workers yet"},
     "test_sessions.py": {},
@@ -420,6 +429,26 @@ def test_what_only_the_native_sandbox_gives_is_refused_not_ignored(main):
     assert a.beta.sessions.retrieve(session.id).vault_ids == []
 
 
+def test_a_large_upload_streams_to_r2_in_parts_and_one_past_the_limit_is_413(deployment, fake_model, sandbox_server):
+    """An upload larger than one R2 part (8 MiB) goes up as a multipart upload and comes back
+    byte for byte; past OPENMA_MAX_FILE_MB it is refused with 413 and leaves no file."""
+    deployment.apply_migrations()
+    main = deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A, "OPENMA_MAX_FILE_MB": "24"},
+                            bound={"agent": agent_vars(fake_model, sandbox_server)})
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=120.0, max_retries=0)
+    data = os.urandom(20 * 1024 * 1024 + 12345)  # two full parts and a short last one
+    f = a.beta.files.upload(file=("big.bin", io.BytesIO(data), "application/octet-stream"))
+    assert f.size_bytes == len(data)
+    back = a.beta.files.download(f.id).read()
+    assert hashlib.sha256(back).hexdigest() == hashlib.sha256(data).hexdigest()
+    row = json.loads(deployment.d1(f"SELECT sha256 FROM files WHERE id = '{f.id}'"))[0]["results"][0]
+    assert row["sha256"] == hashlib.sha256(data).hexdigest()
+    with pytest.raises(anthropic.APIStatusError) as too_big:
+        a.beta.files.upload(file=("bigger.bin", io.BytesIO(os.urandom(25 * 1024 * 1024)), "application/octet-stream"))
+    assert too_big.value.status_code == 413, too_big.value
+    assert [x.id for x in a.beta.files.list()] == [f.id]
+
+
 def object_log_rows(deployment) -> list[int]:
     """The rows of every SessionDO's event log, read from the objects' SQLite files."""
     import sqlite3
@@ -456,10 +485,16 @@ def test_archiving_moves_the_log_to_r2_and_out_of_the_session_object(deployment,
     assert gzip_blobs() == []
 
 
+def r2_objects(deployment) -> list[Path]:
+    """The objects of the local R2 bucket (miniflare keeps each one's bytes in a file)."""
+    return sorted(p for p in (deployment.state / "v3" / "r2").rglob("*") if p.is_file() and "blobs" in p.parts)
+
+
 def test_the_cron_archives_idle_sessions_logs(deployment, fake_model):
     """openma-agent's cron moves the log of a session idle longer than
     OPENMA_ARCHIVE_IDLE_AFTER to R2 and out of its SessionDO, records it in D1, and the API
-    reads the log as before."""
+    reads the log as before; it also empties expired files, whose download then says
+    `file_expired`."""
     import httpx2
 
     deployment.apply_migrations()
@@ -467,7 +502,13 @@ def test_the_cron_archives_idle_sessions_logs(deployment, fake_model):
     cron_vars = {"ANTHROPIC_API_KEY": MODEL_KEY, "ANTHROPIC_BASE_URL": fake_model, "OPENMA_ARCHIVE_IDLE_AFTER": "1s"}
     script_reply(fake_model, "idle soon")
     main = deployment.start("main", secrets, bound={"agent": cron_vars})
-    session_id, before = session_after_one_turn(anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0))
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
+    session_id, before = session_after_one_turn(a)
+    # an upload past its expiry (the column the scan reads, moved back in time)
+    expiring = a.beta.files.upload(file=("old.txt", io.BytesIO(b"expired bytes"), "text/plain"), expires_in_seconds=3600)
+    deployment.d1(f"UPDATE files SET expires_at = 1 WHERE id = '{expiring.id}'")
+    blobs_before = r2_objects(deployment)
+    assert blobs_before, "the upload is not in the local R2 bucket"
     main.stop()
 
     time.sleep(1.5)
@@ -478,7 +519,10 @@ def test_the_cron_archives_idle_sessions_logs(deployment, fake_model):
         assert time.monotonic() < deadline, cron.output()[-3000:]
         time.sleep(0.2)
     assert "housekeeping: archived 1 of 1 due session logs" in cron.output(), cron.output()[-3000:]
+    assert "emptied 1 expired files" in cron.output(), cron.output()[-3000:]
     cron.stop()
+    # the expired upload's bytes are gone from R2 (the archived log's blob came in their place)
+    assert len(r2_objects(deployment)) == len(blobs_before), (blobs_before, r2_objects(deployment))
 
     assert object_log_rows(deployment) == [0]
     row = json.loads(deployment.d1(f"SELECT log_archive_key, log_archived_events FROM sessions WHERE id = '{session_id}'"))[0]["results"][0]
@@ -488,3 +532,6 @@ def test_the_cron_archives_idle_sessions_logs(deployment, fake_model):
     again = deployment.start("main", secrets, bound={"agent": cron_vars})
     a = anthropic.Anthropic(api_key=KEY_A, base_url=again.base_url, timeout=30.0)
     assert [(e.id, e.type) for e in a.beta.sessions.events.list(session_id)] == before
+    with pytest.raises(anthropic.NotFoundError) as gone:
+        a.beta.files.download(expiring.id)
+    assert gone.value.body["error"]["details"]["error_code"] == "file_expired", gone.value.body

@@ -7,7 +7,7 @@
 //! module decides what each block becomes. A file that is gone by then becomes a short
 //! note, so a deleted upload does not fail the turn.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use base64::Engine;
 use openma_types::files::FileMetadata;
@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 
 use super::input::Input;
 use crate::error::{DomainError, DomainResult};
-use crate::model::{ContentBlock, ModelRequest};
+use crate::files::Files;
+use crate::model::{ContentBlock, ModelError, ModelRequest, TransientKind};
+use crate::tenancy::TenantId;
 
 /// Largest image a `file` source may name: Anthropic's per-image limit.
 pub const MAX_IMAGE_BYTES: u64 = 5 * 1024 * 1024;
@@ -208,6 +210,43 @@ pub fn resolve<'a>(request: &mut ModelRequest, lookup: impl Fn(&str) -> Option<&
     for m in &mut request.messages {
         visit(&mut m.content, &lookup);
     }
+}
+
+
+/// What a session's requests carry, by file id, read from the blob store once per session
+/// (actor or Durable Object) rather than on every model step. Each step still asks the
+/// store which of the named files are live (one query per hundred ids), so a file deleted
+/// or expired since the last step becomes the "no longer available" note at once; only
+/// the bytes are cached, and entries the conversation no longer names are dropped.
+#[derive(Default)]
+pub struct FileBlockCache {
+    files: HashMap<String, ResolvedFile>,
+}
+
+impl FileBlockCache {
+    /// Replaces the `file` sources of `request` with the files' content. A store or blob
+    /// store failure is a transient model error: the step is retried like a failed call.
+    pub async fn resolve(&mut self, files: &Files<'_>, tenant: &TenantId, request: &mut ModelRequest) -> Result<(), ModelError> {
+        let ids: Vec<String> = file_ids(request).into_iter().collect();
+        if ids.is_empty() {
+            self.files.clear();
+            return Ok(());
+        }
+        let live = files.live_files(tenant, &ids).await.map_err(unreadable)?;
+        self.files.retain(|id, _| live.iter().any(|f| &f.meta.id == id));
+        for file in &live {
+            if !self.files.contains_key(&file.meta.id) {
+                let content = files.file_for_model(file).await.map_err(unreadable)?;
+                self.files.insert(file.meta.id.clone(), content);
+            }
+        }
+        resolve(request, |id| self.files.get(id));
+        Ok(())
+    }
+}
+
+fn unreadable(e: DomainError) -> ModelError {
+    ModelError::Transient { kind: TransientKind::ServerError, message: format!("a file the conversation names could not be read: {e}"), retry_after: None }
 }
 
 #[cfg(test)]

@@ -10,11 +10,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use futures::StreamExt;
 use openma_core::files::{FileListParams, PendingBlob, UploadFields};
-use openma_core::platform::ListParams;
 use openma_core::ports::BlobError;
 use openma_types::files::{DeletedFile, FileMetadata};
 use openma_types::{ErrorEnvelope, ListPage};
-use serde::Deserialize;
+use openma_types::query::FileFilter;
 
 use super::PageParams;
 use crate::app::AppState;
@@ -31,18 +30,6 @@ pub fn routes(max_file_bytes: u64) -> Router<AppState> {
         .route("/v1/files", get(list_files).post(upload_file).layer(DefaultBodyLimit::max(limit)))
         .route("/v1/files/{file_id}", get(get_file).delete(delete_file))
         .route("/v1/files/{file_id}/content", get(download_file))
-}
-
-/// Filters of the file list.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct FileFilter {
-    /// Only files of this scope (a session id): its mounted copies and its outputs.
-    #[serde(default)]
-    pub scope_id: Option<String>,
-    /// Only these files (at most 100; not with `page` or `limit`).
-    #[serde(rename = "ids[]", alias = "ids", default)]
-    pub ids: Vec<String>,
 }
 
 pub(crate) fn multipart_error(e: MultipartError) -> ApiError {
@@ -149,12 +136,7 @@ pub async fn list_files(
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(filter): ApiQuery<FileFilter>,
 ) -> Result<Json<ListPage<FileMetadata>>, ApiError> {
-    let params = FileListParams {
-        page: ListParams { limit: page.limit, page: page.page, ..Default::default() },
-        scope_id: filter.scope_id.filter(|s| !s.is_empty()),
-        ids: filter.ids,
-    };
-    let p = app.platform.list_files(&t, &params).await?;
+    let p = app.platform.list_files(&t, &FileListParams::from_query(page, filter)).await?;
     Ok(Json(ListPage { data: p.data, next_page: p.next_page }))
 }
 
@@ -173,15 +155,9 @@ pub async fn delete_file(State(app): State<AppState>, Caller(t): Caller, ApiPath
     Ok(Json(DeletedFile { id, tag: Default::default() }))
 }
 
-/// RFC 6266 `attachment` with an RFC 5987 UTF-8 filename (and an ASCII fallback).
+/// The `Content-Disposition` of a download ([`openma_core::files::content_disposition`]).
 pub(crate) fn content_disposition(filename: &str) -> HeaderValue {
-    let ascii: String = filename.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
-    let encoded: String = filename
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect();
-    HeaderValue::from_str(&format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"))
-        .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+    HeaderValue::from_str(&openma_core::files::content_disposition(filename)).unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
 /// Download a file's bytes.
@@ -197,13 +173,4 @@ pub async fn download_file(State(app): State<AppState>, Caller(t): Caller, ApiPa
     h.insert(header::CONTENT_DISPOSITION, content_disposition(&meta.filename));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     Ok(res)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn content_disposition_quotes_nothing_it_should_not() {
-        let h = super::content_disposition("rapport \"final\" é.pdf");
-        assert_eq!(h.to_str().unwrap(), "attachment; filename=\"rapport _final_ _.pdf\"; filename*=UTF-8''rapport%20%22final%22%20%C3%A9.pdf");
-    }
 }

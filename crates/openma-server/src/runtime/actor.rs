@@ -24,7 +24,7 @@ use openma_types::sessions::{Session, SessionStatus};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::file_blocks::FileBlockCache;
+use openma_core::harness::file_blocks::FileBlockCache;
 use super::hub::{Frame, Hub};
 use super::{Command, Reply, Runtime};
 use crate::cluster::{Cluster, ForwardReply, Forwarded, Undelivered};
@@ -1188,7 +1188,7 @@ impl Actor {
     async fn resolve_files(&mut self, request: &mut model::ModelRequest) -> Raced<Result<(), ModelError>> {
         let mut files = std::mem::take(&mut self.files);
         let (rt, tenant) = (self.rt.clone(), self.tenant.clone());
-        let raced = self.race(files.resolve(&rt.platform, &tenant, request)).await;
+        let raced = self.race(files.resolve(&rt.platform.files(), &tenant, request)).await;
         self.files = files;
         raced
     }

@@ -3,7 +3,6 @@
 //! demand and letting them go when their session is idle.
 
 mod actor;
-mod file_blocks;
 pub mod hub;
 pub mod models;
 

@@ -3,13 +3,15 @@
 //! (off unless set, as natively), have their logs moved to R2 by their SessionDO — the
 //! same scan as the native `sessions_to_archive`, so a session changed since its last
 //! archival is archived again and an unchanged one is skipped; then retention forgets
-//! memory versions older than 30 days, keeping each memory's newest.
+//! memory versions older than 30 days, keeping each memory's newest, and the bytes of
+//! expired files are deleted from R2.
 
 use openma_core::retention::{RetentionPolicy, before, parse_duration};
 use openma_core::{Clock, TenantId};
 use openma_types::Timestamp;
 use openma_worker_common::adapters::WorkerClock;
 use openma_worker_common::d1::{D1, micros, num};
+use openma_worker_common::files::WorkerFiles;
 use serde::Deserialize;
 use worker::{Env, Headers, Method, Request, RequestInit, Result};
 
@@ -18,6 +20,8 @@ use crate::model::text;
 /// Sessions archived per run, and memory versions deleted per statement.
 const BATCH: i64 = 100;
 const PURGE_BATCH: i64 = 1000;
+/// Expired files emptied per run (as the native scheduler's job).
+const FILE_BATCH: u32 = 500;
 
 #[derive(Deserialize)]
 struct Due {
@@ -89,7 +93,13 @@ pub async fn run(env: &Env) -> Result<()> {
             break;
         }
     }
-    worker::console_log!("housekeeping: archived {archived} of {} due session logs, purged {purged} memory versions", due.len());
+    // the bytes of expired uploads (their rows stay, answering downloads with `file_expired`)
+    let files = WorkerFiles::new(env).map_err(|_| worker::Error::RustError("the file store's bindings are missing".into()))?;
+    let emptied = files.files().purge_expired(FILE_BATCH).await.map_err(|e| worker::Error::RustError(e.to_string()))?;
+    worker::console_log!(
+        "housekeeping: archived {archived} of {} due session logs, purged {purged} memory versions, emptied {emptied} expired files",
+        due.len()
+    );
     Ok(())
 }
 

@@ -16,6 +16,7 @@ use openma_core::ports::EnvironmentStore;
 use openma_types::environments::EnvironmentConfig;
 use openma_types::sandbox::{ErrorEnvelope, SESSION_UNKNOWN, SessionOpen, TOOLS, ToolCall, ToolResult};
 use openma_worker_common::d1::D1;
+use openma_worker_common::r2::BLOBS;
 use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, Response, Result};
 
 use crate::model::text;
@@ -33,7 +34,6 @@ pub const DIRTY: &str = "sandbox_dirty";
 const SLEEP_AT: &str = "sandbox_sleep_at";
 /// How long a container idles before it stops (`OPENMA_SANDBOX_SLEEP_AFTER`, e.g. `30m`).
 const SLEEP_AFTER: Duration = Duration::from_secs(600);
-const BLOBS: &str = "BLOBS";
 
 /// Whether `name` is a tool the sandbox runs; `Some(true)` when it may write.
 pub fn writes(name: &str) -> Option<bool> {

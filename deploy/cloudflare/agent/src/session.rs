@@ -7,7 +7,7 @@ use std::cell::RefCell;
 
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
-use openma_core::harness::file_blocks::file_refs;
+use openma_core::harness::file_blocks::FileBlockCache;
 use openma_core::harness::input::{Input, parse_events};
 use openma_core::harness::step::{self, PreviewOf};
 use openma_core::paging::{MAX_LIMIT, PageRequest};
@@ -19,6 +19,8 @@ use openma_types::query::{EventListParams, PageParams, StreamParams};
 use openma_types::sessions::{Session, SessionStatus};
 use openma_worker_common::adapters::{WorkerClock, WorkerIds};
 use openma_worker_common::errors::ApiError;
+use openma_worker_common::files::WorkerFiles;
+use openma_worker_common::r2::BLOBS;
 use serde::{Deserialize, Serialize};
 use worker::{DurableObject, Env, Method, Request, Response, Result, State, durable_object};
 
@@ -56,8 +58,6 @@ struct Archived {
 }
 
 const ARCHIVED: &str = "archived";
-/// The R2 bucket of archived logs (the same bucket as openma-main's blobs).
-const BLOBS: &str = "BLOBS";
 
 /// Named as the deployment guide names it (the class wrangler.jsonc binds).
 #[allow(clippy::upper_case_acronyms)]
@@ -70,6 +70,8 @@ pub struct SessionDO {
     pub(crate) interrupt: RefCell<Option<UnboundedSender<()>>>,
     /// The sandbox server held the session at the last look (in this object's lifetime).
     pub(crate) sandbox_ready: std::cell::Cell<bool>,
+    /// The content of the files the conversation names, read from R2 once per object.
+    pub(crate) file_blocks: RefCell<FileBlockCache>,
 }
 
 /// Storage keys: client events that arrived during a model call (appended after it, as
@@ -79,7 +81,7 @@ pub const INTERRUPT: &str = "interrupt";
 
 impl DurableObject for SessionDO {
     fn new(state: State, env: Env) -> Self {
-        SessionDO { state, env, subscribers: Subscribers::default(), interrupt: RefCell::new(None), sandbox_ready: Default::default() }
+        SessionDO { state, env, subscribers: Subscribers::default(), interrupt: RefCell::new(None), sandbox_ready: Default::default(), file_blocks: Default::default() }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -196,9 +198,8 @@ impl SessionDO {
             return Err(DomainError::Conflict { message: "the session is archived or terminated and accepts no events".into(), code: Some("session_terminated") }.into());
         }
         let inputs = parse_events(f.events)?;
-        if !file_refs(&inputs, "events")?.is_empty() {
-            return Err(DomainError::unsupported("`file` content blocks on the Cloudflare Workers deployment").into());
-        }
+        // each named file exists for the tenant, is live and fits its block (as natively)
+        WorkerFiles::new(&self.env)?.files().check_file_blocks(&openma_core::TenantId::from_trusted(f.tenant.clone()), &inputs, "events").await?;
         let storage = self.state.storage();
         self.remember(f.tenant, f.session).await.map_err(internal)?;
         let log = self.log().await.map_err(internal)?;

@@ -23,6 +23,7 @@ use openma_types::events::{EventPayload, ModelUsage, RetryStatus, SessionErrorOb
 use openma_types::sandbox::ToolCall;
 use openma_types::sessions::SessionStatus;
 use openma_worker_common::d1::D1;
+use openma_worker_common::files::WorkerFiles;
 use worker::Result;
 
 use crate::model::ModelEndpoint;
@@ -373,6 +374,18 @@ enum Called {
 
 /// One model call: streams it (publishing previews), then appends its events. The end
 /// event notes (harness-only) whether the call ended the turn.
+/// Puts the content of the files the request names by `file_id` into it (D1 says which are
+/// live, R2 holds the bytes, cached for the object's lifetime). A failure is transient: the
+/// step is retried like a failed model call.
+async fn resolve_files(object: &SessionDO, tenant: &TenantId, request: &mut openma_core::model::ModelRequest) -> std::result::Result<(), ModelError> {
+    let files = WorkerFiles::new(&object.env)
+        .map_err(|_| ModelError::Transient { kind: TransientKind::ServerError, message: "the file store's bindings are missing".into(), retry_after: None })?;
+    let mut cache = object.file_blocks.take();
+    let resolved = cache.resolve(&files.files(), tenant, request).await;
+    object.file_blocks.replace(cache);
+    resolved
+}
+
 async fn model_step(object: &SessionDO, meta: &mut Meta, plan: &ToolPlan, log: &[StoredEvent]) -> Result<std::result::Result<Called, ModelError>> {
     let session = &meta.session;
     let meta_tenant = &meta.tenant;
@@ -386,6 +399,7 @@ async fn model_step(object: &SessionDO, meta: &mut Meta, plan: &ToolPlan, log: &
     let mut acc = Accumulator::default();
     let outcome = async {
         let tenant = TenantId::from_trusted(meta_tenant.clone());
+        resolve_files(object, &tenant, &mut request).await?;
         let (endpoint, model) = ModelEndpoint::for_tenant(&object.env, &tenant, &session.agent.model.id).await?;
         let call = std::pin::pin!(endpoint.stream(&request, &model));
         let mut stream = match futures::future::select(call, interrupt.next()).await {

@@ -63,9 +63,14 @@ impl D1 {
         r.results::<T>().map_err(store_error)
     }
 
+    /// Runs the statements in one transaction (all or none); returns each one's result.
+    pub async fn batch_results(&self, statements: Vec<D1PreparedStatement>) -> Result<Vec<D1Result>, StoreError> {
+        self.db.batch(statements).await.map_err(store_error)
+    }
+
     /// Runs the statements in one transaction (all or none); returns each one's change count.
     pub async fn batch(&self, statements: Vec<D1PreparedStatement>) -> Result<Vec<u64>, StoreError> {
-        let results: Vec<D1Result> = self.db.batch(statements).await.map_err(store_error)?;
+        let results = self.batch_results(statements).await?;
         results.iter().map(|r| Ok(r.meta().map_err(store_error)?.and_then(|m| m.changes).unwrap_or(0) as u64)).collect()
     }
 }

@@ -29,6 +29,11 @@ impl ApiRequest {
         Ok(edge::json_body(&bytes)?)
     }
 
+    /// The body as it streams in (uploads), never held whole.
+    pub fn body_stream(&mut self) -> Result<worker::ByteStream, ApiError> {
+        self.req.stream().map_err(|e| ApiError::new(400, format!("could not read the request body: {e}")))
+    }
+
     /// The raw query string (without `?`).
     pub fn raw_query(&self) -> Result<String, ApiError> {
         let url = self.req.url().map_err(|e| ApiError::new(400, format!("invalid URL: {e}")))?;
@@ -70,6 +75,7 @@ pub async fn serve(req: Request, env: &Env, db: &D1, caller: &Caller, request_id
         ["v1", "agents", rest @ ..] => crate::agents::route(&mut req, db, tenant, rest).await,
         ["v1", "environments", rest @ ..] => crate::environments::route(&mut req, db, tenant, rest).await,
         ["v1", "vaults", rest @ ..] => crate::vaults::route(&mut req, env, db, tenant, rest).await,
+        ["v1", "files", rest @ ..] => crate::files::route(&mut req, env, tenant, rest).await,
         ["v1", "model_cards", rest @ ..] => crate::model_cards::route(&mut req, env, db, tenant, rest).await,
         ["v1", "memory_stores", rest @ ..] => crate::memory::route(&mut req, db, caller, rest).await,
         ["v1", "sessions", rest @ ..] => crate::sessions::route(&mut req, env, db, tenant, rest).await,

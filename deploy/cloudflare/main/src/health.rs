@@ -11,7 +11,7 @@ use crate::schema::{LATEST_MIGRATION, MIGRATIONS};
 /// Binding names, as in `wrangler.jsonc`.
 pub const DB: &str = "DB";
 pub const CONFIG_KV: &str = "CONFIG_KV";
-pub const BLOBS: &str = "BLOBS";
+pub use openma_worker_common::r2::BLOBS;
 
 #[derive(Serialize)]
 struct Health {

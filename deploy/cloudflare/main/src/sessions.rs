@@ -5,11 +5,11 @@
 //! worker authenticates the request, loads the session row and forwards the events (with
 //! the row, so the object runs the latest agent snapshot) through the Durable Object
 //! binding `SESSIONS`. What the Workers cannot do yet is refused with 400
-//! `unsupported_feature`, never accepted and ignored: the resources only a sandbox can
-//! hold (files, repositories) and budgets.
+//! `unsupported_feature`, never accepted and ignored: `file` and `github_repository`
+//! resources (mounted or cloned into the sandbox natively) and budgets.
 
 use async_trait::async_trait;
-use openma_core::harness::file_blocks::file_refs;
+use openma_core::files::Files;
 use openma_core::harness::input::Input;
 use openma_core::harness::tools::Capabilities;
 use openma_core::platform::ListParams;
@@ -31,15 +31,19 @@ use crate::agents::NoSkills;
 use crate::api::{ApiRequest, NoSubscribers, json};
 use crate::d1::D1;
 use crate::errors::ApiError;
+use openma_worker_common::files::WorkerFiles;
 
-/// The Workers keep no files yet (R2 and the Files API come later): a session that
-/// names one is refused.
-struct NoFiles;
+/// Files on the Workers: `file` content blocks are checked against the tenant's uploads (D1
+/// rows, R2 bytes) as on the native server; mounting files into the sandbox (`file`
+/// resources) is not done here yet and is refused.
+struct WorkerAttachments<'a> {
+    files: Files<'a>,
+}
 
 #[async_trait]
-impl SessionAttachments for NoFiles {
-    async fn check_file_blocks(&self, _tenant: &TenantId, inputs: &[Input], where_: &str) -> Result<(), DomainError> {
-        if file_refs(inputs, where_)?.is_empty() { Ok(()) } else { Err(DomainError::unsupported("`file` content blocks on the Cloudflare Workers deployment")) }
+impl SessionAttachments for WorkerAttachments<'_> {
+    async fn check_file_blocks(&self, tenant: &TenantId, inputs: &[Input], where_: &str) -> Result<(), DomainError> {
+        self.files.check_file_blocks(tenant, inputs, where_).await
     }
 
     async fn mount_copies(
@@ -51,9 +55,9 @@ impl SessionAttachments for NoFiles {
         if params.is_empty() { Ok(Vec::new()) } else { Err(DomainError::unsupported("`file` resources on the Cloudflare Workers deployment")) }
     }
 
-    async fn release(&self, _tenant: &TenantId, _session_id: &str) -> Result<(), DomainError> {
-        // no files, no archived log: nothing outlives the row
-        Ok(())
+    async fn release(&self, tenant: &TenantId, session_id: &str) -> Result<(), DomainError> {
+        // the session's scoped files (none are made here yet); its log goes with its object
+        self.files.delete_session_files(tenant, session_id).await
     }
 }
 
@@ -94,6 +98,10 @@ async fn check_sandbox(sessions: &Sessions<'_>, db: &D1, tenant: &TenantId, envi
 pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, rest: &[&str]) -> Option<Result<Response, ApiError>> {
     let (clock, ids, announcer) = (&WorkerClock, &WorkerIds, &NoSubscribers);
     let limits = openma_types::environments::EnvironmentLimits::SANDBOX_DEFAULTS;
+    let worker_files = match WorkerFiles::new(env) {
+        Ok(f) => f,
+        Err(e) => return Some(Err(e)),
+    };
     let sessions = Sessions {
         store: db,
         agents: Agents { store: db, clock, ids, capabilities: Capabilities::default(), skills: &NoSkills, announcer },
@@ -101,7 +109,7 @@ pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, 
         vaults: Vaults { store: db, clock, ids, secrets: None, announcer },
         memories: Memories { store: db, clock, ids, announcer },
         skills: &NoSkills,
-        attachments: &NoFiles,
+        attachments: &WorkerAttachments { files: worker_files.files() },
         capabilities: Capabilities::default(),
         clock,
         ids,

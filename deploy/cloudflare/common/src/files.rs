@@ -1,0 +1,27 @@
+//! The core's file service as the Workers build it: rows on D1, bytes on R2. `openma-main`
+//! serves the Files API and checks `file` content blocks with it; the SessionDO reads the
+//! files a conversation names when it builds a model request.
+
+use openma_core::files::Files;
+
+use crate::adapters::{WorkerClock, WorkerIds};
+use crate::d1::D1;
+use crate::errors::ApiError;
+use crate::r2::R2Blobs;
+
+pub struct WorkerFiles {
+    db: D1,
+    blobs: R2Blobs,
+}
+
+impl WorkerFiles {
+    pub fn new(env: &worker::Env) -> Result<Self, ApiError> {
+        let db = D1::new(env.d1("DB").map_err(|e| ApiError::new(500, format!("binding `DB`: {e}")))?);
+        let blobs = R2Blobs::new(env).map_err(|e| ApiError::new(500, e.to_string()))?;
+        Ok(WorkerFiles { db, blobs })
+    }
+
+    pub fn files(&self) -> Files<'_> {
+        Files { store: &self.db, blobs: Some(&self.blobs), clock: &WorkerClock, ids: &WorkerIds }
+    }
+}

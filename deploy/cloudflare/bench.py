@@ -4,7 +4,7 @@ sequential requests per row, and the ratios. Both call the same scripted fake mo
 (openma-fake-model) over loopback.
 
     source deploy/cloudflare/toolchain.sh
-    conformance/.venv/bin/python deploy/cloudflare/bench.py --openma target/release/openma [-n 500] [--turns 100]
+    conformance/.venv/bin/python deploy/cloudflare/bench.py --openma target/release/openma [-n 500] [--turns 100] [--files 50]
 
 Rows: `GET /health` (the worker makes four binding calls: two D1 queries, one KV read, one
 R2 head; the native server pings its SQLite database and blob directory), `POST /v1/agents`
@@ -16,7 +16,9 @@ session's Durable Object, whose alarm calls the model with fetch and appends the
 to its SQLite), then a turn in which the model calls `bash` once (`echo hi`) before it
 answers: the native server runs it in its own bubblewrap sandbox, the worker on an
 `openma-sandbox-server` over loopback (the program its container runs; Containers need
-Docker, absent here).
+Docker, absent here). Last, `POST /v1/files` of a 1 MiB file (multipart; the native server
+streams it to its blob directory, the worker to local R2) and `GET /v1/files/{id}/content`
+of it.
 """
 
 from __future__ import annotations
@@ -82,6 +84,24 @@ def measure(url: str, n: int, headers: dict[str, str] | None = None, body: dict 
     return out
 
 
+def measure_files(base: str, headers: dict[str, str], n: int, size: int) -> tuple[list[float], list[float]]:
+    """Milliseconds of `n` uploads of `size` random bytes, and of downloading each back."""
+    data = os.urandom(size)
+    up, down = [], []
+    with httpx2.Client(base_url=base, timeout=60.0, headers=headers) as c:
+        for i in range(n + 5):
+            t = time.perf_counter()
+            r = c.post("/v1/files", files={"file": ("bench.bin", data, "application/octet-stream")})
+            assert r.status_code == 200, r.text
+            t2 = time.perf_counter()
+            got = c.get(f"/v1/files/{r.json()['id']}/content")
+            assert got.status_code == 200 and got.content == data, got.status_code
+            if i >= 5:  # the first ones warm up
+                up.append((t2 - t) * 1000)
+                down.append((time.perf_counter() - t2) * 1000)
+    return up, down
+
+
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(p * len(xs)))]
@@ -92,6 +112,7 @@ def main() -> None:
     ap.add_argument("--openma", required=True, help="the native openma binary")
     ap.add_argument("-n", type=int, default=500, help="requests per server")
     ap.add_argument("--turns", type=int, default=100, help="turns and session creations per server")
+    ap.add_argument("--files", type=int, default=50, help="1 MiB uploads and downloads per server")
     a = ap.parse_args()
     fake, fake_url = start_fake_model()
     text = {"kind": "message", "blocks": [{"type": "text", "text": "ok"}]}
@@ -145,6 +166,9 @@ def main() -> None:
                 script(fake_url, [bash, text] * (a.turns + 5))
                 xs = measure_turns(base, auth, session, a.turns)
                 rows.setdefault("turn with a bash call", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
+                up, down = measure_files(base, auth, a.files, 1024 * 1024)
+                rows.setdefault("upload 1 MiB file", []).append((pct(up, 0.5), pct(up, 0.99), statistics.mean(up)))
+                rows.setdefault("download 1 MiB file", []).append((pct(down, 0.5), pct(down, 0.99), statistics.mean(down)))
         finally:
             native.terminate()
             native.wait(timeout=20)
@@ -152,7 +176,7 @@ def main() -> None:
             sandbox.terminate()
             fake.terminate()
 
-    print(f"{a.n} sequential requests per row ({a.turns} for sessions and turns), after warm-up; ms")
+    print(f"{a.n} sequential requests per row ({a.turns} for sessions and turns, {a.files} for files), after warm-up; ms")
     print(f"{'request':<22} {'native p50':>10} {'p99':>7} {'mean':>7} {'worker p50':>11} {'p99':>7} {'mean':>7} {'ratio p50':>10} {'p99':>6}")
     for name, ((np50, np99, nmean), (wp50, wp99, wmean)) in rows.items():
         print(f"{name:<22} {np50:>10.2f} {np99:>7.2f} {nmean:>7.2f} {wp50:>11.2f} {wp99:>7.2f} {wmean:>7.2f} "

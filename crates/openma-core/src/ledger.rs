@@ -5,6 +5,8 @@ use openma_types::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Usage;
+use crate::ports::{UsageQuery, UsageRow};
+use openma_types::usage::{UsageGroup, UsageLine, UsageParams, UsageReport};
 use crate::harness::tools::SandboxUsage;
 use crate::pricing::{HOURS_PER_MONTH, PriceSchedule, Rate};
 use openma_types::model_cards::ModelPriceOverride;
@@ -141,6 +143,72 @@ pub fn file_storage(prices: &PriceSchedule, held: &FileHeld<'_>, period_start: T
         let s = Subject { session_id: held.session_id, agent_id: "", model: "" };
         row(&s, id, ("file_storage", byte_hours, rate, amount), &file_storage_source(held.file_id, period_start), at)
     })
+}
+
+
+// ---- the usage report -------------------------------------------------------------------
+
+/// The store query of a report request: each dimension once, in the order first asked.
+pub fn usage_query(p: &UsageParams) -> UsageQuery {
+    let mut group_by = Vec::new();
+    for g in &p.group_by {
+        if !group_by.contains(g) {
+            group_by.push(*g);
+        }
+    }
+    UsageQuery { group_by, from: p.starting_at.map(Timestamp::as_micros), to: p.ending_at.map(Timestamp::as_micros) }
+}
+
+fn day(index: i64) -> String {
+    Timestamp::from_micros(index * 86_400_000_000).to_string()[..10].to_owned()
+}
+
+fn line(r: UsageRow) -> UsageLine {
+    UsageLine {
+        agent_id: r.agent_id,
+        session_id: r.session_id,
+        model: r.model,
+        kind: r.kind,
+        day: r.day.map(day),
+        quantity: r.quantity,
+        amount_micros: r.amount_micros,
+        currency: "USD".into(),
+    }
+}
+
+/// The JSON report of the store's rows.
+pub fn usage_report(rows: Vec<UsageRow>) -> UsageReport {
+    let data: Vec<UsageLine> = rows.into_iter().map(line).collect();
+    let total = data.iter().map(|l| l.amount_micros).sum();
+    UsageReport { data, total_amount_micros: total, currency: "USD".into() }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+}
+
+/// The CSV report: the dimensions asked for, `quantity`, `amount_usd` (dollars, six decimals).
+pub fn usage_csv(group_by: &[UsageGroup], rows: Vec<UsageRow>) -> String {
+    let mut out = group_by.iter().map(|g| g.field()).chain(["quantity", "amount_usd"]).collect::<Vec<_>>().join(",");
+    out.push('\n');
+    for l in rows.into_iter().map(line) {
+        let mut cells: Vec<String> = group_by
+            .iter()
+            .map(|g| match g {
+                UsageGroup::Agent => &l.agent_id,
+                UsageGroup::Session => &l.session_id,
+                UsageGroup::Model => &l.model,
+                UsageGroup::Kind => &l.kind,
+                UsageGroup::Day => &l.day,
+            })
+            .map(|v| csv_field(v.as_deref().unwrap_or_default()))
+            .collect();
+        cells.push(l.quantity.to_string());
+        cells.push(format!("{}.{:06}", l.amount_micros / 1_000_000, l.amount_micros % 1_000_000));
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! picks one of each at start-up.
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use openma_types::Timestamp;
 use openma_types::agents::Agent;
 use openma_types::environments::Environment;
@@ -163,29 +162,7 @@ pub enum IdempotencyClaim {
     Mismatch,
 }
 
-/// A dimension of the usage report.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UsageGroup {
-    Agent,
-    Session,
-    Model,
-    Kind,
-    Day,
-}
-
-impl UsageGroup {
-    /// The SQL expression of the dimension (a fixed list: nothing from the request).
-    pub fn column(self) -> &'static str {
-        match self {
-            UsageGroup::Agent => "agent_id",
-            UsageGroup::Session => "session_id",
-            UsageGroup::Model => "model",
-            UsageGroup::Kind => "kind",
-            UsageGroup::Day => "(created_at / 86400000000)",
-        }
-    }
-}
+pub use openma_types::usage::UsageGroup;
 
 #[derive(Clone, Debug, Default)]
 pub struct UsageQuery {
@@ -429,6 +406,18 @@ pub trait SessionStore: Send + Sync {
     async fn list_sessions(&self, tenant: &TenantId, query: &ListQuery, filter: &SessionFilter) -> Result<Vec<Session>, StoreError>;
 }
 
+/// The billing ledger's rows and its report: a port of its own so that a deployment whose
+/// sessions run elsewhere (the Workers' SessionDOs, writing to D1) can meter and report.
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
+    /// Appends ledger rows (periodic metering, or a step whose events are kept elsewhere);
+    /// rows whose `(source, kind)` the tenant's ledger holds already are skipped. Returns
+    /// how many were new.
+    async fn insert_ledger(&self, tenant: &TenantId, rows: &[crate::ledger::LedgerEntry]) -> Result<u64, StoreError>;
+    /// Sums the ledger by the requested dimensions.
+    async fn usage_report(&self, tenant: &TenantId, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
+}
+
 /// The file rows (uploads, session mount copies, outputs): a port of its own so that a
 /// deployment with only a files table (the Workers' D1) can serve the Files API.
 #[async_trait]
@@ -459,7 +448,7 @@ pub trait FileStore: Send + Sync {
 /// Persistent state. Every method but the tenant and key-lookup ones is scoped by a
 /// [`TenantId`]; an object of another tenant is indistinguishable from a missing one.
 #[async_trait]
-pub trait Store: KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryStorage + SessionStore + ModelCardStore + FileStore + Send + Sync {
+pub trait Store: KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryStorage + SessionStore + ModelCardStore + FileStore + LedgerStore + Send + Sync {
     /// A short name of the backend for `/health` (e.g. `sqlite 3.46.0`).
     async fn describe(&self) -> Result<String, StoreError>;
 
@@ -509,12 +498,6 @@ pub trait Store: KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryS
         settled_before: i64,
         limit: u32,
     ) -> Result<Vec<(i64, crate::ledger::LedgerEntry)>, StoreError>;
-    /// Appends ledger rows that no event causes (periodic metering); rows whose
-    /// `(source, kind)` the tenant's ledger holds already are skipped. Returns how many
-    /// were new.
-    async fn insert_ledger(&self, tenant: &TenantId, rows: &[crate::ledger::LedgerEntry]) -> Result<u64, StoreError>;
-    /// Sums the ledger by the requested dimensions.
-    async fn usage_report(&self, tenant: &TenantId, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
     /// Keeps a client event accepted while the session runs, until it is applied.
     async fn push_inbox(&self, tenant: &TenantId, session_id: &str, entry: &InboxEntry) -> Result<(), StoreError>;
     /// The waiting client events of a session, in acceptance order.

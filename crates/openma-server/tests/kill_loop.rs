@@ -111,7 +111,7 @@ async fn sessions_survive_repeated_kill_9() {
             json.iter().filter(|e| e["type"] == "span.model_request_end" && e["is_error"] == false).map(|e| e["model_usage"][field].as_i64().unwrap_or(0)).sum()
         };
         let q = openma_core::ports::UsageQuery { group_by: vec![openma_core::ports::UsageGroup::Session, openma_core::ports::UsageGroup::Kind], from: None, to: None };
-        let rows = store.usage_report(&tenant.id, &q).await.unwrap();
+        let rows = openma_core::ports::LedgerStore::usage_report(&store, &tenant.id, &q).await.unwrap();
         let counted = |kind: &str| rows.iter().filter(|r| r.session_id.as_deref() == Some(sid.as_str()) && r.kind.as_deref() == Some(kind)).map(|r| r.quantity).sum::<i64>();
         assert_eq!(counted("input_tokens"), reported("input_tokens"), "{sid}: input tokens in the ledger");
         assert_eq!(counted("output_tokens"), reported("output_tokens"), "{sid}: output tokens in the ledger");

@@ -1246,6 +1246,60 @@ macro_rules! sql_store {
         }
 
         #[async_trait::async_trait]
+        impl openma_core::ports::LedgerStore for $store {
+            async fn insert_ledger(&self, tenant: &TenantId, ledger: &[openma_core::ledger::LedgerEntry]) -> Result<u64, openma_core::StoreError> {
+                if ledger.is_empty() {
+                    return Ok(0);
+                }
+                let done = ledger_insert(tenant, ledger).build().execute(&self.pool).await.map_err($crate::backend_error)?;
+                Ok(done.rows_affected())
+            }
+
+            async fn usage_report(&self, tenant: &TenantId, q: &UsageQuery) -> Result<Vec<UsageRow>, openma_core::StoreError> {
+                let cols: Vec<&str> = q.group_by.iter().map(|g| g.column()).collect();
+                let mut qb = QueryBuilder::<$db>::new("SELECT ");
+                for c in &cols {
+                    qb.push(*c).push(", ");
+                }
+                qb.push("CAST(SUM(quantity) AS BIGINT), CAST(SUM(amount) AS BIGINT) FROM ledger_entries WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned());
+                if let Some(from) = q.from {
+                    qb.push(" AND created_at >= ").push_bind(from);
+                }
+                if let Some(to) = q.to {
+                    qb.push(" AND created_at < ").push_bind(to);
+                }
+                if !cols.is_empty() {
+                    qb.push(" GROUP BY ").push(cols.join(", ")).push(" ORDER BY ").push(cols.join(", "));
+                }
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                rows.iter()
+                    .map(|r| {
+                        let mut out = UsageRow::default();
+                        for (i, g) in q.group_by.iter().enumerate() {
+                            match g {
+                                UsageGroup::Day => out.day = Some(r.try_get::<i64, _>(i).map_err($crate::backend_error)?),
+                                other => {
+                                    let v: String = r.try_get(i).map_err($crate::backend_error)?;
+                                    match other {
+                                        UsageGroup::Agent => out.agent_id = Some(v),
+                                        UsageGroup::Session => out.session_id = Some(v),
+                                        UsageGroup::Model => out.model = Some(v),
+                                        _ => out.kind = Some(v),
+                                    }
+                                }
+                            }
+                        }
+                        let n = q.group_by.len();
+                        out.quantity = r.try_get::<Option<i64>, _>(n).map_err($crate::backend_error)?.unwrap_or(0);
+                        out.amount_micros = r.try_get::<Option<i64>, _>(n + 1).map_err($crate::backend_error)?.unwrap_or(0);
+                        Ok(out)
+                    })
+                    .collect()
+            }
+        }
+
+        #[async_trait::async_trait]
         impl openma_core::ports::FileStore for $store {
             async fn insert_file(&self, tenant: &TenantId, f: &StoredFile) -> Result<(), openma_core::StoreError> {
                 Self::insert_file_row(&self.pool, tenant, f).await
@@ -2471,56 +2525,6 @@ macro_rules! sql_store {
                 push_page(&mut qb, &q);
                 let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
                 rows.iter().map(queued_delivery).collect()
-            }
-            async fn insert_ledger(&self, tenant: &TenantId, ledger: &[openma_core::ledger::LedgerEntry]) -> Result<u64, openma_core::StoreError> {
-                if ledger.is_empty() {
-                    return Ok(0);
-                }
-                let done = ledger_insert(tenant, ledger).build().execute(&self.pool).await.map_err($crate::backend_error)?;
-                Ok(done.rows_affected())
-            }
-
-            async fn usage_report(&self, tenant: &TenantId, q: &UsageQuery) -> Result<Vec<UsageRow>, openma_core::StoreError> {
-                let cols: Vec<&str> = q.group_by.iter().map(|g| g.column()).collect();
-                let mut qb = QueryBuilder::<$db>::new("SELECT ");
-                for c in &cols {
-                    qb.push(*c).push(", ");
-                }
-                qb.push("CAST(SUM(quantity) AS BIGINT), CAST(SUM(amount) AS BIGINT) FROM ledger_entries WHERE tenant_id = ");
-                qb.push_bind(tenant.as_str().to_owned());
-                if let Some(from) = q.from {
-                    qb.push(" AND created_at >= ").push_bind(from);
-                }
-                if let Some(to) = q.to {
-                    qb.push(" AND created_at < ").push_bind(to);
-                }
-                if !cols.is_empty() {
-                    qb.push(" GROUP BY ").push(cols.join(", ")).push(" ORDER BY ").push(cols.join(", "));
-                }
-                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
-                rows.iter()
-                    .map(|r| {
-                        let mut out = UsageRow::default();
-                        for (i, g) in q.group_by.iter().enumerate() {
-                            match g {
-                                UsageGroup::Day => out.day = Some(r.try_get::<i64, _>(i).map_err($crate::backend_error)?),
-                                other => {
-                                    let v: String = r.try_get(i).map_err($crate::backend_error)?;
-                                    match other {
-                                        UsageGroup::Agent => out.agent_id = Some(v),
-                                        UsageGroup::Session => out.session_id = Some(v),
-                                        UsageGroup::Model => out.model = Some(v),
-                                        _ => out.kind = Some(v),
-                                    }
-                                }
-                            }
-                        }
-                        let n = q.group_by.len();
-                        out.quantity = r.try_get::<Option<i64>, _>(n).map_err($crate::backend_error)?.unwrap_or(0);
-                        out.amount_micros = r.try_get::<Option<i64>, _>(n + 1).map_err($crate::backend_error)?.unwrap_or(0);
-                        Ok(out)
-                    })
-                    .collect()
             }
             async fn ledger_after(
                 &self,

@@ -19,6 +19,7 @@ pub mod query;
 pub mod sandbox;
 pub mod sessions;
 pub mod skills;
+pub mod usage;
 pub mod vaults;
 pub mod webhooks;
 

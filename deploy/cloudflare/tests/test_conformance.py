@@ -43,7 +43,7 @@ SUITES = {
         "test_deleting_a_session_deletes_its_files_but_not_the_upload",
     )},
     "test_memory_stores.py": {},
-    "test_model_cards.py": {"test_a_cards_prices_price_its_turns_and_cannot_apply_retroactively": "reads /v1/usage: no ledger on the Workers yet"},
+    "test_model_cards.py": {},
     "test_sessions.py": {},
     "test_session_runtime.py": {},
     "test_session_threads.py": {},
@@ -447,6 +447,31 @@ def test_a_large_upload_streams_to_r2_in_parts_and_one_past_the_limit_is_413(dep
         a.beta.files.upload(file=("bigger.bin", io.BytesIO(os.urandom(25 * 1024 * 1024)), "application/octet-stream"))
     assert too_big.value.status_code == 413, too_big.value
     assert [x.id for x in a.beta.files.list()] == [f.id]
+
+
+def test_each_model_request_and_running_interval_is_in_the_ledger_and_usage_reports_it(deployment, main, fake_model):
+    """The SessionDO writes each model request's tokens (at the deployment's list prices)
+    and the turn's running time to D1's ledger; `/v1/usage` sums it by session and kind as
+    JSON and CSV, only for the caller's tenant."""
+    import httpx2
+
+    script(fake_model, [{"kind": "message", "blocks": [{"type": "text", "text": "metered"}], "usage": {"input_tokens": 1200, "output_tokens": 34}}])
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
+    session_id, _ = session_after_one_turn(a)
+    params = [("group_by[]", "session"), ("group_by[]", "kind")]
+    report = httpx2.get(f"{main.base_url}/v1/usage", params=params, headers={"x-api-key": KEY_A}, timeout=30.0).json()
+    mine = {l["kind"]: l for l in report["data"] if l["session_id"] == session_id}
+    assert mine["input_tokens"]["quantity"] == 1200 and mine["output_tokens"]["quantity"] == 34, report
+    assert mine["runtime_ms"]["quantity"] > 0, report
+    assert report["total_amount_micros"] == sum(l["amount_micros"] for l in report["data"]) and report["currency"] == "USD", report
+    rows = json.loads(deployment.d1(f"SELECT kind, source FROM ledger_entries WHERE session_id = '{session_id}'"))[0]["results"]
+    events = {e.id: e.type for e in a.beta.sessions.events.list(session_id)}
+    assert {events[r["source"]] for r in rows} == {"span.model_request_end", "session.status_idle"}, (rows, events)
+    csv = httpx2.get(f"{main.base_url}/v1/usage", params=[*params, ("format", "csv")], headers={"x-api-key": KEY_A}, timeout=30.0)
+    assert csv.headers["content-type"].startswith("text/csv") and csv.text.splitlines()[0] == "session_id,kind,quantity,amount_usd", csv.text
+    assert f"{session_id},input_tokens,1200," in csv.text, csv.text
+    other = httpx2.get(f"{main.base_url}/v1/usage", params=params, headers={"x-api-key": KEY_B}, timeout=30.0).json()
+    assert other["data"] == [] and other["total_amount_micros"] == 0, other
 
 
 def object_log_rows(deployment) -> list[int]:

@@ -22,6 +22,8 @@ pub struct ModelEndpoint {
     base_url: String,
     api_key: String,
     headers: Vec<(String, String)>,
+    /// The model card's prices (its overrides of the deployment's), for the ledger.
+    pub prices: Vec<openma_types::model_cards::ModelPriceOverride>,
 }
 
 /// A text binding (a secret, or a var from wrangler.jsonc or `.dev.vars`), unless empty.
@@ -55,7 +57,7 @@ impl ModelEndpoint {
         let base_url = card.base_url.clone().unwrap_or_else(|| default_base.to_owned());
         let headers = card.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let id = model_cards::provider_model_id(card.provider, model).to_owned();
-        Ok((ModelEndpoint { wire, base_url, api_key, headers }, id))
+        Ok((ModelEndpoint { wire, base_url, api_key, headers, prices: card.prices.clone() }, id))
     }
 
     /// The endpoint of this worker's own keys for `model`, and the id to send it.
@@ -68,7 +70,7 @@ impl ModelEndpoint {
             Wire::OpenAi => (openai, wire::OPENAI_BASE_URL, wire::DEFAULT_OPENAI_BASE_URL),
         };
         let base_url = text(env, base_var).unwrap_or_else(|| default_base.to_owned());
-        Ok((ModelEndpoint { wire, base_url, api_key: key.unwrap_or_default(), headers: Vec::new() }, id))
+        Ok((ModelEndpoint { wire, base_url, api_key: key.unwrap_or_default(), headers: Vec::new(), prices: Vec::new() }, id))
     }
 
     /// Sends the request; returns once the status is known. Every error message has the

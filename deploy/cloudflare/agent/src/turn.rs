@@ -17,11 +17,15 @@ use openma_core::harness::retry::RetryPolicy;
 use openma_core::harness::step::{self, Accumulator, Pending, Step};
 use openma_core::harness::tools::{Capabilities, ToolPlan};
 use openma_core::model::{ModelError, ModelEvent, TransientKind};
-use openma_core::ports::{SessionStore, StoredEvent};
+use openma_core::ledger;
+use openma_core::ports::{LedgerStore, SessionStore, StoredEvent};
+use openma_core::pricing::PriceSchedule;
+use openma_core::IdGen;
 use openma_core::{TenantId, memory_mounts};
 use openma_types::events::{EventPayload, ModelUsage, RetryStatus, SessionErrorObject, StopReason};
 use openma_types::sandbox::ToolCall;
 use openma_types::sessions::SessionStatus;
+use openma_worker_common::adapters::WorkerIds;
 use openma_worker_common::d1::D1;
 use openma_worker_common::files::WorkerFiles;
 use worker::Result;
@@ -83,12 +87,46 @@ fn store(e: openma_core::StoreError) -> worker::Error {
 /// mirrors it into D1.
 async fn emit(object: &SessionDO, events: Vec<Pending>) -> Result<Vec<StoredEvent>> {
     let new_status = events.iter().rev().find_map(|p| status_of(&p.payload));
-    let written = object.log().await?.append(events, object.now(), || object.new_id())?;
+    let log = object.log().await?;
+    let running_since = match new_status {
+        Some(s) if s != SessionStatus::Running => running_since(&log.all()?),
+        _ => None,
+    };
+    let written = log.append(events, object.now(), || object.new_id())?;
     object.subscribers.publish(&written);
+    if let (Some(from), Some(last)) = (running_since, written.last()) {
+        meter_running(object, from, last).await;
+    }
     if let Some(s) = new_status {
         set_status(object, s).await?;
     }
     Ok(written)
+}
+
+/// When the session has been running since, if it is running: the time of its last
+/// status event when that is `session.status_running`.
+fn running_since(log: &[StoredEvent]) -> Option<openma_types::Timestamp> {
+    let last = log.iter().rev().find(|e| status_of(&e.event.payload).is_some())?;
+    matches!(last.event.payload, EventPayload::StatusRunning {}).then_some(last.event.processed_at).flatten()
+}
+
+/// The ledger row of a running interval that `end` (the event leaving `running`) closes,
+/// as natively (`ledger::runtime`, sourced by that event). A D1 failure is logged: the
+/// events are written already and the interval is not metered twice.
+async fn meter_running(object: &SessionDO, from: openma_types::Timestamp, end: &StoredEvent) {
+    let Ok(Some(meta)) = object.state.storage().get::<Meta>(META).await else { return };
+    let to = end.event.processed_at.unwrap_or_else(|| object.now());
+    let millis = (to.as_micros() - from.as_micros()).max(0) as u64 / 1000;
+    let session = &meta.session;
+    let subject = ledger::Subject { session_id: &session.id, agent_id: &session.agent.id, model: &session.agent.model.id };
+    let Some(row) = ledger::runtime(&subject, &PriceSchedule::default(), millis, &end.event.id, to, WorkerIds.new_id("led")) else { return };
+    let written = match object.env.d1("DB") {
+        Ok(db) => D1::new(db).insert_ledger(&TenantId::from_trusted(meta.tenant.clone()), &[row]).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = written {
+        worker::console_error!("ledger: session {}: the running time of {millis} ms is not recorded: {e}", session.id);
+    }
 }
 
 /// What this deployment cannot run yet, said in the call's result.
@@ -401,6 +439,7 @@ async fn model_step(object: &SessionDO, meta: &mut Meta, plan: &ToolPlan, log: &
         let tenant = TenantId::from_trusted(meta_tenant.clone());
         resolve_files(object, &tenant, &mut request).await?;
         let (endpoint, model) = ModelEndpoint::for_tenant(&object.env, &tenant, &session.agent.model.id).await?;
+        let prices = endpoint.prices.clone();
         let call = std::pin::pin!(endpoint.stream(&request, &model));
         let mut stream = match futures::future::select(call, interrupt.next()).await {
             Either::Left((opened, _)) => opened?,
@@ -414,7 +453,7 @@ async fn model_step(object: &SessionDO, meta: &mut Meta, plan: &ToolPlan, log: &
             match item {
                 None => break,
                 Some(Err(e)) => return Err(e),
-                Some(Ok(ModelEvent::Finished { stop_reason, usage })) => return Ok(Some((stop_reason, usage))),
+                Some(Ok(ModelEvent::Finished { stop_reason, usage })) => return Ok(Some((stop_reason, usage, prices))),
                 Some(Ok(ev)) => acc.on_event(ev, &mut |p| object.subscribers.preview(p), || object.new_id()),
             }
         }
@@ -434,7 +473,13 @@ async fn model_step(object: &SessionDO, meta: &mut Meta, plan: &ToolPlan, log: &
             emit(object, events).await?;
             Ok(Ok(Called::Interrupted))
         }
-        Ok(Some((stop, usage))) => {
+        Ok(Some((stop, usage, prices))) => {
+            // billed before the step is recorded: the provider has charged for the call even
+            // if the object is evicted now (the row is idempotent on its source, the end event)
+            let end_id = object.new_id();
+            let subject = ledger::Subject { session_id: &session.id, agent_id: &session.agent.id, model: &session.agent.model.id };
+            let rows = ledger::model_request(&subject, &PriceSchedule::default(), &prices, &usage, &end_id, object.now(), || WorkerIds.new_id("led"));
+            D1::new(object.env.d1("DB")?).insert_ledger(&TenantId::from_trusted(meta_tenant.clone()), &rows).await.map_err(store)?;
             let mut events = acc.into_events(plan);
             let ends = match Step::after(stop, &events) {
                 Step::Continues => None,
@@ -444,7 +489,7 @@ async fn model_step(object: &SessionDO, meta: &mut Meta, plan: &ToolPlan, log: &
             step::add_usage(&mut meta.session.usage, usage);
             object.state.storage().put(META, meta.clone()).await?;
             events.push(Pending {
-                id: None,
+                id: Some(end_id),
                 payload: EventPayload::ModelRequestEnd { model_request_start_id: start_id, model_usage: step::model_usage(usage), is_error: false },
                 internal: ends.map(|r| serde_json::json!({"ends_turn": r})),
             });

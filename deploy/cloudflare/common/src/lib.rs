@@ -8,6 +8,7 @@ mod d1_agents;
 mod d1_environments;
 mod d1_files;
 mod d1_keys;
+mod d1_ledger;
 mod d1_memory;
 mod d1_model_cards;
 mod d1_sessions;

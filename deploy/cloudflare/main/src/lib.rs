@@ -4,8 +4,8 @@
 //!
 //! Served so far: `/health` — every binding and the root secret checked for real — and,
 //! behind API-key authentication against D1 (with the operator's bootstrap key), the
-//! agents, environments, vaults, memory stores, model cards, files (bytes on R2) and sessions
-//! APIs; a session's events go to
+//! agents, environments, vaults, memory stores, model cards, files (bytes on R2), sessions
+//! and usage APIs; a session's events go to
 //! its SessionDO in `openma-agent`. The other resources land behind it as the D1 adapters
 //! of the core's ports grow (issue #11); until then an authenticated request to one gets 404.
 
@@ -21,6 +21,7 @@ mod memory;
 mod model_cards;
 mod root_secret;
 mod sessions;
+mod usage;
 mod vaults;
 
 use worker::{Context, Env, Method, Request, Response, Result, event};

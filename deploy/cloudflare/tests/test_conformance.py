@@ -474,6 +474,47 @@ def test_each_model_request_and_running_interval_is_in_the_ledger_and_usage_repo
     assert other["data"] == [] and other["total_amount_micros"] == 0, other
 
 
+def test_a_budget_stops_the_session_and_raising_it_resumes(main, fake_model):
+    """The native budget story (tests/runtime.rs) on the Workers: a one-cent budget stops the
+    turn before the next model call once a request overshoots it, further work is refused
+    with `budget_reached`, and raising the budget resumes the session to the end of its turn."""
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
+    agent = a.beta.agents.create(name="budgeted", model="claude-sonnet-4-6", tools=[{"type": "agent_toolset_20260401"}])
+    env = a.beta.environments.create(name="budgeted", config={"type": "cloud", "networking": {"type": "unrestricted"}})
+    with pytest.raises(anthropic.BadRequestError):
+        a.beta.sessions.create(agent=agent.id, environment_id=env.id, budget={"type": "limit", "max_list_cost": {"amount": "025", "currency": "USD"}})
+    one_cent = {"type": "limit", "max_list_cost": {"amount": "1", "currency": "USD"}}
+    session = a.beta.sessions.create(agent=agent.id, environment_id=env.id, budget=one_cent)
+    script(fake_model, [
+        {"kind": "message", "blocks": [{"type": "tool_use", "name": "read", "input": {"file_path": "/workspace/x"}}], "usage": {"input_tokens": 100, "output_tokens": 1000}},
+        {"kind": "message", "blocks": [{"type": "text", "text": "done"}]},
+    ])
+
+    def settled(after: int) -> list:
+        deadline = time.monotonic() + 30
+        while True:
+            events = list(a.beta.sessions.events.list(session.id))
+            if len(events) > after and events[-1].type == "session.status_idle":
+                return events
+            assert time.monotonic() < deadline, [e.type for e in events]
+            time.sleep(0.2)
+
+    a.beta.sessions.events.send(session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "go"}]}])
+    events = settled(0)
+    assert events[-1].stop_reason.type == "budget_reached", events[-1]
+    assert events[-2].type == "session.usage" and events[-2].usage.list_cost.amount == "2", events[-2]
+    assert sum(e.type == "span.model_request_start" for e in events) == 1, "no request after the cap"
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        a.beta.sessions.events.send(session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "more"}]}])
+    assert refused.value.body["error"]["details"]["error_code"] == "budget_reached", refused.value.body
+    with pytest.raises(anthropic.BadRequestError):
+        a.beta.sessions.update(session.id, budget=one_cent)
+    a.beta.sessions.update(session.id, budget={"type": "limit", "max_list_cost": {"amount": "500", "currency": "USD"}})
+    resumed = settled(len(events))
+    assert any(e.type == "session.status_running" for e in resumed[len(events):]), [e.type for e in resumed]
+    assert resumed[-1].stop_reason.type == "end_turn", resumed[-1]
+
+
 def object_log_rows(deployment) -> list[int]:
     """The rows of every SessionDO's event log, read from the objects' SQLite files."""
     import sqlite3

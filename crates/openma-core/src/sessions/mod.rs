@@ -148,6 +148,22 @@ pub fn check_budget(b: &Budget, model: &str) -> DomainResult<u64> {
     Ok(cap)
 }
 
+/// `usage` with its cumulative list cost filled in (absent for a model without a list price).
+pub fn priced_usage(model: &str, mut usage: openma_types::sessions::SessionUsage) -> openma_types::sessions::SessionUsage {
+    usage.list_cost = pricing::list_cost_micros(model, &usage)
+        .map(|m| openma_types::sessions::MonetaryAmount { amount: pricing::cents(m).to_string(), currency: Default::default() });
+    usage
+}
+
+/// True when the session has a budget and `usage` (its usage so far, the running turn's time
+/// included) has reached it; a model without a list price cannot be measured and counts as
+/// reached.
+pub fn budget_reached(s: &Session, usage: &openma_types::sessions::SessionUsage) -> bool {
+    let Some(budget) = &s.budget else { return false };
+    let cap = budget_cap_micros(budget).unwrap_or(0);
+    pricing::list_cost_micros(&s.agent.model.id, usage).is_none_or(|used| used >= cap)
+}
+
 /// The consumed list cost of a session, in micro-dollars (`None` without a list price).
 pub fn consumed_micros(s: &Session) -> Option<u64> {
     pricing::list_cost_micros(&s.agent.model.id, &s.usage)

@@ -848,22 +848,12 @@ impl Actor {
         if let Some(since) = self.running_since {
             usage.active_seconds += since.elapsed().as_secs_f64();
         }
-        usage.list_cost = openma_core::pricing::list_cost_micros(&self.session.agent.model.id, &usage).map(|m| {
-            openma_types::sessions::MonetaryAmount { amount: openma_core::pricing::cents(m).to_string(), currency: Default::default() }
-        });
-        usage
+        openma_core::sessions::priced_usage(&self.session.agent.model.id, usage)
     }
 
     /// True when the session has a budget and its list cost has reached it.
     fn budget_reached(&self) -> bool {
-        let Some(budget) = &self.session.budget else { return false };
-        let cap = openma_core::sessions::budget_cap_micros(budget).unwrap_or(0);
-        let mut usage = self.session.usage.clone();
-        if let Some(since) = self.running_since {
-            usage.active_seconds += since.elapsed().as_secs_f64();
-        }
-        // a model without a list price cannot be measured: it counts as reached
-        openma_core::pricing::list_cost_micros(&self.session.agent.model.id, &usage).is_none_or(|used| used >= cap)
+        openma_core::sessions::budget_reached(&self.session, &self.usage_now())
     }
 
     fn last_stop_reason(&self) -> Option<&StopReason> {

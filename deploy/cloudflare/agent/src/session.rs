@@ -14,7 +14,7 @@ use openma_core::paging::{MAX_LIMIT, PageRequest};
 use openma_core::ports::{Order, Position};
 use openma_core::{Clock, DomainError, IdGen};
 use openma_types::ListPage;
-use openma_types::events::{ALL_EVENT_TYPES, ClientEvent, EventPayload, SentEvents, SessionEvent};
+use openma_types::events::{ALL_EVENT_TYPES, ClientEvent, EventPayload, SentEvents, SessionEvent, StopReason};
 use openma_types::query::{EventListParams, PageParams, StreamParams};
 use openma_types::sessions::{Session, SessionStatus};
 use openma_worker_common::adapters::{WorkerClock, WorkerIds};
@@ -208,6 +208,16 @@ impl SessionDO {
             return self.send_while_running(inputs).await;
         }
         let applied = step::idle_inputs(&events, inputs, || self.new_id())?;
+        if applied.starts_work
+            && let Some(meta) = storage.get::<Meta>(META).await.map_err(internal)?
+            && crate::turn::budget_reached(&meta, &events, self.now())
+        {
+            return Err(DomainError::invalid_code(
+                "budget_reached",
+                "the session's budget is reached: only user.tool_confirmation, user.tool_result, user.custom_tool_result and user.interrupt are accepted; raise or remove the budget to continue",
+            )
+            .into());
+        }
         let (pending, echo_ids, starts) = (applied.events, applied.echo_ids, applied.starts_running);
         let written = log.append(pending, self.now(), || self.new_id()).map_err(internal)?;
         self.subscribers.publish(&written);
@@ -261,8 +271,26 @@ impl SessionDO {
         let archives = matches!(note, EventPayload::StatusTerminated {});
         let (tenant, session_id) = (f.tenant.clone(), f.session.id.clone());
         self.remember(f.tenant, f.session).await.map_err(internal)?;
-        let written = self.log().await.map_err(internal)?.append(vec![note.into()], self.now(), || self.new_id()).map_err(internal)?;
+        let log = self.log().await.map_err(internal)?;
+        let written = log.append(vec![note.into()], self.now(), || self.new_id()).map_err(internal)?;
         self.subscribers.publish(&written);
+        // a session stopped by its budget runs on once the budget is raised or removed
+        let events = log.all().map_err(internal)?;
+        let stopped_by_budget = events.iter().rev().find_map(|e| match &e.event.payload {
+            EventPayload::StatusIdle { stop_reason } => Some(matches!(stop_reason, StopReason::BudgetReached)),
+            _ => None,
+        });
+        if !archives
+            && stopped_by_budget == Some(true)
+            && !crate::turn::is_running(&events)
+            && let Some(meta) = self.state.storage().get::<Meta>(META).await.map_err(internal)?
+            && !crate::turn::budget_reached(&meta, &events, self.now())
+        {
+            let running = log.append(vec![EventPayload::StatusRunning {}.into()], self.now(), || self.new_id()).map_err(internal)?;
+            self.subscribers.publish(&running);
+            crate::turn::set_status(self, SessionStatus::Running).await.map_err(internal)?;
+            self.state.storage().set_alarm(0).await.map_err(internal)?;
+        }
         if archives {
             // an archived session runs no more tools; its log goes to R2 and leaves the
             // object's storage

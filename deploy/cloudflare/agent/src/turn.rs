@@ -21,10 +21,10 @@ use openma_core::ledger;
 use openma_core::ports::{LedgerStore, SessionStore, StoredEvent};
 use openma_core::pricing::PriceSchedule;
 use openma_core::IdGen;
-use openma_core::{TenantId, memory_mounts};
+use openma_core::{TenantId, memory_mounts, sessions};
 use openma_types::events::{EventPayload, ModelUsage, RetryStatus, SessionErrorObject, StopReason};
 use openma_types::sandbox::ToolCall;
-use openma_types::sessions::SessionStatus;
+use openma_types::sessions::{SessionStatus, SessionUsage};
 use openma_worker_common::adapters::WorkerIds;
 use openma_worker_common::d1::D1;
 use openma_worker_common::files::WorkerFiles;
@@ -114,9 +114,15 @@ fn running_since(log: &[StoredEvent]) -> Option<openma_types::Timestamp> {
 /// as natively (`ledger::runtime`, sourced by that event). A D1 failure is logged: the
 /// events are written already and the interval is not metered twice.
 async fn meter_running(object: &SessionDO, from: openma_types::Timestamp, end: &StoredEvent) {
-    let Ok(Some(meta)) = object.state.storage().get::<Meta>(META).await else { return };
+    let storage = object.state.storage();
+    let Ok(Some(mut meta)) = storage.get::<Meta>(META).await else { return };
     let to = end.event.processed_at.unwrap_or_else(|| object.now());
     let millis = (to.as_micros() - from.as_micros()).max(0) as u64 / 1000;
+    // the session's usage (mirrored into D1 next) counts the interval too
+    meta.session.usage.active_seconds += millis as f64 / 1000.0;
+    if let Err(e) = storage.put(META, meta.clone()).await {
+        worker::console_error!("session {}: its active time is not recorded: {e}", meta.session.id);
+    }
     let session = &meta.session;
     let subject = ledger::Subject { session_id: &session.id, agent_id: &session.agent.id, model: &session.agent.model.id };
     let Some(row) = ledger::runtime(&subject, &PriceSchedule::default(), millis, &end.event.id, to, WorkerIds.new_id("led")) else { return };
@@ -233,9 +239,24 @@ fn turn_start(log: &[StoredEvent]) -> i64 {
     log.iter().rev().find(|e| matches!(e.event.payload, EventPayload::StatusRunning {})).map_or(0, |e| e.seq)
 }
 
+/// Usage so far, the current running interval's time included, with its list cost (the
+/// native actor's `usage_now`).
+pub(crate) fn usage_now(meta: &Meta, log: &[StoredEvent], now: openma_types::Timestamp) -> SessionUsage {
+    let mut usage = meta.session.usage.clone();
+    if let Some(since) = running_since(log) {
+        usage.active_seconds += (now.as_micros() - since.as_micros()).max(0) as f64 / 1e6;
+    }
+    sessions::priced_usage(&meta.session.agent.model.id, usage)
+}
+
+/// True when the session's budget is reached (see [`sessions::budget_reached`]).
+pub(crate) fn budget_reached(meta: &Meta, log: &[StoredEvent], now: openma_types::Timestamp) -> bool {
+    meta.session.budget.is_some() && sessions::budget_reached(&meta.session, &usage_now(meta, log, now))
+}
+
 async fn go_idle(object: &SessionDO, meta: &Meta, reason: StopReason) -> Result<()> {
     object.state.storage().delete(ATTEMPT).await?;
-    let usage = meta.session.usage.clone();
+    let usage = usage_now(meta, &object.log().await?.all()?, object.now());
     emit(object, vec![EventPayload::SessionUsage { usage, budget: meta.session.budget.clone() }.into(), EventPayload::StatusIdle { stop_reason: reason }.into()]).await?;
     // after the client has its answer; a failure is retried after the next turn
     match keep_workspace(object, meta).await {
@@ -343,6 +364,9 @@ pub async fn run(object: &SessionDO) -> Result<()> {
             let error = SessionErrorObject::new("tool_use_limit_reached_error", format!("the turn stopped after {rounds} tool-use rounds"), RetryStatus::Exhausted);
             emit(object, vec![EventPayload::SessionError { error }.into()]).await?;
             return go_idle(object, &meta, StopReason::EndTurn).await;
+        }
+        if budget_reached(&meta, &log, object.now()) {
+            return go_idle(object, &meta, StopReason::BudgetReached).await;
         }
         rounds += 1;
         let warm = (uses_sandbox && !object.sandbox_ready.get()).then(|| prepare_sandbox(object, meta.clone()));

@@ -6,7 +6,7 @@
 //! the row, so the object runs the latest agent snapshot) through the Durable Object
 //! binding `SESSIONS`. What the Workers cannot do yet is refused with 400
 //! `unsupported_feature`, never accepted and ignored: `file` and `github_repository`
-//! resources (mounted or cloned into the sandbox natively) and budgets.
+//! resources (mounted or cloned into the sandbox natively).
 
 use async_trait::async_trait;
 use openma_core::files::Files;
@@ -61,12 +61,8 @@ impl SessionAttachments for WorkerAttachments<'_> {
     }
 }
 
-/// What a new session may ask for here: no resources only a sandbox holds, no budget
-/// (the SessionDO does not meter one yet).
+/// What a new session may ask for here: no resources only a sandbox holds.
 fn check_servable(req: &CreateSessionRequest) -> Result<(), ApiError> {
-    if req.budget.is_some() {
-        return Err(DomainError::unsupported("`budget` on the Cloudflare Workers deployment").into());
-    }
     let resources = openma_core::files::resource_params(req.resources.as_deref().unwrap_or_default())?;
     if !resources.repositories.is_empty() {
         return Err(DomainError::unsupported("`github_repository` resources on the Cloudflare Workers deployment").into());
@@ -143,9 +139,6 @@ pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, 
         (Method::Post, [id]) => async {
             let before = sessions.get(tenant, id).await?;
             let update: UpdateSessionRequest = req.body().await?;
-            if matches!(update.budget, Some(Some(_))) {
-                return Err(DomainError::unsupported("`budget` on the Cloudflare Workers deployment").into());
-            }
             if let Some(Some(vault_ids)) = &update.vault_ids {
                 check_sandbox(&sessions, db, tenant, None, vault_ids).await?;
             }

@@ -154,6 +154,13 @@ pub fn check_expires(secs: i64) -> DomainResult<()> {
     }
 }
 
+/// The multipart `expires_in_seconds` field, as text: an integer in range.
+pub fn parse_expires(text: &str) -> DomainResult<i64> {
+    let secs = text.trim().parse::<i64>().map_err(|_| DomainError::invalid(format!("`expires_in_seconds` must be an integer, got `{text}`")))?;
+    check_expires(secs)?;
+    Ok(secs)
+}
+
 /// Only the last component of a client's filename is kept, without control characters;
 /// nothing left → `unnamed` plus the extension of its type.
 pub fn clean_filename(raw: Option<&str>, mime: &str) -> String {

@@ -5,8 +5,10 @@ use openma_types::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Usage;
-use crate::ports::{UsageQuery, UsageRow};
-use openma_types::usage::{UsageGroup, UsageLine, UsageParams, UsageReport};
+use crate::error::{DomainError, DomainResult};
+use crate::ports::{LedgerStore, UsageQuery, UsageRow};
+use crate::tenancy::TenantId;
+use openma_types::usage::{ExportAck, ExportEntry, ExportPage, ExportParams, UsageGroup, UsageLine, UsageParams, UsageReport};
 use crate::harness::tools::SandboxUsage;
 use crate::pricing::{HOURS_PER_MONTH, PriceSchedule, Rate};
 use openma_types::model_cards::ModelPriceOverride;
@@ -209,6 +211,68 @@ pub fn usage_csv(group_by: &[UsageGroup], rows: Vec<UsageRow>) -> String {
         out.push('\n');
     }
     out
+}
+
+
+// ---- the usage export -------------------------------------------------------------------
+
+/// Rows younger than this are not exported yet: on PostgreSQL a row with a lower
+/// sequence number can commit after a higher one, and a cursor must never skip it.
+pub const EXPORT_SETTLE_MICROS: i64 = 2_000_000;
+
+fn encode_cursor(seq: i64) -> String {
+    format!("ledger_{seq}")
+}
+
+fn decode_cursor(c: &str) -> DomainResult<i64> {
+    c.strip_prefix("ledger_")
+        .and_then(|n| n.parse().ok())
+        .filter(|n: &i64| *n >= 0)
+        .ok_or_else(|| DomainError::invalid(format!("`{c}` is not an export cursor")))
+}
+
+/// One page of the export: after `params.after`, else after the acknowledged cursor.
+pub async fn export_page(store: &dyn LedgerStore, tenant: &TenantId, params: &ExportParams, now: Timestamp) -> DomainResult<ExportPage> {
+    let limit = match params.limit {
+        None => 500,
+        Some(l) if (1..=1000).contains(&l) => l as u32,
+        Some(l) => return Err(DomainError::invalid(format!("`limit` must be between 1 and 1000, got {l}"))),
+    };
+    let acked = store.export_acknowledged(tenant).await?;
+    let after = match &params.after {
+        Some(c) => decode_cursor(c)?,
+        None => acked,
+    };
+    let mut rows = store.ledger_after(tenant, after, now.as_micros() - EXPORT_SETTLE_MICROS, limit + 1).await?;
+    let has_more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next = rows.last().map(|(seq, _)| *seq).unwrap_or(after);
+    let data = rows
+        .into_iter()
+        .map(|(seq, e)| ExportEntry {
+            cursor: encode_cursor(seq),
+            id: e.id,
+            session_id: e.session_id,
+            agent_id: e.agent_id,
+            model: e.model,
+            kind: e.kind,
+            quantity: e.quantity,
+            unit_price_micros: e.unit_price,
+            amount_micros: e.amount,
+            currency: e.currency,
+            source: e.source,
+            created_at: e.created_at,
+        })
+        .collect();
+    Ok(ExportPage { data, next_cursor: encode_cursor(next), acknowledged_cursor: encode_cursor(acked), has_more })
+}
+
+/// Acknowledges the export up to a cursor; acknowledgements only move forward.
+pub async fn acknowledge_export(store: &dyn LedgerStore, tenant: &TenantId, ack: &ExportAck) -> DomainResult<ExportAck> {
+    let seq = decode_cursor(&ack.cursor)?;
+    let kept = seq.max(store.export_acknowledged(tenant).await?);
+    store.set_export_acknowledged(tenant, kept).await?;
+    Ok(ExportAck { cursor: encode_cursor(kept) })
 }
 
 #[cfg(test)]

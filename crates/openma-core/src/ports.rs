@@ -416,6 +416,19 @@ pub trait LedgerStore: Send + Sync {
     async fn insert_ledger(&self, tenant: &TenantId, rows: &[crate::ledger::LedgerEntry]) -> Result<u64, StoreError>;
     /// Sums the ledger by the requested dimensions.
     async fn usage_report(&self, tenant: &TenantId, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
+    /// Ledger rows after sequence number `after`, created before `settled_before`
+    /// (microseconds), in sequence order.
+    async fn ledger_after(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        settled_before: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, crate::ledger::LedgerEntry)>, StoreError>;
+    /// The sequence number up to which the tenant acknowledged the usage export (0: none).
+    async fn export_acknowledged(&self, tenant: &TenantId) -> Result<i64, StoreError>;
+    /// Records an acknowledgement of the export up to `seq`.
+    async fn set_export_acknowledged(&self, tenant: &TenantId, seq: i64) -> Result<(), StoreError>;
 }
 
 /// The file rows (uploads, session mount copies, outputs): a port of its own so that a
@@ -489,15 +502,6 @@ pub trait Store: KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryS
     /// Running sessions whose lease is missing or lapsed at `now`: another node must take
     /// them over. Deliberately across tenants.
     async fn orphaned_sessions(&self, now: i64) -> Result<Vec<(TenantId, String)>, StoreError>;
-    /// Ledger rows after sequence number `after`, created before `settled_before`
-    /// (microseconds), in sequence order.
-    async fn ledger_after(
-        &self,
-        tenant: &TenantId,
-        after: i64,
-        settled_before: i64,
-        limit: u32,
-    ) -> Result<Vec<(i64, crate::ledger::LedgerEntry)>, StoreError>;
     /// Keeps a client event accepted while the session runs, until it is applied.
     async fn push_inbox(&self, tenant: &TenantId, session_id: &str, entry: &InboxEntry) -> Result<(), StoreError>;
     /// The waiting client events of a session, in acceptance order.
@@ -676,6 +680,37 @@ pub struct BlobInfo {
     pub size: u64,
     /// Lower-case hex SHA-256 of the bytes.
     pub sha256: String,
+}
+
+/// What every blob store adapter counts while an upload streams through: its size, held
+/// to `max_bytes`, and its SHA-256.
+pub struct BlobMeter {
+    size: u64,
+    max_bytes: u64,
+    hash: sha2::Sha256,
+}
+
+impl BlobMeter {
+    pub fn new(max_bytes: u64) -> Self {
+        BlobMeter { size: 0, max_bytes, hash: <sha2::Sha256 as sha2::Digest>::new() }
+    }
+
+    /// Counts one chunk; [`BlobError::TooLarge`] once the bytes pass `max_bytes`.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
+        self.size += chunk.len() as u64;
+        if self.size > self.max_bytes {
+            return Err(BlobError::TooLarge(self.max_bytes));
+        }
+        sha2::Digest::update(&mut self.hash, chunk);
+        Ok(())
+    }
+
+    /// The size, and the raw SHA-256 digest (which some stores check on write).
+    pub fn finish(self) -> (BlobInfo, Vec<u8>) {
+        let digest = sha2::Digest::finalize(self.hash).to_vec();
+        let sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
+        (BlobInfo { size: self.size, sha256 }, digest)
+    }
 }
 
 /// Bytes by key (file contents, session outputs). Keys are chosen by the core and are

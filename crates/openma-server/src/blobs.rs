@@ -13,8 +13,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
-use openma_core::ports::{BlobError, BlobInfo, BlobStore, ByteStream};
-use sha2::{Digest, Sha256};
+use openma_core::ports::{BlobError, BlobInfo, BlobMeter, BlobStore, ByteStream};
 
 /// Multipart part size (S3 wants at least 5 MiB for every part but the last).
 const PART_BYTES: usize = 8 * 1024 * 1024;
@@ -114,16 +113,11 @@ impl BlobStore for ObjectBlobs {
         let path = Self::path_of(key)?;
         let upload = self.store.put_multipart(&path).await.map_err(backend)?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-        let mut hash = Sha256::new();
-        let mut size: u64 = 0;
+        let mut meter = BlobMeter::new(max_bytes);
         let fed: Result<(), BlobError> = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk?;
-                size += chunk.len() as u64;
-                if size > max_bytes {
-                    return Err(BlobError::TooLarge(max_bytes));
-                }
-                hash.update(&chunk);
+                meter.feed(&chunk)?;
                 writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(backend)?;
                 writer.write(&chunk);
             }
@@ -135,8 +129,7 @@ impl BlobStore for ObjectBlobs {
             return Err(e);
         }
         writer.finish().await.map_err(backend)?;
-        let sha256 = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        Ok(BlobInfo { size, sha256 })
+        Ok(meter.finish().0)
     }
 
     async fn get(&self, key: &str) -> Result<Option<ByteStream>, BlobError> {

@@ -118,7 +118,7 @@ async fn sessions_survive_repeated_kill_9() {
         assert!(reported("input_tokens") > 0);
     }
     // and no source is counted twice
-    let ledger = store.ledger_after(&tenant.id, 0, i64::MAX, 1_000_000).await.unwrap();
+    let ledger = openma_core::ports::LedgerStore::ledger_after(&store, &tenant.id, 0, i64::MAX, 1_000_000).await.unwrap();
     let sources: BTreeSet<(String, String)> = ledger.iter().map(|(_, l)| (l.source.clone(), l.kind.clone())).collect();
     assert_eq!(sources.len(), ledger.len(), "a ledger source appears twice");
     println!("{kills} kills survived by {} sessions", sessions.len());

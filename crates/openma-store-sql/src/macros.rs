@@ -266,6 +266,11 @@ macro_rules! sql_store {
 
         const FILE_COLUMNS: &str = "body, blob_key, sha256, origin, path, purged";
 
+        /// Where the usage export's acknowledgement is kept (`platform_meta`).
+        fn export_ack_key(tenant: &TenantId) -> String {
+            format!("usage_export_ack:{}", tenant.as_str())
+        }
+
         fn stored_file(r: &<$db as sqlx::Database>::Row) -> Result<StoredFile, openma_core::StoreError> {
             let body: String = r.try_get("body").map_err($crate::backend_error)?;
             let origin: String = r.try_get("origin").map_err($crate::backend_error)?;
@@ -1296,6 +1301,53 @@ macro_rules! sql_store {
                         Ok(out)
                     })
                     .collect()
+            }
+            async fn ledger_after(
+                &self,
+                tenant: &TenantId,
+                after: i64,
+                settled_before: i64,
+                limit: u32,
+            ) -> Result<Vec<(i64, openma_core::ledger::LedgerEntry)>, openma_core::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT seq, id, session_id, agent_id, model, kind, quantity, unit_price, amount, currency, source, created_at \
+                     FROM ledger_entries WHERE tenant_id = $1 AND seq > $2 AND created_at < $3 ORDER BY seq LIMIT $4",
+                )
+                .bind(tenant.as_str())
+                .bind(after)
+                .bind(settled_before)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                rows.iter()
+                    .map(|r| {
+                        let e = openma_core::ledger::LedgerEntry {
+                            id: r.try_get("id")?,
+                            session_id: r.try_get("session_id")?,
+                            agent_id: r.try_get("agent_id")?,
+                            model: r.try_get("model")?,
+                            kind: r.try_get("kind")?,
+                            quantity: r.try_get("quantity")?,
+                            unit_price: r.try_get("unit_price")?,
+                            amount: r.try_get("amount")?,
+                            currency: r.try_get("currency")?,
+                            source: r.try_get("source")?,
+                            created_at: Timestamp::from_micros(r.try_get("created_at")?),
+                        };
+                        Ok((r.try_get::<i64, _>("seq")?, e))
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err($crate::backend_error)
+            }
+
+            async fn export_acknowledged(&self, tenant: &TenantId) -> Result<i64, openma_core::StoreError> {
+                let stored = openma_core::Store::get_meta(self, &export_ack_key(tenant)).await?;
+                Ok(stored.and_then(|v| v.parse().ok()).unwrap_or(0))
+            }
+
+            async fn set_export_acknowledged(&self, tenant: &TenantId, seq: i64) -> Result<(), openma_core::StoreError> {
+                openma_core::Store::put_meta(self, &export_ack_key(tenant), &seq.to_string(), false).await.map(|_| ())
             }
         }
 
@@ -2525,44 +2577,6 @@ macro_rules! sql_store {
                 push_page(&mut qb, &q);
                 let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
                 rows.iter().map(queued_delivery).collect()
-            }
-            async fn ledger_after(
-                &self,
-                tenant: &TenantId,
-                after: i64,
-                settled_before: i64,
-                limit: u32,
-            ) -> Result<Vec<(i64, openma_core::ledger::LedgerEntry)>, openma_core::StoreError> {
-                let rows = sqlx::query(
-                    "SELECT seq, id, session_id, agent_id, model, kind, quantity, unit_price, amount, currency, source, created_at \
-                     FROM ledger_entries WHERE tenant_id = $1 AND seq > $2 AND created_at < $3 ORDER BY seq LIMIT $4",
-                )
-                .bind(tenant.as_str())
-                .bind(after)
-                .bind(settled_before)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err($crate::backend_error)?;
-                rows.iter()
-                    .map(|r| {
-                        let e = openma_core::ledger::LedgerEntry {
-                            id: r.try_get("id")?,
-                            session_id: r.try_get("session_id")?,
-                            agent_id: r.try_get("agent_id")?,
-                            model: r.try_get("model")?,
-                            kind: r.try_get("kind")?,
-                            quantity: r.try_get("quantity")?,
-                            unit_price: r.try_get("unit_price")?,
-                            amount: r.try_get("amount")?,
-                            currency: r.try_get("currency")?,
-                            source: r.try_get("source")?,
-                            created_at: Timestamp::from_micros(r.try_get("created_at")?),
-                        };
-                        Ok((r.try_get::<i64, _>("seq")?, e))
-                    })
-                    .collect::<Result<_, sqlx::Error>>()
-                    .map_err($crate::backend_error)
             }
             async fn get_tenant_limits(&self, tenant: &TenantId) -> Result<TenantLimits, openma_core::StoreError> {
                 let row = sqlx::query("SELECT monthly_soft_micros, monthly_hard_micros, max_running_sessions, max_running_sandboxes FROM tenant_limits WHERE tenant_id = $1")

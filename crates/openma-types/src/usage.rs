@@ -98,3 +98,51 @@ pub struct UsageReport {
     pub total_amount_micros: i64,
     pub currency: String,
 }
+
+/// `GET /v1/usage/export`: ledger entries for an external billing system, in a stable order.
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+pub struct ExportParams {
+    /// Continue after this cursor; omit to continue after the last acknowledged one.
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Rows per page, 1 to 1000 (default 500).
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExportEntry {
+    pub cursor: String,
+    pub id: String,
+    pub session_id: String,
+    pub agent_id: String,
+    pub model: String,
+    pub kind: String,
+    pub quantity: i64,
+    /// Micro-dollars per million tokens, or per hour for `runtime_ms`.
+    pub unit_price_micros: i64,
+    pub amount_micros: i64,
+    pub currency: String,
+    /// The event that caused the entry; with `kind` it identifies the entry for good.
+    pub source: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExportPage {
+    pub data: Vec<ExportEntry>,
+    /// Pass as `after` to continue, and acknowledge it once the page is stored.
+    pub next_cursor: String,
+    pub acknowledged_cursor: String,
+    pub has_more: bool,
+}
+
+/// `POST /v1/usage/export/ack`: everything up to `cursor` is stored by the billing system.
+#[derive(Debug, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExportAck {
+    pub cursor: String,
+}

@@ -452,7 +452,8 @@ def test_a_large_upload_streams_to_r2_in_parts_and_one_past_the_limit_is_413(dep
 def test_each_model_request_and_running_interval_is_in_the_ledger_and_usage_reports_it(deployment, main, fake_model):
     """The SessionDO writes each model request's tokens (at the deployment's list prices)
     and the turn's running time to D1's ledger; `/v1/usage` sums it by session and kind as
-    JSON and CSV, only for the caller's tenant."""
+    JSON and CSV, only for the caller's tenant; `/v1/usage/export` pages the rows with
+    cursors and resumes after an acknowledgement."""
     import httpx2
 
     script(fake_model, [{"kind": "message", "blocks": [{"type": "text", "text": "metered"}], "usage": {"input_tokens": 1200, "output_tokens": 34}}])
@@ -472,6 +473,19 @@ def test_each_model_request_and_running_interval_is_in_the_ledger_and_usage_repo
     assert f"{session_id},input_tokens,1200," in csv.text, csv.text
     other = httpx2.get(f"{main.base_url}/v1/usage", params=params, headers={"x-api-key": KEY_B}, timeout=30.0).json()
     assert other["data"] == [] and other["total_amount_micros"] == 0, other
+
+    # the export pages the same rows once they are settled (2 s), and resumes after an ack
+    time.sleep(2.2)
+    export = httpx2.get(f"{main.base_url}/v1/usage/export", params={"limit": 2}, headers={"x-api-key": KEY_A}, timeout=30.0).json()
+    assert len(export["data"]) == 2 and export["has_more"] and export["acknowledged_cursor"] == "ledger_0", export
+    ack = httpx2.post(f"{main.base_url}/v1/usage/export/ack", json={"cursor": export["next_cursor"]}, headers={"x-api-key": KEY_A}, timeout=30.0)
+    assert ack.json() == {"cursor": export["next_cursor"]}, ack.text
+    rest = httpx2.get(f"{main.base_url}/v1/usage/export", headers={"x-api-key": KEY_A}, timeout=30.0).json()
+    exported = [e["source"] + "/" + e["kind"] for e in export["data"] + rest["data"]]
+    assert sorted(exported) == sorted(f"{r['source']}/{r['kind']}" for r in rows) and not rest["has_more"], (exported, rows)
+    back = httpx2.post(f"{main.base_url}/v1/usage/export/ack", json={"cursor": "ledger_0"}, headers={"x-api-key": KEY_A}, timeout=30.0)
+    assert back.json() == {"cursor": export["next_cursor"]}, "an acknowledgement never moves back"
+    assert httpx2.get(f"{main.base_url}/v1/usage/export", headers={"x-api-key": KEY_B}, timeout=30.0).json()["data"] == []
 
 
 def test_a_budget_stops_the_session_and_raising_it_resumes(main, fake_model):

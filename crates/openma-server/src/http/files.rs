@@ -103,12 +103,8 @@ pub async fn upload_file(
                 }
                 Some("expires_in_seconds") => {
                     let text = field.text().await.map_err(multipart_error)?;
-                    let secs = text.trim().parse::<i64>().map_err(|_| {
-                        ApiError::bad_request(format!("`expires_in_seconds` must be an integer, got `{text}`"))
-                    })?;
                     // refused before any bytes are stored when it comes first (as the SDKs send it)
-                    openma_core::files::check_expires(secs)?;
-                    fields.expires_in_seconds = Some(secs);
+                    fields.expires_in_seconds = Some(openma_core::files::parse_expires(&text)?);
                 }
                 // other parts are tolerated, as unknown JSON fields are elsewhere
                 _ => while field.chunk().await.map_err(multipart_error)?.is_some() {},

@@ -6,11 +6,59 @@ use async_trait::async_trait;
 use openma_core::ledger::LedgerEntry;
 use openma_core::ports::{LedgerStore, UsageGroup, UsageQuery, UsageRow};
 use openma_core::{StoreError, TenantId};
+use openma_types::Timestamp;
+use serde::Deserialize;
 use serde_json::Value;
 use worker::wasm_bindgen::JsValue;
 
 use crate::d1::{D1, micros, num};
 use crate::send;
+
+/// Where the usage export's acknowledgement is kept, as natively (`platform_meta`).
+fn ack_key(tenant: &TenantId) -> String {
+    format!("usage_export_ack:{}", tenant.as_str())
+}
+
+#[derive(Deserialize)]
+struct MetaValue {
+    value: String,
+}
+
+/// A ledger row as D1 returns it (integers as JavaScript numbers).
+#[derive(Deserialize)]
+struct LedgerRow {
+    seq: i64,
+    id: String,
+    session_id: String,
+    agent_id: String,
+    model: String,
+    kind: String,
+    quantity: i64,
+    unit_price: i64,
+    amount: i64,
+    currency: String,
+    source: String,
+    created_at: i64,
+}
+
+impl LedgerRow {
+    fn entry(self) -> (i64, LedgerEntry) {
+        let e = LedgerEntry {
+            id: self.id,
+            session_id: self.session_id,
+            agent_id: self.agent_id,
+            model: self.model,
+            kind: self.kind,
+            quantity: self.quantity,
+            unit_price: self.unit_price,
+            amount: self.amount,
+            currency: self.currency,
+            source: self.source,
+            created_at: Timestamp::from_micros(self.created_at),
+        };
+        (self.seq, e)
+    }
+}
 
 /// Values per `INSERT` (twelve columns; D1 binds at most 100 per statement).
 const ROWS_PER_INSERT: usize = 8;
@@ -53,6 +101,28 @@ impl LedgerStore for D1 {
             return Ok(0);
         }
         Ok(send!(self.batch(statements))?.into_iter().sum())
+    }
+
+    async fn ledger_after(&self, tenant: &TenantId, after: i64, settled_before: i64, limit: u32) -> Result<Vec<(i64, LedgerEntry)>, StoreError> {
+        let rows: Vec<LedgerRow> = send!(self.all(
+            "SELECT seq, id, session_id, agent_id, model, kind, quantity, unit_price, amount, currency, source, created_at \
+             FROM ledger_entries WHERE tenant_id = ?1 AND seq > ?2 AND created_at < ?3 ORDER BY seq LIMIT ?4",
+            &[tenant.as_str().into(), num(after), num(settled_before), num(i64::from(limit))],
+        ))?;
+        Ok(rows.into_iter().map(LedgerRow::entry).collect())
+    }
+
+    async fn export_acknowledged(&self, tenant: &TenantId) -> Result<i64, StoreError> {
+        let row: Option<MetaValue> = send!(self.first("SELECT value FROM platform_meta WHERE key = ?1", &[ack_key(tenant).into()]))?;
+        Ok(row.and_then(|r| r.value.parse().ok()).unwrap_or(0))
+    }
+
+    async fn set_export_acknowledged(&self, tenant: &TenantId, seq: i64) -> Result<(), StoreError> {
+        send!(self.run(
+            "INSERT INTO platform_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[ack_key(tenant).into(), seq.to_string().into()],
+        ))?;
+        Ok(())
     }
 
     async fn usage_report(&self, tenant: &TenantId, q: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {

@@ -9,8 +9,7 @@ use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use futures::{Stream, StreamExt};
-use openma_core::ports::{BlobError, BlobInfo, BlobStore, ByteStream};
-use sha2::{Digest, Sha256};
+use openma_core::ports::{BlobError, BlobInfo, BlobMeter, BlobStore, ByteStream};
 use worker::send::SendWrapper;
 use worker::{Bucket, Env, MultipartUpload, UploadedPart};
 
@@ -49,18 +48,13 @@ impl R2Blobs {
     }
 
     async fn put_parts(&self, key: &str, mut body: ByteStream, max_bytes: u64) -> Result<BlobInfo, BlobError> {
-        let mut hash = Sha256::new();
-        let mut size: u64 = 0;
+        let mut meter = BlobMeter::new(max_bytes);
         let mut buf: Vec<u8> = Vec::new();
         let mut upload: Option<(MultipartUpload, Vec<UploadedPart>)> = None;
         let fed: Result<(), BlobError> = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk?;
-                size += chunk.len() as u64;
-                if size > max_bytes {
-                    return Err(BlobError::TooLarge(max_bytes));
-                }
-                hash.update(&chunk);
+                meter.feed(&chunk)?;
                 buf.extend_from_slice(&chunk);
                 while buf.len() >= PART_BYTES {
                     let part: Vec<u8> = buf.drain(..PART_BYTES).collect();
@@ -75,8 +69,7 @@ impl R2Blobs {
             Ok(())
         }
         .await;
-        let digest: Vec<u8> = hash.finalize().to_vec();
-        let sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let (info, digest) = meter.finish();
         match (fed, upload) {
             (Err(e), Some((u, _))) => {
                 let _ = u.abort().await;
@@ -86,7 +79,7 @@ impl R2Blobs {
             (Ok(()), None) => {
                 // R2 refuses the object if the bytes do not hash to what was streamed
                 self.bucket.put(key, buf).sha256(digest).execute().await.map_err(backend)?;
-                Ok(BlobInfo { size, sha256 })
+                Ok(info)
             }
             (Ok(()), Some((u, mut parts))) => {
                 let finished: Result<(), BlobError> = async {
@@ -102,7 +95,7 @@ impl R2Blobs {
                     return Err(e);
                 }
                 u.complete(parts).await.map_err(backend)?;
-                Ok(BlobInfo { size, sha256 })
+                Ok(info)
             }
         }
     }

@@ -1,12 +1,15 @@
 //! `GET /v1/usage` on Workers: the ledger the SessionDOs write to D1, summed by agent,
-//! session, model, kind and/or day, as JSON or CSV — the native report (`openma_core::ledger`).
+//! session, model, kind and/or day, as JSON or CSV, and `/v1/usage/export` (+ `/ack`) for a
+//! billing system — the native report and export (`openma_core::ledger`).
 
 use openma_core::TenantId;
 use openma_core::ledger;
 use openma_core::ports::LedgerStore;
-use openma_types::usage::{UsageFormat, UsageParams};
+use openma_core::Clock;
+use openma_types::usage::{ExportAck, ExportParams, UsageFormat, UsageParams};
 use worker::{Method, Response};
 
+use crate::adapters::WorkerClock;
 use crate::api::{ApiRequest, json};
 use crate::d1::D1;
 use crate::errors::ApiError;
@@ -15,6 +18,8 @@ use crate::errors::ApiError;
 pub async fn route(req: &mut ApiRequest, db: &D1, tenant: &TenantId, rest: &[&str]) -> Option<Result<Response, ApiError>> {
     match (req.method(), rest) {
         (Method::Get, []) => Some(usage(req, db, tenant).await),
+        (Method::Get, ["export"]) => Some(async { json(ledger::export_page(db, tenant, &req.query::<ExportParams>()?, WorkerClock.now()).await?) }.await),
+        (Method::Post, ["export", "ack"]) => Some(async { json(ledger::acknowledge_export(db, tenant, &req.body::<ExportAck>().await?).await?) }.await),
         _ => None,
     }
 }

@@ -164,6 +164,14 @@ pub fn budget_reached(s: &Session, usage: &openma_types::sessions::SessionUsage)
     pricing::list_cost_micros(&s.agent.model.id, usage).is_none_or(|used| used >= cap)
 }
 
+/// The refusal of work sent to a session at its budget.
+pub fn budget_reached_error() -> DomainError {
+    DomainError::invalid_code(
+        "budget_reached",
+        "the session's budget is reached: only user.tool_confirmation, user.tool_result, user.custom_tool_result and user.interrupt are accepted; raise or remove the budget to continue",
+    )
+}
+
 /// The consumed list cost of a session, in micro-dollars (`None` without a list price).
 pub fn consumed_micros(s: &Session) -> Option<u64> {
     pricing::list_cost_micros(&s.agent.model.id, &s.usage)

@@ -531,10 +531,7 @@ impl Actor {
         let ids = &self.rt.platform.ids;
         let applied = step::idle_inputs(&self.log, inputs, || ids.new_id("sevt"))?;
         if applied.starts_work && self.session.budget.is_some() && self.budget_reached() {
-            return Err(DomainError::invalid_code(
-                "budget_reached",
-                "the session's budget is reached: only user.tool_confirmation, user.tool_result, user.custom_tool_result and user.interrupt are accepted; raise or remove the budget to continue",
-            ));
+            return Err(openma_core::sessions::budget_reached_error());
         }
         let (events, echo_ids) = (applied.events, applied.echo_ids);
         let status = applied.starts_running.then_some(SessionStatus::Running);

@@ -212,11 +212,7 @@ impl SessionDO {
             && let Some(meta) = storage.get::<Meta>(META).await.map_err(internal)?
             && crate::turn::budget_reached(&meta, &events, self.now())
         {
-            return Err(DomainError::invalid_code(
-                "budget_reached",
-                "the session's budget is reached: only user.tool_confirmation, user.tool_result, user.custom_tool_result and user.interrupt are accepted; raise or remove the budget to continue",
-            )
-            .into());
+            return Err(openma_core::sessions::budget_reached_error().into());
         }
         let (pending, echo_ids, starts) = (applied.events, applied.echo_ids, applied.starts_running);
         let written = log.append(pending, self.now(), || self.new_id()).map_err(internal)?;

@@ -434,8 +434,6 @@ enum Called {
     Interrupted,
 }
 
-/// One model call: streams it (publishing previews), then appends its events. The end
-/// event notes (harness-only) whether the call ended the turn.
 /// Puts the content of the files the request names by `file_id` into it (D1 says which are
 /// live, R2 holds the bytes, cached for the object's lifetime). A failure is transient: the
 /// step is retried like a failed model call.
@@ -448,6 +446,8 @@ async fn resolve_files(object: &SessionDO, tenant: &TenantId, request: &mut open
     resolved
 }
 
+/// One model call: streams it (publishing previews), then appends its events. The end
+/// event notes (harness-only) whether the call ended the turn.
 async fn model_step(object: &SessionDO, meta: &mut Meta, plan: &ToolPlan, log: &[StoredEvent]) -> Result<std::result::Result<Called, ModelError>> {
     let session = &meta.session;
     let meta_tenant = &meta.tenant;

@@ -30,6 +30,7 @@ use openma_worker_common::d1::D1;
 use openma_worker_common::files::WorkerFiles;
 use worker::Result;
 
+use crate::event_log::EventLog;
 use crate::model::ModelEndpoint;
 use crate::sandbox::{self, Sandbox};
 use crate::session::{INBOX, INTERRUPT, META, Meta, SessionDO};
@@ -89,7 +90,7 @@ async fn emit(object: &SessionDO, events: Vec<Pending>) -> Result<Vec<StoredEven
     let new_status = events.iter().rev().find_map(|p| status_of(&p.payload));
     let log = object.log().await?;
     let running_since = match new_status {
-        Some(s) if s != SessionStatus::Running => running_since(&log.all()?),
+        Some(s) if s != SessionStatus::Running => last_running_since(&log)?,
         _ => None,
     };
     let written = log.append(events, object.now(), || object.new_id())?;
@@ -108,6 +109,15 @@ async fn emit(object: &SessionDO, events: Vec<Pending>) -> Result<Vec<StoredEven
 fn running_since(log: &[StoredEvent]) -> Option<openma_types::Timestamp> {
     let last = log.iter().rev().find(|e| status_of(&e.event.payload).is_some())?;
     matches!(last.event.payload, EventPayload::StatusRunning {}).then_some(last.event.processed_at).flatten()
+}
+
+/// [`running_since`] from the log's last status event alone (one indexed read, not the log).
+fn last_running_since(log: &EventLog) -> Result<Option<openma_types::Timestamp>> {
+    let types: Vec<String> = ["session.status_running", "session.status_idle", "session.status_rescheduled", "session.status_terminated"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    Ok(running_since(&log.page(None, true, 1, &types)?))
 }
 
 /// The ledger row of a running interval that `end` (the event leaving `running`) closes,
@@ -241,9 +251,9 @@ fn turn_start(log: &[StoredEvent]) -> i64 {
 
 /// Usage so far, the current running interval's time included, with its list cost (the
 /// native actor's `usage_now`).
-pub(crate) fn usage_now(meta: &Meta, log: &[StoredEvent], now: openma_types::Timestamp) -> SessionUsage {
+pub(crate) fn usage_now(meta: &Meta, running_since: Option<openma_types::Timestamp>, now: openma_types::Timestamp) -> SessionUsage {
     let mut usage = meta.session.usage.clone();
-    if let Some(since) = running_since(log) {
+    if let Some(since) = running_since {
         usage.active_seconds += (now.as_micros() - since.as_micros()).max(0) as f64 / 1e6;
     }
     sessions::priced_usage(&meta.session.agent.model.id, usage)
@@ -251,12 +261,12 @@ pub(crate) fn usage_now(meta: &Meta, log: &[StoredEvent], now: openma_types::Tim
 
 /// True when the session's budget is reached (see [`sessions::budget_reached`]).
 pub(crate) fn budget_reached(meta: &Meta, log: &[StoredEvent], now: openma_types::Timestamp) -> bool {
-    meta.session.budget.is_some() && sessions::budget_reached(&meta.session, &usage_now(meta, log, now))
+    meta.session.budget.is_some() && sessions::budget_reached(&meta.session, &usage_now(meta, running_since(log), now))
 }
 
 async fn go_idle(object: &SessionDO, meta: &Meta, reason: StopReason) -> Result<()> {
     object.state.storage().delete(ATTEMPT).await?;
-    let usage = usage_now(meta, &object.log().await?.all()?, object.now());
+    let usage = usage_now(meta, last_running_since(&object.log().await?)?, object.now());
     emit(object, vec![EventPayload::SessionUsage { usage, budget: meta.session.budget.clone() }.into(), EventPayload::StatusIdle { stop_reason: reason }.into()]).await?;
     // after the client has its answer; a failure is retried after the next turn
     match keep_workspace(object, meta).await {

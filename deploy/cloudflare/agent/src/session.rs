@@ -174,12 +174,14 @@ impl SessionDO {
 
     /// Keeps the forwarded session row as the one to run, with the usage this object
     /// counted (the row's copy can lag behind a running turn).
-    async fn remember(&self, tenant: String, mut session: Session) -> Result<()> {
+    async fn remember(&self, tenant: String, mut session: Session) -> Result<Meta> {
         let storage = self.state.storage();
         if let Some(old) = storage.get::<Meta>(META).await? {
             session.usage = old.session.usage;
         }
-        storage.put(META, Meta { tenant, session }).await
+        let meta = Meta { tenant, session };
+        storage.put(META, meta.clone()).await?;
+        Ok(meta)
     }
 
     pub(crate) fn new_id(&self) -> String {
@@ -201,17 +203,14 @@ impl SessionDO {
         // each named file exists for the tenant, is live and fits its block (as natively)
         WorkerFiles::new(&self.env)?.files().check_file_blocks(&openma_core::TenantId::from_trusted(f.tenant.clone()), &inputs, "events").await?;
         let storage = self.state.storage();
-        self.remember(f.tenant, f.session).await.map_err(internal)?;
+        let meta = self.remember(f.tenant, f.session).await.map_err(internal)?;
         let log = self.log().await.map_err(internal)?;
         let events = log.all().map_err(internal)?;
         if crate::turn::is_running(&events) {
             return self.send_while_running(inputs).await;
         }
         let applied = step::idle_inputs(&events, inputs, || self.new_id())?;
-        if applied.starts_work
-            && let Some(meta) = storage.get::<Meta>(META).await.map_err(internal)?
-            && crate::turn::budget_reached(&meta, &events, self.now())
-        {
+        if applied.starts_work && crate::turn::budget_reached(&meta, &events, self.now()) {
             return Err(openma_core::sessions::budget_reached_error().into());
         }
         let (pending, echo_ids, starts) = (applied.events, applied.echo_ids, applied.starts_running);
@@ -265,8 +264,7 @@ impl SessionDO {
     async fn note(&self, f: Forwarded) -> std::result::Result<Response, ApiError> {
         let Some(note) = f.note else { return Err(ApiError::new(400, "`note` is required")) };
         let archives = matches!(note, EventPayload::StatusTerminated {});
-        let (tenant, session_id) = (f.tenant.clone(), f.session.id.clone());
-        self.remember(f.tenant, f.session).await.map_err(internal)?;
+        let meta = self.remember(f.tenant, f.session).await.map_err(internal)?;
         let log = self.log().await.map_err(internal)?;
         let written = log.append(vec![note.into()], self.now(), || self.new_id()).map_err(internal)?;
         self.subscribers.publish(&written);
@@ -279,7 +277,6 @@ impl SessionDO {
         if !archives
             && stopped_by_budget == Some(true)
             && !crate::turn::is_running(&events)
-            && let Some(meta) = self.state.storage().get::<Meta>(META).await.map_err(internal)?
             && !crate::turn::budget_reached(&meta, &events, self.now())
         {
             let running = log.append(vec![EventPayload::StatusRunning {}.into()], self.now(), || self.new_id()).map_err(internal)?;
@@ -291,7 +288,7 @@ impl SessionDO {
             // an archived session runs no more tools; its log goes to R2 and leaves the
             // object's storage
             self.end_sandbox().await;
-            self.archive(&tenant, &session_id).await.map_err(internal)?;
+            self.archive(&meta.tenant, &meta.session.id).await.map_err(internal)?;
         }
         Response::from_json(&serde_json::json!({})).map_err(internal)
     }

@@ -565,8 +565,7 @@ impl Files<'_> {
         Ok((resource, copy))
     }
 
-    /// Mounts one more file into a session. Returns the resource and its copy, whose bytes
-    /// the caller puts into the sandbox.
+    /// The bytes of a stored file, for putting into a sandbox.
     pub async fn file_bytes(&self, file: &StoredFile) -> DomainResult<ByteStream> {
         let body = self.blob_store()?.get(&file.blob_key).await.map_err(blob_error)?;
         body.ok_or_else(|| DomainError::Store(crate::StoreError::Backend(format!("the bytes of file `{}` are missing", file.meta.id))))
@@ -574,6 +573,9 @@ impl Files<'_> {
 
     // ---- files named by content blocks ----------------------------------------------------
 
+    /// Checks the `file` sources of `inputs` before they are accepted: each file exists for
+    /// this tenant (404 otherwise), has not expired (400 `file_expired`), and has a type
+    /// and size its block can carry (400). `where_` names the list in messages.
     pub async fn check_file_blocks(&self, tenant: &TenantId, inputs: &[Input], where_: &str) -> DomainResult<()> {
         let refs = file_blocks::file_refs(inputs, where_)?;
         if refs.is_empty() {
@@ -697,6 +699,8 @@ impl Platform {
 
     // ---- session file resources ----------------------------------------------------------
 
+    /// Mounts one more file into a session. Returns the resource and its copy, whose bytes
+    /// the caller puts into the sandbox.
     pub async fn add_file_resource(
         &self,
         tenant: &TenantId,
@@ -822,7 +826,6 @@ impl Platform {
         Ok(out)
     }
 
-    /// The bytes of a stored file, for putting into a sandbox.
     // ---- files named by content blocks ----------------------------------------------------
 
     /// Client events checked into inputs, their `file` sources included (see
@@ -833,9 +836,6 @@ impl Platform {
         Ok(inputs)
     }
 
-    /// Checks the `file` sources of `inputs` before they are accepted: each file exists for
-    /// this tenant (404 otherwise), has not expired (400 `file_expired`), and has a type
-    /// and size its block can carry (400). `where_` names the list in messages.
     // ---- session outputs --------------------------------------------------------------
 
     /// The outputs captured so far, by path.

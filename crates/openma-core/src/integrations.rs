@@ -4,16 +4,30 @@
 //! signing secret and the credential (Slack bot token, GitHub App private key, Linear
 //! token) are sealed at rest, each bound to its integration and field.
 
+pub mod linear;
+pub mod signatures;
+pub mod slack;
+pub mod turns;
+
 use openma_types::integrations::{CreateIntegrationRequest, Integration, IntegrationProvider, IntegrationTag};
 
 use crate::error::{DomainError, DomainResult};
 use crate::paging::Page;
-use crate::platform::{ListParams, position_of};
-use crate::ports::Order;
+use crate::platform::{ListParams, list_query, position_of};
+use crate::ports::{AgentStore, Clock, EnvironmentStore, IdGen, IntegrationStore, Order};
 use crate::secrets::{Binding, SecretBox, SecretError};
-use crate::{Platform, TenantId, validate};
+use crate::{Platform, StoreError, TenantId, validate};
 
 const PURPOSE: &str = "integration";
+
+/// The providers' APIs as the replies call them: the native server's HTTP client, or
+/// `fetch` in a Worker.
+#[async_trait::async_trait]
+pub trait ProviderApi: Send + Sync {
+    /// POSTs JSON with an `Authorization` header; the answer's JSON (a non-2xx is an error).
+    async fn post_json(&self, url: &str, authorization: &str, body: &serde_json::Value) -> Result<serde_json::Value, String>;
+}
+
 pub const SLACK_API: &str = "https://slack.com/api";
 pub const GITHUB_API: &str = "https://api.github.com";
 pub const LINEAR_API: &str = "https://api.linear.app";
@@ -110,18 +124,34 @@ fn check_secret(field: &str, value: &str) -> DomainResult<()> {
     Ok(())
 }
 
-impl Platform {
-    pub async fn create_integration(&self, tenant: &TenantId, req: &CreateIntegrationRequest) -> DomainResult<Integration> {
+/// The integrations of the tenants: created (secrets sealed), read, listed and deleted over
+/// the [`IntegrationStore`] port; the native [`Platform`] and the Workers both run it.
+pub struct Integrations<'a> {
+    pub store: &'a dyn IntegrationStore,
+    pub agents: &'a dyn AgentStore,
+    pub environments: &'a dyn EnvironmentStore,
+    /// `None` when the deployment has no root secret: creating is refused, reading works.
+    pub secrets: Option<&'a SecretBox>,
+    pub clock: &'a dyn Clock,
+    pub ids: &'a dyn IdGen,
+}
+
+impl Integrations<'_> {
+    pub async fn create(&self, tenant: &TenantId, req: &CreateIntegrationRequest) -> DomainResult<Integration> {
         check_secret("signing_secret", &req.signing_secret)?;
         let (credential, default_api) = check_provider(req)?;
         validate::max_length("name", req.name.as_deref(), 256)?;
         let api_base_url = req.api_base_url.clone().unwrap_or_else(|| default_api.to_owned());
         validate::http_url("api_base_url", &api_base_url)?;
-        self.get_agent(tenant, &req.agent_id, None).await?;
-        if let Some(env) = &req.environment_id {
-            self.get_environment(tenant, env).await?;
+        if self.agents.get_agent(tenant, &req.agent_id).await?.is_none() {
+            return Err(DomainError::not_found("agent", &req.agent_id));
         }
-        let secrets = self.secrets.as_deref().ok_or_else(|| DomainError::invalid("secrets are not available: the server has no root secret"))?;
+        if let Some(env) = &req.environment_id
+            && self.environments.get_environment(tenant, env).await?.is_none()
+        {
+            return Err(DomainError::not_found("environment", env));
+        }
+        let secrets = self.secrets.ok_or_else(|| DomainError::invalid("secrets are not available: the server has no root secret"))?;
         let id = self.ids.new_id("intg");
         let now = self.clock.now();
         let provider = provider_name(req.provider);
@@ -152,25 +182,77 @@ impl Platform {
         Ok(integration)
     }
 
-    pub async fn get_integration(&self, tenant: &TenantId, id: &str) -> DomainResult<Integration> {
+    pub async fn get(&self, tenant: &TenantId, id: &str) -> DomainResult<Integration> {
         match self.store.get_integration(tenant, id).await? {
             Some(s) => Ok(s.integration),
             None => Err(DomainError::not_found("integration", id)),
         }
     }
 
-    pub async fn list_integrations(&self, tenant: &TenantId, p: &ListParams) -> DomainResult<Page<Integration>> {
-        let (req, query) = self.page_request_max(p, Order::Desc, crate::paging::MAX_LIMIT)?;
+    pub async fn list(&self, tenant: &TenantId, p: &ListParams) -> DomainResult<Page<Integration>> {
+        let (req, query) = list_query(p, Order::Desc, crate::paging::MAX_LIMIT)?;
         let rows = self.store.list_integrations(tenant, &query).await?;
         Ok(req.finish(rows, |s| position_of(s.integration.created_at, &s.integration.id)).map(|s| s.integration))
     }
 
-    pub async fn delete_integration(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
-        if self.store.delete_integration(tenant, id).await? {
-            Ok(())
-        } else {
-            Err(DomainError::not_found("integration", id))
+    pub async fn delete(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
+        if self.store.delete_integration(tenant, id).await? { Ok(()) } else { Err(DomainError::not_found("integration", id)) }
+    }
+
+    /// Remembers a delivery; false when it was seen before (a retry or a replay).
+    pub async fn first_delivery(&self, integration_id: &str, delivery_id: &str) -> DomainResult<bool> {
+        Ok(self.store.record_integration_delivery(integration_id, delivery_id, self.clock.now()).await?)
+    }
+
+    /// An integration a delivery names (by id alone), of `provider`, with its tenant and its
+    /// opened secrets `(signing secret, credential)`; `None` when there is no such integration.
+    pub async fn for_delivery(&self, id: &str, provider: IntegrationProvider) -> DomainResult<Option<Delivered>> {
+        let Some((tenant, stored)) = self.store.find_integration(id).await?.filter(|(_, s)| s.integration.provider == provider) else {
+            return Ok(None);
+        };
+        let secrets = self.secrets.ok_or_else(|| DomainError::Unavailable("secrets are not available: the deployment has no root secret".into()))?;
+        let (signing_secret, credential) =
+            open_secrets(secrets, &tenant, &stored).map_err(|e| StoreError::Backend(format!("integration `{id}`: cannot open its secrets: {e}")))?;
+        Ok(Some(Delivered { tenant, integration: stored.integration, signing_secret, credential }))
+    }
+}
+
+/// An integration as its deliveries and replies use it: the secrets opened.
+pub struct Delivered {
+    pub tenant: TenantId,
+    pub integration: Integration,
+    pub signing_secret: String,
+    /// The bot token (Slack), the App's private key (GitHub) or the API token (Linear).
+    pub credential: String,
+}
+
+impl Platform {
+    /// The integration operations on this platform's store.
+    pub fn integrations(&self) -> Integrations<'_> {
+        Integrations {
+            store: &*self.store,
+            agents: &*self.store,
+            environments: &*self.store,
+            secrets: self.secrets.as_deref(),
+            clock: &*self.clock,
+            ids: &*self.ids,
         }
+    }
+
+    pub async fn create_integration(&self, tenant: &TenantId, req: &CreateIntegrationRequest) -> DomainResult<Integration> {
+        self.integrations().create(tenant, req).await
+    }
+
+    pub async fn get_integration(&self, tenant: &TenantId, id: &str) -> DomainResult<Integration> {
+        self.integrations().get(tenant, id).await
+    }
+
+    pub async fn list_integrations(&self, tenant: &TenantId, p: &ListParams) -> DomainResult<Page<Integration>> {
+        self.integrations().list(tenant, p).await
+    }
+
+    pub async fn delete_integration(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
+        self.integrations().delete(tenant, id).await
     }
 
     /// Re-seals every integration secret of a tenant under `secrets`' current root
@@ -198,10 +280,5 @@ impl Platform {
                 _ => return Ok(done),
             }
         }
-    }
-
-    /// Remembers a delivery; false when it was seen before (a retry or a replay).
-    pub async fn first_delivery(&self, integration_id: &str, delivery_id: &str) -> DomainResult<bool> {
-        Ok(self.store.record_integration_delivery(integration_id, delivery_id, self.clock.now()).await?)
     }
 }

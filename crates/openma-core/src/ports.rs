@@ -431,6 +431,28 @@ pub trait LedgerStore: Send + Sync {
     async fn set_export_acknowledged(&self, tenant: &TenantId, seq: i64) -> Result<(), StoreError>;
 }
 
+/// Integrations (Slack, GitHub, Linear), their threads' sessions and the deliveries seen: a
+/// port of its own so that the Workers' integrations worker can serve them on D1.
+#[async_trait]
+pub trait IntegrationStore: Send + Sync {
+    async fn insert_integration(&self, tenant: &TenantId, i: &crate::integrations::StoredIntegration) -> Result<(), StoreError>;
+    async fn get_integration(&self, tenant: &TenantId, id: &str) -> Result<Option<crate::integrations::StoredIntegration>, StoreError>;
+    /// An integration by id alone (deliveries name it in their URL), with its tenant.
+    async fn find_integration(&self, id: &str) -> Result<Option<(TenantId, crate::integrations::StoredIntegration)>, StoreError>;
+    async fn list_integrations(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<crate::integrations::StoredIntegration>, StoreError>;
+    /// Replaces an integration's sealed secrets (rotation of the root secret).
+    async fn reseal_integration(&self, tenant: &TenantId, i: &crate::integrations::StoredIntegration) -> Result<bool, StoreError>;
+    /// Deletes the integration with its thread bindings and delivery record.
+    async fn delete_integration(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
+    /// Binds a thread to `session_id` unless it is bound already; the session it is bound to.
+    async fn bind_integration_thread(&self, tenant: &TenantId, integration_id: &str, thread: &str, session_id: &str, at: Timestamp) -> Result<String, StoreError>;
+    async fn integration_thread_session(&self, integration_id: &str, thread: &str) -> Result<Option<String>, StoreError>;
+    /// The integration and thread a session answers in, if any.
+    async fn session_integration_thread(&self, session_id: &str) -> Result<Option<(String, String)>, StoreError>;
+    /// Records a delivery id; false when it was recorded before.
+    async fn record_integration_delivery(&self, integration_id: &str, delivery_id: &str, at: Timestamp) -> Result<bool, StoreError>;
+}
+
 /// The file rows (uploads, session mount copies, outputs): a port of its own so that a
 /// deployment with only a files table (the Workers' D1) can serve the Files API.
 #[async_trait]
@@ -461,7 +483,7 @@ pub trait FileStore: Send + Sync {
 /// Persistent state. Every method but the tenant and key-lookup ones is scoped by a
 /// [`TenantId`]; an object of another tenant is indistinguishable from a missing one.
 #[async_trait]
-pub trait Store: KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryStorage + SessionStore + ModelCardStore + FileStore + LedgerStore + Send + Sync {
+pub trait Store: KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryStorage + SessionStore + ModelCardStore + FileStore + LedgerStore + IntegrationStore + Send + Sync {
     /// A short name of the backend for `/health` (e.g. `sqlite 3.46.0`).
     async fn describe(&self) -> Result<String, StoreError>;
 
@@ -602,24 +624,6 @@ pub trait Store: KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryS
     /// Moves a console session to another tenant (the caller checked the membership).
     async fn set_console_session_tenant(&self, token_hash: &str, tenant: &TenantId) -> Result<(), StoreError>;
     async fn delete_console_sessions_of(&self, user_id: &str) -> Result<(), StoreError>;
-
-    // -- integrations (Slack, …): their threads' sessions and the deliveries seen --
-    async fn insert_integration(&self, tenant: &TenantId, i: &crate::integrations::StoredIntegration) -> Result<(), StoreError>;
-    async fn get_integration(&self, tenant: &TenantId, id: &str) -> Result<Option<crate::integrations::StoredIntegration>, StoreError>;
-    /// An integration by id alone (deliveries name it in their URL), with its tenant.
-    async fn find_integration(&self, id: &str) -> Result<Option<(TenantId, crate::integrations::StoredIntegration)>, StoreError>;
-    async fn list_integrations(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<crate::integrations::StoredIntegration>, StoreError>;
-    /// Replaces an integration's sealed secrets (rotation of the root secret).
-    async fn reseal_integration(&self, tenant: &TenantId, i: &crate::integrations::StoredIntegration) -> Result<bool, StoreError>;
-    /// Deletes the integration with its thread bindings and delivery record.
-    async fn delete_integration(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
-    /// Binds a thread to `session_id` unless it is bound already; the session it is bound to.
-    async fn bind_integration_thread(&self, tenant: &TenantId, integration_id: &str, thread: &str, session_id: &str, at: Timestamp) -> Result<String, StoreError>;
-    async fn integration_thread_session(&self, integration_id: &str, thread: &str) -> Result<Option<String>, StoreError>;
-    /// The integration and thread a session answers in, if any.
-    async fn session_integration_thread(&self, session_id: &str) -> Result<Option<(String, String)>, StoreError>;
-    /// Records a delivery id; false when it was recorded before.
-    async fn record_integration_delivery(&self, integration_id: &str, delivery_id: &str, at: Timestamp) -> Result<bool, StoreError>;
 
     // -- webhook endpoints and their delivery queue --
     /// Inserts an endpoint unless the tenant already holds `max` of them (`Ok(false)`).

@@ -1251,6 +1251,147 @@ macro_rules! sql_store {
         }
 
         #[async_trait::async_trait]
+        impl openma_core::ports::IntegrationStore for $store {
+            async fn insert_integration(&self, tenant: &TenantId, i: &openma_core::integrations::StoredIntegration) -> Result<(), openma_core::StoreError> {
+                sqlx::query(
+                    "INSERT INTO integrations (tenant_id, id, created_at, updated_at, body, sealed_signing_secret, sealed_credential) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(tenant.as_str())
+                .bind(&i.integration.id)
+                .bind(i.integration.created_at.as_micros())
+                .bind(i.integration.updated_at.as_micros())
+                .bind(encode(&i.integration))
+                .bind(&i.sealed_signing_secret)
+                .bind(&i.sealed_credential)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn get_integration(&self, tenant: &TenantId, id: &str) -> Result<Option<openma_core::integrations::StoredIntegration>, openma_core::StoreError> {
+                let row = sqlx::query("SELECT body, sealed_signing_secret, sealed_credential FROM integrations WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                row.as_ref().map(stored_integration).transpose()
+            }
+
+            async fn find_integration(&self, id: &str) -> Result<Option<(TenantId, openma_core::integrations::StoredIntegration)>, openma_core::StoreError> {
+                let row = sqlx::query("SELECT tenant_id, body, sealed_signing_secret, sealed_credential FROM integrations WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                match row {
+                    Some(r) => {
+                        let tenant: String = r.try_get("tenant_id").map_err($crate::backend_error)?;
+                        Ok(Some((TenantId::from_trusted(tenant), stored_integration(&r)?)))
+                    }
+                    None => Ok(None),
+                }
+            }
+
+            async fn list_integrations(&self, tenant: &TenantId, q: &ListQuery) -> Result<Vec<openma_core::integrations::StoredIntegration>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT body, sealed_signing_secret, sealed_credential FROM integrations WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned());
+                push_page(&mut qb, q);
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                rows.iter().map(stored_integration).collect()
+            }
+
+            async fn reseal_integration(&self, tenant: &TenantId, i: &openma_core::integrations::StoredIntegration) -> Result<bool, openma_core::StoreError> {
+                let done = sqlx::query("UPDATE integrations SET sealed_signing_secret = $3, sealed_credential = $4 WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.as_str())
+                    .bind(&i.integration.id)
+                    .bind(&i.sealed_signing_secret)
+                    .bind(&i.sealed_credential)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_integration(&self, tenant: &TenantId, id: &str) -> Result<bool, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                let done = sqlx::query("DELETE FROM integrations WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                for table in ["integration_threads", "integration_deliveries"] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE integration_id = $1")))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::backend_error)?;
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(true)
+            }
+
+            async fn bind_integration_thread(&self, tenant: &TenantId, integration_id: &str, thread: &str, session_id: &str, at: Timestamp) -> Result<String, openma_core::StoreError> {
+                sqlx::query(
+                    "INSERT INTO integration_threads (tenant_id, integration_id, thread, session_id, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (integration_id, thread) DO NOTHING",
+                )
+                .bind(tenant.as_str())
+                .bind(integration_id)
+                .bind(thread)
+                .bind(session_id)
+                .bind(at.as_micros())
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                self.integration_thread_session(integration_id, thread)
+                    .await?
+                    .ok_or_else(|| openma_core::StoreError::Backend("a thread binding vanished".into()))
+            }
+
+            async fn integration_thread_session(&self, integration_id: &str, thread: &str) -> Result<Option<String>, openma_core::StoreError> {
+                sqlx::query_scalar("SELECT session_id FROM integration_threads WHERE integration_id = $1 AND thread = $2")
+                    .bind(integration_id)
+                    .bind(thread)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)
+            }
+
+            async fn session_integration_thread(&self, session_id: &str) -> Result<Option<(String, String)>, openma_core::StoreError> {
+                let row = sqlx::query("SELECT integration_id, thread FROM integration_threads WHERE session_id = $1")
+                    .bind(session_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                match row {
+                    Some(r) => Ok(Some((r.try_get("integration_id").map_err($crate::backend_error)?, r.try_get("thread").map_err($crate::backend_error)?))),
+                    None => Ok(None),
+                }
+            }
+
+            async fn record_integration_delivery(&self, integration_id: &str, delivery_id: &str, at: Timestamp) -> Result<bool, openma_core::StoreError> {
+                let done = sqlx::query(
+                    "INSERT INTO integration_deliveries (integration_id, delivery_id, received_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (integration_id, delivery_id) DO NOTHING",
+                )
+                .bind(integration_id)
+                .bind(delivery_id)
+                .bind(at.as_micros())
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+        }
+
+        #[async_trait::async_trait]
         impl openma_core::ports::LedgerStore for $store {
             async fn insert_ledger(&self, tenant: &TenantId, ledger: &[openma_core::ledger::LedgerEntry]) -> Result<u64, openma_core::StoreError> {
                 if ledger.is_empty() {
@@ -2271,146 +2412,6 @@ macro_rules! sql_store {
             async fn delete_console_sessions_of(&self, user_id: &str) -> Result<(), openma_core::StoreError> {
                 sqlx::query("DELETE FROM console_sessions WHERE user_id = $1").bind(user_id).execute(&self.pool).await.map_err($crate::backend_error)?;
                 Ok(())
-            }
-
-            // ---- integrations ----
-
-            async fn insert_integration(&self, tenant: &TenantId, i: &openma_core::integrations::StoredIntegration) -> Result<(), openma_core::StoreError> {
-                sqlx::query(
-                    "INSERT INTO integrations (tenant_id, id, created_at, updated_at, body, sealed_signing_secret, sealed_credential) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(tenant.as_str())
-                .bind(&i.integration.id)
-                .bind(i.integration.created_at.as_micros())
-                .bind(i.integration.updated_at.as_micros())
-                .bind(encode(&i.integration))
-                .bind(&i.sealed_signing_secret)
-                .bind(&i.sealed_credential)
-                .execute(&self.pool)
-                .await
-                .map_err($crate::backend_error)?;
-                Ok(())
-            }
-
-            async fn get_integration(&self, tenant: &TenantId, id: &str) -> Result<Option<openma_core::integrations::StoredIntegration>, openma_core::StoreError> {
-                let row = sqlx::query("SELECT body, sealed_signing_secret, sealed_credential FROM integrations WHERE tenant_id = $1 AND id = $2")
-                    .bind(tenant.as_str())
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                row.as_ref().map(stored_integration).transpose()
-            }
-
-            async fn find_integration(&self, id: &str) -> Result<Option<(TenantId, openma_core::integrations::StoredIntegration)>, openma_core::StoreError> {
-                let row = sqlx::query("SELECT tenant_id, body, sealed_signing_secret, sealed_credential FROM integrations WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                match row {
-                    Some(r) => {
-                        let tenant: String = r.try_get("tenant_id").map_err($crate::backend_error)?;
-                        Ok(Some((TenantId::from_trusted(tenant), stored_integration(&r)?)))
-                    }
-                    None => Ok(None),
-                }
-            }
-
-            async fn list_integrations(&self, tenant: &TenantId, q: &ListQuery) -> Result<Vec<openma_core::integrations::StoredIntegration>, openma_core::StoreError> {
-                let mut qb = QueryBuilder::<$db>::new("SELECT body, sealed_signing_secret, sealed_credential FROM integrations WHERE tenant_id = ");
-                qb.push_bind(tenant.as_str().to_owned());
-                push_page(&mut qb, q);
-                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
-                rows.iter().map(stored_integration).collect()
-            }
-
-            async fn reseal_integration(&self, tenant: &TenantId, i: &openma_core::integrations::StoredIntegration) -> Result<bool, openma_core::StoreError> {
-                let done = sqlx::query("UPDATE integrations SET sealed_signing_secret = $3, sealed_credential = $4 WHERE tenant_id = $1 AND id = $2")
-                    .bind(tenant.as_str())
-                    .bind(&i.integration.id)
-                    .bind(&i.sealed_signing_secret)
-                    .bind(&i.sealed_credential)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn delete_integration(&self, tenant: &TenantId, id: &str) -> Result<bool, openma_core::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
-                let done = sqlx::query("DELETE FROM integrations WHERE tenant_id = $1 AND id = $2")
-                    .bind(tenant.as_str())
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err($crate::backend_error)?;
-                if done.rows_affected() == 0 {
-                    return Ok(false);
-                }
-                for table in ["integration_threads", "integration_deliveries"] {
-                    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE integration_id = $1")))
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err($crate::backend_error)?;
-                }
-                tx.commit().await.map_err($crate::backend_error)?;
-                Ok(true)
-            }
-
-            async fn bind_integration_thread(&self, tenant: &TenantId, integration_id: &str, thread: &str, session_id: &str, at: Timestamp) -> Result<String, openma_core::StoreError> {
-                sqlx::query(
-                    "INSERT INTO integration_threads (tenant_id, integration_id, thread, session_id, created_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (integration_id, thread) DO NOTHING",
-                )
-                .bind(tenant.as_str())
-                .bind(integration_id)
-                .bind(thread)
-                .bind(session_id)
-                .bind(at.as_micros())
-                .execute(&self.pool)
-                .await
-                .map_err($crate::backend_error)?;
-                self.integration_thread_session(integration_id, thread)
-                    .await?
-                    .ok_or_else(|| openma_core::StoreError::Backend("a thread binding vanished".into()))
-            }
-
-            async fn integration_thread_session(&self, integration_id: &str, thread: &str) -> Result<Option<String>, openma_core::StoreError> {
-                sqlx::query_scalar("SELECT session_id FROM integration_threads WHERE integration_id = $1 AND thread = $2")
-                    .bind(integration_id)
-                    .bind(thread)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)
-            }
-
-            async fn session_integration_thread(&self, session_id: &str) -> Result<Option<(String, String)>, openma_core::StoreError> {
-                let row = sqlx::query("SELECT integration_id, thread FROM integration_threads WHERE session_id = $1")
-                    .bind(session_id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                match row {
-                    Some(r) => Ok(Some((r.try_get("integration_id").map_err($crate::backend_error)?, r.try_get("thread").map_err($crate::backend_error)?))),
-                    None => Ok(None),
-                }
-            }
-
-            async fn record_integration_delivery(&self, integration_id: &str, delivery_id: &str, at: Timestamp) -> Result<bool, openma_core::StoreError> {
-                let done = sqlx::query(
-                    "INSERT INTO integration_deliveries (integration_id, delivery_id, received_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (integration_id, delivery_id) DO NOTHING",
-                )
-                .bind(integration_id)
-                .bind(delivery_id)
-                .bind(at.as_micros())
-                .execute(&self.pool)
-                .await
-                .map_err($crate::backend_error)?;
-                Ok(done.rows_affected() > 0)
             }
 
             // ---- webhook endpoints and deliveries ----

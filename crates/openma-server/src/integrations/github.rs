@@ -21,13 +21,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use hmac::Mac;
 use openma_core::TenantId;
 use openma_types::integrations::{Integration, IntegrationProvider};
 use openma_types::sessions::CreateSessionRequest;
 use serde_json::{Value, json};
 
-use super::{TurnSummary, find, first_time, hex_decode, hmac_sha256, post_json, rejected};
+use openma_core::integrations::signatures::verify_hex;
+use openma_core::integrations::turns::{TurnSummary, truncate};
+
+use super::{find, first_time, post_json, rejected};
 use crate::app::AppState;
 use crate::extract::ApiPath;
 
@@ -37,11 +39,8 @@ pub fn routes() -> axum::Router<AppState> {
 
 /// Checks `X-Hub-Signature-256: sha256=<hex>` of `body`.
 pub fn verify(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
-    let sig = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok()).and_then(|s| s.strip_prefix("sha256=")).and_then(hex_decode);
-    match sig {
-        Some(sig) => hmac_sha256(secret.as_bytes(), &[body]).verify_slice(&sig).is_ok(),
-        None => false,
-    }
+    let sig = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok()).and_then(|s| s.strip_prefix("sha256="));
+    sig.is_some_and(|sig| verify_hex(secret.as_bytes(), &[body], sig))
 }
 
 /// Installation tokens by (integration, installation), until shortly before they expire.
@@ -134,11 +133,12 @@ struct Engagement {
 
 /// `POST /integrations/github/{id}/events`: the App's webhook URL.
 async fn events(State(app): State<AppState>, ApiPath(id): ApiPath<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let (tenant, stored, secret, private_key) = match find(&app, &id, IntegrationProvider::Github).await {
+    let found = match find(&app, &id, IntegrationProvider::Github).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if !verify(&secret, &headers, &body) {
+    let (tenant, integration, private_key) = (found.tenant, found.integration, found.credential);
+    if !verify(&found.signing_secret, &headers, &body) {
         return rejected("github", &id, "missing or wrong X-Hub-Signature-256");
     }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
@@ -154,7 +154,6 @@ async fn events(State(app): State<AppState>, ApiPath(id): ApiPath<String>, heade
     let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "not JSON").into_response();
     };
-    let integration = stored.integration;
     let Some(engaged) = engagement(&integration, &kind, &payload) else {
         return StatusCode::OK.into_response();
     };
@@ -239,7 +238,7 @@ async fn handle(app: &AppState, tenant: &TenantId, integration: &Integration, pr
     let token = if clone && !known { Some(tokens().get(integration, private_key, e.installation).await?) } else { None };
     let name = e.repo.rsplit('/').next().unwrap_or(&e.repo).to_owned();
     let (session_id, created) = super::thread_session(app, tenant, integration, &thread, || CreateSessionRequest {
-        title: Some(format!("{}#{}: {}", e.repo, e.number, super::truncate(&e.title, 200))),
+        title: Some(format!("{}#{}: {}", e.repo, e.number, truncate(&e.title, 200))),
         metadata: Some(
             [("github_repository", e.repo.clone()), ("github_number", e.number.to_string()), ("integration_id", integration.id.clone())].into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
         ),
@@ -312,7 +311,7 @@ mod tests {
     #[test]
     fn signatures_cover_the_body() {
         let body = br#"{"action":"created"}"#;
-        let sig: String = hmac_sha256(b"whsec", &[body]).finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let sig = openma_core::integrations::signatures::sign_hex(b"whsec", &[body]);
         let mut h = HeaderMap::new();
         h.insert("x-hub-signature-256", format!("sha256={sig}").parse().unwrap());
         assert!(verify("whsec", &h, body));

@@ -16,7 +16,8 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use openma_core::harness::input::Input;
-use openma_core::integrations::{StoredIntegration, open_secrets};
+use openma_core::integrations::turns::{TurnSummary, truncate};
+use openma_core::integrations::{Delivered, ProviderApi, linear as core_linear, open_secrets, slack as core_slack};
 use openma_core::ports::EventQuery;
 use openma_core::{DomainError, Platform, TenantId};
 use openma_types::integrations::{Integration, IntegrationProvider};
@@ -46,19 +47,18 @@ pub(crate) fn refuse(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"type": "error", "error": {"type": "authentication_error", "message": message}}))).into_response()
 }
 
-/// An integration a delivery names, of the receiver's provider, with its opened secrets
-/// `(signing secret, credential)`. The caller verifies the signature.
-pub(crate) async fn find(app: &AppState, id: &str, provider: IntegrationProvider) -> Result<(TenantId, StoredIntegration, String, String), Response> {
-    let found = app.platform.store.find_integration(id).await.map_err(|e| {
-        tracing::error!(error = %e, "cannot read integrations");
-        StatusCode::INTERNAL_SERVER_ERROR.into_response()
-    })?;
-    let Some((tenant, stored)) = found.filter(|(_, s)| s.integration.provider == provider) else {
-        return Err(refuse(StatusCode::NOT_FOUND, "no such integration"));
-    };
-    let secrets = app.platform.secrets.as_deref().ok_or_else(|| StatusCode::SERVICE_UNAVAILABLE.into_response())?;
-    let (signing, credential) = open_secrets(secrets, &tenant, &stored).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?;
-    Ok((tenant, stored, signing, credential))
+/// An integration a delivery names, of the receiver's provider, with its opened secrets.
+/// The caller verifies the signature.
+pub(crate) async fn find(app: &AppState, id: &str, provider: IntegrationProvider) -> Result<Delivered, Response> {
+    match app.platform.integrations().for_delivery(id, provider).await {
+        Ok(Some(d)) => Ok(d),
+        Ok(None) => Err(refuse(StatusCode::NOT_FOUND, "no such integration")),
+        Err(DomainError::Unavailable(_)) => Err(StatusCode::SERVICE_UNAVAILABLE.into_response()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read integrations");
+            Err(StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+    }
 }
 
 /// A signature check failed: logged, counted and answered 401.
@@ -71,27 +71,10 @@ pub(crate) fn rejected(provider: &'static str, id: &str, why: &str) -> Response 
 /// Records a delivery id: `Ok(true)` to process it, `Ok(false)` when it was seen before,
 /// `Err` (a 500, which the provider retries) when it cannot be recorded.
 pub(crate) async fn first_time(app: &AppState, integration_id: &str, delivery_id: &str) -> Result<bool, Response> {
-    app.platform.first_delivery(integration_id, delivery_id).await.map_err(|e| {
+    app.platform.integrations().first_delivery(integration_id, delivery_id).await.map_err(|e| {
         tracing::error!(error = %e, "cannot record an integration delivery");
         StatusCode::INTERNAL_SERVER_ERROR.into_response()
     })
-}
-
-/// HMAC-SHA256 of `parts`, for the providers' signatures.
-pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> hmac::Hmac<sha2::Sha256> {
-    use hmac::{KeyInit, Mac};
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    for p in parts {
-        mac.update(p);
-    }
-    mac
-}
-
-pub(crate) fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// The session of a provider thread, created with `create()` and bound on the first
@@ -129,64 +112,12 @@ pub(crate) async fn say(app: &AppState, tenant: &TenantId, session_id: &str, tex
 
 /// Allows or denies every tool call the session waits on; how many were answered.
 pub(crate) async fn confirm_pending(app: &AppState, tenant: &TenantId, session_id: &str, allow: bool, who: &str) -> Result<usize, String> {
-    let turn = turn_of(&app.platform, tenant, session_id).await?;
-    let n = turn.asks.len();
-    let inputs: Vec<Input> = turn
-        .asks
-        .into_iter()
-        .map(|a| Input::Confirmation { tool_use_id: a.id, allow, deny_message: (!allow).then(|| format!("Denied by {who}.")) })
-        .collect();
+    let inputs = turn_of(&app.platform, tenant, session_id).await?.confirmations(allow, who);
+    let n = inputs.len();
     if !inputs.is_empty() {
         app.runtime.submit(tenant, session_id, inputs).await.map_err(|e| e.to_string())?;
     }
     Ok(n)
-}
-
-/// What a turn says to its thread: the agent's messages since the last user event, and
-/// the tool calls waiting for a confirmation.
-#[derive(Debug, Default, PartialEq)]
-pub(crate) struct TurnSummary {
-    pub text: String,
-    pub asks: Vec<Ask>,
-}
-
-#[derive(Debug, PartialEq)]
-pub(crate) struct Ask {
-    pub id: String,
-    pub name: String,
-    pub input: String,
-}
-
-impl TurnSummary {
-    pub fn of(events: &[Value]) -> TurnSummary {
-        let start = events.iter().rposition(|e| e["type"].as_str().is_some_and(|t| t.starts_with("user."))).map(|i| i + 1).unwrap_or(0);
-        let turn = &events[start..];
-        let mut out = TurnSummary::default();
-        let mut texts = Vec::new();
-        for e in turn {
-            match e["type"].as_str() {
-                Some("agent.message") => {
-                    let t: Vec<&str> = e["content"].as_array().into_iter().flatten().filter_map(|b| b["text"].as_str()).collect();
-                    texts.push(t.join(""));
-                }
-                Some("agent.tool_use" | "agent.mcp_tool_use") if e["evaluated_permission"] == "ask" => {
-                    let id = e["id"].as_str().unwrap_or_default();
-                    let answered = turn.iter().any(|r| r["tool_use_id"] == id || r["mcp_tool_use_id"] == id);
-                    if !answered {
-                        out.asks.push(Ask { id: id.to_owned(), name: e["name"].as_str().unwrap_or("a tool").to_owned(), input: e["input"].to_string() });
-                    }
-                }
-                _ => {}
-            }
-        }
-        out.text = texts.join("\n\n");
-        out
-    }
-
-    /// The asks as a short text (`name`: input), one per line.
-    pub fn asks_text(&self) -> String {
-        self.asks.iter().map(|a| format!("`{}`: `{}`", a.name, truncate(&a.input, 500))).collect::<Vec<_>>().join("\n")
-    }
 }
 
 /// The current turn of a session, from its event log.
@@ -195,15 +126,6 @@ pub(crate) async fn turn_of(platform: &Platform, tenant: &TenantId, session_id: 
     let events = platform.list_events(tenant, session_id, &query).await.map_err(|e| e.to_string())?;
     let events: Vec<Value> = events.into_iter().rev().filter_map(|e| serde_json::to_value(&e.event).ok()).collect();
     Ok(TurnSummary::of(&events))
-}
-
-pub(crate) fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_owned();
-    }
-    let mut t: String = s.chars().take(max).collect();
-    t.push('…');
-    t
 }
 
 /// Posts the end of every turn of an integration's session back to its thread.
@@ -231,7 +153,7 @@ impl Replies {
         match integration.provider {
             IntegrationProvider::Slack => slack::reply(integration, &credential, &thread, session_id, &turn).await,
             IntegrationProvider::Github => github::reply(integration, &credential, &thread, &turn).await,
-            IntegrationProvider::Linear => linear::reply(integration, &credential, &thread, &turn).await,
+            IntegrationProvider::Linear => core_linear::reply(&Api, integration, &credential, &thread, &turn).await,
         }
     }
 }
@@ -258,9 +180,19 @@ pub async fn check(app: &AppState, tenant: &TenantId, id: &str) -> Result<String
     let (_, credential) = open_secrets(secrets, tenant, &stored).map_err(|e| e.to_string())?;
     let i = &stored.integration;
     match i.provider {
-        IntegrationProvider::Slack => slack::check(i, &credential).await,
+        IntegrationProvider::Slack => core_slack::check(&Api, i, &credential).await,
         IntegrationProvider::Github => github::check(i, &credential).await,
-        IntegrationProvider::Linear => linear::check(i, &credential).await,
+        IntegrationProvider::Linear => core_linear::check(&Api, i, &credential).await,
+    }
+}
+
+/// The providers' APIs over this process's HTTP client.
+pub(crate) struct Api;
+
+#[async_trait::async_trait]
+impl ProviderApi for Api {
+    async fn post_json(&self, url: &str, authorization: &str, body: &Value) -> Result<Value, String> {
+        post_json(url, authorization, body).await
     }
 }
 
@@ -282,25 +214,4 @@ async fn send_json(url: &str, req: reqwest::RequestBuilder) -> Result<Value, Str
         return Err(format!("{url} answered {status}: {}", truncate(&answer.to_string(), 300)));
     }
     Ok(answer)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_turn_says_its_messages_and_its_open_confirmations() {
-        let events = vec![
-            json!({"type": "agent.message", "content": [{"type": "text", "text": "old"}]}),
-            json!({"type": "user.message", "content": []}),
-            json!({"type": "agent.message", "content": [{"type": "text", "text": "Let me look."}]}),
-            json!({"type": "agent.tool_use", "id": "t1", "name": "bash", "input": {"command": "ls"}, "evaluated_permission": "allow"}),
-            json!({"type": "agent.tool_result", "tool_use_id": "t1"}),
-            json!({"type": "agent.tool_use", "id": "t2", "name": "bash", "input": {"command": "rm x"}, "evaluated_permission": "ask"}),
-        ];
-        let s = TurnSummary::of(&events);
-        assert_eq!(s.text, "Let me look.");
-        assert_eq!(s.asks, vec![Ask { id: "t2".into(), name: "bash".into(), input: r#"{"command":"rm x"}"#.into() }]);
-        assert_eq!(TurnSummary::of(&[json!({"type": "user.tool_confirmation", "tool_use_id": "t2"})]), TurnSummary::default());
-    }
 }

@@ -8,7 +8,7 @@ repo="$(cd "$here/../.." && pwd)"
 # shellcheck source=toolchain.sh
 source "$here/toolchain.sh"
 
-for worker in main agent; do
+for worker in main agent integrations; do
   echo "==> worker-build --release ($worker)"
   started=$(date +%s)
   (cd "$here/$worker" && worker-build --release)

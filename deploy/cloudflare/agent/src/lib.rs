@@ -9,6 +9,7 @@
 
 mod event_log;
 mod housekeeping;
+mod integrations;
 mod model;
 mod sandbox;
 mod session;

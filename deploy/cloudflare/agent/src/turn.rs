@@ -268,6 +268,7 @@ async fn go_idle(object: &SessionDO, meta: &Meta, reason: StopReason) -> Result<
     object.state.storage().delete(ATTEMPT).await?;
     let usage = usage_now(meta, last_running_since(&object.log().await?)?, object.now());
     emit(object, vec![EventPayload::SessionUsage { usage, budget: meta.session.budget.clone() }.into(), EventPayload::StatusIdle { stop_reason: reason }.into()]).await?;
+    crate::integrations::turn_ended(object, meta).await;
     // after the client has its answer; a failure is retried after the next turn
     match keep_workspace(object, meta).await {
         // an idle container stops later; its workspace is safe in R2

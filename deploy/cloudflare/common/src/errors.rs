@@ -25,6 +25,11 @@ impl ApiError {
         Self::new(401, message)
     }
 
+    /// What the client is told.
+    pub fn message(&self) -> &str {
+        &self.reply.message
+    }
+
     pub fn into_response(self, request_id: &str) -> Result<Response> {
         if let Some(detail) = &self.log {
             worker::console_error!("{request_id}: storage failure: {detail}");

@@ -1,4 +1,4 @@
-//! What openma's Workers share (`openma-main`, `openma-agent`): the D1 adapters of the
+//! What openma's Workers share (`openma-main`, `openma-agent`, `openma-integrations`): the D1 adapters of the
 //! core's ports (the control-plane schema is the native server's SQLite migrations), the
 //! clock and id ports inside workerd, and the one place errors become HTTP responses.
 
@@ -7,6 +7,7 @@ pub mod d1;
 mod d1_agents;
 mod d1_environments;
 mod d1_files;
+mod d1_integrations;
 mod d1_keys;
 mod d1_ledger;
 mod d1_memory;
@@ -15,4 +16,7 @@ mod d1_sessions;
 mod d1_vaults;
 pub mod errors;
 pub mod files;
+pub mod provider_api;
 pub mod r2;
+pub mod root_secret;
+pub mod sessions;

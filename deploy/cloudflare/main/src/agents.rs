@@ -1,31 +1,19 @@
 //! `/v1/agents…` on Workers: the core's agent service over D1, the same verbs, rules and
 //! wire shapes as the native server's `http/agents.rs`.
 
-use async_trait::async_trait;
-use openma_core::agents::{Agents, SkillCheck};
+use openma_core::agents::Agents;
 use openma_core::harness::tools::Capabilities;
 use openma_core::platform::ListParams;
-use openma_core::{DomainError, TenantId};
+use openma_core::TenantId;
 use openma_types::ListPage;
-use openma_types::agents::{AgentTool, Skill};
 use openma_types::query::{ArchivedParam, CreatedFilter, PageParams, VersionParam};
 use worker::{Method, Response};
 
 use crate::adapters::{WorkerClock, WorkerIds};
-use crate::api::{ApiRequest, NoSubscribers, json};
+use crate::api::{ApiRequest, json};
+use openma_worker_common::sessions::{NoSkills, NoSubscribers};
 use crate::d1::D1;
 use crate::errors::ApiError;
-
-/// The Workers have no skill registry yet: an agent naming skills is refused, never
-/// stored with skills its sessions could not load.
-pub struct NoSkills;
-
-#[async_trait]
-impl SkillCheck for NoSkills {
-    async fn check_skills(&self, _tenant: &TenantId, skills: &[Skill], _tools: &[AgentTool]) -> Result<(), DomainError> {
-        if skills.is_empty() { Ok(()) } else { Err(DomainError::unsupported("`skills` on the Cloudflare Workers deployment")) }
-    }
-}
 
 /// Serves `rest` (the path after `/v1/agents`), or `None` when no agent route matches.
 pub async fn route(req: &mut ApiRequest, db: &D1, tenant: &TenantId, rest: &[&str]) -> Option<Result<Response, ApiError>> {

@@ -1,8 +1,7 @@
 //! The API behind authentication: a request parsed at the edge with the core's rules
 //! (`openma_core::edge`), dispatched by path to one module per resource.
 
-use openma_core::ports::Announcer;
-use openma_core::{TenantId, edge};
+use openma_core::edge;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use worker::{Env, Method, Request, Response};
@@ -51,15 +50,6 @@ impl ApiRequest {
     }
 }
 
-/// The Workers serve no webhook endpoints yet, so no tenant has a subscriber to tell
-/// about a change.
-pub struct NoSubscribers;
-
-#[async_trait::async_trait]
-impl Announcer for NoSubscribers {
-    async fn announce_with(&self, _tenant: &TenantId, _kind: &str, _object_id: &str, _extra: serde_json::Map<String, serde_json::Value>) {}
-}
-
 /// A 200 with `value` as JSON.
 pub fn json<T: Serialize>(value: T) -> Result<Response, ApiError> {
     Response::from_json(&value).map_err(|e| ApiError::new(500, format!("cannot encode the response: {e}")))
@@ -67,7 +57,7 @@ pub fn json<T: Serialize>(value: T) -> Result<Response, ApiError> {
 
 /// Serves an authenticated request for `tenant`.
 pub async fn serve(req: Request, env: &Env, db: &D1, caller: &Caller, request_id: &str) -> Result<Response, ApiError> {
-    let tenant = &caller.tenant;
+    let tenant: &openma_core::TenantId = &caller.tenant;
     let path = req.path();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let mut req = ApiRequest { req, request_id: request_id.to_owned() };
@@ -79,6 +69,7 @@ pub async fn serve(req: Request, env: &Env, db: &D1, caller: &Caller, request_id
         ["v1", "model_cards", rest @ ..] => crate::model_cards::route(&mut req, env, db, tenant, rest).await,
         ["v1", "memory_stores", rest @ ..] => crate::memory::route(&mut req, db, caller, rest).await,
         ["v1", "usage", rest @ ..] => crate::usage::route(&mut req, db, tenant, rest).await,
+        ["v1", "integrations", rest @ ..] => crate::integrations::route(&mut req, env, db, tenant, rest).await,
         ["v1", "sessions", rest @ ..] => crate::sessions::route(&mut req, env, db, tenant, rest).await,
         _ => None,
     };

@@ -11,7 +11,8 @@ use openma_types::{Deleted, ListPage};
 use worker::{Method, Response};
 
 use crate::adapters::{WorkerClock, WorkerIds};
-use crate::api::{ApiRequest, NoSubscribers, json};
+use crate::api::{ApiRequest, json};
+use openma_worker_common::sessions::NoSubscribers;
 use crate::d1::D1;
 use crate::errors::ApiError;
 

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use worker::{Env, Response, Result};
 
-use crate::root_secret;
+use openma_worker_common::root_secret;
 use crate::schema::{LATEST_MIGRATION, MIGRATIONS};
 
 /// Binding names, as in `wrangler.jsonc`.

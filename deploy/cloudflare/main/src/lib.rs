@@ -4,8 +4,8 @@
 //!
 //! Served so far: `/health` — every binding and the root secret checked for real — and,
 //! behind API-key authentication against D1 (with the operator's bootstrap key), the
-//! agents, environments, vaults, memory stores, model cards, files (bytes on R2), sessions
-//! and usage APIs; a session's events go to
+//! agents, environments, vaults, memory stores, model cards, files (bytes on R2), sessions,
+//! usage and integrations APIs (the providers' deliveries go on to `openma-integrations`); a session's events go to
 //! its SessionDO in `openma-agent`. The other resources land behind it as the D1 adapters
 //! of the core's ports grow (issue #11); until then an authenticated request to one gets 404.
 
@@ -15,11 +15,11 @@ mod agents;
 mod api;
 mod auth;
 mod environments;
-mod health;
 mod files;
+mod health;
+mod integrations;
 mod memory;
 mod model_cards;
-mod root_secret;
 mod sessions;
 mod usage;
 mod vaults;
@@ -36,6 +36,8 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let path = req.path();
     let response = match (req.method(), path.as_str()) {
         (Method::Get | Method::Head, "/health") => health::respond(&env).await,
+        // the providers' deliveries are authenticated by their signatures, not API keys
+        (Method::Post, p) if p.starts_with("/integrations/") => integrations::forward(req, &env).await.or_else(|e| e.into_response(&request_id)),
         _ => {
             let served = async {
                 let db = auth::database(&env)?;

@@ -13,7 +13,7 @@ use crate::adapters::{WorkerClock, WorkerIds};
 use crate::api::{ApiRequest, json};
 use crate::d1::D1;
 use crate::errors::ApiError;
-use crate::root_secret;
+use openma_worker_common::root_secret;
 
 /// Serves `rest` (the path after `/v1/model_cards`), or `None` when no route matches.
 pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, rest: &[&str]) -> Option<Result<Response, ApiError>> {

@@ -11,10 +11,11 @@ use openma_types::{Deleted, ListPage};
 use worker::{Env, Method, Response};
 
 use crate::adapters::{WorkerClock, WorkerIds};
-use crate::api::{ApiRequest, NoSubscribers, json};
+use crate::api::{ApiRequest, json};
+use openma_worker_common::sessions::NoSubscribers;
 use crate::d1::D1;
 use crate::errors::ApiError;
-use crate::root_secret;
+use openma_worker_common::root_secret;
 
 /// Serves `rest` (the path after `/v1/vaults`), or `None` when no route matches.
 pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, rest: &[&str]) -> Option<Result<Response, ApiError>> {

@@ -10,10 +10,12 @@ use openma_core::secrets::{RootSecret, SecretBox, VERIFIER_META_KEY, VerifierChe
 use worker::Env;
 
 use crate::errors::{ApiError, random};
-use crate::health::DB;
 
 /// The Workers secret holding the root secret (`wrangler secret put PLATFORM_ROOT_SECRET`).
 pub const ROOT_SECRET: &str = "PLATFORM_ROOT_SECRET";
+
+/// The control-plane database binding, where the verifier is kept.
+const DB: &str = "DB";
 
 thread_local! {
     /// The verified box of this isolate (an isolate is one thread; a new secret means a

@@ -1,0 +1,230 @@
+//! The core's session service as the Workers build it (rows on D1, files on R2), and the
+//! way to a session's SessionDO in `openma-agent`. `openma-main` serves the Sessions API
+//! with them; `openma-integrations` starts and feeds the sessions of provider threads.
+//!
+//! What the Workers cannot do yet is refused with 400 `unsupported_feature`, never accepted
+//! and ignored: `file` and `github_repository` resources (mounted or cloned into the
+//! sandbox natively), environment packages and sandbox-run MCP servers, and
+//! `environment_variable` credentials.
+
+use async_trait::async_trait;
+use openma_core::agents::{Agents, SkillCheck};
+use openma_core::environments::Environments;
+use openma_core::harness::input::Input;
+use openma_core::harness::tools::Capabilities;
+use openma_core::memory::Memories;
+use openma_core::ports::Announcer;
+use openma_core::sessions::{SessionAttachments, Sessions};
+use openma_core::vaults::Vaults;
+use openma_core::{DomainError, TenantId};
+use openma_types::agents::{AgentTool, Skill};
+use openma_types::environments::{EnvironmentConfig, EnvironmentLimits};
+use openma_types::events::EventPayload;
+use openma_types::files::{FileResource, FileResourceParams};
+use openma_types::sessions::{CreateSessionRequest, Session};
+use serde::Serialize;
+use worker::{Env, Headers, Method, Request, RequestInit, Response, Stub};
+
+use crate::adapters::{WorkerClock, WorkerIds};
+use crate::d1::D1;
+use crate::errors::ApiError;
+use crate::files::WorkerFiles;
+
+/// The Workers have no skill registry yet: an agent naming skills is refused, never
+/// stored with skills its sessions could not load.
+pub struct NoSkills;
+
+#[async_trait]
+impl SkillCheck for NoSkills {
+    async fn check_skills(&self, _tenant: &TenantId, skills: &[Skill], _tools: &[AgentTool]) -> Result<(), DomainError> {
+        if skills.is_empty() { Ok(()) } else { Err(DomainError::unsupported("`skills` on the Cloudflare Workers deployment")) }
+    }
+}
+
+/// The Workers serve no webhook endpoints yet, so no tenant has a subscriber to tell
+/// about a change.
+pub struct NoSubscribers;
+
+#[async_trait]
+impl Announcer for NoSubscribers {
+    async fn announce_with(&self, _tenant: &TenantId, _kind: &str, _object_id: &str, _extra: serde_json::Map<String, serde_json::Value>) {}
+}
+
+/// Files on the Workers: `file` content blocks are checked against the tenant's uploads (D1
+/// rows, R2 bytes) as on the native server; mounting files into the sandbox (`file`
+/// resources) is not done here yet and is refused.
+struct WorkerAttachments {
+    files: WorkerFiles,
+}
+
+#[async_trait]
+impl SessionAttachments for WorkerAttachments {
+    async fn check_file_blocks(&self, tenant: &TenantId, inputs: &[Input], where_: &str) -> Result<(), DomainError> {
+        self.files.files().check_file_blocks(tenant, inputs, where_).await
+    }
+
+    async fn mount_copies(
+        &self,
+        _tenant: &TenantId,
+        _session_id: &str,
+        params: &[FileResourceParams],
+    ) -> Result<Vec<(FileResource, openma_core::files::StoredFile)>, DomainError> {
+        if params.is_empty() { Ok(Vec::new()) } else { Err(DomainError::unsupported("`file` resources on the Cloudflare Workers deployment")) }
+    }
+
+    async fn release(&self, tenant: &TenantId, session_id: &str) -> Result<(), DomainError> {
+        // the session's scoped files (none are made here yet); its log goes with its object
+        self.files.files().delete_session_files(tenant, session_id).await
+    }
+}
+
+/// What the session service needs that outlives one call: the file service and the
+/// sandbox's limits.
+pub struct WorkerSessions {
+    attachments: WorkerAttachments,
+    limits: EnvironmentLimits,
+}
+
+impl WorkerSessions {
+    pub fn new(env: &Env) -> Result<Self, ApiError> {
+        Ok(WorkerSessions { attachments: WorkerAttachments { files: WorkerFiles::new(env)? }, limits: EnvironmentLimits::SANDBOX_DEFAULTS })
+    }
+
+    /// The core's session service on `db`.
+    pub fn sessions<'a>(&'a self, db: &'a D1) -> Sessions<'a> {
+        let (clock, ids, announcer) = (&WorkerClock, &WorkerIds, &NoSubscribers);
+        Sessions {
+            store: db,
+            agents: Agents { store: db, clock, ids, capabilities: Capabilities::default(), skills: &NoSkills, announcer },
+            environments: Environments { store: db, clock, ids, sandbox_limits: Some(&self.limits), announcer },
+            vaults: Vaults { store: db, clock, ids, secrets: None, announcer },
+            memories: Memories { store: db, clock, ids, announcer },
+            skills: &NoSkills,
+            attachments: &self.attachments,
+            capabilities: Capabilities::default(),
+            clock,
+            ids,
+            announcer,
+        }
+    }
+}
+
+/// Refuses what a new session may not ask for here (see the module's doc).
+pub async fn check_new(sessions: &Sessions<'_>, db: &D1, tenant: &TenantId, req: &CreateSessionRequest) -> Result<(), ApiError> {
+    let resources = openma_core::files::resource_params(req.resources.as_deref().unwrap_or_default())?;
+    if !resources.repositories.is_empty() {
+        return Err(DomainError::unsupported("`github_repository` resources on the Cloudflare Workers deployment").into());
+    }
+    check_sandbox(sessions, db, tenant, req.environment_id.as_deref(), req.vault_ids.as_deref().unwrap_or_default()).await
+}
+
+/// What only the native server's sandbox gives — environment packages, MCP servers run in
+/// the sandbox, `environment_variable` credentials substituted at its egress proxy — is
+/// refused rather than silently missing from the session's container.
+pub async fn check_sandbox(sessions: &Sessions<'_>, db: &D1, tenant: &TenantId, environment_id: Option<&str>, vault_ids: &[String]) -> Result<(), ApiError> {
+    let unsupported = |what: &str| -> Result<(), ApiError> { Err(DomainError::unsupported(format!("{what} on the Cloudflare Workers deployment")).into()) };
+    if let Some(id) = environment_id {
+        let EnvironmentConfig::Cloud(c) = sessions.environments.get(tenant, id).await?.config;
+        if !c.packages.is_empty() {
+            return unsupported("an environment with `packages` (its sandbox image has bash, Python and Node.js)");
+        }
+        if !c.mcp_servers.is_empty() {
+            return unsupported("an environment with `mcp_servers` (run inside the sandbox)");
+        }
+    }
+    if !openma_core::vaults::env_credentials(db, tenant, vault_ids).await?.is_empty() {
+        return unsupported("`environment_variable` credentials (substituted at the sandbox's egress)");
+    }
+    Ok(())
+}
+
+/// What a SessionDO is sent: the caller's tenant, the session row, and the client events
+/// or the API change (`note`) to record.
+#[derive(Serialize)]
+pub struct Forward<'a> {
+    pub tenant: &'a TenantId,
+    pub session: &'a Session,
+    pub events: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<EventPayload>,
+}
+
+/// One session's Durable Object, named by tenant and session id.
+pub struct SessionObject {
+    stub: Stub,
+    session_id: String,
+    request_id: String,
+    pub last_event_id: Option<String>,
+}
+
+/// The binding to `openma-agent`'s SessionDO class.
+const SESSIONS: &str = "SESSIONS";
+
+pub fn internal(e: worker::Error) -> ApiError {
+    ApiError::new(500, format!("session object: {e}"))
+}
+
+impl SessionObject {
+    pub fn new(env: &Env, tenant: &TenantId, session_id: &str, request_id: &str) -> Result<Self, ApiError> {
+        let ns = env.durable_object(SESSIONS).map_err(|e| ApiError::new(500, format!("binding `{SESSIONS}`: {e}")))?;
+        let stub = ns.id_from_name(&format!("{}/{session_id}", tenant.as_str())).and_then(|id| id.get_stub()).map_err(internal)?;
+        Ok(SessionObject { stub, session_id: session_id.to_owned(), request_id: request_id.to_owned(), last_event_id: None })
+    }
+
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Forward<'_>>) -> Result<Response, ApiError> {
+        let headers = Headers::new();
+        headers.set("request-id", &self.request_id).map_err(internal)?;
+        headers.set("openma-session-id", &self.session_id).map_err(internal)?;
+        if let Some(last) = &self.last_event_id {
+            headers.set("last-event-id", last).map_err(internal)?;
+        }
+        let mut init = RequestInit::new();
+        init.with_method(method).with_headers(headers);
+        if let Some(body) = body {
+            let json = serde_json::to_string(body).map_err(|e| ApiError::new(500, e.to_string()))?;
+            init.with_body(Some(json.into()));
+        }
+        let req = Request::new_with_init(&format!("https://session{path}"), &init).map_err(internal)?;
+        self.stub.fetch_with_request(req).await.map_err(internal)
+    }
+
+    /// Sends client events (wire JSON) to the session, as `POST /v1/sessions/{id}/events`
+    /// would; the object's answer.
+    pub async fn send(&self, tenant: &TenantId, session: &Session, events: serde_json::Value) -> Result<Response, ApiError> {
+        self.call(Method::Post, "/events", Some(&Forward { tenant, session, events, note: None })).await
+    }
+
+    /// Records an API change in the session's log. The row already holds the change, so a
+    /// failure here is logged (with the request id), not turned into a failed request.
+    pub async fn note(&self, tenant: &TenantId, session: &Session, note: EventPayload) {
+        let forward = Forward { tenant, session, events: serde_json::Value::Array(Vec::new()), note: Some(note) };
+        let failed = match self.call(Method::Post, "/note", Some(&forward)).await {
+            Ok(r) if r.status_code() == 200 => None,
+            Ok(mut r) => Some(format!("{} {}", r.status_code(), r.text().await.unwrap_or_default())),
+            Err(_) => Some("the session object did not answer".to_owned()),
+        };
+        if let Some(why) = failed {
+            worker::console_error!("{}: session {}: cannot record the change in its log: {why}", self.request_id, self.session_id);
+        }
+    }
+}
+
+/// The object's answer as this worker's own (a subrequest's headers are immutable, and the
+/// request id is set on the way out), its body streamed through.
+pub fn relay(mut from: Response) -> Result<Response, ApiError> {
+    let status = from.status_code();
+    let content_type = from.headers().get("content-type").ok().flatten().unwrap_or_else(|| "application/json".into());
+    let body = from.stream().map_err(internal)?;
+    let mut out = Response::from_stream(body).map_err(internal)?.with_status(status);
+    let headers = out.headers_mut();
+    headers.set("content-type", &content_type).map_err(internal)?;
+    if content_type.starts_with("text/event-stream") {
+        headers.set("cache-control", "no-cache").map_err(internal)?;
+    }
+    for name in ["x-should-retry", "retry-after"] {
+        if let Some(v) = from.headers().get(name).ok().flatten() {
+            headers.set(name, &v).map_err(internal)?;
+        }
+    }
+    Ok(out)
+}

@@ -112,6 +112,14 @@ fn check_provider(req: &CreateIntegrationRequest) -> DomainResult<(String, &'sta
     }
 }
 
+/// The session a provider thread starts: its title, and metadata naming the thread (two
+/// provider keys) and the integration (`integration_id`, which tells a SessionDO that its
+/// answers go back to a thread).
+pub fn thread_session_request(title: String, integration_id: &str, thread: [(&str, &str); 2]) -> openma_types::sessions::CreateSessionRequest {
+    let metadata = thread.into_iter().chain([("integration_id", integration_id)]).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    openma_types::sessions::CreateSessionRequest { title: Some(title), metadata: Some(metadata), ..Default::default() }
+}
+
 /// The session of a provider thread is keyed by `integration/thread`.
 pub fn slack_thread_key(channel: &str, thread_ts: &str) -> String {
     format!("{channel}/{thread_ts}")

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use openma_types::integrations::Integration;
 use openma_types::sessions::CreateSessionRequest;
 
-use super::ProviderApi;
+use super::{ProviderApi, thread_session_request};
 use super::signatures::verify_hex;
 use super::turns::TurnSummary;
 
@@ -76,16 +76,8 @@ impl Engagement {
 
     /// The session a new Linear agent session starts.
     pub fn session_request(&self, integration_id: &str) -> CreateSessionRequest {
-        CreateSessionRequest {
-            title: Some(format!("Linear {}", self.issue)),
-            metadata: Some(
-                [("linear_issue", self.issue.as_str()), ("linear_agent_session", self.agent_session.as_str()), ("integration_id", integration_id)]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect(),
-            ),
-            ..Default::default()
-        }
+        let thread = [("linear_issue", self.issue.as_str()), ("linear_agent_session", self.agent_session.as_str())];
+        thread_session_request(format!("Linear {}", self.issue), integration_id, thread)
     }
 }
 

@@ -11,7 +11,7 @@ use openma_types::sessions::CreateSessionRequest;
 
 use super::signatures::verify_hex;
 use super::turns::{TurnSummary, truncate};
-use super::{ProviderApi, slack_thread_key};
+use super::{ProviderApi, slack_thread_key, thread_session_request};
 
 /// Oldest request timestamp accepted, in seconds (Slack's own recommendation).
 const MAX_SKEW_S: i64 = 300;
@@ -110,16 +110,8 @@ impl Message {
 
     /// The session a new thread starts.
     pub fn session_request(&self, integration_id: &str) -> CreateSessionRequest {
-        CreateSessionRequest {
-            title: Some(format!("Slack thread {}", self.thread_ts)),
-            metadata: Some(
-                [("slack_channel", self.channel.as_str()), ("slack_thread_ts", self.thread_ts.as_str()), ("integration_id", integration_id)]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect(),
-            ),
-            ..Default::default()
-        }
+        let thread = [("slack_channel", self.channel.as_str()), ("slack_thread_ts", self.thread_ts.as_str())];
+        thread_session_request(format!("Slack thread {}", self.thread_ts), integration_id, thread)
     }
 
     /// What the session is told.

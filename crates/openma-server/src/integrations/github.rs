@@ -23,10 +23,10 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use openma_core::TenantId;
 use openma_types::integrations::{Integration, IntegrationProvider};
-use openma_types::sessions::CreateSessionRequest;
 use serde_json::{Value, json};
 
 use openma_core::integrations::signatures::verify_hex;
+use openma_core::integrations::thread_session_request;
 use openma_core::integrations::turns::{TurnSummary, truncate};
 
 use super::{find, first_time, post_json, rejected};
@@ -237,13 +237,12 @@ async fn handle(app: &AppState, tenant: &TenantId, integration: &Integration, pr
     // a new session gets the repository, cloned with an installation token
     let token = if clone && !known { Some(tokens().get(integration, private_key, e.installation).await?) } else { None };
     let name = e.repo.rsplit('/').next().unwrap_or(&e.repo).to_owned();
-    let (session_id, created) = super::thread_session(app, tenant, integration, &thread, || CreateSessionRequest {
-        title: Some(format!("{}#{}: {}", e.repo, e.number, truncate(&e.title, 200))),
-        metadata: Some(
-            [("github_repository", e.repo.clone()), ("github_number", e.number.to_string()), ("integration_id", integration.id.clone())].into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-        ),
-        resources: token.map(|t| vec![json!({"type": "github_repository", "url": format!("https://github.com/{}", e.repo), "authorization_token": t})]),
-        ..Default::default()
+    let (session_id, created) = super::thread_session(app, tenant, integration, &thread, || {
+        let number = e.number.to_string();
+        let title = format!("{}#{}: {}", e.repo, e.number, truncate(&e.title, 200));
+        let mut req = thread_session_request(title, &integration.id, [("github_repository", e.repo.as_str()), ("github_number", number.as_str())]);
+        req.resources = token.map(|t| vec![json!({"type": "github_repository", "url": format!("https://github.com/{}", e.repo), "authorization_token": t})]);
+        req
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -4,7 +4,7 @@ sequential requests per row, and the ratios. Both call the same scripted fake mo
 (openma-fake-model) over loopback.
 
     source deploy/cloudflare/toolchain.sh
-    conformance/.venv/bin/python deploy/cloudflare/bench.py --openma target/release/openma [-n 500] [--turns 100] [--files 50]
+    conformance/.venv/bin/python deploy/cloudflare/bench.py --openma target/release/openma [-n 500] [--turns 100] [--files 50] [--threads 30]
 
 Rows: `GET /health` (the worker makes four binding calls: two D1 queries, one KV read, one
 R2 head; the native server pings its SQLite database and blob directory), `POST /v1/agents`
@@ -18,12 +18,16 @@ answers: the native server runs it in its own bubblewrap sandbox, the worker on 
 `openma-sandbox-server` over loopback (the program its container runs; Containers need
 Docker, absent here). Last, `POST /v1/files` of a 1 MiB file (multipart; the native server
 streams it to its blob directory, the worker to local R2) and `GET /v1/files/{id}/content`
-of it.
+of it. Last, a Slack thread: a signed `app_mention` in a new thread, POSTed to the
+integration's events URL, until the answer reaches the fake Slack API's
+`chat.postMessage` for that thread (the session created, the turn run, the answer
+posted; on the workers: openma-main → openma-integrations → the SessionDO, which posts).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -36,7 +40,7 @@ from pathlib import Path
 import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
-from conftest import Deployment, free_port, script, start_sandbox_server  # noqa: E402
+from conftest import SLACK_SIGNING, Deployment, FakeProviders, free_port, script, slack_signed, start_sandbox_server  # noqa: E402
 
 FAKE_MODEL = Path(__file__).resolve().parents[2] / "target" / "debug" / "openma-fake-model"
 
@@ -102,6 +106,30 @@ def measure_files(base: str, headers: dict[str, str], n: int, size: int) -> tupl
     return up, down
 
 
+def measure_slack_threads(base: str, headers: dict[str, str], agent_id: str, slack: FakeProviders, n: int) -> list[float]:
+    """Milliseconds from a signed mention in a new thread to its answer in the thread."""
+    made = httpx2.post(f"{base}/v1/integrations", headers=headers, timeout=30.0, json={
+        "provider": "slack", "agent_id": agent_id, "signing_secret": SLACK_SIGNING, "bot_token": "xoxb-bench-0123456789",
+        "api_base_url": f"{slack.url}/slack"})
+    assert made.status_code == 200, made.text
+    path = made.json()["events_path"]
+    out = []
+    with httpx2.Client(base_url=base, timeout=30.0) as c:
+        for i in range(n + 3):
+            ts = f"{int(time.time())}.{i:06d}"
+            body = json.dumps({"type": "event_callback", "event_id": f"Ev{base[-5:]}{i}", "event": {
+                "type": "app_mention", "channel": "C1", "user": "U1", "text": "hello", "ts": ts}})
+            before = len(slack.calls)
+            t = time.perf_counter()
+            sent = c.post(path, content=body.encode(), headers={"content-type": "application/json", **slack_signed(body)})
+            assert sent.status_code == 200, sent.text
+            # the answer: posted into the thread (workers), or the progress message updated to it (native)
+            slack.wait_for(lambda call: call["body"].get("text") == "ok", f"the answer in thread {ts}", timeout=30.0, since=before)
+            if i >= 3:
+                out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(p * len(xs)))]
@@ -113,6 +141,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=500, help="requests per server")
     ap.add_argument("--turns", type=int, default=100, help="turns and session creations per server")
     ap.add_argument("--files", type=int, default=50, help="1 MiB uploads and downloads per server")
+    ap.add_argument("--threads", type=int, default=30, help="Slack threads per server")
     a = ap.parse_args()
     fake, fake_url = start_fake_model()
     text = {"kind": "message", "blocks": [{"type": "text", "text": "ok"}]}
@@ -127,14 +156,15 @@ def main() -> None:
         sandbox_token = "sbx-bench-0123456789abcdef"
         sandbox, sandbox_url = start_sandbox_server(tmp / "sandbox-server", sandbox_token)
         model = {"ANTHROPIC_API_KEY": "sk-ant-bench", "ANTHROPIC_BASE_URL": fake_url}
-        worker = d.start("main", {"PLATFORM_ROOT_SECRET": "bench-root-secret-0123456789abcdefghijkl",
-                                  "OPENMA_BOOTSTRAP_API_KEY": key},
-                         bound={"agent": {**model, "OPENMA_SANDBOX_URL": sandbox_url, "OPENMA_SANDBOX_TOKEN": sandbox_token}})
+        root = {"PLATFORM_ROOT_SECRET": "bench-root-secret-0123456789abcdefghijkl"}
+        slack = FakeProviders()
+        worker = d.start("main", {**root, "OPENMA_BOOTSTRAP_API_KEY": key},
+                         bound={"integrations": root, "agent": {**model, **root, "OPENMA_SANDBOX_URL": sandbox_url, "OPENMA_SANDBOX_TOKEN": sandbox_token}})
         port = free_port()
         native = subprocess.Popen(
             [a.openma, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp / "native")],
             env={**os.environ, "PLATFORM_ROOT_SECRET": "bench-root-secret-0123456789abcdefghijkl", "OPENMA_BOOTSTRAP_API_KEY": key,
-                 "OPENMA_RATE_LIMIT_PER_MINUTE": "0", **model},
+                 "OPENMA_RATE_LIMIT_PER_MINUTE": "0", "OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES": "1", **model},
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         auth = {"x-api-key": key, "anthropic-beta": "managed-agents-2026-04-01"}
@@ -169,14 +199,18 @@ def main() -> None:
                 up, down = measure_files(base, auth, a.files, 1024 * 1024)
                 rows.setdefault("upload 1 MiB file", []).append((pct(up, 0.5), pct(up, 0.99), statistics.mean(up)))
                 rows.setdefault("download 1 MiB file", []).append((pct(down, 0.5), pct(down, 0.99), statistics.mean(down)))
+                script(fake_url, [text] * (a.threads + 5))
+                xs = measure_slack_threads(base, auth, one, slack, a.threads)
+                rows.setdefault("Slack mention → answer", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
         finally:
             native.terminate()
             native.wait(timeout=20)
             worker.stop()
             sandbox.terminate()
+            slack.stop()
             fake.terminate()
 
-    print(f"{a.n} sequential requests per row ({a.turns} for sessions and turns, {a.files} for files), after warm-up; ms")
+    print(f"{a.n} sequential requests per row ({a.turns} for sessions and turns, {a.files} for files, {a.threads} Slack threads), after warm-up; ms")
     print(f"{'request':<22} {'native p50':>10} {'p99':>7} {'mean':>7} {'worker p50':>11} {'p99':>7} {'mean':>7} {'ratio p50':>10} {'p99':>6}")
     for name, ((np50, np99, nmean), (wp50, wp99, wmean)) in rows.items():
         print(f"{name:<22} {np50:>10.2f} {np99:>7.2f} {nmean:>7.2f} {wp50:>11.2f} {wp99:>7.2f} {wmean:>7.2f} "

@@ -5,13 +5,18 @@ built (../test.sh builds them once; `wrangler dev` runs them as built)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import re
+import threading
 import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx2
@@ -51,6 +56,68 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class FakeProviders:
+    """Slack's Web API (`/slack/{method}`) and Linear's GraphQL (`/linear/graphql`): every
+    call recorded, answered as the providers do."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self.lock = threading.Condition()
+        providers = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+                with providers.lock:
+                    providers.calls.append({"path": self.path, "authorization": self.headers.get("authorization"), "body": body})
+                    n = len(providers.calls)
+                    providers.lock.notify_all()
+                if self.path.startswith("/slack/"):
+                    answer = {"ok": True, "ts": f"{n}.000100", "user": "openma", "team": "T1"}
+                else:
+                    answer = {"data": {"agentActivityCreate": {"success": True}}}
+                data = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def wait_for(self, what, label: str, timeout: float = 60.0, since: int = 0) -> dict:
+        """The first call from the `since`-th on that `what` accepts, waiting for it up to
+        `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while True:
+                found = [c for c in self.calls[since:] if what(c)]
+                if found:
+                    return found[0]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {label} within {timeout} s: {self.calls}")
+                self.lock.wait(left)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+SLACK_SIGNING = "slack-signing-secret-0123456789"
+
+
+def slack_signed(body: str, secret: str = SLACK_SIGNING, at: int | None = None) -> dict[str, str]:
+    """Slack's `v0` signature headers for `body`."""
+    ts = str(at if at is not None else int(time.time()))
+    sig = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    return {"x-slack-request-timestamp": ts, "x-slack-signature": f"v0={sig}"}
 
 
 @dataclass

@@ -7,76 +7,26 @@ session's SessionDO, a tool call waiting for a confirmation answered with Slack'
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import anthropic
 import httpx2
 import pytest
-from conftest import free_port, script
+from conftest import SLACK_SIGNING as SIGNING, FakeProviders, script, slack_signed
 from test_conformance import KEY_A, KEY_B, SECRET, agent_vars, fake_model, sandbox_server, tenant_rows  # noqa: F401  (fixtures)
 
-SIGNING = "slack-signing-secret-0123456789"
 BOT_TOKEN = "xoxb-workers-bot-token-0123456789"
 LINEAR_SECRET = "linear-webhook-secret-0123456789"
 LINEAR_TOKEN = "lin_api_workers_token_0123456789"
-WAIT_S = 60
-
-
-class FakeProviders:
-    """Slack's Web API (`/slack/{method}`) and Linear's GraphQL (`/linear/graphql`): every
-    call recorded, answered as the providers do."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict] = []
-        self.lock = threading.Lock()
-        providers = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
-                with providers.lock:
-                    providers.calls.append({"path": self.path, "authorization": self.headers.get("authorization"), "body": body})
-                    n = len(providers.calls)
-                if self.path.startswith("/slack/"):
-                    answer = {"ok": True, "ts": f"{n}.000100", "user": "openma", "team": "T1"}
-                else:
-                    answer = {"data": {"agentActivityCreate": {"success": True}}}
-                data = json.dumps(answer).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def wait_for(self, what, label: str) -> dict:
-        deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline:
-            with self.lock:
-                found = [c for c in self.calls if what(c)]
-            if found:
-                return found[0]
-            time.sleep(0.2)
-        raise AssertionError(f"no {label} within {WAIT_S} s: {self.calls}")
 
 
 @pytest.fixture
 def providers():
     p = FakeProviders()
     yield p
-    p.server.shutdown()
+    p.stop()
 
 
 @pytest.fixture
@@ -87,12 +37,6 @@ def workers(deployment, fake_model, sandbox_server):
     deployment.d1(tenant_rows("b", KEY_B))
     return deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A},
                             bound={"integrations": {"PLATFORM_ROOT_SECRET": SECRET}, "agent": agent_vars(fake_model, sandbox_server)})
-
-
-def slack_signed(body: str, secret: str = SIGNING, at: int | None = None) -> dict[str, str]:
-    ts = str(at if at is not None else int(time.time()))
-    sig = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
-    return {"x-slack-request-timestamp": ts, "x-slack-signature": f"v0={sig}"}
 
 
 def mention(event_id: str, ts: str, text: str, thread_ts: str | None = None) -> str:
@@ -195,6 +139,8 @@ def test_a_slack_thread_drives_one_session_and_gets_its_answers_and_buttons(depl
 
 
 def linear_signed(body: str, delivery: str, secret: str = LINEAR_SECRET) -> dict[str, str]:
+    import hashlib
+    import hmac
     return {"linear-signature": hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest(), "linear-delivery": delivery}
 
 

@@ -201,7 +201,9 @@ async fn finished_webhook_deliveries_go_after_their_age(app: TestApp) {
         delivery("new_delivered", WebhookDeliveryStatus::Delivered, 29),
     ];
     p.store.enqueue_webhook_deliveries(&tenant, &rows).await.unwrap();
-    assert_eq!(p.purge_webhook_deliveries(30 * DAY).await.unwrap(), 2);
+    // the spawned server's own housekeeping shares the database and may purge them first:
+    // what is left is the rule; the count says only that this call purged no more than two
+    assert!(p.purge_webhook_deliveries(30 * DAY).await.unwrap() <= 2);
     let left: Vec<String> = p.store.list_webhook_deliveries(&tenant, &endpoint.id, &versions_query()).await.unwrap().into_iter().map(|d| d.id).collect();
     let mut left = left;
     left.sort();

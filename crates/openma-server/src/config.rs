@@ -228,7 +228,8 @@ pub struct Settings {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HousekeepingSettings {
-    /// How often each shared job runs [default: 1m].
+    /// How often each shared job runs [default: 1m]. Give every node of a cluster the same:
+    /// the node that runs a job sets when it is next due.
     pub period: Option<String>,
     /// Archive the event log of a session unchanged for this long [default: off; archived
     /// sessions' logs are archived whatever this says].

@@ -348,7 +348,7 @@ async fn a_session_archived_for_idleness_runs_again_on_another_node_with_its_who
     reads_match(&app, &sid, &first).await;
 
     // a second node has no actor for the session: it loads the log from the archive
-    let node = second_node(&app, ctx.model.base_url()).await;
+    let node = second_node(&app, ctx.model.base_url(), "200ms", "1s").await;
     ctx.model.script(vec![Reply::text("the second answer")]);
     let mut stream = SseReader::open(&node, &format!("/v1/sessions/{sid}/events/stream"), None).await;
     node.ok(&format!("/v1/sessions/{sid}/events"), json!({"events": [{"type": "user.message", "content": [{"type": "text", "text": "which word?"}]}]})).await;
@@ -375,13 +375,17 @@ async fn a_session_archived_for_idleness_runs_again_on_another_node_with_its_who
     assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=both.len() as i64).collect::<Vec<_>>(), "seq stays contiguous");
 }
 
-/// Another server on the same database and blob store (a second node of a cluster).
-async fn second_node(app: &TestApp, model_base: String) -> TestApp {
+/// Another server on the same database and blob store (a second node of a cluster), with the
+/// first's house-keeping settings: the node that claims a shared job sets when it is next due,
+/// so a node with a longer period would hold the archival back for that long.
+async fn second_node(app: &TestApp, model_base: String, period: &str, idle_after: &str) -> TestApp {
     let (url, blobs) = (app.database_url(), format!("file://{}", app.data_dir().join("blobs").display()));
-    support::spawn_app_custom(Backend::Sqlite, Some(model_base), |o| {
+    let (period, idle_after) = (period.to_owned(), idle_after.to_owned());
+    support::spawn_app_custom(Backend::Sqlite, Some(model_base), move |o| {
         o.database_url = Some(url);
         o.blob_url = Some(blobs);
-        o.housekeeping.period = Some("1h".into());
+        o.housekeeping.period = Some(period);
+        o.housekeeping.archive_idle_after = Some(idle_after);
     })
     .await
     .unwrap()

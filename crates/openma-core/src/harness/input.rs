@@ -82,6 +82,25 @@ fn check_blocks(blocks: &[Value], allowed: &[&str], where_: &str) -> DomainResul
 }
 
 /// Validates a batch of client events. Nothing is applied unless every event is valid.
+impl Input {
+    /// The client event that [`parse_events`] reads as this input (how a front door that is
+    /// not the session's owner, such as a Workers integration, hands it one).
+    pub fn client_event(&self) -> ClientEvent {
+        match self.clone() {
+            Input::Message { content } => ClientEvent::UserMessage { content },
+            Input::System { content } => ClientEvent::SystemMessage { content },
+            Input::Interrupt => ClientEvent::UserInterrupt { session_thread_id: None },
+            Input::Confirmation { tool_use_id, allow, deny_message } => {
+                let result = if allow { ConfirmationResult::Allow } else { ConfirmationResult::Deny };
+                ClientEvent::UserToolConfirmation { tool_use_id, result, deny_message }
+            }
+            Input::CustomResult { tool_use_id, content, is_error } => {
+                ClientEvent::UserCustomToolResult { custom_tool_use_id: tool_use_id, content: Some(content), is_error: Some(is_error) }
+            }
+        }
+    }
+}
+
 pub fn parse_events(events: Vec<ClientEvent>) -> DomainResult<Vec<Input>> {
     if events.is_empty() {
         return Err(DomainError::invalid("`events` must hold at least one event"));
@@ -142,6 +161,21 @@ mod tests {
 
     fn parse(v: Value) -> DomainResult<Vec<Input>> {
         parse_events(serde_json::from_value(v).unwrap())
+    }
+
+    #[test]
+    fn every_input_reads_back_from_its_client_event() {
+        let inputs = vec![
+            Input::Message { content: vec![json!({"type": "text", "text": "hi"})] },
+            Input::System { content: vec![json!({"type": "text", "text": "be brief"})] },
+            Input::Interrupt,
+            Input::Confirmation { tool_use_id: "t1".into(), allow: true, deny_message: None },
+            Input::Confirmation { tool_use_id: "t2".into(), allow: false, deny_message: Some("no".into()) },
+            Input::CustomResult { tool_use_id: "c1".into(), content: vec![json!({"type": "text", "text": "42"})], is_error: true },
+        ];
+        let wire = serde_json::to_value(inputs.iter().map(Input::client_event).collect::<Vec<_>>()).unwrap();
+        assert_eq!(wire[3]["type"], "user.tool_confirmation");
+        assert_eq!(parse(wire).unwrap(), inputs);
     }
 
     #[test]

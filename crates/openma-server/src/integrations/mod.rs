@@ -77,31 +77,22 @@ pub(crate) async fn first_time(app: &AppState, integration_id: &str, delivery_id
     })
 }
 
-/// The session of a provider thread, created with `create()` and bound on the first
-/// message; of two racing creations the first binding wins and the other session goes.
-/// `Ok((session id, created))`.
+/// The session of a provider thread, created from `request()` and bound on the first
+/// message (see [`openma_core::integrations::thread_session`]). `Ok((session id, created))`.
 pub(crate) async fn thread_session(
     app: &AppState,
     tenant: &TenantId,
     integration: &Integration,
     thread: &str,
-    create: impl FnOnce() -> CreateSessionRequest,
+    request: impl FnOnce() -> CreateSessionRequest,
 ) -> Result<(String, bool), DomainError> {
-    let store = &app.platform.store;
-    if let Some(sid) = store.integration_thread_session(&integration.id, thread).await? {
-        return Ok((sid, false));
-    }
-    let mut req = create();
-    req.agent_id = Some(integration.agent_id.clone());
-    req.environment_id = integration.environment_id.clone();
-    let session = crate::http::sessions::create(app, tenant, req).await?;
-    let bound = store.bind_integration_thread(tenant, &integration.id, thread, &session.id, app.platform.clock.now()).await?;
-    if bound != session.id {
-        let _ = app.platform.delete_session(tenant, &session.id).await;
-        let _ = app.destroy_sandbox(&session.id).await;
-        return Ok((bound, false));
-    }
-    Ok((bound, true))
+    let create = |req| async move { crate::http::sessions::create(app, tenant, req).await.map(|s| s.id) };
+    let discard = |sid: String| async move {
+        let _ = app.platform.delete_session(tenant, &sid).await;
+        let _ = app.destroy_sandbox(&sid).await;
+        Ok(())
+    };
+    openma_core::integrations::thread_session(&*app.platform.store, &*app.platform.clock, tenant, integration, thread, request, create, discard).await
 }
 
 /// Gives the session a user message.

@@ -4,6 +4,7 @@
 //! acknowledged; what it asks of the session runs after the response, within the
 //! request's `wait_until` (Slack wants an answer within three seconds).
 
+use openma_core::harness::input::Input;
 use openma_core::integrations::{Delivered, Integrations, linear, slack};
 use openma_core::{Clock, DomainError};
 use openma_types::integrations::IntegrationProvider;
@@ -118,8 +119,8 @@ async fn slack_click(db: &D1, env: Env, ctx: Context, found: Delivered, body: &[
         for click in answers {
             let applied = async {
                 let session = ws.sessions(&db).load(&found.tenant, &click.session_id).await?;
-                let event = threads::confirmation(&click.tool_use_id, click.allow, (!click.allow).then(|| slack::denied_by(&user)));
-                threads::send(&env, &found.tenant, &session, Value::Array(vec![event]), &request_id).await
+                let answer = Input::Confirmation { tool_use_id: click.tool_use_id, allow: click.allow, deny_message: (!click.allow).then(|| slack::denied_by(&user)) };
+                threads::send(&env, &found.tenant, &session, &[answer], &request_id).await
             }
             .await;
             if let Err(e) = applied {

@@ -2,9 +2,10 @@
 //! two racing creations wins), told what the thread says, and asked for the tool calls
 //! they wait on.
 
-use openma_core::integrations::turns::{TurnSummary, denied_by};
+use openma_core::harness::input::Input;
+use openma_core::integrations::turns::TurnSummary;
 use openma_core::ports::IntegrationStore;
-use openma_core::{Clock, DomainError, TenantId};
+use openma_core::{DomainError, TenantId};
 use openma_types::integrations::Integration;
 use openma_types::sessions::{CreateSessionRequest, Session};
 use openma_worker_common::adapters::WorkerClock;
@@ -26,35 +27,36 @@ pub async fn known_session(env: &Env, db: &D1, tenant: &TenantId, integration_id
     }
 }
 
-/// The session of `thread`, created with `create()` on the first message.
+/// The session of `thread`, created from `request()` on the first message (see
+/// [`openma_core::integrations::thread_session`]).
 pub async fn thread_session(
     env: &Env,
     db: &D1,
     tenant: &TenantId,
     integration: &Integration,
     thread: &str,
-    create: impl FnOnce() -> CreateSessionRequest,
+    request: impl FnOnce() -> CreateSessionRequest,
 ) -> Result<Session, ApiError> {
-    if let Some(session) = known_session(env, db, tenant, &integration.id, thread).await? {
-        return Ok(session);
-    }
     let ws = WorkerSessions::new(env)?;
     let sessions = ws.sessions(db);
-    let mut req = create();
-    req.agent_id = Some(integration.agent_id.clone());
-    req.environment_id = integration.environment_id.clone();
-    check_new(&sessions, db, tenant, &req).await?;
-    let (session, _) = sessions.create(tenant, &req).await?;
-    let bound = db.bind_integration_thread(tenant, &integration.id, thread, &session.id, WorkerClock.now()).await.map_err(store)?;
-    if bound != session.id {
-        sessions.delete(tenant, &session.id).await?;
-        return Ok(sessions.load(tenant, &bound).await?);
-    }
-    Ok(session)
+    let create = |req: CreateSessionRequest| {
+        let sessions = &sessions;
+        async move {
+            check_new(sessions, db, tenant, &req).await?;
+            Ok::<_, ApiError>(sessions.create(tenant, &req).await?.0.id)
+        }
+    };
+    let discard = |sid: String| {
+        let sessions = &sessions;
+        async move { Ok(sessions.delete(tenant, &sid).await?) }
+    };
+    let (sid, _) = openma_core::integrations::thread_session(db, &WorkerClock, tenant, integration, thread, request, create, discard).await?;
+    Ok(sessions.load(tenant, &sid).await?)
 }
 
-/// Sends client events (wire JSON) to the session's SessionDO; its refusal as an error.
-pub async fn send(env: &Env, tenant: &TenantId, session: &Session, events: Value, request_id: &str) -> Result<(), ApiError> {
+/// Sends inputs to the session's SessionDO as client events; its refusal as an error.
+pub async fn send(env: &Env, tenant: &TenantId, session: &Session, inputs: &[Input], request_id: &str) -> Result<(), ApiError> {
+    let events = serde_json::to_value(inputs.iter().map(Input::client_event).collect::<Vec<_>>()).map_err(|e| ApiError::new(500, e.to_string()))?;
     let mut answer = SessionObject::new(env, tenant, &session.id, request_id)?.send(tenant, session, events).await?;
     if answer.status_code() != 200 {
         let text = answer.text().await.unwrap_or_default();
@@ -65,16 +67,7 @@ pub async fn send(env: &Env, tenant: &TenantId, session: &Session, events: Value
 
 /// Gives the session a user message.
 pub async fn say(env: &Env, tenant: &TenantId, session: &Session, text: &str, request_id: &str) -> Result<(), ApiError> {
-    send(env, tenant, session, json!([{"type": "user.message", "content": [{"type": "text", "text": text}]}]), request_id).await
-}
-
-/// A tool confirmation as the client sends it.
-pub fn confirmation(tool_use_id: &str, allow: bool, deny_message: Option<String>) -> Value {
-    let mut event = json!({"type": "user.tool_confirmation", "tool_use_id": tool_use_id, "result": if allow { "allow" } else { "deny" }});
-    if let Some(m) = deny_message {
-        event["deny_message"] = m.into();
-    }
-    event
+    send(env, tenant, session, &[Input::Message { content: vec![json!({"type": "text", "text": text})] }], request_id).await
 }
 
 /// Allows or denies every tool call the session waits on; how many were answered.
@@ -84,11 +77,9 @@ pub async fn confirm_pending(env: &Env, tenant: &TenantId, session: &Session, al
     let page: Value = page.json().await.map_err(|e| ApiError::new(500, format!("the session's events: {e}")))?;
     let mut events: Vec<Value> = page["data"].as_array().cloned().unwrap_or_default();
     events.reverse();
-    let asks = TurnSummary::of(&events).asks;
-    let deny = (!allow).then(|| denied_by(who));
-    let answers: Vec<Value> = asks.iter().map(|a| confirmation(&a.id, allow, deny.clone())).collect();
+    let answers = TurnSummary::of(&events).confirmations(allow, who);
     if !answers.is_empty() {
-        send(env, tenant, session, Value::Array(answers), request_id).await?;
+        send(env, tenant, session, &answers, request_id).await?;
     }
-    Ok(asks.len())
+    Ok(answers.len())
 }

@@ -120,40 +120,6 @@ pub fn thread_session_request(title: String, integration_id: &str, thread: [(&st
     openma_types::sessions::CreateSessionRequest { title: Some(title), metadata: Some(metadata), ..Default::default() }
 }
 
-/// The session of a provider thread: the one bound to it, else one `create` makes from
-/// `request()` (with the integration's agent and environment) and binds to it. Of two
-/// creations racing for a thread the first binding wins and `discard` removes the other.
-/// The session's id, and whether this call created it.
-pub async fn thread_session<E, Made, Gone>(
-    store: &dyn IntegrationStore,
-    clock: &dyn Clock,
-    tenant: &TenantId,
-    integration: &Integration,
-    thread: &str,
-    request: impl FnOnce() -> openma_types::sessions::CreateSessionRequest,
-    create: impl FnOnce(openma_types::sessions::CreateSessionRequest) -> Made,
-    discard: impl FnOnce(String) -> Gone,
-) -> Result<(String, bool), E>
-where
-    E: From<DomainError>,
-    Made: std::future::Future<Output = Result<String, E>>,
-    Gone: std::future::Future<Output = Result<(), E>>,
-{
-    if let Some(sid) = store.integration_thread_session(&integration.id, thread).await.map_err(DomainError::from)? {
-        return Ok((sid, false));
-    }
-    let mut req = request();
-    req.agent_id = Some(integration.agent_id.clone());
-    req.environment_id = integration.environment_id.clone();
-    let made = create(req).await?;
-    let bound = store.bind_integration_thread(tenant, &integration.id, thread, &made, clock.now()).await.map_err(DomainError::from)?;
-    if bound != made {
-        discard(made).await?;
-        return Ok((bound, false));
-    }
-    Ok((bound, true))
-}
-
 /// The session of a provider thread is keyed by `integration/thread`.
 pub fn slack_thread_key(channel: &str, thread_ts: &str) -> String {
     format!("{channel}/{thread_ts}")
@@ -179,6 +145,39 @@ pub struct Integrations<'a> {
 }
 
 impl Integrations<'_> {
+    /// The session of a provider thread: the one bound to it, else one `create` makes from
+    /// `request()` (with the integration's agent and environment) and binds to it. Of two
+    /// creations racing for a thread the first binding wins and `discard` removes the other.
+    /// The session's id, and whether this call created it.
+    pub async fn thread_session<E, Made, Gone>(
+        &self,
+        tenant: &TenantId,
+        integration: &Integration,
+        thread: &str,
+        request: impl FnOnce() -> openma_types::sessions::CreateSessionRequest,
+        create: impl FnOnce(openma_types::sessions::CreateSessionRequest) -> Made,
+        discard: impl FnOnce(String) -> Gone,
+    ) -> Result<(String, bool), E>
+    where
+        E: From<DomainError>,
+        Made: std::future::Future<Output = Result<String, E>>,
+        Gone: std::future::Future<Output = Result<(), E>>,
+    {
+        if let Some(sid) = self.store.integration_thread_session(&integration.id, thread).await.map_err(DomainError::from)? {
+            return Ok((sid, false));
+        }
+        let mut req = request();
+        req.agent_id = Some(integration.agent_id.clone());
+        req.environment_id = integration.environment_id.clone();
+        let made = create(req).await?;
+        let bound = self.store.bind_integration_thread(tenant, &integration.id, thread, &made, self.clock.now()).await.map_err(DomainError::from)?;
+        if bound != made {
+            discard(made).await?;
+            return Ok((bound, false));
+        }
+        Ok((bound, true))
+    }
+
     pub async fn create(&self, tenant: &TenantId, req: &CreateIntegrationRequest) -> DomainResult<Integration> {
         check_secret("signing_secret", &req.signing_secret)?;
         let (credential, default_api) = check_provider(req)?;

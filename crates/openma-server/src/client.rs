@@ -339,7 +339,9 @@ pub async fn environments(c: &Connection, cmd: &EnvironmentsCommand) -> anyhow::
                 let mut by: serde_json::Map<String, Value> = serde_json::Map::new();
                 for p in packages {
                     let Some((manager, spec)) = p.split_once(':') else { bail!("`{p}`: write packages as MANAGER:SPEC, e.g. pip:requests") };
-                    by.entry(manager.to_owned()).or_insert_with(|| json!([])).as_array_mut().map(|a| a.push(json!(spec)));
+                    if let Some(a) = by.entry(manager.to_owned()).or_insert_with(|| json!([])).as_array_mut() {
+                        a.push(json!(spec));
+                    }
                 }
                 by.insert("type".into(), json!("packages"));
                 config["packages"] = Value::Object(by);

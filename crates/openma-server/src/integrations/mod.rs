@@ -78,7 +78,7 @@ pub(crate) async fn first_time(app: &AppState, integration_id: &str, delivery_id
 }
 
 /// The session of a provider thread, created from `request()` and bound on the first
-/// message (see [`openma_core::integrations::thread_session`]). `Ok((session id, created))`.
+/// message (see [`openma_core::integrations::Integrations::thread_session`]). `Ok((session id, created))`.
 pub(crate) async fn thread_session(
     app: &AppState,
     tenant: &TenantId,
@@ -92,7 +92,7 @@ pub(crate) async fn thread_session(
         let _ = app.destroy_sandbox(&sid).await;
         Ok(())
     };
-    openma_core::integrations::thread_session(&*app.platform.store, &*app.platform.clock, tenant, integration, thread, request, create, discard).await
+    app.platform.integrations().thread_session(tenant, integration, thread, request, create, discard).await
 }
 
 /// Gives the session a user message.

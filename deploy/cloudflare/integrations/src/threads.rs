@@ -3,12 +3,13 @@
 //! they wait on.
 
 use openma_core::harness::input::Input;
+use openma_core::integrations::Integrations;
 use openma_core::integrations::turns::TurnSummary;
 use openma_core::ports::IntegrationStore;
 use openma_core::{DomainError, TenantId};
 use openma_types::integrations::Integration;
 use openma_types::sessions::{CreateSessionRequest, Session};
-use openma_worker_common::adapters::WorkerClock;
+use openma_worker_common::adapters::{WorkerClock, WorkerIds};
 use openma_worker_common::d1::D1;
 use openma_worker_common::errors::ApiError;
 use openma_worker_common::sessions::{SessionObject, WorkerSessions, check_new};
@@ -28,7 +29,7 @@ pub async fn known_session(env: &Env, db: &D1, tenant: &TenantId, integration_id
 }
 
 /// The session of `thread`, created from `request()` on the first message (see
-/// [`openma_core::integrations::thread_session`]).
+/// [`Integrations::thread_session`]).
 pub async fn thread_session(
     env: &Env,
     db: &D1,
@@ -50,7 +51,8 @@ pub async fn thread_session(
         let sessions = &sessions;
         async move { Ok(sessions.delete(tenant, &sid).await?) }
     };
-    let (sid, _) = openma_core::integrations::thread_session(db, &WorkerClock, tenant, integration, thread, request, create, discard).await?;
+    let integrations = Integrations { store: db, agents: db, environments: db, secrets: None, clock: &WorkerClock, ids: &WorkerIds };
+    let (sid, _) = integrations.thread_session(tenant, integration, thread, request, create, discard).await?;
     Ok(sessions.load(tenant, &sid).await?)
 }
 

@@ -22,7 +22,7 @@ use crate::harness::file_blocks::{self, ResolvedFile};
 use crate::harness::input::Input;
 use crate::paging::{Page, PageRequest};
 use crate::platform::{ListParams, Platform, UPDATE_ATTEMPTS};
-use crate::ports::{Clock, FileStore, IdGen};
+use crate::ports::{Clock, FileStore, IdGen, SessionStore};
 use crate::ports::{BlobError, BlobInfo, BlobStore, ByteStream, Order, Position};
 use crate::tenancy::TenantId;
 use crate::validate;
@@ -699,6 +699,40 @@ impl Platform {
 
     // ---- session file resources ----------------------------------------------------------
 
+    /// The file resources and outputs of sessions, on this platform's stores.
+    pub fn session_files(&self) -> SessionFiles<'_> {
+        SessionFiles { sessions: &*self.store, files: self.files() }
+    }
+
+    // ---- files named by content blocks ----------------------------------------------------
+
+    /// Client events checked into inputs, their `file` sources included (see
+    /// [`Files::check_file_blocks`]).
+    pub async fn accept_events(&self, tenant: &TenantId, events: Vec<ClientEvent>) -> DomainResult<Vec<Input>> {
+        let inputs = crate::harness::input::parse_events(events)?;
+        self.check_file_blocks(tenant, &inputs, "events").await?;
+        Ok(inputs)
+    }
+}
+
+/// The files of sessions: those mounted into them (added and removed while they live) and
+/// the outputs they leave. The native server and the Workers both run it.
+pub struct SessionFiles<'a> {
+    pub sessions: &'a dyn SessionStore,
+    pub files: Files<'a>,
+}
+
+impl SessionFiles<'_> {
+    async fn load(&self, tenant: &TenantId, id: &str) -> DomainResult<Session> {
+        let missing = || DomainError::not_found("session", id);
+        if !validate::looks_like_id(id, "sesn_") {
+            return Err(missing());
+        }
+        self.sessions.get_session(tenant, id).await?.ok_or_else(missing)
+    }
+
+    // ---- session file resources ----------------------------------------------------------
+
     /// Mounts one more file into a session. Returns the resource and its copy, whose bytes
     /// the caller puts into the sandbox.
     pub async fn add_file_resource(
@@ -707,31 +741,31 @@ impl Platform {
         session_id: &str,
         p: &FileResourceParams,
     ) -> DomainResult<(FileResource, StoredFile)> {
-        let session = self.load_session(tenant, session_id).await?;
+        let session = self.load(tenant, session_id).await?;
         check_open(&session)?;
-        let (resource, copy) = self.files().prepare_mount(tenant, session_id, p, file_resources(&session)).await?;
-        if !self.store.insert_scoped_file(tenant, &copy, FILES_PER_SESSION).await? {
+        let (resource, copy) = self.files.prepare_mount(tenant, session_id, p, file_resources(&session)).await?;
+        if !self.files.store.insert_scoped_file(tenant, &copy, FILES_PER_SESSION).await? {
             return Err(DomainError::invalid(format!("a session may mount at most {FILES_PER_SESSION} files")));
         }
         for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.load_session(tenant, session_id).await?;
+            let current = self.load(tenant, session_id).await?;
             if let Err(e) = check_open(&current).and_then(|()| {
                 match file_resources(&current).find(|r| r.mount_path == resource.mount_path) {
                     Some(r) => Err(DomainError::conflict(format!("another file is already mounted at `{}` ({})", resource.mount_path, r.id))),
                     None => Ok(()),
                 }
             }) {
-                let _ = self.store.delete_file(tenant, &copy.meta.id).await;
+                let _ = self.files.store.delete_file(tenant, &copy.meta.id).await;
                 return Err(e);
             }
             let mut next = current.clone();
             next.resources.push(SessionResource::File(resource.clone()));
-            next.updated_at = self.now().strictly_after(current.updated_at);
-            if self.store.update_session(tenant, &next, current.updated_at).await? {
+            next.updated_at = self.files.now().strictly_after(current.updated_at);
+            if self.sessions.update_session(tenant, &next, current.updated_at).await? {
                 return Ok((resource, copy));
             }
         }
-        let _ = self.store.delete_file(tenant, &copy.meta.id).await;
+        let _ = self.files.store.delete_file(tenant, &copy.meta.id).await;
         Err(DomainError::conflict(format!("session `{session_id}` is being changed concurrently; retry")))
     }
 
@@ -742,7 +776,7 @@ impl Platform {
         limit: Option<i64>,
         page: Option<&str>,
     ) -> DomainResult<Page<SessionResource>> {
-        let session = self.load_session(tenant, session_id).await?;
+        let session = self.load(tenant, session_id).await?;
         // "If omitted, returns all resources": one page up to the per-session maximum. The
         // cursor holds the position in the session's list and the id found there.
         let req = PageRequest::new(Some(limit.unwrap_or(MAX_LIST_LIMIT as i64)), Order::Asc, page, MAX_LIST_LIMIT)?;
@@ -761,7 +795,7 @@ impl Platform {
     }
 
     pub async fn get_session_resource(&self, tenant: &TenantId, session_id: &str, id: &str) -> DomainResult<SessionResource> {
-        let session = self.load_session(tenant, session_id).await?;
+        let session = self.load(tenant, session_id).await?;
         session.resources.into_iter().find(|r| r.id() == id).ok_or_else(|| DomainError::not_found("session resource", id))
     }
 
@@ -790,7 +824,7 @@ impl Platform {
     /// resource so the caller can take the bytes out of the sandbox.
     pub async fn delete_session_resource(&self, tenant: &TenantId, session_id: &str, id: &str) -> DomainResult<FileResource> {
         for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.load_session(tenant, session_id).await?;
+            let current = self.load(tenant, session_id).await?;
             let Some(i) = current.resources.iter().position(|r| r.id() == id) else {
                 return Err(DomainError::not_found("session resource", id));
             };
@@ -805,9 +839,9 @@ impl Platform {
                     return Err(DomainError::invalid("repositories are cloned for the whole session and cannot be removed from it"));
                 }
             };
-            next.updated_at = self.now().strictly_after(current.updated_at);
-            if self.store.update_session(tenant, &next, current.updated_at).await? {
-                self.files().drop_file(tenant, &removed.file_id).await?;
+            next.updated_at = self.files.now().strictly_after(current.updated_at);
+            if self.sessions.update_session(tenant, &next, current.updated_at).await? {
+                self.files.drop_file(tenant, &removed.file_id).await?;
                 return Ok(removed);
             }
         }
@@ -816,24 +850,14 @@ impl Platform {
 
     /// The copies behind a session's mounted files, with their mount paths.
     pub async fn session_mounts(&self, tenant: &TenantId, session_id: &str) -> DomainResult<Vec<(FileResource, StoredFile)>> {
-        let session = self.load_session(tenant, session_id).await?;
+        let session = self.load(tenant, session_id).await?;
         let mut out = Vec::new();
         for r in file_resources(&session) {
-            if let Some(f) = self.store.get_file(tenant, &r.file_id).await? {
+            if let Some(f) = self.files.store.get_file(tenant, &r.file_id).await? {
                 out.push((r.clone(), f));
             }
         }
         Ok(out)
-    }
-
-    // ---- files named by content blocks ----------------------------------------------------
-
-    /// Client events checked into inputs, their `file` sources included (see
-    /// [`Files::check_file_blocks`]).
-    pub async fn accept_events(&self, tenant: &TenantId, events: Vec<ClientEvent>) -> DomainResult<Vec<Input>> {
-        let inputs = crate::harness::input::parse_events(events)?;
-        self.check_file_blocks(tenant, &inputs, "events").await?;
-        Ok(inputs)
     }
 
     // ---- session outputs --------------------------------------------------------------
@@ -843,8 +867,8 @@ impl Platform {
         let mut out = Vec::new();
         let mut params = ListParams { limit: Some(MAX_LIST_LIMIT as i64), ..Default::default() };
         loop {
-            let (req, query) = self.page_request_max(&params, Order::Asc, MAX_LIST_LIMIT)?;
-            let rows = self.store.list_files(tenant, &query, Some(session_id)).await?;
+            let (req, query) = crate::platform::list_query(&params, Order::Asc, MAX_LIST_LIMIT)?;
+            let rows = self.files.store.list_files(tenant, &query, Some(session_id)).await?;
             let page = req.finish(rows, |f| crate::platform::position_of(f.meta.created_at, &f.meta.id));
             out.extend(page.data.into_iter().filter(|f| f.origin == FileOrigin::Output));
             match page.next_page {
@@ -867,16 +891,16 @@ impl Platform {
         max_bytes: u64,
     ) -> DomainResult<Option<FileMetadata>> {
         let rel = output_path(rel)?;
-        let pending = self.put_upload(tenant, body, max_bytes).await?;
+        let pending = self.files.put_upload(tenant, body, max_bytes).await?;
         if previous.is_some_and(|p| p.sha256 == pending.info.sha256) {
-            self.discard_upload(pending).await;
+            self.files.discard_upload(pending).await;
             return Ok(None);
         }
         let filename = rel.rsplit('/').next().unwrap_or(&rel).to_string();
         let mime = mime_type(None, Some(&filename));
-        let now = self.now();
+        let now = self.files.now();
         let meta = FileMetadata {
-            id: self.ids.new_id("file"),
+            id: self.files.ids.new_id("file"),
             tag: Default::default(),
             filename: clean_filename(Some(&filename), &mime),
             mime_type: mime,
@@ -887,19 +911,19 @@ impl Platform {
             scope: Some(FileScope { id: session_id.to_string(), tag: Default::default() }),
         };
         let file = StoredFile { meta, blob_key: pending.key.clone(), sha256: pending.info.sha256.clone(), origin: FileOrigin::Output, path: Some(rel), purged: false };
-        match self.store.insert_scoped_file(tenant, &file, OUTPUTS_PER_SESSION + 1).await {
+        match self.files.store.insert_scoped_file(tenant, &file, OUTPUTS_PER_SESSION + 1).await {
             Ok(true) => {}
             Ok(false) => {
-                self.discard_upload(pending).await;
+                self.files.discard_upload(pending).await;
                 return Err(DomainError::invalid(format!("a session may leave at most {OUTPUTS_PER_SESSION} output files")));
             }
             Err(e) => {
-                self.discard_upload(pending).await;
+                self.files.discard_upload(pending).await;
                 return Err(e.into());
             }
         }
         if let Some(prev) = previous {
-            self.files().drop_file(tenant, &prev.meta.id).await?;
+            self.files.drop_file(tenant, &prev.meta.id).await?;
         }
         Ok(Some(file.meta))
     }

@@ -274,10 +274,6 @@ impl Platform {
         self.sessions().create(tenant, req).await
     }
 
-    pub(crate) async fn load_session(&self, tenant: &TenantId, id: &str) -> DomainResult<Session> {
-        self.sessions().load(tenant, id).await
-    }
-
     pub async fn get_session(&self, tenant: &TenantId, id: &str) -> DomainResult<Session> {
         self.sessions().get(tenant, id).await
     }

@@ -106,7 +106,7 @@ impl OutputCapture {
         if found.is_empty() {
             return Ok(0);
         }
-        let previous = self.platform.session_outputs(tenant, session_id).await?;
+        let previous = self.platform.session_files().session_outputs(tenant, session_id).await?;
         let mut taken = 0;
         for out in found {
             if out.size > self.max_file_bytes {
@@ -136,7 +136,7 @@ impl OutputCapture {
                     continue;
                 }
             };
-            match self.platform.capture_output(tenant, session_id, &out.rel, prev, file_stream(file), self.max_file_bytes).await {
+            match self.platform.session_files().capture_output(tenant, session_id, &out.rel, prev, file_stream(file), self.max_file_bytes).await {
                 Ok(Some(_)) => taken += 1,
                 Ok(None) => {}
                 Err(DomainError::Invalid { message, .. }) => {

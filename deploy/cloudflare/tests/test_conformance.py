@@ -35,13 +35,7 @@ SUITES = {
     "test_agents.py": {},
     "test_environments.py": {},
     "test_file_blocks.py": {},
-    "test_files.py": {name: "mounts `file` resources into the sandbox: not on the Workers yet" for name in (
-        "test_session_mounts_files_read_only_and_lists_outputs",
-        "test_resources_are_added_listed_retrieved_and_deleted",
-        "test_mounting_a_missing_or_foreign_file_is_404",
-        "test_mount_path_escapes_are_refused",
-        "test_deleting_a_session_deletes_its_files_but_not_the_upload",
-    )},
+    "test_files.py": {},
     "test_memory_stores.py": {},
     "test_model_cards.py": {},
     "test_sessions.py": {},
@@ -365,6 +359,50 @@ def test_builtin_tools_run_in_the_sessions_sandbox_and_its_workspace_outlives_th
     a.beta.sessions.delete(session.id)
     assert not held.exists(), "deleting the session ends its sandbox"
     assert not snapshots[0].exists(), "and deletes its workspace snapshot"
+
+
+def test_mounts_follow_the_session_into_a_restored_sandbox_and_outputs_are_taken_once_per_change(deployment, main, fake_model, sandbox_server):
+    """The SessionDO lays the session's mounts into its sandbox before a tool runs: a file
+    mounted or unmounted through the API is there or gone at the next tool, also in a sandbox
+    restored from a workspace snapshot taken while the old mount was there. The outputs a turn
+    leaves are taken into the Files API before the session is idle; bytes already taken are
+    not taken again, changed bytes replace the earlier file."""
+    import httpx2
+
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
+    agent = a.beta.agents.create(name="filer", model="claude-sonnet-4-5", tools=[{"type": "agent_toolset_20260401"}])
+    first = a.beta.files.upload(file=("first.txt", b"one\n", "text/plain"))
+    second = a.beta.files.upload(file=("second.txt", b"two\n", "text/plain"))
+    session = a.beta.sessions.create(agent=agent.id, environment_id=anthropic.omit, resources=[{"type": "file", "file_id": first.id, "mount_path": "/in/first.txt"}])
+    held = sandbox_server["sessions"] / session.id
+
+    def run(command: str) -> str:
+        script(fake_model, [tool_use("bash", {"command": command}), {"kind": "message", "blocks": [{"type": "text", "text": "ok"}]}])
+        [result] = [e for e in turn(a, session.id, "go") if e.type == "agent.tool_result"]
+        return result_text(result)
+
+    def outputs() -> dict:
+        return {f.filename: a.beta.files.download(f.id).read() for f in a.beta.files.list(scope_id=session.id).data if f.filename == "out.txt"}
+
+    out = run("cat /mnt/session/uploads/in/first.txt && echo v1 > /mnt/session/outputs/out.txt")
+    assert out.strip() == "one", out
+    assert outputs() == {"out.txt": b"v1\n"}, "taken before the session went idle"
+    assert (held / "uploads" / "in" / "first.txt").exists()
+
+    # the same bytes again: not taken twice; then new bytes replace them
+    run("echo v1 > /mnt/session/outputs/out.txt")
+    assert len([f for f in a.beta.files.list(scope_id=session.id).data if f.filename == "out.txt"]) == 1
+    run("echo v2 > /mnt/session/outputs/out.txt")
+    assert outputs() == {"out.txt": b"v2\n"}
+
+    # swap the mounts, then lose the sandbox: the snapshot still holds the first file
+    added = a.beta.sessions.resources.add(session.id, type="file", file_id=second.id, mount_path="/second.txt")
+    [old] = [r for r in a.beta.sessions.resources.list(session.id).data if r.id != added.id]
+    a.beta.sessions.resources.delete(old.id, session_id=session.id)
+    r = httpx2.delete(f"{sandbox_server['url']}/v1/sessions/{session.id}", headers={"authorization": f"Bearer {SANDBOX_TOKEN}"})
+    assert r.status_code == 204 and not held.exists()
+    listing = run("find /mnt/session/uploads -type f | sort; cat /mnt/session/uploads/second.txt; cat /mnt/session/outputs/out.txt")
+    assert listing.split() == ["/mnt/session/uploads/second.txt", "two", "v2"], listing
 
 
 def test_an_interrupt_stops_a_long_tool_run_and_an_unreachable_sandbox_is_an_error_result(deployment, main, fake_model):

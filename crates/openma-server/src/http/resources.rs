@@ -34,11 +34,11 @@ pub async fn add_resource(
     ApiPath(session_id): ApiPath<String>,
     ApiJson(req): ApiJson<FileResourceParams>,
 ) -> Result<Json<FileResource>, ApiError> {
-    let (resource, copy) = app.platform.add_file_resource(&t, &session_id, &req).await?;
+    let (resource, copy) = app.platform.session_files().add_file_resource(&t, &session_id, &req).await?;
     let mounts = [(resource, copy)];
     if let Err(e) = crate::session_files::place(&app.platform, &app.sandboxes, &session_id, &mounts).await {
         // not mounted: the resource must not stay as if it were
-        let _ = app.platform.delete_session_resource(&t, &session_id, &mounts[0].0.id).await;
+        let _ = app.platform.session_files().delete_session_resource(&t, &session_id, &mounts[0].0.id).await;
         return Err(e.into());
     }
     let [(resource, _)] = mounts;
@@ -55,7 +55,7 @@ pub async fn list_resources(
     ApiPath(session_id): ApiPath<String>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<ListPage<SessionResource>>, ApiError> {
-    let p = app.platform.list_session_resources(&t, &session_id, page.limit, page.page.as_deref()).await?;
+    let p = app.platform.session_files().list_session_resources(&t, &session_id, page.limit, page.page.as_deref()).await?;
     Ok(Json(ListPage { data: p.data, next_page: p.next_page }))
 }
 
@@ -68,7 +68,7 @@ pub async fn get_resource(
     Caller(t): Caller,
     ApiPath((session_id, id)): ApiPath<(String, String)>,
 ) -> Result<Json<SessionResource>, ApiError> {
-    Ok(Json(app.platform.get_session_resource(&t, &session_id, &id).await?))
+    Ok(Json(app.platform.session_files().get_session_resource(&t, &session_id, &id).await?))
 }
 
 /// Rotate a resource's `authorization_token` (GitHub repositories only).
@@ -81,7 +81,7 @@ pub async fn update_resource(
     ApiPath((session_id, id)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<UpdateSessionResourceRequest>,
 ) -> Result<Json<SessionResource>, ApiError> {
-    Ok(Json(app.platform.update_session_resource(&t, &session_id, &id, &req.authorization_token).await?))
+    Ok(Json(app.platform.session_files().update_session_resource(&t, &session_id, &id, &req.authorization_token).await?))
 }
 
 /// Unmount a file: it disappears from the sandbox and its session copy is deleted.
@@ -93,7 +93,7 @@ pub async fn delete_resource(
     Caller(t): Caller,
     ApiPath((session_id, id)): ApiPath<(String, String)>,
 ) -> Result<Json<DeletedSessionResource>, ApiError> {
-    let removed = app.platform.delete_session_resource(&t, &session_id, &id).await?;
+    let removed = app.platform.session_files().delete_session_resource(&t, &session_id, &id).await?;
     if let Err(e) = app.sandboxes.remove_file(&session_id, &removed.mount_path) {
         tracing::warn!(%session_id, path = %removed.mount_path, error = %e, "cannot remove an unmounted file from the sandbox");
     }

@@ -80,7 +80,7 @@ async fn prepare_sandbox(app: &AppState, tenant: &openma_core::TenantId, session
     crate::session_memory::prepare(&app.sandboxes, session).map_err(backend)?;
     crate::session_files::install_skills(&app.platform, &app.sandboxes, tenant, session).await?;
     if !session.resources.is_empty() {
-        let mounts = app.platform.session_mounts(tenant, &session.id).await?;
+        let mounts = app.platform.session_files().session_mounts(tenant, &session.id).await?;
         crate::session_files::place(&app.platform, &app.sandboxes, &session.id, &mounts).await?;
         let repositories = openma_core::files::resource_params(req.resources.as_deref().unwrap_or_default())?.repositories;
         crate::session_repos::clone_all(&app.info.github_url, &app.sandboxes, session, &repositories).await?;

@@ -13,6 +13,7 @@ mod integrations;
 mod model;
 mod sandbox;
 mod session;
+mod session_files;
 mod subscribers;
 mod turn;
 

@@ -7,7 +7,8 @@
 //! The workspace outlives the container: after a turn that changed it, the server's pack of
 //! the session (tar + gzip) is kept in R2 (`sandboxes/<tenant>/<session>`), and a server that
 //! does not hold the session — a fresh container, or one that lost its disk — is given it
-//! back before the next tool runs.
+//! back before the next tool runs. The files the session mounts are laid into it before a
+//! tool runs whenever they changed (`session_files`).
 
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, Response, Resu
 
 use crate::model::text;
 use crate::session::{Meta, SessionDO};
+use crate::session_files;
 
 /// The port the image's server listens on (`OPENMA_SANDBOX_LISTEN`).
 const PORT: u16 = 8080;
@@ -141,6 +143,8 @@ impl Sandbox {
         if !created {
             return Ok(());
         }
+        // a fresh session there: its mounts are laid again before a tool runs
+        object.mounts_laid.borrow_mut().take();
         let Some(snapshot) = object.env.bucket(BLOBS)?.get(snapshot_key(&self.tenant, &self.session_id)).execute().await? else { return Ok(()) };
         let Some(body) = snapshot.body() else { return Ok(()) };
         let bytes = body.bytes().await?;
@@ -163,15 +167,13 @@ impl Sandbox {
             Ok(b) => b,
             Err(e) => return failed(format!("the tool call cannot be sent: {e}")),
         };
-        // first in this object's lifetime (or after an open cut short): a fresh server session
-        // gets the workspace snapshot before any tool can run in it
-        if !object.sandbox_ready.get() {
-            if let Err(e) = self.open(object, meta).await {
+        for attempt in 0..2 {
+            // first in this object's lifetime (or after an open cut short, or a lost session):
+            // a fresh server session gets the workspace snapshot and the mounts before any
+            // tool can run in it
+            if let Err(e) = self.prepare(object, meta).await {
                 return failed(format!("The sandbox cannot be prepared: {e}"));
             }
-            object.sandbox_ready.set(true);
-        }
-        for attempt in 0..2 {
             let mut r = match self.send(Method::Post, &path, Some(body.clone().into()), true).await {
                 Ok(r) => r,
                 Err(e) => return failed(format!("The sandbox cannot be reached: {e}")),
@@ -183,14 +185,8 @@ impl Sandbox {
                 };
             }
             match refused(&mut r).await {
-                Err(Refusal::Unknown) if attempt == 0 => {
-                    // a new container, or a server that lost its disk
-                    object.sandbox_ready.set(false);
-                    if let Err(e) = self.open(object, meta).await {
-                        return failed(format!("The sandbox cannot be prepared: {e}"));
-                    }
-                    object.sandbox_ready.set(true);
-                }
+                // a new container, or a server that lost its disk
+                Err(Refusal::Unknown) if attempt == 0 => object.sandbox_ready.set(false),
                 Err(e) => return failed(format!("The sandbox refused the call: {e}")),
                 Ok(()) => return failed(format!("The sandbox answered {} to the call", r.status_code())),
             }
@@ -198,17 +194,52 @@ impl Sandbox {
         failed("The sandbox lost the session twice in a row".into())
     }
 
-    /// Keeps the session's workspace in R2, for a container that starts without it.
-    pub async fn snapshot(&self, object: &SessionDO) -> Result<usize> {
+    /// Opens the session on the server unless this object did already, and lays its mounts;
+    /// once more from the start when the server turns out not to hold the session.
+    async fn prepare(&self, object: &SessionDO, meta: &Meta) -> Result<()> {
+        for attempt in 0..2 {
+            if !object.sandbox_ready.get() {
+                self.open(object, meta).await?;
+                object.sandbox_ready.set(true);
+            }
+            match self.lay_mounts(object, meta).await {
+                Ok(()) => return Ok(()),
+                Err(Refusal::Unknown) if attempt == 0 => object.sandbox_ready.set(false),
+                Err(e) => return Err(worker::Error::RustError(format!("cannot mount the session's files: {e}"))),
+            }
+        }
+        Err(Refusal::Unknown.into())
+    }
+
+    /// Makes the server's `uploads/` what the session mounts now, unless this object laid
+    /// exactly that since the server last opened the session fresh.
+    async fn lay_mounts(&self, object: &SessionDO, meta: &Meta) -> std::result::Result<(), Refusal> {
+        let mounts = session_files::mounted(meta);
+        let now = session_files::fingerprint(&mounts);
+        if object.mounts_laid.borrow().as_deref() == Some(now.as_str()) {
+            return Ok(());
+        }
+        let other = |e: worker::Error| Refusal::Other(e.to_string());
+        let pack = session_files::mounts_pack(&object.env, &self.tenant, &mounts).await.map_err(other)?;
+        let body = worker::js_sys::Uint8Array::from(pack.as_slice());
+        let path = format!("/v1/sessions/{}/state?mode=mounts", self.session_id);
+        let mut r = self.send(Method::Put, &path, Some(body.into()), false).await.map_err(other)?;
+        refused(&mut r).await?;
+        *object.mounts_laid.borrow_mut() = Some(now);
+        Ok(())
+    }
+
+    /// Keeps the session's workspace in R2, for a container that starts without it; the
+    /// pack kept, or `None` when the server had nothing.
+    pub async fn snapshot(&self, object: &SessionDO) -> Result<Option<Vec<u8>>> {
         let mut r = self.send(Method::Get, &format!("/v1/sessions/{}/state", self.session_id), None, false).await?;
         if r.status_code() != 200 {
             refused(&mut r).await?;
-            return Ok(0);
+            return Ok(None);
         }
         let bytes = r.bytes().await?;
-        let size = bytes.len();
-        object.env.bucket(BLOBS)?.put(snapshot_key(&self.tenant, &self.session_id), bytes).execute().await?;
-        Ok(size)
+        object.env.bucket(BLOBS)?.put(snapshot_key(&self.tenant, &self.session_id), bytes.clone()).execute().await?;
+        Ok(Some(bytes))
     }
 
     /// Ends the session's sandbox: its shell and files on the server, its snapshot, and the

@@ -72,6 +72,9 @@ pub struct SessionDO {
     pub(crate) sandbox_ready: std::cell::Cell<bool>,
     /// The content of the files the conversation names, read from R2 once per object.
     pub(crate) file_blocks: RefCell<FileBlockCache>,
+    /// The mounts laid into the sandbox server's session since it last opened it fresh
+    /// (`session_files::fingerprint`), in this object's lifetime.
+    pub(crate) mounts_laid: RefCell<Option<String>>,
 }
 
 /// Storage keys: client events that arrived during a model call (appended after it, as
@@ -81,7 +84,7 @@ pub const INTERRUPT: &str = "interrupt";
 
 impl DurableObject for SessionDO {
     fn new(state: State, env: Env) -> Self {
-        SessionDO { state, env, subscribers: Subscribers::default(), interrupt: RefCell::new(None), sandbox_ready: Default::default(), file_blocks: Default::default() }
+        SessionDO { state, env, subscribers: Subscribers::default(), interrupt: RefCell::new(None), sandbox_ready: Default::default(), file_blocks: Default::default(), mounts_laid: RefCell::new(None) }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -92,6 +95,12 @@ impl DurableObject for SessionDO {
             match (req.method(), url.path()) {
                 (Method::Post, "/events") => self.send(forwarded(&mut req).await?).await,
                 (Method::Post, "/note") => self.note(forwarded(&mut req).await?).await,
+                (Method::Post, "/session") => {
+                    // a change not in the log (mounted files): the next tool run sees it
+                    let f = forwarded(&mut req).await?;
+                    self.remember(f.tenant, f.session).await.map_err(internal)?;
+                    Response::from_json(&serde_json::json!({})).map_err(internal)
+                }
                 (Method::Post, "/archive") => {
                     // the cron: archive what the log holds now
                     let header = |name: &str| req.headers().get(name).ok().flatten().ok_or_else(|| ApiError::new(400, format!("`{name}` is required")));

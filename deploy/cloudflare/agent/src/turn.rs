@@ -231,16 +231,19 @@ async fn prepare_sandbox(object: &SessionDO, meta: Meta) {
     }
 }
 
-/// After a turn that may have changed the workspace: its snapshot goes to R2.
+/// After a turn that may have changed the workspace: its snapshot goes to R2, and the
+/// outputs it holds into the Files API.
 async fn keep_workspace(object: &SessionDO, meta: &Meta) -> Result<()> {
     let storage = object.state.storage();
     if storage.get::<bool>(sandbox::DIRTY).await?.is_none() {
         return Ok(());
     }
     let Some(sandbox) = Sandbox::of(object, &meta.tenant, &meta.session.id).await? else { return Ok(()) };
-    let bytes = sandbox.snapshot(object).await?;
+    let pack = sandbox.snapshot(object).await?;
     storage.delete(sandbox::DIRTY).await?;
-    worker::console_log!("sandbox: session {} workspace kept ({bytes} bytes)", meta.session.id);
+    let Some(pack) = pack else { return Ok(()) };
+    let taken = crate::session_files::capture_outputs(&object.env, meta, &pack).await?;
+    worker::console_log!("sandbox: session {} workspace kept ({} bytes, {taken} outputs taken)", meta.session.id, pack.len());
     Ok(())
 }
 
@@ -265,12 +268,25 @@ pub(crate) fn budget_reached(meta: &Meta, log: &[StoredEvent], now: openma_types
 }
 
 async fn go_idle(object: &SessionDO, meta: &Meta, reason: StopReason) -> Result<()> {
+    go_idle_keeping(object, meta, reason, true).await
+}
+
+/// Ends the turn. With `outputs_first`, the workspace is kept (its outputs taken) before the
+/// client sees the session idle, as natively the outputs are listed by then; after an
+/// interrupt it is kept after, since the sandbox holds the session until the interrupted
+/// command has ended, and so it is when the sandbox could not be reached this turn. A
+/// failure to keep it is retried after the next turn.
+async fn go_idle_keeping(object: &SessionDO, meta: &Meta, reason: StopReason, outputs_first: bool) -> Result<()> {
     object.state.storage().delete(ATTEMPT).await?;
+    let first = if outputs_first && object.sandbox_ready.get() { Some(keep_workspace(object, meta).await) } else { None };
     let usage = usage_now(meta, last_running_since(&object.log().await?)?, object.now());
     emit(object, vec![EventPayload::SessionUsage { usage, budget: meta.session.budget.clone() }.into(), EventPayload::StatusIdle { stop_reason: reason }.into()]).await?;
     crate::integrations::turn_ended(object, meta).await;
-    // after the client has its answer; a failure is retried after the next turn
-    match keep_workspace(object, meta).await {
+    let kept = match first {
+        Some(kept) => kept,
+        None => keep_workspace(object, meta).await,
+    };
+    match kept {
         // an idle container stops later; its workspace is safe in R2
         Ok(()) => sandbox::schedule_sleep(object).await?,
         Err(e) => worker::console_error!("sandbox: session {} workspace not kept: {e}", meta.session.id),
@@ -299,7 +315,7 @@ async fn interrupted(object: &SessionDO, meta: &Meta, id: String, log: &[StoredE
     let mut events = vec![Pending { id: Some(id), payload: EventPayload::UserInterrupt {}, internal: None }];
     events.extend(step::unrun_allowed_calls(log).iter().map(|id| step::result_for(log, id, "The user interrupted the session before this tool call completed.")));
     emit(object, events).await?;
-    go_idle(object, meta, StopReason::EndTurn).await
+    go_idle_keeping(object, meta, StopReason::EndTurn, false).await
 }
 
 /// The client events waiting in the inbox, as events to append under their echoed ids.

@@ -1,6 +1,7 @@
 //! The core's file service as the Workers build it: rows on D1, bytes on R2. `openma-main`
 //! serves the Files API and checks `file` content blocks with it; the SessionDO reads the
-//! files a conversation names when it builds a model request.
+//! files a conversation names when it builds a model request, lays the files a session
+//! mounts into its sandbox and takes the outputs it leaves.
 
 use openma_core::files::Files;
 
@@ -24,4 +25,14 @@ impl WorkerFiles {
     pub fn files(&self) -> Files<'_> {
         Files { store: &self.db, blobs: Some(&self.blobs), clock: &WorkerClock, ids: &WorkerIds }
     }
+}
+
+/// `OPENMA_MAX_FILE_MB` (as on the native server), default 500 MiB: the largest upload, and
+/// the largest output a session leaves. Cloudflare's own request size limit for the
+/// account's plan applies to uploads first.
+pub fn max_file_bytes(env: &worker::Env) -> u64 {
+    env.var("OPENMA_MAX_FILE_MB")
+        .ok()
+        .and_then(|v| v.to_string().trim().parse::<u64>().ok())
+        .map_or(openma_core::files::DEFAULT_MAX_FILE_BYTES, |mb| mb.saturating_mul(1024 * 1024))
 }

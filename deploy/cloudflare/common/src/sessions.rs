@@ -3,8 +3,8 @@
 //! with them; `openma-integrations` starts and feeds the sessions of provider threads.
 //!
 //! What the Workers cannot do yet is refused with 400 `unsupported_feature`, never accepted
-//! and ignored: `file` and `github_repository` resources (mounted or cloned into the
-//! sandbox natively), environment packages and sandbox-run MCP servers, and
+//! and ignored: `github_repository` resources (cloned into the sandbox natively),
+//! environment packages and sandbox-run MCP servers, and
 //! `environment_variable` credentials.
 
 use async_trait::async_trait;
@@ -65,15 +65,16 @@ impl SessionAttachments for WorkerAttachments {
 
     async fn mount_copies(
         &self,
-        _tenant: &TenantId,
-        _session_id: &str,
+        tenant: &TenantId,
+        session_id: &str,
         params: &[FileResourceParams],
     ) -> Result<Vec<(FileResource, openma_core::files::StoredFile)>, DomainError> {
-        if params.is_empty() { Ok(Vec::new()) } else { Err(DomainError::unsupported("`file` resources on the Cloudflare Workers deployment")) }
+        // rows only: the SessionDO lays the bytes into the sandbox before a tool runs
+        self.files.files().mount_copies(tenant, session_id, params).await
     }
 
     async fn release(&self, tenant: &TenantId, session_id: &str) -> Result<(), DomainError> {
-        // the session's scoped files (none are made here yet); its log goes with its object
+        // the session's scoped files (mounted copies, outputs); its log goes with its object
         self.files.files().delete_session_files(tenant, session_id).await
     }
 }
@@ -88,6 +89,11 @@ pub struct WorkerSessions {
 impl WorkerSessions {
     pub fn new(env: &Env) -> Result<Self, ApiError> {
         Ok(WorkerSessions { attachments: WorkerAttachments { files: WorkerFiles::new(env)? }, limits: EnvironmentLimits::SANDBOX_DEFAULTS })
+    }
+
+    /// The core's service of session files (mounts, outputs) on `db` and R2.
+    pub fn session_files<'a>(&'a self, db: &'a D1) -> openma_core::files::SessionFiles<'a> {
+        openma_core::files::SessionFiles { sessions: db, files: self.attachments.files.files() }
     }
 
     /// The core's session service on `db`.
@@ -192,6 +198,17 @@ impl SessionObject {
     /// would; the object's answer.
     pub async fn send(&self, tenant: &TenantId, session: &Session, events: serde_json::Value) -> Result<Response, ApiError> {
         self.call(Method::Post, "/events", Some(&Forward { tenant, session, events, note: None })).await
+    }
+
+    /// Hands the object the session row after a change that is not in its log (a file
+    /// mounted or unmounted), for the next tool it runs.
+    pub async fn remember(&self, tenant: &TenantId, session: &Session) -> Result<(), ApiError> {
+        let forward = Forward { tenant, session, events: serde_json::Value::Array(Vec::new()), note: None };
+        let mut r = self.call(Method::Post, "/session", Some(&forward)).await?;
+        if r.status_code() != 200 {
+            return Err(ApiError::new(500, format!("the session object refused the change: {}", r.text().await.unwrap_or_default())));
+        }
+        Ok(())
     }
 
     /// Records an API change in the session's log. The row already holds the change, so a

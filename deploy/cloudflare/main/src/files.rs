@@ -10,7 +10,7 @@ use openma_core::ports::BlobError;
 use openma_types::ListPage;
 use openma_types::files::DeletedFile;
 use openma_types::query::{FileFilter, PageParams};
-use openma_worker_common::files::WorkerFiles;
+use openma_worker_common::files::{WorkerFiles, max_file_bytes};
 use openma_worker_common::r2::SendStream;
 use worker::{Env, Method, Response};
 
@@ -48,14 +48,6 @@ pub async fn route(req: &mut ApiRequest, env: &Env, tenant: &TenantId, rest: &[&
     Some(result)
 }
 
-/// `OPENMA_MAX_FILE_MB` (as on the native server), default 500 MiB. Cloudflare's own request
-/// size limit for the account's plan applies first.
-fn max_file_bytes(env: &Env) -> u64 {
-    env.var("OPENMA_MAX_FILE_MB")
-        .ok()
-        .and_then(|v| v.to_string().trim().parse::<u64>().ok())
-        .map_or(openma_core::files::DEFAULT_MAX_FILE_BYTES, |mb| mb.saturating_mul(1024 * 1024))
-}
 
 fn multipart_error(e: multer::Error) -> ApiError {
     match e {

@@ -5,13 +5,15 @@
 //! worker authenticates the request, loads the session row and forwards the events (with
 //! the row, so the object runs the latest agent snapshot) through the Durable Object
 //! binding `SESSIONS` (`openma_worker_common::sessions`, shared with `openma-integrations`,
-//! which also says what the Workers refuse).
+//! which also says what the Workers refuse). `/resources` mounts and unmounts files through
+//! the core's session file service; the object lays them into the sandbox.
 
 use openma_core::platform::ListParams;
 use openma_core::ports::SessionFilter;
 use openma_core::sessions::{Sessions, threads};
 use openma_core::TenantId;
 use openma_types::query::{ArchivedParam, CreatedFilter, PageParams, SessionListParams};
+use openma_types::files::{DeletedSessionResource, FileResourceParams, UpdateSessionResourceRequest};
 use openma_types::sessions::{CreateSessionRequest, UpdateSessionRequest};
 use openma_types::{BidiPage, Deleted, ListPage};
 use openma_types::events::SendEventsRequest;
@@ -100,6 +102,31 @@ pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, 
             stream_events(req, env, tenant, id).await
         }
         .await,
+        (Method::Post, [id, "resources"]) => async {
+            let params: FileResourceParams = req.body().await?;
+            let (resource, _) = worker_sessions.session_files(db).add_file_resource(tenant, id, &params).await?;
+            changed_files(env, req, &sessions, tenant, id).await;
+            json(resource)
+        }
+        .await,
+        (Method::Get, [id, "resources"]) => async {
+            let page: PageParams = req.query()?;
+            let p = worker_sessions.session_files(db).list_session_resources(tenant, id, page.limit, page.page.as_deref()).await?;
+            json(ListPage { data: p.data, next_page: p.next_page })
+        }
+        .await,
+        (Method::Get, [id, "resources", resource]) => async { json(worker_sessions.session_files(db).get_session_resource(tenant, id, resource).await?) }.await,
+        (Method::Post, [id, "resources", resource]) => async {
+            let body: UpdateSessionResourceRequest = req.body().await?;
+            json(worker_sessions.session_files(db).update_session_resource(tenant, id, resource, &body.authorization_token).await?)
+        }
+        .await,
+        (Method::Delete, [id, "resources", resource]) => async {
+            worker_sessions.session_files(db).delete_session_resource(tenant, id, resource).await?;
+            changed_files(env, req, &sessions, tenant, id).await;
+            json(DeletedSessionResource { id: (*resource).to_owned(), tag: Default::default() })
+        }
+        .await,
         // a single-agent session's one thread, the primary, mirrors the session
         (Method::Get, [id, "threads"]) => async {
             let session = sessions.get(tenant, id).await?;
@@ -130,6 +157,16 @@ pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, 
         _ => return None,
     };
     Some(result)
+}
+
+/// Tells the session's object its mounted files changed (it lays them into the sandbox
+/// before its next tool runs). The row holds the change: should the object not hear of it
+/// now, the next events sent to it carry the row.
+async fn changed_files(env: &Env, req: &ApiRequest, sessions: &Sessions<'_>, tenant: &TenantId, id: &str) {
+    let told = async { SessionObject::new(env, tenant, id, &req.request_id)?.remember(tenant, &sessions.load(tenant, id).await?).await }.await;
+    if let Err(e) = told {
+        worker::console_error!("{}: session {id}: its object did not hear of the changed files: {}", req.request_id, e.message());
+    }
 }
 
 /// The session's event list, from its SessionDO.

@@ -1,0 +1,156 @@
+//! The session's files in its sandbox: the files mounted through the API, laid into the
+//! server's `uploads/` (the sandbox's read-only `/mnt/session/uploads`) before a tool runs,
+//! and the outputs the agent leaves in `/mnt/session/outputs`, taken into the Files API
+//! (scoped to the session) from the workspace's pack at the end of each writing turn.
+//!
+//! Both travel as the sandbox server's packs (tar + gzip of the session directory): a pack
+//! of `uploads/` alone, laid over the session with `mode=mounts`, makes the directory
+//! exactly what the session mounts now (a file unmounted since is gone).
+
+use std::io::Read;
+
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use futures::StreamExt;
+use openma_core::files::{UPLOADS_ROOT, OUTPUTS_PER_SESSION, StoredFile};
+use openma_core::ports::ByteStream;
+use openma_core::{DomainError, TenantId};
+use openma_types::files::FileResource;
+use openma_types::sessions::SessionResource;
+use openma_worker_common::d1::D1;
+use openma_worker_common::errors::ApiError;
+use openma_worker_common::sessions::WorkerSessions;
+use sha2::{Digest, Sha256};
+use worker::{Env, Result};
+
+use crate::session::Meta;
+
+fn failed(e: impl std::fmt::Display) -> worker::Error {
+    worker::Error::RustError(e.to_string())
+}
+
+fn api(e: ApiError) -> worker::Error {
+    failed(e.message())
+}
+
+/// The files the session mounts now.
+pub fn mounted(meta: &Meta) -> Vec<&FileResource> {
+    meta.session.resources.iter().filter_map(|r| if let SessionResource::File(f) = r { Some(f) } else { None }).collect()
+}
+
+/// What the mounts are, to tell whether the server has them laid already.
+pub fn fingerprint(mounts: &[&FileResource]) -> String {
+    mounts.iter().map(|r| format!("{}\t{}\n", r.mount_path, r.file_id)).collect()
+}
+
+/// The pack of `uploads/` holding the session's mounted files, their bytes read from R2.
+pub async fn mounts_pack(env: &Env, tenant: &str, mounts: &[&FileResource]) -> Result<Vec<u8>> {
+    let tenant = TenantId::from_trusted(tenant.to_owned());
+    let db = D1::new(env.d1("DB")?);
+    let sessions = WorkerSessions::new(env).map_err(api)?;
+    let files = sessions.session_files(&db).files;
+    let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+    let mut dirs = std::collections::BTreeSet::new();
+    dir(&mut tar, "uploads")?;
+    for r in mounts {
+        // an unmounted file's copy is gone with its resource; a resource without one is skipped
+        let Some(file) = files.store.get_file(&tenant, &r.file_id).await.map_err(failed)? else { continue };
+        let rel = r.mount_path.strip_prefix(UPLOADS_ROOT).and_then(|p| p.strip_prefix('/')).ok_or_else(|| failed(format!("`{}` is not below {UPLOADS_ROOT}", r.mount_path)))?;
+        let mut parent = String::from("uploads");
+        for part in rel.split('/').rev().skip(1).collect::<Vec<_>>().into_iter().rev() {
+            parent = format!("{parent}/{part}");
+            if dirs.insert(parent.clone()) {
+                dir(&mut tar, &parent)?;
+            }
+        }
+        let bytes = collect(files.file_bytes(&file).await.map_err(failed)?).await?;
+        let mut header = header(tar::EntryType::Regular, bytes.len() as u64, 0o444);
+        header.set_mtime(file.meta.created_at.as_micros().max(0) as u64 / 1_000_000);
+        tar.append_data(&mut header, format!("uploads/{rel}"), bytes.as_slice()).map_err(failed)?;
+    }
+    tar.into_inner().and_then(GzEncoder::finish).map_err(failed)
+}
+
+/// An entry owned by root (the server unpacks ownership too; uploads are root's, read-only
+/// to the session).
+fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_size(size);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    header
+}
+
+fn dir(tar: &mut tar::Builder<GzEncoder<Vec<u8>>>, path: &str) -> Result<()> {
+    tar.append_data(&mut header(tar::EntryType::Directory, 0, 0o755), format!("{path}/"), std::io::empty()).map_err(failed)
+}
+
+async fn collect(mut body: ByteStream) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        bytes.extend(chunk.map_err(failed)?);
+    }
+    Ok(bytes)
+}
+
+/// The regular files below `outputs/` in a pack of the session, by path below it (links
+/// and other special entries are not outputs).
+pub fn outputs(pack: &[u8], max_bytes: u64) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut archive = tar::Archive::new(GzDecoder::new(pack));
+    let mut out = Vec::new();
+    for entry in archive.entries().map_err(failed)? {
+        let mut entry = entry.map_err(failed)?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let path = entry.path().map_err(failed)?.to_string_lossy().into_owned();
+        let Some(rel) = path.strip_prefix("outputs/").filter(|r| !r.is_empty()) else { continue };
+        let rel = rel.to_owned();
+        if entry.size() > max_bytes {
+            worker::console_warn!("sandbox: output {rel} is larger than the file limit ({} bytes); not captured", entry.size());
+            continue;
+        }
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry.read_to_end(&mut bytes).map_err(failed)?;
+        out.push((rel, bytes));
+        if out.len() as i64 > OUTPUTS_PER_SESSION {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Takes the outputs in `pack` into the Files API: new files, and files whose bytes changed
+/// since the last capture (the native `OutputCapture`'s rule). How many were taken.
+pub async fn capture_outputs(env: &Env, meta: &Meta, pack: &[u8]) -> Result<usize> {
+    let max_bytes = openma_worker_common::files::max_file_bytes(env);
+    let found = outputs(pack, max_bytes)?;
+    if found.is_empty() {
+        return Ok(0);
+    }
+    let tenant = TenantId::from_trusted(meta.tenant.clone());
+    let sid = &meta.session.id;
+    let db = D1::new(env.d1("DB")?);
+    let sessions = WorkerSessions::new(env).map_err(api)?;
+    let files = sessions.session_files(&db);
+    let previous: Vec<StoredFile> = files.session_outputs(&tenant, sid).await.map_err(failed)?;
+    let mut taken = 0;
+    for (rel, bytes) in found {
+        let prev = previous.iter().find(|f| f.path.as_deref() == Some(rel.as_str()));
+        let sha: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        if prev.is_some_and(|p| p.sha256 == sha) {
+            continue;
+        }
+        let body: ByteStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
+        match files.capture_output(&tenant, sid, &rel, prev, body, max_bytes).await {
+            Ok(Some(_)) => taken += 1,
+            Ok(None) => {}
+            Err(DomainError::Invalid { message, .. }) => worker::console_warn!("sandbox: session {sid}: output {rel} not captured: {message}"),
+            Err(e) => return Err(failed(e)),
+        }
+    }
+    Ok(taken)
+}

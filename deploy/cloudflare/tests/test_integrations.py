@@ -54,6 +54,11 @@ def sessions_of(a: anthropic.Anthropic) -> list:
     return list(a.beta.sessions.list(limit=100))
 
 
+def slack_says(call: dict, text: str) -> bool:
+    """A message of the thread now says `text` (posted, or a progress message updated)."""
+    return call["path"] in ("/slack/chat.postMessage", "/slack/chat.update") and call["body"].get("text") == text
+
+
 def test_a_slack_thread_drives_one_session_and_gets_its_answers_and_buttons(deployment, workers, fake_model, providers):
     a = anthropic.Anthropic(api_key=KEY_A, base_url=workers.base_url, timeout=30.0)
     agent = a.beta.agents.create(name="slack-agent", model="claude-sonnet-4-5", tools=[
@@ -80,13 +85,16 @@ def test_a_slack_thread_drives_one_session_and_gets_its_answers_and_buttons(depl
     assert deliver(workers.base_url, events_path, challenge, slack_signed(challenge, at=int(time.time()) - 600)).status_code == 401
     assert deliver(workers.base_url, "/integrations/slack/intg_nope/events", challenge, slack_signed(challenge)).status_code == 404
 
-    # a mention starts the thread's session; the answer is posted into the thread
+    # a mention starts the thread's session; a progress message is posted into the thread as
+    # the turn begins and becomes the answer
     script(fake_model, [{"kind": "message", "blocks": [{"type": "text", "text": "Hello from the Workers."}]}])
     first = mention("Ev1", "1700000000.000100", "<@UAPP> hello")
     assert deliver(workers.base_url, events_path, first, slack_signed(first)).status_code == 200
-    answer = providers.wait_for(lambda c: c["path"] == "/slack/chat.postMessage" and c["body"].get("text") == "Hello from the Workers.", "answer")
-    assert answer["body"]["channel"] == "C42" and answer["body"]["thread_ts"] == "1700000000.000100"
-    assert answer["authorization"] == f"Bearer {BOT_TOKEN}"
+    working = providers.wait_for(lambda c: c["path"] == "/slack/chat.postMessage" and "Working on it" in c["body"].get("text", ""), "progress")
+    assert working["body"]["channel"] == "C42" and working["body"]["thread_ts"] == "1700000000.000100"
+    answer = providers.wait_for(lambda c: slack_says(c, "Hello from the Workers."), "answer")
+    assert answer["path"] == "/slack/chat.update" and answer["body"]["channel"] == "C42"
+    assert answer["authorization"] == working["authorization"] == f"Bearer {BOT_TOKEN}"
     [session] = sessions_of(a)
     assert session.metadata["integration_id"] == integration["id"] and session.metadata["slack_thread_ts"] == "1700000000.000100"
     said = [e for e in a.beta.sessions.events.list(session.id) if e.type == "user.message"]
@@ -113,7 +121,7 @@ def test_a_slack_thread_drives_one_session_and_gets_its_answers_and_buttons(depl
     form_type = "application/x-www-form-urlencoded"
     assert deliver(workers.base_url, clicks_path, form, slack_signed(form, secret="wrong"), form_type).status_code == 401
     assert deliver(workers.base_url, clicks_path, form, slack_signed(form), form_type).status_code == 200
-    providers.wait_for(lambda c: c["path"] == "/slack/chat.postMessage" and c["body"].get("text") == "It printed confirmed-42.", "the answer after Allow")
+    providers.wait_for(lambda c: slack_says(c, "It printed confirmed-42."), "the answer after Allow")
     assert len(sessions_of(a)) == 1
     result = [e for e in a.beta.sessions.events.list(session.id, limit=1000) if e.type == "agent.tool_result"]
     assert "confirmed-42" in result[-1].model_dump_json(), result

@@ -16,6 +16,15 @@ use super::{ProviderApi, slack_thread_key, thread_session_request};
 /// Oldest request timestamp accepted, in seconds (Slack's own recommendation).
 const MAX_SKEW_S: i64 = 300;
 pub const ALLOW: &str = "openma_allow";
+/// What a thread's progress message says while a turn runs, after the agent's messages so far.
+pub const WORKING: &str = "_Working on it…_";
+/// Fewest milliseconds between two updates of a progress message (Slack's rate limits).
+pub const UPDATE_EVERY_MS: u64 = 1_000;
+
+/// A progress message's text: the agent's messages so far, then [`WORKING`].
+pub fn progress_text(so_far: &str) -> String {
+    if so_far.trim().is_empty() { WORKING.to_owned() } else { format!("{so_far}\n\n{WORKING}") }
+}
 pub const DENY: &str = "openma_deny";
 
 /// Why a request was refused before anything was read from it.

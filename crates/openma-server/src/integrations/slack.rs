@@ -135,15 +135,12 @@ fn progress() -> &'static std::sync::Mutex<std::collections::HashMap<String, Pro
     PROGRESS.get_or_init(Default::default)
 }
 
-const WORKING: &str = "_Working on it…_";
-/// Fewest milliseconds between two updates of a progress message (Slack's rate limits).
-const UPDATE_EVERY_MS: u128 = 1_000;
 
 /// Posts a progress message into the thread and keeps it updated with the agent's messages
 /// until the turn ends (then [`reply`] puts the answer in it).
 async fn stream_turn(app: &AppState, integration: &Integration, token: &str, session_id: &str, channel: &str, thread_ts: &str) -> Result<(), String> {
     let mut frames = app.runtime.hub(session_id).subscribe();
-    let ts = slack::post_message(&Api, integration, token, channel, thread_ts, WORKING, None).await?;
+    let ts = slack::post_message(&Api, integration, token, channel, thread_ts, slack::WORKING, None).await?;
     let slot: Progress = std::sync::Arc::new(tokio::sync::Mutex::new(Some((channel.to_owned(), ts))));
     let earlier = progress().lock().unwrap_or_else(|e| e.into_inner()).insert(session_id.to_owned(), slot.clone());
     // a message that arrived while a turn ran: that turn's progress message points here
@@ -171,10 +168,10 @@ async fn stream_turn(app: &AppState, integration: &Integration, token: &str, ses
                         text.push_str("\n\n");
                     }
                     text.push_str(&t);
-                    if last.elapsed().as_millis() >= UPDATE_EVERY_MS {
+                    if last.elapsed().as_millis() >= u128::from(slack::UPDATE_EVERY_MS) {
                         let held = slot.lock().await;
                         let Some((channel, ts)) = held.as_ref() else { break };
-                        let _ = slack::update_message(&Api, &integration, &token, channel, ts, &format!("{text}\n\n{WORKING}")).await;
+                        let _ = slack::update_message(&Api, &integration, &token, channel, ts, &slack::progress_text(&text)).await;
                         last = std::time::Instant::now();
                     }
                 }

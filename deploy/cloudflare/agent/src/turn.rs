@@ -357,6 +357,7 @@ pub async fn run(object: &SessionDO) -> Result<()> {
             }
             SessionStatus::Running => {}
         }
+        crate::integrations::turn_progress(object, &meta).await;
         let start = turn_start(&log);
         if let Some(id) = storage.get::<String>(INTERRUPT).await? {
             return interrupted(object, &meta, id, &log).await;

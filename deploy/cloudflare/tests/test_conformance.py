@@ -307,7 +307,8 @@ def test_builtin_tools_run_in_the_sessions_sandbox_and_its_workspace_outlives_th
     here the stand-in at OPENMA_SANDBOX_URL): started while the first model call runs, with
     the environment's network policy, the shell kept between turns. The workspace is kept in
     R2 after each turn that changed it, so a sandbox that starts without the session — a new
-    container — gets it back; deleting the session ends its sandbox and the snapshot."""
+    container — gets it back; deleting the session ends its sandbox and the snapshot. The
+    sandbox's time goes to the ledger."""
     import httpx2
 
     a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
@@ -340,6 +341,11 @@ def test_builtin_tools_run_in_the_sessions_sandbox_and_its_workspace_outlives_th
     assert all(r.is_error is False for r in results), [result_text(r) for r in results]
     assert "hi from __main__" in result_text(results[1]) and "hi.py" in result_text(results[3])
     assert (held / "workspace" / "hi.py").read_text() == "print('bye from', __name__)\n"
+    # the sandbox's time is in the ledger, sourced by the command that spent it (the file
+    # tools report none)
+    metered = json.loads(deployment.d1(f"SELECT kind, source, quantity FROM ledger_entries WHERE session_id = '{session.id}' AND kind LIKE 'sandbox_%'"))[0]["results"]
+    walls = [r for r in metered if r["kind"] == "sandbox_wall_ms"]
+    assert [r["source"] for r in walls] == [uses[1].id] and walls[0]["quantity"] > 0, metered
 
     # the shell stays between turns
     script(fake_model, [tool_use("bash", {"command": "pwd; echo mood=$MOOD"}), {"kind": "message", "blocks": [{"type": "text", "text": "again"}]}])

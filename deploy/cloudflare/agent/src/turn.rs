@@ -15,7 +15,7 @@ use futures::future::Either;
 use openma_core::harness::projection;
 use openma_core::harness::retry::RetryPolicy;
 use openma_core::harness::step::{self, Accumulator, Pending, Step};
-use openma_core::harness::tools::{Capabilities, ToolPlan};
+use openma_core::harness::tools::{Capabilities, SandboxUsage, ToolPlan};
 use openma_core::model::{ModelError, ModelEvent, TransientKind};
 use openma_core::ledger;
 use openma_core::ports::{LedgerStore, SessionStore, StoredEvent};
@@ -198,6 +198,14 @@ async fn run_tools(object: &SessionDO, meta: &Meta, log: &[StoredEvent], ids: Ve
             environment_id: meta.session.environment_id.clone(),
         };
         let Some(out) = interruptible(object, sandbox.run(object, meta, name, &call)).await else { return Ok(()) };
+        if let Some(u) = out.usage {
+            // the sandbox's time, billed before the result is recorded (idempotent on the tool use)
+            let session = &meta.session;
+            let subject = ledger::Subject { session_id: &session.id, agent_id: &session.agent.id, model: &session.agent.model.id };
+            let usage = SandboxUsage { wall_ms: u.wall_ms, cpu_ms: u.cpu_ms };
+            let rows = ledger::sandbox(&subject, &PriceSchedule::default(), &usage, &id, object.now(), || WorkerIds.new_id("led"));
+            D1::new(object.env.d1("DB")?).insert_ledger(&TenantId::from_trusted(meta.tenant.clone()), &rows).await.map_err(store)?;
+        }
         let result = EventPayload::AgentToolResult { tool_use_id: id, content: out.content, is_error: out.is_error };
         emit(object, vec![result.into()]).await?;
     }

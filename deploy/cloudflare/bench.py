@@ -16,12 +16,16 @@ session's Durable Object, whose alarm calls the model with fetch and appends the
 to its SQLite), then a turn in which the model calls `bash` once (`echo hi`) before it
 answers: the native server runs it in its own bubblewrap sandbox, the worker on an
 `openma-sandbox-server` over loopback (the program its container runs; Containers need
-Docker, absent here). Last, `POST /v1/files` of a 1 MiB file (multipart; the native server
+Docker, absent here); then a turn of a session with a mounted file whose `bash` call sorts it
+into a new output (the native server takes it from the sandbox's outputs at the turn's end;
+the worker's SessionDO lays the mount into the sandbox server, and at the turn's end reads
+the output from the workspace pack it keeps in R2 — both before the session is idle).
+Then `POST /v1/files` of a 1 MiB file (multipart; the native server
 streams it to its blob directory, the worker to local R2) and `GET /v1/files/{id}/content`
 of it. Last, a Slack thread: a signed `app_mention` in a new thread, POSTed to the
-integration's events URL, until the answer reaches the fake Slack API's
-`chat.postMessage` for that thread (the session created, the turn run, the answer
-posted; on the workers: openma-main → openma-integrations → the SessionDO, which posts).
+integration's events URL, until the answer reaches the fake Slack API (the thread's progress
+message updated to it: the session created, the turn run, the answer posted; on the
+workers: openma-main → openma-integrations → the SessionDO, which posts).
 """
 
 from __future__ import annotations
@@ -123,7 +127,7 @@ def measure_slack_threads(base: str, headers: dict[str, str], agent_id: str, sla
             t = time.perf_counter()
             sent = c.post(path, content=body.encode(), headers={"content-type": "application/json", **slack_signed(body)})
             assert sent.status_code == 200, sent.text
-            # the answer: posted into the thread (workers), or the progress message updated to it (native)
+            # the answer: the thread's progress message updated to it
             slack.wait_for(lambda call: call["body"].get("text") == "ok", f"the answer in thread {ts}", timeout=30.0, since=before)
             if i >= 3:
                 out.append((time.perf_counter() - t) * 1000)
@@ -196,6 +200,15 @@ def main() -> None:
                 script(fake_url, [bash, text] * (a.turns + 5))
                 xs = measure_turns(base, auth, session, a.turns)
                 rows.setdefault("turn with a bash call", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
+                # a mounted file read and an output left each turn (new bytes: taken each time)
+                data = httpx2.post(f"{base}/v1/files", files={"file": ("in.csv", b"b,2\na,1\n" * 64, "text/csv")}, headers=auth, timeout=30.0).json()["id"]
+                session = httpx2.post(f"{base}/v1/sessions", json={"agent": coder, "environment_id": env, "resources": [{"type": "file", "file_id": data, "mount_path": "/in.csv"}]},
+                                      headers=auth, timeout=30.0).json()["id"]
+                write = {"kind": "message", "blocks": [{"type": "tool_use", "name": "bash", "input": {
+                    "command": "mkdir -p /mnt/session/outputs && (date +%s%N; sort /mnt/session/uploads/in.csv) > /mnt/session/outputs/sorted.csv"}}]}
+                script(fake_url, [write, text] * (a.turns + 5))
+                xs = measure_turns(base, auth, session, a.turns)
+                rows.setdefault("turn leaving an output", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
                 up, down = measure_files(base, auth, a.files, 1024 * 1024)
                 rows.setdefault("upload 1 MiB file", []).append((pct(up, 0.5), pct(up, 0.99), statistics.mean(up)))
                 rows.setdefault("download 1 MiB file", []).append((pct(down, 0.5), pct(down, 0.99), statistics.mean(down)))

@@ -26,6 +26,10 @@ use worker::{Env, Result};
 
 use crate::session::Meta;
 
+/// The most bytes of mounted files laid into a sandbox: the pack is built in the object's
+/// memory (128 MB on Cloudflare), unlike the native server, which copies them file by file.
+const MAX_MOUNTED_BYTES: u64 = 64 * 1024 * 1024;
+
 fn failed(e: impl std::fmt::Display) -> worker::Error {
     worker::Error::RustError(e.to_string())
 }
@@ -50,12 +54,23 @@ pub async fn mounts_pack(env: &Env, tenant: &str, mounts: &[&FileResource]) -> R
     let db = D1::new(env.d1("DB")?);
     let sessions = WorkerSessions::new(env).map_err(api)?;
     let files = sessions.session_files(&db).files;
+    let mut copies = Vec::new();
+    for r in mounts {
+        // an unmounted file's copy is gone with its resource; a resource without one is skipped
+        if let Some(file) = files.store.get_file(&tenant, &r.file_id).await.map_err(failed)? {
+            copies.push((r, file));
+        }
+    }
+    let total: u64 = copies.iter().map(|(_, f)| f.meta.size_bytes).sum();
+    if total > MAX_MOUNTED_BYTES {
+        return Err(failed(format!(
+            "the session mounts {total} bytes of files; a sandbox on the Workers takes at most {MAX_MOUNTED_BYTES} (unmount some through /v1/sessions/{{id}}/resources)"
+        )));
+    }
     let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
     let mut dirs = std::collections::BTreeSet::new();
     dir(&mut tar, "uploads")?;
-    for r in mounts {
-        // an unmounted file's copy is gone with its resource; a resource without one is skipped
-        let Some(file) = files.store.get_file(&tenant, &r.file_id).await.map_err(failed)? else { continue };
+    for (r, file) in copies {
         let rel = r.mount_path.strip_prefix(UPLOADS_ROOT).and_then(|p| p.strip_prefix('/')).ok_or_else(|| failed(format!("`{}` is not below {UPLOADS_ROOT}", r.mount_path)))?;
         let mut parent = String::from("uploads");
         for part in rel.split('/').rev().skip(1).collect::<Vec<_>>().into_iter().rev() {

@@ -248,10 +248,13 @@ async fn keep_workspace(object: &SessionDO, meta: &Meta) -> Result<()> {
     }
     let Some(sandbox) = Sandbox::of(object, &meta.tenant, &meta.session.id).await? else { return Ok(()) };
     let pack = sandbox.snapshot(object).await?;
+    let taken = match &pack {
+        Some(pack) => crate::session_files::capture_outputs(&object.env, meta, pack).await?,
+        None => 0,
+    };
+    // only now: a failure above leaves the mark, and the next turn's end tries again
     storage.delete(sandbox::DIRTY).await?;
-    let Some(pack) = pack else { return Ok(()) };
-    let taken = crate::session_files::capture_outputs(&object.env, meta, &pack).await?;
-    worker::console_log!("sandbox: session {} workspace kept ({} bytes, {taken} outputs taken)", meta.session.id, pack.len());
+    worker::console_log!("sandbox: session {} workspace kept ({} bytes, {taken} outputs taken)", meta.session.id, pack.map_or(0, |p| p.len()));
     Ok(())
 }
 

@@ -315,7 +315,8 @@ pub fn resource_params(resources: &[Value]) -> DomainResult<ResourceParams> {
     Ok(out)
 }
 
-fn file_resources(s: &Session) -> impl Iterator<Item = &FileResource> {
+/// The files a session mounts.
+pub fn file_resources(s: &Session) -> impl Iterator<Item = &FileResource> {
     s.resources.iter().filter_map(|r| match r {
         SessionResource::File(f) => Some(f),
         SessionResource::MemoryStore(_) | SessionResource::GitHubRepository(_) => None,

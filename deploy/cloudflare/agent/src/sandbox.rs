@@ -214,7 +214,7 @@ impl Sandbox {
     /// Makes the server's `uploads/` what the session mounts now, unless this object laid
     /// exactly that since the server last opened the session fresh.
     async fn lay_mounts(&self, object: &SessionDO, meta: &Meta) -> std::result::Result<(), Refusal> {
-        let mounts = session_files::mounted(meta);
+        let mounts: Vec<_> = openma_core::files::file_resources(&meta.session).collect();
         let now = session_files::fingerprint(&mounts);
         if object.mounts_laid.borrow().as_deref() == Some(now.as_str()) {
             return Ok(());

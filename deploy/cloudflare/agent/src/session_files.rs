@@ -17,9 +17,9 @@ use openma_core::files::{UPLOADS_ROOT, OUTPUTS_PER_SESSION, StoredFile};
 use openma_core::ports::ByteStream;
 use openma_core::{DomainError, TenantId};
 use openma_types::files::FileResource;
-use openma_types::sessions::SessionResource;
 use openma_worker_common::d1::D1;
 use openma_worker_common::errors::ApiError;
+use openma_worker_common::files::WorkerFiles;
 use openma_worker_common::sessions::WorkerSessions;
 use sha2::{Digest, Sha256};
 use worker::{Env, Result};
@@ -38,11 +38,6 @@ fn api(e: ApiError) -> worker::Error {
     failed(e.message())
 }
 
-/// The files the session mounts now.
-pub fn mounted(meta: &Meta) -> Vec<&FileResource> {
-    meta.session.resources.iter().filter_map(|r| if let SessionResource::File(f) = r { Some(f) } else { None }).collect()
-}
-
 /// What the mounts are, to tell whether the server has them laid already.
 pub fn fingerprint(mounts: &[&FileResource]) -> String {
     mounts.iter().map(|r| format!("{}\t{}\n", r.mount_path, r.file_id)).collect()
@@ -51,9 +46,8 @@ pub fn fingerprint(mounts: &[&FileResource]) -> String {
 /// The pack of `uploads/` holding the session's mounted files, their bytes read from R2.
 pub async fn mounts_pack(env: &Env, tenant: &str, mounts: &[&FileResource]) -> Result<Vec<u8>> {
     let tenant = TenantId::from_trusted(tenant.to_owned());
-    let db = D1::new(env.d1("DB")?);
-    let sessions = WorkerSessions::new(env).map_err(api)?;
-    let files = sessions.session_files(&db).files;
+    let worker_files = WorkerFiles::new(env).map_err(api)?;
+    let files = worker_files.files();
     let mut copies = Vec::new();
     for r in mounts {
         // an unmounted file's copy is gone with its resource; a resource without one is skipped

@@ -4,6 +4,7 @@
 //! signing secret and the credential (Slack bot token, GitHub App private key, Linear
 //! token) are sealed at rest, each bound to its integration and field.
 
+pub mod github;
 pub mod linear;
 pub mod signatures;
 pub mod slack;
@@ -26,6 +27,11 @@ const PURPOSE: &str = "integration";
 pub trait ProviderApi: Send + Sync {
     /// POSTs JSON with an `Authorization` header; the answer's JSON (a non-2xx is an error).
     async fn post_json(&self, url: &str, authorization: &str, body: &serde_json::Value) -> Result<serde_json::Value, String>;
+    /// GETs JSON with an `Authorization` header; the answer's JSON (a non-2xx is an error).
+    async fn get_json(&self, url: &str, authorization: &str) -> Result<serde_json::Value, String>;
+    /// RSASSA-PKCS1-v1_5 with SHA-256 of `input` by a PKCS#8 RSA key (a GitHub App's JWT):
+    /// ring natively, WebCrypto in a Worker.
+    async fn sign_rs256(&self, pkcs8_der: &[u8], input: &[u8]) -> Result<Vec<u8>, String>;
 }
 
 pub const SLACK_API: &str = "https://slack.com/api";

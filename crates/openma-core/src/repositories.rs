@@ -3,7 +3,8 @@
 //! is only ever in the request and the clone: never in the resource, the log or a row.
 
 use openma_types::Timestamp;
-use openma_types::sessions::{Checkout, GitHubRepositoryResource, GitHubRepositoryResourceParams};
+use openma_types::sandbox::RepositoryClone;
+use openma_types::sessions::{Checkout, GitHubRepositoryResource, GitHubRepositoryResourceParams, Session, SessionResource};
 
 use crate::error::{DomainError, DomainResult};
 
@@ -22,6 +23,33 @@ pub fn owner_repo(url: &str) -> Option<(&str, &str)> {
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
     };
     (name_ok(owner, 39) && name_ok(repo, 100) && !repo.ends_with(".git")).then_some((owner, repo))
+}
+
+/// The clones a new session's repositories need: each resource's URL, and its clone from
+/// the remote under `github_url` with the token of the create request's entry (same order).
+pub fn clones(github_url: &str, session: &Session, params: &[GitHubRepositoryResourceParams]) -> DomainResult<Vec<(String, RepositoryClone)>> {
+    let repos = session.resources.iter().filter_map(|r| match r {
+        SessionResource::GitHubRepository(g) => Some(g),
+        _ => None,
+    });
+    repos
+        .zip(params)
+        .map(|(r, p)| {
+            let (owner, name) = owner_repo(&r.url).ok_or_else(|| DomainError::invalid(format!("`{}` is not a GitHub repository URL", r.url)))?;
+            let clone = RepositoryClone {
+                remote: format!("{}/{owner}/{name}.git", github_url.trim_end_matches('/')),
+                checkout: r.checkout.clone(),
+                mount_path: r.mount_path.clone(),
+                token: p.authorization_token.as_ref().map(|t| t.0.clone()),
+            };
+            Ok((r.url.clone(), clone))
+        })
+        .collect()
+}
+
+/// A clone that failed: the caller's error (not found, refused token, unknown branch).
+pub fn cannot_clone(url: &str, clone: &RepositoryClone, why: &str) -> DomainError {
+    DomainError::invalid(format!("cannot clone {url} into {}: {why}", clone.mount_path))
 }
 
 fn check_checkout(c: &Checkout, at: &str) -> DomainResult<()> {

@@ -64,6 +64,7 @@ impl Server {
             .route("/v1/sessions/{id}/tools/{name}", post(run_tool))
             .route("/v1/sessions/{id}/state", put(put_state).get(get_state).layer(DefaultBodyLimit::disable()))
             .route("/v1/sessions/{id}/files", get(get_file).put(put_file))
+            .route("/v1/sessions/{id}/repositories", post(clone_repository))
             .layer(DefaultBodyLimit::max(MAX_FILE_BYTES))
             .route_layer(middleware::from_fn_with_state(self.clone(), authenticate));
         Router::new().route("/health", get(health)).merge(v1).fallback(not_found).with_state(self)
@@ -299,6 +300,24 @@ async fn put_file(
     let _guard = s.lock(&id).await;
     s.held(&id)?;
     s.sandboxes.write_file(&id, &q.path, body.to_vec()).await.map_err(ApiError::invalid)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn clone_repository(
+    State(s): State<Server>,
+    Path(id): Path<String>,
+    clone: Result<Json<wire::RepositoryClone>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(clone) = clone?;
+    // git's other transports (`file://`, `ext::`) would reach this server's own files or run commands
+    if !(clone.remote.starts_with("https://") || clone.remote.starts_with("http://")) {
+        return Err(ApiError::invalid("`remote` must be an http(s) URL"));
+    }
+    let _guard = s.lock(&id).await;
+    let dir = s.held(&id)?;
+    not_fresh(&dir)?;
+    s.sandboxes.clone_repository(&id, &clone).await.map_err(ApiError::invalid)?;
+    tracing::info!(session_id = %id, remote = %clone.remote, path = %clone.mount_path, "cloned a repository into the session");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -271,3 +271,25 @@ async fn a_session_opened_without_a_pack_gets_an_empty_workspace_and_its_network
     let (_, body) = r.tool("read", json!({"file_path": "/workspace/note.txt"})).await;
     assert!(text(&body).contains("kept"), "the files stay: {body}");
 }
+
+#[tokio::test]
+async fn a_clone_needs_a_held_session_an_http_remote_and_a_reachable_repository_and_its_token_is_not_echoed() {
+    let r = start().await;
+    let clone = |body: Value| r.http.post(format!("{}/v1/sessions/{SID}/repositories", r.base)).bearer_auth(TOKEN).json(&body).send();
+    let token = "ghs_never-echoed-0123456789";
+    let body = |remote: &str, mount: &str| json!({"remote": remote, "mount_path": mount, "token": token});
+    let unknown = clone(body("http://127.0.0.1:9/acme/app.git", "/workspace/app")).await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(unknown.json::<Value>().await.unwrap()["error"]["code"], "session_unknown");
+    let opened = r.http.put(format!("{}/v1/sessions/{SID}", r.base)).bearer_auth(TOKEN).json(&json!({})).send().await.unwrap();
+    assert_eq!(opened.status(), 201);
+    for (remote, why) in [("file:///etc", "http(s)"), ("ext::sh -c touch% /tmp/pwned", "http(s)"), ("http://127.0.0.1:9/acme/app.git", "127.0.0.1")] {
+        let refused = clone(body(remote, "/workspace/app")).await.unwrap();
+        assert_eq!(refused.status(), 400, "{remote}");
+        let text = refused.text().await.unwrap();
+        assert!(text.contains(why) && !text.contains(token), "{remote}: {text}");
+    }
+    assert!(!std::path::Path::new("/tmp/pwned").exists());
+    let unknown_field = clone(json!({"remote": "https://github.com/a/b.git", "mount_path": "/workspace/b", "depth": 1})).await.unwrap();
+    assert_eq!(unknown_field.status(), 400, "unknown fields are refused");
+}

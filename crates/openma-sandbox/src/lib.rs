@@ -31,6 +31,7 @@ mod output;
 mod packages;
 mod paths;
 mod procs;
+mod repos;
 mod shell;
 mod stdio;
 mod tools;

@@ -16,6 +16,8 @@
 //!   what changed since and the paths gone (`delta`, see `openma_sandbox::archive::pack_delta`),
 //!   or `204` when nothing did. [`STATE_TOKEN`] names this answer for the next `since`.
 //! - `GET|PUT /v1/sessions/{id}/files?path=/workspace/…` — one file's bytes.
+//! - `POST /v1/sessions/{id}/repositories` — [`RepositoryClone`]: clone a git repository into
+//!   the session's workspace (a `github_repository` resource); `400` when it cannot be.
 //! - `DELETE /v1/sessions/{id}` — end the shell and delete the session's files.
 //! - `GET  /v1/sessions` — [`Running`]: the sessions whose sandboxes run now (for a tenant's
 //!   limit on running sandboxes, kept by the control plane).
@@ -45,6 +47,35 @@ pub struct SessionOpen {
     /// The agent's MCP servers (their hosts are reachable when `networking` allows MCP servers).
     #[serde(default)]
     pub mcp_servers: Vec<crate::agents::McpServer>,
+}
+
+/// `POST /v1/sessions/{id}/repositories`: a `github_repository` resource to clone into a
+/// session the server holds. The server runs git itself, outside the session's sandbox, with
+/// the token as an HTTP header: it never reaches the shell, a command line, `.git/config` or
+/// a log line.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryClone {
+    /// The git remote: `<GitHub's URL>/<owner>/<repo>.git`.
+    pub remote: String,
+    #[serde(default)]
+    pub checkout: Option<crate::sessions::Checkout>,
+    /// Where the clone goes, below `/workspace`.
+    pub mount_path: String,
+    /// The installation or personal access token the remote is asked with.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for RepositoryClone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepositoryClone")
+            .field("remote", &self.remote)
+            .field("checkout", &self.checkout)
+            .field("mount_path", &self.mount_path)
+            .field("token", &self.token.as_ref().map(|_| "[write-only]"))
+            .finish()
+    }
 }
 
 /// One tool run.

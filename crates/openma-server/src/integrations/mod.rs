@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use openma_core::harness::input::Input;
 use openma_core::integrations::turns::{TurnSummary, truncate};
-use openma_core::integrations::{Delivered, ProviderApi, linear as core_linear, open_secrets, slack as core_slack};
+use openma_core::integrations::{Delivered, ProviderApi, github as core_github, linear as core_linear, open_secrets, slack as core_slack};
 use openma_core::ports::EventQuery;
 use openma_core::{DomainError, Platform, TenantId};
 use openma_types::integrations::{Integration, IntegrationProvider};
@@ -143,7 +143,7 @@ impl Replies {
         let integration = &stored.integration;
         match integration.provider {
             IntegrationProvider::Slack => slack::reply(integration, &credential, &thread, session_id, &turn).await,
-            IntegrationProvider::Github => github::reply(integration, &credential, &thread, &turn).await,
+            IntegrationProvider::Github => core_github::reply(&Api, integration, &credential, &thread, &turn, github::now()).await,
             IntegrationProvider::Linear => core_linear::reply(&Api, integration, &credential, &thread, &turn).await,
         }
     }
@@ -172,7 +172,7 @@ pub async fn check(app: &AppState, tenant: &TenantId, id: &str) -> Result<String
     let i = &stored.integration;
     match i.provider {
         IntegrationProvider::Slack => core_slack::check(&Api, i, &credential).await,
-        IntegrationProvider::Github => github::check(i, &credential).await,
+        IntegrationProvider::Github => core_github::check(&Api, i, &credential, github::now()).await,
         IntegrationProvider::Linear => core_linear::check(&Api, i, &credential).await,
     }
 }
@@ -184,6 +184,14 @@ pub(crate) struct Api;
 impl ProviderApi for Api {
     async fn post_json(&self, url: &str, authorization: &str, body: &Value) -> Result<Value, String> {
         post_json(url, authorization, body).await
+    }
+
+    async fn get_json(&self, url: &str, authorization: &str) -> Result<Value, String> {
+        get_json(url, authorization).await
+    }
+
+    async fn sign_rs256(&self, pkcs8_der: &[u8], input: &[u8]) -> Result<Vec<u8>, String> {
+        github::sign_rs256(pkcs8_der, input)
     }
 }
 

@@ -7,7 +7,7 @@
 //! reverse without a cycle.
 
 use openma_core::integrations::turns::TurnSummary;
-use openma_core::integrations::{linear, open_secrets, slack};
+use openma_core::integrations::{github, linear, open_secrets, slack};
 use openma_core::ports::IntegrationStore;
 use openma_core::secrets::{RootSecret, SecretBox};
 use openma_core::TenantId;
@@ -128,6 +128,6 @@ async fn reply(object: &SessionDO, meta: &Meta) -> Result<(), String> {
     match t.integration.provider {
         IntegrationProvider::Slack => slack::reply(&FetchApi, &t.integration, &t.credential, &t.thread, &meta.session.id, &turn, placeholder).await,
         IntegrationProvider::Linear => linear::reply(&FetchApi, &t.integration, &t.credential, &t.thread, &turn).await,
-        IntegrationProvider::Github => Err("GitHub integrations are not served on the Cloudflare Workers deployment".into()),
+        IntegrationProvider::Github => github::reply(&FetchApi, &t.integration, &t.credential, &t.thread, &turn, object.now().as_micros() / 1_000_000).await,
     }
 }

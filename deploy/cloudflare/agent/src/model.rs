@@ -26,11 +26,7 @@ pub struct ModelEndpoint {
     pub prices: Vec<openma_types::model_cards::ModelPriceOverride>,
 }
 
-/// A text binding (a secret, or a var from wrangler.jsonc or `.dev.vars`), unless empty.
-pub(crate) fn text(env: &Env, name: &str) -> Option<String> {
-    let value = env.secret(name).map(|s| s.to_string()).or_else(|_| env.var(name).map(|v| v.to_string()));
-    value.ok().filter(|s| !s.is_empty())
-}
+pub(crate) use openma_worker_common::text;
 
 impl ModelEndpoint {
     /// The endpoint for a tenant's `model` and the id to send it: the tenant's model card

@@ -12,10 +12,12 @@
 
 use std::time::Duration;
 
-use openma_core::TenantId;
 use openma_core::ports::EnvironmentStore;
+use openma_core::repositories::cannot_clone;
+use openma_core::{DomainError, TenantId};
 use openma_types::environments::EnvironmentConfig;
-use openma_types::sandbox::{ErrorEnvelope, SESSION_UNKNOWN, SessionOpen, TOOLS, ToolCall, ToolResult};
+use openma_types::sandbox::{ErrorEnvelope, RepositoryClone, SESSION_UNKNOWN, SessionOpen, TOOLS, ToolCall, ToolResult};
+use openma_worker_common::errors::ApiError;
 use openma_worker_common::d1::D1;
 use openma_worker_common::r2::BLOBS;
 use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, Response, Result};
@@ -256,6 +258,40 @@ impl Sandbox {
         }
         Ok(())
     }
+}
+
+/// Clones a new session's repositories into its workspace, and keeps the workspace in R2 at
+/// once (a container may stop before the first turn). The sandbox server runs git outside the
+/// session's sandbox with the token as a header; the token is in this request only. A clone
+/// that fails is the caller's error (400).
+pub async fn clone_repositories(object: &SessionDO, meta: &Meta, clones: &[(String, RepositoryClone)]) -> std::result::Result<(), ApiError> {
+    let backend = |e: worker::Error| ApiError::from(DomainError::Store(openma_core::StoreError::Backend(e.to_string())));
+    let Some(sandbox) = Sandbox::of(object, &meta.tenant, &meta.session.id).await.map_err(backend)? else {
+        return Err(DomainError::unsupported("`github_repository` resources on a deployment without a sandbox (no container binding nor OPENMA_SANDBOX_URL)").into());
+    };
+    let path = format!("/v1/sessions/{}/repositories", meta.session.id);
+    for (url, clone) in clones {
+        let body = serde_json::to_string(clone).map_err(|e| ApiError::new(500, e.to_string()))?;
+        let mut attempt = 0;
+        loop {
+            sandbox.prepare(object, meta).await.map_err(backend)?;
+            let mut r = sandbox.send(Method::Post, &path, Some(body.clone().into()), true).await.map_err(backend)?;
+            match refused(&mut r).await {
+                Ok(()) => break,
+                // a new container, or a server that lost its disk: opened again, once
+                Err(Refusal::Unknown) if attempt == 0 => object.sandbox_ready.set(false),
+                Err(Refusal::Unknown) => return Err(backend(Refusal::Unknown.into())),
+                Err(Refusal::Other(why)) => {
+                    let why = why.split_once(": ").map_or(why.as_str(), |(_, m)| m);
+                    return Err(cannot_clone(url, clone, why).into());
+                }
+            }
+            attempt += 1;
+        }
+        worker::console_log!("sandbox: session {}: cloned {url} into {}", meta.session.id, clone.mount_path);
+    }
+    sandbox.snapshot(object).await.map_err(backend)?;
+    Ok(())
 }
 
 /// Starts the container: `ctx.container.start({env, enableInternet})` as workerd documents

@@ -39,6 +39,9 @@ pub struct Forwarded {
     /// `session.status_terminated` on archive).
     #[serde(default)]
     pub note: Option<openma_types::events::EventPayload>,
+    /// A new session's repositories: each resource's URL and its clone (token included).
+    #[serde(default)]
+    pub clones: Vec<(String, openma_types::sandbox::RepositoryClone)>,
 }
 
 /// The session this object runs, as last forwarded.
@@ -99,6 +102,13 @@ impl DurableObject for SessionDO {
                     // a change not in the log (mounted files): the next tool run sees it
                     let f = forwarded(&mut req).await?;
                     self.remember(f.tenant, f.session).await.map_err(internal)?;
+                    Response::from_json(&serde_json::json!({})).map_err(internal)
+                }
+                (Method::Post, "/repositories") => {
+                    // a new session's repositories, cloned before anyone is handed the session
+                    let f = forwarded(&mut req).await?;
+                    let meta = self.remember(f.tenant, f.session).await.map_err(internal)?;
+                    crate::sandbox::clone_repositories(self, &meta, &f.clones).await?;
                     Response::from_json(&serde_json::json!({})).map_err(internal)
                 }
                 (Method::Post, "/archive") => {

@@ -20,3 +20,15 @@ pub mod provider_api;
 pub mod r2;
 pub mod root_secret;
 pub mod sessions;
+
+/// The optional tools this deployment can run: `web_search` once `OPENMA_SEARCH_URL` is set
+/// (agents enabling it are refused without one, as natively).
+pub fn capabilities(env: &worker::Env) -> openma_core::harness::tools::Capabilities {
+    openma_core::harness::tools::Capabilities { web_search: text(env, "OPENMA_SEARCH_URL").is_some() }
+}
+
+/// A text binding (a secret, or a var from wrangler.jsonc or `.dev.vars`), unless empty.
+pub fn text(env: &worker::Env, name: &str) -> Option<String> {
+    let value = env.secret(name).map(|s| s.to_string()).or_else(|_| env.var(name).map(|v| v.to_string()));
+    value.ok().filter(|s| !s.is_empty())
+}

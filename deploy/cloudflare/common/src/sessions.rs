@@ -3,9 +3,9 @@
 //! with them; `openma-integrations` starts and feeds the sessions of provider threads.
 //!
 //! What the Workers cannot do yet is refused with 400 `unsupported_feature`, never accepted
-//! and ignored: `github_repository` resources (cloned into the sandbox natively),
-//! environment packages and sandbox-run MCP servers, and
-//! `environment_variable` credentials.
+//! and ignored: environment packages and sandbox-run MCP servers, and
+//! `environment_variable` credentials. `github_repository` resources are cloned by the
+//! session's sandbox server before the session is handed out (see [`create`]).
 
 use async_trait::async_trait;
 use openma_core::agents::{Agents, SkillCheck};
@@ -84,11 +84,12 @@ impl SessionAttachments for WorkerAttachments {
 pub struct WorkerSessions {
     attachments: WorkerAttachments,
     limits: EnvironmentLimits,
+    capabilities: Capabilities,
 }
 
 impl WorkerSessions {
     pub fn new(env: &Env) -> Result<Self, ApiError> {
-        Ok(WorkerSessions { attachments: WorkerAttachments { files: WorkerFiles::new(env)? }, limits: EnvironmentLimits::SANDBOX_DEFAULTS })
+        Ok(WorkerSessions { attachments: WorkerAttachments { files: WorkerFiles::new(env)? }, limits: EnvironmentLimits::SANDBOX_DEFAULTS, capabilities: crate::capabilities(env) })
     }
 
     /// The core's service of session files (mounts, outputs) on `db` and R2.
@@ -101,13 +102,13 @@ impl WorkerSessions {
         let (clock, ids, announcer) = (&WorkerClock, &WorkerIds, &NoSubscribers);
         Sessions {
             store: db,
-            agents: Agents { store: db, clock, ids, capabilities: Capabilities::default(), skills: &NoSkills, announcer },
+            agents: Agents { store: db, clock, ids, capabilities: self.capabilities, skills: &NoSkills, announcer },
             environments: Environments { store: db, clock, ids, sandbox_limits: Some(&self.limits), announcer },
             vaults: Vaults { store: db, clock, ids, secrets: None, announcer },
             memories: Memories { store: db, clock, ids, announcer },
             skills: &NoSkills,
             attachments: &self.attachments,
-            capabilities: Capabilities::default(),
+            capabilities: self.capabilities,
             clock,
             ids,
             announcer,
@@ -115,12 +116,48 @@ impl WorkerSessions {
     }
 }
 
-/// Refuses what a new session may not ask for here (see the module's doc).
-pub async fn check_new(sessions: &Sessions<'_>, db: &D1, tenant: &TenantId, req: &CreateSessionRequest) -> Result<(), ApiError> {
-    let resources = openma_core::files::resource_params(req.resources.as_deref().unwrap_or_default())?;
-    if !resources.repositories.is_empty() {
-        return Err(DomainError::unsupported("`github_repository` resources on the Cloudflare Workers deployment").into());
+/// Creates a session with what its sandbox must hold before anyone uses it: its
+/// repositories, cloned by its SessionDO through the sandbox server from
+/// `OPENMA_GITHUB_URL` (default `https://github.com`). A clone that fails is the caller's
+/// error and takes the session away again, as natively. The session and its initial inputs.
+pub async fn create(env: &Env, sessions: &Sessions<'_>, db: &D1, tenant: &TenantId, req: &CreateSessionRequest, request_id: &str) -> Result<(Session, Vec<Input>), ApiError> {
+    check_new(sessions, db, tenant, req).await?;
+    let (session, initial) = sessions.create(tenant, req).await?;
+    let repositories = openma_core::files::resource_params(req.resources.as_deref().unwrap_or_default())?.repositories;
+    if repositories.is_empty() {
+        return Ok((session, initial));
     }
+    let object = SessionObject::new(env, tenant, &session.id, request_id)?;
+    let cloned = async {
+        let github_url = crate::text(env, "OPENMA_GITHUB_URL").unwrap_or_else(|| "https://github.com".into());
+        let clones = openma_core::repositories::clones(&github_url, &session, &repositories)?;
+        let forward = Forward { tenant, session: &session, events: serde_json::Value::Array(Vec::new()), note: None, clones };
+        let r = object.call(Method::Post, "/repositories", Some(&forward)).await?;
+        answer(r).await
+    }
+    .await;
+    if let Err(e) = cloned {
+        let _ = sessions.delete(tenant, &session.id).await;
+        let _ = object.call(Method::Delete, "/", None).await;
+        return Err(e);
+    }
+    Ok((session, initial))
+}
+
+/// The object's refusal as this worker's error: its status, type and message.
+async fn answer(mut r: Response) -> Result<(), ApiError> {
+    let status = r.status_code();
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    let message = body["error"]["message"].as_str().unwrap_or("the session object refused").to_owned();
+    Err(if status == 400 { DomainError::invalid(message).into() } else { ApiError::new(status, message) })
+}
+
+/// Refuses what a new session may not ask for here (see the module's doc).
+async fn check_new(sessions: &Sessions<'_>, db: &D1, tenant: &TenantId, req: &CreateSessionRequest) -> Result<(), ApiError> {
+    openma_core::files::resource_params(req.resources.as_deref().unwrap_or_default())?;
     check_sandbox(sessions, db, tenant, req.environment_id.as_deref(), req.vault_ids.as_deref().unwrap_or_default()).await
 }
 
@@ -145,7 +182,8 @@ pub async fn check_sandbox(sessions: &Sessions<'_>, db: &D1, tenant: &TenantId, 
 }
 
 /// What a SessionDO is sent: the caller's tenant, the session row, and the client events
-/// or the API change (`note`) to record.
+/// or the API change (`note`) to record, or the repositories to clone (each resource's URL
+/// and its clone, token included: only ever in this request, never kept).
 #[derive(Serialize)]
 pub struct Forward<'a> {
     pub tenant: &'a TenantId,
@@ -153,6 +191,8 @@ pub struct Forward<'a> {
     pub events: serde_json::Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<EventPayload>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub clones: Vec<(String, openma_types::sandbox::RepositoryClone)>,
 }
 
 /// One session's Durable Object, named by tenant and session id.
@@ -197,13 +237,13 @@ impl SessionObject {
     /// Sends client events (wire JSON) to the session, as `POST /v1/sessions/{id}/events`
     /// would; the object's answer.
     pub async fn send(&self, tenant: &TenantId, session: &Session, events: serde_json::Value) -> Result<Response, ApiError> {
-        self.call(Method::Post, "/events", Some(&Forward { tenant, session, events, note: None })).await
+        self.call(Method::Post, "/events", Some(&Forward { tenant, session, events, note: None, clones: Vec::new() })).await
     }
 
     /// Hands the object the session row after a change that is not in its log (a file
     /// mounted or unmounted), for the next tool it runs.
     pub async fn remember(&self, tenant: &TenantId, session: &Session) -> Result<(), ApiError> {
-        let forward = Forward { tenant, session, events: serde_json::Value::Array(Vec::new()), note: None };
+        let forward = Forward { tenant, session, events: serde_json::Value::Array(Vec::new()), note: None, clones: Vec::new() };
         let mut r = self.call(Method::Post, "/session", Some(&forward)).await?;
         if r.status_code() != 200 {
             return Err(ApiError::new(500, format!("the session object refused the change: {}", r.text().await.unwrap_or_default())));
@@ -214,7 +254,7 @@ impl SessionObject {
     /// Records an API change in the session's log. The row already holds the change, so a
     /// failure here is logged (with the request id), not turned into a failed request.
     pub async fn note(&self, tenant: &TenantId, session: &Session, note: EventPayload) {
-        let forward = Forward { tenant, session, events: serde_json::Value::Array(Vec::new()), note: Some(note) };
+        let forward = Forward { tenant, session, events: serde_json::Value::Array(Vec::new()), note: Some(note), clones: Vec::new() };
         let failed = match self.call(Method::Post, "/note", Some(&forward)).await {
             Ok(r) if r.status_code() == 200 => None,
             Ok(mut r) => Some(format!("{} {}", r.status_code(), r.text().await.unwrap_or_default())),

@@ -1,11 +1,12 @@
 //! The providers' webhooks: `POST /integrations/slack/{id}/events`,
-//! `/integrations/slack/{id}/interactivity` and `/integrations/linear/{id}/events`. Each
+//! `/integrations/slack/{id}/interactivity`, `/integrations/github/{id}/events` and
+//! `/integrations/linear/{id}/events`. Each
 //! is verified with the integration's signing secret and recorded once in D1 before it is
 //! acknowledged; what it asks of the session runs after the response, within the
 //! request's `wait_until` (Slack wants an answer within three seconds).
 
 use openma_core::harness::input::Input;
-use openma_core::integrations::{Delivered, Integrations, linear, slack};
+use openma_core::integrations::{Delivered, Integrations, github, linear, slack};
 use openma_core::{Clock, DomainError};
 use openma_types::integrations::IntegrationProvider;
 use openma_worker_common::adapters::{WorkerClock, WorkerIds};
@@ -26,7 +27,7 @@ pub async fn receive(mut req: Request, env: Env, ctx: Context, provider: &str, i
     let provider = match (provider, kind) {
         ("slack", "events" | "interactivity") => IntegrationProvider::Slack,
         ("linear", "events") => IntegrationProvider::Linear,
-        ("github", "events") => return Err(ApiError::not_found("GitHub integrations are not served on the Cloudflare Workers deployment yet")),
+        ("github", "events") => IntegrationProvider::Github,
         _ => return Err(ApiError::not_found(format!("no route for POST /integrations/{provider}/{id}/{kind}"))),
     };
     let body = req.bytes().await.map_err(|e| ApiError::new(400, format!("could not read the request body: {e}")))?;
@@ -64,8 +65,56 @@ pub async fn receive(mut req: Request, env: Env, ctx: Context, provider: &str, i
             }
             linear_event(env, ctx, found, &payload, request_id)
         }
-        (IntegrationProvider::Github, _) => unreachable!("refused above"),
+        (IntegrationProvider::Github, _) => {
+            if !github::verify(&found.signing_secret, header("x-hub-signature-256").as_deref(), &body) {
+                return rejected("missing or wrong X-Hub-Signature-256");
+            }
+            let (kind, delivery) = (header("x-github-event").unwrap_or_default(), header("x-github-delivery").unwrap_or_default());
+            if delivery.is_empty() {
+                return plain(400, "no X-GitHub-Delivery");
+            }
+            if !integrations.first_delivery(id, &delivery).await? {
+                return plain(200, "");
+            }
+            let Ok(payload) = serde_json::from_slice::<Value>(&body) else { return plain(400, "not JSON") };
+            github_event(env, ctx, found, &kind, &payload, request_id)
+        }
     }
+}
+
+/// An issue, pull request or comment that engages the App: its session is started or told,
+/// or the tool calls it waits on are answered, after the response.
+fn github_event(env: Env, ctx: Context, found: Delivered, kind: &str, payload: &Value, request_id: &str) -> Result<Response, ApiError> {
+    let Some(e) = github::Engagement::of(&found.integration, kind, payload) else { return plain(200, "") };
+    let request_id = request_id.to_owned();
+    ctx.wait_until(async move {
+        let handled = async {
+            let db = crate::database(&env)?;
+            let integration = &found.integration;
+            let known = threads::known_session(&env, &db, &found.tenant, &integration.id, &e.thread()).await?;
+            if let (Some(allow), Some(session)) = (e.answer(integration), &known) {
+                return threads::confirm_pending(&env, &found.tenant, session, allow, &e.who(), &request_id).await.map(drop);
+            }
+            // a new session gets the repository, cloned with an installation token
+            let clone = github::Engagement::clones(integration);
+            let token = if clone && known.is_none() {
+                Some(github::installation_token(&FetchApi, integration, &found.credential, e.installation, now_secs()).await.map_err(|m| ApiError::new(502, m))?)
+            } else {
+                None
+            };
+            let (session, created) = threads::thread_session(&env, &db, &found.tenant, integration, &e.thread(), || e.session_request(&integration.id, token), &request_id).await?;
+            threads::say(&env, &found.tenant, &session, &e.prompt(created, clone), &request_id).await
+        }
+        .await;
+        if let Err(err) = handled {
+            worker::console_warn!("{request_id}: integration {}: cannot pass a GitHub event to its session: {}", found.integration.id, err.message());
+        }
+    });
+    plain(200, "")
+}
+
+fn now_secs() -> i64 {
+    WorkerClock.now().as_micros() / 1_000_000
 }
 
 async fn slack_event(integrations: &Integrations<'_>, env: Env, ctx: Context, found: Delivered, body: &[u8], request_id: &str) -> Result<Response, ApiError> {
@@ -87,7 +136,7 @@ async fn slack_event(integrations: &Integrations<'_>, env: Env, ctx: Context, fo
             Err(_) => return,
         };
         let started = async {
-            let session = threads::thread_session(&env, &db, &found.tenant, &found.integration, &message.thread(), || message.session_request(&found.integration.id)).await?;
+            let (session, _) = threads::thread_session(&env, &db, &found.tenant, &found.integration, &message.thread(), || message.session_request(&found.integration.id), &request_id).await?;
             threads::say(&env, &found.tenant, &session, &message.prompt(), &request_id).await
         }
         .await;
@@ -149,8 +198,9 @@ fn linear_event(env: Env, ctx: Context, found: Delivered, payload: &Value, reque
             {
                 return threads::confirm_pending(&env, &found.tenant, &session, allow, linear::WHO, &request_id).await.map(drop);
             }
-            let session =
-                threads::thread_session(&env, &db, &found.tenant, &found.integration, &engagement.agent_session, || engagement.session_request(&found.integration.id)).await?;
+            let (session, _) =
+                threads::thread_session(&env, &db, &found.tenant, &found.integration, &engagement.agent_session, || engagement.session_request(&found.integration.id), &request_id)
+                    .await?;
             threads::say(&env, &found.tenant, &session, &engagement.text, &request_id).await
         }
         .await;

@@ -12,7 +12,7 @@ use openma_types::sessions::{CreateSessionRequest, Session};
 use openma_worker_common::adapters::{WorkerClock, WorkerIds};
 use openma_worker_common::d1::D1;
 use openma_worker_common::errors::ApiError;
-use openma_worker_common::sessions::{SessionObject, WorkerSessions, check_new};
+use openma_worker_common::sessions::{SessionObject, WorkerSessions};
 use serde_json::{Value, json};
 use worker::{Env, Method};
 
@@ -29,7 +29,7 @@ pub async fn known_session(env: &Env, db: &D1, tenant: &TenantId, integration_id
 }
 
 /// The session of `thread`, created from `request()` on the first message (see
-/// [`Integrations::thread_session`]).
+/// [`Integrations::thread_session`]), and whether this call created it.
 pub async fn thread_session(
     env: &Env,
     db: &D1,
@@ -37,14 +37,14 @@ pub async fn thread_session(
     integration: &Integration,
     thread: &str,
     request: impl FnOnce() -> CreateSessionRequest,
-) -> Result<Session, ApiError> {
+    request_id: &str,
+) -> Result<(Session, bool), ApiError> {
     let ws = WorkerSessions::new(env)?;
     let sessions = ws.sessions(db);
     let create = |req: CreateSessionRequest| {
         let sessions = &sessions;
         async move {
-            check_new(sessions, db, tenant, &req).await?;
-            Ok::<_, ApiError>(sessions.create(tenant, &req).await?.0.id)
+            Ok::<_, ApiError>(openma_worker_common::sessions::create(env, sessions, db, tenant, &req, request_id).await?.0.id)
         }
     };
     let discard = |sid: String| {
@@ -52,8 +52,8 @@ pub async fn thread_session(
         async move { Ok(sessions.delete(tenant, &sid).await?) }
     };
     let integrations = Integrations { store: db, agents: db, environments: db, secrets: None, clock: &WorkerClock, ids: &WorkerIds };
-    let (sid, _) = integrations.thread_session(tenant, integration, thread, request, create, discard).await?;
-    Ok(sessions.load(tenant, &sid).await?)
+    let (sid, created) = integrations.thread_session(tenant, integration, thread, request, create, discard).await?;
+    Ok((sessions.load(tenant, &sid).await?, created))
 }
 
 /// Sends inputs to the session's SessionDO as client events; its refusal as an error.

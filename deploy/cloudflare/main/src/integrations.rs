@@ -1,9 +1,7 @@
-//! `/v1/integrations` on Workers (openma extension): agents published to Slack or Linear,
-//! through the core's integration service over D1 — the native server's verbs, rules and
-//! wire shapes (`http/integrations.rs`). The signing secret and the credential are sealed
-//! with the verified root secret and never returned. GitHub integrations are refused
-//! (`unsupported_feature`): their sessions clone the repository into the sandbox, which the
-//! Workers cannot do yet.
+//! `/v1/integrations` on Workers (openma extension): agents published to Slack, GitHub or
+//! Linear, through the core's integration service over D1 — the native server's verbs,
+//! rules and wire shapes (`http/integrations.rs`). The signing secret and the credential are
+//! sealed with the verified root secret and never returned.
 //!
 //! The providers' deliveries (`/integrations/{provider}/{id}/…`) are served by
 //! `openma-integrations`; this worker passes them on over its `INTEGRATIONS` service
@@ -11,8 +9,8 @@
 
 use openma_core::integrations::Integrations;
 use openma_core::platform::ListParams;
-use openma_core::{DomainError, TenantId};
-use openma_types::integrations::{CreateIntegrationRequest, IntegrationProvider};
+use openma_core::TenantId;
+use openma_types::integrations::CreateIntegrationRequest;
 use openma_types::query::{ArchivedParam, CreatedFilter, PageParams};
 use openma_types::{Deleted, ListPage};
 use worker::{Env, Method, Request, Response};
@@ -41,9 +39,6 @@ pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, 
     let result = match (method, rest) {
         (Method::Post, []) => async {
             let body: CreateIntegrationRequest = req.body().await?;
-            if body.provider == IntegrationProvider::Github {
-                return Err(DomainError::unsupported("`github` integrations on the Cloudflare Workers deployment (their sessions clone the repository into the sandbox)").into());
-            }
             json(integrations.create(tenant, &body).await?)
         }
         .await,

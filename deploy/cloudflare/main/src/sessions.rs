@@ -22,7 +22,7 @@ use worker::{Env, Method, Response};
 use crate::api::{ApiRequest, json};
 use crate::d1::D1;
 use crate::errors::ApiError;
-use openma_worker_common::sessions::{SessionObject, WorkerSessions, check_new, check_sandbox, internal, relay};
+use openma_worker_common::sessions::{SessionObject, WorkerSessions, check_sandbox, internal, relay};
 
 /// Serves `rest` (the path after `/v1/sessions`), or `None` when no route matches.
 pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, rest: &[&str]) -> Option<Result<Response, ApiError>> {
@@ -34,8 +34,7 @@ pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, 
     let result = match (req.method(), rest) {
         (Method::Post, []) => async {
             let body: CreateSessionRequest = req.body().await?;
-            check_new(&sessions, db, tenant, &body).await?;
-            let (session, initial) = sessions.create(tenant, &body).await?;
+            let (session, initial) = openma_worker_common::sessions::create(env, &sessions, db, tenant, &body, &req.request_id).await?;
             if initial.is_empty() {
                 return json(session);
             }

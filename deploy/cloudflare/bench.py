@@ -4,7 +4,7 @@ sequential requests per row, and the ratios. Both call the same scripted fake mo
 (openma-fake-model) over loopback.
 
     source deploy/cloudflare/toolchain.sh
-    conformance/.venv/bin/python deploy/cloudflare/bench.py --openma target/release/openma [-n 500] [--turns 100] [--files 50] [--threads 30]
+    conformance/.venv/bin/python deploy/cloudflare/bench.py --openma target/release/openma [-n 500] [--turns 100] [--files 50] [--threads 30] [--clones 30]
 
 Rows: `GET /health` (the worker makes four binding calls: two D1 queries, one KV read, one
 R2 head; the native server pings its SQLite database and blob directory), `POST /v1/agents`
@@ -25,7 +25,12 @@ streams it to its blob directory, the worker to local R2) and `GET /v1/files/{id
 of it. Last, a Slack thread: a signed `app_mention` in a new thread, POSTed to the
 integration's events URL, until the answer reaches the fake Slack API (the thread's progress
 message updated to it: the session created, the turn run, the answer posted; on the
-workers: openma-main → openma-integrations → the SessionDO, which posts).
+workers: openma-main → openma-integrations → the SessionDO, which posts). Then a turn whose
+`web_fetch` reads an HTML page from a loopback site (the native server resolves, pins and
+fetches it itself; the worker's SessionDO fetches it with `fetch`), and `POST /v1/sessions`
+with a `github_repository` cloned from a fake GitHub over git's HTTP protocol (the native
+server runs git itself; the worker's SessionDO has its sandbox server run it, then keeps the
+workspace in R2).
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
 from conftest import SLACK_SIGNING, Deployment, FakeProviders, free_port, script, slack_signed, start_sandbox_server  # noqa: E402
+from test_integrations import GITHUB_TOKEN, FakeGitHub  # noqa: E402
+from test_web_tools import FakeWeb  # noqa: E402
 
 FAKE_MODEL = Path(__file__).resolve().parents[2] / "target" / "debug" / "openma-fake-model"
 
@@ -146,6 +153,7 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=100, help="turns and session creations per server")
     ap.add_argument("--files", type=int, default=50, help="1 MiB uploads and downloads per server")
     ap.add_argument("--threads", type=int, default=30, help="Slack threads per server")
+    ap.add_argument("--clones", type=int, default=30, help="sessions created with a repository clone per server")
     a = ap.parse_args()
     fake, fake_url = start_fake_model()
     text = {"kind": "message", "blocks": [{"type": "text", "text": "ok"}]}
@@ -161,14 +169,16 @@ def main() -> None:
         sandbox, sandbox_url = start_sandbox_server(tmp / "sandbox-server", sandbox_token)
         model = {"ANTHROPIC_API_KEY": "sk-ant-bench", "ANTHROPIC_BASE_URL": fake_url}
         root = {"PLATFORM_ROOT_SECRET": "bench-root-secret-0123456789abcdefghijkl"}
-        slack = FakeProviders()
-        worker = d.start("main", {**root, "OPENMA_BOOTSTRAP_API_KEY": key},
-                         bound={"integrations": root, "agent": {**model, **root, "OPENMA_SANDBOX_URL": sandbox_url, "OPENMA_SANDBOX_TOKEN": sandbox_token}})
+        slack, site, hub = FakeProviders(), FakeWeb(), FakeGitHub(tmp / "github")
+        github = {"OPENMA_GITHUB_URL": f"{hub.url}/git"}
+        worker = d.start("main", {**root, **github, "OPENMA_BOOTSTRAP_API_KEY": key},
+                         bound={"integrations": root, "agent": {**model, **root, "OPENMA_SANDBOX_URL": sandbox_url, "OPENMA_SANDBOX_TOKEN": sandbox_token,
+                                                               "OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES": "1"}})
         port = free_port()
         native = subprocess.Popen(
             [a.openma, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp / "native")],
             env={**os.environ, "PLATFORM_ROOT_SECRET": "bench-root-secret-0123456789abcdefghijkl", "OPENMA_BOOTSTRAP_API_KEY": key,
-                 "OPENMA_RATE_LIMIT_PER_MINUTE": "0", "OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES": "1", **model},
+                 "OPENMA_RATE_LIMIT_PER_MINUTE": "0", "OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES": "1", **github, **model},
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         auth = {"x-api-key": key, "anthropic-beta": "managed-agents-2026-04-01"}
@@ -215,15 +225,27 @@ def main() -> None:
                 script(fake_url, [text] * (a.threads + 5))
                 xs = measure_slack_threads(base, auth, one, slack, a.threads)
                 rows.setdefault("Slack mention → answer", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
+                session = httpx2.post(f"{base}/v1/sessions", json={"agent": coder, "environment_id": env}, headers=auth, timeout=30.0).json()["id"]
+                fetch = {"kind": "message", "blocks": [{"type": "tool_use", "name": "web_fetch", "input": {"url": f"{site.url}/page"}}]}
+                script(fake_url, [fetch, text] * (a.turns + 5))
+                xs = measure_turns(base, auth, session, a.turns)
+                rows.setdefault("turn with a web_fetch", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
+                clone = {"agent": coder, "environment_id": env, "resources": [
+                    {"type": "github_repository", "url": "https://github.com/acme/app", "authorization_token": GITHUB_TOKEN}]}
+                xs = measure(f"{base}/v1/sessions", a.clones, auth, clone)
+                rows.setdefault("POST /v1/sessions + clone", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
         finally:
             native.terminate()
             native.wait(timeout=20)
             worker.stop()
             sandbox.terminate()
             slack.stop()
+            site.server.shutdown()
+            hub.stop()
             fake.terminate()
 
-    print(f"{a.n} sequential requests per row ({a.turns} for sessions and turns, {a.files} for files, {a.threads} Slack threads), after warm-up; ms")
+    print(f"{a.n} sequential requests per row ({a.turns} for sessions and turns, {a.files} for files, {a.threads} Slack threads, "
+          f"{a.clones} clones), after warm-up; ms")
     print(f"{'request':<22} {'native p50':>10} {'p99':>7} {'mean':>7} {'worker p50':>11} {'p99':>7} {'mean':>7} {'ratio p50':>10} {'p99':>6}")
     for name, ((np50, np99, nmean), (wp50, wp99, wmean)) in rows.items():
         print(f"{name:<22} {np50:>10.2f} {np99:>7.2f} {nmean:>7.2f} {wp50:>11.2f} {wp99:>7.2f} {wmean:>7.2f} "

@@ -34,6 +34,7 @@ pub mod skills;
 pub mod tenancy;
 pub mod validate;
 pub mod vaults;
+pub mod web;
 pub mod webhooks;
 
 pub use error::{DomainError, StoreError};

@@ -48,16 +48,7 @@ pub fn check_destination(url: &str, allow_private: bool) -> Result<(), String> {
     if allow_private {
         return Ok(());
     }
-    let private = match parsed.host() {
-        Some(url::Host::Ipv4(a)) => !crate::tools::web::is_public(a.into()),
-        Some(url::Host::Ipv6(a)) => !crate::tools::web::is_public(a.into()),
-        Some(url::Host::Domain(d)) => {
-            let d = d.trim_end_matches('.').to_ascii_lowercase();
-            d == "localhost" || d.ends_with(".localhost")
-        }
-        None => true,
-    };
-    if private {
+    if openma_core::web::names_private_host(&parsed) {
         return Err("`url` must be a public address: deliveries are not sent to private or loopback addresses".into());
     }
     Ok(())

@@ -73,6 +73,39 @@ async fn an_agent_writes_runs_edits_greps_and_reads_code_in_its_sandbox() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_the_agent_does_not_offer_is_never_run_whatever_the_model_asks() {
+    if !bwrap_available() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+        return;
+    }
+    let model = FakeModel::start().await;
+    let app = spawn_app_with_model(Backend::Sqlite, Some(model.base_url())).await.unwrap();
+    let tools = json!([{"type": "agent_toolset_20260401", "default_config": {"enabled": false}, "configs": [{"name": "read", "enabled": true}]}]);
+    let a = app.ok("/v1/agents", json!({"name": "reader", "model": "claude-sonnet-4-6", "tools": tools})).await;
+    let sid = app.ok("/v1/sessions", json!({"agent": a["id"]})).await["id"].as_str().unwrap().to_owned();
+    let r = turn(&app, &model, &sid, vec![
+        ("bash", json!({"command": "echo ran > /workspace/ran"})),
+        ("write", json!({"file_path": "/workspace/written", "content": "x"})),
+        ("read", json!({"file_path": "/workspace/ran"})),
+    ]).await;
+    for (i, name) in [(0, "bash"), (1, "write")] {
+        assert_eq!(r[i]["is_error"], true, "{}", r[i]);
+        assert_eq!(text(&r[i]), format!("`{name}` is not a tool of this agent."));
+    }
+    assert_eq!(r[2]["is_error"], true, "read runs, and finds nothing: {}", r[2]);
+    let workspace = app.data_dir().join("sandboxes").join(&sid);
+    let mut stack = vec![workspace];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            assert!(!["ran", "written"].contains(&entry.file_name().to_str().unwrap_or_default()), "{:?}", entry.path());
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sandbox_cannot_see_the_server_or_other_sessions() {
     if !bwrap_available() {
         assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");

@@ -61,7 +61,7 @@ async fn web_fetch_refuses_loopback_private_and_metadata_addresses() {
     let allowed_only = tool_result(
         &app,
         &model,
-        json!({"name": "a", "model": "claude-sonnet-4-6", "tools": [{"type": "agent_toolset_20260401", "default_config": {"enabled": false}, "configs": [{"name": "web_fetch", "allowed_domains": ["docs.example.com"]}]}]}),
+        json!({"name": "a", "model": "claude-sonnet-4-6", "tools": [{"type": "agent_toolset_20260401", "default_config": {"enabled": false}, "configs": [{"name": "web_fetch", "enabled": true, "allowed_domains": ["docs.example.com"]}]}]}),
         "web_fetch",
         json!({"url": "https://evil.example.org/"}),
     )

@@ -933,7 +933,9 @@ impl Actor {
             }) else {
                 continue;
             };
-            let tool = self.rt.toolbox.get(&name).cloned();
+            // a tool the agent does not offer is never run, whatever the model asks for
+            let offered = matches!(self.plan.route(&name), ToolRoute::Builtin { .. });
+            let tool = if offered { self.rt.toolbox.get(&name).cloned() } else { None };
             let tool_label = name.clone();
             // a search the platform performs is metered; one it cannot run is not
             let metered_search = name == "web_search" && tool.is_some();
@@ -956,7 +958,7 @@ impl Actor {
             let run = async move {
                 match tool {
                     Some(t) => t.run(&ctx, input).await,
-                    None if matches!(ToolPlan::default().route(&name), ToolRoute::Unknown) => ToolOutput::error(format!(
+                    None if offered => ToolOutput::error(format!(
                         "The `{name}` tool is not available on this server: it has no sandbox configured to run it."
                     )),
                     None => ToolOutput::error(format!("`{name}` is not a tool of this agent.")),

@@ -16,6 +16,7 @@ mod session;
 mod session_files;
 mod subscribers;
 mod turn;
+mod web;
 
 use worker::{Context, Env, Request, Response, Result, ScheduleContext, ScheduledEvent, event};
 

@@ -4,9 +4,10 @@
 //! resumes from the log. Transient model failures back off by rescheduling the alarm.
 //!
 //! Built-in tools run in the session's sandbox (`sandbox`: its container, or a sandbox
-//! server at `OPENMA_SANDBOX_URL`), which starts while the turn's first model call runs.
-//! What this deployment cannot run yet (MCP servers, `web_fetch`, `web_search`) gets an
-//! error result saying so, and the model carries on — nothing is left hanging.
+//! server at `OPENMA_SANDBOX_URL`), which starts while the turn's first model call runs;
+//! `web_fetch` and `web_search` in the object itself (`web`). A tool the agent does not
+//! offer is never run, and what this deployment cannot run yet (MCP servers) gets an error
+//! result saying so, and the model carries on — nothing is left hanging.
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use futures::future::Either;
 use openma_core::harness::projection;
 use openma_core::harness::retry::RetryPolicy;
 use openma_core::harness::step::{self, Accumulator, Pending, Step};
-use openma_core::harness::tools::{Capabilities, SandboxUsage, ToolPlan};
+use openma_core::harness::tools::{SandboxUsage, ToolPlan, ToolRoute};
 use openma_core::model::{ModelError, ModelEvent, TransientKind};
 use openma_core::ledger;
 use openma_core::ports::{LedgerStore, SessionStore, StoredEvent};
@@ -154,7 +155,7 @@ fn unavailable(name: &str) -> String {
 /// comes: the sandbox's tools through the session's sandbox; what this deployment cannot
 /// run gets an error result saying so. An interrupt stops the wait (the loop then ends the
 /// turn with honest results for what did not finish).
-async fn run_tools(object: &SessionDO, meta: &Meta, log: &[StoredEvent], ids: Vec<String>) -> Result<()> {
+async fn run_tools(object: &SessionDO, meta: &Meta, plan: &ToolPlan, log: &[StoredEvent], ids: Vec<String>) -> Result<()> {
     let mut opened: Option<std::result::Result<Option<Sandbox>, String>> = None;
     for id in ids {
         if object.state.storage().get::<String>(INTERRUPT).await?.is_some() {
@@ -169,6 +170,16 @@ async fn run_tools(object: &SessionDO, meta: &Meta, log: &[StoredEvent], ids: Ve
             }
             _ => continue,
         };
+        // a tool the agent does not offer is never run, whatever the model asks for
+        if !matches!(plan.route(name), ToolRoute::Builtin { .. }) {
+            emit(object, vec![step::result_for(log, &id, &format!("`{name}` is not a tool of this agent."))]).await?;
+            continue;
+        }
+        if crate::web::runs(name) {
+            let Some(result) = interruptible(object, web_tool(object, meta, log, &id, name, input)).await else { return Ok(()) };
+            emit(object, vec![result?.into()]).await?;
+            continue;
+        }
         let Some(writes) = sandbox::writes(name) else {
             emit(object, vec![step::result_for(log, &id, &unavailable(name))]).await?;
             continue;
@@ -210,6 +221,26 @@ async fn run_tools(object: &SessionDO, meta: &Meta, log: &[StoredEvent], ids: Ve
         emit(object, vec![result.into()]).await?;
     }
     Ok(())
+}
+
+/// Runs `web_fetch` (the URL first checked against the tool's `url_sources`) or
+/// `web_search` (metered once it answered, before its result is recorded): its result.
+async fn web_tool(object: &SessionDO, meta: &Meta, log: &[StoredEvent], id: &str, name: &str, input: &serde_json::Value) -> Result<EventPayload> {
+    let config = ToolPlan::builtin_config(&meta.session.agent, name);
+    if let Some(rules) = config.as_ref().and_then(|c| c.url_sources.as_ref()).filter(|_| name == "web_fetch") {
+        let url = input.get("url").and_then(serde_json::Value::as_str).unwrap_or_default();
+        if let Err(why) = openma_core::harness::url_sources::check(rules, log, url) {
+            return Ok(EventPayload::AgentToolResult { tool_use_id: id.to_owned(), content: vec![step::text_block(&why)], is_error: true });
+        }
+    }
+    let out = crate::web::run(&object.env, name, input, config.as_ref()).await;
+    if name == "web_search" && !out.is_error {
+        let session = &meta.session;
+        let subject = ledger::Subject { session_id: &session.id, agent_id: &session.agent.id, model: &session.agent.model.id };
+        let row = ledger::web_search(&subject, &PriceSchedule::default(), id, object.now(), WorkerIds.new_id("led"));
+        D1::new(object.env.d1("DB")?).insert_ledger(&TenantId::from_trusted(meta.tenant.clone()), &[row]).await.map_err(store)?;
+    }
+    Ok(EventPayload::AgentToolResult { tool_use_id: id.to_owned(), content: out.content, is_error: out.is_error })
 }
 
 /// `work`'s output, or `None` when an interrupt came first.
@@ -339,7 +370,7 @@ async fn inbox(object: &SessionDO) -> Result<Vec<Pending>> {
 pub async fn run(object: &SessionDO) -> Result<()> {
     let storage = object.state.storage();
     let Some(mut meta) = storage.get::<Meta>(META).await? else { return Ok(()) };
-    let plan = ToolPlan::for_agent(&meta.session.agent, Capabilities::default());
+    let plan = ToolPlan::for_agent(&meta.session.agent, openma_worker_common::capabilities(&object.env));
     let uses_sandbox = plan.specs.iter().any(|s| sandbox::writes(&s.name).is_some());
     let mut rounds = 0u32;
     loop {
@@ -382,7 +413,7 @@ pub async fn run(object: &SessionDO) -> Result<()> {
         }
         let unrun = step::unrun_allowed_calls(&log);
         if !unrun.is_empty() {
-            run_tools(object, &meta, &log, unrun).await?;
+            run_tools(object, &meta, &plan, &log, unrun).await?;
             continue;
         }
         let blocking = step::blocking_ids(&log);

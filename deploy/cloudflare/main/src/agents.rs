@@ -2,7 +2,6 @@
 //! wire shapes as the native server's `http/agents.rs`.
 
 use openma_core::agents::Agents;
-use openma_core::harness::tools::Capabilities;
 use openma_core::platform::ListParams;
 use openma_core::TenantId;
 use openma_types::ListPage;
@@ -16,8 +15,8 @@ use crate::d1::D1;
 use crate::errors::ApiError;
 
 /// Serves `rest` (the path after `/v1/agents`), or `None` when no agent route matches.
-pub async fn route(req: &mut ApiRequest, db: &D1, tenant: &TenantId, rest: &[&str]) -> Option<Result<Response, ApiError>> {
-    let agents = Agents { store: db, clock: &WorkerClock, ids: &WorkerIds, capabilities: Capabilities::default(), skills: &NoSkills, announcer: &NoSubscribers };
+pub async fn route(req: &mut ApiRequest, env: &worker::Env, db: &D1, tenant: &TenantId, rest: &[&str]) -> Option<Result<Response, ApiError>> {
+    let agents = Agents { store: db, clock: &WorkerClock, ids: &WorkerIds, capabilities: openma_worker_common::capabilities(env), skills: &NoSkills, announcer: &NoSubscribers };
     let method = req.method();
     let result = match (method, rest) {
         (Method::Post, []) => async { json(agents.create(tenant, &req.body().await?).await?) }.await,

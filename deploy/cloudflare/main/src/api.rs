@@ -62,7 +62,7 @@ pub async fn serve(req: Request, env: &Env, db: &D1, caller: &Caller, request_id
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let mut req = ApiRequest { req, request_id: request_id.to_owned() };
     let served = match segments.as_slice() {
-        ["v1", "agents", rest @ ..] => crate::agents::route(&mut req, db, tenant, rest).await,
+        ["v1", "agents", rest @ ..] => crate::agents::route(&mut req, env, db, tenant, rest).await,
         ["v1", "environments", rest @ ..] => crate::environments::route(&mut req, db, tenant, rest).await,
         ["v1", "vaults", rest @ ..] => crate::vaults::route(&mut req, env, db, tenant, rest).await,
         ["v1", "files", rest @ ..] => crate::files::route(&mut req, env, tenant, rest).await,

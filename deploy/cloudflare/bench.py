@@ -171,7 +171,7 @@ def main() -> None:
         root = {"PLATFORM_ROOT_SECRET": "bench-root-secret-0123456789abcdefghijkl"}
         slack, site, hub = FakeProviders(), FakeWeb(), FakeGitHub(tmp / "github")
         github = {"OPENMA_GITHUB_URL": f"{hub.url}/git"}
-        worker = d.start("main", {**root, **github, "OPENMA_BOOTSTRAP_API_KEY": key},
+        worker = d.start("main", {**root, **github, "OPENMA_BOOTSTRAP_API_KEY": key, "OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES": "1"},
                          bound={"integrations": root, "agent": {**model, **root, "OPENMA_SANDBOX_URL": sandbox_url, "OPENMA_SANDBOX_TOKEN": sandbox_token,
                                                                "OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES": "1"}})
         port = free_port()

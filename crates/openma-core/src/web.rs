@@ -68,6 +68,18 @@ pub fn names_private_host(url: &Url) -> bool {
     }
 }
 
+/// Refuses a destination the platform will call (a webhook, a provider's API base) that is
+/// plainly not public — a loopback or private address literal, `localhost` — unless
+/// private addresses are allowed (local development). Names that resolve to a private
+/// address are refused when called, where the caller can resolve them.
+pub fn check_destination(url: &str, allow_private: bool) -> Result<(), String> {
+    let parsed = Url::parse(url).map_err(|e| format!("`url` is not a valid URL: {e}"))?;
+    if !allow_private && names_private_host(&parsed) {
+        return Err("`url` must be a public address: deliveries are not sent to private or loopback addresses".into());
+    }
+    Ok(())
+}
+
 /// `host` is `domain` or one of its subdomains (`*.` and a path in the entry are ignored).
 pub fn host_matches(host: &str, domain: &str) -> bool {
     let domain = domain.split('/').next().unwrap_or(domain).trim_start_matches("*.");

@@ -40,19 +40,7 @@ pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
     format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
 }
 
-/// Refuses a destination that is plainly not public (a loopback or private address
-/// literal, `localhost`) unless private addresses are allowed. Names that resolve to a
-/// private address are refused when a delivery is sent.
-pub fn check_destination(url: &str, allow_private: bool) -> Result<(), String> {
-    let parsed = Url::parse(url).map_err(|e| format!("`url` is not a valid URL: {e}"))?;
-    if allow_private {
-        return Ok(());
-    }
-    if openma_core::web::names_private_host(&parsed) {
-        return Err("`url` must be a public address: deliveries are not sent to private or loopback addresses".into());
-    }
-    Ok(())
-}
+pub use openma_core::web::check_destination;
 
 /// Scans the queue for ever, sending what is due.
 pub fn spawn(platform: Platform, allow_private: bool, delays: Vec<Duration>) {

@@ -451,9 +451,10 @@ def test_an_interrupt_stops_a_long_tool_run_and_an_unreachable_sandbox_is_an_err
 
 
 def test_what_only_the_native_sandbox_gives_is_refused_not_ignored(main):
-    """Environment packages, MCP servers run inside the sandbox and `environment_variable`
-    credentials (substituted at the native sandbox's egress proxy) would be silently missing
-    from a SessionDO's container: a session asking for them is refused with a stable 400."""
+    """Environment packages, MCP servers run inside the sandbox, `environment_variable`
+    credentials (substituted at the native sandbox's egress proxy) and memory stores mounted
+    into the sandbox would be silently missing from a SessionDO's container: a session asking
+    for them is refused with a stable 400."""
     a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
     agent = a.beta.agents.create(name="refusals", model="claude-sonnet-4-5", tools=[{"type": "agent_toolset_20260401"}])
     with_packages = a.beta.environments.create(name="pkgs", config={"type": "cloud", "packages": {"pip": ["requests"]}})
@@ -467,6 +468,10 @@ def test_what_only_the_native_sandbox_gives_is_refused_not_ignored(main):
     with pytest.raises(anthropic.BadRequestError) as e:
         a.beta.sessions.create(agent=agent.id, environment_id=plain.id, vault_ids=[vault.id])
     assert e.value.body["error"]["details"]["error_code"] == "unsupported_feature" and "environment_variable" in e.value.body["error"]["message"], e.value.body
+    store = a.beta.memory_stores.create(name="notes")
+    with pytest.raises(anthropic.BadRequestError) as e:
+        a.beta.sessions.create(agent=agent.id, environment_id=plain.id, resources=[{"type": "memory_store", "memory_store_id": store.id}])
+    assert e.value.body["error"]["details"]["error_code"] == "unsupported_feature" and "memory_store" in e.value.body["error"]["message"], e.value.body
     session = a.beta.sessions.create(agent=agent.id, environment_id=plain.id)
     with pytest.raises(anthropic.BadRequestError):
         a.beta.sessions.update(session.id, vault_ids=[vault.id])

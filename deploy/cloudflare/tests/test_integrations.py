@@ -45,7 +45,8 @@ def workers(deployment, fake_model, sandbox_server):
     openma-agent bound."""
     deployment.apply_migrations()
     deployment.d1(tenant_rows("b", KEY_B))
-    return deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A},
+    # the fake providers are on loopback, which an integration's api_base_url may name only so
+    return deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A, "OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES": "1"},
                             bound={"integrations": {"PLATFORM_ROOT_SECRET": SECRET}, "agent": agent_vars(fake_model, sandbox_server)})
 
 
@@ -322,7 +323,7 @@ def github_workers(deployment, fake_model, sandbox_server, github):
     deployment.apply_migrations()
     deployment.d1(tenant_rows("b", KEY_B))
     at = {"OPENMA_GITHUB_URL": f"{github.url}/git"}
-    return deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A, **at},
+    return deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A, "OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES": "1", **at},
                             bound={"integrations": {"PLATFORM_ROOT_SECRET": SECRET, **at}, "agent": agent_vars(fake_model, sandbox_server)})
 
 

@@ -2,7 +2,8 @@
 redirects followed hop by hop and each hop checked, the tool's domain lists applied, HTML
 turned into text, searches against a SearXNG-compatible endpoint (only offered, and only
 accepted in an agent, when OPENMA_SEARCH_URL is set) and metered in the ledger; and, without
-the local-development switch, addresses a URL plainly names as private refused."""
+the local-development switch, addresses a URL plainly names as private refused — by
+`web_fetch`, and as an integration's `api_base_url`."""
 
 from __future__ import annotations
 
@@ -134,3 +135,9 @@ def test_private_addresses_are_refused_and_web_search_needs_a_backend(main, fake
         assert r.is_error and "is not a public address" in result_text(r), (url, result_text(r))
     # a tool the model was never offered is an error result, not a search
     assert results[-1].is_error and "web_search" in result_text(results[-1]), result_text(results[-1])
+    # nor does an integration's API base name a private place (as natively)
+    import httpx2
+    for base in ["http://127.0.0.1:9/api", "http://169.254.169.254", "http://localhost:8787"]:
+        refused = httpx2.post(f"{main.base_url}/v1/integrations", headers={"x-api-key": KEY_A}, timeout=30.0, json={
+            "provider": "linear", "agent_id": agent.id, "signing_secret": "lin-secret-0123456789", "bot_token": "lin_api_0123456789", "api_base_url": base})
+        assert refused.status_code == 400 and "api_base_url" in refused.json()["error"]["message"], refused.text

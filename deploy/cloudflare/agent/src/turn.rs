@@ -22,7 +22,7 @@ use openma_core::ledger;
 use openma_core::ports::{LedgerStore, SessionStore, StoredEvent};
 use openma_core::pricing::PriceSchedule;
 use openma_core::IdGen;
-use openma_core::{TenantId, memory_mounts, sessions};
+use openma_core::{TenantId, sessions};
 use openma_types::events::{EventPayload, ModelUsage, RetryStatus, SessionErrorObject, StopReason};
 use openma_types::sandbox::ToolCall;
 use openma_types::sessions::{SessionStatus, SessionUsage};
@@ -522,7 +522,6 @@ async fn model_step(object: &SessionDO, meta: &mut Meta, plan: &ToolPlan, log: &
     let session = &meta.session;
     let meta_tenant = &meta.tenant;
     let mut request = projection::request(&session.agent, plan, log, MAX_TOKENS);
-    request.system = memory_mounts::with_system_note(request.system, &session.resources);
     let start = emit(object, vec![EventPayload::ModelRequestStart {}.into()]).await?;
     let start_id = start[0].event.id.clone();
     let failed = |start_id: String| Pending::from(EventPayload::ModelRequestEnd { model_request_start_id: start_id, model_usage: ModelUsage::default(), is_error: true });

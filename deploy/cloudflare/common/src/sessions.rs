@@ -3,8 +3,8 @@
 //! with them; `openma-integrations` starts and feeds the sessions of provider threads.
 //!
 //! What the Workers cannot do yet is refused with 400 `unsupported_feature`, never accepted
-//! and ignored: environment packages and sandbox-run MCP servers, and
-//! `environment_variable` credentials. `github_repository` resources are cloned by the
+//! and ignored: `memory_store` resources (mounted into the sandbox natively), environment
+//! packages and sandbox-run MCP servers, and `environment_variable` credentials. `github_repository` resources are cloned by the
 //! session's sandbox server before the session is handed out (see [`create`]).
 
 use async_trait::async_trait;
@@ -157,7 +157,11 @@ async fn answer(mut r: Response) -> Result<(), ApiError> {
 
 /// Refuses what a new session may not ask for here (see the module's doc).
 async fn check_new(sessions: &Sessions<'_>, db: &D1, tenant: &TenantId, req: &CreateSessionRequest) -> Result<(), ApiError> {
-    openma_core::files::resource_params(req.resources.as_deref().unwrap_or_default())?;
+    let resources = openma_core::files::resource_params(req.resources.as_deref().unwrap_or_default())?;
+    if !resources.memory_stores.is_empty() {
+        // the model would be told of directories its sandbox does not have
+        return Err(DomainError::unsupported("`memory_store` resources (mounted into the session's sandbox) on the Cloudflare Workers deployment").into());
+    }
     check_sandbox(sessions, db, tenant, req.environment_id.as_deref(), req.vault_ids.as_deref().unwrap_or_default()).await
 }
 

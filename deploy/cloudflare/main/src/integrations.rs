@@ -9,7 +9,7 @@
 
 use openma_core::integrations::Integrations;
 use openma_core::platform::ListParams;
-use openma_core::TenantId;
+use openma_core::{DomainError, TenantId};
 use openma_types::integrations::CreateIntegrationRequest;
 use openma_types::query::{ArchivedParam, CreatedFilter, PageParams};
 use openma_types::{Deleted, ListPage};
@@ -39,6 +39,11 @@ pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, 
     let result = match (method, rest) {
         (Method::Post, []) => async {
             let body: CreateIntegrationRequest = req.body().await?;
+            if let Some(url) = &body.api_base_url {
+                // as natively: the workers will call it with the integration's credential
+                let allow_private = openma_worker_common::text(env, "OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES").is_some_and(|v| v == "1");
+                openma_core::web::check_destination(url, allow_private).map_err(|m| DomainError::invalid(format!("`api_base_url`: {m}")))?;
+            }
             json(integrations.create(tenant, &body).await?)
         }
         .await,

@@ -4,8 +4,9 @@
 //!
 //! What the Workers cannot do yet is refused with 400 `unsupported_feature`, never accepted
 //! and ignored: `memory_store` resources (mounted into the sandbox natively), environment
-//! packages and sandbox-run MCP servers, and `environment_variable` credentials. `github_repository` resources are cloned by the
-//! session's sandbox server before the session is handed out (see [`create`]).
+//! packages and sandbox-run MCP servers, and `environment_variable` credentials.
+//! `github_repository` resources are cloned by the session's sandbox server before the
+//! session is handed out (see [`create`]).
 
 use async_trait::async_trait;
 use openma_core::agents::{Agents, SkillCheck};
@@ -152,7 +153,12 @@ async fn answer(mut r: Response) -> Result<(), ApiError> {
     }
     let body: serde_json::Value = r.json().await.unwrap_or_default();
     let message = body["error"]["message"].as_str().unwrap_or("the session object refused").to_owned();
-    Err(if status == 400 { DomainError::invalid(message).into() } else { ApiError::new(status, message) })
+    if status != 400 {
+        return Err(ApiError::new(status, message));
+    }
+    // a deployment without a sandbox cannot clone: its code goes to the caller too
+    let code = (body["error"]["details"]["error_code"] == "unsupported_feature").then_some("unsupported_feature");
+    Err(DomainError::Invalid { message, code }.into())
 }
 
 /// Refuses what a new session may not ask for here (see the module's doc).

@@ -78,6 +78,13 @@ pub fn contributing_texts<'a>(rules: &Value, log: &'a [StoredEvent]) -> Vec<&'a 
     out
 }
 
+/// `Ok` when a tool call may go ahead: anything but a `web_fetch` whose tool config has
+/// `url_sources` does; that one only for a URL its rules let through. Both runtimes ask.
+pub fn check_call(name: &str, config: Option<&openma_types::agents::BuiltinToolConfig>, input: &Value, log: &[StoredEvent]) -> Result<(), String> {
+    let Some(rules) = config.and_then(|c| c.url_sources.as_ref()).filter(|_| name == "web_fetch") else { return Ok(()) };
+    check(rules, log, input.get("url").and_then(Value::as_str).unwrap_or_default())
+}
+
 /// `Ok` when `url` may be fetched under `rules`; otherwise why not.
 pub fn check(rules: &Value, log: &[StoredEvent], url: &str) -> Result<(), String> {
     let wanted = url.split('#').next().unwrap_or(url);

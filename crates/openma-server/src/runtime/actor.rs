@@ -941,13 +941,10 @@ impl Actor {
             let metered_search = name == "web_search" && tool.is_some();
             let config = ToolPlan::builtin_config(&self.session.agent, &name);
             // `web_fetch.url_sources`: only URLs that came from a permitted source
-            if let Some(rules) = config.as_ref().and_then(|c| c.url_sources.as_ref()).filter(|_| name == "web_fetch") {
-                let url = input.get("url").and_then(Value::as_str).unwrap_or_default();
-                if let Err(why) = openma_core::harness::url_sources::check(rules, &self.log, url) {
-                    let result = EventPayload::AgentToolResult { tool_use_id: id, content: vec![text_block(&why)], is_error: true };
-                    self.append(vec![Pending::from(result)], None).await?;
-                    continue;
-                }
+            if let Err(why) = openma_core::harness::url_sources::check_call(&name, config.as_ref(), &input, &self.log) {
+                let result = EventPayload::AgentToolResult { tool_use_id: id, content: vec![text_block(&why)], is_error: true };
+                self.append(vec![Pending::from(result)], None).await?;
+                continue;
             }
             let ctx = ToolContext {
                 tenant: self.tenant.clone(),

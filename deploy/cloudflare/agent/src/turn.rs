@@ -227,11 +227,8 @@ async fn run_tools(object: &SessionDO, meta: &Meta, plan: &ToolPlan, log: &[Stor
 /// `web_search` (metered once it answered, before its result is recorded): its result.
 async fn web_tool(object: &SessionDO, meta: &Meta, log: &[StoredEvent], id: &str, name: &str, input: &serde_json::Value) -> Result<EventPayload> {
     let config = ToolPlan::builtin_config(&meta.session.agent, name);
-    if let Some(rules) = config.as_ref().and_then(|c| c.url_sources.as_ref()).filter(|_| name == "web_fetch") {
-        let url = input.get("url").and_then(serde_json::Value::as_str).unwrap_or_default();
-        if let Err(why) = openma_core::harness::url_sources::check(rules, log, url) {
-            return Ok(EventPayload::AgentToolResult { tool_use_id: id.to_owned(), content: vec![step::text_block(&why)], is_error: true });
-        }
+    if let Err(why) = openma_core::harness::url_sources::check_call(name, config.as_ref(), input, log) {
+        return Ok(EventPayload::AgentToolResult { tool_use_id: id.to_owned(), content: vec![step::text_block(&why)], is_error: true });
     }
     let out = crate::web::run(&object.env, name, input, config.as_ref()).await;
     if name == "web_search" && !out.is_error {

@@ -49,7 +49,7 @@ async fn get(url: &Url) -> Result<Response, String> {
 }
 
 async fn fetch(env: &Env, input: &Value, config: Option<&BuiltinToolConfig>) -> Result<ToolOutput, ToolOutput> {
-    let allow_private = text(env, "OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES").is_some_and(|v| v == "1");
+    let allow_private = openma_worker_common::allow_private_addresses(env);
     let mut url = web::requested_url(input)?;
     for _ in 0..=web::MAX_REDIRECTS {
         web::check_hop(&url, config).map_err(ToolOutput::error)?;

@@ -27,6 +27,12 @@ pub fn capabilities(env: &worker::Env) -> openma_core::harness::tools::Capabilit
     openma_core::harness::tools::Capabilities { web_search: text(env, "OPENMA_SEARCH_URL").is_some() }
 }
 
+/// `OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES=1`, as natively: private and loopback addresses may
+/// be called (`web_fetch`, an integration's API base). For local development only.
+pub fn allow_private_addresses(env: &worker::Env) -> bool {
+    text(env, "OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES").is_some_and(|v| v == "1")
+}
+
 /// A text binding (a secret, or a var from wrangler.jsonc or `.dev.vars`), unless empty.
 pub fn text(env: &worker::Env, name: &str) -> Option<String> {
     let value = env.secret(name).map(|s| s.to_string()).or_else(|_| env.var(name).map(|v| v.to_string()));

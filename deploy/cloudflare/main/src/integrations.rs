@@ -41,8 +41,7 @@ pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, 
             let body: CreateIntegrationRequest = req.body().await?;
             if let Some(url) = &body.api_base_url {
                 // as natively: the workers will call it with the integration's credential
-                let allow_private = openma_worker_common::text(env, "OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES").is_some_and(|v| v == "1");
-                openma_core::web::check_destination(url, allow_private).map_err(|m| DomainError::invalid(format!("`api_base_url`: {m}")))?;
+                openma_core::web::check_destination(url, openma_worker_common::allow_private_addresses(env)).map_err(|m| DomainError::invalid(format!("`api_base_url`: {m}")))?;
             }
             json(integrations.create(tenant, &body).await?)
         }

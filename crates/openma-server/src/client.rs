@@ -148,6 +148,8 @@ pub enum MemoryCommand {
     DeleteStore { id: String },
 }
 
+// parsed once per invocation: the size of a variant costs nothing worth boxing for
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum IntegrationsCommand {
     /// List integrations.

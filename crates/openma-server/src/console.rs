@@ -343,7 +343,7 @@ async fn dashboard(State(app): State<AppState>, Member(m): Member) -> Response {
                                 td { (serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()) }
                                 td { (s.agent.name) }
                                 td { (s.title.clone().unwrap_or_default()) }
-                                td { (s.usage.list_cost.as_ref().map(|c| format!("{} {}", c.amount, serde_json::to_value(&c.currency).ok().and_then(|v| v.as_str().map(str::to_uppercase)).unwrap_or_default())).unwrap_or_default()) }
+                                td { (s.usage.list_cost.as_ref().map(|c| format!("{} {}", c.amount, serde_json::to_value(c.currency).ok().and_then(|v| v.as_str().map(str::to_uppercase)).unwrap_or_default())).unwrap_or_default()) }
                             }
                         }
                     }

@@ -123,7 +123,7 @@ pub fn housekeeping(platform: &Platform, settings: &crate::config::Housekeeping)
     let p = platform.clone();
     s.add("file_storage_metering", period, move || {
         let p = p.clone();
-        async move { p.meter_file_storage().await.map(|n| (n as u64, "storage ledger rows")).map_err(|e| e.to_string()) }
+        async move { p.meter_file_storage().await.map(|n| (n, "storage ledger rows")).map_err(|e| e.to_string()) }
     });
     let (p, idle_after) = (platform.clone(), settings.archive_idle_after);
     s.add("event_log_archival", period, move || {

@@ -37,22 +37,22 @@ pub async fn create_session(
 pub async fn create(app: &AppState, tenant: &openma_core::TenantId, req: CreateSessionRequest) -> Result<Session, DomainError> {
     let app = app.clone();
     let starts = req.initial_events.as_ref().is_some_and(|e| !e.is_empty());
-    if app.platform.check_quota(&tenant, starts).await? {
+    if app.platform.check_quota(tenant, starts).await? {
         metrics::counter!("openma_tenant_soft_limit_exceeded_total").increment(1);
         tracing::warn!(%tenant, "tenant is over its soft monthly spend limit");
     }
     if let Some(env_id) = &req.environment_id {
         // before the session exists: one on packages that cannot be built would only fail later
-        let env = app.platform.get_environment(&tenant, env_id).await?;
+        let env = app.platform.get_environment(tenant, env_id).await?;
         if app.remote.is_some() {
             crate::remote_sandbox::RemoteSandbox::check_environment(&env)?;
         }
         crate::environment_packages::check_buildable(&app, &env)?;
     }
-    let (session, initial) = app.platform.create_session(&tenant, &req).await?;
+    let (session, initial) = app.platform.create_session(tenant, &req).await?;
     // the session is usable once its sandbox holds what it names; otherwise it goes again
-    if let Err(e) = prepare_sandbox(&app, &tenant, &session, &req).await {
-        let _ = app.platform.delete_session(&tenant, &session.id).await;
+    if let Err(e) = prepare_sandbox(&app, tenant, &session, &req).await {
+        let _ = app.platform.delete_session(tenant, &session.id).await;
         let _ = app.destroy_sandbox(&session.id).await;
         return Err(e);
     }

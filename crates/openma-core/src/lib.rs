@@ -18,6 +18,8 @@ pub mod integrations;
 pub mod keys;
 pub mod ledger;
 pub mod memory;
+pub mod mcp;
+pub mod mcp_oauth;
 pub mod memory_mounts;
 pub mod metering;
 pub mod model;
@@ -39,5 +41,5 @@ pub mod webhooks;
 
 pub use error::{DomainError, StoreError};
 pub use platform::Platform;
-pub use ports::{AgentStore, Clock, EnvironmentStore, IdGen, KeyStore, MemoryStorage, Store, VaultStore};
+pub use ports::{AgentStore, Clock, EnvironmentStore, IdGen, KeyStore, MemoryStorage, Store, VaultStore, WebhookStore};
 pub use tenancy::{ApiKey, Tenant, TenantId};

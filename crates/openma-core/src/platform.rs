@@ -96,9 +96,7 @@ impl SkillCheck for Platform {
 #[async_trait::async_trait]
 impl Announcer for Platform {
     async fn announce_with(&self, tenant: &TenantId, kind: &str, object_id: &str, extra: serde_json::Map<String, serde_json::Value>) {
-        if let Err(e) = Platform::announce_with(self, tenant, kind, object_id, extra).await {
-            tracing::warn!(tenant = tenant.as_str(), kind, object_id, error = %e, "cannot queue a webhook event");
-        }
+        self.webhooks().announce_with(tenant, kind, object_id, extra).await
     }
 }
 

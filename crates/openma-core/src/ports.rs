@@ -252,6 +252,32 @@ pub trait Announcer: Send + Sync {
     }
 }
 
+/// Webhook endpoints and their delivery queue (the outbox): a port of its own so a
+/// deployment serves webhooks before it adapts the whole [`Store`] (the Workers do, on D1).
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// Inserts an endpoint unless the tenant already holds `max` of them (`Ok(false)`).
+    async fn insert_webhook_endpoint(&self, tenant: &TenantId, e: &crate::webhooks::StoredWebhookEndpoint, max: i64) -> Result<bool, StoreError>;
+    async fn get_webhook_endpoint(&self, tenant: &TenantId, id: &str) -> Result<Option<crate::webhooks::StoredWebhookEndpoint>, StoreError>;
+    /// Replaces the endpoint (body and sealed secret) if `updated_at` is still `expected`.
+    async fn update_webhook_endpoint(&self, tenant: &TenantId, e: &crate::webhooks::StoredWebhookEndpoint, expected: Timestamp) -> Result<bool, StoreError>;
+    /// Deletes the endpoint with its deliveries.
+    async fn delete_webhook_endpoint(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
+    async fn list_webhook_endpoints(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<crate::webhooks::StoredWebhookEndpoint>, StoreError>;
+    /// Queues deliveries; one already queued for its (endpoint, event) is kept as it is.
+    async fn enqueue_webhook_deliveries(&self, tenant: &TenantId, rows: &[crate::webhooks::QueuedDelivery]) -> Result<(), StoreError>;
+    /// Pending deliveries due at `now`, oldest due first. Deliberately across tenants: this
+    /// is the delivery worker's scan.
+    async fn due_webhook_deliveries(&self, now: Timestamp, limit: u32) -> Result<Vec<(TenantId, crate::webhooks::QueuedDelivery)>, StoreError>;
+    /// Claims a due delivery for one attempt: counts the attempt and moves its due time to
+    /// `lease_until` (so no other scan takes it while it is in flight, and a crash mid-flight
+    /// retries it then). False when someone else claimed it first.
+    async fn claim_webhook_delivery(&self, tenant: &TenantId, id: &str, attempts_seen: i64, now: Timestamp, lease_until: Timestamp) -> Result<bool, StoreError>;
+    async fn record_webhook_attempt(&self, tenant: &TenantId, id: &str, outcome: &crate::webhooks::AttemptOutcome) -> Result<(), StoreError>;
+    /// An endpoint's deliveries in `(created_at, id)` order; `query.include_archived` is ignored.
+    async fn list_webhook_deliveries(&self, tenant: &TenantId, endpoint_id: &str, query: &ListQuery) -> Result<Vec<crate::webhooks::QueuedDelivery>, StoreError>;
+}
+
 /// Tenants and API keys: all that authentication and the operator's bootstrap key need.
 /// A port of its own so a deployment can serve authentication before it adapts the whole
 /// [`Store`] (the Workers do, on D1).
@@ -483,7 +509,9 @@ pub trait FileStore: Send + Sync {
 /// Persistent state. Every method but the tenant and key-lookup ones is scoped by a
 /// [`TenantId`]; an object of another tenant is indistinguishable from a missing one.
 #[async_trait]
-pub trait Store: KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryStorage + SessionStore + ModelCardStore + FileStore + LedgerStore + IntegrationStore + Send + Sync {
+pub trait Store:
+    KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryStorage + SessionStore + ModelCardStore + FileStore + LedgerStore + IntegrationStore + WebhookStore + Send + Sync
+{
     /// A short name of the backend for `/health` (e.g. `sqlite 3.46.0`).
     async fn describe(&self) -> Result<String, StoreError>;
 
@@ -624,28 +652,6 @@ pub trait Store: KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryS
     /// Moves a console session to another tenant (the caller checked the membership).
     async fn set_console_session_tenant(&self, token_hash: &str, tenant: &TenantId) -> Result<(), StoreError>;
     async fn delete_console_sessions_of(&self, user_id: &str) -> Result<(), StoreError>;
-
-    // -- webhook endpoints and their delivery queue --
-    /// Inserts an endpoint unless the tenant already holds `max` of them (`Ok(false)`).
-    async fn insert_webhook_endpoint(&self, tenant: &TenantId, e: &crate::webhooks::StoredWebhookEndpoint, max: i64) -> Result<bool, StoreError>;
-    async fn get_webhook_endpoint(&self, tenant: &TenantId, id: &str) -> Result<Option<crate::webhooks::StoredWebhookEndpoint>, StoreError>;
-    /// Replaces the endpoint (body and sealed secret) if `updated_at` is still `expected`.
-    async fn update_webhook_endpoint(&self, tenant: &TenantId, e: &crate::webhooks::StoredWebhookEndpoint, expected: Timestamp) -> Result<bool, StoreError>;
-    /// Deletes the endpoint with its deliveries.
-    async fn delete_webhook_endpoint(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
-    async fn list_webhook_endpoints(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<crate::webhooks::StoredWebhookEndpoint>, StoreError>;
-    /// Queues deliveries; one already queued for its (endpoint, event) is kept as it is.
-    async fn enqueue_webhook_deliveries(&self, tenant: &TenantId, rows: &[crate::webhooks::QueuedDelivery]) -> Result<(), StoreError>;
-    /// Pending deliveries due at `now`, oldest due first. Deliberately across tenants: this
-    /// is the delivery worker's scan.
-    async fn due_webhook_deliveries(&self, now: Timestamp, limit: u32) -> Result<Vec<(TenantId, crate::webhooks::QueuedDelivery)>, StoreError>;
-    /// Claims a due delivery for one attempt: counts the attempt and moves its due time to
-    /// `lease_until` (so no other scan takes it while it is in flight, and a crash mid-flight
-    /// retries it then). False when someone else claimed it first.
-    async fn claim_webhook_delivery(&self, tenant: &TenantId, id: &str, attempts_seen: i64, now: Timestamp, lease_until: Timestamp) -> Result<bool, StoreError>;
-    async fn record_webhook_attempt(&self, tenant: &TenantId, id: &str, outcome: &crate::webhooks::AttemptOutcome) -> Result<(), StoreError>;
-    /// An endpoint's deliveries in `(created_at, id)` order; `query.include_archived` is ignored.
-    async fn list_webhook_deliveries(&self, tenant: &TenantId, endpoint_id: &str, query: &ListQuery) -> Result<Vec<crate::webhooks::QueuedDelivery>, StoreError>;
 
     // -- quotas --
     async fn get_tenant_limits(&self, tenant: &TenantId) -> Result<TenantLimits, StoreError>;

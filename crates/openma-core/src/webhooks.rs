@@ -28,10 +28,12 @@ use openma_types::webhooks::{
 };
 use sha2::Digest;
 
-use crate::error::{DomainError, DomainResult};
+use std::time::Duration;
+
+use crate::error::{DomainError, DomainResult, StoreError};
 use crate::paging::Page;
-use crate::platform::{ListParams, Platform, UPDATE_ATTEMPTS, position_of};
-use crate::ports::{ListQuery, Order, TimeRange};
+use crate::platform::{ListParams, Platform, UPDATE_ATTEMPTS, list_query, position_of};
+use crate::ports::{Announcer, Clock, IdGen, ListQuery, Order, TimeRange, WebhookStore};
 use crate::secrets::{Binding, SecretBox, SecretError};
 use crate::tenancy::TenantId;
 use crate::validate;
@@ -165,26 +167,100 @@ pub struct IdPageParams {
     pub before_id: Option<String>,
 }
 
-impl Platform {
-    fn webhook_secrets(&self) -> DomainResult<&SecretBox> {
-        self.secrets.as_deref().ok_or_else(|| DomainError::invalid("secrets are not available: the server has no root secret"))
+impl From<openma_types::query::EndpointListParams> for IdPageParams {
+    fn from(q: openma_types::query::EndpointListParams) -> Self {
+        IdPageParams { limit: q.limit, order: q.order.map(Into::into), after_id: q.after_id, before_id: q.before_id }
+    }
+}
+
+/// The events a change of a session's status is announced as: the status type's own name
+/// and, for running and idle, the payload table's shorter name of the same change.
+pub fn status_events(status: openma_types::sessions::SessionStatus) -> &'static [&'static str] {
+    use openma_types::sessions::SessionStatus;
+    match status {
+        SessionStatus::Running => &["session.status_run_started", "session.running"],
+        SessionStatus::Idle => &["session.status_idled", "session.idled"],
+        SessionStatus::Rescheduling => &["session.status_rescheduled"],
+        SessionStatus::Terminated => &["session.status_terminated"],
+    }
+}
+
+/// The event a turn's stop reason is announced as, if any (whatever the status was).
+pub fn stop_event(reason: &openma_types::events::StopReason) -> Option<&'static str> {
+    use openma_types::events::StopReason;
+    match reason {
+        StopReason::RequiresAction { .. } => Some("session.requires_action"),
+        StopReason::BudgetReached => Some("session.budget_reached"),
+        _ => None,
+    }
+}
+
+/// The Standard Webhooks signature header value of one attempt.
+pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+/// How long a receiver has to answer an attempt.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of a failed response's reason kept in the log.
+const MAX_ERROR: usize = 300;
+
+/// Sends one signed attempt: the native server's pinned HTTP client, or `fetch` in a Worker.
+/// Each refuses destinations that name private places (unless the test-only switch is on).
+#[async_trait::async_trait]
+pub trait WebhookSender: Send + Sync {
+    /// POSTs `body` with `headers`; the status on 2xx, else the status (if any) and why.
+    async fn post(&self, url: &str, headers: &[(&'static str, String)], body: &str) -> Result<i64, (Option<i64>, String)>;
+}
+
+/// The webhook operations, bound to one set of adapters. As the [`Announcer`], it queues
+/// deliveries; [`Webhooks::attempt`] sends one.
+pub struct Webhooks<'a> {
+    pub store: &'a dyn WebhookStore,
+    pub clock: &'a dyn Clock,
+    pub ids: &'a dyn IdGen,
+    /// Seals the signing secrets: creating an endpoint needs it, announcing does not.
+    pub secrets: Option<&'a SecretBox>,
+}
+
+fn later(now: Timestamp, d: Duration) -> Timestamp {
+    Timestamp::from_micros(now.as_micros().saturating_add(d.as_micros() as i64))
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > MAX_ERROR {
+        let mut end = MAX_ERROR;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+impl Webhooks<'_> {
+    fn secrets(&self) -> DomainResult<&SecretBox> {
+        self.secrets.ok_or_else(|| DomainError::invalid("secrets are not available: the server has no root secret"))
     }
 
     /// A fresh `whsec_` secret and its seal for endpoint `id`.
     fn new_signing_secret(&self, tenant: &TenantId, id: &str) -> DomainResult<(String, String)> {
         let entropy = sha2::Sha256::digest(self.ids.api_key_secret().as_bytes());
         let secret = format!("{SECRET_PREFIX}{}", STANDARD.encode(entropy));
-        let sealed = self.webhook_secrets()?.seal(binding(tenant, id), secret.as_bytes(), self.ids.nonce());
+        let sealed = self.secrets()?.seal(binding(tenant, id), secret.as_bytes(), self.ids.nonce());
         Ok((secret, sealed))
     }
 
-    pub async fn create_webhook_endpoint(&self, tenant: &TenantId, req: &CreateWebhookEndpointRequest) -> DomainResult<NewWebhookEndpoint> {
+    pub async fn create_endpoint(&self, tenant: &TenantId, req: &CreateWebhookEndpointRequest) -> DomainResult<NewWebhookEndpoint> {
         validate::http_url("url", &req.url)?;
         check_texts(req.name.as_ref(), req.description.as_ref())?;
         let enabled_events = check_events(&req.enabled_events)?;
         let id = self.ids.new_id("whep");
         let (secret, sealed_secret) = self.new_signing_secret(tenant, &id)?;
-        let now = self.now();
+        let now = self.clock.now();
         let endpoint = WebhookEndpoint {
             id,
             created_at: now,
@@ -203,7 +279,7 @@ impl Platform {
         Ok(NewWebhookEndpoint { endpoint: stored.endpoint, signing_secret: secret })
     }
 
-    async fn load_webhook_endpoint(&self, tenant: &TenantId, id: &str) -> DomainResult<StoredWebhookEndpoint> {
+    async fn load_endpoint(&self, tenant: &TenantId, id: &str) -> DomainResult<StoredWebhookEndpoint> {
         let missing = || DomainError::not_found("webhook endpoint", id);
         if !validate::looks_like_id(id, "whep_") {
             return Err(missing());
@@ -211,11 +287,11 @@ impl Platform {
         self.store.get_webhook_endpoint(tenant, id).await?.ok_or_else(missing)
     }
 
-    pub async fn get_webhook_endpoint(&self, tenant: &TenantId, id: &str) -> DomainResult<WebhookEndpoint> {
-        Ok(self.load_webhook_endpoint(tenant, id).await?.endpoint)
+    pub async fn get_endpoint(&self, tenant: &TenantId, id: &str) -> DomainResult<WebhookEndpoint> {
+        Ok(self.load_endpoint(tenant, id).await?.endpoint)
     }
 
-    pub async fn update_webhook_endpoint(&self, tenant: &TenantId, id: &str, req: &UpdateWebhookEndpointRequest) -> DomainResult<WebhookEndpoint> {
+    pub async fn update_endpoint(&self, tenant: &TenantId, id: &str, req: &UpdateWebhookEndpointRequest) -> DomainResult<WebhookEndpoint> {
         if let Some(url) = &req.url {
             validate::http_url("url", url)?;
         }
@@ -225,7 +301,7 @@ impl Platform {
             _ => None,
         };
         for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.load_webhook_endpoint(tenant, id).await?;
+            let current = self.load_endpoint(tenant, id).await?;
             let mut next = current.clone();
             let e = &mut next.endpoint;
             if let Some(v) = &req.url {
@@ -249,7 +325,7 @@ impl Platform {
             if next == current {
                 return Ok(next.endpoint);
             }
-            next.endpoint.updated_at = self.now().strictly_after(current.endpoint.updated_at);
+            next.endpoint.updated_at = self.clock.now().strictly_after(current.endpoint.updated_at);
             if self.store.update_webhook_endpoint(tenant, &next, current.endpoint.updated_at).await? {
                 return Ok(next.endpoint);
             }
@@ -258,13 +334,13 @@ impl Platform {
     }
 
     /// Replaces the signing secret; deliveries are signed with the new one from now on.
-    pub async fn regenerate_webhook_secret(&self, tenant: &TenantId, id: &str) -> DomainResult<String> {
+    pub async fn regenerate_secret(&self, tenant: &TenantId, id: &str) -> DomainResult<String> {
         for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.load_webhook_endpoint(tenant, id).await?;
+            let current = self.load_endpoint(tenant, id).await?;
             let (secret, sealed_secret) = self.new_signing_secret(tenant, id)?;
             let mut next = current.clone();
             next.sealed_secret = sealed_secret;
-            next.endpoint.updated_at = self.now().strictly_after(current.endpoint.updated_at);
+            next.endpoint.updated_at = self.clock.now().strictly_after(current.endpoint.updated_at);
             if self.store.update_webhook_endpoint(tenant, &next, current.endpoint.updated_at).await? {
                 return Ok(secret);
             }
@@ -273,7 +349,7 @@ impl Platform {
     }
 
     /// Deletes an endpoint with its delivery log; queued deliveries to it are dropped.
-    pub async fn delete_webhook_endpoint(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
+    pub async fn delete_endpoint(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
         if !validate::looks_like_id(id, "whep_") || !self.store.delete_webhook_endpoint(tenant, id).await? {
             return Err(DomainError::not_found("webhook endpoint", id));
         }
@@ -282,7 +358,7 @@ impl Platform {
 
     /// Endpoints in `Page` style. `before_id` returns the first `limit` endpoints that come
     /// before it in list order (as the SDK documents), not the ones just before it.
-    pub async fn list_webhook_endpoints(&self, tenant: &TenantId, p: &IdPageParams) -> DomainResult<IdPage<WebhookEndpoint>> {
+    pub async fn list_endpoints(&self, tenant: &TenantId, p: &IdPageParams) -> DomainResult<IdPage<WebhookEndpoint>> {
         let limit = match p.limit.unwrap_or(0) {
             0 => 20,
             n if (1..=100).contains(&n) => n as u32,
@@ -325,30 +401,25 @@ impl Platform {
     }
 
     /// The delivery log of an endpoint, newest first.
-    pub async fn list_webhook_deliveries(&self, tenant: &TenantId, endpoint_id: &str, p: &ListParams) -> DomainResult<Page<WebhookDelivery>> {
-        self.load_webhook_endpoint(tenant, endpoint_id).await?;
-        let (req, query) = self.page_request_max(p, Order::Desc, crate::paging::MAX_LIMIT)?;
+    pub async fn list_deliveries(&self, tenant: &TenantId, endpoint_id: &str, p: &ListParams) -> DomainResult<Page<WebhookDelivery>> {
+        self.load_endpoint(tenant, endpoint_id).await?;
+        let (req, query) = list_query(p, Order::Desc, crate::paging::MAX_LIMIT)?;
         let rows = self.store.list_webhook_deliveries(tenant, endpoint_id, &query).await?;
         Ok(req.finish(rows, |d| position_of(d.created_at, &d.id)).map(|d| d.to_wire()))
     }
 
-    /// Queues event `kind` about object `object_id` for every enabled endpoint of the
-    /// tenant that subscribes to it; returns the event id when any endpoint does.
-    pub async fn announce(&self, tenant: &TenantId, kind: &str, object_id: &str) -> DomainResult<Option<String>> {
-        self.announce_with(tenant, kind, object_id, serde_json::Map::new()).await
+    /// Every endpoint of the tenant (announcements and re-sealing read them all).
+    async fn all_endpoints(&self, tenant: &TenantId) -> DomainResult<Vec<StoredWebhookEndpoint>> {
+        let query = ListQuery { limit: ENDPOINTS_PER_TENANT as u32 + 1, order: Order::Asc, after: None, include_archived: true, created: TimeRange::default() };
+        Ok(self.store.list_webhook_endpoints(tenant, &query).await?)
     }
 
-    /// [`Self::announce`] with the type's extra `data` fields.
-    pub async fn announce_with(&self, tenant: &TenantId, kind: &str, object_id: &str, extra: serde_json::Map<String, serde_json::Value>) -> DomainResult<Option<String>> {
+    /// Queues event `kind` about object `object_id`, with the type's `extra` data fields,
+    /// for every enabled endpoint of the tenant that subscribes to it; returns the event id
+    /// when any endpoint does.
+    pub async fn queue(&self, tenant: &TenantId, kind: &str, object_id: &str, extra: &serde_json::Map<String, serde_json::Value>) -> DomainResult<Option<String>> {
         debug_assert!(EVENT_TYPES.contains(&kind), "announced an unknown event type {kind}");
-        let query = ListQuery {
-            limit: ENDPOINTS_PER_TENANT as u32 + 1,
-            order: Order::Asc,
-            after: None,
-            include_archived: true,
-            created: TimeRange::default(),
-        };
-        let endpoints = self.store.list_webhook_endpoints(tenant, &query).await?;
+        let endpoints = self.all_endpoints(tenant).await?;
         let targets: Vec<_> = endpoints
             .iter()
             .filter(|e| e.endpoint.state == WebhookEndpointState::Enabled && e.endpoint.enabled_events.iter().any(|k| k == kind))
@@ -356,9 +427,9 @@ impl Platform {
         if targets.is_empty() {
             return Ok(None);
         }
-        let now = self.now();
+        let now = self.clock.now();
         let event_id = self.ids.new_id("wevt");
-        let payload = event_body(&event_id, kind, object_id, tenant, now, &extra);
+        let payload = event_body(&event_id, kind, object_id, tenant, now, extra);
         let rows: Vec<QueuedDelivery> = targets
             .iter()
             .map(|e| QueuedDelivery {
@@ -380,29 +451,11 @@ impl Platform {
         Ok(Some(event_id))
     }
 
-    /// [`Self::announce`] for the domain's own hooks: a failure to queue is logged, never
-    /// returned, so the change that was already stored still succeeds.
-    pub async fn announce_quietly(&self, tenant: &TenantId, kind: &str, object_id: &str) {
-        crate::ports::Announcer::announce(self, tenant, kind, object_id).await
-    }
-
-    /// [`Self::announce_quietly`] for a `vault_credential.*` event (its `data` names the vault).
-    pub async fn announce_credential(&self, tenant: &TenantId, kind: &str, vault_id: &str, credential_id: &str) {
-        crate::vaults::announce_credential(self, tenant, kind, vault_id, credential_id).await
-    }
-
     /// Re-seals every webhook signing secret of a tenant under `secrets`' current root
     /// (rotation). Returns how many were re-sealed.
-    pub async fn reseal_webhook_secrets(&self, tenant: &TenantId, secrets: &SecretBox) -> DomainResult<usize> {
-        let query = ListQuery {
-            limit: ENDPOINTS_PER_TENANT as u32 + 1,
-            order: Order::Asc,
-            after: None,
-            include_archived: true,
-            created: TimeRange::default(),
-        };
+    pub async fn reseal_secrets(&self, tenant: &TenantId, secrets: &SecretBox) -> DomainResult<usize> {
         let mut done = 0;
-        for e in self.store.list_webhook_endpoints(tenant, &query).await? {
+        for e in self.all_endpoints(tenant).await? {
             let mut current = e;
             for attempt in 0.. {
                 let mut next = current.clone();
@@ -424,6 +477,128 @@ impl Platform {
             }
         }
         Ok(done)
+    }
+
+    /// Claims and sends one due delivery, signed per Standard Webhooks, and records what
+    /// came of it. The claim counts the attempt and moves its due time past the request's
+    /// timeout, so no other scan takes it in flight and one whose process died mid-flight
+    /// is sent again once that lease ends (receivers dedupe by `webhook-id`, the event id).
+    /// A 2xx marks it delivered; anything else waits `delays[attempt - 1]` (or the last),
+    /// up to [`MAX_ATTEMPTS`], then marks it failed.
+    pub async fn attempt(&self, tenant: &TenantId, d: &QueuedDelivery, sender: &dyn WebhookSender, delays: &[Duration]) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let finish = |status, last_status, last_error: Option<String>| AttemptOutcome { status, next_attempt_at: now, last_status, last_error, at: now };
+        if d.attempts >= MAX_ATTEMPTS {
+            // its last attempt was in flight when a process stopped
+            let error = d.last_error.clone().or_else(|| Some("no answer to the last attempt".into()));
+            return self.store.record_webhook_attempt(tenant, &d.id, &finish(WebhookDeliveryStatus::Failed, d.last_status, error)).await;
+        }
+        let Some(endpoint) = self.store.get_webhook_endpoint(tenant, &d.endpoint_id).await? else { return Ok(()) };
+        if endpoint.endpoint.state == WebhookEndpointState::Disabled {
+            let error = Some("the endpoint is disabled".into());
+            return self.store.record_webhook_attempt(tenant, &d.id, &finish(WebhookDeliveryStatus::Failed, None, error)).await;
+        }
+        let lease = later(now, TIMEOUT + Duration::from_secs(20));
+        if !self.store.claim_webhook_delivery(tenant, &d.id, d.attempts, now, lease).await? {
+            return Ok(());
+        }
+        let attempt = d.attempts + 1;
+        let result = match self.secrets.map(|s| open_signing_key(s, tenant, &endpoint)) {
+            Some(Ok(key)) => {
+                let timestamp = now.as_micros() / 1_000_000;
+                let headers = [
+                    ("content-type", "application/json".to_owned()),
+                    ("webhook-id", d.event_id.clone()),
+                    ("webhook-timestamp", timestamp.to_string()),
+                    ("webhook-signature", signature(&key, &d.event_id, timestamp, &d.payload)),
+                ];
+                sender.post(&endpoint.endpoint.url, &headers, &d.payload).await.map_err(|(code, why)| (code, truncate(why)))
+            }
+            Some(Err(e)) => Err((None, format!("cannot open the signing secret: {e}"))),
+            None => Err((None, "the server has no root secret".into())),
+        };
+        let now = self.clock.now();
+        let outcome = match result {
+            Ok(code) => AttemptOutcome { status: WebhookDeliveryStatus::Delivered, next_attempt_at: now, last_status: Some(code), last_error: None, at: now },
+            Err((code, error)) => {
+                let retry = (attempt < MAX_ATTEMPTS).then(|| delays.get(attempt as usize - 1).or(delays.last()).copied().unwrap_or_default());
+                tracing::info!(tenant = tenant.as_str(), delivery = d.id, attempt, error = %error, "webhook delivery attempt failed");
+                AttemptOutcome {
+                    status: if retry.is_some() { WebhookDeliveryStatus::Pending } else { WebhookDeliveryStatus::Failed },
+                    next_attempt_at: later(now, retry.unwrap_or_default()),
+                    last_status: code,
+                    last_error: Some(error),
+                    at: now,
+                }
+            }
+        };
+        self.store.record_webhook_attempt(tenant, &d.id, &outcome).await
+    }
+}
+
+/// A failure to queue is logged, never returned: the change it reports is already stored.
+#[async_trait::async_trait]
+impl Announcer for Webhooks<'_> {
+    async fn announce_with(&self, tenant: &TenantId, kind: &str, object_id: &str, extra: serde_json::Map<String, serde_json::Value>) {
+        if let Err(e) = self.queue(tenant, kind, object_id, &extra).await {
+            tracing::warn!(tenant = tenant.as_str(), kind, object_id, error = %e, "cannot queue a webhook event");
+        }
+    }
+}
+
+impl Platform {
+    /// The webhook operations on this platform's store, with its root secret.
+    pub fn webhooks(&self) -> Webhooks<'_> {
+        Webhooks { store: &*self.store, clock: &*self.clock, ids: &*self.ids, secrets: self.secrets.as_deref() }
+    }
+
+    pub async fn create_webhook_endpoint(&self, tenant: &TenantId, req: &CreateWebhookEndpointRequest) -> DomainResult<NewWebhookEndpoint> {
+        self.webhooks().create_endpoint(tenant, req).await
+    }
+
+    pub async fn get_webhook_endpoint(&self, tenant: &TenantId, id: &str) -> DomainResult<WebhookEndpoint> {
+        self.webhooks().get_endpoint(tenant, id).await
+    }
+
+    pub async fn update_webhook_endpoint(&self, tenant: &TenantId, id: &str, req: &UpdateWebhookEndpointRequest) -> DomainResult<WebhookEndpoint> {
+        self.webhooks().update_endpoint(tenant, id, req).await
+    }
+
+    pub async fn regenerate_webhook_secret(&self, tenant: &TenantId, id: &str) -> DomainResult<String> {
+        self.webhooks().regenerate_secret(tenant, id).await
+    }
+
+    pub async fn delete_webhook_endpoint(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
+        self.webhooks().delete_endpoint(tenant, id).await
+    }
+
+    pub async fn list_webhook_endpoints(&self, tenant: &TenantId, p: &IdPageParams) -> DomainResult<IdPage<WebhookEndpoint>> {
+        self.webhooks().list_endpoints(tenant, p).await
+    }
+
+    pub async fn list_webhook_deliveries(&self, tenant: &TenantId, endpoint_id: &str, p: &ListParams) -> DomainResult<Page<WebhookDelivery>> {
+        self.webhooks().list_deliveries(tenant, endpoint_id, p).await
+    }
+
+    /// Queues event `kind` about `object_id` for the tenant's subscribed endpoints; the
+    /// event id when any endpoint subscribes.
+    pub async fn announce(&self, tenant: &TenantId, kind: &str, object_id: &str) -> DomainResult<Option<String>> {
+        self.webhooks().queue(tenant, kind, object_id, &serde_json::Map::new()).await
+    }
+
+    /// [`Self::announce`] for the domain's own hooks: a failure to queue is logged, never
+    /// returned, so the change that was already stored still succeeds.
+    pub async fn announce_quietly(&self, tenant: &TenantId, kind: &str, object_id: &str) {
+        self.webhooks().announce(tenant, kind, object_id).await
+    }
+
+    /// [`Self::announce_quietly`] for a `vault_credential.*` event (its `data` names the vault).
+    pub async fn announce_credential(&self, tenant: &TenantId, kind: &str, vault_id: &str, credential_id: &str) {
+        crate::vaults::announce_credential(&self.webhooks(), tenant, kind, vault_id, credential_id).await
+    }
+
+    pub async fn reseal_webhook_secrets(&self, tenant: &TenantId, secrets: &SecretBox) -> DomainResult<usize> {
+        self.webhooks().reseal_secrets(tenant, secrets).await
     }
 }
 

@@ -561,6 +561,173 @@ macro_rules! sql_store {
         }
 
         #[async_trait::async_trait]
+        impl openma_core::ports::WebhookStore for $store {
+            async fn insert_webhook_endpoint(&self, tenant: &TenantId, w: &openma_core::webhooks::StoredWebhookEndpoint, max: i64) -> Result<bool, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                // the insert comes first so SQLite takes its write lock before the count
+                sqlx::query(
+                    "INSERT INTO webhook_endpoints (tenant_id, id, created_at, updated_at, archived, body, sealed_secret) \
+                     VALUES ($1, $2, $3, $4, FALSE, $5, $6)",
+                )
+                .bind(tenant.as_str())
+                .bind(&w.endpoint.id)
+                .bind(w.endpoint.created_at.as_micros())
+                .bind(w.endpoint.updated_at.as_micros())
+                .bind(encode(&w.endpoint))
+                .bind(&w.sealed_secret)
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::backend_error)?;
+                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_endpoints WHERE tenant_id = $1")
+                    .bind(tenant.as_str())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                if count > max {
+                    return Ok(false);
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(true)
+            }
+
+            async fn get_webhook_endpoint(&self, tenant: &TenantId, id: &str) -> Result<Option<openma_core::webhooks::StoredWebhookEndpoint>, openma_core::StoreError> {
+                let row = sqlx::query("SELECT body, sealed_secret FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                row.as_ref().map(stored_webhook_endpoint).transpose()
+            }
+
+            async fn update_webhook_endpoint(&self, tenant: &TenantId, w: &openma_core::webhooks::StoredWebhookEndpoint, expected: Timestamp) -> Result<bool, openma_core::StoreError> {
+                let done = sqlx::query(
+                    "UPDATE webhook_endpoints SET updated_at = $3, body = $4, sealed_secret = $5 \
+                     WHERE tenant_id = $1 AND id = $2 AND updated_at = $6",
+                )
+                .bind(tenant.as_str())
+                .bind(&w.endpoint.id)
+                .bind(w.endpoint.updated_at.as_micros())
+                .bind(encode(&w.endpoint))
+                .bind(&w.sealed_secret)
+                .bind(expected.as_micros())
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_webhook_endpoint(&self, tenant: &TenantId, id: &str) -> Result<bool, openma_core::StoreError> {
+                let done = sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn list_webhook_endpoints(&self, tenant: &TenantId, q: &ListQuery) -> Result<Vec<openma_core::webhooks::StoredWebhookEndpoint>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT body, sealed_secret FROM webhook_endpoints WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned());
+                push_page(&mut qb, q);
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                rows.iter().map(stored_webhook_endpoint).collect()
+            }
+
+            async fn enqueue_webhook_deliveries(&self, tenant: &TenantId, rows: &[openma_core::webhooks::QueuedDelivery]) -> Result<(), openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                for d in rows {
+                    // an endpoint deleted meanwhile gets nothing (the EXISTS guard), not an error
+                    sqlx::query(
+                        "INSERT INTO webhook_deliveries (tenant_id, id, endpoint_id, event_id, event_type, payload, status, attempts, \
+                         next_attempt_at, last_status, last_error, created_at, updated_at) \
+                         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $10 \
+                         WHERE EXISTS (SELECT 1 FROM webhook_endpoints WHERE tenant_id = $1 AND id = $3) \
+                         ON CONFLICT (tenant_id, endpoint_id, event_id) DO NOTHING",
+                    )
+                    .bind(tenant.as_str())
+                    .bind(&d.id)
+                    .bind(&d.endpoint_id)
+                    .bind(&d.event_id)
+                    .bind(&d.event_type)
+                    .bind(&d.payload)
+                    .bind(d.status.as_str())
+                    .bind(d.attempts)
+                    .bind(d.next_attempt_at.as_micros())
+                    .bind(d.created_at.as_micros())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn due_webhook_deliveries(&self, now: Timestamp, limit: u32) -> Result<Vec<(TenantId, openma_core::webhooks::QueuedDelivery)>, openma_core::StoreError> {
+                let sql = format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
+                     ORDER BY next_attempt_at ASC, created_at ASC, id ASC LIMIT $2"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(now.as_micros())
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                rows.iter()
+                    .map(|r| {
+                        let tenant: String = r.try_get("tenant_id").map_err($crate::backend_error)?;
+                        Ok((TenantId::from_trusted(tenant), queued_delivery(r)?))
+                    })
+                    .collect()
+            }
+
+            async fn claim_webhook_delivery(&self, tenant: &TenantId, id: &str, attempts_seen: i64, now: Timestamp, lease_until: Timestamp) -> Result<bool, openma_core::StoreError> {
+                let done = sqlx::query(
+                    "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $4, updated_at = $5 \
+                     WHERE tenant_id = $1 AND id = $2 AND status = 'pending' AND attempts = $3 AND next_attempt_at <= $5",
+                )
+                .bind(tenant.as_str())
+                .bind(id)
+                .bind(attempts_seen)
+                .bind(lease_until.as_micros())
+                .bind(now.as_micros())
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn record_webhook_attempt(&self, tenant: &TenantId, id: &str, o: &openma_core::webhooks::AttemptOutcome) -> Result<(), openma_core::StoreError> {
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET status = $3, next_attempt_at = $4, last_status = $5, last_error = $6, updated_at = $7 \
+                     WHERE tenant_id = $1 AND id = $2",
+                )
+                .bind(tenant.as_str())
+                .bind(id)
+                .bind(o.status.as_str())
+                .bind(o.next_attempt_at.as_micros())
+                .bind(o.last_status)
+                .bind(o.last_error.as_deref())
+                .bind(o.at.as_micros())
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn list_webhook_deliveries(&self, tenant: &TenantId, endpoint_id: &str, q: &ListQuery) -> Result<Vec<openma_core::webhooks::QueuedDelivery>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE tenant_id = "));
+                qb.push_bind(tenant.as_str().to_owned()).push(" AND endpoint_id = ").push_bind(endpoint_id.to_owned());
+                let q = ListQuery { include_archived: true, ..q.clone() };
+                push_page(&mut qb, &q);
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                rows.iter().map(queued_delivery).collect()
+            }
+        }
+
+        #[async_trait::async_trait]
         impl openma_core::ports::AgentStore for $store {
             async fn insert_agent(&self, tenant: &TenantId, a: &Agent) -> Result<(), openma_core::StoreError> {
                 let body = encode(a);
@@ -2414,171 +2581,6 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            // ---- webhook endpoints and deliveries ----
-
-            async fn insert_webhook_endpoint(&self, tenant: &TenantId, w: &openma_core::webhooks::StoredWebhookEndpoint, max: i64) -> Result<bool, openma_core::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
-                // the insert comes first so SQLite takes its write lock before the count
-                sqlx::query(
-                    "INSERT INTO webhook_endpoints (tenant_id, id, created_at, updated_at, archived, body, sealed_secret) \
-                     VALUES ($1, $2, $3, $4, FALSE, $5, $6)",
-                )
-                .bind(tenant.as_str())
-                .bind(&w.endpoint.id)
-                .bind(w.endpoint.created_at.as_micros())
-                .bind(w.endpoint.updated_at.as_micros())
-                .bind(encode(&w.endpoint))
-                .bind(&w.sealed_secret)
-                .execute(&mut *tx)
-                .await
-                .map_err($crate::backend_error)?;
-                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_endpoints WHERE tenant_id = $1")
-                    .bind(tenant.as_str())
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err($crate::backend_error)?;
-                if count > max {
-                    return Ok(false);
-                }
-                tx.commit().await.map_err($crate::backend_error)?;
-                Ok(true)
-            }
-
-            async fn get_webhook_endpoint(&self, tenant: &TenantId, id: &str) -> Result<Option<openma_core::webhooks::StoredWebhookEndpoint>, openma_core::StoreError> {
-                let row = sqlx::query("SELECT body, sealed_secret FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
-                    .bind(tenant.as_str())
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                row.as_ref().map(stored_webhook_endpoint).transpose()
-            }
-
-            async fn update_webhook_endpoint(&self, tenant: &TenantId, w: &openma_core::webhooks::StoredWebhookEndpoint, expected: Timestamp) -> Result<bool, openma_core::StoreError> {
-                let done = sqlx::query(
-                    "UPDATE webhook_endpoints SET updated_at = $3, body = $4, sealed_secret = $5 \
-                     WHERE tenant_id = $1 AND id = $2 AND updated_at = $6",
-                )
-                .bind(tenant.as_str())
-                .bind(&w.endpoint.id)
-                .bind(w.endpoint.updated_at.as_micros())
-                .bind(encode(&w.endpoint))
-                .bind(&w.sealed_secret)
-                .bind(expected.as_micros())
-                .execute(&self.pool)
-                .await
-                .map_err($crate::backend_error)?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn delete_webhook_endpoint(&self, tenant: &TenantId, id: &str) -> Result<bool, openma_core::StoreError> {
-                let done = sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
-                    .bind(tenant.as_str())
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn list_webhook_endpoints(&self, tenant: &TenantId, q: &ListQuery) -> Result<Vec<openma_core::webhooks::StoredWebhookEndpoint>, openma_core::StoreError> {
-                let mut qb = QueryBuilder::<$db>::new("SELECT body, sealed_secret FROM webhook_endpoints WHERE tenant_id = ");
-                qb.push_bind(tenant.as_str().to_owned());
-                push_page(&mut qb, q);
-                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
-                rows.iter().map(stored_webhook_endpoint).collect()
-            }
-
-            async fn enqueue_webhook_deliveries(&self, tenant: &TenantId, rows: &[openma_core::webhooks::QueuedDelivery]) -> Result<(), openma_core::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
-                for d in rows {
-                    // an endpoint deleted meanwhile gets nothing (the EXISTS guard), not an error
-                    sqlx::query(
-                        "INSERT INTO webhook_deliveries (tenant_id, id, endpoint_id, event_id, event_type, payload, status, attempts, \
-                         next_attempt_at, last_status, last_error, created_at, updated_at) \
-                         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $10 \
-                         WHERE EXISTS (SELECT 1 FROM webhook_endpoints WHERE tenant_id = $1 AND id = $3) \
-                         ON CONFLICT (tenant_id, endpoint_id, event_id) DO NOTHING",
-                    )
-                    .bind(tenant.as_str())
-                    .bind(&d.id)
-                    .bind(&d.endpoint_id)
-                    .bind(&d.event_id)
-                    .bind(&d.event_type)
-                    .bind(&d.payload)
-                    .bind(d.status.as_str())
-                    .bind(d.attempts)
-                    .bind(d.next_attempt_at.as_micros())
-                    .bind(d.created_at.as_micros())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err($crate::backend_error)?;
-                }
-                tx.commit().await.map_err($crate::backend_error)?;
-                Ok(())
-            }
-
-            async fn due_webhook_deliveries(&self, now: Timestamp, limit: u32) -> Result<Vec<(TenantId, openma_core::webhooks::QueuedDelivery)>, openma_core::StoreError> {
-                let sql = format!(
-                    "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
-                     ORDER BY next_attempt_at ASC, created_at ASC, id ASC LIMIT $2"
-                );
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(now.as_micros())
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                rows.iter()
-                    .map(|r| {
-                        let tenant: String = r.try_get("tenant_id").map_err($crate::backend_error)?;
-                        Ok((TenantId::from_trusted(tenant), queued_delivery(r)?))
-                    })
-                    .collect()
-            }
-
-            async fn claim_webhook_delivery(&self, tenant: &TenantId, id: &str, attempts_seen: i64, now: Timestamp, lease_until: Timestamp) -> Result<bool, openma_core::StoreError> {
-                let done = sqlx::query(
-                    "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $4, updated_at = $5 \
-                     WHERE tenant_id = $1 AND id = $2 AND status = 'pending' AND attempts = $3 AND next_attempt_at <= $5",
-                )
-                .bind(tenant.as_str())
-                .bind(id)
-                .bind(attempts_seen)
-                .bind(lease_until.as_micros())
-                .bind(now.as_micros())
-                .execute(&self.pool)
-                .await
-                .map_err($crate::backend_error)?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn record_webhook_attempt(&self, tenant: &TenantId, id: &str, o: &openma_core::webhooks::AttemptOutcome) -> Result<(), openma_core::StoreError> {
-                sqlx::query(
-                    "UPDATE webhook_deliveries SET status = $3, next_attempt_at = $4, last_status = $5, last_error = $6, updated_at = $7 \
-                     WHERE tenant_id = $1 AND id = $2",
-                )
-                .bind(tenant.as_str())
-                .bind(id)
-                .bind(o.status.as_str())
-                .bind(o.next_attempt_at.as_micros())
-                .bind(o.last_status)
-                .bind(o.last_error.as_deref())
-                .bind(o.at.as_micros())
-                .execute(&self.pool)
-                .await
-                .map_err($crate::backend_error)?;
-                Ok(())
-            }
-
-            async fn list_webhook_deliveries(&self, tenant: &TenantId, endpoint_id: &str, q: &ListQuery) -> Result<Vec<openma_core::webhooks::QueuedDelivery>, openma_core::StoreError> {
-                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE tenant_id = "));
-                qb.push_bind(tenant.as_str().to_owned()).push(" AND endpoint_id = ").push_bind(endpoint_id.to_owned());
-                let q = ListQuery { include_archived: true, ..q.clone() };
-                push_page(&mut qb, &q);
-                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
-                rows.iter().map(queued_delivery).collect()
-            }
             async fn get_tenant_limits(&self, tenant: &TenantId) -> Result<TenantLimits, openma_core::StoreError> {
                 let row = sqlx::query("SELECT monthly_soft_micros, monthly_hard_micros, max_running_sessions, max_running_sandboxes FROM tenant_limits WHERE tenant_id = $1")
                     .bind(tenant.as_str())

@@ -46,6 +46,25 @@ pub struct PageParams {
     pub page: Option<String>,
 }
 
+/// The `Page`-style query of the webhook endpoint list (`after_id` / `before_id`).
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+pub struct EndpointListParams {
+    /// Page size, 0 to 100 (0 means 20).
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// Return the endpoints right after this one.
+    #[serde(default)]
+    pub after_id: Option<String>,
+    /// Return the first `limit` endpoints that come before this one in list order.
+    #[serde(default)]
+    pub before_id: Option<String>,
+    /// By `created_at`; newest first by default.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(inline))]
+    pub order: Option<SortOrder>,
+}
+
 /// Filters of the file list (`GET /v1/files`).
 #[derive(Debug, Default, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]

@@ -202,7 +202,7 @@ impl ToolPlan {
 }
 
 /// A tool an MCP server listed (`tools/list`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct McpToolDef {
     /// The agent's name for the server (`mcp_servers[].name`).
     pub server: String,

@@ -12,9 +12,10 @@ use openma_types::webhooks::{
     WebhookDelivery, WebhookEndpoint, WebhookSigningSecret,
 };
 use openma_types::{ErrorEnvelope, ListPage};
-use serde::Deserialize;
 
-use super::{ArchivedParam, CreatedFilter, PageParams, SortOrder, list_params};
+use openma_types::query::EndpointListParams;
+
+use super::{ArchivedParam, CreatedFilter, PageParams, list_params};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -29,25 +30,6 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/v1/organizations/webhooks/{webhook_endpoint_id}/regenerate_signing_secret", post(regenerate_signing_secret))
         .route("/v1/organizations/webhooks/{webhook_endpoint_id}/deliveries", get(list_deliveries))
-}
-
-/// The `Page`-style query of the endpoint list.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct EndpointListParams {
-    /// Page size, 0 to 100 (0 means 20).
-    #[serde(default)]
-    pub limit: Option<i64>,
-    /// Return the endpoints right after this one.
-    #[serde(default)]
-    pub after_id: Option<String>,
-    /// Return the first `limit` endpoints that come before this one in list order.
-    #[serde(default)]
-    pub before_id: Option<String>,
-    /// By `created_at`; newest first by default.
-    #[serde(default)]
-    #[param(inline)]
-    pub order: Option<SortOrder>,
 }
 
 fn destination(app: &AppState, url: &str) -> Result<(), ApiError> {
@@ -98,8 +80,7 @@ pub async fn list_webhook_endpoints(
     Caller(t): Caller,
     ApiQuery(q): ApiQuery<EndpointListParams>,
 ) -> Result<Json<IdPage<WebhookEndpoint>>, ApiError> {
-    let params = IdPageParams { limit: q.limit, order: q.order.map(Into::into), after_id: q.after_id, before_id: q.before_id };
-    Ok(Json(app.platform.list_webhook_endpoints(&t, &params).await?))
+    Ok(Json(app.platform.list_webhook_endpoints(&t, &IdPageParams::from(q)).await?))
 }
 
 /// Delete a webhook endpoint with its delivery log; queued deliveries are dropped.

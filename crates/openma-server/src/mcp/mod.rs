@@ -16,13 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openma_core::harness::tools::{McpToolDef, ToolOutput};
-use openma_core::ports::{ListQuery, Order, TimeRange};
 use openma_core::vaults::{self, StoredCredential};
 use openma_core::{Platform, TenantId};
 use openma_types::agents::{McpServer, McpToolset};
 use openma_types::environments::StdioMcpServer;
 use openma_types::sessions::Session;
-use openma_types::vaults::CredentialAuth;
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::{Peer, RoleClient, RunningService};
@@ -54,29 +52,7 @@ impl Default for McpSettings {
     }
 }
 
-/// Why an MCP server is not usable; becomes a `session.error` naming the server.
-#[derive(Clone, Debug, PartialEq)]
-pub enum McpFailure {
-    /// `mcp_connection_failed_error`: unreachable, refused by policy, not speaking MCP.
-    Connection(String),
-    /// `mcp_authentication_failed_error`: the credential was refused or could not be refreshed.
-    Authentication(String),
-}
-
-impl McpFailure {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            McpFailure::Connection(_) => "mcp_connection_failed_error",
-            McpFailure::Authentication(_) => "mcp_authentication_failed_error",
-        }
-    }
-
-    pub fn message(&self) -> &str {
-        match self {
-            McpFailure::Connection(m) | McpFailure::Authentication(m) => m,
-        }
-    }
-}
+pub use openma_core::mcp::{McpFailure, text_chars, tool_output};
 
 /// The credential a connection was opened with, to notice rotation and archive.
 #[derive(Clone, Debug, PartialEq)]
@@ -376,8 +352,8 @@ impl McpHub {
         let mut stored = self.find_credential(tenant, session, &server.url).await?;
         let mut refreshed = false;
         if let Some(c) = &stored
-            && (refused || expired(c, self.platform.clock.now().as_micros()))
-            && refreshable(c)
+            && (refused || openma_core::mcp::expired(c, self.platform.clock.now()))
+            && openma_core::mcp::refreshable(c)
         {
             stored = Some(self.refresh(tenant, c).await?);
             refreshed = true;
@@ -386,16 +362,12 @@ impl McpHub {
             match self.open(session, server, stored.as_ref(), tenant).await {
                 Ok(result) => return result,
                 Err(Refused) => {
-                    if !refreshed && let Some(c) = stored.as_ref().filter(|c| refreshable(c)) {
+                    if !refreshed && let Some(c) = stored.as_ref().filter(|c| openma_core::mcp::refreshable(c)) {
                         stored = Some(self.refresh(tenant, c).await?);
                         refreshed = true;
                         continue;
                     }
-                    return Err(McpFailure::Authentication(match (&stored, refreshed) {
-                        (Some(_), true) => format!("`{}` refused the refreshed access token (HTTP 401/403)", server.url),
-                        (Some(_), false) => format!("`{}` refused the credential from the session's vaults (HTTP 401/403)", server.url),
-                        (None, _) => format!("`{}` requires authorization and none of the session's vaults holds a credential for it", server.url),
-                    }));
+                    return Err(openma_core::mcp::refusal(&server.url, stored.is_some(), refreshed));
                 }
             }
         }
@@ -475,44 +447,14 @@ impl McpHub {
     /// The first active `mcp_oauth` / `static_bearer` credential for the server's URL in
     /// the session's vaults, in the order the session lists them.
     async fn find_credential(&self, tenant: &TenantId, session: &Session, url: &str) -> Result<Option<StoredCredential>, McpFailure> {
-        let want = vaults::normalize_url(url);
-        for vault_id in &session.vault_ids {
-            let mut after = None;
-            loop {
-                let q = ListQuery { limit: 100, order: Order::Asc, after: after.take(), include_archived: false, created: TimeRange::default() };
-                let page = self
-                    .platform
-                    .store
-                    .list_credentials(tenant, vault_id, &q)
-                    .await
-                    .map_err(|e| McpFailure::Connection(format!("cannot read the session's vaults: {e}")))?;
-                for c in &page {
-                    let server_url = match &c.credential.auth {
-                        CredentialAuth::McpOauth { mcp_server_url, .. } | CredentialAuth::StaticBearer { mcp_server_url } => mcp_server_url,
-                        CredentialAuth::EnvironmentVariable { .. } => continue,
-                    };
-                    if c.credential.archived_at.is_none() && vaults::normalize_url(server_url) == want {
-                        return Ok(Some(c.clone()));
-                    }
-                }
-                match page.last() {
-                    Some(c) if page.len() == 100 => {
-                        after = Some(openma_core::ports::Position { created_at: c.credential.created_at.as_micros(), id: c.credential.id.clone() })
-                    }
-                    _ => break,
-                }
-            }
-        }
-        Ok(None)
+        openma_core::mcp::find_credential(&*self.platform.store, tenant, &session.vault_ids, url)
+            .await
+            .map_err(|e| McpFailure::Connection(format!("cannot read the session's vaults: {e}")))
     }
 
     fn token(&self, tenant: &TenantId, c: &StoredCredential) -> Option<String> {
         let secrets = self.platform.secrets.as_deref()?;
-        let field = match c.credential.auth {
-            CredentialAuth::McpOauth { .. } => "access_token",
-            _ => "token",
-        };
-        vaults::open_secret(secrets, tenant, c, field)
+        vaults::open_secret(secrets, tenant, c, openma_core::mcp::token_field(c))
     }
 
     async fn refresh(&self, tenant: &TenantId, c: &StoredCredential) -> Result<StoredCredential, McpFailure> {
@@ -607,79 +549,6 @@ fn mark(c: &StoredCredential) -> CredentialMark {
     CredentialMark { id: c.credential.id.clone(), updated_at: c.credential.updated_at.as_micros() }
 }
 
-fn refreshable(c: &StoredCredential) -> bool {
-    matches!(&c.credential.auth, CredentialAuth::McpOauth { refresh: Some(_), .. }) && c.secrets.contains_key("refresh_token")
-}
-
-/// An `mcp_oauth` access token past (or within a minute of) its expiry.
-fn expired(c: &StoredCredential, now_micros: i64) -> bool {
-    match &c.credential.auth {
-        CredentialAuth::McpOauth { expires_at: Some(at), .. } => at.as_micros() <= now_micros + 60_000_000,
-        _ => false,
-    }
-}
-
 async fn close(c: Connection) {
     let _ = tokio::time::timeout(Duration::from_secs(2), c.service.cancel()).await;
-}
-
-/// The model's content blocks of a `tools/call` result: text and images as they are,
-/// embedded resources as their text, anything else as JSON text; structured content
-/// when the result has no content blocks.
-pub fn tool_output(result: &Value) -> ToolOutput {
-    let is_error = result.get("isError").and_then(Value::as_bool).unwrap_or(false);
-    let mut content = Vec::new();
-    for block in result.get("content").and_then(Value::as_array).into_iter().flatten() {
-        match block.get("type").and_then(Value::as_str) {
-            Some("text") => content.push(json!({"type": "text", "text": block.get("text").and_then(Value::as_str).unwrap_or_default()})),
-            Some("image") => content.push(json!({"type": "image", "source": {
-                "type": "base64",
-                "media_type": block.get("mimeType").and_then(Value::as_str).unwrap_or("image/png"),
-                "data": block.get("data").and_then(Value::as_str).unwrap_or_default(),
-            }})),
-            Some("resource") => {
-                let r = block.get("resource").cloned().unwrap_or(Value::Null);
-                let text = match r.get("text").and_then(Value::as_str) {
-                    Some(t) => t.to_owned(),
-                    None => r.to_string(),
-                };
-                content.push(json!({"type": "text", "text": text}));
-            }
-            _ => content.push(json!({"type": "text", "text": block.to_string()})),
-        }
-    }
-    if content.is_empty()
-        && let Some(s) = result.get("structuredContent")
-    {
-        content.push(json!({"type": "text", "text": s.to_string()}));
-    }
-    ToolOutput { content, is_error, usage: None }
-}
-
-/// The characters of text in a result (what the output cap counts).
-pub fn text_chars(out: &ToolOutput) -> usize {
-    out.content.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).map(|t| t.chars().count()).sum()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn results_become_model_blocks() {
-        let out = tool_output(&json!({"content": [
-            {"type": "text", "text": "hi"},
-            {"type": "image", "data": "AAAA", "mimeType": "image/gif"},
-            {"type": "resource", "resource": {"uri": "file:///a", "text": "body"}},
-            {"type": "audio", "data": "x", "mimeType": "audio/wav"}
-        ], "isError": true}));
-        assert!(out.is_error);
-        assert_eq!(out.content[0], json!({"type": "text", "text": "hi"}));
-        assert_eq!(out.content[1]["source"]["media_type"], "image/gif");
-        assert_eq!(out.content[2]["text"], "body");
-        assert_eq!(out.content[3]["type"], "text");
-        let structured = tool_output(&json!({"content": [], "structuredContent": {"n": 1}}));
-        assert_eq!(structured.content, vec![json!({"type": "text", "text": "{\"n\":1}"})]);
-        assert!(!structured.is_error);
-    }
 }

@@ -411,15 +411,8 @@ impl Actor {
                         let changed = r.status != self.session.status;
                         self.session = r;
                         if changed {
-                            // queues a row; the delivery worker sends it, the turn never waits on it
-                            self.rt.platform.announce_quietly(&self.tenant, status_webhook(self.session.status), &self.session.id).await;
-                            // the payload table's shorter names of the same two changes
-                            let plain = match self.session.status {
-                                SessionStatus::Running => Some("session.running"),
-                                SessionStatus::Idle => Some("session.idled"),
-                                _ => None,
-                            };
-                            if let Some(kind) = plain {
+                            // queues rows; the delivery worker sends them, the turn never waits on it
+                            for kind in openma_core::webhooks::status_events(self.session.status) {
                                 self.rt.platform.announce_quietly(&self.tenant, kind, &self.session.id).await;
                             }
                         }
@@ -879,11 +872,7 @@ impl Actor {
         let usage = self.usage_now();
         self.session.usage.list_cost = usage.list_cost.clone();
         let budget = self.session.budget.clone();
-        let announce = match &reason {
-            StopReason::RequiresAction { .. } => Some("session.requires_action"),
-            StopReason::BudgetReached => Some("session.budget_reached"),
-            _ => None,
-        };
+        let announce = openma_core::webhooks::stop_event(&reason);
         self.emit(vec![EventPayload::SessionUsage { usage, budget }, EventPayload::StatusIdle { stop_reason: reason }], Some(SessionStatus::Idle))
             .await?;
         if let Some(kind) = announce {
@@ -1056,19 +1045,7 @@ impl Actor {
         self.mcp_tools = prepared.tools;
         self.plan = ToolPlan::for_agent(&self.session.agent, self.rt.platform.capabilities).with_mcp_tools(&self.session.agent, &self.mcp_toolsets, &self.mcp_tools);
         if !prepared.failures.is_empty() {
-            let errors = prepared
-                .failures
-                .into_iter()
-                .map(|(server, f)| {
-                    let retry = match f {
-                        crate::mcp::McpFailure::Connection(_) => RetryStatus::Retrying,
-                        crate::mcp::McpFailure::Authentication(_) => RetryStatus::Exhausted,
-                    };
-                    let mut error = SessionErrorObject::new(f.kind(), format!("MCP server `{server}`: {}", f.message()), retry);
-                    error.mcp_server_name = Some(server);
-                    EventPayload::SessionError { error }
-                })
-                .collect();
+            let errors = prepared.failures.into_iter().map(|(server, f)| f.session_error(&server)).collect();
             self.emit(errors, None).await?;
         }
         Ok(Raced::Done(()))
@@ -1280,14 +1257,4 @@ fn apply_status(s: &mut Session, status: SessionStatus, now: Timestamp, elapsed:
     }
     s.status = status;
     s.updated_at = now.strictly_after(s.updated_at);
-}
-
-/// The webhook event type of a session's new status.
-fn status_webhook(status: SessionStatus) -> &'static str {
-    match status {
-        SessionStatus::Running => "session.status_run_started",
-        SessionStatus::Idle => "session.status_idled",
-        SessionStatus::Rescheduling => "session.status_rescheduled",
-        SessionStatus::Terminated => "session.status_terminated",
-    }
 }

@@ -3,8 +3,8 @@
 //! (off unless set, as natively), have their logs moved to R2 by their SessionDO — the
 //! same scan as the native `sessions_to_archive`, so a session changed since its last
 //! archival is archived again and an unchanged one is skipped; then retention forgets
-//! memory versions older than 30 days, keeping each memory's newest, and the bytes of
-//! expired files are deleted from R2.
+//! memory versions older than 30 days, keeping each memory's newest, and finished webhook
+//! deliveries older than 30 days, and the bytes of expired files are deleted from R2.
 
 use openma_core::retention::{RetentionPolicy, before, parse_duration};
 use openma_core::{Clock, TenantId};
@@ -74,33 +74,46 @@ pub async fn run(env: &Env) -> Result<()> {
             Err(e) => worker::console_error!("housekeeping: session {}: cannot archive its log: {e}", s.id),
         }
     }
-    let cutoff = before(now, RetentionPolicy::default().memory_versions);
-    let mut purged = 0;
-    loop {
-        let n = db
-            .run(
-                "DELETE FROM memory_versions WHERE (tenant_id, id) IN ( \
-                   SELECT v.tenant_id, v.id FROM memory_versions v WHERE v.created_at < ?1 AND EXISTS ( \
-                     SELECT 1 FROM memory_versions n WHERE n.tenant_id = v.tenant_id AND n.store_id = v.store_id \
-                     AND n.memory_id = v.memory_id AND (n.created_at > v.created_at OR (n.created_at = v.created_at AND n.id > v.id))) \
-                   LIMIT ?2)",
-                &[micros(cutoff), num(PURGE_BATCH)],
-            )
-            .await
-            .map_err(failed)?;
-        purged += n;
-        if n < PURGE_BATCH as u64 {
-            break;
-        }
-    }
+    let policy = RetentionPolicy::default();
+    let purged = purge(
+        &db,
+        "DELETE FROM memory_versions WHERE (tenant_id, id) IN ( \
+           SELECT v.tenant_id, v.id FROM memory_versions v WHERE v.created_at < ?1 AND EXISTS ( \
+             SELECT 1 FROM memory_versions n WHERE n.tenant_id = v.tenant_id AND n.store_id = v.store_id \
+             AND n.memory_id = v.memory_id AND (n.created_at > v.created_at OR (n.created_at = v.created_at AND n.id > v.id))) \
+           LIMIT ?2)",
+        before(now, policy.memory_versions),
+    )
+    .await?;
+    // finished webhook deliveries (the delivery log) after the same 30 days, as natively
+    let forgotten = purge(
+        &db,
+        "DELETE FROM webhook_deliveries WHERE (tenant_id, id) IN ( \
+           SELECT tenant_id, id FROM webhook_deliveries WHERE status <> 'pending' AND updated_at < ?1 LIMIT ?2)",
+        before(now, policy.webhook_deliveries),
+    )
+    .await?;
     // the bytes of expired uploads (their rows stay, answering downloads with `file_expired`)
     let files = WorkerFiles::new(env).map_err(|_| worker::Error::RustError("the file store's bindings are missing".into()))?;
     let emptied = files.files().purge_expired(FILE_BATCH).await.map_err(|e| worker::Error::RustError(e.to_string()))?;
     worker::console_log!(
-        "housekeeping: archived {archived} of {} due session logs, purged {purged} memory versions, emptied {emptied} expired files",
+        "housekeeping: archived {archived} of {} due session logs, purged {purged} memory versions and {forgotten} webhook deliveries, emptied {emptied} expired files",
         due.len()
     );
     Ok(())
+}
+
+/// Runs a batched delete (`?1` the cutoff, `?2` the batch) until a batch falls short; how
+/// many rows went.
+async fn purge(db: &D1, sql: &str, cutoff: Timestamp) -> Result<u64> {
+    let mut total = 0;
+    loop {
+        let n = db.run(sql, &[micros(cutoff), num(PURGE_BATCH)]).await.map_err(failed)?;
+        total += n;
+        if n < PURGE_BATCH as u64 {
+            return Ok(total);
+        }
+    }
 }
 
 /// Asks the session's object to archive its log.

@@ -10,6 +10,7 @@
 mod event_log;
 mod housekeeping;
 mod integrations;
+mod mcp;
 mod model;
 mod sandbox;
 mod session;

@@ -236,7 +236,7 @@ impl SessionDO {
         let written = log.append(pending, self.now(), || self.new_id()).map_err(internal)?;
         self.subscribers.publish(&written);
         if starts {
-            crate::turn::set_status(self, SessionStatus::Running).await.map_err(internal)?;
+            crate::turn::set_status(self, SessionStatus::Running, None).await.map_err(internal)?;
             storage.set_alarm(0).await.map_err(internal)?;
         }
         let data = written.into_iter().filter(|e| echo_ids.contains(&e.event.id)).map(|e| e.event).collect();
@@ -300,7 +300,7 @@ impl SessionDO {
         {
             let running = log.append(vec![EventPayload::StatusRunning {}.into()], self.now(), || self.new_id()).map_err(internal)?;
             self.subscribers.publish(&running);
-            crate::turn::set_status(self, SessionStatus::Running).await.map_err(internal)?;
+            crate::turn::set_status(self, SessionStatus::Running, None).await.map_err(internal)?;
             self.state.storage().set_alarm(0).await.map_err(internal)?;
         }
         if archives {

@@ -19,7 +19,7 @@ use openma_core::harness::step::{self, Accumulator, Pending, Step};
 use openma_core::harness::tools::{SandboxUsage, ToolPlan, ToolRoute};
 use openma_core::model::{ModelError, ModelEvent, TransientKind};
 use openma_core::ledger;
-use openma_core::ports::{LedgerStore, SessionStore, StoredEvent};
+use openma_core::ports::{Announcer, LedgerStore, SessionStore, StoredEvent};
 use openma_core::pricing::PriceSchedule;
 use openma_core::IdGen;
 use openma_core::{TenantId, sessions};
@@ -63,18 +63,30 @@ pub fn is_running(log: &[StoredEvent]) -> bool {
     matches!(status(log), SessionStatus::Running | SessionStatus::Rescheduling)
 }
 
-/// Mirrors the runtime status (and usage) into the session's D1 row, which the API reads.
-pub async fn set_status(object: &SessionDO, status: SessionStatus) -> Result<()> {
+/// Mirrors the runtime status (and usage) into the session's D1 row, which the API reads,
+/// and tells the tenant's webhook subscribers of a change of status, as natively (with the
+/// stop reasons they may subscribe to). Their deliveries leave in the background.
+pub async fn set_status(object: &SessionDO, status: SessionStatus, stop: Option<&StopReason>) -> Result<()> {
     let Some(meta) = object.state.storage().get::<Meta>(META).await? else { return Ok(()) };
     let db = D1::new(object.env.d1("DB")?);
     let tenant = TenantId::from_trusted(meta.tenant.clone());
+    let id = &meta.session.id;
     for _ in 0..8 {
-        let Some(mut row) = db.get_session(&tenant, &meta.session.id).await.map_err(store)? else { return Ok(()) };
-        let expected = row.updated_at;
+        let Some(mut row) = db.get_session(&tenant, id).await.map_err(store)? else { return Ok(()) };
+        let (expected, was) = (row.updated_at, row.status);
         row.status = status;
         row.usage = meta.session.usage.clone();
         row.updated_at = object.now().strictly_after(expected);
         if db.update_session(&tenant, &row, expected).await.map_err(store)? {
+            if was != status {
+                for kind in openma_core::webhooks::status_events(status) {
+                    db.announce(&tenant, kind, id).await;
+                }
+            }
+            if let Some(kind) = stop.and_then(openma_core::webhooks::stop_event) {
+                db.announce(&tenant, kind, id).await;
+            }
+            openma_worker_common::webhooks::send_queued(&object.env);
             return Ok(());
         }
     }
@@ -89,6 +101,10 @@ fn store(e: openma_core::StoreError) -> worker::Error {
 /// mirrors it into D1.
 async fn emit(object: &SessionDO, events: Vec<Pending>) -> Result<Vec<StoredEvent>> {
     let new_status = events.iter().rev().find_map(|p| status_of(&p.payload));
+    let stop = events.iter().rev().find_map(|p| match &p.payload {
+        EventPayload::StatusIdle { stop_reason } => Some(stop_reason.clone()),
+        _ => None,
+    });
     let log = object.log().await?;
     let running_since = match new_status {
         Some(s) if s != SessionStatus::Running => last_running_since(&log)?,
@@ -100,9 +116,14 @@ async fn emit(object: &SessionDO, events: Vec<Pending>) -> Result<Vec<StoredEven
         meter_running(object, from, last).await;
     }
     if let Some(s) = new_status {
-        set_status(object, s).await?;
+        set_status(object, s, stop.as_ref()).await?;
     }
     Ok(written)
+}
+
+/// [`emit`] for events with no preview to replace.
+pub(crate) async fn emit_payloads(object: &SessionDO, events: Vec<EventPayload>) -> Result<Vec<StoredEvent>> {
+    emit(object, events.into_iter().map(Into::into).collect()).await
 }
 
 /// When the session has been running since, if it is running: the time of its last
@@ -164,8 +185,10 @@ async fn run_tools(object: &SessionDO, meta: &Meta, plan: &ToolPlan, log: &[Stor
         let Some(event) = log.iter().find(|e| e.event.id == id) else { continue };
         let (name, input) = match &event.event.payload {
             EventPayload::AgentToolUse { name, input, .. } => (name.as_str(), input),
-            EventPayload::AgentMcpToolUse { mcp_server_name, .. } => {
-                emit(object, vec![step::result_for(log, &id, &unavailable(&format!("MCP server {mcp_server_name}")))]).await?;
+            EventPayload::AgentMcpToolUse { mcp_server_name, name, input, .. } => {
+                let Some(out) = interruptible(object, crate::mcp::call(object, meta, mcp_server_name, name, input)).await else { return Ok(()) };
+                let result = EventPayload::AgentMcpToolResult { mcp_tool_use_id: id, content: out.content, is_error: out.is_error };
+                emit(object, vec![result.into()]).await?;
                 continue;
             }
             _ => continue,
@@ -367,8 +390,8 @@ async fn inbox(object: &SessionDO) -> Result<Vec<Pending>> {
 pub async fn run(object: &SessionDO) -> Result<()> {
     let storage = object.state.storage();
     let Some(mut meta) = storage.get::<Meta>(META).await? else { return Ok(()) };
-    let plan = ToolPlan::for_agent(&meta.session.agent, openma_worker_common::capabilities(&object.env));
-    let uses_sandbox = plan.specs.iter().any(|s| sandbox::writes(&s.name).is_some());
+    let base = ToolPlan::for_agent(&meta.session.agent, openma_worker_common::capabilities(&object.env));
+    let uses_sandbox = base.specs.iter().any(|s| sandbox::writes(&s.name).is_some());
     let mut rounds = 0u32;
     loop {
         let log = object.log().await?.all()?;
@@ -398,6 +421,8 @@ pub async fn run(object: &SessionDO) -> Result<()> {
         }
         crate::integrations::turn_progress(object, &meta).await;
         let start = turn_start(&log);
+        // the agent's tools and, connected once per turn, its MCP servers'
+        let plan = crate::mcp::plan(object, &meta, &base, start).await?;
         if let Some(id) = storage.get::<String>(INTERRUPT).await? {
             return interrupted(object, &meta, id, &log).await;
         }

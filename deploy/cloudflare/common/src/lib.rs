@@ -14,12 +14,15 @@ mod d1_memory;
 mod d1_model_cards;
 mod d1_sessions;
 mod d1_vaults;
+mod d1_webhooks;
 pub mod errors;
 pub mod files;
+pub mod outbound;
 pub mod provider_api;
 pub mod r2;
 pub mod root_secret;
 pub mod sessions;
+pub mod webhooks;
 
 /// The optional tools this deployment can run: `web_search` once `OPENMA_SEARCH_URL` is set
 /// (agents enabling it are refused without one, as natively).

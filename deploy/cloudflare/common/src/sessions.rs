@@ -14,7 +14,6 @@ use openma_core::environments::Environments;
 use openma_core::harness::input::Input;
 use openma_core::harness::tools::Capabilities;
 use openma_core::memory::Memories;
-use openma_core::ports::Announcer;
 use openma_core::sessions::{SessionAttachments, Sessions};
 use openma_core::vaults::Vaults;
 use openma_core::{DomainError, TenantId};
@@ -40,15 +39,6 @@ impl SkillCheck for NoSkills {
     async fn check_skills(&self, _tenant: &TenantId, skills: &[Skill], _tools: &[AgentTool]) -> Result<(), DomainError> {
         if skills.is_empty() { Ok(()) } else { Err(DomainError::unsupported("`skills` on the Cloudflare Workers deployment")) }
     }
-}
-
-/// The Workers serve no webhook endpoints yet, so no tenant has a subscriber to tell
-/// about a change.
-pub struct NoSubscribers;
-
-#[async_trait]
-impl Announcer for NoSubscribers {
-    async fn announce_with(&self, _tenant: &TenantId, _kind: &str, _object_id: &str, _extra: serde_json::Map<String, serde_json::Value>) {}
 }
 
 /// Files on the Workers: `file` content blocks are checked against the tenant's uploads (D1
@@ -100,7 +90,7 @@ impl WorkerSessions {
 
     /// The core's session service on `db`.
     pub fn sessions<'a>(&'a self, db: &'a D1) -> Sessions<'a> {
-        let (clock, ids, announcer) = (&WorkerClock, &WorkerIds, &NoSubscribers);
+        let (clock, ids, announcer) = (&WorkerClock, &WorkerIds, db);
         Sessions {
             store: db,
             agents: Agents { store: db, clock, ids, capabilities: self.capabilities, skills: &NoSkills, announcer },

@@ -53,6 +53,8 @@ pub async fn thread_session(
     };
     let integrations = Integrations { store: db, agents: db, environments: db, secrets: None, clock: &WorkerClock, ids: &WorkerIds };
     let (sid, created) = integrations.thread_session(tenant, integration, thread, request, create, discard).await?;
+    // `session.created` for the tenant's webhook subscribers
+    openma_worker_common::webhooks::send_queued(env);
     Ok((sessions.load(tenant, &sid).await?, created))
 }
 

@@ -71,6 +71,7 @@ pub async fn serve(req: Request, env: &Env, db: &D1, caller: &Caller, request_id
         ["v1", "usage", rest @ ..] => crate::usage::route(&mut req, db, tenant, rest).await,
         ["v1", "integrations", rest @ ..] => crate::integrations::route(&mut req, env, db, tenant, rest).await,
         ["v1", "sessions", rest @ ..] => crate::sessions::route(&mut req, env, db, tenant, rest).await,
+        ["v1", "organizations", "webhooks", rest @ ..] => crate::webhooks::route(&mut req, env, db, tenant, rest).await,
         _ => None,
     };
     served.unwrap_or_else(|| Err(ApiError::not_found(format!("no route for {} {path}", req.method()))))

@@ -12,7 +12,6 @@ use worker::{Method, Response};
 
 use crate::adapters::{WorkerClock, WorkerIds};
 use crate::api::{ApiRequest, json};
-use openma_worker_common::sessions::NoSubscribers;
 use crate::d1::D1;
 use crate::errors::ApiError;
 
@@ -20,7 +19,7 @@ use crate::errors::ApiError;
 pub async fn route(req: &mut ApiRequest, db: &D1, tenant: &TenantId, rest: &[&str]) -> Option<Result<Response, ApiError>> {
     // The Containers image runs the sandbox server at its default limits.
     let limits = EnvironmentLimits::SANDBOX_DEFAULTS;
-    let envs = Environments { store: db, clock: &WorkerClock, ids: &WorkerIds, sandbox_limits: Some(&limits), announcer: &NoSubscribers };
+    let envs = Environments { store: db, clock: &WorkerClock, ids: &WorkerIds, sandbox_limits: Some(&limits), announcer: db };
     let result = match (req.method(), rest) {
         (Method::Post, []) => async { json(envs.create(tenant, &req.body().await?).await?) }.await,
         (Method::Get, []) => async {

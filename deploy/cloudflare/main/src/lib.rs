@@ -5,9 +5,11 @@
 //! Served so far: `/health` — every binding and the root secret checked for real — and,
 //! behind API-key authentication against D1 (with the operator's bootstrap key), the
 //! agents, environments, vaults, memory stores, model cards, files (bytes on R2), sessions,
-//! usage and integrations APIs (the providers' deliveries go on to `openma-integrations`); a session's events go to
-//! its SessionDO in `openma-agent`. The other resources land behind it as the D1 adapters
-//! of the core's ports grow (issue #11); until then an authenticated request to one gets 404.
+//! usage, integrations (the providers' deliveries go on to `openma-integrations`) and
+//! organization webhooks APIs; a session's events go to its SessionDO in `openma-agent`.
+//! Webhook deliveries leave after the answer that queued them, and its cron retries them.
+//! The other resources (skills) land behind it as the D1 adapters of the core's ports grow
+//! (issue #11); until then an authenticated request to one gets 404.
 
 use openma_worker_common::{adapters, d1, errors};
 
@@ -23,15 +25,16 @@ mod model_cards;
 mod sessions;
 mod usage;
 mod vaults;
+mod webhooks;
 
-use worker::{Context, Env, Method, Request, Response, Result, event};
+use worker::{Context, Env, Method, Request, Response, Result, ScheduleContext, ScheduledEvent, event};
 
 mod schema {
     include!(concat!(env!("OUT_DIR"), "/schema.rs"));
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let request_id = errors::new_request_id();
     let path = req.path();
     let response = match (req.method(), path.as_str()) {
@@ -48,7 +51,18 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             served.or_else(|e| e.into_response(&request_id))
         }
     };
+    // what this request queued for webhook subscribers leaves once the answer is out
+    if openma_worker_common::webhooks::take_queued() {
+        ctx.wait_until(async move { openma_worker_common::webhooks::deliver_due(&env).await });
+    }
     let mut response = response?;
     response.headers_mut().set("request-id", &request_id)?;
     Ok(response)
+}
+
+/// The cron (`triggers.crons`, each minute): webhook deliveries that are due — retries, and
+/// first attempts a worker was stopped before making.
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    openma_worker_common::webhooks::deliver_due(&env).await;
 }

@@ -14,14 +14,13 @@ use worker::{Method, Response};
 
 use crate::adapters::{WorkerClock, WorkerIds};
 use crate::api::{ApiRequest, json};
-use openma_worker_common::sessions::NoSubscribers;
 use crate::auth::Caller;
 use crate::d1::D1;
 use crate::errors::ApiError;
 
 /// Serves `rest` (the path after `/v1/memory_stores`), or `None` when no route matches.
 pub async fn route(req: &mut ApiRequest, db: &D1, caller: &Caller, rest: &[&str]) -> Option<Result<Response, ApiError>> {
-    let memories = Memories { store: db, clock: &WorkerClock, ids: &WorkerIds, announcer: &NoSubscribers };
+    let memories = Memories { store: db, clock: &WorkerClock, ids: &WorkerIds, announcer: db };
     let t = &caller.tenant;
     let by = Actor::ApiActor { api_key_id: caller.api_key_id.clone() };
     let result = match (req.method(), rest) {

@@ -1,10 +1,13 @@
 //! `/v1/vaults…` on Workers: the core's vault service over D1, with credential secrets
 //! sealed by the verified root secret — the same verbs, rules and wire shapes as the
-//! native server's `http/vaults.rs`. (Its `mcp_oauth_validate` probe, which calls out to
-//! the MCP server, is not served here yet.)
+//! native server's `http/vaults.rs`, `mcp_oauth_validate` included (the core's
+//! `mcp_oauth` flow over `fetch`: probe the MCP server, refresh on a refusal, probe again).
 
-use openma_core::TenantId;
+use std::time::Duration;
+
+use openma_core::mcp_oauth::OAuth;
 use openma_core::platform::ListParams;
+use openma_core::{Clock, IdGen, TenantId};
 use openma_core::vaults::Vaults;
 use openma_types::query::{ArchivedParam, CreatedFilter, PageParams};
 use openma_types::{Deleted, ListPage};
@@ -12,23 +15,26 @@ use worker::{Env, Method, Response};
 
 use crate::adapters::{WorkerClock, WorkerIds};
 use crate::api::{ApiRequest, json};
-use openma_worker_common::sessions::NoSubscribers;
 use crate::d1::D1;
 use crate::errors::ApiError;
+use openma_worker_common::outbound::Outbound;
 use openma_worker_common::root_secret;
+
+/// How long the MCP server and the token endpoint each have to answer a validation.
+const OAUTH_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Serves `rest` (the path after `/v1/vaults`), or `None` when no route matches.
 pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, rest: &[&str]) -> Option<Result<Response, ApiError>> {
     let method = req.method();
     // Only the verbs that seal secrets need the root secret.
     let secrets = match (&method, rest) {
-        (Method::Post, [_, "credentials"]) | (Method::Post, [_, "credentials", _]) => match root_secret::secret_box(env).await {
+        (Method::Post, [_, "credentials"]) | (Method::Post, [_, "credentials", _]) | (Method::Post, [_, "credentials", _, "mcp_oauth_validate"]) => match root_secret::secret_box(env).await {
             Ok(b) => Some(b),
             Err(e) => return Some(Err(e)),
         },
         _ => None,
     };
-    let vaults = Vaults { store: db, clock: &WorkerClock, ids: &WorkerIds, secrets: secrets.as_deref(), announcer: &NoSubscribers };
+    let vaults = Vaults { store: db, clock: &WorkerClock, ids: &WorkerIds, secrets: secrets.as_deref(), announcer: db };
     let list_params = |req: &ApiRequest| -> Result<ListParams, ApiError> {
         let page: PageParams = req.query()?;
         let archived: ArchivedParam = req.query()?;
@@ -56,6 +62,15 @@ pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, 
         }
         .await,
         (Method::Get, [vault, "credentials", id]) => async { json(vaults.get_credential(tenant, vault, id).await?) }.await,
+        (Method::Post, [vault, "credentials", id, "mcp_oauth_validate"]) => async {
+            vaults.get_credential(tenant, vault, id).await?;
+            let secrets = secrets.as_deref().ok_or_else(|| ApiError::new(503, "secrets are not available"))?;
+            let http = Outbound::new(env, OAUTH_TIMEOUT);
+            let nonce = || WorkerIds.nonce();
+            let oauth = OAuth { store: db, secrets, http: &http, announcer: db, now: WorkerClock.now(), nonce: &nonce };
+            json(oauth.validate(tenant, vault, id).await?)
+        }
+        .await,
         (Method::Post, [vault, "credentials", id]) => {
             async { json(vaults.update_credential(tenant, vault, id, &req.body().await?).await?) }.await
         }

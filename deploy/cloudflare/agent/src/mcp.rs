@@ -1,0 +1,316 @@
+//! The agent's MCP servers, reached by the SessionDO over MCP's streamable HTTP transport
+//! with `fetch` (the native server's `rmcp` cannot run in a Worker; the JSON-RPC messages,
+//! the credential lookup, the failures and the result blocks are the core's
+//! `openma_core::mcp`, shared with it).
+//!
+//! At the start of each turn every server is connected (`initialize`, then `tools/list`,
+//! all pages) and its tools offered to the model; a server that cannot be used is a
+//! `session.error` naming it, as natively, and the turn goes on without it. The list is kept
+//! in the object's storage for the turn, so a turn resumed by an alarm offers the same
+//! tools. A call opens its own MCP session (`initialize`, then `tools/call`): an object
+//! holds no connection between alarms.
+//!
+//! The token is the session's vault credential for the server (`static_bearer`, or an
+//! `mcp_oauth` access token), opened with the root secret for the request's `Authorization`
+//! header only, and looked up again for every connection, so a rotated or archived
+//! credential takes effect at once. An `mcp_oauth` token that has expired, or that the
+//! server refuses, is refreshed once at its token endpoint and the new tokens stored sealed.
+
+use std::time::Duration;
+
+use futures::future::{Either, select};
+use openma_core::harness::tools::{McpToolDef, ToolOutput, ToolPlan};
+use openma_core::mcp::{self, McpFailure, RpcFailure};
+use openma_core::mcp_oauth::OAuth;
+use openma_core::secrets::SecretBox;
+use openma_core::vaults::{self, StoredCredential};
+use openma_core::{IdGen, TenantId};
+use openma_types::agents::McpServer;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, Result};
+
+use crate::session::{Meta, SessionDO};
+use openma_worker_common::adapters::WorkerIds;
+use openma_worker_common::d1::D1;
+use openma_worker_common::outbound::Outbound;
+
+/// Storage key: the MCP tools of the turn that listed them.
+const LISTED: &str = "mcp_tools";
+/// How long `initialize` or one `tools/list` page may take, and a `tools/call`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a token endpoint has to answer a refresh.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(15);
+/// `tools/list` pages read at most (a server paging for ever is cut off).
+const MAX_PAGES: usize = 20;
+/// Characters of text a result may give the model (the native default output limit).
+const OUTPUT_CHARS: usize = 100_000;
+
+#[derive(Serialize, Deserialize)]
+struct Listed {
+    /// The `seq` of the event that began the turn.
+    turn: i64,
+    tools: Vec<McpToolDef>,
+}
+
+/// The turn's tool plan: the agent's own tools and those its MCP servers list. The first
+/// call of a turn connects the servers (reporting the ones that cannot be used); the others
+/// reuse what it stored.
+pub async fn plan(object: &SessionDO, meta: &Meta, base: &ToolPlan, turn: i64) -> Result<ToolPlan> {
+    let agent = &meta.session.agent;
+    if agent.mcp_servers.is_empty() {
+        return Ok(base.clone());
+    }
+    let storage = object.state.storage();
+    let tools = match storage.get::<Listed>(LISTED).await? {
+        Some(l) if l.turn == turn => l.tools,
+        _ => {
+            let mut tools = Vec::new();
+            let mut errors = Vec::new();
+            for server in &agent.mcp_servers {
+                match list(object, meta, server).await {
+                    Ok(mut t) => tools.append(&mut t),
+                    Err(f) => {
+                        worker::console_warn!("session {}: MCP server {} unavailable: {}", meta.session.id, server.name, f.message());
+                        errors.push(f.session_error(&server.name));
+                    }
+                }
+            }
+            storage.put(LISTED, Listed { turn, tools: tools.clone() }).await?;
+            if !errors.is_empty() {
+                crate::turn::emit_payloads(object, errors).await?;
+            }
+            tools
+        }
+    };
+    Ok(base.clone().with_mcp_tools(agent, &[], &tools))
+}
+
+/// Runs `tools/call` of `tool` on the agent's server `server_name`: the result's blocks, or
+/// an error result saying why there is none.
+pub async fn call(object: &SessionDO, meta: &Meta, server_name: &str, tool: &str, input: &Value) -> ToolOutput {
+    let Some(server) = meta.session.agent.mcp_servers.iter().find(|s| s.name == server_name) else {
+        return ToolOutput::error(format!("The MCP server `{server_name}` is not configured for this session."));
+    };
+    let arguments = match input {
+        Value::Object(map) => Value::Object(map.clone()),
+        Value::Null => json!({}),
+        other => return ToolOutput::error(format!("The input of an MCP tool must be an object, got {other}")),
+    };
+    let mut client = match Client::open(object, meta, server).await {
+        Ok(c) => c,
+        Err(f) => return ToolOutput::error(format!("The MCP server `{server_name}` is unavailable: {}", f.message())),
+    };
+    match client.request("tools/call", json!({"name": tool, "arguments": arguments}), CALL_TIMEOUT).await {
+        Ok(result) => capped(mcp::tool_output(&result)),
+        Err(Exchange::Refused) => ToolOutput::error(format!("The MCP server `{server_name}` refused the credential.")),
+        Err(Exchange::TimedOut) => ToolOutput::error(format!("The MCP tool `{tool}` did not answer within {} s.", CALL_TIMEOUT.as_secs())),
+        Err(Exchange::Failed(why)) => ToolOutput::error(format!("The MCP tool `{tool}` failed: {why}")),
+    }
+}
+
+/// Every tool the server lists, as the session knows them.
+async fn list(object: &SessionDO, meta: &Meta, server: &McpServer) -> std::result::Result<Vec<McpToolDef>, McpFailure> {
+    let mut client = Client::open(object, meta, server).await?;
+    let mut tools = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let params = cursor.as_ref().map_or_else(|| json!({}), |c| json!({"cursor": c}));
+        let page = client.request("tools/list", params, CONNECT_TIMEOUT).await.map_err(|e| e.failure(server, "could not list its tools"))?;
+        let (mut listed, next) = mcp::listed_tools(&server.name, &page);
+        tools.append(&mut listed);
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    Ok(tools)
+}
+
+/// A text longer than the model should get is cut, its head and tail kept.
+fn capped(mut out: ToolOutput) -> ToolOutput {
+    let total = mcp::text_chars(&out);
+    if total <= OUTPUT_CHARS {
+        return out;
+    }
+    let keep = OUTPUT_CHARS / 2;
+    for block in &mut out.content {
+        let Some(text) = block.get("text").and_then(Value::as_str) else { continue };
+        let n = text.chars().count();
+        if n > OUTPUT_CHARS {
+            let head: String = text.chars().take(keep).collect();
+            let tail: String = text.chars().skip(n - keep).collect();
+            block["text"] = json!(format!("{head}\n[… {} characters cut …]\n{tail}", n - 2 * keep));
+        }
+    }
+    out
+}
+
+/// Why one JSON-RPC exchange failed.
+enum Exchange {
+    /// 401 or 403: the credential was refused.
+    Refused,
+    TimedOut,
+    Failed(String),
+}
+
+impl Exchange {
+    fn failure(self, server: &McpServer, what: &str) -> McpFailure {
+        match self {
+            Exchange::Refused => McpFailure::Authentication(format!("`{}` refused the credential", server.url)),
+            Exchange::TimedOut => McpFailure::Connection(format!("`{}` {what} in time", server.url)),
+            Exchange::Failed(why) => McpFailure::Connection(format!("`{}` {what}: {why}", server.url)),
+        }
+    }
+}
+
+/// One MCP session with a server.
+struct Client {
+    url: String,
+    authorization: Option<String>,
+    /// `Mcp-Session-Id`, when the server gave one.
+    session: Option<String>,
+    next_id: u64,
+}
+
+impl Client {
+    /// Checks the destination, finds the credential and does the handshake. An `mcp_oauth`
+    /// token that has expired, or that the server refuses, is refreshed once (as natively).
+    async fn open(object: &SessionDO, meta: &Meta, server: &McpServer) -> std::result::Result<Client, McpFailure> {
+        let allow_private = openma_worker_common::allow_private_addresses(&object.env);
+        openma_core::web::check_destination(&server.url, allow_private).map_err(McpFailure::Connection)?;
+        let vaults = Vaults::open(object, meta).await?;
+        let mut stored = vaults.credential(server).await?;
+        let mut refreshed = false;
+        if let Some(c) = &stored
+            && mcp::expired(c, object.now())
+            && mcp::refreshable(c)
+        {
+            stored = Some(vaults.refresh(object, c).await?);
+            refreshed = true;
+        }
+        loop {
+            let authorization = match &stored {
+                Some(c) => Some(vaults.bearer(c)?),
+                None => None,
+            };
+            let mut client = Client { url: server.url.clone(), authorization, session: None, next_id: 0 };
+            let handshake = async {
+                client.request("initialize", mcp::initialize_params(), CONNECT_TIMEOUT).await?;
+                client.notify("notifications/initialized").await
+            };
+            match handshake.await {
+                Ok(()) => return Ok(client),
+                Err(Exchange::Refused) => {
+                    if !refreshed && let Some(c) = stored.as_ref().filter(|c| mcp::refreshable(c)) {
+                        stored = Some(vaults.refresh(object, c).await?);
+                        refreshed = true;
+                        continue;
+                    }
+                    return Err(openma_core::mcp::refusal(&server.url, stored.is_some(), refreshed));
+                }
+                Err(e) => return Err(e.failure(server, "did not complete the MCP handshake")),
+            }
+        }
+    }
+
+    async fn request(&mut self, method: &str, params: Value, timeout: Duration) -> std::result::Result<Value, Exchange> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let (content_type, body) = self.post(mcp::rpc_message(Some(id), method, params), timeout).await?;
+        mcp::response_result(&content_type, &body, id).map_err(|e| match e {
+            RpcFailure::Error { .. } | RpcFailure::Malformed(_) => Exchange::Failed(e.to_string()),
+        })
+    }
+
+    async fn notify(&mut self, method: &str) -> std::result::Result<(), Exchange> {
+        self.post(mcp::rpc_message(None, method, json!({})), CONNECT_TIMEOUT).await.map(drop)
+    }
+
+    /// POSTs one message; the answer's content type and body.
+    async fn post(&mut self, message: Value, timeout: Duration) -> std::result::Result<(String, String), Exchange> {
+        let failed = |e: worker::Error| Exchange::Failed(e.to_string());
+        let headers = Headers::new();
+        headers.set("content-type", "application/json").map_err(failed)?;
+        headers.set("accept", "application/json, text/event-stream").map_err(failed)?;
+        if let Some(a) = &self.authorization {
+            headers.set("authorization", a).map_err(failed)?;
+        }
+        if let Some(s) = &self.session {
+            headers.set("mcp-session-id", s).map_err(failed)?;
+            headers.set("mcp-protocol-version", mcp::PROTOCOL_VERSION).map_err(failed)?;
+        }
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_headers(headers).with_body(Some(message.to_string().into()));
+        let req = Request::new_with_init(&self.url, &init).map_err(failed)?;
+        let fetch = Fetch::Request(req);
+        let exchange = async {
+            let mut r = fetch.send().await.map_err(failed)?;
+            let status = r.status_code();
+            if status == 401 || status == 403 {
+                return Err(Exchange::Refused);
+            }
+            if !(200..300).contains(&status) {
+                return Err(Exchange::Failed(format!("answered {status}")));
+            }
+            if let Some(s) = r.headers().get("mcp-session-id").ok().flatten() {
+                self.session = Some(s);
+            }
+            let content_type = r.headers().get("content-type").ok().flatten().unwrap_or_default();
+            let body = r.text().await.map_err(failed)?;
+            Ok((content_type, body))
+        };
+        match select(Box::pin(exchange), Box::pin(Delay::from(timeout))).await {
+            Either::Left((r, _)) => r,
+            Either::Right(_) => Err(Exchange::TimedOut),
+        }
+    }
+}
+
+/// The session's vaults, with the root secret that opens their tokens.
+struct Vaults {
+    db: D1,
+    tenant: TenantId,
+    vault_ids: Vec<String>,
+    secrets: std::rc::Rc<SecretBox>,
+}
+
+impl Vaults {
+    async fn open(object: &SessionDO, meta: &Meta) -> std::result::Result<Vaults, McpFailure> {
+        let db = D1::new(object.env.d1("DB").map_err(|e| McpFailure::Connection(format!("cannot read the session's vaults: {e}")))?);
+        let secrets = openma_worker_common::root_secret::secret_box(&object.env)
+            .await
+            .map_err(|e| McpFailure::Authentication(format!("the session's credentials cannot be opened: {}", e.message())))?;
+        Ok(Vaults { db, tenant: TenantId::from_trusted(meta.tenant.clone()), vault_ids: meta.session.vault_ids.clone(), secrets })
+    }
+
+    /// The live credential for the server's URL in the session's vaults, if any.
+    async fn credential(&self, server: &McpServer) -> std::result::Result<Option<StoredCredential>, McpFailure> {
+        mcp::find_credential(&self.db, &self.tenant, &self.vault_ids, &server.url)
+            .await
+            .map_err(|e| McpFailure::Connection(format!("cannot read the session's vaults: {e}")))
+    }
+
+    fn open_secret(&self, c: &StoredCredential, field: &str) -> Option<String> {
+        vaults::open_secret(&self.secrets, &self.tenant, c, field)
+    }
+
+    /// `Bearer <token>`, for the `Authorization` header only.
+    fn bearer(&self, c: &StoredCredential) -> std::result::Result<String, McpFailure> {
+        let token = self.open_secret(c, mcp::token_field(c)).ok_or_else(|| McpFailure::Authentication("the credential's token cannot be read".into()))?;
+        Ok(format!("Bearer {token}"))
+    }
+
+    /// Refreshes an `mcp_oauth` credential at its token endpoint and stores the new tokens
+    /// sealed (the core's flow, as natively); a failure is told to the tenant's webhook
+    /// subscribers as `vault_credential.refresh_failed`.
+    async fn refresh(&self, object: &SessionDO, c: &StoredCredential) -> std::result::Result<StoredCredential, McpFailure> {
+        let http = Outbound::new(&object.env, REFRESH_TIMEOUT);
+        let nonce = || WorkerIds.nonce();
+        let oauth = OAuth { store: &self.db, secrets: &self.secrets, http: &http, announcer: &self.db, now: object.now(), nonce: &nonce };
+        let refreshed = oauth.refresh_stored(&self.tenant, c).await.map_err(McpFailure::Authentication);
+        openma_worker_common::webhooks::send_queued(&object.env);
+        refreshed
+    }
+}

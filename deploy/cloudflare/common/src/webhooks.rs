@@ -1,0 +1,102 @@
+//! Outbound webhooks on the Workers: the core's `Webhooks` on D1, sending over `fetch`.
+//!
+//! A change a subscriber may care about is queued by the [`D1`] database's `Announcer` into the D1 outbox
+//! (`webhook_deliveries`) as natively, and never sent inline. The worker that queued it then
+//! runs [`deliver_due`] after its answer is out (`wait_until`, or [`send_queued`] in a
+//! SessionDO), so a first attempt leaves within moments; retries, and attempts a worker was stopped before making, wait for the
+//! next scan — `openma-main`'s cron, each minute — so a retry's wait is at least the
+//! configured back-off and at most a minute more. Each attempt is the core's
+//! `Webhooks::attempt` (claimed in D1 first, signed per Standard Webhooks), the same steps
+//! as the native delivery worker.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use openma_core::ports::{Announcer, WebhookStore};
+use openma_core::webhooks::{TIMEOUT, Webhooks};
+use openma_core::{Clock, TenantId};
+use worker::Env;
+
+use crate::adapters::{WorkerClock, WorkerIds};
+use crate::d1::D1;
+use crate::outbound::Outbound;
+
+/// Deliveries one scan attempts (concurrently), and scans one pass makes at most.
+const BATCH: u32 = 25;
+const SCANS: usize = 4;
+/// Waits between attempts, as natively (`OPENMA_WEBHOOK_RETRY_DELAYS_MS` overrides them,
+/// comma-separated, for tests).
+const DEFAULT_DELAYS_MS: [u64; 2] = [1_000, 10_000];
+
+thread_local! {
+    /// Whether this isolate queued a delivery since its last pass (an isolate is one thread).
+    static QUEUED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The tenant's subscribers, on the database that stores the change: queues the event in
+/// its outbox, and marks the isolate as having something to send.
+#[async_trait]
+impl Announcer for D1 {
+    async fn announce_with(&self, tenant: &TenantId, kind: &str, object_id: &str, extra: serde_json::Map<String, serde_json::Value>) {
+        let hooks = Webhooks { store: self, clock: &WorkerClock, ids: &WorkerIds, secrets: None };
+        match hooks.queue(tenant, kind, object_id, &extra).await {
+            Ok(Some(_)) => QUEUED.set(true),
+            Ok(None) => {}
+            // the change is stored already: it is not undone for want of a notification
+            Err(e) => worker::console_warn!("cannot queue webhook event {kind} for {object_id}: {e}"),
+        }
+    }
+}
+
+/// Whether anything was queued since the last call (which clears it).
+pub fn take_queued() -> bool {
+    QUEUED.replace(false)
+}
+
+/// Sends what this isolate queued, without waiting for it: for a Durable Object, and for work
+/// already inside a `wait_until`, where the request's answer is long gone. Should the
+/// isolate stop first, the cron sends it.
+pub fn send_queued(env: &Env) {
+    if take_queued() {
+        let env = env.clone();
+        worker::wasm_bindgen_futures::spawn_local(async move { deliver_due(&env).await });
+    }
+}
+
+/// Attempts every delivery due now (a few batches at most), each recorded in D1.
+pub async fn deliver_due(env: &Env) {
+    if let Err(e) = scan(env).await {
+        worker::console_error!("webhook delivery scan failed: {e}");
+    }
+}
+
+async fn scan(env: &Env) -> Result<(), String> {
+    let db = D1::new(env.d1("DB").map_err(|e| e.to_string())?);
+    // without the root secret no key opens: each attempt records why and backs off
+    let secrets = crate::root_secret::secret_box(env).await.ok();
+    let hooks = Webhooks { store: &db, clock: &WorkerClock, ids: &WorkerIds, secrets: secrets.as_deref() };
+    let sender = Outbound::new(env, TIMEOUT);
+    let delays = retry_delays(env);
+    let (hooks, sender, delays) = (&hooks, &sender, &delays);
+    for _ in 0..SCANS {
+        let due = db.due_webhook_deliveries(WorkerClock.now(), BATCH).await.map_err(|e| e.to_string())?;
+        let attempts = due.iter().map(|(tenant, d)| async move {
+            if let Err(e) = hooks.attempt(tenant, d, sender, delays).await {
+                worker::console_warn!("webhook delivery {} failed to record: {e}", d.id);
+            }
+        });
+        futures::future::join_all(attempts).await;
+        if due.len() < BATCH as usize {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn retry_delays(env: &Env) -> Vec<Duration> {
+    let configured = crate::text(env, "OPENMA_WEBHOOK_RETRY_DELAYS_MS")
+        .and_then(|v| v.split(',').map(|ms| ms.trim().parse::<u64>().ok()).collect::<Option<Vec<_>>>())
+        .filter(|v| !v.is_empty());
+    configured.unwrap_or_else(|| DEFAULT_DELAYS_MS.to_vec()).into_iter().map(Duration::from_millis).collect()
+}

@@ -67,15 +67,6 @@ pub fn system_note(resources: &[SessionResource]) -> Option<String> {
     Some(note)
 }
 
-/// The model's system prompt with the memory note after the agent's own.
-pub fn with_system_note(system: Option<String>, resources: &[SessionResource]) -> Option<String> {
-    match (system, system_note(resources)) {
-        (s, None) => s,
-        (None, Some(n)) => Some(n),
-        (Some(s), Some(n)) => Some(format!("{s}\n\n{n}")),
-    }
-}
-
 /// One memory as the snapshot and the store know it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Known {
@@ -229,9 +220,12 @@ mod tests {
             instructions: Some("Check before answering".into()),
             mount_path: "/mnt/memory/team-notes".into(),
         })];
-        let s = with_system_note(Some("Be brief.".into()), &r).unwrap();
+        let mut request = crate::model::ModelRequest { model: "m".into(), system: Some("Be brief.".into()), messages: vec![], tools: vec![], max_tokens: 1, cache: false };
+        request.append_system(system_note(&r).as_deref());
+        let s = request.system.clone().unwrap();
         assert!(s.starts_with("Be brief.\n\n# Memory"));
         assert!(s.contains("/mnt/memory/team-notes, read-only") && s.contains("What the team decided") && s.contains("Check before answering"));
-        assert_eq!(with_system_note(Some("x".into()), &[]), Some("x".into()));
+        request.append_system(system_note(&[]).as_deref());
+        assert_eq!(request.system, Some(s));
     }
 }

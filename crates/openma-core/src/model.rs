@@ -24,6 +24,19 @@ pub struct ModelRequest {
     pub cache: bool,
 }
 
+impl ModelRequest {
+    /// Puts `note` (what the platform tells the model: memory mounts, skills) after the
+    /// agent's own system prompt.
+    pub fn append_system(&mut self, note: Option<&str>) {
+        if let Some(note) = note {
+            self.system = Some(match self.system.take() {
+                Some(s) => format!("{s}\n\n{note}"),
+                None => note.to_owned(),
+            });
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

@@ -18,7 +18,6 @@ use crate::agents::{Agents, SkillCheck};
 use crate::environments::Environments;
 use crate::vaults::Vaults;
 use crate::sessions::{SessionAttachments, Sessions};
-use crate::agents;
 
 mod memory;
 pub use memory::MemoryListParams;
@@ -88,7 +87,7 @@ pub(crate) fn list_query(p: &ListParams, default_order: Order, max: u32) -> Doma
 #[async_trait::async_trait]
 impl SkillCheck for Platform {
     async fn check_skills(&self, tenant: &TenantId, skills: &[Skill], tools: &[AgentTool]) -> DomainResult<()> {
-        Platform::check_skills(self, tenant, skills, tools).await
+        self.skills().check_skills(tenant, skills, tools).await
     }
 }
 
@@ -107,10 +106,6 @@ impl Platform {
 
     pub(crate) fn now(&self) -> Timestamp {
         self.clock.now()
-    }
-
-    pub(crate) fn page_request_max(&self, p: &ListParams, default_order: Order, max: u32) -> DomainResult<(PageRequest, ListQuery)> {
-        list_query(p, default_order, max)
     }
 
     // ---- tenants and API keys -------------------------------------------------------
@@ -169,15 +164,6 @@ impl Platform {
 
     pub async fn create_agent(&self, tenant: &TenantId, req: &CreateAgentRequest) -> DomainResult<Agent> {
         self.agents().create(tenant, req).await
-    }
-
-    /// The agent's skills exist (each version too) and it can read them.
-    pub(crate) async fn check_skills(&self, tenant: &TenantId, skills: &[Skill], tools: &[AgentTool]) -> DomainResult<()> {
-        agents::check_skill_tools(skills, tools)?;
-        for s in skills {
-            self.get_skill_version(tenant, &s.skill_id, &s.version).await?;
-        }
-        Ok(())
     }
 
     pub async fn get_agent(&self, tenant: &TenantId, id: &str, version: Option<i64>) -> DomainResult<Agent> {

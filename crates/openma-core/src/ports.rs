@@ -278,6 +278,29 @@ pub trait WebhookStore: Send + Sync {
     async fn list_webhook_deliveries(&self, tenant: &TenantId, endpoint_id: &str, query: &ListQuery) -> Result<Vec<crate::webhooks::QueuedDelivery>, StoreError>;
 }
 
+/// Skills and their versions: a port of its own so a deployment serves skills before it
+/// adapts the whole [`Store`] (the Workers do, on D1).
+#[async_trait]
+pub trait SkillStore: Send + Sync {
+    /// Inserts a skill with its first version; `Duplicate` when the tenant has a skill of
+    /// the same name.
+    async fn insert_skill(&self, tenant: &TenantId, skill: &StoredSkill, first: &StoredSkillVersion) -> Result<(), StoreError>;
+    async fn get_skill(&self, tenant: &TenantId, id: &str) -> Result<Option<StoredSkill>, StoreError>;
+    async fn find_skill_by_name(&self, tenant: &TenantId, name: &str) -> Result<Option<StoredSkill>, StoreError>;
+    async fn list_skills(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<StoredSkill>, StoreError>;
+    /// Deletes a skill and its versions; returns their blob keys, or None when there is no
+    /// such skill.
+    async fn delete_skill(&self, tenant: &TenantId, id: &str) -> Result<Option<Vec<String>>, StoreError>;
+    /// Adds a version and makes it the skill's latest (`updated_at` = its `created_at`);
+    /// `Ok(false)` when the skill is gone.
+    async fn insert_skill_version(&self, tenant: &TenantId, version: &StoredSkillVersion) -> Result<bool, StoreError>;
+    async fn get_skill_version(&self, tenant: &TenantId, skill_id: &str, id: &str) -> Result<Option<StoredSkillVersion>, StoreError>;
+    async fn list_skill_versions(&self, tenant: &TenantId, skill_id: &str, query: &ListQuery) -> Result<Vec<StoredSkillVersion>, StoreError>;
+    /// Deletes a version unless it is the skill's only one; the skill's latest becomes the
+    /// newest version left, and its `updated_at` becomes `now`.
+    async fn delete_skill_version(&self, tenant: &TenantId, skill_id: &str, id: &str, now: Timestamp) -> Result<VersionRemoval, StoreError>;
+}
+
 /// Tenants and API keys: all that authentication and the operator's bootstrap key need.
 /// A port of its own so a deployment can serve authentication before it adapts the whole
 /// [`Store`] (the Workers do, on D1).
@@ -510,7 +533,7 @@ pub trait FileStore: Send + Sync {
 /// [`TenantId`]; an object of another tenant is indistinguishable from a missing one.
 #[async_trait]
 pub trait Store:
-    KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryStorage + SessionStore + ModelCardStore + FileStore + LedgerStore + IntegrationStore + WebhookStore + Send + Sync
+    KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryStorage + SessionStore + ModelCardStore + FileStore + LedgerStore + IntegrationStore + WebhookStore + SkillStore + Send + Sync
 {
     /// A short name of the backend for `/health` (e.g. `sqlite 3.46.0`).
     async fn describe(&self) -> Result<String, StoreError>;
@@ -616,25 +639,6 @@ pub trait Store:
     /// Sets a fact; with `only_if_absent`, keeps an existing value and returns false.
     async fn put_meta(&self, key: &str, value: &str, only_if_absent: bool) -> Result<bool, StoreError>;
 
-
-    // -- skills and their versions --
-    /// Inserts a skill with its first version; `Duplicate` when the tenant has a skill of
-    /// the same name.
-    async fn insert_skill(&self, tenant: &TenantId, skill: &StoredSkill, first: &StoredSkillVersion) -> Result<(), StoreError>;
-    async fn get_skill(&self, tenant: &TenantId, id: &str) -> Result<Option<StoredSkill>, StoreError>;
-    async fn find_skill_by_name(&self, tenant: &TenantId, name: &str) -> Result<Option<StoredSkill>, StoreError>;
-    async fn list_skills(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<StoredSkill>, StoreError>;
-    /// Deletes a skill and its versions; returns their blob keys, or None when there is no
-    /// such skill.
-    async fn delete_skill(&self, tenant: &TenantId, id: &str) -> Result<Option<Vec<String>>, StoreError>;
-    /// Adds a version and makes it the skill's latest (`updated_at` = its `created_at`);
-    /// `Ok(false)` when the skill is gone.
-    async fn insert_skill_version(&self, tenant: &TenantId, version: &StoredSkillVersion) -> Result<bool, StoreError>;
-    async fn get_skill_version(&self, tenant: &TenantId, skill_id: &str, id: &str) -> Result<Option<StoredSkillVersion>, StoreError>;
-    async fn list_skill_versions(&self, tenant: &TenantId, skill_id: &str, query: &ListQuery) -> Result<Vec<StoredSkillVersion>, StoreError>;
-    /// Deletes a version unless it is the skill's only one; the skill's latest becomes the
-    /// newest version left, and its `updated_at` becomes `now`.
-    async fn delete_skill_version(&self, tenant: &TenantId, skill_id: &str, id: &str, now: Timestamp) -> Result<VersionRemoval, StoreError>;
 
     // -- console accounts and their signed-in sessions --
     async fn insert_user(&self, u: &crate::accounts::User) -> Result<(), StoreError>;

@@ -23,8 +23,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DomainError, DomainResult, StoreError};
 use crate::paging::Page;
-use crate::platform::{ListParams, Platform, position_of};
-use crate::ports::{ByteStream, Order};
+use crate::agents::SkillCheck;
+use crate::platform::{ListParams, Platform, list_query, position_of};
+use crate::ports::{BlobStore, ByteStream, Clock, IdGen, Order, SkillStore};
+use openma_types::agents::AgentTool;
 use crate::tenancy::TenantId;
 use crate::validate;
 
@@ -404,7 +406,46 @@ fn name_taken(name: &str) -> DomainError {
     DomainError::Conflict { message: format!("a skill named `{name}` already exists"), code: Some("skill_name_taken") }
 }
 
-impl Platform {
+/// The Skills API and the skill rows' rules, over the ports they need: a skill table, a
+/// blob store for the archives, a clock and ids. The native [`Platform`] and the Workers
+/// build one each.
+pub struct Skills<'a> {
+    pub store: &'a dyn SkillStore,
+    /// None: a deployment without a blob store refuses skills.
+    pub blobs: Option<&'a dyn BlobStore>,
+    pub clock: &'a dyn Clock,
+    pub ids: &'a dyn IdGen,
+}
+
+/// An agent's skills must exist (each version too) and be readable by the `read` tool.
+#[async_trait::async_trait]
+impl SkillCheck for Skills<'_> {
+    async fn check_skills(&self, tenant: &TenantId, skills: &[openma_types::agents::Skill], tools: &[AgentTool]) -> DomainResult<()> {
+        crate::agents::check_skill_tools(skills, tools)?;
+        for s in skills {
+            self.get_version(tenant, &s.skill_id, &s.version).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Skills<'_> {
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn blob_store(&self) -> DomainResult<&dyn BlobStore> {
+        self.blobs.ok_or_else(|| DomainError::unsupported("skills without a blob store"))
+    }
+
+    async fn delete_blobs(&self, keys: impl Iterator<Item = String>) {
+        let Ok(blobs) = self.blob_store() else { return };
+        for key in keys {
+            // an archive left behind costs space, not correctness: its row is gone
+            let _ = blobs.delete(&key).await;
+        }
+    }
+
     async fn store_archive(&self, tenant: &TenantId, bundle: &SkillBundle) -> DomainResult<(String, crate::ports::BlobInfo)> {
         let archive = bundle.archive()?;
         let key = format!("skills/{}/{}", tenant.as_str(), self.ids.new_id("blob").to_ascii_lowercase());
@@ -432,7 +473,7 @@ impl Platform {
 
     /// Creates a skill from its first upload. `409 skill_name_taken` when another skill of
     /// the tenant has the same name.
-    pub async fn create_skill(&self, tenant: &TenantId, files: Vec<UploadedFile>, display_name: Option<String>) -> DomainResult<Skill> {
+    pub async fn create(&self, tenant: &TenantId, files: Vec<UploadedFile>, display_name: Option<String>) -> DomainResult<Skill> {
         if let Some(d) = &display_name {
             check_display_name(d)?;
         }
@@ -473,15 +514,15 @@ impl Platform {
         self.store.get_skill(tenant, id).await?.ok_or_else(|| not_found(id))
     }
 
-    pub async fn get_skill(&self, tenant: &TenantId, id: &str) -> DomainResult<Skill> {
+    pub async fn get(&self, tenant: &TenantId, id: &str) -> DomainResult<Skill> {
         Ok(self.load_skill(tenant, id).await?.skill)
     }
 
     /// Skills, newest first. Only `custom` skills exist here, so another `source` lists none.
-    pub async fn list_skills(&self, tenant: &TenantId, params: &ListParams, source: Option<&str>) -> DomainResult<Page<Skill>> {
+    pub async fn list(&self, tenant: &TenantId, params: &ListParams, source: Option<&str>) -> DomainResult<Page<Skill>> {
         let source = parse_source(source)?;
         let params = ListParams { include_archived: true, ..params.clone() };
-        let (req, query) = self.page_request_max(&params, Order::Desc, MAX_LIST_LIMIT)?;
+        let (req, query) = list_query(&params, Order::Desc, MAX_LIST_LIMIT)?;
         let rows = match source {
             None | Some(SkillSourceType::Custom) => self.store.list_skills(tenant, &query).await?,
             Some(_) => Vec::new(),
@@ -491,7 +532,7 @@ impl Platform {
     }
 
     /// Deletes a skill with all its versions and their archives.
-    pub async fn delete_skill(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
+    pub async fn delete(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
         self.load_skill(tenant, id).await?;
         let keys = self.store.delete_skill(tenant, id).await?.ok_or_else(|| not_found(id))?;
         self.delete_blobs(keys.into_iter()).await;
@@ -500,7 +541,7 @@ impl Platform {
 
     /// Adds a version; it becomes the skill's latest. Its `SKILL.md` must carry the
     /// skill's name.
-    pub async fn create_skill_version(&self, tenant: &TenantId, skill_id: &str, files: Vec<UploadedFile>) -> DomainResult<SkillVersion> {
+    pub async fn create_version(&self, tenant: &TenantId, skill_id: &str, files: Vec<UploadedFile>) -> DomainResult<SkillVersion> {
         let skill = self.load_skill(tenant, skill_id).await?;
         let bundle = read_upload(files)?;
         if bundle.name != skill.name {
@@ -535,15 +576,15 @@ impl Platform {
     }
 
     /// A version by id, or the skill's newest for `latest`.
-    pub async fn get_skill_version(&self, tenant: &TenantId, skill_id: &str, version: &str) -> DomainResult<SkillVersion> {
+    pub async fn get_version(&self, tenant: &TenantId, skill_id: &str, version: &str) -> DomainResult<SkillVersion> {
         Ok(self.load_skill_version(tenant, skill_id, version).await?.version)
     }
 
     /// A skill's versions, newest first.
-    pub async fn list_skill_versions(&self, tenant: &TenantId, skill_id: &str, params: &ListParams) -> DomainResult<Page<SkillVersion>> {
+    pub async fn list_versions(&self, tenant: &TenantId, skill_id: &str, params: &ListParams) -> DomainResult<Page<SkillVersion>> {
         self.load_skill(tenant, skill_id).await?;
         let params = ListParams { include_archived: true, ..params.clone() };
-        let (req, query) = self.page_request_max(&params, Order::Desc, MAX_LIST_LIMIT)?;
+        let (req, query) = list_query(&params, Order::Desc, MAX_LIST_LIMIT)?;
         let rows = self.store.list_skill_versions(tenant, skill_id, &query).await?;
         let page = req.finish(rows, |v| position_of(v.version.created_at, &v.version.id));
         Ok(Page { data: page.data.into_iter().map(|v| v.version).collect(), next_page: page.next_page, prev_page: page.prev_page })
@@ -551,7 +592,7 @@ impl Platform {
 
     /// Deletes one version; the skill's latest moves to the newest one left. The only
     /// version of a skill is refused (delete the skill instead).
-    pub async fn delete_skill_version(&self, tenant: &TenantId, skill_id: &str, version: &str) -> DomainResult<String> {
+    pub async fn delete_version(&self, tenant: &TenantId, skill_id: &str, version: &str) -> DomainResult<String> {
         let found = self.load_skill_version(tenant, skill_id, version).await?;
         let id = found.version.id;
         match self.store.delete_skill_version(tenant, skill_id, &id, self.now()).await? {
@@ -568,10 +609,10 @@ impl Platform {
 
     /// The files of a session agent's skills, each below `<name>/`, with what the model is
     /// told about them. A skill or version deleted since the agent was saved is an error.
-    pub async fn session_skills(&self, tenant: &TenantId, skills: &[openma_types::agents::Skill]) -> DomainResult<Vec<(SkillVersion, Vec<UploadedFile>)>> {
+    pub async fn session_files(&self, tenant: &TenantId, skills: &[openma_types::agents::Skill]) -> DomainResult<Vec<(SkillVersion, Vec<UploadedFile>)>> {
         let mut out = Vec::new();
         for s in skills {
-            let (version, _, mut body) = self.download_skill_version(tenant, &s.skill_id, &s.version).await.map_err(|e| match e {
+            let (version, _, mut body) = self.download_version(tenant, &s.skill_id, &s.version).await.map_err(|e| match e {
                 DomainError::NotFound(m) => DomainError::invalid(format!("the agent's skill `{}` is gone: {m}", s.skill_id)),
                 other => other,
             })?;
@@ -585,13 +626,60 @@ impl Platform {
     }
 
     /// A version's archive: its metadata, the archive's size and its bytes.
-    pub async fn download_skill_version(&self, tenant: &TenantId, skill_id: &str, version: &str) -> DomainResult<(SkillVersion, u64, ByteStream)> {
+    pub async fn download_version(&self, tenant: &TenantId, skill_id: &str, version: &str) -> DomainResult<(SkillVersion, u64, ByteStream)> {
         let v = self.load_skill_version(tenant, skill_id, version).await?;
         let body = self.blob_store()?.get(&v.blob_key).await.map_err(crate::files::blob_error)?;
         let body = body.ok_or_else(|| {
             DomainError::Store(StoreError::Backend(format!("the archive of skill version `{}` is missing from the blob store", v.version.id)))
         })?;
         Ok((v.version, v.size_bytes, body))
+    }
+}
+
+impl Platform {
+    /// The skill service over this platform's store and blob store.
+    pub fn skills(&self) -> Skills<'_> {
+        Skills { store: &*self.store, blobs: self.blobs.as_deref(), clock: &*self.clock, ids: &*self.ids }
+    }
+
+    pub async fn create_skill(&self, tenant: &TenantId, files: Vec<UploadedFile>, display_name: Option<String>) -> DomainResult<Skill> {
+        self.skills().create(tenant, files, display_name).await
+    }
+
+    pub async fn get_skill(&self, tenant: &TenantId, id: &str) -> DomainResult<Skill> {
+        self.skills().get(tenant, id).await
+    }
+
+    pub async fn list_skills(&self, tenant: &TenantId, params: &ListParams, source: Option<&str>) -> DomainResult<Page<Skill>> {
+        self.skills().list(tenant, params, source).await
+    }
+
+    pub async fn delete_skill(&self, tenant: &TenantId, id: &str) -> DomainResult<()> {
+        self.skills().delete(tenant, id).await
+    }
+
+    pub async fn create_skill_version(&self, tenant: &TenantId, skill_id: &str, files: Vec<UploadedFile>) -> DomainResult<SkillVersion> {
+        self.skills().create_version(tenant, skill_id, files).await
+    }
+
+    pub async fn get_skill_version(&self, tenant: &TenantId, skill_id: &str, version: &str) -> DomainResult<SkillVersion> {
+        self.skills().get_version(tenant, skill_id, version).await
+    }
+
+    pub async fn list_skill_versions(&self, tenant: &TenantId, skill_id: &str, params: &ListParams) -> DomainResult<Page<SkillVersion>> {
+        self.skills().list_versions(tenant, skill_id, params).await
+    }
+
+    pub async fn delete_skill_version(&self, tenant: &TenantId, skill_id: &str, version: &str) -> DomainResult<String> {
+        self.skills().delete_version(tenant, skill_id, version).await
+    }
+
+    pub async fn session_skills(&self, tenant: &TenantId, skills: &[openma_types::agents::Skill]) -> DomainResult<Vec<(SkillVersion, Vec<UploadedFile>)>> {
+        self.skills().session_files(tenant, skills).await
+    }
+
+    pub async fn download_skill_version(&self, tenant: &TenantId, skill_id: &str, version: &str) -> DomainResult<(SkillVersion, u64, ByteStream)> {
+        self.skills().download_version(tenant, skill_id, version).await
     }
 }
 

@@ -561,6 +561,141 @@ macro_rules! sql_store {
         }
 
         #[async_trait::async_trait]
+        impl openma_core::ports::SkillStore for $store {
+            async fn insert_skill(&self, tenant: &TenantId, s: &StoredSkill, first: &StoredSkillVersion) -> Result<(), openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                sqlx::query("INSERT INTO skills (tenant_id, id, name, created_at, updated_at, body) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(tenant.as_str())
+                    .bind(&s.skill.id)
+                    .bind(&s.name)
+                    .bind(s.skill.created_at.as_micros())
+                    .bind(s.skill.updated_at.as_micros())
+                    .bind(encode(s))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                insert_skill_version_row(&mut *tx, tenant, first).await?;
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn get_skill(&self, tenant: &TenantId, id: &str) -> Result<Option<StoredSkill>, openma_core::StoreError> {
+                self.body("SELECT body FROM skills WHERE tenant_id = $1 AND id = $2", tenant, id).await
+            }
+
+            async fn find_skill_by_name(&self, tenant: &TenantId, name: &str) -> Result<Option<StoredSkill>, openma_core::StoreError> {
+                self.body("SELECT body FROM skills WHERE tenant_id = $1 AND name = $2", tenant, name).await
+            }
+
+            async fn list_skills(&self, tenant: &TenantId, q: &ListQuery) -> Result<Vec<StoredSkill>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT body FROM skills WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned());
+                push_page(&mut qb, &ListQuery { include_archived: true, ..q.clone() });
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                bodies(rows)
+            }
+
+            async fn delete_skill(&self, tenant: &TenantId, id: &str) -> Result<Option<Vec<String>>, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                if lock_skill(&mut tx, tenant, id).await?.is_none() {
+                    return Ok(None);
+                }
+                let keys: Vec<String> = sqlx::query_scalar("SELECT blob_key FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                for table in ["DELETE FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2", "DELETE FROM skills WHERE tenant_id = $1 AND id = $2"] {
+                    sqlx::query(table).bind(tenant.as_str()).bind(id).execute(&mut *tx).await.map_err($crate::backend_error)?;
+                }
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(Some(keys))
+            }
+
+            async fn insert_skill_version(&self, tenant: &TenantId, v: &StoredSkillVersion) -> Result<bool, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                let Some(mut skill) = lock_skill(&mut tx, tenant, &v.version.skill_id).await? else {
+                    return Ok(false);
+                };
+                insert_skill_version_row(&mut *tx, tenant, v).await?;
+                skill.skill.latest_version_id = v.version.id.clone();
+                skill.skill.updated_at = v.version.created_at.max(skill.skill.updated_at);
+                write_skill_row(&mut *tx, tenant, &skill).await?;
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(true)
+            }
+
+            async fn get_skill_version(&self, tenant: &TenantId, skill_id: &str, id: &str) -> Result<Option<StoredSkillVersion>, openma_core::StoreError> {
+                let row = sqlx::query("SELECT body FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2 AND id = $3")
+                    .bind(tenant.as_str())
+                    .bind(skill_id)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                match row {
+                    None => Ok(None),
+                    Some(r) => decode(&r.try_get::<String, _>(0).map_err($crate::backend_error)?).map(Some),
+                }
+            }
+
+            async fn list_skill_versions(&self, tenant: &TenantId, skill_id: &str, q: &ListQuery) -> Result<Vec<StoredSkillVersion>, openma_core::StoreError> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT body FROM skill_versions WHERE tenant_id = ");
+                qb.push_bind(tenant.as_str().to_owned()).push(" AND skill_id = ").push_bind(skill_id.to_owned());
+                push_page(&mut qb, &ListQuery { include_archived: true, ..q.clone() });
+                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
+                bodies(rows)
+            }
+
+            async fn delete_skill_version(&self, tenant: &TenantId, skill_id: &str, id: &str, now: Timestamp) -> Result<VersionRemoval, openma_core::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
+                let Some(mut skill) = lock_skill(&mut tx, tenant, skill_id).await? else {
+                    return Ok(VersionRemoval::NotFound);
+                };
+                let key: Option<String> = sqlx::query_scalar("SELECT blob_key FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2 AND id = $3")
+                    .bind(tenant.as_str())
+                    .bind(skill_id)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                let Some(blob_key) = key else {
+                    return Ok(VersionRemoval::NotFound);
+                };
+                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2")
+                    .bind(tenant.as_str())
+                    .bind(skill_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                if count <= 1 {
+                    return Ok(VersionRemoval::LastVersion);
+                }
+                sqlx::query("DELETE FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2 AND id = $3")
+                    .bind(tenant.as_str())
+                    .bind(skill_id)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::backend_error)?;
+                let latest: String = sqlx::query_scalar(
+                    "SELECT id FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2 ORDER BY created_at DESC, id DESC LIMIT 1",
+                )
+                .bind(tenant.as_str())
+                .bind(skill_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err($crate::backend_error)?;
+                skill.skill.latest_version_id = latest;
+                skill.skill.updated_at = now.max(skill.skill.updated_at);
+                write_skill_row(&mut *tx, tenant, &skill).await?;
+                tx.commit().await.map_err($crate::backend_error)?;
+                Ok(VersionRemoval::Removed { blob_key })
+            }
+        }
+
+        #[async_trait::async_trait]
         impl openma_core::ports::WebhookStore for $store {
             async fn insert_webhook_endpoint(&self, tenant: &TenantId, w: &openma_core::webhooks::StoredWebhookEndpoint, max: i64) -> Result<bool, openma_core::StoreError> {
                 let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
@@ -2320,140 +2455,6 @@ macro_rules! sql_store {
                 let done = sqlx::query(sql).bind(key).bind(value).execute(&self.pool).await.map_err($crate::backend_error)?;
                 Ok(done.rows_affected() > 0)
             }
-            // ---- skills and their versions ----
-
-            async fn insert_skill(&self, tenant: &TenantId, s: &StoredSkill, first: &StoredSkillVersion) -> Result<(), openma_core::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
-                sqlx::query("INSERT INTO skills (tenant_id, id, name, created_at, updated_at, body) VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind(tenant.as_str())
-                    .bind(&s.skill.id)
-                    .bind(&s.name)
-                    .bind(s.skill.created_at.as_micros())
-                    .bind(s.skill.updated_at.as_micros())
-                    .bind(encode(s))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err($crate::backend_error)?;
-                insert_skill_version_row(&mut *tx, tenant, first).await?;
-                tx.commit().await.map_err($crate::backend_error)?;
-                Ok(())
-            }
-
-            async fn get_skill(&self, tenant: &TenantId, id: &str) -> Result<Option<StoredSkill>, openma_core::StoreError> {
-                self.body("SELECT body FROM skills WHERE tenant_id = $1 AND id = $2", tenant, id).await
-            }
-
-            async fn find_skill_by_name(&self, tenant: &TenantId, name: &str) -> Result<Option<StoredSkill>, openma_core::StoreError> {
-                self.body("SELECT body FROM skills WHERE tenant_id = $1 AND name = $2", tenant, name).await
-            }
-
-            async fn list_skills(&self, tenant: &TenantId, q: &ListQuery) -> Result<Vec<StoredSkill>, openma_core::StoreError> {
-                let mut qb = QueryBuilder::<$db>::new("SELECT body FROM skills WHERE tenant_id = ");
-                qb.push_bind(tenant.as_str().to_owned());
-                push_page(&mut qb, &ListQuery { include_archived: true, ..q.clone() });
-                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
-                bodies(rows)
-            }
-
-            async fn delete_skill(&self, tenant: &TenantId, id: &str) -> Result<Option<Vec<String>>, openma_core::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
-                if lock_skill(&mut tx, tenant, id).await?.is_none() {
-                    return Ok(None);
-                }
-                let keys: Vec<String> = sqlx::query_scalar("SELECT blob_key FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2")
-                    .bind(tenant.as_str())
-                    .bind(id)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err($crate::backend_error)?;
-                for table in ["DELETE FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2", "DELETE FROM skills WHERE tenant_id = $1 AND id = $2"] {
-                    sqlx::query(table).bind(tenant.as_str()).bind(id).execute(&mut *tx).await.map_err($crate::backend_error)?;
-                }
-                tx.commit().await.map_err($crate::backend_error)?;
-                Ok(Some(keys))
-            }
-
-            async fn insert_skill_version(&self, tenant: &TenantId, v: &StoredSkillVersion) -> Result<bool, openma_core::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
-                let Some(mut skill) = lock_skill(&mut tx, tenant, &v.version.skill_id).await? else {
-                    return Ok(false);
-                };
-                insert_skill_version_row(&mut *tx, tenant, v).await?;
-                skill.skill.latest_version_id = v.version.id.clone();
-                skill.skill.updated_at = v.version.created_at.max(skill.skill.updated_at);
-                write_skill_row(&mut *tx, tenant, &skill).await?;
-                tx.commit().await.map_err($crate::backend_error)?;
-                Ok(true)
-            }
-
-            async fn get_skill_version(&self, tenant: &TenantId, skill_id: &str, id: &str) -> Result<Option<StoredSkillVersion>, openma_core::StoreError> {
-                let row = sqlx::query("SELECT body FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2 AND id = $3")
-                    .bind(tenant.as_str())
-                    .bind(skill_id)
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                match row {
-                    None => Ok(None),
-                    Some(r) => decode(&r.try_get::<String, _>(0).map_err($crate::backend_error)?).map(Some),
-                }
-            }
-
-            async fn list_skill_versions(&self, tenant: &TenantId, skill_id: &str, q: &ListQuery) -> Result<Vec<StoredSkillVersion>, openma_core::StoreError> {
-                let mut qb = QueryBuilder::<$db>::new("SELECT body FROM skill_versions WHERE tenant_id = ");
-                qb.push_bind(tenant.as_str().to_owned()).push(" AND skill_id = ").push_bind(skill_id.to_owned());
-                push_page(&mut qb, &ListQuery { include_archived: true, ..q.clone() });
-                let rows = qb.build().fetch_all(&self.pool).await.map_err($crate::backend_error)?;
-                bodies(rows)
-            }
-
-            async fn delete_skill_version(&self, tenant: &TenantId, skill_id: &str, id: &str, now: Timestamp) -> Result<VersionRemoval, openma_core::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::backend_error)?;
-                let Some(mut skill) = lock_skill(&mut tx, tenant, skill_id).await? else {
-                    return Ok(VersionRemoval::NotFound);
-                };
-                let key: Option<String> = sqlx::query_scalar("SELECT blob_key FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2 AND id = $3")
-                    .bind(tenant.as_str())
-                    .bind(skill_id)
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err($crate::backend_error)?;
-                let Some(blob_key) = key else {
-                    return Ok(VersionRemoval::NotFound);
-                };
-                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2")
-                    .bind(tenant.as_str())
-                    .bind(skill_id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err($crate::backend_error)?;
-                if count <= 1 {
-                    return Ok(VersionRemoval::LastVersion);
-                }
-                sqlx::query("DELETE FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2 AND id = $3")
-                    .bind(tenant.as_str())
-                    .bind(skill_id)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err($crate::backend_error)?;
-                let latest: String = sqlx::query_scalar(
-                    "SELECT id FROM skill_versions WHERE tenant_id = $1 AND skill_id = $2 ORDER BY created_at DESC, id DESC LIMIT 1",
-                )
-                .bind(tenant.as_str())
-                .bind(skill_id)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err($crate::backend_error)?;
-                skill.skill.latest_version_id = latest;
-                skill.skill.updated_at = now.max(skill.skill.updated_at);
-                write_skill_row(&mut *tx, tenant, &skill).await?;
-                tx.commit().await.map_err($crate::backend_error)?;
-                Ok(VersionRemoval::Removed { blob_key })
-            }
-
             // ---- console accounts ----
 
             async fn insert_user(&self, u: &openma_core::accounts::User) -> Result<(), openma_core::StoreError> {

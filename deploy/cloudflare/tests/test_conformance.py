@@ -42,6 +42,7 @@ SUITES = {
     "test_session_runtime.py": {},
     "test_session_threads.py": {},
     "test_session_tool_runner.py": {},
+    "test_skills.py": {},
     "test_vaults.py": {},
 }
 SANDBOX_TOKEN = "sbx-workers-conformance-0123456789abcdef"
@@ -289,9 +290,14 @@ def turn(a: anthropic.Anthropic, session_id: str, text: str) -> list:
     """Sends a message and waits for the turn to end: the events it added."""
     before = {e.id for e in a.beta.sessions.events.list(session_id, limit=1000)}
     a.beta.sessions.events.send(session_id, events=[{"type": "user.message", "content": [{"type": "text", "text": text}]}])
-    deadline = time.monotonic() + 60
+    return wait_idle(a, session_id, before)
+
+
+def wait_idle(a: anthropic.Anthropic, session_id: str, seen: set[str], timeout: float = 60.0) -> list:
+    """The events after `seen` up to the next `session.status_idle`."""
+    deadline = time.monotonic() + timeout
     while True:
-        events = [e for e in a.beta.sessions.events.list(session_id, limit=1000) if e.id not in before]
+        events = [e for e in a.beta.sessions.events.list(session_id, limit=1000) if e.id not in seen]
         if any(e.type == "session.status_idle" for e in events):
             return events
         assert time.monotonic() < deadline, [e.type for e in events]

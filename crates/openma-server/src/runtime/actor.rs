@@ -1055,13 +1055,8 @@ impl Actor {
     /// memory mounts after the agent's system prompt.
     fn model_request(&self) -> openma_core::model::ModelRequest {
         let mut request = projection::request(&self.session.agent, &self.plan, &self.log, self.rt.config.max_tokens);
-        request.system = openma_core::memory_mounts::with_system_note(request.system, &self.session.resources);
-        if let Some(note) = &self.skills_note {
-            request.system = Some(match request.system.take() {
-                Some(s) => format!("{s}\n\n{note}"),
-                None => note.clone(),
-            });
-        }
+        request.append_system(openma_core::memory_mounts::system_note(&self.session.resources).as_deref());
+        request.append_system(self.skills_note.as_deref());
         request
     }
 

@@ -217,12 +217,13 @@ impl Sandbox {
     /// exactly that since the server last opened the session fresh.
     async fn lay_mounts(&self, object: &SessionDO, meta: &Meta) -> std::result::Result<(), Refusal> {
         let mounts: Vec<_> = openma_core::files::file_resources(&meta.session).collect();
-        let now = session_files::fingerprint(&mounts);
+        let skills = &meta.session.agent.skills;
+        let now = session_files::fingerprint(&mounts, skills);
         if object.mounts_laid.borrow().as_deref() == Some(now.as_str()) {
             return Ok(());
         }
         let other = |e: worker::Error| Refusal::Other(e.to_string());
-        let pack = session_files::mounts_pack(&object.env, &self.tenant, &mounts).await.map_err(other)?;
+        let pack = session_files::mounts_pack(&object.env, &self.tenant, &mounts, skills).await.map_err(other)?;
         let body = worker::js_sys::Uint8Array::from(pack.as_slice());
         let path = format!("/v1/sessions/{}/state?mode=mounts", self.session_id);
         let mut r = self.send(Method::Put, &path, Some(body.into()), false).await.map_err(other)?;

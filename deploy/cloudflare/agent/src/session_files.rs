@@ -3,6 +3,9 @@
 //! and the outputs the agent leaves in `/mnt/session/outputs`, taken into the Files API
 //! (scoped to the session) from the workspace's pack at the end of each writing turn.
 //!
+//! The agent's skills travel with the mounts, into the server's `skills/` (the sandbox's
+//! read-only `/mnt/skills`), as the native server installs them.
+//!
 //! Both travel as the sandbox server's packs (tar + gzip of the session directory): a pack
 //! of `uploads/` alone, laid over the session with `mode=mounts`, makes the directory
 //! exactly what the session mounts now (a file unmounted since is gone).
@@ -16,6 +19,7 @@ use futures::StreamExt;
 use openma_core::files::{UPLOADS_ROOT, OUTPUTS_PER_SESSION, StoredFile};
 use openma_core::ports::ByteStream;
 use openma_core::{DomainError, TenantId};
+use openma_types::agents::Skill;
 use openma_types::files::FileResource;
 use openma_worker_common::d1::D1;
 use openma_worker_common::errors::ApiError;
@@ -38,13 +42,17 @@ fn api(e: ApiError) -> worker::Error {
     failed(e.message())
 }
 
-/// What the mounts are, to tell whether the server has them laid already.
-pub fn fingerprint(mounts: &[&FileResource]) -> String {
-    mounts.iter().map(|r| format!("{}\t{}\n", r.mount_path, r.file_id)).collect()
+/// What the mounts and the agent's skills are, to tell whether the server has them laid
+/// already.
+pub fn fingerprint(mounts: &[&FileResource], skills: &[Skill]) -> String {
+    let files = mounts.iter().map(|r| format!("{}\t{}\n", r.mount_path, r.file_id));
+    files.chain(skills.iter().map(|s| format!("skill\t{}\t{}\n", s.skill_id, s.version))).collect()
 }
 
-/// The pack of `uploads/` holding the session's mounted files, their bytes read from R2.
-pub async fn mounts_pack(env: &Env, tenant: &str, mounts: &[&FileResource]) -> Result<Vec<u8>> {
+/// The pack of `uploads/` holding the session's mounted files, their bytes read from R2,
+/// and of `skills/` holding its agent's skills (each below `<name>/`, the sandbox's
+/// read-only `/mnt/skills`). A skill or version deleted since the agent was saved fails it.
+pub async fn mounts_pack(env: &Env, tenant: &str, mounts: &[&FileResource], skills: &[Skill]) -> Result<Vec<u8>> {
     let tenant = TenantId::from_trusted(tenant.to_owned());
     let worker_files = WorkerFiles::new(env).map_err(api)?;
     let files = worker_files.files();
@@ -55,30 +63,71 @@ pub async fn mounts_pack(env: &Env, tenant: &str, mounts: &[&FileResource]) -> R
             copies.push((r, file));
         }
     }
-    let total: u64 = copies.iter().map(|(_, f)| f.meta.size_bytes).sum();
+    let skill_files = worker_files.skills().session_files(&tenant, skills).await.map_err(failed)?;
+    let skill_bytes: u64 = skill_files.iter().flat_map(|(_, f)| f.iter()).map(|f| f.bytes.len() as u64).sum();
+    let total: u64 = copies.iter().map(|(_, f)| f.meta.size_bytes).sum::<u64>() + skill_bytes;
     if total > MAX_MOUNTED_BYTES {
         return Err(failed(format!(
-            "the session mounts {total} bytes of files; a sandbox on the Workers takes at most {MAX_MOUNTED_BYTES} (unmount some through /v1/sessions/{{id}}/resources)"
+            "the session mounts {total} bytes of files and skills; a sandbox on the Workers takes at most {MAX_MOUNTED_BYTES} (unmount some through /v1/sessions/{{id}}/resources)"
         )));
     }
-    let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
-    let mut dirs = std::collections::BTreeSet::new();
-    dir(&mut tar, "uploads")?;
+    let mut pack = Pack { tar: tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast())), dirs: Default::default() };
+    dir(&mut pack.tar, "uploads")?;
     for (r, file) in copies {
         let rel = r.mount_path.strip_prefix(UPLOADS_ROOT).and_then(|p| p.strip_prefix('/')).ok_or_else(|| failed(format!("`{}` is not below {UPLOADS_ROOT}", r.mount_path)))?;
-        let mut parent = String::from("uploads");
+        let bytes = collect(files.file_bytes(&file).await.map_err(failed)?).await?;
+        pack.file("uploads", rel, &bytes, file.meta.created_at)?;
+    }
+    if !skill_files.is_empty() {
+        dir(&mut pack.tar, "skills")?;
+    }
+    for (version, files) in &skill_files {
+        for f in files {
+            pack.file("skills", &f.path, &f.bytes, version.created_at)?;
+        }
+    }
+    pack.tar.into_inner().and_then(GzEncoder::finish).map_err(failed)
+}
+
+/// A pack being built: the directories it holds so far.
+struct Pack {
+    tar: tar::Builder<GzEncoder<Vec<u8>>>,
+    dirs: std::collections::BTreeSet<String>,
+}
+
+impl Pack {
+    /// A read-only file at `root/rel`, with the directories above it.
+    fn file(&mut self, root: &str, rel: &str, bytes: &[u8], at: openma_types::Timestamp) -> Result<()> {
+        let mut parent = root.to_owned();
         for part in rel.split('/').rev().skip(1).collect::<Vec<_>>().into_iter().rev() {
             parent = format!("{parent}/{part}");
-            if dirs.insert(parent.clone()) {
-                dir(&mut tar, &parent)?;
+            if self.dirs.insert(parent.clone()) {
+                dir(&mut self.tar, &parent)?;
             }
         }
-        let bytes = collect(files.file_bytes(&file).await.map_err(failed)?).await?;
         let mut header = header(tar::EntryType::Regular, bytes.len() as u64, 0o444);
-        header.set_mtime(file.meta.created_at.as_micros().max(0) as u64 / 1_000_000);
-        tar.append_data(&mut header, format!("uploads/{rel}"), bytes.as_slice()).map_err(failed)?;
+        header.set_mtime(at.as_micros().max(0) as u64 / 1_000_000);
+        self.tar.append_data(&mut header, format!("{root}/{rel}"), bytes).map_err(failed)
     }
-    tar.into_inner().and_then(GzEncoder::finish).map_err(failed)
+}
+
+/// What the model is told about the agent's skills (their files are in the sandbox), as
+/// natively: each one's name and description. A skill that cannot be read is left out
+/// here; laying the skills into the sandbox reports it.
+pub async fn skills_note(env: &Env, tenant: &str, skills: &[Skill]) -> Option<String> {
+    if skills.is_empty() {
+        return None;
+    }
+    let tenant = TenantId::from_trusted(tenant.to_owned());
+    let worker_files = WorkerFiles::new(env).ok()?;
+    let registry = worker_files.skills();
+    let mut known = Vec::new();
+    for s in skills {
+        if let Ok(v) = registry.get_version(&tenant, &s.skill_id, &s.version).await {
+            known.push((v.name, v.description));
+        }
+    }
+    openma_core::skills::system_note(&known)
 }
 
 /// An entry owned by root (the server unpacks ownership too; uploads are root's, read-only

@@ -392,6 +392,9 @@ pub async fn run(object: &SessionDO) -> Result<()> {
     let Some(mut meta) = storage.get::<Meta>(META).await? else { return Ok(()) };
     let base = ToolPlan::for_agent(&meta.session.agent, openma_worker_common::capabilities(&object.env));
     let uses_sandbox = base.specs.iter().any(|s| sandbox::writes(&s.name).is_some());
+    let skills_note = crate::session_files::skills_note(&object.env, &meta.tenant, &meta.session.agent.skills).await;
+    // the plan of the turn being run: its MCP servers' tools are listed once per turn
+    let mut planned: Option<(i64, ToolPlan)> = None;
     let mut rounds = 0u32;
     loop {
         let log = object.log().await?.all()?;
@@ -422,7 +425,10 @@ pub async fn run(object: &SessionDO) -> Result<()> {
         crate::integrations::turn_progress(object, &meta).await;
         let start = turn_start(&log);
         // the agent's tools and, connected once per turn, its MCP servers'
-        let plan = crate::mcp::plan(object, &meta, &base, start).await?;
+        if planned.as_ref().is_none_or(|(turn, _)| *turn != start) {
+            planned = Some((start, crate::mcp::plan(object, &meta, &base, start).await?));
+        }
+        let Some((_, plan)) = &planned else { unreachable!("planned just above") };
         if let Some(id) = storage.get::<String>(INTERRUPT).await? {
             return interrupted(object, &meta, id, &log).await;
         }
@@ -435,7 +441,7 @@ pub async fn run(object: &SessionDO) -> Result<()> {
         }
         let unrun = step::unrun_allowed_calls(&log);
         if !unrun.is_empty() {
-            run_tools(object, &meta, &plan, &log, unrun).await?;
+            run_tools(object, &meta, plan, &log, unrun).await?;
             continue;
         }
         let blocking = step::blocking_ids(&log);
@@ -462,7 +468,7 @@ pub async fn run(object: &SessionDO) -> Result<()> {
         }
         rounds += 1;
         let warm = (uses_sandbox && !object.sandbox_ready.get()).then(|| prepare_sandbox(object, meta.clone()));
-        let step = model_step(object, &mut meta, &plan, &log);
+        let step = model_step(object, &mut meta, plan, skills_note.as_deref(), &log);
         let called = match warm {
             None => step.await,
             Some(warm) => match futures::future::select(std::pin::pin!(step), std::pin::pin!(warm)).await {
@@ -540,10 +546,12 @@ async fn resolve_files(object: &SessionDO, tenant: &TenantId, request: &mut open
 
 /// One model call: streams it (publishing previews), then appends its events. The end
 /// event notes (harness-only) whether the call ended the turn.
-async fn model_step(object: &SessionDO, meta: &mut Meta, plan: &ToolPlan, log: &[StoredEvent]) -> Result<std::result::Result<Called, ModelError>> {
+async fn model_step(object: &SessionDO, meta: &mut Meta, plan: &ToolPlan, note: Option<&str>, log: &[StoredEvent]) -> Result<std::result::Result<Called, ModelError>> {
     let session = &meta.session;
     let meta_tenant = &meta.tenant;
     let mut request = projection::request(&session.agent, plan, log, MAX_TOKENS);
+    // what the model is told about the agent's skills, after its system prompt
+    request.append_system(note);
     let start = emit(object, vec![EventPayload::ModelRequestStart {}.into()]).await?;
     let start_id = start[0].event.id.clone();
     let failed = |start_id: String| Pending::from(EventPayload::ModelRequestEnd { model_request_start_id: start_id, model_usage: ModelUsage::default(), is_error: true });

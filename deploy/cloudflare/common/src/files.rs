@@ -1,9 +1,15 @@
-//! The core's file service as the Workers build it: rows on D1, bytes on R2. `openma-main`
-//! serves the Files API and checks `file` content blocks with it; the SessionDO reads the
-//! files a conversation names when it builds a model request, lays the files a session
-//! mounts into its sandbox and takes the outputs it leaves.
+//! The core's file and skill services as the Workers build them: rows on D1, bytes on R2.
+//! `openma-main` serves the Files and Skills APIs and checks `file` content blocks and an
+//! agent's skills with them; the SessionDO reads the files a conversation names when it
+//! builds a model request, lays the files a session mounts and its agent's skills into its
+//! sandbox, and takes the outputs it leaves.
 
+use async_trait::async_trait;
+use openma_core::agents::SkillCheck;
 use openma_core::files::Files;
+use openma_core::skills::Skills;
+use openma_core::{DomainError, TenantId};
+use openma_types::agents::{AgentTool, Skill};
 
 use crate::adapters::{WorkerClock, WorkerIds};
 use crate::d1::D1;
@@ -24,6 +30,18 @@ impl WorkerFiles {
 
     pub fn files(&self) -> Files<'_> {
         Files { store: &self.db, blobs: Some(&self.blobs), clock: &WorkerClock, ids: &WorkerIds }
+    }
+
+    pub fn skills(&self) -> Skills<'_> {
+        Skills { store: &self.db, blobs: Some(&self.blobs), clock: &WorkerClock, ids: &WorkerIds }
+    }
+}
+
+/// An agent's skills are checked against the tenant's skills on D1, as natively.
+#[async_trait]
+impl SkillCheck for WorkerFiles {
+    async fn check_skills(&self, tenant: &TenantId, skills: &[Skill], tools: &[AgentTool]) -> Result<(), DomainError> {
+        self.skills().check_skills(tenant, skills, tools).await
     }
 }
 

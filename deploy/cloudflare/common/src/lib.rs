@@ -13,6 +13,7 @@ mod d1_ledger;
 mod d1_memory;
 mod d1_model_cards;
 mod d1_sessions;
+mod d1_skills;
 mod d1_vaults;
 mod d1_webhooks;
 pub mod errors;

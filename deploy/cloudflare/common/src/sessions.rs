@@ -9,7 +9,7 @@
 //! session is handed out (see [`create`]).
 
 use async_trait::async_trait;
-use openma_core::agents::{Agents, SkillCheck};
+use openma_core::agents::Agents;
 use openma_core::environments::Environments;
 use openma_core::harness::input::Input;
 use openma_core::harness::tools::Capabilities;
@@ -17,7 +17,6 @@ use openma_core::memory::Memories;
 use openma_core::sessions::{SessionAttachments, Sessions};
 use openma_core::vaults::Vaults;
 use openma_core::{DomainError, TenantId};
-use openma_types::agents::{AgentTool, Skill};
 use openma_types::environments::{EnvironmentConfig, EnvironmentLimits};
 use openma_types::events::EventPayload;
 use openma_types::files::{FileResource, FileResourceParams};
@@ -29,17 +28,6 @@ use crate::adapters::{WorkerClock, WorkerIds};
 use crate::d1::D1;
 use crate::errors::ApiError;
 use crate::files::WorkerFiles;
-
-/// The Workers have no skill registry yet: an agent naming skills is refused, never
-/// stored with skills its sessions could not load.
-pub struct NoSkills;
-
-#[async_trait]
-impl SkillCheck for NoSkills {
-    async fn check_skills(&self, _tenant: &TenantId, skills: &[Skill], _tools: &[AgentTool]) -> Result<(), DomainError> {
-        if skills.is_empty() { Ok(()) } else { Err(DomainError::unsupported("`skills` on the Cloudflare Workers deployment")) }
-    }
-}
 
 /// Files on the Workers: `file` content blocks are checked against the tenant's uploads (D1
 /// rows, R2 bytes) as on the native server; mounting files into the sandbox (`file`
@@ -93,11 +81,11 @@ impl WorkerSessions {
         let (clock, ids, announcer) = (&WorkerClock, &WorkerIds, db);
         Sessions {
             store: db,
-            agents: Agents { store: db, clock, ids, capabilities: self.capabilities, skills: &NoSkills, announcer },
+            agents: Agents { store: db, clock, ids, capabilities: self.capabilities, skills: &self.attachments.files, announcer },
             environments: Environments { store: db, clock, ids, sandbox_limits: Some(&self.limits), announcer },
             vaults: Vaults { store: db, clock, ids, secrets: None, announcer },
             memories: Memories { store: db, clock, ids, announcer },
-            skills: &NoSkills,
+            skills: &self.attachments.files,
             attachments: &self.attachments,
             capabilities: self.capabilities,
             clock,

@@ -10,13 +10,17 @@ use worker::{Method, Response};
 
 use crate::adapters::{WorkerClock, WorkerIds};
 use crate::api::{ApiRequest, json};
-use openma_worker_common::sessions::NoSkills;
+use openma_worker_common::files::WorkerFiles;
 use crate::d1::D1;
 use crate::errors::ApiError;
 
 /// Serves `rest` (the path after `/v1/agents`), or `None` when no agent route matches.
 pub async fn route(req: &mut ApiRequest, env: &worker::Env, db: &D1, tenant: &TenantId, rest: &[&str]) -> Option<Result<Response, ApiError>> {
-    let agents = Agents { store: db, clock: &WorkerClock, ids: &WorkerIds, capabilities: openma_worker_common::capabilities(env), skills: &NoSkills, announcer: db };
+    let skills = match WorkerFiles::new(env) {
+        Ok(s) => s,
+        Err(e) => return Some(Err(e)),
+    };
+    let agents = Agents { store: db, clock: &WorkerClock, ids: &WorkerIds, capabilities: openma_worker_common::capabilities(env), skills: &skills, announcer: db };
     let method = req.method();
     let result = match (method, rest) {
         (Method::Post, []) => async { json(agents.create(tenant, &req.body().await?).await?) }.await,

@@ -66,6 +66,7 @@ pub async fn serve(req: Request, env: &Env, db: &D1, caller: &Caller, request_id
         ["v1", "environments", rest @ ..] => crate::environments::route(&mut req, db, tenant, rest).await,
         ["v1", "vaults", rest @ ..] => crate::vaults::route(&mut req, env, db, tenant, rest).await,
         ["v1", "files", rest @ ..] => crate::files::route(&mut req, env, tenant, rest).await,
+        ["v1", "skills", rest @ ..] => crate::skills::route(&mut req, env, tenant, rest).await,
         ["v1", "model_cards", rest @ ..] => crate::model_cards::route(&mut req, env, db, tenant, rest).await,
         ["v1", "memory_stores", rest @ ..] => crate::memory::route(&mut req, db, caller, rest).await,
         ["v1", "usage", rest @ ..] => crate::usage::route(&mut req, db, tenant, rest).await,

@@ -6,7 +6,7 @@
 use futures::StreamExt;
 use openma_core::TenantId;
 use openma_core::files::{FileListParams, Files, PendingBlob, UploadFields, content_disposition};
-use openma_core::ports::BlobError;
+use openma_core::ports::{BlobError, ByteStream};
 use openma_types::ListPage;
 use openma_types::files::DeletedFile;
 use openma_types::query::{FileFilter, PageParams};
@@ -49,7 +49,7 @@ pub async fn route(req: &mut ApiRequest, env: &Env, tenant: &TenantId, rest: &[&
 }
 
 
-fn multipart_error(e: multer::Error) -> ApiError {
+pub fn multipart_error(e: multer::Error) -> ApiError {
     match e {
         multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
             ApiError::new(413, "the upload is larger than this server accepts")
@@ -58,14 +58,19 @@ fn multipart_error(e: multer::Error) -> ApiError {
     }
 }
 
-/// A multipart upload: a `file` part and an optional `expires_in_seconds` field.
-async fn upload(req: &mut ApiRequest, files: &Files<'_>, tenant: &TenantId, max_bytes: u64) -> Result<Response, ApiError> {
+/// The request's multipart form as it streams in, refused past `max_bytes` in all.
+pub fn multipart(req: &mut ApiRequest, max_bytes: u64) -> Result<multer::Multipart<'static>, ApiError> {
     let content_type = req.header("content-type").unwrap_or_default();
     let boundary = multer::parse_boundary(&content_type)
         .map_err(|e| ApiError::new(400, format!("expected a multipart/form-data body: {e}")))?;
     let body = req.body_stream()?.map(|chunk| chunk.map(multer::bytes::Bytes::from).map_err(|e| std::io::Error::other(e.to_string())));
-    let limits = multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(max_bytes.saturating_add(FORM_OVERHEAD_BYTES)));
-    let mut form = multer::Multipart::with_constraints(SendStream(Box::pin(body)), boundary, limits);
+    let limits = multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(max_bytes));
+    Ok(multer::Multipart::with_constraints(SendStream(Box::pin(body)), boundary, limits))
+}
+
+/// A multipart upload: a `file` part and an optional `expires_in_seconds` field.
+async fn upload(req: &mut ApiRequest, files: &Files<'_>, tenant: &TenantId, max_bytes: u64) -> Result<Response, ApiError> {
+    let mut form = multipart(req, max_bytes.saturating_add(FORM_OVERHEAD_BYTES))?;
     let mut fields = UploadFields::default();
     let mut pending: Option<PendingBlob> = None;
     let read: Result<(), ApiError> = async {
@@ -104,13 +109,18 @@ async fn upload(req: &mut ApiRequest, files: &Files<'_>, tenant: &TenantId, max_
 
 async fn download(files: &Files<'_>, tenant: &TenantId, id: &str) -> Result<Response, ApiError> {
     let (meta, body) = files.download(tenant, id).await?;
+    attachment(body, &meta.mime_type, meta.size_bytes, &meta.filename)
+}
+
+/// A download: `body` streamed back as an attachment named `filename`.
+pub fn attachment(body: ByteStream, mime_type: &str, size: u64, filename: &str) -> Result<Response, ApiError> {
     let internal = |e: worker::Error| ApiError::new(500, format!("cannot build the response: {e}"));
     let body = body.map(|chunk| chunk.map_err(|e| worker::Error::RustError(e.to_string())));
     let mut res = Response::from_stream(body).map_err(internal)?;
     let h = res.headers_mut();
-    h.set("content-type", &meta.mime_type).map_err(internal)?;
-    h.set("content-length", &meta.size_bytes.to_string()).map_err(internal)?;
-    h.set("content-disposition", &content_disposition(&meta.filename)).map_err(internal)?;
+    h.set("content-type", mime_type).map_err(internal)?;
+    h.set("content-length", &size.to_string()).map_err(internal)?;
+    h.set("content-disposition", &content_disposition(filename)).map_err(internal)?;
     h.set("x-content-type-options", "nosniff").map_err(internal)?;
     Ok(res)
 }

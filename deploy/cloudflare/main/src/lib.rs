@@ -4,12 +4,10 @@
 //!
 //! Served so far: `/health` — every binding and the root secret checked for real — and,
 //! behind API-key authentication against D1 (with the operator's bootstrap key), the
-//! agents, environments, vaults, memory stores, model cards, files (bytes on R2), sessions,
-//! usage, integrations (the providers' deliveries go on to `openma-integrations`) and
-//! organization webhooks APIs; a session's events go to its SessionDO in `openma-agent`.
+//! agents, environments, vaults, memory stores, model cards, files and skills (bytes on R2),
+//! sessions, usage, integrations (the providers' deliveries go on to `openma-integrations`)
+//! and organization webhooks APIs; a session's events go to its SessionDO in `openma-agent`.
 //! Webhook deliveries leave after the answer that queued them, and its cron retries them.
-//! The other resources (skills) land behind it as the D1 adapters of the core's ports grow
-//! (issue #11); until then an authenticated request to one gets 404.
 
 use openma_worker_common::{adapters, d1, errors};
 
@@ -23,6 +21,7 @@ mod integrations;
 mod memory;
 mod model_cards;
 mod sessions;
+mod skills;
 mod usage;
 mod vaults;
 mod webhooks;

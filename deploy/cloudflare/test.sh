@@ -18,4 +18,4 @@ done
 
 python="$(bash "$repo/conformance/venv.sh")"
 cd "$here/tests"
-exec "$python" -m pytest -q . "$@"
+exec "$python" -m pytest -q --durations=12 . "$@"

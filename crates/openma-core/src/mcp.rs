@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::TenantId;
 use crate::error::StoreError;
 use crate::harness::tools::{McpToolDef, ToolOutput};
-use crate::ports::{ListQuery, Order, Position, TimeRange, VaultStore};
+use crate::ports::VaultStore;
 use crate::vaults::{self, StoredCredential};
 use openma_types::events::{EventPayload, RetryStatus, SessionErrorObject};
 use openma_types::Timestamp;
@@ -68,27 +68,11 @@ pub fn refusal(url: &str, had_credential: bool, refreshed: bool) -> McpFailure {
 /// a `static_bearer` or `mcp_oauth` credential naming the same server (spellings normalised).
 pub async fn find_credential(store: &dyn VaultStore, tenant: &TenantId, vault_ids: &[String], url: &str) -> Result<Option<StoredCredential>, StoreError> {
     let want = vaults::normalize_url(url);
-    for vault_id in vault_ids {
-        let mut after = None;
-        loop {
-            let q = ListQuery { limit: 100, order: Order::Asc, after: after.take(), include_archived: false, created: TimeRange::default() };
-            let page = store.list_credentials(tenant, vault_id, &q).await?;
-            for c in &page {
-                let server_url = match &c.credential.auth {
-                    CredentialAuth::McpOauth { mcp_server_url, .. } | CredentialAuth::StaticBearer { mcp_server_url } => mcp_server_url,
-                    CredentialAuth::EnvironmentVariable { .. } => continue,
-                };
-                if c.credential.archived_at.is_none() && vaults::normalize_url(server_url) == want {
-                    return Ok(Some(c.clone()));
-                }
-            }
-            match page.last() {
-                Some(c) if page.len() == 100 => after = Some(Position { created_at: c.credential.created_at.as_micros(), id: c.credential.id.clone() }),
-                _ => break,
-            }
-        }
-    }
-    Ok(None)
+    let found = vaults::live_credentials(store, tenant, vault_ids).await?.into_iter().find(|c| match &c.credential.auth {
+        CredentialAuth::McpOauth { mcp_server_url, .. } | CredentialAuth::StaticBearer { mcp_server_url } => vaults::normalize_url(mcp_server_url) == want,
+        CredentialAuth::EnvironmentVariable { .. } => false,
+    });
+    Ok(found)
 }
 
 /// The secret field a credential's token is sealed under.

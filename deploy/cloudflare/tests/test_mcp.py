@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +18,7 @@ import anthropic
 import httpx2
 import pytest
 from conftest import script
-from test_conformance import KEY_A, SECRET, agent_vars, fake_model, sandbox_server, tool_use, turn  # noqa: F401  (fixtures)
+from test_conformance import KEY_A, SECRET, agent_vars, fake_model, sandbox_server, tool_use, turn, wait_idle  # noqa: F401  (fixtures)
 
 TOKEN = "mcp-workers-token-" + "Zq9" * 8
 
@@ -120,17 +119,6 @@ def mcp_main(deployment, fake_model, sandbox_server):
     deployment.apply_migrations()
     return deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A, "OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES": "1"},
                             bound={"agent": agent_vars(fake_model, sandbox_server, OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES="1")})
-
-
-def wait_idle(a: anthropic.Anthropic, session_id: str, seen: set[str]) -> list:
-    """The events after `seen` up to the next `session.status_idle`."""
-    deadline = time.monotonic() + 60
-    while True:
-        events = [e for e in a.beta.sessions.events.list(session_id, limit=1000) if e.id not in seen]
-        if any(e.type == "session.status_idle" for e in events):
-            return events
-        assert time.monotonic() < deadline, [e.type for e in events]
-        time.sleep(0.2)
 
 
 def test_mcp_tools_are_offered_confirmed_called_and_parsed(deployment, mcp_main, fake_model, kb):

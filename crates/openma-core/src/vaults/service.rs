@@ -24,22 +24,33 @@ pub async fn announce_credential(announcer: &dyn Announcer, tenant: &TenantId, k
 pub async fn env_credentials(store: &dyn VaultStore, tenant: &TenantId, vault_ids: &[String]) -> DomainResult<Vec<super::StoredCredential>> {
     use openma_types::vaults::CredentialAuth;
     let mut out: Vec<super::StoredCredential> = Vec::new();
+    for c in live_credentials(store, tenant, vault_ids).await? {
+        if let CredentialAuth::EnvironmentVariable { secret_name, .. } = &c.credential.auth
+            && !out.iter().any(|o| matches!(&o.credential.auth, CredentialAuth::EnvironmentVariable { secret_name: n, .. } if n == secret_name))
+        {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// The live (unarchived) credentials of `vault_ids`, vault by vault in the order given,
+/// each vault's oldest first.
+pub async fn live_credentials(store: &dyn VaultStore, tenant: &TenantId, vault_ids: &[String]) -> Result<Vec<super::StoredCredential>, crate::error::StoreError> {
+    let mut out = Vec::new();
     for vault_id in vault_ids {
         let mut after = None;
         loop {
             let q = ListQuery { limit: 100, order: Order::Asc, after: after.take(), include_archived: false, created: TimeRange::default() };
             let page = store.list_credentials(tenant, vault_id, &q).await?;
-            for c in &page {
-                if let CredentialAuth::EnvironmentVariable { secret_name, .. } = &c.credential.auth
-                    && c.credential.archived_at.is_none()
-                    && !out.iter().any(|o| matches!(&o.credential.auth, CredentialAuth::EnvironmentVariable { secret_name: n, .. } if n == secret_name))
-                {
-                    out.push(c.clone());
-                }
-            }
-            match page.last() {
-                Some(c) if page.len() == 100 => after = Some(Position { created_at: c.credential.created_at.as_micros(), id: c.credential.id.clone() }),
-                _ => break,
+            let next = match page.last() {
+                Some(c) if page.len() == 100 => Some(Position { created_at: c.credential.created_at.as_micros(), id: c.credential.id.clone() }),
+                _ => None,
+            };
+            out.extend(page.into_iter().filter(|c| c.credential.archived_at.is_none()));
+            match next {
+                Some(p) => after = Some(p),
+                None => break,
             }
         }
     }

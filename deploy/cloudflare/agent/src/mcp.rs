@@ -18,7 +18,6 @@
 
 use std::time::Duration;
 
-use futures::future::{Either, select};
 use openma_core::harness::tools::{McpToolDef, ToolOutput, ToolPlan};
 use openma_core::mcp::{self, McpFailure, RpcFailure};
 use openma_core::mcp_oauth::OAuth;
@@ -28,12 +27,12 @@ use openma_core::{IdGen, TenantId};
 use openma_types::agents::McpServer;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, Result};
+use worker::Result;
 
 use crate::session::{Meta, SessionDO};
 use openma_worker_common::adapters::WorkerIds;
 use openma_worker_common::d1::D1;
-use openma_worker_common::outbound::Outbound;
+use openma_worker_common::outbound::{NoAnswer, Outbound, exchange};
 
 /// Storage key: the MCP tools of the turn that listed them.
 const LISTED: &str = "mcp_tools";
@@ -230,41 +229,27 @@ impl Client {
 
     /// POSTs one message; the answer's content type and body.
     async fn post(&mut self, message: Value, timeout: Duration) -> std::result::Result<(String, String), Exchange> {
-        let failed = |e: worker::Error| Exchange::Failed(e.to_string());
-        let headers = Headers::new();
-        headers.set("content-type", "application/json").map_err(failed)?;
-        headers.set("accept", "application/json, text/event-stream").map_err(failed)?;
+        let mut headers = vec![("content-type", "application/json".to_owned()), ("accept", "application/json, text/event-stream".to_owned())];
         if let Some(a) = &self.authorization {
-            headers.set("authorization", a).map_err(failed)?;
+            headers.push(("authorization", a.clone()));
         }
         if let Some(s) = &self.session {
-            headers.set("mcp-session-id", s).map_err(failed)?;
-            headers.set("mcp-protocol-version", mcp::PROTOCOL_VERSION).map_err(failed)?;
+            headers.push(("mcp-session-id", s.clone()));
+            headers.push(("mcp-protocol-version", mcp::PROTOCOL_VERSION.to_owned()));
         }
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_headers(headers).with_body(Some(message.to_string().into()));
-        let req = Request::new_with_init(&self.url, &init).map_err(failed)?;
-        let fetch = Fetch::Request(req);
-        let exchange = async {
-            let mut r = fetch.send().await.map_err(failed)?;
-            let status = r.status_code();
-            if status == 401 || status == 403 {
-                return Err(Exchange::Refused);
-            }
-            if !(200..300).contains(&status) {
-                return Err(Exchange::Failed(format!("answered {status}")));
-            }
-            if let Some(s) = r.headers().get("mcp-session-id").ok().flatten() {
-                self.session = Some(s);
-            }
-            let content_type = r.headers().get("content-type").ok().flatten().unwrap_or_default();
-            let body = r.text().await.map_err(failed)?;
-            Ok((content_type, body))
-        };
-        match select(Box::pin(exchange), Box::pin(Delay::from(timeout))).await {
-            Either::Left((r, _)) => r,
-            Either::Right(_) => Err(Exchange::TimedOut),
+        let (answer, got) = exchange(&self.url, &headers, &message.to_string(), timeout).await.map_err(|e| match e {
+            NoAnswer::TimedOut(_) => Exchange::TimedOut,
+            NoAnswer::Failed(why) => Exchange::Failed(why),
+        })?;
+        match answer.status {
+            401 | 403 => return Err(Exchange::Refused),
+            s if !(200..300).contains(&s) => return Err(Exchange::Failed(format!("answered {s}"))),
+            _ => {}
         }
+        if let Some(s) = got.get("mcp-session-id").ok().flatten() {
+            self.session = Some(s);
+        }
+        Ok((answer.content_type, answer.body))
     }
 }
 

@@ -2,7 +2,8 @@
 //! endpoints, MCP servers being validated — with the core's destination check: a URL that
 //! plainly names a private place (an address literal outside public space, `localhost`)
 //! is refused unless the local-development switch is on (a Worker cannot resolve names,
-//! and Cloudflare's network routes nothing else there). Redirects are not followed.
+//! and Cloudflare's network routes nothing else there). Redirects are not followed. The
+//! SessionDO's MCP client makes its POSTs with the same [`exchange`].
 
 use std::time::Duration;
 
@@ -26,12 +27,31 @@ impl Outbound {
     /// The answer, whatever its status; `Err` why there is none.
     pub async fn post(&self, url: &str, headers: &[(&'static str, String)], body: &str) -> Result<HttpAnswer, String> {
         openma_core::web::check_destination(url, self.allow_private)?;
-        worker::send::SendFuture::new(post(url, headers, body, self.timeout)).await
+        let exchanged = worker::send::SendFuture::new(async { exchange(url, headers, body, self.timeout).await.map(|(answer, _)| answer) }).await;
+        exchanged.map_err(|e| e.to_string())
     }
 }
 
-async fn post(url: &str, headers: &[(&'static str, String)], body: &str, timeout: Duration) -> Result<HttpAnswer, String> {
-    let failed = |e: worker::Error| format!("request failed: {e}");
+/// Why a POST got no answer.
+#[derive(Debug)]
+pub enum NoAnswer {
+    Failed(String),
+    TimedOut(Duration),
+}
+
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoAnswer::Failed(why) => write!(f, "request failed: {why}"),
+            NoAnswer::TimedOut(t) => write!(f, "no answer within {} s", t.as_secs()),
+        }
+    }
+}
+
+/// One POST (redirects not followed) to a destination already checked: the answer, whatever
+/// its status, with all its headers; the SessionDO's MCP client posts through it too.
+pub async fn exchange(url: &str, headers: &[(&'static str, String)], body: &str, timeout: Duration) -> Result<(HttpAnswer, Headers), NoAnswer> {
+    let failed = |e: worker::Error| NoAnswer::Failed(e.to_string());
     let h = Headers::new();
     for (name, value) in headers {
         h.set(name, value).map_err(failed)?;
@@ -42,12 +62,12 @@ async fn post(url: &str, headers: &[(&'static str, String)], body: &str, timeout
     let exchange = async {
         let mut r = fetch.send().await.map_err(failed)?;
         let content_type = r.headers().get("content-type").ok().flatten().unwrap_or_default();
-        let body = r.text().await.unwrap_or_default();
-        Ok(HttpAnswer { status: r.status_code(), content_type, body })
+        let body = r.text().await.map_err(failed)?;
+        Ok((HttpAnswer { status: r.status_code(), content_type, body }, r.headers().clone()))
     };
     match select(Box::pin(exchange), Box::pin(Delay::from(timeout))).await {
         Either::Left((r, _)) => r,
-        Either::Right(_) => Err(format!("no answer within {} s", timeout.as_secs())),
+        Either::Right(_) => Err(NoAnswer::TimedOut(timeout)),
     }
 }
 

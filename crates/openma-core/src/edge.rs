@@ -64,3 +64,18 @@ mod tests {
         assert!(query::<PageParams>("limit=many").is_err());
     }
 }
+
+/// A multipart body that cannot be read: `413` past the size limit, else `400`.
+pub fn multipart_error(e: multer::Error) -> DomainError {
+    match e {
+        multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
+            DomainError::TooLarge("the upload is larger than this server accepts".into())
+        }
+        e => DomainError::invalid(format!("the multipart body cannot be read: {e}")),
+    }
+}
+
+/// The boundary of a `multipart/form-data` content type.
+pub fn multipart_boundary(content_type: &str) -> DomainResult<String> {
+    multer::parse_boundary(content_type).map_err(|e| DomainError::invalid(format!("expected a multipart/form-data body: {e}")))
+}

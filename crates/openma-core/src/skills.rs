@@ -124,6 +124,50 @@ impl UploadBudget {
     }
 }
 
+/// Multipart framing on top of an upload's files (up to 500 part headers).
+pub const FORM_OVERHEAD_BYTES: u64 = 2 * 1024 * 1024;
+
+/// An upload's multipart form (`boundary` from its content type) as `body` streams in,
+/// refused past the files' limit and the framing.
+pub fn upload_form<S, E>(body: S, boundary: String) -> multer::Multipart<'static>
+where
+    S: futures::Stream<Item = Result<multer::bytes::Bytes, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    let limits = multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(MAX_TOTAL_BYTES + FORM_OVERHEAD_BYTES));
+    multer::Multipart::with_constraints(body, boundary, limits)
+}
+
+/// The files of an upload (`files[]` parts whose filenames carry their paths, e.g.
+/// `my-skill/SKILL.md`) and its `display_name` field, counted against the limits as they
+/// arrive so reading stops at the first byte over. Other parts are read and ignored, as
+/// unknown JSON fields are elsewhere.
+pub async fn read_form(mut form: multer::Multipart<'_>) -> DomainResult<(Vec<UploadedFile>, Option<String>)> {
+    let mut budget = UploadBudget::default();
+    let mut files = Vec::new();
+    let mut display_name = None;
+    while let Some(mut field) = form.next_field().await.map_err(crate::edge::multipart_error)? {
+        match field.name() {
+            Some("files[]" | "files") => {
+                let path = field
+                    .file_name()
+                    .map(str::to_owned)
+                    .ok_or_else(|| DomainError::invalid("every `files[]` part needs a filename with its path (e.g. `my-skill/SKILL.md`)"))?;
+                budget.start_file()?;
+                let mut bytes = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(crate::edge::multipart_error)? {
+                    bytes.extend_from_slice(&chunk);
+                    budget.add_bytes(bytes.len() as u64, chunk.len() as u64)?;
+                }
+                files.push(UploadedFile { path, bytes });
+            }
+            Some("display_name") => display_name = Some(field.text().await.map_err(crate::edge::multipart_error)?),
+            _ => while field.chunk().await.map_err(crate::edge::multipart_error)?.is_some() {},
+        }
+    }
+    Ok((files, display_name))
+}
+
 /// A relative path of plain segments: no leading `/`, no `\`, no empty, `.` or `..`
 /// segments, no control characters.
 fn check_path(path: &str) -> DomainResult<()> {

@@ -1,37 +1,35 @@
 //! `/v1/skills`: skill uploads (multipart `files[]` parts whose filenames carry the paths
 //! below one top-level directory, or one zip of them), their versions, and each version's
 //! content as a zip archive. Uploads are read into memory within the limits of
-//! [`openma_core::skills`], counted while they arrive.
+//! [`openma_core::skills`], counted while they arrive (`skills::read_form`, which the
+//! Workers read them with too).
 
 use axum::body::Body;
-use axum::extract::multipart::{Multipart, MultipartRejection};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::StreamExt;
 use openma_core::platform::ListParams;
-use openma_core::skills::{MAX_TOTAL_BYTES, UploadBudget, UploadedFile};
+use openma_core::edge;
+use openma_core::skills::{self, UploadedFile};
 use openma_types::skills::{DeletedSkill, DeletedSkillVersion, Skill, SkillVersion};
 use openma_types::{ErrorEnvelope, ListPage};
 use serde::Deserialize;
 
-use super::files::{content_disposition, multipart_error};
+use super::files::content_disposition;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 
-/// Multipart framing on top of the files themselves (up to 500 part headers).
-const FORM_OVERHEAD_BYTES: u64 = 2 * 1024 * 1024;
-
 pub fn routes() -> Router<AppState> {
-    let limit = usize::try_from(MAX_TOTAL_BYTES + FORM_OVERHEAD_BYTES).unwrap_or(usize::MAX);
+    // uploads are bounded by `skills::upload_form`'s limits as they stream in
     Router::new()
-        .route("/v1/skills", get(list_skills).post(create_skill).layer(DefaultBodyLimit::max(limit)))
+        .route("/v1/skills", get(list_skills).post(create_skill))
         .route("/v1/skills/{skill_id}", get(get_skill).delete(delete_skill))
-        .route("/v1/skills/{skill_id}/versions", get(list_versions).post(create_version).layer(DefaultBodyLimit::max(limit)))
+        .route("/v1/skills/{skill_id}/versions", get(list_versions).post(create_version))
         .route("/v1/skills/{skill_id}/versions/{version}", get(get_version).delete(delete_version))
         .route("/v1/skills/{skill_id}/versions/{version}/content", get(download_version))
 }
@@ -64,33 +62,11 @@ pub struct VersionListParams {
     pub page: Option<String>,
 }
 
-/// The upload's files and its `display_name` field.
-async fn read_form(form: Result<Multipart, MultipartRejection>) -> Result<(Vec<UploadedFile>, Option<String>), ApiError> {
-    let mut form = form.map_err(|e| ApiError::bad_request(format!("expected a multipart/form-data body: {}", e.body_text())))?;
-    let mut budget = UploadBudget::default();
-    let mut files = Vec::new();
-    let mut display_name = None;
-    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
-        match field.name() {
-            Some("files[]" | "files") => {
-                let path = field
-                    .file_name()
-                    .map(str::to_owned)
-                    .ok_or_else(|| ApiError::bad_request("every `files[]` part needs a filename with its path (e.g. `my-skill/SKILL.md`)"))?;
-                budget.start_file()?;
-                let mut bytes = Vec::new();
-                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                    bytes.extend_from_slice(&chunk);
-                    budget.add_bytes(bytes.len() as u64, chunk.len() as u64)?;
-                }
-                files.push(UploadedFile { path, bytes });
-            }
-            Some("display_name") => display_name = Some(field.text().await.map_err(multipart_error)?),
-            // other parts are tolerated, as unknown JSON fields are elsewhere
-            _ => while field.chunk().await.map_err(multipart_error)?.is_some() {},
-        }
-    }
-    Ok((files, display_name))
+/// The upload's files and its `display_name` field, read as the body streams in.
+async fn read_form(req: Request) -> Result<(Vec<UploadedFile>, Option<String>), ApiError> {
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let boundary = edge::multipart_boundary(content_type)?;
+    Ok(skills::read_form(skills::upload_form(req.into_body().into_data_stream(), boundary)).await?)
 }
 
 /// Create a skill from its files (`files[]` parts under one top-level directory with a
@@ -98,8 +74,8 @@ async fn read_form(form: Result<Multipart, MultipartRejection>) -> Result<(Vec<U
 #[utoipa::path(post, path = "/v1/skills", tag = "skills",
     request_body(content_type = "multipart/form-data", description = "repeated `files[]` parts whose filenames carry their paths (e.g. `my-skill/SKILL.md`), or one `.zip`; optional `display_name`"),
     responses((status = 200, body = Skill), (status = 400, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope), (status = 413, body = ErrorEnvelope)))]
-pub async fn create_skill(State(app): State<AppState>, Caller(t): Caller, form: Result<Multipart, MultipartRejection>) -> Result<Json<Skill>, ApiError> {
-    let (files, display_name) = read_form(form).await?;
+pub async fn create_skill(State(app): State<AppState>, Caller(t): Caller, req: Request) -> Result<Json<Skill>, ApiError> {
+    let (files, display_name) = read_form(req).await?;
     Ok(Json(app.platform.create_skill(&t, files, display_name).await?))
 }
 
@@ -135,9 +111,9 @@ pub async fn create_version(
     State(app): State<AppState>,
     Caller(t): Caller,
     ApiPath(skill_id): ApiPath<String>,
-    form: Result<Multipart, MultipartRejection>,
+    req: Request,
 ) -> Result<Json<SkillVersion>, ApiError> {
-    let (files, _) = read_form(form).await?;
+    let (files, _) = read_form(req).await?;
     Ok(Json(app.platform.create_skill_version(&t, &skill_id, files).await?))
 }
 

@@ -49,23 +49,21 @@ pub async fn route(req: &mut ApiRequest, env: &Env, tenant: &TenantId, rest: &[&
 }
 
 
-pub fn multipart_error(e: multer::Error) -> ApiError {
-    match e {
-        multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
-            ApiError::new(413, "the upload is larger than this server accepts")
-        }
-        e => ApiError::new(400, format!("the multipart body cannot be read: {e}")),
-    }
+fn multipart_error(e: multer::Error) -> ApiError {
+    openma_core::edge::multipart_error(e).into()
 }
 
 /// The request's multipart form as it streams in, refused past `max_bytes` in all.
-pub fn multipart(req: &mut ApiRequest, max_bytes: u64) -> Result<multer::Multipart<'static>, ApiError> {
-    let content_type = req.header("content-type").unwrap_or_default();
-    let boundary = multer::parse_boundary(&content_type)
-        .map_err(|e| ApiError::new(400, format!("expected a multipart/form-data body: {e}")))?;
-    let body = req.body_stream()?.map(|chunk| chunk.map(multer::bytes::Bytes::from).map_err(|e| std::io::Error::other(e.to_string())));
+fn multipart(req: &mut ApiRequest, max_bytes: u64) -> Result<multer::Multipart<'static>, ApiError> {
+    let boundary = openma_core::edge::multipart_boundary(&req.header("content-type").unwrap_or_default())?;
     let limits = multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(max_bytes));
-    Ok(multer::Multipart::with_constraints(SendStream(Box::pin(body)), boundary, limits))
+    Ok(multer::Multipart::with_constraints(form_body(req)?, boundary, limits))
+}
+
+/// The request's body as multer reads it.
+pub fn form_body(req: &mut ApiRequest) -> Result<impl futures::Stream<Item = Result<multer::bytes::Bytes, std::io::Error>> + Send + 'static, ApiError> {
+    let body = req.body_stream()?.map(|chunk| chunk.map(multer::bytes::Bytes::from).map_err(|e| std::io::Error::other(e.to_string())));
+    Ok(SendStream(Box::pin(body)))
 }
 
 /// A multipart upload: a `file` part and an optional `expires_in_seconds` field.

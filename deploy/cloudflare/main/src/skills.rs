@@ -1,11 +1,12 @@
 //! `/v1/skills…` on Workers: the core's skill service over D1 (rows) and R2 (each version's
 //! zip archive), with the native server's verbs, rules and wire shapes (`http/skills.rs`).
 //! An upload's `files[]` parts are read as they stream in, counted against the core's
-//! limits, so reading stops at the first byte over.
+//! limits (`skills::read_form`, as natively), so reading stops at the first byte over.
 
 use openma_core::TenantId;
 use openma_core::platform::ListParams;
-use openma_core::skills::{MAX_TOTAL_BYTES, Skills, UploadBudget, UploadedFile};
+use openma_core::edge;
+use openma_core::skills::{self, Skills, UploadedFile};
 use openma_types::ListPage;
 use openma_types::query::PageParams;
 use openma_types::skills::{DeletedSkill, DeletedSkillVersion};
@@ -15,10 +16,7 @@ use worker::{Env, Method, Response};
 
 use crate::api::{ApiRequest, json};
 use crate::errors::ApiError;
-use crate::files::{attachment, multipart, multipart_error};
-
-/// Multipart framing on top of the files themselves (up to 500 part headers).
-const FORM_OVERHEAD_BYTES: u64 = 2 * 1024 * 1024;
+use crate::files::{attachment, form_body};
 
 /// `?source=` of the skill list.
 #[derive(Deserialize, Default)]
@@ -80,34 +78,10 @@ fn list_params(page: PageParams) -> ListParams {
     ListParams { limit: page.limit, page: page.page, ..Default::default() }
 }
 
-/// The upload's files (`files[]` parts whose filenames carry their paths) and its
-/// `display_name` field.
+/// The upload's files and its `display_name` field, read as the body streams in.
 async fn read_form(req: &mut ApiRequest) -> Result<(Vec<UploadedFile>, Option<String>), ApiError> {
-    let mut form = multipart(req, MAX_TOTAL_BYTES + FORM_OVERHEAD_BYTES)?;
-    let mut budget = UploadBudget::default();
-    let mut files = Vec::new();
-    let mut display_name = None;
-    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
-        match field.name() {
-            Some("files[]" | "files") => {
-                let path = field
-                    .file_name()
-                    .map(str::to_owned)
-                    .ok_or_else(|| ApiError::new(400, "every `files[]` part needs a filename with its path (e.g. `my-skill/SKILL.md`)"))?;
-                budget.start_file()?;
-                let mut bytes = Vec::new();
-                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                    bytes.extend_from_slice(&chunk);
-                    budget.add_bytes(bytes.len() as u64, chunk.len() as u64)?;
-                }
-                files.push(UploadedFile { path, bytes });
-            }
-            Some("display_name") => display_name = Some(field.text().await.map_err(multipart_error)?),
-            // other parts are tolerated, as unknown JSON fields are elsewhere
-            _ => while field.chunk().await.map_err(multipart_error)?.is_some() {},
-        }
-    }
-    Ok((files, display_name))
+    let boundary = edge::multipart_boundary(&req.header("content-type").unwrap_or_default())?;
+    Ok(skills::read_form(skills::upload_form(form_body(req)?, boundary)).await?)
 }
 
 /// A version's files as a zip archive (entries under `<name>/`).

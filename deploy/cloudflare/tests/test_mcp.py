@@ -29,7 +29,7 @@ REFRESH_1, REFRESH_2 = "rt-one-" + "a1" * 10, "rt-two-" + "b2" * 10
 
 class McpServer:
     """A streamable-HTTP MCP server: `initialize` (giving an `Mcp-Session-Id` every later
-    request must carry), `tools/list` in two pages, `tools/call` answered as an SSE stream
+    request must carry; an unknown one is answered 404), `tools/list` in two pages, `tools/call` answered as an SSE stream
     with a notification before the response; every request needs `Bearer <token>`. Its
     `/oauth/token` grants `FRESH` (and rotates the refresh token) for `REFRESH_1`."""
 
@@ -37,6 +37,8 @@ class McpServer:
         self.calls: list[str] = []
         self.grants: list[dict[str, str]] = []
         self.sessions: set[str] = set()
+        # drop every MCP session once the tools are listed (as a restarted server would)
+        self.forget_after_listing = False
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -81,6 +83,8 @@ class McpServer:
                     schema = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
                     if req["params"].get("cursor") == "page2":
                         self.reply(200, answer({"tools": [{"name": "define", "description": "Defines a term.", "inputSchema": schema}]}))
+                        if outer.forget_after_listing:
+                            outer.sessions.clear()
                     else:
                         self.reply(200, answer({"tools": [{"name": "lookup", "description": "Looks a term up.", "inputSchema": schema}], "nextCursor": "page2"}))
                 elif method == "tools/call":
@@ -152,9 +156,21 @@ def test_mcp_tools_are_offered_confirmed_called_and_parsed(deployment, mcp_main,
     assert result.mcp_tool_use_id == use.id and result.is_error is False
     assert [b.text for b in result.content] == ["definition of otter"]
     assert [e for e in after if e.type == "session.status_idle"][-1].stop_reason.type == "end_turn"
-    assert kb.calls.count("tools/call") == 1
-    # each connection is one MCP session: initialize, then the initialized notification
+    # each connection is one MCP session (initialize, then the initialized notification); the
+    # call runs on the session that listed the tools for its running interval
     assert kb.calls[:2] == ["initialize", "notifications/initialized"], kb.calls
+    assert kb.calls[-5:] == ["initialize", "notifications/initialized", "tools/list", "tools/list", "tools/call"], kb.calls
+
+    # a server that dropped the session since (404): the call did not run, and runs once on
+    # a session opened afresh
+    script(fake_model, [tool_use("mcp__kb__define", {"q": "vole"}), {"kind": "message", "blocks": [{"type": "text", "text": "a vole is small"}]}])
+    [use] = [e for e in turn(a, session.id, "and a vole?") if e.type == "agent.mcp_tool_use"]
+    kb.forget_after_listing = True
+    seen = {e.id for e in a.beta.sessions.events.list(session.id, limit=1000)}
+    a.beta.sessions.events.send(session.id, events=[{"type": "user.tool_confirmation", "tool_use_id": use.id, "result": "allow"}])
+    [result] = [e for e in wait_idle(a, session.id, seen) if e.type == "agent.mcp_tool_result"]
+    assert result.is_error is False and [b.text for b in result.content] == ["definition of vole"], result
+    assert kb.calls[-8:] == ["initialize", "notifications/initialized", "tools/list", "tools/list", "tools/call", "initialize", "notifications/initialized", "tools/call"], kb.calls
 
     # the token is in no event, D1 row or log
     everything = json.dumps([e.model_dump(mode="json") for e in a.beta.sessions.events.list(session.id)])

@@ -65,6 +65,8 @@ pub async fn plan(object: &SessionDO, meta: &Meta, base: &ToolPlan, turn: i64) -
     let tools = match storage.get::<Listed>(LISTED).await? {
         Some(l) if l.turn == turn => l.tools,
         _ => {
+            // a new turn connects anew: a credential changed in a vault applies from here
+            object.mcp.clear();
             let mut tools = Vec::new();
             let mut errors = Vec::new();
             for server in &agent.mcp_servers {
@@ -97,15 +99,55 @@ pub async fn call(object: &SessionDO, meta: &Meta, server_name: &str, tool: &str
         Value::Null => json!({}),
         other => return ToolOutput::error(format!("The input of an MCP tool must be an object, got {other}")),
     };
-    let mut client = match Client::open(object, meta, server).await {
-        Ok(c) => c,
-        Err(f) => return ToolOutput::error(format!("The MCP server `{server_name}` is unavailable: {}", f.message())),
+    let opened = |c: std::result::Result<Client, McpFailure>| c.map_err(|f| ToolOutput::error(format!("The MCP server `{server_name}` is unavailable: {}", f.message())));
+    let (mut client, reused) = match object.mcp.take(server) {
+        Some(c) => (c, true),
+        None => match opened(Client::open(object, meta, server).await) {
+            Ok(c) => (c, false),
+            Err(out) => return out,
+        },
     };
-    match client.request("tools/call", json!({"name": tool, "arguments": arguments}), CALL_TIMEOUT).await {
-        Ok(result) => capped(mcp::tool_output(&result)),
+    let params = json!({"name": tool, "arguments": arguments});
+    let mut answer = client.request("tools/call", params.clone(), CALL_TIMEOUT).await;
+    // a held session the server has dropped, or whose credential it now refuses, did not run
+    // the call: once more on a session opened afresh (the credential looked up again)
+    if reused && matches!(answer, Err(Exchange::Gone | Exchange::Refused)) {
+        client = match opened(Client::open(object, meta, server).await) {
+            Ok(c) => c,
+            Err(out) => return out,
+        };
+        answer = client.request("tools/call", params, CALL_TIMEOUT).await;
+    }
+    match answer {
+        Ok(result) => {
+            object.mcp.keep(server, client);
+            capped(mcp::tool_output(&result))
+        }
         Err(Exchange::Refused) => ToolOutput::error(format!("The MCP server `{server_name}` refused the credential.")),
         Err(Exchange::TimedOut) => ToolOutput::error(format!("The MCP tool `{tool}` did not answer within {} s.", CALL_TIMEOUT.as_secs())),
+        Err(Exchange::Gone) => ToolOutput::error(format!("The MCP server `{server_name}` lost the MCP session.")),
         Err(Exchange::Failed(why)) => ToolOutput::error(format!("The MCP tool `{tool}` failed: {why}")),
+    }
+}
+
+/// The MCP sessions a SessionDO holds open between calls, by server: a call reuses the one
+/// the turn's listing or an earlier call of the turn opened (one `tools/call` exchange
+/// instead of a handshake each time), and one that fails is dropped. Each turn starts
+/// without any; memory only, so an evicted object opens new ones.
+#[derive(Default)]
+pub struct Clients(std::cell::RefCell<std::collections::HashMap<String, Client>>);
+
+impl Clients {
+    fn take(&self, server: &McpServer) -> Option<Client> {
+        self.0.borrow_mut().remove(&server.name).filter(|c| c.url == server.url)
+    }
+
+    fn keep(&self, server: &McpServer, client: Client) {
+        self.0.borrow_mut().insert(server.name.clone(), client);
+    }
+
+    fn clear(&self) {
+        self.0.borrow_mut().clear();
     }
 }
 
@@ -124,6 +166,7 @@ async fn list(object: &SessionDO, meta: &Meta, server: &McpServer) -> std::resul
             None => break,
         }
     }
+    object.mcp.keep(server, client);
     Ok(tools)
 }
 
@@ -150,6 +193,8 @@ fn capped(mut out: ToolOutput) -> ToolOutput {
 enum Exchange {
     /// 401 or 403: the credential was refused.
     Refused,
+    /// 404 to a request in a session: the server no longer holds it.
+    Gone,
     TimedOut,
     Failed(String),
 }
@@ -159,6 +204,7 @@ impl Exchange {
         match self {
             Exchange::Refused => McpFailure::Authentication(format!("`{}` refused the credential", server.url)),
             Exchange::TimedOut => McpFailure::Connection(format!("`{}` {what} in time", server.url)),
+            Exchange::Gone => McpFailure::Connection(format!("`{}` {what}: it lost the MCP session", server.url)),
             Exchange::Failed(why) => McpFailure::Connection(format!("`{}` {what}: {why}", server.url)),
         }
     }
@@ -243,6 +289,7 @@ impl Client {
         })?;
         match answer.status {
             401 | 403 => return Err(Exchange::Refused),
+            404 if self.session.is_some() => return Err(Exchange::Gone),
             s if !(200..300).contains(&s) => return Err(Exchange::Failed(format!("answered {s}"))),
             _ => {}
         }

@@ -78,6 +78,8 @@ pub struct SessionDO {
     /// The mounts laid into the sandbox server's session since it last opened it fresh
     /// (`session_files::fingerprint`), in this object's lifetime.
     pub(crate) mounts_laid: RefCell<Option<String>>,
+    /// The MCP sessions this object holds open, by server name (`mcp::Clients`).
+    pub(crate) mcp: crate::mcp::Clients,
 }
 
 /// Storage keys: client events that arrived during a model call (appended after it, as
@@ -87,7 +89,7 @@ pub const INTERRUPT: &str = "interrupt";
 
 impl DurableObject for SessionDO {
     fn new(state: State, env: Env) -> Self {
-        SessionDO { state, env, subscribers: Subscribers::default(), interrupt: RefCell::new(None), sandbox_ready: Default::default(), file_blocks: Default::default(), mounts_laid: RefCell::new(None) }
+        SessionDO { state, env, subscribers: Subscribers::default(), interrupt: RefCell::new(None), sandbox_ready: Default::default(), file_blocks: Default::default(), mounts_laid: RefCell::new(None), mcp: Default::default() }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {

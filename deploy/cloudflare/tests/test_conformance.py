@@ -14,8 +14,10 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,13 +79,16 @@ def fake_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def sandbox_server(tmp_path_factory):
+def sandbox_server():
     """The stand-in for the SessionDOs' containers, shared by the module's tests."""
-    root = tmp_path_factory.mktemp("sandbox-server")
+    # outside pytest's own folder, which any other pytest run closes to other users (0700),
+    # and each session's sandbox runs as a user of its own
+    root = Path(tempfile.mkdtemp(prefix="openma-sandbox-server-"))
     proc, url = start_sandbox_server(root, SANDBOX_TOKEN)
     yield {"url": url, "sessions": root / "sessions", "log": root / "stderr.log"}
     proc.terminate()
     proc.wait(timeout=10)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def agent_vars(fake_model: str, sandbox_server: dict, **extra: str) -> dict[str, str]:
@@ -106,7 +111,7 @@ def main(deployment, fake_model, sandbox_server):
 
 
 @pytest.mark.parametrize("suite", sorted(SUITES))
-def test_the_native_conformance_suite_passes_against_the_workers(main, fake_model, suite):
+def test_the_native_conformance_suite_passes_against_the_workers(main, fake_model, suite, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "OPENMA_"))}
     env.update({
         "OPENMA_TARGET_URL": main.base_url, "OPENMA_TARGET_API_KEY": KEY_A, "OPENMA_TARGET_TENANT_KEYS": ",".join(SPARE_KEYS),
@@ -114,7 +119,9 @@ def test_the_native_conformance_suite_passes_against_the_workers(main, fake_mode
     })
     left_out = [arg for name in SUITES[suite] for arg in ("--deselect", f"{suite}::{name}")]
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", suite, *left_out],
+        # its own base temp: a pytest using the shared one takes other users' access to
+        # /tmp/pytest-of-<user> away, and with it the sandbox user's path to the server's root
+        [sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "suite"), suite, *left_out],
         cwd=REPO / "conformance", env=env, capture_output=True, text=True, timeout=SUITE_TIMEOUT_S, check=False,
     )
     summary = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""

@@ -75,6 +75,17 @@ pub fn multipart_error(e: multer::Error) -> DomainError {
     }
 }
 
+/// A multipart form (`boundary` from its content type) read as `body` streams in, refused
+/// past `max_bytes` in all (framing included).
+pub fn multipart_form<S, E>(body: S, boundary: String, max_bytes: u64) -> multer::Multipart<'static>
+where
+    S: futures::Stream<Item = Result<multer::bytes::Bytes, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    let limits = multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(max_bytes));
+    multer::Multipart::with_constraints(body, boundary, limits)
+}
+
 /// The boundary of a `multipart/form-data` content type.
 pub fn multipart_boundary(content_type: &str) -> DomainResult<String> {
     multer::parse_boundary(content_type).map_err(|e| DomainError::invalid(format!("expected a multipart/form-data body: {e}")))

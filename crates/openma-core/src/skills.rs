@@ -134,8 +134,7 @@ where
     S: futures::Stream<Item = Result<multer::bytes::Bytes, E>> + Send + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
 {
-    let limits = multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(MAX_TOTAL_BYTES + FORM_OVERHEAD_BYTES));
-    multer::Multipart::with_constraints(body, boundary, limits)
+    crate::edge::multipart_form(body, boundary, MAX_TOTAL_BYTES + FORM_OVERHEAD_BYTES)
 }
 
 /// The files of an upload (`files[]` parts whose filenames carry their paths, e.g.

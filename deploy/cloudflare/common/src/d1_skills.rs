@@ -29,14 +29,11 @@ struct Key {
     blob_key: String,
 }
 
+/// A version to delete: its blob (`None`: no such version) and the newest other one.
 #[derive(Deserialize)]
-struct Count {
-    n: f64,
-}
-
-#[derive(Deserialize)]
-struct Id {
-    id: String,
+struct Removal {
+    blob_key: Option<String>,
+    latest: Option<String>,
 }
 
 fn corrupt(e: serde_json::Error) -> StoreError {
@@ -162,17 +159,14 @@ impl SkillStore for D1 {
         let args = [JsValue::from_str(tenant.as_str()), JsValue::from_str(skill_id), JsValue::from_str(id)];
         for _ in 0..ATTEMPTS {
             let Some((mut skill, seen)) = self.skill_row(tenant, skill_id).await? else { return Ok(VersionRemoval::NotFound) };
-            let key: Option<Key> = send!(self.first("SELECT blob_key FROM skill_versions WHERE tenant_id = ?1 AND skill_id = ?2 AND id = ?3", &args))?;
-            let Some(Key { blob_key }) = key else { return Ok(VersionRemoval::NotFound) };
-            let count: Option<Count> = send!(self.first("SELECT COUNT(*) AS n FROM skill_versions WHERE tenant_id = ?1 AND skill_id = ?2", &args[..2]))?;
-            if count.map_or(0.0, |c| c.n) <= 1.0 {
-                return Ok(VersionRemoval::LastVersion);
-            }
-            let latest: Option<Id> = send!(self.first(
-                "SELECT id FROM skill_versions WHERE tenant_id = ?1 AND skill_id = ?2 AND id <> ?3 ORDER BY created_at DESC, id DESC LIMIT 1",
+            // the version's blob and the newest other version, in one read
+            let found: Option<Removal> = send!(self.first(
+                "SELECT (SELECT blob_key FROM skill_versions WHERE tenant_id = ?1 AND skill_id = ?2 AND id = ?3) AS blob_key, \
+                 (SELECT id FROM skill_versions WHERE tenant_id = ?1 AND skill_id = ?2 AND id <> ?3 ORDER BY created_at DESC, id DESC LIMIT 1) AS latest",
                 &args
             ))?;
-            let Some(Id { id: latest }) = latest else { return Ok(VersionRemoval::LastVersion) };
+            let Some(Removal { blob_key: Some(blob_key), latest }) = found else { return Ok(VersionRemoval::NotFound) };
+            let Some(latest) = latest else { return Ok(VersionRemoval::LastVersion) };
             skill.skill.latest_version_id = latest;
             // strictly later, so the guard of a racing change sees this one
             skill.skill.updated_at = now.strictly_after(skill.skill.updated_at);

@@ -56,8 +56,7 @@ fn multipart_error(e: multer::Error) -> ApiError {
 /// The request's multipart form as it streams in, refused past `max_bytes` in all.
 fn multipart(req: &mut ApiRequest, max_bytes: u64) -> Result<multer::Multipart<'static>, ApiError> {
     let boundary = openma_core::edge::multipart_boundary(&req.header("content-type").unwrap_or_default())?;
-    let limits = multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(max_bytes));
-    Ok(multer::Multipart::with_constraints(form_body(req)?, boundary, limits))
+    Ok(openma_core::edge::multipart_form(form_body(req)?, boundary, max_bytes))
 }
 
 /// The request's body as multer reads it.

@@ -9,11 +9,13 @@
 
 use std::collections::BTreeMap;
 
-use openma_types::memory::{MemoryAccess, MemoryStoreResource, MemoryStoreResourceParams};
+use openma_types::memory::{
+    Actor, CreateMemoryRequest, MemoryAccess, MemoryStoreResource, MemoryStoreResourceParams, UpdateMemoryRequest,
+};
 use openma_types::sessions::SessionResource;
 
 use crate::error::{DomainError, DomainResult};
-use crate::memory::Memories;
+use crate::memory::{ListBound, Memories};
 use crate::tenancy::TenantId;
 
 pub const MEMORY_ROOT: &str = "/mnt/memory";
@@ -167,6 +169,164 @@ pub async fn attach_memory_stores(
         });
     }
     Ok(out)
+}
+
+/// One mounted store of a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    pub store_id: String,
+    /// The directory name below [`MEMORY_ROOT`].
+    pub slug: String,
+    pub writable: bool,
+}
+
+/// The session's mounted stores (fixed for its life).
+pub fn mounts(resources: &[SessionResource]) -> Vec<Mount> {
+    resources
+        .iter()
+        .filter_map(|r| match r {
+            SessionResource::MemoryStore(m) => Some(Mount {
+                store_id: m.memory_store_id.clone(),
+                slug: m.mount_path.rsplit('/').next().unwrap_or_default().to_owned(),
+                writable: m.access == MemoryAccess::ReadWrite,
+            }),
+            SessionResource::File(_) | SessionResource::GitHubRepository(_) => None,
+        })
+        .collect()
+}
+
+/// Rows read per store query while listing a store.
+const LIST_PAGE: u32 = 1_000;
+
+/// What a store holds now, by path.
+pub async fn store_view(memories: &Memories<'_>, tenant: &TenantId, store_id: &str) -> DomainResult<BTreeMap<String, Known>> {
+    let mut out = BTreeMap::new();
+    let mut bound: Option<ListBound> = None;
+    loop {
+        let rows = memories.store.list_memories(tenant, store_id, "/", bound.as_ref(), LIST_PAGE, false).await?;
+        let more = rows.len() == LIST_PAGE as usize;
+        bound = rows.last().map(|m| ListBound::After(m.path.clone()));
+        for m in rows {
+            out.insert(m.path, Known { memory_id: m.id, sha256: m.content_sha256 });
+        }
+        if !more {
+            return Ok(out);
+        }
+    }
+}
+
+/// A step that brings a mount up to its store, its content read from the store: once it is
+/// carried out, the snapshot records it ([`Lay::record`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lay {
+    Write { path: String, content: String, known: Known },
+    Remove { path: String },
+}
+
+impl Lay {
+    pub fn record(self, snapshot: &mut Snapshot) {
+        match self {
+            Lay::Write { path, known, .. } => snapshot.insert(path, known),
+            Lay::Remove { path } => snapshot.remove(&path),
+        };
+    }
+}
+
+/// What to lay into the mount of `store_id` for it to match the store (changes made through
+/// the API since `snapshot`).
+pub async fn to_lay(memories: &Memories<'_>, tenant: &TenantId, store_id: &str, snapshot: &Snapshot) -> DomainResult<Vec<Lay>> {
+    let mut out = Vec::new();
+    for step in plan_pull(&store_view(memories, tenant, store_id).await?, snapshot) {
+        match step {
+            Pull::Write { path, memory_id } => {
+                // deleted meanwhile: the next sync removes it
+                let Some(mem) = memories.store.get_memory(tenant, store_id, &memory_id).await? else { continue };
+                let known = Known { memory_id: mem.id, sha256: mem.content_sha256 };
+                out.push(Lay::Write { path, content: mem.content.unwrap_or_default(), known });
+            }
+            Pull::Remove { path } => out.push(Lay::Remove { path }),
+        }
+    }
+    Ok(out)
+}
+
+/// Saves what the agent changed in a read-write mount — `local`: each file's path (`/a.md`)
+/// and its text, or why it is not a memory the store can hold — as versions by the session,
+/// recording each saved change in `snapshot`. A file that cannot be saved leaves what the
+/// store held at its path; a change that fails does not stop the others. What was not
+/// saved, and why, for the caller's log.
+pub async fn save_changes(
+    memories: &Memories<'_>,
+    tenant: &TenantId,
+    session_id: &str,
+    store_id: &str,
+    snapshot: &mut Snapshot,
+    local: Vec<(String, Result<String, String>)>,
+) -> Vec<String> {
+    let mut unsaved = Vec::new();
+    let mut contents: BTreeMap<String, String> = BTreeMap::new();
+    let mut shas: BTreeMap<String, String> = BTreeMap::new();
+    for (path, content) in local {
+        match content {
+            Ok(c) => {
+                shas.insert(path.clone(), crate::memory::sha256_hex(&c));
+                contents.insert(path, c);
+            }
+            Err(why) => {
+                unsaved.push(format!("{path} {why}"));
+                if let Some(k) = snapshot.get(&path) {
+                    shas.insert(path, k.sha256.clone());
+                }
+            }
+        }
+    }
+    let by = Actor::SessionActor { session_id: session_id.to_owned() };
+    for step in plan_push(&shas, snapshot) {
+        let result = match &step {
+            Push::Create { path } => save(memories, tenant, store_id, path, &contents[path], None, &by).await,
+            Push::Update { path, memory_id } => save(memories, tenant, store_id, path, &contents[path], Some(memory_id), &by).await,
+            Push::Delete { path, memory_id } => match memories.delete_memory(tenant, store_id, memory_id, None, &by).await {
+                Ok(()) | Err(DomainError::NotFound(_)) => {
+                    snapshot.remove(path);
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
+        };
+        match (result, step) {
+            (Ok(k), Push::Create { path } | Push::Update { path, .. }) => {
+                snapshot.insert(path, k);
+            }
+            (Err(e), step) => unsaved.push(format!("{step:?}: {e}")),
+            (Ok(_), Push::Delete { .. }) => {}
+        }
+    }
+    unsaved
+}
+
+/// Writes one memory as the session: an update of `id` when given and still there, else a
+/// create (a path taken meanwhile through the API is updated instead).
+async fn save(memories: &Memories<'_>, tenant: &TenantId, store_id: &str, path: &str, content: &str, id: Option<&String>, by: &Actor) -> DomainResult<Known> {
+    let update = |id: String| async move {
+        let req = UpdateMemoryRequest { content: Some(content.to_owned()), path: None, precondition: None };
+        memories.update_memory(tenant, store_id, &id, &req, by, false).await
+    };
+    if let Some(id) = id {
+        match update(id.clone()).await {
+            Ok(mem) => return Ok(Known { memory_id: mem.id, sha256: mem.content_sha256 }),
+            Err(DomainError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let req = CreateMemoryRequest { path: path.to_owned(), content: Some(content.to_owned()) };
+    match memories.create_memory(tenant, store_id, &req, by, false).await {
+        Ok(mem) => Ok(Known { memory_id: mem.id, sha256: mem.content_sha256 }),
+        Err(DomainError::MemoryPathConflict { conflicting_memory_id, .. }) => {
+            let mem = update(conflicting_memory_id).await?;
+            Ok(Known { memory_id: mem.id, sha256: mem.content_sha256 })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

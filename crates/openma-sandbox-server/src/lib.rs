@@ -25,7 +25,10 @@ use openma_sandbox::archive::{self, LOCAL_ONLY};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncWriteExt;
 
-use wire::{ErrorBody, ErrorEnvelope, FileQuery, Health, SESSION_UNKNOWN, SessionOpen, SinceQuery, StateMode, StateQuery, ToolCall, ToolResult, Usage};
+use wire::{
+    ErrorBody, ErrorEnvelope, FileQuery, Health, MemoryFile, MemoryFiles, MemoryLay, SESSION_UNKNOWN, SessionOpen, SinceQuery, StateMode, StateQuery,
+    ToolCall, ToolResult, Usage,
+};
 
 /// Largest pack accepted (a session's whole directory).
 pub const MAX_PACK_BYTES: u64 = 4 * 1024 * 1024 * 1024;
@@ -65,6 +68,8 @@ impl Server {
             .route("/v1/sessions/{id}/state", put(put_state).get(get_state).layer(DefaultBodyLimit::disable()))
             .route("/v1/sessions/{id}/files", get(get_file).put(put_file))
             .route("/v1/sessions/{id}/repositories", post(clone_repository))
+            .route("/v1/sessions/{id}/memory", put(lay_memory))
+            .route("/v1/sessions/{id}/memory/{slug}", get(memory_files))
             .layer(DefaultBodyLimit::max(MAX_FILE_BYTES))
             .route_layer(middleware::from_fn_with_state(self.clone(), authenticate));
         Router::new().route("/health", get(health)).merge(v1).fallback(not_found).with_state(self)
@@ -319,6 +324,72 @@ async fn clone_repository(
     s.sandboxes.clone_repository(&id, &clone).await.map_err(ApiError::invalid)?;
     tracing::info!(session_id = %id, remote = %clone.remote, path = %clone.mount_path, "cloned a repository into the session");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Records the session's memory mounts and lays files into them (see [`wire::MemoryLay`]).
+async fn lay_memory(State(s): State<Server>, Path(id): Path<String>, lay: Result<Json<MemoryLay>, axum::extract::rejection::JsonRejection>) -> Result<StatusCode, ApiError> {
+    let Json(lay) = lay?;
+    let writable = |lay: &MemoryLay, slug: &str| lay.mounts.iter().find(|m| m.slug == slug).map(|m| m.writable);
+    if let Some(f) = lay.writes.iter().chain(&lay.removes).find(|f| writable(&lay, &f.slug).is_none()) {
+        return Err(ApiError::invalid(format!("`{}` is not one of the mounts given", f.slug)));
+    }
+    let _guard = s.lock(&id).await;
+    s.held(&id)?;
+    let sandboxes = s.sandboxes.clone();
+    let (writes, removes) = (lay.writes.len(), lay.removes.len());
+    tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
+        let refused = |f: &MemoryFile, e: std::io::Error| ApiError::invalid(format!("/mnt/memory/{}{}: {e}", f.slug, f.path));
+        sandboxes.set_memory_mounts(&id, &lay.mounts).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidInput => ApiError::invalid(e.to_string()),
+            _ => ApiError::internal(e),
+        })?;
+        if lay.replace {
+            for m in &lay.mounts {
+                for f in sandboxes.memory_files(&id, &m.slug).map_err(ApiError::internal)? {
+                    sandboxes.remove_memory_file(&id, &m.slug, &f.rel).map_err(ApiError::internal)?;
+                }
+            }
+        }
+        for f in &lay.writes {
+            let bytes = f.content.as_deref().unwrap_or_default().as_bytes();
+            let rel = f.path.trim_start_matches('/');
+            sandboxes.write_memory_file(&id, &f.slug, rel, bytes, writable(&lay, &f.slug) == Some(true)).map_err(|e| refused(f, e))?;
+        }
+        for f in &lay.removes {
+            sandboxes.remove_memory_file(&id, &f.slug, f.path.trim_start_matches('/')).map_err(|e| refused(f, e))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    tracing::debug!(writes, removes, "memory laid into the session's mounts");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The files of one memory mount, with their text (see [`wire::MemoryFiles`]).
+async fn memory_files(State(s): State<Server>, Path((id, slug)): Path<(String, String)>) -> Result<Json<MemoryFiles>, ApiError> {
+    let _guard = s.lock(&id).await;
+    s.held(&id)?;
+    let sandboxes = s.sandboxes.clone();
+    let shown = slug.clone();
+    let texts = tokio::task::spawn_blocking(move || sandboxes.memory_texts(&id, &slug, openma_core::memory::CONTENT_MAX_BYTES))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidInput => ApiError::invalid(e.to_string()),
+            _ => ApiError::internal(e),
+        })?;
+    let files = texts
+        .into_iter()
+        .map(|(path, text)| {
+            let (content, problem) = match text {
+                Ok(t) => (Some(t), None),
+                Err(why) => (None, Some(why)),
+            };
+            MemoryFile { slug: shown.clone(), path, content, problem }
+        })
+        .collect();
+    Ok(Json(MemoryFiles { files }))
 }
 
 /// Marks a session opened here that no tool ran in and no pack replaced (see `open_session`).

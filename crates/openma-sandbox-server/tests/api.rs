@@ -36,6 +36,11 @@ impl Remote {
         (r.status().as_u16(), r.json().await.unwrap())
     }
 
+    async fn memory(&self, slug: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}/v1/sessions/{SID}/memory/{slug}", self.base)).bearer_auth(TOKEN).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
     async fn put_state(&self, mode: &str, pack: Vec<u8>) -> (u16, String) {
         let r = self.http.put(format!("{}/v1/sessions/{SID}/state?mode={mode}", self.base)).bearer_auth(TOKEN).body(pack).send().await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
@@ -292,4 +297,58 @@ async fn a_clone_needs_a_held_session_an_http_remote_and_a_reachable_repository_
     assert!(!std::path::Path::new("/tmp/pwned").exists());
     let unknown_field = clone(json!({"remote": "https://github.com/a/b.git", "mount_path": "/workspace/b", "depth": 1})).await.unwrap();
     assert_eq!(unknown_field.status(), 400, "unknown fields are refused");
+}
+
+#[tokio::test]
+async fn memory_mounts_are_laid_read_back_replaced_and_kept_to_the_mounts_given() {
+    if openma_sandbox::Sandboxes::check().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+        return;
+    }
+    let r = start().await;
+    let lay = |body: Value| r.http.put(format!("{}/v1/sessions/{SID}/memory", r.base)).bearer_auth(TOKEN).json(&body).send();
+    let mounts = json!([{"slug": "notes", "writable": true}, {"slug": "rules", "writable": false}]);
+    let before = lay(json!({"mounts": mounts})).await.unwrap();
+    assert_eq!(before.status(), 404, "a session the server does not hold");
+    assert_eq!(before.json::<Value>().await.unwrap()["error"]["code"], "session_unknown");
+    assert_eq!(r.http.put(format!("{}/v1/sessions/{SID}", r.base)).bearer_auth(TOKEN).json(&json!({})).send().await.unwrap().status(), 201);
+
+    let first = json!({"mounts": mounts, "replace": true, "writes": [
+        {"slug": "notes", "path": "/prefs.md", "content": "tabs"},
+        {"slug": "rules", "path": "/deep/er/rule.md", "content": "no force pushes"}]});
+    assert_eq!(lay(first).await.unwrap().status(), 204);
+    let (_, body) = r.tool("bash", json!({"command": "cat /mnt/memory/notes/prefs.md; echo; cat /mnt/memory/rules/deep/er/rule.md; echo; \
+        echo spaces > /mnt/memory/notes/prefs.md; printf '\\377' > /mnt/memory/notes/bin.dat; echo x > /mnt/memory/rules/deep/er/rule.md"})).await;
+    let out = text(&body);
+    assert!(out.starts_with("tabs\nno force pushes"), "{out}");
+    assert!(out.contains("Read-only file system"), "a read-only mount refuses writes: {out}");
+    let (status, body) = r.memory("notes").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"files": [
+        {"slug": "notes", "path": "/bin.dat", "problem": "is not UTF-8 text"},
+        {"slug": "notes", "path": "/prefs.md", "content": "spaces\n"}]}));
+    assert_eq!(r.memory("rules").await.1["files"][0]["content"], "no force pushes");
+
+    // a change through the API: one file removed, one written; then a replace empties first
+    let change = json!({"mounts": mounts, "writes": [{"slug": "notes", "path": "/new.md", "content": "n"}], "removes": [{"slug": "notes", "path": "/prefs.md"}]});
+    assert_eq!(lay(change).await.unwrap().status(), 204);
+    let paths = |v: &Value| v["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    assert_eq!(paths(&r.memory("notes").await.1), ["/bin.dat", "/new.md"]);
+    let replace = json!({"mounts": mounts, "replace": true, "writes": [{"slug": "notes", "path": "/only.md", "content": "o"}]});
+    assert_eq!(lay(replace).await.unwrap().status(), 204);
+    assert_eq!(paths(&r.memory("notes").await.1), ["/only.md"]);
+    assert_eq!(paths(&r.memory("rules").await.1), Vec::<String>::new());
+
+    for bad in [
+        json!({"mounts": mounts, "writes": [{"slug": "other", "path": "/a.md", "content": "a"}]}),
+        json!({"mounts": mounts, "writes": [{"slug": "notes", "path": "/../../escape.md", "content": "a"}]}),
+        json!({"mounts": [{"slug": "../up", "writable": true}]}),
+        json!({"mounts": mounts, "surprise": true}),
+    ] {
+        let resp = lay(bad.clone()).await.unwrap();
+        assert_eq!(resp.status(), 400, "{bad}");
+    }
+    assert!(!r.root.join("escape.md").exists() && !r.root.join(SID).join("escape.md").exists());
+    assert_eq!(r.memory("nope").await, (200, json!({"files": []})), "a mount the session does not have holds nothing");
+    assert_eq!(r.memory("Not-A-Slug").await.0, 400, "nor is an invalid name");
 }

@@ -164,6 +164,21 @@ impl Sandboxes {
         regular_files(&self.memory_dir(session_id, slug)?)
     }
 
+    /// Every file of a mounted store as a memory: its path (`/a.md`) and text, or why it
+    /// cannot be one (not UTF-8, larger than `max` bytes, unreadable).
+    pub fn memory_texts(&self, session_id: &str, slug: &str, max: usize) -> io::Result<Vec<(String, Result<String, String>)>> {
+        let mut out = Vec::new();
+        for f in self.memory_files(session_id, slug)? {
+            let text = match self.read_memory_file(session_id, slug, &f.rel, max as u64) {
+                Ok(Some(bytes)) => String::from_utf8(bytes).map_err(|_| "is not UTF-8 text".to_owned()),
+                Ok(None) => Err(format!("is larger than {max} bytes")),
+                Err(e) => Err(e.to_string()),
+            };
+            out.push((format!("/{}", f.rel), text));
+        }
+        Ok(out)
+    }
+
     /// Reads one file of a mounted store, without following links; None past `max` bytes.
     pub fn read_memory_file(&self, session_id: &str, slug: &str, rel: &str, max: u64) -> io::Result<Option<Vec<u8>>> {
         use std::io::Read;
@@ -281,13 +296,9 @@ impl Sandboxes {
     }
 }
 
-/// A memory store mounted into a session, as the sandbox binds it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MemoryMount {
-    /// The directory name below `/mnt/memory/`.
-    pub slug: String,
-    pub writable: bool,
-}
+/// A memory store mounted into a session, as the sandbox binds it (the sandbox server's
+/// wire type; the session's manifest holds a list of them).
+pub use openma_types::sandbox::MemoryMount;
 
 pub(crate) const MEMORY_MANIFEST: &str = "memory.mounts";
 

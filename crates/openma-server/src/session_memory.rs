@@ -7,49 +7,22 @@
 //! The sandbox tools are wrapped ([`MemorySynced`]); the plans themselves are the core's
 //! (`openma_core::memory_mounts`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use openma_core::harness::tools::{Tool, ToolContext, ToolOutput};
-use openma_core::memory::{self, ListBound};
-use openma_core::memory_mounts::{Known, Pull, Push, Snapshot, plan_pull, plan_push};
+use openma_core::memory;
+use openma_core::memory_mounts::{self, Lay, Mount, Snapshot};
 use openma_core::{DomainError, Platform, TenantId};
 use openma_sandbox::{MemoryMount, Sandboxes};
-use openma_types::memory::{Actor, CreateMemoryRequest, MemoryAccess, MemoryStoreResource, UpdateMemoryRequest};
-use openma_types::sessions::{Session, SessionResource};
+use openma_types::sessions::Session;
 use serde_json::Value;
-
-/// Rows read per store query while listing a store.
-const LIST_PAGE: u32 = 1_000;
-
-/// One mounted store of a session.
-#[derive(Clone, Debug)]
-struct Mount {
-    store_id: String,
-    slug: String,
-    writable: bool,
-}
-
-fn mounts_of(session: &Session) -> Vec<Mount> {
-    session
-        .resources
-        .iter()
-        .filter_map(|r| match r {
-            SessionResource::MemoryStore(m) => Some(mount_of(m)),
-            SessionResource::File(_) | SessionResource::GitHubRepository(_) => None,
-        })
-        .collect()
-}
-
-fn mount_of(m: &MemoryStoreResource) -> Mount {
-    let slug = m.mount_path.rsplit('/').next().unwrap_or_default().to_owned();
-    Mount { store_id: m.memory_store_id.clone(), slug, writable: m.access == MemoryAccess::ReadWrite }
-}
 
 /// Prepares the sandbox of a new session for its memory stores (before any tool runs).
 pub fn prepare(sandboxes: &Sandboxes, session: &Session) -> std::io::Result<()> {
-    let mounts: Vec<MemoryMount> = mounts_of(session).into_iter().map(|m| MemoryMount { slug: m.slug, writable: m.writable }).collect();
+    let mounts: Vec<MemoryMount> =
+        memory_mounts::mounts(&session.resources).into_iter().map(|m| MemoryMount { slug: m.slug, writable: m.writable }).collect();
     if mounts.is_empty() {
         return Ok(());
     }
@@ -97,7 +70,7 @@ impl MemorySync {
         if let Some(m) = &state.mounts {
             return Ok(m.clone());
         }
-        let mounts = mounts_of(&self.platform.get_session(tenant, session_id).await?);
+        let mounts = memory_mounts::mounts(&self.platform.get_session(tenant, session_id).await?.resources);
         state.mounts = Some(mounts.clone());
         Ok(mounts)
     }
@@ -108,7 +81,20 @@ impl MemorySync {
         let mut state = state.lock().await;
         for m in self.mounts(tenant, session_id, &mut state).await? {
             let snapshot = state.snapshots.entry(m.store_id.clone()).or_default();
-            self.pull_one(tenant, session_id, &m, snapshot).await?;
+            for step in memory_mounts::to_lay(&self.platform.memories(), tenant, &m.store_id, snapshot).await? {
+                let done = match &step {
+                    Lay::Write { path, content, .. } => {
+                        let (sandboxes, sid, slug, rel, bytes, writable) =
+                            (self.sandboxes.clone(), session_id.to_owned(), m.slug.clone(), rel_of(path).to_owned(), content.clone().into_bytes(), m.writable);
+                        tokio::task::spawn_blocking(move || sandboxes.write_memory_file(&sid, &slug, &rel, &bytes, writable)).await.map_err(backend)?
+                    }
+                    Lay::Remove { path } => self.sandboxes.remove_memory_file(session_id, &m.slug, rel_of(path)),
+                };
+                match done {
+                    Ok(()) => step.record(snapshot),
+                    Err(e) => tracing::warn!(session_id, store = %m.store_id, ?step, error = %e, "cannot lay a memory into the mount"),
+                }
+            }
         }
         Ok(())
     }
@@ -122,141 +108,17 @@ impl MemorySync {
                 continue;
             }
             let snapshot = state.snapshots.entry(m.store_id.clone()).or_default();
-            self.push_one(tenant, session_id, &m, snapshot).await?;
-        }
-        Ok(())
-    }
-
-    async fn store_view(&self, tenant: &TenantId, store_id: &str) -> Result<BTreeMap<String, Known>, DomainError> {
-        let mut out = BTreeMap::new();
-        let mut bound: Option<ListBound> = None;
-        loop {
-            let rows = self.platform.store.list_memories(tenant, store_id, "/", bound.as_ref(), LIST_PAGE, false).await?;
-            let more = rows.len() == LIST_PAGE as usize;
-            bound = rows.last().map(|m| ListBound::After(m.path.clone()));
-            for m in rows {
-                out.insert(m.path, Known { memory_id: m.id, sha256: m.content_sha256 });
-            }
-            if !more {
-                return Ok(out);
-            }
-        }
-    }
-
-    async fn pull_one(&self, tenant: &TenantId, session_id: &str, m: &Mount, snapshot: &mut Snapshot) -> Result<(), DomainError> {
-        let store = self.store_view(tenant, &m.store_id).await?;
-        for step in plan_pull(&store, snapshot) {
-            match step {
-                Pull::Write { path, memory_id } => {
-                    let Some(mem) = self.platform.store.get_memory(tenant, &m.store_id, &memory_id).await? else { continue };
-                    let content = mem.content.unwrap_or_default();
-                    let (sandboxes, sid, slug, rel, writable) = (self.sandboxes.clone(), session_id.to_owned(), m.slug.clone(), rel_of(&path).to_owned(), m.writable);
-                    let written = tokio::task::spawn_blocking(move || sandboxes.write_memory_file(&sid, &slug, &rel, content.as_bytes(), writable))
-                        .await
-                        .map_err(backend)?;
-                    match written {
-                        Ok(()) => {
-                            snapshot.insert(path, Known { memory_id: mem.id, sha256: mem.content_sha256 });
-                        }
-                        Err(e) => tracing::warn!(session_id, store = %m.store_id, %path, error = %e, "cannot write a memory into the mount"),
-                    }
-                }
-                Pull::Remove { path } => {
-                    if let Err(e) = self.sandboxes.remove_memory_file(session_id, &m.slug, rel_of(&path)) {
-                        tracing::warn!(session_id, store = %m.store_id, %path, error = %e, "cannot remove a deleted memory from the mount");
-                    }
-                    snapshot.remove(&path);
-                }
+            let (sandboxes, sid, slug) = (self.sandboxes.clone(), session_id.to_owned(), m.slug.clone());
+            // read every file now: the agent's view at the end of its tool call
+            let local = tokio::task::spawn_blocking(move || sandboxes.memory_texts(&sid, &slug, memory::CONTENT_MAX_BYTES))
+                .await
+                .map_err(backend)?
+                .map_err(backend)?;
+            for why in memory_mounts::save_changes(&self.platform.memories(), tenant, session_id, &m.store_id, snapshot, local).await {
+                tracing::warn!(session_id, store = %m.store_id, %why, "a change in the memory mount was not saved");
             }
         }
         Ok(())
-    }
-
-    async fn push_one(&self, tenant: &TenantId, session_id: &str, m: &Mount, snapshot: &mut Snapshot) -> Result<(), DomainError> {
-        let (sandboxes, sid, slug) = (self.sandboxes.clone(), session_id.to_owned(), m.slug.clone());
-        // read every file now: the agent's view at the end of its tool call
-        let local: Vec<(String, Result<String, String>)> = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            let mut out = Vec::new();
-            for f in sandboxes.memory_files(&sid, &slug)? {
-                let path = format!("/{}", f.rel);
-                let content = match sandboxes.read_memory_file(&sid, &slug, &f.rel, memory::CONTENT_MAX_BYTES as u64) {
-                    Ok(Some(bytes)) => String::from_utf8(bytes).map_err(|_| "is not UTF-8 text".to_owned()),
-                    Ok(None) => Err(format!("is larger than {} bytes", memory::CONTENT_MAX_BYTES)),
-                    Err(e) => Err(e.to_string()),
-                };
-                out.push((path, content));
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(backend)?
-        .map_err(backend)?;
-        let mut contents: HashMap<String, String> = HashMap::new();
-        let mut shas: BTreeMap<String, String> = BTreeMap::new();
-        for (path, content) in local {
-            match content {
-                Ok(c) => {
-                    shas.insert(path.clone(), memory::sha256_hex(&c));
-                    contents.insert(path, c);
-                }
-                Err(why) => {
-                    // not a memory the store can hold; what it held at this path stays
-                    tracing::warn!(session_id, store = %m.store_id, %path, %why, "a file in the memory mount was not saved");
-                    if let Some(k) = snapshot.get(&path) {
-                        shas.insert(path, k.sha256.clone());
-                    }
-                }
-            }
-        }
-        let by = Actor::SessionActor { session_id: session_id.to_owned() };
-        for step in plan_push(&shas, snapshot) {
-            let result = match &step {
-                Push::Create { path } => self.save(tenant, m, path, &contents[path], None, &by).await,
-                Push::Update { path, memory_id } => self.save(tenant, m, path, &contents[path], Some(memory_id), &by).await,
-                Push::Delete { path, memory_id } => {
-                    match self.platform.delete_memory(tenant, &m.store_id, memory_id, None, &by).await {
-                        Ok(()) | Err(DomainError::NotFound(_)) => {
-                            snapshot.remove(path);
-                            continue;
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-            };
-            match (result, step) {
-                (Ok(k), Push::Create { path } | Push::Update { path, .. }) => {
-                    snapshot.insert(path, k);
-                }
-                (Err(e), step) => tracing::warn!(session_id, store = %m.store_id, ?step, error = %e, "a change in the memory mount was not saved"),
-                (Ok(_), Push::Delete { .. }) => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes one memory as the session: an update of `id` when given and still there,
-    /// else a create (a path taken meanwhile through the API is updated instead).
-    async fn save(&self, tenant: &TenantId, m: &Mount, path: &str, content: &str, id: Option<&String>, by: &Actor) -> Result<Known, DomainError> {
-        let update = |id: String| async move {
-            let req = UpdateMemoryRequest { content: Some(content.to_owned()), path: None, precondition: None };
-            self.platform.update_memory(tenant, &m.store_id, &id, &req, by, false).await
-        };
-        if let Some(id) = id {
-            match update(id.clone()).await {
-                Ok(mem) => return Ok(Known { memory_id: mem.id, sha256: mem.content_sha256 }),
-                Err(DomainError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let req = CreateMemoryRequest { path: path.to_owned(), content: Some(content.to_owned()) };
-        match self.platform.create_memory(tenant, &m.store_id, &req, by, false).await {
-            Ok(mem) => Ok(Known { memory_id: mem.id, sha256: mem.content_sha256 }),
-            Err(DomainError::MemoryPathConflict { conflicting_memory_id, .. }) => {
-                let mem = update(conflicting_memory_id).await?;
-                Ok(Known { memory_id: mem.id, sha256: mem.content_sha256 })
-            }
-            Err(e) => Err(e),
-        }
     }
 }
 

@@ -18,6 +18,11 @@
 //! - `GET|PUT /v1/sessions/{id}/files?path=/workspace/…` — one file's bytes.
 //! - `POST /v1/sessions/{id}/repositories` — [`RepositoryClone`]: clone a git repository into
 //!   the session's workspace (a `github_repository` resource); `400` when it cannot be.
+//! - `PUT  /v1/sessions/{id}/memory` — [`MemoryLay`]: the session's mounted memory stores
+//!   (`/mnt/memory/<slug>`) and the files to lay into them or remove (for a client that keeps
+//!   no copy of the session directory; the native server writes them into its own copy).
+//! - `GET  /v1/sessions/{id}/memory/{slug}` — [`MemoryFiles`]: the files of one mount, with
+//!   their text, as a tool left them.
 //! - `DELETE /v1/sessions/{id}` — end the shell and delete the session's files.
 //! - `GET  /v1/sessions` — [`Running`]: the sessions whose sandboxes run now (for a tenant's
 //!   limit on running sandboxes, kept by the control plane).
@@ -47,6 +52,50 @@ pub struct SessionOpen {
     /// The agent's MCP servers (their hosts are reachable when `networking` allows MCP servers).
     #[serde(default)]
     pub mcp_servers: Vec<crate::agents::McpServer>,
+}
+
+/// A memory store mounted into a session at `/mnt/memory/<slug>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryMount {
+    /// The directory name below `/mnt/memory/`: lower-case letters, digits and `-`.
+    pub slug: String,
+    pub writable: bool,
+}
+
+/// `PUT /v1/sessions/{id}/memory`: records the session's mounts (their directories are
+/// created, bound from the shell's next start: send them before the first tool), then, with
+/// `replace`, empties every mount, then writes and removes the files given.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryLay {
+    pub mounts: Vec<MemoryMount>,
+    #[serde(default)]
+    pub replace: bool,
+    #[serde(default)]
+    pub writes: Vec<MemoryFile>,
+    /// Files to remove (`content` unused).
+    #[serde(default)]
+    pub removes: Vec<MemoryFile>,
+}
+
+/// One file of a mount: its path in the store (`/notes/a.md`) and text.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryFile {
+    pub slug: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Why the file cannot be a memory (not UTF-8 text, too large), instead of `content`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// `GET /v1/sessions/{id}/memory/{slug}`: the regular files of a mount (links skipped).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MemoryFiles {
+    pub files: Vec<MemoryFile>,
 }
 
 /// `POST /v1/sessions/{id}/repositories`: a `github_repository` resource to clone into a

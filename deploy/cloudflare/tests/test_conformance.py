@@ -38,6 +38,7 @@ SUITES = {
     "test_environments.py": {},
     "test_file_blocks.py": {},
     "test_files.py": {},
+    "test_memory_mounts.py": {},
     "test_memory_stores.py": {},
     "test_model_cards.py": {},
     "test_sessions.py": {},
@@ -425,6 +426,52 @@ def test_mounts_follow_the_session_into_a_restored_sandbox_and_outputs_are_taken
     assert listing.split() == ["/mnt/session/uploads/second.txt", "two", "v2"], listing
 
 
+def test_memory_mounts_are_told_to_the_model_and_laid_whole_into_a_restored_sandbox(deployment, main, fake_model, sandbox_server):
+    """A session's memory store is in its sandbox at its mount path and named in the system
+    prompt; what the agent writes there is a memory version by the session. A sandbox that
+    starts without the session has the mount laid again whole from D1: into an empty
+    workspace, or over the workspace restored from R2, whose snapshot may hold a memory
+    deleted through the API meanwhile."""
+    import httpx2
+
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
+    agent = a.beta.agents.create(name="rememberer", model="claude-sonnet-4-5", tools=[{"type": "agent_toolset_20260401"}])
+    store = a.beta.memory_stores.create(name="Team Notes", description="what the team decided")
+    a.beta.memory_stores.memories.create(store.id, path="/keep.md", content="keep")
+    gone = a.beta.memory_stores.memories.create(store.id, path="/gone.md", content="gone")
+    session = a.beta.sessions.create(agent=agent.id, environment_id=anthropic.omit, resources=[{"type": "memory_store", "memory_store_id": store.id}])
+    mount = session.resources[0].mount_path
+    assert mount == "/mnt/memory/team-notes"
+
+    def run(command: str, tool: str = "bash") -> str:
+        use = tool_use(tool, {"command": command} if tool == "bash" else {"file_path": command})
+        script(fake_model, [use, {"kind": "message", "blocks": [{"type": "text", "text": "ok"}]}])
+        [result] = [e for e in turn(a, session.id, "go") if e.type == "agent.tool_result"]
+        return result_text(result)
+
+    def lose_the_sandbox():
+        r = httpx2.delete(f"{sandbox_server['url']}/v1/sessions/{session.id}", headers={"authorization": f"Bearer {SANDBOX_TOKEN}"})
+        assert r.status_code == 204
+
+    # a turn that wrote nothing keeps no workspace: a new sandbox starts empty, mounts laid again
+    assert "keep" in run(f"{mount}/keep.md", tool="read")
+    lose_the_sandbox()
+    out = run(f"mkdir -p {mount}/sub && echo mine > {mount}/sub/new.md && find {mount} -type f | sort")
+    assert out.split() == [f"{mount}/gone.md", f"{mount}/keep.md", f"{mount}/sub/new.md"], out
+    system = [r for r in httpx2.get(f"{fake_model}/_fake/requests").json() if r["path"] == "/v1/messages"][-1]["body"]["system"]
+    note = "".join(b["text"] for b in system)
+    assert "# Memory" in note and f"## Team Notes ({mount}, read-write)" in note and "what the team decided" in note, note
+    [mine] = [m for m in a.beta.memory_stores.memories.list(store.id, view="full") if m.type == "memory" and m.path == "/sub/new.md"]
+    assert mine.content == "mine\n"
+    [version] = list(a.beta.memory_stores.memory_versions.list(store.id, memory_id=mine.id))
+    assert version.operation == "created" and version.created_by.type == "session_actor" and version.created_by.session_id == session.id
+
+    a.beta.memory_stores.memories.delete(gone.id, memory_store_id=store.id)
+    lose_the_sandbox()
+    out = run(f"find {mount} -type f | sort; cat {mount}/keep.md")
+    assert out.split() == [f"{mount}/keep.md", f"{mount}/sub/new.md", "keep"], out
+
+
 def test_an_interrupt_stops_a_long_tool_run_and_an_unreachable_sandbox_is_an_error_result(deployment, main, fake_model):
     """A turn waiting on a long command ends within seconds of `user.interrupt`, with an
     honest result for the call; and when the sandbox cannot be reached, the call gets an
@@ -465,10 +512,10 @@ def test_an_interrupt_stops_a_long_tool_run_and_an_unreachable_sandbox_is_an_err
 
 
 def test_what_only_the_native_sandbox_gives_is_refused_not_ignored(main):
-    """Environment packages, MCP servers run inside the sandbox, `environment_variable`
-    credentials (substituted at the native sandbox's egress proxy) and memory stores mounted
-    into the sandbox would be silently missing from a SessionDO's container: a session asking
-    for them is refused with a stable 400."""
+    """Environment packages, MCP servers run inside the sandbox and `environment_variable`
+    credentials (substituted at the native sandbox's egress proxy) would be silently missing
+    from a SessionDO's container: a session asking for them is refused with a stable 400.
+    (Memory stores are mounted: conformance/test_memory_mounts.py runs among the suites.)"""
     a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
     agent = a.beta.agents.create(name="refusals", model="claude-sonnet-4-5", tools=[{"type": "agent_toolset_20260401"}])
     with_packages = a.beta.environments.create(name="pkgs", config={"type": "cloud", "packages": {"pip": ["requests"]}})
@@ -482,10 +529,6 @@ def test_what_only_the_native_sandbox_gives_is_refused_not_ignored(main):
     with pytest.raises(anthropic.BadRequestError) as e:
         a.beta.sessions.create(agent=agent.id, environment_id=plain.id, vault_ids=[vault.id])
     assert e.value.body["error"]["details"]["error_code"] == "unsupported_feature" and "environment_variable" in e.value.body["error"]["message"], e.value.body
-    store = a.beta.memory_stores.create(name="notes")
-    with pytest.raises(anthropic.BadRequestError) as e:
-        a.beta.sessions.create(agent=agent.id, environment_id=plain.id, resources=[{"type": "memory_store", "memory_store_id": store.id}])
-    assert e.value.body["error"]["details"]["error_code"] == "unsupported_feature" and "memory_store" in e.value.body["error"]["message"], e.value.body
     session = a.beta.sessions.create(agent=agent.id, environment_id=plain.id)
     with pytest.raises(anthropic.BadRequestError):
         a.beta.sessions.update(session.id, vault_ids=[vault.id])

@@ -8,7 +8,8 @@
 //! the session (tar + gzip) is kept in R2 (`sandboxes/<tenant>/<session>`), and a server that
 //! does not hold the session — a fresh container, or one that lost its disk — is given it
 //! back before the next tool runs. The files the session mounts are laid into it before a
-//! tool runs whenever they changed (`session_files`).
+//! tool runs whenever they changed (`session_files`), and its memory stores are kept in step
+//! around each tool (`session_memory`).
 
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use openma_core::ports::EnvironmentStore;
 use openma_core::repositories::cannot_clone;
 use openma_core::{DomainError, TenantId};
 use openma_types::environments::EnvironmentConfig;
-use openma_types::sandbox::{ErrorEnvelope, RepositoryClone, SESSION_UNKNOWN, SessionOpen, TOOLS, ToolCall, ToolResult};
+use openma_types::sandbox::{ErrorEnvelope, MemoryFile, MemoryFiles, MemoryLay, RepositoryClone, SESSION_UNKNOWN, SessionOpen, TOOLS, ToolCall, ToolResult};
 use openma_worker_common::errors::ApiError;
 use openma_worker_common::d1::D1;
 use openma_worker_common::r2::BLOBS;
@@ -24,7 +25,7 @@ use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, Response, Resu
 
 use crate::model::text;
 use crate::session::{Meta, SessionDO};
-use crate::session_files;
+use crate::{session_files, session_memory};
 
 /// The port the image's server listens on (`OPENMA_SANDBOX_LISTEN`).
 const PORT: u16 = 8080;
@@ -145,8 +146,9 @@ impl Sandbox {
         if !created {
             return Ok(());
         }
-        // a fresh session there: its mounts are laid again before a tool runs
+        // a fresh session there: its mounts and memory are laid again before a tool runs
         object.mounts_laid.borrow_mut().take();
+        object.memory.borrow_mut().take();
         let Some(snapshot) = object.env.bucket(BLOBS)?.get(snapshot_key(&self.tenant, &self.session_id)).execute().await? else { return Ok(()) };
         let Some(body) = snapshot.body() else { return Ok(()) };
         let bytes = body.bytes().await?;
@@ -181,10 +183,18 @@ impl Sandbox {
                 Err(e) => return failed(format!("The sandbox cannot be reached: {e}")),
             };
             if r.status_code() == 200 {
-                return match r.json::<ToolResult>().await {
+                let result = match r.json::<ToolResult>().await {
                     Ok(result) => result,
-                    Err(e) => failed(format!("The sandbox answered oddly: {e}")),
+                    Err(e) => return failed(format!("The sandbox answered oddly: {e}")),
                 };
+                // what the tool wrote in a read-write memory mount is a version by the time
+                // its result is recorded
+                if writes(name) == Some(true)
+                    && let Err(e) = session_memory::push(object, self, meta).await
+                {
+                    worker::console_warn!("memory: session {}: changes in the mounts not saved: {e}", self.session_id);
+                }
+                return result;
             }
             match refused(&mut r).await {
                 // a new container, or a server that lost its disk
@@ -196,15 +206,20 @@ impl Sandbox {
         failed("The sandbox lost the session twice in a row".into())
     }
 
-    /// Opens the session on the server unless this object did already, and lays its mounts;
-    /// once more from the start when the server turns out not to hold the session.
+    /// Opens the session on the server unless this object did already, and lays its mounts
+    /// and memory stores; once more from the start when the server turns out not to hold the
+    /// session.
     async fn prepare(&self, object: &SessionDO, meta: &Meta) -> Result<()> {
         for attempt in 0..2 {
             if !object.sandbox_ready.get() {
                 self.open(object, meta).await?;
                 object.sandbox_ready.set(true);
             }
-            match self.lay_mounts(object, meta).await {
+            let laid = match self.lay_mounts(object, meta).await {
+                Ok(()) => session_memory::pull(object, self, meta).await,
+                Err(e) => Err(e),
+            };
+            match laid {
                 Ok(()) => return Ok(()),
                 Err(Refusal::Unknown) if attempt == 0 => object.sandbox_ready.set(false),
                 Err(e) => return Err(worker::Error::RustError(format!("cannot mount the session's files: {e}"))),
@@ -230,6 +245,22 @@ impl Sandbox {
         refused(&mut r).await?;
         *object.mounts_laid.borrow_mut() = Some(now);
         Ok(())
+    }
+
+    /// Records the session's memory mounts on the server and lays files into them.
+    pub async fn lay_memory(&self, lay: &MemoryLay) -> std::result::Result<(), Refusal> {
+        let other = |e: worker::Error| Refusal::Other(e.to_string());
+        let body = serde_json::to_string(lay).map_err(|e| Refusal::Other(e.to_string()))?;
+        let mut r = self.send(Method::Put, &format!("/v1/sessions/{}/memory", self.session_id), Some(body.into()), true).await.map_err(other)?;
+        refused(&mut r).await
+    }
+
+    /// The files of one memory mount as the last tool left them.
+    pub async fn memory_files(&self, slug: &str) -> std::result::Result<Vec<MemoryFile>, Refusal> {
+        let other = |e: worker::Error| Refusal::Other(e.to_string());
+        let mut r = self.send(Method::Get, &format!("/v1/sessions/{}/memory/{slug}", self.session_id), None, false).await.map_err(other)?;
+        refused(&mut r).await?;
+        Ok(r.json::<MemoryFiles>().await.map_err(other)?.files)
     }
 
     /// Keeps the session's workspace in R2, for a container that starts without it; the
@@ -317,7 +348,7 @@ fn start(container: &worker::Container, token: &str) -> Result<()> {
 
 /// Why the server refused a request.
 #[derive(Debug)]
-enum Refusal {
+pub enum Refusal {
     /// It does not hold the session.
     Unknown,
     Other(String),

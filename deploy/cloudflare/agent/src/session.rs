@@ -78,6 +78,10 @@ pub struct SessionDO {
     /// The mounts laid into the sandbox server's session since it last opened it fresh
     /// (`session_files::fingerprint`), in this object's lifetime.
     pub(crate) mounts_laid: RefCell<Option<String>>,
+    /// What the session's memory mounts held after their last sync (`session_memory`).
+    pub(crate) memory: RefCell<crate::session_memory::Synced>,
+    /// The note about the agent's skills, by the skills it is for (`session_files::skills_note`).
+    pub(crate) skills_note: RefCell<Option<(String, Option<String>)>>,
     /// The MCP sessions this object holds open, by server name (`mcp::Clients`).
     pub(crate) mcp: crate::mcp::Clients,
 }
@@ -89,7 +93,18 @@ pub const INTERRUPT: &str = "interrupt";
 
 impl DurableObject for SessionDO {
     fn new(state: State, env: Env) -> Self {
-        SessionDO { state, env, subscribers: Subscribers::default(), interrupt: RefCell::new(None), sandbox_ready: Default::default(), file_blocks: Default::default(), mounts_laid: RefCell::new(None), mcp: Default::default() }
+        SessionDO {
+            state,
+            env,
+            subscribers: Subscribers::default(),
+            interrupt: RefCell::new(None),
+            sandbox_ready: Default::default(),
+            file_blocks: Default::default(),
+            mounts_laid: RefCell::new(None),
+            memory: RefCell::new(None),
+            skills_note: RefCell::new(None),
+            mcp: Default::default(),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {

@@ -28,7 +28,7 @@ use openma_worker_common::sessions::WorkerSessions;
 use sha2::{Digest, Sha256};
 use worker::{Env, Result};
 
-use crate::session::Meta;
+use crate::session::{Meta, SessionDO};
 
 /// The most bytes of mounted files laid into a sandbox: the pack is built in the object's
 /// memory (128 MB on Cloudflare), unlike the native server, which copies them file by file.
@@ -113,13 +113,20 @@ impl Pack {
 
 /// What the model is told about the agent's skills (their files are in the sandbox), as
 /// natively: each one's name and description. A skill that cannot be read is left out
-/// here; laying the skills into the sandbox reports it.
-pub async fn skills_note(env: &Env, tenant: &str, skills: &[Skill]) -> Option<String> {
+/// here; laying the skills into the sandbox reports it. Skill versions do not change: the
+/// note is read from D1 once per object and set of skills.
+pub async fn skills_note(object: &SessionDO, tenant: &str, skills: &[Skill]) -> Option<String> {
     if skills.is_empty() {
         return None;
     }
+    let key = fingerprint(&[], skills);
+    if let Some((k, note)) = &*object.skills_note.borrow()
+        && *k == key
+    {
+        return note.clone();
+    }
     let tenant = TenantId::from_trusted(tenant.to_owned());
-    let worker_files = WorkerFiles::new(env).ok()?;
+    let worker_files = WorkerFiles::new(&object.env).ok()?;
     let registry = worker_files.skills();
     let mut known = Vec::new();
     for s in skills {
@@ -127,7 +134,11 @@ pub async fn skills_note(env: &Env, tenant: &str, skills: &[Skill]) -> Option<St
             known.push((v.name, v.description));
         }
     }
-    openma_core::skills::system_note(&known)
+    let note = openma_core::skills::system_note(&known);
+    if known.len() == skills.len() {
+        *object.skills_note.borrow_mut() = Some((key, note.clone()));
+    }
+    note
 }
 
 /// An entry owned by root (the server unpacks ownership too; uploads are root's, read-only

@@ -392,7 +392,7 @@ pub async fn run(object: &SessionDO) -> Result<()> {
     let Some(mut meta) = storage.get::<Meta>(META).await? else { return Ok(()) };
     let base = ToolPlan::for_agent(&meta.session.agent, openma_worker_common::capabilities(&object.env));
     let uses_sandbox = base.specs.iter().any(|s| sandbox::writes(&s.name).is_some());
-    let skills_note = crate::session_files::skills_note(&object.env, &meta.tenant, &meta.session.agent.skills).await;
+    let skills_note = crate::session_files::skills_note(object, &meta.tenant, &meta.session.agent.skills).await;
     // the plan of the turn being run: its MCP servers' tools are listed once per turn
     let mut planned: Option<(i64, ToolPlan)> = None;
     let mut rounds = 0u32;
@@ -550,7 +550,9 @@ async fn model_step(object: &SessionDO, meta: &mut Meta, plan: &ToolPlan, note: 
     let session = &meta.session;
     let meta_tenant = &meta.tenant;
     let mut request = projection::request(&session.agent, plan, log, MAX_TOKENS);
-    // what the model is told about the agent's skills, after its system prompt
+    // what the model is told about its memory mounts and the agent's skills, after its
+    // system prompt (in the native order)
+    request.append_system(openma_core::memory_mounts::system_note(&session.resources).as_deref());
     request.append_system(note);
     let start = emit(object, vec![EventPayload::ModelRequestStart {}.into()]).await?;
     let start_id = start[0].event.id.clone();

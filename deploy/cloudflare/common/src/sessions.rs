@@ -3,8 +3,8 @@
 //! with them; `openma-integrations` starts and feeds the sessions of provider threads.
 //!
 //! What the Workers cannot do yet is refused with 400 `unsupported_feature`, never accepted
-//! and ignored: `memory_store` resources (mounted into the sandbox natively), environment
-//! packages and sandbox-run MCP servers, and `environment_variable` credentials.
+//! and ignored: environment packages and sandbox-run MCP servers, and `environment_variable`
+//! credentials. `memory_store` resources are mounted into the sandbox by the SessionDO.
 //! `github_repository` resources are cloned by the session's sandbox server before the
 //! session is handed out (see [`create`]).
 
@@ -100,7 +100,7 @@ impl WorkerSessions {
 /// `OPENMA_GITHUB_URL` (default `https://github.com`). A clone that fails is the caller's
 /// error and takes the session away again, as natively. The session and its initial inputs.
 pub async fn create(env: &Env, sessions: &Sessions<'_>, db: &D1, tenant: &TenantId, req: &CreateSessionRequest, request_id: &str) -> Result<(Session, Vec<Input>), ApiError> {
-    check_new(sessions, db, tenant, req).await?;
+    check_sandbox(sessions, db, tenant, req.environment_id.as_deref(), req.vault_ids.as_deref().unwrap_or_default()).await?;
     let (session, initial) = sessions.create(tenant, req).await?;
     let repositories = openma_core::files::resource_params(req.resources.as_deref().unwrap_or_default())?.repositories;
     if repositories.is_empty() {
@@ -137,16 +137,6 @@ async fn answer(mut r: Response) -> Result<(), ApiError> {
     // a deployment without a sandbox cannot clone: its code goes to the caller too
     let code = (body["error"]["details"]["error_code"] == "unsupported_feature").then_some("unsupported_feature");
     Err(DomainError::Invalid { message, code }.into())
-}
-
-/// Refuses what a new session may not ask for here (see the module's doc).
-async fn check_new(sessions: &Sessions<'_>, db: &D1, tenant: &TenantId, req: &CreateSessionRequest) -> Result<(), ApiError> {
-    let resources = openma_core::files::resource_params(req.resources.as_deref().unwrap_or_default())?;
-    if !resources.memory_stores.is_empty() {
-        // the model would be told of directories its sandbox does not have
-        return Err(DomainError::unsupported("`memory_store` resources (mounted into the session's sandbox) on the Cloudflare Workers deployment").into());
-    }
-    check_sandbox(sessions, db, tenant, req.environment_id.as_deref(), req.vault_ids.as_deref().unwrap_or_default()).await
 }
 
 /// What only the native server's sandbox gives — environment packages, MCP servers run in

@@ -19,7 +19,11 @@ answers: the native server runs it in its own bubblewrap sandbox, the worker on 
 Docker, absent here); then a turn of a session with a mounted file whose `bash` call sorts it
 into a new output (the native server takes it from the sandbox's outputs at the turn's end;
 the worker's SessionDO lays the mount into the sandbox server, and at the turn's end reads
-the output from the workspace pack it keeps in R2 — both before the session is idle).
+the output from the workspace pack it keeps in R2 — both before the session is idle); then
+a turn of a session with a memory store mounted whose `bash` call appends to a memory (laid
+into the sandbox before the call, read back and saved as a version by the session after it:
+the native server in its own sandbox directory, the worker's SessionDO through the sandbox
+server's `…/memory` requests and D1).
 Then `POST /v1/files` of a 1 MiB file (multipart; the native server
 streams it to its blob directory, the worker to local R2) and `GET /v1/files/{id}/content`
 of it. Last, a Slack thread: a signed `app_mention` in a new thread, POSTed to the
@@ -219,6 +223,16 @@ def main() -> None:
                 script(fake_url, [write, text] * (a.turns + 5))
                 xs = measure_turns(base, auth, session, a.turns)
                 rows.setdefault("turn leaving an output", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
+                # a memory store mounted: each turn's bash call appends to a memory (laid into
+                # the sandbox before the call, read back and saved as a version after it)
+                store = httpx2.post(f"{base}/v1/memory_stores", json={"name": "bench notes"}, headers=auth, timeout=30.0).json()["id"]
+                httpx2.post(f"{base}/v1/memory_stores/{store}/memories", json={"path": "/log.md", "content": "start\n"}, headers=auth, timeout=30.0)
+                session = httpx2.post(f"{base}/v1/sessions", json={"agent": coder, "environment_id": env, "resources": [{"type": "memory_store", "memory_store_id": store}]},
+                                      headers=auth, timeout=30.0).json()["id"]
+                note = {"kind": "message", "blocks": [{"type": "tool_use", "name": "bash", "input": {"command": "date +%s%N >> /mnt/memory/bench-notes/log.md"}}]}
+                script(fake_url, [note, text] * (a.turns + 5))
+                xs = measure_turns(base, auth, session, a.turns)
+                rows.setdefault("turn writing a memory", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
                 up, down = measure_files(base, auth, a.files, 1024 * 1024)
                 rows.setdefault("upload 1 MiB file", []).append((pct(up, 0.5), pct(up, 0.99), statistics.mean(up)))
                 rows.setdefault("download 1 MiB file", []).append((pct(down, 0.5), pct(down, 0.99), statistics.mean(down)))

@@ -1,6 +1,8 @@
 //! Memory stores attached to sessions: the `memory_store` session resource, the note the
-//! model reads about each mount, and the plans that keep a mounted directory and its store
-//! in step (the server carries them out around every sandbox tool call).
+//! model reads about each mount, and the sync that keeps a mounted directory and its store
+//! in step around every sandbox tool call: the plans and the store's side of them, shared
+//! by both runtimes, each of which moves the files its own way (the native server in its
+//! sandbox directory, a Workers SessionDO through its sandbox server).
 //!
 //! The sync is a three-way comparison against a snapshot: what the directory held after the
 //! last sync, by path and SHA-256. Before a tool runs, changes made through the API are

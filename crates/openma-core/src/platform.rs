@@ -97,6 +97,10 @@ impl Announcer for Platform {
     async fn announce_with(&self, tenant: &TenantId, kind: &str, object_id: &str, extra: serde_json::Map<String, serde_json::Value>) {
         self.webhooks().announce_with(tenant, kind, object_id, extra).await
     }
+
+    async fn announce_all(&self, tenant: &TenantId, kinds: &[&str], object_id: &str) {
+        self.webhooks().announce_all(tenant, kinds, object_id).await
+    }
 }
 
 impl Platform {

@@ -250,6 +250,14 @@ pub trait Announcer: Send + Sync {
     async fn announce(&self, tenant: &TenantId, kind: &str, object_id: &str) {
         self.announce_with(tenant, kind, object_id, serde_json::Map::new()).await
     }
+
+    /// Several events about one object at once (a status change and its stop reason); an
+    /// adapter overrides it to read the subscriptions once for them all.
+    async fn announce_all(&self, tenant: &TenantId, kinds: &[&str], object_id: &str) {
+        for kind in kinds {
+            self.announce(tenant, kind, object_id).await;
+        }
+    }
 }
 
 /// Webhook endpoints and their delivery queue (the outbox): a port of its own so a

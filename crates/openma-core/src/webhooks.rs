@@ -418,21 +418,28 @@ impl Webhooks<'_> {
     /// for every enabled endpoint of the tenant that subscribes to it; returns the event id
     /// when any endpoint does.
     pub async fn queue(&self, tenant: &TenantId, kind: &str, object_id: &str, extra: &serde_json::Map<String, serde_json::Value>) -> DomainResult<Option<String>> {
-        debug_assert!(EVENT_TYPES.contains(&kind), "announced an unknown event type {kind}");
+        Ok(self.queue_all(tenant, &[kind], object_id, extra).await?.pop())
+    }
+
+    /// [`Self::queue`] for several events about one object (a status change is two or three),
+    /// reading the tenant's endpoints and writing the outbox once for them all; returns the
+    /// ids of the events some endpoint subscribes to.
+    pub async fn queue_all(&self, tenant: &TenantId, kinds: &[&str], object_id: &str, extra: &serde_json::Map<String, serde_json::Value>) -> DomainResult<Vec<String>> {
+        debug_assert!(kinds.iter().all(|k| EVENT_TYPES.contains(k)), "announced an unknown event type in {kinds:?}");
         let endpoints = self.all_endpoints(tenant).await?;
-        let targets: Vec<_> = endpoints
-            .iter()
-            .filter(|e| e.endpoint.state == WebhookEndpointState::Enabled && e.endpoint.enabled_events.iter().any(|k| k == kind))
-            .collect();
-        if targets.is_empty() {
-            return Ok(None);
-        }
         let now = self.clock.now();
-        let event_id = self.ids.new_id("wevt");
-        let payload = event_body(&event_id, kind, object_id, tenant, now, extra);
-        let rows: Vec<QueuedDelivery> = targets
-            .iter()
-            .map(|e| QueuedDelivery {
+        let (mut events, mut rows) = (Vec::new(), Vec::new());
+        for &kind in kinds {
+            let targets: Vec<_> = endpoints
+                .iter()
+                .filter(|e| e.endpoint.state == WebhookEndpointState::Enabled && e.endpoint.enabled_events.iter().any(|k| k == kind))
+                .collect();
+            if targets.is_empty() {
+                continue;
+            }
+            let event_id = self.ids.new_id("wevt");
+            let payload = event_body(&event_id, kind, object_id, tenant, now, extra);
+            rows.extend(targets.iter().map(|e| QueuedDelivery {
                 id: self.ids.new_id("whdl"),
                 endpoint_id: e.endpoint.id.clone(),
                 event_id: event_id.clone(),
@@ -445,10 +452,13 @@ impl Webhooks<'_> {
                 last_error: None,
                 created_at: now,
                 updated_at: now,
-            })
-            .collect();
-        self.store.enqueue_webhook_deliveries(tenant, &rows).await?;
-        Ok(Some(event_id))
+            }));
+            events.push(event_id);
+        }
+        if !rows.is_empty() {
+            self.store.enqueue_webhook_deliveries(tenant, &rows).await?;
+        }
+        Ok(events)
     }
 
     /// Re-seals every webhook signing secret of a tenant under `secrets`' current root
@@ -542,6 +552,12 @@ impl Announcer for Webhooks<'_> {
     async fn announce_with(&self, tenant: &TenantId, kind: &str, object_id: &str, extra: serde_json::Map<String, serde_json::Value>) {
         if let Err(e) = self.queue(tenant, kind, object_id, &extra).await {
             tracing::warn!(tenant = tenant.as_str(), kind, object_id, error = %e, "cannot queue a webhook event");
+        }
+    }
+
+    async fn announce_all(&self, tenant: &TenantId, kinds: &[&str], object_id: &str) {
+        if let Err(e) = self.queue_all(tenant, kinds, object_id, &serde_json::Map::new()).await {
+            tracing::warn!(tenant = tenant.as_str(), ?kinds, object_id, error = %e, "cannot queue webhook events");
         }
     }
 }

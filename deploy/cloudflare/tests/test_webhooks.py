@@ -1,8 +1,8 @@
 """Organization webhooks on the Workers, judged by the official SDK: endpoint CRUD through
 `client.beta.organization.webhooks`, and deliveries — of `openma-main`'s changes and of the
 SessionDO's status changes — that `client.beta.webhooks.unwrap(...)` verifies (Standard
-Webhooks signature) and parses; a receiver that fails is retried by the cron, then marked
-failed; signing secrets are sealed in D1 and never logged; private destinations are refused
+Webhooks signature) and parses; a receiver that fails is retried soon by the worker that
+sent the first attempt, later by the cron, then marked failed; signing secrets are sealed in D1 and never logged; private destinations are refused
 without the local-development switch."""
 
 from __future__ import annotations
@@ -72,9 +72,10 @@ def receiver():
 @pytest.fixture
 def hook_main(deployment, fake_model, sandbox_server):
     """openma-main (its cron on /__scheduled) and openma-agent, allowed to deliver to the
-    receiver on loopback, retrying at once."""
+    receiver on loopback, retrying after 300 ms (inside a worker's stay), then after 20 s
+    (past it)."""
     deployment.apply_migrations()
-    local = {"OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES": "1", "OPENMA_WEBHOOK_RETRY_DELAYS_MS": "0"}
+    local = {"OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES": "1", "OPENMA_WEBHOOK_RETRY_DELAYS_MS": "300,20000"}
     return deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A, **local},
                             bound={"agent": agent_vars(fake_model, sandbox_server, **local)}, scheduled=True)
 
@@ -122,8 +123,10 @@ def test_endpoints_and_deliveries_of_main_and_the_session_object_verify_with_the
     for e in others:
         api.delete(e.id)
 
-    # deliveries: main's changes, and the SessionDO's status changes
-    wanted = ["agent.created", "agent.archived", "environment.created", "session.created", "session.status_run_started", "session.status_idled"]
+    # deliveries: main's changes, and the SessionDO's status changes (each queues two
+    # events, read and written once for both)
+    wanted = ["agent.created", "agent.archived", "environment.created", "session.created", "session.status_run_started", "session.running",
+              "session.status_idled", "session.idled"]
     endpoint = api.create(url=receiver.url, enabled_events=wanted)  # type: ignore[arg-type]
     agent = a.beta.agents.create(name="hooked", model="claude-sonnet-4-5")
     env = a.beta.environments.create(name="hooked-env", config={"type": "cloud"})
@@ -153,27 +156,32 @@ def test_endpoints_and_deliveries_of_main_and_the_session_object_verify_with_the
     assert endpoint.signing_secret.removeprefix("whsec_") not in hook_main.output()
 
 
-def test_a_failing_receiver_is_retried_by_the_cron_until_it_answers_or_attempts_run_out(hook_main):
+def test_a_failing_receiver_is_retried_soon_by_the_worker_later_by_the_cron_until_it_answers_or_attempts_run_out(hook_main):
     a = anthropic.Anthropic(api_key=KEY_A, base_url=hook_main.base_url, timeout=30.0)
     flaky, down = Receiver(failures=2), Receiver(failures=100)
     try:
         ok_later = a.beta.organization.webhooks.create(url=flaky.url, enabled_events=["agent.created"])  # type: ignore[list-item]
         never = a.beta.organization.webhooks.create(url=down.url, enabled_events=["agent.created"])  # type: ignore[list-item]
         agent = a.beta.agents.create(name="retried", model="claude-sonnet-4-5")
-        flaky.wait_for(lambda g: len(g) == 1, "first attempt")
-        down.wait_for(lambda g: len(g) == 1, "first attempt")
-        for n in (2, 3):
-            # once both attempts are recorded (due again at once here), the minute's cron, run now
-            for e in (ok_later, never):
-                wait_log(hook_main, e.id, lambda d: d["attempts"] == n - 1 and d["status"] == "pending" and d.get("next_attempt_at"))
+        # the first retry is due 300 ms after the first attempt: the worker that sent it stays
+        # for it (no cron runs by itself under wrangler dev)
+        flaky.wait_for(lambda g: len(g) == 2, "the worker's own retry")
+        down.wait_for(lambda g: len(g) == 2, "the worker's own retry")
+        # the next is due 20 s later, past the worker's stay: the minute's cron sends it, run
+        # here every second until it is due
+        for e in (ok_later, never):
+            wait_log(hook_main, e.id, lambda d: d["attempts"] == 2 and d["status"] == "pending" and d.get("next_attempt_at"))
+        assert (len(flaky.got), len(down.got)) == (2, 2)
+        deadline = time.monotonic() + DEADLINE_S
+        while len(flaky.got) < 3 or len(down.got) < 3:
+            assert time.monotonic() < deadline, "the cron never sent the last attempts"
             assert httpx2.get(f"{hook_main.base_url}/__scheduled?cron=*+*+*+*+*", timeout=60.0).status_code == 200
-            flaky.wait_for(lambda g: len(g) == n, f"attempt {n}")
-            down.wait_for(lambda g: len(g) == n, f"attempt {n}")
+            time.sleep(1)
         # every attempt carries the event's id, so the receiver can dedupe
         assert len({h["webhook-id"] for h, _ in flaky.got}) == 1
-        [delivered] = deliveries(hook_main, ok_later.id)
+        delivered = wait_log(hook_main, ok_later.id, lambda d: d["status"] != "pending")
         assert (delivered["status"], delivered["attempts"], delivered["last_response_status"]) == ("delivered", 3, 200), delivered
-        [failed] = deliveries(hook_main, never.id)
+        failed = wait_log(hook_main, never.id, lambda d: d["status"] != "pending")
         assert (failed["status"], failed["attempts"], failed["last_response_status"]) == ("failed", 3, 500), failed
         assert failed["last_error"] and failed.get("next_attempt_at") is None, failed
         # a further cron run sends nothing more

@@ -412,9 +412,8 @@ impl Actor {
                         self.session = r;
                         if changed {
                             // queues rows; the delivery worker sends them, the turn never waits on it
-                            for kind in openma_core::webhooks::status_events(self.session.status) {
-                                self.rt.platform.announce_quietly(&self.tenant, kind, &self.session.id).await;
-                            }
+                            let kinds = openma_core::webhooks::status_events(self.session.status);
+                            openma_core::ports::Announcer::announce_all(&self.rt.platform, &self.tenant, kinds, &self.session.id).await;
                         }
                         if !was_running && self.session.status == SessionStatus::Running {
                             self.running_since = Some(Instant::now());

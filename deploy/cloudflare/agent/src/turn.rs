@@ -78,15 +78,12 @@ pub async fn set_status(object: &SessionDO, status: SessionStatus, stop: Option<
         row.usage = meta.session.usage.clone();
         row.updated_at = object.now().strictly_after(expected);
         if db.update_session(&tenant, &row, expected).await.map_err(store)? {
-            if was != status {
-                for kind in openma_core::webhooks::status_events(status) {
-                    db.announce(&tenant, kind, id).await;
-                }
+            let mut kinds = if was != status { openma_core::webhooks::status_events(status).to_vec() } else { Vec::new() };
+            kinds.extend(stop.and_then(openma_core::webhooks::stop_event));
+            if !kinds.is_empty() {
+                db.announce_all(&tenant, &kinds, id).await;
+                openma_worker_common::webhooks::send_queued(&object.env);
             }
-            if let Some(kind) = stop.and_then(openma_core::webhooks::stop_event) {
-                db.announce(&tenant, kind, id).await;
-            }
-            openma_worker_common::webhooks::send_queued(&object.env);
             return Ok(());
         }
     }

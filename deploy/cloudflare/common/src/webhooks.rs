@@ -3,8 +3,10 @@
 //! A change a subscriber may care about is queued by the [`D1`] database's `Announcer` into the D1 outbox
 //! (`webhook_deliveries`) as natively, and never sent inline. The worker that queued it then
 //! runs [`deliver_due`] after its answer is out (`wait_until`, or [`send_queued`] in a
-//! SessionDO), so a first attempt leaves within moments; retries, and attempts a worker was stopped before making, wait for the
-//! next scan — `openma-main`'s cron, each minute — so a retry's wait is at least the
+//! SessionDO), so a first attempt leaves within moments, and stays a little while ([`STAY`])
+//! for retries due again soon: a receiver's brief failure is retried after its back-off, not
+//! at the next cron. Later retries, and attempts a worker was stopped before making, wait for
+//! the next scan — `openma-main`'s cron, each minute — so such a retry's wait is at least the
 //! configured back-off and at most a minute more. Each attempt is the core's
 //! `Webhooks::attempt` (claimed in D1 first, signed per Standard Webhooks), the same steps
 //! as the native delivery worker.
@@ -25,6 +27,12 @@ use crate::outbound::Outbound;
 /// Deliveries one scan attempts (concurrently), and scans one pass makes at most.
 const BATCH: u32 = 25;
 const SCANS: usize = 4;
+/// How long a pass waits for deliveries due again soon, from its start: well inside the 30 s
+/// a `wait_until` may run on after the answer. One pass per isolate waits at a time.
+pub const STAY: Duration = Duration::from_secs(15);
+/// The least wait between scans of one pass (a delivery whose attempt failed to record stays
+/// due).
+const PAUSE: Duration = Duration::from_millis(100);
 /// Waits between attempts, as natively (`OPENMA_WEBHOOK_RETRY_DELAYS_MS` overrides them,
 /// comma-separated, for tests).
 const DEFAULT_DELAYS_MS: [u64; 2] = [1_000, 10_000];
@@ -32,6 +40,8 @@ const DEFAULT_DELAYS_MS: [u64; 2] = [1_000, 10_000];
 thread_local! {
     /// Whether this isolate queued a delivery since its last pass (an isolate is one thread).
     static QUEUED: Cell<bool> = const { Cell::new(false) };
+    /// Whether a pass of this isolate is waiting for retries due soon.
+    static STAYING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The tenant's subscribers, on the database that stores the change: queues the event in
@@ -45,6 +55,15 @@ impl Announcer for D1 {
             Ok(None) => {}
             // the change is stored already: it is not undone for want of a notification
             Err(e) => worker::console_warn!("cannot queue webhook event {kind} for {object_id}: {e}"),
+        }
+    }
+
+    async fn announce_all(&self, tenant: &TenantId, kinds: &[&str], object_id: &str) {
+        let hooks = Webhooks { store: self, clock: &WorkerClock, ids: &WorkerIds, secrets: None };
+        match hooks.queue_all(tenant, kinds, object_id, &serde_json::Map::new()).await {
+            Ok(events) if !events.is_empty() => QUEUED.set(true),
+            Ok(_) => {}
+            Err(e) => worker::console_warn!("cannot queue webhook events {kinds:?} for {object_id}: {e}"),
         }
     }
 }
@@ -79,19 +98,45 @@ async fn scan(env: &Env) -> Result<(), String> {
     let sender = Outbound::new(env, TIMEOUT);
     let delays = retry_delays(env);
     let (hooks, sender, delays) = (&hooks, &sender, &delays);
-    for _ in 0..SCANS {
-        let due = db.due_webhook_deliveries(WorkerClock.now(), BATCH).await.map_err(|e| e.to_string())?;
-        let attempts = due.iter().map(|(tenant, d)| async move {
-            if let Err(e) = hooks.attempt(tenant, d, sender, delays).await {
-                worker::console_warn!("webhook delivery {} failed to record: {e}", d.id);
+    let leave = after(WorkerClock.now(), STAY);
+    let mut staying = false;
+    let result = async {
+        loop {
+            for _ in 0..SCANS {
+                let due = db.due_webhook_deliveries(WorkerClock.now(), BATCH).await.map_err(|e| e.to_string())?;
+                let attempts = due.iter().map(|(tenant, d)| async move {
+                    if let Err(e) = hooks.attempt(tenant, d, sender, delays).await {
+                        worker::console_warn!("webhook delivery {} failed to record: {e}", d.id);
+                    }
+                });
+                futures::future::join_all(attempts).await;
+                if due.len() < BATCH as usize {
+                    break;
+                }
             }
-        });
-        futures::future::join_all(attempts).await;
-        if due.len() < BATCH as usize {
-            break;
+            // the soonest delivery due before this pass leaves (a retry), unless another
+            // pass of this isolate waits already
+            if !staying && STAYING.replace(true) {
+                return Ok(());
+            }
+            staying = true;
+            if WorkerClock.now() >= leave {
+                return Ok(());
+            }
+            let Some((_, next)) = db.due_webhook_deliveries(leave, 1).await.map_err(|e| e.to_string())?.into_iter().next() else { return Ok(()) };
+            let wait = Duration::from_secs_f64(WorkerClock.now().seconds_until(next.next_attempt_at)).max(PAUSE);
+            worker::Delay::from(wait).await;
         }
     }
-    Ok(())
+    .await;
+    if staying {
+        STAYING.set(false);
+    }
+    result
+}
+
+fn after(t: openma_types::Timestamp, d: Duration) -> openma_types::Timestamp {
+    openma_types::Timestamp::from_micros(t.as_micros().saturating_add(d.as_micros() as i64))
 }
 
 fn retry_delays(env: &Env) -> Vec<Duration> {

@@ -71,8 +71,9 @@ pub fn system_note(resources: &[SessionResource]) -> Option<String> {
     Some(note)
 }
 
-/// One memory as the snapshot and the store know it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One memory as the snapshot and the store know it (serializable, so a runtime whose
+/// memory does not outlive it — a Durable Object — can keep its snapshot in storage).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Known {
     pub memory_id: String,
     pub sha256: String,

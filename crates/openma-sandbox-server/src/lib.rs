@@ -7,6 +7,9 @@
 
 pub use openma_types::sandbox as wire;
 
+mod credentials;
+pub use credentials::HeldCredentials;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -26,8 +29,8 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncWriteExt;
 
 use wire::{
-    ErrorBody, ErrorEnvelope, FileQuery, Health, MemoryFile, MemoryFiles, MemoryLay, SESSION_UNKNOWN, SessionOpen, SinceQuery, StateMode, StateQuery,
-    ToolCall, ToolResult, Usage,
+    ErrorBody, ErrorEnvelope, FileQuery, Health, MemoryFile, MemoryFiles, MemoryLay, SESSION_UNKNOWN, SessionCredentials, SessionOpen, SinceQuery, StateMode,
+    StateQuery, ToolCall, ToolResult, Usage,
 };
 
 /// Largest pack accepted (a session's whole directory).
@@ -46,13 +49,16 @@ pub struct Server {
     /// By session: what the last `GET …/state` answer brought the client to (in memory: a
     /// restarted server answers the next one whole).
     sent: Arc<std::sync::Mutex<HashMap<String, Sent>>>,
+    /// What the sandboxes' egress proxy substitutes (given to their config: [`HeldCredentials::install`]).
+    credentials: Arc<HeldCredentials>,
 }
 
 impl Server {
-    /// Serves `sandboxes` to clients presenting `token`.
-    pub fn new(sandboxes: Sandboxes, token: SecretString) -> Self {
+    /// Serves `sandboxes` to clients presenting `token`; the sessions' credentials go to
+    /// `credentials`, which the sandboxes' egress proxy asks.
+    pub fn new(sandboxes: Sandboxes, token: SecretString, credentials: Arc<HeldCredentials>) -> Self {
         let tools = sandboxes.tools().into_iter().collect();
-        Server { sandboxes, tools: Arc::new(tools), token: Arc::new(token), locks: Default::default(), sent: Default::default() }
+        Server { sandboxes, tools: Arc::new(tools), token: Arc::new(token), locks: Default::default(), sent: Default::default(), credentials }
     }
 
     pub fn sandboxes(&self) -> &Sandboxes {
@@ -70,6 +76,7 @@ impl Server {
             .route("/v1/sessions/{id}/repositories", post(clone_repository))
             .route("/v1/sessions/{id}/memory", put(lay_memory))
             .route("/v1/sessions/{id}/memory/{slug}", get(memory_files))
+            .route("/v1/sessions/{id}/credentials", put(put_credentials))
             .layer(DefaultBodyLimit::max(MAX_FILE_BYTES))
             .route_layer(middleware::from_fn_with_state(self.clone(), authenticate));
         Router::new().route("/health", get(health)).merge(v1).fallback(not_found).with_state(self)
@@ -93,7 +100,7 @@ impl Server {
 
     /// The session's directory, when this server holds the session.
     fn held(&self, id: &str) -> Result<std::path::PathBuf, ApiError> {
-        let dir = self.sandboxes.session_dir(id).ok_or_else(|| ApiError::invalid(format!("`{id}` cannot be a session id")))?;
+        let dir = self.sandboxes.session_dir(id).ok_or_else(|| ApiError::bad_id(id))?;
         if dir.is_dir() { Ok(dir) } else { Err(ApiError::unknown(id)) }
     }
 
@@ -122,6 +129,20 @@ impl ApiError {
     }
     fn internal(message: impl std::fmt::Display) -> Self {
         ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "api_error", message: message.to_string(), code: None }
+    }
+    fn bad_id(id: &str) -> Self {
+        ApiError::invalid(format!("`{id}` cannot be a session id"))
+    }
+}
+
+/// The sandbox reports what the caller got wrong (an id, a mount name, a path) as
+/// `InvalidInput`; anything else is the server's own failure.
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::InvalidInput => ApiError::invalid(e.to_string()),
+            _ => ApiError::internal(e),
+        }
     }
 }
 
@@ -196,7 +217,7 @@ async fn put_state(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let Query(q) = q?;
-    let dir = s.sandboxes.session_dir(&id).ok_or_else(|| ApiError::invalid(format!("`{id}` cannot be a session id")))?;
+    let dir = s.sandboxes.session_dir(&id).ok_or_else(|| ApiError::bad_id(&id))?;
     let tmp = tempfile::NamedTempFile::new().map_err(ApiError::internal)?;
     let mut out = tokio::fs::File::create(tmp.path()).await.map_err(ApiError::internal)?;
     let (mut stream, mut size) = (body.into_data_stream(), 0u64);
@@ -330,19 +351,17 @@ async fn clone_repository(
 async fn lay_memory(State(s): State<Server>, Path(id): Path<String>, lay: Result<Json<MemoryLay>, axum::extract::rejection::JsonRejection>) -> Result<StatusCode, ApiError> {
     let Json(lay) = lay?;
     let writable = |lay: &MemoryLay, slug: &str| lay.mounts.iter().find(|m| m.slug == slug).map(|m| m.writable);
-    if let Some(f) = lay.writes.iter().chain(&lay.removes).find(|f| writable(&lay, &f.slug).is_none()) {
-        return Err(ApiError::invalid(format!("`{}` is not one of the mounts given", f.slug)));
+    let mut slugs = lay.writes.iter().map(|f| &f.slug).chain(lay.removes.iter().map(|f| &f.slug));
+    if let Some(slug) = slugs.find(|slug| writable(&lay, slug).is_none()) {
+        return Err(ApiError::invalid(format!("`{slug}` is not one of the mounts given")));
     }
     let _guard = s.lock(&id).await;
     s.held(&id)?;
     let sandboxes = s.sandboxes.clone();
     let (writes, removes) = (lay.writes.len(), lay.removes.len());
     tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
-        let refused = |f: &MemoryFile, e: std::io::Error| ApiError::invalid(format!("/mnt/memory/{}{}: {e}", f.slug, f.path));
-        sandboxes.set_memory_mounts(&id, &lay.mounts).map_err(|e| match e.kind() {
-            std::io::ErrorKind::InvalidInput => ApiError::invalid(e.to_string()),
-            _ => ApiError::internal(e),
-        })?;
+        let refused = |slug: &str, path: &str, e: std::io::Error| ApiError::invalid(format!("/mnt/memory/{slug}{path}: {e}"));
+        sandboxes.set_memory_mounts(&id, &lay.mounts)?;
         if lay.replace {
             for m in &lay.mounts {
                 for f in sandboxes.memory_files(&id, &m.slug).map_err(ApiError::internal)? {
@@ -353,16 +372,34 @@ async fn lay_memory(State(s): State<Server>, Path(id): Path<String>, lay: Result
         for f in &lay.writes {
             let bytes = f.content.as_deref().unwrap_or_default().as_bytes();
             let rel = f.path.trim_start_matches('/');
-            sandboxes.write_memory_file(&id, &f.slug, rel, bytes, writable(&lay, &f.slug) == Some(true)).map_err(|e| refused(f, e))?;
+            sandboxes.write_memory_file(&id, &f.slug, rel, bytes, writable(&lay, &f.slug) == Some(true)).map_err(|e| refused(&f.slug, &f.path, e))?;
         }
         for f in &lay.removes {
-            sandboxes.remove_memory_file(&id, &f.slug, f.path.trim_start_matches('/')).map_err(|e| refused(f, e))?;
+            sandboxes.remove_memory_file(&id, &f.slug, f.path.trim_start_matches('/')).map_err(|e| refused(&f.slug, &f.path, e))?;
         }
         Ok(())
     })
     .await
     .map_err(ApiError::internal)??;
     tracing::debug!(writes, removes, "memory laid into the session's mounts");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Records the session's credentials (see [`wire::SessionCredentials`]): the variables for
+/// its shell's next start, the substitutions in memory for its egress proxy.
+async fn put_credentials(
+    State(s): State<Server>,
+    Path(id): Path<String>,
+    body: Result<Json<SessionCredentials>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(c) = body?;
+    let _guard = s.lock(&id).await;
+    s.held(&id)?;
+    let variables: Vec<(String, String)> = c.variables.into_iter().map(|v| (v.name, v.value)).collect();
+    s.sandboxes.set_session_env(&id, &variables)?;
+    let substitutions = c.substitutions.len();
+    s.credentials.set(&id, c.substitutions.into_iter().map(Into::into).collect());
+    tracing::info!(session_id = %id, variables = variables.len(), substitutions, "session credentials recorded");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -374,11 +411,7 @@ async fn memory_files(State(s): State<Server>, Path((id, slug)): Path<(String, S
     let shown = slug.clone();
     let texts = tokio::task::spawn_blocking(move || sandboxes.memory_texts(&id, &slug, openma_core::memory::CONTENT_MAX_BYTES))
         .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::InvalidInput => ApiError::invalid(e.to_string()),
-            _ => ApiError::internal(e),
-        })?;
+        .map_err(ApiError::internal)??;
     let files = texts
         .into_iter()
         .map(|(path, text)| {
@@ -412,10 +445,7 @@ async fn open_session(
     let created = s.held(&id).is_err();
     let policy = openma_sandbox::EgressPolicy::for_session(open.networking.as_ref(), &open.mcp_servers);
     // recording the policy creates the session's directory (an empty workspace) when new
-    s.sandboxes.set_egress_policy(&id, &policy).map_err(|e| match e.kind() {
-        std::io::ErrorKind::InvalidInput => ApiError::invalid(format!("`{id}` cannot be a session id")),
-        _ => ApiError::internal(e),
-    })?;
+    s.sandboxes.set_egress_policy(&id, &policy)?;
     let dir = s.held(&id)?;
     if created {
         std::fs::write(dir.join(FRESH), b"").map_err(ApiError::internal)?;
@@ -427,10 +457,11 @@ async fn open_session(
 }
 
 async fn delete_session(State(s): State<Server>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    s.sandboxes.session_dir(&id).ok_or_else(|| ApiError::invalid(format!("`{id}` cannot be a session id")))?;
+    s.sandboxes.session_dir(&id).ok_or_else(|| ApiError::bad_id(&id))?;
     // not behind the session's lock: a running command is killed rather than waited for
     s.sandboxes.destroy(&id).await.map_err(ApiError::internal)?;
     s.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
     s.sent.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    s.credentials.set(&id, Vec::new());
     Ok(StatusCode::NO_CONTENT)
 }

@@ -26,6 +26,13 @@ struct Args {
     /// Default time limit of one bash command, in seconds.
     #[arg(long, env = "OPENMA_SANDBOX_COMMAND_TIMEOUT_SECS")]
     command_timeout_secs: Option<u64>,
+    /// Tests only: sandbox egress to these names goes to the given addresses, even private
+    /// or loopback ones (`name=ip:port,…`). Never set it in production.
+    #[arg(long, env = "OPENMA_UNSAFE_EGRESS_RESOLVE", hide = true)]
+    unsafe_egress_resolve: Option<String>,
+    /// Tests only: a PEM CA that intercepted egress trusts besides the system roots.
+    #[arg(long, env = "OPENMA_UNSAFE_EGRESS_UPSTREAM_CA", hide = true)]
+    unsafe_egress_upstream_ca: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,6 +69,20 @@ async fn serve(args: Args, token: SecretString) -> anyhow::Result<()> {
         config.limits.default_timeout = std::time::Duration::from_secs(s);
     }
     std::fs::create_dir_all(&args.root).with_context(|| format!("cannot create {}", args.root.display()))?;
+    if let Some(spec) = &args.unsafe_egress_resolve {
+        config.egress.resolve = openma_sandbox::ResolveOverrides::parse(spec).map_err(|e| anyhow::anyhow!("invalid OPENMA_UNSAFE_EGRESS_RESOLVE: {e}"))?;
+        tracing::warn!("OPENMA_UNSAFE_EGRESS_RESOLVE is set: sandbox egress to its names goes to the given addresses. For tests only");
+    }
+    // credential substitution at egress: a CA of this server, trusted only by its sandboxes
+    // (kept beside the sessions, in a directory no session is named after)
+    let ca = openma_sandbox::intercept::EgressCa::load_or_create(&args.root.join(".egress-ca")).context("cannot open the sandbox egress CA")?;
+    config.egress.ca = Some(std::sync::Arc::new(ca));
+    if let Some(path) = &args.unsafe_egress_upstream_ca {
+        let pem = std::fs::read_to_string(path).with_context(|| format!("OPENMA_UNSAFE_EGRESS_UPSTREAM_CA {}", path.display()))?;
+        config.egress.upstream_roots = Some(openma_sandbox::intercept::upstream_roots(&[pem]));
+        tracing::warn!(path = %path.display(), "OPENMA_UNSAFE_EGRESS_UPSTREAM_CA is set: intercepted egress trusts an extra CA. For tests only");
+    }
+    let credentials = openma_sandbox_server::HeldCredentials::install(&mut config);
     let sandboxes = openma_sandbox::Sandboxes::new(config);
     match openma_sandbox::Sandboxes::check().and_then(|v| sandboxes.preflight().map(|()| v)) {
         Ok(v) => tracing::info!(isolation = %v, "sandboxes ready"),
@@ -82,7 +103,7 @@ async fn serve(args: Args, token: SecretString) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, root = %args.root.display(), "openma-sandbox-server listening");
     println!("openma-sandbox-server listening on http://{addr}");
-    openma_sandbox_server::Server::new(sandboxes, token)
+    openma_sandbox_server::Server::new(sandboxes, token, credentials)
         .serve(listener, async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -22,10 +22,12 @@ async fn start() -> Remote {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
     let root = dir.path().join("sessions");
-    let sandboxes = openma_sandbox::Sandboxes::new(openma_sandbox::SandboxConfig::new(&root));
+    let mut config = openma_sandbox::SandboxConfig::new(&root);
+    let credentials = openma_sandbox_server::HeldCredentials::install(&mut config);
+    let sandboxes = openma_sandbox::Sandboxes::new(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(Server::new(sandboxes, TOKEN.to_owned().into()).serve(listener, std::future::pending()));
+    tokio::spawn(Server::new(sandboxes, TOKEN.to_owned().into(), credentials).serve(listener, std::future::pending()));
     let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().unwrap();
     Remote { base, root, http, _dir: dir }
 }

@@ -53,6 +53,18 @@ impl std::fmt::Debug for Substitution {
     }
 }
 
+impl From<openma_types::sandbox::CredentialSubstitution> for Substitution {
+    fn from(c: openma_types::sandbox::CredentialSubstitution) -> Self {
+        Substitution { placeholder: c.placeholder, secret: c.secret, hosts: c.hosts, header: c.header, body: c.body }
+    }
+}
+
+impl From<Substitution> for openma_types::sandbox::CredentialSubstitution {
+    fn from(s: Substitution) -> Self {
+        openma_types::sandbox::CredentialSubstitution { placeholder: s.placeholder, secret: s.secret, hosts: s.hosts, header: s.header, body: s.body }
+    }
+}
+
 impl Substitution {
     pub fn applies_to(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();

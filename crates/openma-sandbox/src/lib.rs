@@ -264,6 +264,14 @@ impl Sandboxes {
         std::fs::rename(&tmp, session.paths.dir.join("env.json"))
     }
 
+    /// The variables recorded with [`Self::set_session_env`] (none for an unknown session).
+    pub fn session_env(&self, session_id: &str) -> Vec<(String, String)> {
+        if !bwrap::valid_session_id(session_id) {
+            return Vec::new();
+        }
+        bwrap::session_env(&SessionPaths::new(&self.inner.config.root, session_id))
+    }
+
     /// The session's egress policy ([`EgressPolicy::None`] when it has none).
     pub fn egress_policy(&self, session_id: &str) -> EgressPolicy {
         match self.inner.session(session_id) {

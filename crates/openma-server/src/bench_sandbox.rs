@@ -21,7 +21,8 @@ async fn sandbox_server(root: &std::path::Path) -> anyhow::Result<String> {
     let mut config = openma_sandbox::SandboxConfig::new(root);
     // networked sandboxes run the bridge: this very binary answers `sandbox-bridge`
     config.egress.bridge = std::env::current_exe()?;
-    let server = openma_sandbox_server::Server::new(openma_sandbox::Sandboxes::new(config), TOKEN.to_owned().into());
+    let credentials = openma_sandbox_server::HeldCredentials::install(&mut config);
+    let server = openma_sandbox_server::Server::new(openma_sandbox::Sandboxes::new(config), TOKEN.to_owned().into(), credentials);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(server.serve(listener, std::future::pending()));

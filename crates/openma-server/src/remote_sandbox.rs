@@ -12,12 +12,15 @@
 //! - after a tool that may write, a session with memory stores mounted takes the changes back
 //!   at once (`session_memory` saves them to the stores right after, from this node's copy);
 //! - when a turn ends, the changes come back (whole the first time, then as a delta), before
-//!   the outputs are taken into the Files API and, in cluster mode, before the snapshot is packed.
+//!   the outputs are taken into the Files API and, in cluster mode, before the snapshot is packed;
+//! - before each tool, the session's `environment_variable` credentials are looked up and
+//!   given to the server (`PUT …/credentials`), whose egress proxy substitutes them as this
+//!   node's would; it holds them in memory only.
 //!
 //! The shell lives on the sandbox server, so it survives this node's restarts and, in
 //! cluster mode, the session moving to another node. What needs this node's own sandbox —
-//! environment packages, stdio MCP servers, credential substitution at egress — is refused at
-//! session create rather than silently missing.
+//! environment packages, stdio MCP servers — is refused at session create rather than
+//! silently missing.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,7 +31,9 @@ use openma_core::harness::tools::{SandboxUsage, Tool, ToolContext, ToolOutput};
 use openma_core::{DomainError, TenantId};
 use openma_sandbox::Sandboxes;
 use openma_sandbox::archive::{self, LOCAL_ONLY};
-use openma_types::sandbox::{ErrorEnvelope, Health, SESSION_UNKNOWN, STATE_KIND, STATE_TOKEN, StateMode, TOOLS, ToolCall, ToolResult};
+use openma_types::sandbox::{
+    CredentialVariable, ErrorEnvelope, Health, SESSION_UNKNOWN, STATE_KIND, STATE_TOKEN, SessionCredentials, StateMode, TOOLS, ToolCall, ToolResult,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
@@ -67,6 +72,9 @@ pub struct RemoteSandbox {
     call_timeout: Duration,
     /// Sessions whose sandboxes run on the server, as its last answers said.
     running: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Sessions the server was given credentials for (sent again before every tool, so a
+    /// rotated secret applies from the next one; once more when none are left).
+    credentials_held: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Why an exchange with the sandbox server failed.
@@ -90,7 +98,15 @@ impl RemoteSandbox {
         anyhow::ensure!(token.expose_secret().len() >= 16, "a remote sandbox needs OPENMA_SANDBOX_TOKEN: the sandbox server's token (at least 16 characters)");
         let call_timeout = local.config().limits.max_timeout + CALL_SLACK;
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
-        Ok(Arc::new(RemoteSandbox { http, base: url.trim_end_matches('/').to_owned(), token, local, call_timeout, running: Default::default() }))
+        Ok(Arc::new(RemoteSandbox {
+            http,
+            base: url.trim_end_matches('/').to_owned(),
+            token,
+            local,
+            call_timeout,
+            running: Default::default(),
+            credentials_held: Default::default(),
+        }))
     }
 
     pub fn url(&self) -> &str {
@@ -127,15 +143,6 @@ impl RemoteSandbox {
         Ok(())
     }
 
-    /// Refuses a session that would need a sandbox on this node: `env_credentials` is the
-    /// number of its vaults' `environment_variable` credentials.
-    pub fn check_session(env_credentials: usize) -> Result<(), DomainError> {
-        if env_credentials > 0 {
-            return Err(unavailable("the session's vaults hold `environment_variable` credentials, substituted at this server's egress proxy".into()));
-        }
-        Ok(())
-    }
-
     /// Whether the session's sandbox runs on the server (as of its last answer about it).
     pub fn is_running(&self, session_id: &str) -> bool {
         self.running.lock().unwrap_or_else(|e| e.into_inner()).contains(session_id)
@@ -166,6 +173,7 @@ impl RemoteSandbox {
     /// Ends the session's shell and deletes its files on the sandbox server.
     pub async fn forget(&self, session_id: &str) {
         self.set_running(session_id, false);
+        self.credentials_held.lock().unwrap_or_else(|e| e.into_inner()).remove(session_id);
         let r = self.http.delete(self.session_url(session_id, "")).bearer_auth(self.token.expose_secret()).timeout(Duration::from_secs(30)).send().await;
         match r.map_err(|e| e.to_string()).and_then(|r| if r.status().is_success() { Ok(()) } else { Err(r.status().to_string()) }) {
             Ok(()) => {}
@@ -266,6 +274,50 @@ impl RemoteSandbox {
         Ok(true)
     }
 
+    /// Gives the server the session's `environment_variable` credentials, looked up now (the
+    /// substitutions its egress proxy makes, and the variables this node recorded), unless
+    /// the session has none and the server was given none.
+    async fn send_credentials(&self, session_id: &str) -> Result<(), RemoteError> {
+        let Some(source) = self.local.config().egress.credentials.clone() else { return Ok(()) };
+        let substitutions = source.substitutions(session_id).await;
+        let held = self.credentials_held.lock().unwrap_or_else(|e| e.into_inner()).contains(session_id);
+        if substitutions.is_empty() && !held {
+            return Ok(());
+        }
+        let variables = self.local.session_env(session_id).into_iter().map(|(name, value)| CredentialVariable { name, value }).collect();
+        let body = SessionCredentials { variables, substitutions: substitutions.into_iter().map(Into::into).collect() };
+        let r = self
+            .http
+            .put(self.session_url(session_id, "/credentials"))
+            .bearer_auth(self.token.expose_secret())
+            .json(&body)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| RemoteError::Transport(e.to_string()))?;
+        check(r).await?;
+        let mut held = self.credentials_held.lock().unwrap_or_else(|e| e.into_inner());
+        if body.substitutions.is_empty() {
+            held.remove(session_id);
+        } else {
+            held.insert(session_id.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Brings the server up to this node's copy of the session (see [`Self::push`]) and
+    /// gives it the session's credentials.
+    async fn prepare(&self, session_id: &str, force_full: bool) -> Result<(), RemoteError> {
+        self.push(session_id, force_full).await?;
+        match self.send_credentials(session_id).await {
+            Err(RemoteError::Unknown) if !force_full => {
+                self.push(session_id, true).await?;
+                self.send_credentials(session_id).await
+            }
+            other => other,
+        }
+    }
+
     async fn call(&self, session_id: &str, name: &str, call: &ToolCall) -> Result<ToolResult, RemoteError> {
         let r = self
             .http
@@ -281,11 +333,11 @@ impl RemoteSandbox {
 
     async fn run(&self, ctx: &ToolContext, name: &str, read_only: bool, input: Value) -> Result<ToolResult, RemoteError> {
         let call = ToolCall { input, config: ctx.config.clone(), tenant: ctx.tenant.to_string(), environment_id: ctx.environment_id.clone() };
-        self.push(&ctx.session_id, false).await?;
+        self.prepare(&ctx.session_id, false).await?;
         let result = match self.call(&ctx.session_id, name, &call).await {
             // the server lost the session since the last exchange (a new disk): send it whole
             Err(RemoteError::Unknown) => {
-                self.push(&ctx.session_id, true).await?;
+                self.prepare(&ctx.session_id, true).await?;
                 self.call(&ctx.session_id, name, &call).await
             }
             other => other,

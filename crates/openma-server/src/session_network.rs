@@ -32,7 +32,7 @@ pub async fn apply(platform: &Platform, sandboxes: &Sandboxes, tenant: &TenantId
                 CredentialAuth::EnvironmentVariable { secret_name, .. } => secret_name.clone(),
                 _ => String::new(),
             };
-            (name, placeholder(&session.id, &c.credential.id))
+            (name, openma_core::vaults::placeholder(&session.id, &c.credential.id))
         })
         .collect();
     sandboxes.set_session_env(&session.id, &vars).map_err(|e| backend("environment", e))
@@ -67,16 +67,6 @@ pub async fn unreachable_credentials(platform: &Platform, tenant: &TenantId, ses
     Ok(out)
 }
 
-/// The opaque value a sandbox sees instead of a credential's secret: stable for the pair
-/// (session, credential), so a rotated secret needs no new placeholder, and of no use
-/// outside the egress proxy.
-pub fn placeholder(session_id: &str, credential_id: &str) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(format!("openma-egress-placeholder\0{session_id}\0{credential_id}").as_bytes());
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("openma_placeholder_{hex}")
-}
-
 /// The session's `environment_variable` credentials ([`openma_core::vaults::env_credentials`]).
 pub(crate) async fn env_credentials(platform: &Platform, tenant: &TenantId, session: &Session) -> Result<Vec<StoredCredential>, DomainError> {
     openma_core::vaults::env_credentials(&*platform.store, tenant, &session.vault_ids).await
@@ -95,27 +85,9 @@ impl CredentialSource for EgressCredentials {
         let found = async {
             let tenant = self.platform.store.session_tenant(session_id).await.ok()??;
             let session = self.platform.store.get_session(&tenant, session_id).await.ok()??;
-            let creds = env_credentials(&self.platform, &tenant, &session).await.ok()?;
             let secrets = self.platform.secrets.as_deref()?;
-            Some(
-                creds
-                    .iter()
-                    .filter_map(|c| {
-                        let CredentialAuth::EnvironmentVariable { networking, injection_location, .. } = &c.credential.auth else { return None };
-                        Some(Substitution {
-                            placeholder: placeholder(session_id, &c.credential.id),
-                            secret: openma_core::vaults::open_secret(secrets, &tenant, c, "secret_value")?,
-                            hosts: match networking {
-                                CredentialNetworking::Unrestricted => None,
-                                CredentialNetworking::Limited { allowed_hosts } => Some(allowed_hosts.clone()),
-                            },
-                            header: injection_location.header,
-                            body: injection_location.body,
-                        })
-                    })
-                    .collect(),
-            )
+            openma_core::vaults::session_credentials(&*self.platform.store, Some(secrets), &tenant, session_id, &session.vault_ids).await.ok()
         };
-        found.await.unwrap_or_default()
+        found.await.map(|c| c.substitutions.into_iter().map(Substitution::from).collect()).unwrap_or_default()
     }
 }

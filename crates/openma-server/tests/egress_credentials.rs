@@ -96,6 +96,51 @@ async fn the_secret_goes_only_to_allowed_hosts_in_enabled_locations() {
     })
     .await
     .unwrap();
+    let sid = substitution_turn(&app, &model).await;
+    no_secret_under(&app.data_dir().join("sandboxes").join(&sid));
+}
+
+/// The same through a remote sandbox (`OPENMA_SANDBOX_URL`): the server looks the
+/// credentials up before each tool and gives them to the sandbox server, whose egress proxy
+/// substitutes them; they never reach its disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_sandbox_server_substitutes_them_the_same_way() {
+    if openma_sandbox::Sandboxes::check().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    let (_echo, port, ca) = echo_server(dir.path());
+    let (_plain, plain_port) = plain_echo_server(dir.path());
+    let root = dir.path().join("sessions");
+    let mut config = openma_sandbox::SandboxConfig::new(&root);
+    config.egress.bridge = env!("CARGO_BIN_EXE_openma").into();
+    config.egress.resolve = openma_sandbox::ResolveOverrides::parse(&format!("api.test=127.0.0.1:{port},other.test=127.0.0.1:{port},plain.test=127.0.0.1:{plain_port}")).unwrap();
+    config.egress.ca = Some(std::sync::Arc::new(openma_sandbox::intercept::EgressCa::load_or_create(&dir.path().join("egress-ca")).unwrap()));
+    config.egress.upstream_roots = Some(openma_sandbox::intercept::upstream_roots(&[std::fs::read_to_string(&ca).unwrap()]));
+    let credentials = openma_sandbox_server::HeldCredentials::install(&mut config);
+    let server = openma_sandbox_server::Server::new(openma_sandbox::Sandboxes::new(config), REMOTE_TOKEN.to_owned().into(), credentials);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    let model = FakeModel::start().await;
+    let app = spawn_app_custom(Backend::Sqlite, Some(model.base_url()), move |o| {
+        o.sandbox_url = Some(url);
+        o.sandbox_token = Some(REMOTE_TOKEN.to_owned());
+    })
+    .await
+    .unwrap();
+    let sid = substitution_turn(&app, &model).await;
+    assert!(root.join(&sid).join("workspace").is_dir(), "the tools ran on the sandbox server");
+    no_secret_under(&root);
+}
+
+const REMOTE_TOKEN: &str = "test-remote-sandbox-token-0123456789";
+
+/// Two credentials, a turn of requests through the egress proxy, and what the echo servers
+/// received; the session's id.
+async fn substitution_turn(app: &support::TestApp, model: &FakeModel) -> String {
     let vault = app.ok("/v1/vaults", json!({"display_name": "deploy"})).await["id"].as_str().unwrap().to_owned();
     app.ok(&format!("/v1/vaults/{vault}/credentials"), json!({"auth": {"type": "environment_variable", "secret_name": "DEPLOY_TOKEN", "secret_value": SECRET,
         "networking": {"type": "limited", "allowed_hosts": ["api.test"]}, "injection_location": {"header": true, "body": false}}}))
@@ -109,7 +154,7 @@ async fn the_secret_goes_only_to_allowed_hosts_in_enabled_locations() {
     let python = "import os, urllib.request\nr = urllib.request.Request('https://api.test/py', headers={'X-Token': os.environ['DEPLOY_TOKEN']})\nprint(urllib.request.urlopen(r, timeout=20).read().decode())";
     let results = tokio::time::timeout(
         Duration::from_secs(120),
-        tool_turn(&app, &model, &sid, vec![
+        tool_turn(app, model, &sid, vec![
             ("bash", json!({"command": "echo \"seen=$DEPLOY_TOKEN\""})),
             ("bash", json!({"command": "curl -sS --max-time 20 https://api.test/curl -H \"Authorization: Bearer $DEPLOY_TOKEN\" --data \"token=$DEPLOY_TOKEN\""})),
             // not intercepted: the sandbox sees the test server's own certificate, from a CA it
@@ -140,9 +185,12 @@ async fn the_secret_goes_only_to_allowed_hosts_in_enabled_locations() {
     assert_eq!(plain["body"], "token=form-SECRET-77&more=1", "{plain}");
     assert!(plain["x"].as_str().unwrap().starts_with("openma_placeholder_"), "{plain}");
 
-    // the shell's environment and the sandbox's files hold the placeholder only
-    let sandbox = app.data_dir().join("sandboxes").join(&sid);
-    let mut stack = vec![sandbox];
+    sid
+}
+
+/// No file under `dir` holds the secret (but what a command printed to outputs).
+fn no_secret_under(dir: &std::path::Path) {
+    let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let p = e.path();

@@ -27,7 +27,8 @@ async fn sandbox_server() -> SandboxServer {
     let root = dir.path().join("sessions");
     let mut config = openma_sandbox::SandboxConfig::new(&root);
     config.egress.bridge = env!("CARGO_BIN_EXE_openma").into();
-    let server = openma_sandbox_server::Server::new(openma_sandbox::Sandboxes::new(config), TOKEN.to_owned().into());
+    let credentials = openma_sandbox_server::HeldCredentials::install(&mut config);
+    let server = openma_sandbox_server::Server::new(openma_sandbox::Sandboxes::new(config), TOKEN.to_owned().into(), credentials);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

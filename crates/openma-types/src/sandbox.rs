@@ -23,6 +23,9 @@
 //!   no copy of the session directory; the native server writes them into its own copy).
 //! - `GET  /v1/sessions/{id}/memory/{slug}` — [`MemoryFiles`]: the files of one mount, with
 //!   their text, as a tool left them.
+//! - `PUT  /v1/sessions/{id}/credentials` — [`SessionCredentials`]: the placeholders of the
+//!   session's `environment_variable` credentials, and the secrets its egress proxy puts in
+//!   their place (in memory only).
 //! - `DELETE /v1/sessions/{id}` — end the shell and delete the session's files.
 //! - `GET  /v1/sessions` — [`Running`]: the sessions whose sandboxes run now (for a tenant's
 //!   limit on running sandboxes, kept by the control plane).
@@ -74,9 +77,16 @@ pub struct MemoryLay {
     pub replace: bool,
     #[serde(default)]
     pub writes: Vec<MemoryFile>,
-    /// Files to remove (`content` unused).
     #[serde(default)]
-    pub removes: Vec<MemoryFile>,
+    pub removes: Vec<MemoryPath>,
+}
+
+/// A file of a mount to remove.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryPath {
+    pub slug: String,
+    pub path: String,
 }
 
 /// One file of a mount: its path in the store (`/notes/a.md`) and text.
@@ -123,6 +133,54 @@ impl std::fmt::Debug for RepositoryClone {
             .field("checkout", &self.checkout)
             .field("mount_path", &self.mount_path)
             .field("token", &self.token.as_ref().map(|_| "[write-only]"))
+            .finish()
+    }
+}
+
+/// `PUT /v1/sessions/{id}/credentials`: the session's `environment_variable` credentials. The
+/// variables are the shell's from its next start (send them before the first tool); the
+/// substitutions are held in the server's memory only, never on its disk, and replaced whole
+/// by each `PUT`: its egress proxy puts each secret in place of its placeholder in requests
+/// to the credential's hosts, in the enabled locations.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionCredentials {
+    #[serde(default)]
+    pub variables: Vec<CredentialVariable>,
+    #[serde(default)]
+    pub substitutions: Vec<CredentialSubstitution>,
+}
+
+/// A variable of the session's shell: a credential's `secret_name` and its placeholder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialVariable {
+    pub name: String,
+    pub value: String,
+}
+
+/// One credential as the egress proxy applies it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSubstitution {
+    pub placeholder: String,
+    pub secret: String,
+    /// Hosts (exact or `*.domain`) the secret may go to; `None`: any host the session's
+    /// network policy allows.
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
+    pub header: bool,
+    pub body: bool,
+}
+
+impl std::fmt::Debug for CredentialSubstitution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialSubstitution")
+            .field("placeholder", &self.placeholder)
+            .field("secret", &"[redacted]")
+            .field("hosts", &self.hosts)
+            .field("header", &self.header)
+            .field("body", &self.body)
             .finish()
     }
 }

@@ -36,7 +36,7 @@ def script(fake_model: str, replies: list[dict]) -> None:
     httpx2.post(f"{fake_model}/_fake/script", json=replies).raise_for_status()
 
 
-def start_sandbox_server(root: Path, token: str) -> tuple[subprocess.Popen, str]:
+def start_sandbox_server(root: Path, token: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     """The program the SessionDOs' container image runs, `openma-sandbox-server`, on a
     loopback port with its sessions under `root`: the stand-in for Containers (which need
     Docker), reached at OPENMA_SANDBOX_URL. Its log is `root/stderr.log`."""
@@ -47,7 +47,7 @@ def start_sandbox_server(root: Path, token: str) -> tuple[subprocess.Popen, str]
         d.chmod(d.stat().st_mode | 0o001)
     proc = subprocess.Popen([str(SANDBOX_SERVER_BIN), "--listen", "127.0.0.1:0", "--root", str(root / "sessions")],
                             stdout=subprocess.PIPE, stderr=(root / "stderr.log").open("w"), text=True,
-                            env={**os.environ, "OPENMA_SANDBOX_TOKEN": token})
+                            env={**os.environ, "OPENMA_SANDBOX_TOKEN": token, **(env or {})})
     line = proc.stdout.readline().strip()
     ready = re.match(r"^openma-sandbox-server listening on (http://127\.0\.0\.1:\d+)$", line)
     assert ready, f"the sandbox server did not start: {line!r} {(root / 'stderr.log').read_text()}"

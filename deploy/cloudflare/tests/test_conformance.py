@@ -431,7 +431,8 @@ def test_memory_mounts_are_told_to_the_model_and_laid_whole_into_a_restored_sand
     prompt; what the agent writes there is a memory version by the session. A sandbox that
     starts without the session has the mount laid again whole from D1: into an empty
     workspace, or over the workspace restored from R2, whose snapshot may hold a memory
-    deleted through the API meanwhile."""
+    deleted through the API meanwhile. A SessionDO that restarts keeps syncing from where it
+    was, so a change not yet saved is not lost."""
     import httpx2
 
     a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
@@ -470,6 +471,21 @@ def test_memory_mounts_are_told_to_the_model_and_laid_whole_into_a_restored_sand
     lose_the_sandbox()
     out = run(f"find {mount} -type f | sort; cat {mount}/keep.md")
     assert out.split() == [f"{mount}/keep.md", f"{mount}/sub/new.md", "keep"], out
+
+    # a change in the mount that was never saved (its tool cut short), then the object
+    # restarts: the sync goes on from the snapshot in its storage, so the next writing tool
+    # saves the change, rather than the mount being laid again whole over it
+    (sandbox_server["sessions"] / session.id / "memory" / "team-notes" / "half.md").write_text("half\n")
+    main.stop()
+    again = deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A},
+                             bound={"agent": agent_vars(fake_model, sandbox_server)})
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=again.base_url, timeout=30.0)
+    out = run(f"cat {mount}/half.md")
+    assert out.strip() == "half", out
+    [half] = [m for m in a.beta.memory_stores.memories.list(store.id, view="full") if m.type == "memory" and m.path == "/half.md"]
+    assert half.content == "half\n"
+    [version] = list(a.beta.memory_stores.memory_versions.list(store.id, memory_id=half.id))
+    assert version.created_by.type == "session_actor" and version.created_by.session_id == session.id
 
 
 def test_an_interrupt_stops_a_long_tool_run_and_an_unreachable_sandbox_is_an_error_result(deployment, main, fake_model):
@@ -512,27 +528,134 @@ def test_an_interrupt_stops_a_long_tool_run_and_an_unreachable_sandbox_is_an_err
 
 
 def test_what_only_the_native_sandbox_gives_is_refused_not_ignored(main):
-    """Environment packages, MCP servers run inside the sandbox and `environment_variable`
-    credentials (substituted at the native sandbox's egress proxy) would be silently missing
+    """Environment packages and MCP servers run inside the sandbox would be silently missing
     from a SessionDO's container: a session asking for them is refused with a stable 400.
-    (Memory stores are mounted: conformance/test_memory_mounts.py runs among the suites.)"""
+    (Memory stores are mounted: conformance/test_memory_mounts.py runs among the suites;
+    `environment_variable` credentials are substituted by the sandbox server: the next test.)"""
     a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
     agent = a.beta.agents.create(name="refusals", model="claude-sonnet-4-5", tools=[{"type": "agent_toolset_20260401"}])
     with_packages = a.beta.environments.create(name="pkgs", config={"type": "cloud", "packages": {"pip": ["requests"]}})
     with pytest.raises(anthropic.BadRequestError) as e:
         a.beta.sessions.create(agent=agent.id, environment_id=with_packages.id)
     assert e.value.body["error"]["details"]["error_code"] == "unsupported_feature" and "packages" in e.value.body["error"]["message"], e.value.body
-    vault = a.beta.vaults.create(display_name="env-vars")
-    a.beta.vaults.credentials.create(vault.id, auth={"type": "environment_variable", "secret_name": "API_KEY", "secret_value": "s3cret-value-0123456789",
-                                                     "networking": {"type": "unrestricted"}})
-    plain = a.beta.environments.create(name="plain", config={"type": "cloud", "networking": {"type": "unrestricted"}})
+    stdio = a.beta.environments.create(name="stdio", config={"type": "cloud", "mcp_servers": [{"type": "stdio", "name": "local", "command": ["python3", "-c", "pass"]}]})
     with pytest.raises(anthropic.BadRequestError) as e:
-        a.beta.sessions.create(agent=agent.id, environment_id=plain.id, vault_ids=[vault.id])
-    assert e.value.body["error"]["details"]["error_code"] == "unsupported_feature" and "environment_variable" in e.value.body["error"]["message"], e.value.body
-    session = a.beta.sessions.create(agent=agent.id, environment_id=plain.id)
-    with pytest.raises(anthropic.BadRequestError):
-        a.beta.sessions.update(session.id, vault_ids=[vault.id])
-    assert a.beta.sessions.retrieve(session.id).vault_ids == []
+        a.beta.sessions.create(agent=agent.id, environment_id=stdio.id)
+    assert e.value.body["error"]["details"]["error_code"] == "unsupported_feature" and "mcp_servers" in e.value.body["error"]["message"], e.value.body
+
+
+# Answers with the SHA-256 of what it received, so no secret it got travels back into the
+# session's events (which the test then searches for the secrets).
+ECHO = """
+import hashlib, http.server, json, ssl, sys
+def digest(v):
+    return v and hashlib.sha256(v.encode()).hexdigest()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length") or 0)).decode()
+        out = json.dumps({"auth": digest(self.headers.get("authorization")), "body": digest(body)}).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    do_GET = do_POST
+    def log_message(self, *a):
+        pass
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"""
+
+
+def https_echo_server(folder: Path) -> tuple[subprocess.Popen, int, Path]:
+    """An HTTPS server on loopback for `api.test` and `other.test`, with a test CA of its
+    own, answering with what it received; its port and the CA's PEM."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "egress test upstream CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key()).serial_number(1)
+          .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "api.test")])).issuer_name(ca_name)
+            .public_key(leaf_key.public_key()).serial_number(2)
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("api.test"), x509.DNSName("other.test")]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "leaf.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    (folder / "leaf.key").write_bytes(leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (folder / "echo.py").write_text(ECHO)
+    proc = subprocess.Popen([sys.executable, str(folder / "echo.py"), str(folder / "leaf.pem"), str(folder / "leaf.key")], stdout=subprocess.PIPE, text=True)
+    return proc, int(proc.stdout.readline().strip()), folder / "ca.pem"
+
+
+def test_environment_variable_credentials_are_placeholders_in_the_sandbox_and_secrets_only_at_their_hosts(deployment, fake_model, tmp_path):
+    """A session's `environment_variable` credentials, as natively: its shell sees each as a
+    variable holding a placeholder, and the sandbox server's egress proxy (HTTPS terminated
+    with its own CA, which the sandbox trusts) puts the secret in its place only in requests
+    to the credential's allowed hosts, in the enabled locations. A secret rotated in the vault
+    applies from the next tool. The secret is in no answer, event, file of the local state or
+    of the sandbox server, nor any log."""
+    secret, rotated = "sk-live-REAL-secret-8fQ2", "sk-live-ROTATED-secret-3kP9"
+
+    def sha256(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    echo, port, ca = https_echo_server(tmp_path)
+    root = Path(tempfile.mkdtemp(prefix="openma-sandbox-server-"))
+    sandbox, url = start_sandbox_server(root, SANDBOX_TOKEN, env={
+        "OPENMA_UNSAFE_EGRESS_RESOLVE": f"api.test=127.0.0.1:{port},other.test=127.0.0.1:{port}", "OPENMA_UNSAFE_EGRESS_UPSTREAM_CA": str(ca)})
+    try:
+        deployment.apply_migrations()
+        main = deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A}, bound={"agent": agent_vars(fake_model, {"url": url})})
+        a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
+        vault = a.beta.vaults.create(display_name="deploy")
+        cred = a.beta.vaults.credentials.create(vault.id, auth={"type": "environment_variable", "secret_name": "DEPLOY_TOKEN", "secret_value": secret,
+                                                                "networking": {"type": "limited", "allowed_hosts": ["api.test"]},
+                                                                "injection_location": {"header": True, "body": False}})
+        agent = a.beta.agents.create(name="deployer", model="claude-sonnet-4-5", tools=[{"type": "agent_toolset_20260401"}])
+        env = a.beta.environments.create(name="open", config={"type": "cloud", "networking": {"type": "unrestricted"}})
+        session = a.beta.sessions.create(agent=agent.id, environment_id=env.id, vault_ids=[vault.id])
+
+        def run(command: str) -> str:
+            script(fake_model, [tool_use("bash", {"command": command}), {"kind": "message", "blocks": [{"type": "text", "text": "ok"}]}])
+            [result] = [e for e in turn(a, session.id, "go") if e.type == "agent.tool_result"]
+            return result_text(result)
+
+        placeholder = run("echo \"seen=$DEPLOY_TOKEN\"").strip().removeprefix("seen=")
+        assert placeholder.startswith("openma_placeholder_") and secret not in placeholder, placeholder
+        allowed = json.loads(run("curl -sS --max-time 20 https://api.test/x -H \"Authorization: Bearer $DEPLOY_TOKEN\" --data \"token=$DEPLOY_TOKEN\""))
+        assert allowed["auth"] == sha256(f"Bearer {secret}"), "the header location is enabled and the host allowed"
+        assert allowed["body"] == sha256(f"token={placeholder}"), "the body location is disabled: the placeholder goes as it is"
+        # not intercepted: the sandbox sees the test server's own certificate, hence -k
+        other = json.loads(run("curl -sS -k --max-time 20 https://other.test/x -H \"Authorization: Bearer $DEPLOY_TOKEN\""))
+        assert other["auth"] == sha256(f"Bearer {placeholder}"), "a host the credential does not allow never gets the secret"
+
+        a.beta.vaults.credentials.update(cred.id, vault_id=vault.id, auth={"type": "environment_variable", "secret_value": rotated})
+        again = json.loads(run("curl -sS --max-time 20 https://api.test/y -H \"Authorization: Bearer $DEPLOY_TOKEN\""))
+        assert again["auth"] == sha256(f"Bearer {rotated}"), "the rotated secret applies from the next tool"
+
+        events = "".join(e.model_dump_json() for e in a.beta.sessions.events.list(session.id, limit=1000))
+        stored = [p for p in deployment.state.rglob("*") if p.is_file()] + [p for p in root.rglob("*") if p.is_file() and p.name != "stderr.log"]
+        for s in (secret, rotated):
+            assert s not in events and s not in main.output() and s not in (root / "stderr.log").read_text()
+            assert not [p for p in stored if s.encode() in p.read_bytes()], f"{s} is stored in the clear"
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=10)
+        echo.terminate()
+        echo.wait(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_large_upload_streams_to_r2_in_parts_and_one_past_the_limit_is_413(deployment, fake_model, sandbox_server):

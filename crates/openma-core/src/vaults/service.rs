@@ -34,6 +34,53 @@ pub async fn env_credentials(store: &dyn VaultStore, tenant: &TenantId, vault_id
     Ok(out)
 }
 
+/// The opaque value a sandbox sees instead of a credential's secret: stable for the pair
+/// (session, credential), so a rotated secret needs no new placeholder, and of no use
+/// outside the egress proxy.
+pub fn placeholder(session_id: &str, credential_id: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("openma-egress-placeholder\0{session_id}\0{credential_id}").as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("openma_placeholder_{hex}")
+}
+
+/// What a session's sandbox holds of its vaults' `environment_variable` credentials: each
+/// variable set to its placeholder, and for the egress proxy each secret (opened with the
+/// root secret; one that does not open is left out, so its placeholder goes as it is) with
+/// the hosts and the locations it may be put in.
+pub async fn session_credentials(
+    store: &dyn VaultStore,
+    secrets: Option<&SecretBox>,
+    tenant: &TenantId,
+    session_id: &str,
+    vault_ids: &[String],
+) -> DomainResult<openma_types::sandbox::SessionCredentials> {
+    use openma_types::sandbox::{CredentialSubstitution, CredentialVariable, SessionCredentials};
+    use openma_types::vaults::{CredentialAuth, CredentialNetworking};
+    let mut out = SessionCredentials::default();
+    if vault_ids.is_empty() {
+        return Ok(out);
+    }
+    for c in env_credentials(store, tenant, vault_ids).await? {
+        let CredentialAuth::EnvironmentVariable { secret_name, networking, injection_location, .. } = &c.credential.auth else { continue };
+        let value = placeholder(session_id, &c.credential.id);
+        if let Some(secret) = secrets.and_then(|s| super::open_secret(s, tenant, &c, "secret_value")) {
+            out.substitutions.push(CredentialSubstitution {
+                placeholder: value.clone(),
+                secret,
+                hosts: match networking {
+                    CredentialNetworking::Unrestricted => None,
+                    CredentialNetworking::Limited { allowed_hosts } => Some(allowed_hosts.clone()),
+                },
+                header: injection_location.header,
+                body: injection_location.body,
+            });
+        }
+        out.variables.push(CredentialVariable { name: secret_name.clone(), value });
+    }
+    Ok(out)
+}
+
 /// The live (unarchived) credentials of `vault_ids`, vault by vault in the order given,
 /// each vault's oldest first.
 pub async fn live_credentials(store: &dyn VaultStore, tenant: &TenantId, vault_ids: &[String]) -> Result<Vec<super::StoredCredential>, crate::error::StoreError> {

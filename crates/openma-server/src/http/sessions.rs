@@ -71,9 +71,7 @@ async fn prepare_sandbox(app: &AppState, tenant: &openma_core::TenantId, session
     crate::session_network::apply(&app.platform, &app.sandboxes, tenant, session).await?;
     let env = app.platform.get_environment(tenant, &session.environment_id).await?;
     if app.remote.is_some() {
-        let credentials = crate::session_network::env_credentials(&app.platform, tenant, session).await?.len();
         crate::remote_sandbox::RemoteSandbox::check_environment(&env)?;
-        crate::remote_sandbox::RemoteSandbox::check_session(credentials)?;
     }
     crate::environment_packages::check_mcp_names(&env, session)?;
     crate::environment_packages::prepare(app, &env, &session.id).map_err(backend)?;

@@ -14,6 +14,7 @@ mod mcp;
 mod model;
 mod sandbox;
 mod session;
+mod session_credentials;
 mod session_files;
 mod session_memory;
 mod subscribers;

@@ -17,7 +17,9 @@ use openma_core::ports::EnvironmentStore;
 use openma_core::repositories::cannot_clone;
 use openma_core::{DomainError, TenantId};
 use openma_types::environments::EnvironmentConfig;
-use openma_types::sandbox::{ErrorEnvelope, MemoryFile, MemoryFiles, MemoryLay, RepositoryClone, SESSION_UNKNOWN, SessionOpen, TOOLS, ToolCall, ToolResult};
+use openma_types::sandbox::{
+    ErrorEnvelope, MemoryFile, MemoryFiles, MemoryLay, RepositoryClone, SESSION_UNKNOWN, SessionCredentials, SessionOpen, TOOLS, ToolCall, ToolResult,
+};
 use openma_worker_common::errors::ApiError;
 use openma_worker_common::d1::D1;
 use openma_worker_common::r2::BLOBS;
@@ -25,7 +27,7 @@ use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, Response, Resu
 
 use crate::model::text;
 use crate::session::{Meta, SessionDO};
-use crate::{session_files, session_memory};
+use crate::{session_credentials, session_files, session_memory};
 
 /// The port the image's server listens on (`OPENMA_SANDBOX_LISTEN`).
 const PORT: u16 = 8080;
@@ -148,7 +150,7 @@ impl Sandbox {
         }
         // a fresh session there: its mounts and memory are laid again before a tool runs
         object.mounts_laid.borrow_mut().take();
-        object.memory.borrow_mut().take();
+        session_memory::forget(object).await?;
         let Some(snapshot) = object.env.bucket(BLOBS)?.get(snapshot_key(&self.tenant, &self.session_id)).execute().await? else { return Ok(()) };
         let Some(body) = snapshot.body() else { return Ok(()) };
         let bytes = body.bytes().await?;
@@ -206,8 +208,8 @@ impl Sandbox {
         failed("The sandbox lost the session twice in a row".into())
     }
 
-    /// Opens the session on the server unless this object did already, and lays its mounts
-    /// and memory stores; once more from the start when the server turns out not to hold the
+    /// Opens the session on the server unless this object did already, and lays its mounts,
+    /// credentials and memory stores; once more from the start when the server turns out not to hold the
     /// session.
     async fn prepare(&self, object: &SessionDO, meta: &Meta) -> Result<()> {
         for attempt in 0..2 {
@@ -215,10 +217,12 @@ impl Sandbox {
                 self.open(object, meta).await?;
                 object.sandbox_ready.set(true);
             }
-            let laid = match self.lay_mounts(object, meta).await {
-                Ok(()) => session_memory::pull(object, self, meta).await,
-                Err(e) => Err(e),
-            };
+            let laid = async {
+                self.lay_mounts(object, meta).await?;
+                session_credentials::send(object, self, meta).await?;
+                session_memory::pull(object, self, meta).await
+            }
+            .await;
             match laid {
                 Ok(()) => return Ok(()),
                 Err(Refusal::Unknown) if attempt == 0 => object.sandbox_ready.set(false),
@@ -252,6 +256,15 @@ impl Sandbox {
         let other = |e: worker::Error| Refusal::Other(e.to_string());
         let body = serde_json::to_string(lay).map_err(|e| Refusal::Other(e.to_string()))?;
         let mut r = self.send(Method::Put, &format!("/v1/sessions/{}/memory", self.session_id), Some(body.into()), true).await.map_err(other)?;
+        refused(&mut r).await
+    }
+
+    /// Gives the server the session's credentials: its shell's variables, its egress proxy's
+    /// substitutions.
+    pub async fn put_credentials(&self, credentials: &SessionCredentials) -> std::result::Result<(), Refusal> {
+        let other = |e: worker::Error| Refusal::Other(e.to_string());
+        let body = serde_json::to_string(credentials).map_err(|e| Refusal::Other(e.to_string()))?;
+        let mut r = self.send(Method::Put, &format!("/v1/sessions/{}/credentials", self.session_id), Some(body.into()), true).await.map_err(other)?;
         refused(&mut r).await
     }
 

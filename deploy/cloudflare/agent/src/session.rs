@@ -78,8 +78,9 @@ pub struct SessionDO {
     /// The mounts laid into the sandbox server's session since it last opened it fresh
     /// (`session_files::fingerprint`), in this object's lifetime.
     pub(crate) mounts_laid: RefCell<Option<String>>,
-    /// What the session's memory mounts held after their last sync (`session_memory`).
-    pub(crate) memory: RefCell<crate::session_memory::Synced>,
+    /// The sandbox server was told in this object's lifetime that the session has no
+    /// credentials (`session_credentials`).
+    pub(crate) credentials_clear: std::cell::Cell<bool>,
     /// The note about the agent's skills, by the skills it is for (`session_files::skills_note`).
     pub(crate) skills_note: RefCell<Option<(String, Option<String>)>>,
     /// The MCP sessions this object holds open, by server name (`mcp::Clients`).
@@ -101,8 +102,8 @@ impl DurableObject for SessionDO {
             sandbox_ready: Default::default(),
             file_blocks: Default::default(),
             mounts_laid: RefCell::new(None),
-            memory: RefCell::new(None),
             skills_note: RefCell::new(None),
+            credentials_clear: Default::default(),
             mcp: Default::default(),
         }
     }

@@ -5,29 +5,44 @@
 //! plans and the saving are the core's (`openma_core::memory_mounts`), shared with the
 //! native server; the files travel through the sandbox protocol's `…/memory` requests.
 //!
-//! What the mounts held after the last sync is kept in the object's memory. An object that
-//! starts afresh, or a sandbox server that opened the session afresh (a new container, a
-//! restored snapshot), has the mounts laid again whole from the stores: a change the agent
-//! made that was never saved (its tool cut short by an interrupt or an eviction) is lost.
+//! What the mounts held after the last sync is kept in the object's storage, so an object
+//! that restarts goes on from it: a change a tool made that was never saved (its tool cut
+//! short by an interrupt or an eviction) is saved after the next writing tool, as natively.
+//! A sandbox server that opened the session afresh (a new container, a restored snapshot)
+//! has the mounts laid again whole from the stores.
 
 use std::collections::HashMap;
 
-use openma_core::memory::Memories;
 use openma_core::memory_mounts::{self, Lay, Snapshot};
 use openma_core::TenantId;
-use openma_types::sandbox::{MemoryFile, MemoryLay, MemoryMount};
-use openma_worker_common::adapters::{WorkerClock, WorkerIds};
+use openma_types::sandbox::{MemoryFile, MemoryLay, MemoryMount, MemoryPath};
 use openma_worker_common::d1::D1;
 
 use crate::sandbox::{Refusal, Sandbox};
 use crate::session::{Meta, SessionDO};
 
-/// What each mounted store held after the last sync, by store id; `None` until the mounts
-/// are laid whole in the sandbox this object talks to.
-pub type Synced = Option<HashMap<String, Snapshot>>;
+/// Storage key: what each mounted store held after the last sync, by store id (JSON); absent
+/// until the mounts are laid whole in the sandbox server's session.
+pub const SYNCED: &str = "memory_synced";
+
+type Synced = HashMap<String, Snapshot>;
 
 fn other(e: impl std::fmt::Display) -> Refusal {
     Refusal::Other(e.to_string())
+}
+
+async fn synced(object: &SessionDO) -> Result<Option<Synced>, Refusal> {
+    let Some(json) = object.state.storage().get::<String>(SYNCED).await.map_err(other)? else { return Ok(None) };
+    serde_json::from_str(&json).map(Some).map_err(other)
+}
+
+async fn keep(object: &SessionDO, synced: &Synced) -> Result<(), Refusal> {
+    object.state.storage().put(SYNCED, serde_json::to_string(synced).map_err(other)?).await.map_err(other)
+}
+
+/// Forgets the last sync: the server's session is new, its mounts empty.
+pub async fn forget(object: &SessionDO) -> worker::Result<()> {
+    object.state.storage().delete(SYNCED).await.map(drop)
 }
 
 /// Brings every mount of the session up to its store (all of it, and the mounts recorded,
@@ -38,9 +53,9 @@ pub async fn pull(object: &SessionDO, sandbox: &Sandbox, meta: &Meta) -> Result<
         return Ok(());
     }
     let db = D1::new(object.env.d1("DB").map_err(other)?);
-    let memories = Memories { store: &db, clock: &WorkerClock, ids: &WorkerIds, announcer: &db };
+    let memories = db.memories();
     let tenant = TenantId::from_trusted(meta.tenant.clone());
-    let known = object.memory.borrow().clone();
+    let known = synced(object).await?;
     let replace = known.is_none();
     let mut snapshots = known.unwrap_or_default();
     let mut lay = MemoryLay { mounts: mounts.iter().map(|m| MemoryMount { slug: m.slug.clone(), writable: m.writable }).collect(), replace, ..Default::default() };
@@ -50,18 +65,18 @@ pub async fn pull(object: &SessionDO, sandbox: &Sandbox, meta: &Meta) -> Result<
         for step in memory_mounts::to_lay(&memories, &tenant, &m.store_id, snapshot).await.map_err(other)? {
             match &step {
                 Lay::Write { path, content, .. } => lay.writes.push(MemoryFile { slug: m.slug.clone(), path: path.clone(), content: Some(content.clone()), problem: None }),
-                Lay::Remove { path } => lay.removes.push(MemoryFile { slug: m.slug.clone(), path: path.clone(), ..Default::default() }),
+                Lay::Remove { path } => lay.removes.push(MemoryPath { slug: m.slug.clone(), path: path.clone() }),
             }
             steps.push((m.store_id.clone(), step));
         }
     }
     if replace || !steps.is_empty() {
         sandbox.lay_memory(&lay).await?;
+        for (store_id, step) in steps {
+            step.record(snapshots.entry(store_id).or_default());
+        }
+        keep(object, &snapshots).await?;
     }
-    for (store_id, step) in steps {
-        step.record(snapshots.entry(store_id).or_default());
-    }
-    *object.memory.borrow_mut() = Some(snapshots);
     Ok(())
 }
 
@@ -69,9 +84,13 @@ pub async fn pull(object: &SessionDO, sandbox: &Sandbox, meta: &Meta) -> Result<
 /// were not laid (the tool then had none to change).
 pub async fn push(object: &SessionDO, sandbox: &Sandbox, meta: &Meta) -> Result<(), Refusal> {
     let writable: Vec<_> = memory_mounts::mounts(&meta.session.resources).into_iter().filter(|m| m.writable).collect();
-    let Some(mut snapshots) = object.memory.borrow().clone().filter(|_| !writable.is_empty()) else { return Ok(()) };
+    if writable.is_empty() {
+        return Ok(());
+    }
+    let Some(mut snapshots) = synced(object).await? else { return Ok(()) };
+    let before = snapshots.clone();
     let db = D1::new(object.env.d1("DB").map_err(other)?);
-    let memories = Memories { store: &db, clock: &WorkerClock, ids: &WorkerIds, announcer: &db };
+    let memories = db.memories();
     let tenant = TenantId::from_trusted(meta.tenant.clone());
     for m in &writable {
         let files = sandbox.memory_files(&m.slug).await?;
@@ -82,8 +101,8 @@ pub async fn push(object: &SessionDO, sandbox: &Sandbox, meta: &Meta) -> Result<
         }
     }
     // a sync that started meanwhile from nothing (the server reopened the session) wins
-    if object.memory.borrow().is_some() {
-        *object.memory.borrow_mut() = Some(snapshots);
+    if snapshots != before && synced(object).await?.is_some() {
+        keep(object, &snapshots).await?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! included) round-trips.
 
 use async_trait::async_trait;
-use openma_core::memory::ListBound;
+use openma_core::memory::{ListBound, Memories};
 use openma_core::ports::{ListQuery, MemoryStorage, MemoryWrite, VersionFilter};
 use openma_core::{StoreError, TenantId};
 use openma_types::Timestamp;
@@ -15,6 +15,7 @@ use serde::Deserialize;
 use worker::D1PreparedStatement;
 use worker::wasm_bindgen::JsValue;
 
+use crate::adapters::{WorkerClock, WorkerIds};
 use crate::d1::{Body, D1, decode_all, encode, micros, num, page_clause};
 use crate::send;
 
@@ -22,6 +23,14 @@ const MEMORY_COLUMNS: &str = "store_id, id, path, content_sha256, content_size, 
 /// A nullable content column as hex (`hex(NULL)` would read as empty content).
 const CONTENT_HEX: &str = "CASE WHEN content IS NULL THEN NULL ELSE hex(content) END AS content_hex";
 const HOLD_OPEN_STORE: &str = "UPDATE memory_stores SET updated_at = updated_at WHERE tenant_id = ?1 AND id = ?2 AND NOT archived";
+
+impl D1 {
+    /// The core's memory service over this database, announcing changes to its outbox —
+    /// what `openma-main`'s API and the SessionDO's mount sync both use.
+    pub fn memories(&self) -> Memories<'_> {
+        Memories { store: self, clock: &WorkerClock, ids: &WorkerIds, announcer: self }
+    }
+}
 
 fn hex(text: &str) -> String {
     crate::errors::hex(text.as_bytes())

@@ -3,8 +3,8 @@
 //! with them; `openma-integrations` starts and feeds the sessions of provider threads.
 //!
 //! What the Workers cannot do yet is refused with 400 `unsupported_feature`, never accepted
-//! and ignored: environment packages and sandbox-run MCP servers, and `environment_variable`
-//! credentials. `memory_store` resources are mounted into the sandbox by the SessionDO.
+//! and ignored: environment packages and sandbox-run MCP servers. `environment_variable`
+//! credentials are sent to the session's sandbox server by the SessionDO. `memory_store` resources are mounted into the sandbox by the SessionDO.
 //! `github_repository` resources are cloned by the session's sandbox server before the
 //! session is handed out (see [`create`]).
 
@@ -100,7 +100,7 @@ impl WorkerSessions {
 /// `OPENMA_GITHUB_URL` (default `https://github.com`). A clone that fails is the caller's
 /// error and takes the session away again, as natively. The session and its initial inputs.
 pub async fn create(env: &Env, sessions: &Sessions<'_>, db: &D1, tenant: &TenantId, req: &CreateSessionRequest, request_id: &str) -> Result<(Session, Vec<Input>), ApiError> {
-    check_sandbox(sessions, db, tenant, req.environment_id.as_deref(), req.vault_ids.as_deref().unwrap_or_default()).await?;
+    check_sandbox(sessions, tenant, req.environment_id.as_deref()).await?;
     let (session, initial) = sessions.create(tenant, req).await?;
     let repositories = openma_core::files::resource_params(req.resources.as_deref().unwrap_or_default())?.repositories;
     if repositories.is_empty() {
@@ -140,9 +140,8 @@ async fn answer(mut r: Response) -> Result<(), ApiError> {
 }
 
 /// What only the native server's sandbox gives — environment packages, MCP servers run in
-/// the sandbox, `environment_variable` credentials substituted at its egress proxy — is
-/// refused rather than silently missing from the session's container.
-pub async fn check_sandbox(sessions: &Sessions<'_>, db: &D1, tenant: &TenantId, environment_id: Option<&str>, vault_ids: &[String]) -> Result<(), ApiError> {
+/// the sandbox — is refused rather than silently missing from the session's container.
+pub async fn check_sandbox(sessions: &Sessions<'_>, tenant: &TenantId, environment_id: Option<&str>) -> Result<(), ApiError> {
     let unsupported = |what: &str| -> Result<(), ApiError> { Err(DomainError::unsupported(format!("{what} on the Cloudflare Workers deployment")).into()) };
     if let Some(id) = environment_id {
         let EnvironmentConfig::Cloud(c) = sessions.environments.get(tenant, id).await?.config;
@@ -152,9 +151,6 @@ pub async fn check_sandbox(sessions: &Sessions<'_>, db: &D1, tenant: &TenantId, 
         if !c.mcp_servers.is_empty() {
             return unsupported("an environment with `mcp_servers` (run inside the sandbox)");
         }
-    }
-    if !openma_core::vaults::env_credentials(db, tenant, vault_ids).await?.is_empty() {
-        return unsupported("`environment_variable` credentials (substituted at the sandbox's egress)");
     }
     Ok(())
 }

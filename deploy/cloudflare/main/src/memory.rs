@@ -2,7 +2,7 @@
 //! by path with `content_sha256` preconditions, and versions attributed to the calling
 //! API key — with the same verbs, rules and wire shapes as the native `http/memory.rs`.
 
-use openma_core::memory::{Memories, MemoryListParams};
+use openma_core::memory::MemoryListParams;
 use openma_core::platform::ListParams;
 use openma_core::ports::VersionFilter;
 use openma_types::memory::Actor;
@@ -12,7 +12,6 @@ use openma_types::query::{
 use openma_types::{Deleted, ListPage};
 use worker::{Method, Response};
 
-use crate::adapters::{WorkerClock, WorkerIds};
 use crate::api::{ApiRequest, json};
 use crate::auth::Caller;
 use crate::d1::D1;
@@ -20,7 +19,7 @@ use crate::errors::ApiError;
 
 /// Serves `rest` (the path after `/v1/memory_stores`), or `None` when no route matches.
 pub async fn route(req: &mut ApiRequest, db: &D1, caller: &Caller, rest: &[&str]) -> Option<Result<Response, ApiError>> {
-    let memories = Memories { store: db, clock: &WorkerClock, ids: &WorkerIds, announcer: db };
+    let memories = db.memories();
     let t = &caller.tenant;
     let by = Actor::ApiActor { api_key_id: caller.api_key_id.clone() };
     let result = match (req.method(), rest) {

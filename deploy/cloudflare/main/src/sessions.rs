@@ -22,7 +22,7 @@ use worker::{Env, Method, Response};
 use crate::api::{ApiRequest, json};
 use crate::d1::D1;
 use crate::errors::ApiError;
-use openma_worker_common::sessions::{SessionObject, WorkerSessions, check_sandbox, internal, relay};
+use openma_worker_common::sessions::{SessionObject, WorkerSessions, internal, relay};
 
 /// Serves `rest` (the path after `/v1/sessions`), or `None` when no route matches.
 pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, rest: &[&str]) -> Option<Result<Response, ApiError>> {
@@ -57,9 +57,6 @@ pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, 
         (Method::Post, [id]) => async {
             let before = sessions.get(tenant, id).await?;
             let update: UpdateSessionRequest = req.body().await?;
-            if let Some(Some(vault_ids)) = &update.vault_ids {
-                check_sandbox(&sessions, db, tenant, None, vault_ids).await?;
-            }
             let after = sessions.update(tenant, id, &update).await?;
             if let Some(note) = openma_core::sessions::updated_event(&before, &after) {
                 SessionObject::new(env, tenant, id, &req.request_id)?.note(tenant, &after, note).await;

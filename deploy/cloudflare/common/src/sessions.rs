@@ -99,7 +99,7 @@ impl WorkerSessions {
 /// repositories, cloned by its SessionDO through the sandbox server from
 /// `OPENMA_GITHUB_URL` (default `https://github.com`). A clone that fails is the caller's
 /// error and takes the session away again, as natively. The session and its initial inputs.
-pub async fn create(env: &Env, sessions: &Sessions<'_>, db: &D1, tenant: &TenantId, req: &CreateSessionRequest, request_id: &str) -> Result<(Session, Vec<Input>), ApiError> {
+pub async fn create(env: &Env, sessions: &Sessions<'_>, tenant: &TenantId, req: &CreateSessionRequest, request_id: &str) -> Result<(Session, Vec<Input>), ApiError> {
     check_sandbox(sessions, tenant, req.environment_id.as_deref()).await?;
     let (session, initial) = sessions.create(tenant, req).await?;
     let repositories = openma_core::files::resource_params(req.resources.as_deref().unwrap_or_default())?.repositories;

@@ -44,7 +44,7 @@ pub async fn thread_session(
     let create = |req: CreateSessionRequest| {
         let sessions = &sessions;
         async move {
-            Ok::<_, ApiError>(openma_worker_common::sessions::create(env, sessions, db, tenant, &req, request_id).await?.0.id)
+            Ok::<_, ApiError>(openma_worker_common::sessions::create(env, sessions, tenant, &req, request_id).await?.0.id)
         }
     };
     let discard = |sid: String| {

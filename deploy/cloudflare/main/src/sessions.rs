@@ -34,7 +34,7 @@ pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, 
     let result = match (req.method(), rest) {
         (Method::Post, []) => async {
             let body: CreateSessionRequest = req.body().await?;
-            let (session, initial) = openma_worker_common::sessions::create(env, &sessions, db, tenant, &body, &req.request_id).await?;
+            let (session, initial) = openma_worker_common::sessions::create(env, &sessions, tenant, &body, &req.request_id).await?;
             if initial.is_empty() {
                 return json(session);
             }

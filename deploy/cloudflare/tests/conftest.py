@@ -144,10 +144,12 @@ class Worker:
         return self.log.read_text(errors="replace")
 
 
-def prebuilt_config(worker: str) -> Path:
+def prebuilt_config(worker: str, ratelimit: int | None = None) -> Path:
     """The worker's wrangler.jsonc without its `build` step, next to it (so its relative
     paths hold): test.sh has built the worker once, and rebuilding it on every
-    `wrangler dev` start (wasm-bindgen and wasm-opt, about a minute) would dominate the run."""
+    `wrangler dev` start (wasm-bindgen and wasm-opt, about a minute) would dominate the run.
+    With `ratelimit`, the `API_RATE_LIMIT` binding that wrangler.jsonc leaves commented out,
+    at that many requests per minute."""
     text = (CF / worker / "wrangler.jsonc").read_text()
     start = text.index('"build": {')
     end = text.index("}", start) + 1
@@ -158,6 +160,9 @@ def prebuilt_config(worker: str) -> Path:
     # server itself, at OPENMA_SANDBOX_URL)
     brace = text.index("{")
     text = text[: brace + 1] + '\n  "dev": { "enable_containers": false },' + text[brace + 1:]
+    if ratelimit is not None:
+        binding = f'"ratelimits": [{{ "name": "API_RATE_LIMIT", "namespace_id": "1001", "simple": {{ "limit": {ratelimit}, "period": 60 }} }}],'
+        text = text[: brace + 1] + "\n  " + binding + text[brace + 1:]
     path = CF / worker / ".wrangler.prebuilt.jsonc"
     path.write_text(text)
     return path
@@ -212,16 +217,17 @@ class Deployment:
         return r.stdout
 
     def start(self, worker: str, secrets: dict[str, str] | None = None, bound: dict[str, dict[str, str]] | None = None,
-              scheduled: bool = False) -> Worker:
+              scheduled: bool = False, ratelimit: int | None = None) -> Worker:
         """Serves `worker` on a port of its own, with the workers it binds (`bound`: name →
         their secrets) in the same workerd, as a deployment's service and Durable Object
         bindings connect them. Secrets go in each worker's `.dev.vars`. With `scheduled`, the
-        worker's cron runs on `GET /__scheduled`."""
+        worker's cron runs on `GET /__scheduled`; with `ratelimit`, each API key may make that
+        many requests a minute."""
         port = free_port()
         configs = []
         for name, values in [(worker, secrets or {}), *(bound or {}).items()]:
             (CF / name / ".dev.vars").write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-            configs += ["--config", str(prebuilt_config(name))]
+            configs += ["--config", str(prebuilt_config(name, ratelimit if name == worker else None))]
         log = self.tmp / f"{worker}-{port}.log"
         proc = subprocess.Popen(
             ["wrangler", "dev", *configs, "--local", "--ip", "127.0.0.1", "--port", str(port),

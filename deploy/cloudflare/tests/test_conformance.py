@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import anthropic
+import httpx2
 import pytest
 from conftest import free_port, script, start_sandbox_server
 
@@ -197,6 +198,30 @@ def test_credential_secrets_are_sealed_in_d1_and_never_echoed(deployment, main):
     assert rows[0]["archived"] == 1 and rows[0]["secrets"] == "{}"
     archived = a.beta.vaults.credentials.retrieve(cred.id, vault_id=vault.id)
     assert archived.archived_at is not None and archived.updated_at == archived.archived_at
+
+
+def test_a_configured_rate_limit_answers_429_per_api_key(deployment):
+    """With the `API_RATE_LIMIT` binding (here 5 requests a minute), an API key past its
+    limit gets `429 rate_limit_error` with `retry-after`, as natively with
+    `--rate-limit-per-minute`; another key, and `/health`, are not held back."""
+    deployment.apply_migrations()
+    deployment.d1(tenant_rows("b", KEY_B))
+    main = deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A}, ratelimit=5)
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0, max_retries=0)
+    # the limiter counts in fixed windows: 11 requests span at most two, so one is refused
+    refused = None
+    for _ in range(11):
+        try:
+            a.beta.agents.list()
+        except anthropic.RateLimitError as e:
+            refused = e
+            break
+    assert refused is not None, "11 requests in a row were all let through a limit of 5 a minute"
+    assert refused.status_code == 429 and refused.body["error"]["type"] == "rate_limit_error", refused.body
+    assert refused.response.headers["retry-after"] == "60" and refused.response.headers.get("request-id")
+    b = anthropic.Anthropic(api_key=KEY_B, base_url=main.base_url, timeout=30.0, max_retries=0)
+    assert b.beta.agents.list().data == []
+    assert httpx2.get(f"{main.base_url}/health", timeout=10.0).status_code == 200
 
 
 def test_credentials_are_refused_with_503_while_the_root_secret_is_wrong(deployment):

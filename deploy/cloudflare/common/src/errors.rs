@@ -25,6 +25,14 @@ impl ApiError {
         Self::new(401, message)
     }
 
+    /// `429 rate_limit_error` (code `rate_limited`) with `retry-after`, as natively.
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        let mut reply = HttpError::new(429, format!("rate limit exceeded for this API key; retry in {retry_after_secs} s"));
+        reply.code = Some("rate_limited");
+        reply.retry_after_secs = Some(retry_after_secs);
+        ApiError { reply, log: None }
+    }
+
     /// What the client is told.
     pub fn message(&self) -> &str {
         &self.reply.message

@@ -47,9 +47,31 @@ pub async fn caller(req: &Request, env: &Env, db: &D1) -> Result<Caller, ApiErro
     let key = presented_key(x_api_key.as_deref(), authorization.as_deref())
         .filter(|k| !k.is_empty())
         .ok_or_else(|| ApiError::unauthorized(MISSING_KEY))?;
-    match keys.authenticate(key).await? {
-        Some((tenant, api_key_id)) => Ok(Caller { tenant, api_key_id }),
-        None => Err(ApiError::unauthorized(INVALID_KEY)),
+    let caller = match keys.authenticate(key).await? {
+        Some((tenant, api_key_id)) => Caller { tenant, api_key_id },
+        None => return Err(ApiError::unauthorized(INVALID_KEY)),
+    };
+    rate_limit(env, &caller).await?;
+    Ok(caller)
+}
+
+/// The Rate Limiting binding that, like the native `--rate-limit-per-minute`, caps each API
+/// key's requests (wrangler.jsonc `ratelimits`: a limit per 10 or 60 seconds, counted by
+/// Cloudflare per location). None configured: no limit, as natively by default.
+pub const RATE_LIMIT: &str = "API_RATE_LIMIT";
+/// What `retry-after` says: the binding cannot tell its period, so the longer one it may have.
+const RATE_LIMIT_RETRY_AFTER_S: u64 = 60;
+
+async fn rate_limit(env: &Env, caller: &Caller) -> Result<(), ApiError> {
+    let Ok(limiter) = env.rate_limiter(RATE_LIMIT) else { return Ok(()) };
+    match limiter.limit(caller.api_key_id.clone()).await {
+        Ok(outcome) if !outcome.success => Err(ApiError::rate_limited(RATE_LIMIT_RETRY_AFTER_S)),
+        Ok(_) => Ok(()),
+        // the limiter is advisory: a request is not refused because it could not be counted
+        Err(e) => {
+            worker::console_warn!("{RATE_LIMIT}: cannot count a request: {e}");
+            Ok(())
+        }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod agents;
 pub mod environments;
 pub mod edge;
+pub mod egress_policy;
 pub mod error;
 pub mod event_log;
 pub mod files;

@@ -26,32 +26,10 @@ const MAX_RESULTS: usize = 10;
 
 /// True when an address may be fetched: not loopback, private, link-local (which covers
 /// the cloud metadata address 169.254.169.254), shared, documentation, multicast or
-/// reserved space.
+/// reserved space, nor an IPv6 form embedding such an IPv4 address — the sandbox egress
+/// proxy's address rule ([`crate::egress_policy::forbidden_class`]).
 pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            !(a.is_loopback()
-                || a.is_private()
-                || a.is_link_local()
-                || a.is_broadcast()
-                || a.is_documentation()
-                || a.is_unspecified()
-                || a.is_multicast()
-                || o[0] == 0
-                || (o[0] == 100 && (o[1] & 0xc0) == 64)
-                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
-                || (o[0] == 198 && (o[1] & 0xfe) == 18)
-                || o[0] >= 240)
-        }
-        IpAddr::V6(a) => {
-            if let Some(v4) = a.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let s = a.segments();
-            !(a.is_loopback() || a.is_unspecified() || a.is_multicast() || (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfe80)
-        }
-    }
+    crate::egress_policy::forbidden_class(ip).is_none()
 }
 
 /// Whether what the URL names, without resolving it, is plainly not public: an address

@@ -6,7 +6,7 @@
 use openma_core::vaults::StoredCredential;
 use openma_core::{DomainError, Platform, TenantId};
 use openma_sandbox::intercept::{CredentialSource, Substitution};
-use openma_types::vaults::{CredentialAuth, CredentialNetworking};
+use openma_types::vaults::CredentialAuth;
 use openma_sandbox::{EgressPolicy, Sandboxes};
 use openma_types::environments::{Environment, EnvironmentConfig};
 use openma_types::sessions::{Session, SessionAgent};
@@ -36,35 +36,6 @@ pub async fn apply(platform: &Platform, sandboxes: &Sandboxes, tenant: &TenantId
         })
         .collect();
     sandboxes.set_session_env(&session.id, &vars).map_err(|e| backend("environment", e))
-}
-
-/// The session's `environment_variable` credentials whose `allowed_hosts` name a host the
-/// environment's network policy does not permit: `(vault_id, credential_id, why)`.
-pub async fn unreachable_credentials(platform: &Platform, tenant: &TenantId, session: &Session) -> Result<Vec<(String, String, String)>, DomainError> {
-    if session.vault_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let environment = platform.get_environment(tenant, &session.environment_id).await?;
-    let policy = egress_policy(&environment, &session.agent);
-    let mut out = Vec::new();
-    for c in env_credentials(platform, tenant, session).await? {
-        let CredentialAuth::EnvironmentVariable { secret_name, networking: CredentialNetworking::Limited { allowed_hosts }, .. } = &c.credential.auth else {
-            continue;
-        };
-        let refused: Vec<String> = allowed_hosts
-            .iter()
-            .filter(|h| policy.check_host(h.trim_start_matches("*.")).is_err())
-            .cloned()
-            .collect();
-        if !refused.is_empty() {
-            out.push((
-                c.credential.vault_id.clone(),
-                c.credential.id.clone(),
-                format!("credential `{secret_name}` may be sent to {}, which the environment's network policy does not permit", refused.join(", ")),
-            ));
-        }
-    }
-    Ok(out)
 }
 
 /// The session's `environment_variable` credentials ([`openma_core::vaults::env_credentials`]).

@@ -629,7 +629,8 @@ def test_environment_variable_credentials_are_placeholders_in_the_sandbox_and_se
     variable holding a placeholder, and the sandbox server's egress proxy (HTTPS terminated
     with its own CA, which the sandbox trusts) puts the secret in its place only in requests
     to the credential's allowed hosts, in the enabled locations. A secret rotated in the vault
-    applies from the next tool. The secret is in no answer, event, file of the local state or
+    applies from the next tool; a credential whose hosts the environment forbids is reported
+    once. The secret is in no answer, event, file of the local state or
     of the sandbox server, nor any log."""
     secret, rotated = "sk-live-REAL-secret-8fQ2", "sk-live-ROTATED-secret-3kP9"
 
@@ -669,6 +670,21 @@ def test_environment_variable_credentials_are_placeholders_in_the_sandbox_and_se
         a.beta.vaults.credentials.update(cred.id, vault_id=vault.id, auth={"type": "environment_variable", "secret_value": rotated})
         again = json.loads(run("curl -sS --max-time 20 https://api.test/y -H \"Authorization: Bearer $DEPLOY_TOKEN\""))
         assert again["auth"] == sha256(f"Bearer {rotated}"), "the rotated secret applies from the next tool"
+
+        # a credential allowed to reach a host the environment forbids is reported once per
+        # session, at a turn's start, with its ids; the session goes on
+        limited = a.beta.environments.create(name="limited", config={"type": "cloud", "networking": {"type": "limited", "allowed_hosts": ["api.test"]}})
+        wide = a.beta.vaults.credentials.create(vault.id, auth={"type": "environment_variable", "secret_name": "WIDE_TOKEN", "secret_value": "wide-secret-0123456789",
+                                                                "networking": {"type": "limited", "allowed_hosts": ["api.test", "deploy.example.org"]}})
+        fenced = a.beta.sessions.create(agent=agent.id, environment_id=limited.id, vault_ids=[vault.id])
+        for _ in range(2):
+            script(fake_model, [{"kind": "message", "blocks": [{"type": "text", "text": "ok"}]}])
+            turn(a, fenced.id, "go")
+        errors = [e for e in a.beta.sessions.events.list(fenced.id, limit=1000) if e.type == "session.error"]
+        assert len(errors) == 1, errors
+        error = errors[0].error
+        assert error.type == "credential_host_unreachable_error" and (error.credential_id, error.vault_id) == (wide.id, vault.id), error
+        assert "deploy.example.org" in error.message and "api.test," not in error.message, error.message
 
         events = "".join(e.model_dump_json() for e in a.beta.sessions.events.list(session.id, limit=1000))
         stored = [p for p in deployment.state.rglob("*") if p.is_file()] + [p for p in root.rglob("*") if p.is_file() and p.name != "stderr.log"]

@@ -16,7 +16,7 @@ use crate::tenancy::TenantId;
 use crate::validate;
 
 mod service;
-pub use service::{Vaults, announce_credential, env_credentials, live_credentials, placeholder, session_credentials};
+pub use service::{Vaults, announce_credential, env_credentials, live_credentials, placeholder, session_credentials, unreachable_credential_errors};
 
 /// Active credentials a vault may hold.
 pub const CREDENTIALS_PER_VAULT: i64 = 20;

@@ -81,6 +81,53 @@ pub async fn session_credentials(
     Ok(out)
 }
 
+/// `credential_host_unreachable_error` session errors, one per `environment_variable`
+/// credential whose `allowed_hosts` name a host the session's environment does not let its
+/// sandbox reach (its secret could never be used), less those `log` reports already: what a
+/// turn's start reports, once per credential and session.
+pub async fn unreachable_credential_errors(
+    store: &dyn VaultStore,
+    tenant: &TenantId,
+    session: &openma_types::sessions::Session,
+    environment: &openma_types::environments::Environment,
+    log: &[crate::ports::StoredEvent],
+) -> DomainResult<Vec<openma_types::events::EventPayload>> {
+    use openma_types::environments::EnvironmentConfig;
+    use openma_types::events::{EventPayload, RetryStatus, SessionErrorObject};
+    use openma_types::vaults::{CredentialAuth, CredentialNetworking};
+    const KIND: &str = "credential_host_unreachable_error";
+    if session.vault_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let EnvironmentConfig::Cloud(config) = &environment.config;
+    let policy = crate::egress_policy::EgressPolicy::for_session(Some(&config.networking), &session.agent.mcp_servers);
+    let reported: Vec<&str> = log
+        .iter()
+        .filter_map(|e| match &e.event.payload {
+            EventPayload::SessionError { error } if error.kind == KIND => error.credential_id.as_deref(),
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for c in env_credentials(store, tenant, &session.vault_ids).await? {
+        let CredentialAuth::EnvironmentVariable { secret_name, networking: CredentialNetworking::Limited { allowed_hosts }, .. } = &c.credential.auth else {
+            continue;
+        };
+        if reported.contains(&c.credential.id.as_str()) {
+            continue;
+        }
+        let refused: Vec<&str> = allowed_hosts.iter().filter(|h| policy.check_host(h.trim_start_matches("*.")).is_err()).map(String::as_str).collect();
+        if !refused.is_empty() {
+            let message = format!("credential `{secret_name}` may be sent to {}, which the environment's network policy does not permit", refused.join(", "));
+            let mut error = SessionErrorObject::new(KIND, message, RetryStatus::Exhausted);
+            error.credential_id = Some(c.credential.id.clone());
+            error.vault_id = Some(c.credential.vault_id.clone());
+            out.push(EventPayload::SessionError { error });
+        }
+    }
+    Ok(out)
+}
+
 /// The live (unarchived) credentials of `vault_ids`, vault by vault in the order given,
 /// each vault's oldest first.
 pub async fn live_credentials(store: &dyn VaultStore, tenant: &TenantId, vault_ids: &[String]) -> Result<Vec<super::StoredCredential>, crate::error::StoreError> {

@@ -8,7 +8,8 @@
 //! the namespace is the enforcement.
 
 pub mod bridge;
-pub mod policy;
+/// The policy itself is the core's (pure rules, so the Workers judge hosts the same way).
+pub use openma_core::egress_policy as policy;
 pub(crate) mod proxy;
 
 use std::path::Path;

@@ -997,31 +997,17 @@ impl Actor {
         if self.session.vault_ids.is_empty() {
             return Ok(());
         }
-        let unreachable = match crate::session_network::unreachable_credentials(&self.rt.platform, &self.tenant, &self.session).await {
-            Ok(u) => u,
+        let checked = async {
+            let environment = self.rt.platform.get_environment(&self.tenant, &self.session.environment_id).await?;
+            openma_core::vaults::unreachable_credential_errors(&*self.rt.platform.store, &self.tenant, &self.session, &environment, &self.log).await
+        };
+        let errors = match checked.await {
+            Ok(errors) => errors,
             Err(e) => {
                 tracing::warn!(session_id = %self.session.id, error = %e, "cannot check the session's credentials against its network policy");
                 return Ok(());
             }
         };
-        let reported: BTreeSet<&str> = self
-            .log
-            .iter()
-            .filter_map(|e| match &e.event.payload {
-                EventPayload::SessionError { error } if error.kind == "credential_host_unreachable_error" => error.credential_id.as_deref(),
-                _ => None,
-            })
-            .collect();
-        let errors: Vec<EventPayload> = unreachable
-            .into_iter()
-            .filter(|(_, id, _)| !reported.contains(id.as_str()))
-            .map(|(vault_id, credential_id, message)| {
-                let mut error = SessionErrorObject::new("credential_host_unreachable_error", message, RetryStatus::Exhausted);
-                error.credential_id = Some(credential_id);
-                error.vault_id = Some(vault_id);
-                EventPayload::SessionError { error }
-            })
-            .collect();
         if !errors.is_empty() {
             self.emit(errors, None).await?;
         }

@@ -8,6 +8,7 @@
 //! credential archived in a vault applies from the next tool, as the native proxy, which
 //! reads the vaults at each connection, applies it from the next connection.
 
+use openma_core::ports::{EnvironmentStore, StoredEvent};
 use openma_core::TenantId;
 use openma_types::sandbox::SessionCredentials;
 use openma_worker_common::d1::D1;
@@ -38,4 +39,30 @@ pub async fn send(object: &SessionDO, sandbox: &Sandbox, meta: &Meta) -> Result<
     sandbox.put_credentials(&credentials).await?;
     object.credentials_clear.set(credentials.variables.is_empty());
     Ok(())
+}
+
+/// Reports, once per credential and session, an `environment_variable` credential whose
+/// allowed hosts the session's environment does not let its sandbox reach, as natively at a
+/// turn's start; whether it reported any. A failure to check is logged, not the turn's.
+pub async fn report_unreachable(object: &SessionDO, meta: &Meta, log: &[StoredEvent]) -> worker::Result<bool> {
+    if meta.session.vault_ids.is_empty() {
+        return Ok(false);
+    }
+    let db = D1::new(object.env.d1("DB")?);
+    let tenant = TenantId::from_trusted(meta.tenant.clone());
+    let checked = async {
+        let Some(environment) = db.get_environment(&tenant, &meta.session.environment_id).await? else { return Ok(Vec::new()) };
+        openma_core::vaults::unreachable_credential_errors(&db, &tenant, &meta.session, &environment, log).await
+    };
+    match checked.await {
+        Ok(errors) if !errors.is_empty() => {
+            crate::turn::emit_payloads(object, errors).await?;
+            Ok(true)
+        }
+        Ok(_) => Ok(false),
+        Err(e) => {
+            worker::console_warn!("session {}: cannot check its credentials against its network policy: {e}", meta.session.id);
+            Ok(false)
+        }
+    }
 }

@@ -424,6 +424,9 @@ pub async fn run(object: &SessionDO) -> Result<()> {
         // the agent's tools and, connected once per turn, its MCP servers'
         if planned.as_ref().is_none_or(|(turn, _)| *turn != start) {
             planned = Some((start, crate::mcp::plan(object, &meta, &base, start).await?));
+            if crate::session_credentials::report_unreachable(object, &meta, &log).await? {
+                continue;
+            }
         }
         let Some((_, plan)) = &planned else { unreachable!("planned just above") };
         if let Some(id) = storage.get::<String>(INTERRUPT).await? {

@@ -1,5 +1,6 @@
-//! What a sandbox may reach through its egress proxy: the session's [`EgressPolicy`] (which
-//! hosts), and the address rule every policy shares (never loopback, private, link-local,
+//! What a sandbox may reach through its egress proxy (`openma_sandbox`'s, natively or on a
+//! sandbox server): the session's [`EgressPolicy`] (which hosts), and the address rule
+//! every policy shares (never loopback, private, link-local,
 //! multicast or otherwise non-public space, so a sandbox can never reach the openma server,
 //! its database, the cloud metadata service or the rest of the host's network).
 //!

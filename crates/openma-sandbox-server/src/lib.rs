@@ -398,7 +398,7 @@ async fn put_credentials(
     let variables: Vec<(String, String)> = c.variables.into_iter().map(|v| (v.name, v.value)).collect();
     s.sandboxes.set_session_env(&id, &variables)?;
     let substitutions = c.substitutions.len();
-    s.credentials.set(&id, c.substitutions.into_iter().map(Into::into).collect());
+    s.credentials.set(&id, c.substitutions);
     tracing::info!(session_id = %id, variables = variables.len(), substitutions, "session credentials recorded");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -28,55 +28,10 @@ use tokio::net::TcpStream;
 /// Largest request body held in memory to substitute a placeholder in it.
 const MAX_BODY: usize = 16 << 20;
 
-/// One credential as the proxy applies it. `secret` never leaves this process except in a
+/// One credential as the proxy applies it (the sandbox protocol's type, so a sandbox server
+/// is given exactly what the proxy applies). `secret` never leaves the process except in a
 /// request to one of `hosts`.
-#[derive(Clone)]
-pub struct Substitution {
-    pub placeholder: String,
-    pub secret: String,
-    /// Hosts (exact or `*.domain`) the secret may go to; `None`: any host the session's
-    /// network policy allows.
-    pub hosts: Option<Vec<String>>,
-    pub header: bool,
-    pub body: bool,
-}
-
-impl std::fmt::Debug for Substitution {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Substitution")
-            .field("placeholder", &self.placeholder)
-            .field("secret", &"[redacted]")
-            .field("hosts", &self.hosts)
-            .field("header", &self.header)
-            .field("body", &self.body)
-            .finish()
-    }
-}
-
-impl From<openma_types::sandbox::CredentialSubstitution> for Substitution {
-    fn from(c: openma_types::sandbox::CredentialSubstitution) -> Self {
-        Substitution { placeholder: c.placeholder, secret: c.secret, hosts: c.hosts, header: c.header, body: c.body }
-    }
-}
-
-impl From<Substitution> for openma_types::sandbox::CredentialSubstitution {
-    fn from(s: Substitution) -> Self {
-        openma_types::sandbox::CredentialSubstitution { placeholder: s.placeholder, secret: s.secret, hosts: s.hosts, header: s.header, body: s.body }
-    }
-}
-
-impl Substitution {
-    pub fn applies_to(&self, host: &str) -> bool {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        match &self.hosts {
-            None => true,
-            Some(hosts) => hosts.iter().any(|p| match p.strip_prefix("*.") {
-                Some(domain) => host.ends_with(&format!(".{}", domain.to_ascii_lowercase())),
-                None => host == p.to_ascii_lowercase(),
-            }),
-        }
-    }
-}
+pub use openma_types::sandbox::CredentialSubstitution as Substitution;
 
 /// Where the proxy learns a session's substitutions: looked up for every connection, so a
 /// rotated or archived credential applies at once.

@@ -285,7 +285,7 @@ impl RemoteSandbox {
             return Ok(());
         }
         let variables = self.local.session_env(session_id).into_iter().map(|(name, value)| CredentialVariable { name, value }).collect();
-        let body = SessionCredentials { variables, substitutions: substitutions.into_iter().map(Into::into).collect() };
+        let body = SessionCredentials { variables, substitutions };
         let r = self
             .http
             .put(self.session_url(session_id, "/credentials"))

@@ -59,6 +59,6 @@ impl CredentialSource for EgressCredentials {
             let secrets = self.platform.secrets.as_deref()?;
             openma_core::vaults::session_credentials(&*self.platform.store, Some(secrets), &tenant, session_id, &session.vault_ids).await.ok()
         };
-        found.await.map(|c| c.substitutions.into_iter().map(Substitution::from).collect()).unwrap_or_default()
+        found.await.map(|c| c.substitutions).unwrap_or_default()
     }
 }

@@ -173,6 +173,20 @@ pub struct CredentialSubstitution {
     pub body: bool,
 }
 
+impl CredentialSubstitution {
+    /// Whether the secret may go to `host` (any host when `hosts` is `None`).
+    pub fn applies_to(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        match &self.hosts {
+            None => true,
+            Some(hosts) => hosts.iter().any(|p| match p.strip_prefix("*.") {
+                Some(domain) => host.ends_with(&format!(".{}", domain.to_ascii_lowercase())),
+                None => host == p.to_ascii_lowercase(),
+            }),
+        }
+    }
+}
+
 impl std::fmt::Debug for CredentialSubstitution {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CredentialSubstitution")

@@ -42,6 +42,13 @@ pub struct Subject<'a> {
     pub model: &'a str,
 }
 
+impl<'a> Subject<'a> {
+    /// The session, its agent and the agent's model.
+    pub fn of(session: &'a openma_types::sessions::Session) -> Self {
+        Subject { session_id: &session.id, agent_id: &session.agent.id, model: &session.agent.model.id }
+    }
+}
+
 /// What one row measures: `(kind, quantity, unit price, amount)`.
 type Measure<'a> = (&'a str, u64, u64, u64);
 

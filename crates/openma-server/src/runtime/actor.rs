@@ -357,7 +357,7 @@ impl Actor {
     }
 
     fn subject(&self) -> ledger::Subject<'_> {
-        ledger::Subject { session_id: &self.session.id, agent_id: &self.session.agent.id, model: &self.session.agent.model.id }
+        ledger::Subject::of(&self.session)
     }
 
     /// Appends events, the session row when `status` changes, inbox consumption and

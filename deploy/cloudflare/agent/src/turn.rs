@@ -90,6 +90,12 @@ pub async fn set_status(object: &SessionDO, status: SessionStatus, stop: Option<
     Err(worker::Error::RustError(format!("session `{}` changed concurrently 8 times", meta.session.id)))
 }
 
+/// Records ledger rows in D1 (idempotent on their source event): before what they bill for
+/// is recorded, so a failure fails the step rather than leaving a call unbilled.
+async fn bill(object: &SessionDO, tenant: &str, rows: &[ledger::LedgerEntry]) -> Result<()> {
+    D1::new(object.env.d1("DB")?).insert_ledger(&TenantId::from_trusted(tenant.to_owned()), rows).await.map(drop).map_err(store)
+}
+
 fn store(e: openma_core::StoreError) -> worker::Error {
     worker::Error::RustError(e.to_string())
 }
@@ -152,15 +158,10 @@ async fn meter_running(object: &SessionDO, from: openma_types::Timestamp, end: &
     if let Err(e) = storage.put(META, meta.clone()).await {
         worker::console_error!("session {}: its active time is not recorded: {e}", meta.session.id);
     }
-    let session = &meta.session;
-    let subject = ledger::Subject { session_id: &session.id, agent_id: &session.agent.id, model: &session.agent.model.id };
+    let subject = ledger::Subject::of(&meta.session);
     let Some(row) = ledger::runtime(&subject, &PriceSchedule::default(), millis, &end.event.id, to, WorkerIds.new_id("led")) else { return };
-    let written = match object.env.d1("DB") {
-        Ok(db) => D1::new(db).insert_ledger(&TenantId::from_trusted(meta.tenant.clone()), &[row]).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = written {
-        worker::console_error!("ledger: session {}: the running time of {millis} ms is not recorded: {e}", session.id);
+    if let Err(e) = bill(object, &meta.tenant, &[row]).await {
+        worker::console_error!("ledger: session {}: the running time of {millis} ms is not recorded: {e}", meta.session.id);
     }
 }
 
@@ -231,11 +232,10 @@ async fn run_tools(object: &SessionDO, meta: &Meta, plan: &ToolPlan, log: &[Stor
         let Some(out) = interruptible(object, sandbox.run(object, meta, name, &call)).await else { return Ok(()) };
         if let Some(u) = out.usage {
             // the sandbox's time, billed before the result is recorded (idempotent on the tool use)
-            let session = &meta.session;
-            let subject = ledger::Subject { session_id: &session.id, agent_id: &session.agent.id, model: &session.agent.model.id };
+            let subject = ledger::Subject::of(&meta.session);
             let usage = SandboxUsage { wall_ms: u.wall_ms, cpu_ms: u.cpu_ms };
             let rows = ledger::sandbox(&subject, &PriceSchedule::default(), &usage, &id, object.now(), || WorkerIds.new_id("led"));
-            D1::new(object.env.d1("DB")?).insert_ledger(&TenantId::from_trusted(meta.tenant.clone()), &rows).await.map_err(store)?;
+            bill(object, &meta.tenant, &rows).await?;
         }
         let result = EventPayload::AgentToolResult { tool_use_id: id, content: out.content, is_error: out.is_error };
         emit(object, vec![result.into()]).await?;
@@ -252,10 +252,9 @@ async fn web_tool(object: &SessionDO, meta: &Meta, log: &[StoredEvent], id: &str
     }
     let out = crate::web::run(&object.env, name, input, config.as_ref()).await;
     if name == "web_search" && !out.is_error {
-        let session = &meta.session;
-        let subject = ledger::Subject { session_id: &session.id, agent_id: &session.agent.id, model: &session.agent.model.id };
+        let subject = ledger::Subject::of(&meta.session);
         let row = ledger::web_search(&subject, &PriceSchedule::default(), id, object.now(), WorkerIds.new_id("led"));
-        D1::new(object.env.d1("DB")?).insert_ledger(&TenantId::from_trusted(meta.tenant.clone()), &[row]).await.map_err(store)?;
+        bill(object, &meta.tenant, &[row]).await?;
     }
     Ok(EventPayload::AgentToolResult { tool_use_id: id.to_owned(), content: out.content, is_error: out.is_error })
 }
@@ -602,9 +601,9 @@ async fn model_step(object: &SessionDO, meta: &mut Meta, plan: &ToolPlan, note: 
             // billed before the step is recorded: the provider has charged for the call even
             // if the object is evicted now (the row is idempotent on its source, the end event)
             let end_id = object.new_id();
-            let subject = ledger::Subject { session_id: &session.id, agent_id: &session.agent.id, model: &session.agent.model.id };
+            let subject = ledger::Subject::of(session);
             let rows = ledger::model_request(&subject, &PriceSchedule::default(), &prices, &usage, &end_id, object.now(), || WorkerIds.new_id("led"));
-            D1::new(object.env.d1("DB")?).insert_ledger(&TenantId::from_trusted(meta_tenant.clone()), &rows).await.map_err(store)?;
+            bill(object, meta_tenant, &rows).await?;
             let mut events = acc.into_events(plan);
             let ends = match Step::after(stop, &events) {
                 Step::Continues => None,

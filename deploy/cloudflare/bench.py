@@ -23,7 +23,9 @@ the output from the workspace pack it keeps in R2 — both before the session is
 a turn of a session with a memory store mounted whose `bash` call appends to a memory (laid
 into the sandbox before the call, read back and saved as a version by the session after it:
 the native server in its own sandbox directory, the worker's SessionDO through the sandbox
-server's `…/memory` requests and D1).
+server's `…/memory` requests and D1); then the same bash turn in a session whose vault holds
+an `environment_variable` credential (the worker gives the sandbox server the credentials
+before every tool).
 Then `POST /v1/files` of a 1 MiB file (multipart; the native server
 streams it to its blob directory, the worker to local R2) and `GET /v1/files/{id}/content`
 of it. Last, a Slack thread: a signed `app_mention` in a new thread, POSTed to the
@@ -233,6 +235,17 @@ def main() -> None:
                 script(fake_url, [note, text] * (a.turns + 5))
                 xs = measure_turns(base, auth, session, a.turns)
                 rows.setdefault("turn writing a memory", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
+                # a vault with an environment_variable credential: the shell sees its placeholder
+                # (the native server records it once; the worker's SessionDO looks the
+                # credentials up and gives them to the sandbox server before every tool)
+                vault = httpx2.post(f"{base}/v1/vaults", json={"display_name": "bench"}, headers=auth, timeout=30.0).json()["id"]
+                httpx2.post(f"{base}/v1/vaults/{vault}/credentials", json={"auth": {"type": "environment_variable", "secret_name": "BENCH_TOKEN",
+                            "secret_value": "bench-secret-0123456789", "networking": {"type": "unrestricted"}}}, headers=auth, timeout=30.0)
+                session = httpx2.post(f"{base}/v1/sessions", json={"agent": coder, "environment_id": env, "vault_ids": [vault]}, headers=auth, timeout=30.0).json()["id"]
+                seen = {"kind": "message", "blocks": [{"type": "tool_use", "name": "bash", "input": {"command": "echo ${#BENCH_TOKEN}"}}]}
+                script(fake_url, [seen, text] * (a.turns + 5))
+                xs = measure_turns(base, auth, session, a.turns)
+                rows.setdefault("turn with a bash call, a vault credential", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
                 up, down = measure_files(base, auth, a.files, 1024 * 1024)
                 rows.setdefault("upload 1 MiB file", []).append((pct(up, 0.5), pct(up, 0.99), statistics.mean(up)))
                 rows.setdefault("download 1 MiB file", []).append((pct(down, 0.5), pct(down, 0.99), statistics.mean(down)))

@@ -354,3 +354,44 @@ async fn memory_mounts_are_laid_read_back_replaced_and_kept_to_the_mounts_given(
     assert_eq!(r.memory("nope").await, (200, json!({"files": []})), "a mount the session does not have holds nothing");
     assert_eq!(r.memory("Not-A-Slug").await.0, 400, "nor is an invalid name");
 }
+
+#[tokio::test]
+async fn credentials_need_a_held_session_and_plain_names_and_their_secrets_stay_in_memory() {
+    if openma_sandbox::Sandboxes::check().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+        return;
+    }
+    let r = start().await;
+    let put = |body: Value| r.http.put(format!("{}/v1/sessions/{SID}/credentials", r.base)).bearer_auth(TOKEN).json(&body).send();
+    let secret = "sk-held-in-memory-only-4242";
+    let good = json!({"variables": [{"name": "DEPLOY_TOKEN", "value": "openma_placeholder_00ff"}],
+        "substitutions": [{"placeholder": "openma_placeholder_00ff", "secret": secret, "hosts": ["api.test"], "header": true, "body": false}]});
+    let before = put(good.clone()).await.unwrap();
+    assert_eq!(before.status(), 404, "a session the server does not hold");
+    assert_eq!(before.json::<Value>().await.unwrap()["error"]["code"], "session_unknown");
+    assert_eq!(r.http.put(format!("{}/v1/sessions/{SID}", r.base)).bearer_auth(TOKEN).json(&json!({})).send().await.unwrap().status(), 201);
+    for bad in [
+        json!({"variables": [{"name": "1BAD", "value": "x"}]}),
+        json!({"variables": [{"name": "OK", "value": "x", "extra": 1}]}),
+        json!({"substitutions": [{"placeholder": "p", "secret": "s", "header": true}]}),
+    ] {
+        let resp = put(bad.clone()).await.unwrap();
+        assert_eq!(resp.status(), 400, "{bad}");
+        assert_eq!(resp.json::<Value>().await.unwrap()["error"]["type"], "invalid_request_error");
+    }
+    assert_eq!(put(good).await.unwrap().status(), 204);
+    let (_, body) = r.tool("bash", json!({"command": "echo \"seen=$DEPLOY_TOKEN\""})).await;
+    assert_eq!(text(&body).trim(), "seen=openma_placeholder_00ff", "the shell has the placeholder");
+    // the secret is held in memory only: in no file of the session
+    let mut stack = vec![r.root.join(SID)];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "the secret is in {}", p.display());
+            }
+        }
+    }
+}

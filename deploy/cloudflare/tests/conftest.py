@@ -144,12 +144,17 @@ class Worker:
         return self.log.read_text(errors="replace")
 
 
-def prebuilt_config(worker: str, ratelimit: int | None = None) -> Path:
-    """The worker's wrangler.jsonc without its `build` step, next to it (so its relative
-    paths hold): test.sh has built the worker once, and rebuilding it on every
-    `wrangler dev` start (wasm-bindgen and wasm-opt, about a minute) would dominate the run.
-    With `ratelimit`, the `API_RATE_LIMIT` binding that wrangler.jsonc leaves commented out,
-    at that many requests per minute."""
+# The keys of wrangler.jsonc whose values are paths relative to the worker's folder.
+_PATH_KEYS = re.compile(r'"(main|migrations_dir|image|image_build_context|\$schema)": "([^"]+)"')
+
+
+def prebuilt_config(worker: str, folder: Path, ratelimit: int | None = None) -> Path:
+    """The worker's wrangler.jsonc without its `build` step, written into `folder` (a test's
+    own, with the worker's `.dev.vars` beside it: nothing is written into the shared worker
+    folders, so runs do not disturb each other), its paths made absolute. test.sh has built
+    the worker once, and rebuilding it on every `wrangler dev` start (wasm-bindgen and
+    wasm-opt, about a minute) would dominate the run. With `ratelimit`, the `API_RATE_LIMIT`
+    binding that wrangler.jsonc leaves commented out, at that many requests per minute."""
     text = (CF / worker / "wrangler.jsonc").read_text()
     start = text.index('"build": {')
     end = text.index("}", start) + 1
@@ -163,7 +168,9 @@ def prebuilt_config(worker: str, ratelimit: int | None = None) -> Path:
     if ratelimit is not None:
         binding = f'"ratelimits": [{{ "name": "API_RATE_LIMIT", "namespace_id": "1001", "simple": {{ "limit": {ratelimit}, "period": 60 }} }}],'
         text = text[: brace + 1] + "\n  " + binding + text[brace + 1:]
-    path = CF / worker / ".wrangler.prebuilt.jsonc"
+    text = _PATH_KEYS.sub(lambda m: f'"{m.group(1)}": "{(CF / worker / m.group(2)).resolve()}"', text)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "wrangler.jsonc"
     path.write_text(text)
     return path
 
@@ -220,20 +227,22 @@ class Deployment:
               scheduled: bool = False, ratelimit: int | None = None) -> Worker:
         """Serves `worker` on a port of its own, with the workers it binds (`bound`: name →
         their secrets) in the same workerd, as a deployment's service and Durable Object
-        bindings connect them. Secrets go in each worker's `.dev.vars`. With `scheduled`, the
+        bindings connect them. Secrets go in each worker's `.dev.vars`, in this test's folder. With `scheduled`, the
         worker's cron runs on `GET /__scheduled`; with `ratelimit`, each API key may make that
         many requests a minute."""
         port = free_port()
         configs = []
         for name, values in [(worker, secrets or {}), *(bound or {}).items()]:
-            (CF / name / ".dev.vars").write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-            configs += ["--config", str(prebuilt_config(name, ratelimit if name == worker else None))]
+            folder = self.tmp / "workers" / f"{worker}-{port}" / name
+            config = prebuilt_config(name, folder, ratelimit if name == worker else None)
+            (folder / ".dev.vars").write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+            configs += ["--config", str(config)]
         log = self.tmp / f"{worker}-{port}.log"
         proc = subprocess.Popen(
             ["wrangler", "dev", *configs, "--local", "--ip", "127.0.0.1", "--port", str(port),
              "--persist-to", str(self.state),
              "--show-interactive-dev-session=false", "--log-level", "log", *(["--test-scheduled"] if scheduled else [])],
-            cwd=CF / worker, stdin=subprocess.DEVNULL, stdout=log.open("w"), stderr=subprocess.STDOUT,
+            cwd=self.tmp / "workers" / f"{worker}-{port}" / worker, stdin=subprocess.DEVNULL, stdout=log.open("w"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         w = Worker(worker, f"http://127.0.0.1:{port}", proc, log)

@@ -29,8 +29,8 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncWriteExt;
 
 use wire::{
-    ErrorBody, ErrorEnvelope, FileQuery, Health, MemoryFile, MemoryFiles, MemoryLay, SESSION_UNKNOWN, SessionCredentials, SessionOpen, SinceQuery, StateMode,
-    StateQuery, ToolCall, ToolResult, Usage,
+    ErrorBody, ErrorEnvelope, FileQuery, Health, LayerBuild, LayerQuery, LayerReport, MemoryFile, MemoryFiles, MemoryLay, SESSION_UNKNOWN, SessionCredentials,
+    SessionOpen, SinceQuery, StateMode, StateQuery, ToolCall, ToolResult, Usage,
 };
 
 /// Largest pack accepted (a session's whole directory).
@@ -77,6 +77,7 @@ impl Server {
             .route("/v1/sessions/{id}/memory", put(lay_memory))
             .route("/v1/sessions/{id}/memory/{slug}", get(memory_files))
             .route("/v1/sessions/{id}/credentials", put(put_credentials))
+            .route("/v1/layers", post(layer))
             .layer(DefaultBodyLimit::max(MAX_FILE_BYTES))
             .route_layer(middleware::from_fn_with_state(self.clone(), authenticate));
         Router::new().route("/health", get(health)).merge(v1).fallback(not_found).with_state(self)
@@ -441,11 +442,24 @@ async fn open_session(
     open: Result<Json<SessionOpen>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Json(open) = open?;
+    let packages = match &open.environment {
+        Some(environment) => Some(openma_sandbox::PackageSet::of(&environment.packages).map_err(ApiError::invalid)?),
+        None => None,
+    };
     let _guard = s.lock(&id).await;
     let created = s.held(&id).is_err();
     let policy = openma_sandbox::EgressPolicy::for_session(open.networking.as_ref(), &open.mcp_servers);
     // recording the policy creates the session's directory (an empty workspace) when new
     s.sandboxes.set_egress_policy(&id, &policy)?;
+    if let (Some(environment), Some(packages)) = (&open.environment, packages) {
+        if !packages.is_empty() {
+            // built while the client's model call runs; the first shell waits for it
+            let status = s.sandboxes.layers().ensure(&packages, false);
+            tracing::info!(session_id = %id, layer = %status.hash, state = ?status.state, "environment packages");
+        }
+        let recorded = openma_sandbox::SessionEnvironment { packages, limits: environment.limits, ..s.sandboxes.environment(&id) };
+        s.sandboxes.set_environment(&id, &recorded)?;
+    }
     let dir = s.held(&id)?;
     if created {
         std::fs::write(dir.join(FRESH), b"").map_err(ApiError::internal)?;
@@ -454,6 +468,22 @@ async fn open_session(
     // fresh until a tool runs or a pack arrives: a client cut off after the first answer is
     // told again that the session is new here, and restores its copy then
     Ok(if dir.join(FRESH).exists() { StatusCode::CREATED } else { StatusCode::NO_CONTENT })
+}
+
+/// How a package set's layer stands here, optionally starting its build.
+async fn layer(State(s): State<Server>, query: Result<Json<LayerQuery>, axum::extract::rejection::JsonRejection>) -> Result<Json<LayerReport>, ApiError> {
+    let Json(query) = query?;
+    let packages = openma_sandbox::PackageSet::of(&query.packages).map_err(ApiError::invalid)?;
+    if packages.is_empty() {
+        return Err(ApiError::invalid("a layer needs at least one package"));
+    }
+    let layers = s.sandboxes.layers();
+    let status = match query.build {
+        LayerBuild::Status => layers.status(&packages),
+        LayerBuild::Start => layers.ensure(&packages, false),
+        LayerBuild::Retry => layers.ensure(&packages, true),
+    };
+    Ok(Json(status.report()))
 }
 
 async fn delete_session(State(s): State<Server>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {

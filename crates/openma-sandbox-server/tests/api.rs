@@ -395,3 +395,67 @@ async fn credentials_need_a_held_session_and_plain_names_and_their_secrets_stay_
         }
     }
 }
+
+/// `Packages` as the API shows them: every manager's list.
+fn packages(pip: &[&str], cargo: &[&str]) -> Value {
+    json!({"type": "packages", "apt": [], "cargo": cargo, "gem": [], "go": [], "npm": [], "pip": pip})
+}
+
+#[tokio::test]
+async fn an_environments_packages_are_built_into_a_layer_its_shell_waits_for_and_its_limits_apply() {
+    if openma_sandbox::Sandboxes::check().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+        return;
+    }
+    let r = start().await;
+    // pip fetches from the real index: more time than the other calls
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(400)).build().unwrap();
+    let layer = |body: Value| http.post(format!("{}/v1/layers", r.base)).bearer_auth(TOKEN).json(&body).send();
+    let open = |sid: &str, body: Value| http.put(format!("{}/v1/sessions/{sid}", r.base)).bearer_auth(TOKEN).json(&body).send();
+    let bash = |sid: &str, command: &str| {
+        http.post(format!("{}/v1/sessions/{sid}/tools/bash", r.base)).bearer_auth(TOKEN).json(&json!({"input": {"command": command}})).send()
+    };
+    for bad in [
+        json!({"packages": packages(&[], &["ripgrep"])}),
+        json!({"packages": packages(&[], &[])}),
+        json!({"packages": packages(&["six"], &[]), "build": "now"}),
+    ] {
+        let res = layer(bad.clone()).await.unwrap();
+        assert_eq!(res.status(), 400, "{bad}");
+    }
+    let refused = open(SID, json!({"environment": {"packages": packages(&[], &["ripgrep"])}})).await.unwrap();
+    assert_eq!(refused.status(), 400, "a manager the builder does not run is refused, not dropped");
+    assert!(!r.root.join(SID).exists(), "a refused open creates nothing");
+    let before: Value = layer(json!({"packages": packages(&["six"], &[])})).await.unwrap().json().await.unwrap();
+    assert_eq!(before["state"], "pending", "asking how it stands starts nothing: {before}");
+
+    // opening the session starts the build; its first shell waits for it
+    let environment = json!({"packages": packages(&["six"], &[]), "limits": {"open_files": 300}});
+    assert_eq!(open(SID, json!({"environment": environment})).await.unwrap().status(), 201);
+    let started: Value = layer(json!({"packages": packages(&["six"], &[])})).await.unwrap().json().await.unwrap();
+    assert!(started["state"] == "building" || started["state"] == "ready", "{started}");
+    let res = bash(SID, "python3 -c 'import six; print(\"six\", six.__version__)'; ulimit -n").await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let out = text(&body);
+    assert_eq!(body["is_error"], false, "{out}");
+    assert!(out.contains("six 1.") && out.lines().any(|l| l.trim() == "300"), "the layer is mounted and the limit applies: {out}");
+    let built: Value = layer(json!({"packages": packages(&["six"], &[])})).await.unwrap().json().await.unwrap();
+    assert_eq!(built["state"], "ready", "{built}");
+    assert!(built["log"].as_str().unwrap().contains("layer ready") && built["hash"] == before["hash"], "{built}");
+    assert!(r.root.parent().unwrap().join("layers").join(built["hash"].as_str().unwrap()).join("root").is_dir());
+
+    // a package that does not exist: the build fails, and the shell's start says why
+    let broken = "sesn_01REMOTEBROKEN";
+    let environment = json!({"packages": packages(&["openma-no-such-package-zq9"], &[])});
+    assert_eq!(open(broken, json!({"environment": environment})).await.unwrap().status(), 201);
+    let body: Value = bash(broken, "echo never").await.unwrap().json().await.unwrap();
+    let out = text(&body);
+    assert_eq!(body["is_error"], true, "{out}");
+    assert!(out.contains("failed to build") && out.contains("pip"), "{out}");
+    let failed: Value = layer(json!({"packages": packages(&["openma-no-such-package-zq9"], &[])})).await.unwrap().json().await.unwrap();
+    assert_eq!(failed["state"], "failed", "{failed}");
+    // a retry builds again (and fails again, here)
+    let retried: Value = layer(json!({"packages": packages(&["openma-no-such-package-zq9"], &[]), "build": "retry"})).await.unwrap().json().await.unwrap();
+    assert_eq!(retried["state"], "building", "{retried}");
+}

@@ -81,6 +81,17 @@ impl PackageSet {
         PackageSet { apt: norm(apt), npm: norm(npm), pip: norm(pip) }
     }
 
+    /// The set an environment's `packages` install; managers this builder does not run
+    /// (cargo, gem, go: the core refuses them at create) are refused, not dropped.
+    pub fn of(packages: &openma_types::environments::Packages) -> Result<Self, String> {
+        for (manager, list) in [("cargo", &packages.cargo), ("gem", &packages.gem), ("go", &packages.go)] {
+            if !list.is_empty() {
+                return Err(format!("{manager} packages are not installed by this sandbox"));
+            }
+        }
+        Ok(PackageSet::new(&packages.apt, &packages.npm, &packages.pip))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.apt.is_empty() && self.npm.is_empty() && self.pip.is_empty()
     }
@@ -140,27 +151,28 @@ impl LayerStatus {
         LayerStatus { state: LayerState::Pending, hash: hash.to_owned(), started_at_us: None, finished_at_us: None, error: None, log: String::new() }
     }
 
+    /// As a sandbox server reports it (`POST /v1/layers`), log included.
+    pub fn report(self) -> openma_types::sandbox::LayerReport {
+        use openma_types::environments::BuildState;
+        openma_types::sandbox::LayerReport {
+            state: match self.state {
+                LayerState::Pending => BuildState::Pending,
+                LayerState::Building => BuildState::Building,
+                LayerState::Ready => BuildState::Ready,
+                LayerState::Failed => BuildState::Failed,
+            },
+            hash: self.hash,
+            started_at_us: self.started_at_us,
+            finished_at_us: self.finished_at_us,
+            error: self.error,
+            log: self.log,
+        }
+    }
+
     /// The failure with the end of its log, for an error message.
     pub fn failure(&self) -> String {
-        let tail = tail_lines(&self.log, 15, 2_000);
-        let error = self.error.as_deref().unwrap_or("the build failed");
-        if tail.is_empty() { error.to_owned() } else { format!("{error}; the end of its log:\n{tail}") }
+        self.clone().report().failure()
     }
-}
-
-/// The last `lines` lines (at most `max` bytes) of a log.
-fn tail_lines(log: &str, lines: usize, max: usize) -> String {
-    let trimmed = log.trim_end();
-    let start = trimmed.rmatch_indices('\n').nth(lines.saturating_sub(1)).map(|(i, _)| i + 1).unwrap_or(0);
-    let mut tail = &trimmed[start..];
-    if tail.len() > max {
-        let mut cut = tail.len() - max;
-        while !tail.is_char_boundary(cut) {
-            cut += 1;
-        }
-        tail = &tail[cut..];
-    }
-    tail.to_owned()
 }
 
 /// The cached package layers of this host. Cheap to clone.

@@ -6,9 +6,10 @@
 //! limits in its sandbox at create, and its sandbox waits for the layer when it first starts.
 
 use openma_core::{DomainError, TenantId};
-use openma_sandbox::{LayerState, PackageSet, SessionEnvironment};
+use openma_sandbox::{PackageSet, SessionEnvironment};
 use openma_types::Timestamp;
-use openma_types::environments::{BuildState, Environment, EnvironmentBuild, EnvironmentConfig};
+use openma_types::environments::{BuildState, Environment, EnvironmentBuild, EnvironmentConfig, Packages};
+use openma_types::sandbox::{LayerBuild, LayerReport};
 
 use crate::app::AppState;
 
@@ -24,29 +25,75 @@ pub fn session_environment(env: &Environment) -> SessionEnvironment {
     SessionEnvironment { packages: package_set(env), limits: c.limits.unwrap_or_default(), mcp_servers: c.mcp_servers.clone() }
 }
 
-/// Starts building the environment's layer (after a create or update), retrying a failed one.
-pub fn start_build(app: &AppState, env: &Environment) {
-    let set = package_set(env);
-    if !set.is_empty() {
-        let status = app.sandboxes.layers().ensure(&set, true);
-        tracing::info!(environment_id = %env.id, layer = %status.hash, state = ?status.state, "environment packages");
+/// How the layer of `set` stands where the sessions' sandboxes run — this host, or the
+/// remote sandbox server (`OPENMA_SANDBOX_URL`), which builds its own — optionally starting
+/// its build.
+async fn layer(app: &AppState, set: &PackageSet, packages: &Packages, build: LayerBuild) -> Result<LayerReport, DomainError> {
+    if let Some(remote) = &app.remote {
+        return remote.layer(packages, build).await;
     }
+    let layers = app.sandboxes.layers();
+    Ok(match build {
+        LayerBuild::Status => layers.status(set),
+        LayerBuild::Start => layers.ensure(set, false),
+        LayerBuild::Retry => layers.ensure(set, true),
+    }
+    .report())
+}
+
+/// Starts building the environment's layer (after a create or update), retrying a failed
+/// one; on a remote sandbox server, in the background.
+pub fn start_build(app: &AppState, env: &Environment) {
+    start(app, env, LayerBuild::Retry);
+}
+
+fn start(app: &AppState, env: &Environment, build: LayerBuild) {
+    let set = package_set(env);
+    if set.is_empty() {
+        return;
+    }
+    let env_id = env.id.clone();
+    let Some(remote) = app.remote.clone() else {
+        // on this host `ensure` only spawns the build
+        let status = match build {
+            LayerBuild::Retry => app.sandboxes.layers().ensure(&set, true),
+            _ => app.sandboxes.layers().ensure(&set, false),
+        };
+        tracing::info!(environment_id = %env_id, layer = %status.hash, state = ?status.state, "environment packages");
+        return;
+    };
+    let EnvironmentConfig::Cloud(c) = &env.config;
+    let packages = c.packages.clone();
+    tokio::spawn(async move {
+        match remote.layer(&packages, build).await {
+            Ok(status) => tracing::info!(environment_id = %env_id, layer = %status.hash, state = ?status.state, "environment packages, on the sandbox server"),
+            Err(e) => tracing::warn!(environment_id = %env_id, error = %e, "cannot start building the environment's packages on the sandbox server"),
+        }
+    });
 }
 
 /// Refuses a session on an environment whose packages already failed to build.
-pub fn check_buildable(app: &AppState, env: &Environment) -> Result<(), DomainError> {
+pub async fn check_buildable(app: &AppState, env: &Environment) -> Result<(), DomainError> {
     let set = package_set(env);
     if set.is_empty() {
         return Ok(());
     }
-    let status = app.sandboxes.layers().status(&set);
-    if status.state == LayerState::Failed {
+    let EnvironmentConfig::Cloud(c) = &env.config;
+    let status = match layer(app, &set, &c.packages, LayerBuild::Status).await {
+        Ok(status) => status,
+        // the sandbox server is away now: the session's first tool says so if it still is
+        Err(e) => {
+            tracing::warn!(environment_id = %env.id, error = %e, "cannot tell whether the environment's packages built");
+            return Ok(());
+        }
+    };
+    if status.state == BuildState::Failed {
+        let failure = status.failure();
         return Err(DomainError::invalid_code(
             "environment_build_failed",
             format!(
-                "environment `{}` cannot start sessions: its packages failed to build ({}); fix `config.packages` with an update, which builds them again",
-                env.id,
-                status.failure()
+                "environment `{}` cannot start sessions: its packages failed to build ({failure}); fix `config.packages` with an update, which builds them again",
+                env.id
             ),
         ));
     }
@@ -66,14 +113,12 @@ pub fn check_mcp_names(env: &Environment, session: &openma_types::sessions::Sess
     }
 }
 
-/// Records a new session's packages and limits in its sandbox, and makes sure its layer is
-/// being built (after a restart, nothing else would start it).
+/// Records a new session's packages and limits in its sandbox (a remote sandbox server
+/// gets them with the session's directory), and makes sure its layer is being built (after
+/// a restart, nothing else would start it).
 pub fn prepare(app: &AppState, env: &Environment, session_id: &str) -> std::io::Result<()> {
-    let recorded = session_environment(env);
-    if !recorded.packages.is_empty() {
-        app.sandboxes.layers().ensure(&recorded.packages, false);
-    }
-    app.sandboxes.set_environment(session_id, &recorded)
+    start(app, env, LayerBuild::Start);
+    app.sandboxes.set_environment(session_id, &session_environment(env))
 }
 
 /// The build of an environment's layer, for `GET /v1/environments/{id}/build`.
@@ -92,16 +137,12 @@ pub async fn build_of(app: &AppState, tenant: &TenantId, id: &str) -> Result<Env
             log: String::new(),
         });
     }
-    let s = app.sandboxes.layers().status(&set);
+    let EnvironmentConfig::Cloud(c) = &env.config;
+    let s = layer(app, &set, &c.packages, LayerBuild::Status).await?;
     Ok(EnvironmentBuild {
         tag: Default::default(),
         environment_id: env.id,
-        state: match s.state {
-            LayerState::Pending => BuildState::Pending,
-            LayerState::Building => BuildState::Building,
-            LayerState::Ready => BuildState::Ready,
-            LayerState::Failed => BuildState::Failed,
-        },
+        state: s.state,
         packages_hash: Some(s.hash),
         started_at: s.started_at_us.map(Timestamp::from_micros),
         finished_at: s.finished_at_us.map(Timestamp::from_micros),

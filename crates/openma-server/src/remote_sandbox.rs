@@ -17,10 +17,13 @@
 //!   given to the server (`PUT …/credentials`), whose egress proxy substitutes them as this
 //!   node's would; it holds them in memory only.
 //!
+//! - an environment's packages are built into a layer on the sandbox server (`POST /v1/layers`
+//!   starts it when the environment is saved and when a session is created; the build
+//!   endpoint asks it there), and its limits reach it in the session's directory.
+//!
 //! The shell lives on the sandbox server, so it survives this node's restarts and, in
 //! cluster mode, the session moving to another node. What needs this node's own sandbox —
-//! environment packages, stdio MCP servers — is refused at session create rather than
-//! silently missing.
+//! stdio MCP servers — is refused at session create rather than silently missing.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,7 +35,7 @@ use openma_core::{DomainError, TenantId};
 use openma_sandbox::Sandboxes;
 use openma_sandbox::archive::{self, LOCAL_ONLY};
 use openma_types::sandbox::{
-    CredentialVariable, ErrorEnvelope, Health, SESSION_UNKNOWN, STATE_KIND, STATE_TOKEN, SessionCredentials, StateMode, TOOLS, ToolCall, ToolResult,
+    CredentialVariable, ErrorEnvelope, Health, LayerBuild, LayerQuery, LayerReport, SESSION_UNKNOWN, STATE_KIND, STATE_TOKEN, SessionCredentials, StateMode, TOOLS, ToolCall, ToolResult,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -131,12 +134,20 @@ impl RemoteSandbox {
         }
     }
 
+    /// How the layer of `packages` stands on the server, optionally starting its build.
+    pub async fn layer(&self, packages: &openma_types::environments::Packages, build: LayerBuild) -> Result<LayerReport, DomainError> {
+        let asked = async {
+            let query = LayerQuery { packages: packages.clone(), build };
+            let r = self.http.post(format!("{}/v1/layers", self.base)).bearer_auth(self.token.expose_secret()).json(&query).timeout(Duration::from_secs(10)).send().await;
+            let r = check(r.map_err(|e| RemoteError::Transport(e.to_string()))?).await?;
+            r.json::<LayerReport>().await.map_err(|e| RemoteError::Transport(e.to_string()))
+        };
+        asked.await.map_err(|e| DomainError::Unavailable(format!("the environment's packages are built on the sandbox server, which did not answer: {e}")))
+    }
+
     /// Refuses an environment whose sessions would need a sandbox on this node.
     pub fn check_environment(env: &openma_types::environments::Environment) -> Result<(), DomainError> {
         let openma_types::environments::EnvironmentConfig::Cloud(c) = &env.config;
-        if !crate::environment_packages::session_environment(env).packages.is_empty() {
-            return Err(unavailable(format!("environment `{}` installs packages", env.id)));
-        }
         if !c.mcp_servers.is_empty() {
             return Err(unavailable(format!("environment `{}` runs stdio MCP servers in the sandbox", env.id)));
         }

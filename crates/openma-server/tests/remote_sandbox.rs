@@ -1,8 +1,8 @@
 //! A remote sandbox: the server runs the sessions' tools on an `openma-sandbox-server` (here
 //! on a loopback listener of its own, with its own directory) instead of in bubblewrap on
 //! its own host. The shell lives there, the files come back when a turn ends, a server that
-//! lost its disk is sent the session again, and what a remote sandbox cannot provide is
-//! refused at create.
+//! lost its disk is sent the session again, an environment's packages are built there, and
+//! what a remote sandbox cannot provide is refused at create.
 
 mod support;
 
@@ -154,18 +154,12 @@ async fn what_a_remote_sandbox_cannot_provide_is_refused_at_create_and_an_unreac
     let model = FakeModel::start().await;
     let app = app_on(&remote, &model).await;
     let agent = coder(&app).await;
-    let env = app.ok("/v1/environments", json!({"name": "pkgs", "config": {"type": "cloud", "packages": {"pip": ["requests"]}}})).await;
     let stdio = app.ok("/v1/environments", json!({"name": "stdio", "config": {"type": "cloud", "mcp_servers": [{"type": "stdio", "name": "local", "command": ["python3", "-c", "pass"]}]}})).await;
-    for (body, what) in [
-        (json!({"agent": agent, "environment_id": env["id"]}), "packages"),
-        (json!({"agent": agent, "environment_id": stdio["id"]}), "stdio MCP"),
-    ] {
-        let r = app.post("/v1/sessions", body).await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
-        assert_eq!(r.body["error"]["type"], "invalid_request_error");
-        let message = r.body["error"]["message"].as_str().unwrap();
-        assert!(message.contains(what) && message.contains("OPENMA_SANDBOX_URL"), "{message}");
-    }
+    let r = app.post("/v1/sessions", json!({"agent": agent, "environment_id": stdio["id"]})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.body["error"]["type"], "invalid_request_error");
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("stdio MCP") && message.contains("OPENMA_SANDBOX_URL"), "{message}");
     assert_eq!(app.get("/v1/sessions").await.body["data"], json!([]), "nothing was left behind");
 
     // a sandbox server that cannot be reached is the tool's error, not the turn's end
@@ -177,6 +171,49 @@ async fn what_a_remote_sandbox_cannot_provide_is_refused_at_create_and_an_unreac
     let sid = app2.ok("/v1/sessions", json!({"agent": agent2})).await["id"].as_str().unwrap().to_owned();
     let r = turn(&app2, &model2, &sid, vec![("bash", json!({"command": "echo hi"}))]).await;
     assert!(r[0].1 && r[0].0.contains("cannot be reached"), "{:?}", r[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environments_packages_are_built_on_the_sandbox_server_and_its_limits_reach_it() {
+    let Some((remote, model, app)) = setup().await else { return };
+    let env = app
+        .ok("/v1/environments", json!({"name": "tools", "config": {"type": "cloud", "packages": {"pip": ["six"]}, "limits": {"open_files": 300}}}))
+        .await;
+    let env_id = env["id"].as_str().unwrap();
+    // saving the environment started the build there; the build endpoint asks the server
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let built = loop {
+        let b = app.get(&format!("/v1/environments/{env_id}/build")).await;
+        assert_eq!(b.status, StatusCode::OK, "{}", b.body);
+        if b.body["state"] == "ready" || b.body["state"] == "failed" {
+            break b.body;
+        }
+        assert!(std::time::Instant::now() < deadline, "the build did not settle: {}", b.body);
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    assert_eq!(built["state"], "ready", "{}", built["log"]);
+    assert!(built["log"].as_str().unwrap().contains("layer ready") && built["finished_at"].is_string(), "{built}");
+    let hash = built["packages_hash"].as_str().unwrap();
+    assert!(remote.root.parent().unwrap().join("layers").join(hash).join("root").is_dir(), "the layer is on the sandbox server");
+    assert!(!app.data_dir().join("layers").join(hash).exists(), "and not on this node");
+
+    let agent = coder(&app).await;
+    let sid = app.ok("/v1/sessions", json!({"agent": agent, "environment_id": env_id})).await["id"].as_str().unwrap().to_owned();
+    let r = turn(&app, &model, &sid, vec![("bash", json!({"command": "python3 -c 'import six; print(\"six\", six.__version__)'; ulimit -n"}))]).await;
+    assert!(!r[0].1 && r[0].0.contains("six 1."), "{:?}", r[0]);
+    assert!(r[0].0.lines().any(|l| l.trim() == "300"), "the environment's limit applies there: {:?}", r[0]);
+
+    // a build that failed there refuses new sessions, as on this node
+    let broken = app.ok("/v1/environments", json!({"name": "broken", "config": {"type": "cloud", "packages": {"pip": ["openma-no-such-package-zq9"]}}})).await;
+    let broken_id = broken["id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while app.get(&format!("/v1/environments/{broken_id}/build")).await.body["state"] != "failed" {
+        assert!(std::time::Instant::now() < deadline, "the broken build did not fail");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let r = app.post("/v1/sessions", json!({"agent": agent, "environment_id": broken_id})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("failed to build"), "{}", r.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

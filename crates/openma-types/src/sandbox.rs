@@ -2,7 +2,8 @@
 //!
 //! - `GET  /health` — no credentials: `{"status", "sessions", "isolation"}`.
 //! - `PUT  /v1/sessions/{id}` — [`SessionOpen`]: hold the session (an empty workspace when
-//!   the server did not) and set where its sandbox may connect; `201` while the session is
+//!   the server did not), set where its sandbox may connect and, when given, its environment's
+//!   packages and limits (the packages' layer starts building at once); `201` while the session is
 //!   fresh here (opened by such a request, no tool run and no pack pushed since: a client
 //!   restores its copy of the workspace then, even after being cut off mid-way), `204` once
 //!   it is not (its files and shell stay).
@@ -27,6 +28,9 @@
 //!   session's `environment_variable` credentials, and the secrets its egress proxy puts in
 //!   their place (in memory only).
 //! - `DELETE /v1/sessions/{id}` — end the shell and delete the session's files.
+//! - `POST /v1/layers` — [`LayerQuery`] → [`LayerReport`]: how the layer of a package set
+//!   stands on this server, optionally starting its build (the native server's
+//!   `GET /v1/environments/{id}/build` with a remote sandbox).
 //! - `GET  /v1/sessions` — [`Running`]: the sessions whose sandboxes run now (for a tenant's
 //!   limit on running sandboxes, kept by the control plane).
 //!
@@ -55,6 +59,75 @@ pub struct SessionOpen {
     /// The agent's MCP servers (their hosts are reachable when `networking` allows MCP servers).
     #[serde(default)]
     pub mcp_servers: Vec<crate::agents::McpServer>,
+    /// The environment's packages and limits; `None` leaves the session's as they are (a
+    /// client that sends the session directory, whose manifest holds them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<SandboxEnvironment>,
+}
+
+/// What of an environment a session's sandbox applies: the packages mounted from their
+/// layer (built on the sandbox server, waited for by the first shell) and the limits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxEnvironment {
+    #[serde(default)]
+    pub packages: crate::environments::Packages,
+    #[serde(default)]
+    pub limits: crate::environments::EnvironmentLimits,
+}
+
+/// `POST /v1/layers`: a package set, and whether to start building its layer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerQuery {
+    pub packages: crate::environments::Packages,
+    #[serde(default)]
+    pub build: LayerBuild,
+}
+
+/// What a [`LayerQuery`] asks of the layer's build.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerBuild {
+    /// Only how it stands.
+    #[default]
+    Status,
+    /// Start it unless it is ready, running or failed.
+    Start,
+    /// Start it unless it is ready or running (after the environment's packages changed).
+    Retry,
+}
+
+/// How the layer of a package set stands on a sandbox server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerReport {
+    pub state: crate::environments::BuildState,
+    /// The layer's key (the normalised package lists and the builder's version).
+    pub hash: String,
+    /// Microseconds since the Unix epoch.
+    pub started_at_us: Option<i64>,
+    pub finished_at_us: Option<i64>,
+    pub error: Option<String>,
+    /// The end of the package managers' output.
+    pub log: String,
+}
+
+impl LayerReport {
+    /// The failure with the end of its log (15 lines, 2 kB at most), for an error message.
+    pub fn failure(&self) -> String {
+        let error = self.error.as_deref().unwrap_or("the build failed");
+        let trimmed = self.log.trim_end();
+        let start = trimmed.rmatch_indices('\n').nth(14).map(|(i, _)| i + 1).unwrap_or(0);
+        let mut tail = &trimmed[start..];
+        if tail.len() > 2_000 {
+            let mut cut = tail.len() - 2_000;
+            while !tail.is_char_boundary(cut) {
+                cut += 1;
+            }
+            tail = &tail[cut..];
+        }
+        if tail.is_empty() { error.to_owned() } else { format!("{error}; the end of its log:\n{tail}") }
+    }
 }
 
 /// A memory store mounted into a session at `/mnt/memory/<slug>`.

@@ -553,20 +553,45 @@ def test_an_interrupt_stops_a_long_tool_run_and_an_unreachable_sandbox_is_an_err
 
 
 def test_what_only_the_native_sandbox_gives_is_refused_not_ignored(main):
-    """Environment packages and MCP servers run inside the sandbox would be silently missing
-    from a SessionDO's container: a session asking for them is refused with a stable 400.
-    (Memory stores are mounted: conformance/test_memory_mounts.py runs among the suites;
-    `environment_variable` credentials are substituted by the sandbox server: the next test.)"""
+    """MCP servers run inside the sandbox would be silently missing from a SessionDO's
+    container: a session asking for them is refused with a stable 400. (Memory stores are
+    mounted: conformance/test_memory_mounts.py runs among the suites; `environment_variable`
+    credentials are substituted by the sandbox server, and packages built there: below.)"""
     a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
     agent = a.beta.agents.create(name="refusals", model="claude-sonnet-4-5", tools=[{"type": "agent_toolset_20260401"}])
-    with_packages = a.beta.environments.create(name="pkgs", config={"type": "cloud", "packages": {"pip": ["requests"]}})
-    with pytest.raises(anthropic.BadRequestError) as e:
-        a.beta.sessions.create(agent=agent.id, environment_id=with_packages.id)
-    assert e.value.body["error"]["details"]["error_code"] == "unsupported_feature" and "packages" in e.value.body["error"]["message"], e.value.body
     stdio = a.beta.environments.create(name="stdio", config={"type": "cloud", "mcp_servers": [{"type": "stdio", "name": "local", "command": ["python3", "-c", "pass"]}]})
     with pytest.raises(anthropic.BadRequestError) as e:
         a.beta.sessions.create(agent=agent.id, environment_id=stdio.id)
     assert e.value.body["error"]["details"]["error_code"] == "unsupported_feature" and "mcp_servers" in e.value.body["error"]["message"], e.value.body
+
+
+def test_an_environments_packages_are_built_by_the_sandbox_server_and_its_limits_apply(main, fake_model, sandbox_server):
+    """The SessionDO gives the session's sandbox server its environment's packages and limits
+    when it opens the session (during the first model call): the server builds the packages'
+    layer from the real registries, the first shell waits for it and mounts it, and the
+    limits lower the sandbox's. A package that cannot be built is the tool's clear error."""
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
+    agent = a.beta.agents.create(name="packaged", model="claude-sonnet-4-5", tools=[{"type": "agent_toolset_20260401"}])
+    env = a.beta.environments.create(name="pkgs", config={"type": "cloud", "packages": {"pip": ["six"]}, "limits": {"open_files": 300}})
+    session = a.beta.sessions.create(agent=agent.id, environment_id=env.id)
+    script(fake_model, [tool_use("bash", {"command": "python3 -c 'import six; print(\"six\", six.__version__)'; ulimit -n"}),
+                        {"kind": "message", "blocks": [{"type": "text", "text": "done"}]}])
+    before = {e.id for e in a.beta.sessions.events.list(session.id, limit=1000)}
+    a.beta.sessions.events.send(session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "use six"}]}])
+    [result] = [e for e in wait_idle(a, session.id, before, timeout=300) if e.type == "agent.tool_result"]
+    out = result_text(result)
+    assert result.is_error is False and "six 1." in out, out + sandbox_server["log"].read_text()[-3000:]
+    assert "300" in [line.strip() for line in out.splitlines()], f"the environment's open_files limit applies: {out}"
+    layers = sandbox_server["sessions"].parent / "layers"
+    assert any((d / "root").is_dir() for d in layers.iterdir()), "the layer is on the sandbox server"
+
+    broken = a.beta.environments.create(name="broken", config={"type": "cloud", "packages": {"pip": ["openma-no-such-package-zq9"]}})
+    session = a.beta.sessions.create(agent=agent.id, environment_id=broken.id)
+    script(fake_model, [tool_use("bash", {"command": "echo never"}), {"kind": "message", "blocks": [{"type": "text", "text": "oh"}]}])
+    before = {e.id for e in a.beta.sessions.events.list(session.id, limit=1000)}
+    a.beta.sessions.events.send(session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "try"}]}])
+    [result] = [e for e in wait_idle(a, session.id, before, timeout=300) if e.type == "agent.tool_result"]
+    assert result.is_error is True and "failed to build" in result_text(result), result_text(result)
 
 
 # Answers with the SHA-256 of what it received, so no secret it got travels back into the

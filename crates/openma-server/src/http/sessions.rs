@@ -47,7 +47,7 @@ pub async fn create(app: &AppState, tenant: &openma_core::TenantId, req: CreateS
         if app.remote.is_some() {
             crate::remote_sandbox::RemoteSandbox::check_environment(&env)?;
         }
-        crate::environment_packages::check_buildable(&app, &env)?;
+        crate::environment_packages::check_buildable(&app, &env).await?;
     }
     let (session, initial) = app.platform.create_session(tenant, &req).await?;
     // the session is usable once its sandbox holds what it names; otherwise it goes again

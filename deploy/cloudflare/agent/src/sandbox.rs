@@ -18,7 +18,7 @@ use openma_core::repositories::cannot_clone;
 use openma_core::{DomainError, TenantId};
 use openma_types::environments::EnvironmentConfig;
 use openma_types::sandbox::{
-    ErrorEnvelope, MemoryFile, MemoryFiles, MemoryLay, RepositoryClone, SESSION_UNKNOWN, SessionCredentials, SessionOpen, TOOLS, ToolCall, ToolResult,
+    ErrorEnvelope, MemoryFile, MemoryFiles, MemoryLay, RepositoryClone, SESSION_UNKNOWN, SandboxEnvironment, SessionCredentials, SessionOpen, TOOLS, ToolCall, ToolResult,
 };
 use openma_worker_common::errors::ApiError;
 use openma_worker_common::d1::D1;
@@ -137,10 +137,13 @@ impl Sandbox {
     pub async fn open(&self, object: &SessionDO, meta: &Meta) -> Result<()> {
         let db = D1::new(object.env.d1("DB")?);
         let environment = db.get_environment(&TenantId::from_trusted(meta.tenant.clone()), &meta.session.environment_id).await.map_err(|e| worker::Error::RustError(e.to_string()))?;
-        let networking = environment.map(|e| match e.config {
-            EnvironmentConfig::Cloud(c) => c.networking,
-        });
-        let open = serde_json::to_string(&SessionOpen { networking, mcp_servers: meta.session.agent.mcp_servers.clone() })?;
+        let (networking, environment) = match environment.map(|e| e.config) {
+            Some(EnvironmentConfig::Cloud(c)) => (Some(c.networking), SandboxEnvironment { packages: c.packages, limits: c.limits.unwrap_or_default() }),
+            None => (None, SandboxEnvironment::default()),
+        };
+        // the packages' layer starts building on the server now, while the model call runs
+        let open = SessionOpen { networking, mcp_servers: meta.session.agent.mcp_servers.clone(), environment: Some(environment) };
+        let open = serde_json::to_string(&open)?;
         let path = format!("/v1/sessions/{}", self.session_id);
         let mut r = self.send(Method::Put, &path, Some(open.clone().into()), true).await?;
         let created = r.status_code() == 201;

@@ -3,7 +3,7 @@
 //! with them; `openma-integrations` starts and feeds the sessions of provider threads.
 //!
 //! What the Workers cannot do yet is refused with 400 `unsupported_feature`, never accepted
-//! and ignored: environment packages and sandbox-run MCP servers. `environment_variable`
+//! and ignored: sandbox-run MCP servers. `environment_variable`
 //! credentials are sent to the session's sandbox server by the SessionDO. `memory_store` resources are mounted into the sandbox by the SessionDO.
 //! `github_repository` resources are cloned by the session's sandbox server before the
 //! session is handed out (see [`create`]).
@@ -139,17 +139,15 @@ async fn answer(mut r: Response) -> Result<(), ApiError> {
     Err(DomainError::Invalid { message, code }.into())
 }
 
-/// What only the native server's sandbox gives — environment packages, MCP servers run in
-/// the sandbox — is refused rather than silently missing from the session's container.
+/// What only the native server's sandbox gives — MCP servers run in the sandbox — is
+/// refused rather than silently missing from the session's container. (An environment's
+/// packages and limits are given to the session's sandbox server, which builds the packages'
+/// layer while the first model call runs.)
 pub async fn check_sandbox(sessions: &Sessions<'_>, tenant: &TenantId, environment_id: Option<&str>) -> Result<(), ApiError> {
-    let unsupported = |what: &str| -> Result<(), ApiError> { Err(DomainError::unsupported(format!("{what} on the Cloudflare Workers deployment")).into()) };
     if let Some(id) = environment_id {
         let EnvironmentConfig::Cloud(c) = sessions.environments.get(tenant, id).await?.config;
-        if !c.packages.is_empty() {
-            return unsupported("an environment with `packages` (its sandbox image has bash, Python and Node.js)");
-        }
         if !c.mcp_servers.is_empty() {
-            return unsupported("an environment with `mcp_servers` (run inside the sandbox)");
+            return Err(DomainError::unsupported("an environment with `mcp_servers` (run inside the sandbox) on the Cloudflare Workers deployment").into());
         }
     }
     Ok(())

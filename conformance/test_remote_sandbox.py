@@ -133,10 +133,29 @@ def test_builtin_tools_run_on_the_sandbox_server(remote_client, remote, fake):
     assert not (remote["sessions"] / session.id).exists()
 
 
-def test_a_package_environment_is_refused_with_a_stable_code(remote_client):
+def test_a_package_environment_is_built_on_the_sandbox_server(remote_client, remote, fake):
+    """The environment's packages are built into a layer on the sandbox server, which the
+    session's shell there mounts; its limits reach it too."""
     client, _ = remote_client
     agent = client.beta.agents.create(name="remote-pkgs", model=MODEL, tools=[{"type": "agent_toolset_20260401"}])
-    env = client.beta.environments.create(name="remote-pkgs-env", config={"type": "cloud", "packages": {"pip": ["requests"]}})
+    env = client.beta.environments.create(
+        name="remote-pkgs-env", config={"type": "cloud", "packages": {"pip": ["six"]}, "limits": {"open_files": 300}}
+    )
+    session = client.beta.sessions.create(agent=agent.id, environment_id=env.id)
+    fake.script([tool_use_reply("bash", {"command": "python3 -c 'import six; print(\"six\", six.__version__)'; ulimit -n"}), text_reply("done")])
+    [result] = [e for e in run_turn(client, session.id, "use six") if e.type == "agent.tool_result"]
+    out = result_text(result)
+    assert result.is_error is False and "six 1." in out, out
+    assert "300" in [line.strip() for line in out.splitlines()], out
+    assert any((d / "root").is_dir() for d in (remote["sessions"].parent / "layers").iterdir()), "the layer is on the sandbox server"
+
+
+def test_a_stdio_mcp_environment_is_refused_with_a_stable_code(remote_client):
+    client, _ = remote_client
+    agent = client.beta.agents.create(name="remote-stdio", model=MODEL, tools=[{"type": "agent_toolset_20260401"}])
+    env = client.beta.environments.create(
+        name="remote-stdio-env", config={"type": "cloud", "mcp_servers": [{"type": "stdio", "name": "local", "command": ["python3", "-c", "pass"]}]}
+    )
     with pytest.raises(anthropic.BadRequestError) as e:
         client.beta.sessions.create(agent=agent.id, environment_id=env.id)
     assert "OPENMA_SANDBOX_URL" in e.value.message

@@ -29,7 +29,7 @@ const BATCH: u32 = 25;
 const SCANS: usize = 4;
 /// How long a pass waits for deliveries due again soon, from its start: well inside the 30 s
 /// a `wait_until` may run on after the answer. One pass per isolate waits at a time.
-pub const STAY: Duration = Duration::from_secs(15);
+const STAY: Duration = Duration::from_secs(15);
 /// The least wait between scans of one pass (a delivery whose attempt failed to record stays
 /// due).
 const PAUSE: Duration = Duration::from_millis(100);
@@ -49,8 +49,7 @@ thread_local! {
 #[async_trait]
 impl Announcer for D1 {
     async fn announce_with(&self, tenant: &TenantId, kind: &str, object_id: &str, extra: serde_json::Map<String, serde_json::Value>) {
-        let hooks = Webhooks { store: self, clock: &WorkerClock, ids: &WorkerIds, secrets: None };
-        match hooks.queue(tenant, kind, object_id, &extra).await {
+        match outbox(self).queue(tenant, kind, object_id, &extra).await {
             Ok(Some(_)) => QUEUED.set(true),
             Ok(None) => {}
             // the change is stored already: it is not undone for want of a notification
@@ -59,13 +58,17 @@ impl Announcer for D1 {
     }
 
     async fn announce_all(&self, tenant: &TenantId, kinds: &[&str], object_id: &str) {
-        let hooks = Webhooks { store: self, clock: &WorkerClock, ids: &WorkerIds, secrets: None };
-        match hooks.queue_all(tenant, kinds, object_id, &serde_json::Map::new()).await {
+        match outbox(self).queue_all(tenant, kinds, object_id, &serde_json::Map::new()).await {
             Ok(events) if !events.is_empty() => QUEUED.set(true),
             Ok(_) => {}
             Err(e) => worker::console_warn!("cannot queue webhook events {kinds:?} for {object_id}: {e}"),
         }
     }
+}
+
+/// The webhook service as announcing needs it: it queues, and opens no signing secret.
+fn outbox(db: &D1) -> Webhooks<'_> {
+    Webhooks { store: db, clock: &WorkerClock, ids: &WorkerIds, secrets: None }
 }
 
 /// Whether anything was queued since the last call (which clears it).

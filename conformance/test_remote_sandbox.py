@@ -150,13 +150,36 @@ def test_a_package_environment_is_built_on_the_sandbox_server(remote_client, rem
     assert any((d / "root").is_dir() for d in (remote["sessions"].parent / "layers").iterdir()), "the layer is on the sandbox server"
 
 
-def test_a_stdio_mcp_environment_is_refused_with_a_stable_code(remote_client):
+# A stdio MCP server (newline-delimited JSON-RPC): `note` writes into the workspace.
+STDIO_SERVER = r"""
+import json, os, sys
+for line in sys.stdin:
+    req = json.loads(line)
+    m, i = req.get("method"), req.get("id")
+    if i is None:
+        continue
+    if m == "initialize":
+        r = {"protocolVersion": req["params"]["protocolVersion"], "capabilities": {"tools": {}}, "serverInfo": {"name": "local", "version": "1"}}
+    elif m == "tools/list":
+        r = {"tools": [{"name": "note", "description": "Writes a note.", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}}]}
+    else:
+        open("/workspace/from-mcp.txt", "w").write(req["params"]["arguments"]["text"])
+        r = {"content": [{"type": "text", "text": "noted"}]}
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": i, "result": r}) + "\n")
+    sys.stdout.flush()
+"""
+
+
+def test_a_stdio_mcp_server_of_the_environment_runs_on_the_sandbox_server(remote_client, remote, fake):
+    """The environment's stdio MCP server runs in the session's sandbox on the sandbox server,
+    which speaks MCP's streamable HTTP for it; its tool is offered and called like any other."""
     client, _ = remote_client
     agent = client.beta.agents.create(name="remote-stdio", model=MODEL, tools=[{"type": "agent_toolset_20260401"}])
-    env = client.beta.environments.create(
-        name="remote-stdio-env", config={"type": "cloud", "mcp_servers": [{"type": "stdio", "name": "local", "command": ["python3", "-c", "pass"]}]}
-    )
-    with pytest.raises(anthropic.BadRequestError) as e:
-        client.beta.sessions.create(agent=agent.id, environment_id=env.id)
-    assert "OPENMA_SANDBOX_URL" in e.value.message
-    assert e.value.body["error"]["type"] == "invalid_request_error"
+    server = {"type": "stdio", "name": "local", "command": ["python3", "-u", "-c", STDIO_SERVER], "default_config": {"permission_policy": {"type": "always_allow"}}}
+    env = client.beta.environments.create(name="remote-stdio-env", config={"type": "cloud", "mcp_servers": [server]})
+    session = client.beta.sessions.create(agent=agent.id, environment_id=env.id)
+    fake.script([tool_use_reply("mcp__local__note", {"text": "remote hello"}), tool_use_reply("bash", {"command": "cat /workspace/from-mcp.txt"}), text_reply("done")])
+    results = [e for e in run_turn(client, session.id, "note it") if e.type in ("agent.mcp_tool_result", "agent.tool_result")]
+    assert [(r.type, r.is_error) for r in results] == [("agent.mcp_tool_result", False), ("agent.tool_result", False)], [result_text(r) for r in results]
+    assert result_text(results[0]) == "noted" and "remote hello" in result_text(results[1])
+    assert (remote["sessions"] / session.id / "workspace" / "from-mcp.txt").read_text() == "remote hello"

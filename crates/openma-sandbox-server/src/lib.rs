@@ -8,6 +8,7 @@
 pub use openma_types::sandbox as wire;
 
 mod credentials;
+mod mcp_bridge;
 pub use credentials::HeldCredentials;
 
 use std::collections::HashMap;
@@ -29,7 +30,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncWriteExt;
 
 use wire::{
-    ErrorBody, ErrorEnvelope, FileQuery, Health, LayerBuild, LayerQuery, LayerReport, MemoryFile, MemoryFiles, MemoryLay, SESSION_UNKNOWN, SessionCredentials,
+    ErrorBody, ErrorEnvelope, FileQuery, Health, LayerQuery, LayerReport, MemoryFile, MemoryFiles, MemoryLay, SESSION_UNKNOWN, SessionCredentials,
     SessionOpen, SinceQuery, StateMode, StateQuery, ToolCall, ToolResult, Usage,
 };
 
@@ -51,6 +52,8 @@ pub struct Server {
     sent: Arc<std::sync::Mutex<HashMap<String, Sent>>>,
     /// What the sandboxes' egress proxy substitutes (given to their config: [`HeldCredentials::install`]).
     credentials: Arc<HeldCredentials>,
+    /// The MCP sessions with the sessions' stdio MCP servers ([`mcp_bridge`]).
+    bridges: Arc<mcp_bridge::Bridges>,
 }
 
 impl Server {
@@ -58,7 +61,7 @@ impl Server {
     /// `credentials`, which the sandboxes' egress proxy asks.
     pub fn new(sandboxes: Sandboxes, token: SecretString, credentials: Arc<HeldCredentials>) -> Self {
         let tools = sandboxes.tools().into_iter().collect();
-        Server { sandboxes, tools: Arc::new(tools), token: Arc::new(token), locks: Default::default(), sent: Default::default(), credentials }
+        Server { sandboxes, tools: Arc::new(tools), token: Arc::new(token), locks: Default::default(), sent: Default::default(), credentials, bridges: Default::default() }
     }
 
     pub fn sandboxes(&self) -> &Sandboxes {
@@ -69,7 +72,7 @@ impl Server {
     pub fn router(self) -> Router {
         let v1 = Router::new()
             .route("/v1/sessions", get(running))
-            .route("/v1/sessions/{id}", put(open_session).delete(delete_session))
+            .route("/v1/sessions/{id}", put(open_session).get(held_session).delete(delete_session))
             .route("/v1/sessions/{id}/tools/{name}", post(run_tool))
             .route("/v1/sessions/{id}/state", put(put_state).get(get_state).layer(DefaultBodyLimit::disable()))
             .route("/v1/sessions/{id}/files", get(get_file).put(put_file))
@@ -77,6 +80,7 @@ impl Server {
             .route("/v1/sessions/{id}/memory", put(lay_memory))
             .route("/v1/sessions/{id}/memory/{slug}", get(memory_files))
             .route("/v1/sessions/{id}/credentials", put(put_credentials))
+            .route("/v1/sessions/{id}/mcp/{server}", post(mcp_bridge::post).delete(mcp_bridge::delete))
             .route("/v1/layers", post(layer))
             .layer(DefaultBodyLimit::max(MAX_FILE_BYTES))
             .route_layer(middleware::from_fn_with_state(self.clone(), authenticate));
@@ -236,6 +240,7 @@ async fn put_state(
     match q.mode {
         StateMode::Full => {
             s.sent.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            s.bridges.end_session(&id);
             s.sandboxes.destroy(&id).await.map_err(ApiError::internal)?
         }
         StateMode::Mounts => {
@@ -457,7 +462,7 @@ async fn open_session(
             let status = s.sandboxes.layers().ensure(&packages, false);
             tracing::info!(session_id = %id, layer = %status.hash, state = ?status.state, "environment packages");
         }
-        let recorded = openma_sandbox::SessionEnvironment { packages, limits: environment.limits, ..s.sandboxes.environment(&id) };
+        let recorded = openma_sandbox::SessionEnvironment { packages, limits: environment.limits, mcp_servers: environment.mcp_servers.clone() };
         s.sandboxes.set_environment(&id, &recorded)?;
     }
     let dir = s.held(&id)?;
@@ -477,13 +482,13 @@ async fn layer(State(s): State<Server>, query: Result<Json<LayerQuery>, axum::ex
     if packages.is_empty() {
         return Err(ApiError::invalid("a layer needs at least one package"));
     }
-    let layers = s.sandboxes.layers();
-    let status = match query.build {
-        LayerBuild::Status => layers.status(&packages),
-        LayerBuild::Start => layers.ensure(&packages, false),
-        LayerBuild::Retry => layers.ensure(&packages, true),
-    };
-    Ok(Json(status.report()))
+    Ok(Json(s.sandboxes.layers().query(&packages, query.build).report()))
+}
+
+/// `204` when this server holds the session, else `404` `session_unknown`.
+async fn held_session(State(s): State<Server>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    s.held(&id)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn delete_session(State(s): State<Server>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
@@ -492,6 +497,7 @@ async fn delete_session(State(s): State<Server>, Path(id): Path<String>) -> Resu
     s.sandboxes.destroy(&id).await.map_err(ApiError::internal)?;
     s.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
     s.sent.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    s.bridges.end_session(&id);
     s.credentials.set(&id, Vec::new());
     Ok(StatusCode::NO_CONTENT)
 }

@@ -459,3 +459,115 @@ async fn an_environments_packages_are_built_into_a_layer_its_shell_waits_for_and
     let retried: Value = layer(json!({"packages": packages(&["openma-no-such-package-zq9"], &[]), "build": "retry"})).await.unwrap().json().await.unwrap();
     assert_eq!(retried["state"], "building", "{retried}");
 }
+
+/// A stdio MCP server (newline-delimited JSON-RPC): `note` writes into the workspace,
+/// `ask` pings its client first and answers once the ping's answer came, `crash` exits.
+const STDIO_SERVER: &str = r#"
+import json, os, sys
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\n"); sys.stdout.flush()
+def text(i, t):
+    send({"jsonrpc": "2.0", "id": i, "result": {"content": [{"type": "text", "text": t}]}})
+for line in sys.stdin:
+    req = json.loads(line)
+    m, i = req.get("method"), req.get("id")
+    if m == "initialize":
+        send({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "starting"}})
+        send({"jsonrpc": "2.0", "id": i, "result": {"protocolVersion": req["params"]["protocolVersion"], "capabilities": {"tools": {}}, "serverInfo": {"name": "s", "version": "1"}}})
+    elif m == "tools/list":
+        send({"jsonrpc": "2.0", "id": i, "result": {"tools": [{"name": n, "inputSchema": {"type": "object"}} for n in ("note", "ask", "crash")]}})
+    elif m == "tools/call":
+        name = req["params"]["name"]
+        if name == "note":
+            open("/workspace/from-mcp.txt", "w").write(os.environ["GREETING"] + " uid=" + str(os.getuid()))
+            text(i, "written")
+        elif name == "ask":
+            send({"jsonrpc": "2.0", "id": "srv-1", "method": "ping"})
+            send({"jsonrpc": "2.0", "id": "srv-2", "method": "roots/list"})
+            answers = [json.loads(sys.stdin.readline()) for _ in range(2)]
+            text(i, json.dumps(answers))
+        elif name == "crash":
+            os._exit(3)
+"#;
+
+#[tokio::test]
+async fn a_stdio_mcp_server_runs_in_the_session_sandbox_and_is_spoken_to_over_streamable_http() {
+    if openma_sandbox::Sandboxes::check().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install bubblewrap");
+        return;
+    }
+    let r = start().await;
+    let url = format!("{}{}", r.base, openma_types::sandbox::mcp_path(SID, "local tools"));
+    let post = |session: Option<&str>, body: Value| {
+        let mut req = r.http.post(&url).bearer_auth(TOKEN).json(&body);
+        if let Some(s) = session {
+            req = req.header("mcp-session-id", s);
+        }
+        req.send()
+    };
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let call = |id: i64, name: &str| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": {}}});
+
+    let res = post(None, initialize.clone()).await.unwrap();
+    assert_eq!(res.status(), 404, "the server does not hold the session yet");
+    assert!(res.text().await.unwrap().contains(openma_types::sandbox::SESSION_UNKNOWN), "the client knows to open it");
+    let server = json!({"type": "stdio", "name": "local tools", "command": ["python3", "-u", "-c", STDIO_SERVER], "env": {"GREETING": "hello"},
+        "configs": [], "default_config": {"enabled": true, "permission_policy": {"type": "always_allow"}}});
+    let opened = r.http.put(format!("{}/v1/sessions/{SID}", r.base)).bearer_auth(TOKEN).json(&json!({"environment": {"mcp_servers": [server]}})).send().await.unwrap();
+    assert_eq!(opened.status(), 201);
+    let other = format!("{}{}", r.base, openma_types::sandbox::mcp_path(SID, "other"));
+    let res = r.http.post(&other).bearer_auth(TOKEN).json(&initialize).send().await.unwrap();
+    assert_eq!(res.status(), 404, "a server the environment does not name");
+    let res = r.http.post(&url).json(&initialize).send().await.unwrap();
+    assert_eq!(res.status(), 401, "the bridge is behind the token like the rest");
+
+    // the handshake starts the program; its answer carries the MCP session
+    let res = post(None, initialize.clone()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let session = res.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["result"]["serverInfo"]["name"], "s", "the response, not the notification before it: {body}");
+    let res = post(Some(&session), json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await.unwrap();
+    assert_eq!(res.status(), 202);
+    let listed: Value = post(Some(&session), json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).await.unwrap().json().await.unwrap();
+    assert_eq!(listed["result"]["tools"].as_array().unwrap().len(), 3, "{listed}");
+    assert_eq!(post(None, call(3, "note")).await.unwrap().status(), 400, "other messages need the MCP session");
+    assert_eq!(post(Some("not-it"), call(3, "note")).await.unwrap().status(), 404);
+
+    // it runs in the session's sandbox: the shell sees what it wrote, as the session's user
+    let written: Value = post(Some(&session), call(3, "note")).await.unwrap().json().await.unwrap();
+    assert_eq!(written["result"]["content"][0]["text"], "written", "{written}");
+    let (status, out) = r.tool("bash", json!({"command": "cat /workspace/from-mcp.txt; echo; id -u"})).await;
+    assert_eq!(status, 200);
+    let lines: Vec<String> = text(&out).lines().map(str::to_owned).collect();
+    assert_eq!(lines[0], format!("hello uid={}", lines[1]), "{lines:?}");
+
+    // what the program asks of its client is answered by the bridge
+    let asked: Value = post(Some(&session), call(4, "ask")).await.unwrap().json().await.unwrap();
+    let answers: Value = serde_json::from_str(asked["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(answers[0], json!({"jsonrpc": "2.0", "id": "srv-1", "result": {}}));
+    assert_eq!(answers[1]["id"], "srv-2");
+    assert_eq!(answers[1]["error"]["code"], -32601);
+
+    // a program that exits fails the request it was answering, and its MCP session is over
+    let crashed = post(Some(&session), call(5, "crash")).await.unwrap();
+    assert_eq!(crashed.status(), 502);
+    assert!(crashed.text().await.unwrap().contains("exited"));
+    assert_eq!(post(Some(&session), call(6, "note")).await.unwrap().status(), 404, "the client is told to initialize anew");
+
+    // a new handshake starts the program again, under a new MCP session; the old one is gone
+    let res = post(None, initialize.clone()).await.unwrap();
+    let again = res.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    assert_ne!(again, session);
+    assert_eq!(post(Some(&again), call(7, "note")).await.unwrap().status(), 200);
+    assert_eq!(post(Some(&session), call(8, "note")).await.unwrap().status(), 404);
+    let deleted = r.http.delete(&url).bearer_auth(TOKEN).header("mcp-session-id", &again).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(post(Some(&again), call(9, "note")).await.unwrap().status(), 404);
+
+    // deleting the session ends its MCP sessions
+    let res = post(None, initialize.clone()).await.unwrap();
+    let last = res.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    assert_eq!(r.http.delete(format!("{}/v1/sessions/{SID}", r.base)).bearer_auth(TOKEN).send().await.unwrap().status(), 204);
+    assert_eq!(post(Some(&last), call(10, "note")).await.unwrap().status(), 404);
+}

@@ -237,6 +237,17 @@ impl Layers {
         status
     }
 
+    /// How the layer stands after what `build` asks: nothing, a start, or a start that
+    /// also retries a failed build (the sandbox server's `POST /v1/layers`, and this host's).
+    pub fn query(&self, set: &PackageSet, build: openma_types::sandbox::LayerBuild) -> LayerStatus {
+        use openma_types::sandbox::LayerBuild;
+        match build {
+            LayerBuild::Status => self.status(set),
+            LayerBuild::Start => self.ensure(set, false),
+            LayerBuild::Retry => self.ensure(set, true),
+        }
+    }
+
     /// Starts building the layer unless it is ready, being built, or (unless `retry_failed`)
     /// failed; returns its state. Needs a tokio runtime.
     pub fn ensure(&self, set: &PackageSet, retry_failed: bool) -> LayerStatus {

@@ -313,7 +313,7 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
     let env_models = openma_models::ModelRouter::from_lookup(|name| settings.providers.lookup(name), http.clone());
     let models = Arc::new(crate::runtime::ModelClients::new(platform.clone(), Arc::new(env_models), http));
     let mcp_settings = crate::mcp::McpSettings { allow_private: settings.unsafe_allow_private_fetch, ..Default::default() };
-    let mcp = Arc::new(crate::mcp::McpHub::new(platform.clone(), Some(sandboxes.clone()), mcp_settings));
+    let mcp = Arc::new(crate::mcp::McpHub::new(platform.clone(), Some(sandboxes.clone()), remote.clone(), mcp_settings));
     // MCP connections of idle sessions close (reopened on their next turn)
     let idle_mcp = mcp.clone();
     every_minute(move || {

@@ -4,6 +4,8 @@
 //! Builds start in the background when an environment is created or updated with packages
 //! (which also retries a failed one); a session records its environment's packages and
 //! limits in its sandbox at create, and its sandbox waits for the layer when it first starts.
+//! With a remote sandbox (`OPENMA_SANDBOX_URL`) the layers are the sandbox server's: this
+//! module asks it (`POST /v1/layers`) instead of this host's builder.
 
 use openma_core::{DomainError, TenantId};
 use openma_sandbox::{PackageSet, SessionEnvironment};
@@ -32,13 +34,7 @@ async fn layer(app: &AppState, set: &PackageSet, packages: &Packages, build: Lay
     if let Some(remote) = &app.remote {
         return remote.layer(packages, build).await;
     }
-    let layers = app.sandboxes.layers();
-    Ok(match build {
-        LayerBuild::Status => layers.status(set),
-        LayerBuild::Start => layers.ensure(set, false),
-        LayerBuild::Retry => layers.ensure(set, true),
-    }
-    .report())
+    Ok(app.sandboxes.layers().query(set, build).report())
 }
 
 /// Starts building the environment's layer (after a create or update), retrying a failed
@@ -54,11 +50,8 @@ fn start(app: &AppState, env: &Environment, build: LayerBuild) {
     }
     let env_id = env.id.clone();
     let Some(remote) = app.remote.clone() else {
-        // on this host `ensure` only spawns the build
-        let status = match build {
-            LayerBuild::Retry => app.sandboxes.layers().ensure(&set, true),
-            _ => app.sandboxes.layers().ensure(&set, false),
-        };
+        // on this host a start only spawns the build
+        let status = app.sandboxes.layers().query(&set, build);
         tracing::info!(environment_id = %env_id, layer = %status.hash, state = ?status.state, "environment packages");
         return;
     };
@@ -98,19 +91,6 @@ pub async fn check_buildable(app: &AppState, env: &Environment) -> Result<(), Do
         ));
     }
     Ok(())
-}
-
-/// Refuses a session whose agent names an MCP server as the environment names one of its
-/// stdio servers: the model could not tell their tools apart.
-pub fn check_mcp_names(env: &Environment, session: &openma_types::sessions::Session) -> Result<(), DomainError> {
-    let EnvironmentConfig::Cloud(c) = &env.config;
-    match c.mcp_servers.iter().find(|s| session.agent.mcp_servers.iter().any(|a| a.name == s.name)) {
-        Some(clash) => Err(DomainError::invalid(format!(
-            "the agent's `mcp_servers` and environment `{}`'s `config.mcp_servers` both name a server `{}`; rename one of them",
-            env.id, clash.name
-        ))),
-        None => Ok(()),
-    }
 }
 
 /// Records a new session's packages and limits in its sandbox (a remote sandbox server

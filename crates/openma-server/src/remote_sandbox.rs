@@ -19,11 +19,13 @@
 //!
 //! - an environment's packages are built into a layer on the sandbox server (`POST /v1/layers`
 //!   starts it when the environment is saved and when a session is created; the build
-//!   endpoint asks it there), and its limits reach it in the session's directory.
+//!   endpoint asks it there), and its limits reach it in the session's directory;
+//! - an environment's stdio MCP servers run in the session's sandbox there too: the server
+//!   speaks MCP's streamable HTTP transport for each ([`RemoteSandbox::mcp_transport`]) and
+//!   carries the messages over the program's stdin and stdout.
 //!
 //! The shell lives on the sandbox server, so it survives this node's restarts and, in
-//! cluster mode, the session moving to another node. What needs this node's own sandbox —
-//! stdio MCP servers — is refused at session create rather than silently missing.
+//! cluster mode, the session moving to another node.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,6 +36,8 @@ use openma_core::harness::tools::{SandboxUsage, Tool, ToolContext, ToolOutput};
 use openma_core::{DomainError, TenantId};
 use openma_sandbox::Sandboxes;
 use openma_sandbox::archive::{self, LOCAL_ONLY};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use openma_types::sandbox::{
     CredentialVariable, ErrorEnvelope, Health, LayerBuild, LayerQuery, LayerReport, SESSION_UNKNOWN, STATE_KIND, STATE_TOKEN, SessionCredentials, StateMode, TOOLS, ToolCall, ToolResult,
 };
@@ -145,13 +149,32 @@ impl RemoteSandbox {
         asked.await.map_err(|e| DomainError::Unavailable(format!("the environment's packages are built on the sandbox server, which did not answer: {e}")))
     }
 
-    /// Refuses an environment whose sessions would need a sandbox on this node.
-    pub fn check_environment(env: &openma_types::environments::Environment) -> Result<(), DomainError> {
-        let openma_types::environments::EnvironmentConfig::Cloud(c) = &env.config;
-        if !c.mcp_servers.is_empty() {
-            return Err(unavailable(format!("environment `{}` runs stdio MCP servers in the sandbox", env.id)));
+    /// A client transport to one of the session's stdio MCP servers, which run on the sandbox
+    /// server and are spoken to there over streamable HTTP (`openma_types::sandbox::mcp_path`).
+    /// The server is brought up to this node's copy of the session first, whole when it does
+    /// not hold it, so the environment's servers are known there.
+    pub async fn mcp_transport(&self, session_id: &str, server: &str) -> Result<StreamableHttpClientTransport<reqwest::Client>, String> {
+        let held = async {
+            self.prepare(session_id, false).await?;
+            if !self.holds(session_id).await? {
+                self.prepare(session_id, true).await?;
+            }
+            Ok::<_, RemoteError>(())
+        };
+        held.await.map_err(|e| e.to_string())?;
+        let url = format!("{}{}", self.base, openma_types::sandbox::mcp_path(session_id, server));
+        let config = StreamableHttpClientTransportConfig::with_uri(url).auth_header(self.token.expose_secret().to_owned());
+        Ok(StreamableHttpClientTransport::with_client(self.http.clone(), config))
+    }
+
+    /// Whether the server holds the session (it may have lost its disk since the last exchange).
+    async fn holds(&self, session_id: &str) -> Result<bool, RemoteError> {
+        let r = self.http.get(self.session_url(session_id, "")).bearer_auth(self.token.expose_secret()).timeout(Duration::from_secs(10)).send().await;
+        match check(r.map_err(|e| RemoteError::Transport(e.to_string()))?).await {
+            Ok(_) => Ok(true),
+            Err(RemoteError::Unknown) => Ok(false),
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
     /// Whether the session's sandbox runs on the server (as of its last answer about it).
@@ -361,10 +384,6 @@ impl RemoteSandbox {
         }
         Ok(result)
     }
-}
-
-fn unavailable(what: String) -> DomainError {
-    DomainError::invalid_code("sandbox_feature_unavailable", format!("{what}, which this server's remote sandbox (OPENMA_SANDBOX_URL) does not provide"))
 }
 
 fn has_memory_mounts(dir: &Path) -> bool {

@@ -1,8 +1,8 @@
 //! A remote sandbox: the server runs the sessions' tools on an `openma-sandbox-server` (here
 //! on a loopback listener of its own, with its own directory) instead of in bubblewrap on
 //! its own host. The shell lives there, the files come back when a turn ends, a server that
-//! lost its disk is sent the session again, an environment's packages are built there, and
-//! what a remote sandbox cannot provide is refused at create.
+//! lost its disk is sent the session again, an environment's packages are built there and
+//! its stdio MCP servers run there.
 
 mod support;
 
@@ -148,23 +148,57 @@ async fn tools_run_on_the_sandbox_server_and_the_files_come_back() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn what_a_remote_sandbox_cannot_provide_is_refused_at_create_and_an_unreachable_one_is_a_tool_error() {
-    let remote = sandbox_server().await;
-    let model = FakeModel::start().await;
-    let app = app_on(&remote, &model).await;
-    let agent = coder(&app).await;
-    let stdio = app.ok("/v1/environments", json!({"name": "stdio", "config": {"type": "cloud", "mcp_servers": [{"type": "stdio", "name": "local", "command": ["python3", "-c", "pass"]}]}})).await;
-    let r = app.post("/v1/sessions", json!({"agent": agent, "environment_id": stdio["id"]})).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
-    assert_eq!(r.body["error"]["type"], "invalid_request_error");
-    let message = r.body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("stdio MCP") && message.contains("OPENMA_SANDBOX_URL"), "{message}");
-    assert_eq!(app.get("/v1/sessions").await.body["data"], json!([]), "nothing was left behind");
+/// A stdio MCP server: `note` writes its argument and uid into the workspace.
+const STDIO_SERVER: &str = r#"
+import json, os, sys
+for line in sys.stdin:
+    req = json.loads(line)
+    m, i = req.get("method"), req.get("id")
+    if i is None:
+        continue
+    if m == "initialize":
+        r = {"protocolVersion": req["params"]["protocolVersion"], "capabilities": {"tools": {}}, "serverInfo": {"name": "local", "version": "1"}}
+    elif m == "tools/list":
+        r = {"tools": [{"name": "note", "description": "Writes a note.", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}}]}
+    else:
+        open("/workspace/from-mcp.txt", "w").write(req["params"]["arguments"]["text"] + " " + os.environ["GREETING"])
+        r = {"content": [{"type": "text", "text": "noted by uid " + str(os.getuid())}]}
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": i, "result": r}) + "\n")
+    sys.stdout.flush()
+"#;
 
-    // a sandbox server that cannot be reached is the tool's error, not the turn's end
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environments_stdio_mcp_server_runs_in_the_session_sandbox_on_the_sandbox_server() {
+    let Some((remote, model, app)) = setup().await else { return };
+    let agent = coder(&app).await;
+    let server = json!({"type": "stdio", "name": "local", "command": ["python3", "-u", "-c", STDIO_SERVER], "env": {"GREETING": "from the sandbox server"},
+        "default_config": {"permission_policy": {"type": "always_allow"}}});
+    let env = app.ok("/v1/environments", json!({"name": "stdio", "config": {"type": "cloud", "mcp_servers": [server]}})).await;
+    let sid = app.ok("/v1/sessions", json!({"agent": agent, "environment_id": env["id"]})).await["id"].as_str().unwrap().to_owned();
+    let r = turn(&app, &model, &sid, vec![("mcp__local__note", json!({"text": "hello"})), ("bash", json!({"command": "cat /workspace/from-mcp.txt; echo; id -u"}))]).await;
+    assert!(!r[0].1 && r[0].0.starts_with("noted by uid "), "{:?}", r[0]);
+    assert_eq!(r[1].0.lines().next(), Some("hello from the sandbox server"), "the program and the shell share the sandbox: {:?}", r[1]);
+    assert_eq!(r[0].0.trim_start_matches("noted by uid "), r[1].0.lines().nth(1).unwrap(), "as the session's user");
+    // the model was offered the server's tool under the environment's name
+    let tools = model.requests().last().unwrap().body["tools"].clone();
+    assert!(tools.as_array().unwrap().iter().any(|t| t["name"] == "mcp__local__note"), "{tools}");
+    let there = remote.root.join(&sid).join("workspace/from-mcp.txt");
+    assert!(there.is_file(), "it ran on the sandbox server");
+
+    // the next turn speaks to the same program
+    let r = turn(&app, &model, &sid, vec![("mcp__local__note", json!({"text": "again"}))]).await;
+    assert!(!r[0].1, "{:?}", r[0]);
+    assert_eq!(std::fs::read_to_string(&there).unwrap(), "again from the sandbox server");
+
+    app.delete(&format!("/v1/sessions/{sid}")).await;
+    assert!(!remote.root.join(&sid).exists(), "deleting the session ends it there, its program with it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_sandbox_server_is_a_tool_error() {
     let model2 = FakeModel::start().await;
-    let gone = SandboxServer { url: "http://127.0.0.1:9".into(), root: remote.root.clone(), _dir: tempfile::tempdir().unwrap(), stop: None };
+    let dir = tempfile::tempdir().unwrap();
+    let gone = SandboxServer { url: "http://127.0.0.1:9".into(), root: dir.path().to_owned(), _dir: dir, stop: None };
     let app2 = app_on(&gone, &model2).await;
     assert!(app2.get("/health").await.body["backends"]["sandbox"].as_str().unwrap().starts_with("unavailable"));
     let agent2 = coder(&app2).await;

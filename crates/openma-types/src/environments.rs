@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::agents::{McpToolConfig, McpToolConfigParams, ToolDefaults, ToolDefaultsParams};
+use crate::agents::{McpToolConfig, McpToolConfigParams, McpToolset, ToolDefaults, ToolDefaultsParams};
 use crate::common::{Metadata, MetadataPatch, Timestamp, double_option};
 use crate::literal;
 
@@ -74,6 +74,13 @@ pub struct StdioMcpServer {
     pub env: std::collections::BTreeMap<String, String>,
     pub configs: Vec<McpToolConfig>,
     pub default_config: ToolDefaults,
+}
+
+impl StdioMcpServer {
+    /// How the server's tools are configured, as an agent's `mcp_toolset` would.
+    pub fn toolset(&self) -> McpToolset {
+        McpToolset { mcp_server_name: self.name.clone(), configs: self.configs.clone(), default_config: self.default_config }
+    }
 }
 
 /// openma extension (`config.limits`): per-environment sandbox limits, each at most the

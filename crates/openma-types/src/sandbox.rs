@@ -66,15 +66,37 @@ pub struct SessionOpen {
 }
 
 /// What of an environment a session's sandbox applies: the packages mounted from their
-/// layer (built on the sandbox server, waited for by the first shell) and the limits.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// layer (built on the sandbox server, waited for by the first shell), the limits, and the
+/// stdio MCP servers it runs (spoken to through [`mcp_path`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxEnvironment {
     #[serde(default)]
     pub packages: crate::environments::Packages,
     #[serde(default)]
     pub limits: crate::environments::EnvironmentLimits,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<crate::environments::StdioMcpServer>,
 }
+
+/// The path at which the sandbox server speaks MCP's streamable HTTP transport for one of
+/// the session's stdio MCP servers (`POST` messages, `DELETE` to end the MCP session): each
+/// `initialize` starts the program in the session's sandbox afresh, and its stdin and stdout
+/// carry the messages. The name is percent-encoded (any character may be in it).
+pub fn mcp_path(session_id: &str, server: &str) -> String {
+    let mut name = String::with_capacity(server.len());
+    for b in server.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            name.push(b as char);
+        } else {
+            name.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("/v1/sessions/{session_id}/mcp/{name}")
+}
+
+/// The header carrying the MCP session the sandbox server gave at `initialize`.
+pub const MCP_SESSION: &str = "mcp-session-id";
 
 /// `POST /v1/layers`: a package set, and whether to start building its layer.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -552,17 +552,57 @@ def test_an_interrupt_stops_a_long_tool_run_and_an_unreachable_sandbox_is_an_err
     assert [e for e in events if e.type == "agent.message"], [e.type for e in events]
 
 
-def test_what_only_the_native_sandbox_gives_is_refused_not_ignored(main):
-    """MCP servers run inside the sandbox would be silently missing from a SessionDO's
-    container: a session asking for them is refused with a stable 400. (Memory stores are
-    mounted: conformance/test_memory_mounts.py runs among the suites; `environment_variable`
-    credentials are substituted by the sandbox server, and packages built there: below.)"""
+# A stdio MCP server (newline-delimited JSON-RPC): `note` writes into the workspace.
+STDIO_SERVER = r"""
+import json, os, sys
+for line in sys.stdin:
+    req = json.loads(line)
+    m, i = req.get("method"), req.get("id")
+    if i is None:
+        continue
+    if m == "initialize":
+        r = {"protocolVersion": req["params"]["protocolVersion"], "capabilities": {"tools": {}}, "serverInfo": {"name": "local", "version": "1"}}
+    elif m == "tools/list":
+        r = {"tools": [{"name": "note", "description": "Writes a note.", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}}]}
+    else:
+        open("/workspace/from-mcp.txt", "w").write(req["params"]["arguments"]["text"] + " " + os.environ["GREETING"])
+        r = {"content": [{"type": "text", "text": "noted by uid " + str(os.getuid())}]}
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": i, "result": r}) + "\n")
+    sys.stdout.flush()
+"""
+
+
+def test_an_environments_stdio_mcp_server_runs_in_the_session_sandbox(main, fake_model, sandbox_server):
+    """An environment's stdio MCP servers run on the session's sandbox server, in the
+    session's sandbox: the SessionDO gives them to the server when it opens the session, lists
+    their tools at the turn's start through the server's streamable-HTTP bridge, and calls
+    them there; the program and the agent's shell share the workspace and the user. A name
+    both the agent and the environment use is refused at create, as natively."""
     a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
-    agent = a.beta.agents.create(name="refusals", model="claude-sonnet-4-5", tools=[{"type": "agent_toolset_20260401"}])
-    stdio = a.beta.environments.create(name="stdio", config={"type": "cloud", "mcp_servers": [{"type": "stdio", "name": "local", "command": ["python3", "-c", "pass"]}]})
+    agent = a.beta.agents.create(name="stdio", model="claude-sonnet-4-5", tools=[{"type": "agent_toolset_20260401"}])
+    server = {"type": "stdio", "name": "local", "command": ["python3", "-u", "-c", STDIO_SERVER], "env": {"GREETING": "from the sandbox"},
+              "default_config": {"permission_policy": {"type": "always_allow"}}}
+    env = a.beta.environments.create(name="stdio", config={"type": "cloud", "mcp_servers": [server]})
+    session = a.beta.sessions.create(agent=agent.id, environment_id=env.id)
+    script(fake_model, [tool_use("mcp__local__note", {"text": "hello"}), tool_use("bash", {"command": "cat /workspace/from-mcp.txt; echo; id -u"}),
+                        {"kind": "message", "blocks": [{"type": "text", "text": "done"}]}])
+    events = turn(a, session.id, "note it")
+    results = [e for e in events if e.type in ("agent.mcp_tool_result", "agent.tool_result")]
+    errors = [e for e in events if e.type == "session.error"]
+    assert [e.type for e in results] == ["agent.mcp_tool_result", "agent.tool_result"] and not errors, [(e.type, getattr(e, "error", None)) for e in events]
+    noted, shell = result_text(results[0]), result_text(results[1])
+    assert results[0].is_error is False and noted.startswith("noted by uid "), noted + sandbox_server["log"].read_text()[-3000:]
+    lines = shell.splitlines()
+    assert lines[0] == "hello from the sandbox" and lines[1] == noted.removeprefix("noted by uid "), shell
+    offered = [t["name"] for t in httpx2.get(f"{fake_model}/_fake/requests", timeout=10).json()[-1]["body"]["tools"]]
+    assert "mcp__local__note" in offered, offered
+    assert (sandbox_server["sessions"] / session.id / "workspace" / "from-mcp.txt").is_file(), "it ran on the sandbox server"
+
+    clash = a.beta.agents.create(name="clash", model="claude-sonnet-4-5", mcp_servers=[{"type": "url", "name": "local", "url": "https://mcp.example.com/mcp"}],
+                                 tools=[{"type": "mcp_toolset", "mcp_server_name": "local"}])
     with pytest.raises(anthropic.BadRequestError) as e:
-        a.beta.sessions.create(agent=agent.id, environment_id=stdio.id)
-    assert e.value.body["error"]["details"]["error_code"] == "unsupported_feature" and "mcp_servers" in e.value.body["error"]["message"], e.value.body
+        a.beta.sessions.create(agent=clash.id, environment_id=env.id)
+    assert "both name a server `local`" in e.value.body["error"]["message"], e.value.body
 
 
 def test_an_environments_packages_are_built_by_the_sandbox_server_and_its_limits_apply(main, fake_model, sandbox_server):

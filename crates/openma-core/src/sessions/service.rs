@@ -81,6 +81,14 @@ impl Sessions<'_> {
             }
             None => self.environments.default_environment(tenant).await?,
         };
+        // the model could not tell the tools of two servers of one name apart
+        let openma_types::environments::EnvironmentConfig::Cloud(c) = &environment.config;
+        if let Some(clash) = c.mcp_servers.iter().find(|s| config.mcp_servers.iter().any(|a| a.name == s.name)) {
+            return Err(DomainError::invalid(format!(
+                "the agent's `mcp_servers` and environment `{}`'s `config.mcp_servers` both name a server `{}`; rename one of them",
+                environment.id, clash.name
+            )));
+        }
         if let Some(b) = &req.budget {
             super::check_budget(b, &config.model.id)?;
         }

@@ -44,9 +44,6 @@ pub async fn create(app: &AppState, tenant: &openma_core::TenantId, req: CreateS
     if let Some(env_id) = &req.environment_id {
         // before the session exists: one on packages that cannot be built would only fail later
         let env = app.platform.get_environment(tenant, env_id).await?;
-        if app.remote.is_some() {
-            crate::remote_sandbox::RemoteSandbox::check_environment(&env)?;
-        }
         crate::environment_packages::check_buildable(&app, &env).await?;
     }
     let (session, initial) = app.platform.create_session(tenant, &req).await?;
@@ -70,10 +67,6 @@ async fn prepare_sandbox(app: &AppState, tenant: &openma_core::TenantId, session
     let backend = |e: std::io::Error| DomainError::Store(openma_core::StoreError::Backend(e.to_string()));
     crate::session_network::apply(&app.platform, &app.sandboxes, tenant, session).await?;
     let env = app.platform.get_environment(tenant, &session.environment_id).await?;
-    if app.remote.is_some() {
-        crate::remote_sandbox::RemoteSandbox::check_environment(&env)?;
-    }
-    crate::environment_packages::check_mcp_names(&env, session)?;
     crate::environment_packages::prepare(app, &env, &session.id).map_err(backend)?;
     crate::session_memory::prepare(&app.sandboxes, session).map_err(backend)?;
     crate::session_files::install_skills(&app.platform, &app.sandboxes, tenant, session).await?;

@@ -3,7 +3,8 @@
 //! turns. An agent's URL servers are reached over streamable HTTP (or the older HTTP+SSE)
 //! with the credential found in the session's vaults; an environment's stdio servers run
 //! inside the session's sandbox ([`openma_sandbox::Sandboxes::spawn_stdio`]) and are spoken
-//! to over their stdin and stdout.
+//! to over their stdin and stdout — or, with a remote sandbox, over streamable HTTP to the
+//! sandbox server, which carries the messages to the program in the session's sandbox there.
 //!
 //! Tokens live only in this process: they are opened from the vault for the connection's
 //! `Authorization` header and never reach the sandbox, the event log, logs or responses.
@@ -109,6 +110,8 @@ pub struct McpHub {
     platform: Platform,
     /// Where results too long for the model are saved (the session's workspace).
     sandboxes: Option<openma_sandbox::Sandboxes>,
+    /// Where the sessions' sandboxes run when not on this host (their stdio servers too).
+    remote: Option<Arc<crate::remote_sandbox::RemoteSandbox>>,
     settings: McpSettings,
     oauth: Validator,
     sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<SessionConnections>>>>,
@@ -123,9 +126,14 @@ pub struct Prepared {
 }
 
 impl McpHub {
-    pub fn new(platform: Platform, sandboxes: Option<openma_sandbox::Sandboxes>, settings: McpSettings) -> Self {
+    pub fn new(
+        platform: Platform,
+        sandboxes: Option<openma_sandbox::Sandboxes>,
+        remote: Option<Arc<crate::remote_sandbox::RemoteSandbox>>,
+        settings: McpSettings,
+    ) -> Self {
         let oauth = Validator { allow_private: settings.allow_private };
-        McpHub { platform, sandboxes, settings, oauth, sessions: Mutex::new(HashMap::new()) }
+        McpHub { platform, sandboxes, remote, settings, oauth, sessions: Mutex::new(HashMap::new()) }
     }
 
     /// A result whose text is longer than the sandbox's output limit (100,000 characters by
@@ -270,7 +278,7 @@ impl McpHub {
             Target::Stdio(_) => conns
                 .servers
                 .get_mut(name)
-                .is_some_and(|c| !c.service.is_closed() && c.process.as_mut().is_some_and(|p| p.alive())),
+                .is_some_and(|c| !c.service.is_closed() && c.process.as_mut().is_none_or(|p| p.alive())),
         };
         if !fresh {
             return self.reopen(tenant, session, server, conns, false).await;
@@ -306,6 +314,9 @@ impl McpHub {
     /// Starts a stdio server in the session's sandbox and does the MCP handshake over its
     /// stdin and stdout.
     async fn open_stdio(&self, session: &Session, server: &StdioMcpServer) -> Result<Connection, McpFailure> {
+        if let Some(remote) = &self.remote {
+            return self.open_remote_stdio(session, server, remote).await;
+        }
         let Some(sandboxes) = &self.sandboxes else {
             return Err(McpFailure::Connection("this server runs no sandboxes, so it cannot run stdio MCP servers".into()));
         };
@@ -331,6 +342,21 @@ impl McpHub {
         Ok(Connection { fingerprint: Target::Stdio(server).fingerprint(), service, tools, credential: None, process: Some(process) })
     }
 
+    /// Connects to a stdio server running on the remote sandbox server (it starts the
+    /// program at `initialize`).
+    async fn open_remote_stdio(&self, session: &Session, server: &StdioMcpServer, remote: &crate::remote_sandbox::RemoteSandbox) -> Result<Connection, McpFailure> {
+        let program = &server.command[0];
+        let transport = remote.mcp_transport(&session.id, &server.name).await.map_err(|e| McpFailure::Connection(format!("cannot start `{program}`: {e}")))?;
+        let service = match tokio::time::timeout(CONNECT_TIMEOUT, ().serve(transport)).await {
+            Err(_) => return Err(McpFailure::Connection(format!("`{program}` did not complete the MCP handshake in time"))),
+            Ok(Err(e)) => return Err(McpFailure::Connection(format!("`{program}` did not complete the MCP handshake on the sandbox server: {e}"))),
+            Ok(Ok(s)) => s,
+        };
+        let tools = list_tools(&service, &server.name).await.map_err(|e| McpFailure::Connection(format!("`{program}` {e}")))?;
+        tracing::debug!(session_id = %session.id, mcp_server = %server.name, "MCP handshake over the sandbox server done");
+        Ok(Connection { fingerprint: Target::Stdio(server).fingerprint(), service, tools, credential: None, process: None })
+    }
+
     /// The stdio servers the session took from its environment at create.
     fn stdio_servers(&self, session: &Session) -> Vec<StdioMcpServer> {
         self.sandboxes.as_ref().map(|s| s.environment(&session.id).mcp_servers).unwrap_or_default()
@@ -342,7 +368,7 @@ impl McpHub {
         self.stdio_servers(session)
             .into_iter()
             .filter(|s| !session.agent.mcp_servers.iter().any(|a| a.name == s.name))
-            .map(|s| McpToolset { mcp_server_name: s.name, configs: s.configs, default_config: s.default_config })
+            .map(|s| s.toolset())
             .collect()
     }
 

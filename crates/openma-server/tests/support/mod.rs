@@ -491,7 +491,7 @@ pub async fn tool_turn(app: &TestApp, model: &openma_fake_model::FakeModel, sid:
         .until(settled)
         .await
         .into_iter()
-        .filter(|e| e.event == "agent.tool_result")
+        .filter(|e| e.event == "agent.tool_result" || e.event == "agent.mcp_tool_result")
         .map(|e| (e.data["content"].as_array().unwrap().iter().filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join("\n"), e.data["is_error"] == true))
         .collect()
 }

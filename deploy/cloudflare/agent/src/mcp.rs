@@ -1,7 +1,10 @@
-//! The agent's MCP servers, reached by the SessionDO over MCP's streamable HTTP transport
-//! with `fetch` (the native server's `rmcp` cannot run in a Worker; the JSON-RPC messages,
-//! the credential lookup, the failures and the result blocks are the core's
-//! `openma_core::mcp`, shared with it).
+//! The session's MCP servers, reached by the SessionDO over MCP's streamable HTTP transport
+//! (the native server's `rmcp` cannot run in a Worker; the JSON-RPC messages, the credential
+//! lookup, the failures and the result blocks are the core's `openma_core::mcp`, shared with
+//! it): the agent's with `fetch`, and the environment's stdio servers through the session's
+//! sandbox server, which runs each program in the session's sandbox and carries the messages
+//! over its stdin and stdout (`Sandbox::mcp`). The environment's servers are read at the
+//! session's first turn and kept for its life, as natively at create.
 //!
 //! At the start of each turn every server is connected (`initialize`, then `tools/list`,
 //! all pages) and its tools offered to the model; a server that cannot be used is a
@@ -25,17 +28,23 @@ use openma_core::secrets::SecretBox;
 use openma_core::vaults::{self, StoredCredential};
 use openma_core::{IdGen, TenantId};
 use openma_types::agents::McpServer;
+use openma_types::environments::{EnvironmentConfig, StdioMcpServer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use worker::Result;
 
+use crate::sandbox::Sandbox;
 use crate::session::{Meta, SessionDO};
+use futures::future::{Either, select};
+use worker::Delay;
 use openma_worker_common::adapters::WorkerIds;
 use openma_worker_common::d1::D1;
 use openma_worker_common::outbound::{NoAnswer, Outbound, exchange};
 
 /// Storage key: the MCP tools of the turn that listed them.
 const LISTED: &str = "mcp_tools";
+/// Storage key: the environment's stdio MCP servers, as the session's first turn read them.
+const ENVIRONMENT_SERVERS: &str = "environment_mcp_servers";
 /// How long `initialize` or one `tools/list` page may take, and a `tools/call`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 const CALL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -53,12 +62,72 @@ struct Listed {
     tools: Vec<McpToolDef>,
 }
 
-/// The turn's tool plan: the agent's own tools and those its MCP servers list. The first
-/// call of a turn connects the servers (reporting the ones that cannot be used); the others
-/// reuse what it stored.
+/// A server a session's MCP tools come from.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// One of the agent's `mcp_servers`, reached with `fetch`.
+    Url(&'a McpServer),
+    /// One of the environment's stdio servers, run by the sandbox server.
+    Stdio(&'a StdioMcpServer),
+}
+
+impl Target<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Target::Url(s) => &s.name,
+            Target::Stdio(s) => &s.name,
+        }
+    }
+
+    /// What a held MCP session was opened to: a changed definition opens a new one.
+    fn fingerprint(&self) -> String {
+        match self {
+            Target::Url(s) => s.url.clone(),
+            Target::Stdio(s) => serde_json::to_string(&(&s.command, &s.env)).unwrap_or_default(),
+        }
+    }
+
+    /// How failures name it: the URL, or the program.
+    fn label(&self) -> &str {
+        match self {
+            Target::Url(s) => &s.url,
+            Target::Stdio(s) => &s.command[0],
+        }
+    }
+}
+
+/// The environment's stdio MCP servers: read from D1 at the session's first turn and kept in
+/// the object's storage, so every turn lists, and the sandbox server runs, the same ones.
+pub async fn environment_servers(object: &SessionDO, meta: &Meta) -> Result<Vec<StdioMcpServer>> {
+    let storage = object.state.storage();
+    if let Some(kept) = storage.get::<Vec<StdioMcpServer>>(ENVIRONMENT_SERVERS).await? {
+        return Ok(kept);
+    }
+    let db = D1::new(object.env.d1("DB")?);
+    let tenant = TenantId::from_trusted(meta.tenant.clone());
+    let environment = openma_core::ports::EnvironmentStore::get_environment(&db, &tenant, &meta.session.environment_id)
+        .await
+        .map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let servers = match environment.map(|e| e.config) {
+        Some(EnvironmentConfig::Cloud(c)) => c.mcp_servers,
+        None => Vec::new(),
+    };
+    storage.put(ENVIRONMENT_SERVERS, &servers).await?;
+    Ok(servers)
+}
+
+/// The servers a session's MCP tools come from: the agent's, then the environment's.
+fn targets<'a>(meta: &'a Meta, stdio: &'a [StdioMcpServer]) -> Vec<Target<'a>> {
+    meta.session.agent.mcp_servers.iter().map(Target::Url).chain(stdio.iter().map(Target::Stdio)).collect()
+}
+
+/// The turn's tool plan: the agent's own tools and those its MCP servers and its
+/// environment's list. The first call of a turn connects the servers (reporting the ones
+/// that cannot be used); the others reuse what it stored.
 pub async fn plan(object: &SessionDO, meta: &Meta, base: &ToolPlan, turn: i64) -> Result<ToolPlan> {
     let agent = &meta.session.agent;
-    if agent.mcp_servers.is_empty() {
+    let stdio = environment_servers(object, meta).await?;
+    if agent.mcp_servers.is_empty() && stdio.is_empty() {
         return Ok(base.clone());
     }
     let storage = object.state.storage();
@@ -69,12 +138,12 @@ pub async fn plan(object: &SessionDO, meta: &Meta, base: &ToolPlan, turn: i64) -
             object.mcp.clear();
             let mut tools = Vec::new();
             let mut errors = Vec::new();
-            for server in &agent.mcp_servers {
+            for server in targets(meta, &stdio) {
                 match list(object, meta, server).await {
                     Ok(mut t) => tools.append(&mut t),
                     Err(f) => {
-                        worker::console_warn!("session {}: MCP server {} unavailable: {}", meta.session.id, server.name, f.message());
-                        errors.push(f.session_error(&server.name));
+                        worker::console_warn!("session {}: MCP server {} unavailable: {}", meta.session.id, server.name(), f.message());
+                        errors.push(f.session_error(server.name()));
                     }
                 }
             }
@@ -85,13 +154,18 @@ pub async fn plan(object: &SessionDO, meta: &Meta, base: &ToolPlan, turn: i64) -
             tools
         }
     };
-    Ok(base.clone().with_mcp_tools(agent, &[], &tools))
+    let toolsets: Vec<_> = stdio.iter().map(StdioMcpServer::toolset).collect();
+    Ok(base.clone().with_mcp_tools(agent, &toolsets, &tools))
 }
 
-/// Runs `tools/call` of `tool` on the agent's server `server_name`: the result's blocks, or
+/// Runs `tools/call` of `tool` on the session's server `server_name`: the result's blocks, or
 /// an error result saying why there is none.
 pub async fn call(object: &SessionDO, meta: &Meta, server_name: &str, tool: &str, input: &Value) -> ToolOutput {
-    let Some(server) = meta.session.agent.mcp_servers.iter().find(|s| s.name == server_name) else {
+    let stdio = match environment_servers(object, meta).await {
+        Ok(s) => s,
+        Err(e) => return ToolOutput::error(format!("The session's environment cannot be read: {e}")),
+    };
+    let Some(server) = targets(meta, &stdio).into_iter().find(|s| s.name() == server_name) else {
         return ToolOutput::error(format!("The MCP server `{server_name}` is not configured for this session."));
     };
     let arguments = match input {
@@ -108,7 +182,7 @@ pub async fn call(object: &SessionDO, meta: &Meta, server_name: &str, tool: &str
         },
     };
     let params = json!({"name": tool, "arguments": arguments});
-    let mut answer = client.request("tools/call", params.clone(), CALL_TIMEOUT).await;
+    let mut answer = client.request(object, meta, "tools/call", params.clone(), CALL_TIMEOUT).await;
     // a held session the server has dropped, or whose credential it now refuses, did not run
     // the call: once more on a session opened afresh (the credential looked up again)
     if reused && matches!(answer, Err(Exchange::Gone | Exchange::Refused)) {
@@ -116,7 +190,7 @@ pub async fn call(object: &SessionDO, meta: &Meta, server_name: &str, tool: &str
             Ok(c) => c,
             Err(out) => return out,
         };
-        answer = client.request("tools/call", params, CALL_TIMEOUT).await;
+        answer = client.request(object, meta, "tools/call", params, CALL_TIMEOUT).await;
     }
     match answer {
         Ok(result) => {
@@ -138,12 +212,12 @@ pub async fn call(object: &SessionDO, meta: &Meta, server_name: &str, tool: &str
 pub struct Clients(std::cell::RefCell<std::collections::HashMap<String, Client>>);
 
 impl Clients {
-    fn take(&self, server: &McpServer) -> Option<Client> {
-        self.0.borrow_mut().remove(&server.name).filter(|c| c.url == server.url)
+    fn take(&self, server: Target<'_>) -> Option<Client> {
+        self.0.borrow_mut().remove(server.name()).filter(|c| c.fingerprint == server.fingerprint())
     }
 
-    fn keep(&self, server: &McpServer, client: Client) {
-        self.0.borrow_mut().insert(server.name.clone(), client);
+    fn keep(&self, server: Target<'_>, client: Client) {
+        self.0.borrow_mut().insert(server.name().to_owned(), client);
     }
 
     fn clear(&self) {
@@ -152,14 +226,14 @@ impl Clients {
 }
 
 /// Every tool the server lists, as the session knows them.
-async fn list(object: &SessionDO, meta: &Meta, server: &McpServer) -> std::result::Result<Vec<McpToolDef>, McpFailure> {
+async fn list(object: &SessionDO, meta: &Meta, server: Target<'_>) -> std::result::Result<Vec<McpToolDef>, McpFailure> {
     let mut client = Client::open(object, meta, server).await?;
     let mut tools = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..MAX_PAGES {
         let params = cursor.as_ref().map_or_else(|| json!({}), |c| json!({"cursor": c}));
-        let page = client.request("tools/list", params, CONNECT_TIMEOUT).await.map_err(|e| e.failure(server, "could not list its tools"))?;
-        let (mut listed, next) = mcp::listed_tools(&server.name, &page);
+        let page = client.request(object, meta, "tools/list", params, CONNECT_TIMEOUT).await.map_err(|e| e.failure(server, "could not list its tools"))?;
+        let (mut listed, next) = mcp::listed_tools(server.name(), &page);
         tools.append(&mut listed);
         match next {
             Some(c) => cursor = Some(c),
@@ -200,29 +274,56 @@ enum Exchange {
 }
 
 impl Exchange {
-    fn failure(self, server: &McpServer, what: &str) -> McpFailure {
+    fn failure(self, server: Target<'_>, what: &str) -> McpFailure {
+        let label = server.label();
         match self {
-            Exchange::Refused => McpFailure::Authentication(format!("`{}` refused the credential", server.url)),
-            Exchange::TimedOut => McpFailure::Connection(format!("`{}` {what} in time", server.url)),
-            Exchange::Gone => McpFailure::Connection(format!("`{}` {what}: it lost the MCP session", server.url)),
-            Exchange::Failed(why) => McpFailure::Connection(format!("`{}` {what}: {why}", server.url)),
+            Exchange::Refused => McpFailure::Authentication(format!("`{label}` refused the credential")),
+            Exchange::TimedOut => McpFailure::Connection(format!("`{label}` {what} in time")),
+            Exchange::Gone => McpFailure::Connection(format!("`{label}` {what}: it lost the MCP session")),
+            Exchange::Failed(why) => McpFailure::Connection(format!("`{label}` {what}: {why}")),
         }
     }
 }
 
+/// Where a client's messages go.
+enum Route {
+    /// The agent's server at its URL, with the session's credential for it.
+    Url { url: String, authorization: Option<String> },
+    /// The environment's stdio server of this name, on the session's sandbox server.
+    Sandbox { server: String },
+}
+
 /// One MCP session with a server.
 struct Client {
-    url: String,
-    authorization: Option<String>,
+    route: Route,
+    /// What it was opened to ([`Target::fingerprint`]).
+    fingerprint: String,
     /// `Mcp-Session-Id`, when the server gave one.
     session: Option<String>,
     next_id: u64,
 }
 
 impl Client {
+    async fn open(object: &SessionDO, meta: &Meta, server: Target<'_>) -> std::result::Result<Client, McpFailure> {
+        match server {
+            Target::Url(s) => Client::open_url(object, meta, s).await,
+            Target::Stdio(s) => {
+                let mut client = Client { route: Route::Sandbox { server: s.name.clone() }, fingerprint: server.fingerprint(), session: None, next_id: 0 };
+                client.handshake(object, meta).await.map_err(|e| e.failure(server, "did not complete the MCP handshake"))?;
+                Ok(client)
+            }
+        }
+    }
+
+    /// `initialize`, then `notifications/initialized`.
+    async fn handshake(&mut self, object: &SessionDO, meta: &Meta) -> std::result::Result<(), Exchange> {
+        self.request(object, meta, "initialize", mcp::initialize_params(), CONNECT_TIMEOUT).await?;
+        self.notify(object, meta, "notifications/initialized").await
+    }
+
     /// Checks the destination, finds the credential and does the handshake. An `mcp_oauth`
     /// token that has expired, or that the server refuses, is refreshed once (as natively).
-    async fn open(object: &SessionDO, meta: &Meta, server: &McpServer) -> std::result::Result<Client, McpFailure> {
+    async fn open_url(object: &SessionDO, meta: &Meta, server: &McpServer) -> std::result::Result<Client, McpFailure> {
         let allow_private = openma_worker_common::allow_private_addresses(&object.env);
         openma_core::web::check_destination(&server.url, allow_private).map_err(McpFailure::Connection)?;
         let vaults = Vaults::open(object, meta).await?;
@@ -240,12 +341,9 @@ impl Client {
                 Some(c) => Some(vaults.bearer(c)?),
                 None => None,
             };
-            let mut client = Client { url: server.url.clone(), authorization, session: None, next_id: 0 };
-            let handshake = async {
-                client.request("initialize", mcp::initialize_params(), CONNECT_TIMEOUT).await?;
-                client.notify("notifications/initialized").await
-            };
-            match handshake.await {
+            let route = Route::Url { url: server.url.clone(), authorization };
+            let mut client = Client { route, fingerprint: Target::Url(server).fingerprint(), session: None, next_id: 0 };
+            match client.handshake(object, meta).await {
                 Ok(()) => return Ok(client),
                 Err(Exchange::Refused) => {
                     if !refreshed && let Some(c) = stored.as_ref().filter(|c| mcp::refreshable(c)) {
@@ -255,35 +353,42 @@ impl Client {
                     }
                     return Err(openma_core::mcp::refusal(&server.url, stored.is_some(), refreshed));
                 }
-                Err(e) => return Err(e.failure(server, "did not complete the MCP handshake")),
+                Err(e) => return Err(e.failure(Target::Url(server), "did not complete the MCP handshake")),
             }
         }
     }
 
-    async fn request(&mut self, method: &str, params: Value, timeout: Duration) -> std::result::Result<Value, Exchange> {
+    async fn request(&mut self, object: &SessionDO, meta: &Meta, method: &str, params: Value, timeout: Duration) -> std::result::Result<Value, Exchange> {
         self.next_id += 1;
         let id = self.next_id;
-        let (content_type, body) = self.post(mcp::rpc_message(Some(id), method, params), timeout).await?;
+        let (content_type, body) = self.post(object, meta, mcp::rpc_message(Some(id), method, params), timeout).await?;
         mcp::response_result(&content_type, &body, id).map_err(|e| match e {
             RpcFailure::Error { .. } | RpcFailure::Malformed(_) => Exchange::Failed(e.to_string()),
         })
     }
 
-    async fn notify(&mut self, method: &str) -> std::result::Result<(), Exchange> {
-        self.post(mcp::rpc_message(None, method, json!({})), CONNECT_TIMEOUT).await.map(drop)
+    async fn notify(&mut self, object: &SessionDO, meta: &Meta, method: &str) -> std::result::Result<(), Exchange> {
+        self.post(object, meta, mcp::rpc_message(None, method, json!({})), CONNECT_TIMEOUT).await.map(drop)
     }
 
     /// POSTs one message; the answer's content type and body.
-    async fn post(&mut self, message: Value, timeout: Duration) -> std::result::Result<(String, String), Exchange> {
+    async fn post(&mut self, object: &SessionDO, meta: &Meta, message: Value, timeout: Duration) -> std::result::Result<(String, String), Exchange> {
+        let (url, authorization) = match &self.route {
+            Route::Url { url, authorization } => (url.clone(), authorization.clone()),
+            Route::Sandbox { server } => {
+                let server = server.clone();
+                return self.post_to_sandbox(object, meta, &server, message, timeout).await;
+            }
+        };
         let mut headers = vec![("content-type", "application/json".to_owned()), ("accept", "application/json, text/event-stream".to_owned())];
-        if let Some(a) = &self.authorization {
-            headers.push(("authorization", a.clone()));
+        if let Some(a) = authorization {
+            headers.push(("authorization", a));
         }
         if let Some(s) = &self.session {
             headers.push(("mcp-session-id", s.clone()));
             headers.push(("mcp-protocol-version", mcp::PROTOCOL_VERSION.to_owned()));
         }
-        let (answer, got) = exchange(&self.url, &headers, &message.to_string(), timeout).await.map_err(|e| match e {
+        let (answer, got) = exchange(&url, &headers, &message.to_string(), timeout).await.map_err(|e| match e {
             NoAnswer::TimedOut(_) => Exchange::TimedOut,
             NoAnswer::Failed(why) => Exchange::Failed(why),
         })?;
@@ -294,6 +399,35 @@ impl Client {
             _ => {}
         }
         if let Some(s) = got.get("mcp-session-id").ok().flatten() {
+            self.session = Some(s);
+        }
+        Ok((answer.content_type, answer.body))
+    }
+
+    /// POSTs one message to the sandbox server's bridge to the stdio server; an `initialize`
+    /// makes the sandbox ready first and starts the program there.
+    async fn post_to_sandbox(&mut self, object: &SessionDO, meta: &Meta, server: &str, message: Value, timeout: Duration) -> std::result::Result<(String, String), Exchange> {
+        let initialize = message["method"] == "initialize";
+        let failed = |e: worker::Error| Exchange::Failed(e.to_string());
+        let sandbox = Sandbox::of(object, &meta.tenant, &meta.session.id)
+            .await
+            .map_err(failed)?
+            .ok_or_else(|| Exchange::Failed("this deployment has no sandbox (no container binding nor OPENMA_SANDBOX_URL) to run it in".into()))?;
+        let body = message.to_string();
+        let sent = sandbox.mcp(object, meta, server, &body, self.session.as_deref(), initialize);
+        let answer = match select(Box::pin(sent), Box::pin(Delay::from(timeout))).await {
+            Either::Left((r, _)) => r.map_err(failed)?,
+            Either::Right(_) => return Err(Exchange::TimedOut),
+        };
+        match answer.status {
+            404 if self.session.is_some() => return Err(Exchange::Gone),
+            s if !(200..300).contains(&s) => {
+                let why = serde_json::from_str::<Value>(&answer.body).ok().and_then(|b| b["error"]["message"].as_str().map(str::to_owned));
+                return Err(Exchange::Failed(why.unwrap_or_else(|| format!("the sandbox server answered {s}"))));
+            }
+            _ => {}
+        }
+        if let Some(s) = answer.session {
             self.session = Some(s);
         }
         Ok((answer.content_type, answer.body))

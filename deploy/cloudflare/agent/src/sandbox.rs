@@ -92,11 +92,18 @@ impl Sandbox {
     }
 
     async fn send(&self, method: Method, path: &str, body: Option<worker::wasm_bindgen::JsValue>, json: bool) -> Result<Response> {
+        self.send_with(method, path, body, json, &[]).await
+    }
+
+    async fn send_with(&self, method: Method, path: &str, body: Option<worker::wasm_bindgen::JsValue>, json: bool, extra: &[(&str, &str)]) -> Result<Response> {
         let request = || -> Result<Request> {
             let headers = Headers::new();
             headers.set("authorization", &format!("Bearer {}", self.token))?;
             if json {
                 headers.set("content-type", "application/json")?;
+            }
+            for (name, value) in extra {
+                headers.set(name, value)?;
             }
             let mut init = RequestInit::new();
             init.with_method(method.clone()).with_headers(headers).with_body(body.clone());
@@ -138,9 +145,11 @@ impl Sandbox {
         let db = D1::new(object.env.d1("DB")?);
         let environment = db.get_environment(&TenantId::from_trusted(meta.tenant.clone()), &meta.session.environment_id).await.map_err(|e| worker::Error::RustError(e.to_string()))?;
         let (networking, environment) = match environment.map(|e| e.config) {
-            Some(EnvironmentConfig::Cloud(c)) => (Some(c.networking), SandboxEnvironment { packages: c.packages, limits: c.limits.unwrap_or_default() }),
+            Some(EnvironmentConfig::Cloud(c)) => (Some(c.networking), SandboxEnvironment { packages: c.packages, limits: c.limits.unwrap_or_default(), mcp_servers: Vec::new() }),
             None => (None, SandboxEnvironment::default()),
         };
+        // the stdio MCP servers the session's turns list (taken at its first turn)
+        let environment = SandboxEnvironment { mcp_servers: crate::mcp::environment_servers(object, meta).await?, ..environment };
         // the packages' layer starts building on the server now, while the model call runs
         let open = SessionOpen { networking, mcp_servers: meta.session.agent.mcp_servers.clone(), environment: Some(environment) };
         let open = serde_json::to_string(&open)?;
@@ -165,6 +174,36 @@ impl Sandbox {
         refused(&mut r).await?;
         worker::console_log!("sandbox: session {} restored from its snapshot ({} bytes)", self.session_id, bytes.len());
         Ok(())
+    }
+
+    /// Posts one MCP message to the session's stdio MCP server `server` on the sandbox server
+    /// (`openma_types::sandbox::mcp_path`). Before an `initialize` — which starts the program —
+    /// the session is made ready there as before a tool, and opened again once if the server
+    /// turns out not to hold it. The answer's status, content type, body and MCP session.
+    pub async fn mcp(&self, object: &SessionDO, meta: &Meta, server: &str, message: &str, mcp_session: Option<&str>, initialize: bool) -> Result<McpAnswer> {
+        let path = openma_types::sandbox::mcp_path(&self.session_id, server);
+        let mut headers = vec![("accept", "application/json, text/event-stream")];
+        if let Some(s) = mcp_session {
+            headers.push((openma_types::sandbox::MCP_SESSION, s));
+        }
+        for attempt in 0..2 {
+            if initialize {
+                self.prepare(object, meta).await?;
+            }
+            let mut r = self.send_with(Method::Post, &path, Some(message.into()), true, &headers).await?;
+            let status = r.status_code();
+            let content_type = r.headers().get("content-type")?.unwrap_or_default();
+            let session = r.headers().get(openma_types::sandbox::MCP_SESSION)?;
+            let body = r.text().await?;
+            let unknown = status == 404 && serde_json::from_str::<ErrorEnvelope>(&body).is_ok_and(|e| e.error.code.as_deref() == Some(SESSION_UNKNOWN));
+            if initialize && unknown && attempt == 0 {
+                // a new container, or a server that lost its disk
+                object.sandbox_ready.set(false);
+                continue;
+            }
+            return Ok(McpAnswer { status, content_type, body, session });
+        }
+        Err(Refusal::Unknown.into())
     }
 
     /// Runs a tool; a server that does not hold the session is given it, then asked again.
@@ -360,6 +399,15 @@ fn start(container: &worker::Container, token: &str) -> Result<()> {
     let start: Function = Reflect::get(this, &"start".into()).map_err(js)?.dyn_into().map_err(js)?;
     start.call1(this, &options).map_err(js)?;
     Ok(())
+}
+
+/// The sandbox server's answer to an MCP message.
+pub struct McpAnswer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+    /// `Mcp-Session-Id`, when given.
+    pub session: Option<String>,
 }
 
 /// Why the server refused a request.

@@ -2,10 +2,9 @@
 //! way to a session's SessionDO in `openma-agent`. `openma-main` serves the Sessions API
 //! with them; `openma-integrations` starts and feeds the sessions of provider threads.
 //!
-//! What the Workers cannot do yet is refused with 400 `unsupported_feature`, never accepted
-//! and ignored: sandbox-run MCP servers. `environment_variable`
-//! credentials are sent to the session's sandbox server by the SessionDO. `memory_store` resources are mounted into the sandbox by the SessionDO.
-//! `github_repository` resources are cloned by the session's sandbox server before the
+//! What a session's sandbox holds is given to its sandbox server by the SessionDO: the
+//! environment's packages, limits and stdio MCP servers, `environment_variable` credentials,
+//! `memory_store` resources; `github_repository` resources are cloned there before the
 //! session is handed out (see [`create`]).
 
 use async_trait::async_trait;
@@ -17,7 +16,7 @@ use openma_core::memory::Memories;
 use openma_core::sessions::{SessionAttachments, Sessions};
 use openma_core::vaults::Vaults;
 use openma_core::{DomainError, TenantId};
-use openma_types::environments::{EnvironmentConfig, EnvironmentLimits};
+use openma_types::environments::EnvironmentLimits;
 use openma_types::events::EventPayload;
 use openma_types::files::{FileResource, FileResourceParams};
 use openma_types::sessions::{CreateSessionRequest, Session};
@@ -100,7 +99,6 @@ impl WorkerSessions {
 /// `OPENMA_GITHUB_URL` (default `https://github.com`). A clone that fails is the caller's
 /// error and takes the session away again, as natively. The session and its initial inputs.
 pub async fn create(env: &Env, sessions: &Sessions<'_>, tenant: &TenantId, req: &CreateSessionRequest, request_id: &str) -> Result<(Session, Vec<Input>), ApiError> {
-    check_sandbox(sessions, tenant, req.environment_id.as_deref()).await?;
     let (session, initial) = sessions.create(tenant, req).await?;
     let repositories = openma_core::files::resource_params(req.resources.as_deref().unwrap_or_default())?.repositories;
     if repositories.is_empty() {
@@ -137,20 +135,6 @@ async fn answer(mut r: Response) -> Result<(), ApiError> {
     // a deployment without a sandbox cannot clone: its code goes to the caller too
     let code = (body["error"]["details"]["error_code"] == "unsupported_feature").then_some("unsupported_feature");
     Err(DomainError::Invalid { message, code }.into())
-}
-
-/// What only the native server's sandbox gives — MCP servers run in the sandbox — is
-/// refused rather than silently missing from the session's container. (An environment's
-/// packages and limits are given to the session's sandbox server, which builds the packages'
-/// layer while the first model call runs.)
-pub async fn check_sandbox(sessions: &Sessions<'_>, tenant: &TenantId, environment_id: Option<&str>) -> Result<(), ApiError> {
-    if let Some(id) = environment_id {
-        let EnvironmentConfig::Cloud(c) = sessions.environments.get(tenant, id).await?.config;
-        if !c.mcp_servers.is_empty() {
-            return Err(DomainError::unsupported("an environment with `mcp_servers` (run inside the sandbox) on the Cloudflare Workers deployment").into());
-        }
-    }
-    Ok(())
 }
 
 /// What a SessionDO is sent: the caller's tenant, the session row, and the client events

@@ -1,5 +1,6 @@
 """The agent's MCP servers on the Workers, judged by the official SDK: the SessionDO connects
-each server at the start of a turn over MCP's streamable HTTP transport (`fetch`), offers
+each server at the start of a turn over MCP's streamable HTTP transport (`fetch`; the older
+HTTP+SSE transport for a server that refuses it), offers
 its tools to the model as `mcp__<server>__<tool>`, asks for confirmation by the toolset's
 policy, runs the call with the session's vault credential and records `agent.mcp_tool_use`
 / `agent.mcp_tool_result`; a server that is down, or refuses the credential, is a typed
@@ -256,3 +257,118 @@ def test_mcp_oauth_validate_probes_refreshes_and_reports_scrubbed(mcp_main):
             a.beta.vaults.credentials.mcp_oauth_validate(bearer.id, vault_id=vault.id)
     finally:
         kb.server.shutdown()
+
+
+class LegacyMcpServer:
+    """An MCP server of the older HTTP+SSE transport (2024-11-05): a `POST` to its URL is
+    refused (405); `GET` opens an event stream whose `endpoint` event names
+    `/messages?session=<id>`, where messages are POSTed (202) and whose answers come back on
+    the stream. Before answering `tools/call` it pings its client and waits for the answer."""
+
+    def __init__(self, token: str = TOKEN) -> None:
+        import queue
+
+        self.calls: list[str] = []
+        self.pongs: list[dict] = []
+        self.streams: dict[str, "queue.Queue[str | None]"] = {}
+        self.posts_to_stream_url = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def reply(self, status: int, body: bytes = b"") -> None:
+                self.send_response(status)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path != "/sse" or self.headers.get("authorization") != f"Bearer {token}":
+                    self.reply(401 if self.path == "/sse" else 404)
+                    return
+                sid = uuid.uuid4().hex
+                q = outer.streams[sid] = queue.Queue()
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("cache-control", "no-cache")
+                self.end_headers()
+                try:
+                    self.wfile.write(f"event: endpoint\ndata: /messages?session={sid}\n\n".encode())
+                    self.wfile.flush()
+                    while (msg := q.get()) is not None:
+                        self.wfile.write(f"event: message\ndata: {msg}\n\n".encode())
+                        self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                raw = self.rfile.read(int(self.headers.get("content-length", "0")))
+                if self.path == "/sse":
+                    outer.posts_to_stream_url += 1
+                    self.reply(405)
+                    return
+                if self.headers.get("authorization") != f"Bearer {token}":
+                    self.reply(401)
+                    return
+                sid = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query).get("session", [""])[0]
+                q = outer.streams.get(sid)
+                if q is None:
+                    self.reply(404)
+                    return
+                req = json.loads(raw)
+                self.reply(202, b"Accepted")
+                if "method" not in req:
+                    outer.pongs.append(req)  # the client's answer to the ping
+                    return
+                outer.calls.append(req["method"])
+                if "id" not in req:
+                    return
+                answer = lambda result: json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": result})  # noqa: E731
+                if req["method"] == "initialize":
+                    q.put(answer({"protocolVersion": "2024-11-05", "capabilities": {"tools": {}}, "serverInfo": {"name": "old", "version": "1"}}))
+                elif req["method"] == "tools/list":
+                    q.put(answer({"tools": [{"name": "lookup", "description": "Looks a term up.", "inputSchema": {"type": "object", "properties": {"q": {"type": "string"}}}}]}))
+                elif req["method"] == "tools/call":
+                    q.put(json.dumps({"jsonrpc": "2.0", "id": "srv-ping", "method": "ping"}))
+                    q.put(json.dumps({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "looking"}}))
+                    q.put(answer({"content": [{"type": "text", "text": "old definition of " + req["params"]["arguments"]["q"]}]}))
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/sse"
+
+    def close(self) -> None:
+        for q in self.streams.values():
+            q.put(None)
+        self.server.shutdown()
+
+
+def test_a_server_of_the_older_http_sse_transport_is_spoken_to_over_its_event_stream(mcp_main, fake_model):
+    """A server that refuses streamable HTTP's POST is tried with the 2024-11-05 HTTP+SSE
+    transport, as natively: the SessionDO opens its event stream, posts to the endpoint it
+    names (with the vault's credential), reads the answers from the stream, and answers the
+    server's ping while waiting for a tool's result."""
+    old = LegacyMcpServer()
+    try:
+        a = anthropic.Anthropic(api_key=KEY_A, base_url=mcp_main.base_url, timeout=30.0)
+        vault = a.beta.vaults.create(display_name="old")
+        a.beta.vaults.credentials.create(vault.id, auth={"type": "static_bearer", "mcp_server_url": old.url, "token": TOKEN})
+        agent = a.beta.agents.create(name="old", model="claude-sonnet-4-5", mcp_servers=[{"type": "url", "name": "old", "url": old.url}],
+                                     tools=[{"type": "mcp_toolset", "mcp_server_name": "old", "default_config": {"permission_policy": {"type": "always_allow"}}}])
+        session = a.beta.sessions.create(agent=agent.id, environment_id=anthropic.omit, vault_ids=[vault.id])
+        script(fake_model, [tool_use("mcp__old__lookup", {"q": "otter"}), {"kind": "message", "blocks": [{"type": "text", "text": "done"}]}])
+        events = turn(a, session.id, "look it up")
+        assert not [e for e in events if e.type == "session.error"], [e.error for e in events if e.type == "session.error"]
+        [result] = [e for e in events if e.type == "agent.mcp_tool_result"]
+        assert [b.text for b in result.content] == ["old definition of otter"] and result.is_error is False, result
+        assert old.posts_to_stream_url >= 1, "streamable HTTP was tried first"
+        assert old.calls == ["initialize", "notifications/initialized", "tools/list", "tools/call"], old.calls
+        assert old.pongs == [{"jsonrpc": "2.0", "id": "srv-ping", "result": {}}], old.pongs
+        requests = httpx2.get(f"{fake_model}/_fake/requests", timeout=10).json()
+        assert "mcp__old__lookup" in [t["name"] for t in requests[-1]["body"]["tools"]]
+        assert TOKEN not in mcp_main.output()
+    finally:
+        old.close()

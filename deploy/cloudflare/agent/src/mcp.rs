@@ -1,7 +1,8 @@
 //! The session's MCP servers, reached by the SessionDO over MCP's streamable HTTP transport
 //! (the native server's `rmcp` cannot run in a Worker; the JSON-RPC messages, the credential
 //! lookup, the failures and the result blocks are the core's `openma_core::mcp`, shared with
-//! it): the agent's with `fetch`, and the environment's stdio servers through the session's
+//! it): the agent's with `fetch` (over the older HTTP+SSE transport when a server refuses
+//! streamable HTTP: [`legacy`]), and the environment's stdio servers through the session's
 //! sandbox server, which runs each program in the session's sandbox and carries the messages
 //! over its stdin and stdout (`Sandbox::mcp`). The environment's servers are read at the
 //! session's first turn and kept for its life, as natively at create.
@@ -32,6 +33,8 @@ use openma_types::environments::{EnvironmentConfig, StdioMcpServer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use worker::Result;
+
+mod legacy;
 
 use crate::sandbox::Sandbox;
 use crate::session::{Meta, SessionDO};
@@ -289,6 +292,8 @@ impl Exchange {
 enum Route {
     /// The agent's server at its URL, with the session's credential for it.
     Url { url: String, authorization: Option<String> },
+    /// The same, over the older HTTP+SSE transport: its open event stream.
+    Legacy { authorization: Option<String>, stream: legacy::LegacyStream },
     /// The environment's stdio server of this name, on the session's sandbox server.
     Sandbox { server: String },
 }
@@ -341,9 +346,29 @@ impl Client {
                 Some(c) => Some(vaults.bearer(c)?),
                 None => None,
             };
-            let route = Route::Url { url: server.url.clone(), authorization };
-            let mut client = Client { route, fingerprint: Target::Url(server).fingerprint(), session: None, next_id: 0 };
-            match client.handshake(object, meta).await {
+            let fingerprint = Target::Url(server).fingerprint();
+            let route = Route::Url { url: server.url.clone(), authorization: authorization.clone() };
+            let mut client = Client { route, fingerprint: fingerprint.clone(), session: None, next_id: 0 };
+            let mut shaken = client.handshake(object, meta).await;
+            if let Err(Exchange::Failed(why)) = &shaken {
+                // a server of the older HTTP+SSE transport refuses the POST: try that transport
+                let why = why.clone();
+                shaken = match legacy::LegacyStream::open(&server.url, authorization.as_deref(), CONNECT_TIMEOUT).await {
+                    Ok(stream) => {
+                        client = Client { route: Route::Legacy { authorization, stream }, fingerprint, session: None, next_id: 0 };
+                        client.handshake(object, meta).await
+                    }
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| match e {
+                    Exchange::Failed(legacy) => Exchange::Failed(format!("{why} (HTTP+SSE: {legacy})")),
+                    other => other,
+                });
+                if shaken.is_ok() {
+                    worker::console_log!("session {}: MCP server {} speaks the older HTTP+SSE transport", meta.session.id, server.name);
+                }
+            }
+            match shaken {
                 Ok(()) => return Ok(client),
                 Err(Exchange::Refused) => {
                     if !refreshed && let Some(c) = stored.as_ref().filter(|c| mcp::refreshable(c)) {
@@ -373,8 +398,12 @@ impl Client {
 
     /// POSTs one message; the answer's content type and body.
     async fn post(&mut self, object: &SessionDO, meta: &Meta, message: Value, timeout: Duration) -> std::result::Result<(String, String), Exchange> {
-        let (url, authorization) = match &self.route {
+        let (url, authorization) = match &mut self.route {
             Route::Url { url, authorization } => (url.clone(), authorization.clone()),
+            Route::Legacy { authorization, stream } => {
+                let body = stream.exchange(authorization.as_deref(), &message, timeout).await?;
+                return Ok(("application/json".to_owned(), body));
+            }
             Route::Sandbox { server } => {
                 let server = server.clone();
                 return self.post_to_sandbox(object, meta, &server, message, timeout).await;

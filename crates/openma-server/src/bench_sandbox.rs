@@ -2,7 +2,9 @@
 //! `openma-sandbox-server` on loopback) costs a turn, next to the local bubblewrap sandbox.
 //! Two servers as child processes run the same turns — one bash write, then a text reply —
 //! first in an empty workspace, then in one of 2,000 small files (a remote turn ends by taking
-//! the session's directory back, so its size shows). Scripted model in process.
+//! the session's directory back, so its size shows); then turns of one call to an
+//! environment's stdio MCP server (a program in the session's sandbox: over a pipe locally,
+//! through the sandbox server's streamable-HTTP bridge remotely). Scripted model in process.
 
 use std::time::Duration;
 
@@ -15,6 +17,24 @@ use crate::bench_memory::{call, one_turn, turns};
 use crate::bench_runtime::{spawn_server, spawn_server_with};
 
 const TOKEN: &str = "bench-sandbox-token-0123456789abcdef";
+
+/// A stdio MCP server answering `echo` (newline-delimited JSON-RPC).
+const ECHO_SERVER: &str = r#"
+import json, sys
+for line in sys.stdin:
+    req = json.loads(line)
+    m, i = req.get("method"), req.get("id")
+    if i is None:
+        continue
+    if m == "initialize":
+        r = {"protocolVersion": req["params"]["protocolVersion"], "capabilities": {"tools": {}}, "serverInfo": {"name": "echo", "version": "1"}}
+    elif m == "tools/list":
+        r = {"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]}
+    else:
+        r = {"content": [{"type": "text", "text": "pong"}]}
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": i, "result": r}) + "\n")
+    sys.stdout.flush()
+"#;
 
 /// A sandbox server in this process; its listener's URL.
 async fn sandbox_server(root: &std::path::Path) -> anyhow::Result<String> {
@@ -75,6 +95,29 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         println!("{:<58} {:>10.2} {:>10.2}", format!("remote sandbox, {label}"), ms(percentile(b, 0.5)), ms(percentile(b, 0.99)));
         println!("{:<58} {:>10.2}x", "ratio remote/local (p50)", percentile(b, 0.5).as_secs_f64() / percentile(a, 0.5).as_secs_f64());
     }
+    let mut figures = Vec::new();
+    for (base, agent) in [(&local.base, &agents[0]), (&remote.base, &agents[1])] {
+        let server = json!({"type": "stdio", "name": "echo", "command": ["python3", "-u", "-c", ECHO_SERVER], "default_config": {"permission_policy": {"type": "always_allow"}}});
+        let env = call(&http, reqwest::Method::POST, format!("{base}/v1/environments"), Some(json!({"name": "bench-stdio", "config": {"type": "cloud", "mcp_servers": [server]}}))).await?;
+        let s = call(&http, reqwest::Method::POST, format!("{base}/v1/sessions"), Some(json!({"agent": agent, "environment_id": env["id"]}))).await?;
+        let sid = s["id"].as_str().context("session id")?;
+        let mut t = Vec::with_capacity(n + 1);
+        // the first turn starts the program (a warm-up, dropped)
+        for _ in 0..=n {
+            model.script(vec![openma_fake_model::Reply::tool_use("mcp__echo__echo", json!({})), openma_fake_model::Reply::text("ok")]);
+            t.push(one_turn(&http, base, sid).await?);
+        }
+        let results = call(&http, reqwest::Method::GET, format!("{base}/v1/sessions/{sid}/events?types[]=agent.mcp_tool_result&limit=1000"), None).await?;
+        let ok = results["data"].as_array().map_or(0, |d| d.iter().filter(|e| e["is_error"] == false).count());
+        anyhow::ensure!(ok == n + 1, "{ok} of {} stdio MCP calls succeeded on {base}", n + 1);
+        t.remove(0);
+        t.sort();
+        figures.push(t);
+    }
+    let (a, b) = (&figures[0], &figures[1]);
+    println!("{:<58} {:>10.2} {:>10.2}", "local sandbox, one stdio MCP call", ms(percentile(a, 0.5)), ms(percentile(a, 0.99)));
+    println!("{:<58} {:>10.2} {:>10.2}", "remote sandbox, one stdio MCP call (bridge)", ms(percentile(b, 0.5)), ms(percentile(b, 0.99)));
+    println!("{:<58} {:>10.2}x", "ratio remote/local (p50)", percentile(b, 0.5).as_secs_f64() / percentile(a, 0.5).as_secs_f64());
     drop((local, remote));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

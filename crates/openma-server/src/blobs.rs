@@ -5,7 +5,9 @@
 //!
 //! A put is a multipart upload fed chunk by chunk, hashed as it goes and aborted past the
 //! size limit, so no body is ever held whole in memory and a reader (or a crash) sees
-//! either nothing or the whole object.
+//! either nothing or the whole object. In a local directory a put is on disk (the file and
+//! its directory entry synced) before it is reported done, since the row naming it is
+//! committed right after.
 
 use std::sync::Arc;
 
@@ -23,6 +25,8 @@ const PARTS_IN_FLIGHT: usize = 2;
 pub struct ObjectBlobs {
     store: Arc<dyn ObjectStore>,
     describe: String,
+    /// The directory of a local store, whose writes are synced.
+    local: Option<std::path::PathBuf>,
 }
 
 /// Where blobs go, parsed from `OPENMA_BLOB_URL`.
@@ -59,7 +63,7 @@ impl ObjectBlobs {
             BlobUrl::Local(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create blob dir {}: {e}", dir.display()))?;
                 let store = object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true);
-                Ok(ObjectBlobs { store: Arc::new(store), describe: format!("file://{}", dir.display()) })
+                Ok(ObjectBlobs { store: Arc::new(store), describe: format!("file://{}", dir.display()), local: Some(dir.clone()) })
             }
             BlobUrl::S3 { bucket, endpoint, region } => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
@@ -74,7 +78,7 @@ impl ObjectBlobs {
                     Some(e) => format!("s3://{bucket} at {e}"),
                     None => format!("s3://{bucket}"),
                 };
-                Ok(ObjectBlobs { store: Arc::new(store), describe })
+                Ok(ObjectBlobs { store: Arc::new(store), describe, local: None })
             }
         }
     }
@@ -103,6 +107,20 @@ impl ObjectBlobs {
     }
 }
 
+/// Syncs a file just renamed into place, and the directories up to it whose entries the
+/// rename (or the directory's creation) changed, so a crash loses neither.
+fn sync_to_disk(file: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(file)?.sync_all()?;
+    let mut dir = file.parent();
+    // `files/<tenant>/<id>`: the tenant's directory may be new, and so its parent's entry
+    for _ in 0..3 {
+        let Some(d) = dir else { break };
+        std::fs::File::open(d)?.sync_all()?;
+        dir = d.parent();
+    }
+    Ok(())
+}
+
 fn backend(e: object_store::Error) -> BlobError {
     BlobError::Backend(e.to_string())
 }
@@ -129,6 +147,13 @@ impl BlobStore for ObjectBlobs {
             return Err(e);
         }
         writer.finish().await.map_err(backend)?;
+        if let Some(root) = &self.local {
+            let file = root.join(key);
+            tokio::task::spawn_blocking(move || sync_to_disk(&file))
+                .await
+                .map_err(|e| BlobError::Backend(e.to_string()))?
+                .map_err(|e| BlobError::Backend(format!("cannot sync the blob to disk: {e}")))?;
+        }
         Ok(meter.finish().0)
     }
 

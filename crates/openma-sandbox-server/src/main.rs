@@ -91,11 +91,16 @@ async fn serve(args: Args, token: SecretString) -> anyhow::Result<()> {
     let reaped = sandboxes.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-        loop {
+        for minute in 0u64.. {
             tick.tick().await;
             let stopped = reaped.reap_idle().await;
             if stopped > 0 {
                 tracing::info!(stopped, "stopped idle shells");
+            }
+            // hourly: package layers no session used for a week
+            if minute % 60 == 59 {
+                let sandboxes = reaped.clone();
+                let _ = tokio::task::spawn_blocking(move || sandboxes.collect_layers(openma_sandbox::LAYER_UNUSED_FOR)).await;
             }
         }
     });

@@ -44,7 +44,7 @@ use std::time::Instant;
 pub use config::{EnvironmentLimits, Limits, SandboxConfig};
 pub use mounts::{MemoryMount, OutputFile};
 pub use network::{EgressHook, EgressPolicy, EgressSettings, LimitedEgress, ResolveOverrides};
-pub use packages::{LayerState, LayerStatus, Layers, PackageSet};
+pub use packages::{LAYER_UNUSED_FOR, LayerState, LayerStatus, Layers, PackageSet};
 pub use stdio::SandboxProcess;
 
 use bwrap::SessionPaths;
@@ -177,6 +177,21 @@ impl Sandboxes {
     /// The cached package layers.
     pub fn layers(&self) -> &Layers {
         &self.inner.layers
+    }
+
+    /// Deletes the package layers no sandbox mounted for `unused_for` that no session of this
+    /// host names (see [`Layers::collect`]); the number deleted.
+    pub fn collect_layers(&self, unused_for: std::time::Duration) -> usize {
+        let mut keep = std::collections::HashSet::new();
+        for e in std::fs::read_dir(&self.inner.config.root).into_iter().flatten().flatten() {
+            let Ok(bytes) = std::fs::read(e.path().join(ENVIRONMENT_MANIFEST)) else { continue };
+            if let Ok(env) = serde_json::from_slice::<SessionEnvironment>(&bytes)
+                && !env.packages.is_empty()
+            {
+                keep.insert(env.packages.hash());
+            }
+        }
+        self.inner.layers.collect(&keep, unused_for)
     }
 
     /// Records what the session takes from its environment (packages, limits); its sandbox

@@ -188,6 +188,12 @@ struct LayersInner {
     running: Mutex<HashMap<String, watch::Receiver<bool>>>,
 }
 
+/// In a layer's directory: touched each time a sandbox mounts it (its mtime is the last use).
+const USED: &str = "used";
+
+/// How long a layer no sandbox mounted is kept (unless a session of this host names it).
+pub const LAYER_UNUSED_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+
 fn now_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
@@ -303,7 +309,11 @@ impl Layers {
         loop {
             let status = self.ensure(set, false);
             match status.state {
-                LayerState::Ready => return Ok(self.root(set)),
+                LayerState::Ready => {
+                    // what `collect` goes by; a layer that cannot be marked is merely collected sooner
+                    let _ = std::fs::write(self.inner.dir.join(&status.hash).join(USED), b"");
+                    return Ok(self.root(set));
+                }
                 LayerState::Failed => return Err(format!("the environment's packages failed to build: {}", status.failure())),
                 LayerState::Pending | LayerState::Building => {}
             }
@@ -319,6 +329,45 @@ impl Layers {
                 }
             }
         }
+    }
+}
+
+impl Layers {
+    /// Removes the layers that no sandbox mounted for `unused_for`, unless their hash is in
+    /// `keep` (the package sets the sessions of this host name) or a build of this process
+    /// writes them; the number removed. A removed layer is built again when next needed. Each
+    /// is renamed away under the builds' lock (so none starts meanwhile), then deleted.
+    pub fn collect(&self, keep: &std::collections::HashSet<String>, unused_for: Duration) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.inner.dir) else { return 0 };
+        let now = SystemTime::now();
+        let mut doomed = Vec::new();
+        {
+            let running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') || !e.file_type().is_ok_and(|t| t.is_dir()) || keep.contains(&name) || running.contains_key(&name) {
+                    continue;
+                }
+                let dir = e.path();
+                let last = [USED, "build.json"].iter().find_map(|f| std::fs::metadata(dir.join(f)).and_then(|m| m.modified()).ok());
+                let last = last.or_else(|| e.metadata().and_then(|m| m.modified()).ok());
+                if last.is_some_and(|t| now.duration_since(t).unwrap_or_default() < unused_for) {
+                    continue;
+                }
+                let away = self.inner.dir.join(format!(".gc-{name}-{}", ulid::Ulid::new()));
+                match std::fs::rename(&dir, &away) {
+                    Ok(()) => doomed.push((name, away)),
+                    Err(e) => tracing::warn!(layer = %name, error = %e, "cannot collect an unused package layer"),
+                }
+            }
+        }
+        for (name, away) in &doomed {
+            match std::fs::remove_dir_all(away) {
+                Ok(()) => tracing::info!(layer = %name, "collected a package layer no sandbox used for {} days", unused_for.as_secs() / 86_400),
+                Err(e) => tracing::warn!(layer = %name, error = %e, "cannot delete a collected package layer"),
+            }
+        }
+        doomed.len()
     }
 }
 
@@ -582,6 +631,34 @@ pub(crate) fn layer_env() -> Vec<(&'static str, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unused_layers_are_collected_unless_a_session_names_them_or_a_build_runs() {
+        let dir = std::env::temp_dir().join(format!("openma-layers-{}", ulid::Ulid::new()));
+        let layers = Layers::new(&dir, Duration::from_secs(60));
+        let old = SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
+        let layer = |hash: &str, used: SystemTime| {
+            let d = dir.join(hash);
+            std::fs::create_dir_all(d.join("root/usr")).unwrap();
+            write_status(&d, &LayerStatus { state: LayerState::Ready, ..LayerStatus::pending(hash) }).unwrap();
+            std::fs::File::create(d.join(USED)).unwrap().set_modified(used).unwrap();
+            std::fs::File::options().write(true).open(d.join("build.json")).unwrap().set_modified(used).unwrap();
+        };
+        layer("stale", old);
+        layer("named", old);
+        layer("fresh", SystemTime::now());
+        layer("building", old);
+        std::fs::create_dir_all(dir.join(".home")).unwrap();
+        let (_tx, rx) = watch::channel(false);
+        layers.inner.running.lock().unwrap().insert("building".into(), rx);
+        let keep = std::collections::HashSet::from(["named".to_owned()]);
+        assert_eq!(layers.collect(&keep, LAYER_UNUSED_FOR), 1);
+        let mut left: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, [".home", "building", "fresh", "named"], "only the stale, unnamed, idle layer went");
+        assert_eq!(layers.collect(&keep, LAYER_UNUSED_FOR), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn equal_sets_share_a_key_and_different_ones_do_not() {

@@ -288,6 +288,17 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
             }
         }
     });
+    // package layers no session of this host used for a week go (a remote server collects its own)
+    let collected = sandboxes.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let sandboxes = collected.clone();
+            let _ = tokio::task::spawn_blocking(move || sandboxes.collect_layers(openma_sandbox::LAYER_UNUSED_FOR)).await;
+        }
+    });
     let blobs = Arc::new(crate::blobs::ObjectBlobs::open(&crate::blobs::BlobUrl::parse(&settings.blob_url)?).context("cannot open the blob store")?);
     platform.blobs = Some(blobs.clone());
     // shared house-keeping runs once across the cluster; idle sandboxes and MCP connections are per node

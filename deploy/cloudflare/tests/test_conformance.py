@@ -624,6 +624,10 @@ def test_an_environments_packages_are_built_by_the_sandbox_server_and_its_limits
     assert "300" in [line.strip() for line in out.splitlines()], f"the environment's open_files limit applies: {out}"
     layers = sandbox_server["sessions"].parent / "layers"
     assert any((d / "root").is_dir() for d in layers.iterdir()), "the layer is on the sandbox server"
+    # no environment-wide layer to report: the native `/build` extension is refused, not faked
+    build = httpx2.get(f"{main.base_url}/v1/environments/{env.id}/build", headers={"x-api-key": KEY_A}, timeout=30)
+    assert build.status_code == 400 and build.json()["error"]["details"]["error_code"] == "unsupported_feature", build.text
+    assert httpx2.get(f"{main.base_url}/v1/environments/env_nope/build", headers={"x-api-key": KEY_A}, timeout=30).status_code == 404
 
     broken = a.beta.environments.create(name="broken", config={"type": "cloud", "packages": {"pip": ["openma-no-such-package-zq9"]}})
     session = a.beta.sessions.create(agent=agent.id, environment_id=broken.id)

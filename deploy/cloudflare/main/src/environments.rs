@@ -1,6 +1,8 @@
 //! `/v1/environments…` on Workers: the core's environment service over D1, the same verbs,
-//! rules and wire shapes as the native server's `http/environments.rs` (its `/build`
-//! extension reports the native package layer, which the Workers do not build).
+//! rules and wire shapes as the native server's `http/environments.rs`. Its `/build`
+//! extension reports the one layer a host builds for an environment; on the Workers each
+//! session's sandbox server builds its own, so there is none to report: `/build` is refused
+//! with a stable `400 unsupported_feature` (the session's first tool reports a failed build).
 
 use openma_core::environments::Environments;
 use openma_core::platform::ListParams;
@@ -37,6 +39,11 @@ pub async fn route(req: &mut ApiRequest, db: &D1, tenant: &TenantId, rest: &[&st
         }
         .await,
         (Method::Post, [id, "archive"]) => async { json(envs.archive(tenant, id).await?) }.await,
+        (Method::Get, [id, "build"]) => async {
+            envs.get(tenant, id).await?;
+            Err(openma_core::DomainError::unsupported("`/build` on the Cloudflare Workers deployment (each session's container builds the packages' layer itself; its first tool reports a failed build)").into())
+        }
+        .await,
         _ => return None,
     };
     Some(result)

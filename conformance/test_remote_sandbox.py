@@ -150,24 +150,8 @@ def test_a_package_environment_is_built_on_the_sandbox_server(remote_client, rem
     assert any((d / "root").is_dir() for d in (remote["sessions"].parent / "layers").iterdir()), "the layer is on the sandbox server"
 
 
-# A stdio MCP server (newline-delimited JSON-RPC): `note` writes into the workspace.
-STDIO_SERVER = r"""
-import json, os, sys
-for line in sys.stdin:
-    req = json.loads(line)
-    m, i = req.get("method"), req.get("id")
-    if i is None:
-        continue
-    if m == "initialize":
-        r = {"protocolVersion": req["params"]["protocolVersion"], "capabilities": {"tools": {}}, "serverInfo": {"name": "local", "version": "1"}}
-    elif m == "tools/list":
-        r = {"tools": [{"name": "note", "description": "Writes a note.", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}}]}
-    else:
-        open("/workspace/from-mcp.txt", "w").write(req["params"]["arguments"]["text"])
-        r = {"content": [{"type": "text", "text": "noted"}]}
-    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": i, "result": r}) + "\n")
-    sys.stdout.flush()
-"""
+# The stdio MCP server program the Rust tests use too: `note` writes its text to /workspace/from-mcp.txt.
+STDIO_SERVER = (Path(__file__).resolve().parents[1] / "crates/openma-fake-model/src/stdio_mcp_server.py").read_text()
 
 
 def test_a_stdio_mcp_server_of_the_environment_runs_on_the_sandbox_server(remote_client, remote, fake):
@@ -181,5 +165,5 @@ def test_a_stdio_mcp_server_of_the_environment_runs_on_the_sandbox_server(remote
     fake.script([tool_use_reply("mcp__local__note", {"text": "remote hello"}), tool_use_reply("bash", {"command": "cat /workspace/from-mcp.txt"}), text_reply("done")])
     results = [e for e in run_turn(client, session.id, "note it") if e.type in ("agent.mcp_tool_result", "agent.tool_result")]
     assert [(r.type, r.is_error) for r in results] == [("agent.mcp_tool_result", False), ("agent.tool_result", False)], [result_text(r) for r in results]
-    assert result_text(results[0]) == "noted" and "remote hello" in result_text(results[1])
+    assert result_text(results[0]).startswith("noted by uid ") and "remote hello" in result_text(results[1])
     assert (remote["sessions"] / session.id / "workspace" / "from-mcp.txt").read_text() == "remote hello"

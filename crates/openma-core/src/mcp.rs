@@ -14,6 +14,50 @@ use crate::vaults::{self, StoredCredential};
 use openma_types::events::{EventPayload, RetryStatus, SessionErrorObject};
 use openma_types::Timestamp;
 use openma_types::vaults::{CredentialAuth, TokenEndpointAuthKind};
+use openma_types::agents::McpServer;
+use openma_types::environments::StdioMcpServer;
+
+/// A server a session's MCP tools come from.
+#[derive(Clone, Copy, Debug)]
+pub enum McpTarget<'a> {
+    /// One of the agent's `mcp_servers`, reached at its URL.
+    Url(&'a McpServer),
+    /// One of the environment's `config.mcp_servers`, run in the session's sandbox.
+    Stdio(&'a StdioMcpServer),
+}
+
+impl McpTarget<'_> {
+    pub fn name(&self) -> &str {
+        match self {
+            McpTarget::Url(s) => &s.name,
+            McpTarget::Stdio(s) => &s.name,
+        }
+    }
+
+    /// What a connection is opened to (the URL, or the program and its variables): one to a
+    /// server whose definition changed is opened anew.
+    pub fn fingerprint(&self) -> String {
+        match self {
+            McpTarget::Url(s) => s.url.clone(),
+            McpTarget::Stdio(s) => serde_json::to_string(&(&s.command, &s.env)).unwrap_or_default(),
+        }
+    }
+
+    /// How failures name it: the URL, or the program.
+    pub fn label(&self) -> &str {
+        match self {
+            McpTarget::Url(s) => &s.url,
+            McpTarget::Stdio(s) => s.command.first().map_or("", String::as_str),
+        }
+    }
+}
+
+/// The servers a session's MCP tools come from: the agent's, then the environment's stdio
+/// servers whose names the agent does not use (session create refuses such a clash; older
+/// sessions may hold one, and the agent's server wins).
+pub fn targets<'a>(agent: &'a [McpServer], stdio: &'a [StdioMcpServer]) -> Vec<McpTarget<'a>> {
+    agent.iter().map(McpTarget::Url).chain(stdio.iter().filter(|s| !agent.iter().any(|a| a.name == s.name)).map(McpTarget::Stdio)).collect()
+}
 
 /// The protocol revision a hand-written client asks for.
 pub const PROTOCOL_VERSION: &str = "2025-06-18";

@@ -13,6 +13,12 @@
 //! - `GET|PUT /_fake/default`: the reply used when the script is empty;
 //! - `GET /_fake/health`: `{"status":"ok","queued":…,"requests":…,"default_reply":…}`.
 
+/// A stdio MCP server program (Python, run as `python3 -u -c <this>`), the outside world's
+/// kind of program an environment's `config.mcp_servers` starts: `note` writes its `text` (and
+/// `$GREETING`, when set) to `/workspace/from-mcp.txt` and answers `noted by uid <uid>`; `echo`
+/// answers `pong`. The Python suites read the same file.
+pub const STDIO_MCP_SERVER: &str = include_str!("stdio_mcp_server.py");
+
 mod anthropic;
 mod frames;
 mod openai;

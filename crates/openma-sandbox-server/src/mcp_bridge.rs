@@ -18,7 +18,7 @@
 //! - `DELETE` ends the MCP session and kills the program, as deleting the session does.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -90,19 +90,28 @@ struct Bridge {
     waiting: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     /// Dropping it kills the program.
     process: Mutex<SandboxProcess>,
+    /// The program's output ended: no answer will come (its process may linger a moment,
+    /// `nsenter` outliving the program it forked).
+    ended: AtomicBool,
 }
 
 impl Bridge {
     async fn start(s: &Server, session_id: &str, server: &StdioMcpServer) -> Result<Arc<Bridge>, ApiError> {
         let mut process = s.sandboxes.spawn_stdio(session_id, &server.command, &server.env).await.map_err(|e| unavailable(format!("`{}` cannot start: {e}", server.name)))?;
         let (stdout, stdin) = process.take_io().ok_or_else(|| ApiError::internal("the program has no stdio"))?;
-        let bridge = Arc::new(Bridge { id: s.bridges.next_id(), stdin: tokio::sync::Mutex::new(stdin), waiting: Default::default(), process: Mutex::new(process) });
+        let bridge = Arc::new(Bridge {
+            id: s.bridges.next_id(),
+            stdin: tokio::sync::Mutex::new(stdin),
+            waiting: Default::default(),
+            process: Mutex::new(process),
+            ended: AtomicBool::new(false),
+        });
         tokio::spawn(read(Arc::downgrade(&bridge), FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_LINE)), session_id.to_owned(), server.name.clone()));
         Ok(bridge)
     }
 
     fn alive(&self) -> bool {
-        self.process.lock().unwrap_or_else(|e| e.into_inner()).alive()
+        !self.ended.load(Ordering::SeqCst) && self.process.lock().unwrap_or_else(|e| e.into_inner()).alive()
     }
 
     async fn write(&self, message: &Value) -> Result<(), ApiError> {
@@ -123,6 +132,11 @@ impl Bridge {
         let (tx, rx) = oneshot::channel();
         if self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), tx).is_some() {
             return Err(ApiError::invalid(format!("a request with id {key} is already waiting for its answer")));
+        }
+        // the reader sets `ended` before it drops the waiters: one of the two is seen
+        if self.ended.load(Ordering::SeqCst) {
+            self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            return Err(unavailable("the MCP server's program has exited".into()));
         }
         if let Err(e) = self.write(message).await {
             self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
@@ -182,6 +196,7 @@ async fn read(bridge: Weak<Bridge>, mut lines: FramedRead<tokio::process::ChildS
     }
     if let Some(b) = bridge.upgrade() {
         // their answers will not come (the entry itself goes at the next `initialize`)
+        b.ended.store(true, Ordering::SeqCst);
         b.waiting.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
     tracing::debug!(%session_id, mcp_server = %server, "stdio MCP server's output ended");

@@ -18,23 +18,6 @@ use crate::bench_runtime::{spawn_server, spawn_server_with};
 
 const TOKEN: &str = "bench-sandbox-token-0123456789abcdef";
 
-/// A stdio MCP server answering `echo` (newline-delimited JSON-RPC).
-const ECHO_SERVER: &str = r#"
-import json, sys
-for line in sys.stdin:
-    req = json.loads(line)
-    m, i = req.get("method"), req.get("id")
-    if i is None:
-        continue
-    if m == "initialize":
-        r = {"protocolVersion": req["params"]["protocolVersion"], "capabilities": {"tools": {}}, "serverInfo": {"name": "echo", "version": "1"}}
-    elif m == "tools/list":
-        r = {"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]}
-    else:
-        r = {"content": [{"type": "text", "text": "pong"}]}
-    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": i, "result": r}) + "\n")
-    sys.stdout.flush()
-"#;
 
 /// A sandbox server in this process; its listener's URL.
 async fn sandbox_server(root: &std::path::Path) -> anyhow::Result<String> {
@@ -97,7 +80,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let mut figures = Vec::new();
     for (base, agent) in [(&local.base, &agents[0]), (&remote.base, &agents[1])] {
-        let server = json!({"type": "stdio", "name": "echo", "command": ["python3", "-u", "-c", ECHO_SERVER], "default_config": {"permission_policy": {"type": "always_allow"}}});
+        let server = json!({"type": "stdio", "name": "echo", "command": ["python3", "-u", "-c", openma_fake_model::STDIO_MCP_SERVER], "default_config": {"permission_policy": {"type": "always_allow"}}});
         let env = call(&http, reqwest::Method::POST, format!("{base}/v1/environments"), Some(json!({"name": "bench-stdio", "config": {"type": "cloud", "mcp_servers": [server]}}))).await?;
         let s = call(&http, reqwest::Method::POST, format!("{base}/v1/sessions"), Some(json!({"agent": agent, "environment_id": env["id"]}))).await?;
         let sid = s["id"].as_str().context("session id")?;

@@ -148,30 +148,12 @@ async fn tools_run_on_the_sandbox_server_and_the_files_come_back() {
     }
 }
 
-/// A stdio MCP server: `note` writes its argument and uid into the workspace.
-const STDIO_SERVER: &str = r#"
-import json, os, sys
-for line in sys.stdin:
-    req = json.loads(line)
-    m, i = req.get("method"), req.get("id")
-    if i is None:
-        continue
-    if m == "initialize":
-        r = {"protocolVersion": req["params"]["protocolVersion"], "capabilities": {"tools": {}}, "serverInfo": {"name": "local", "version": "1"}}
-    elif m == "tools/list":
-        r = {"tools": [{"name": "note", "description": "Writes a note.", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}}]}
-    else:
-        open("/workspace/from-mcp.txt", "w").write(req["params"]["arguments"]["text"] + " " + os.environ["GREETING"])
-        r = {"content": [{"type": "text", "text": "noted by uid " + str(os.getuid())}]}
-    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": i, "result": r}) + "\n")
-    sys.stdout.flush()
-"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_environments_stdio_mcp_server_runs_in_the_session_sandbox_on_the_sandbox_server() {
     let Some((remote, model, app)) = setup().await else { return };
     let agent = coder(&app).await;
-    let server = json!({"type": "stdio", "name": "local", "command": ["python3", "-u", "-c", STDIO_SERVER], "env": {"GREETING": "from the sandbox server"},
+    let server = json!({"type": "stdio", "name": "local", "command": ["python3", "-u", "-c", openma_fake_model::STDIO_MCP_SERVER], "env": {"GREETING": "from the sandbox server"},
         "default_config": {"permission_policy": {"type": "always_allow"}}});
     let env = app.ok("/v1/environments", json!({"name": "stdio", "config": {"type": "cloud", "mcp_servers": [server]}})).await;
     let sid = app.ok("/v1/sessions", json!({"agent": agent, "environment_id": env["id"]})).await["id"].as_str().unwrap().to_owned();

@@ -552,24 +552,9 @@ def test_an_interrupt_stops_a_long_tool_run_and_an_unreachable_sandbox_is_an_err
     assert [e for e in events if e.type == "agent.message"], [e.type for e in events]
 
 
-# A stdio MCP server (newline-delimited JSON-RPC): `note` writes into the workspace.
-STDIO_SERVER = r"""
-import json, os, sys
-for line in sys.stdin:
-    req = json.loads(line)
-    m, i = req.get("method"), req.get("id")
-    if i is None:
-        continue
-    if m == "initialize":
-        r = {"protocolVersion": req["params"]["protocolVersion"], "capabilities": {"tools": {}}, "serverInfo": {"name": "local", "version": "1"}}
-    elif m == "tools/list":
-        r = {"tools": [{"name": "note", "description": "Writes a note.", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}}]}
-    else:
-        open("/workspace/from-mcp.txt", "w").write(req["params"]["arguments"]["text"] + " " + os.environ["GREETING"])
-        r = {"content": [{"type": "text", "text": "noted by uid " + str(os.getuid())}]}
-    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": i, "result": r}) + "\n")
-    sys.stdout.flush()
-"""
+# The stdio MCP server program the Rust tests use too: `note` writes its text (and $GREETING)
+# to /workspace/from-mcp.txt and answers with its uid.
+STDIO_SERVER = (REPO / "crates/openma-fake-model/src/stdio_mcp_server.py").read_text()
 
 
 def test_an_environments_stdio_mcp_server_runs_in_the_session_sandbox(main, fake_model, sandbox_server):

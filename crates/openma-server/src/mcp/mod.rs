@@ -54,6 +54,7 @@ impl Default for McpSettings {
 }
 
 pub use openma_core::mcp::{McpFailure, text_chars, tool_output};
+use openma_core::mcp::{McpTarget as Target, targets};
 
 /// The credential a connection was opened with, to notice rotation and archive.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,31 +72,6 @@ struct Connection {
     credential: Option<CredentialMark>,
     /// The program of a stdio server, killed when the connection is dropped.
     process: Option<openma_sandbox::SandboxProcess>,
-}
-
-/// A server a session's MCP tools come from.
-#[derive(Clone, Copy)]
-enum Target<'a> {
-    /// One of the agent's `mcp_servers`.
-    Url(&'a McpServer),
-    /// One of the environment's `config.mcp_servers`, run in the sandbox.
-    Stdio(&'a StdioMcpServer),
-}
-
-impl Target<'_> {
-    fn name(&self) -> &str {
-        match self {
-            Target::Url(s) => &s.name,
-            Target::Stdio(s) => &s.name,
-        }
-    }
-
-    fn fingerprint(&self) -> String {
-        match self {
-            Target::Url(s) => s.url.clone(),
-            Target::Stdio(s) => serde_json::to_string(&(&s.command, &s.env)).unwrap_or_default(),
-        }
-    }
 }
 
 /// One session's connections, by server name.
@@ -166,7 +142,7 @@ impl McpHub {
         let mut conns = entry.lock().await;
         conns.last_used = Some(Instant::now());
         let stdio = self.stdio_servers(session);
-        let wanted = targets(session, &stdio);
+        let wanted = targets(&session.agent.mcp_servers, &stdio);
         let stale: Vec<String> = conns
             .servers
             .iter()
@@ -202,7 +178,7 @@ impl McpHub {
     /// up again first: a rotated, refreshed or archived one replaces the connection.
     pub async fn call(&self, tenant: &TenantId, session: &Session, server: &str, tool: &str, input: Value) -> ToolOutput {
         let stdio = self.stdio_servers(session);
-        let Some(def) = targets(session, &stdio).into_iter().find(|s| s.name() == server) else {
+        let Some(def) = targets(&session.agent.mcp_servers, &stdio).into_iter().find(|s| s.name() == server) else {
             return ToolOutput::error(format!("The MCP server `{server}` is not configured for this session."));
         };
         if let (Target::Stdio(_), Some(sandboxes)) = (def, &self.sandboxes) {
@@ -524,17 +500,6 @@ impl McpHub {
 
 /// The server refused the credential (HTTP 401/403).
 struct Refused;
-
-/// The servers a session's MCP tools come from: the agent's, then the environment's stdio
-/// servers whose names the agent does not use.
-fn targets<'a>(session: &'a Session, stdio: &'a [StdioMcpServer]) -> Vec<Target<'a>> {
-    let agent = &session.agent.mcp_servers;
-    agent
-        .iter()
-        .map(Target::Url)
-        .chain(stdio.iter().filter(|s| !agent.iter().any(|a| a.name == s.name)).map(Target::Stdio))
-        .collect()
-}
 
 /// Why `tools/list` failed.
 #[derive(Debug)]

@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use openma_core::harness::tools::{McpToolDef, ToolOutput, ToolPlan};
-use openma_core::mcp::{self, McpFailure, RpcFailure};
+use openma_core::mcp::{self, McpFailure, McpTarget as Target, RpcFailure, targets};
 use openma_core::mcp_oauth::OAuth;
 use openma_core::secrets::SecretBox;
 use openma_core::vaults::{self, StoredCredential};
@@ -65,40 +65,6 @@ struct Listed {
     tools: Vec<McpToolDef>,
 }
 
-/// A server a session's MCP tools come from.
-#[derive(Clone, Copy)]
-enum Target<'a> {
-    /// One of the agent's `mcp_servers`, reached with `fetch`.
-    Url(&'a McpServer),
-    /// One of the environment's stdio servers, run by the sandbox server.
-    Stdio(&'a StdioMcpServer),
-}
-
-impl Target<'_> {
-    fn name(&self) -> &str {
-        match self {
-            Target::Url(s) => &s.name,
-            Target::Stdio(s) => &s.name,
-        }
-    }
-
-    /// What a held MCP session was opened to: a changed definition opens a new one.
-    fn fingerprint(&self) -> String {
-        match self {
-            Target::Url(s) => s.url.clone(),
-            Target::Stdio(s) => serde_json::to_string(&(&s.command, &s.env)).unwrap_or_default(),
-        }
-    }
-
-    /// How failures name it: the URL, or the program.
-    fn label(&self) -> &str {
-        match self {
-            Target::Url(s) => &s.url,
-            Target::Stdio(s) => &s.command[0],
-        }
-    }
-}
-
 /// The environment's stdio MCP servers: read from D1 at the session's first turn and kept in
 /// the object's storage, so every turn lists, and the sandbox server runs, the same ones.
 pub async fn environment_servers(object: &SessionDO, meta: &Meta) -> Result<Vec<StdioMcpServer>> {
@@ -119,11 +85,6 @@ pub async fn environment_servers(object: &SessionDO, meta: &Meta) -> Result<Vec<
     Ok(servers)
 }
 
-/// The servers a session's MCP tools come from: the agent's, then the environment's.
-fn targets<'a>(meta: &'a Meta, stdio: &'a [StdioMcpServer]) -> Vec<Target<'a>> {
-    meta.session.agent.mcp_servers.iter().map(Target::Url).chain(stdio.iter().map(Target::Stdio)).collect()
-}
-
 /// The turn's tool plan: the agent's own tools and those its MCP servers and its
 /// environment's list. The first call of a turn connects the servers (reporting the ones
 /// that cannot be used); the others reuse what it stored.
@@ -141,7 +102,7 @@ pub async fn plan(object: &SessionDO, meta: &Meta, base: &ToolPlan, turn: i64) -
             object.mcp.clear();
             let mut tools = Vec::new();
             let mut errors = Vec::new();
-            for server in targets(meta, &stdio) {
+            for server in targets(&meta.session.agent.mcp_servers, &stdio) {
                 match list(object, meta, server).await {
                     Ok(mut t) => tools.append(&mut t),
                     Err(f) => {
@@ -168,7 +129,7 @@ pub async fn call(object: &SessionDO, meta: &Meta, server_name: &str, tool: &str
         Ok(s) => s,
         Err(e) => return ToolOutput::error(format!("The session's environment cannot be read: {e}")),
     };
-    let Some(server) = targets(meta, &stdio).into_iter().find(|s| s.name() == server_name) else {
+    let Some(server) = targets(&meta.session.agent.mcp_servers, &stdio).into_iter().find(|s| s.name() == server_name) else {
         return ToolOutput::error(format!("The MCP server `{server_name}` is not configured for this session."));
     };
     let arguments = match input {

@@ -1,11 +1,14 @@
 //! Console accounts: people with a password (stored only as an argon2id hash, made at the
 //! edge), members of tenants with a role, and their signed-in console sessions (the cookie's
-//! token is stored only as its SHA-256, next to the session's CSRF token).
+//! token is stored only as its SHA-256, next to the session's CSRF token). The operations
+//! run over the [`AccountStore`] port, so the native server (through [`crate::Platform`]) and
+//! the Workers (on D1) share them.
 
 use openma_types::Timestamp;
 use sha2::Digest;
 
 use crate::error::{DomainError, DomainResult};
+use crate::ports::{AccountStore, Clock, IdGen};
 use crate::{Platform, TenantId};
 
 /// What a member may do in a tenant's console.
@@ -69,7 +72,14 @@ pub fn normalize_email(email: &str) -> DomainResult<String> {
     Ok(e)
 }
 
-impl Platform {
+/// The account and console-session operations, bound to one set of adapters.
+pub struct Accounts<'a> {
+    pub store: &'a dyn AccountStore,
+    pub clock: &'a dyn Clock,
+    pub ids: &'a dyn IdGen,
+}
+
+impl Accounts<'_> {
     /// Creates a user (or, for an existing e-mail, keeps the user) and makes it a member of
     /// `tenant` with `role`.
     pub async fn add_member(&self, email: &str, password_hash: &str, tenant: &TenantId, role: Role) -> DomainResult<User> {
@@ -132,5 +142,50 @@ impl Platform {
 
     pub async fn end_console_session(&self, token: &str) -> DomainResult<()> {
         Ok(self.store.delete_console_session(&token_hash(token)).await?)
+    }
+}
+
+impl Platform {
+    /// The account operations on this platform's store.
+    pub fn accounts(&self) -> Accounts<'_> {
+        Accounts { store: &*self.store, clock: &*self.clock, ids: &*self.ids }
+    }
+
+    /// Creates a user (or, for an existing e-mail, keeps the user) and makes it a member of
+    /// `tenant` with `role`.
+    pub async fn add_member(&self, email: &str, password_hash: &str, tenant: &TenantId, role: Role) -> DomainResult<User> {
+        self.accounts().add_member(email, password_hash, tenant, role).await
+    }
+
+    pub async fn find_user(&self, email: &str) -> DomainResult<Option<User>> {
+        self.accounts().find_user(email).await
+    }
+
+    /// Replaces a user's password hash and signs every one of its sessions out.
+    pub async fn set_password(&self, email: &str, password_hash: &str) -> DomainResult<()> {
+        self.accounts().set_password(email, password_hash).await
+    }
+
+    /// The tenants a user belongs to, with the role in each.
+    pub async fn memberships(&self, user_id: &str) -> DomainResult<Vec<(TenantId, Role)>> {
+        self.accounts().memberships(user_id).await
+    }
+
+    pub async fn start_console_session(&self, token: &str, user_id: &str, tenant: &TenantId, csrf: &str, ttl_secs: i64) -> DomainResult<()> {
+        self.accounts().start_console_session(token, user_id, tenant, csrf, ttl_secs).await
+    }
+
+    /// The live session of a cookie token (an expired one is removed).
+    pub async fn console_session(&self, token: &str) -> DomainResult<Option<ConsoleSession>> {
+        self.accounts().console_session(token).await
+    }
+
+    /// Switches a signed-in session to another tenant the user belongs to.
+    pub async fn switch_console_tenant(&self, token: &str, user_id: &str, tenant: &TenantId) -> DomainResult<()> {
+        self.accounts().switch_console_tenant(token, user_id, tenant).await
+    }
+
+    pub async fn end_console_session(&self, token: &str) -> DomainResult<()> {
+        self.accounts().end_console_session(token).await
     }
 }

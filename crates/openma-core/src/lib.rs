@@ -42,5 +42,5 @@ pub mod webhooks;
 
 pub use error::{DomainError, StoreError};
 pub use platform::Platform;
-pub use ports::{AgentStore, Clock, EnvironmentStore, IdGen, KeyStore, MemoryStorage, Store, VaultStore, WebhookStore};
+pub use ports::{AccountStore, AgentStore, Clock, EnvironmentStore, IdGen, KeyStore, MemoryStorage, Store, VaultStore, WebhookStore};
 pub use tenancy::{ApiKey, Tenant, TenantId};

@@ -326,6 +326,27 @@ pub trait KeyStore: Send + Sync {
     async fn revoke_api_key(&self, tenant: &TenantId, id: &str, at: Timestamp) -> Result<bool, StoreError>;
 }
 
+/// Console accounts and their signed-in sessions: a port of its own, like [`KeyStore`], so a
+/// deployment serves the console before it adapts the whole [`Store`] (the Workers do, on D1).
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    async fn insert_user(&self, u: &crate::accounts::User) -> Result<(), StoreError>;
+    /// A user by (normalised) e-mail.
+    async fn find_user(&self, email: &str) -> Result<Option<crate::accounts::User>, StoreError>;
+    async fn set_password(&self, user_id: &str, password_hash: &str, at: Timestamp) -> Result<(), StoreError>;
+    /// Adds (or changes the role of) a membership.
+    async fn put_membership(&self, user_id: &str, tenant: &TenantId, role: &str, at: Timestamp) -> Result<(), StoreError>;
+    async fn memberships(&self, user_id: &str) -> Result<Vec<(TenantId, String)>, StoreError>;
+    async fn insert_console_session(&self, token_hash: &str, user_id: &str, tenant: &TenantId, csrf: &str, at: Timestamp, expires: Timestamp) -> Result<(), StoreError>;
+    /// The session of a token hash, with its user's e-mail and role in the session's tenant
+    /// (none once the membership is gone).
+    async fn console_session(&self, token_hash: &str) -> Result<Option<crate::accounts::ConsoleSession>, StoreError>;
+    async fn delete_console_session(&self, token_hash: &str) -> Result<(), StoreError>;
+    /// Moves a console session to another tenant (the caller checked the membership).
+    async fn set_console_session_tenant(&self, token_hash: &str, tenant: &TenantId) -> Result<(), StoreError>;
+    async fn delete_console_sessions_of(&self, user_id: &str) -> Result<(), StoreError>;
+}
+
 /// Agents and their version history: a port of its own so a deployment serves agents
 /// before it adapts the whole [`Store`] (the Workers do, on D1).
 #[async_trait]
@@ -541,7 +562,7 @@ pub trait FileStore: Send + Sync {
 /// [`TenantId`]; an object of another tenant is indistinguishable from a missing one.
 #[async_trait]
 pub trait Store:
-    KeyStore + AgentStore + EnvironmentStore + VaultStore + MemoryStorage + SessionStore + ModelCardStore + FileStore + LedgerStore + IntegrationStore + WebhookStore + SkillStore + Send + Sync
+    KeyStore + AccountStore + AgentStore + EnvironmentStore + VaultStore + MemoryStorage + SessionStore + ModelCardStore + FileStore + LedgerStore + IntegrationStore + WebhookStore + SkillStore + Send + Sync
 {
     /// A short name of the backend for `/health` (e.g. `sqlite 3.46.0`).
     async fn describe(&self) -> Result<String, StoreError>;
@@ -647,23 +668,6 @@ pub trait Store:
     /// Sets a fact; with `only_if_absent`, keeps an existing value and returns false.
     async fn put_meta(&self, key: &str, value: &str, only_if_absent: bool) -> Result<bool, StoreError>;
 
-
-    // -- console accounts and their signed-in sessions --
-    async fn insert_user(&self, u: &crate::accounts::User) -> Result<(), StoreError>;
-    /// A user by (normalised) e-mail.
-    async fn find_user(&self, email: &str) -> Result<Option<crate::accounts::User>, StoreError>;
-    async fn set_password(&self, user_id: &str, password_hash: &str, at: Timestamp) -> Result<(), StoreError>;
-    /// Adds (or changes the role of) a membership.
-    async fn put_membership(&self, user_id: &str, tenant: &TenantId, role: &str, at: Timestamp) -> Result<(), StoreError>;
-    async fn memberships(&self, user_id: &str) -> Result<Vec<(TenantId, String)>, StoreError>;
-    async fn insert_console_session(&self, token_hash: &str, user_id: &str, tenant: &TenantId, csrf: &str, at: Timestamp, expires: Timestamp) -> Result<(), StoreError>;
-    /// The session of a token hash, with its user's e-mail and role in the session's tenant
-    /// (none once the membership is gone).
-    async fn console_session(&self, token_hash: &str) -> Result<Option<crate::accounts::ConsoleSession>, StoreError>;
-    async fn delete_console_session(&self, token_hash: &str) -> Result<(), StoreError>;
-    /// Moves a console session to another tenant (the caller checked the membership).
-    async fn set_console_session_tenant(&self, token_hash: &str, tenant: &TenantId) -> Result<(), StoreError>;
-    async fn delete_console_sessions_of(&self, user_id: &str) -> Result<(), StoreError>;
 
     // -- quotas --
     async fn get_tenant_limits(&self, tenant: &TenantId) -> Result<TenantLimits, StoreError>;

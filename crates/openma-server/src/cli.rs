@@ -270,6 +270,42 @@ pub enum UsersCommand {
         #[arg(long)]
         email: String,
     },
+    /// Print the SQL that adds a user to a tenant in a database this command cannot reach:
+    /// a Workers deployment's D1 (`wrangler d1 execute openma-control --remote --command
+    /// "$(openma users sql …)"`). As `create`, an existing e-mail keeps its password; the
+    /// tenant must exist (the bootstrap key's first request creates `default`), or the
+    /// statement fails. The password comes from `OPENMA_PASSWORD` or stdin.
+    Sql {
+        #[arg(long)]
+        email: String,
+        /// Tenant name or id.
+        #[arg(long, default_value = openma_core::tenancy::DEFAULT_TENANT)]
+        tenant: String,
+        /// `owner`, `admin` or `member`.
+        #[arg(long, default_value = "member")]
+        role: String,
+    },
+}
+
+/// SQLite's quoting of a text value.
+fn sql_text(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+/// The statements that add `email` (with `hash`) to `tenant` as `role` (`users sql`).
+fn member_sql(email: &str, hash: &str, tenant: &str, role: openma_core::accounts::Role) -> anyhow::Result<String> {
+    let email = openma_core::accounts::normalize_email(email)?;
+    let id = format!("user_{}", ulid::Ulid::new());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros();
+    let (e, t) = (sql_text(&email), sql_text(tenant));
+    Ok(format!(
+        "INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES ({}, {e}, {}, {now}, {now}) ON CONFLICT (email) DO NOTHING;\n\
+         INSERT INTO memberships (user_id, tenant_id, role, created_at) VALUES ((SELECT id FROM users WHERE email = {e}), \
+         (SELECT id FROM tenants WHERE id = {t} OR name = {t}), {}, {now}) ON CONFLICT (user_id, tenant_id) DO UPDATE SET role = excluded.role;",
+        sql_text(&id),
+        sql_text(hash),
+        sql_text(role.as_str()),
+    ))
 }
 
 /// A new password: `OPENMA_PASSWORD`, else the first line of stdin.
@@ -442,6 +478,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Users(UsersCommand::Sql { email, tenant, role }) => {
+            let role = openma_core::accounts::Role::parse(role).ok_or_else(|| anyhow::anyhow!("--role is owner, admin or member"))?;
+            let hash = crate::console::hash_password(&read_password()?)?;
+            println!("{}", member_sql(email, &hash, tenant, role)?);
+            Ok(())
+        }
         Command::Users(cmd) => {
             let settings = settings(&cli.global, None)?;
             let platform = app::open_platform(&settings).await?;
@@ -458,6 +500,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     platform.set_password(email, &hash).await?;
                     println!("password of {email} changed; its console sessions are signed out");
                 }
+                UsersCommand::Sql { .. } => unreachable!("answered without a database above"),
             }
             Ok(())
         }
@@ -522,5 +565,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_sql_quotes_its_values_and_names_the_tenant_by_id_or_name() {
+        let sql = member_sql(" O'Neil@Example.com ", "$argon2id$v=19$x", "ops' team", openma_core::accounts::Role::Admin).unwrap();
+        assert!(sql.contains("'o''neil@example.com'"), "{sql}");
+        assert!(sql.contains("WHERE id = 'ops'' team' OR name = 'ops'' team'"), "{sql}");
+        assert!(sql.contains("'admin'") && sql.contains("'$argon2id$v=19$x'"), "{sql}");
+        assert_eq!(sql.matches(';').count(), 2);
+        assert!(member_sql("not an address", "h", "t", openma_core::accounts::Role::Member).is_err());
     }
 }

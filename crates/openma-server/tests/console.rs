@@ -97,6 +97,8 @@ async fn members_sign_in_see_their_tenant_and_sign_out() {
     let cookie = cookie_of(&r);
     let page = http.get(format!("{}/console", app.base)).header("cookie", &cookie).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
+    let types: Vec<_> = page.headers().get_all(reqwest::header::CONTENT_TYPE).iter().collect();
+    assert_eq!(types, ["text/html; charset=utf-8"], "one content type");
     let page = page.text().await.unwrap();
     assert!(page.contains(&sid) && page.contains("visible-agent") && page.contains("ada@example.com"), "{page}");
     assert!(!page.contains("hidden-agent"), "another tenant's objects are invisible");

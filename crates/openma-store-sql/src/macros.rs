@@ -1993,6 +1993,134 @@ macro_rules! sql_store {
         }
 
         #[async_trait::async_trait]
+        impl openma_core::ports::AccountStore for $store {
+            async fn insert_user(&self, u: &openma_core::accounts::User) -> Result<(), openma_core::StoreError> {
+                sqlx::query("INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
+                    .bind(&u.id)
+                    .bind(&u.email)
+                    .bind(&u.password_hash)
+                    .bind(u.created_at.as_micros())
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn find_user(&self, email: &str) -> Result<Option<openma_core::accounts::User>, openma_core::StoreError> {
+                let row = sqlx::query("SELECT id, email, password_hash, created_at FROM users WHERE email = $1")
+                    .bind(email)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                row.map(|r| -> Result<_, sqlx::Error> {
+                    Ok(openma_core::accounts::User {
+                        id: r.try_get("id")?,
+                        email: r.try_get("email")?,
+                        password_hash: r.try_get("password_hash")?,
+                        created_at: Timestamp::from_micros(r.try_get("created_at")?),
+                    })
+                })
+                .transpose()
+                .map_err($crate::backend_error)
+            }
+
+            async fn set_password(&self, user_id: &str, password_hash: &str, at: Timestamp) -> Result<(), openma_core::StoreError> {
+                sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
+                    .bind(user_id)
+                    .bind(password_hash)
+                    .bind(at.as_micros())
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn put_membership(&self, user_id: &str, tenant: &TenantId, role: &str, at: Timestamp) -> Result<(), openma_core::StoreError> {
+                sqlx::query(
+                    "INSERT INTO memberships (user_id, tenant_id, role, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (user_id, tenant_id) DO UPDATE SET role = excluded.role",
+                )
+                .bind(user_id)
+                .bind(tenant.as_str())
+                .bind(role)
+                .bind(at.as_micros())
+                .execute(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn memberships(&self, user_id: &str) -> Result<Vec<(TenantId, String)>, openma_core::StoreError> {
+                let rows = sqlx::query("SELECT tenant_id, role FROM memberships WHERE user_id = $1 ORDER BY created_at, tenant_id")
+                    .bind(user_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                rows.iter()
+                    .map(|r| Ok((TenantId::from_trusted(r.try_get::<String, _>("tenant_id")?), r.try_get("role")?)))
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err($crate::backend_error)
+            }
+
+            async fn insert_console_session(&self, token_hash: &str, user_id: &str, tenant: &TenantId, csrf: &str, at: Timestamp, expires: Timestamp) -> Result<(), openma_core::StoreError> {
+                sqlx::query("INSERT INTO console_sessions (token_hash, user_id, tenant_id, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(token_hash)
+                    .bind(user_id)
+                    .bind(tenant.as_str())
+                    .bind(csrf)
+                    .bind(at.as_micros())
+                    .bind(expires.as_micros())
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn console_session(&self, token_hash: &str) -> Result<Option<openma_core::accounts::ConsoleSession>, openma_core::StoreError> {
+                let row = sqlx::query(
+                    "SELECT s.user_id, u.email, s.tenant_id, m.role, s.csrf_token, s.expires_at FROM console_sessions s \
+                     JOIN users u ON u.id = s.user_id JOIN memberships m ON m.user_id = s.user_id AND m.tenant_id = s.tenant_id \
+                     WHERE s.token_hash = $1",
+                )
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err($crate::backend_error)?;
+                let Some(r) = row else { return Ok(None) };
+                let role: String = r.try_get("role").map_err($crate::backend_error)?;
+                let Some(role) = openma_core::accounts::Role::parse(&role) else { return Ok(None) };
+                Ok(Some(openma_core::accounts::ConsoleSession {
+                    user_id: r.try_get("user_id").map_err($crate::backend_error)?,
+                    email: r.try_get("email").map_err($crate::backend_error)?,
+                    tenant: TenantId::from_trusted(r.try_get::<String, _>("tenant_id").map_err($crate::backend_error)?),
+                    role,
+                    csrf_token: r.try_get("csrf_token").map_err($crate::backend_error)?,
+                    expires_at: Timestamp::from_micros(r.try_get("expires_at").map_err($crate::backend_error)?),
+                }))
+            }
+
+            async fn delete_console_session(&self, token_hash: &str) -> Result<(), openma_core::StoreError> {
+                sqlx::query("DELETE FROM console_sessions WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await.map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn set_console_session_tenant(&self, token_hash: &str, tenant: &TenantId) -> Result<(), openma_core::StoreError> {
+                sqlx::query("UPDATE console_sessions SET tenant_id = $2 WHERE token_hash = $1")
+                    .bind(token_hash)
+                    .bind(tenant.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)?;
+                Ok(())
+            }
+
+            async fn delete_console_sessions_of(&self, user_id: &str) -> Result<(), openma_core::StoreError> {
+                sqlx::query("DELETE FROM console_sessions WHERE user_id = $1").bind(user_id).execute(&self.pool).await.map_err($crate::backend_error)?;
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
         impl openma_core::Store for $store {
             async fn describe(&self) -> Result<String, openma_core::StoreError> {
                 sqlx::query_scalar::<_, String>($describe)
@@ -2454,132 +2582,6 @@ macro_rules! sql_store {
                 };
                 let done = sqlx::query(sql).bind(key).bind(value).execute(&self.pool).await.map_err($crate::backend_error)?;
                 Ok(done.rows_affected() > 0)
-            }
-            // ---- console accounts ----
-
-            async fn insert_user(&self, u: &openma_core::accounts::User) -> Result<(), openma_core::StoreError> {
-                sqlx::query("INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
-                    .bind(&u.id)
-                    .bind(&u.email)
-                    .bind(&u.password_hash)
-                    .bind(u.created_at.as_micros())
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                Ok(())
-            }
-
-            async fn find_user(&self, email: &str) -> Result<Option<openma_core::accounts::User>, openma_core::StoreError> {
-                let row = sqlx::query("SELECT id, email, password_hash, created_at FROM users WHERE email = $1")
-                    .bind(email)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                row.map(|r| -> Result<_, sqlx::Error> {
-                    Ok(openma_core::accounts::User {
-                        id: r.try_get("id")?,
-                        email: r.try_get("email")?,
-                        password_hash: r.try_get("password_hash")?,
-                        created_at: Timestamp::from_micros(r.try_get("created_at")?),
-                    })
-                })
-                .transpose()
-                .map_err($crate::backend_error)
-            }
-
-            async fn set_password(&self, user_id: &str, password_hash: &str, at: Timestamp) -> Result<(), openma_core::StoreError> {
-                sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
-                    .bind(user_id)
-                    .bind(password_hash)
-                    .bind(at.as_micros())
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                Ok(())
-            }
-
-            async fn put_membership(&self, user_id: &str, tenant: &TenantId, role: &str, at: Timestamp) -> Result<(), openma_core::StoreError> {
-                sqlx::query(
-                    "INSERT INTO memberships (user_id, tenant_id, role, created_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (user_id, tenant_id) DO UPDATE SET role = excluded.role",
-                )
-                .bind(user_id)
-                .bind(tenant.as_str())
-                .bind(role)
-                .bind(at.as_micros())
-                .execute(&self.pool)
-                .await
-                .map_err($crate::backend_error)?;
-                Ok(())
-            }
-
-            async fn memberships(&self, user_id: &str) -> Result<Vec<(TenantId, String)>, openma_core::StoreError> {
-                let rows = sqlx::query("SELECT tenant_id, role FROM memberships WHERE user_id = $1 ORDER BY created_at, tenant_id")
-                    .bind(user_id)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                rows.iter()
-                    .map(|r| Ok((TenantId::from_trusted(r.try_get::<String, _>("tenant_id")?), r.try_get("role")?)))
-                    .collect::<Result<_, sqlx::Error>>()
-                    .map_err($crate::backend_error)
-            }
-
-            async fn insert_console_session(&self, token_hash: &str, user_id: &str, tenant: &TenantId, csrf: &str, at: Timestamp, expires: Timestamp) -> Result<(), openma_core::StoreError> {
-                sqlx::query("INSERT INTO console_sessions (token_hash, user_id, tenant_id, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind(token_hash)
-                    .bind(user_id)
-                    .bind(tenant.as_str())
-                    .bind(csrf)
-                    .bind(at.as_micros())
-                    .bind(expires.as_micros())
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                Ok(())
-            }
-
-            async fn console_session(&self, token_hash: &str) -> Result<Option<openma_core::accounts::ConsoleSession>, openma_core::StoreError> {
-                let row = sqlx::query(
-                    "SELECT s.user_id, u.email, s.tenant_id, m.role, s.csrf_token, s.expires_at FROM console_sessions s \
-                     JOIN users u ON u.id = s.user_id JOIN memberships m ON m.user_id = s.user_id AND m.tenant_id = s.tenant_id \
-                     WHERE s.token_hash = $1",
-                )
-                .bind(token_hash)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err($crate::backend_error)?;
-                let Some(r) = row else { return Ok(None) };
-                let role: String = r.try_get("role").map_err($crate::backend_error)?;
-                let Some(role) = openma_core::accounts::Role::parse(&role) else { return Ok(None) };
-                Ok(Some(openma_core::accounts::ConsoleSession {
-                    user_id: r.try_get("user_id").map_err($crate::backend_error)?,
-                    email: r.try_get("email").map_err($crate::backend_error)?,
-                    tenant: TenantId::from_trusted(r.try_get::<String, _>("tenant_id").map_err($crate::backend_error)?),
-                    role,
-                    csrf_token: r.try_get("csrf_token").map_err($crate::backend_error)?,
-                    expires_at: Timestamp::from_micros(r.try_get("expires_at").map_err($crate::backend_error)?),
-                }))
-            }
-
-            async fn delete_console_session(&self, token_hash: &str) -> Result<(), openma_core::StoreError> {
-                sqlx::query("DELETE FROM console_sessions WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await.map_err($crate::backend_error)?;
-                Ok(())
-            }
-
-            async fn set_console_session_tenant(&self, token_hash: &str, tenant: &TenantId) -> Result<(), openma_core::StoreError> {
-                sqlx::query("UPDATE console_sessions SET tenant_id = $2 WHERE token_hash = $1")
-                    .bind(token_hash)
-                    .bind(tenant.as_str())
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)?;
-                Ok(())
-            }
-
-            async fn delete_console_sessions_of(&self, user_id: &str) -> Result<(), openma_core::StoreError> {
-                sqlx::query("DELETE FROM console_sessions WHERE user_id = $1").bind(user_id).execute(&self.pool).await.map_err($crate::backend_error)?;
-                Ok(())
             }
 
             async fn get_tenant_limits(&self, tenant: &TenantId) -> Result<TenantLimits, openma_core::StoreError> {

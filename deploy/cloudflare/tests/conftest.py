@@ -154,7 +154,8 @@ def prebuilt_config(worker: str, folder: Path, ratelimit: int | None = None) -> 
     folders, so runs do not disturb each other), its paths made absolute. test.sh has built
     the worker once, and rebuilding it on every `wrangler dev` start (wasm-bindgen and
     wasm-opt, about a minute) would dominate the run. With `ratelimit`, the `API_RATE_LIMIT`
-    binding that wrangler.jsonc leaves commented out, at that many requests per minute."""
+    binding that wrangler.jsonc leaves commented out, added to its `ratelimits`, at that many
+    requests per minute."""
     text = (CF / worker / "wrangler.jsonc").read_text()
     start = text.index('"build": {')
     end = text.index("}", start) + 1
@@ -166,8 +167,8 @@ def prebuilt_config(worker: str, folder: Path, ratelimit: int | None = None) -> 
     brace = text.index("{")
     text = text[: brace + 1] + '\n  "dev": { "enable_containers": false },' + text[brace + 1:]
     if ratelimit is not None:
-        binding = f'"ratelimits": [{{ "name": "API_RATE_LIMIT", "namespace_id": "1001", "simple": {{ "limit": {ratelimit}, "period": 60 }} }}],'
-        text = text[: brace + 1] + "\n  " + binding + text[brace + 1:]
+        binding = f'{{ "name": "API_RATE_LIMIT", "namespace_id": "1001", "simple": {{ "limit": {ratelimit}, "period": 60 }} }},'
+        text = text.replace('"ratelimits": [', '"ratelimits": [' + binding, 1)
     text = _PATH_KEYS.sub(lambda m: f'"{m.group(1)}": "{(CF / worker / m.group(2)).resolve()}"', text)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "wrangler.jsonc"

@@ -65,6 +65,16 @@ impl From<DomainError> for ApiError {
     }
 }
 
+/// What the web console shows of an error; a storage failure's details go to the log.
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        if let Some(detail) = &e.log {
+            worker::console_error!("console: storage failure: {detail}");
+        }
+        e.reply
+    }
+}
+
 /// `req_` and 128 random bits, from Web Crypto.
 pub fn new_request_id() -> String {
     format!("req_{}", hex(&random::<16>()))

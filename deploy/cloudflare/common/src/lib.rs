@@ -4,6 +4,7 @@
 
 pub mod adapters;
 pub mod d1;
+mod d1_accounts;
 mod d1_agents;
 mod d1_environments;
 mod d1_files;

@@ -6,7 +6,8 @@ use std::cell::Cell;
 use openma_core::keys::{INVALID_KEY, Keys, MISSING_KEY, presented_key};
 use openma_core::tenancy::DEFAULT_TENANT;
 use openma_core::TenantId;
-use worker::{Env, Request};
+use openma_types::memory::Actor;
+use worker::{Env, Method, Request};
 
 use crate::adapters::{WorkerClock, WorkerIds};
 use crate::d1::D1;
@@ -27,10 +28,11 @@ pub fn database(env: &Env) -> Result<D1, ApiError> {
     Ok(D1::new(env.d1(DB).map_err(|e| ApiError::new(500, format!("binding `{DB}`: {e}")))?))
 }
 
-/// Who is calling: the tenant and the API key (memory writes are attributed to it).
+/// Who is calling: the tenant, and the API key or the console member that memory writes
+/// are attributed to.
 pub struct Caller {
     pub tenant: TenantId,
-    pub api_key_id: String,
+    pub by: Actor,
 }
 
 /// The tenant of the request's API key (which every API route needs), or the 401 (or,
@@ -44,15 +46,29 @@ pub async fn caller(req: &Request, env: &Env, db: &D1) -> Result<Caller, ApiErro
     let headers = req.headers();
     let x_api_key = headers.get("x-api-key").ok().flatten();
     let authorization = headers.get("authorization").ok().flatten();
-    let key = presented_key(x_api_key.as_deref(), authorization.as_deref())
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| ApiError::unauthorized(MISSING_KEY))?;
-    let caller = match keys.authenticate(key).await? {
-        Some((tenant, api_key_id)) => Caller { tenant, api_key_id },
-        None => return Err(ApiError::unauthorized(INVALID_KEY)),
+    let Some(key) = presented_key(x_api_key.as_deref(), authorization.as_deref()).filter(|k| !k.is_empty()) else {
+        return console_member(req, db).await;
     };
-    rate_limit(env, &caller).await?;
-    Ok(caller)
+    match keys.authenticate(key).await? {
+        Some((tenant, api_key_id)) => {
+            rate_limit(env, &api_key_id).await?;
+            Ok(Caller { tenant, by: Actor::ApiActor { api_key_id } })
+        }
+        None => Err(ApiError::unauthorized(INVALID_KEY)),
+    }
+}
+
+/// A signed-in console session in place of a key (the console's pages call the same API,
+/// as natively); a request that changes anything must carry the session's CSRF token in
+/// `x-csrf-token`.
+async fn console_member(req: &Request, db: &D1) -> Result<Caller, ApiError> {
+    let Some(member) = crate::console::member(req, db).await? else { return Err(ApiError::unauthorized(MISSING_KEY)) };
+    let safe = matches!(req.method(), Method::Get | Method::Head | Method::Options);
+    let sent = req.headers().get("x-csrf-token").ok().flatten().unwrap_or_default();
+    if !safe && !openma_console::csrf_ok(&member, &sent) {
+        return Err(ApiError::new(403, "a console request that changes something needs the page's `x-csrf-token`"));
+    }
+    Ok(Caller { tenant: member.tenant, by: Actor::UserActor { user_id: member.user_id } })
 }
 
 /// The Rate Limiting binding that, like the native `--rate-limit-per-minute`, caps each API
@@ -62,9 +78,9 @@ pub const RATE_LIMIT: &str = "API_RATE_LIMIT";
 /// What `retry-after` says: the binding cannot tell its period, so the longer one it may have.
 const RATE_LIMIT_RETRY_AFTER_S: u64 = 60;
 
-async fn rate_limit(env: &Env, caller: &Caller) -> Result<(), ApiError> {
+async fn rate_limit(env: &Env, api_key_id: &str) -> Result<(), ApiError> {
     let Ok(limiter) = env.rate_limiter(RATE_LIMIT) else { return Ok(()) };
-    match limiter.limit(caller.api_key_id.clone()).await {
+    match limiter.limit(api_key_id.to_owned()).await {
         Ok(outcome) if !outcome.success => Err(ApiError::rate_limited(RATE_LIMIT_RETRY_AFTER_S)),
         Ok(_) => Ok(()),
         // the limiter is advisory: a request is not refused because it could not be counted

@@ -8,12 +8,15 @@
 //! sessions, usage, integrations (the providers' deliveries go on to `openma-integrations`)
 //! and organization webhooks APIs; a session's events go to its SessionDO in `openma-agent`.
 //! Webhook deliveries leave after the answer that queued them, and its cron retries them.
+//! The web console (`/console`) is the native server's (`openma-console`), over the same
+//! D1 accounts; the API also takes its signed-in sessions, for the console's own scripts.
 
 use openma_worker_common::{adapters, d1, errors};
 
 mod agents;
 mod api;
 mod auth;
+mod console;
 mod environments;
 mod files;
 mod health;
@@ -40,6 +43,8 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
         (Method::Get | Method::Head, "/health") => health::respond(&env).await,
         // the providers' deliveries are authenticated by their signatures, not API keys
         (Method::Post, p) if p.starts_with("/integrations/") => integrations::forward(req, &env).await.or_else(|e| e.into_response(&request_id)),
+        // the web console: its own sign-in (a cookie), the same pages as natively
+        (_, p) if openma_console::handles(p) => console::serve(req, &env, &request_id).await.or_else(|e| e.into_response(&request_id)),
         _ => {
             let served = async {
                 let db = auth::database(&env)?;

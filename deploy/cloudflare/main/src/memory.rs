@@ -5,7 +5,6 @@
 use openma_core::memory::MemoryListParams;
 use openma_core::platform::ListParams;
 use openma_core::ports::VersionFilter;
-use openma_types::memory::Actor;
 use openma_types::query::{
     ArchivedParam, CreatedFilter, DeleteMemoryQuery, MemoryListQuery, MemoryView, PageParams, VersionListQuery, ViewParam,
 };
@@ -21,7 +20,7 @@ use crate::errors::ApiError;
 pub async fn route(req: &mut ApiRequest, db: &D1, caller: &Caller, rest: &[&str]) -> Option<Result<Response, ApiError>> {
     let memories = db.memories();
     let t = &caller.tenant;
-    let by = Actor::ApiActor { api_key_id: caller.api_key_id.clone() };
+    let by = caller.by.clone();
     let result = match (req.method(), rest) {
         (Method::Post, []) => async { json(memories.create_memory_store(t, &req.body().await?).await?) }.await,
         (Method::Get, []) => async {

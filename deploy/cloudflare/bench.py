@@ -36,7 +36,10 @@ workers: openma-main → openma-integrations → the SessionDO, which posts). Th
 fetches it itself; the worker's SessionDO fetches it with `fetch`), and `POST /v1/sessions`
 with a `github_repository` cloned from a fake GitHub over git's HTTP protocol (the native
 server runs git itself; the worker's SessionDO has its sandbox server run it, then keeps the
-workspace in R2).
+workspace in R2). The console rows, after the plain turns: `GET /console` signed in (the
+dashboard: ten recent sessions and agents, the month's list cost; D1 on the worker) and the
+page of the session that took those turns (its events embedded: on the worker read from its
+SessionDO).
 """
 
 from __future__ import annotations
@@ -147,6 +150,18 @@ def measure_slack_threads(base: str, headers: dict[str, str], agent_id: str, sla
     return out
 
 
+CONSOLE_EMAIL = "bench@example.com"
+CONSOLE_PASSWORD = "a long bench console password"
+
+
+def users_sql(openma: str, *args: str) -> str:
+    """The rows that make the bench's console member (`openma users sql`, as the guide says)."""
+    r = subprocess.run([openma, "users", "sql", "--email", CONSOLE_EMAIL, "--role", "owner", *args],
+                       input=CONSOLE_PASSWORD + "\n", capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(p * len(xs)))]
@@ -177,6 +192,10 @@ def main() -> None:
         root = {"PLATFORM_ROOT_SECRET": "bench-root-secret-0123456789abcdefghijkl"}
         slack, site, hub = FakeProviders(), FakeWeb(), FakeGitHub(tmp / "github")
         github = {"OPENMA_GITHUB_URL": f"{hub.url}/git"}
+        # a console member on each side, in the default tenant: on D1 with `openma users sql`,
+        # before the workers start (two workerd processes writing one local SQLite can hold
+        # each other up); the bootstrap key then finds the tenant by its name
+        d.d1("INSERT INTO tenants (id, name, created_at) VALUES ('tenant_default', 'default', 1);" + users_sql(a.openma, "--tenant", "default"))
         worker = d.start("main", {**root, **github, "OPENMA_BOOTSTRAP_API_KEY": key, "OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES": "1"},
                          bound={"integrations": root, "agent": {**model, **root, "OPENMA_SANDBOX_URL": sandbox_url, "OPENMA_SANDBOX_TOKEN": sandbox_token,
                                                                "OPENMA_UNSAFE_ALLOW_PRIVATE_ADDRESSES": "1"}})
@@ -194,6 +213,9 @@ def main() -> None:
             for line in native.stdout:
                 if re.match(r"^openma listening on ", line):
                     break
+            native_member = subprocess.run([a.openma, "--data-dir", str(tmp / "native"), "users", "create", "--email", CONSOLE_EMAIL, "--role", "owner"],
+                                           env={**os.environ, "OPENMA_PASSWORD": CONSOLE_PASSWORD}, capture_output=True, text=True, timeout=60)
+            assert native_member.returncode == 0, native_member.stderr
             for base in (f"http://127.0.0.1:{port}", worker.base_url):
                 one = httpx2.post(f"{base}/v1/agents", json=agent, headers=auth, timeout=30.0).json()["id"]
                 for name, url, headers, body in [
@@ -211,6 +233,14 @@ def main() -> None:
                 script(fake_url, [text] * (a.turns + 5))
                 xs = measure_turns(base, auth, session, a.turns)
                 rows.setdefault("turn (message → idle)", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
+                # the console: its dashboard, and the page of the session that just took the turns
+                signed_in = httpx2.post(f"{base}/console/login", data={"email": CONSOLE_EMAIL, "password": CONSOLE_PASSWORD}, timeout=60.0)
+                assert signed_in.status_code == 303, signed_in.text
+                cookie = {"cookie": signed_in.headers["set-cookie"].split(";")[0]}
+                xs = measure(f"{base}/console", a.n, cookie)
+                rows.setdefault("GET /console (dashboard)", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
+                xs = measure(f"{base}/console/sessions/{session}", a.turns, cookie)
+                rows.setdefault("GET /console/sessions/{id}", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
                 coder = httpx2.post(f"{base}/v1/agents", json={**agent, "tools": [{"type": "agent_toolset_20260401"}]}, headers=auth, timeout=30.0).json()["id"]
                 session = httpx2.post(f"{base}/v1/sessions", json={"agent": coder, "environment_id": env}, headers=auth, timeout=30.0).json()["id"]
                 script(fake_url, [bash, text] * (a.turns + 5))

@@ -561,8 +561,9 @@ def test_an_environments_stdio_mcp_server_runs_in_the_session_sandbox(main, fake
     """An environment's stdio MCP servers run on the session's sandbox server, in the
     session's sandbox: the SessionDO gives them to the server when it opens the session, lists
     their tools at the turn's start through the server's streamable-HTTP bridge, and calls
-    them there; the program and the agent's shell share the workspace and the user. A name
-    both the agent and the environment use is refused at create, as natively."""
+    them there; the program and the agent's shell share the workspace and the user. The
+    session keeps the environment it took at its first turn. A name both the agent and the
+    environment use is refused at create, as natively."""
     a = anthropic.Anthropic(api_key=KEY_A, base_url=main.base_url, timeout=30.0)
     agent = a.beta.agents.create(name="stdio", model="claude-sonnet-4-5", tools=[{"type": "agent_toolset_20260401"}])
     server = {"type": "stdio", "name": "local", "command": ["python3", "-u", "-c", STDIO_SERVER], "env": {"GREETING": "from the sandbox"},
@@ -588,6 +589,13 @@ def test_an_environments_stdio_mcp_server_runs_in_the_session_sandbox(main, fake
     with pytest.raises(anthropic.BadRequestError) as e:
         a.beta.sessions.create(agent=clash.id, environment_id=env.id)
     assert "both name a server `local`" in e.value.body["error"]["message"], e.value.body
+
+    # the session took its environment at its first turn: a later change is for new sessions
+    a.beta.environments.update(env.id, config={"type": "cloud", "mcp_servers": []})
+    script(fake_model, [{"kind": "message", "blocks": [{"type": "text", "text": "still here"}]}])
+    turn(a, session.id, "again")
+    offered = [t["name"] for t in httpx2.get(f"{fake_model}/_fake/requests", timeout=10).json()[-1]["body"]["tools"]]
+    assert "mcp__local__note" in offered, offered
 
 
 def test_an_environments_packages_are_built_by_the_sandbox_server_and_its_limits_apply(main, fake_model, sandbox_server):

@@ -15,6 +15,7 @@ mod model;
 mod sandbox;
 mod session;
 mod session_credentials;
+mod session_environment;
 mod session_files;
 mod session_memory;
 mod subscribers;

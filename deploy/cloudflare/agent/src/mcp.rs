@@ -29,7 +29,7 @@ use openma_core::secrets::SecretBox;
 use openma_core::vaults::{self, StoredCredential};
 use openma_core::{IdGen, TenantId};
 use openma_types::agents::McpServer;
-use openma_types::environments::{EnvironmentConfig, StdioMcpServer};
+use openma_types::environments::StdioMcpServer;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use worker::Result;
@@ -46,8 +46,6 @@ use openma_worker_common::outbound::{NoAnswer, Outbound, exchange};
 
 /// Storage key: the MCP tools of the turn that listed them.
 const LISTED: &str = "mcp_tools";
-/// Storage key: the environment's stdio MCP servers, as the session's first turn read them.
-const ENVIRONMENT_SERVERS: &str = "environment_mcp_servers";
 /// How long `initialize` or one `tools/list` page may take, and a `tools/call`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 const CALL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -65,32 +63,12 @@ struct Listed {
     tools: Vec<McpToolDef>,
 }
 
-/// The environment's stdio MCP servers: read from D1 at the session's first turn and kept in
-/// the object's storage, so every turn lists, and the sandbox server runs, the same ones.
-pub async fn environment_servers(object: &SessionDO, meta: &Meta) -> Result<Vec<StdioMcpServer>> {
-    let storage = object.state.storage();
-    if let Some(kept) = storage.get::<Vec<StdioMcpServer>>(ENVIRONMENT_SERVERS).await? {
-        return Ok(kept);
-    }
-    let db = D1::new(object.env.d1("DB")?);
-    let tenant = TenantId::from_trusted(meta.tenant.clone());
-    let environment = openma_core::ports::EnvironmentStore::get_environment(&db, &tenant, &meta.session.environment_id)
-        .await
-        .map_err(|e| worker::Error::RustError(e.to_string()))?;
-    let servers = match environment.map(|e| e.config) {
-        Some(EnvironmentConfig::Cloud(c)) => c.mcp_servers,
-        None => Vec::new(),
-    };
-    storage.put(ENVIRONMENT_SERVERS, &servers).await?;
-    Ok(servers)
-}
-
 /// The turn's tool plan: the agent's own tools and those its MCP servers and its
 /// environment's list. The first call of a turn connects the servers (reporting the ones
 /// that cannot be used); the others reuse what it stored.
 pub async fn plan(object: &SessionDO, meta: &Meta, base: &ToolPlan, turn: i64) -> Result<ToolPlan> {
     let agent = &meta.session.agent;
-    let stdio = environment_servers(object, meta).await?;
+    let stdio = crate::session_environment::get(object, meta).await.map(|e| e.sandbox.mcp_servers)?;
     if agent.mcp_servers.is_empty() && stdio.is_empty() {
         return Ok(base.clone());
     }
@@ -125,7 +103,7 @@ pub async fn plan(object: &SessionDO, meta: &Meta, base: &ToolPlan, turn: i64) -
 /// Runs `tools/call` of `tool` on the session's server `server_name`: the result's blocks, or
 /// an error result saying why there is none.
 pub async fn call(object: &SessionDO, meta: &Meta, server_name: &str, tool: &str, input: &Value) -> ToolOutput {
-    let stdio = match environment_servers(object, meta).await {
+    let stdio = match crate::session_environment::get(object, meta).await.map(|e| e.sandbox.mcp_servers) {
         Ok(s) => s,
         Err(e) => return ToolOutput::error(format!("The session's environment cannot be read: {e}")),
     };

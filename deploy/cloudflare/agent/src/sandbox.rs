@@ -13,15 +13,12 @@
 
 use std::time::Duration;
 
-use openma_core::ports::EnvironmentStore;
 use openma_core::repositories::cannot_clone;
-use openma_core::{DomainError, TenantId};
-use openma_types::environments::EnvironmentConfig;
+use openma_core::DomainError;
 use openma_types::sandbox::{
-    ErrorEnvelope, MemoryFile, MemoryFiles, MemoryLay, RepositoryClone, SESSION_UNKNOWN, SandboxEnvironment, SessionCredentials, SessionOpen, TOOLS, ToolCall, ToolResult,
+    ErrorEnvelope, MemoryFile, MemoryFiles, MemoryLay, RepositoryClone, SESSION_UNKNOWN, SessionCredentials, SessionOpen, TOOLS, ToolCall, ToolResult,
 };
 use openma_worker_common::errors::ApiError;
-use openma_worker_common::d1::D1;
 use openma_worker_common::r2::BLOBS;
 use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, Response, Result};
 
@@ -142,16 +139,10 @@ impl Sandbox {
     /// workspace snapshot if any. Safe to cut short and repeat: until a tool runs, the server
     /// keeps answering `201`.
     pub async fn open(&self, object: &SessionDO, meta: &Meta) -> Result<()> {
-        let db = D1::new(object.env.d1("DB")?);
-        let environment = db.get_environment(&TenantId::from_trusted(meta.tenant.clone()), &meta.session.environment_id).await.map_err(|e| worker::Error::RustError(e.to_string()))?;
-        let (networking, environment) = match environment.map(|e| e.config) {
-            Some(EnvironmentConfig::Cloud(c)) => (Some(c.networking), SandboxEnvironment { packages: c.packages, limits: c.limits.unwrap_or_default(), mcp_servers: Vec::new() }),
-            None => (None, SandboxEnvironment::default()),
-        };
-        // the stdio MCP servers the session's turns list (taken at its first turn)
-        let environment = SandboxEnvironment { mcp_servers: crate::mcp::environment_servers(object, meta).await?, ..environment };
+        // the environment as the session took it at its first turn
+        let environment = crate::session_environment::get(object, meta).await?;
         // the packages' layer starts building on the server now, while the model call runs
-        let open = SessionOpen { networking, mcp_servers: meta.session.agent.mcp_servers.clone(), environment: Some(environment) };
+        let open = SessionOpen { networking: environment.networking, mcp_servers: meta.session.agent.mcp_servers.clone(), environment: Some(environment.sandbox) };
         let open = serde_json::to_string(&open)?;
         let path = format!("/v1/sessions/{}", self.session_id);
         let mut r = self.send(Method::Put, &path, Some(open.clone().into()), true).await?;

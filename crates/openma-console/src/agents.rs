@@ -2,10 +2,10 @@
 
 use maud::html;
 use openma_core::accounts::ConsoleSession;
+use openma_core::platform::ListParams;
 use serde::Deserialize;
 
 use crate::layout::*;
-use openma_core::platform::ListParams;
 use crate::{Backend, Response, csrf_ok};
 
 #[derive(Deserialize)]
@@ -29,29 +29,29 @@ pub async fn list(b: &dyn Backend, m: &ConsoleSession) -> Response {
     Response::html(
         200,
         page(
-        "Agents",
-        Some(m),
-        html! {
-            h1 { "Agents" }
-            @if list.data.is_empty() { p.empty { "No agents yet: create the first one below." } }
-            @else {
-                table {
-                    thead { tr { th { "Agent" } th { "Name" } th { "Model" } th { "Version" } } }
-                    tbody { @for a in &list.data {
-                        tr { td { a href={ "/console/agents/" (a.id) } { code { (a.id) } } } td { (a.name) } td { (a.model.id) } td { (a.version) } }
-                    } }
+            "Agents",
+            Some(m),
+            html! {
+                h1 { "Agents" }
+                @if list.data.is_empty() { p.empty { "No agents yet: create the first one below." } }
+                @else {
+                    table {
+                        thead { tr { th { "Agent" } th { "Name" } th { "Model" } th { "Version" } } }
+                        tbody { @for a in &list.data {
+                            tr { td { a href={ "/console/agents/" (a.id) } { code { (a.id) } } } td { (a.name) } td { (a.model.id) } td { (a.version) } }
+                        } }
+                    }
                 }
-            }
-            h2 { "New agent" }
-            form method="post" action="/console/agents" {
-                input type="hidden" name="csrf" value=(m.csrf_token);
-                label { "Name " input name="name" required maxlength="256"; }
-                label { "Model " input name="model" value="claude-sonnet-4-6" required; }
-                label { "System prompt " textarea name="system" rows="4" {} }
-                label { input type="checkbox" name="tools" value="on" checked; " Built-in tools (bash, files, web)" }
-                button type="submit" { "Create" }
-            }
-        },
+                h2 { "New agent" }
+                form method="post" action="/console/agents" {
+                    input type="hidden" name="csrf" value=(m.csrf_token);
+                    label { "Name " input name="name" required maxlength="256"; }
+                    label { "Model " input name="model" value="claude-sonnet-4-6" required; }
+                    label { "System prompt " textarea name="system" rows="4" {} }
+                    label { input type="checkbox" name="tools" value="on" checked; " Built-in tools (bash, files, web)" }
+                    button type="submit" { "Create" }
+                }
+            },
         ),
     )
 }
@@ -104,37 +104,37 @@ pub async fn one(b: &dyn Backend, m: &ConsoleSession, id: &str, q: VersionsQuery
     Response::html(
         200,
         page(
-        &agent.name,
-        Some(m),
-        html! {
-            h1 { (agent.name) " " small { "v" (agent.version) } }
-            p { code { (agent.id) } " · " (agent.model.id) }
-            h2 { "Configuration" }
-            pre { (serde_json::to_string_pretty(&agent.config()).unwrap_or_default()) }
-            h2 { "Versions" }
-            ol { @for v in &versions {
-                li { "v" (v.version) " · " (v.updated_at.to_string())
-                    @if v.version > 1 { " · " a href={ "?from=" (v.version - 1) "&to=" (v.version) } { "changes" } } }
-            } }
-            @if let Some(d) = diff {
-                h3 { "Changes from v" (from) " to v" (to) }
-                pre.diff { (if d.is_empty() { "(no change)".to_owned() } else { d }) }
-            }
-            h2 { "Talk to it" }
-            form method="post" action="/console/sessions" {
-                input type="hidden" name="csrf" value=(m.csrf_token);
-                input type="hidden" name="agent_id" value=(agent.id);
-                label { "Title " input name="title"; }
-                button type="submit" #start-session { "Start a session" }
-            }
-            h2 { "New version" }
-            form method="post" action={ "/console/agents/" (agent.id) } {
-                input type="hidden" name="csrf" value=(m.csrf_token);
-                label { "Model " input name="model" value=(agent.model.id) required; }
-                label { "System prompt " textarea name="system" rows="6" { (agent.system.clone().unwrap_or_default()) } }
-                button type="submit" { "Save as v" (agent.version + 1) }
-            }
-        },
+            &agent.name,
+            Some(m),
+            html! {
+                h1 { (agent.name) " " small { "v" (agent.version) } }
+                p { code { (agent.id) } " · " (agent.model.id) }
+                h2 { "Configuration" }
+                pre { (serde_json::to_string_pretty(&agent.config()).unwrap_or_default()) }
+                h2 { "Versions" }
+                ol { @for v in &versions {
+                    li { "v" (v.version) " · " (v.updated_at.to_string())
+                        @if v.version > 1 { " · " a href={ "?from=" (v.version - 1) "&to=" (v.version) } { "changes" } } }
+                } }
+                @if let Some(d) = diff {
+                    h3 { "Changes from v" (from) " to v" (to) }
+                    pre.diff { (if d.is_empty() { "(no change)".to_owned() } else { d }) }
+                }
+                h2 { "Talk to it" }
+                form method="post" action="/console/sessions" {
+                    input type="hidden" name="csrf" value=(m.csrf_token);
+                    input type="hidden" name="agent_id" value=(agent.id);
+                    label { "Title " input name="title"; }
+                    button type="submit" #start-session { "Start a session" }
+                }
+                h2 { "New version" }
+                form method="post" action={ "/console/agents/" (agent.id) } {
+                    input type="hidden" name="csrf" value=(m.csrf_token);
+                    label { "Model " input name="model" value=(agent.model.id) required; }
+                    label { "System prompt " textarea name="system" rows="6" { (agent.system.clone().unwrap_or_default()) } }
+                    button type="submit" { "Save as v" (agent.version + 1) }
+                }
+            },
         ),
     )
 }

@@ -19,58 +19,58 @@ pub async fn show(b: &dyn Backend, m: &ConsoleSession, outcome: Option<Result<St
     Response::html(
         200,
         page(
-        "Integrations",
-        Some(m),
-        html! {
-            h1 { "Integrations" }
-            @match &outcome {
-                Some(Ok(says)) => p #check-result role="status" { "✓ " (says) },
-                Some(Err(why)) => p #check-result .error role="alert" { "✗ " (why) },
-                None => {},
-            }
-            @if list.is_empty() { p.empty { "No integrations: publish an agent to Slack, GitHub or Linear below." } }
-            @else {
-                table {
-                    thead { tr { th { "Provider" } th { "Name" } th { "Agent" } th { "Webhook path" } th { "" } } }
-                    tbody { @for i in &list {
-                        tr {
-                            td { (provider(i)) }
-                            td { (i.name.clone().unwrap_or_default()) }
-                            td { code { (i.agent_id) } }
-                            td { code { (i.events_path) } @if let Some(p) = &i.interactivity_path { br; code { (p) } } }
-                            td {
-                                form method="post" action={ "/console/integrations/" (i.id) "/check" } {
-                                    input type="hidden" name="csrf" value=(m.csrf_token);
-                                    button type="submit" { "Check" }
-                                }
-                                form method="post" action={ "/console/integrations/" (i.id) "/delete" } {
-                                    input type="hidden" name="csrf" value=(m.csrf_token);
-                                    button type="submit" { "Delete" }
+            "Integrations",
+            Some(m),
+            html! {
+                h1 { "Integrations" }
+                @match &outcome {
+                    Some(Ok(says)) => p #check-result role="status" { "✓ " (says) },
+                    Some(Err(why)) => p #check-result .error role="alert" { "✗ " (why) },
+                    None => {},
+                }
+                @if list.is_empty() { p.empty { "No integrations: publish an agent to Slack, GitHub or Linear below." } }
+                @else {
+                    table {
+                        thead { tr { th { "Provider" } th { "Name" } th { "Agent" } th { "Webhook path" } th { "" } } }
+                        tbody { @for i in &list {
+                            tr {
+                                td { (provider(i)) }
+                                td { (i.name.clone().unwrap_or_default()) }
+                                td { code { (i.agent_id) } }
+                                td { code { (i.events_path) } @if let Some(p) = &i.interactivity_path { br; code { (p) } } }
+                                td {
+                                    form method="post" action={ "/console/integrations/" (i.id) "/check" } {
+                                        input type="hidden" name="csrf" value=(m.csrf_token);
+                                        button type="submit" { "Check" }
+                                    }
+                                    form method="post" action={ "/console/integrations/" (i.id) "/delete" } {
+                                        input type="hidden" name="csrf" value=(m.csrf_token);
+                                        button type="submit" { "Delete" }
+                                    }
                                 }
                             }
-                        }
-                    } }
+                        } }
+                    }
                 }
-            }
-            h2 { "Publish an agent" }
-            form method="post" action="/console/integrations" {
-                input type="hidden" name="csrf" value=(m.csrf_token);
-                label { "Provider " select name="provider" { option value="slack" { "Slack" } option value="github" { "GitHub" } option value="linear" { "Linear" } } }
-                label { "Agent " select name="agent_id" required { @for a in &agents { option value=(a.id) { (a.name) } } } }
-                label { "Name " input name="name"; }
-                label { "Signing (webhook) secret " input type="password" name="signing_secret" autocomplete="off" required; }
-                label { "Slack bot token / Linear token " input type="password" name="bot_token" autocomplete="off"; }
-                fieldset {
-                    legend { "GitHub App" }
-                    label { "App id " input name="app_id" inputmode="numeric"; }
-                    label { "App slug " input name="app_slug"; }
-                    label { "Private key (PEM) " textarea name="private_key" rows="4" autocomplete="off" {} }
-                    label { "Trigger label " input name="trigger_label"; }
+                h2 { "Publish an agent" }
+                form method="post" action="/console/integrations" {
+                    input type="hidden" name="csrf" value=(m.csrf_token);
+                    label { "Provider " select name="provider" { option value="slack" { "Slack" } option value="github" { "GitHub" } option value="linear" { "Linear" } } }
+                    label { "Agent " select name="agent_id" required { @for a in &agents { option value=(a.id) { (a.name) } } } }
+                    label { "Name " input name="name"; }
+                    label { "Signing (webhook) secret " input type="password" name="signing_secret" autocomplete="off" required; }
+                    label { "Slack bot token / Linear token " input type="password" name="bot_token" autocomplete="off"; }
+                    fieldset {
+                        legend { "GitHub App" }
+                        label { "App id " input name="app_id" inputmode="numeric"; }
+                        label { "App slug " input name="app_slug"; }
+                        label { "Private key (PEM) " textarea name="private_key" rows="4" autocomplete="off" {} }
+                        label { "Trigger label " input name="trigger_label"; }
+                    }
+                    label { "API base URL (GitHub Enterprise) " input type="url" name="api_base_url"; }
+                    button type="submit" { "Publish" }
                 }
-                label { "API base URL (GitHub Enterprise) " input type="url" name="api_base_url"; }
-                button type="submit" { "Publish" }
-            }
-        },
+            },
         ),
     )
 }

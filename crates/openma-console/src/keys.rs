@@ -19,48 +19,48 @@ pub async fn show(b: &dyn Backend, m: &ConsoleSession, new_key: Option<(String, 
     Response::html(
         200,
         page(
-        "API keys",
-        Some(m),
-        html! {
-            h1 { "API keys" }
-            @if let Some((name, secret)) = &new_key {
-                section role="alert" {
-                    p { "The new key " strong { (name) } " — copy it now, it is not shown again:" }
-                    pre #new-key { (secret) }
+            "API keys",
+            Some(m),
+            html! {
+                h1 { "API keys" }
+                @if let Some((name, secret)) = &new_key {
+                    section role="alert" {
+                        p { "The new key " strong { (name) } " — copy it now, it is not shown again:" }
+                        pre #new-key { (secret) }
+                    }
                 }
-            }
-            @if keys.is_empty() { p.empty { "No API keys." } }
-            @else {
-                table {
-                    thead { tr { th { "Name" } th { "Key" } th { "Created" } th { "Last used" } th { "" } } }
-                    tbody { @for k in &keys {
-                        tr {
-                            td { (k.name) }
-                            td { code { (k.prefix) "…" } }
-                            td { (k.created_at.to_string()) }
-                            td { (k.last_used_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into())) }
-                            td {
-                                @if let Some(at) = k.revoked_at { "revoked " (at.to_string()) }
-                                @else if manages_keys(m) {
-                                    form method="post" action={ "/console/api-keys/" (k.id) "/revoke" } {
-                                        input type="hidden" name="csrf" value=(m.csrf_token);
-                                        button type="submit" { "Revoke" }
+                @if keys.is_empty() { p.empty { "No API keys." } }
+                @else {
+                    table {
+                        thead { tr { th { "Name" } th { "Key" } th { "Created" } th { "Last used" } th { "" } } }
+                        tbody { @for k in &keys {
+                            tr {
+                                td { (k.name) }
+                                td { code { (k.prefix) "…" } }
+                                td { (k.created_at.to_string()) }
+                                td { (k.last_used_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into())) }
+                                td {
+                                    @if let Some(at) = k.revoked_at { "revoked " (at.to_string()) }
+                                    @else if manages_keys(m) {
+                                        form method="post" action={ "/console/api-keys/" (k.id) "/revoke" } {
+                                            input type="hidden" name="csrf" value=(m.csrf_token);
+                                            button type="submit" { "Revoke" }
+                                        }
                                     }
                                 }
                             }
-                        }
-                    } }
+                        } }
+                    }
                 }
-            }
-            @if manages_keys(m) {
-                h2 { "New key" }
-                form method="post" action="/console/api-keys" {
-                    input type="hidden" name="csrf" value=(m.csrf_token);
-                    label { "Name " input name="name" required maxlength="128"; }
-                    button type="submit" { "Create" }
+                @if manages_keys(m) {
+                    h2 { "New key" }
+                    form method="post" action="/console/api-keys" {
+                        input type="hidden" name="csrf" value=(m.csrf_token);
+                        label { "Name " input name="name" required maxlength="128"; }
+                        button type="submit" { "Create" }
+                    }
                 }
-            }
-        },
+            },
         ),
     )
 }

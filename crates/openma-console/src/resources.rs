@@ -39,22 +39,22 @@ pub async fn environment(b: &dyn Backend, m: &ConsoleSession, id: &str) -> Respo
     Response::html(
         200,
         page(
-        &env.name,
-        Some(m),
-        html! {
-            h1 { (env.name) }
-            p { code { (env.id) } }
-            h2 { "Configuration" }
-            pre { (serde_json::to_string_pretty(&env.config).unwrap_or_default()) }
-            h2 { "Packages" }
-            @if let Some(build) = &build {
-                p { "Build: " strong #build-state { (wire_name(&build.state)) }
-                    @if let Some(e) = &build.error { " · " span.error { (e) } } }
-                @if !build.log.is_empty() { pre { (build.log) } }
-            } @else {
-                p #build-state { "Installed by each session's sandbox when it starts." }
-            }
-        },
+            &env.name,
+            Some(m),
+            html! {
+                h1 { (env.name) }
+                p { code { (env.id) } }
+                h2 { "Configuration" }
+                pre { (serde_json::to_string_pretty(&env.config).unwrap_or_default()) }
+                h2 { "Packages" }
+                @if let Some(build) = &build {
+                    p { "Build: " strong #build-state { (wire_name(&build.state)) }
+                        @if let Some(e) = &build.error { " · " span.error { (e) } } }
+                    @if !build.log.is_empty() { pre { (build.log) } }
+                } @else {
+                    p #build-state { "Installed by each session's sandbox when it starts." }
+                }
+            },
         ),
     )
 }
@@ -185,37 +185,37 @@ pub async fn memory_store(b: &dyn Backend, m: &ConsoleSession, id: &str) -> Resp
     Response::html(
         200,
         page(
-        &store.name,
-        Some(m),
-        html! {
-            h1 { (store.name) }
-            p { code { (store.id) } " · " (store.description) }
-            h2 { "Memories" }
-            @if memories.is_empty() { p.empty { "This store holds no memories yet." } }
-            @for item in &memories {
-                @if let openma_types::memory::MemoryListItem::Memory(mem) = item {
-                    details { summary { code { (mem.path) } " · " (mem.content_size_bytes) " bytes" } pre { (mem.content.clone().unwrap_or_default()) } }
-                }
-            }
-            h2 { "Versions" }
-            table {
-                thead { tr { th { "Version" } th { "Operation" } th { "Path" } th { "By" } th { "" } } }
-                tbody { @for v in &versions {
-                    tr {
-                        td { code { (v.id) } }
-                        td { (serde_json::to_value(v.operation).ok().and_then(|o| o.as_str().map(str::to_owned)).unwrap_or_default()) }
-                        td { (v.path.clone().unwrap_or_else(|| "(redacted)".into())) }
-                        td { (v.created_by.as_ref().map(|a| serde_json::to_value(a).ok().and_then(|j| j["type"].as_str().map(str::to_owned)).unwrap_or_default()).unwrap_or_default()) }
-                        td { @if v.path.is_some() {
-                            form method="post" action={ "/console/memory/" (store.id) "/versions/" (v.id) "/redact" } {
-                                input type="hidden" name="csrf" value=(m.csrf_token);
-                                button type="submit" { "Redact" }
-                            }
-                        } }
+            &store.name,
+            Some(m),
+            html! {
+                h1 { (store.name) }
+                p { code { (store.id) } " · " (store.description) }
+                h2 { "Memories" }
+                @if memories.is_empty() { p.empty { "This store holds no memories yet." } }
+                @for item in &memories {
+                    @if let openma_types::memory::MemoryListItem::Memory(mem) = item {
+                        details { summary { code { (mem.path) } " · " (mem.content_size_bytes) " bytes" } pre { (mem.content.clone().unwrap_or_default()) } }
                     }
-                } }
-            }
-        },
+                }
+                h2 { "Versions" }
+                table {
+                    thead { tr { th { "Version" } th { "Operation" } th { "Path" } th { "By" } th { "" } } }
+                    tbody { @for v in &versions {
+                        tr {
+                            td { code { (v.id) } }
+                            td { (serde_json::to_value(v.operation).ok().and_then(|o| o.as_str().map(str::to_owned)).unwrap_or_default()) }
+                            td { (v.path.clone().unwrap_or_else(|| "(redacted)".into())) }
+                            td { (v.created_by.as_ref().map(|a| serde_json::to_value(a).ok().and_then(|j| j["type"].as_str().map(str::to_owned)).unwrap_or_default()).unwrap_or_default()) }
+                            td { @if v.path.is_some() {
+                                form method="post" action={ "/console/memory/" (store.id) "/versions/" (v.id) "/redact" } {
+                                    input type="hidden" name="csrf" value=(m.csrf_token);
+                                    button type="submit" { "Redact" }
+                                }
+                            } }
+                        }
+                    } }
+                }
+            },
         ),
     )
 }

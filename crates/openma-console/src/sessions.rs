@@ -2,13 +2,12 @@
 
 use maud::html;
 use openma_core::accounts::ConsoleSession;
+use openma_core::platform::ListParams;
+use openma_core::ports::SessionFilter;
 use serde::Deserialize;
 
 use crate::layout::*;
 use crate::{Backend, Response, csrf_ok};
-
-use openma_core::platform::ListParams;
-use openma_core::ports::SessionFilter;
 
 #[derive(Deserialize)]
 pub struct StartForm {
@@ -70,40 +69,40 @@ pub async fn list(b: &dyn Backend, m: &ConsoleSession, q: SessionsQuery) -> Resp
     Response::html(
         200,
         page(
-        "Sessions",
-        Some(m),
-        html! {
-            h1 { "Sessions" }
-            form method="get" action="/console/sessions" {
-                label { "Search " input type="search" name="q" value=(q.q); }
-                label { "Status "
-                    select name="status" {
-                        @for st in ["", "idle", "running", "rescheduling", "terminated"] {
-                            option value=(st) selected[st == q.status] { (if st.is_empty() { "any" } else { st }) }
+            "Sessions",
+            Some(m),
+            html! {
+                h1 { "Sessions" }
+                form method="get" action="/console/sessions" {
+                    label { "Search " input type="search" name="q" value=(q.q); }
+                    label { "Status "
+                        select name="status" {
+                            @for st in ["", "idle", "running", "rescheduling", "terminated"] {
+                                option value=(st) selected[st == q.status] { (if st.is_empty() { "any" } else { st }) }
+                            }
                         }
                     }
+                    button type="submit" { "Filter" }
                 }
-                button type="submit" { "Filter" }
-            }
-            @if shown.is_empty() {
-                p.empty { "No session matches." }
-            } @else {
-                table {
-                    thead { tr { th { "Session" } th { "Status" } th { "Agent" } th { "Title" } th { "Created" } } }
-                    tbody {
-                        @for s in &shown {
-                            tr {
-                                td { a href={ "/console/sessions/" (s.id) } { code { (s.id) } } }
-                                td { (status_of(s)) }
-                                td { (s.agent.name) }
-                                td { (s.title.clone().unwrap_or_default()) }
-                                td { (s.created_at.to_string()) }
+                @if shown.is_empty() {
+                    p.empty { "No session matches." }
+                } @else {
+                    table {
+                        thead { tr { th { "Session" } th { "Status" } th { "Agent" } th { "Title" } th { "Created" } } }
+                        tbody {
+                            @for s in &shown {
+                                tr {
+                                    td { a href={ "/console/sessions/" (s.id) } { code { (s.id) } } }
+                                    td { (status_of(s)) }
+                                    td { (s.agent.name) }
+                                    td { (s.title.clone().unwrap_or_default()) }
+                                    td { (s.created_at.to_string()) }
+                                }
                             }
                         }
                     }
                 }
-            }
-        },
+            },
         ),
     )
 }
@@ -125,24 +124,24 @@ pub async fn one(b: &dyn Backend, m: &ConsoleSession, id: &str) -> Response {
     Response::html(
         200,
         page(
-        session.title.as_deref().unwrap_or("Session"),
-        Some(m),
-        html! {
-            h1 { (session.title.clone().unwrap_or_else(|| session.id.clone())) }
-            p { code { (session.id) } " · " (session.agent.name) " · " span #status { (status_of(&session)) } }
-            ol #timeline aria-live="polite" {}
-            form #send {
-                label { "Message " textarea name="text" rows="3" required {} }
-                button type="submit" { "Send" }
-                " "
-                button type="button" #interrupt { "Interrupt" }
-                " "
-                button type="button" #archive { "Archive" }
-            }
-            p #problem .error role="alert" {}
-            script type="application/json" #initial { (maud::PreEscaped(initial)) }
-            script { (maud::PreEscaped(format!("const SESSION={};const CSRF={};{}", serde_json::json!(session.id), serde_json::json!(m.csrf_token), TIMELINE_JS))) }
-        },
+            session.title.as_deref().unwrap_or("Session"),
+            Some(m),
+            html! {
+                h1 { (session.title.clone().unwrap_or_else(|| session.id.clone())) }
+                p { code { (session.id) } " · " (session.agent.name) " · " span #status { (status_of(&session)) } }
+                ol #timeline aria-live="polite" {}
+                form #send {
+                    label { "Message " textarea name="text" rows="3" required {} }
+                    button type="submit" { "Send" }
+                    " "
+                    button type="button" #interrupt { "Interrupt" }
+                    " "
+                    button type="button" #archive { "Archive" }
+                }
+                p #problem .error role="alert" {}
+                script type="application/json" #initial { (maud::PreEscaped(initial)) }
+                script { (maud::PreEscaped(format!("const SESSION={};const CSRF={};{}", serde_json::json!(session.id), serde_json::json!(m.csrf_token), TIMELINE_JS))) }
+            },
         ),
     )
 }

@@ -28,38 +28,38 @@ pub async fn show(b: &dyn Backend, m: &ConsoleSession) -> Response {
     Response::html(
         200,
         page(
-        "Usage",
-        Some(m),
-        html! {
-            h1 { "Usage" }
-            p { "Last 30 days at list prices: " strong #usage-total { (dollars(total)) } }
-            svg width=(w) height=(h + 20) viewBox={ "0 0 " (w) " " (h + 20) } role="img" aria-label="list cost per day" style="max-width:100%" {
-                @for (i, (d, amount)) in days.iter().enumerate() {
-                    @let bh = amount * h / max;
-                    rect x=(i as i64 * bar + 1) y=(h - bh) width=(bar - 2) height=(bh.max(1)) fill="#0a66c2" {
-                        title { (date(*d)) ": " (dollars(*amount)) }
+            "Usage",
+            Some(m),
+            html! {
+                h1 { "Usage" }
+                p { "Last 30 days at list prices: " strong #usage-total { (dollars(total)) } }
+                svg width=(w) height=(h + 20) viewBox={ "0 0 " (w) " " (h + 20) } role="img" aria-label="list cost per day" style="max-width:100%" {
+                    @for (i, (d, amount)) in days.iter().enumerate() {
+                        @let bh = amount * h / max;
+                        rect x=(i as i64 * bar + 1) y=(h - bh) width=(bar - 2) height=(bh.max(1)) fill="#0a66c2" {
+                            title { (date(*d)) ": " (dollars(*amount)) }
+                        }
+                    }
+                    text x="0" y=(h + 15) font-size="11" { (date(today - 29)) }
+                    text x=(w) y=(h + 15) font-size="11" text-anchor="end" { (date(today)) }
+                }
+                h2 { "By agent and model" }
+                @if by_agent.is_empty() { p.empty { "No usage in the last 30 days." } }
+                @else {
+                    table {
+                        thead { tr { th { "Agent" } th { "Model" } th { "Kind" } th { "Quantity" } th { "List cost" } } }
+                        tbody { @for r in &by_agent {
+                            tr {
+                                td { code { (r.agent_id.clone().unwrap_or_default()) } }
+                                td { (r.model.clone().unwrap_or_default()) }
+                                td { (r.kind.clone().unwrap_or_default()) }
+                                td { (r.quantity) }
+                                td { (dollars(r.amount_micros)) }
+                            }
+                        } }
                     }
                 }
-                text x="0" y=(h + 15) font-size="11" { (date(today - 29)) }
-                text x=(w) y=(h + 15) font-size="11" text-anchor="end" { (date(today)) }
-            }
-            h2 { "By agent and model" }
-            @if by_agent.is_empty() { p.empty { "No usage in the last 30 days." } }
-            @else {
-                table {
-                    thead { tr { th { "Agent" } th { "Model" } th { "Kind" } th { "Quantity" } th { "List cost" } } }
-                    tbody { @for r in &by_agent {
-                        tr {
-                            td { code { (r.agent_id.clone().unwrap_or_default()) } }
-                            td { (r.model.clone().unwrap_or_default()) }
-                            td { (r.kind.clone().unwrap_or_default()) }
-                            td { (r.quantity) }
-                            td { (dollars(r.amount_micros)) }
-                        }
-                    } }
-                }
-            }
-        },
+            },
         ),
     )
 }

@@ -36,7 +36,9 @@ workers: openma-main → openma-integrations → the SessionDO, which posts). Th
 fetches it itself; the worker's SessionDO fetches it with `fetch`), and `POST /v1/sessions`
 with a `github_repository` cloned from a fake GitHub over git's HTTP protocol (the native
 server runs git itself; the worker's SessionDO has its sandbox server run it, then keeps the
-workspace in R2). The console rows, after the plain turns: `GET /console` signed in (the
+workspace in R2). The console rows, after the plain turns: five sign-ins (argon2id
+verification; the throttle allows five a minute, so its "p99" is the slowest of them),
+`GET /console` signed in (the
 dashboard: ten recent sessions and agents, the month's list cost; D1 on the worker) and the
 page of the session that took those turns (its events embedded: on the worker read from its
 SessionDO).
@@ -234,8 +236,14 @@ def main() -> None:
                 xs = measure_turns(base, auth, session, a.turns)
                 rows.setdefault("turn (message → idle)", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))
                 # the console: its dashboard, and the page of the session that just took the turns
-                signed_in = httpx2.post(f"{base}/console/login", data={"email": CONSOLE_EMAIL, "password": CONSOLE_PASSWORD}, timeout=60.0)
-                assert signed_in.status_code == 303, signed_in.text
+                # five sign-ins: all the throttle allows an e-mail in a minute (argon2id each)
+                xs = []
+                for _ in range(5):
+                    t = time.perf_counter()
+                    signed_in = httpx2.post(f"{base}/console/login", data={"email": CONSOLE_EMAIL, "password": CONSOLE_PASSWORD}, timeout=60.0)
+                    xs.append((time.perf_counter() - t) * 1000)
+                    assert signed_in.status_code == 303, signed_in.text
+                rows.setdefault("console sign-in (5)", []).append((pct(xs, 0.5), max(xs), statistics.mean(xs)))
                 cookie = {"cookie": signed_in.headers["set-cookie"].split(";")[0]}
                 xs = measure(f"{base}/console", a.n, cookie)
                 rows.setdefault("GET /console (dashboard)", []).append((pct(xs, 0.5), pct(xs, 0.99), statistics.mean(xs)))

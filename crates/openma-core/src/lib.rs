@@ -31,6 +31,7 @@ pub mod repositories;
 pub mod retention;
 pub mod secrets;
 pub mod pricing;
+pub mod quota;
 pub mod ports;
 pub mod sessions;
 pub mod skills;

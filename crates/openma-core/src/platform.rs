@@ -389,45 +389,13 @@ impl Platform {
 impl Platform {
     /// Spend of the current calendar month (UTC), in micro-dollars.
     pub async fn month_spend_micros(&self, tenant: &TenantId) -> DomainResult<i64> {
-        let now = self.now().to_string();
-        let start: Timestamp = format!("{}-01T00:00:00Z", &now[..7]).parse().map_err(|_| DomainError::invalid("clock"))?;
-        let rows = self
-            .store
-            .usage_report(tenant, &crate::ports::UsageQuery { group_by: Vec::new(), from: Some(start.as_micros()), to: None })
-            .await?;
-        Ok(rows.iter().map(|r| r.amount_micros).sum())
+        crate::quota::month_spend_micros(&*self.store, tenant, self.now()).await
     }
 
-    /// Refuses new work past the tenant's hard monthly spend limit (402) or while it has
-    /// as many running sessions as allowed (429). `new_running` says whether the work
-    /// would start a session that is not running now. Returns true when the soft monthly
-    /// limit is exceeded (the caller warns).
+    /// [`crate::quota::check`] with the tenant's limits from the database.
     pub async fn check_quota(&self, tenant: &TenantId, new_running: bool) -> DomainResult<bool> {
         let limits = self.store.get_tenant_limits(tenant).await?;
-        let mut soft_exceeded = false;
-        if limits.monthly_hard_micros.is_some() || limits.monthly_soft_micros.is_some() {
-            let spent = self.month_spend_micros(tenant).await?;
-            if let Some(hard) = limits.monthly_hard_micros
-                && spent >= hard
-            {
-                return Err(DomainError::PaymentRequired(format!(
-                    "this tenant reached its monthly spend limit (${:.2} of ${:.2}); new sessions and turns are refused until the limit is raised or the month ends",
-                    spent as f64 / 1e6,
-                    hard as f64 / 1e6
-                )));
-            }
-            soft_exceeded = limits.monthly_soft_micros.is_some_and(|soft| spent >= soft);
-        }
-        if new_running
-            && let Some(max) = limits.max_running_sessions
-            && self.store.count_running_sessions(tenant).await? >= max
-        {
-            return Err(DomainError::QuotaExceeded {
-                message: format!("this tenant already runs {max} sessions at once, its limit; retry when one goes idle"),
-                retry_after_secs: 5,
-            });
-        }
-        Ok(soft_exceeded)
+        crate::quota::check(&limits, &*self.store, &*self.store, tenant, self.now(), new_running).await
     }
 
     pub async fn set_tenant_limits(&self, tenant: &TenantId, limits: &crate::tenancy::TenantLimits) -> DomainResult<()> {

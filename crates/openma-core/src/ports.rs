@@ -482,6 +482,8 @@ pub trait SessionStore: Send + Sync {
     /// Deletes unless the session is running or rescheduling.
     async fn delete_session(&self, tenant: &TenantId, id: &str) -> Result<DeleteOutcome, StoreError>;
     async fn list_sessions(&self, tenant: &TenantId, query: &ListQuery, filter: &SessionFilter) -> Result<Vec<Session>, StoreError>;
+    /// Sessions of the tenant whose status is running or rescheduling (the quota's count).
+    async fn count_running_sessions(&self, tenant: &TenantId) -> Result<i64, StoreError>;
 }
 
 /// The billing ledger's rows and its report: a port of its own so that a deployment whose
@@ -672,8 +674,6 @@ pub trait Store:
     // -- quotas --
     async fn get_tenant_limits(&self, tenant: &TenantId) -> Result<TenantLimits, StoreError>;
     async fn set_tenant_limits(&self, tenant: &TenantId, limits: &TenantLimits) -> Result<(), StoreError>;
-    /// Sessions of the tenant whose status is running or rescheduling.
-    async fn count_running_sessions(&self, tenant: &TenantId) -> Result<i64, StoreError>;
 
     // -- idempotency --
     /// Claims a key for a request (by hash); keys older than `expired_before` are forgotten.

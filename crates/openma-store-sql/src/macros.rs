@@ -1927,6 +1927,14 @@ macro_rules! sql_store {
 
         #[async_trait::async_trait]
         impl openma_core::ports::SessionStore for $store {
+            async fn count_running_sessions(&self, tenant: &TenantId) -> Result<i64, openma_core::StoreError> {
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sessions WHERE tenant_id = $1 AND status IN ('running', 'rescheduling')")
+                    .bind(tenant.as_str())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err($crate::backend_error)
+            }
+
             async fn insert_session(&self, tenant: &TenantId, s: &Session) -> Result<(), openma_core::StoreError> {
                 sqlx::query(
                     "INSERT INTO sessions (tenant_id, id, agent_id, agent_version, environment_id, status, created_at, updated_at, archived, body) \
@@ -2618,13 +2626,6 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn count_running_sessions(&self, tenant: &TenantId) -> Result<i64, openma_core::StoreError> {
-                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sessions WHERE tenant_id = $1 AND status IN ('running', 'rescheduling')")
-                    .bind(tenant.as_str())
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err($crate::backend_error)
-            }
             async fn claim_idempotency(
                 &self,
                 tenant: &TenantId,

@@ -224,6 +224,12 @@ class Deployment:
         assert r.returncode == 0, f"wrangler d1 execute failed:\n{r.stdout}\n{r.stderr}"
         return r.stdout
 
+    def kv_put(self, key: str, value: str) -> None:
+        """Writes a key of openma-main's CONFIG_KV, as the deployment guide does (`wrangler kv
+        key put`); before the workers start, as for D1."""
+        r = self.wrangler("main", "kv", "key", "put", key, value, "--binding", "CONFIG_KV", "--local")
+        assert r.returncode == 0, f"wrangler kv key put failed:\n{r.stdout}\n{r.stderr}"
+
     def start(self, worker: str, secrets: dict[str, str] | None = None, bound: dict[str, dict[str, str]] | None = None,
               scheduled: bool = False, ratelimit: int | None = None) -> Worker:
         """Serves `worker` on a port of its own, with the workers it binds (`bound`: name →

@@ -224,6 +224,54 @@ def test_a_configured_rate_limit_answers_429_per_api_key(deployment):
     assert httpx2.get(f"{main.base_url}/health", timeout=10.0).status_code == 200
 
 
+def test_a_tenants_limits_in_kv_refuse_new_sessions_and_turns(deployment, fake_model, sandbox_server):
+    """Per-tenant configuration in KV (`tenants/{id}/limits`, the native TenantLimits as
+    JSON), checked with the native rule: past its hard monthly spend a tenant's new sessions
+    are refused with 402; at its running-session limit, work that would start one more
+    session waits with 429 until one goes idle; a tenant without a key has no limits; a key
+    that does not parse refuses the work rather than skip the check."""
+    deployment.apply_migrations()
+    deployment.d1("".join(tenant_rows(name, key) for name, key in [("b", KEY_B), ("spare0", SPARE_KEYS[0]), ("spare1", SPARE_KEYS[1])]))
+    deployment.kv_put("tenants/tenant_b/limits", '{"monthly_hard_micros": 0}')
+    deployment.kv_put("tenants/tenant_spare0/limits", '{"max_running_sessions": 1}')
+    deployment.kv_put("tenants/tenant_spare1/limits", "not json")
+    main = deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A}, bound={"agent": agent_vars(fake_model, sandbox_server)})
+
+    def post(key: str, path: str, body: dict) -> httpx2.Response:
+        return httpx2.post(f"{main.base_url}{path}", json=body, headers={"x-api-key": key}, timeout=60.0)
+
+    agent_of = {k: post(k, "/v1/agents", {"name": "quota", "model": "claude-sonnet-4-5", "tools": [{"type": "agent_toolset_20260401"}]}).json()["id"]
+                for k in (KEY_A, KEY_B, SPARE_KEYS[0], SPARE_KEYS[1])}
+    broke = post(KEY_B, "/v1/sessions", {"agent": agent_of[KEY_B]})
+    assert broke.status_code == 402 and broke.json()["error"]["type"] == "billing_error", broke.text
+    assert "monthly spend limit ($0.00 of $0.00)" in broke.json()["error"]["message"]
+    assert post(KEY_A, "/v1/sessions", {"agent": agent_of[KEY_A]}).status_code == 200, "no key, no limits"
+    unreadable = post(SPARE_KEYS[1], "/v1/sessions", {"agent": agent_of[SPARE_KEYS[1]]})
+    assert unreadable.status_code == 500 and "tenants/tenant_spare1/limits" in unreadable.json()["error"]["message"], unreadable.text
+
+    # one running session at most: a turn that runs a while holds the only place
+    k = SPARE_KEYS[0]
+    first = post(k, "/v1/sessions", {"agent": agent_of[k]}).json()["id"]
+    second = post(k, "/v1/sessions", {"agent": agent_of[k]}).json()["id"]
+    message = {"events": [{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]}
+    script(fake_model, [tool_use("bash", {"command": "sleep 4"}), {"kind": "message", "blocks": [{"type": "text", "text": "slept"}]}])
+    assert post(k, f"/v1/sessions/{first}/events", message).status_code == 200
+    deadline = time.monotonic() + 30
+    while httpx2.get(f"{main.base_url}/v1/sessions/{first}", headers={"x-api-key": k}, timeout=30.0).json()["status"] != "running":
+        assert time.monotonic() < deadline, "the first session did not start running"
+        time.sleep(0.1)
+    waiting = post(k, f"/v1/sessions/{second}/events", message)
+    assert waiting.status_code == 429 and waiting.headers["retry-after"] == "5", waiting.text
+    assert "already runs 1 sessions at once" in waiting.json()["error"]["message"]
+    starting = post(k, "/v1/sessions", {"agent": agent_of[k], "initial_events": message["events"]})
+    assert starting.status_code == 429, starting.text
+    while httpx2.get(f"{main.base_url}/v1/sessions/{first}", headers={"x-api-key": k}, timeout=30.0).json()["status"] != "idle":
+        assert time.monotonic() < deadline + 30, "the first session's turn did not end"
+        time.sleep(0.2)
+    script_reply(fake_model, "now it is my turn")
+    assert post(k, f"/v1/sessions/{second}/events", message).status_code == 200, "a place is free again"
+
+
 def test_credentials_are_refused_with_503_while_the_root_secret_is_wrong(deployment):
     deployment.apply_migrations()
     first = deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A})

@@ -101,4 +101,16 @@ impl SessionStore for D1 {
     async fn list_sessions(&self, tenant: &TenantId, query: &ListQuery, filter: &SessionFilter) -> Result<Vec<Session>, StoreError> {
         send!(self.list_session_rows(tenant, query, filter))
     }
+
+    async fn count_running_sessions(&self, tenant: &TenantId) -> Result<i64, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Count {
+            n: i64,
+        }
+        let row: Option<Count> = send!(self.first(
+            "SELECT COUNT(*) AS n FROM sessions WHERE tenant_id = ?1 AND status IN ('running', 'rescheduling')",
+            &[tenant.as_str().into()],
+        ))?;
+        Ok(row.map_or(0, |c| c.n))
+    }
 }

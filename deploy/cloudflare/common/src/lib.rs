@@ -21,6 +21,7 @@ pub mod errors;
 pub mod files;
 pub mod outbound;
 pub mod provider_api;
+pub mod quota;
 pub mod r2;
 pub mod root_secret;
 pub mod sessions;

@@ -99,6 +99,7 @@ impl WorkerSessions {
 /// `OPENMA_GITHUB_URL` (default `https://github.com`). A clone that fails is the caller's
 /// error and takes the session away again, as natively. The session and its initial inputs.
 pub async fn create(env: &Env, sessions: &Sessions<'_>, tenant: &TenantId, req: &CreateSessionRequest, request_id: &str) -> Result<(Session, Vec<Input>), ApiError> {
+    crate::quota::check(env, tenant, req.initial_events.as_ref().is_some_and(|e| !e.is_empty())).await?;
     let (session, initial) = sessions.create(tenant, req).await?;
     let repositories = openma_core::files::resource_params(req.resources.as_deref().unwrap_or_default())?.repositories;
     if repositories.is_empty() {

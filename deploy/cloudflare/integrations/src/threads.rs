@@ -61,6 +61,8 @@ pub async fn thread_session(
 /// Sends inputs to the session's SessionDO as client events; its refusal as an error.
 pub async fn send(env: &Env, tenant: &TenantId, session: &Session, inputs: &[Input], request_id: &str) -> Result<(), ApiError> {
     let events = serde_json::to_value(inputs.iter().map(Input::client_event).collect::<Vec<_>>()).map_err(|e| ApiError::new(500, e.to_string()))?;
+    // the tenant's limits apply to a thread's turns as to the API's
+    openma_worker_common::quota::check_events(env, tenant, session, &events).await?;
     let mut answer = SessionObject::new(env, tenant, &session.id, request_id)?.send(tenant, session, events).await?;
     if answer.status_code() != 200 {
         let text = answer.text().await.unwrap_or_default();

@@ -3,6 +3,7 @@
 //! migration shows up here as a 503 with the reason, not later as a failed request.
 
 use serde::Serialize;
+use openma_worker_common::quota::CONFIG_KV;
 use worker::{Env, Response, Result};
 
 use openma_worker_common::root_secret;
@@ -10,7 +11,6 @@ use crate::schema::{LATEST_MIGRATION, MIGRATIONS};
 
 /// Binding names, as in `wrangler.jsonc`.
 pub const DB: &str = "DB";
-pub const CONFIG_KV: &str = "CONFIG_KV";
 pub use openma_worker_common::r2::BLOBS;
 
 #[derive(Serialize)]

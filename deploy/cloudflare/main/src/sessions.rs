@@ -84,8 +84,10 @@ pub async fn route(req: &mut ApiRequest, env: &Env, db: &D1, tenant: &TenantId, 
         (Method::Post, [id, "events"]) => async {
             let session = sessions.load(tenant, id).await?;
             let body: SendEventsRequest = req.body().await?;
+            let events = serde_json::to_value(&body.events).map_err(|e| ApiError::new(500, e.to_string()))?;
+            openma_worker_common::quota::check_events(env, tenant, &session, &events).await?;
             let object = SessionObject::new(env, tenant, id, &req.request_id)?;
-            relay(object.send(tenant, &session, serde_json::to_value(&body.events).map_err(|e| ApiError::new(500, e.to_string()))?).await?)
+            relay(object.send(tenant, &session, events).await?)
         }
         .await,
         (Method::Get, [id, "events"]) => async {

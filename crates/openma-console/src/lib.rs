@@ -25,6 +25,10 @@ pub use sign_in::{COOKIE, cookie_token, csrf_ok, hash_password, verify_password}
 use openma_core::accounts::ConsoleSession;
 use serde::de::DeserializeOwned;
 
+/// The largest form body the console takes (the integration form's PEM key is the biggest
+/// field); a runtime answers 413 past it.
+pub const FORM_LIMIT: usize = 256 * 1024;
+
 /// The parts of an HTTP request the console reads.
 #[derive(Clone, Debug, Default)]
 pub struct Request {

@@ -52,6 +52,20 @@ fn binding<'a>(tenant: &'a TenantId, id: &'a str, field: &'a str) -> Binding<'a>
     Binding { purpose: PURPOSE, tenant, owner: id, field }
 }
 
+/// Checks that a stored integration's credential works against its provider (Slack
+/// `auth.test`, GitHub `GET /app` with the App's JWT, Linear's `viewer`): what it answers as,
+/// or why not. `now` is Unix seconds (the JWT's clock). The console's check button, natively
+/// and on the Workers.
+pub async fn check(api: &dyn ProviderApi, secrets: &SecretBox, tenant: &TenantId, stored: &StoredIntegration, now: i64) -> Result<String, String> {
+    let (_, credential) = open_secrets(secrets, tenant, stored).map_err(|e| e.to_string())?;
+    let i = &stored.integration;
+    match i.provider {
+        IntegrationProvider::Slack => slack::check(api, i, &credential).await,
+        IntegrationProvider::Github => github::check(api, i, &credential, now).await,
+        IntegrationProvider::Linear => linear::check(api, i, &credential).await,
+    }
+}
+
 /// The signing secret and the credential of an integration (for the server's adapters only).
 pub fn open_secrets(secrets: &SecretBox, tenant: &TenantId, s: &StoredIntegration) -> Result<(String, String), SecretError> {
     let id = &s.integration.id;

@@ -35,8 +35,6 @@ use crate::app::AppState;
 
 /// Sign-in attempts per e-mail per minute.
 const SIGN_INS_PER_MINUTE: u32 = 5;
-/// The largest form the console takes (the integration form's PEM key is the biggest field).
-const FORM_LIMIT: usize = 256 * 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -48,11 +46,10 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn serve(State(app): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    if body.len() > FORM_LIMIT {
+    if body.len() > openma_console::FORM_LIMIT {
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
     }
     let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let cookies: Vec<&str> = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
     let req = openma_console::Request {
         method: match method {
             Method::GET | Method::HEAD => openma_console::Method::Get,
@@ -61,7 +58,7 @@ async fn serve(State(app): State<AppState>, method: Method, uri: Uri, headers: H
         },
         path: uri.path().to_owned(),
         query: uri.query().unwrap_or_default().to_owned(),
-        cookie: (!cookies.is_empty()).then(|| cookies.join("; ")),
+        cookie: cookies(&headers),
         origin: text(header::ORIGIN),
         host: text(header::HOST),
         https: headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https"),
@@ -75,6 +72,12 @@ async fn serve(State(app): State<AppState>, method: Method, uri: Uri, headers: H
         }
     }
     r
+}
+
+/// The request's `Cookie` headers, joined as one.
+fn cookies(headers: &HeaderMap) -> Option<String> {
+    let all: Vec<&str> = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
+    (!all.is_empty()).then(|| all.join("; "))
 }
 
 /// An argon2id hash of `password` (for `openma users …`).
@@ -91,8 +94,7 @@ fn rand_bytes() -> [u8; 16] {
 /// The console session of a request's cookie, if it has a live one (the API takes it in
 /// place of a key, for the console's own scripts).
 pub async fn session_of(app: &AppState, headers: &HeaderMap) -> Result<Option<ConsoleSession>, openma_core::DomainError> {
-    let cookies: Vec<&str> = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
-    match openma_console::cookie_token(Some(&cookies.join("; "))) {
+    match openma_console::cookie_token(cookies(headers).as_deref()) {
         Some(token) => app.platform.console_session(&token).await,
         None => Ok(None),
     }

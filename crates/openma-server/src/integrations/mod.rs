@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use openma_core::harness::input::Input;
 use openma_core::integrations::turns::{TurnSummary, truncate};
-use openma_core::integrations::{Delivered, ProviderApi, github as core_github, linear as core_linear, open_secrets, slack as core_slack};
+use openma_core::integrations::{Delivered, ProviderApi, github as core_github, linear as core_linear, open_secrets};
 use openma_core::ports::EventQuery;
 use openma_core::{DomainError, Platform, TenantId};
 use openma_types::integrations::{Integration, IntegrationProvider};
@@ -168,13 +168,7 @@ impl crate::runtime::TurnObserver for Replies {
 pub async fn check(app: &AppState, tenant: &TenantId, id: &str) -> Result<String, String> {
     let stored = app.platform.store.get_integration(tenant, id).await.map_err(|e| e.to_string())?.ok_or("no such integration")?;
     let secrets = app.platform.secrets.as_deref().ok_or("no root secret")?;
-    let (_, credential) = open_secrets(secrets, tenant, &stored).map_err(|e| e.to_string())?;
-    let i = &stored.integration;
-    match i.provider {
-        IntegrationProvider::Slack => core_slack::check(&Api, i, &credential).await,
-        IntegrationProvider::Github => core_github::check(&Api, i, &credential, github::now()).await,
-        IntegrationProvider::Linear => core_linear::check(&Api, i, &credential).await,
-    }
+    openma_core::integrations::check(&Api, secrets, tenant, &stored, github::now()).await
 }
 
 /// The providers' APIs over this process's HTTP client.

@@ -10,7 +10,7 @@ use openma_core::agents::Agents;
 use openma_core::environments::Environments;
 use openma_core::files::FileListParams;
 use openma_core::http_error::HttpError;
-use openma_core::integrations::{Integrations, github, linear, open_secrets, slack};
+use openma_core::integrations::Integrations;
 use openma_core::keys::Keys;
 use openma_core::model_cards::ModelCards;
 use openma_core::paging::Page;
@@ -22,7 +22,7 @@ use openma_types::Timestamp;
 use openma_types::agents::{Agent, CreateAgentRequest, UpdateAgentRequest};
 use openma_types::environments::{Environment, EnvironmentBuild, EnvironmentLimits};
 use openma_types::files::FileMetadata;
-use openma_types::integrations::{CreateIntegrationRequest, Integration, IntegrationProvider};
+use openma_types::integrations::{CreateIntegrationRequest, Integration};
 use openma_types::memory::{Actor, MemoryListItem, MemoryStore, MemoryVersion};
 use openma_types::model_cards::{CreateModelCardRequest, ModelCard};
 use openma_types::sessions::{CreateSessionRequest, Session};
@@ -44,8 +44,6 @@ use crate::errors::ApiError;
 pub const SIGN_IN_RATE_LIMIT: &str = "SIGN_IN_RATE_LIMIT";
 /// What a throttled sign-in is told to wait: the binding cannot tell its period.
 const SIGN_IN_RETRY_AFTER_S: u64 = 60;
-/// The largest form the console takes (the integration form's PEM key is the biggest field).
-const FORM_LIMIT: usize = 256 * 1024;
 
 /// Serves a console request (`openma_console::handles` said the path is the console's).
 pub async fn serve(mut req: Request, env: &Env, request_id: &str) -> Result<Response, ApiError> {
@@ -54,7 +52,7 @@ pub async fn serve(mut req: Request, env: &Env, request_id: &str) -> Result<Resp
         Method::Post => req.bytes().await.map_err(|e| ApiError::new(400, format!("could not read the form: {e}")))?,
         _ => Vec::new(),
     };
-    if body.len() > FORM_LIMIT {
+    if body.len() > openma_console::FORM_LIMIT {
         return Err(ApiError::new(413, "the form is too large"));
     }
     let url = req.url().map_err(|e| ApiError::new(400, format!("invalid URL: {e}")))?;
@@ -299,13 +297,7 @@ impl Backend for WorkerConsole {
         SendFuture::new(async {
             let stored = self.db.get_integration(tenant, id).await.map_err(|e| e.to_string())?.ok_or("no such integration")?;
             let secrets = root_secret::secret_box(&self.env).await.map_err(|e| e.message().to_owned())?;
-            let (_, credential) = open_secrets(&secrets, tenant, &stored).map_err(|e| e.to_string())?;
-            let i = &stored.integration;
-            match i.provider {
-                IntegrationProvider::Slack => slack::check(&FetchApi, i, &credential).await,
-                IntegrationProvider::Github => github::check(&FetchApi, i, &credential, WorkerClock.now().as_micros() / 1_000_000).await,
-                IntegrationProvider::Linear => linear::check(&FetchApi, i, &credential).await,
-            }
+            openma_core::integrations::check(&FetchApi, &secrets, tenant, &stored, WorkerClock.now().as_micros() / 1_000_000).await
         })
         .await
     }

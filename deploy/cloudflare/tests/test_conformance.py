@@ -229,25 +229,29 @@ def test_a_tenants_limits_in_kv_refuse_new_sessions_and_turns(deployment, fake_m
     JSON), checked with the native rule: past its hard monthly spend a tenant's new sessions
     are refused with 402; at its running-session limit, work that would start one more
     session waits with 429 until one goes idle; a tenant without a key has no limits; a key
-    that does not parse refuses the work rather than skip the check."""
+    that does not parse, or sets the sandbox limit the Workers cannot apply, refuses the work
+    rather than skip the check."""
     deployment.apply_migrations()
-    deployment.d1("".join(tenant_rows(name, key) for name, key in [("b", KEY_B), ("spare0", SPARE_KEYS[0]), ("spare1", SPARE_KEYS[1])]))
+    deployment.d1("".join(tenant_rows(name, key) for name, key in [("b", KEY_B), ("spare0", SPARE_KEYS[0]), ("spare1", SPARE_KEYS[1]), ("spare2", SPARE_KEYS[2])]))
     deployment.kv_put("tenants/tenant_b/limits", '{"monthly_hard_micros": 0}')
     deployment.kv_put("tenants/tenant_spare0/limits", '{"max_running_sessions": 1}')
     deployment.kv_put("tenants/tenant_spare1/limits", "not json")
+    deployment.kv_put("tenants/tenant_spare2/limits", '{"max_running_sandboxes": 1}')
     main = deployment.start("main", {"PLATFORM_ROOT_SECRET": SECRET, "OPENMA_BOOTSTRAP_API_KEY": KEY_A}, bound={"agent": agent_vars(fake_model, sandbox_server)})
 
     def post(key: str, path: str, body: dict) -> httpx2.Response:
         return httpx2.post(f"{main.base_url}{path}", json=body, headers={"x-api-key": key}, timeout=60.0)
 
     agent_of = {k: post(k, "/v1/agents", {"name": "quota", "model": "claude-sonnet-4-5", "tools": [{"type": "agent_toolset_20260401"}]}).json()["id"]
-                for k in (KEY_A, KEY_B, SPARE_KEYS[0], SPARE_KEYS[1])}
+                for k in (KEY_A, KEY_B, *SPARE_KEYS[:3])}
     broke = post(KEY_B, "/v1/sessions", {"agent": agent_of[KEY_B]})
     assert broke.status_code == 402 and broke.json()["error"]["type"] == "billing_error", broke.text
     assert "monthly spend limit ($0.00 of $0.00)" in broke.json()["error"]["message"]
     assert post(KEY_A, "/v1/sessions", {"agent": agent_of[KEY_A]}).status_code == 200, "no key, no limits"
     unreadable = post(SPARE_KEYS[1], "/v1/sessions", {"agent": agent_of[SPARE_KEYS[1]]})
     assert unreadable.status_code == 500 and "tenants/tenant_spare1/limits" in unreadable.json()["error"]["message"], unreadable.text
+    unsupported = post(SPARE_KEYS[2], "/v1/sessions", {"agent": agent_of[SPARE_KEYS[2]]})
+    assert unsupported.status_code == 500 and "`max_running_sandboxes`" in unsupported.json()["error"]["message"], unsupported.text
 
     # one running session at most: a turn that runs a while holds the only place
     k = SPARE_KEYS[0]

@@ -2,8 +2,9 @@
 //! sessions) are per-tenant configuration in KV (`CONFIG_KV`, key `tenants/{id}/limits`, the
 //! native `TenantLimits` as JSON), checked with the core's rule (`openma_core::quota`) against
 //! the ledger and the sessions on D1 before a session is created or a message starts a turn.
-//! A tenant without a key has no limits, as natively; a key that does not parse refuses the
-//! work (a billing control is not skipped because it is misspelt).
+//! A tenant without a key has no limits, as natively; a key that does not parse, or that sets
+//! `max_running_sandboxes` (each session has a container of its own), refuses the work: a
+//! billing control is not skipped because it is misspelt or cannot be applied.
 
 use openma_core::TenantId;
 use openma_core::tenancy::TenantLimits;
@@ -29,10 +30,21 @@ pub async fn limits(env: &Env, tenant: &TenantId) -> Result<TenantLimits, ApiErr
     let text = kv.get(&key).text().await.map_err(|e| ApiError::new(500, format!("{CONFIG_KV} `{key}`: {e}")))?;
     match text {
         None => Ok(TenantLimits::default()),
-        Some(t) => serde_json::from_str(&t).map_err(|e| {
-            worker::console_error!("{CONFIG_KV} `{key}` is not a tenant's limits: {e}");
-            ApiError::new(500, format!("this tenant's limits (`{key}` in {CONFIG_KV}) cannot be read: {e}"))
-        }),
+        Some(t) => {
+            let limits: TenantLimits = serde_json::from_str(&t).map_err(|e| {
+                worker::console_error!("{CONFIG_KV} `{key}` is not a tenant's limits: {e}");
+                ApiError::new(500, format!("this tenant's limits (`{key}` in {CONFIG_KV}) cannot be read: {e}"))
+            })?;
+            // each session has a container of its own: a sandbox limit could not be applied
+            if limits.max_running_sandboxes.is_some() {
+                worker::console_error!("{CONFIG_KV} `{key}` sets max_running_sandboxes, which the Workers cannot apply");
+                return Err(ApiError::new(
+                    500,
+                    format!("this tenant's limits (`{key}` in {CONFIG_KV}) set `max_running_sandboxes`, which the Workers do not support (each session has its own container); remove it or use `max_running_sessions`"),
+                ));
+            }
+            Ok(limits)
+        }
     }
 }
 
